@@ -1,0 +1,40 @@
+#!/usr/bin/env node
+/**
+ * sip-teleport's command line. Each command family lives in agents/commands/<family>.ts
+ * and registers itself here.
+ */
+import { Command } from "commander";
+import { packageVersion } from "../lib/version";
+import { registerNrdlCommands } from "./commands/nrdl";
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name("sip-teleport")
+    .description(
+      "Live-migrate groups of virtual machines between data centers under SIP signalling.\n" +
+        "A source agent sends an INVITE carrying an NRDL offer; the destination arms a migration\n" +
+        "listener per VM and answers 200 OK; the source migrates, reports progress by INFO, and ends with BYE.",
+    )
+    .version(packageVersion())
+    .showHelpAfterError("(run with --help for usage)")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ sip-teleport nrdl example exp2 > offer.xml     write the thesis' experiment 2 offer
+  $ sip-teleport nrdl validate offer.xml           check an NRDL document
+  $ sip-teleport nrdl example exp2 | sip-teleport nrdl validate -`,
+    );
+  registerNrdlCommands(program);
+  return program;
+}
+
+if (require.main === module) {
+  buildProgram()
+    .parseAsync(process.argv)
+    .catch((err: unknown) => {
+      process.stderr.write(`sip-teleport: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exit(1);
+    });
+}

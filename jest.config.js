@@ -1,0 +1,11 @@
+/** sip.js ships ESM only: let ts-jest (allowJs) transform it; everything else in node_modules stays as is. */
+module.exports = {
+  testEnvironment: "node",
+  roots: ["<rootDir>/test"],
+  testMatch: ["**/*.test.ts"],
+  transform: {
+    "^.+\\.[tj]s$": ["ts-jest", { isolatedModules: true, tsconfig: { allowJs: true, module: "commonjs", esModuleInterop: true } }],
+  },
+  transformIgnorePatterns: ["/node_modules/(?!sip\\.js/)"],
+  testTimeout: 60000,
+};

@@ -1,0 +1,118 @@
+/**
+ * One interface, many drivers (libvirt's design): the agents never know which hypervisor
+ * moves a VM. A new hypervisor is one new file implementing HypervisorDriver.
+ */
+import type { Hypervisor, Role } from "../../nrdl/types";
+
+export interface NicDefinition {
+  /** "tap": an existing tap device on a bridge (named per host); "user": QEMU user-mode networking. */
+  kind: "tap" | "user";
+  /** Tap device name on this host (may differ between hosts). */
+  ifname?: string;
+  /** Must be identical on both hosts so the guest keeps its identity. */
+  mac: string;
+}
+
+/** A VM as the local inventory defines it. Both hosts hold identical definitions. */
+export interface VmDefinition {
+  name: string;
+  hypervisor: Hypervisor;
+  role: Role;
+  memoryMib: number;
+  cpus: number;
+  kernel?: string;
+  initrd?: string;
+  append?: string;
+  disk?: string;
+  nics: NicDefinition[];
+  /** Extra hypervisor arguments, passed as an argument array (never through a shell). */
+  extraArgs?: string[];
+}
+
+export type VmRunState =
+  | "running"
+  | "paused"
+  /** waiting for an incoming migration */
+  | "incoming"
+  /** paused at the end of pre-copy, waiting for switchover */
+  | "pre-switchover"
+  | "stopped"
+  /** defined but no process */
+  | "absent";
+
+export interface ArmOptions {
+  /** Address to listen on. */
+  address: string;
+  /** Port to listen on; a free one is chosen when omitted. */
+  port?: number;
+  /** One-time secret for this migration (never logged). */
+  secret: string;
+}
+
+export interface ArmedListener {
+  vm: string;
+  /** URI the source migrates to, e.g. "tcp:127.0.0.1:49152". */
+  uri: string;
+}
+
+export interface MigrationTarget {
+  uri: string;
+  secret: string;
+}
+
+export type MigrationPhase = "setup" | "active" | "pre-switchover" | "device" | "completed" | "failed" | "cancelled";
+
+export interface MigrationProgress {
+  vm: string;
+  phase: MigrationPhase;
+  transferredBytes: number;
+  remainingBytes: number;
+  totalBytes: number;
+  /** 0..1 */
+  progress: number;
+}
+
+export interface MigrationOptions {
+  /** 0 = unlimited. */
+  bandwidthMbps: number;
+  downtimeLimitMs: number;
+  timeoutS: number;
+  /** Stop at the end of pre-copy until `switchover()` is called (coordinated switchover of a wave). */
+  pauseBeforeSwitchover?: boolean;
+  onProgress?: (p: MigrationProgress) => void;
+}
+
+export interface MigrationResult {
+  vm: string;
+  /** As the hypervisor measured them. */
+  totalMs: number;
+  downtimeMs: number;
+  transferredBytes: number;
+}
+
+/** A running outgoing migration. */
+export interface MigrationHandle {
+  /** Settles when the VM runs on the destination (and the source copy is gone), or rejects with a TeleportError (source keeps running). */
+  readonly done: Promise<MigrationResult>;
+  /** With pauseBeforeSwitchover: resolves when pre-copy has converged and the VM waits for switchover. */
+  readonly readyToSwitch: Promise<void>;
+  switchover(): Promise<void>;
+  /** Cancel; the VM keeps running on the source. */
+  abort(): Promise<void>;
+}
+
+export interface HypervisorDriver {
+  readonly kind: Hypervisor;
+  /** Whether this host can run the driver, with a human explanation (e.g. "qemu-system-x86_64 not found; apt-get install qemu-system-x86"). */
+  available(): Promise<{ ok: boolean; detail: string }>;
+  /** VM definitions this driver manages on this host. */
+  inventory(): VmDefinition[];
+  state(vm: string): Promise<VmRunState>;
+  start(vm: string): Promise<void>;
+  stop(vm: string): Promise<void>;
+  /** Start the VM waiting for an incoming migration. */
+  arm(vm: string, opts: ArmOptions): Promise<ArmedListener>;
+  /** Remove a listener that has not received a VM (never touches a VM that already resumed here). */
+  disarm(vm: string): Promise<void>;
+  migrate(vm: string, target: MigrationTarget, opts: MigrationOptions): MigrationHandle;
+}

@@ -1,0 +1,114 @@
+/**
+ * The seam between the agents and a SIP stack. The agents speak in drachtio-srf's style
+ * (`onInvite(req, res)`); a backend (sip.js core on our Node transports today, drachtio
+ * tomorrow) implements this interface in one file.
+ */
+import type { TeleportError } from "../errors";
+
+export type TransportKind = "udp" | "tcp" | "tls";
+
+export interface SipBody {
+  contentType: string;
+  content: string;
+}
+
+export interface Peer {
+  address: string;
+  port: number;
+  transport: TransportKind;
+}
+
+/** A request as the agents see it: the parts they act on, nothing of the stack's internals. */
+export interface IncomingRequest {
+  method: string;
+  ruri: string;
+  callId: string;
+  /** From and To header values (URIs with display names and tags stripped). */
+  fromUri: string;
+  toUri: string;
+  header(name: string): string | undefined;
+  body?: SipBody;
+  /** Where the request came from on the network (after received/rport). */
+  source: Peer;
+  /** The digest user name that authenticated this request, when authentication is on. */
+  authenticatedUser?: string;
+}
+
+export interface ResponseInfo {
+  status: number;
+  reason: string;
+  header(name: string): string | undefined;
+  body?: SipBody;
+}
+
+export interface ResponseOptions {
+  headers?: Record<string, string>;
+  body?: SipBody;
+}
+
+/** Answers a non-INVITE request (INFO, BYE, MESSAGE, OPTIONS). */
+export interface Responder {
+  send(status: number, reason?: string, opts?: ResponseOptions): void;
+}
+
+/** An established dialog, either side. */
+export interface Dialog {
+  readonly id: string;
+  readonly callId: string;
+  /** The remote party's URI. */
+  readonly remoteUri: string;
+  /** In-dialog INFO (Info-Package sip-teleport-status, body NRDL status). */
+  info(body: SipBody): Promise<ResponseInfo>;
+  /** Ends the dialog; resolves with the final response to BYE (its body carries the peer's report). */
+  bye(body?: SipBody): Promise<ResponseInfo>;
+  onInfo(handler: (req: IncomingRequest, res: Responder) => void): void;
+  /** The peer sent BYE: answer it through `res` (with a report body). */
+  onBye(handler: (req: IncomingRequest, res: Responder) => void): void;
+  /** The dialog ended for any reason (BYE either way, transport error, timeout). */
+  onTerminated(handler: (reason: string) => void): void;
+}
+
+/** The UAS side of an INVITE before it is answered. */
+export interface InviteResponder {
+  /** 180/183 with an optional body. 100 Trying is sent by the backend itself. */
+  progress(status: 180 | 183, reason?: string): void;
+  /** Final non-2xx (status from the error), with an optional body and extra headers (Warning is added from the reason). */
+  reject(error: TeleportError, opts?: ResponseOptions): void;
+  /** 200 OK with the answer; the dialog is returned at once and `acked` settles on ACK (or rejects on Timer H). */
+  accept(body: SipBody, opts?: ResponseOptions): { dialog: Dialog; acked: Promise<void> };
+  /** The caller sent CANCEL before we answered (the backend has already replied 487). */
+  onCancel(handler: () => void): void;
+}
+
+export interface OutgoingInviteOptions {
+  /** Extra headers (e.g. Subject, Session-Expires). */
+  headers?: Record<string, string>;
+  /** Called on each provisional response. */
+  onProgress?: (res: ResponseInfo) => void;
+}
+
+/** The UAC side of an INVITE. */
+export interface OutgoingInvite {
+  /** Resolves on 2xx (after ACK is sent) with the dialog and the answer; rejects with a TeleportError on a final failure. */
+  readonly established: Promise<{ dialog: Dialog; response: ResponseInfo }>;
+  /** CANCEL while no final response has arrived. */
+  cancel(): void;
+}
+
+export interface SipHandlers {
+  onInvite?(req: IncomingRequest, res: InviteResponder): void;
+  onMessage?(req: IncomingRequest, res: Responder): void;
+}
+
+export interface SipBackend {
+  /** Our address of record, e.g. sip:dc2@127.0.0.1. */
+  readonly aor: string;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  setHandlers(handlers: SipHandlers): void;
+  invite(target: string, body: SipBody, opts?: OutgoingInviteOptions): OutgoingInvite;
+  message(target: string, body: SipBody): Promise<ResponseInfo>;
+  /** REGISTER our AOR with the configured registrar (and keep refreshing it). */
+  register(): Promise<void>;
+  unregister(): Promise<void>;
+}

@@ -1,0 +1,128 @@
+/**
+ * NRDL v1 in memory. The wire format is specified in nrdl/SPEC.md; these types are its
+ * one-to-one model (attribute names camelCased). Every field is present after parsing:
+ * defaults are filled in by the parser, so code downstream never guesses.
+ */
+export const NRDL_NAMESPACE = "urn:sip-teleport:nrdl:1";
+export const NRDL_VERSION = 1;
+export const NRDL_MIME = "application/nrdl+xml";
+/** Hard ceiling on a document's size, checked before any parsing. */
+export const NRDL_MAX_BYTES = 64 * 1024;
+
+export const HYPERVISORS = ["qemu", "virtualbox", "libvirt"] as const;
+export type Hypervisor = (typeof HYPERVISORS)[number];
+
+/** Roles feed ordering: network functions (router, switch, firewall, nat) move first. */
+export const ROLES = ["router", "switch", "firewall", "nat", "server", "storage", "other"] as const;
+export type Role = (typeof ROLES)[number];
+
+export const STRATEGIES = ["sequential", "parallel", "switchover"] as const;
+export type Strategy = (typeof STRATEGIES)[number];
+
+export const ON_ERROR = ["abort", "continue"] as const;
+export type OnError = (typeof ON_ERROR)[number];
+
+export const VM_STATES = ["migrating", "completed", "failed", "aborted"] as const;
+export type VmMigrationState = (typeof VM_STATES)[number];
+
+export const OUTCOMES = ["completed", "partial", "failed"] as const;
+export type Outcome = (typeof OUTCOMES)[number];
+
+export interface Policy {
+  strategy: Strategy;
+  /** At most this many migrations at once (1 for sequential). */
+  maxParallel: number;
+  /** Per-migration bandwidth cap; 0 = unlimited. */
+  bandwidthMbps: number;
+  downtimeLimitMs: number;
+  timeoutS: number;
+  onError: OnError;
+}
+
+export interface VmSpec {
+  name: string;
+  hypervisor: Hypervisor;
+  role: Role;
+  memoryMib: number;
+  cpus: number;
+  /** Names of VMs (in the same offer) that must have moved before this one. */
+  dependsOn: string[];
+}
+
+export interface Offer {
+  kind: "offer";
+  sourceUri: string;
+  destinationUri: string;
+  policy: Policy;
+  vms: VmSpec[];
+}
+
+export interface Armed {
+  vm: string;
+  /** Where the source points its migration, e.g. "tcp:10.10.10.67:49152". */
+  uri: string;
+  /** One-time secret for this VM in this dialog. Never logged. */
+  secret: string;
+}
+
+export interface Rejected {
+  vm: string;
+  reason: string;
+}
+
+/** 200 OK body (armed only) or 488 body (rejected, possibly with what had been armed and was disarmed). */
+export interface Answer {
+  kind: "answer";
+  armed: Armed[];
+  rejected: Rejected[];
+}
+
+export interface VmStatus {
+  vm: string;
+  state: VmMigrationState;
+  /** 0..1 */
+  progress?: number;
+  transferredBytes?: number;
+  totalMs?: number;
+  downtimeMs?: number;
+  reason?: string;
+}
+
+/** INFO body: one or more VM status lines. */
+export interface StatusReport {
+  kind: "status";
+  statuses: VmStatus[];
+}
+
+export interface VmResult {
+  vm: string;
+  state: VmMigrationState;
+  /** Where the VM runs now (host URI or name). */
+  host: string;
+  totalMs?: number;
+  downtimeMs?: number;
+  transferredBytes?: number;
+  reason?: string;
+}
+
+/** BYE body (source's view) and its 200 OK body (destination's view). */
+export interface Report {
+  kind: "report";
+  outcome: Outcome;
+  results: VmResult[];
+}
+
+export type NrdlBody = Offer | Answer | StatusReport | Report;
+
+export interface NrdlDocument<B extends NrdlBody = NrdlBody> {
+  version: number;
+  /** Migration id shared by every document of one dialog. */
+  id: string;
+  body: B;
+}
+
+/** One validation failure: where (an XPath-like path) and what was expected. */
+export interface Violation {
+  path: string;
+  message: string;
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what sip-teleport needs on a fresh Debian machine, and nothing twice:
+# Debian packages (QEMU, sipp, Kamailio, ...), the npm dependencies, the build.
+# Used by `npm run demo`, `npm test` (through their pre-scripts) and .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(qemu-system-x86 busybox-static cpio iputils-ping socat jq iproute2 sip-tester kamailio openssl docker-compose)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "sip-teleport needs these Debian packages: ${missing[*]}" >&2
+    echo "run as root, or: sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "bootstrap: installing ${missing[*]}" >&2
+  apt-get update -q >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
+
+# npm ci only when the lock file changed since the last install.
+stamp=node_modules/.sip-teleport-lock
+if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
+  echo "bootstrap: npm ci" >&2
+  npm ci --no-audit --no-fund >&2
+  cp package-lock.json "$stamp"
+fi
+
+# Build when any source is newer than the build.
+if [ ! -f dist/.built ] || [ -n "$(find agents nrdl lib bench index.ts tsconfig*.json -newer dist/.built -type f 2>/dev/null | head -1)" ]; then
+  echo "bootstrap: building" >&2
+  npx tsc -p tsconfig.build.json
+  touch dist/.built
+fi
