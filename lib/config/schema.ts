@@ -1,0 +1,96 @@
+/**
+ * One configuration file per host (JSON). Every field has a default that works on loopback,
+ * so `sip-teleport listen` with no file at all is a working destination on 127.0.0.1.
+ */
+import { z } from "zod";
+import { ON_ERROR, STRATEGIES } from "../../nrdl/types";
+
+const sipUri = z.string().regex(/^sips?:[^\s<>"]+$/, 'expected a SIP URI such as "sip:dc2@127.0.0.1"');
+
+const listen = z
+  .object({
+    transport: z.enum(["udp", "tcp", "tls"]),
+    address: z.string().default("127.0.0.1"),
+    port: z.number().int().min(0).max(65535).default(5060),
+  })
+  .strict();
+
+const credentials = z.object({ username: z.string().min(1), password: z.string().min(1), realm: z.string().optional() }).strict();
+
+const portRange = z
+  .string()
+  .regex(/^\d{1,5}-\d{1,5}$/, 'expected a port range such as "49152-49407"')
+  .refine((r) => {
+    const [lo, hi] = r.split("-").map(Number);
+    return lo >= 1024 && hi <= 65535 && lo <= hi;
+  }, "expected 1024 <= low <= high <= 65535");
+
+export const configSchema = z
+  .object({
+    /** This host's name in reports and logs. */
+    host: z.string().min(1).default("localhost"),
+    sip: z
+      .object({
+        /** Our address of record: the To of INVITEs for this host, the From of ours. */
+        aor: sipUri.default("sip:teleport@127.0.0.1"),
+        listen: z.array(listen).min(1).default([{ transport: "udp", address: "127.0.0.1", port: 5060 }, { transport: "tcp", address: "127.0.0.1", port: 5060 }]),
+        outboundProxy: sipUri.optional(),
+        registrar: sipUri.optional(),
+        /** Our own credentials, answered to 401/407 challenges. */
+        credentials: credentials.optional(),
+        tls: z.object({ cert: z.string(), key: z.string(), ca: z.string().optional(), verify: z.boolean().default(true) }).strict().optional(),
+        /** Log every SIP message sent and received (credentials masked). */
+        trace: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
+    security: z
+      .object({
+        /** Who may send us migrations: SIP URIs (user@host, `*` wildcards) or source IP addresses. Empty = loopback only. */
+        allow: z.array(z.string().min(1)).default([]),
+        /** Digest users (name -> password) required of callers; empty = no authentication. */
+        users: z.record(z.string(), z.string().min(1)).default({}),
+        realm: z.string().default("sip-teleport"),
+      })
+      .strict()
+      .prefault({}),
+    /** VM definitions (identical on both hosts) or the path of a JSON file that holds them. */
+    inventory: z.union([z.string(), z.array(z.unknown())]).default([]),
+    runDir: z.string().default(".cache/run"),
+    stateDir: z.string().default(".cache/state"),
+    migration: z
+      .object({
+        /** Address the destination's migration listeners bind to and announce. */
+        address: z.string().default("127.0.0.1"),
+        ports: portRange.default("49152-49407"),
+      })
+      .strict()
+      .prefault({}),
+    defaults: z
+      .object({
+        strategy: z.enum(STRATEGIES).default("sequential"),
+        maxParallel: z.number().int().min(1).max(64).default(2),
+        bandwidthMbps: z.number().min(0).default(0),
+        downtimeLimitMs: z.number().int().min(1).default(300),
+        timeoutS: z.number().int().min(1).default(600),
+        onError: z.enum(ON_ERROR).default("abort"),
+      })
+      .strict()
+      .prefault({}),
+    timers: z
+      .object({
+        /** Destination: disarm a dialog whose migrations have not started this long after 200 OK. */
+        idleTimeoutS: z.number().int().min(1).default(60),
+        /** Destination: disarm a dialog that lasts longer than this without activity (session timer). */
+        sessionTimeoutS: z.number().int().min(10).default(900),
+      })
+      .strict()
+      .prefault({}),
+    log: z
+      .object({ level: z.enum(["error", "warn", "info", "verbose", "debug"]).default("info"), format: z.enum(["text", "json"]).default("text") })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export type HostConfig = z.infer<typeof configSchema>;
