@@ -1,0 +1,318 @@
+/**
+ * The destination agent (UAS): validates an NRDL offer, arms a listener for every VM, and only
+ * then answers 200 OK with the armed URIs and one-time secrets. Anything that ends the dialog
+ * before a VM resumed here (no ACK, CANCEL, BYE, silence, expiry, a crash) disarms it; a VM
+ * that resumed here is never touched.
+ */
+import { randomBytes } from "node:crypto";
+import type { HostConfig } from "../../lib/config/schema";
+import { TeleportError } from "../../lib/errors";
+import type { Host } from "../../lib/hypervisor/host";
+import type { Logger } from "../../lib/log/logger";
+import { freePortInRange } from "../../lib/net/ports";
+import type { Dialog, IncomingRequest, InviteResponder, Responder, SipBackend, SipBody } from "../../lib/sip/backend";
+import { DigestServer } from "../../lib/sip/digest";
+import { buildNrdl, parseNrdl } from "../../nrdl";
+import type { Armed, NrdlDocument, Offer, Rejected, Report, VmResult, VmStatus } from "../../nrdl/types";
+import { NRDL_MIME } from "../../nrdl/types";
+import { AccessPolicy } from "./access";
+import { Journal } from "./journal";
+
+export interface DestinationOptions {
+  config: HostConfig;
+  sip: SipBackend;
+  host: Host;
+  logger: Logger;
+}
+
+type Phase = "arming" | "answered" | "acked" | "ended";
+
+interface DialogState {
+  callId: string;
+  migrationId: string;
+  offer: Offer;
+  phase: Phase;
+  cancelled: boolean;
+  armed: Set<string>;
+  statuses: Map<string, VmStatus>;
+  dialog?: Dialog;
+  idleTimer?: NodeJS.Timeout;
+  expiryTimer?: NodeJS.Timeout;
+  lastReport?: Report;
+}
+
+const nrdlBody = (doc: NrdlDocument): SipBody => ({ contentType: NRDL_MIME, content: buildNrdl(doc) });
+
+export class DestinationAgent {
+  private readonly dialogs = new Map<string, DialogState>();
+  /** VM name -> Call-ID of the dialog that holds it (armed or moving). */
+  private readonly holders = new Map<string, string>();
+  private readonly access: AccessPolicy;
+  private readonly digest?: DigestServer;
+  private readonly journal: Journal;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: DestinationOptions) {
+    this.log = opts.logger.child({ agent: "destination" });
+    this.access = new AccessPolicy(opts.config.security.allow);
+    if (Object.keys(opts.config.security.users).length > 0) {
+      this.digest = new DigestServer({ realm: opts.config.security.realm, users: opts.config.security.users });
+    }
+    this.journal = new Journal(opts.config.stateDir);
+  }
+
+  async start(): Promise<void> {
+    await this.recover();
+    this.opts.sip.setHandlers({ onInvite: (req, res) => void this.onInvite(req, res) });
+    await this.opts.sip.start();
+    if (this.opts.config.sip.registrar) await this.opts.sip.register();
+    this.log.info("listening", { aor: this.opts.sip.aor, vms: this.opts.host.inventory().map((v) => v.name) });
+  }
+
+  async stop(): Promise<void> {
+    for (const state of [...this.dialogs.values()]) await this.finish(state, "agent stopping");
+    if (this.opts.config.sip.registrar) await this.opts.sip.unregister().catch(() => undefined);
+    await this.opts.sip.stop();
+  }
+
+  /** After a crash: disarm listeners of dialogs that no longer exist; keep VMs that resumed here. */
+  private async recover(): Promise<void> {
+    for (const entry of this.journal.all()) {
+      for (const vm of entry.vms) {
+        const local = this.opts.host.find(vm);
+        if (!local) continue;
+        const state = await local.driver.state(vm).catch(() => "absent" as const);
+        if (state === "running") {
+          this.log.info("recovered: VM resumed here before the restart, keeping it", { vm, migrationId: entry.migrationId });
+        } else if (state !== "absent" && state !== "stopped") {
+          this.log.warn("recovered: disarming orphaned listener", { vm, state, migrationId: entry.migrationId });
+          await local.driver.disarm(vm).catch((err: unknown) => this.log.error("disarm failed", { vm, error: String(err) }));
+        }
+      }
+      this.journal.remove(entry.callId);
+    }
+  }
+
+  /** The checks that need no arming; returns the offer or throws the refusal. */
+  private async admit(req: IncomingRequest): Promise<{ doc: NrdlDocument<Offer>; user?: string }> {
+    let user: string | undefined;
+    if (this.digest) {
+      const verdict = this.digest.verify(req.header("Authorization"), req.method);
+      if (!verdict.ok) throw new TeleportError(401, "Unauthorized", [verdict.reason]);
+      user = verdict.user;
+    }
+    const denied = this.access.check({ address: req.source.address, fromUri: req.fromUri, authenticatedUser: user });
+    if (denied) throw new TeleportError(403, "Forbidden", [denied]);
+    if (!req.body || req.body.contentType.split(";")[0].trim().toLowerCase() !== NRDL_MIME) {
+      throw new TeleportError(415, "Unsupported Media Type", [`body must be ${NRDL_MIME}, got ${req.body?.contentType ?? "no body"}`]);
+    }
+    const parsed = parseNrdl(req.body.content);
+    if (!parsed.ok) throw new TeleportError(400, "Invalid NRDL", parsed.violations.map((v) => `${v.path}: ${v.message}`));
+    if (parsed.doc.body.kind !== "offer") throw new TeleportError(400, "Invalid NRDL", [`an INVITE carries an <offer>, not <${parsed.doc.body.kind}>`]);
+    return { doc: parsed.doc as NrdlDocument<Offer>, user };
+  }
+
+  /** Per-VM refusals (488) and conflicts with other dialogs (486). */
+  private async vet(offer: Offer): Promise<Rejected[]> {
+    const busy = offer.vms.filter((v) => this.holders.has(v.name)).map((v) => v.name);
+    if (busy.length) throw new TeleportError(486, "Busy Here", busy.map((vm) => `${vm} is being moved by another dialog`));
+    const rejected: Rejected[] = [];
+    for (const vm of offer.vms) {
+      const local = this.opts.host.find(vm.name);
+      if (!local) {
+        rejected.push({ vm: vm.name, reason: "not defined on this host" });
+        continue;
+      }
+      const { def, driver } = local;
+      const mismatch = [
+        def.hypervisor !== vm.hypervisor && `hypervisor ${vm.hypervisor} offered, ${def.hypervisor} defined here`,
+        def.memoryMib !== vm.memoryMib && `memory ${vm.memoryMib} MiB offered, ${def.memoryMib} MiB defined here`,
+        def.cpus !== vm.cpus && `${vm.cpus} cpus offered, ${def.cpus} defined here`,
+      ].filter((m): m is string => typeof m === "string");
+      if (mismatch.length) {
+        rejected.push({ vm: vm.name, reason: `definition differs: ${mismatch.join("; ")}` });
+        continue;
+      }
+      const avail = await driver.available();
+      if (!avail.ok) {
+        rejected.push({ vm: vm.name, reason: `${driver.kind} unavailable: ${avail.detail}` });
+        continue;
+      }
+      const state = await driver.state(vm.name);
+      if (state !== "absent" && state !== "stopped") rejected.push({ vm: vm.name, reason: `already ${state} on this host` });
+    }
+    return rejected;
+  }
+
+  private async onInvite(req: IncomingRequest, res: InviteResponder): Promise<void> {
+    const log = this.log.child({ callId: req.callId });
+    let admitted: { doc: NrdlDocument<Offer>; user?: string };
+    try {
+      admitted = await this.admit(req);
+    } catch (err) {
+      const e = TeleportError.from(err);
+      log.warn("INVITE refused", { status: e.status, reason: e.reason, details: e.details, from: req.fromUri, address: req.source.address });
+      const headers: Record<string, string> = {};
+      if (e.status === 401 && this.digest) headers["WWW-Authenticate"] = this.digest.challenges()[0];
+      if (e.status === 415) headers["Accept"] = NRDL_MIME;
+      return res.reject(e, { headers });
+    }
+    const { doc } = admitted;
+    const offer = doc.body;
+    let rejected: Rejected[];
+    try {
+      rejected = await this.vet(offer);
+    } catch (err) {
+      const e = TeleportError.from(err);
+      log.warn("INVITE refused", { status: e.status, reason: e.reason, details: e.details });
+      return res.reject(e);
+    }
+    if (rejected.length) {
+      log.warn("INVITE refused: VMs not acceptable", { rejected });
+      return res.reject(new TeleportError(488, "Not Acceptable Here", rejected.map((r) => `${r.vm}: ${r.reason}`)), {
+        body: nrdlBody({ version: doc.version, id: doc.id, body: { kind: "answer", armed: [], rejected } }),
+      });
+    }
+    // A race between vet() and here is impossible for the same VM: check and take in one synchronous step.
+    const clash = offer.vms.find((v) => this.holders.has(v.name));
+    if (clash) return res.reject(new TeleportError(486, "Busy Here", [`${clash.name} is being moved by another dialog`]));
+    const state: DialogState = { callId: req.callId, migrationId: doc.id, offer, phase: "arming", cancelled: false, armed: new Set(), statuses: new Map() };
+    offer.vms.forEach((v) => this.holders.set(v.name, req.callId));
+    this.dialogs.set(req.callId, state);
+    res.onCancel(() => {
+      state.cancelled = true;
+      log.info("CANCEL received");
+    });
+    this.journal.add({ callId: req.callId, migrationId: doc.id, vms: offer.vms.map((v) => v.name), armedAt: new Date().toISOString() });
+
+    const armedList = await this.armAll(state, log);
+    if (state.cancelled) {
+      await this.finish(state, "cancelled by the caller");
+      return;
+    }
+    if ("failed" in armedList) {
+      await this.finish(state, "arming failed");
+      return res.reject(new TeleportError(500, "Arming Failed", armedList.failed.map((r) => `${r.vm}: ${r.reason}`)), {
+        body: nrdlBody({ version: doc.version, id: doc.id, body: { kind: "answer", armed: [], rejected: armedList.failed } }),
+      });
+    }
+    const { dialog, acked } = res.accept(nrdlBody({ version: doc.version, id: doc.id, body: { kind: "answer", armed: armedList.armed, rejected: [] } }));
+    state.phase = "answered";
+    state.dialog = dialog;
+    log.info("armed and answered", { migrationId: doc.id, vms: armedList.armed.map((a) => ({ vm: a.vm, uri: a.uri })) });
+    dialog.onInfo((r, rs) => void this.onInfo(state, r, rs));
+    dialog.onBye((_r, rs) => void this.onBye(state, rs));
+    dialog.onTerminated((why) => void this.finish(state, `dialog ended: ${why}`));
+    const timeoutS = Math.max(offer.policy.timeoutS * Math.max(1, offer.vms.length) + 60, 60);
+    state.expiryTimer = setTimeout(() => void this.expire(state, `dialog expired after ${timeoutS} s`), Math.min(timeoutS, this.opts.config.timers.sessionTimeoutS) * 1000);
+    acked.then(
+      () => {
+        state.phase = "acked";
+        this.touch(state);
+      },
+      () => void this.expire(state, "no ACK for our 200 OK"),
+    );
+  }
+
+  private async armAll(state: DialogState, log: Logger): Promise<{ armed: Armed[] } | { failed: Rejected[] }> {
+    const { address, ports } = this.opts.config.migration;
+    const taken = new Set<number>();
+    const results = await Promise.allSettled(
+      state.offer.vms.map(async (vm): Promise<Armed> => {
+        const local = this.opts.host.find(vm.name);
+        if (!local) throw new TeleportError(488, "not defined on this host");
+        const port = await freePortInRange(address, ports, taken);
+        if (port === undefined) throw new TeleportError(503, `no free migration port in ${ports}`);
+        taken.add(port);
+        const secret = randomBytes(32).toString("base64url");
+        const listener = await local.driver.arm(vm.name, { address, port, secret });
+        state.armed.add(vm.name);
+        return { vm: vm.name, uri: listener.uri, secret };
+      }),
+    );
+    const failed = results.flatMap((r, i) => (r.status === "rejected" ? [{ vm: state.offer.vms[i].name, reason: TeleportError.from(r.reason).message }] : []));
+    if (failed.length) {
+      log.error("arming failed", { failed });
+      return { failed };
+    }
+    return { armed: results.map((r) => (r as PromiseFulfilledResult<Armed>).value) };
+  }
+
+  /** Silence from the source: after idleTimeoutS without INFO, give up on what has not moved. */
+  private touch(state: DialogState): void {
+    clearTimeout(state.idleTimer);
+    state.idleTimer = setTimeout(() => void this.expire(state, `no news from the source for ${this.opts.config.timers.idleTimeoutS} s`), this.opts.config.timers.idleTimeoutS * 1000);
+  }
+
+  private async onInfo(state: DialogState, req: IncomingRequest, res: Responder): Promise<void> {
+    const parsed = req.body ? parseNrdl(req.body.content) : undefined;
+    if (!parsed?.ok || parsed.doc.body.kind !== "status") {
+      const why = parsed && !parsed.ok ? parsed.violations.map((v) => `${v.path}: ${v.message}`).join("; ") : "INFO must carry an NRDL <status>";
+      return res.send(400, "Invalid NRDL", { headers: { Warning: `399 sip-teleport "${why.slice(0, 200).replace(/"/g, "'")}"` } });
+    }
+    this.touch(state);
+    for (const s of parsed.doc.body.statuses) {
+      if (!state.offer.vms.some((v) => v.name === s.vm)) continue;
+      state.statuses.set(s.vm, s);
+      if (s.state === "completed") {
+        const local = this.opts.host.find(s.vm);
+        const here = local ? await local.driver.state(s.vm) : "absent";
+        if (here === "running") this.log.info("VM resumed here", { vm: s.vm, totalMs: s.totalMs, downtimeMs: s.downtimeMs });
+        else this.log.error("source reports completion but the VM does not run here", { vm: s.vm, state: here });
+      }
+    }
+    res.send(200, "OK");
+  }
+
+  private async onBye(state: DialogState, res: Responder): Promise<void> {
+    const report = await this.finish(state, "BYE");
+    res.send(200, "OK", { body: nrdlBody({ version: 1, id: state.migrationId, body: report }) });
+  }
+
+  /** Source silent or dialog expired: tidy up and tell the source with BYE. */
+  private async expire(state: DialogState, why: string): Promise<void> {
+    if (state.phase === "ended") return;
+    this.log.warn("ending dialog", { callId: state.callId, why });
+    const report = await this.finish(state, why);
+    await state.dialog?.bye(nrdlBody({ version: 1, id: state.migrationId, body: report })).catch(() => undefined);
+  }
+
+  /** End the dialog once: keep every VM that runs here, disarm everything else, report the truth. */
+  private async finish(state: DialogState, why: string): Promise<Report> {
+    if (state.phase === "ended") return this.reportOf(state, new Map());
+    state.phase = "ended";
+    clearTimeout(state.idleTimer);
+    clearTimeout(state.expiryTimer);
+    const here = new Map<string, boolean>();
+    for (const vm of state.offer.vms) {
+      const local = this.opts.host.find(vm.name);
+      if (!local || !state.armed.has(vm.name)) continue;
+      const s = await local.driver.state(vm.name).catch(() => "absent" as const);
+      if (s === "running") {
+        here.set(vm.name, true);
+        continue;
+      }
+      await local.driver.disarm(vm.name).catch((err: unknown) => this.log.error("disarm failed", { vm: vm.name, error: String(err) }));
+    }
+    state.offer.vms.forEach((v) => this.holders.get(v.name) === state.callId && this.holders.delete(v.name));
+    this.dialogs.delete(state.callId);
+    this.journal.remove(state.callId);
+    this.log.info("dialog finished", { callId: state.callId, why, resumedHere: [...here.keys()] });
+    state.lastReport = this.reportOf(state, here);
+    return state.lastReport;
+  }
+
+  private reportOf(state: DialogState, here: Map<string, boolean>): Report {
+    if (state.lastReport) return state.lastReport;
+    const results: VmResult[] = state.offer.vms.map((vm) => {
+      const s = state.statuses.get(vm.name);
+      if (here.get(vm.name)) {
+        return { vm: vm.name, state: "completed", host: this.opts.config.host, totalMs: s?.totalMs, downtimeMs: s?.downtimeMs, transferredBytes: s?.transferredBytes };
+      }
+      const lost = s?.state === "failed" ? "failed" : "aborted";
+      return { vm: vm.name, state: lost, host: state.offer.sourceUri, reason: s?.reason ?? "did not resume on this host" };
+    });
+    const done = results.filter((r) => r.state === "completed").length;
+    return { kind: "report", outcome: done === results.length ? "completed" : done === 0 ? "failed" : "partial", results };
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * What the operator sees while a group moves: a bar per VM redrawn in place on a terminal,
+ * plain lines when stdout is not a TTY (logs, CI), JSON lines with --json (scripts).
+ */
+import type { MigrationProgress } from "../../lib/hypervisor/driver";
+import type { VmOutcome } from "../../lib/plan/execute";
+import type { Answer } from "../../nrdl/types";
+import type { MigrateSummary, SourceEvents, SourcePhase } from "./agent";
+
+export type DisplayMode = "tty" | "plain" | "json";
+
+interface Row {
+  vm: string;
+  phase: string;
+  progress: number;
+  bytes: number;
+  note: string;
+}
+
+const mib = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
+
+function bar(p: number, width = 24): string {
+  const full = Math.round(Math.min(1, Math.max(0, p)) * width);
+  return "[" + "#".repeat(full) + "-".repeat(width - full) + "]";
+}
+
+export class ProgressDisplay implements SourceEvents {
+  private readonly rows = new Map<string, Row>();
+  private drawn = 0;
+  private lastPlain = new Map<string, number>();
+
+  constructor(
+    private readonly mode: DisplayMode,
+    private readonly write: (s: string) => void = (s) => process.stdout.write(s),
+  ) {}
+
+  private emit(event: string, data: Record<string, unknown>): void {
+    this.write(JSON.stringify({ event, at: new Date().toISOString(), ...data }) + "\n");
+  }
+
+  private line(s: string): void {
+    if (this.mode === "tty") this.clear();
+    this.write(s + "\n");
+    if (this.mode === "tty") this.draw();
+  }
+
+  private clear(): void {
+    if (this.drawn) this.write(`\x1b[${this.drawn}A\x1b[0J`);
+    this.drawn = 0;
+  }
+
+  private draw(): void {
+    if (this.mode !== "tty") return;
+    this.clear();
+    const lines = [...this.rows.values()].map(
+      (r) => `  ${r.vm.padEnd(16)} ${bar(r.progress)} ${(r.progress * 100).toFixed(0).padStart(3)}%  ${r.phase.padEnd(14)} ${mib(r.bytes).padStart(11)} ${r.note}`,
+    );
+    this.write(lines.map((l) => l + "\n").join(""));
+    this.drawn = lines.length;
+  }
+
+  onPhase(phase: SourcePhase, detail?: string): void {
+    if (this.mode === "json") return this.emit("phase", { phase, detail });
+    const text: Record<SourcePhase, string> = {
+      inviting: `calling ${detail ?? ""} (INVITE with the NRDL offer)`,
+      armed: `destination armed: ${detail ?? ""}`,
+      migrating: "migrating",
+      closing: "closing the dialog (BYE with the report)",
+      done: `done: ${detail ?? ""}`,
+    };
+    this.line(`* ${text[phase]}`);
+  }
+
+  onAnswer(answer: Answer): void {
+    for (const a of answer.armed) this.rows.set(a.vm, { vm: a.vm, phase: "armed", progress: 0, bytes: 0, note: "" });
+    if (this.mode === "json") this.emit("answer", { armed: answer.armed.map((a) => ({ vm: a.vm, uri: a.uri })) });
+    else this.draw();
+  }
+
+  onStart(vm: string): void {
+    this.update(vm, { phase: "migrating" });
+    if (this.mode === "json") this.emit("start", { vm });
+    else if (this.mode === "plain") this.line(`  ${vm}: migration started`);
+  }
+
+  onSwitchover(vms: string[]): void {
+    if (this.mode === "json") this.emit("switchover", { vms });
+    else this.line(`  switching over together: ${vms.join(", ")}`);
+  }
+
+  onProgress(p: MigrationProgress): void {
+    this.update(p.vm, { phase: p.phase, progress: p.progress, bytes: p.transferredBytes });
+    if (this.mode === "json") return this.emit("progress", { ...p });
+    if (this.mode === "plain") {
+      // a line per 25 % keeps logs readable
+      const step = Math.floor(p.progress * 4);
+      if (step > (this.lastPlain.get(p.vm) ?? -1)) {
+        this.lastPlain.set(p.vm, step);
+        this.line(`  ${p.vm}: ${(p.progress * 100).toFixed(0)}% ${mib(p.transferredBytes)} (${p.phase})`);
+      }
+    }
+  }
+
+  onOutcome(o: VmOutcome): void {
+    const note = o.state === "completed" ? `downtime ${o.result.downtimeMs} ms` : o.reason;
+    this.update(o.vm, { phase: o.state, progress: o.state === "completed" ? 1 : this.rows.get(o.vm)?.progress ?? 0, note });
+    if (this.mode === "json") this.emit("outcome", { ...o });
+    else if (this.mode === "plain") this.line(`  ${o.vm}: ${o.state}${note ? ` (${note})` : ""}`);
+  }
+
+  private update(vm: string, patch: Partial<Row>): void {
+    const row = this.rows.get(vm) ?? { vm, phase: "", progress: 0, bytes: 0, note: "" };
+    this.rows.set(vm, { ...row, ...patch });
+    this.draw();
+  }
+
+  /** The final table: VM, outcome, total time, downtime, bytes, where it runs. */
+  summary(s: MigrateSummary): void {
+    if (this.mode === "json") return this.emit("summary", { ...s });
+    this.clear();
+    this.drawn = 0;
+    this.write(formatSummary(s));
+  }
+}
+
+export function formatSummary(s: MigrateSummary): string {
+  const head = ["VM", "outcome", "total", "downtime", "transferred", "runs on"];
+  const rows = s.vms.map((v) => [
+    v.vm,
+    v.state,
+    v.totalMs !== undefined ? `${v.totalMs} ms` : "-",
+    v.downtimeMs !== undefined ? `${v.downtimeMs} ms` : "-",
+    v.transferredBytes !== undefined ? mib(v.transferredBytes) : "-",
+    v.host,
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const fmt = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd();
+  const lines = [fmt(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(fmt)];
+  for (const v of s.vms) if (v.reason) lines.push(`${v.vm}: ${v.reason}`);
+  const p = s.phases;
+  lines.push(
+    `${s.migrationId}: ${s.outcome}. SIP phases: INVITE->200 ${p.arming} ms` +
+      (p.ackToFirstMigrate !== undefined ? `, 200->first migrate ${p.ackToFirstMigrate} ms` : "") +
+      (p.lastCompletionToByeOk !== undefined ? `, last completion->BYE 200 ${p.lastCompletionToByeOk} ms` : ""),
+  );
+  return "\n" + lines.join("\n") + "\n";
+}

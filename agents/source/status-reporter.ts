@@ -1,0 +1,72 @@
+/**
+ * In-dialog progress for the destination (INFO, Info-Package sip-teleport-status): every state
+ * change at once, progress at least once a second while anything moves. One INFO in flight at
+ * a time (RFC 6086 ordering); what changes meanwhile is coalesced into the next one.
+ */
+import type { MigrationProgress } from "../../lib/hypervisor/driver";
+import type { Logger } from "../../lib/log/logger";
+import type { Dialog } from "../../lib/sip/backend";
+import { buildNrdl } from "../../nrdl";
+import { NRDL_MIME, type VmStatus } from "../../nrdl/types";
+
+export class StatusReporter {
+  private readonly pending = new Map<string, VmStatus>();
+  private readonly migrating = new Map<string, VmStatus>();
+  private inFlight: Promise<void> = Promise.resolve();
+  private sending = false;
+  private readonly ticker: NodeJS.Timeout;
+
+  constructor(
+    private readonly dialog: Dialog,
+    private readonly migrationId: string,
+    private readonly log: Logger,
+  ) {
+    this.ticker = setInterval(() => {
+      for (const s of this.migrating.values()) this.pending.set(s.vm, s);
+      this.flush();
+    }, 1000);
+  }
+
+  progress(p: MigrationProgress): void {
+    const cur = this.migrating.get(p.vm);
+    if (cur) this.migrating.set(p.vm, { ...cur, progress: Math.min(1, Math.max(0, p.progress)), transferredBytes: p.transferredBytes });
+  }
+
+  state(s: VmStatus): void {
+    if (s.state === "migrating") this.migrating.set(s.vm, s);
+    else this.migrating.delete(s.vm);
+    this.pending.set(s.vm, s);
+    this.flush();
+  }
+
+  private flush(): void {
+    if (this.sending || this.pending.size === 0) return;
+    const statuses = [...this.pending.values()];
+    this.pending.clear();
+    this.sending = true;
+    const content = buildNrdl({ version: 1, id: this.migrationId, body: { kind: "status", statuses } });
+    this.inFlight = this.dialog
+      .info({ contentType: NRDL_MIME, content })
+      .then(
+        (res) => {
+          if (res.status >= 300) this.log.warn("INFO refused by the destination", { status: res.status, reason: res.reason });
+        },
+        (err: unknown) => {
+          this.log.warn("INFO failed", { error: String(err) });
+        },
+      )
+      .finally(() => {
+        this.sending = false;
+        this.flush();
+      });
+  }
+
+  /** Stop ticking and wait until every queued status has been sent. */
+  async close(): Promise<void> {
+    clearInterval(this.ticker);
+    while (this.sending || this.pending.size) {
+      this.flush();
+      await this.inFlight;
+    }
+  }
+}

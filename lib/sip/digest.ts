@@ -1,0 +1,104 @@
+/**
+ * Server side of SIP digest authentication (RFC 3261 §22, RFC 7616 / RFC 8760): challenges
+ * with SHA-256 and MD5, verifies responses, and refuses expired or replayed nonces.
+ * Nonces are stateless (timestamp + HMAC) so a restart does not need a nonce store; replay
+ * is caught by remembering the (nonce, nc) pairs already accepted while the nonce lives.
+ */
+import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+
+export type DigestAlgorithm = "SHA-256" | "MD5";
+
+export interface DigestOptions {
+  realm: string;
+  /** user name -> password */
+  users: Readonly<Record<string, string>>;
+  /** Offered in this order (RFC 8760: strongest first). */
+  algorithms?: DigestAlgorithm[];
+  nonceTtlMs?: number;
+}
+
+export type DigestVerdict =
+  | { ok: true; user: string }
+  | { ok: false; reason: string; stale?: boolean };
+
+const hash = (alg: DigestAlgorithm, s: string) => createHash(alg === "MD5" ? "md5" : "sha256").update(s).digest("hex");
+
+/** Parse `Digest a="b", c=d` into a map (quoted values unescaped). */
+export function parseDigestHeader(value: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const body = value.replace(/^\s*Digest\s+/i, "");
+  const re = /([a-zA-Z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))/g;
+  for (let m = re.exec(body); m; m = re.exec(body)) out[m[1].toLowerCase()] = m[2] !== undefined ? m[2].replace(/\\(.)/g, "$1") : m[3];
+  return out;
+}
+
+function safeEqual(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+export class DigestServer {
+  private readonly key = randomBytes(32);
+  private readonly used = new Map<string, number>(); // nonce -> expiry (ms), with nc list below
+  private readonly seenNc = new Map<string, Set<string>>();
+  private readonly algorithms: DigestAlgorithm[];
+  private readonly ttl: number;
+
+  constructor(private readonly opts: DigestOptions) {
+    this.algorithms = opts.algorithms ?? ["SHA-256", "MD5"];
+    this.ttl = opts.nonceTtlMs ?? 60_000;
+  }
+
+  private nonce(now = Date.now()): string {
+    const ts = now.toString(36);
+    const mac = createHmac("sha256", this.key).update(ts).digest("base64url").slice(0, 22);
+    return `${ts}.${mac}`;
+  }
+
+  private nonceAge(nonce: string, now: number): number | undefined {
+    const [ts, mac] = nonce.split(".");
+    if (!ts || !mac) return undefined;
+    const expected = createHmac("sha256", this.key).update(ts).digest("base64url").slice(0, 22);
+    if (!safeEqual(mac, expected)) return undefined;
+    return now - parseInt(ts, 36);
+  }
+
+  /** WWW-Authenticate (or Proxy-Authenticate) values, one per algorithm, strongest first. */
+  challenges(stale = false): string[] {
+    const nonce = this.nonce();
+    return this.algorithms.map(
+      (alg) => `Digest realm="${this.opts.realm}", nonce="${nonce}", algorithm=${alg}, qop="auth"${stale ? ", stale=true" : ""}`,
+    );
+  }
+
+  verify(authorization: string | undefined, method: string, now = Date.now()): DigestVerdict {
+    if (!authorization) return { ok: false, reason: "authentication required" };
+    const p = parseDigestHeader(authorization);
+    const alg = (p.algorithm ?? "MD5").toUpperCase() === "SHA-256" ? "SHA-256" : (p.algorithm ?? "MD5").toUpperCase() === "MD5" ? "MD5" : undefined;
+    if (!alg || !this.algorithms.includes(alg)) return { ok: false, reason: `digest algorithm ${p.algorithm} not accepted` };
+    if (p.realm !== this.opts.realm) return { ok: false, reason: `wrong realm ${JSON.stringify(p.realm ?? "")}` };
+    const password = p.username !== undefined ? this.opts.users[p.username] : undefined;
+    if (password === undefined) return { ok: false, reason: `unknown user ${JSON.stringify(p.username ?? "")}` };
+    const age = p.nonce ? this.nonceAge(p.nonce, now) : undefined;
+    if (age === undefined) return { ok: false, reason: "nonce not issued by this host" };
+    if (age > this.ttl || age < -5_000) return { ok: false, reason: "nonce expired", stale: true };
+    const ha1 = hash(alg, `${p.username}:${this.opts.realm}:${password}`);
+    const ha2 = hash(alg, `${method}:${p.uri ?? ""}`);
+    const expected = p.qop ? hash(alg, `${ha1}:${p.nonce}:${p.nc}:${p.cnonce}:${p.qop}:${ha2}`) : hash(alg, `${ha1}:${p.nonce}:${ha2}`);
+    if (!p.response || !safeEqual(p.response.toLowerCase(), expected)) return { ok: false, reason: `wrong credentials for ${p.username}` };
+    if (!this.fresh(p.nonce as string, p.nc ?? "", now)) return { ok: false, reason: "replayed request (nonce and count already used)", stale: true };
+    return { ok: true, user: p.username as string };
+  }
+
+  /** Accept each (nonce, nc) once; forget nonces once they expire. */
+  private fresh(nonce: string, nc: string, now: number): boolean {
+    for (const [n, exp] of this.used) if (exp < now) (this.used.delete(n), this.seenNc.delete(n));
+    const seen = this.seenNc.get(nonce) ?? new Set<string>();
+    if (seen.has(nc)) return false;
+    seen.add(nc);
+    this.seenNc.set(nonce, seen);
+    this.used.set(nonce, now + this.ttl);
+    return true;
+  }
+}
