@@ -21,14 +21,14 @@ export function guardHostileInput(xml: string): Violation[] {
   let i = xml.indexOf("<", start);
   while (i !== -1 && i < xml.length) {
     if (xml.startsWith("<?", i)) {
-      const end = endOf(xml, "?>", i);
+      const end = endOf(xml, "?>", i, (m) => report("unterminated", i, m));
       checkDeclaration(xml.slice(i, end), i === start, (m) => report("pi", i, m));
       i = end;
     } else if (xml.startsWith("<!--", i)) {
-      i = endOf(xml, "-->", i);
+      i = endOf(xml, "-->", i, (m) => report("unterminated", i, m));
     } else if (xml.startsWith("<![CDATA[", i)) {
       report("cdata", i, "CDATA sections are not allowed (no NRDL element has text content)");
-      i = endOf(xml, "]]>", i);
+      i = endOf(xml, "]]>", i, (m) => report("unterminated", i, m));
     } else if (xml.startsWith("<!", i)) {
       // Keep scanning inside the declaration so an internal subset's <!ENTITY ...> is named too.
       const kind = /^<!(DOCTYPE|ENTITY)/.exec(xml.slice(i, i + 9))?.[1] ?? "declaration";
@@ -37,8 +37,11 @@ export function guardHostileInput(xml: string): Violation[] {
     } else {
       const end = tagEnd(xml, i);
       if (xml[i + 1] === "/") depth--;
-      else if (xml[end - 2] !== "/" && ++depth > NRDL_MAX_DEPTH) {
-        report("depth", i, `elements nest deeper than ${NRDL_MAX_DEPTH} levels (the deepest NRDL path is ${DEPTH_PATH})`);
+      else {
+        if (depth + 1 > NRDL_MAX_DEPTH) {
+          report("depth", i, `elements nest deeper than ${NRDL_MAX_DEPTH} levels (the deepest NRDL path is ${DEPTH_PATH})`);
+        }
+        if (xml[end - 2] !== "/") depth++;
       }
       i = end;
     }
@@ -47,10 +50,12 @@ export function guardHostileInput(xml: string): Violation[] {
   return [...found.values()];
 }
 
-/** Index just after `terminator`, or the end of the text when it never comes. */
-function endOf(xml: string, terminator: string, from: number): number {
+/** Index just after `terminator`, or the end of the text (and a complaint) when it never comes. */
+function endOf(xml: string, terminator: string, from: number, fail: (message: string) => void): number {
   const at = xml.indexOf(terminator, from + 2);
-  return at === -1 ? xml.length : at + terminator.length;
+  if (at !== -1) return at + terminator.length;
+  fail(`unterminated markup: no "${terminator}" after this point`);
+  return xml.length;
 }
 
 /** Index just after the `>` closing the tag that starts at `from`, skipping quoted attribute values. */

@@ -57,10 +57,17 @@ export function parseNrdl(xml: string): ParseResult {
   const wellFormed = XMLValidator.validate(xml);
   if (wellFormed !== true) {
     const { line, col, msg } = wellFormed.err;
-    return { ok: false, violations: [{ path: "/", message: `malformed XML at line ${line}, column ${col}: ${msg}` }] };
+    return { ok: false, violations: [{ path: "/", message: `malformed XML at line ${line}${col ? `, column ${col}` : ""}: ${msg}` }] };
+  }
+  let tree: OrderedEntry[];
+  try {
+    tree = xmlParser.parse(xml) as OrderedEntry[];
+  } catch (err) {
+    // The validator and the parser disagree on a few malformations; never let one escape as a throw.
+    return { ok: false, violations: [{ path: "/", message: `malformed XML: ${err instanceof Error ? err.message : String(err)}` }] };
   }
   const ctx = new Context();
-  const roots = toNodes(xmlParser.parse(xml) as OrderedEntry[], "", ctx);
+  const roots = toNodes(tree, "", ctx);
   if (roots.length !== 1 || roots[0].name !== "nrdl") {
     const found = roots.map((r) => `<${r.name}>`).join(", ") || "none";
     return { ok: false, violations: [{ path: "/", message: `expected one root element <nrdl xmlns="${NRDL_NAMESPACE}">, found ${found}` }] };
