@@ -30,7 +30,9 @@ Examples:
       try {
         text = file === "-" ? await io.readStdin() : await readFile(file, "utf8");
       } catch (err) {
-        io.err(`sip-teleport: cannot read ${file}: ${err instanceof Error ? err.message : String(err)}\n`);
+        // Not `instanceof Error`: fs errors can come from another realm (jest's sandbox).
+        const reason = typeof err === "object" && err !== null && "message" in err ? String(err.message) : String(err);
+        io.err(`sip-teleport: cannot read ${file}: ${reason}\n`);
         io.setExitCode(1);
         return;
       }
