@@ -36,7 +36,8 @@ export function guardHostileInput(xml: string): Violation[] {
       i += 2;
     } else {
       const end = tagEnd(xml, i);
-      if (xml[i + 1] === "/") depth--;
+      // Clamped: stray end tags must not buy an attacker extra depth (the validator rejects them later).
+      if (xml[i + 1] === "/") depth = Math.max(0, depth - 1);
       else {
         if (depth + 1 > NRDL_MAX_DEPTH) {
           report("depth", i, `elements nest deeper than ${NRDL_MAX_DEPTH} levels (the deepest NRDL path is ${DEPTH_PATH})`);

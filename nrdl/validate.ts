@@ -60,8 +60,8 @@ function indexed<T>(items: unknown, path: string): Array<{ item: T; path: string
 function checkUnique(entries: Array<{ name: unknown; path: string }>, what: string, out: Violation[]): void {
   const first = new Map<unknown, string>();
   for (const { name, path } of entries) {
-    const earlier = first.get(name);
     if (typeof name !== "string") continue;
+    const earlier = first.get(name);
     if (earlier === undefined) first.set(name, path);
     else out.push({ path, message: `duplicate ${what} ${JSON.stringify(name)} (already at ${earlier})` });
   }

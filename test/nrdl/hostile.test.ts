@@ -80,6 +80,11 @@ test("nesting: 64 KiB of open tags is refused before a recursive parser could ov
   expect(refusedQuickly(deep)).toEqual([TOO_DEEP.replace("%d", "13")]);
 });
 
+test("nesting: stray end tags first do not buy extra depth", () => {
+  const xml = `${"</a>".repeat(10)}${"<a>".repeat(5)}`;
+  expect(refusedQuickly(xml)).toEqual([TOO_DEEP.replace("%d", String(10 * 4 + 4 * 3 + 1))]);
+});
+
 test("huge attribute: refused with a bounded message", () => {
   const reason = "A".repeat(60 * 1024);
   const lines = refusedQuickly(doc(`<status vm="a" state="failed" reason="${reason}"/>`));
