@@ -71,7 +71,7 @@ const cases: Array<[string, string, string]> = [
   ["bad state", doc('<status vm="a" state="done"/>'), '/nrdl/status[1]/@state: expected one of migrating, completed, failed, aborted, got "done"'],
   ["bad outcome", doc('<report outcome="ok"><result vm="a" state="completed" host="dc2"/></report>'), '/nrdl/report/@outcome: expected one of completed, partial, failed, got "ok"'],
   // numbers
-  ["negative memory", offer(vm("a").replace('memory-mib="64"', 'memory-mib="-5"')), '/nrdl/offer/vm[2 - 1]/@memory-mib: expected a positive integer, got "-5"'.replace("2 - 1", "1")],
+  ["negative memory", offer(vm("a").replace('memory-mib="64"', 'memory-mib="-5"')), '/nrdl/offer/vm[1]/@memory-mib: expected a positive integer, got "-5"'],
   ["zero memory", offer(vm("a").replace('memory-mib="64"', 'memory-mib="0"')), '/nrdl/offer/vm[1]/@memory-mib: expected a positive integer, got "0"'],
   ["fractional cpus", offer(vm("a", 'cpus="1.5"')), '/nrdl/offer/vm[1]/@cpus: expected a positive integer, got "1.5"'],
   ["leading zero", offer(vm("a", 'cpus="01"')), '/nrdl/offer/vm[1]/@cpus: expected a positive integer, got "01"'],
