@@ -9,10 +9,12 @@ import { registerConfigCommands } from "./commands/config";
 import { registerListenCommand } from "./commands/listen";
 import { registerMigrateCommand } from "./commands/migrate";
 import { registerNrdlCommands } from "./commands/nrdl";
+import { processIo, type CliIo } from "./io";
 
-export function buildProgram(): Command {
+export function buildProgram(io: CliIo = processIo): Command {
   const program = new Command();
   program
+    .configureOutput({ writeOut: io.out, writeErr: io.err })
     .name("sip-teleport")
     .description(
       "Live-migrate groups of virtual machines between data centers under SIP signalling.\n" +
@@ -32,7 +34,7 @@ Examples:
   registerListenCommand(program);
   registerMigrateCommand(program);
   registerConfigCommands(program);
-  registerNrdlCommands(program);
+  registerNrdlCommands(program, io);
   return program;
 }
 
