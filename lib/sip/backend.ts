@@ -74,6 +74,8 @@ export interface InviteResponder {
   progress(status: 180 | 183, reason?: string): void;
   /** Final non-2xx (status from the error), with an optional body and extra headers (Warning is added from the reason). */
   reject(error: TeleportError, opts?: ResponseOptions): void;
+  /** 3xx (302 by default) sending the caller to another destination (the thesis' redirected call). */
+  redirect(target: string, status?: 300 | 301 | 302 | 305 | 380): void;
   /** 200 OK with the answer; the dialog is returned at once and `acked` settles on ACK (or rejects on Timer H). */
   accept(body: SipBody, opts?: ResponseOptions): { dialog: Dialog; acked: Promise<void> };
   /** The caller sent CANCEL before we answered (the backend has already replied 487). */

@@ -335,8 +335,9 @@ export class SipJsBackend implements SipBackend {
         for (const h of cancelHandlers) h();
       },
     };
-    const once = (what: string): void => {
+    const once = (what: string, respond: () => void): void => {
       if (answered) throw new TeleportError(500, `INVITE already answered, cannot ${what}`);
+      respond();
       answered = true;
     };
     const responder: InviteResponder = {
@@ -344,17 +345,18 @@ export class SipJsBackend implements SipBackend {
         if (!answered) uas.progress({ statusCode: status, reasonPhrase: reason });
       },
       reject: (error, opts) => {
-        once("reject");
         const options = responseOptions(error.status, undefined, opts, "render");
         const text = [error.reason, ...error.details].join("; ");
         options.extraHeaders = [...(options.extraHeaders ?? []), warning(warnHost, text)];
-        uas.reject(options);
+        once("reject", () => uas.reject(options));
       },
+      redirect: (target, status = 302) => once("redirect", () => uas.redirect([parseUri(target)], { statusCode: status })),
       accept: (body, opts) => {
-        once("accept");
         const options = responseOptions(200, undefined, { ...opts, body }, "session");
         options.extraHeaders = [...(options.extraHeaders ?? []), `Recv-Info: ${INFO_PACKAGE}`, `Accept: ${NRDL_CONTENT_TYPE}`];
-        const { session } = uas.accept(options);
+        let session: Core.Session | undefined;
+        once("accept", () => (session = uas.accept(options).session));
+        if (!session) throw new TeleportError(500, "core returned no session");
         const dialog = new CoreDialog(session, this.peers, this.logger);
         const acked = new Promise<void>((resolve, reject) => dialog.awaitAck(resolve, reject));
         acked.catch(() => undefined); // callers that ignore `acked` still see onTerminated
