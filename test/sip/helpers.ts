@@ -1,10 +1,11 @@
 /** Shared pieces of the SIP tests: agents on ephemeral loopback ports, a fixed answerer, sipp. */
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { createSipBackend, type SipConfig, type SipJsBackend, type TransportKind } from "../../lib/sip";
 import type { TransportOptions } from "../../lib/sip/transport";
+
+export { runSipp } from "../../bench/sipp";
 
 export const NRDL = "application/nrdl+xml";
 export const ANSWER = '<nrdl xmlns="urn:sip-teleport:nrdl:1" version="1"><answer><vm name="router1" accepted="true"/></answer></nrdl>';
@@ -49,48 +50,6 @@ export function answerEverything(backend: SipJsBackend): { infos: number; byes: 
     },
   });
   return seen;
-}
-
-export interface SippResult {
-  code: number | null;
-  successful: number;
-  failed: number;
-  /** Retransmissions sipp sent (its own reliability), from the statistics. */
-  retransmissions: number;
-  output: string;
-}
-
-/** Runs sipp to completion and reads its final statistics (cumulative counters). */
-export function runSipp(args: string[], timeoutMs = 60000): Promise<SippResult> {
-  const dir = tempDir("sipp");
-  const stat = path.join(dir, "stat.csv");
-  return new Promise((resolve, reject) => {
-    const child = spawn("sipp", [...args, "-trace_stat", "-stf", stat, "-fd", "1", "-nostdin", "-trace_err", "-error_file", path.join(dir, "err.log")], {
-      cwd: dir,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let output = "";
-    child.stdout.on("data", (d: Buffer) => (output = (output + d.toString()).slice(-20000)));
-    child.stderr.on("data", (d: Buffer) => (output = (output + d.toString()).slice(-20000)));
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("error", reject);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      const lines = fs.existsSync(stat) ? fs.readFileSync(stat, "utf8").trim().split("\n") : [];
-      const cols = (lines[0] ?? "").split(";");
-      const last = (lines[lines.length - 1] ?? "").split(";");
-      const value = (name: string): number => Number(last[cols.indexOf(name)] ?? NaN);
-      const errors = fs.existsSync(path.join(dir, "err.log")) ? fs.readFileSync(path.join(dir, "err.log"), "utf8").slice(-3000) : "";
-      fs.rmSync(dir, { recursive: true, force: true });
-      resolve({
-        code,
-        successful: value("SuccessfulCall(C)"),
-        failed: value("FailedCall(C)"),
-        retransmissions: value("Retransmissions(C)"),
-        output: output + errors,
-      });
-    });
-  });
 }
 
 export function listenerPort(backend: SipJsBackend, kind: TransportKind): number {

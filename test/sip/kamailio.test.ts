@@ -9,6 +9,7 @@ import path from "node:path";
 import { Writable } from "node:stream";
 import winston from "winston";
 import type { SipJsBackend } from "../../lib/sip";
+import { randomPort } from "../../bench/sipp";
 import { FIXTURES, NRDL, OFFER, answerEverything, startAgent, tempDir } from "./helpers";
 
 const DOMAIN = "teleport.test";
@@ -60,7 +61,7 @@ describe("through Kamailio with registrar, digest auth and record-route", () => 
   beforeAll(async () => {
     dir = tempDir("kamailio");
     writeUsers(dir);
-    port = 20000 + Math.floor(Math.random() * 40000);
+    port = randomPort();
     kamailio = startKamailio(dir, port);
   });
   afterAll(async () => {

@@ -1,6 +1,7 @@
 /** Our UAC: against `sipp -sn uas`, and against another of our agents for CANCEL, OPTIONS, 400, 3xx and Info-Package checks. */
 import { TeleportError } from "../../lib/errors";
 import type { SipJsBackend } from "../../lib/sip";
+import { randomPort } from "../../bench/sipp";
 import { ANSWER, NRDL, OFFER, answerEverything, listenerPort, runSipp, startAgent } from "./helpers";
 
 const offer = { contentType: NRDL, content: OFFER };
@@ -16,7 +17,7 @@ describe("our UAC against sipp -sn uas", () => {
   });
 
   async function call(mode: string, kind: string): Promise<void> {
-    const port = 20000 + Math.floor(Math.random() * 40000);
+    const port = randomPort();
     const sipp = runSipp(["-sn", "uas", "-t", mode, "-i", "127.0.0.1", "-p", String(port), "-m", "1"], 20000);
     await new Promise((r) => setTimeout(r, 300)); // sipp binds its socket
     const call = uac.invite(`sip:service@127.0.0.1:${port}${kind === "tcp" ? ";transport=tcp" : ""}`, offer);
