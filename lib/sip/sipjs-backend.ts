@@ -141,8 +141,7 @@ export class SipJsBackend implements SipBackend {
         userAgentHeaderFieldValue: "sip-teleport",
         viaForceRport: true,
         viaHost: PLACEHOLDER_HOST,
-        authenticationFactory: () =>
-          credentials ? new Core.DigestAuthentication(loggerFactory, undefined, credentials.username, credentials.password) : undefined,
+        authenticationFactory: () => (credentials ? new RealmDigest(loggerFactory, credentials.username, credentials.password, credentials.realm) : undefined),
         transportAccessor: () => this.transport,
       },
       {
@@ -370,6 +369,23 @@ export class SipJsBackend implements SipBackend {
       if (!answered) responder.reject(TeleportError.from(err));
       else throw err;
     }
+  }
+}
+
+/** Digest credentials that answer only the configured realm's challenges (any realm when none is set). */
+class RealmDigest extends Core.DigestAuthentication {
+  constructor(
+    loggerFactory: Core.LoggerFactory,
+    username: string,
+    password: string,
+    private readonly onlyRealm: string | undefined,
+  ) {
+    super(loggerFactory, undefined, username, password);
+  }
+
+  override authenticate(request: Core.OutgoingRequestMessage, challenge: { realm?: string }, body?: string): boolean {
+    if (this.onlyRealm !== undefined && challenge.realm !== this.onlyRealm) return false;
+    return super.authenticate(request, challenge, body);
   }
 }
 

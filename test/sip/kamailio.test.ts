@@ -125,12 +125,11 @@ describe("through Kamailio with registrar, digest auth and record-route", () => 
     await expect(dc2.invite(`sip:dc1@${DOMAIN}`, { contentType: NRDL, content: OFFER }).established).rejects.toMatchObject({ status: 404 });
   }, 30000);
 
-  it("rejects a wrong password", async () => {
-    const a = await startAgent("dc1", ["udp"], {
-      aor: `sip:dc1@${DOMAIN}`,
-      outboundProxy: `sip:127.0.0.1:${port}`,
-      credentials: { username: "dc1", password: "wrong" },
-    });
+  it.each([
+    ["a wrong password", { username: "dc1", password: "wrong" }],
+    ["a challenge from another realm", { username: "dc1", password: USERS.dc1, realm: "elsewhere" }],
+  ])("gets 401 with %s", async (_what, credentials) => {
+    const a = await startAgent("dc1", ["udp"], { aor: `sip:dc1@${DOMAIN}`, outboundProxy: `sip:127.0.0.1:${port}`, credentials });
     agents.push(a);
     await expect(a.register()).rejects.toMatchObject({ status: 401 });
   });
