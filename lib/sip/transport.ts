@@ -249,9 +249,8 @@ export class NodeTransport {
       // Stream peers always get rport so the response finds this very connection.
       const stamped = stampVia(text, source.address, source.port, stream);
       if (!stream && !this.opts.unreliable) {
-        const head = headOf(stamped);
         const method = text.slice(0, text.indexOf(" "));
-        if (this.reliability.requestReceived(topVia(head)?.branch ?? "", method === "ACK" ? "ACK" : cseqMethod(head))) return;
+        if (this.reliability.requestReceived(topVia(headOf(stamped))?.branch ?? "", method)) return;
       }
       this.onMessage(stamped, source);
     } else {

@@ -26,7 +26,7 @@ function startKamailio(dir: string, port: number): { child: ChildProcess; log: (
   const child = spawn(
     "kamailio",
     ["-f", path.join(FIXTURES, "kamailio", "kamailio.cfg"), "-DD", "-E", "-m", "32", "-M", "4", "-w", dir, "-Y", dir, "-P", path.join(dir, "k.pid"),
-      "-l", `udp:127.0.0.1:${port}`, "-l", `tcp:127.0.0.1:${port}`, "-A", `DBURL="text://${dir}"`],
+      "-l", `udp:127.0.0.1:${port}`, "-l", `tcp:127.0.0.1:${port}`, "-A", `DBURL="text://${dir}"`, "-A", "MIN_EXPIRES=1"],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
   const keep = (d: Buffer): void => void (log = (log + d.toString()).slice(-20000));
@@ -124,6 +124,24 @@ describe("through Kamailio with registrar, digest auth and record-route", () => 
     await dc1.unregister();
     await expect(dc2.invite(`sip:dc1@${DOMAIN}`, { contentType: NRDL, content: OFFER }).established).rejects.toMatchObject({ status: 404 });
   }, 30000);
+
+  it("refreshes its registration before it expires", async () => {
+    const trace = tracingLogger();
+    const a = await startAgent("dc1", ["udp"], {
+      aor: `sip:dc1@${DOMAIN}`,
+      outboundProxy: `sip:127.0.0.1:${port}`,
+      credentials: { username: "dc1", password: USERS.dc1 },
+      registerExpires: 2,
+      sipTrace: true,
+      logger: trace.logger,
+    });
+    agents.push(a);
+    await a.register();
+    const accepted = (): number => trace.lines.filter((l) => l.startsWith("sip received") && /^SIP\/2\.0 200 OK[\s\S]*CSeq: \d+ REGISTER/.test(l.split("\n").slice(1).join("\n"))).length;
+    expect(accepted()).toBe(1);
+    await until(() => accepted() >= 2, 4000);
+    await a.unregister();
+  });
 
   it.each([
     ["a wrong password", { username: "dc1", password: "wrong" }],
