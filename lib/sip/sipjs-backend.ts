@@ -289,17 +289,22 @@ export class SipJsBackend implements SipBackend {
       this.logger.warn("sip message unparsable, dropped", { from: `${source.address}:${source.port}` });
       return;
     }
-    if (message instanceof Core.IncomingResponseMessage) {
-      core.receiveIncomingResponseFromTransport(message);
-      return;
+    // One bad message (or a throwing handler) must not take the agent and its other dialogs down.
+    try {
+      if (message instanceof Core.IncomingResponseMessage) {
+        core.receiveIncomingResponseFromTransport(message);
+        return;
+      }
+      this.peers.set(message, source);
+      if (message.method === "OPTIONS" && !message.toTag) {
+        // Health check: advertise what we accept; the core's own answer would list SDP.
+        core.replyStateless(message, { statusCode: 200, extraHeaders: [...CAPABILITIES, "Supported: "] });
+        return;
+      }
+      core.receiveIncomingRequestFromTransport(message);
+    } catch (err) {
+      this.logger.warn("sip message processing failed", { from: `${source.address}:${source.port}`, error: String(err) });
     }
-    this.peers.set(message, source);
-    if (message.method === "OPTIONS" && !message.toTag) {
-      // Health check: advertise what we accept; the core's own answer would list SDP.
-      core.replyStateless(message, { statusCode: 200, extraHeaders: [...CAPABILITIES, "Supported: "] });
-      return;
-    }
-    core.receiveIncomingRequestFromTransport(message);
   }
 
   private receivePlain(uas: CoreRequest): void {
@@ -498,7 +503,18 @@ class CoreDialog implements Dialog {
     }
     const req = incomingRequest(uas.message, this.peers);
     if (!this.infoHandler) return void uas.accept({ statusCode: 200 });
-    this.infoHandler(req, { send: (status, reason, opts) => answer(uas, status, reason, opts) });
+    let answered = false;
+    try {
+      this.infoHandler(req, {
+        send: (status, reason, opts) => {
+          answered = true;
+          answer(uas, status, reason, opts);
+        },
+      });
+    } catch (err) {
+      this.logger.warn("sip INFO handler failed", { error: String(err) });
+      if (!answered) uas.reject({ statusCode: 500 });
+    }
   }
 
   private receiveBye(uas: CoreRequest): void {

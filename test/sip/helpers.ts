@@ -32,8 +32,8 @@ export async function startAgent(
 }
 
 /** A destination agent without migration logic: answers every offer with ANSWER and counts what it sees. */
-export function answerEverything(backend: SipJsBackend): { infos: number; byes: number; acks: number; invites: number } {
-  const seen = { infos: 0, byes: 0, acks: 0, invites: 0 };
+export function answerEverything(backend: SipJsBackend): { infos: number; byes: number; acks: number; invites: number; ended: number } {
+  const seen = { infos: 0, byes: 0, acks: 0, invites: 0, ended: 0 };
   backend.setHandlers({
     onInvite: (_req, res) => {
       seen.invites++;
@@ -47,6 +47,7 @@ export function answerEverything(backend: SipJsBackend): { infos: number; byes: 
         seen.byes++;
         reply.send(200);
       });
+      dialog.onTerminated(() => seen.ended++);
     },
   });
   return seen;

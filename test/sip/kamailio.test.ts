@@ -106,7 +106,7 @@ describe("through Kamailio with registrar, digest auth and record-route", () => 
     await until(() => seen.acks === 1);
     expect((await dialog.info({ contentType: NRDL, content: "<status/>" })).status).toBe(200);
     expect((await dialog.bye()).status).toBe(200);
-    expect(seen).toEqual({ invites: 1, acks: 1, infos: 1, byes: 1 });
+    expect(seen).toEqual({ invites: 1, acks: 1, infos: 1, byes: 1, ended: 1 });
 
     const sent = trace.lines.filter((l) => l.startsWith("sip sent"));
     const first = (method: string): string => sent.find((l) => l.split("\n")[1].startsWith(`${method} `)) ?? "";

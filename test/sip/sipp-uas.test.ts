@@ -19,7 +19,7 @@ describe("our UAS against a sipp UAC", () => {
     seen = answerEverything(uas);
     const r = await runSipp([`127.0.0.1:${listenerPort(uas, kind)}`, "-sf", nrdlUac, "-s", "dc2", "-t", mode, "-i", "127.0.0.1", "-m", "10", "-r", "10", "-l", "10"]);
     expect({ code: r.code, successful: r.successful, failed: r.failed }).toEqual({ code: 0, successful: 10, failed: 0 });
-    expect(seen).toEqual({ invites: 10, acks: 10, infos: 10, byes: 10 });
+    expect(seen).toEqual({ invites: 10, acks: 10, infos: 10, byes: 10, ended: 10 });
   });
 
   it("refuses an SDP INVITE with 415 and Accept: application/nrdl+xml, and keeps serving NRDL calls", async () => {

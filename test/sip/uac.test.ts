@@ -96,6 +96,19 @@ describe("two of our agents", () => {
     expect(err.details[0]).toMatch(/^399 127\.0\.0\.1 "Malformed NRDL; line 1: <vm> needs a name"$/);
   });
 
+  it("answers 500 with the reason when the INVITE handler throws, and keeps serving", async () => {
+    let calls = 0;
+    b.setHandlers({
+      onInvite: (_req, res) => {
+        if (calls++ === 0) throw new Error("hypervisor unreachable");
+        res.accept({ contentType: NRDL, content: ANSWER });
+      },
+    });
+    await expect(a.invite(bUri(), offer).established).rejects.toMatchObject({ status: 500, details: [expect.stringContaining("hypervisor unreachable")] });
+    const { dialog } = await a.invite(bUri(), offer).established;
+    await dialog.bye();
+  });
+
   it("refuses a non-NRDL INVITE with 415 while another dialog stays up", async () => {
     answerEverything(b);
     const { dialog } = await a.invite(bUri(), offer).established;
