@@ -114,7 +114,7 @@ export class NodeTransport {
     const text = this.fillPlaceholder(message, listener, true);
     const branch = topVia(head)?.branch ?? "";
     const method = message.slice(0, message.indexOf(" "));
-    await this.write(listener, dest.address, dest.port, text);
+    await this.write(listener, dest.address, dest.port, text, dest.name);
     if (listener.transport === "udp" && !this.opts.unreliable) {
       this.reliability.requestSent(branch, method, () => this.rewrite(listener, dest.address, dest.port, text));
     }
@@ -144,14 +144,15 @@ export class NodeTransport {
     );
   }
 
-  private async write(listener: Listener, address: string, port: number, text: string): Promise<void> {
+  /** `name`: the host name the URI gave, checked against the peer's TLS certificate. */
+  private async write(listener: Listener, address: string, port: number, text: string, name?: string): Promise<void> {
     this.trace("sent", { address, port, transport: listener.transport }, text);
     if (listener.udp) {
       const udp = listener.udp;
       await new Promise<void>((resolve, reject) => udp.send(text, port, address, (err) => (err ? reject(err) : resolve())));
       return;
     }
-    const socket = await this.connection(listener.transport, address, port);
+    const socket = await this.connection(listener.transport, address, port, name);
     await new Promise<void>((resolve, reject) => socket.write(text, (err) => (err ? reject(err) : resolve())));
   }
 
@@ -178,7 +179,7 @@ export class NodeTransport {
     return l;
   }
 
-  private async resolveUri(target: string): Promise<{ address: string; port: number; transport: TransportKind; family: 4 | 6 }> {
+  private async resolveUri(target: string): Promise<{ address: string; name: string; port: number; transport: TransportKind; family: 4 | 6 }> {
     const bare = target.includes("<") ? target.slice(target.indexOf("<") + 1, target.indexOf(">")) : target;
     const uri = Grammar.URIParse(bare);
     if (!uri) throw new TeleportError(400, `cannot parse SIP URI ${bare}`);
@@ -186,9 +187,18 @@ export class NodeTransport {
     const transport = (typeof param === "string" ? param.toLowerCase() : this.defaultTransport()) as TransportKind;
     if (!["udp", "tcp", "tls"].includes(transport)) throw new TeleportError(400, `unsupported transport ${transport}`);
     const host = unbracket(uri.host);
-    const address = net.isIP(host) ? host : (await dns.lookup(host)).address;
+    const address = net.isIP(host) ? host : await this.lookup(host, transport);
     const port = uri.port ?? (transport === "tls" ? 5061 : 5060);
-    return { address, port, transport, family: net.isIPv6(address) ? 6 : 4 };
+    return { address, name: host, port, transport, family: net.isIPv6(address) ? 6 : 4 };
+  }
+
+  /** A host name's first address in a family we have a listener for (localhost may say ::1 first). */
+  private async lookup(host: string, transport: TransportKind): Promise<string> {
+    const families = new Set(this.listeners.filter((l) => l.transport === transport).map((l) => l.family));
+    const found = await dns.lookup(host, { all: true }).catch(() => []);
+    const usable = found.find((a) => families.has(a.family === 6 ? 6 : 4));
+    if (!usable) throw new TeleportError(503, `cannot resolve ${host} to an address we can reach over ${transport.toUpperCase()}`);
+    return usable.address;
   }
 
   private defaultTransport(): TransportKind {
@@ -196,7 +206,7 @@ export class NodeTransport {
   }
 
   /** Reuse an open connection to the peer (including one it opened to us), else open one. */
-  private async connection(kind: TransportKind, address: string, port: number): Promise<StreamSocket> {
+  private async connection(kind: TransportKind, address: string, port: number, name = address): Promise<StreamSocket> {
     const key = `${kind} ${hostPort(address, port)}`;
     const open = this.connections.get(key);
     if (open && !open.destroyed) return open;
@@ -210,7 +220,7 @@ export class NodeTransport {
               key: this.opts.tls?.key,
               ca: this.opts.tls?.ca,
               rejectUnauthorized: this.opts.tls?.rejectUnauthorized ?? true,
-              servername: net.isIP(address) ? undefined : address,
+              servername: net.isIP(name) ? undefined : name,
             })
           : net.connect({ host: address, port });
       s.once(kind === "tls" ? "secureConnect" : "connect", () => resolve(s));

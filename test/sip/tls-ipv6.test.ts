@@ -29,7 +29,7 @@ describe("TLS and IPv6", () => {
     for (const a of agents.splice(0)) await a.stop();
   });
 
-  it("calls over TLS with a verified self-signed certificate", async () => {
+  it("calls over TLS with a verified self-signed certificate, by host name", async () => {
     const dir = tempDir("tls");
     try {
       const { cert, key } = selfSigned(dir);
@@ -37,7 +37,7 @@ describe("TLS and IPv6", () => {
       const a = await startAgent("dc1", ["tls"], { tls });
       const b = await startAgent("dc2", ["tls"], { tls });
       agents.push(a, b);
-      await callAndHangUp(a, b, `sip:dc2@127.0.0.1:${listenerPort(b, "tls")};transport=tls`);
+      await callAndHangUp(a, b, `sip:dc2@localhost:${listenerPort(b, "tls")};transport=tls`);
       expect(a.contactFor("tls")).toBe(`sip:dc1@127.0.0.1:${listenerPort(a, "tls")};transport=tls`);
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
