@@ -57,9 +57,9 @@ export interface Dialog {
   readonly callId: string;
   /** The remote party's URI. */
   readonly remoteUri: string;
-  /** In-dialog INFO (Info-Package sip-teleport-status, body NRDL status). */
+  /** In-dialog INFO (Info-Package sip-teleport-status, body NRDL status); rejects with a TeleportError on a non-2xx. */
   info(body: SipBody): Promise<ResponseInfo>;
-  /** Ends the dialog; resolves with the final response to BYE (its body carries the peer's report). */
+  /** Ends the dialog; resolves with the 2xx to BYE (its body carries the peer's report), rejects with a TeleportError otherwise. */
   bye(body?: SipBody): Promise<ResponseInfo>;
   onInfo(handler: (req: IncomingRequest, res: Responder) => void): void;
   /** The peer sent BYE: answer it through `res` (with a report body). */
@@ -110,6 +110,8 @@ export interface SipBackend {
   setHandlers(handlers: SipHandlers): void;
   invite(target: string, body: SipBody, opts?: OutgoingInviteOptions): OutgoingInvite;
   message(target: string, body: SipBody): Promise<ResponseInfo>;
+  /** OPTIONS to a peer or proxy (health check); resolves with its 2xx. */
+  options(target: string): Promise<ResponseInfo>;
   /** REGISTER our AOR with the configured registrar (and keep refreshing it). */
   register(): Promise<void>;
   unregister(): Promise<void>;
