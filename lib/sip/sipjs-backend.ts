@@ -30,13 +30,19 @@ const ALLOW = "INVITE, ACK, CANCEL, BYE, INFO, OPTIONS, MESSAGE";
 const CAPABILITIES = [`Allow: ${ALLOW}`, `Accept: ${NRDL_CONTENT_TYPE}`, `Recv-Info: ${INFO_PACKAGE}`];
 const MAX_REDIRECTS = 5;
 
-type CoreRequest = Core.IncomingRequest & { message: Core.IncomingRequestMessage };
 type AnyIncomingResponse = { message: Core.IncomingResponseMessage };
 
 function parseUri(uri: string): URI {
   const parsed = Grammar.URIParse(uri.trim().replace(/^<|>$/g, ""));
   if (!parsed) throw new TeleportError(400, `not a SIP URI: ${uri}`);
   return parsed;
+}
+
+/** The outbound proxy as a preloaded Route: it must be a loose router (;lr). */
+function looseRoute(proxy: string): string {
+  const uri = parseUri(proxy);
+  uri.setParam("lr", undefined);
+  return uri.toString();
 }
 
 function mediaType(contentType: string | undefined): string {
@@ -80,6 +86,7 @@ function answer(uas: Core.IncomingRequest, status: number, reason: string | unde
 
 export class SipJsBackend implements SipBackend {
   readonly aor: string;
+  private readonly aorUri: URI;
   private readonly logger: Logger;
   private readonly transport: NodeTransport;
   private core?: Core.UserAgentCore;
@@ -92,6 +99,7 @@ export class SipJsBackend implements SipBackend {
     transportOverrides: Partial<TransportOptions> = {},
   ) {
     this.aor = config.aor;
+    this.aorUri = parseUri(config.aor);
     this.logger = config.logger ?? silentLogger;
     this.transport = new NodeTransport({
       listen: config.listen,
@@ -134,7 +142,7 @@ export class SipJsBackend implements SipBackend {
         displayName: this.config.displayName ?? "",
         loggerFactory,
         hackViaTcp: false,
-        routeSet: this.config.outboundProxy ? [`<${parseUri(this.config.outboundProxy).toString()};lr>`] : [],
+        routeSet: this.config.outboundProxy ? [`<${looseRoute(this.config.outboundProxy)}>`] : [],
         sipjsId: crypto.randomBytes(3).toString("hex"),
         supportedOptionTags: [],
         supportedOptionTagsResponse: [],
@@ -145,8 +153,8 @@ export class SipJsBackend implements SipBackend {
         transportAccessor: () => this.transport,
       },
       {
-        onInvite: (req) => this.receiveInvite(req as CoreRequest as Core.IncomingInviteRequest & CoreRequest),
-        onMessage: (req) => this.receivePlain(req as CoreRequest),
+        onInvite: (req) => this.receiveInvite(req),
+        onMessage: (req) => this.receivePlain(req),
       },
     );
     this.transport.onMessage = (text, source) => this.receive(text, source);
@@ -233,10 +241,6 @@ export class SipJsBackend implements SipBackend {
     this.registration = undefined;
   }
 
-  private get aorUri(): URI {
-    return parseUri(this.config.aor);
-  }
-
   private contactHeader(): string {
     return `<sip:${this.aorUri.user ?? "teleport"}@${PLACEHOLDER_HOST}>`;
   }
@@ -307,13 +311,13 @@ export class SipJsBackend implements SipBackend {
     }
   }
 
-  private receivePlain(uas: CoreRequest): void {
+  private receivePlain(uas: Core.IncomingRequest): void {
     const handler = this.handlers.onMessage;
     if (!handler) return void uas.reject({ statusCode: 405 });
     handler(incomingRequest(uas.message, this.peers), { send: (status, reason, opts) => answer(uas, status, reason, opts) });
   }
 
-  private receiveInvite(uas: Core.IncomingInviteRequest & CoreRequest): void {
+  private receiveInvite(uas: Core.IncomingInviteRequest): void {
     const msg = uas.message;
     uas.trying();
     const warnHost = msg.ruri?.host ?? "sip-teleport";
@@ -441,8 +445,8 @@ class CoreDialog implements Dialog {
         this.ack = undefined;
         this.bye().catch(() => undefined);
       },
-      onInfo: (uas) => this.receiveInfo(uas as unknown as CoreRequest),
-      onBye: (uas) => this.receiveBye(uas as unknown as CoreRequest),
+      onInfo: (uas) => this.receiveInfo(uas),
+      onBye: (uas) => this.receiveBye(uas),
     };
   }
 
@@ -495,7 +499,7 @@ class CoreDialog implements Dialog {
     else this.terminatedHandlers.push(handler);
   }
 
-  private receiveInfo(uas: CoreRequest): void {
+  private receiveInfo(uas: Core.IncomingRequest): void {
     const pkg = (uas.message.getHeader("info-package") ?? "").split(";")[0].trim().toLowerCase();
     if (pkg !== INFO_PACKAGE) {
       uas.reject({ statusCode: 469, extraHeaders: [`Recv-Info: ${INFO_PACKAGE}`] });
@@ -517,7 +521,7 @@ class CoreDialog implements Dialog {
     }
   }
 
-  private receiveBye(uas: CoreRequest): void {
+  private receiveBye(uas: Core.IncomingRequest): void {
     const req = incomingRequest(uas.message, this.peers);
     const respond = (status: number, reason?: string, opts?: ResponseOptions): void => {
       answer(uas, status, reason, opts);
