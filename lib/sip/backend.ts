@@ -97,6 +97,15 @@ export interface OutgoingInvite {
   cancel(): void;
 }
 
+/** One SIP message as it crossed the wire (text already masked): for ladders and consoles. */
+export interface TraceEvent {
+  direction: "sent" | "received";
+  message: string;
+  /** ms since the epoch */
+  at: number;
+  peer?: Peer;
+}
+
 export interface SipHandlers {
   onInvite?(req: IncomingRequest, res: InviteResponder): void;
   onMessage?(req: IncomingRequest, res: Responder): void;
@@ -108,6 +117,8 @@ export interface SipBackend {
   start(): Promise<void>;
   stop(): Promise<void>;
   setHandlers(handlers: SipHandlers): void;
+  /** Observe every message sent and received (masked), whether or not --sip-trace logs them. */
+  onTrace(handler: (e: TraceEvent) => void): () => void;
   invite(target: string, body: SipBody, opts?: OutgoingInviteOptions): OutgoingInvite;
   message(target: string, body: SipBody): Promise<ResponseInfo>;
   /** OPTIONS to a peer or proxy (health check); resolves with its 2xx. */

@@ -21,6 +21,7 @@ import type {
   SipBackend,
   SipBody,
   SipHandlers,
+  TraceEvent,
 } from "./backend";
 import { INFO_PACKAGE, NRDL_CONTENT_TYPE, type SipConfig } from "./config";
 import { NodeTransport, PLACEHOLDER_HOST, type BoundListener, type TransportOptions } from "./transport";
@@ -108,6 +109,11 @@ export class SipJsBackend implements SipBackend {
       sipTrace: config.sipTrace ?? false,
       ...transportOverrides,
     });
+  }
+
+  onTrace(handler: (e: TraceEvent) => void): () => void {
+    this.transport.tracers.add(handler);
+    return () => this.transport.tracers.delete(handler);
   }
 
   /** Where we listen, with the ports actually bound (port 0 in the config means ephemeral). */

@@ -13,7 +13,7 @@ import os from "node:os";
 import { Grammar } from "sip.js";
 import { TeleportError } from "../errors";
 import { maskSecrets, type Logger } from "../log/logger";
-import type { Peer, TransportKind } from "./backend";
+import type { Peer, TraceEvent, TransportKind } from "./backend";
 import type { ListenSpec, TlsFiles } from "./config";
 import { UdpReliability, type ReliabilityTimers, DEFAULT_TIMERS } from "./udp-reliability";
 import {
@@ -66,6 +66,8 @@ export class NodeTransport {
   /** Read by the core for its Via; we rewrite the Via per message anyway. */
   readonly protocol = "UDP";
   onMessage: MessageHandler = () => undefined;
+  /** Observers of every message sent and received (masked text). */
+  readonly tracers = new Set<(e: TraceEvent) => void>();
   private readonly listeners: Listener[] = [];
   private readonly connections = new Map<string, StreamSocket>();
   private readonly reliability: UdpReliability;
@@ -273,8 +275,11 @@ export class NodeTransport {
   }
 
   private trace(direction: "sent" | "received", peer: Omit<Peer, "transport"> & { transport: TransportKind }, text: string): void {
-    if (!this.opts.sipTrace) return;
-    this.opts.logger.info(`sip ${direction} ${peer.transport} ${hostPort(peer.address, peer.port)}\n${maskSecrets(text)}`);
+    if (!this.opts.sipTrace && this.tracers.size === 0) return;
+    const masked = maskSecrets(text);
+    if (this.opts.sipTrace) this.opts.logger.info(`sip ${direction} ${peer.transport} ${hostPort(peer.address, peer.port)}\n${masked}`);
+    const event: TraceEvent = { direction, message: masked, at: Date.now(), peer };
+    for (const t of this.tracers) t(event);
   }
 
   private async listen(spec: ListenSpec): Promise<Listener> {
