@@ -42,7 +42,8 @@ export interface ResponseInfo {
 }
 
 export interface ResponseOptions {
-  headers?: Record<string, string>;
+  /** A list gives the header several times (e.g. one WWW-Authenticate per digest algorithm). */
+  headers?: Record<string, string | string[]>;
   body?: SipBody;
 }
 

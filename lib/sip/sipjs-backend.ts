@@ -54,8 +54,8 @@ function coreBody(body: SipBody, disposition: string): Core.Body {
   return { contentDisposition: disposition, contentType: body.contentType, content: body.content };
 }
 
-function headerLines(headers: Record<string, string> | undefined): string[] {
-  return Object.entries(headers ?? {}).map(([k, v]) => `${k}: ${v}`);
+function headerLines(headers: Record<string, string | string[]> | undefined): string[] {
+  return Object.entries(headers ?? {}).flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map((x) => `${k}: ${x.replace(/[\r\n]+/g, " ")}`));
 }
 
 function responseInfo(message: Core.IncomingResponseMessage): ResponseInfo {
@@ -388,20 +388,55 @@ export class SipJsBackend implements SipBackend {
 }
 
 /** Digest credentials that answer only the configured realm's challenges (any realm when none is set). */
+/**
+ * Our own digest client: sip.js's speaks MD5 only, RFC 8760 wants SHA-256 first. It keeps its
+ * state here and overrides both methods the core calls (authenticate, toString).
+ */
 class RealmDigest extends Core.DigestAuthentication {
+  private nonceCount = 0;
+  private header = "";
+
   constructor(
     loggerFactory: Core.LoggerFactory,
-    username: string,
-    password: string,
+    private readonly user: string,
+    private readonly secret: string,
     private readonly onlyRealm: string | undefined,
   ) {
-    super(loggerFactory, undefined, username, password);
+    super(loggerFactory, undefined, user, secret);
   }
 
-  override authenticate(request: Core.OutgoingRequestMessage, challenge: { realm?: string }, body?: string): boolean {
+  override authenticate(request: Core.OutgoingRequestMessage, challenge: DigestChallenge): boolean {
     if (this.onlyRealm !== undefined && challenge.realm !== this.onlyRealm) return false;
-    return super.authenticate(request, challenge, body);
+    const algorithm = (challenge.algorithm ?? "MD5").toUpperCase();
+    if ((algorithm !== "MD5" && algorithm !== "SHA-256") || !challenge.realm || !challenge.nonce) return false;
+    const qops = String(challenge.qop ?? "").split(",").map((q) => q.trim());
+    if (challenge.qop && !qops.includes("auth")) return false;
+    const h = (s: string) => crypto.createHash(algorithm === "MD5" ? "md5" : "sha256").update(s).digest("hex");
+    const uri = request.ruri.toString();
+    const ha1 = h(`${this.user}:${challenge.realm}:${this.secret}`);
+    const ha2 = h(`${request.method}:${uri}`);
+    this.nonceCount++;
+    const nc = this.nonceCount.toString(16).padStart(8, "0");
+    const cnonce = crypto.randomBytes(8).toString("hex");
+    const response = challenge.qop ? h(`${ha1}:${challenge.nonce}:${nc}:${cnonce}:auth:${ha2}`) : h(`${ha1}:${challenge.nonce}:${ha2}`);
+    const params = [`algorithm=${algorithm}`, `username="${this.user}"`, `realm="${challenge.realm}"`, `nonce="${challenge.nonce}"`, `uri="${uri}"`, `response="${response}"`];
+    if (challenge.opaque) params.push(`opaque="${challenge.opaque}"`);
+    if (challenge.qop) params.push("qop=auth", `cnonce="${cnonce}"`, `nc=${nc}`);
+    this.header = `Digest ${params.join(", ")}`;
+    return true;
   }
+
+  override toString(): string {
+    return this.header;
+  }
+}
+
+interface DigestChallenge {
+  realm?: string;
+  nonce?: string;
+  algorithm?: string;
+  qop?: string | string[];
+  opaque?: string;
 }
 
 /** `Warning: 399 host "text"` (RFC 3261 20.43), quotes and line breaks made safe. */
