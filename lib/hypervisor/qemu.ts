@@ -7,7 +7,6 @@
  * definitions act as two hosts on one machine.
  */
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import execa from "execa";
 import { TeleportError } from "../errors";
@@ -24,6 +23,7 @@ import type {
   VmRunState,
 } from "./driver";
 import { QemuMigration, type MigrationHooks } from "./qemu-migration";
+import { freePort, tcpUri } from "./net";
 import { livePid, terminate, waitExit } from "./pidfile";
 import { QmpClient } from "./qmp";
 
@@ -72,24 +72,6 @@ function runState(status: string): VmRunState {
     default:
       return "paused";
   }
-}
-
-/** "tcp:HOST:PORT" with IPv6 addresses in brackets, as QEMU parses it. */
-export function tcpUri(address: string, port: number): string {
-  return net.isIPv6(address) ? `tcp:[${address}]:${port}` : `tcp:${address}:${port}`;
-}
-
-/** A port nobody listens on right now (QEMU binds it a moment later; arm() retries on a clash). */
-function freePort(address: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, address, () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 export class QemuDriver implements HypervisorDriver {
