@@ -6,6 +6,7 @@
 import { Command } from "commander";
 import { packageVersion } from "../lib/version";
 import { registerNrdlCommands } from "./commands/nrdl";
+import { registerVmCommands } from "./commands/vm";
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -27,6 +28,7 @@ Examples:
   $ sip-teleport nrdl example exp2 | sip-teleport nrdl validate -`,
     );
   registerNrdlCommands(program);
+  registerVmCommands(program);
   return program;
 }
 
