@@ -8,10 +8,13 @@ import { TeleportError } from "../errors";
 import type { Logger } from "../log/logger";
 import type { MigrationHandle, MigrationOptions, MigrationPhase, MigrationProgress, MigrationResult, MigrationTarget } from "./driver";
 import type { QmpClient, QmpEvent } from "./qmp";
+import { dropMigrationSecret, useMigrationSecret } from "./qemu-tls";
 
 export interface MigrationHooks {
   /** Open the VM's long-operation monitor (fails when the VM does not run here). */
   connect(): Promise<QmpClient>;
+  /** Private folder for the moment the TLS key file exists. */
+  pskDir: string;
   /** Quit the source QEMU once the destination has everything. */
   quitSource(): Promise<void>;
   /** Called once, when `done` settles. */
@@ -68,6 +71,8 @@ export class QemuMigration implements MigrationHandle {
   private abortRequested = false;
   private timer: NodeJS.Timeout | undefined;
   private bytes = { transferred: 0, remaining: 0, total: 0 };
+  /** QOM id of this migration's TLS credentials (unique: a VM may leave, come back, leave again). */
+  private readonly tlsId = `st-outgoing-${Date.now().toString(36)}`;
 
   constructor(
     readonly vm: string,
@@ -122,6 +127,7 @@ export class QemuMigration implements MigrationHandle {
       });
       const bytesPerS = this.opts.bandwidthMbps > 0 ? Math.floor((this.opts.bandwidthMbps * 1_000_000) / 8) : UNLIMITED_BYTES_PER_S;
       await client.execute("migrate-set-parameters", { "max-bandwidth": bytesPerS, "downtime-limit": this.opts.downtimeLimitMs });
+      await useMigrationSecret(client, "client", this.tlsId, this.target.secret, this.hooks.pskDir);
       if (this.abortRequested) throw this.cancelReason;
       const finished = this.followEvents(client);
       await client.execute("migrate", { uri: this.target.uri });
@@ -134,10 +140,11 @@ export class QemuMigration implements MigrationHandle {
       } finally {
         clearInterval(poller);
       }
-      const q = await client.execute<QueryMigrate>("query-migrate");
+      const q = await this.finalFigures(client, outcome);
       this.takeCounters(q);
       if (outcome !== "completed") {
         this.report(outcome === "cancelled" ? "cancelled" : "failed");
+        await dropMigrationSecret(client, this.tlsId);
         throw await this.failure(client, outcome, q);
       }
       const result: MigrationResult = {
@@ -200,6 +207,18 @@ export class QemuMigration implements MigrationHandle {
       this.report(this.phase);
     } catch {
       // the connection is closing: the event follower reports that
+    }
+  }
+
+  /**
+   * QEMU sends "completed" a moment before it stores total-time (migration_iteration_finish),
+   * so ask until the figure is there.
+   */
+  private async finalFigures(client: QmpClient, outcome: string): Promise<QueryMigrate> {
+    for (let i = 0; ; i++) {
+      const q = await client.execute<QueryMigrate>("query-migrate");
+      if (outcome !== "completed" || (q["total-time"] ?? 0) > 0 || i >= 40) return q;
+      await new Promise((r) => setTimeout(r, 25));
     }
   }
 

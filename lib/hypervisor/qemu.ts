@@ -26,6 +26,7 @@ import { QemuMigration, type MigrationHooks } from "./qemu-migration";
 import { freePort, tcpUri } from "./net";
 import { livePid, terminate, waitExit } from "./pidfile";
 import { QmpClient } from "./qmp";
+import { useMigrationSecret } from "./qemu-tls";
 
 export interface QemuDriverOptions {
   /** This host's run directory (pidfiles, QMP sockets, serial logs). Created when missing. */
@@ -50,6 +51,9 @@ export interface VmFiles {
   /** Monitor for short queries (state, stop). */
   mon: string;
   serial: string;
+  /** Private folders for the migration key (incoming: until the VM arrives; outgoing: moments). */
+  pskIn: string;
+  pskOut: string;
 }
 
 interface Listener {
@@ -110,7 +114,7 @@ export class QemuDriver implements HypervisorDriver {
 
   files(vm: string): VmFiles {
     const base = path.join(this.runDir, vm);
-    return { pid: `${base}.pid`, qmp: `${base}.qmp`, mon: `${base}.mon`, serial: `${base}.serial.log` };
+    return { pid: `${base}.pid`, qmp: `${base}.qmp`, mon: `${base}.mon`, serial: `${base}.serial.log`, pskIn: `${base}.psk-in`, pskOut: `${base}.psk-out` };
   }
 
   /** The QEMU process of this VM in this run dir, if any (stale files are removed). */
@@ -123,8 +127,8 @@ export class QemuDriver implements HypervisorDriver {
 
   async state(vm: string): Promise<VmRunState> {
     this.definition(vm);
-    if (this.pid(vm) === undefined) return "absent";
     const status = await this.queryStatus(vm);
+    if (status === undefined) return "absent";
     if (status === "finish-migrate" && this.outgoing.get(vm)?.phase === "pre-switchover") return "pre-switchover";
     return runState(status);
   }
@@ -136,6 +140,7 @@ export class QemuDriver implements HypervisorDriver {
     const deadline = Date.now() + this.startTimeoutMs;
     for (;;) {
       const status = await this.queryStatus(vm);
+      if (status === undefined) throw new TeleportError(500, `QEMU of VM ${vm} exited while starting`, [`see ${this.files(vm).serial}`]);
       if (status === "running") break;
       if (Date.now() > deadline) throw new TeleportError(500, `VM ${vm} did not start running within ${this.startTimeoutMs} ms (state ${status})`);
       await new Promise((r) => setTimeout(r, 50));
@@ -158,14 +163,14 @@ export class QemuDriver implements HypervisorDriver {
     try {
       client = await QmpClient.connect(this.files(vm).qmp);
       await client.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
+      await useMigrationSecret(client, "server", "st-incoming", opts.secret, this.files(vm).pskIn);
       const uri = await this.listen(client, vm, opts);
       this.listeners.set(vm, { uri, client });
       // Once the VM has arrived and runs, the listener is over: free the monitor.
       const off = client.onEvent((ev) => {
         if (ev.event !== "RESUME") return;
         off();
-        if (this.listeners.get(vm)?.client === client) this.listeners.delete(vm);
-        void client?.close();
+        void this.arrived(vm);
       });
       this.log.info(`armed ${vm}`, { uri });
       return { vm, uri };
@@ -178,12 +183,11 @@ export class QemuDriver implements HypervisorDriver {
 
   async disarm(vm: string): Promise<void> {
     this.definition(vm);
-    const pid = this.pid(vm);
-    if (pid === undefined) {
+    const status = await this.queryStatus(vm);
+    if (status === undefined) {
       await this.dropListener(vm);
       return;
     }
-    const status = await this.queryStatus(vm);
     if (status !== "inmigrate") {
       // The VM arrived (or is being switched over): it is the only copy now. Never kill it.
       throw new TeleportError(486, `VM ${vm} is ${status} here, not waiting for a migration: not disarming it`);
@@ -197,13 +201,13 @@ export class QemuDriver implements HypervisorDriver {
     this.definition(vm);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      if (this.pid(vm) === undefined) {
+      const status = await this.queryStatus(vm);
+      if (status === undefined) {
         await this.dropListener(vm);
         throw new TeleportError(503, `VM ${vm} is not here: its incoming QEMU is gone (migration failed or the listener was killed)`);
       }
-      const status = await this.queryStatus(vm).catch(() => "unknown");
-      if (status === "running") return;
-      if (status !== "inmigrate" && status !== "unknown" && status !== "paused")
+      if (status === "running") return this.arrived(vm);
+      if (status !== "inmigrate" && status !== "paused")
         throw new TeleportError(500, `VM ${vm} arrived but is ${status}, not running`);
       if (Date.now() > deadline) throw new TeleportError(504, `VM ${vm} did not resume here within ${timeoutMs} ms (state ${status})`);
       await new Promise((r) => setTimeout(r, 50));
@@ -218,6 +222,7 @@ export class QemuDriver implements HypervisorDriver {
         if (this.pid(vm) === undefined) throw new TeleportError(404, `VM ${vm} does not run on this host`);
         return QmpClient.connect(this.files(vm).qmp);
       },
+      pskDir: this.files(vm).pskOut,
       quitSource: () => this.quit(vm),
       settled: () => {
         if (this.outgoing.get(vm) === migration) this.outgoing.delete(vm);
@@ -261,8 +266,8 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   private async requireAbsent(vm: string): Promise<void> {
-    if (this.pid(vm) === undefined) return;
-    const status = await this.queryStatus(vm).catch(() => "unknown");
+    const status = await this.queryStatus(vm);
+    if (status === undefined) return;
     throw new TeleportError(486, `VM ${vm} already has a QEMU on this host (${runState(status)})`);
   }
 
@@ -291,14 +296,33 @@ export class QemuDriver implements HypervisorDriver {
     }
   }
 
-  private async queryStatus(vm: string): Promise<string> {
-    const client = await QmpClient.connect(this.files(vm).mon);
+  /**
+   * QEMU's run state (query-status "status"), or undefined when this host has no QEMU for the VM,
+   * including one that exits while we ask (e.g. an incoming QEMU whose migration just failed).
+   */
+  private async queryStatus(vm: string): Promise<string | undefined> {
+    const pid = this.pid(vm);
+    if (pid === undefined) return undefined;
     try {
-      const r = await client.execute<{ status: string }>("query-status");
-      return r.status;
-    } finally {
-      await client.close();
+      const client = await QmpClient.connect(this.files(vm).mon);
+      try {
+        return (await client.execute<{ status: string }>("query-status")).status;
+      } finally {
+        await client.close();
+      }
+    } catch (err) {
+      if (await waitExit(pid, 1000)) {
+        this.removeRunFiles(vm);
+        return undefined;
+      }
+      throw err;
     }
+  }
+
+  /** The incoming VM runs here: the listener, its monitor and its key are done with. */
+  private async arrived(vm: string): Promise<void> {
+    fs.rmSync(this.files(vm).pskIn, { recursive: true, force: true });
+    await this.dropListener(vm);
   }
 
   private async dropListener(vm: string): Promise<void> {
@@ -324,6 +348,6 @@ export class QemuDriver implements HypervisorDriver {
 
   private removeRunFiles(vm: string): void {
     const f = this.files(vm);
-    for (const p of [f.pid, f.qmp, f.mon]) fs.rmSync(p, { force: true });
+    for (const p of [f.pid, f.qmp, f.mon, f.pskIn, f.pskOut]) fs.rmSync(p, { force: true, recursive: true });
   }
 }

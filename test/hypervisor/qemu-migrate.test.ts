@@ -1,6 +1,7 @@
 /**
  * Real QEMU live migrations between two run dirs ("hosts") on loopback, TCG, NIC-less 96 MiB guests.
  */
+import fs from "node:fs";
 import type { MigrationOptions, MigrationProgress } from "../../lib/hypervisor/driver";
 import { QmpClient } from "../../lib/hypervisor/qmp";
 import { ensureGuest, guestVm, type GuestFiles } from "../testbed/guest";
@@ -52,6 +53,10 @@ test("one VM moves: QEMU's figures come back, the source is gone, the destinatio
   expect(await hosts.dc1.state("vm1")).toBe("absent");
   expect(await hosts.dc2.state("vm1")).toBe("running");
   expectOnlyOn("vm1", "dc2");
+  // the stream was TLS-PSK from the secret; no key file outlives the migration
+  const dc2Files = hosts.dc2.files("vm1");
+  expect(fs.existsSync(dc2Files.pskIn) || fs.existsSync(dc2Files.pskOut)).toBe(false);
+  expect(fs.readdirSync(hosts.dirs.dc1).filter((f) => !f.endsWith(".log"))).toEqual([]);
 });
 
 test("a VM moves back after arriving (a former migration target is followed by events)", async () => {
