@@ -38,7 +38,8 @@ async function migrateOne(vm: string, opts: MigrationOptions = fast) {
 }
 
 test("one VM moves: QEMU's figures come back, the source is gone, the destination runs", async () => {
-  hosts = makeHosts([guestVm(guest, "vm1")]);
+  // with a virtio-net NIC (user-mode here): identical mac= and romfile= on both ends
+  hosts = makeHosts([guestVm(guest, "vm1", { nics: [{ kind: "user", mac: "52:54:00:00:00:31" }] })]);
   await hosts.dc1.start("vm1");
   expect(await hosts.dc1.state("vm1")).toBe("running");
   expect(await hosts.dc2.state("vm1")).toBe("absent");
