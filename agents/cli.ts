@@ -9,6 +9,7 @@ import { registerConfigCommands } from "./commands/config";
 import { registerListenCommand } from "./commands/listen";
 import { registerMigrateCommand } from "./commands/migrate";
 import { registerNrdlCommands } from "./commands/nrdl";
+import { registerVmCommands } from "./commands/vm";
 import { processIo, type CliIo } from "./io";
 
 export function buildProgram(io: CliIo = processIo): Command {
@@ -33,6 +34,7 @@ Examples:
     );
   registerListenCommand(program);
   registerMigrateCommand(program);
+  registerVmCommands(program);
   registerConfigCommands(program);
   registerNrdlCommands(program, io);
   return program;
