@@ -1,0 +1,36 @@
+/**
+ * The agent pair end to end: real SIP on loopback, real QEMU guests, the NRDL dialog
+ * INVITE/200/ACK/INFO.../BYE, and the invariant that each VM runs on exactly one host.
+ */
+import { ladderSteps } from "../../lib/sip/ladder";
+import { bootOnSource, expectAllOn, guestDefs, placement, startPair, type Pair } from "./harness";
+
+const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
+
+describe("agent pair: exp2 (router1, video) over UDP", () => {
+  let pair: Pair;
+  afterEach(async () => pair?.close());
+
+  it("moves the group in plan order and both sides report completion", async () => {
+    pair = await startPair(await guestDefs([["video", "server"], ["router1", "router"]]));
+    await bootOnSource(pair);
+    await expectAllOn(pair, "dc1");
+    const started: string[] = [];
+    const summary = await pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["video", "router1"], policy }, { onStart: (vm) => started.push(vm) });
+    expect(started).toEqual(["router1", "video"]); // network function first
+    expect(summary.outcome).toBe("completed");
+    expect(summary.vms.map((v) => [v.vm, v.state])).toEqual([["video", "completed"], ["router1", "completed"]]);
+    for (const v of summary.vms) {
+      expect(v.totalMs).toBeGreaterThan(0);
+      expect(v.transferredBytes).toBeGreaterThan(1 << 20);
+    }
+    expect(summary.destinationReport?.outcome).toBe("completed");
+    expect(summary.destinationReport?.results.every((r) => r.host === "dc2")).toBe(true);
+    await expectAllOn(pair, "dc2");
+    const labels = ladderSteps(pair.dc1.trace).map((s) => s.label.replace(/ \[.*\]$/, ""));
+    expect(labels.slice(0, 4)).toEqual(["INVITE", "100 Trying (INVITE)", "200 OK (INVITE)", "ACK"]);
+    expect(labels).toContain("INFO");
+    expect(labels.slice(-2)).toEqual(["BYE", "200 OK (BYE)"]);
+    expect(placement(pair)).toEqual({ video: ["dc2"], router1: ["dc2"] });
+  });
+});
