@@ -3,37 +3,15 @@
  * authentication, and ACK/INFO/BYE follow the Record-Route set. Kamailio runs in the
  * foreground on random loopback ports with the deployment's config file.
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
-import path from "node:path";
 import { Writable } from "node:stream";
 import winston from "winston";
 import type { SipJsBackend } from "../../lib/sip";
 import { randomPort } from "../../bench/sipp";
-import { FIXTURES, NRDL, OFFER, answerEverything, startAgent, tempDir } from "./helpers";
+import { NRDL, OFFER, answerEverything, startAgent, tempDir } from "./helpers";
+import { DOMAIN, KAMAILIO_USERS, startKamailio, writeUsers } from "./kamailio-server";
 
-const DOMAIN = "teleport.test";
-const USERS = { dc1: "dc1-secret-pw", dc2: "dc2-secret-pw" };
-
-function writeUsers(dir: string): void {
-  const rows = Object.entries(USERS).map(([u, p], i) => `${i + 1}:${u}:${DOMAIN}:${p}:::`);
-  fs.writeFileSync(path.join(dir, "subscriber"), ["id(int,auto) username(string) domain(string) password(string) ha1(string,null) ha1b(string,null)", ...rows, ""].join("\n"));
-  fs.writeFileSync(path.join(dir, "version"), "table_name(string) table_version(int)\nsubscriber:7\nversion:1\n");
-}
-
-function startKamailio(dir: string, port: number): { child: ChildProcess; log: () => string } {
-  let log = "";
-  const child = spawn(
-    "kamailio",
-    ["-f", path.join(FIXTURES, "kamailio", "kamailio.cfg"), "-DD", "-E", "-m", "32", "-M", "4", "-w", dir, "-Y", dir, "-P", path.join(dir, "k.pid"),
-      "-l", `udp:127.0.0.1:${port}`, "-l", `tcp:127.0.0.1:${port}`, "-A", `DBURL="text://${dir}"`, "-A", "MIN_EXPIRES=1"],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  const keep = (d: Buffer): void => void (log = (log + d.toString()).slice(-20000));
-  child.stdout?.on("data", keep);
-  child.stderr?.on("data", keep);
-  return { child, log: () => log };
-}
+const USERS = KAMAILIO_USERS;
 
 /** Trace lines of one agent, captured from its winston logger. */
 function tracingLogger(): { logger: winston.Logger; lines: string[] } {
