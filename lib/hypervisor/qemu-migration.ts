@@ -131,6 +131,7 @@ export class QemuMigration implements MigrationHandle {
       if (this.abortRequested) throw this.cancelReason;
       const finished = this.followEvents(client);
       await client.execute("migrate", { uri: this.target.uri });
+      if (this.abortRequested) await client.execute("migrate_cancel"); // abort() came while migrate was on its way
       this.log.info(`migrating ${this.vm}`, { uri: this.target.uri, maxBandwidth: bytesPerS, downtimeLimitMs: this.opts.downtimeLimitMs });
       this.armTimeout();
       const poller = setInterval(() => void this.pollProgress(client), PROGRESS_INTERVAL_MS);

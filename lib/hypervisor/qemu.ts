@@ -157,6 +157,8 @@ export class QemuDriver implements HypervisorDriver {
 
   async stop(vm: string): Promise<void> {
     this.definition(vm);
+    // Killing a source mid-migration would leave the VM on neither host.
+    if (this.outgoing.has(vm)) throw new TeleportError(486, `VM ${vm} is migrating out; abort the migration before stopping it`);
     await this.dropListener(vm);
     await this.quit(vm);
     this.log.info(`stopped ${vm}`);
