@@ -16,7 +16,7 @@ export interface DriverOptions {
   /** The host's whole inventory; each driver keeps the VMs of its kind. */
   inventory: VmDefinition[];
   logger?: Logger;
-  qemu?: { binary?: string; accel?: AccelChoice; startTimeoutMs?: number };
+  qemu?: { binary?: string; accel?: AccelChoice; startTimeoutMs?: number; migrationTls?: boolean };
   virtualbox?: { vboxManage?: string };
 }
 
@@ -31,6 +31,7 @@ const FACTORIES: Partial<Record<Hypervisor, Factory>> = {
       qemuBinary: o.qemu?.binary,
       accel: o.qemu?.accel,
       startTimeoutMs: o.qemu?.startTimeoutMs,
+      migrationTls: o.qemu?.migrationTls,
     }),
   virtualbox: (o) => new VirtualBoxDriver({ runDir: o.runDir, inventory: o.inventory, logger: o.logger, vboxManage: o.virtualbox?.vboxManage }),
 };

@@ -13,8 +13,8 @@ import { dropMigrationSecret, useMigrationSecret } from "./qemu-tls";
 export interface MigrationHooks {
   /** Open the VM's long-operation monitor (fails when the VM does not run here). */
   connect(): Promise<QmpClient>;
-  /** Private folder for the moment the TLS key file exists. */
-  pskDir: string;
+  /** Private folder for the moment the TLS key file exists; undefined for plain TCP. */
+  pskDir: string | undefined;
   /** Quit the source QEMU once the destination has everything. */
   quitSource(): Promise<void>;
   /** Called once, when `done` settles. */
@@ -127,10 +127,11 @@ export class QemuMigration implements MigrationHandle {
       });
       const bytesPerS = this.opts.bandwidthMbps > 0 ? Math.floor((this.opts.bandwidthMbps * 1_000_000) / 8) : UNLIMITED_BYTES_PER_S;
       await client.execute("migrate-set-parameters", { "max-bandwidth": bytesPerS, "downtime-limit": this.opts.downtimeLimitMs });
-      await useMigrationSecret(client, "client", this.tlsId, this.target.secret, this.hooks.pskDir);
+      if (this.hooks.pskDir) await useMigrationSecret(client, "client", this.tlsId, this.target.secret, this.hooks.pskDir);
       if (this.abortRequested) throw this.cancelReason;
       const finished = this.followEvents(client);
       await client.execute("migrate", { uri: this.target.uri });
+      if (this.abortRequested) await client.execute("migrate_cancel"); // abort() came while migrate was on its way
       this.log.info(`migrating ${this.vm}`, { uri: this.target.uri, maxBandwidth: bytesPerS, downtimeLimitMs: this.opts.downtimeLimitMs });
       this.armTimeout();
       const poller = setInterval(() => void this.pollProgress(client), PROGRESS_INTERVAL_MS);
@@ -144,7 +145,7 @@ export class QemuMigration implements MigrationHandle {
       this.takeCounters(q);
       if (outcome !== "completed") {
         this.report(outcome === "cancelled" ? "cancelled" : "failed");
-        await dropMigrationSecret(client, this.tlsId);
+        if (this.hooks.pskDir) await dropMigrationSecret(client, this.tlsId);
         throw await this.failure(client, outcome, q);
       }
       const result: MigrationResult = {

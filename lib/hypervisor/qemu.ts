@@ -39,6 +39,11 @@ export interface QemuDriverOptions {
   accel?: AccelChoice;
   /** How long start() waits for QEMU to report "running" (default 10 s). */
   startTimeoutMs?: number;
+  /**
+   * Protect migration streams with TLS-PSK from the one-time secret (default true). Both hosts
+   * must agree. Plain TCP is much faster under TCG (see bench:driver) and is for trusted links.
+   */
+  migrationTls?: boolean;
 }
 
 /** Longest Unix socket path Linux accepts (sun_path is 108 bytes with the terminating NUL). */
@@ -86,6 +91,7 @@ export class QemuDriver implements HypervisorDriver {
   private readonly qemu: string;
   private readonly accel: AccelChoice;
   private readonly startTimeoutMs: number;
+  private readonly migrationTls: boolean;
   /** Incoming listeners armed by this driver instance (monitor held until the VM resumes). */
   private readonly listeners = new Map<string, Listener>();
   /** VMs currently migrating out through this driver instance. */
@@ -98,8 +104,9 @@ export class QemuDriver implements HypervisorDriver {
     this.qemu = opts.qemuBinary ?? "qemu-system-x86_64";
     this.accel = opts.accel ?? chooseAccel();
     this.startTimeoutMs = opts.startTimeoutMs ?? 10_000;
+    this.migrationTls = opts.migrationTls ?? true;
     fs.mkdirSync(this.runDir, { recursive: true });
-    this.log.info(`qemu driver: ${this.accel.reason}`, { runDir: this.runDir, vms: this.defs.size });
+    this.log.info(`qemu driver: ${this.accel.reason}`, { runDir: this.runDir, vms: this.defs.size, migrationTls: this.migrationTls });
   }
 
   async available(): Promise<{ ok: boolean; detail: string }> {
@@ -150,6 +157,8 @@ export class QemuDriver implements HypervisorDriver {
 
   async stop(vm: string): Promise<void> {
     this.definition(vm);
+    // Killing a source mid-migration would leave the VM on neither host.
+    if (this.outgoing.has(vm)) throw new TeleportError(486, `VM ${vm} is migrating out; abort the migration before stopping it`);
     await this.dropListener(vm);
     await this.quit(vm);
     this.log.info(`stopped ${vm}`);
@@ -163,7 +172,7 @@ export class QemuDriver implements HypervisorDriver {
     try {
       client = await QmpClient.connect(this.files(vm).qmp);
       await client.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
-      await useMigrationSecret(client, "server", "st-incoming", opts.secret, this.files(vm).pskIn);
+      if (this.migrationTls) await useMigrationSecret(client, "server", "st-incoming", opts.secret, this.files(vm).pskIn);
       const uri = await this.listen(client, vm, opts);
       this.listeners.set(vm, { uri, client });
       // Once the VM has arrived and runs, the listener is over: free the monitor.
@@ -222,7 +231,7 @@ export class QemuDriver implements HypervisorDriver {
         if (this.pid(vm) === undefined) throw new TeleportError(404, `VM ${vm} does not run on this host`);
         return QmpClient.connect(this.files(vm).qmp);
       },
-      pskDir: this.files(vm).pskOut,
+      pskDir: this.migrationTls ? this.files(vm).pskOut : undefined,
       quitSource: () => this.quit(vm),
       settled: () => {
         if (this.outgoing.get(vm) === migration) this.outgoing.delete(vm);

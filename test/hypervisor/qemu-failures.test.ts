@@ -137,6 +137,7 @@ test("refusals: unknown VM, VM already here, not running, disarming a VM that ar
   const armed = await hosts.dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET });
   const handle = hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, { ...slow, bandwidthMbps: 0 });
   await expect(hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, slow).done).rejects.toMatchObject({ status: 486 });
+  await expect(hosts.dc1.stop("vm1")).rejects.toMatchObject({ status: 486, reason: expect.stringMatching(/migrating out/) });
   await handle.done;
   await hosts.dc2.waitResumed("vm1", 10_000);
   await expect(hosts.dc2.disarm("vm1")).rejects.toMatchObject({ status: 486 });
