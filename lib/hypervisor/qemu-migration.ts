@@ -122,6 +122,9 @@ export class QemuMigration implements MigrationHandle {
       await client.execute("migrate-set-capabilities", {
         capabilities: [
           { capability: "events", state: true },
+          // the destination confirms it loaded the state before the source counts the move as done;
+          // a destination that fails to load makes the migration fail and the source VM resume
+          { capability: "return-path", state: true },
           { capability: "pause-before-switchover", state: !!this.opts.pauseBeforeSwitchover },
         ],
       });

@@ -171,7 +171,7 @@ export class QemuDriver implements HypervisorDriver {
     let client: QmpClient | undefined;
     try {
       client = await QmpClient.connect(this.files(vm).qmp);
-      await client.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
+      await client.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }, { capability: "return-path", state: true }] });
       if (this.migrationTls) await useMigrationSecret(client, "server", "st-incoming", opts.secret, this.files(vm).pskIn);
       const uri = await this.listen(client, vm, opts);
       this.listeners.set(vm, { uri, client });

@@ -34,3 +34,38 @@ describe("agent pair: exp2 (router1, video) over UDP", () => {
     expect(placement(pair)).toEqual({ video: ["dc2"], router1: ["dc2"] });
   });
 });
+
+describe("agent pair: other groups, transports and strategies", () => {
+  let pair: Pair;
+  afterEach(async () => pair?.close());
+
+  it("exp1 (two routers) in parallel over TCP", async () => {
+    pair = await startPair(await guestDefs([["router1", "router"], ["router2", "router"]]), { transport: "tcp" });
+    await bootOnSource(pair);
+    let running = 0;
+    let peak = 0;
+    const summary = await pair.dc1.agent.migrate(
+      { to: pair.dc2.uri, vms: ["router1", "router2"], policy: { ...policy, strategy: "parallel", maxParallel: 2 } },
+      { onStart: () => (peak = Math.max(peak, ++running)), onOutcome: () => running-- },
+    );
+    expect(peak).toBe(2);
+    expect(summary.outcome).toBe("completed");
+    await expectAllOn(pair, "dc2");
+  });
+
+  it("exp3 (edge network) with switchover: each wave pre-copies, then switches over together", async () => {
+    pair = await startPair(await guestDefs([["firewall", "firewall"], ["router-switch", "router"], ["storage", "storage"], ["web", "server"]]));
+    await bootOnSource(pair);
+    const events: string[] = [];
+    const summary = await pair.dc1.agent.migrate(
+      { to: pair.dc2.uri, vms: ["web", "storage", "router-switch", "firewall"], policy: { ...policy, strategy: "switchover", maxParallel: 4 } },
+      { onSwitchover: (vms) => events.push(`switch ${[...vms].sort().join("+")}`), onOutcome: (o) => events.push(`${o.state} ${o.vm}`) },
+    );
+    expect(summary.outcome).toBe("completed");
+    // network functions in the first wave, servers in the second, each switched over as one
+    expect(events.slice(0, 3).sort()).toEqual(["completed firewall", "completed router-switch", "switch firewall+router-switch"].sort());
+    expect(events[0]).toBe("switch firewall+router-switch");
+    expect(events[3]).toBe("switch storage+web");
+    await expectAllOn(pair, "dc2");
+  });
+});
