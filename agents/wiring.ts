@@ -54,6 +54,7 @@ export function sipConfigOf(cfg: HostConfig, logger: Logger, o: SipOverrides = {
     credentials: cfg.sip.credentials,
     sipTrace: o.trace ?? cfg.sip.trace,
     logger,
+    limits: { maxMessageBytes: cfg.limits.maxMessageBytes, maxHeaders: cfg.limits.maxHeaders },
   };
 }
 

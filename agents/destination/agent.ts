@@ -10,13 +10,14 @@ import { TeleportError } from "../../lib/errors";
 import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
 import { freePortInRange } from "../../lib/net/ports";
-import type { Dialog, IncomingRequest, InviteResponder, Responder, SipBackend, SipBody } from "../../lib/sip/backend";
+import type { Dialog, IncomingRequest, InviteResponder, RequestRefusal, Responder, SipBackend, SipBody } from "../../lib/sip/backend";
 import { DigestServer } from "../../lib/sip/digest";
 import { buildNrdl, formatViolation, humanText, parseNrdl } from "../../nrdl";
 import type { Armed, NrdlDocument, Offer, Rejected, Report, VmResult, VmStatus } from "../../nrdl/types";
 import { NRDL_MIME } from "../../nrdl/types";
 import { AccessPolicy } from "./access";
 import { Journal } from "./journal";
+import { RateLimiter } from "./rate";
 
 export interface DestinationOptions {
   config: HostConfig;
@@ -32,6 +33,10 @@ interface DialogState {
   migrationId: string;
   offer: Offer;
   phase: Phase;
+  /** Digest user that opened the dialog: in-dialog requests must come from the same one. */
+  user?: string;
+  /** Who the dialogs-per-caller limit counts against: the user, else the source address. */
+  caller: string;
   cancelled: boolean;
   armed: Set<string>;
   statuses: Map<string, VmStatus>;
@@ -43,27 +48,51 @@ interface DialogState {
 
 const nrdlBody = (doc: NrdlDocument): SipBody => ({ contentType: NRDL_MIME, content: buildNrdl(doc) });
 
+/** A 401 whose challenge says whether the nonce was merely stale (the caller may retry at once). */
+class DigestRefusal extends TeleportError {
+  constructor(
+    readonly stale: boolean,
+    reason: string,
+  ) {
+    super(401, "Unauthorized", [reason]);
+  }
+}
+
+/** A 503 that tells the caller when to come back. */
+class Overload extends TeleportError {
+  constructor(
+    readonly retryAfterS: number,
+    reason: string,
+  ) {
+    super(503, "Service Unavailable", [reason]);
+  }
+}
+
 export class DestinationAgent {
   private readonly dialogs = new Map<string, DialogState>();
   /** VM name -> Call-ID of the dialog that holds it (armed or moving). */
   private readonly holders = new Map<string, string>();
   private readonly access: AccessPolicy;
   private readonly digest?: DigestServer;
+  /** Refuse requests without valid credentials (else they are judged by the allowlist alone). */
+  private readonly digestRequired: boolean;
+  private readonly inviteRate: RateLimiter;
   private readonly journal: Journal;
   private readonly log: Logger;
 
   constructor(private readonly opts: DestinationOptions) {
     this.log = opts.logger.child({ agent: "destination" });
     this.access = new AccessPolicy(opts.config.security.allow);
-    if (Object.keys(opts.config.security.users).length > 0) {
-      this.digest = new DigestServer({ realm: opts.config.security.realm, users: opts.config.security.users });
-    }
+    const { users, realm, nonceTtlS, digestRequired } = opts.config.security;
+    if (Object.keys(users).length > 0) this.digest = new DigestServer({ realm, users, nonceTtlMs: nonceTtlS * 1000 });
+    this.digestRequired = this.digest !== undefined && digestRequired !== false;
+    this.inviteRate = new RateLimiter(opts.config.limits.invitesPerSecond);
     this.journal = new Journal(opts.config.stateDir);
   }
 
   async start(): Promise<void> {
     await this.recover();
-    this.opts.sip.setHandlers({ onInvite: (req, res) => void this.onInvite(req, res) });
+    this.opts.sip.setHandlers({ onInvite: (req, res) => void this.onInvite(req, res), authorize: (req) => this.authorizeInDialog(req) });
     await this.opts.sip.start();
     if (this.opts.config.sip.registrar) await this.opts.sip.register();
     this.log.info("listening", { aor: this.opts.sip.aor, vms: this.opts.host.inventory().map((v) => v.name) });
@@ -95,14 +124,17 @@ export class DestinationAgent {
 
   /** The checks that need no arming; returns the offer or throws the refusal. */
   private async admit(req: IncomingRequest): Promise<{ doc: NrdlDocument<Offer>; user?: string }> {
-    let user: string | undefined;
-    if (this.digest) {
-      const verdict = this.digest.verify(req.header("Authorization"), req.method);
-      if (!verdict.ok) throw new TeleportError(401, "Unauthorized", [verdict.reason]);
-      user = verdict.user;
-    }
+    this.requireTls(req);
+    const wait = this.inviteRate.take(req.source.address);
+    if (wait !== undefined) throw new Overload(wait, `more than ${this.opts.config.limits.invitesPerSecond} INVITEs per second from ${req.source.address}`);
+    const user = this.authenticate(req);
     const denied = this.access.check({ address: req.source.address, fromUri: req.fromUri, authenticatedUser: user });
     if (denied) throw new TeleportError(403, "Forbidden", [denied]);
+    const caller = user ?? req.source.address;
+    const open = [...this.dialogs.values()].filter((d) => d.caller === caller).length;
+    if (open >= this.opts.config.limits.dialogsPerCaller) {
+      throw new Overload(5, `${caller} already holds ${open} open dialogs (limit ${this.opts.config.limits.dialogsPerCaller})`);
+    }
     if (!req.body || req.body.contentType.split(";")[0].trim().toLowerCase() !== NRDL_MIME) {
       throw new TeleportError(415, "Unsupported Media Type", [`body must be ${NRDL_MIME}, got ${req.body?.contentType ?? "no body"}`]);
     }
@@ -110,6 +142,46 @@ export class DestinationAgent {
     if (!parsed.ok) throw new TeleportError(400, "Invalid NRDL", parsed.violations.map(formatViolation));
     if (parsed.doc.body.kind !== "offer") throw new TeleportError(400, "Invalid NRDL", [`an INVITE carries an <offer>, not <${parsed.doc.body.kind}>`]);
     return { doc: parsed.doc as NrdlDocument<Offer>, user };
+  }
+
+  private requireTls(req: IncomingRequest): void {
+    if (this.opts.config.sip.tlsOnly && req.source.transport !== "tls") {
+      throw new TeleportError(403, "TLS Required", [`this host accepts only TLS, got ${req.method} over ${req.source.transport.toUpperCase()}`]);
+    }
+  }
+
+  /** The digest user of a request; undefined when digest is off or optional and absent. Throws 401. */
+  private authenticate(req: IncomingRequest): string | undefined {
+    const authorization = req.header("Authorization");
+    if (!this.digest || (!authorization && !this.digestRequired)) return undefined;
+    const verdict = this.digest.verify(authorization, req.method);
+    if (!verdict.ok) throw new DigestRefusal(verdict.stale ?? false, verdict.reason);
+    return verdict.user;
+  }
+
+  /** INFO and BYE: TLS when required, and the same digest user as the INVITE (challenged like it). */
+  private authorizeInDialog(req: IncomingRequest): RequestRefusal | undefined {
+    const state = this.dialogs.get(req.callId);
+    if (!state) return undefined; // not ours: the core answers 481
+    try {
+      this.requireTls(req);
+      if (!this.opts.config.security.digestInDialog || state.user === undefined) return undefined;
+      const user = this.authenticate(req);
+      if (user !== state.user) throw new TeleportError(403, "Forbidden", [`${req.method} from digest user ${user ?? "(none)"}, but ${state.user} opened this dialog`]);
+      return undefined;
+    } catch (err) {
+      const error = TeleportError.from(err);
+      this.log.warn(`${req.method} refused`, { callId: req.callId, status: error.status, details: error.details });
+      return { error, headers: this.refusalHeaders(error) };
+    }
+  }
+
+  private refusalHeaders(e: TeleportError): Record<string, string | string[]> {
+    const headers: Record<string, string | string[]> = {};
+    if (e instanceof DigestRefusal && this.digest) headers["WWW-Authenticate"] = this.digest.challenges(e.stale);
+    if (e instanceof Overload) headers["Retry-After"] = String(e.retryAfterS);
+    if (e.status === 415) headers["Accept"] = NRDL_MIME;
+    return headers;
   }
 
   /** Per-VM refusals (488) and conflicts with other dialogs (486). */
@@ -152,12 +224,9 @@ export class DestinationAgent {
     } catch (err) {
       const e = TeleportError.from(err);
       log.warn("INVITE refused", { status: e.status, reason: e.reason, details: e.details, from: req.fromUri, address: req.source.address });
-      const headers: Record<string, string | string[]> = {};
-      if (e.status === 401 && this.digest) headers["WWW-Authenticate"] = this.digest.challenges();
-      if (e.status === 415) headers["Accept"] = NRDL_MIME;
-      return res.reject(e, { headers });
+      return res.reject(e, { headers: this.refusalHeaders(e) });
     }
-    const { doc } = admitted;
+    const { doc, user } = admitted;
     const offer = doc.body;
     let rejected: Rejected[];
     try {
@@ -176,7 +245,8 @@ export class DestinationAgent {
     // A race between vet() and here is impossible for the same VM: check and take in one synchronous step.
     const clash = offer.vms.find((v) => this.holders.has(v.name));
     if (clash) return res.reject(new TeleportError(486, "Busy Here", [`${clash.name} is being moved by another dialog`]));
-    const state: DialogState = { callId: req.callId, migrationId: doc.id, offer, phase: "arming", cancelled: false, armed: new Set(), statuses: new Map() };
+    const caller = user ?? req.source.address;
+    const state: DialogState = { callId: req.callId, migrationId: doc.id, offer, phase: "arming", user, caller, cancelled: false, armed: new Set(), statuses: new Map() };
     offer.vms.forEach((v) => this.holders.set(v.name, req.callId));
     this.dialogs.set(req.callId, state);
     res.onCancel(() => {

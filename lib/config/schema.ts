@@ -41,9 +41,22 @@ export const configSchema = z
         tls: z.object({ cert: z.string(), key: z.string(), ca: z.string().optional(), verify: z.boolean().default(true) }).strict().optional(),
         /** Log every SIP message sent and received (credentials masked). */
         trace: z.boolean().default(false),
+        /** Refuse anything but TLS: every listener must be TLS, and a request that arrives otherwise gets 403. */
+        tlsOnly: z.boolean().default(false),
       })
       .strict()
-      .prefault({}),
+      .prefault({})
+      .superRefine((sip, ctx) => {
+        if (!sip.tlsOnly) return;
+        sip.listen.forEach((l, i) => {
+          if (l.transport !== "tls") ctx.addIssue({ code: "custom", path: ["listen", i, "transport"], message: `sip.tlsOnly refuses a ${l.transport} listener: use "tls"` });
+        });
+        if (!sip.tls) ctx.addIssue({ code: "custom", path: ["tls"], message: "sip.tlsOnly needs sip.tls (cert and key)" });
+        for (const field of ["outboundProxy", "registrar"] as const) {
+          const uri = sip[field];
+          if (uri && !/^sips:|;transport=tls/i.test(uri)) ctx.addIssue({ code: "custom", path: [field], message: `sip.tlsOnly: ${field} must be a sips: URI or carry ;transport=tls` });
+        }
+      }),
     security: z
       .object({
         /** Who may send us migrations: SIP URIs (user@host, `*` wildcards) or source IP addresses. Empty = loopback only. */
@@ -51,6 +64,32 @@ export const configSchema = z
         /** Digest users (name -> password) required of callers; empty = no authentication. */
         users: z.record(z.string(), z.string().min(1)).default({}),
         realm: z.string().default("sip-teleport"),
+        /**
+         * Refuse requests without valid digest credentials. Default: true when `users` is not empty.
+         * false with users: credentials are checked when present, requests without them are judged by the allowlist alone.
+         */
+        digestRequired: z.boolean().optional(),
+        /** Challenge in-dialog INFO and BYE too (not only the INVITE), and require the INVITE's user. */
+        digestInDialog: z.boolean().default(true),
+        /** How long a digest nonce is accepted (each (nonce, nc) only once). */
+        nonceTtlS: z.number().int().min(1).max(3600).default(60),
+      })
+      .strict()
+      .prefault({})
+      .superRefine((sec, ctx) => {
+        if (sec.digestRequired && Object.keys(sec.users).length === 0) ctx.addIssue({ code: "custom", path: ["digestRequired"], message: "security.digestRequired needs at least one entry in security.users" });
+      }),
+    /** Limits on what the network may make this host do (hostile or broken peers). */
+    limits: z
+      .object({
+        /** Largest SIP message accepted on any transport (UDP datagram or stream message), bytes. */
+        maxMessageBytes: z.number().int().min(1024).max(1 << 24).default(65536),
+        /** Most header lines in one SIP message. */
+        maxHeaders: z.number().int().min(16).max(10000).default(256),
+        /** Destination: open dialogs one caller (authenticated user, else address) may hold. */
+        dialogsPerCaller: z.number().int().min(1).default(8),
+        /** Destination: INVITEs per second one source address may send (burst of the same size); more get 503 with Retry-After. */
+        invitesPerSecond: z.number().min(0.1).default(20),
       })
       .strict()
       .prefault({}),

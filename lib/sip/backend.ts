@@ -107,9 +107,21 @@ export interface TraceEvent {
   peer?: Peer;
 }
 
+/** A refusal decided before a request reaches its dialog (e.g. 401 with a digest challenge). */
+export interface RequestRefusal {
+  error: TeleportError;
+  headers?: Record<string, string | string[]>;
+}
+
 export interface SipHandlers {
   onInvite?(req: IncomingRequest, res: InviteResponder): void;
   onMessage?(req: IncomingRequest, res: Responder): void;
+  /**
+   * Vets every in-dialog request (INFO, BYE; not ACK or CANCEL) before its dialog sees it. A
+   * refusal is answered statelessly and leaves the dialog untouched, so a challenged BYE can be
+   * retried with credentials (the sip.js core ends a dialog on any BYE it hands to the dialog).
+   */
+  authorize?(req: IncomingRequest): RequestRefusal | undefined;
 }
 
 export interface SipBackend {

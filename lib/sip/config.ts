@@ -29,6 +29,16 @@ export interface SipCredentials {
   realm?: string;
 }
 
+/** What one message may cost us; larger ones are refused (513 / 400) before any parser sees them. */
+export interface SipLimits {
+  /** Largest UDP datagram or stream message, bytes (a TCP peer sending more is disconnected). */
+  maxMessageBytes: number;
+  /** Most header lines in one message (10,000 Via headers must not reach the parser). */
+  maxHeaders: number;
+}
+
+export const DEFAULT_LIMITS: SipLimits = { maxMessageBytes: 65536, maxHeaders: 256 };
+
 export interface SipConfig {
   /** Address of record, e.g. sip:dc2@example.net. Its user part is the Contact user too. */
   aor: string;
@@ -45,6 +55,7 @@ export interface SipConfig {
   /** Log every message sent and received (credentials masked). */
   sipTrace?: boolean;
   logger?: Logger;
+  limits?: SipLimits;
 }
 
 /** The Info-Package (RFC 6086) our INFO requests carry, advertised with Recv-Info. */

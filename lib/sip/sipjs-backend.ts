@@ -107,6 +107,7 @@ export class SipJsBackend implements SipBackend {
       tls: config.tls,
       logger: this.logger,
       sipTrace: config.sipTrace ?? false,
+      limits: config.limits,
       ...transportOverrides,
     });
   }
@@ -295,10 +296,7 @@ export class SipJsBackend implements SipBackend {
     const core = this.core;
     if (!core) return;
     const message = Core.Parser.parseMessage(text, core.loggerFactory.getLogger("sip.parser"));
-    if (!message) {
-      this.logger.warn("sip message unparsable, dropped", { from: `${source.address}:${source.port}` });
-      return;
-    }
+    if (!message) return this.transport.refuse(text, source, 400, "Bad Request", "unparsable SIP message");
     // One bad message (or a throwing handler) must not take the agent and its other dialogs down.
     try {
       if (message instanceof Core.IncomingResponseMessage) {
@@ -311,10 +309,20 @@ export class SipJsBackend implements SipBackend {
         core.replyStateless(message, { statusCode: 200, extraHeaders: [...CAPABILITIES, "Supported: "] });
         return;
       }
+      if (message.toTag && message.method !== "ACK" && message.method !== "CANCEL" && this.refusedInDialog(core, message)) return;
       core.receiveIncomingRequestFromTransport(message);
     } catch (err) {
       this.logger.warn("sip message processing failed", { from: `${source.address}:${source.port}`, error: String(err) });
     }
+  }
+
+  private refusedInDialog(core: Core.UserAgentCore, message: Core.IncomingRequestMessage): boolean {
+    const refusal = this.handlers.authorize?.(incomingRequest(message, this.peers));
+    if (!refusal) return false;
+    const { error, headers } = refusal;
+    const extraHeaders = [...headerLines(headers), warning(message.ruri?.host ?? "sip-teleport", [error.reason, ...error.details].join("; "))];
+    core.replyStateless(message, { statusCode: error.status, reasonPhrase: error.reason, extraHeaders });
+    return true;
   }
 
   private receivePlain(uas: Core.IncomingRequest): void {
@@ -495,13 +503,29 @@ class CoreDialog implements Dialog {
     this.ack = { resolve, reject };
   }
 
+  /**
+   * sip.js retries a challenged in-dialog request with CSeq + 1 but does not advance the
+   * dialog's own counter, so the next request would reuse that CSeq (and be refused as out of
+   * order). Requests of one dialog go one at a time (the status reporter queues them), so
+   * catching up after each answer is enough.
+   */
+  private syncCseq(sent: Core.OutgoingRequestMessage | undefined): void {
+    const dialog = this.session;
+    if (!sent || !(dialog instanceof Core.Dialog)) return;
+    while ((dialog.localSequenceNumber ?? sent.cseq) < sent.cseq) dialog.incrementLocalSequenceNumber();
+  }
+
   info(body: SipBody): Promise<ResponseInfo> {
     if (this.ended) return Promise.reject(new TeleportError(481, `dialog already ended (${this.ended})`));
     return new Promise((resolve, reject) => {
-      this.session.info(
+      const request = this.session.info(
         {
-          onAccept: (r) => resolve(responseInfo(r.message)),
+          onAccept: (r) => {
+            this.syncCseq(request.message);
+            resolve(responseInfo(r.message));
+          },
           onReject: (r) => {
+            this.syncCseq(request.message);
             const status = r.message.statusCode ?? 500;
             if (status === 408 || status === 481) this.terminate(`INFO got ${status}`);
             reject(failure(r.message, "INFO failed"));

@@ -14,15 +14,17 @@ import { Grammar } from "sip.js";
 import { TeleportError } from "../errors";
 import { maskSecrets, type Logger } from "../log/logger";
 import type { Peer, TraceEvent, TransportKind } from "./backend";
-import type { ListenSpec, TlsFiles } from "./config";
+import { DEFAULT_LIMITS, type ListenSpec, type SipLimits, type TlsFiles } from "./config";
 import { UdpReliability, type ReliabilityTimers, DEFAULT_TIMERS } from "./udp-reliability";
 import {
   StreamFramer,
   cseqMethod,
   headOf,
+  headerCount,
   hostPort,
   isRequest,
   normalizeAddress,
+  rawResponse,
   stampVia,
   statusOf,
   topValue,
@@ -56,6 +58,7 @@ export interface TransportOptions {
   logger: Logger;
   sipTrace: boolean;
   timers?: ReliabilityTimers;
+  limits?: SipLimits;
   /** Tests only: turn off UDP retransmission and the response cache to measure their effect. */
   unreliable?: boolean;
 }
@@ -71,9 +74,11 @@ export class NodeTransport {
   private readonly listeners: Listener[] = [];
   private readonly connections = new Map<string, StreamSocket>();
   private readonly reliability: UdpReliability;
+  private readonly limits: SipLimits;
 
   constructor(private readonly opts: TransportOptions) {
     this.reliability = new UdpReliability(opts.timers ?? DEFAULT_TIMERS);
+    this.limits = opts.limits ?? DEFAULT_LIMITS;
   }
 
   get bound(): BoundListener[] {
@@ -235,7 +240,7 @@ export class NodeTransport {
   private adopt(kind: TransportKind, socket: StreamSocket, key: string): void {
     this.connections.set(key, socket);
     socket.setNoDelay(true);
-    const framer = new StreamFramer();
+    const framer = new StreamFramer(this.limits.maxMessageBytes);
     const source: Peer = { address: normalizeAddress(socket.remoteAddress ?? ""), port: socket.remotePort ?? 0, transport: kind };
     socket.on("data", (chunk: Buffer) => {
       let messages: string[];
@@ -254,7 +259,23 @@ export class NodeTransport {
     });
   }
 
+  /**
+   * Refuse a message no parser should see: log why and answer the request statelessly when it
+   * carries enough to address a response (otherwise it is only dropped).
+   */
+  refuse(text: string, source: Peer, status: number, reason: string, detail: string): void {
+    this.opts.logger.warn("sip message refused", { from: hostPort(source.address, source.port), transport: source.transport, status, detail });
+    if (!isRequest(text)) return;
+    const response = rawResponse(stampVia(text, source.address, source.port, source.transport !== "udp"), status, reason);
+    if (response) this.send(response).catch((err: unknown) => this.opts.logger.debug("sip refusal not sent", { error: String(err) }));
+  }
+
   private receive(text: string, source: Peer): void {
+    if (text.length > this.limits.maxMessageBytes) {
+      return this.refuse(text.slice(0, 16384), source, 513, "Message Too Large", `${text.length} bytes, limit ${this.limits.maxMessageBytes}`);
+    }
+    const headers = headerCount(headOf(text));
+    if (headers > this.limits.maxHeaders) return this.refuse(text, source, 400, "Too Many Headers", `${headers} header lines, limit ${this.limits.maxHeaders}`);
     this.trace("received", source, text);
     if (isRequest(text)) {
       const stream = source.transport !== "udp";
@@ -295,8 +316,12 @@ export class NodeTransport {
         });
       });
       udp.on("message", (datagram, rinfo) => {
-        const text = trimDatagram(datagram);
-        if (text) this.receive(text, { address: normalizeAddress(rinfo.address), port: rinfo.port, transport: "udp" });
+        const source: Peer = { address: normalizeAddress(rinfo.address), port: rinfo.port, transport: "udp" };
+        const text = datagram.length > this.limits.maxMessageBytes ? undefined : trimDatagram(datagram);
+        if (text !== undefined) return this.receive(text, source);
+        const raw = datagram.subarray(0, 16384).toString("utf8");
+        if (datagram.length > this.limits.maxMessageBytes) this.refuse(raw, source, 513, "Message Too Large", `${datagram.length} bytes, limit ${this.limits.maxMessageBytes}`);
+        else this.refuse(raw, source, 400, "Bad Request", "no header end, or Content-Length larger than the datagram");
       });
       udp.on("error", (err) => this.opts.logger.warn("sip udp socket error", { error: err.message }));
       return { transport: "udp", host: spec.host, port: udp.address().port, advertise, family, udp };

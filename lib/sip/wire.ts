@@ -16,7 +16,7 @@ export interface ViaInfo {
 }
 
 /** Header names and their compact forms (RFC 3261 7.3.3) that the transport reads. */
-const COMPACT: Record<string, string> = { via: "v", "content-length": "l", "call-id": "i", contact: "m" };
+const COMPACT: Record<string, string> = { via: "v", "content-length": "l", "call-id": "i", contact: "m", from: "f", to: "t" };
 
 export function isRequest(text: string): boolean {
   return !text.startsWith("SIP/2.0 ");
@@ -173,4 +173,30 @@ export function trimDatagram(datagram: Buffer): string | undefined {
   if (!lengthHeader) return datagram.toString("utf8");
   const total = headEnd + 4 + Number(lengthHeader[1]);
   return datagram.length < total ? undefined : datagram.subarray(0, total).toString("utf8");
+}
+
+/** Header lines in a message head (the start line not counted). */
+export function headerCount(head: string): number {
+  let n = 0;
+  for (let i = head.indexOf("\r\n"); i >= 0; i = head.indexOf("\r\n", i + 2)) n++;
+  return n;
+}
+
+/**
+ * A response built from a request's raw text, for requests refused before any parser sees
+ * them (too large, too many headers, unparsable). Only the top Via is copied: the answer goes
+ * back to the sender anyway, and a 10,000-Via request must not yield a 10,000-Via answer.
+ * Undefined when the request lacks what a response needs (Via, From, To, Call-ID, CSeq).
+ */
+export function rawResponse(request: string, status: number, reason: string): string | undefined {
+  const head = headOf(request).slice(0, 16384);
+  if (!isRequest(head) || !/^[A-Z]+ \S+ SIP\/2\.0\r?$/m.test(head.split("\r\n")[0])) return undefined;
+  if (head.startsWith("ACK ")) return undefined; // never answer an ACK
+  const one = (name: string) => firstHeader(head, name);
+  const via = topValue(head, "via");
+  const [from, to, callId, cseq] = [one("from"), one("to"), one("call-id"), one("cseq")];
+  if (!via || !parseVia(via) || !from || !to || !callId || !cseq) return undefined;
+  const safe = (s: string) => s.replace(/[\r\n]/g, " ").slice(0, 1024);
+  const toTagged = /;\s*tag=/i.test(to) ? to : `${to};tag=lim${Date.now().toString(36)}`;
+  return [`SIP/2.0 ${status} ${reason}`, `Via: ${safe(via)}`, `From: ${safe(from)}`, `To: ${safe(toTagged)}`, `Call-ID: ${safe(callId)}`, `CSeq: ${safe(cseq)}`, "Content-Length: 0", "", ""].join("\r\n");
 }

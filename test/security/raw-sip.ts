@@ -1,0 +1,124 @@
+/**
+ * A bare SIP client on a UDP socket or a TCP connection for the security tests: it sends exactly
+ * the text it is given (forged, replayed, broken) and collects whatever comes back.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import dgram from "node:dgram";
+import net from "node:net";
+import { parseDigestHeader } from "../../lib/sip/digest";
+import { StreamFramer } from "../../lib/sip/wire";
+
+export interface RawResponse {
+  status: number;
+  text: string;
+  header(name: string): string[];
+}
+
+function parseResponse(text: string): RawResponse {
+  const head = text.slice(0, text.indexOf("\r\n\r\n") >= 0 ? text.indexOf("\r\n\r\n") : text.length);
+  return {
+    status: Number(text.slice(8, 11)),
+    text,
+    header: (name) =>
+      head
+        .split("\r\n")
+        .filter((l) => l.toLowerCase().startsWith(`${name.toLowerCase()}:`))
+        .map((l) => l.slice(l.indexOf(":") + 1).trim()),
+  };
+}
+
+export class RawSipClient {
+  private readonly received: RawResponse[] = [];
+  private waiters: Array<() => void> = [];
+  readonly localPort: number;
+
+  private constructor(
+    private readonly sendBytes: (data: Buffer | string) => void,
+    localPort: number,
+    readonly close: () => void,
+  ) {
+    this.localPort = localPort;
+  }
+
+  static async udp(port: number, host = "127.0.0.1"): Promise<RawSipClient> {
+    const sock = dgram.createSocket("udp4");
+    await new Promise<void>((r) => sock.bind(0, "127.0.0.1", () => r()));
+    const client = new RawSipClient((d) => sock.send(d, port, host), sock.address().port, () => sock.close());
+    sock.on("message", (m) => client.push(m.toString("utf8")));
+    return client;
+  }
+
+  static async tcp(port: number, host = "127.0.0.1"): Promise<RawSipClient> {
+    const sock = net.connect({ port, host });
+    await new Promise<void>((resolve, reject) => sock.once("connect", resolve).once("error", reject));
+    sock.on("error", () => undefined);
+    const framer = new StreamFramer(1 << 22);
+    const client = new RawSipClient((d) => sock.write(d), sock.localPort ?? 0, () => sock.destroy());
+    sock.on("data", (c: Buffer) => framer.push(c).forEach((m) => client.push(m)));
+    return client;
+  }
+
+  private push(text: string): void {
+    if (!text.startsWith("SIP/2.0 ")) return;
+    this.received.push(parseResponse(text));
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  send(data: Buffer | string): void {
+    this.sendBytes(data);
+  }
+
+  /** The first final response (>= 200) for a Call-ID (and CSeq, e.g. "2 BYE"), or undefined after `timeoutMs`. */
+  async final(callId: string, timeoutMs = 3000, cseq?: string): Promise<RawResponse | undefined> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = this.received.find((x) => x.status >= 200 && x.header("call-id")[0] === callId && (cseq === undefined || x.header("cseq")[0] === cseq));
+      if (r) return r;
+      const left = deadline - Date.now();
+      if (left <= 0) return undefined;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+}
+
+export interface RawInvite {
+  text: string;
+  callId: string;
+}
+
+/** An INVITE as a peer would write it; `extra` header lines go before Content-Type. */
+export function rawInvite(target: string, from: string, localPort: number, body: string, extra: string[] = [], transport = "UDP"): RawInvite {
+  const callId = randomBytes(8).toString("hex");
+  const text = [
+    `INVITE ${target} SIP/2.0`,
+    `Via: SIP/2.0/${transport} 127.0.0.1:${localPort};branch=z9hG4bK${randomBytes(6).toString("hex")};rport`,
+    "Max-Forwards: 70",
+    `From: <${from}>;tag=${randomBytes(4).toString("hex")}`,
+    `To: <${target}>`,
+    `Call-ID: ${callId}`,
+    "CSeq: 1 INVITE",
+    `Contact: <sip:raw@127.0.0.1:${localPort}>`,
+    ...extra,
+    "Content-Type: application/nrdl+xml",
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    "",
+    body,
+  ].join("\r\n");
+  return { text, callId };
+}
+
+/** Authorization for a challenge, computed the RFC 7616 way independently of the agents' code. */
+export function digestAnswer(challenge: string, user: string, password: string, method: string, uri: string, nc = "00000001"): string {
+  const c = parseDigestHeader(challenge);
+  const alg = c.algorithm;
+  const h = (s: string) => createHash(alg === "MD5" ? "md5" : "sha256").update(s).digest("hex");
+  const cnonce = randomBytes(4).toString("hex");
+  const response = h(`${h(`${user}:${c.realm}:${password}`)}:${c.nonce}:${nc}:${cnonce}:auth:${h(`${method}:${uri}`)}`);
+  return `Digest username="${user}", realm="${c.realm}", nonce="${c.nonce}", uri="${uri}", response="${response}", algorithm=${alg}, qop=auth, nc=${nc}, cnonce="${cnonce}"`;
+}
