@@ -67,8 +67,9 @@ function responseInfo(message: Core.IncomingResponseMessage): ResponseInfo {
   };
 }
 
-function failure(message: Core.IncomingResponseMessage, what: string): TeleportError {
-  const warning = message.getHeader("warning");
+/** `transportError`: why our request never left (the core reports only a bare 503 then). */
+function failure(message: Core.IncomingResponseMessage, what: string, transportError?: string): TeleportError {
+  const warning = message.getHeader("warning") ?? (message.statusCode === 503 ? transportError : undefined);
   return new TeleportError(message.statusCode ?? 500, `${what}: ${message.statusCode} ${message.reasonPhrase}`, warning ? [warning] : []);
 }
 
@@ -199,7 +200,7 @@ export class SipJsBackend implements SipBackend {
               reject(failure(r.message, hops < MAX_REDIRECTS ? "redirect without a usable Contact" : "too many redirects"));
             }
           },
-          onReject: (r) => reject(failure(r.message, `INVITE ${uri.toString()} failed`)),
+          onReject: (r) => reject(failure(r.message, `INVITE ${uri.toString()} failed`, this.transport.sendError(message.callId))),
         });
       };
       send(parseUri(target), 0);

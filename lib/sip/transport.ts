@@ -19,6 +19,7 @@ import { UdpReliability, type ReliabilityTimers, DEFAULT_TIMERS } from "./udp-re
 import {
   StreamFramer,
   cseqMethod,
+  firstHeader,
   headOf,
   headerCount,
   hostPort,
@@ -73,6 +74,7 @@ export class NodeTransport {
   readonly tracers = new Set<(e: TraceEvent) => void>();
   private readonly listeners: Listener[] = [];
   private readonly connections = new Map<string, StreamSocket>();
+  private readonly sendErrors = new Map<string, string>();
   private readonly reliability: UdpReliability;
   private readonly limits: SipLimits;
 
@@ -109,8 +111,23 @@ export class NodeTransport {
   /** The core's entry point: route and send one message. */
   async send(message: string): Promise<void> {
     const head = headOf(message);
-    if (isRequest(message)) await this.sendRequest(message, head);
-    else await this.sendResponse(message, head);
+    try {
+      if (isRequest(message)) await this.sendRequest(message, head);
+      else await this.sendResponse(message, head);
+    } catch (err) {
+      // The core turns this into a bare internal 503: keep the cause for the caller's error.
+      const callId = firstHeader(head, "call-id");
+      if (callId !== undefined) {
+        this.sendErrors.set(callId, TeleportError.from(err).message);
+        if (this.sendErrors.size > 256) this.sendErrors.delete(this.sendErrors.keys().next().value as string);
+      }
+      throw err;
+    }
+  }
+
+  /** Why the last message of this Call-ID could not be sent (TLS verification, refused connection...). */
+  sendError(callId: string): string | undefined {
+    return this.sendErrors.get(callId);
   }
 
   private async sendRequest(message: string, head: string): Promise<void> {

@@ -19,7 +19,7 @@ import type { SipJsBackend, TraceEvent } from "../../lib/sip";
 import type { Role } from "../../nrdl/types";
 import { ensureGuest, guestVm } from "../testbed/guest";
 
-export type Transport = "udp" | "tcp";
+export type Transport = "udp" | "tcp" | "tls";
 export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
 
 export interface Side {
@@ -42,6 +42,8 @@ export interface PairOptions {
   transport?: Transport;
   /** Overrides for dc2's config (security, timers, ...). */
   dc2?: Record<string, unknown>;
+  /** Overrides for dc1's config; `sip` fields are merged into its sip section (e.g. tls). */
+  dc1?: Record<string, unknown>;
   logger?: Logger;
 }
 
@@ -55,14 +57,15 @@ export async function guestDefs(vms: Array<[string, Role]>, memoryMib = 96): Pro
 function side(base: string, name: string, defs: VmDefinition[], transport: Transport, extra: Record<string, unknown> = {}): HostConfig {
   const ports = portBase;
   portBase += 50;
+  const { sip, ...rest } = extra as { sip?: Record<string, unknown> };
   return parseConfig({
     host: name,
-    sip: { aor: `sip:${name}@127.0.0.1`, listen: [{ transport, address: "127.0.0.1", port: 0 }] },
+    sip: { aor: `sip:${name}@127.0.0.1`, listen: [{ transport, address: "127.0.0.1", port: 0 }], ...sip },
     inventory: defs,
     runDir: path.join(base, name),
     stateDir: path.join(base, `${name}-state`),
     migration: { address: "127.0.0.1", ports: `${ports}-${ports + 49}` },
-    ...extra,
+    ...rest,
   });
 }
 
@@ -83,7 +86,7 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
   const dest = new DestinationAgent({ config: d2.cfg, sip: d2.sip, host: d2.host, logger });
   await dest.start();
   const port = d2.sip.listeners[0].port;
-  const d1 = mk("dc1");
+  const d1 = mk("dc1", opts.dc1);
   await d1.sip.start();
   const source = new SourceAgent({ sip: d1.sip, host: d1.host, hostName: "dc1", logger });
   const pair: Pair = {

@@ -22,8 +22,11 @@ function sha256Challenge(r: RawResponse | undefined): string {
 }
 
 describe("digest authentication over SIP", () => {
-  let pair: Pair;
-  afterEach(async () => pair?.close());
+  let pair: Pair | undefined;
+  afterEach(async () => {
+    await pair?.close();
+    pair = undefined;
+  });
 
   it("challenges INVITE, INFO and BYE of a real migration; the source answers each with SHA-256", async () => {
     pair = await startPair(await guestDefs([["router1", "router"]]), { dc2: { security: { users: { dc1: "pw-dc1" }, allow: ["sip:dc1@*"] } } });

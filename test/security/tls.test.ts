@@ -1,0 +1,123 @@
+/**
+ * TLS between the agents with certificates a CA made by openssl at test time signed: a real
+ * migration when the destination's certificate verifies, a refusal (nothing moved) when it does
+ * not, and `sip.tlsOnly`, which refuses non-TLS listeners at load time and non-TLS requests at run time.
+ */
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { DestinationAgent } from "../../agents/destination/agent";
+import { hostOf, sipOf } from "../../agents/wiring";
+import { TeleportError } from "../../lib/errors";
+import { parseConfig } from "../../lib/config/load";
+import { silentLogger } from "../../lib/log/logger";
+import { bootOnSource, expectAllOn, guestDefs, startPair, type Pair } from "../e2e/harness";
+import { tempDir } from "../sip/helpers";
+import { RawSipClient, rawInvite } from "./raw-sip";
+
+const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
+
+const openssl = (args: string[]) => execFileSync("openssl", args, { stdio: "ignore" });
+
+/** A CA (ca.pem) and, per name, a key and a certificate it signed for the given subjectAltName. */
+function makeCa(dir: string, label: string): { ca: string; issue(name: string, san: string): { cert: string; key: string } } {
+  const caKey = path.join(dir, `${label}-ca.key`);
+  const ca = path.join(dir, `${label}-ca.pem`);
+  openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", `/CN=${label} test CA`, "-keyout", caKey, "-out", ca]);
+  return {
+    ca,
+    issue(name, san) {
+      const key = path.join(dir, `${label}-${name}.key`);
+      const csr = path.join(dir, `${label}-${name}.csr`);
+      const cert = path.join(dir, `${label}-${name}.pem`);
+      const ext = path.join(dir, `${label}-${name}.ext`);
+      fs.writeFileSync(ext, `subjectAltName=${san}\n`);
+      openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", `/CN=${name}`, "-keyout", key, "-out", csr]);
+      openssl(["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", caKey, "-CAcreateserial", "-days", "1", "-extfile", ext, "-out", cert]);
+      return { cert, key };
+    },
+  };
+}
+
+async function refusal(p: Promise<unknown>): Promise<TeleportError> {
+  try {
+    await p;
+  } catch (err) {
+    return TeleportError.from(err);
+  }
+  throw new Error("expected a refusal");
+}
+
+describe("TLS between the agents", () => {
+  const dir = tempDir("tls-agents");
+  const good = makeCa(dir, "good");
+  const rogue = makeCa(dir, "rogue");
+  let pair: Pair | undefined;
+  afterEach(async () => {
+    await pair?.close();
+    pair = undefined;
+  });
+  afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  const tlsSide = (issued: { cert: string; key: string }, ca: string) => ({ sip: { tls: { ...issued, ca, verify: true } } });
+
+  it("migrates over TLS with CA-signed certificates verified on the source, destination tlsOnly", async () => {
+    pair = await startPair(await guestDefs([["router1", "router"]]), {
+      transport: "tls",
+      dc1: tlsSide(good.issue("dc1", "IP:127.0.0.1"), good.ca),
+      dc2: { sip: { ...tlsSide(good.issue("dc2", "IP:127.0.0.1,DNS:localhost"), good.ca).sip, tlsOnly: true } },
+    });
+    await bootOnSource(pair);
+    const summary = await pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy });
+    expect(summary.outcome).toBe("completed");
+    await expectAllOn(pair, "dc2");
+    expect(pair.dc2.trace.every((e) => e.peer?.transport === "tls")).toBe(true);
+  });
+
+  it.each([
+    ["signed by a CA the source does not trust", () => rogue.issue("dc2", "IP:127.0.0.1"), /self.signed|unable to (get|verify)/i],
+    ["issued for another host name", () => good.issue("elsewhere", "DNS:elsewhere.example"), /altnames|does not match|IP: 127\.0\.0\.1 is not in the cert/i],
+  ])("refuses a destination certificate %s: nothing moves", async (_what, issued, why) => {
+    pair = await startPair(await guestDefs([["router1", "router"]]), {
+      transport: "tls",
+      dc1: tlsSide(good.issue("dc1", "IP:127.0.0.1"), good.ca),
+      dc2: tlsSide(issued(), good.ca),
+    });
+    await bootOnSource(pair);
+    const e = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy }));
+    expect(e.status).toBe(503);
+    expect(e.message).toMatch(why);
+    await expectAllOn(pair, "dc1");
+  });
+
+  it("tlsOnly: a config with a non-TLS listener is refused with the field named", () => {
+    const issued = good.issue("conf", "IP:127.0.0.1");
+    expect(() => parseConfig({ sip: { tlsOnly: true, tls: issued, listen: [{ transport: "tls", port: 0 }, { transport: "udp", port: 0 }] } })).toThrow(
+      /sip\.listen\.1\.transport: sip\.tlsOnly refuses a udp listener/,
+    );
+    expect(() => parseConfig({ sip: { tlsOnly: true, listen: [{ transport: "tls", port: 0 }] } })).toThrow(/sip\.tls: sip\.tlsOnly needs sip\.tls/);
+  });
+
+  it("tlsOnly: a request that arrives over anything but TLS gets 403 TLS Required", async () => {
+    const issued = good.issue("only", "IP:127.0.0.1");
+    const base = tempDir("tls-only");
+    const cfg = parseConfig({ sip: { aor: "sip:dc2@127.0.0.1", tlsOnly: true, tls: issued, listen: [{ transport: "tls", port: 0 }] }, stateDir: path.join(base, "state"), runDir: path.join(base, "run") });
+    // a backend that (against the config) also listens on UDP: the agent must still refuse what comes that way
+    const sip = sipOf({ ...cfg, sip: { ...cfg.sip, listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }] } }, silentLogger);
+    const agent = new DestinationAgent({ config: cfg, sip, host: hostOf(cfg, silentLogger), logger: silentLogger });
+    await agent.start();
+    const port = sip.listeners[0].port;
+    const raw = await RawSipClient.udp(port);
+    try {
+      const inv = rawInvite(`sip:dc2@127.0.0.1:${port}`, "sip:dc1@127.0.0.1", raw.localPort, "<nrdl/>");
+      raw.send(inv.text);
+      const r = await raw.final(inv.callId);
+      expect(r?.status).toBe(403);
+      expect(r?.header("warning")[0]).toMatch(/accepts only TLS, got INVITE over UDP/);
+    } finally {
+      raw.close();
+      await agent.stop();
+      fs.rmSync(base, { recursive: true, force: true });
+    }
+  });
+});
