@@ -10,6 +10,7 @@ import { DestinationAgent } from "../../agents/destination/agent";
 import { SourceAgent } from "../../agents/source/agent";
 import { hostOf, sipOf } from "../../agents/wiring";
 import { parseConfig } from "../../lib/config/load";
+import { TeleportError } from "../../lib/errors";
 import type { HostConfig } from "../../lib/config/schema";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
 import type { Host } from "../../lib/hypervisor/host";
@@ -102,6 +103,16 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
     },
   };
   return pair;
+}
+
+/** The TeleportError a promise rejects with; fails the test when it resolves. */
+export async function refusal(p: Promise<unknown>): Promise<TeleportError> {
+  try {
+    await p;
+  } catch (err) {
+    return TeleportError.from(err);
+  }
+  throw new Error("expected a refusal, got success");
 }
 
 /** Start the VMs on dc1, as the source host's operator would before a migration. */

@@ -4,12 +4,11 @@
  */
 import { SourceAgent } from "../../agents/source/agent";
 import { sipOf } from "../../agents/wiring";
-import { TeleportError } from "../../lib/errors";
 import { silentLogger } from "../../lib/log/logger";
 import type { SipJsBackend } from "../../lib/sip";
 import { buildNrdl, offerDocument, parseNrdl } from "../../nrdl";
 import { NRDL_MIME } from "../../nrdl/types";
-import { bootOnSource, expectAllOn, guestDefs, placement, startPair, type Pair } from "./harness";
+import { bootOnSource, expectAllOn, guestDefs, placement, refusal, startPair, type Pair } from "./harness";
 
 const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
 
@@ -17,15 +16,6 @@ function offerFor(vms: Array<{ name: string; memoryMib?: number }>, id = "mig-te
   return buildNrdl(
     offerDocument({ id, sourceUri: "sip:dc1@127.0.0.1", destinationUri: "sip:dc2@127.0.0.1", vms: vms.map((v) => ({ memoryMib: 96, ...v })) }),
   );
-}
-
-async function refusal(p: Promise<unknown>): Promise<TeleportError> {
-  try {
-    await p;
-  } catch (err) {
-    return TeleportError.from(err);
-  }
-  throw new Error("expected a refusal, got 200 OK");
 }
 
 /** Nothing of the destination's: no QEMU process there for any VM. */

@@ -8,10 +8,9 @@ import fs from "node:fs";
 import path from "node:path";
 import { DestinationAgent } from "../../agents/destination/agent";
 import { hostOf, sipOf } from "../../agents/wiring";
-import { TeleportError } from "../../lib/errors";
 import { parseConfig } from "../../lib/config/load";
 import { silentLogger } from "../../lib/log/logger";
-import { bootOnSource, expectAllOn, guestDefs, startPair, type Pair } from "../e2e/harness";
+import { bootOnSource, expectAllOn, guestDefs, refusal, startPair, type Pair } from "../e2e/harness";
 import { tempDir } from "../sip/helpers";
 import { RawSipClient, rawInvite } from "./raw-sip";
 
@@ -37,15 +36,6 @@ function makeCa(dir: string, label: string): { ca: string; issue(name: string, s
       return { cert, key };
     },
   };
-}
-
-async function refusal(p: Promise<unknown>): Promise<TeleportError> {
-  try {
-    await p;
-  } catch (err) {
-    return TeleportError.from(err);
-  }
-  throw new Error("expected a refusal");
 }
 
 describe("TLS between the agents", () => {
