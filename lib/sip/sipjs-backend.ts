@@ -297,13 +297,16 @@ export class SipJsBackend implements SipBackend {
     const core = this.core;
     if (!core) return;
     const message = Core.Parser.parseMessage(text, core.loggerFactory.getLogger("sip.parser"));
-    if (!message) return this.transport.refuse(text, source, 400, "Bad Request", "unparsable SIP message");
+    if (!message) return void this.transport.refuse(text, source, 400, "Bad Request", "unparsable SIP message");
     // One bad message (or a throwing handler) must not take the agent and its other dialogs down.
     try {
       if (message instanceof Core.IncomingResponseMessage) {
         core.receiveIncomingResponseFromTransport(message);
         return;
       }
+      // The core trusts these to exist; a request without them is answered 400 here when it can be.
+      const missing = (["from", "to", "callId", "cseq", "via"] as const).filter((k) => !message[k]);
+      if (missing.length) return void this.transport.refuse(text, source, 400, "Bad Request", `missing or unparsable ${missing.join(", ")}`);
       this.peers.set(message, source);
       if (message.method === "OPTIONS" && !message.toTag) {
         // Health check: advertise what we accept; the core's own answer would list SDP.

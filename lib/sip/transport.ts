@@ -260,12 +260,13 @@ export class NodeTransport {
     const framer = new StreamFramer(this.limits.maxMessageBytes);
     const source: Peer = { address: normalizeAddress(socket.remoteAddress ?? ""), port: socket.remotePort ?? 0, transport: kind };
     socket.on("data", (chunk: Buffer) => {
+      if (framer.failed) return;
       let messages: string[];
       try {
         messages = framer.push(chunk);
       } catch (err) {
-        this.opts.logger.warn("sip stream dropped", { peer: key, error: String(err) });
-        socket.destroy();
+        // Answer 513 if the start of the oversized message says where to, then hang up.
+        void this.refuse(framer.pending(), source, 513, "Message Too Large", `${(err as Error).message}; connection closed`).finally(() => socket.destroy());
         return;
       }
       for (const m of messages) this.receive(m, source);
@@ -280,19 +281,19 @@ export class NodeTransport {
    * Refuse a message no parser should see: log why and answer the request statelessly when it
    * carries enough to address a response (otherwise it is only dropped).
    */
-  refuse(text: string, source: Peer, status: number, reason: string, detail: string): void {
+  async refuse(text: string, source: Peer, status: number, reason: string, detail: string): Promise<void> {
     this.opts.logger.warn("sip message refused", { from: hostPort(source.address, source.port), transport: source.transport, status, detail });
     if (!isRequest(text)) return;
     const response = rawResponse(stampVia(text, source.address, source.port, source.transport !== "udp"), status, reason);
-    if (response) this.send(response).catch((err: unknown) => this.opts.logger.debug("sip refusal not sent", { error: String(err) }));
+    if (response) await this.send(response).catch((err: unknown) => this.opts.logger.debug("sip refusal not sent", { error: String(err) }));
   }
 
   private receive(text: string, source: Peer): void {
     if (text.length > this.limits.maxMessageBytes) {
-      return this.refuse(text.slice(0, 16384), source, 513, "Message Too Large", `${text.length} bytes, limit ${this.limits.maxMessageBytes}`);
+      return void this.refuse(text.slice(0, 65536), source, 513, "Message Too Large", `${text.length} bytes, limit ${this.limits.maxMessageBytes}`);
     }
     const headers = headerCount(headOf(text));
-    if (headers > this.limits.maxHeaders) return this.refuse(text, source, 400, "Too Many Headers", `${headers} header lines, limit ${this.limits.maxHeaders}`);
+    if (headers > this.limits.maxHeaders) return void this.refuse(text, source, 400, "Too Many Headers", `${headers} header lines, limit ${this.limits.maxHeaders}`);
     this.trace("received", source, text);
     if (isRequest(text)) {
       const stream = source.transport !== "udp";
@@ -336,9 +337,9 @@ export class NodeTransport {
         const source: Peer = { address: normalizeAddress(rinfo.address), port: rinfo.port, transport: "udp" };
         const text = datagram.length > this.limits.maxMessageBytes ? undefined : trimDatagram(datagram);
         if (text !== undefined) return this.receive(text, source);
-        const raw = datagram.subarray(0, 16384).toString("utf8");
-        if (datagram.length > this.limits.maxMessageBytes) this.refuse(raw, source, 513, "Message Too Large", `${datagram.length} bytes, limit ${this.limits.maxMessageBytes}`);
-        else this.refuse(raw, source, 400, "Bad Request", "no header end, or Content-Length larger than the datagram");
+        const raw = datagram.subarray(0, 65536).toString("utf8");
+        if (datagram.length > this.limits.maxMessageBytes) void this.refuse(raw, source, 513, "Message Too Large", `${datagram.length} bytes, limit ${this.limits.maxMessageBytes}`);
+        else void this.refuse(raw, source, 400, "Bad Request", "no header end, or Content-Length larger than the datagram");
       });
       udp.on("error", (err) => this.opts.logger.warn("sip udp socket error", { error: err.message }));
       return { transport: "udp", host: spec.host, port: udp.address().port, advertise, family, udp };

@@ -139,10 +139,17 @@ export function normalizeAddress(address: string): string {
  */
 export class StreamFramer {
   private buffer: Buffer = Buffer.alloc(0);
+  /** Set once a message exceeded the limit: the stream cannot be framed any more. */
+  failed = false;
 
   constructor(private readonly maxBytes = 1 << 20) {}
 
-  /** Returns the complete messages now available; throws when the peer sends garbage. */
+  /** The start of what is buffered (at most 64 KiB), e.g. to address a refusal. */
+  pending(): string {
+    return this.buffer.subarray(0, 65536).toString("utf8");
+  }
+
+  /** Returns the complete messages now available; throws when a message exceeds the limit. */
   push(chunk: Buffer): string[] {
     this.buffer = this.buffer.length ? Buffer.concat([this.buffer, chunk]) : chunk;
     const out: string[] = [];
@@ -159,7 +166,10 @@ export class StreamFramer {
       out.push(this.buffer.subarray(0, total).toString("utf8"));
       this.buffer = this.buffer.subarray(total);
     }
-    if (this.buffer.length > this.maxBytes) throw new Error(`SIP message larger than ${this.maxBytes} bytes`);
+    if (this.buffer.length > this.maxBytes) {
+      this.failed = true;
+      throw new Error(`SIP message larger than ${this.maxBytes} bytes`);
+    }
     return out;
   }
 }
@@ -189,7 +199,7 @@ export function headerCount(head: string): number {
  * Undefined when the request lacks what a response needs (Via, From, To, Call-ID, CSeq).
  */
 export function rawResponse(request: string, status: number, reason: string): string | undefined {
-  const head = headOf(request).slice(0, 16384);
+  const head = headOf(request).slice(0, 65536);
   if (!isRequest(head) || !/^[A-Z]+ \S+ SIP\/2\.0\r?$/m.test(head.split("\r\n")[0])) return undefined;
   if (head.startsWith("ACK ")) return undefined; // never answer an ACK
   const one = (name: string) => firstHeader(head, name);
