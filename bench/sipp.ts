@@ -10,6 +10,8 @@ export interface SippResult {
   failed: number;
   /** Retransmissions sipp itself sent. */
   retransmissions: number;
+  /** Per-call response times (ms) of the scenario's rtd="true" step, when sipp ran with -trace_rtt -rtt_freq 1. */
+  responseTimesMs: number[];
   /** The tail of sipp's output and error log, for failure messages. */
   output: string;
 }
@@ -49,12 +51,19 @@ function runSippOnce(args: string[], timeoutMs: number): Promise<SippResult> {
       const last = (lines[lines.length - 1] ?? "").split(";");
       const value = (name: string): number => Number(last[cols.indexOf(name)] ?? NaN);
       const errorLog = fs.existsSync(errors) ? fs.readFileSync(errors, "utf8").slice(-3000) : "";
+      const responseTimesMs = fs
+        .readdirSync(dir)
+        .filter((f) => f.endsWith("_rtt.csv"))
+        .flatMap((f) => fs.readFileSync(path.join(dir, f), "utf8").trim().split("\n").slice(1))
+        .map((line) => Number(line.split(";")[1]))
+        .filter((n) => Number.isFinite(n));
       fs.rmSync(dir, { recursive: true, force: true });
       resolve({
         code,
         successful: value("SuccessfulCall(C)"),
         failed: value("FailedCall(C)"),
         retransmissions: value("Retransmissions(C)"),
+        responseTimesMs,
         output: output + errorLog,
       });
     });

@@ -7,6 +7,7 @@ import type { Logger } from "../log/logger";
 import type { Hypervisor } from "../../nrdl/types";
 import type { AccelChoice } from "./accel";
 import type { HypervisorDriver, VmDefinition } from "./driver";
+import { LoadDriver, type LoadDriverOptions } from "./load";
 import { QemuDriver } from "./qemu";
 import { VirtualBoxDriver } from "./virtualbox";
 
@@ -40,4 +41,16 @@ export function createDriver(kind: Hypervisor, opts: DriverOptions): HypervisorD
   const factory = FACTORIES[kind];
   if (!factory) throw new TeleportError(501, `no ${kind} driver in this build`, [`available: ${Object.keys(FACTORIES).join(", ")}`]);
   return factory(opts);
+}
+
+/**
+ * Benchmark drivers: they stand in for a hypervisor to measure the agents alone and are never
+ * chosen from a host's configuration. `load` arms nothing (bench:load).
+ */
+const BENCHMARK_DRIVERS = {
+  load: (o: LoadDriverOptions): HypervisorDriver => new LoadDriver(o),
+};
+
+export function createBenchmarkDriver(name: keyof typeof BENCHMARK_DRIVERS, opts: LoadDriverOptions): HypervisorDriver {
+  return BENCHMARK_DRIVERS[name](opts);
 }

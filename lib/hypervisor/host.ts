@@ -13,8 +13,12 @@ export interface LocalVm {
 export class Host {
   private readonly byKind = new Map<Hypervisor, HypervisorDriver>();
 
+  /** VM name -> where it lives; inventories are fixed when a host starts, so lookups are O(1). */
+  private readonly byName = new Map<string, LocalVm>();
+
   constructor(drivers: readonly HypervisorDriver[]) {
     for (const d of drivers) this.byKind.set(d.kind, d);
+    for (const driver of this.byKind.values()) for (const def of driver.inventory()) if (!this.byName.has(def.name)) this.byName.set(def.name, { def, driver });
   }
 
   drivers(): HypervisorDriver[] {
@@ -27,11 +31,7 @@ export class Host {
 
   /** The VM as defined here, with the driver that runs it, or undefined when this host does not define it. */
   find(name: string): LocalVm | undefined {
-    for (const driver of this.byKind.values()) {
-      const def = driver.inventory().find((d) => d.name === name);
-      if (def) return { def, driver };
-    }
-    return undefined;
+    return this.byName.get(name);
   }
 
   inventory(): VmDefinition[] {

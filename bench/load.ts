@@ -1,0 +1,113 @@
+/**
+ * bench:load — a real DestinationAgent (admission, NRDL validation, journal, dialog timers)
+ * under sipp load with the full NRDL dialog (INVITE/200/ACK/INFO/BYE over UDP), its VMs armed
+ * by the LoadDriver, a benchmark driver that arms nothing, so the figures are the signalling's
+ * alone. Steps of increasing call rate, `--seconds` each (60 by default): the highest rate with
+ * zero failed calls, p50/p99 setup time INVITE -> 200 (sipp's per-call response times), then the
+ * agent's heap (after a full GC) after 1,000 and after 10,000 dialogs.
+ * Usage: npm run bench:load -- [--seconds N] [--rates 50,100,200] [--dialogs 10000]
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { DestinationAgent } from "../agents/destination/agent";
+import { sipOf } from "../agents/wiring";
+import { parseConfig } from "../lib/config/load";
+import { createBenchmarkDriver } from "../lib/hypervisor/drivers";
+import { Host } from "../lib/hypervisor/host";
+import type { LoadDriver } from "../lib/hypervisor/load";
+import { silentLogger } from "../lib/log/logger";
+import { runSipp, type SippResult } from "./sipp";
+
+const SCENARIO = path.resolve(__dirname, "..", "..", "test", "fixtures", "sipp", "nrdl-uac.xml");
+
+function flag(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
+}
+
+const SECONDS = Number(flag("seconds", "60"));
+const RATES = flag("rates", "50,100,200,300,400,600,800").split(",").map(Number);
+const DIALOGS = Number(flag("dialogs", "10000"));
+
+function percentile(sorted: number[], p: number): number {
+  if (!sorted.length) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+function heapMiB(): number {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  if (!gc) throw new Error("run with node --expose-gc (npm run bench:load does)");
+  gc();
+  gc();
+  return process.memoryUsage().heapUsed / 2 ** 20;
+}
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sip-teleport-load-"));
+  const maxCalls = Math.max(DIALOGS, ...RATES.map((r) => r * SECONDS));
+  const low = 30000 + Math.floor(Math.random() * 20000);
+  const config = parseConfig({
+    host: "load-dc2",
+    sip: { aor: "sip:dc2@127.0.0.1", listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }] },
+    stateDir: path.join(dir, "state"),
+    runDir: path.join(dir, "run"),
+    migration: { address: "127.0.0.1", ports: `${low}-${low + 255}` },
+    // sipp calls from one address: the per-address limits would measure themselves, not the agent
+    limits: { invitesPerSecond: 1e6, dialogsPerCaller: 1e6 },
+  });
+  const driver = createBenchmarkDriver("load", { count: maxCalls }) as LoadDriver;
+  const sip = sipOf(config, silentLogger);
+  const agent = new DestinationAgent({ config, sip, host: new Host([driver]), logger: silentLogger });
+  await agent.start();
+  const port = sip.listeners[0].port;
+  const sipp = (rate: number, calls: number): Promise<SippResult> =>
+    runSipp(
+      [`127.0.0.1:${port}`, "-sf", SCENARIO, "-s", "dc2", "-t", "u1", "-i", "127.0.0.1", "-r", String(rate), "-m", String(calls), "-l", String(Math.max(50, rate * 2)), "-recv_timeout", "5000", "-timeout", String(Math.ceil(calls / rate) * 3 + 30), "-trace_rtt", "-rtt_freq", "1"],
+      (Math.ceil(calls / rate) * 3 + 60) * 1000,
+    );
+  try {
+    await sipp(20, 40); // warm up V8 and the sip.js grammar
+    console.log(`destination agent + LoadDriver (arms nothing), full NRDL dialog over UDP, ${SECONDS} s per step, sipp on the same ${os.cpus().length}-core machine`);
+    console.log("rate/s   calls  completed  failed  p50-ms  p99-ms  max-ms  armed-left");
+    let best = 0;
+    for (const rate of RATES) {
+      const calls = rate * SECONDS;
+      const r = await sipp(rate, calls);
+      const times = [...r.responseTimesMs].sort((a, b) => a - b);
+      const row = [rate, calls, r.successful, r.failed, percentile(times, 50), percentile(times, 99), times[times.length - 1] ?? NaN, driver.armedCount];
+      console.log(row.map((v, i) => String(v).padStart(i === 0 ? 6 : i === 1 ? 7 : [9, 6, 6, 6, 6, 10][i - 2])).join("  "));
+      if (r.failed !== 0 || r.successful !== calls) {
+        if (r.successful === 0) console.log(r.output.slice(-1500)); // nothing works: show sipp's reason
+        break;
+      }
+      best = rate;
+    }
+    console.log(`highest call rate with zero failed calls: ${best} calls/s`);
+
+    const rate = Math.min(Math.max(best, 50), 400);
+    const batch = async (calls: number): Promise<number> => {
+      const r = await sipp(rate, calls);
+      if (r.failed || r.successful !== calls) console.log(`memory run at ${rate}/s: ${r.successful} of ${calls} completed, ${r.failed} failed`);
+      return heapMiB();
+    };
+    const after1k = await batch(1000);
+    const after10k = await batch(DIALOGS - 1000);
+    console.log(
+      `heap after 1,000 dialogs: ${after1k.toFixed(1)} MiB; after ${DIALOGS.toLocaleString("en")}: ${after10k.toFixed(1)} MiB ` +
+        `(growth ${(after10k - after1k).toFixed(1)} MiB, ${(((after10k - after1k) * 2 ** 20) / (DIALOGS - 1000)).toFixed(0)} bytes/dialog)`,
+    );
+    // Calls sipp gave up on leave dialogs that the agent's own timers end (no ACK: 32 s; idle: timers.idleTimeoutS).
+    const deadline = Date.now() + 1000 * (config.timers.idleTimeoutS + 40);
+    while (driver.armedCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1000));
+    console.log(`listeners left armed after the agent's timers ran: ${driver.armedCount}`);
+  } finally {
+    await agent.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
