@@ -1,0 +1,327 @@
+/**
+ * Fault injection over real agents and real QEMU guests. After every case the invariant is
+ * checked and printed: each VM runs on at most one host (exactly one unless its only process
+ * was the one killed), no listener or process is left over, and the operator is told the truth
+ * (outcome, exit code, reason). Phases are hit by waiting for migration events, with bandwidth
+ * caps making the migrations slow enough, never by sleeping.
+ * Cases: QEMU killed (source or destination) during pre-copy and in the pause-before-switchover
+ * window; a destination agent killed with SIGKILL and restarted (journal recovery); delay and
+ * drops between two network namespaces during signalling, and a blackout during the migration.
+ * This machine's kernel has no sch_netem (nor tc actions), so the link is degraded with what it
+ * has: a 32 kbit/s tbf with a short queue (every SIP message is delayed by hundreds of ms, and
+ * bursts overflow the queue and are dropped) and, for the blackout, the link taken down.
+ * The namespace cases run the CLI (dist/, built here) inside `ip netns exec`.
+ */
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { hostOf, sipOf } from "../../agents/wiring";
+import { parseConfig } from "../../lib/config/load";
+import type { VmDefinition } from "../../lib/hypervisor/driver";
+import { livePid, terminate } from "../../lib/hypervisor/pidfile";
+import { silentLogger } from "../../lib/log/logger";
+import { buildNrdl, offerDocument, parseNrdl } from "../../nrdl";
+import { NRDL_MIME } from "../../nrdl/types";
+import { bootOnSource, guestDefs, placement, startPair, type Pair } from "../e2e/harness";
+import { repoRoot } from "../testbed/guest";
+
+jest.setTimeout(180_000);
+
+const CLI = path.join(repoRoot(), "dist", "agents", "cli.js");
+const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 100, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
+const matrix: string[] = [];
+
+function record(name: string, where: Record<string, string[]>, told: string): void {
+  const line = `${name.padEnd(58)} | ${Object.entries(where).map(([vm, h]) => `${vm}@${h.length ? h.join("+") : "nowhere"}`).join(" ")} | ${told}`;
+  matrix.push(line);
+  console.log(`fault case: ${line}`);
+}
+
+afterAll(() => console.log(`fault matrix (case | placement | what the operator was told):\n${matrix.join("\n")}`));
+
+function pidIn(runDir: string, vm: string): number | undefined {
+  return livePid(path.join(runDir, `${vm}.pid`));
+}
+
+function kill9(runDir: string, vm: string): void {
+  const pid = pidIn(runDir, vm);
+  if (pid === undefined) throw new Error(`no QEMU for ${vm} in ${runDir}`);
+  process.kill(pid, "SIGKILL");
+}
+
+async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("QEMU killed", () => {
+  let pair: Pair | undefined;
+  afterEach(async () => {
+    await pair?.close();
+    pair = undefined;
+  });
+
+  it.each([
+    ["destination", "pre-copy"],
+    ["source", "pre-copy"],
+    ["destination", "pause-before-switchover"],
+    ["source", "pause-before-switchover"],
+  ] as const)("%s QEMU killed with SIGKILL during %s", async (whose, phase) => {
+    pair = await startPair(await guestDefs([["router1", "router"]]));
+    await bootOnSource(pair);
+    const victim = whose === "source" ? pair.dc1.runDir : pair.dc2.runDir;
+    let killedAt: string | undefined;
+    const summary = await pair.dc1.agent.migrate(
+      { to: pair.dc2.uri, vms: ["router1"], policy: { ...policy, strategy: phase === "pre-copy" ? "sequential" : "switchover" } },
+      {
+        onProgress: (p) => {
+          const hit = phase === "pre-copy" ? p.phase === "active" && p.transferredBytes > 8 << 20 : p.phase === "pre-switchover";
+          if (!hit || killedAt) return;
+          killedAt = `${p.phase} at ${(p.transferredBytes / 2 ** 20).toFixed(0)} MiB`;
+          kill9(victim, "router1");
+        },
+      },
+    );
+    expect(killedAt).toBeDefined();
+    const vm = summary.vms[0];
+    // nothing of the destination's is left: the dialog ended and every listener went with it
+    await until("no QEMU left on dc2", () => pidIn(pair!.dc2.runDir, "router1") === undefined || whose === "destination");
+    const where = placement(pair);
+    record(`${whose} QEMU SIGKILL in ${phase} (${killedAt})`, where, `outcome ${summary.outcome}; router1 ${vm.state}: ${vm.reason ?? ""}`.slice(0, 200));
+    expect(summary.outcome).toBe("failed");
+    expect(vm.state).not.toBe("completed");
+    expect(where.router1).toEqual(whose === "destination" ? ["dc1"] : []); // a killed source took the only copy with it
+    if (whose === "destination") expect(await pair.dc1.host.find("router1")?.driver.state("router1")).toBe("running");
+    expect(fs.readdirSync(pair.dc2.runDir).filter((f) => /\.(pid|qmp|mon)$|psk/.test(f))).toEqual([]);
+  });
+});
+
+/** The CLI as its own process, optionally inside a network namespace; output kept for waiting on. */
+class CliProcess {
+  readonly child: ChildProcess;
+  output = "";
+  readonly exited: Promise<number | null>;
+
+  constructor(args: string[], netns?: string) {
+    const [cmd, argv] = netns ? ["ip", ["netns", "exec", netns, process.execPath, CLI, ...args]] : [process.execPath, [CLI, ...args]];
+    this.child = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
+    const keep = (d: Buffer) => void (this.output += d.toString());
+    this.child.stdout?.on("data", keep);
+    this.child.stderr?.on("data", keep);
+    this.exited = new Promise((resolve) => this.child.on("exit", (code) => resolve(code)));
+  }
+
+  async waitFor(re: RegExp, timeoutMs = 20_000): Promise<void> {
+    await until(`${re} in CLI output:\n${this.output.slice(-2000)}`, () => re.test(this.output), timeoutMs);
+  }
+
+  /** JSON lines printed with --json. */
+  events(): Array<Record<string, unknown>> {
+    return this.output
+      .split("\n")
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+}
+
+function writeConfig(file: string, cfg: Record<string, unknown>): string {
+  fs.writeFileSync(file, JSON.stringify(cfg, null, 2));
+  return file;
+}
+
+async function killPids(...runDirs: string[]): Promise<void> {
+  for (const dir of runDirs.filter((d) => fs.existsSync(d))) {
+    for (const f of fs.readdirSync(dir).filter((n) => n.endsWith(".pid"))) {
+      const pid = livePid(path.join(dir, f));
+      if (pid !== undefined) await terminate(pid, 500);
+    }
+  }
+}
+
+describe("agents as processes", () => {
+  let defs: VmDefinition[];
+  beforeAll(async () => {
+    execFileSync("npx", ["tsc", "-p", "tsconfig.build.json"], { cwd: repoRoot(), stdio: "ignore" });
+    defs = await guestDefs([["router1", "router"], ["video", "server"]]);
+  });
+
+  it("destination agent killed with SIGKILL and restarted: orphaned listener removed, the VM that resumed kept", async () => {
+    const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-f-"));
+    const port = 30000 + Math.floor(Math.random() * 20000);
+    const ports = `${port + 1}-${port + 40}`;
+    const dc2 = {
+      host: "dc2",
+      sip: { aor: "sip:dc2@127.0.0.1", listen: [{ transport: "udp", address: "127.0.0.1", port }] },
+      inventory: defs,
+      runDir: path.join(base, "dc2"),
+      stateDir: path.join(base, "dc2-state"),
+      migration: { address: "127.0.0.1", ports },
+      timers: { idleTimeoutS: 300 },
+    };
+    const dc2File = writeConfig(path.join(base, "dc2.json"), dc2);
+    const dc1Cfg = parseConfig({ ...dc2, host: "dc1", sip: { aor: "sip:dc1@127.0.0.1", listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }] }, runDir: path.join(base, "dc1"), stateDir: path.join(base, "dc1-state") });
+    const dc1Host = hostOf(dc1Cfg, silentLogger);
+    const dc1Sip = sipOf(dc1Cfg, silentLogger);
+    let agent = new CliProcess(["listen", "-c", dc2File]);
+    const where = () => Object.fromEntries(defs.map((d) => [d.name, (["dc1", "dc2"] as const).filter((h) => pidIn(path.join(base, h), d.name) !== undefined)]));
+    try {
+      await agent.waitFor(/listening/);
+      await dc1Sip.start();
+      for (const d of defs) await dc1Host.find(d.name)?.driver.start(d.name);
+      const offer = buildNrdl(offerDocument({ id: "mig-crash", sourceUri: "sip:dc1@127.0.0.1", destinationUri: "sip:dc2@127.0.0.1", vms: defs.map((d) => ({ name: d.name, memoryMib: d.memoryMib })) }));
+      const { response } = await dc1Sip.invite(`sip:dc2@127.0.0.1:${port}`, { contentType: NRDL_MIME, content: offer }).established;
+      const answer = parseNrdl(response.body?.content ?? "");
+      if (!answer.ok || answer.doc.body.kind !== "answer") throw new Error("no NRDL answer");
+      const router1 = answer.doc.body.armed.find((a) => a.vm === "router1");
+      if (!router1) throw new Error("router1 not armed");
+      // router1 moves (its source copy quits), video stays armed on dc2: then the agent dies
+      await dc1Host.find("router1")!.driver.migrate("router1", { uri: router1.uri, secret: router1.secret }, { bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 30 }).done;
+      expect(where()).toEqual({ router1: ["dc2"], video: ["dc1", "dc2"] });
+      agent.child.kill("SIGKILL");
+      await agent.exited;
+      const journal = path.join(base, "dc2-state", "armed.json");
+      expect(Object.keys(JSON.parse(fs.readFileSync(journal, "utf8")) as object)).toHaveLength(1);
+
+      agent = new CliProcess(["listen", "-c", dc2File]);
+      await agent.waitFor(/listening/);
+      expect(agent.output).toMatch(/recovered: VM resumed here before the restart, keeping it.*router1/);
+      expect(agent.output).toMatch(/recovered: disarming orphaned listener.*video/);
+      const after = where();
+      record("destination agent SIGKILL after 1 of 2 VMs moved, then restarted", after, "restart log: router1 kept (resumed here), video's listener disarmed; journal emptied");
+      expect(after).toEqual({ router1: ["dc2"], video: ["dc1"] });
+      expect(JSON.parse(fs.readFileSync(journal, "utf8"))).toEqual({});
+    } finally {
+      agent.child.kill("SIGTERM");
+      await agent.exited;
+      await dc1Sip.stop();
+      await killPids(path.join(base, "dc1"), path.join(base, "dc2"));
+      fs.rmSync(base, { recursive: true, force: true });
+    }
+  });
+
+  describe("a degraded link between two network namespaces", () => {
+    const tag = randomBytes(3).toString("hex");
+    const ns = { dc1: `st-sec-${tag}-1`, dc2: `st-sec-${tag}-2` };
+    const net = `10.${200 + Math.floor(Math.random() * 50)}.${Math.floor(Math.random() * 250)}`;
+    const ip = { dc1: `${net}.1`, dc2: `${net}.2` };
+    const veth = { dc1: `st${tag}a`, dc2: `st${tag}b` };
+    const sh = (...args: string[]) => execFileSync(args[0], args.slice(1), { stdio: "pipe" });
+    /** A slow link with a short queue on both ends (tc tbf), or back to normal. */
+    const slowLink = (on: boolean) => {
+      for (const h of ["dc1", "dc2"] as const) {
+        const tc = ["ip", "netns", "exec", ns[h], "tc", "qdisc"];
+        if (on) sh(...tc, "replace", "dev", veth[h], "root", "tbf", "rate", "32kbit", "burst", "1600", "limit", "3000");
+        else sh(...tc, "del", "dev", veth[h], "root");
+      }
+    };
+    const link = (up: boolean) => sh("ip", "-n", ns.dc2, "link", "set", veth.dc2, up ? "up" : "down");
+    let base: string;
+    let files: { dc1: string; dc2: string; inventory: string };
+
+    beforeAll(() => {
+      for (const h of ["dc1", "dc2"] as const) sh("ip", "netns", "add", ns[h]);
+      sh("ip", "link", "add", veth.dc1, "netns", ns.dc1, "type", "veth", "peer", "name", veth.dc2, "netns", ns.dc2);
+      for (const h of ["dc1", "dc2"] as const) {
+        sh("ip", "-n", ns[h], "addr", "add", `${ip[h]}/24`, "dev", veth[h]);
+        sh("ip", "-n", ns[h], "link", "set", veth[h], "up");
+        sh("ip", "-n", ns[h], "link", "set", "lo", "up");
+      }
+      base = fs.mkdtempSync(path.join(os.tmpdir(), "st-n-"));
+      const inventory = writeConfig(path.join(base, "inv.json"), { vms: defs });
+      const mk = (h: "dc1" | "dc2", port: number) =>
+        writeConfig(path.join(base, `${h}.json`), {
+          host: h,
+          sip: { aor: `sip:${h}@${ip[h]}`, listen: [{ transport: "udp", address: ip[h], port }] },
+          security: { allow: [`${net}.0/24`] },
+          inventory,
+          runDir: path.join(base, h),
+          stateDir: path.join(base, `${h}-state`),
+          migration: { address: ip[h], ports: "40000-40050" },
+          timers: { idleTimeoutS: 8 },
+        });
+      files = { dc1: mk("dc1", 5060), dc2: mk("dc2", 5060), inventory };
+    });
+
+    afterAll(async () => {
+      await killPids(path.join(base, "dc1"), path.join(base, "dc2"));
+      for (const h of ["dc1", "dc2"] as const) sh("ip", "netns", "del", ns[h]);
+      fs.rmSync(base, { recursive: true, force: true });
+    });
+
+    /** Boot router1 on dc1 (inside its namespace), run a destination agent in dc2's, migrate with `opts`. */
+    async function migrateAcross(extra: string[], onEvent: (e: Record<string, unknown>) => void): Promise<{ code: number | null; migrate: CliProcess }> {
+      const boot = new CliProcess(["vm", "start", "router1", "-i", files.inventory, "-r", path.join(base, "dc1")], ns.dc1);
+      expect(await boot.exited).toBe(0);
+      const agent = new CliProcess(["listen", "-c", files.dc2], ns.dc2);
+      try {
+        await agent.waitFor(/listening/);
+        const migrate = new CliProcess(["migrate", "-c", files.dc1, "--to", `sip:dc2@${ip.dc2}:5060`, "--json", ...extra, "router1"], ns.dc1);
+        let seen = 0;
+        const watch = setInterval(() => {
+          const events = migrate.events();
+          events.slice(seen).forEach(onEvent);
+          seen = events.length;
+        }, 50);
+        const code = await migrate.exited;
+        clearInterval(watch);
+        migrate.events().slice(seen).forEach(onEvent);
+        // the destination ends every dialog (BYE, or its idle timer when the BYE was lost)
+        await until("destination listeners gone or VM resumed there", () => pidIn(path.join(base, "dc2"), "router1") === undefined || code === 0, 30_000);
+        return { code, migrate };
+      } finally {
+        agent.child.kill("SIGTERM");
+        await agent.exited;
+      }
+    }
+
+    function summaryOf(m: CliProcess): Record<string, unknown> | undefined {
+      return m.events().find((e) => e.event === "summary");
+    }
+
+    it("a 32 kbit/s link with a short queue during signalling (delays, drops): SIP retransmissions carry the dialog, the VM moves", async () => {
+      slowLink(true);
+      let lifted = false;
+      const started = Date.now();
+      let signalledMs = 0;
+      const { code, migrate } = await migrateAcross(["--bandwidth-mbps", "400"], (e) => {
+        if (e.event === "start" && !lifted) {
+          lifted = true; // signalling done, the migration itself runs on a normal link
+          signalledMs = Date.now() - started;
+          slowLink(false);
+        }
+      });
+      const where = { router1: (["dc1", "dc2"] as const).filter((h) => pidIn(path.join(base, h), "router1") !== undefined) };
+      record(`32 kbit/s tbf link during signalling (INVITE->migrate ${signalledMs} ms)`, where, `exit ${code}; outcome ${String(summaryOf(migrate)?.outcome)}`);
+      expect(lifted).toBe(true);
+      expect(code).toBe(0);
+      expect(where.router1).toEqual(["dc2"]);
+      // hand the VM back to dc1's namespace for the next case
+      await killPids(path.join(base, "dc2"));
+    });
+
+    it("a link blackout during pre-copy, longer than --timeout-s: the VM stays on the source, exit non-zero", async () => {
+      let blackout = false;
+      // ~74 MiB at 300 Mbit/s takes ~2 s: the 8 s timeout only fires because of the blackout
+      const { code, migrate } = await migrateAcross(["--bandwidth-mbps", "300", "--timeout-s", "8"], (e) => {
+        if (e.event === "progress" && Number(e.transferredBytes) > 4 << 20 && !blackout) {
+          blackout = true;
+          link(false);
+          // back up once the source has given up, so its BYE (retransmitted) gets through
+          setTimeout(() => link(true), 11_000);
+        }
+      });
+      const where = { router1: (["dc1", "dc2"] as const).filter((h) => pidIn(path.join(base, h), "router1") !== undefined) };
+      const summary = summaryOf(migrate);
+      record("link down during pre-copy, longer than --timeout-s", where, `exit ${code}; outcome ${String(summary?.outcome)}; ${JSON.stringify(summary?.vms ?? "").slice(0, 160)}`);
+      expect(blackout).toBe(true);
+      expect(code).not.toBe(0);
+      expect(summary?.outcome).toBe("failed");
+      expect(where.router1).toEqual(["dc1"]);
+    });
+  });
+});
