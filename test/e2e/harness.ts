@@ -44,6 +44,8 @@ export interface PairOptions {
   transport?: Transport;
   /** Overrides for dc2's config (security, timers, ...). */
   dc2?: Record<string, unknown>;
+  /** Overrides for dc1's config. */
+  dc1?: Record<string, unknown>;
   /** false: no in-process destination agent; the test starts `sip-teleport listen` itself. */
   destination?: boolean;
   logger?: Logger;
@@ -89,7 +91,7 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
   const dest = opts.destination === false ? undefined : new DestinationAgent({ config: d2.cfg, sip: d2.sip, host: d2.host, logger });
   await dest?.start();
   const port = dest ? d2.sip.listeners[0].port : d2.cfg.sip.listen[0].port;
-  const d1 = mk("dc1");
+  const d1 = mk("dc1", opts.dc1);
   await d1.sip.start();
   const source = new SourceAgent({ sip: d1.sip, host: d1.host, hostName: "dc1", logger });
   const pair: Pair = {
