@@ -14,4 +14,4 @@ if (!name || !available.includes(name)) {
   process.stderr.write(`usage: npm run bench <name>   (one of: ${available.join(", ")})\n`);
   process.exit(2);
 }
-require(path.join(__dirname, name));
+void import(path.join(__dirname, name));
