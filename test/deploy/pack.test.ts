@@ -27,9 +27,14 @@ describe("npm package", () => {
   }, 240_000);
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  it("carries the built JavaScript, its types and the operator's files, nothing else", () => {
+  it("carries the built JavaScript, its types, the operator's files and the demo's guest builder, nothing else", () => {
     expect(files).toEqual(expect.arrayContaining(["package.json", "README.md", "dist/index.js", "dist/index.d.ts", "dist/agents/cli.js", "nrdl/SPEC.md", "docs/operators.md", "deploy/systemd/sip-teleport-listen.service", "deploy/kamailio/kamailio.cfg"]));
-    const unwanted = files.filter((f) => /^(test|\.cache|bench|node_modules|dist\/(test|bench))\//.test(f) || /\.map$/.test(f) || (/\.ts$/.test(f) && !/\.d\.ts$/.test(f)));
+    // `sip-teleport demo` builds its guest with the testbed's builder: the one part of test/ shipped.
+    const demoGuest = new Set(["test/testbed/build-guest.sh", "dist/test/testbed/guest.js", "dist/test/testbed/guest.d.ts"]);
+    expect(files).toEqual(expect.arrayContaining([...demoGuest]));
+    const unwanted = files.filter(
+      (f) => (/^(test|\.cache|bench|node_modules|dist\/(test|bench))\//.test(f) && !demoGuest.has(f)) || /\.map$/.test(f) || (/\.ts$/.test(f) && !/\.d\.ts$/.test(f)),
+    );
     expect(unwanted).toEqual([]);
   });
 
