@@ -78,6 +78,22 @@ describe("docker-compose.yml", () => {
   });
 });
 
+describe("Dockerfile (not built here: no Docker engine)", () => {
+  const lines = fs.readFileSync(path.join(ROOT, "Dockerfile"), "utf8").split("\n");
+
+  it("has every stage docker-compose.yml builds", () => {
+    const stages = lines.flatMap((l) => /^FROM \S+ AS (\S+)/.exec(l)?.[1] ?? []);
+    expect(stages).toEqual(expect.arrayContaining(["build", "agent", "proxy"]));
+  });
+
+  it("copies only files that exist, and everything the build compiles", () => {
+    const sources = lines.flatMap((l) => (/^COPY (?!--from)(.+) \S+$/.exec(l)?.[1].split(/\s+/) ?? []));
+    expect(sources.filter((s) => !fs.existsSync(path.join(ROOT, s)))).toEqual([]);
+    const build = JSON.parse(fs.readFileSync(path.join(ROOT, "tsconfig.build.json"), "utf8")) as { include: string[] };
+    expect(sources).toEqual(expect.arrayContaining([...build.include, "tsconfig.json", "tsconfig.build.json", "package-lock.json", "test/testbed"]));
+  });
+});
+
 describe("the example host configs", () => {
   it("name the VM images they need: config check reports each missing file unless told images are elsewhere", async () => {
     const file = path.join(ROOT, "deploy", "config", "dc2.json");
