@@ -5,6 +5,9 @@
  */
 import { Command } from "commander";
 import { packageVersion } from "../lib/version";
+import { registerConfigCommands } from "./commands/config";
+import { registerListenCommand } from "./commands/listen";
+import { registerMigrateCommand } from "./commands/migrate";
 import { registerNrdlCommands } from "./commands/nrdl";
 
 export function buildProgram(): Command {
@@ -26,6 +29,9 @@ Examples:
   $ sip-teleport nrdl validate offer.xml           check an NRDL document
   $ sip-teleport nrdl example exp2 | sip-teleport nrdl validate -`,
     );
+  registerListenCommand(program);
+  registerMigrateCommand(program);
+  registerConfigCommands(program);
   registerNrdlCommands(program);
   return program;
 }
