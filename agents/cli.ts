@@ -6,6 +6,7 @@
 import { Command } from "commander";
 import { packageVersion } from "../lib/version";
 import { registerConfigCommands } from "./commands/config";
+import { registerConsoleCommand } from "./commands/console";
 import { registerListenCommand } from "./commands/listen";
 import { registerMigrateCommand } from "./commands/migrate";
 import { registerNrdlCommands } from "./commands/nrdl";
@@ -32,6 +33,7 @@ Examples:
   registerListenCommand(program);
   registerMigrateCommand(program);
   registerConfigCommands(program);
+  registerConsoleCommand(program);
   registerNrdlCommands(program);
   return program;
 }

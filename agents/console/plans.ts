@@ -1,0 +1,42 @@
+/**
+ * Named plans for the console and the MESSAGE trigger: the config's `console.plans`, then the
+ * NRDL examples (exp1..exp3). An example keeps its order (depends-on) and policy, but takes each
+ * VM's hypervisor, role, memory and CPUs from this host's inventory, which is what will move.
+ */
+import type { HostConfig } from "../../lib/config/schema";
+import { TeleportError } from "../../lib/errors";
+import type { Host } from "../../lib/hypervisor/host";
+import { EXAMPLES, exampleOffer, type ExampleName } from "../../nrdl";
+import type { Offer, Policy } from "../../nrdl/types";
+import type { MigrateRequest } from "../source/agent";
+
+export function defaultPolicy(cfg: HostConfig): Policy {
+  const d = cfg.defaults;
+  return { strategy: d.strategy, maxParallel: d.maxParallel, bandwidthMbps: d.bandwidthMbps, downtimeLimitMs: d.downtimeLimitMs, timeoutS: d.timeoutS, onError: d.onError };
+}
+
+export function planNames(cfg: HostConfig): string[] {
+  return [...new Set([...Object.keys(cfg.console.plans), ...EXAMPLES])];
+}
+
+const isExample = (name: string): name is ExampleName => (EXAMPLES as readonly string[]).includes(name);
+
+/** The request for plan `name` towards `to`; 404 when no such plan exists. */
+export function namedPlan(cfg: HostConfig, host: Host, name: string, to: string): MigrateRequest {
+  const configured = cfg.console.plans[name];
+  if (configured) {
+    const policy = defaultPolicy(cfg);
+    return { to, vms: configured.vms, policy: { ...policy, strategy: configured.strategy ?? policy.strategy } };
+  }
+  if (!isExample(name)) throw new TeleportError(404, `no plan named ${name}`, [`known plans: ${planNames(cfg).join(", ")}`]);
+  const example = exampleOffer(name).body;
+  const plan: Offer = {
+    ...example,
+    destinationUri: to,
+    vms: example.vms.map((vm) => {
+      const local = host.find(vm.name)?.def;
+      return local ? { ...vm, hypervisor: local.hypervisor, role: local.role, memoryMib: local.memoryMib, cpus: local.cpus } : vm;
+    }),
+  };
+  return { to, plan };
+}
