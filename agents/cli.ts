@@ -10,10 +10,12 @@ import { registerConsoleCommand } from "./commands/console";
 import { registerListenCommand } from "./commands/listen";
 import { registerMigrateCommand } from "./commands/migrate";
 import { registerNrdlCommands } from "./commands/nrdl";
+import { processIo, type CliIo } from "./io";
 
-export function buildProgram(): Command {
+export function buildProgram(io: CliIo = processIo): Command {
   const program = new Command();
   program
+    .configureOutput({ writeOut: io.out, writeErr: io.err })
     .name("sip-teleport")
     .description(
       "Live-migrate groups of virtual machines between data centers under SIP signalling.\n" +
@@ -34,7 +36,7 @@ Examples:
   registerMigrateCommand(program);
   registerConfigCommands(program);
   registerConsoleCommand(program);
-  registerNrdlCommands(program);
+  registerNrdlCommands(program, io);
   return program;
 }
 
