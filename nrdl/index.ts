@@ -3,5 +3,5 @@ export * from "./types";
 export { parseNrdl, parseNrdlOrThrow, type ParseResult } from "./parse";
 export { buildNrdl } from "./build";
 export { validateNrdl, assertValidNrdl, formatViolation } from "./validate";
-export { nrdlDocument, offerDocument, type OfferInput } from "./documents";
+export { humanText, nrdlDocument, offerDocument, type OfferInput } from "./documents";
 export { exampleOffer, EXAMPLES, type ExampleName } from "./examples";

@@ -82,9 +82,11 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
       throw new TeleportError(400, "nothing to migrate", ["name VMs, or give --plan FILE"]);
     }
     const d = cfg.defaults;
+    const strategy = o.strategy ?? d.strategy;
     const policy: Policy = {
-      strategy: o.strategy ?? d.strategy,
-      maxParallel: num("max-parallel", o.maxParallel) ?? d.maxParallel,
+      strategy,
+      // sequential means one at a time, whatever the default width
+      maxParallel: strategy === "sequential" ? 1 : (num("max-parallel", o.maxParallel) ?? d.maxParallel),
       bandwidthMbps: num("bandwidth-mbps", o.bandwidthMbps) ?? d.bandwidthMbps,
       downtimeLimitMs: num("downtime-limit-ms", o.downtimeLimitMs) ?? d.downtimeLimitMs,
       timeoutS: num("timeout-s", o.timeoutS) ?? d.timeoutS,

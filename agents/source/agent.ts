@@ -12,7 +12,7 @@ import type { Logger } from "../../lib/log/logger";
 import type { VmOutcome } from "../../lib/plan/execute";
 import { planOffer } from "../../lib/plan/waves";
 import type { Dialog, SipBackend, SipBody } from "../../lib/sip/backend";
-import { parseNrdl } from "../../nrdl";
+import { formatViolation, parseNrdl } from "../../nrdl";
 import type { Answer, Offer, Outcome, Policy, Report, VmSpec, VmStatus } from "../../nrdl/types";
 import { nrdlBody, SourceCall } from "./call";
 
@@ -149,7 +149,7 @@ export class SourceAgent {
   private answerOf(body: SipBody | undefined, offer: Offer): Answer {
     if (!body) throw new TeleportError(502, "Bad Gateway", ["the destination's 200 OK carried no NRDL answer"]);
     const parsed = parseNrdl(body.content);
-    if (!parsed.ok) throw new TeleportError(502, "Bad Gateway", parsed.violations.map((v) => `destination answer ${v.path}: ${v.message}`));
+    if (!parsed.ok) throw new TeleportError(502, "Bad Gateway", parsed.violations.map((v) => `destination answer ${formatViolation(v)}`));
     if (parsed.doc.body.kind !== "answer") throw new TeleportError(502, "Bad Gateway", [`expected an <answer>, got <${parsed.doc.body.kind}>`]);
     const answer = parsed.doc.body;
     const missing = offer.vms.filter((v) => !answer.armed.some((a) => a.vm === v.name)).map((v) => v.name);

@@ -8,7 +8,7 @@ import type { Logger } from "../../lib/log/logger";
 import { executePlan, type VmOutcome } from "../../lib/plan/execute";
 import { planOffer } from "../../lib/plan/waves";
 import type { Dialog, SipBody } from "../../lib/sip/backend";
-import { buildNrdl, parseNrdl } from "../../nrdl";
+import { buildNrdl, humanText, parseNrdl } from "../../nrdl";
 import type { Answer, NrdlDocument, Offer, Outcome, Report, VmStatus } from "../../nrdl/types";
 import { NRDL_MIME } from "../../nrdl/types";
 import type { MigrateSummary, SourceEvents, SourceOptions, VmSummary } from "./agent";
@@ -127,7 +127,7 @@ export class SourceCall {
       return { vm: vm.name, state: o.state, host: here, reason: o.reason };
     });
     const outcome = outcomeOf(vms);
-    const report: Report = { kind: "report", outcome, results: vms.map((v) => ({ ...v })) };
+    const report: Report = { kind: "report", outcome, results: vms.map((v) => ({ ...v, host: humanText(v.host, 256), reason: v.reason && humanText(v.reason) })) };
     const phases: MigrateSummary["phases"] = {
       arming: this.call.arming,
       ackToFirstMigrate: this.firstStart !== undefined ? this.firstStart - this.call.answeredAt : undefined,
@@ -161,7 +161,7 @@ function statusOf(o: VmOutcome): VmStatus {
   if (o.state === "completed") {
     return { vm: o.vm, state: "completed", progress: 1, totalMs: o.result.totalMs, downtimeMs: o.result.downtimeMs, transferredBytes: o.result.transferredBytes };
   }
-  return { vm: o.vm, state: o.state, reason: o.reason };
+  return { vm: o.vm, state: o.state, reason: humanText(o.reason) };
 }
 
 function outcomeOf(vms: VmSummary[]): Outcome {
