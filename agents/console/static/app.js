@@ -172,7 +172,7 @@ function ladderChart(steps, to) {
     svg("defs", {}, ["r", "l"].map((k) => svg("marker", { id: `head-${k}`, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
       svg("path", { d: "M0,0 L10,5 L0,10 z", fill: k === "r" ? "#2368c4" : "#1f9d55" })))),
     svg("text", { x: left, y: 14, "text-anchor": "middle", class: "head" }, "this host (source)"),
-    svg("text", { x: right, y: 14, "text-anchor": "middle", class: "head" }, to || "destination"),
+    svg("text", { x: W - 4, y: 14, "text-anchor": "end", class: "head" }, to || "destination"),
     svg("line", { x1: left, y1: 20, x2: left, y2: H - 4, class: "lifeline" }),
     svg("line", { x1: right, y1: 20, x2: right, y2: H - 4, class: "lifeline" }));
   steps.forEach((s, i) => {
