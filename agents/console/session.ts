@@ -13,7 +13,7 @@ import type { MigrateRequest, MigrateSummary, SourceAgent, SourceEvents, SourceP
 import type { SourceCall } from "../source/call";
 import type { HistoryRecord, HistoryStore, VmTimeline } from "./history";
 
-export type LinePhase = "idle" | "calling" | "armed" | "migrating" | "migrated" | "closing" | "ended";
+export type LinePhase = "idle" | "calling" | "armed" | "migrating" | "finished" | "closing" | "ended";
 
 export interface VmRow {
   vm: string;
@@ -54,7 +54,7 @@ export const ALLOWED: Record<"call" | "cancel" | "migrate" | "abort" | "bye", re
   cancel: ["calling"],
   migrate: ["armed"],
   abort: ["migrating"],
-  bye: ["armed", "migrated"],
+  bye: ["armed", "finished"],
 };
 
 /** Samples kept per VM for its timeline chart: enough for a smooth line, small enough for the page. */
@@ -152,7 +152,7 @@ export class ConsoleLine {
     this.update({ phase: "migrating" });
     return call.run(this.migrating.signal).finally(() => {
       this.migrating = undefined;
-      if (this.state.phase === "migrating") this.update({ phase: "migrated" });
+      if (this.state.phase === "migrating") this.update({ phase: "finished" });
     });
   }
 

@@ -118,6 +118,8 @@ export class SourceAgent {
    */
   async call(req: MigrateRequest, events: SourceEvents = {}): Promise<SourceCall> {
     const offer = await this.buildOffer(req);
+    // Cancelled while the offer was being checked: nothing has gone on the wire yet.
+    if (req.signal?.aborted) throw new TeleportError(487, "Request Terminated", ["cancelled before the INVITE was sent"]);
     const migrationId = `mig-${randomBytes(4).toString("hex")}`;
     const log = this.log.child({ migrationId });
     events.onPhase?.("inviting", req.to);

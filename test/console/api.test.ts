@@ -101,7 +101,7 @@ describe("a dialog", () => {
       expect((await api.post("/api/migrate")).status).toBe(409);
       const done = await until("the plan to finish", async () => {
         const s = await state();
-        return s.phase === "migrated" ? s : undefined;
+        return s.phase === "finished" ? s : undefined;
       });
       expect(done.rows).toEqual([expect.objectContaining({ vm: "router1", phase: "completed", progress: 1 })]);
       expect(done.timelines).toEqual([expect.objectContaining({ vm: "router1", state: "completed" })]);
@@ -125,7 +125,7 @@ describe("a dialog", () => {
       await until("the last event", () => (events.events.some((e) => e.event === "history") ? true : undefined), 5000);
       const states = events.events.filter((e) => e.event === "state").map((e) => e.data as LineSnapshot);
       const phases = states.map((x) => x.phase).filter((p, i, a) => p !== a[i - 1]);
-      expect(phases).toEqual(expect.arrayContaining(["calling", "armed", "migrating", "migrated", "closing", "ended"]));
+      expect(phases).toEqual(expect.arrayContaining(["calling", "armed", "migrating", "finished", "closing", "ended"]));
       expect(states.some((x) => x.rows.some((r) => r.phase !== "armed" && r.transferredBytes > 0))).toBe(true);
     } finally {
       events.close();

@@ -49,8 +49,15 @@ async function dial(to: string, bandwidthMbps: number): Promise<void> {
   await page.click("#call");
 }
 
-async function enabled(): Promise<string[]> {
-  return page.$$eval(".buttons button", (bs) => bs.filter((b) => !(b as HTMLButtonElement).disabled).map((b) => b.id));
+/** The buttons enabled once the page settled (a request in flight keeps them disabled a moment). */
+async function enabled(expected: string[]): Promise<void> {
+  let last: string[] = [];
+  await until("the buttons to settle", async () => {
+    last = await Promise.all((await page.locator(".buttons button:enabled").all()).map(async (b) => (await b.getAttribute("id")) ?? ""));
+    return last.join() === expected.join() ? true : undefined;
+  }, 10_000).catch(() => {
+    throw new Error(`expected buttons [${expected.join(", ")}] enabled, got [${last.join(", ")}]`);
+  });
 }
 
 test("the page shows the inventory and only Call is possible", async () => {
@@ -58,8 +65,9 @@ test("the page shows the inventory and only Call is possible", async () => {
   await vmState("router1").filter({ hasText: "running" }).waitFor();
   await vmState("video").filter({ hasText: "running" }).waitFor();
   expect(await page.locator('#inventory tr[data-vm="router1"] td').nth(2).textContent()).toBe("router");
-  expect(await enabled()).toEqual(["call"]);
-  expect(await page.locator("#destinations option").evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value))).toEqual([stack.dest.uri, stack.strict.uri]);
+  await enabled(["call"]);
+  const options = await page.locator("#destinations option").all();
+  expect(await Promise.all(options.map((o) => o.getAttribute("value")))).toEqual([stack.dest.uri, stack.strict.uri]);
 });
 
 test("a refusal is shown with its status and reason, and nothing moves", async () => {
@@ -68,7 +76,7 @@ test("a refusal is shown with its status and reason, and nothing moves", async (
   await refusal.waitFor();
   expect(await refusal.textContent()).toMatch(/refused: 403/);
   await page.locator("#line").filter({ hasText: "ended" }).waitFor();
-  expect(await enabled()).toEqual(["call"]);
+  await enabled(["call"]);
   expect(await page.locator("#ladder svg text").allTextContents()).toEqual(expect.arrayContaining(["INVITE [offer]"]));
   expect(await stack.whereRuns("router1")).toEqual(["dc1"]);
 });
@@ -77,12 +85,12 @@ test("Abort while migrating: the VMs stay where they run, Bye reports it", async
   // 8 Mbit/s: pre-copy of a 96 MiB guest would take over a minute, plenty of time to abort.
   await dial(stack.dest.uri, 8);
   await page.locator("#armed").waitFor();
-  expect(await enabled()).toEqual(["migrate", "bye"]);
+  await enabled(["migrate", "bye"]);
   await page.click("#migrate");
   await page.locator('#progress .vm[data-vm="router1"][data-phase="active"]').waitFor();
-  expect(await enabled()).toEqual(["abort"]);
+  await enabled(["abort"]);
   await page.click("#abort");
-  await page.locator("#line").filter({ hasText: "migrated" }).waitFor({ timeout: 30_000 });
+  await page.locator("#line").filter({ hasText: "finished" }).waitFor({ timeout: 30_000 });
   expect(await rowPhase("router1").getAttribute("data-phase")).toBe("aborted");
   await page.click("#bye");
   await page.locator("#summary").waitFor();
@@ -98,22 +106,19 @@ test("Call, Migrate, Bye: progress moves, both VMs complete, the report and char
   await page.locator("#armed").waitFor();
   expect(await page.locator("#armed").textContent()).toMatch(/router1, video/);
   // Record every percentage the bars show from now on.
-  await page.evaluate(() => {
-    const seen: string[] = [];
-    (window as unknown as { seen: string[] }).seen = seen;
-    new MutationObserver(() => document.querySelectorAll("#progress .bar span").forEach((s) => seen.push(s.textContent ?? ""))).observe(document.getElementById("progress")!, {
-      childList: true,
-      subtree: true,
-      characterData: true,
-    });
-  });
+  // (page scripts are given as text: this test's TypeScript knows no DOM)
+  await page.evaluate(`
+    window.seen = [];
+    new MutationObserver(() => document.querySelectorAll("#progress .bar span").forEach((s) => window.seen.push(s.textContent)))
+      .observe(document.getElementById("progress"), { childList: true, subtree: true, characterData: true });
+  `);
   await page.click("#migrate");
   for (const vm of ["router1", "video"]) await page.locator(`#progress .vm[data-vm="${vm}"][data-phase="completed"]`).waitFor({ timeout: 90_000 });
-  const seen = await page.evaluate(() => (window as unknown as { seen: string[] }).seen);
+  const seen = (await page.evaluate("window.seen")) as string[];
   const between = seen.map((s) => parseInt(s, 10)).filter((p) => p > 0 && p < 100);
   expect(between.length).toBeGreaterThan(0);
-  await page.locator("#line").filter({ hasText: "migrated" }).waitFor();
-  expect(await enabled()).toEqual(["bye"]);
+  await page.locator("#line").filter({ hasText: "finished" }).waitFor();
+  await enabled(["bye"]);
 
   await page.click("#bye");
   await page.locator("#summary").waitFor();

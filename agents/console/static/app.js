@@ -4,7 +4,8 @@
 
 const SVGNS = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
-let allowed = { call: ["idle", "ended"], cancel: ["calling"], migrate: ["armed"], abort: ["migrating"], bye: ["armed", "migrated"] };
+/** Which phases allow which action: from the server (GET /api/destinations), so both agree. */
+let allowed = {};
 let current = { phase: "idle", rows: [], timelines: [], ladder: [] };
 let busy = false;
 
@@ -123,7 +124,7 @@ function renderState(s) {
   $("dialog").textContent = s.migrationId ? `${s.migrationId} → ${s.to}${s.by && s.by !== "console" ? ` (triggered by ${s.by})` : ""}` : s.to ? `→ ${s.to}` : "";
   enableButtons();
   renderDialog(s, true);
-  if (s.phase === "ended" || s.phase === "migrated") loadInventory().catch(() => undefined);
+  if (s.phase === "ended" || s.phase === "finished") loadInventory().catch(() => undefined);
 }
 
 /** The answer/refusal, progress bars, report and timelines of a dialog, live or from the history. */
