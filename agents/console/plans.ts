@@ -15,6 +15,12 @@ export function defaultPolicy(cfg: HostConfig): Policy {
   return { strategy: d.strategy, maxParallel: d.maxParallel, bandwidthMbps: d.bandwidthMbps, downtimeLimitMs: d.downtimeLimitMs, timeoutS: d.timeoutS, onError: d.onError };
 }
 
+/** The config's defaults overridden by what the operator chose; sequential means one at a time, whatever the width. */
+export function policyOf(cfg: HostConfig, chosen: Partial<Policy> = {}): Policy {
+  const policy = { ...defaultPolicy(cfg), ...chosen };
+  return policy.strategy === "sequential" ? { ...policy, maxParallel: 1 } : policy;
+}
+
 export function planNames(cfg: HostConfig): string[] {
   return [...new Set([...Object.keys(cfg.console.plans), ...EXAMPLES])];
 }
@@ -25,8 +31,7 @@ const isExample = (name: string): name is ExampleName => (EXAMPLES as readonly s
 export function namedPlan(cfg: HostConfig, host: Host, name: string, to: string): MigrateRequest {
   const configured = cfg.console.plans[name];
   if (configured) {
-    const policy = defaultPolicy(cfg);
-    return { to, vms: configured.vms, policy: { ...policy, strategy: configured.strategy ?? policy.strategy } };
+    return { to, vms: configured.vms, policy: policyOf(cfg, configured.strategy ? { strategy: configured.strategy } : {}) };
   }
   if (!isExample(name)) throw new TeleportError(404, `no plan named ${name}`, [`known plans: ${planNames(cfg).join(", ")}`]);
   const example = exampleOffer(name).body;

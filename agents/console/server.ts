@@ -16,7 +16,7 @@ import { ON_ERROR, STRATEGIES } from "../../nrdl/types";
 import type { MigrateRequest } from "../source/agent";
 import { ApiAuth } from "./auth";
 import type { HistoryStore } from "./history";
-import { defaultPolicy, namedPlan, planNames } from "./plans";
+import { defaultPolicy, namedPlan, planNames, policyOf } from "./plans";
 import { ALLOWED, type ConsoleLine, type LineEvent } from "./session";
 
 /** The page's files: next to this module in the sources, or found from dist/ back in the sources. */
@@ -188,7 +188,7 @@ export class ConsoleServer {
     if (!parsed.success) throw new TeleportError(400, "invalid call", parsed.error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`));
     const { to, vms, plan, policy } = parsed.data;
     if (plan) return namedPlan(this.opts.config, this.opts.host, plan, to);
-    return { to, vms, policy: { ...defaultPolicy(this.opts.config), ...policy } };
+    return { to, vms, policy: policyOf(this.opts.config, policy) };
   }
 
   private async inventory() {

@@ -28,12 +28,13 @@ function freeUdpPort(): Promise<number> {
   });
 }
 
-/** Run a scenario once against the console's agent; `log` is what the scenario logged (<log>). */
-async function sipp(scenario: string, vars: Record<string, string>) {
+/** Run a scenario once (UAC towards the console's agent, or UAS on `port`); `log` is what it logged (<log>). */
+async function sipp(scenario: string, vars: Record<string, string>, port?: number) {
   const sets = Object.entries(vars).flatMap(([k, v]) => ["-set", k, v]);
-  const target = stack.source.uri.replace(/^sip:[^@]+@/, "");
   const logFile = path.join(stack.base, `sipp-${scenario}.log`);
-  const r = await runSipp(["-sf", path.join(FIXTURES, "sipp", scenario), "-s", "dc1", ...sets, "-m", "1", "-i", "127.0.0.1", "-p", String(await freeUdpPort()), "-trace_logs", "-log_file", logFile, target]);
+  const role = port === undefined ? [stack.source.uri.replace(/^sip:[^@]+@/, "")] : [];
+  const args = ["-sf", path.join(FIXTURES, "sipp", scenario), "-s", "dc1", ...sets, "-m", "1", "-i", "127.0.0.1"];
+  const r = await runSipp([...args, "-p", String(port ?? (await freeUdpPort())), "-trace_logs", "-log_file", logFile, ...role]);
   return { ...r, log: fs.existsSync(logFile) ? fs.readFileSync(logFile, "utf8") : "" };
 }
 
@@ -66,8 +67,13 @@ test("an allowed sender is told what is wrong with a command: 400 not a command,
 });
 
 test("MESSAGE 'migrate solo to URI' moves router1 and the outcome comes back as a MESSAGE", async () => {
-  const r = await sipp("message-trigger.xml", { cmd: `migrate solo to ${stack.dest.uri}` });
-  // The scenario itself checks the 202 and that the outcome MESSAGE starts with completed|partial|failed.
+  // The softphone in two sipp halves: one takes the outcome on its Contact port, one sends the command.
+  const replyPort = await freeUdpPort();
+  const outcome = sipp("message-outcome.xml", {}, replyPort);
+  await new Promise((r) => setTimeout(r, 300)); // let the UAS half bind its port
+  const trigger = await sipp("message-trigger.xml", { cmd: `migrate solo to ${stack.dest.uri}`, reply_port: String(replyPort) });
+  expect(trigger).toMatchObject({ code: 0, successful: 1, failed: 0 });
+  const r = await outcome;
   expect(r).toMatchObject({ code: 0, successful: 1, failed: 0 });
   expect(r.log).toMatch(/outcome: completed mig-[0-9a-f]+: router1 completed \(downtime \d+ ms\)/);
   expect(await stack.whereRuns("router1")).toEqual(["dc2"]);
