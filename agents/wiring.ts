@@ -3,6 +3,8 @@
  * inventory) and its SIP backend. Shared by every command so `listen`, `migrate`, `vm` and
  * `console` see the same host the same way.
  */
+import { readFileSync } from "node:fs";
+import { TeleportError } from "../lib/errors";
 import type { HostConfig } from "../lib/config/schema";
 import type { VmDefinition } from "../lib/hypervisor/driver";
 import { createDriver } from "../lib/hypervisor/drivers";
@@ -29,11 +31,24 @@ export interface SipOverrides {
   trace?: boolean;
 }
 
+function readPem(file: string, field: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (err) {
+    throw new TeleportError(500, `cannot read ${field}`, [(err as Error).message]);
+  }
+}
+
 export function sipConfigOf(cfg: HostConfig, logger: Logger, o: SipOverrides = {}): SipConfig {
   return {
     aor: cfg.sip.aor,
     listen: cfg.sip.listen.map((l) => ({ transport: l.transport, host: l.address, port: o.ephemeral ? 0 : l.port })),
-    tls: cfg.sip.tls && { cert: cfg.sip.tls.cert, key: cfg.sip.tls.key, ca: cfg.sip.tls.ca, rejectUnauthorized: cfg.sip.tls.verify },
+    tls: cfg.sip.tls && {
+      cert: readPem(cfg.sip.tls.cert, "sip.tls.cert"),
+      key: readPem(cfg.sip.tls.key, "sip.tls.key"),
+      ca: cfg.sip.tls.ca ? readPem(cfg.sip.tls.ca, "sip.tls.ca") : undefined,
+      rejectUnauthorized: cfg.sip.tls.verify,
+    },
     outboundProxy: o.outboundProxy ?? cfg.sip.outboundProxy,
     registrar: cfg.sip.registrar,
     credentials: cfg.sip.credentials,

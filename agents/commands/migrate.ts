@@ -119,7 +119,7 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
       await sip.stop();
     }
   } catch (err) {
-    const e = reportError(err);
+    reportError(err);
     if (o.ladder && trace.length) process.stdout.write("\n" + renderLadder(ladderSteps(trace), "source", o.to));
     return invited ? EXIT.refused : EXIT.invalid;
   }

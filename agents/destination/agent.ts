@@ -152,8 +152,8 @@ export class DestinationAgent {
     } catch (err) {
       const e = TeleportError.from(err);
       log.warn("INVITE refused", { status: e.status, reason: e.reason, details: e.details, from: req.fromUri, address: req.source.address });
-      const headers: Record<string, string> = {};
-      if (e.status === 401 && this.digest) headers["WWW-Authenticate"] = this.digest.challenges()[0];
+      const headers: Record<string, string | string[]> = {};
+      if (e.status === 401 && this.digest) headers["WWW-Authenticate"] = this.digest.challenges();
       if (e.status === 415) headers["Accept"] = NRDL_MIME;
       return res.reject(e, { headers });
     }

@@ -29,7 +29,9 @@ export class StatusReporter {
 
   progress(p: MigrationProgress): void {
     const cur = this.migrating.get(p.vm);
-    if (cur) this.migrating.set(p.vm, { ...cur, progress: Math.min(1, Math.max(0, p.progress)), transferredBytes: p.transferredBytes });
+    // NRDL carries progress with at most 4 decimals
+    const progress = Math.round(Math.min(1, Math.max(0, p.progress)) * 10000) / 10000;
+    if (cur) this.migrating.set(p.vm, { ...cur, progress, transferredBytes: p.transferredBytes });
   }
 
   state(s: VmStatus): void {
@@ -43,8 +45,15 @@ export class StatusReporter {
     if (this.sending || this.pending.size === 0) return;
     const statuses = [...this.pending.values()];
     this.pending.clear();
+    let content: string;
+    try {
+      content = buildNrdl({ version: 1, id: this.migrationId, body: { kind: "status", statuses } });
+    } catch (err) {
+      // a status we cannot express is dropped, never allowed to stall the reporter
+      this.log.error("cannot build INFO status", { error: String(err) });
+      return;
+    }
     this.sending = true;
-    const content = buildNrdl({ version: 1, id: this.migrationId, body: { kind: "status", statuses } });
     this.inFlight = this.dialog
       .info({ contentType: NRDL_MIME, content })
       .then(
@@ -61,12 +70,16 @@ export class StatusReporter {
       });
   }
 
-  /** Stop ticking and wait until every queued status has been sent. */
-  async close(): Promise<void> {
+  /**
+   * Stop ticking and wait until every queued status has been sent, but not longer than
+   * `maxWaitMs`: an INFO lost to a dead peer would otherwise hold the BYE for Timer F (32 s).
+   */
+  async close(maxWaitMs = 3000): Promise<void> {
     clearInterval(this.ticker);
-    while (this.sending || this.pending.size) {
+    const deadline = Date.now() + maxWaitMs;
+    while ((this.sending || this.pending.size) && Date.now() < deadline) {
       this.flush();
-      await this.inFlight;
+      await Promise.race([this.inFlight, new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
     }
   }
 }
