@@ -7,19 +7,15 @@ import type { HostConfig } from "../../lib/config/schema";
 import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
 import type { SipBackend } from "../../lib/sip/backend";
-import type { TraceEvent } from "../../lib/sip/ladder";
 import { SourceAgent } from "../source/agent";
 import { HistoryStore } from "./history";
 import { MessageTrigger } from "./message-trigger";
 import { ConsoleServer } from "./server";
 import { ConsoleLine } from "./session";
 
-/** The console draws the live ladder from every message the backend sends and receives. */
-export type TracingSipBackend = SipBackend & { onTrace(handler: (e: TraceEvent) => void): void };
-
 export interface ConsoleOptions {
   config: HostConfig;
-  sip: TracingSipBackend;
+  sip: SipBackend;
   host: Host;
   logger: Logger;
   /** "address:port" for the page and API (default: the config's console.http). */
@@ -41,10 +37,15 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
   const history = new HistoryStore(o.config.stateDir);
   const line = new ConsoleLine(agent, history);
   const trigger = new MessageTrigger({ config: o.config, host: o.host, sip: o.sip, line, logger });
-  o.sip.onTrace((e) => line.trace(e));
+  // the live ladder: every message the backend sends and receives
+  const stopTrace = o.sip.onTrace((e) => line.trace(e));
   o.sip.setHandlers({ onMessage: (req, res) => trigger.handle(req, res) });
   const server = new ConsoleServer({ config: o.config, host: o.host, line, history, logger, listen: o.listen ?? o.config.console.http });
   const url = await server.start();
   logger.info("console ready", { url });
-  return { url, token: server.token, tokenGenerated: server.tokenGenerated, line, stop: () => server.stop() };
+  return { url, token: server.token, tokenGenerated: server.tokenGenerated, line, stop: async () => {
+      stopTrace();
+      await server.stop();
+    },
+  };
 }
