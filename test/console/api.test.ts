@@ -1,11 +1,14 @@
 /**
  * The console's JSON API over HTTP, as a script would use it, against a real destination agent
- * and a real QEMU VM (router1) on loopback: the token, the refusals, Call/Migrate/Bye with live
- * state on the event stream, and the history kept across a restart.
+ * and a real QEMU VM (router1) on loopback: the token, the refusals, Cancel, Call/Migrate/Bye with
+ * live state on the event stream, and the history kept across a restart.
  */
 import type { LineSnapshot } from "../../agents/console/session";
 import type { HistoryEntry, HistoryRecord } from "../../agents/console/history";
 import type { MigrateSummary } from "../../agents/source/agent";
+import path from "node:path";
+import { randomPort, runSipp } from "../../bench/sipp";
+import { FIXTURES } from "../sip/helpers";
 import { apiClient, eventStream, request, type ApiClient } from "./http";
 import { startStack, until, type Stack } from "./stack";
 
@@ -89,6 +92,23 @@ describe("a dialog", () => {
     expect(await stack.whereRuns("router1")).toEqual(["dc1"]);
   });
 
+  test("Cancel before the answer: CANCEL goes out, the call ends 487 and is kept as cancelled", async () => {
+    // sipp plays a destination that only ever says 100 Trying, so the line stays "calling" until we hang up.
+    const port = randomPort();
+    const destination = runSipp(["-sf", path.join(FIXTURES, "sipp", "uas-cancelled.xml"), "-m", "1", "-i", "127.0.0.1", "-p", String(port)], 30_000);
+    await new Promise((r) => setTimeout(r, 300)); // sipp binds its socket
+    const pending = api.post<{ error: { status: number } }>("/api/call", { to: `sip:slow@127.0.0.1:${port}`, vms: ["router1"] });
+    await until("the 100 Trying", async () => ((await state()).ladder.some((l) => l.label.startsWith("100 ")) ? true : undefined), 10_000);
+    expect((await state()).phase).toBe("calling");
+    expect((await api.post("/api/migrate")).status).toBe(409);
+    expect((await api.post("/api/cancel")).status).toBe(202);
+    expect((await pending).body.error.status).toBe(487);
+    expect(await destination).toMatchObject({ code: 0, successful: 1, failed: 0 });
+    const s = await state();
+    expect(s.phase).toBe("ended");
+    expect(s.ladder.map((l) => l.label)).toEqual(expect.arrayContaining(["CANCEL", "200 OK (CANCEL)", "487 Request Terminated (INVITE)"]));
+  });
+
   test("Call, Migrate, Bye: armed, progress on the event stream, completed, both reports", async () => {
     const events = eventStream(stack.console.url, TOKEN);
     try {
@@ -132,9 +152,9 @@ describe("a dialog", () => {
     }
   });
 
-  test("the history keeps both dialogs with their reports, after a restart too", async () => {
+  test("the history keeps every dialog with its report, after a restart too", async () => {
     const before = (await api.get<{ dialogs: HistoryEntry[] }>("/api/history")).body.dialogs;
-    expect(before.map((d) => d.outcome)).toEqual(["completed", "refused"]);
+    expect(before.map((d) => d.outcome)).toEqual(["completed", "cancelled", "refused"]);
     const restarted = await stack.restartConsole();
     const again = apiClient(restarted.url, TOKEN);
     const after = (await again.get<{ dialogs: HistoryEntry[] }>("/api/history")).body.dialogs;
