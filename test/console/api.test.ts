@@ -3,9 +3,11 @@
  * and a real QEMU VM (router1) on loopback: the token, the refusals, Cancel, Call/Migrate/Bye with
  * live state on the event stream, and the history kept across a restart.
  */
+import { ApiAuth } from "../../agents/console/auth";
 import type { LineSnapshot } from "../../agents/console/session";
 import type { HistoryEntry, HistoryRecord } from "../../agents/console/history";
 import type { MigrateSummary } from "../../agents/source/agent";
+import type { IncomingMessage } from "node:http";
 import path from "node:path";
 import { randomPort, runSipp } from "../../bench/sipp";
 import { FIXTURES } from "../sip/helpers";
@@ -44,6 +46,18 @@ describe("who may use the API", () => {
     expect((await api.get("/api/inventory", { host: "evil.example:80" })).status).toBe(421);
     const form = await request(new URL("/api/call", stack.console.url).href, "POST", { authorization: `Bearer ${TOKEN}`, "content-type": "text/plain" }, "{}");
     expect(form.status).toBe(415);
+  });
+
+  test("off loopback a token is generated when none is configured, and required", () => {
+    const auth = new ApiAuth("10.10.10.66", undefined);
+    expect(auth.generated).toBe(true);
+    expect(auth.token).toMatch(/^[\w-]{32}$/);
+    const req = (headers: Record<string, string>) => ({ method: "GET", headers }) as unknown as IncomingMessage;
+    const url = new URL("http://10.10.10.66:8080/api/state");
+    expect(auth.check(req({ host: "10.10.10.66:8080" }), url)?.status).toBe(401);
+    expect(auth.check(req({ host: "10.10.10.66:8080", authorization: `Bearer ${auth.token}` }), url)).toBeUndefined();
+    expect(auth.check(req({ host: "10.10.10.66:8080" }), new URL(`${url.href}?access_token=${auth.token}`))).toBeUndefined();
+    expect(new ApiAuth("127.0.0.1", undefined).token).toBeUndefined();
   });
 
   test("only the page's own files are served", async () => {
