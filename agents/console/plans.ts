@@ -10,7 +10,7 @@ import { EXAMPLES, exampleOffer, type ExampleName } from "../../nrdl";
 import type { Offer, Policy } from "../../nrdl/types";
 import type { MigrateRequest } from "../source/agent";
 
-export function defaultPolicy(cfg: HostConfig): Policy {
+function defaultPolicy(cfg: HostConfig): Policy {
   const d = cfg.defaults;
   return { strategy: d.strategy, maxParallel: d.maxParallel, bandwidthMbps: d.bandwidthMbps, downtimeLimitMs: d.downtimeLimitMs, timeoutS: d.timeoutS, onError: d.onError };
 }

@@ -16,7 +16,7 @@ import { ON_ERROR, STRATEGIES } from "../../nrdl/types";
 import type { MigrateRequest } from "../source/agent";
 import { ApiAuth } from "./auth";
 import type { HistoryStore } from "./history";
-import { defaultPolicy, namedPlan, planNames, policyOf } from "./plans";
+import { namedPlan, planNames, policyOf } from "./plans";
 import { ALLOWED, type ConsoleLine, type LineEvent } from "./session";
 
 /** The page's files: next to this module in the sources, or found from dist/ back in the sources. */
@@ -157,7 +157,7 @@ export class ConsoleServer {
       case "GET /api/inventory":
         return send(res, 200, { vms: await this.inventory() });
       case "GET /api/destinations":
-        return send(res, 200, { destinations: config.console.destinations, plans: planNames(config), policy: defaultPolicy(config), allowed: ALLOWED });
+        return send(res, 200, { destinations: config.console.destinations, plans: planNames(config), policy: policyOf(config), allowed: ALLOWED });
       case "GET /api/state":
         return send(res, 200, line.snapshot());
       case "GET /api/history":
