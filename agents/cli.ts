@@ -6,6 +6,8 @@
 import { Command } from "commander";
 import { packageVersion } from "../lib/version";
 import { registerConfigCommands } from "./commands/config";
+import { registerConsoleCommand } from "./commands/console";
+import { registerDemoCommand } from "./commands/demo";
 import { registerListenCommand } from "./commands/listen";
 import { registerMigrateCommand } from "./commands/migrate";
 import { registerNrdlCommands } from "./commands/nrdl";
@@ -32,10 +34,12 @@ Examples:
   $ sip-teleport nrdl validate offer.xml           check an NRDL document
   $ sip-teleport nrdl example exp2 | sip-teleport nrdl validate -`,
     );
+  registerDemoCommand(program);
   registerListenCommand(program);
   registerMigrateCommand(program);
   registerVmCommands(program);
   registerConfigCommands(program);
+  registerConsoleCommand(program);
   registerNrdlCommands(program, io);
   return program;
 }

@@ -12,7 +12,7 @@
  * bursts overflow the queue and are dropped) and, for the blackout, the link taken down.
  * The namespace cases run the CLI (dist/, built here) inside `ip netns exec`.
  */
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
@@ -25,11 +25,10 @@ import { silentLogger } from "../../lib/log/logger";
 import { buildNrdl, offerDocument, parseNrdl } from "../../nrdl";
 import { NRDL_MIME } from "../../nrdl/types";
 import { bootOnSource, guestDefs, placement, startPair, type Pair } from "../e2e/harness";
-import { repoRoot } from "../testbed/guest";
+import { ensureBuilt, runCli, type CliProcess } from "../e2e/cli-process";
 
 jest.setTimeout(180_000);
 
-const CLI = path.join(repoRoot(), "dist", "agents", "cli.js");
 const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 100, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
 const matrix: string[] = [];
 
@@ -101,32 +100,13 @@ describe("QEMU killed", () => {
   });
 });
 
-/** The CLI as its own process, optionally inside a network namespace; output kept for waiting on. */
-class CliProcess {
-  readonly child: ChildProcess;
-  output = "";
-  readonly exited: Promise<number | null>;
-
-  constructor(args: string[], netns?: string) {
-    const [cmd, argv] = netns ? ["ip", ["netns", "exec", netns, process.execPath, CLI, ...args]] : [process.execPath, [CLI, ...args]];
-    this.child = spawn(cmd, argv, { stdio: ["ignore", "pipe", "pipe"] });
-    const keep = (d: Buffer) => void (this.output += d.toString());
-    this.child.stdout?.on("data", keep);
-    this.child.stderr?.on("data", keep);
-    this.exited = new Promise((resolve) => this.child.on("exit", (code) => resolve(code)));
-  }
-
-  async waitFor(re: RegExp, timeoutMs = 20_000): Promise<void> {
-    await until(`${re} in CLI output:\n${this.output.slice(-2000)}`, () => re.test(this.output), timeoutMs);
-  }
-
-  /** JSON lines printed with --json. */
-  events(): Array<Record<string, unknown>> {
-    return this.output
-      .split("\n")
-      .filter((l) => l.startsWith("{"))
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
-  }
+/** The JSON lines a `migrate --json` process printed so far. */
+function jsonEvents(p: CliProcess): Array<Record<string, unknown>> {
+  return p
+    .output()
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 }
 
 function writeConfig(file: string, cfg: Record<string, unknown>): string {
@@ -146,7 +126,7 @@ async function killPids(...runDirs: string[]): Promise<void> {
 describe("agents as processes", () => {
   let defs: VmDefinition[];
   beforeAll(async () => {
-    execFileSync("npx", ["tsc", "-p", "tsconfig.build.json"], { cwd: repoRoot(), stdio: "ignore" });
+    ensureBuilt();
     defs = await guestDefs([["router1", "router"], ["video", "server"]]);
   });
 
@@ -167,7 +147,7 @@ describe("agents as processes", () => {
     const dc1Cfg = parseConfig({ ...dc2, host: "dc1", sip: { aor: "sip:dc1@127.0.0.1", listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }] }, runDir: path.join(base, "dc1"), stateDir: path.join(base, "dc1-state") });
     const dc1Host = hostOf(dc1Cfg, silentLogger);
     const dc1Sip = sipOf(dc1Cfg, silentLogger);
-    let agent = new CliProcess(["listen", "-c", dc2File]);
+    let agent = runCli(["listen", "-c", dc2File]);
     const where = () => Object.fromEntries(defs.map((d) => [d.name, (["dc1", "dc2"] as const).filter((h) => pidIn(path.join(base, h), d.name) !== undefined)]));
     try {
       await agent.waitFor(/listening/);
@@ -187,10 +167,10 @@ describe("agents as processes", () => {
       const journal = path.join(base, "dc2-state", "armed.json");
       expect(Object.keys(JSON.parse(fs.readFileSync(journal, "utf8")) as object)).toHaveLength(1);
 
-      agent = new CliProcess(["listen", "-c", dc2File]);
+      agent = runCli(["listen", "-c", dc2File]);
       await agent.waitFor(/listening/);
-      expect(agent.output).toMatch(/recovered: VM resumed here before the restart, keeping it.*router1/);
-      expect(agent.output).toMatch(/recovered: disarming orphaned listener.*video/);
+      expect(agent.output()).toMatch(/recovered: VM resumed here before the restart, keeping it.*router1/);
+      expect(agent.output()).toMatch(/recovered: disarming orphaned listener.*video/);
       const after = where();
       record("destination agent SIGKILL after 1 of 2 VMs moved, then restarted", after, "restart log: router1 kept (resumed here), video's listener disarmed; journal emptied");
       expect(after).toEqual({ router1: ["dc2"], video: ["dc1"] });
@@ -255,21 +235,21 @@ describe("agents as processes", () => {
 
     /** Boot router1 on dc1 (inside its namespace), run a destination agent in dc2's, migrate with `opts`. */
     async function migrateAcross(extra: string[], onEvent: (e: Record<string, unknown>) => void): Promise<{ code: number | null; migrate: CliProcess }> {
-      const boot = new CliProcess(["vm", "start", "router1", "-i", files.inventory, "-r", path.join(base, "dc1")], ns.dc1);
+      const boot = runCli(["vm", "start", "router1", "-i", files.inventory, "-r", path.join(base, "dc1")], { netns: ns.dc1 });
       expect(await boot.exited).toBe(0);
-      const agent = new CliProcess(["listen", "-c", files.dc2], ns.dc2);
+      const agent = runCli(["listen", "-c", files.dc2], { netns: ns.dc2 });
       try {
         await agent.waitFor(/listening/);
-        const migrate = new CliProcess(["migrate", "-c", files.dc1, "--to", `sip:dc2@${ip.dc2}:5060`, "--json", ...extra, "router1"], ns.dc1);
+        const migrate = runCli(["migrate", "-c", files.dc1, "--to", `sip:dc2@${ip.dc2}:5060`, "--json", ...extra, "router1"], { netns: ns.dc1 });
         let seen = 0;
         const watch = setInterval(() => {
-          const events = migrate.events();
+          const events = jsonEvents(migrate);
           events.slice(seen).forEach(onEvent);
           seen = events.length;
         }, 50);
         const code = await migrate.exited;
         clearInterval(watch);
-        migrate.events().slice(seen).forEach(onEvent);
+        jsonEvents(migrate).slice(seen).forEach(onEvent);
         // the destination ends every dialog (BYE, or its idle timer when the BYE was lost)
         await until("destination listeners gone or VM resumed there", () => pidIn(path.join(base, "dc2"), "router1") === undefined || code === 0, 30_000);
         return { code, migrate };
@@ -280,7 +260,7 @@ describe("agents as processes", () => {
     }
 
     function summaryOf(m: CliProcess): Record<string, unknown> | undefined {
-      return m.events().find((e) => e.event === "summary");
+      return jsonEvents(m).find((e) => e.event === "summary");
     }
 
     it("a 32 kbit/s link with a short queue during signalling (delays, drops): SIP retransmissions carry the dialog, the VM moves", async () => {
