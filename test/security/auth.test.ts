@@ -6,6 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { SourceAgent } from "../../agents/source/agent";
 import { sipOf } from "../../agents/wiring";
+import { parseConfig } from "../../lib/config/load";
 import { silentLogger } from "../../lib/log/logger";
 import { buildNrdl, offerDocument } from "../../nrdl";
 import { bootOnSource, expectAllOn, guestDefs, placement, startPair, type Pair } from "../e2e/harness";
@@ -154,5 +155,9 @@ describe("digest authentication over SIP", () => {
     } finally {
       raw.close();
     }
+  });
+
+  it("config: digestRequired without any user is refused with the field named", () => {
+    expect(() => parseConfig({ security: { digestRequired: true } })).toThrow(/security\.digestRequired: security\.digestRequired needs at least one entry in security\.users/);
   });
 });
