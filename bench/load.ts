@@ -55,12 +55,19 @@ async function main(): Promise<void> {
     migration: { address: "127.0.0.1", ports: `${low}-${low + 255}` },
     // sipp calls from one address: the per-address limits would measure themselves, not the agent
     limits: { invitesPerSecond: 1e6, dialogsPerCaller: 1e6 },
+    // calls sipp gives up on leave dialogs that these timers end; short, so steps start clean
+    timers: { idleTimeoutS: 10 },
   });
   const driver = createBenchmarkDriver("load", { count: maxCalls }) as LoadDriver;
   const sip = sipOf(config, silentLogger);
   const agent = new DestinationAgent({ config, sip, host: new Host([driver]), logger: silentLogger });
   await agent.start();
   const port = sip.listeners[0].port;
+  // sipp numbers calls from 1 in every run (VM router<n>): wait until the last run's leftovers are gone
+  const settle = async (): Promise<void> => {
+    const deadline = Date.now() + 1000 * (config.timers.idleTimeoutS + 40);
+    while (driver.armedCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
+  };
   const sipp = (rate: number, calls: number): Promise<SippResult> =>
     runSipp(
       [`127.0.0.1:${port}`, "-sf", SCENARIO, "-s", "dc2", "-t", "u1", "-i", "127.0.0.1", "-r", String(rate), "-m", String(calls), "-l", String(Math.max(50, rate * 2)), "-recv_timeout", "5000", "-timeout", String(Math.ceil(calls / rate) * 3 + 30), "-trace_rtt", "-rtt_freq", "1"],
@@ -73,6 +80,7 @@ async function main(): Promise<void> {
     let best = 0;
     for (const rate of RATES) {
       const calls = rate * SECONDS;
+      await settle();
       const r = await sipp(rate, calls);
       const times = [...r.responseTimesMs].sort((a, b) => a - b);
       const row = [rate, calls, r.successful, r.failed, percentile(times, 50), percentile(times, 99), times[times.length - 1] ?? NaN, driver.armedCount];
@@ -87,6 +95,7 @@ async function main(): Promise<void> {
 
     const rate = Math.min(Math.max(best, 50), 400);
     const batch = async (calls: number): Promise<number> => {
+      await settle();
       const r = await sipp(rate, calls);
       if (r.failed || r.successful !== calls) console.log(`memory run at ${rate}/s: ${r.successful} of ${calls} completed, ${r.failed} failed`);
       return heapMiB();
@@ -97,9 +106,7 @@ async function main(): Promise<void> {
       `heap after 1,000 dialogs: ${after1k.toFixed(1)} MiB; after ${DIALOGS.toLocaleString("en")}: ${after10k.toFixed(1)} MiB ` +
         `(growth ${(after10k - after1k).toFixed(1)} MiB, ${(((after10k - after1k) * 2 ** 20) / (DIALOGS - 1000)).toFixed(0)} bytes/dialog)`,
     );
-    // Calls sipp gave up on leave dialogs that the agent's own timers end (no ACK: 32 s; idle: timers.idleTimeoutS).
-    const deadline = Date.now() + 1000 * (config.timers.idleTimeoutS + 40);
-    while (driver.armedCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 1000));
+    await settle();
     console.log(`listeners left armed after the agent's timers ran: ${driver.armedCount}`);
   } finally {
     await agent.stop();
