@@ -86,6 +86,7 @@ export interface MigrationResult {
   vm: string;
   /** As the hypervisor measured them. */
   totalMs: number;
+  /** -1 when the hypervisor does not measure it (VirtualBox). */
   downtimeMs: number;
   transferredBytes: number;
 }
@@ -114,5 +115,7 @@ export interface HypervisorDriver {
   arm(vm: string, opts: ArmOptions): Promise<ArmedListener>;
   /** Remove a listener that has not received a VM (never touches a VM that already resumed here). */
   disarm(vm: string): Promise<void>;
+  /** Destination side: resolves when an incoming VM runs here; rejects with a TeleportError when the listener dies or on timeout. */
+  waitResumed(vm: string, timeoutMs: number): Promise<void>;
   migrate(vm: string, target: MigrationTarget, opts: MigrationOptions): MigrationHandle;
 }

@@ -1,0 +1,236 @@
+/**
+ * One outgoing QEMU live migration, followed through MIGRATION events. Events, not query-migrate's
+ * status: a QEMU that was itself a migration target keeps answering "completed" there during its
+ * own later outgoing migration. query-migrate still gives the byte counters and, at the end,
+ * QEMU's own total time and downtime. Whatever goes wrong, the VM keeps running on the source.
+ */
+import { TeleportError } from "../errors";
+import type { Logger } from "../log/logger";
+import type { MigrationHandle, MigrationOptions, MigrationPhase, MigrationProgress, MigrationResult, MigrationTarget } from "./driver";
+import type { QmpClient, QmpEvent } from "./qmp";
+
+export interface MigrationHooks {
+  /** Open the VM's long-operation monitor (fails when the VM does not run here). */
+  connect(): Promise<QmpClient>;
+  /** Quit the source QEMU once the destination has everything. */
+  quitSource(): Promise<void>;
+  /** Called once, when `done` settles. */
+  settled(): void;
+}
+
+interface QueryMigrate {
+  status?: string;
+  "total-time"?: number;
+  downtime?: number;
+  "error-desc"?: string;
+  ram?: { transferred?: number; remaining?: number; total?: number };
+}
+
+/** QEMU leaves max-bandwidth at 128 MiB/s unless told; "unlimited" means far above any link. */
+const UNLIMITED_BYTES_PER_S = 2 ** 40;
+const PROGRESS_INTERVAL_MS = 500;
+
+function phaseOf(status: string): MigrationPhase | undefined {
+  switch (status) {
+    case "setup":
+    case "pre-switchover":
+    case "device":
+    case "completed":
+    case "failed":
+    case "cancelled":
+      return status;
+    case "active":
+    case "postcopy-active":
+    case "wait-unplug":
+      return "active";
+    case "cancelling":
+      return "cancelled";
+    default:
+      return undefined;
+  }
+}
+
+/** Mark a promise handled (callers may never await it) while keeping it rejectable. */
+function quiet<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => undefined);
+  return p;
+}
+
+export class QemuMigration implements MigrationHandle {
+  readonly done: Promise<MigrationResult>;
+  readonly readyToSwitch: Promise<void>;
+  phase: MigrationPhase = "setup";
+  private client: QmpClient | undefined;
+  private resolveReady!: () => void;
+  private rejectReady!: (err: Error) => void;
+  /** Why we cancelled, when we did (abort or timeout). */
+  private cancelReason: TeleportError | undefined;
+  private abortRequested = false;
+  private timer: NodeJS.Timeout | undefined;
+  private bytes = { transferred: 0, remaining: 0, total: 0 };
+
+  constructor(
+    readonly vm: string,
+    private readonly target: MigrationTarget,
+    private readonly opts: MigrationOptions,
+    private readonly hooks: MigrationHooks,
+    private readonly log: Logger,
+  ) {
+    this.readyToSwitch = quiet(
+      new Promise<void>((resolve, reject) => {
+        this.resolveReady = resolve;
+        this.rejectReady = reject;
+      }),
+    );
+    if (!opts.pauseBeforeSwitchover)
+      this.rejectReady(new TeleportError(400, `migration of ${vm} was not asked to pause before switchover`));
+    this.done = quiet(
+      this.run().finally(() => {
+        clearTimeout(this.timer);
+        hooks.settled();
+      }),
+    );
+    this.done.catch((err: Error) => this.rejectReady(err));
+  }
+
+  async switchover(): Promise<void> {
+    if (this.phase !== "pre-switchover" || !this.client)
+      throw new TeleportError(400, `VM ${this.vm} is not waiting for switchover (phase ${this.phase})`);
+    this.armTimeout();
+    await this.client.execute("migrate-continue", { state: "pre-switchover" });
+  }
+
+  async abort(): Promise<void> {
+    this.abortRequested = true;
+    this.cancelReason ??= new TeleportError(487, `migration of ${this.vm} aborted`, ["the VM keeps running on the source"]);
+    if (this.client && !this.client.isClosed) await this.client.execute("migrate_cancel").catch(() => undefined);
+    await this.done.catch(() => undefined);
+  }
+
+  private async run(): Promise<MigrationResult> {
+    const started = Date.now();
+    const client = await this.hooks.connect();
+    this.client = client;
+    try {
+      const { status } = await client.execute<{ status: string }>("query-status");
+      if (status !== "running") throw new TeleportError(486, `VM ${this.vm} is ${status}, not running: nothing to migrate`);
+      await client.execute("migrate-set-capabilities", {
+        capabilities: [
+          { capability: "events", state: true },
+          { capability: "pause-before-switchover", state: !!this.opts.pauseBeforeSwitchover },
+        ],
+      });
+      const bytesPerS = this.opts.bandwidthMbps > 0 ? Math.floor((this.opts.bandwidthMbps * 1_000_000) / 8) : UNLIMITED_BYTES_PER_S;
+      await client.execute("migrate-set-parameters", { "max-bandwidth": bytesPerS, "downtime-limit": this.opts.downtimeLimitMs });
+      if (this.abortRequested) throw this.cancelReason;
+      const finished = this.followEvents(client);
+      await client.execute("migrate", { uri: this.target.uri });
+      this.log.info(`migrating ${this.vm}`, { uri: this.target.uri, maxBandwidth: bytesPerS, downtimeLimitMs: this.opts.downtimeLimitMs });
+      this.armTimeout();
+      const poller = setInterval(() => void this.pollProgress(client), PROGRESS_INTERVAL_MS);
+      let outcome: string;
+      try {
+        outcome = await finished;
+      } finally {
+        clearInterval(poller);
+      }
+      const q = await client.execute<QueryMigrate>("query-migrate");
+      this.takeCounters(q);
+      if (outcome !== "completed") {
+        this.report(outcome === "cancelled" ? "cancelled" : "failed");
+        throw await this.failure(client, outcome, q);
+      }
+      const result: MigrationResult = {
+        vm: this.vm,
+        totalMs: q["total-time"] ?? Date.now() - started,
+        downtimeMs: q.downtime ?? -1,
+        transferredBytes: q.ram?.transferred ?? this.bytes.transferred,
+      };
+      this.report("completed");
+      await client.close();
+      await this.hooks.quitSource();
+      this.log.info(`migrated ${this.vm}`, { ...result });
+      return result;
+    } finally {
+      await client.close();
+    }
+  }
+
+  /** Resolves with the terminal status (completed, failed, cancelled), or rejects if the source QEMU goes away. */
+  private followEvents(client: QmpClient): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const off = client.onEvent((ev: QmpEvent) => {
+        if (ev.event !== "MIGRATION") return;
+        const status = String(ev.data.status);
+        const phase = phaseOf(status);
+        if (!phase) return;
+        this.phase = phase;
+        // Terminal phases are reported by run() with QEMU's final counters.
+        if (phase !== "completed" && phase !== "failed" && phase !== "cancelled") this.report(phase);
+        if (status === "pre-switchover") {
+          clearTimeout(this.timer); // waiting for the wave's switchover is not slowness
+          this.resolveReady();
+        }
+        if (status === "completed" || status === "failed" || status === "cancelled") {
+          off();
+          resolve(status);
+        }
+      });
+      void client.closed.then(() => {
+        off();
+        reject(new TeleportError(500, `source QEMU of ${this.vm} went away during the migration`));
+      });
+    });
+  }
+
+  private armTimeout(): void {
+    clearTimeout(this.timer);
+    if (!(this.opts.timeoutS > 0)) return;
+    this.timer = setTimeout(() => {
+      this.cancelReason ??= new TeleportError(504, `migration of ${this.vm} timed out after ${this.opts.timeoutS} s and was cancelled`, [
+        "QEMU does not give up on a migration that does not converge; the VM keeps running on the source",
+      ]);
+      void this.client?.execute("migrate_cancel").catch(() => undefined);
+    }, this.opts.timeoutS * 1000);
+  }
+
+  private async pollProgress(client: QmpClient): Promise<void> {
+    try {
+      this.takeCounters(await client.execute<QueryMigrate>("query-migrate"));
+      this.report(this.phase);
+    } catch {
+      // the connection is closing: the event follower reports that
+    }
+  }
+
+  private takeCounters(q: QueryMigrate): void {
+    if (q.ram) this.bytes = { transferred: q.ram.transferred ?? 0, remaining: q.ram.remaining ?? 0, total: q.ram.total ?? 0 };
+  }
+
+  private report(phase: MigrationPhase): void {
+    const { transferred, remaining, total } = this.bytes;
+    const progress = phase === "completed" ? 1 : total > 0 ? Math.min(1, Math.max(0, 1 - remaining / total)) : 0;
+    const p: MigrationProgress = { vm: this.vm, phase, transferredBytes: transferred, remainingBytes: remaining, totalBytes: total, progress };
+    try {
+      this.opts.onProgress?.(p);
+    } catch (err) {
+      this.log.warn(`progress callback for ${this.vm} threw`, { error: TeleportError.from(err).message });
+    }
+  }
+
+  /** Make sure the VM runs on the source again, then say what happened. */
+  private async failure(client: QmpClient, outcome: string, q: QueryMigrate): Promise<TeleportError> {
+    let { status } = await client.execute<{ status: string }>("query-status");
+    if (status !== "running" && status !== "shutdown") {
+      // QEMU restarts a VM that was running when the migration failed; make sure of it.
+      await client.execute("cont").catch(() => undefined);
+      ({ status } = await client.execute<{ status: string }>("query-status"));
+    }
+    const where = status === "running" ? "the VM keeps running on the source" : `the VM is ${status} on the source`;
+    if (this.cancelReason) return this.cancelReason;
+    const desc = q["error-desc"] ?? `migration ${outcome}`;
+    if (/refused|No route|unreachable|Name or service/i.test(desc) && this.bytes.transferred === 0)
+      return new TeleportError(503, `no migration listener for ${this.vm} at ${this.target.uri}`, [desc, where]);
+    return new TeleportError(503, `migration of ${this.vm} to ${this.target.uri} failed: ${desc}`, [where]);
+  }
+}

@@ -1,0 +1,347 @@
+/**
+ * QEMU through QMP. Each VM is a daemonized QEMU with a pidfile, a serial log and two QMP sockets
+ * in the host's run directory: `NAME.qmp` for operations that need the monitor for a while
+ * (arming, migrating) and `NAME.mon` for short queries, so `sip-teleport vm status` works while
+ * an agent migrates. The run directory is the only state: a new driver (an agent restart) finds
+ * its VMs again from the pidfiles. Two drivers with different run directories and identical
+ * definitions act as two hosts on one machine.
+ */
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import execa from "execa";
+import { TeleportError } from "../errors";
+import { silentLogger, type Logger } from "../log/logger";
+import { chooseAccel, type AccelChoice } from "./accel";
+import type {
+  ArmedListener,
+  ArmOptions,
+  HypervisorDriver,
+  MigrationHandle,
+  MigrationOptions,
+  MigrationTarget,
+  VmDefinition,
+  VmRunState,
+} from "./driver";
+import { QemuMigration, type MigrationHooks } from "./qemu-migration";
+import { livePid, terminate, waitExit } from "./pidfile";
+import { QmpClient } from "./qmp";
+
+export interface QemuDriverOptions {
+  /** This host's run directory (pidfiles, QMP sockets, serial logs). Created when missing. */
+  runDir: string;
+  inventory: VmDefinition[];
+  logger?: Logger;
+  /** Default "qemu-system-x86_64" from PATH. */
+  qemuBinary?: string;
+  /** Default: chooseAccel() (KVM only where it really works). */
+  accel?: AccelChoice;
+  /** How long start() waits for QEMU to report "running" (default 10 s). */
+  startTimeoutMs?: number;
+}
+
+/** Longest Unix socket path Linux accepts (sun_path is 108 bytes with the terminating NUL). */
+const MAX_SOCKET_PATH = 107;
+
+export interface VmFiles {
+  pid: string;
+  /** Monitor for long operations (arm, migrate). */
+  qmp: string;
+  /** Monitor for short queries (state, stop). */
+  mon: string;
+  serial: string;
+}
+
+interface Listener {
+  uri: string;
+  client: QmpClient;
+}
+
+/** QEMU run states (query-status "status") in the driver's words. */
+function runState(status: string): VmRunState {
+  switch (status) {
+    case "running":
+      return "running";
+    case "inmigrate":
+      return "incoming";
+    case "postmigrate":
+    case "shutdown":
+    case "internal-error":
+    case "guest-panicked":
+      return "stopped";
+    default:
+      return "paused";
+  }
+}
+
+/** "tcp:HOST:PORT" with IPv6 addresses in brackets, as QEMU parses it. */
+export function tcpUri(address: string, port: number): string {
+  return net.isIPv6(address) ? `tcp:[${address}]:${port}` : `tcp:${address}:${port}`;
+}
+
+/** A port nobody listens on right now (QEMU binds it a moment later; arm() retries on a clash). */
+function freePort(address: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once("error", reject);
+    srv.listen(0, address, () => {
+      const addr = srv.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export class QemuDriver implements HypervisorDriver {
+  readonly kind = "qemu" as const;
+  readonly runDir: string;
+  private readonly defs: Map<string, VmDefinition>;
+  private readonly log: Logger;
+  private readonly qemu: string;
+  private readonly accel: AccelChoice;
+  private readonly startTimeoutMs: number;
+  /** Incoming listeners armed by this driver instance (monitor held until the VM resumes). */
+  private readonly listeners = new Map<string, Listener>();
+  /** VMs currently migrating out through this driver instance. */
+  private readonly outgoing = new Map<string, QemuMigration>();
+
+  constructor(opts: QemuDriverOptions) {
+    this.runDir = path.resolve(opts.runDir);
+    this.defs = new Map(opts.inventory.filter((d) => d.hypervisor === "qemu").map((d) => [d.name, d]));
+    this.log = opts.logger ?? silentLogger;
+    this.qemu = opts.qemuBinary ?? "qemu-system-x86_64";
+    this.accel = opts.accel ?? chooseAccel();
+    this.startTimeoutMs = opts.startTimeoutMs ?? 10_000;
+    fs.mkdirSync(this.runDir, { recursive: true });
+    this.log.info(`qemu driver: ${this.accel.reason}`, { runDir: this.runDir, vms: this.defs.size });
+  }
+
+  async available(): Promise<{ ok: boolean; detail: string }> {
+    const r = await execa(this.qemu, ["--version"], { reject: false });
+    if (r.exitCode !== 0) return { ok: false, detail: `${this.qemu} not found or not working; apt-get install qemu-system-x86` };
+    return { ok: true, detail: `${r.stdout.split("\n")[0]}; ${this.accel.reason}` };
+  }
+
+  inventory(): VmDefinition[] {
+    return [...this.defs.values()];
+  }
+
+  files(vm: string): VmFiles {
+    const base = path.join(this.runDir, vm);
+    return { pid: `${base}.pid`, qmp: `${base}.qmp`, mon: `${base}.mon`, serial: `${base}.serial.log` };
+  }
+
+  /** The QEMU process of this VM in this run dir, if any (stale files are removed). */
+  pid(vm: string): number | undefined {
+    const files = this.files(vm);
+    const pid = livePid(files.pid);
+    if (pid === undefined) this.removeRunFiles(vm);
+    return pid;
+  }
+
+  async state(vm: string): Promise<VmRunState> {
+    this.definition(vm);
+    if (this.pid(vm) === undefined) return "absent";
+    const status = await this.queryStatus(vm);
+    if (status === "finish-migrate" && this.outgoing.get(vm)?.phase === "pre-switchover") return "pre-switchover";
+    return runState(status);
+  }
+
+  async start(vm: string): Promise<void> {
+    const def = this.definition(vm);
+    await this.requireAbsent(vm);
+    await this.spawn(def, false);
+    const deadline = Date.now() + this.startTimeoutMs;
+    for (;;) {
+      const status = await this.queryStatus(vm);
+      if (status === "running") break;
+      if (Date.now() > deadline) throw new TeleportError(500, `VM ${vm} did not start running within ${this.startTimeoutMs} ms (state ${status})`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    this.log.info(`started ${vm}`, { pid: this.pid(vm) });
+  }
+
+  async stop(vm: string): Promise<void> {
+    this.definition(vm);
+    await this.dropListener(vm);
+    await this.quit(vm);
+    this.log.info(`stopped ${vm}`);
+  }
+
+  async arm(vm: string, opts: ArmOptions): Promise<ArmedListener> {
+    const def = this.definition(vm);
+    await this.requireAbsent(vm);
+    await this.spawn(def, true);
+    let client: QmpClient | undefined;
+    try {
+      client = await QmpClient.connect(this.files(vm).qmp);
+      await client.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
+      const uri = await this.listen(client, vm, opts);
+      this.listeners.set(vm, { uri, client });
+      // Once the VM has arrived and runs, the listener is over: free the monitor.
+      const off = client.onEvent((ev) => {
+        if (ev.event !== "RESUME") return;
+        off();
+        if (this.listeners.get(vm)?.client === client) this.listeners.delete(vm);
+        void client?.close();
+      });
+      this.log.info(`armed ${vm}`, { uri });
+      return { vm, uri };
+    } catch (err) {
+      await client?.close();
+      await this.quit(vm);
+      throw TeleportError.from(err);
+    }
+  }
+
+  async disarm(vm: string): Promise<void> {
+    this.definition(vm);
+    const pid = this.pid(vm);
+    if (pid === undefined) {
+      await this.dropListener(vm);
+      return;
+    }
+    const status = await this.queryStatus(vm);
+    if (status !== "inmigrate") {
+      // The VM arrived (or is being switched over): it is the only copy now. Never kill it.
+      throw new TeleportError(486, `VM ${vm} is ${status} here, not waiting for a migration: not disarming it`);
+    }
+    await this.dropListener(vm);
+    await this.quit(vm);
+    this.log.info(`disarmed ${vm}`);
+  }
+
+  async waitResumed(vm: string, timeoutMs: number): Promise<void> {
+    this.definition(vm);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (this.pid(vm) === undefined) {
+        await this.dropListener(vm);
+        throw new TeleportError(503, `VM ${vm} is not here: its incoming QEMU is gone (migration failed or the listener was killed)`);
+      }
+      const status = await this.queryStatus(vm).catch(() => "unknown");
+      if (status === "running") return;
+      if (status !== "inmigrate" && status !== "unknown" && status !== "paused")
+        throw new TeleportError(500, `VM ${vm} arrived but is ${status}, not running`);
+      if (Date.now() > deadline) throw new TeleportError(504, `VM ${vm} did not resume here within ${timeoutMs} ms (state ${status})`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  migrate(vm: string, target: MigrationTarget, opts: MigrationOptions): MigrationHandle {
+    const hooks: MigrationHooks = {
+      connect: async () => {
+        this.definition(vm);
+        if (this.outgoing.has(vm)) throw new TeleportError(486, `VM ${vm} is already migrating`);
+        if (this.pid(vm) === undefined) throw new TeleportError(404, `VM ${vm} does not run on this host`);
+        return QmpClient.connect(this.files(vm).qmp);
+      },
+      quitSource: () => this.quit(vm),
+      settled: () => {
+        if (this.outgoing.get(vm) === migration) this.outgoing.delete(vm);
+      },
+    };
+    const migration = new QemuMigration(vm, target, opts, hooks, this.log);
+    if (!this.outgoing.has(vm)) this.outgoing.set(vm, migration);
+    return migration;
+  }
+
+  /** The QEMU command line: identical on both hosts apart from run-dir paths and tap names. */
+  qemuArgs(def: VmDefinition, incoming: boolean): string[] {
+    const f = this.files(def.name);
+    const args = ["-name", def.name, "-accel", this.accel.accel, "-m", String(def.memoryMib), "-smp", String(def.cpus)];
+    args.push("-nodefaults", "-no-user-config", "-display", "none");
+    if (def.kernel) args.push("-kernel", def.kernel);
+    if (def.initrd) args.push("-initrd", def.initrd);
+    if (def.append !== undefined) args.push("-append", def.append);
+    if (def.disk) {
+      const format = /\.qcow2$/i.test(def.disk) ? "qcow2" : "raw";
+      args.push("-drive", `file=${def.disk},if=virtio,format=${format}`);
+    }
+    def.nics.forEach((nic, i) => {
+      const netdev =
+        nic.kind === "tap" ? `tap,id=net${i},ifname=${nic.ifname},script=no,downscript=no` : `user,id=net${i}`;
+      // romfile= (none) on both ends: a ROM that differs between hosts breaks the migration.
+      args.push("-netdev", netdev, "-device", `virtio-net-pci,netdev=net${i},mac=${nic.mac},romfile=`);
+    });
+    args.push("-chardev", `file,id=serial0,path=${f.serial},append=on`, "-serial", "chardev:serial0");
+    args.push("-qmp", `unix:${f.qmp},server=on,wait=off`, "-qmp", `unix:${f.mon},server=on,wait=off`);
+    args.push("-pidfile", f.pid, "-daemonize");
+    args.push(...(def.extraArgs ?? []));
+    if (incoming) args.push("-incoming", "defer");
+    return args;
+  }
+
+  private definition(vm: string): VmDefinition {
+    const def = this.defs.get(vm);
+    if (!def) throw new TeleportError(404, `VM ${vm} is not defined in this host's inventory`);
+    return def;
+  }
+
+  private async requireAbsent(vm: string): Promise<void> {
+    if (this.pid(vm) === undefined) return;
+    const status = await this.queryStatus(vm).catch(() => "unknown");
+    throw new TeleportError(486, `VM ${vm} already has a QEMU on this host (${runState(status)})`);
+  }
+
+  private async spawn(def: VmDefinition, incoming: boolean): Promise<void> {
+    const f = this.files(def.name);
+    if (f.mon.length > MAX_SOCKET_PATH || f.qmp.length > MAX_SOCKET_PATH)
+      throw new TeleportError(400, `run dir path too long for QMP sockets (${f.mon.length} > ${MAX_SOCKET_PATH} bytes): ${this.runDir}`);
+    this.removeRunFiles(def.name);
+    const r = await execa(this.qemu, this.qemuArgs(def, incoming), { reject: false, stdin: "ignore" });
+    if (r.exitCode !== 0 || livePid(f.pid) === undefined) {
+      const why = (r.stderr || r.stdout || `exit code ${r.exitCode}`).split("\n").filter(Boolean);
+      throw new TeleportError(500, `QEMU did not start VM ${def.name}`, why.slice(0, 5));
+    }
+  }
+
+  /** Listen for the incoming migration; a port picked by us may be taken by someone else first. */
+  private async listen(client: QmpClient, vm: string, opts: ArmOptions): Promise<string> {
+    for (let attempt = 1; ; attempt++) {
+      const uri = tcpUri(opts.address, opts.port ?? (await freePort(opts.address)));
+      try {
+        await client.execute("migrate-incoming", { uri });
+        return uri;
+      } catch (err) {
+        if (opts.port !== undefined || attempt >= 3) throw new TeleportError(503, `cannot listen for VM ${vm} on ${uri}`, [TeleportError.from(err).message]);
+      }
+    }
+  }
+
+  private async queryStatus(vm: string): Promise<string> {
+    const client = await QmpClient.connect(this.files(vm).mon);
+    try {
+      const r = await client.execute<{ status: string }>("query-status");
+      return r.status;
+    } finally {
+      await client.close();
+    }
+  }
+
+  private async dropListener(vm: string): Promise<void> {
+    const l = this.listeners.get(vm);
+    this.listeners.delete(vm);
+    await l?.client.close();
+  }
+
+  /** Quit this host's QEMU for the VM (QMP quit, SIGTERM/SIGKILL if it does not go) and remove its files. */
+  private async quit(vm: string): Promise<void> {
+    const pid = this.pid(vm);
+    if (pid === undefined) return;
+    try {
+      const client = await QmpClient.connect(this.files(vm).mon, { timeoutMs: 2000 });
+      await client.execute("quit").catch(() => undefined); // QEMU may close before the reply arrives
+      await client.close();
+    } catch (err) {
+      this.log.warn(`QMP quit of ${vm} failed, terminating pid ${pid}`, { error: TeleportError.from(err).message });
+    }
+    if (!(await waitExit(pid, 3000))) await terminate(pid);
+    this.removeRunFiles(vm);
+  }
+
+  private removeRunFiles(vm: string): void {
+    const f = this.files(vm);
+    for (const p of [f.pid, f.qmp, f.mon]) fs.rmSync(p, { force: true });
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * Migrations that go wrong: whatever happens, the VM keeps running on the source, the error says
+ * what happened (as a TeleportError with a SIP status), and no dead listener stays behind.
+ */
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { TeleportError } from "../../lib/errors";
+import type { MigrationHandle, MigrationOptions } from "../../lib/hypervisor/driver";
+import { livePid } from "../../lib/hypervisor/pidfile";
+import { ensureGuest, guestVm, type GuestFiles } from "../testbed/guest";
+import { hostsRunning, makeHosts, tearDown, type Hosts } from "./hosts";
+
+jest.setTimeout(60_000);
+
+const SECRET = "s3cret-one-time";
+/** 40 Mbit/s: a 96 MiB guest takes several seconds, time enough to interfere. */
+const slow: MigrationOptions = { bandwidthMbps: 40, downtimeLimitMs: 300, timeoutS: 30 };
+
+let guest: GuestFiles;
+let hosts: Hosts;
+
+beforeAll(async () => {
+  guest = await ensureGuest();
+});
+
+beforeEach(async () => {
+  hosts = makeHosts([guestVm(guest, "vm1")]);
+  await hosts.dc1.start("vm1");
+});
+
+afterEach(async () => {
+  await tearDown(hosts);
+});
+
+async function rejection(p: Promise<unknown>): Promise<TeleportError> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).toBeInstanceOf(TeleportError);
+    return err as TeleportError;
+  }
+  throw new Error("expected a rejection");
+}
+
+/** Resolves once QEMU has sent this many bytes. */
+function startSlowMigration(opts: MigrationOptions = slow): Promise<{ handle: MigrationHandle; moving: Promise<void> }> {
+  return hosts.dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET }).then((armed) => {
+    let started!: () => void;
+    const moving = new Promise<void>((r) => (started = r));
+    const handle = hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, {
+      ...opts,
+      onProgress: (p) => {
+        if (p.transferredBytes > 1_000_000) started();
+      },
+    });
+    return { handle, moving };
+  });
+}
+
+async function expectSourceKeepsIt(): Promise<void> {
+  expect(await hosts.dc1.state("vm1")).toBe("running");
+  await hosts.dc2.disarm("vm1"); // cleans a listener that is still there, no-op when it is gone
+  expect(await hosts.dc2.state("vm1")).toBe("absent");
+  expect(fs.readdirSync(hosts.dirs.dc2).filter((f) => !f.endsWith(".log"))).toEqual([]);
+  expect(hostsRunning(hosts, "vm1")).toEqual(["dc1"]);
+}
+
+test("no listener at the URI: 503, nothing moved", async () => {
+  const srv = net.createServer().listen(0, "127.0.0.1");
+  await new Promise((r) => srv.once("listening", r));
+  const port = (srv.address() as net.AddressInfo).port;
+  await new Promise((r) => srv.close(r)); // a port where nobody listens
+  const err = await rejection(hosts.dc1.migrate("vm1", { uri: `tcp:127.0.0.1:${port}`, secret: SECRET }, slow).done);
+  expect(err.status).toBe(503);
+  expect(err.reason).toMatch(/no migration listener for vm1/);
+  await expectSourceKeepsIt();
+});
+
+test("destination killed mid-migration: 503, the source keeps running, the dead listener is cleaned", async () => {
+  const { handle, moving } = await startSlowMigration();
+  await moving;
+  const dstPid = livePid(path.join(hosts.dirs.dc2, "vm1.pid"));
+  expect(dstPid).toBeDefined();
+  process.kill(dstPid as number, "SIGKILL");
+  const err = await rejection(handle.done);
+  expect(err.status).toBe(503);
+  expect(err.message).toMatch(/migration of vm1 to tcp:127\.0\.0\.1:\d+ failed/);
+  expect(err.details).toContain("the VM keeps running on the source");
+  await expect(hosts.dc2.waitResumed("vm1", 1000)).rejects.toMatchObject({ status: 503 });
+  await expectSourceKeepsIt();
+});
+
+test("timeout: cancelled with 504, the source keeps running", async () => {
+  const { handle } = await startSlowMigration({ ...slow, timeoutS: 1 });
+  const err = await rejection(handle.done);
+  expect(err.status).toBe(504);
+  expect(err.reason).toMatch(/timed out after 1 s/);
+  await expectSourceKeepsIt();
+});
+
+test("abort: 487, the source keeps running", async () => {
+  const { handle, moving } = await startSlowMigration();
+  await moving;
+  await handle.abort();
+  const err = await rejection(handle.done);
+  expect(err.status).toBe(487);
+  await expectSourceKeepsIt();
+});
+
+test("abort while paused before switchover: the source resumes the VM", async () => {
+  const { handle } = await startSlowMigration({ bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 30, pauseBeforeSwitchover: true });
+  await handle.readyToSwitch;
+  expect(await hosts.dc1.state("vm1")).toBe("pre-switchover");
+  await handle.abort();
+  expect((await rejection(handle.done)).status).toBe(487);
+  await expectSourceKeepsIt();
+});
+
+test("refusals: unknown VM, VM already here, not running, disarming a VM that arrived", async () => {
+  await expect(hosts.dc2.arm("nope", { address: "127.0.0.1", secret: SECRET })).rejects.toMatchObject({ status: 404 });
+  await expect(hosts.dc1.arm("vm1", { address: "127.0.0.1", secret: SECRET })).rejects.toMatchObject({ status: 486 });
+  await expect(hosts.dc1.start("vm1")).rejects.toMatchObject({ status: 486 });
+  const notHere = await rejection(hosts.dc2.migrate("vm1", { uri: "tcp:127.0.0.1:1", secret: SECRET }, slow).done);
+  expect(notHere.status).toBe(404);
+  const armed = await hosts.dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET });
+  const handle = hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, { ...slow, bandwidthMbps: 0 });
+  await expect(hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, slow).done).rejects.toMatchObject({ status: 486 });
+  await handle.done;
+  await hosts.dc2.waitResumed("vm1", 10_000);
+  await expect(hosts.dc2.disarm("vm1")).rejects.toMatchObject({ status: 486 });
+  expect(hostsRunning(hosts, "vm1")).toEqual(["dc2"]);
+});

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Builds the test guest into .cache/guest/ (or $1): a Debian cloud kernel unpacked from its .deb
+# (never installed) and a busybox-static initramfs whose /init loads virtio-net, takes its address
+# from the kernel command line (st.ip=ADDR/LEN st.name=NAME) and serves ping, HTTP (with an
+# uptime CGI at /cgi-bin/up) and a TCP echo on port 7. Idempotent: does nothing when both files exist.
+set -euo pipefail
+OUT=${1:-"$(cd "$(dirname "$0")/../.." && pwd)/.cache/guest"}
+[ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.gz" ] && exit 0
+mkdir -p "$OUT"
+WORK=$(mktemp -d "$OUT/build.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+chmod 755 "$WORK"   # apt downloads as user _apt
+cd "$WORK"
+
+# The image package the cloud metapackage points at today.
+PKG=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+[ -n "$PKG" ] || { echo "build-guest: linux-image-cloud-amd64 not known to apt (run apt-get update)" >&2; exit 1; }
+apt-get download -q=2 "$PKG" >/dev/null
+dpkg-deb -x "$PKG"_*.deb kernel
+
+# Order matters: each module needs the ones before it.
+MODS="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net"
+mkdir -p root/bin root/proc root/sys root/dev root/tmp root/www/cgi-bin root/lib
+cp /bin/busybox root/bin/
+for a in $(root/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "root/bin/$a"; done
+for m in $MODS; do
+  ko=$(find kernel/lib/modules -name "$m.ko" | head -1)
+  [ -n "$ko" ] || { echo "build-guest: module $m.ko not found in $PKG" >&2; exit 1; }
+  cp "$ko" root/lib/
+done
+cat > root/init <<INIT
+#!/bin/sh
+export PATH=/bin
+mount -t proc p /proc; mount -t sysfs s /sys; mount -t devtmpfs d /dev
+for m in $MODS; do insmod /lib/\$m.ko 2>/dev/null; done
+IP=; N=guest
+for a in \$(cat /proc/cmdline); do case \$a in st.ip=*) IP=\${a#st.ip=};; st.name=*) N=\${a#st.name=};; esac; done
+hostname "\$N"; echo "hello from \$N" > /www/index.html
+printf '#!/bin/sh\necho "Content-Type: text/plain"; echo; echo "\$(hostname) up \$(cut -d" " -f1 /proc/uptime)s"\n' > /www/cgi-bin/up
+chmod +x /www/cgi-bin/up
+ip link set lo up
+if [ -n "\$IP" ] && [ -e /sys/class/net/eth0 ]; then ip addr add "\$IP" dev eth0; ip link set eth0 up; fi
+httpd -p 80 -h /www
+nc -ll -p 7 -e cat </dev/null >/dev/null 2>&1 &
+echo "GUEST-READY \$N"
+exec setsid cttyhack sh
+INIT
+chmod +x root/init
+(cd root && find . | cpio -o -H newc --quiet | gzip -1) > initramfs.gz
+cp kernel/boot/vmlinuz-* "$OUT/vmlinuz.tmp" && mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
+mv initramfs.gz "$OUT/initramfs.gz"
+echo "build-guest: $PKG -> $OUT" >&2
