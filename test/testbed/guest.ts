@@ -21,6 +21,8 @@ export function repoRoot(): string {
 export interface GuestFiles {
   kernel: string;
   initrd: string;
+  /** cpio overlay with socat, appended to `initrd` for guests that serve the UDP echo (st.udpecho=). */
+  socatOverlay: string;
 }
 
 /** Build the guest when it is not cached yet (a few seconds, needs apt's package lists). */
@@ -28,7 +30,7 @@ export async function ensureGuest(): Promise<GuestFiles> {
   const root = repoRoot();
   const out = path.join(root, ".cache", "guest");
   await execa("bash", [path.join(root, "test", "testbed", "build-guest.sh"), out], { stdio: "inherit" });
-  return { kernel: path.join(out, "vmlinuz"), initrd: path.join(out, "initramfs.gz") };
+  return { kernel: path.join(out, "vmlinuz"), initrd: path.join(out, "initramfs.gz"), socatOverlay: path.join(out, "socat.cpio.gz") };
 }
 
 export interface GuestVmOptions {

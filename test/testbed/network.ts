@@ -49,7 +49,7 @@ export class TestbedNetwork {
   /** Build the whole network; on any failure removes what was built and rethrows. */
   static async create(opts: NetworkOptions): Promise<TestbedNetwork> {
     // pid + a random suffix: unique per run even when one process builds several testbeds.
-    const net = new TestbedNetwork(`st${process.pid}${Math.random().toString(36).slice(2, 5)}`);
+    const net = new TestbedNetwork(`tb${process.pid}${Math.random().toString(36).slice(2, 5)}`);
     try {
       await net.build(opts);
       return net;
@@ -69,14 +69,14 @@ export class TestbedNetwork {
     await ip(this.ns.sw, ["link", "set", "br0", "up"]);
     for (const side of ["dc1", "dc2", "user"] as const) {
       // Created inside sw with its peer moved straight into the host: no name ever appears in the root namespace.
-      await ip(this.ns.sw, ["link", "add", `p-${side}`, "type", "veth", "peer", "name", "up", "netns", this.ns[side]]);
+      await ip(this.ns.sw, ["link", "add", `p-${side}`, "type", "veth", "peer", "name", "uplink", "netns", this.ns[side]]);
       await ip(this.ns.sw, ["link", "set", `p-${side}`, "master", "br0", "up"]);
     }
     for (const [i, host] of HOSTS.entries()) {
       const ns = this.ns[host];
       // A fixed bridge MAC: otherwise the bridge takes the lowest port MAC and changes it as taps come and go.
       await ip(ns, ["link", "add", "br0", "address", `02:00:00:00:0d:0${i + 1}`, "type", "bridge"]);
-      await ip(ns, ["link", "set", "up", "master", "br0", "up"]);
+      await ip(ns, ["link", "set", "uplink", "master", "br0", "up"]);
       await ip(ns, ["addr", "add", `${SEGMENT[host]}/${SEGMENT.prefixLen}`, "dev", "br0"]);
       await ip(ns, ["link", "set", "br0", "up"]);
       for (const vm of opts.vms) {
@@ -84,8 +84,8 @@ export class TestbedNetwork {
         await ip(ns, ["link", "set", tapName(vm, host), "master", "br0", "up"]);
       }
     }
-    await ip(this.ns.user, ["addr", "add", `${SEGMENT.user}/${SEGMENT.prefixLen}`, "dev", "up"]);
-    await ip(this.ns.user, ["link", "set", "up", "up"]);
+    await ip(this.ns.user, ["addr", "add", `${SEGMENT.user}/${SEGMENT.prefixLen}`, "dev", "uplink"]);
+    await ip(this.ns.user, ["link", "set", "uplink", "up"]);
     for (const [cidr, via] of Object.entries(opts.userRoutes ?? {})) await ip(this.ns.user, ["route", "add", cidr, "via", via]);
   }
 
@@ -100,17 +100,17 @@ export class TestbedNetwork {
    */
   async shapeInterDc(mbit: number): Promise<void> {
     for (const host of HOSTS) {
-      await execa("tc", ["-n", this.ns[host], "qdisc", "del", "dev", "up", "root"], { reject: false });
+      await execa("tc", ["-n", this.ns[host], "qdisc", "del", "dev", "uplink", "root"], { reject: false });
       if (mbit <= 0) continue;
       // Burst of 10 ms at line rate (at least 64 KiB): smaller buckets throttle below the rate at HZ=250.
       const burst = Math.max(65536, Math.round((mbit * 1e6) / 8 / 100));
-      await execa("tc", ["-n", this.ns[host], "qdisc", "add", "dev", "up", "root", "tbf", "rate", `${mbit}mbit`, "burst", String(burst), "latency", "50ms"]);
+      await execa("tc", ["-n", this.ns[host], "qdisc", "add", "dev", "uplink", "root", "tbf", "rate", `${mbit}mbit`, "burst", String(burst), "latency", "50ms"]);
     }
   }
 
   /** Bytes sent so far on a data center's uplink (the migration traffic leaving it). */
   async uplinkTxBytes(host: HostName): Promise<number> {
-    const { stdout } = await execa("ip", ["-n", this.ns[host], "-j", "-s", "link", "show", "dev", "up"]);
+    const { stdout } = await execa("ip", ["-n", this.ns[host], "-j", "-s", "link", "show", "dev", "uplink"]);
     const parsed: unknown = JSON.parse(stdout);
     const first = Array.isArray(parsed) ? (parsed[0] as { stats64?: { tx?: { bytes?: number } } }) : undefined;
     return first?.stats64?.tx?.bytes ?? 0;

@@ -91,7 +91,7 @@ export function startPing(nsExec: string[], name: string, target: string, interv
 
 /** socat in the user namespace: Unix socket in this folder <-> `remote` (a socat address). */
 async function startRelay(nsExec: string[], dir: string, name: string, remote: string): Promise<{ socketPath: string; child: ChildProcess }> {
-  const socketPath = path.join(dir, `${name}.sock`);
+  const socketPath = path.join(dir, `${name.replace(/[^\w.-]+/g, "-")}.sock`);
   fs.rmSync(socketPath, { force: true });
   const child = spawn(nsExec[0], [...nsExec.slice(1), "socat", `UNIX-LISTEN:${socketPath}`, remote], { stdio: "ignore" });
   for (let i = 0; i < 200 && !fs.existsSync(socketPath); i++) await new Promise((r) => setTimeout(r, 10));
@@ -102,11 +102,20 @@ async function startRelay(nsExec: string[], dir: string, name: string, remote: s
   return { socketPath, child };
 }
 
-function connectUnix(socketPath: string): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect(socketPath, () => resolve(s));
-    s.once("error", reject);
-  });
+/** Connect to the relay; socat binds the socket a moment before it listens, so refusals are retried. */
+async function connectUnix(socketPath: string, timeoutMs = 5000): Promise<net.Socket> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await new Promise<net.Socket>((resolve, reject) => {
+        const s = net.connect(socketPath, () => resolve(s));
+        s.once("error", reject);
+      });
+    } catch (err) {
+      if (Date.now() > until) throw new Error(`no connection to relay ${socketPath} within ${timeoutMs} ms: ${String(err)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
 }
 
 /**
@@ -124,7 +133,10 @@ async function startRelayed(
   payload: (n: number) => Buffer,
 ): Promise<Probe> {
   const relay = await startRelay(nsExec, dir, name, remote);
-  const sock = await connectUnix(relay.socketPath);
+  const sock = await connectUnix(relay.socketPath).catch(async (err: unknown) => {
+    await killChild(relay.child);
+    throw err;
+  });
   const startedAt = Date.now();
   const replies: number[] = [];
   const bytes: number[] = [];
@@ -171,9 +183,17 @@ export function startTcpEcho(nsExec: string[], dir: string, name: string, target
 
 /**
  * A UDP stream through the guest's UDP echo: `size` bytes every `intervalMs` (default 500 B per
- * 5 ms = 0.8 Mbit/s). UDP-SENDTO does not connect, so an ICMP error cannot end the relay.
+ * 5 ms = 0.8 Mbit/s). UDP-SENDTO does not connect, so an ICMP error cannot end the relay. The
+ * source port is fixed because the guest's echo answers one peer until 10 s of silence.
  */
-export function startUdpStream(nsExec: string[], dir: string, name: string, target: string, port = 7, intervalMs = 5, size = 500): Promise<Probe> {
-  const chunk = Buffer.alloc(size, 0x76);
-  return startRelayed("udp", nsExec, dir, name, target, `UDP-SENDTO:${target}:${port}`, intervalMs, () => chunk);
+export function startUdpStream(
+  nsExec: string[],
+  dir: string,
+  name: string,
+  target: string,
+  opts: { port?: number; sourcePort: number; intervalMs?: number; size?: number },
+): Promise<Probe> {
+  const chunk = Buffer.alloc(opts.size ?? 500, 0x76);
+  const remote = `UDP-SENDTO:${target}:${opts.port ?? 7},sp=${opts.sourcePort},reuseaddr`;
+  return startRelayed("udp", nsExec, dir, name, target, remote, opts.intervalMs ?? 5, () => chunk);
 }
