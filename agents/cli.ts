@@ -5,11 +5,17 @@
  */
 import { Command } from "commander";
 import { packageVersion } from "../lib/version";
+import { registerConfigCommands } from "./commands/config";
+import { registerListenCommand } from "./commands/listen";
+import { registerMigrateCommand } from "./commands/migrate";
 import { registerNrdlCommands } from "./commands/nrdl";
+import { registerVmCommands } from "./commands/vm";
+import { processIo, type CliIo } from "./io";
 
-export function buildProgram(): Command {
+export function buildProgram(io: CliIo = processIo): Command {
   const program = new Command();
   program
+    .configureOutput({ writeOut: io.out, writeErr: io.err })
     .name("sip-teleport")
     .description(
       "Live-migrate groups of virtual machines between data centers under SIP signalling.\n" +
@@ -26,7 +32,11 @@ Examples:
   $ sip-teleport nrdl validate offer.xml           check an NRDL document
   $ sip-teleport nrdl example exp2 | sip-teleport nrdl validate -`,
     );
-  registerNrdlCommands(program);
+  registerListenCommand(program);
+  registerMigrateCommand(program);
+  registerVmCommands(program);
+  registerConfigCommands(program);
+  registerNrdlCommands(program, io);
   return program;
 }
 

@@ -5,9 +5,15 @@
  */
 export const NRDL_NAMESPACE = "urn:sip-teleport:nrdl:1";
 export const NRDL_VERSION = 1;
+/** Every NRDL version this build parses and builds (see SPEC.md, "Versioning"). */
+export const SUPPORTED_VERSIONS: readonly number[] = [NRDL_VERSION];
 export const NRDL_MIME = "application/nrdl+xml";
 /** Hard ceiling on a document's size, checked before any parsing. */
 export const NRDL_MAX_BYTES = 64 * 1024;
+/** The deepest the vocabulary nests: nrdl > offer > vm > depends-on. */
+export const NRDL_MAX_DEPTH = 4;
+/** VM names and document ids end up in command lines and file names: keep them inert. */
+export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 export const HYPERVISORS = ["qemu", "virtualbox", "libvirt"] as const;
 export type Hypervisor = (typeof HYPERVISORS)[number];

@@ -12,7 +12,7 @@ import type { Logger } from "../../lib/log/logger";
 import { freePortInRange } from "../../lib/net/ports";
 import type { Dialog, IncomingRequest, InviteResponder, Responder, SipBackend, SipBody } from "../../lib/sip/backend";
 import { DigestServer } from "../../lib/sip/digest";
-import { buildNrdl, parseNrdl } from "../../nrdl";
+import { buildNrdl, formatViolation, humanText, parseNrdl } from "../../nrdl";
 import type { Armed, NrdlDocument, Offer, Rejected, Report, VmResult, VmStatus } from "../../nrdl/types";
 import { NRDL_MIME } from "../../nrdl/types";
 import { AccessPolicy } from "./access";
@@ -107,7 +107,7 @@ export class DestinationAgent {
       throw new TeleportError(415, "Unsupported Media Type", [`body must be ${NRDL_MIME}, got ${req.body?.contentType ?? "no body"}`]);
     }
     const parsed = parseNrdl(req.body.content);
-    if (!parsed.ok) throw new TeleportError(400, "Invalid NRDL", parsed.violations.map((v) => `${v.path}: ${v.message}`));
+    if (!parsed.ok) throw new TeleportError(400, "Invalid NRDL", parsed.violations.map(formatViolation));
     if (parsed.doc.body.kind !== "offer") throw new TeleportError(400, "Invalid NRDL", [`an INVITE carries an <offer>, not <${parsed.doc.body.kind}>`]);
     return { doc: parsed.doc as NrdlDocument<Offer>, user };
   }
@@ -152,8 +152,8 @@ export class DestinationAgent {
     } catch (err) {
       const e = TeleportError.from(err);
       log.warn("INVITE refused", { status: e.status, reason: e.reason, details: e.details, from: req.fromUri, address: req.source.address });
-      const headers: Record<string, string> = {};
-      if (e.status === 401 && this.digest) headers["WWW-Authenticate"] = this.digest.challenges()[0];
+      const headers: Record<string, string | string[]> = {};
+      if (e.status === 401 && this.digest) headers["WWW-Authenticate"] = this.digest.challenges();
       if (e.status === 415) headers["Accept"] = NRDL_MIME;
       return res.reject(e, { headers });
     }
@@ -230,7 +230,7 @@ export class DestinationAgent {
         return { vm: vm.name, uri: listener.uri, secret };
       }),
     );
-    const failed = results.flatMap((r, i) => (r.status === "rejected" ? [{ vm: state.offer.vms[i].name, reason: TeleportError.from(r.reason).message }] : []));
+    const failed = results.flatMap((r, i) => (r.status === "rejected" ? [{ vm: state.offer.vms[i].name, reason: humanText(TeleportError.from(r.reason).message) }] : []));
     if (failed.length) {
       log.error("arming failed", { failed });
       return { failed };
@@ -247,7 +247,7 @@ export class DestinationAgent {
   private async onInfo(state: DialogState, req: IncomingRequest, res: Responder): Promise<void> {
     const parsed = req.body ? parseNrdl(req.body.content) : undefined;
     if (!parsed?.ok || parsed.doc.body.kind !== "status") {
-      const why = parsed && !parsed.ok ? parsed.violations.map((v) => `${v.path}: ${v.message}`).join("; ") : "INFO must carry an NRDL <status>";
+      const why = parsed && !parsed.ok ? parsed.violations.map(formatViolation).join("; ") : "INFO must carry an NRDL <status>";
       return res.send(400, "Invalid NRDL", { headers: { Warning: `399 sip-teleport "${why.slice(0, 200).replace(/"/g, "'")}"` } });
     }
     this.touch(state);
@@ -310,7 +310,7 @@ export class DestinationAgent {
         return { vm: vm.name, state: "completed", host: this.opts.config.host, totalMs: s?.totalMs, downtimeMs: s?.downtimeMs, transferredBytes: s?.transferredBytes };
       }
       const lost = s?.state === "failed" ? "failed" : "aborted";
-      return { vm: vm.name, state: lost, host: state.offer.sourceUri, reason: s?.reason ?? "did not resume on this host" };
+      return { vm: vm.name, state: lost, host: state.offer.sourceUri, reason: humanText(s?.reason ?? "did not resume on this host") };
     });
     const done = results.filter((r) => r.state === "completed").length;
     return { kind: "report", outcome: done === results.length ? "completed" : done === 0 ? "failed" : "partial", results };

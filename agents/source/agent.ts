@@ -11,7 +11,7 @@ import type { Logger } from "../../lib/log/logger";
 import { executePlan, type VmOutcome } from "../../lib/plan/execute";
 import { planOffer } from "../../lib/plan/waves";
 import type { Dialog, SipBackend, SipBody } from "../../lib/sip/backend";
-import { buildNrdl, parseNrdl } from "../../nrdl";
+import { buildNrdl, formatViolation, humanText, parseNrdl } from "../../nrdl";
 import type { Answer, NrdlDocument, Offer, Outcome, Policy, Report, VmSpec, VmStatus } from "../../nrdl/types";
 import { NRDL_MIME } from "../../nrdl/types";
 import { StatusReporter } from "./status-reporter";
@@ -182,7 +182,7 @@ export class SourceAgent {
   private answerOf(body: SipBody | undefined, offer: Offer): Answer {
     if (!body) throw new TeleportError(502, "Bad Gateway", ["the destination's 200 OK carried no NRDL answer"]);
     const parsed = parseNrdl(body.content);
-    if (!parsed.ok) throw new TeleportError(502, "Bad Gateway", parsed.violations.map((v) => `destination answer ${v.path}: ${v.message}`));
+    if (!parsed.ok) throw new TeleportError(502, "Bad Gateway", parsed.violations.map((v) => `destination answer ${formatViolation(v)}`));
     if (parsed.doc.body.kind !== "answer") throw new TeleportError(502, "Bad Gateway", [`expected an <answer>, got <${parsed.doc.body.kind}>`]);
     const answer = parsed.doc.body;
     const missing = offer.vms.filter((v) => !answer.armed.some((a) => a.vm === v.name)).map((v) => v.name);
@@ -211,7 +211,7 @@ export class SourceAgent {
       return { vm: vm.name, state: o.state, host: here, reason: o.reason };
     });
     const outcome = outcomeOf(vms);
-    const report: Report = { kind: "report", outcome, results: vms.map((v) => ({ ...v })) };
+    const report: Report = { kind: "report", outcome, results: vms.map((v) => ({ ...v, host: humanText(v.host, 256), reason: v.reason && humanText(v.reason) })) };
     let destinationReport: Report | undefined;
     try {
       const res = await dialog.bye(nrdlBody({ version: 1, id: migrationId, body: report }));
@@ -237,7 +237,7 @@ function statusOf(o: VmOutcome): VmStatus {
   if (o.state === "completed") {
     return { vm: o.vm, state: "completed", progress: 1, totalMs: o.result.totalMs, downtimeMs: o.result.downtimeMs, transferredBytes: o.result.transferredBytes };
   }
-  return { vm: o.vm, state: o.state, reason: o.reason };
+  return { vm: o.vm, state: o.state, reason: humanText(o.reason) };
 }
 
 function outcomeOf(vms: VmSummary[]): Outcome {

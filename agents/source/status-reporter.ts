@@ -29,7 +29,9 @@ export class StatusReporter {
 
   progress(p: MigrationProgress): void {
     const cur = this.migrating.get(p.vm);
-    if (cur) this.migrating.set(p.vm, { ...cur, progress: Math.min(1, Math.max(0, p.progress)), transferredBytes: p.transferredBytes });
+    // NRDL carries progress with at most 4 decimals
+    const progress = Math.round(Math.min(1, Math.max(0, p.progress)) * 10000) / 10000;
+    if (cur) this.migrating.set(p.vm, { ...cur, progress, transferredBytes: p.transferredBytes });
   }
 
   state(s: VmStatus): void {
@@ -43,8 +45,15 @@ export class StatusReporter {
     if (this.sending || this.pending.size === 0) return;
     const statuses = [...this.pending.values()];
     this.pending.clear();
+    let content: string;
+    try {
+      content = buildNrdl({ version: 1, id: this.migrationId, body: { kind: "status", statuses } });
+    } catch (err) {
+      // a status we cannot express is dropped, never allowed to stall the reporter
+      this.log.error("cannot build INFO status", { error: String(err) });
+      return;
+    }
     this.sending = true;
-    const content = buildNrdl({ version: 1, id: this.migrationId, body: { kind: "status", statuses } });
     this.inFlight = this.dialog
       .info({ contentType: NRDL_MIME, content })
       .then(

@@ -62,6 +62,7 @@ export interface MigrationTarget {
 
 export type MigrationPhase = "setup" | "active" | "pre-switchover" | "device" | "completed" | "failed" | "cancelled";
 
+/** Byte counts are -1 when the hypervisor reports only a percentage (VirtualBox). */
 export interface MigrationProgress {
   vm: string;
   phase: MigrationPhase;
@@ -88,6 +89,7 @@ export interface MigrationResult {
   totalMs: number;
   /** -1 when the hypervisor does not measure it (VirtualBox). */
   downtimeMs: number;
+  /** -1 when the hypervisor does not measure it (VirtualBox). */
   transferredBytes: number;
 }
 

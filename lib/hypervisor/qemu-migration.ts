@@ -8,10 +8,13 @@ import { TeleportError } from "../errors";
 import type { Logger } from "../log/logger";
 import type { MigrationHandle, MigrationOptions, MigrationPhase, MigrationProgress, MigrationResult, MigrationTarget } from "./driver";
 import type { QmpClient, QmpEvent } from "./qmp";
+import { dropMigrationSecret, useMigrationSecret } from "./qemu-tls";
 
 export interface MigrationHooks {
   /** Open the VM's long-operation monitor (fails when the VM does not run here). */
   connect(): Promise<QmpClient>;
+  /** Private folder for the moment the TLS key file exists; undefined for plain TCP. */
+  pskDir: string | undefined;
   /** Quit the source QEMU once the destination has everything. */
   quitSource(): Promise<void>;
   /** Called once, when `done` settles. */
@@ -68,6 +71,8 @@ export class QemuMigration implements MigrationHandle {
   private abortRequested = false;
   private timer: NodeJS.Timeout | undefined;
   private bytes = { transferred: 0, remaining: 0, total: 0 };
+  /** QOM id of this migration's TLS credentials (unique: a VM may leave, come back, leave again). */
+  private readonly tlsId = `st-outgoing-${Date.now().toString(36)}`;
 
   constructor(
     readonly vm: string,
@@ -117,14 +122,19 @@ export class QemuMigration implements MigrationHandle {
       await client.execute("migrate-set-capabilities", {
         capabilities: [
           { capability: "events", state: true },
+          // the destination confirms it loaded the state before the source counts the move as done;
+          // a destination that fails to load makes the migration fail and the source VM resume
+          { capability: "return-path", state: true },
           { capability: "pause-before-switchover", state: !!this.opts.pauseBeforeSwitchover },
         ],
       });
       const bytesPerS = this.opts.bandwidthMbps > 0 ? Math.floor((this.opts.bandwidthMbps * 1_000_000) / 8) : UNLIMITED_BYTES_PER_S;
       await client.execute("migrate-set-parameters", { "max-bandwidth": bytesPerS, "downtime-limit": this.opts.downtimeLimitMs });
+      if (this.hooks.pskDir) await useMigrationSecret(client, "client", this.tlsId, this.target.secret, this.hooks.pskDir);
       if (this.abortRequested) throw this.cancelReason;
       const finished = this.followEvents(client);
       await client.execute("migrate", { uri: this.target.uri });
+      if (this.abortRequested) await client.execute("migrate_cancel"); // abort() came while migrate was on its way
       this.log.info(`migrating ${this.vm}`, { uri: this.target.uri, maxBandwidth: bytesPerS, downtimeLimitMs: this.opts.downtimeLimitMs });
       this.armTimeout();
       const poller = setInterval(() => void this.pollProgress(client), PROGRESS_INTERVAL_MS);
@@ -134,10 +144,11 @@ export class QemuMigration implements MigrationHandle {
       } finally {
         clearInterval(poller);
       }
-      const q = await client.execute<QueryMigrate>("query-migrate");
+      const q = await this.finalFigures(client, outcome);
       this.takeCounters(q);
       if (outcome !== "completed") {
         this.report(outcome === "cancelled" ? "cancelled" : "failed");
+        if (this.hooks.pskDir) await dropMigrationSecret(client, this.tlsId);
         throw await this.failure(client, outcome, q);
       }
       const result: MigrationResult = {
@@ -200,6 +211,18 @@ export class QemuMigration implements MigrationHandle {
       this.report(this.phase);
     } catch {
       // the connection is closing: the event follower reports that
+    }
+  }
+
+  /**
+   * QEMU sends "completed" a moment before it stores total-time (migration_iteration_finish),
+   * so ask until the figure is there.
+   */
+  private async finalFigures(client: QmpClient, outcome: string): Promise<QueryMigrate> {
+    for (let i = 0; ; i++) {
+      const q = await client.execute<QueryMigrate>("query-migrate");
+      if (outcome !== "completed" || (q["total-time"] ?? 0) > 0 || i >= 40) return q;
+      await new Promise((r) => setTimeout(r, 25));
     }
   }
 

@@ -7,7 +7,6 @@
  * definitions act as two hosts on one machine.
  */
 import fs from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import execa from "execa";
 import { TeleportError } from "../errors";
@@ -24,8 +23,10 @@ import type {
   VmRunState,
 } from "./driver";
 import { QemuMigration, type MigrationHooks } from "./qemu-migration";
+import { freePort, tcpUri } from "./net";
 import { livePid, terminate, waitExit } from "./pidfile";
 import { QmpClient } from "./qmp";
+import { useMigrationSecret } from "./qemu-tls";
 
 export interface QemuDriverOptions {
   /** This host's run directory (pidfiles, QMP sockets, serial logs). Created when missing. */
@@ -38,6 +39,11 @@ export interface QemuDriverOptions {
   accel?: AccelChoice;
   /** How long start() waits for QEMU to report "running" (default 10 s). */
   startTimeoutMs?: number;
+  /**
+   * Protect migration streams with TLS-PSK from the one-time secret (default true). Both hosts
+   * must agree. Plain TCP is much faster under TCG (see bench:driver) and is for trusted links.
+   */
+  migrationTls?: boolean;
 }
 
 /** Longest Unix socket path Linux accepts (sun_path is 108 bytes with the terminating NUL). */
@@ -50,6 +56,9 @@ export interface VmFiles {
   /** Monitor for short queries (state, stop). */
   mon: string;
   serial: string;
+  /** Private folders for the migration key (incoming: until the VM arrives; outgoing: moments). */
+  pskIn: string;
+  pskOut: string;
 }
 
 interface Listener {
@@ -74,24 +83,6 @@ function runState(status: string): VmRunState {
   }
 }
 
-/** "tcp:HOST:PORT" with IPv6 addresses in brackets, as QEMU parses it. */
-export function tcpUri(address: string, port: number): string {
-  return net.isIPv6(address) ? `tcp:[${address}]:${port}` : `tcp:${address}:${port}`;
-}
-
-/** A port nobody listens on right now (QEMU binds it a moment later; arm() retries on a clash). */
-function freePort(address: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once("error", reject);
-    srv.listen(0, address, () => {
-      const addr = srv.address();
-      const port = typeof addr === "object" && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
 export class QemuDriver implements HypervisorDriver {
   readonly kind = "qemu" as const;
   readonly runDir: string;
@@ -100,6 +91,7 @@ export class QemuDriver implements HypervisorDriver {
   private readonly qemu: string;
   private readonly accel: AccelChoice;
   private readonly startTimeoutMs: number;
+  private readonly migrationTls: boolean;
   /** Incoming listeners armed by this driver instance (monitor held until the VM resumes). */
   private readonly listeners = new Map<string, Listener>();
   /** VMs currently migrating out through this driver instance. */
@@ -112,8 +104,9 @@ export class QemuDriver implements HypervisorDriver {
     this.qemu = opts.qemuBinary ?? "qemu-system-x86_64";
     this.accel = opts.accel ?? chooseAccel();
     this.startTimeoutMs = opts.startTimeoutMs ?? 10_000;
+    this.migrationTls = opts.migrationTls ?? true;
     fs.mkdirSync(this.runDir, { recursive: true });
-    this.log.info(`qemu driver: ${this.accel.reason}`, { runDir: this.runDir, vms: this.defs.size });
+    this.log.info(`qemu driver: ${this.accel.reason}`, { runDir: this.runDir, vms: this.defs.size, migrationTls: this.migrationTls });
   }
 
   async available(): Promise<{ ok: boolean; detail: string }> {
@@ -128,7 +121,7 @@ export class QemuDriver implements HypervisorDriver {
 
   files(vm: string): VmFiles {
     const base = path.join(this.runDir, vm);
-    return { pid: `${base}.pid`, qmp: `${base}.qmp`, mon: `${base}.mon`, serial: `${base}.serial.log` };
+    return { pid: `${base}.pid`, qmp: `${base}.qmp`, mon: `${base}.mon`, serial: `${base}.serial.log`, pskIn: `${base}.psk-in`, pskOut: `${base}.psk-out` };
   }
 
   /** The QEMU process of this VM in this run dir, if any (stale files are removed). */
@@ -141,8 +134,8 @@ export class QemuDriver implements HypervisorDriver {
 
   async state(vm: string): Promise<VmRunState> {
     this.definition(vm);
-    if (this.pid(vm) === undefined) return "absent";
     const status = await this.queryStatus(vm);
+    if (status === undefined) return "absent";
     if (status === "finish-migrate" && this.outgoing.get(vm)?.phase === "pre-switchover") return "pre-switchover";
     return runState(status);
   }
@@ -154,6 +147,7 @@ export class QemuDriver implements HypervisorDriver {
     const deadline = Date.now() + this.startTimeoutMs;
     for (;;) {
       const status = await this.queryStatus(vm);
+      if (status === undefined) throw new TeleportError(500, `QEMU of VM ${vm} exited while starting`, [`see ${this.files(vm).serial}`]);
       if (status === "running") break;
       if (Date.now() > deadline) throw new TeleportError(500, `VM ${vm} did not start running within ${this.startTimeoutMs} ms (state ${status})`);
       await new Promise((r) => setTimeout(r, 50));
@@ -163,6 +157,8 @@ export class QemuDriver implements HypervisorDriver {
 
   async stop(vm: string): Promise<void> {
     this.definition(vm);
+    // Killing a source mid-migration would leave the VM on neither host.
+    if (this.outgoing.has(vm)) throw new TeleportError(486, `VM ${vm} is migrating out; abort the migration before stopping it`);
     await this.dropListener(vm);
     await this.quit(vm);
     this.log.info(`stopped ${vm}`);
@@ -175,15 +171,15 @@ export class QemuDriver implements HypervisorDriver {
     let client: QmpClient | undefined;
     try {
       client = await QmpClient.connect(this.files(vm).qmp);
-      await client.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }] });
+      await client.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }, { capability: "return-path", state: true }] });
+      if (this.migrationTls) await useMigrationSecret(client, "server", "st-incoming", opts.secret, this.files(vm).pskIn);
       const uri = await this.listen(client, vm, opts);
       this.listeners.set(vm, { uri, client });
       // Once the VM has arrived and runs, the listener is over: free the monitor.
       const off = client.onEvent((ev) => {
         if (ev.event !== "RESUME") return;
         off();
-        if (this.listeners.get(vm)?.client === client) this.listeners.delete(vm);
-        void client?.close();
+        void this.arrived(vm);
       });
       this.log.info(`armed ${vm}`, { uri });
       return { vm, uri };
@@ -196,12 +192,11 @@ export class QemuDriver implements HypervisorDriver {
 
   async disarm(vm: string): Promise<void> {
     this.definition(vm);
-    const pid = this.pid(vm);
-    if (pid === undefined) {
+    const status = await this.queryStatus(vm);
+    if (status === undefined) {
       await this.dropListener(vm);
       return;
     }
-    const status = await this.queryStatus(vm);
     if (status !== "inmigrate") {
       // The VM arrived (or is being switched over): it is the only copy now. Never kill it.
       throw new TeleportError(486, `VM ${vm} is ${status} here, not waiting for a migration: not disarming it`);
@@ -215,13 +210,13 @@ export class QemuDriver implements HypervisorDriver {
     this.definition(vm);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      if (this.pid(vm) === undefined) {
+      const status = await this.queryStatus(vm);
+      if (status === undefined) {
         await this.dropListener(vm);
         throw new TeleportError(503, `VM ${vm} is not here: its incoming QEMU is gone (migration failed or the listener was killed)`);
       }
-      const status = await this.queryStatus(vm).catch(() => "unknown");
-      if (status === "running") return;
-      if (status !== "inmigrate" && status !== "unknown" && status !== "paused")
+      if (status === "running") return this.arrived(vm);
+      if (status !== "inmigrate" && status !== "paused")
         throw new TeleportError(500, `VM ${vm} arrived but is ${status}, not running`);
       if (Date.now() > deadline) throw new TeleportError(504, `VM ${vm} did not resume here within ${timeoutMs} ms (state ${status})`);
       await new Promise((r) => setTimeout(r, 50));
@@ -236,6 +231,7 @@ export class QemuDriver implements HypervisorDriver {
         if (this.pid(vm) === undefined) throw new TeleportError(404, `VM ${vm} does not run on this host`);
         return QmpClient.connect(this.files(vm).qmp);
       },
+      pskDir: this.migrationTls ? this.files(vm).pskOut : undefined,
       quitSource: () => this.quit(vm),
       settled: () => {
         if (this.outgoing.get(vm) === migration) this.outgoing.delete(vm);
@@ -279,8 +275,8 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   private async requireAbsent(vm: string): Promise<void> {
-    if (this.pid(vm) === undefined) return;
-    const status = await this.queryStatus(vm).catch(() => "unknown");
+    const status = await this.queryStatus(vm);
+    if (status === undefined) return;
     throw new TeleportError(486, `VM ${vm} already has a QEMU on this host (${runState(status)})`);
   }
 
@@ -309,14 +305,33 @@ export class QemuDriver implements HypervisorDriver {
     }
   }
 
-  private async queryStatus(vm: string): Promise<string> {
-    const client = await QmpClient.connect(this.files(vm).mon);
+  /**
+   * QEMU's run state (query-status "status"), or undefined when this host has no QEMU for the VM,
+   * including one that exits while we ask (e.g. an incoming QEMU whose migration just failed).
+   */
+  private async queryStatus(vm: string): Promise<string | undefined> {
+    const pid = this.pid(vm);
+    if (pid === undefined) return undefined;
     try {
-      const r = await client.execute<{ status: string }>("query-status");
-      return r.status;
-    } finally {
-      await client.close();
+      const client = await QmpClient.connect(this.files(vm).mon);
+      try {
+        return (await client.execute<{ status: string }>("query-status")).status;
+      } finally {
+        await client.close();
+      }
+    } catch (err) {
+      if (await waitExit(pid, 1000)) {
+        this.removeRunFiles(vm);
+        return undefined;
+      }
+      throw err;
     }
+  }
+
+  /** The incoming VM runs here: the listener, its monitor and its key are done with. */
+  private async arrived(vm: string): Promise<void> {
+    fs.rmSync(this.files(vm).pskIn, { recursive: true, force: true });
+    await this.dropListener(vm);
   }
 
   private async dropListener(vm: string): Promise<void> {
@@ -342,6 +357,6 @@ export class QemuDriver implements HypervisorDriver {
 
   private removeRunFiles(vm: string): void {
     const f = this.files(vm);
-    for (const p of [f.pid, f.qmp, f.mon]) fs.rmSync(p, { force: true });
+    for (const p of [f.pid, f.qmp, f.mon, f.pskIn, f.pskOut]) fs.rmSync(p, { force: true, recursive: true });
   }
 }

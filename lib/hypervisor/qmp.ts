@@ -39,7 +39,8 @@ interface Pending {
 
 type EventListener = (ev: QmpEvent) => void;
 
-const DEFAULT_TIMEOUT_MS = 5000;
+/** Generous: a QEMU busy with TCG guests and migrations on a small host answers slowly, not never. */
+const DEFAULT_TIMEOUT_MS = 15_000;
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);

@@ -42,7 +42,8 @@ export interface ResponseInfo {
 }
 
 export interface ResponseOptions {
-  headers?: Record<string, string>;
+  /** A list gives the header several times (e.g. one WWW-Authenticate per digest algorithm). */
+  headers?: Record<string, string | string[]>;
   body?: SipBody;
 }
 
@@ -57,9 +58,9 @@ export interface Dialog {
   readonly callId: string;
   /** The remote party's URI. */
   readonly remoteUri: string;
-  /** In-dialog INFO (Info-Package sip-teleport-status, body NRDL status). */
+  /** In-dialog INFO (Info-Package sip-teleport-status, body NRDL status); rejects with a TeleportError on a non-2xx. */
   info(body: SipBody): Promise<ResponseInfo>;
-  /** Ends the dialog; resolves with the final response to BYE (its body carries the peer's report). */
+  /** Ends the dialog; resolves with the 2xx to BYE (its body carries the peer's report), rejects with a TeleportError otherwise. */
   bye(body?: SipBody): Promise<ResponseInfo>;
   onInfo(handler: (req: IncomingRequest, res: Responder) => void): void;
   /** The peer sent BYE: answer it through `res` (with a report body). */
@@ -74,6 +75,8 @@ export interface InviteResponder {
   progress(status: 180 | 183, reason?: string): void;
   /** Final non-2xx (status from the error), with an optional body and extra headers (Warning is added from the reason). */
   reject(error: TeleportError, opts?: ResponseOptions): void;
+  /** 3xx (302 by default) sending the caller to another destination (the thesis' redirected call). */
+  redirect(target: string, status?: 300 | 301 | 302 | 305 | 380): void;
   /** 200 OK with the answer; the dialog is returned at once and `acked` settles on ACK (or rejects on Timer H). */
   accept(body: SipBody, opts?: ResponseOptions): { dialog: Dialog; acked: Promise<void> };
   /** The caller sent CANCEL before we answered (the backend has already replied 487). */
@@ -95,6 +98,15 @@ export interface OutgoingInvite {
   cancel(): void;
 }
 
+/** One SIP message as it crossed the wire (text already masked): for ladders and consoles. */
+export interface TraceEvent {
+  direction: "sent" | "received";
+  message: string;
+  /** ms since the epoch */
+  at: number;
+  peer?: Peer;
+}
+
 export interface SipHandlers {
   onInvite?(req: IncomingRequest, res: InviteResponder): void;
   onMessage?(req: IncomingRequest, res: Responder): void;
@@ -106,8 +118,12 @@ export interface SipBackend {
   start(): Promise<void>;
   stop(): Promise<void>;
   setHandlers(handlers: SipHandlers): void;
+  /** Observe every message sent and received (masked), whether or not --sip-trace logs them. */
+  onTrace(handler: (e: TraceEvent) => void): () => void;
   invite(target: string, body: SipBody, opts?: OutgoingInviteOptions): OutgoingInvite;
   message(target: string, body: SipBody): Promise<ResponseInfo>;
+  /** OPTIONS to a peer or proxy (health check); resolves with its 2xx. */
+  options(target: string): Promise<ResponseInfo>;
   /** REGISTER our AOR with the configured registrar (and keep refreshing it). */
   register(): Promise<void>;
   unregister(): Promise<void>;

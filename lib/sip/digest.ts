@@ -93,7 +93,11 @@ export class DigestServer {
 
   /** Accept each (nonce, nc) once; forget nonces once they expire. */
   private fresh(nonce: string, nc: string, now: number): boolean {
-    for (const [n, exp] of this.used) if (exp < now) (this.used.delete(n), this.seenNc.delete(n));
+    for (const [n, exp] of this.used) {
+      if (exp >= now) continue;
+      this.used.delete(n);
+      this.seenNc.delete(n);
+    }
     const seen = this.seenNc.get(nonce) ?? new Set<string>();
     if (seen.has(nc)) return false;
     seen.add(nc);

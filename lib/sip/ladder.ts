@@ -3,13 +3,9 @@
  * which side said what, and when. Text for terminals; the console draws its own SVG from the
  * same events (`ladderSteps`).
  */
-export interface TraceEvent {
-  direction: "sent" | "received";
-  /** Raw message text (already masked). */
-  message: string;
-  /** ms since the epoch */
-  at: number;
-}
+import type { TraceEvent } from "./backend";
+
+export type { TraceEvent };
 
 export interface LadderStep {
   /** left-to-right when the left party (us) sent it */

@@ -91,6 +91,17 @@ test("destination killed mid-migration: 503, the source keeps running, the dead 
   await expectSourceKeepsIt();
 });
 
+test("a wrong secret fails the TLS handshake: 503, the source keeps running", async () => {
+  const armed = await hosts.dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET });
+  const keyFile = path.join(hosts.dc2.files("vm1").pskIn, "keys.psk");
+  expect(fs.statSync(keyFile).mode & 0o777).toBe(0o600);
+  expect(fs.readFileSync(keyFile, "utf8")).not.toContain(SECRET); // a key derived from it
+  const err = await rejection(hosts.dc1.migrate("vm1", { uri: armed.uri, secret: "guessed" }, slow).done);
+  expect(err.status).toBe(503);
+  expect(err.details).toContain("the VM keeps running on the source");
+  await expectSourceKeepsIt();
+});
+
 test("timeout: cancelled with 504, the source keeps running", async () => {
   const { handle } = await startSlowMigration({ ...slow, timeoutS: 1 });
   const err = await rejection(handle.done);
@@ -126,6 +137,7 @@ test("refusals: unknown VM, VM already here, not running, disarming a VM that ar
   const armed = await hosts.dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET });
   const handle = hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, { ...slow, bandwidthMbps: 0 });
   await expect(hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, slow).done).rejects.toMatchObject({ status: 486 });
+  await expect(hosts.dc1.stop("vm1")).rejects.toMatchObject({ status: 486, reason: expect.stringMatching(/migrating out/) });
   await handle.done;
   await hosts.dc2.waitResumed("vm1", 10_000);
   await expect(hosts.dc2.disarm("vm1")).rejects.toMatchObject({ status: 486 });

@@ -1,6 +1,7 @@
 /**
  * Real QEMU live migrations between two run dirs ("hosts") on loopback, TCG, NIC-less 96 MiB guests.
  */
+import fs from "node:fs";
 import type { MigrationOptions, MigrationProgress } from "../../lib/hypervisor/driver";
 import { QmpClient } from "../../lib/hypervisor/qmp";
 import { ensureGuest, guestVm, type GuestFiles } from "../testbed/guest";
@@ -37,7 +38,8 @@ async function migrateOne(vm: string, opts: MigrationOptions = fast) {
 }
 
 test("one VM moves: QEMU's figures come back, the source is gone, the destination runs", async () => {
-  hosts = makeHosts([guestVm(guest, "vm1")]);
+  // with a virtio-net NIC (user-mode here): identical mac= and romfile= on both ends
+  hosts = makeHosts([guestVm(guest, "vm1", { nics: [{ kind: "user", mac: "52:54:00:00:00:31" }] })]);
   await hosts.dc1.start("vm1");
   expect(await hosts.dc1.state("vm1")).toBe("running");
   expect(await hosts.dc2.state("vm1")).toBe("absent");
@@ -52,6 +54,10 @@ test("one VM moves: QEMU's figures come back, the source is gone, the destinatio
   expect(await hosts.dc1.state("vm1")).toBe("absent");
   expect(await hosts.dc2.state("vm1")).toBe("running");
   expectOnlyOn("vm1", "dc2");
+  // the stream was TLS-PSK from the secret; no key file outlives the migration
+  const dc2Files = hosts.dc2.files("vm1");
+  expect(fs.existsSync(dc2Files.pskIn) || fs.existsSync(dc2Files.pskOut)).toBe(false);
+  expect(fs.readdirSync(hosts.dirs.dc1).filter((f) => !f.endsWith(".log"))).toEqual([]);
 });
 
 test("a VM moves back after arriving (a former migration target is followed by events)", async () => {

@@ -14,13 +14,14 @@ VERSION=2
 mkdir -p "$OUT"
 WORK=$(mktemp -d "$OUT/build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
-chmod 755 "$WORK"   # apt downloads as user _apt
 cd "$WORK"
 
-# The image package the cloud metapackage points at today.
-PKG=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
-[ -n "$PKG" ] || { echo "build-guest: linux-image-cloud-amd64 not known to apt (run apt-get update)" >&2; exit 1; }
-apt-get download -q=2 "$PKG" >/dev/null
+# The image package the cloud metapackage points at today (fresh CI images may lack apt's lists).
+image_pkg() { apt-cache depends linux-image-cloud-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'; }
+PKG=$(image_pkg)
+if [ -z "$PKG" ] && [ "$(id -u)" = 0 ]; then apt-get update -q >&2; PKG=$(image_pkg); fi
+[ -n "$PKG" ] || { echo "build-guest: linux-image-cloud-amd64 not known to apt (run apt-get update as root)" >&2; exit 1; }
+apt-get -o APT::Sandbox::User=root download -q=2 "$PKG" >/dev/null   # as root, into a private folder
 dpkg-deb -x "$PKG"_*.deb kernel
 
 # Order matters: each module needs the ones before it.

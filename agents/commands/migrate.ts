@@ -1,0 +1,126 @@
+import { readFileSync } from "node:fs";
+import { Option, type Command } from "commander";
+import { TeleportError } from "../../lib/errors";
+import { ladderSteps, renderLadder, type TraceEvent } from "../../lib/sip/ladder";
+import { parseNrdlOrThrow } from "../../nrdl";
+import { ON_ERROR, STRATEGIES, type Offer, type Policy } from "../../nrdl/types";
+import { SourceAgent } from "../source/agent";
+import { ProgressDisplay, type DisplayMode } from "../source/progress-display";
+import { hostOf, sipOf } from "../wiring";
+import { reportError, setup, withCommonOptions, type CommonOptions } from "./common";
+
+interface MigrateOptions extends CommonOptions {
+  to: string;
+  proxy?: string;
+  plan?: string;
+  strategy?: Policy["strategy"];
+  maxParallel?: string;
+  bandwidthMbps?: string;
+  downtimeLimitMs?: string;
+  timeoutS?: string;
+  onError?: Policy["onError"];
+  json?: boolean;
+  ladder?: boolean;
+}
+
+/** Exit codes an operator's script can act on. */
+export const EXIT = { moved: 0, notAllMoved: 1, invalid: 2, refused: 3 } as const;
+
+function num(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new TeleportError(400, "invalid option", [`--${name} expects a non-negative number, got "${v}"`]);
+  return n;
+}
+
+export function registerMigrateCommand(program: Command): void {
+  withCommonOptions(program.command("migrate"))
+    .description("move VMs of this host to a destination agent over SIP (the source agent)")
+    .argument("[vm...]", "VMs from this host's inventory")
+    .requiredOption("--to <sip-uri>", "the destination agent, e.g. sip:dc2@10.10.10.67")
+    .option("--proxy <sip-uri>", "send the INVITE through this outbound proxy (e.g. Kamailio)")
+    .option("--plan <file>", "an NRDL offer to run instead of VM names (its policy and dependencies apply)")
+    .addOption(new Option("--strategy <s>", "sequential | parallel | switchover").choices([...STRATEGIES]))
+    .option("--max-parallel <n>", "at most n migrations at once (parallel)")
+    .option("--bandwidth-mbps <n>", "cap each migration's bandwidth (0 = unlimited)")
+    .option("--downtime-limit-ms <n>", "the longest pause QEMU may take at switchover")
+    .option("--timeout-s <n>", "give up on a VM that has not moved in n seconds (it keeps running here)")
+    .addOption(new Option("--on-error <rule>", "abort: stop everything on the first failure; continue: move the rest").choices([...ON_ERROR]))
+    .option("--json", "JSON lines instead of a progress display (for scripts)")
+    .option("--ladder", "print the SIP ladder of the dialog at the end")
+    .addHelpText(
+      "after",
+      `
+Order: VMs with depends-on move after what they depend on; network functions (router, switch,
+firewall, nat) move before servers and storage. Ctrl-C before the answer sends CANCEL; after it,
+running migrations are cancelled (the VMs keep running here) and the dialog is closed with BYE.
+
+Exit status: 0 every VM moved, 1 some did not, 2 invalid input, 3 the destination refused.
+
+Examples:
+  $ sip-teleport migrate --to sip:dc2@10.10.10.67 router1 video
+  $ sip-teleport migrate --to sip:dc2@example.net --proxy sip:10.0.0.5;transport=tcp --strategy switchover router1 video
+  $ sip-teleport nrdl example exp3 > exp3.xml && sip-teleport migrate --to sip:dc2@10.10.10.67 --plan exp3.xml`,
+    )
+    .action(async (vms: string[], o: MigrateOptions) => {
+      process.exitCode = await runMigrate(vms, o);
+    });
+}
+
+async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
+  /** Errors before the INVITE left are the operator's input (2); after it, the destination's refusal (3). */
+  let invited = false;
+  const trace: TraceEvent[] = [];
+  try {
+    const { cfg, logger } = setup(o);
+    let plan: Offer | undefined;
+    if (o.plan) {
+      const doc = parseNrdlOrThrow(readFileSync(o.plan, "utf8"));
+      if (doc.body.kind !== "offer") throw new TeleportError(400, "invalid plan", [`${o.plan} holds an <${doc.body.kind}>, not an <offer>`]);
+      plan = doc.body;
+    } else if (vms.length === 0) {
+      throw new TeleportError(400, "nothing to migrate", ["name VMs, or give --plan FILE"]);
+    }
+    const d = cfg.defaults;
+    const strategy = o.strategy ?? d.strategy;
+    const policy: Policy = {
+      strategy,
+      // sequential means one at a time, whatever the default width
+      maxParallel: strategy === "sequential" ? 1 : (num("max-parallel", o.maxParallel) ?? d.maxParallel),
+      bandwidthMbps: num("bandwidth-mbps", o.bandwidthMbps) ?? d.bandwidthMbps,
+      downtimeLimitMs: num("downtime-limit-ms", o.downtimeLimitMs) ?? d.downtimeLimitMs,
+      timeoutS: num("timeout-s", o.timeoutS) ?? d.timeoutS,
+      onError: o.onError ?? d.onError,
+    };
+    const sip = sipOf(cfg, logger, { ephemeral: true, outboundProxy: o.proxy, trace: o.sipTrace });
+    sip.onTrace((e) => trace.push(e));
+    const agent = new SourceAgent({ sip, host: hostOf(cfg, logger), hostName: cfg.host, logger });
+    const mode: DisplayMode = o.json ? "json" : process.stdout.isTTY ? "tty" : "plain";
+    const display = new ProgressDisplay(mode);
+    const ac = new AbortController();
+    const onSigint = () => {
+      process.stderr.write("\nsip-teleport: interrupted; cancelling (VMs stay where they run)\n");
+      ac.abort();
+    };
+    process.once("SIGINT", onSigint);
+    await sip.start();
+    try {
+      const onPhase = display.onPhase.bind(display);
+      display.onPhase = (phase, detail) => {
+        if (phase === "inviting") invited = true;
+        onPhase(phase, detail);
+      };
+      const summary = await agent.migrate({ to: o.to, vms, policy, plan, signal: ac.signal }, display);
+      display.summary(summary);
+      if (o.ladder) process.stdout.write("\n" + renderLadder(ladderSteps(trace), cfg.sip.aor, o.to));
+      return summary.outcome === "completed" ? EXIT.moved : EXIT.notAllMoved;
+    } finally {
+      process.removeListener("SIGINT", onSigint);
+      await sip.stop();
+    }
+  } catch (err) {
+    reportError(err);
+    if (o.ladder && trace.length) process.stdout.write("\n" + renderLadder(ladderSteps(trace), "source", o.to));
+    return invited ? EXIT.refused : EXIT.invalid;
+  }
+}

@@ -1,0 +1,62 @@
+/** Runs sipp to completion and reads its final cumulative statistics (used by the SIP tests and bench:sip). */
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+export interface SippResult {
+  code: number | null;
+  successful: number;
+  failed: number;
+  /** Retransmissions sipp itself sent. */
+  retransmissions: number;
+  /** The tail of sipp's output and error log, for failure messages. */
+  output: string;
+}
+
+/** A random high port: sipp would otherwise bind 5060, which other users of this machine may hold. */
+export function randomPort(): number {
+  return 20000 + Math.floor(Math.random() * 40000);
+}
+
+/** Runs sipp on a random local port (unless `-p` is given), retrying once if that port is taken. */
+export async function runSipp(args: string[], timeoutMs = 60000): Promise<SippResult> {
+  if (args.includes("-p")) return runSippOnce(args, timeoutMs);
+  const first = await runSippOnce([...args, "-p", String(randomPort())], timeoutMs);
+  if (!/already in use|bind/i.test(first.output) || first.code === 0) return first;
+  return runSippOnce([...args, "-p", String(randomPort())], timeoutMs);
+}
+
+function runSippOnce(args: string[], timeoutMs: number): Promise<SippResult> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sip-teleport-sipp-"));
+  const stat = path.join(dir, "stat.csv");
+  const errors = path.join(dir, "err.log");
+  return new Promise((resolve, reject) => {
+    const child = spawn("sipp", [...args, "-trace_stat", "-stf", stat, "-fd", "1", "-nostdin", "-trace_err", "-error_file", errors], {
+      cwd: dir,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    const keep = (d: Buffer): void => void (output = (output + d.toString()).slice(-20000));
+    child.stdout.on("data", keep);
+    child.stderr.on("data", keep);
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("error", reject);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      const lines = fs.existsSync(stat) ? fs.readFileSync(stat, "utf8").trim().split("\n") : [];
+      const cols = (lines[0] ?? "").split(";");
+      const last = (lines[lines.length - 1] ?? "").split(";");
+      const value = (name: string): number => Number(last[cols.indexOf(name)] ?? NaN);
+      const errorLog = fs.existsSync(errors) ? fs.readFileSync(errors, "utf8").slice(-3000) : "";
+      fs.rmSync(dir, { recursive: true, force: true });
+      resolve({
+        code,
+        successful: value("SuccessfulCall(C)"),
+        failed: value("FailedCall(C)"),
+        retransmissions: value("Retransmissions(C)"),
+        output: output + errorLog,
+      });
+    });
+  });
+}

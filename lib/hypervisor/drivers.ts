@@ -1,0 +1,43 @@
+/**
+ * Which driver runs which hypervisor. Adding one (libvirt) is one new file plus one line here.
+ * Each driver gets the VMs of its own kind from the host's inventory.
+ */
+import { TeleportError } from "../errors";
+import type { Logger } from "../log/logger";
+import type { Hypervisor } from "../../nrdl/types";
+import type { AccelChoice } from "./accel";
+import type { HypervisorDriver, VmDefinition } from "./driver";
+import { QemuDriver } from "./qemu";
+import { VirtualBoxDriver } from "./virtualbox";
+
+export interface DriverOptions {
+  /** This host's run directory: pidfiles, monitors, logs, short-lived password files. */
+  runDir: string;
+  /** The host's whole inventory; each driver keeps the VMs of its kind. */
+  inventory: VmDefinition[];
+  logger?: Logger;
+  qemu?: { binary?: string; accel?: AccelChoice; startTimeoutMs?: number; migrationTls?: boolean };
+  virtualbox?: { vboxManage?: string };
+}
+
+type Factory = (opts: DriverOptions) => HypervisorDriver;
+
+const FACTORIES: Partial<Record<Hypervisor, Factory>> = {
+  qemu: (o) =>
+    new QemuDriver({
+      runDir: o.runDir,
+      inventory: o.inventory,
+      logger: o.logger,
+      qemuBinary: o.qemu?.binary,
+      accel: o.qemu?.accel,
+      startTimeoutMs: o.qemu?.startTimeoutMs,
+      migrationTls: o.qemu?.migrationTls,
+    }),
+  virtualbox: (o) => new VirtualBoxDriver({ runDir: o.runDir, inventory: o.inventory, logger: o.logger, vboxManage: o.virtualbox?.vboxManage }),
+};
+
+export function createDriver(kind: Hypervisor, opts: DriverOptions): HypervisorDriver {
+  const factory = FACTORIES[kind];
+  if (!factory) throw new TeleportError(501, `no ${kind} driver in this build`, [`available: ${Object.keys(FACTORIES).join(", ")}`]);
+  return factory(opts);
+}

@@ -1,0 +1,45 @@
+/**
+ * The one-time migration secret as TLS-PSK: QEMU's migration stream is otherwise plain TCP that
+ * anyone reaching the listener could feed a VM into. Both ends derive the same pre-shared key
+ * from the secret; a peer without it fails the TLS handshake and the migration fails.
+ * QEMU's client credentials read the key file when created (so it is removed at once); the
+ * server's are read at each handshake (so the file stays until the VM arrived or the listener goes).
+ */
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { TeleportError } from "../errors";
+import type { QmpClient } from "./qmp";
+
+const PSK_USER = "sip-teleport";
+
+/** Write keys.psk (mode 0600) into a fresh private folder. */
+function writeKeyDir(dir: string, secret: string): void {
+  if (!secret) throw new TeleportError(400, "a migration needs a non-empty secret");
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { mode: 0o700 });
+  const key = crypto.createHash("sha256").update(secret, "utf8").digest("hex");
+  fs.writeFileSync(path.join(dir, "keys.psk"), `${PSK_USER}:${key}\n`, { mode: 0o600, flag: "wx" });
+}
+
+/**
+ * Give this QEMU TLS-PSK credentials made from the secret and use them for its migrations.
+ * `dir` is a private folder for the key file; for a client it is removed before returning.
+ */
+export async function useMigrationSecret(client: QmpClient, endpoint: "server" | "client", id: string, secret: string, dir: string): Promise<void> {
+  writeKeyDir(dir, secret);
+  try {
+    const args: Record<string, unknown> = { "qom-type": "tls-creds-psk", id, endpoint, dir };
+    if (endpoint === "client") args.username = PSK_USER;
+    await client.execute("object-add", args);
+    await client.execute("migrate-set-parameters", { "tls-creds": id });
+  } finally {
+    if (endpoint === "client") fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Forget credentials after a failed outgoing migration, so a retry starts clean. */
+export async function dropMigrationSecret(client: QmpClient, id: string): Promise<void> {
+  await client.execute("migrate-set-parameters", { "tls-creds": "" }).catch(() => undefined);
+  await client.execute("object-del", { id }).catch(() => undefined);
+}

@@ -1,0 +1,52 @@
+/** Configuration of the sip.js-core backend: who we are, where we listen, whom we lean on. */
+import type { Logger } from "../log/logger";
+import type { TransportKind } from "./backend";
+
+export interface ListenSpec {
+  transport: TransportKind;
+  /** Address to bind (127.0.0.1, ::1, 0.0.0.0, ::). */
+  host: string;
+  /** 0 binds an ephemeral port; the bound one is reported by `SipJsBackend.listeners`. */
+  port: number;
+  /** Address written into Via and Contact when `host` is a wildcard or behind NAT. */
+  advertise?: string;
+}
+
+export interface TlsFiles {
+  /** PEM certificate chain and private key of this agent. */
+  cert: string;
+  key: string;
+  /** PEM CA bundle used to verify peers; omitted means the system store. */
+  ca?: string;
+  /** Verify the peer's certificate (default true). */
+  rejectUnauthorized?: boolean;
+}
+
+export interface SipCredentials {
+  username: string;
+  password: string;
+  /** Answer only challenges from this realm (default: any realm). */
+  realm?: string;
+}
+
+export interface SipConfig {
+  /** Address of record, e.g. sip:dc2@example.net. Its user part is the Contact user too. */
+  aor: string;
+  displayName?: string;
+  listen: ListenSpec[];
+  tls?: TlsFiles;
+  /** Loose-routing proxy every out-of-dialog request goes through, e.g. sip:127.0.0.1:5070;transport=tcp. */
+  outboundProxy?: string;
+  /** Registrar URI for REGISTER (e.g. sip:example.net); defaults to the AOR's domain. */
+  registrar?: string;
+  /** Registration lifetime we ask for, in seconds (default 600). */
+  registerExpires?: number;
+  credentials?: SipCredentials;
+  /** Log every message sent and received (credentials masked). */
+  sipTrace?: boolean;
+  logger?: Logger;
+}
+
+/** The Info-Package (RFC 6086) our INFO requests carry, advertised with Recv-Info. */
+export const INFO_PACKAGE = "sip-teleport-status";
+export const NRDL_CONTENT_TYPE = "application/nrdl+xml";

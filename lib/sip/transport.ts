@@ -1,0 +1,333 @@
+/**
+ * Node transports for the sip.js core: UDP, TCP and TLS listeners behind the one `send(text)`
+ * the core knows. It routes each message itself (requests: top Route, else Request-URI;
+ * responses: top Via received/rport, on the connection the request came in on), writes our
+ * real address into the Via and Contact the core leaves as a placeholder, stamps
+ * received/rport on incoming requests, and adds UDP retransmissions.
+ */
+import dgram from "node:dgram";
+import dns from "node:dns/promises";
+import net from "node:net";
+import tls from "node:tls";
+import os from "node:os";
+import { Grammar } from "sip.js";
+import { TeleportError } from "../errors";
+import { maskSecrets, type Logger } from "../log/logger";
+import type { Peer, TraceEvent, TransportKind } from "./backend";
+import type { ListenSpec, TlsFiles } from "./config";
+import { UdpReliability, type ReliabilityTimers, DEFAULT_TIMERS } from "./udp-reliability";
+import {
+  StreamFramer,
+  cseqMethod,
+  headOf,
+  hostPort,
+  isRequest,
+  normalizeAddress,
+  stampVia,
+  statusOf,
+  topValue,
+  topVia,
+  trimDatagram,
+  unbracket,
+} from "./wire";
+
+/** The host the core writes into Via and Contact; replaced here by the listener actually used. */
+export const PLACEHOLDER_HOST = "teleport.invalid";
+
+export interface BoundListener {
+  transport: TransportKind;
+  host: string;
+  port: number;
+  /** What goes into Via/Contact. */
+  advertise: string;
+}
+
+interface Listener extends BoundListener {
+  family: 4 | 6;
+  udp?: dgram.Socket;
+  server?: net.Server;
+}
+
+type StreamSocket = net.Socket | tls.TLSSocket;
+
+export interface TransportOptions {
+  listen: ListenSpec[];
+  tls?: TlsFiles;
+  logger: Logger;
+  sipTrace: boolean;
+  timers?: ReliabilityTimers;
+  /** Tests only: turn off UDP retransmission and the response cache to measure their effect. */
+  unreliable?: boolean;
+}
+
+export type MessageHandler = (text: string, source: Peer) => void;
+
+export class NodeTransport {
+  /** Read by the core for its Via; we rewrite the Via per message anyway. */
+  readonly protocol = "UDP";
+  onMessage: MessageHandler = () => undefined;
+  /** Observers of every message sent and received (masked text). */
+  readonly tracers = new Set<(e: TraceEvent) => void>();
+  private readonly listeners: Listener[] = [];
+  private readonly connections = new Map<string, StreamSocket>();
+  private readonly reliability: UdpReliability;
+
+  constructor(private readonly opts: TransportOptions) {
+    this.reliability = new UdpReliability(opts.timers ?? DEFAULT_TIMERS);
+  }
+
+  get bound(): BoundListener[] {
+    return this.listeners.map(({ transport, host, port, advertise }) => ({ transport, host, port, advertise }));
+  }
+
+  async start(): Promise<void> {
+    for (const spec of this.opts.listen) this.listeners.push(await this.listen(spec));
+  }
+
+  async stop(): Promise<void> {
+    this.reliability.stop();
+    for (const s of this.connections.values()) s.destroy();
+    this.connections.clear();
+    await Promise.all(
+      this.listeners.map(
+        (l) =>
+          new Promise<void>((resolve) => {
+            if (l.udp) l.udp.close(() => resolve());
+            else if (l.server) l.server.close(() => resolve());
+            else resolve();
+          }),
+      ),
+    );
+    this.listeners.length = 0;
+  }
+
+  /** The core's entry point: route and send one message. */
+  async send(message: string): Promise<void> {
+    const head = headOf(message);
+    if (isRequest(message)) await this.sendRequest(message, head);
+    else await this.sendResponse(message, head);
+  }
+
+  private async sendRequest(message: string, head: string): Promise<void> {
+    const route = topValue(head, "route");
+    const target = route ?? message.slice(message.indexOf(" ") + 1, message.indexOf(" SIP/2.0"));
+    const dest = await this.resolveUri(target);
+    const listener = this.listenerFor(dest.transport, dest.family);
+    const text = this.fillPlaceholder(message, listener, true);
+    const branch = topVia(head)?.branch ?? "";
+    const method = message.slice(0, message.indexOf(" "));
+    await this.write(listener, dest.address, dest.port, text, dest.name);
+    if (listener.transport === "udp" && !this.opts.unreliable) {
+      this.reliability.requestSent(branch, method, () => this.rewrite(listener, dest.address, dest.port, text));
+    }
+  }
+
+  private async sendResponse(message: string, head: string): Promise<void> {
+    const via = topVia(head);
+    if (!via) throw new TeleportError(500, "response without Via");
+    const transport = via.protocol.toLowerCase() as TransportKind;
+    const address = unbracket(via.received ?? via.host);
+    const port = via.rport ? Number(via.rport) : (via.port ?? (transport === "tls" ? 5061 : 5060));
+    const family = net.isIPv6(address) ? 6 : 4;
+    const listener = this.listenerFor(transport, family);
+    const text = this.fillPlaceholder(message, listener, false);
+    await this.write(listener, address, port, text);
+    if (listener.transport === "udp" && !this.opts.unreliable) {
+      this.reliability.responseSent(via.branch ?? "", cseqMethod(head), statusOf(message), () =>
+        this.rewrite(listener, address, port, text),
+      );
+    }
+  }
+
+  /** Retransmissions: failures are logged, the core's own timers report the outcome. */
+  private rewrite(listener: Listener, address: string, port: number, text: string): void {
+    this.write(listener, address, port, text).catch((err: unknown) =>
+      this.opts.logger.debug("sip retransmission failed", { error: String(err) }),
+    );
+  }
+
+  /** `name`: the host name the URI gave, checked against the peer's TLS certificate. */
+  private async write(listener: Listener, address: string, port: number, text: string, name?: string): Promise<void> {
+    this.trace("sent", { address, port, transport: listener.transport }, text);
+    if (listener.udp) {
+      const udp = listener.udp;
+      await new Promise<void>((resolve, reject) => udp.send(text, port, address, (err) => (err ? reject(err) : resolve())));
+      return;
+    }
+    const socket = await this.connection(listener.transport, address, port, name);
+    await new Promise<void>((resolve, reject) => socket.write(text, (err) => (err ? reject(err) : resolve())));
+  }
+
+  private fillPlaceholder(message: string, listener: Listener, request: boolean): string {
+    const end = message.indexOf("\r\n\r\n");
+    let head = end < 0 ? message : message.slice(0, end);
+    const sentBy = hostPort(listener.advertise, listener.port);
+    if (request) {
+      head = head.replace(
+        new RegExp(`^((?:Via|v)[ \\t]*:[ \\t]*SIP/2\\.0/)\\w+ ${PLACEHOLDER_HOST}`, "im"),
+        `$1${listener.transport.toUpperCase()} ${sentBy}`,
+      );
+    }
+    const transportParam = listener.transport === "udp" ? "" : `;transport=${listener.transport}`;
+    head = head.replace(new RegExp(`@${PLACEHOLDER_HOST.replace(".", "\\.")}(?=[;>])`, "g"), `@${sentBy}${transportParam}`);
+    return end < 0 ? head : head + message.slice(end);
+  }
+
+  private listenerFor(transport: TransportKind, family: 4 | 6): Listener {
+    const l =
+      this.listeners.find((x) => x.transport === transport && x.family === family) ??
+      (family === 4 ? undefined : this.listeners.find((x) => x.transport === transport && x.host === "::"));
+    if (!l) throw new TeleportError(503, `no ${transport.toUpperCase()} IPv${family} listener configured`);
+    return l;
+  }
+
+  private async resolveUri(target: string): Promise<{ address: string; name: string; port: number; transport: TransportKind; family: 4 | 6 }> {
+    const bare = target.includes("<") ? target.slice(target.indexOf("<") + 1, target.indexOf(">")) : target;
+    const uri = Grammar.URIParse(bare);
+    if (!uri) throw new TeleportError(400, `cannot parse SIP URI ${bare}`);
+    const param = uri.getParam("transport");
+    const transport = (typeof param === "string" ? param.toLowerCase() : this.defaultTransport()) as TransportKind;
+    if (!["udp", "tcp", "tls"].includes(transport)) throw new TeleportError(400, `unsupported transport ${transport}`);
+    const host = unbracket(uri.host);
+    const address = net.isIP(host) ? host : await this.lookup(host, transport);
+    const port = uri.port ?? (transport === "tls" ? 5061 : 5060);
+    return { address, name: host, port, transport, family: net.isIPv6(address) ? 6 : 4 };
+  }
+
+  /** A host name's first address in a family we have a listener for (localhost may say ::1 first). */
+  private async lookup(host: string, transport: TransportKind): Promise<string> {
+    const families = new Set(this.listeners.filter((l) => l.transport === transport).map((l) => l.family));
+    const found = await dns.lookup(host, { all: true }).catch(() => []);
+    const usable = found.find((a) => families.has(a.family === 6 ? 6 : 4));
+    if (!usable) throw new TeleportError(503, `cannot resolve ${host} to an address we can reach over ${transport.toUpperCase()}`);
+    return usable.address;
+  }
+
+  private defaultTransport(): TransportKind {
+    return this.listeners.some((l) => l.transport === "udp") ? "udp" : (this.listeners[0]?.transport ?? "udp");
+  }
+
+  /** Reuse an open connection to the peer (including one it opened to us), else open one. */
+  private async connection(kind: TransportKind, address: string, port: number, name = address): Promise<StreamSocket> {
+    const key = `${kind} ${hostPort(address, port)}`;
+    const open = this.connections.get(key);
+    if (open && !open.destroyed) return open;
+    const socket = await new Promise<StreamSocket>((resolve, reject) => {
+      const s =
+        kind === "tls"
+          ? tls.connect({
+              host: address,
+              port,
+              cert: this.opts.tls?.cert,
+              key: this.opts.tls?.key,
+              ca: this.opts.tls?.ca,
+              rejectUnauthorized: this.opts.tls?.rejectUnauthorized ?? true,
+              servername: net.isIP(name) ? undefined : name,
+            })
+          : net.connect({ host: address, port });
+      s.once(kind === "tls" ? "secureConnect" : "connect", () => resolve(s));
+      s.once("error", (err) => reject(new TeleportError(503, `cannot connect over ${kind.toUpperCase()} to ${hostPort(address, port)}: ${err.message}`)));
+    });
+    this.adopt(kind, socket, key);
+    return socket;
+  }
+
+  private adopt(kind: TransportKind, socket: StreamSocket, key: string): void {
+    this.connections.set(key, socket);
+    socket.setNoDelay(true);
+    const framer = new StreamFramer();
+    const source: Peer = { address: normalizeAddress(socket.remoteAddress ?? ""), port: socket.remotePort ?? 0, transport: kind };
+    socket.on("data", (chunk: Buffer) => {
+      let messages: string[];
+      try {
+        messages = framer.push(chunk);
+      } catch (err) {
+        this.opts.logger.warn("sip stream dropped", { peer: key, error: String(err) });
+        socket.destroy();
+        return;
+      }
+      for (const m of messages) this.receive(m, source);
+    });
+    socket.on("error", (err) => this.opts.logger.debug("sip connection error", { peer: key, error: err.message }));
+    socket.on("close", () => {
+      if (this.connections.get(key) === socket) this.connections.delete(key);
+    });
+  }
+
+  private receive(text: string, source: Peer): void {
+    this.trace("received", source, text);
+    if (isRequest(text)) {
+      const stream = source.transport !== "udp";
+      // Stream peers always get rport so the response finds this very connection.
+      const stamped = stampVia(text, source.address, source.port, stream);
+      if (!stream && !this.opts.unreliable) {
+        const method = text.slice(0, text.indexOf(" "));
+        if (this.reliability.requestReceived(topVia(headOf(stamped))?.branch ?? "", method)) return;
+      }
+      this.onMessage(stamped, source);
+    } else {
+      if (source.transport === "udp" && !this.opts.unreliable) {
+        const head = headOf(text);
+        this.reliability.responseReceived(topVia(head)?.branch ?? "", cseqMethod(head), statusOf(text));
+      }
+      this.onMessage(text, source);
+    }
+  }
+
+  private trace(direction: "sent" | "received", peer: Omit<Peer, "transport"> & { transport: TransportKind }, text: string): void {
+    if (!this.opts.sipTrace && this.tracers.size === 0) return;
+    const masked = maskSecrets(text);
+    if (this.opts.sipTrace) this.opts.logger.info(`sip ${direction} ${peer.transport} ${hostPort(peer.address, peer.port)}\n${masked}`);
+    const event: TraceEvent = { direction, message: masked, at: Date.now(), peer };
+    for (const t of this.tracers) t(event);
+  }
+
+  private async listen(spec: ListenSpec): Promise<Listener> {
+    const family: 4 | 6 = net.isIPv6(spec.host) ? 6 : 4;
+    const advertise = spec.advertise ?? advertisedAddress(spec.host, family);
+    if (spec.transport === "udp") {
+      const udp = dgram.createSocket({ type: family === 6 ? "udp6" : "udp4", ipv6Only: family === 6 && spec.host !== "::" ? true : undefined });
+      await new Promise<void>((resolve, reject) => {
+        udp.once("error", reject);
+        udp.bind(spec.port, spec.host, () => {
+          udp.off("error", reject);
+          resolve();
+        });
+      });
+      udp.on("message", (datagram, rinfo) => {
+        const text = trimDatagram(datagram);
+        if (text) this.receive(text, { address: normalizeAddress(rinfo.address), port: rinfo.port, transport: "udp" });
+      });
+      udp.on("error", (err) => this.opts.logger.warn("sip udp socket error", { error: err.message }));
+      return { transport: "udp", host: spec.host, port: udp.address().port, advertise, family, udp };
+    }
+    if (spec.transport === "tls" && !this.opts.tls) throw new TeleportError(400, "a TLS listener needs tls.cert and tls.key in the SIP configuration");
+    const onConnection = (socket: StreamSocket): void => {
+      const key = `${spec.transport} ${hostPort(normalizeAddress(socket.remoteAddress ?? ""), socket.remotePort ?? 0)}`;
+      this.adopt(spec.transport, socket, key);
+    };
+    const server =
+      spec.transport === "tls"
+        ? tls.createServer({ cert: this.opts.tls?.cert, key: this.opts.tls?.key, ca: this.opts.tls?.ca }, onConnection)
+        : net.createServer(onConnection);
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(spec.port, spec.host, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    const port = (server.address() as net.AddressInfo).port;
+    return { transport: spec.transport, host: spec.host, port, advertise, family, server };
+  }
+}
+
+/** A wildcard bind has no single address to advertise: use the first external one, else loopback. */
+function advertisedAddress(host: string, family: 4 | 6): string {
+  if (host !== "0.0.0.0" && host !== "::") return host;
+  for (const addrs of Object.values(os.networkInterfaces())) {
+    const a = addrs?.find((x) => !x.internal && x.family === (family === 4 ? "IPv4" : "IPv6"));
+    if (a) return a.address;
+  }
+  return family === 4 ? "127.0.0.1" : "::1";
+}

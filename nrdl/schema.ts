@@ -1,0 +1,160 @@
+/**
+ * The NRDL v1 attribute vocabulary as data: one table drives parsing (decode), validation
+ * of in-memory documents (accepts) and building (encode), so the three can never disagree.
+ * Element structure (which child goes where) is code in parse.ts / build.ts / validate.ts.
+ */
+import { HYPERVISORS, NAME_PATTERN, ON_ERROR, OUTCOMES, ROLES, STRATEGIES, VM_STATES } from "./types";
+
+export type AttrValue = string | number;
+
+/** How one attribute type is read from the wire, checked in memory, and written back. */
+export interface Codec {
+  /** What a valid value looks like, for messages: "expected <expected>, got ...". */
+  expected: string;
+  /** Wire text (entities already resolved) to value, or undefined when invalid. */
+  decode(raw: string): AttrValue | undefined;
+  accepts(value: unknown): boolean;
+  encode(value: AttrValue): string;
+}
+
+function textCodec(expected: string, pattern: RegExp): Codec {
+  return {
+    expected,
+    decode: (raw) => (pattern.test(raw) ? raw : undefined),
+    accepts: (v) => typeof v === "string" && pattern.test(v),
+    encode: String,
+  };
+}
+
+function integerCodec(expected: string, min: number): Codec {
+  const accepts = (v: unknown): boolean => Number.isSafeInteger(v) && (v as number) >= min;
+  return {
+    expected,
+    // Canonical decimal only (no sign, no leading zeros, no exponent): one spelling per value.
+    decode: (raw) => (/^(0|[1-9][0-9]{0,15})$/.test(raw) && accepts(Number(raw)) ? Number(raw) : undefined),
+    accepts,
+    encode: String,
+  };
+}
+
+export function enumCodec(values: readonly string[]): Codec {
+  return textCodec(`one of ${values.join(", ")}`, new RegExp(`^(${values.join("|")})$`));
+}
+
+export const NAME = textCodec(`a name matching ${NAME_PATTERN.source.slice(1, -1)}`, NAME_PATTERN);
+export const POSITIVE_INT = integerCodec("a positive integer", 1);
+export const NON_NEGATIVE_INT = integerCodec("a non-negative integer", 0);
+
+/** 0..1 with at most 4 decimals: String() of such a number never uses an exponent, so it round-trips. */
+export const FRACTION: Codec = {
+  expected: "a number from 0 to 1 with at most 4 decimals",
+  decode: (raw) => (/^(0(\.[0-9]{1,4})?|1(\.0{1,4})?)$/.test(raw) ? Number(raw) : undefined),
+  accepts: (v) => typeof v === "number" && v >= 0 && v <= 1 && Math.round(v * 1e4) / 1e4 === v,
+  encode: String,
+};
+
+/** Printable ASCII without space, quote and angle brackets. */
+export const SIP_URI = textCodec(
+  "a sip: or sips: URI of at most 256 printable characters without spaces",
+  /^sips?:[!#-;=?-~]{1,251}$/,
+);
+
+const HOST = "([0-9]{1,3}(\\.[0-9]{1,3}){3}|\\[[0-9A-Fa-f:.]{2,45}\\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,252}))";
+const PORT = "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])";
+export const MIGRATION_URI = textCodec(
+  "a migration URI tcp:HOST:PORT (HOST an IPv4 address, [IPv6] or host name; PORT 1-65535)",
+  new RegExp(`^tcp:${HOST}:${PORT}$`),
+);
+
+export const SECRET = textCodec("a secret of 16 to 128 characters from [A-Za-z0-9_-]", /^[A-Za-z0-9_-]{16,128}$/);
+
+/** Free text for humans: no control characters (they would split log and CLI lines). */
+function freeText(max: number): Codec {
+  return textCodec(
+    `text of 1 to ${max} characters without control characters`,
+    new RegExp(`^[^\\p{Cc}\\p{Cs}\\uFFFE\\uFFFF]{1,${max}}$`, "u"),
+  );
+}
+export const REASON = freeText(1024);
+export const HOST_TEXT = freeText(256);
+
+/**
+ * How an attribute appears: `required`; `default` (optional on the wire, always present in memory);
+ * `derived` (optional on the wire, computed by the parser, always present in memory); `optional`.
+ */
+export type AttrUse = "required" | "optional" | "derived" | { default: AttrValue };
+
+export interface AttrSpec {
+  /** Name on the wire, e.g. "memory-mib". */
+  attr: string;
+  /** Property name in memory, e.g. "memoryMib". */
+  key: string;
+  codec: Codec;
+  use: AttrUse;
+}
+
+function attr(name: string, codec: Codec, use: AttrUse): AttrSpec {
+  return { attr: name, key: name.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase()), codec, use };
+}
+
+export const POLICY_DEFAULTS = {
+  strategy: "sequential",
+  bandwidthMbps: 0,
+  downtimeLimitMs: 300,
+  timeoutS: 600,
+  onError: "abort",
+} as const;
+
+export const VM_DEFAULTS = { hypervisor: "qemu", role: "other", cpus: 1 } as const;
+
+/** Attribute tables in wire order (the builder writes them in this order). */
+export const ATTRS = {
+  policy: [
+    attr("strategy", enumCodec(STRATEGIES), { default: POLICY_DEFAULTS.strategy }),
+    attr("max-parallel", POSITIVE_INT, "derived"),
+    attr("bandwidth-mbps", NON_NEGATIVE_INT, { default: POLICY_DEFAULTS.bandwidthMbps }),
+    attr("downtime-limit-ms", POSITIVE_INT, { default: POLICY_DEFAULTS.downtimeLimitMs }),
+    attr("timeout-s", POSITIVE_INT, { default: POLICY_DEFAULTS.timeoutS }),
+    attr("on-error", enumCodec(ON_ERROR), { default: POLICY_DEFAULTS.onError }),
+  ],
+  vm: [
+    attr("name", NAME, "required"),
+    attr("hypervisor", enumCodec(HYPERVISORS), { default: VM_DEFAULTS.hypervisor }),
+    attr("role", enumCodec(ROLES), { default: VM_DEFAULTS.role }),
+    attr("memory-mib", POSITIVE_INT, "required"),
+    attr("cpus", POSITIVE_INT, { default: VM_DEFAULTS.cpus }),
+  ],
+  armed: [attr("vm", NAME, "required"), attr("uri", MIGRATION_URI, "required"), attr("secret", SECRET, "required")],
+  rejected: [attr("vm", NAME, "required"), attr("reason", REASON, "required")],
+  status: [
+    attr("vm", NAME, "required"),
+    attr("state", enumCodec(VM_STATES), "required"),
+    attr("progress", FRACTION, "optional"),
+    attr("transferred-bytes", NON_NEGATIVE_INT, "optional"),
+    attr("total-ms", NON_NEGATIVE_INT, "optional"),
+    attr("downtime-ms", NON_NEGATIVE_INT, "optional"),
+    attr("reason", REASON, "optional"),
+  ],
+  report: [attr("outcome", enumCodec(OUTCOMES), "required")],
+  result: [
+    attr("vm", NAME, "required"),
+    attr("state", enumCodec(VM_STATES), "required"),
+    attr("host", HOST_TEXT, "required"),
+    attr("total-ms", NON_NEGATIVE_INT, "optional"),
+    attr("downtime-ms", NON_NEGATIVE_INT, "optional"),
+    attr("transferred-bytes", NON_NEGATIVE_INT, "optional"),
+    attr("reason", REASON, "optional"),
+  ],
+} satisfies Record<string, AttrSpec[]>;
+
+/** Attributes of elements whose in-memory home is not an object of their own. */
+export const ROOT_ATTRS = [attr("version", POSITIVE_INT, "required"), attr("id", NAME, "required")];
+export const URI_ATTR = attr("uri", SIP_URI, "required");
+export const DEPENDS_ON_ATTR = attr("vm", NAME, "required");
+
+/** Show a rejected value in a message without letting a 60 KiB attribute flood the output. */
+export function shown(value: unknown): string {
+  const text = typeof value === "string" ? value : JSON.stringify(value) ?? String(value);
+  const cut = text.length > 40 ? `${text.slice(0, 40)}… (${text.length} characters)` : text;
+  return JSON.stringify(cut);
+}

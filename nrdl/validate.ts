@@ -1,0 +1,165 @@
+/**
+ * Semantic rules on an in-memory NRDL document: every attribute against its type (schema.ts),
+ * names, duplicates, depends-on references, dependency cycles, strategy/max-parallel agreement.
+ * Works on anything shaped roughly like a document (parse.ts hands it partial ones) and reports
+ * every violation with the wire path it would have, e.g. /nrdl/offer/vm[2]/@memory-mib.
+ */
+import { TeleportError } from "../lib/errors";
+import { ATTRS, DEPENDS_ON_ATTR, ROOT_ATTRS, URI_ATTR, shown, type AttrSpec } from "./schema";
+import { SUPPORTED_VERSIONS, type Answer, type NrdlDocument, type Offer, type Report, type StatusReport, type Violation } from "./types";
+
+export function formatViolation(v: Violation): string {
+  return `${v.path}: ${v.message}`;
+}
+
+/** Every violation of `doc`, in document order; empty when the document is valid. */
+export function validateNrdl(doc: NrdlDocument): Violation[] {
+  const out: Violation[] = [];
+  checkAttrs(doc, ROOT_ATTRS, "/nrdl", out);
+  if (typeof doc.version === "number" && Number.isSafeInteger(doc.version) && !SUPPORTED_VERSIONS.includes(doc.version)) {
+    out.push({
+      path: "/nrdl/@version",
+      message: `unsupported version ${doc.version}; this build speaks NRDL version ${SUPPORTED_VERSIONS.join(", ")}`,
+    });
+  }
+  const body = doc.body as Partial<NrdlDocument["body"]> | undefined;
+  if (body?.kind === "offer") validateOffer(body as Offer, out);
+  else if (body?.kind === "answer") validateAnswer(body as Answer, out);
+  else if (body?.kind === "status") validateStatus(body as StatusReport, out);
+  else if (body?.kind === "report") validateReport(body as Report, out);
+  else out.push({ path: "/nrdl", message: "expected a body: <offer>, <answer>, <report> or one or more <status>" });
+  return out;
+}
+
+/** Throws TeleportError(400, "invalid NRDL", one line per violation) unless `doc` is valid. */
+export function assertValidNrdl(doc: NrdlDocument, status = 400, reason = "invalid NRDL"): void {
+  const violations = validateNrdl(doc);
+  if (violations.length > 0) throw new TeleportError(status, reason, violations.map(formatViolation));
+}
+
+function checkAttrs(obj: object, specs: readonly AttrSpec[], path: string, out: Violation[]): void {
+  const values = obj as Record<string, unknown>;
+  for (const spec of specs) {
+    const value = values[spec.key];
+    if (value === undefined) {
+      if (spec.use !== "optional") {
+        out.push({ path: `${path}/@${spec.attr}`, message: `required attribute missing; expected ${spec.codec.expected}` });
+      }
+    } else if (!spec.codec.accepts(value)) {
+      out.push({ path: `${path}/@${spec.attr}`, message: `expected ${spec.codec.expected}, got ${shown(value)}` });
+    }
+  }
+}
+
+/** Items in a list the wire writes as repeated elements, each with its path. */
+function indexed<T>(items: unknown, path: string): Array<{ item: T; path: string }> {
+  return Array.isArray(items) ? items.map((item: T, i) => ({ item, path: `${path}[${i + 1}]` })) : [];
+}
+
+/** A VM may appear only once per list; later occurrences are violations naming the first. */
+function checkUnique(entries: Array<{ name: unknown; path: string }>, what: string, out: Violation[]): void {
+  const first = new Map<unknown, string>();
+  for (const { name, path } of entries) {
+    if (typeof name !== "string") continue;
+    const earlier = first.get(name);
+    if (earlier === undefined) first.set(name, path);
+    else out.push({ path, message: `duplicate ${what} ${JSON.stringify(name)} (already at ${earlier})` });
+  }
+}
+
+function validateOffer(offer: Offer, out: Violation[]): void {
+  checkAttrs({ uri: offer.sourceUri }, [URI_ATTR], "/nrdl/offer/source", out);
+  checkAttrs({ uri: offer.destinationUri }, [URI_ATTR], "/nrdl/offer/destination", out);
+  const policy = offer.policy as Offer["policy"] | undefined;
+  if (policy === undefined) out.push({ path: "/nrdl/offer/policy", message: "required element missing" });
+  else {
+    checkAttrs(policy, ATTRS.policy, "/nrdl/offer/policy", out);
+    if (policy.strategy === "sequential" && policy.maxParallel !== undefined && policy.maxParallel !== 1) {
+      out.push({ path: "/nrdl/offer/policy/@max-parallel", message: `expected 1 when strategy is sequential, got ${shown(policy.maxParallel)}` });
+    }
+  }
+  const vms = indexed<Offer["vms"][number]>(offer.vms, "/nrdl/offer/vm");
+  if (vms.length === 0) out.push({ path: "/nrdl/offer/vm[1]", message: "required element missing; an offer names at least one <vm>" });
+  for (const { item: vm, path } of vms) {
+    checkAttrs(vm, ATTRS.vm, path, out);
+    const deps = indexed<string>(vm.dependsOn, `${path}/depends-on`);
+    for (const dep of deps) checkAttrs({ vm: dep.item }, [DEPENDS_ON_ATTR], dep.path, out);
+    checkUnique(deps.map((d) => ({ name: d.item, path: `${d.path}/@vm` })), "depends-on", out);
+  }
+  checkUnique(vms.map((v) => ({ name: v.item.name, path: `${v.path}/@name` })), "VM name", out);
+  checkDependencies(vms, out);
+}
+
+function checkDependencies(vms: Array<{ item: Offer["vms"][number]; path: string }>, out: Violation[]): void {
+  const index = new Map<string, number>();
+  vms.forEach(({ item }, i) => {
+    if (typeof item.name === "string" && !index.has(item.name)) index.set(item.name, i);
+  });
+  const edges = vms.map(({ item, path }) =>
+    indexed<string>(item.dependsOn, `${path}/depends-on`).flatMap(({ item: dep, path: depPath }) => {
+      const target = index.get(dep);
+      if (target === undefined && typeof dep === "string") {
+        out.push({ path: `${depPath}/@vm`, message: `expected the name of a VM in this offer, got ${shown(dep)}` });
+      }
+      return target === undefined ? [] : [target];
+    }),
+  );
+  for (const cycle of findCycles(edges)) {
+    const names = [...cycle, cycle[0]].map((i) => vms[i].item.name).join(" -> ");
+    out.push({ path: vms[cycle[0]].path, message: `dependency cycle ${names}` });
+  }
+}
+
+/** Each cycle once, as node indexes starting at its earliest node (depth-first, document order). */
+function findCycles(edges: number[][]): number[][] {
+  const state = edges.map(() => "new" as "new" | "open" | "done");
+  const stack: number[] = [];
+  const seen = new Set<string>();
+  const cycles: number[][] = [];
+  const visit = (node: number): void => {
+    state[node] = "open";
+    stack.push(node);
+    for (const next of edges[node]) {
+      if (state[next] === "new") visit(next);
+      else if (state[next] === "open") {
+        const cycle = stack.slice(stack.indexOf(next));
+        const start = cycle.indexOf(Math.min(...cycle));
+        const canonical = [...cycle.slice(start), ...cycle.slice(0, start)];
+        if (!seen.has(canonical.join())) {
+          seen.add(canonical.join());
+          cycles.push(canonical);
+        }
+      }
+    }
+    stack.pop();
+    state[node] = "done";
+  };
+  edges.forEach((_e, node) => state[node] === "new" && visit(node));
+  return cycles;
+}
+
+function validateAnswer(answer: Answer, out: Violation[]): void {
+  const armed = indexed<Answer["armed"][number]>(answer.armed, "/nrdl/answer/armed");
+  const rejected = indexed<Answer["rejected"][number]>(answer.rejected, "/nrdl/answer/rejected");
+  if (armed.length + rejected.length === 0) {
+    out.push({ path: "/nrdl/answer", message: "expected at least one <armed> or <rejected>" });
+  }
+  for (const a of armed) checkAttrs(a.item, ATTRS.armed, a.path, out);
+  for (const r of rejected) checkAttrs(r.item, ATTRS.rejected, r.path, out);
+  checkUnique([...armed, ...rejected].map((e) => ({ name: e.item.vm, path: `${e.path}/@vm` })), "VM", out);
+}
+
+function validateStatus(body: StatusReport, out: Violation[]): void {
+  const statuses = indexed<StatusReport["statuses"][number]>(body.statuses, "/nrdl/status");
+  if (statuses.length === 0) out.push({ path: "/nrdl/status[1]", message: "required element missing; a status body has at least one <status>" });
+  for (const s of statuses) checkAttrs(s.item, ATTRS.status, s.path, out);
+  checkUnique(statuses.map((s) => ({ name: s.item.vm, path: `${s.path}/@vm` })), "VM", out);
+}
+
+function validateReport(report: Report, out: Violation[]): void {
+  checkAttrs(report, ATTRS.report, "/nrdl/report", out);
+  const results = indexed<Report["results"][number]>(report.results, "/nrdl/report/result");
+  if (results.length === 0) out.push({ path: "/nrdl/report/result[1]", message: "required element missing; a report has at least one <result>" });
+  for (const r of results) checkAttrs(r.item, ATTRS.result, r.path, out);
+  checkUnique(results.map((r) => ({ name: r.item.vm, path: `${r.path}/@vm` })), "VM", out);
+}

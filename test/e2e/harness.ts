@@ -1,0 +1,130 @@
+/**
+ * Two hosts on one machine for end-to-end tests: dc1 (source agent) and dc2 (destination agent),
+ * each with its own run dir and SIP endpoint on loopback, identical inventories of real QEMU
+ * guests. `placement()` is the invariant every test ends with: each VM runs on exactly one host.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { DestinationAgent } from "../../agents/destination/agent";
+import { SourceAgent } from "../../agents/source/agent";
+import { hostOf, sipOf } from "../../agents/wiring";
+import { parseConfig } from "../../lib/config/load";
+import type { HostConfig } from "../../lib/config/schema";
+import type { VmDefinition } from "../../lib/hypervisor/driver";
+import type { Host } from "../../lib/hypervisor/host";
+import { livePid, terminate } from "../../lib/hypervisor/pidfile";
+import { createLogger, silentLogger, type Logger } from "../../lib/log/logger";
+import type { SipJsBackend, TraceEvent } from "../../lib/sip";
+import type { Role } from "../../nrdl/types";
+import { ensureGuest, guestVm } from "../testbed/guest";
+
+export type Transport = "udp" | "tcp";
+export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
+
+export interface Side {
+  cfg: HostConfig;
+  host: Host;
+  sip: SipJsBackend;
+  runDir: string;
+  trace: TraceEvent[];
+}
+
+export interface Pair {
+  base: string;
+  defs: VmDefinition[];
+  dc1: Side & { agent: SourceAgent };
+  dc2: Side & { agent: DestinationAgent; uri: string };
+  close(): Promise<void>;
+}
+
+export interface PairOptions {
+  transport?: Transport;
+  /** Overrides for dc2's config (security, timers, ...). */
+  dc2?: Record<string, unknown>;
+  logger?: Logger;
+}
+
+let portBase = 20000 + Math.floor(Math.random() * 20000);
+
+export async function guestDefs(vms: Array<[string, Role]>, memoryMib = 96): Promise<VmDefinition[]> {
+  const guest = await ensureGuest();
+  return vms.map(([name, role]) => ({ ...guestVm(guest, name, { memoryMib }), role }));
+}
+
+function side(base: string, name: string, defs: VmDefinition[], transport: Transport, extra: Record<string, unknown> = {}): HostConfig {
+  const ports = portBase;
+  portBase += 50;
+  return parseConfig({
+    host: name,
+    sip: { aor: `sip:${name}@127.0.0.1`, listen: [{ transport, address: "127.0.0.1", port: 0 }] },
+    inventory: defs,
+    runDir: path.join(base, name),
+    stateDir: path.join(base, `${name}-state`),
+    migration: { address: "127.0.0.1", ports: `${ports}-${ports + 49}` },
+    ...extra,
+  });
+}
+
+export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): Promise<Pair> {
+  const transport = opts.transport ?? "udp";
+  // SIP_TELEPORT_TEST_LOG=debug shows both agents' logs while a test runs
+  const logger = opts.logger ?? (process.env.SIP_TELEPORT_TEST_LOG ? createLogger({ level: process.env.SIP_TELEPORT_TEST_LOG }) : silentLogger);
+  // short base path: QMP socket paths must stay under 108 bytes
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-e2e-"));
+  const mk = (name: string, extra?: Record<string, unknown>) => {
+    const cfg = side(base, name, defs, transport, extra);
+    const sip = sipOf(cfg, logger);
+    const trace: TraceEvent[] = [];
+    sip.onTrace((e) => trace.push(e));
+    return { cfg, host: hostOf(cfg, logger), sip, runDir: cfg.runDir, trace };
+  };
+  const d2 = mk("dc2", opts.dc2);
+  const dest = new DestinationAgent({ config: d2.cfg, sip: d2.sip, host: d2.host, logger });
+  await dest.start();
+  const port = d2.sip.listeners[0].port;
+  const d1 = mk("dc1");
+  await d1.sip.start();
+  const source = new SourceAgent({ sip: d1.sip, host: d1.host, hostName: "dc1", logger });
+  const pair: Pair = {
+    base,
+    defs,
+    dc1: { ...d1, agent: source },
+    dc2: { ...d2, agent: dest, uri: `sip:dc2@127.0.0.1:${port};transport=${transport}` },
+    close: async () => {
+      await dest.stop().catch(() => undefined);
+      await d1.sip.stop().catch(() => undefined);
+      await killAll(base);
+      fs.rmSync(base, { recursive: true, force: true });
+    },
+  };
+  return pair;
+}
+
+/** Start the VMs on dc1, as the source host's operator would before a migration. */
+export async function bootOnSource(pair: Pair, names = pair.defs.map((d) => d.name)): Promise<void> {
+  await Promise.all(names.map((n) => pair.dc1.host.find(n)?.driver.start(n)));
+}
+
+/** Where each VM has a live process: the invariant is exactly one host per VM. */
+export function placement(pair: Pair): Record<string, string[]> {
+  return Object.fromEntries(
+    pair.defs.map((d) => [d.name, (["dc1", "dc2"] as const).filter((h) => livePid(path.join(pair[h].runDir, `${d.name}.pid`)) !== undefined)]),
+  );
+}
+
+/** Every VM on `host` only, and running there. */
+export async function expectAllOn(pair: Pair, host: "dc1" | "dc2"): Promise<void> {
+  expect(placement(pair)).toEqual(Object.fromEntries(pair.defs.map((d) => [d.name, [host]])));
+  for (const d of pair.defs) expect(await pair[host].host.find(d.name)?.driver.state(d.name)).toBe("running");
+}
+
+async function killAll(base: string): Promise<void> {
+  for (const dir of fs.readdirSync(base).map((d) => path.join(base, d))) {
+    if (!fs.statSync(dir).isDirectory()) continue;
+    for (const f of fs.readdirSync(dir).filter((n) => n.endsWith(".pid"))) {
+      const pid = livePid(path.join(dir, f));
+      if (pid !== undefined) await terminate(pid, 500);
+    }
+  }
+}

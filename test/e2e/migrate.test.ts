@@ -1,0 +1,71 @@
+/**
+ * The agent pair end to end: real SIP on loopback, real QEMU guests, the NRDL dialog
+ * INVITE/200/ACK/INFO.../BYE, and the invariant that each VM runs on exactly one host.
+ */
+import { ladderSteps } from "../../lib/sip/ladder";
+import { bootOnSource, expectAllOn, guestDefs, placement, startPair, type Pair } from "./harness";
+
+const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
+
+describe("agent pair: exp2 (router1, video) over UDP", () => {
+  let pair: Pair;
+  afterEach(async () => pair?.close());
+
+  it("moves the group in plan order and both sides report completion", async () => {
+    pair = await startPair(await guestDefs([["video", "server"], ["router1", "router"]]));
+    await bootOnSource(pair);
+    await expectAllOn(pair, "dc1");
+    const started: string[] = [];
+    const summary = await pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["video", "router1"], policy }, { onStart: (vm) => started.push(vm) });
+    expect(started).toEqual(["router1", "video"]); // network function first
+    expect(summary.outcome).toBe("completed");
+    expect(summary.vms.map((v) => [v.vm, v.state])).toEqual([["video", "completed"], ["router1", "completed"]]);
+    for (const v of summary.vms) {
+      expect(v.totalMs).toBeGreaterThan(0);
+      expect(v.transferredBytes).toBeGreaterThan(1 << 20);
+    }
+    expect(summary.destinationReport?.outcome).toBe("completed");
+    expect(summary.destinationReport?.results.every((r) => r.host === "dc2")).toBe(true);
+    await expectAllOn(pair, "dc2");
+    const labels = ladderSteps(pair.dc1.trace).map((s) => s.label.replace(/ \[.*\]$/, ""));
+    expect(labels.slice(0, 4)).toEqual(["INVITE", "100 Trying (INVITE)", "200 OK (INVITE)", "ACK"]);
+    expect(labels).toContain("INFO");
+    expect(labels.slice(-2)).toEqual(["BYE", "200 OK (BYE)"]);
+    expect(placement(pair)).toEqual({ video: ["dc2"], router1: ["dc2"] });
+  });
+});
+
+describe("agent pair: other groups, transports and strategies", () => {
+  let pair: Pair;
+  afterEach(async () => pair?.close());
+
+  it("exp1 (two routers) in parallel over TCP", async () => {
+    pair = await startPair(await guestDefs([["router1", "router"], ["router2", "router"]]), { transport: "tcp" });
+    await bootOnSource(pair);
+    let running = 0;
+    let peak = 0;
+    const summary = await pair.dc1.agent.migrate(
+      { to: pair.dc2.uri, vms: ["router1", "router2"], policy: { ...policy, strategy: "parallel", maxParallel: 2 } },
+      { onStart: () => (peak = Math.max(peak, ++running)), onOutcome: () => running-- },
+    );
+    expect(peak).toBe(2);
+    expect(summary.outcome).toBe("completed");
+    await expectAllOn(pair, "dc2");
+  });
+
+  it("exp3 (edge network) with switchover: each wave pre-copies, then switches over together", async () => {
+    pair = await startPair(await guestDefs([["firewall", "firewall"], ["router-switch", "router"], ["storage", "storage"], ["web", "server"]]));
+    await bootOnSource(pair);
+    const events: string[] = [];
+    const summary = await pair.dc1.agent.migrate(
+      { to: pair.dc2.uri, vms: ["web", "storage", "router-switch", "firewall"], policy: { ...policy, strategy: "switchover", maxParallel: 4 } },
+      { onSwitchover: (vms) => events.push(`switch ${[...vms].sort().join("+")}`), onOutcome: (o) => events.push(`${o.state} ${o.vm}`) },
+    );
+    expect(summary.outcome).toBe("completed");
+    // network functions in the first wave, servers in the second, each switched over as one
+    expect(events.slice(0, 3).sort()).toEqual(["completed firewall", "completed router-switch", "switch firewall+router-switch"].sort());
+    expect(events[0]).toBe("switch firewall+router-switch");
+    expect(events[3]).toBe("switch storage+web");
+    await expectAllOn(pair, "dc2");
+  });
+});

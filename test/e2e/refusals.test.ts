@@ -1,0 +1,134 @@
+/**
+ * Every refusal of the destination agent, over real SIP with real QEMU behind it: the status
+ * and reason the caller sees, and that nothing was armed or left behind on the destination.
+ */
+import { SourceAgent } from "../../agents/source/agent";
+import { sipOf } from "../../agents/wiring";
+import { TeleportError } from "../../lib/errors";
+import { silentLogger } from "../../lib/log/logger";
+import type { SipJsBackend } from "../../lib/sip";
+import { buildNrdl, offerDocument, parseNrdl } from "../../nrdl";
+import { NRDL_MIME } from "../../nrdl/types";
+import { bootOnSource, expectAllOn, guestDefs, placement, startPair, type Pair } from "./harness";
+
+const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
+
+function offerFor(vms: Array<{ name: string; memoryMib?: number }>, id = "mig-test"): string {
+  return buildNrdl(
+    offerDocument({ id, sourceUri: "sip:dc1@127.0.0.1", destinationUri: "sip:dc2@127.0.0.1", vms: vms.map((v) => ({ memoryMib: 96, ...v })) }),
+  );
+}
+
+async function refusal(p: Promise<unknown>): Promise<TeleportError> {
+  try {
+    await p;
+  } catch (err) {
+    return TeleportError.from(err);
+  }
+  throw new Error("expected a refusal, got 200 OK");
+}
+
+/** Nothing of the destination's: no QEMU process there for any VM. */
+function nothingOnDc2(pair: Pair): void {
+  for (const [vm, hosts] of Object.entries(placement(pair))) expect([vm, hosts.includes("dc2")]).toEqual([vm, false]);
+}
+
+describe("destination refusals", () => {
+  let pair: Pair;
+  beforeAll(async () => {
+    pair = await startPair(await guestDefs([["router1", "router"], ["video", "server"]]));
+  });
+  afterAll(async () => pair?.close());
+  afterEach(() => nothingOnDc2(pair));
+
+  it("415 for a softphone's SDP, with Accept: application/nrdl+xml", async () => {
+    const e = await refusal(pair.dc1.sip.invite(pair.dc2.uri, { contentType: "application/sdp", content: "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\n" }).established);
+    expect(e.status).toBe(415);
+  });
+
+  it("400 for invalid NRDL, with the validator's message", async () => {
+    const bad = offerFor([{ name: "router1" }]).replace('memory-mib="96"', 'memory-mib="-5"');
+    const e = await refusal(pair.dc1.sip.invite(pair.dc2.uri, { contentType: NRDL_MIME, content: bad }).established);
+    expect(e.status).toBe(400);
+    expect(e.message).toMatch(/\/nrdl\/offer\/vm\[1\]\/@memory-mib: expected a positive integer, got .-5./);
+  });
+
+  it("488 with a <rejected> per VM this host does not define or defines differently", async () => {
+    const content = offerFor([{ name: "router1" }, { name: "ghost" }, { name: "video", memoryMib: 512 }]);
+    const e = await refusal(pair.dc1.sip.invite(pair.dc2.uri, { contentType: NRDL_MIME, content }).established);
+    expect(e.status).toBe(488);
+    expect(e.message).toMatch(/ghost: not defined on this host/);
+    expect(e.message).toMatch(/video: definition differs: memory 512 MiB offered, 96 MiB defined here/);
+    expect(e.message).not.toMatch(/router1/);
+  });
+
+  it("486 Busy Here for the second of two dialogs racing for the same VM; the first one proceeds", async () => {
+    const content = offerFor([{ name: "router1" }]);
+    const first = pair.dc1.sip.invite(pair.dc2.uri, { contentType: NRDL_MIME, content });
+    await new Promise((r) => setTimeout(r, 50));
+    const second = await refusal(pair.dc1.sip.invite(pair.dc2.uri, { contentType: NRDL_MIME, content: offerFor([{ name: "router1" }], "mig-other") }).established);
+    expect(second.status).toBe(486);
+    expect(second.message).toMatch(/router1 is being moved by another dialog/);
+    const { dialog } = await first.established;
+    expect(placement(pair).router1).toEqual(["dc2"]); // armed, waiting
+    const bye = await dialog.bye();
+    expect(bye.status).toBe(200);
+    const report = parseNrdl(bye.body?.content ?? "");
+    expect(report.ok && report.doc.body.kind === "report" && report.doc.body.outcome).toBe("failed");
+  });
+
+  it("CANCEL while arming: 487, and every listener armed meanwhile is removed", async () => {
+    const invite = pair.dc1.sip.invite(pair.dc2.uri, { contentType: NRDL_MIME, content: offerFor([{ name: "router1" }, { name: "video" }]) });
+    await new Promise((r) => setTimeout(r, 150));
+    invite.cancel();
+    const e = await refusal(invite.established);
+    expect(e.status).toBe(487);
+    // arming finishes in the background, then disarms
+    for (let i = 0; i < 100 && Object.values(placement(pair)).some((h) => h.includes("dc2")); i++) await new Promise((r) => setTimeout(r, 100));
+  });
+
+  it("a source refuses to offer a VM that does not run on it", async () => {
+    const e = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy }));
+    expect(e.status).toBe(409);
+    expect(e.message).toMatch(/router1 is absent here, not running/);
+  });
+});
+
+/** A second source agent on dc1 that answers digest challenges as user dc1. */
+async function sourceWith(pair: Pair, password: string): Promise<{ sip: SipJsBackend; agent: SourceAgent }> {
+  const cfg = { ...pair.dc1.cfg, sip: { ...pair.dc1.cfg.sip, credentials: { username: "dc1", password } } };
+  const sip = sipOf(cfg, silentLogger, { ephemeral: true });
+  await sip.start();
+  return { sip, agent: new SourceAgent({ sip, host: pair.dc1.host, hostName: "dc1", logger: silentLogger }) };
+}
+
+describe("who may call", () => {
+  let pair: Pair;
+  afterEach(async () => pair?.close());
+
+  it("403 for a caller outside the allowlist", async () => {
+    pair = await startPair(await guestDefs([["router1", "router"]]), { dc2: { security: { allow: ["sip:ops@*"] } } });
+    await bootOnSource(pair);
+    const e = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy }));
+    expect(e.status).toBe(403);
+    expect(e.message).toMatch(/sip:dc1@127\.0\.0\.1 from 127\.0\.0\.1 is not in this host's allowlist/);
+    await expectAllOn(pair, "dc1");
+  });
+
+  it("401 without or with wrong credentials when the destination requires digest; the right ones move the VM", async () => {
+    pair = await startPair(await guestDefs([["router1", "router"]]), { dc2: { security: { users: { dc1: "s3cret-dc1" } } } });
+    await bootOnSource(pair);
+    const e = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy }));
+    expect(e.status).toBe(401);
+    await expectAllOn(pair, "dc1");
+    const wrong = await sourceWith(pair, "wrong-password");
+    expect((await refusal(wrong.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy }))).status).toBe(401);
+    await wrong.sip.stop();
+    await expectAllOn(pair, "dc1");
+    const right = await sourceWith(pair, "s3cret-dc1");
+    const summary = await right.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy });
+    await right.sip.stop();
+    expect(summary.outcome).toBe("completed");
+    await expectAllOn(pair, "dc2");
+  });
+});

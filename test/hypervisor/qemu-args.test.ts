@@ -1,0 +1,59 @@
+/** The QEMU command line a definition becomes (no QEMU started here). */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type { VmDefinition } from "../../lib/hypervisor/driver";
+import { QemuDriver } from "../../lib/hypervisor/qemu";
+
+const def: VmDefinition = {
+  name: "fw1",
+  hypervisor: "qemu",
+  role: "firewall",
+  memoryMib: 256,
+  cpus: 2,
+  disk: "/images/fw1.qcow2",
+  nics: [
+    { kind: "tap", ifname: "fw1-dc1", mac: "52:54:00:00:00:41" },
+    { kind: "user", mac: "52:54:00:00:00:42" },
+  ],
+  extraArgs: ["-rtc", "base=utc"],
+};
+
+let dir: string;
+beforeAll(() => (dir = fs.mkdtempSync(path.join(os.tmpdir(), "st-args-"))));
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+test("a disk VM with a tap and a user NIC, as source and as incoming listener", () => {
+  const d = new QemuDriver({ runDir: dir, inventory: [def], accel: { accel: "tcg", reason: "test" } });
+  const args = d.qemuArgs(def, false);
+  const f = d.files("fw1");
+  expect(args).toEqual([
+    "-name", "fw1", "-accel", "tcg", "-m", "256", "-smp", "2",
+    "-nodefaults", "-no-user-config", "-display", "none",
+    "-drive", "file=/images/fw1.qcow2,if=virtio,format=qcow2",
+    "-netdev", "tap,id=net0,ifname=fw1-dc1,script=no,downscript=no", "-device", "virtio-net-pci,netdev=net0,mac=52:54:00:00:00:41,romfile=",
+    "-netdev", "user,id=net1", "-device", "virtio-net-pci,netdev=net1,mac=52:54:00:00:00:42,romfile=",
+    "-chardev", `file,id=serial0,path=${f.serial},append=on`, "-serial", "chardev:serial0",
+    "-qmp", `unix:${f.qmp},server=on,wait=off`, "-qmp", `unix:${f.mon},server=on,wait=off`,
+    "-pidfile", f.pid, "-daemonize",
+    "-rtc", "base=utc",
+  ]);
+  expect(d.qemuArgs(def, true)).toEqual([...args, "-incoming", "defer"]);
+  expect(d.inventory()).toEqual([def]);
+});
+
+test("only QEMU VMs belong to the QEMU driver; unknown VMs are refused with 404", async () => {
+  const d = new QemuDriver({ runDir: dir, inventory: [def, { ...def, name: "vb", hypervisor: "virtualbox" }] });
+  expect(d.inventory().map((v) => v.name)).toEqual(["fw1"]);
+  await expect(d.state("vb")).rejects.toMatchObject({ status: 404 });
+  expect(await d.state("fw1")).toBe("absent");
+  expect(await d.available()).toMatchObject({ ok: true, detail: expect.stringMatching(/QEMU emulator version .*(KVM|TCG)/) });
+  const missing = new QemuDriver({ runDir: dir, inventory: [], qemuBinary: path.join(dir, "no-qemu") });
+  expect(await missing.available()).toMatchObject({ ok: false, detail: expect.stringMatching(/apt-get install qemu-system-x86/) });
+});
+
+test("a run dir too deep for Unix sockets is refused before QEMU starts", async () => {
+  const deep = path.join(dir, "x".repeat(120));
+  const d = new QemuDriver({ runDir: deep, inventory: [def] });
+  await expect(d.start("fw1")).rejects.toMatchObject({ status: 400, reason: expect.stringMatching(/run dir path too long/) });
+});

@@ -1,0 +1,113 @@
+/** fast-check generators of valid NRDL documents, one per body kind. */
+import fc from "fast-check";
+import { HOST_TEXT, REASON } from "../../nrdl/schema";
+import {
+  HYPERVISORS, NAME_PATTERN, ON_ERROR, OUTCOMES, ROLES, STRATEGIES, VM_STATES,
+  type Answer, type NrdlBody, type NrdlDocument, type Offer, type Report, type StatusReport, type VmSpec,
+} from "../../nrdl/types";
+
+/** Plain objects (fast-check may build null-prototype ones, which toStrictEqual tells apart). */
+function record<T>(model: { [K in keyof T]: fc.Arbitrary<T[K]> }, options: { requiredKeys?: Array<keyof T> } = {}): fc.Arbitrary<T> {
+  return fc.record(model, { ...options, noNullPrototype: true } as never) as fc.Arbitrary<T>;
+}
+
+const name = fc.stringMatching(NAME_PATTERN);
+const names = (min: number, max: number) => fc.uniqueArray(name, { minLength: min, maxLength: max });
+const positive = fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER });
+const natural = fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER });
+// Any Unicode, including & < > " ' and astral characters; the codec drops control characters.
+const text = (codec: typeof REASON, max: number) =>
+  fc.string({ unit: "binary", minLength: 1, maxLength: max }).filter((s) => codec.accepts(s));
+const reason = text(REASON, 40);
+const uriChar = fc.constantFrom(..."abcXYZ019@.:;=?&%+-_~!#$'()*,/[]{}|^`\\");
+const sipUri = fc.tuple(fc.constantFrom("sip:", "sips:"), fc.string({ unit: uriChar, minLength: 1, maxLength: 60 })).map(([s, r]) => s + r);
+const migrationUri = fc.oneof(
+  fc.tuple(fc.ipV4(), fc.integer({ min: 1, max: 65535 })).map(([h, p]) => `tcp:${h}:${p}`),
+  fc.tuple(fc.ipV6(), fc.integer({ min: 1, max: 65535 })).map(([h, p]) => `tcp:[${h}]:${p}`),
+  fc.tuple(fc.domain(), fc.integer({ min: 1, max: 65535 })).map(([h, p]) => `tcp:${h}:${p}`),
+);
+const secret = fc.stringMatching(/^[A-Za-z0-9_-]{16,128}$/);
+const progress = fc.integer({ min: 0, max: 10000 }).map((n) => n / 10000);
+
+const offer: fc.Arbitrary<Offer> = names(1, 8).chain((vmNames) =>
+  record({
+    kind: fc.constant("offer" as const),
+    sourceUri: sipUri,
+    destinationUri: sipUri,
+    policy: fc.constantFrom(...STRATEGIES).chain((strategy) =>
+      record({
+        strategy: fc.constant(strategy),
+        maxParallel: strategy === "sequential" ? fc.constant(1) : positive,
+        bandwidthMbps: natural,
+        downtimeLimitMs: positive,
+        timeoutS: positive,
+        onError: fc.constantFrom(...ON_ERROR),
+      }),
+    ),
+    // Dependencies only point backwards, so the graph is acyclic.
+    vms: fc.tuple(
+      ...vmNames.map((vmName, i): fc.Arbitrary<VmSpec> =>
+        record({
+          name: fc.constant(vmName),
+          hypervisor: fc.constantFrom(...HYPERVISORS),
+          role: fc.constantFrom(...ROLES),
+          memoryMib: positive,
+          cpus: positive,
+          dependsOn: fc.subarray(vmNames.slice(0, i)),
+        }),
+      ),
+    ),
+  }),
+);
+
+const answer: fc.Arbitrary<Answer> = names(1, 8).chain((vms) =>
+  fc.integer({ min: 0, max: vms.length }).chain((split) =>
+    record({
+      kind: fc.constant("answer" as const),
+      armed: fc.tuple(...vms.slice(0, split).map((vm) => record({ vm: fc.constant(vm), uri: migrationUri, secret }))),
+      rejected: fc.tuple(...vms.slice(split).map((vm) => record({ vm: fc.constant(vm), reason }))),
+    }),
+  ),
+);
+
+const optionalStats = {
+  transferredBytes: natural,
+  totalMs: natural,
+  downtimeMs: natural,
+  reason,
+};
+
+const status: fc.Arbitrary<StatusReport> = names(1, 6).chain((vms) =>
+  record({
+    kind: fc.constant("status" as const),
+    statuses: fc.tuple(
+      ...vms.map((vm) =>
+        record(
+          { vm: fc.constant(vm), state: fc.constantFrom(...VM_STATES), progress, ...optionalStats },
+          { requiredKeys: ["vm", "state"] },
+        ),
+      ),
+    ),
+  }),
+);
+
+const report: fc.Arbitrary<Report> = names(1, 6).chain((vms) =>
+  record({
+    kind: fc.constant("report" as const),
+    outcome: fc.constantFrom(...OUTCOMES),
+    results: fc.tuple(
+      ...vms.map((vm) =>
+        record(
+          { vm: fc.constant(vm), state: fc.constantFrom(...VM_STATES), host: text(HOST_TEXT, 30), ...optionalStats },
+          { requiredKeys: ["vm", "state", "host"] },
+        ),
+      ),
+    ),
+  }),
+);
+
+export const BODIES: Record<NrdlBody["kind"], fc.Arbitrary<NrdlBody>> = { offer, answer, status, report };
+
+export function documentOf<B extends NrdlBody>(body: fc.Arbitrary<B>): fc.Arbitrary<NrdlDocument<B>> {
+  return record({ version: fc.constant(1), id: name, body });
+}
