@@ -182,7 +182,8 @@ export async function measureMove(lab: Lab, migrator: Migrator, req: MoveRequest
   }
   for (const r of report.vms) if (r.outcome !== "completed") violations.push(`${r.vm} ${r.outcome}: ${r.reason}`);
   const figures = groupFigures(records, startedAt);
-  if (figures.unrecovered) violations.push("a probe never answered again after the move");
+  for (const p of figures.probes)
+    for (const o of p.outages.filter((x) => x.open)) violations.push(`${p.name} silent from ${o.from - startedAt} ms after the move began until it stopped${p.error ? ` (${p.error})` : ""}`);
 
   const udpRec = records.find((r) => r.kind === "udp");
   const result: RunResult = {
