@@ -53,14 +53,16 @@ describe("probe figures", () => {
     expect(zeroBandwidthMs([0, 0, 5, 5])).toBe(0);
   });
 
-  it("spans the group interruption from the first failure to the last recovery", () => {
+  it("merges overlapping silences of different probes into one group interruption", () => {
     const a = rec({ name: "a", replies: [...every(0, 200, 5), ...every(300, 1000, 5)] });
-    const b = rec({ name: "b", replies: [...every(0, 600, 5), ...every(800, 1000, 5)] });
-    const g = groupFigures([a, b]);
-    expect(g.interruptionMs).toBe(605); // 195 -> 800
-    expect(g.anyDownMs).toBe(105 + 205);
+    const b = rec({ name: "b", replies: [...every(0, 250, 5), ...every(400, 1000, 5)] });
+    const c = rec({ name: "c", replies: [...every(0, 600, 5), ...every(700, 1000, 5)] });
+    const g = groupFigures([a, b, c]);
+    expect(g.interruptions).toEqual([{ from: 195, to: 400 }, { from: 595, to: 700 }]);
+    expect(g.interruptionMs).toBe(205);
+    expect(g.anyDownMs).toBe(205 + 105);
     expect(g.unrecovered).toBe(false);
-    expect(groupFigures([a, b], 700).interruptionMs).toBe(205);
+    expect(groupFigures([a, b, c], 500).interruptions).toEqual([{ from: 595, to: 700 }]);
     expect(groupFigures([rec({ replies: every(0, 1000, 5) })]).interruptionMs).toBe(0);
   });
 });
@@ -80,7 +82,7 @@ describe("timeline SVG", () => {
       to: 3000,
       link: [{ t: 100, mbit: 0 }, { t: 200, mbit: 900 }],
       udp: { startedAt: 0, bucketMs: 100, bytes: [1000, 0, 1000] },
-      probes: [{ name: "ping router1", replies: [], outages: [{ from: 1000, to: 1200 }] }],
+      probes: [{ name: "ping router1", outages: [{ from: 1000, to: 1200 }] }],
       vms: [{ name: "router1", start: 500, switchover: 1000, end: 1100 }],
     });
     expect(svg.startsWith("<svg")).toBe(true);

@@ -86,25 +86,28 @@ export interface ProbeFigures {
 
 export interface GroupFigures {
   probes: ProbeFigures[];
-  /** First probe failure until every probe answers again (0 when nothing failed). */
+  /**
+   * Interruptions of the group: from a probe's first failure until every probe answers again
+   * (overlapping silences of different probes merged), in time order.
+   */
+  interruptions: Array<{ from: number; to: number }>;
+  /** The longest interruption (0 when nothing failed). */
   interruptionMs: number;
-  /** Time during which at least one probe was failing. */
+  /** Total time during which at least one probe was failing (the sum of the interruptions). */
   anyDownMs: number;
   /** Some probe never answered again. */
   unrecovered: boolean;
 }
 
-/** Total length of the union of intervals. */
-function unionLength(intervals: Array<{ from: number; to: number }>): number {
-  const sorted = [...intervals].sort((a, b) => a.from - b.from);
-  let total = 0;
-  let end = -Infinity;
-  for (const { from, to } of sorted) {
-    if (to <= end) continue;
-    total += to - Math.max(from, end);
-    end = to;
+/** Overlapping intervals merged, in time order. */
+function merge(intervals: Array<{ from: number; to: number }>): Array<{ from: number; to: number }> {
+  const out: Array<{ from: number; to: number }> = [];
+  for (const { from, to } of [...intervals].sort((a, b) => a.from - b.from)) {
+    const last = out[out.length - 1];
+    if (last && from <= last.to) last.to = Math.max(last.to, to);
+    else out.push({ from, to });
   }
-  return total;
+  return out;
 }
 
 /** Figures of every probe and of the group; outages ending before `since` (warm-up) are ignored. */
@@ -115,7 +118,7 @@ export function groupFigures(records: readonly ProbeRecord[], since = -Infinity)
       kind: rec.kind,
       target: rec.target,
       replies: rec.replies.length,
-      longestGapMs: longestGapMs(rec),
+      longestGapMs: Math.round(longestGapMs(rec)),
       outages: outages(rec).filter((o) => o.to >= since),
     };
     if (rec.lost !== undefined) f.lost = rec.lost;
@@ -124,6 +127,13 @@ export function groupFigures(records: readonly ProbeRecord[], since = -Infinity)
     return f;
   });
   const all = probes.flatMap((p) => p.outages);
-  const interruptionMs = all.length ? Math.max(...all.map((o) => o.to)) - Math.min(...all.map((o) => o.from)) : 0;
-  return { probes, interruptionMs, anyDownMs: unionLength(all), unrecovered: all.some((o) => o.open) };
+  const interruptions = merge(all);
+  const lengths = interruptions.map((i) => i.to - i.from);
+  return {
+    probes,
+    interruptions,
+    interruptionMs: Math.round(Math.max(0, ...lengths)),
+    anyDownMs: Math.round(lengths.reduce((a, b) => a + b, 0)),
+    unrecovered: all.some((o) => o.open),
+  };
 }

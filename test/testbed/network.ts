@@ -6,6 +6,7 @@
  * destroy() removes everything and is safe to call twice or after a half-built setup.
  * Needs root and iproute2.
  */
+import { spawn } from "node:child_process";
 import execa from "execa";
 
 export type HostName = "dc1" | "dc2";
@@ -108,12 +109,25 @@ export class TestbedNetwork {
     }
   }
 
-  /** Bytes sent so far on a data center's uplink (the migration traffic leaving it). */
-  async uplinkTxBytes(host: HostName): Promise<number> {
-    const { stdout } = await execa("ip", ["-n", this.ns[host], "-j", "-s", "link", "show", "dev", "uplink"]);
-    const parsed: unknown = JSON.parse(stdout);
-    const first = Array.isArray(parsed) ? (parsed[0] as { stats64?: { tx?: { bytes?: number } } }) : undefined;
-    return first?.stats64?.tx?.bytes ?? 0;
+  /**
+   * Everything the data centers send into the switch (migration streams, SIP, probe answers):
+   * one reader inside `sw` prints the two ports' rx byte counters every `everyMs`, so sampling
+   * costs one process instead of one per sample. `onSample` gets the summed counter.
+   */
+  watchInterDcBytes(everyMs: number, onSample: (t: number, bytes: number) => void): { stop(): void } {
+    const files = HOSTS.map((h) => `/sys/class/net/p-${h}/statistics/rx_bytes`).join(" ");
+    const script = `while :; do echo $(cat ${files}); sleep ${everyMs / 1000}; done`;
+    const child = spawn(this.exec("sw")[0], [...this.exec("sw").slice(1), "sh", "-c", script], { stdio: ["ignore", "pipe", "ignore"] });
+    let partial = "";
+    child.stdout?.on("data", (chunk: Buffer) => {
+      const lines = (partial + chunk.toString()).split("\n");
+      partial = lines.pop() ?? "";
+      for (const line of lines) {
+        const values = line.trim().split(/\s+/).map(Number);
+        if (values.length === HOSTS.length && values.every(Number.isFinite)) onSample(Date.now(), values.reduce((a, b) => a + b, 0));
+      }
+    });
+    return { stop: () => void child.kill("SIGKILL") };
   }
 
   /** Delete every namespace (which removes their links); never throws. */

@@ -83,8 +83,10 @@ export function startPing(nsExec: string[], name: string, target: string, interv
   return {
     name,
     async stop() {
+      // ping's own -D timestamps date the replies, so the end is when we stopped asking, not when ping exited.
+      const stoppedAt = Date.now();
       await killChild(child);
-      return { name, kind: "ping", target, intervalMs, startedAt, stoppedAt: Date.now(), replies, lost: pingLost(seqs) };
+      return { name, kind: "ping", target, intervalMs, startedAt, stoppedAt, replies: replies.filter((t) => t <= stoppedAt), lost: pingLost(seqs) };
     },
   };
 }
@@ -164,6 +166,10 @@ async function startRelayed(
     async stop() {
       clearInterval(timer);
       const stoppedAt = Date.now();
+      // Answers already in the socket when we stopped asking count as arrived by then: on a
+      // loaded machine this process may read them late, which is not the guest's silence.
+      await new Promise((r) => setTimeout(r, 100));
+      for (let i = replies.length - 1; i >= 0 && replies[i] > stoppedAt; i--) replies[i] = stoppedAt;
       sock.removeAllListeners("close");
       sock.destroy();
       await killChild(relay.child);

@@ -11,7 +11,7 @@ import type { Policy } from "../../nrdl/types";
 import { hostAddress } from "./experiments";
 import type { Lab, RecordedEvent } from "./lab";
 import { BUCKET_MS, type GroupFigures, groupFigures, udpBuckets } from "./metrics";
-import { HOSTS, type HostName } from "./network";
+import type { HostName } from "./network";
 import { type Probe, type ProbeRecord, startPing, startTcpEcho, startUdpStream } from "./probes";
 import type { VmMarks } from "./svg";
 
@@ -95,24 +95,17 @@ async function startProbes(lab: Lab): Promise<Probe[]> {
   }
 }
 
-/** Samples the bytes both data centers send on their uplinks (the inter-DC link), as Mbit/s per interval. */
-function sampleLink(lab: Lab, everyMs: number): { stop(): Promise<Array<{ t: number; mbit: number }>> } {
+/** The inter-DC link's throughput (Mbit/s) per sampling interval, until stopped. */
+function sampleLink(lab: Lab, everyMs: number): { stop(): Array<{ t: number; mbit: number }> } {
   const samples: Array<{ t: number; mbit: number }> = [];
   let last: { t: number; bytes: number } | undefined;
-  let running = true;
-  const loop = (async () => {
-    while (running) {
-      const bytes = (await Promise.all(HOSTS.map((h) => lab.net.uplinkTxBytes(h)))).reduce((a, b) => a + b, 0);
-      const t = Date.now();
-      if (last) samples.push({ t, mbit: ((bytes - last.bytes) * 8) / ((t - last.t) * 1000) });
-      last = { t, bytes };
-      await new Promise((r) => setTimeout(r, everyMs));
-    }
-  })();
+  const watcher = lab.net.watchInterDcBytes(everyMs, (t, bytes) => {
+    if (last && t > last.t) samples.push({ t, mbit: ((bytes - last.bytes) * 8) / ((t - last.t) * 1000) });
+    last = { t, bytes };
+  });
   return {
-    async stop() {
-      running = false;
-      await loop;
+    stop() {
+      watcher.stop();
       return samples;
     },
   };
@@ -160,7 +153,7 @@ export async function measureMove(lab: Lab, migrator: Migrator, req: MoveRequest
   } finally {
     await new Promise((r) => setTimeout(r, tailMs));
     records = await Promise.all(probes.map((p) => p.stop()));
-    linkSamples = await link.stop();
+    linkSamples = link.stop();
   }
   const events = lab.events.slice(eventsFrom);
 

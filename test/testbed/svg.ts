@@ -23,7 +23,7 @@ export interface TimelineData {
   link: Array<{ t: number; mbit: number }>;
   /** UDP stream: bytes per bucket starting at `startedAt`. */
   udp?: { startedAt: number; bucketMs: number; bytes: number[] };
-  probes: Array<{ name: string; replies: number[]; outages: Array<{ from: number; to: number }> }>;
+  probes: Array<{ name: string; outages: Array<{ from: number; to: number }> }>;
   vms: VmMarks[];
 }
 
@@ -113,9 +113,9 @@ export function timelineSvg(data: TimelineData): string {
     mark(vm.start, "6,3", "migration start");
     mark(vm.switchover, "none", "switchover (STOP)");
     mark(vm.end, "2,2", "resumed on destination");
-    parts.push(`<text x="${LEFT + i * 150}" y="${y + 4}" fill="${color}">${esc(vm.name)}: start - - ; stop ― ; resume · ·</text>`);
+    parts.push(`<text x="${LEFT}" y="${y + 4 + i * 14}" fill="${color}">${esc(vm.name)}: migration start (dashed), source STOP (solid), RESUME on destination (dotted)</text>`);
   });
-  y += 14;
+  y += 14 * data.vms.length;
 
   const head = [
     `<text x="${W / 2}" y="20" text-anchor="middle" font-size="15" font-weight="bold">${esc(data.title)}</text>`,
