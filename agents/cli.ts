@@ -6,6 +6,7 @@
 import { Command } from "commander";
 import { packageVersion } from "../lib/version";
 import { registerConfigCommands } from "./commands/config";
+import { registerDemoCommand } from "./commands/demo";
 import { registerListenCommand } from "./commands/listen";
 import { registerMigrateCommand } from "./commands/migrate";
 import { registerNrdlCommands } from "./commands/nrdl";
@@ -32,6 +33,7 @@ Examples:
   $ sip-teleport nrdl validate offer.xml           check an NRDL document
   $ sip-teleport nrdl example exp2 | sip-teleport nrdl validate -`,
     );
+  registerDemoCommand(program);
   registerListenCommand(program);
   registerMigrateCommand(program);
   registerVmCommands(program);

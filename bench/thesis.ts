@@ -24,7 +24,7 @@ import { Lab } from "../test/testbed/lab";
 import type { HostName } from "../test/testbed/network";
 import { measureMove, type Migrator, type RunResult } from "../test/testbed/run";
 import { timelineSvg } from "../test/testbed/svg";
-import { type Group, markdownTable, median, runFigures, timelineOf } from "./thesis-report";
+import { type Group, markdownTable, median, runFigures, timelineOf } from "./lib/thesis-report";
 
 const env = process.env;
 const REPEATS = Number(env.BENCH_REPEATS ?? 5);

@@ -3,9 +3,13 @@ import { dirname, join } from "node:path";
 
 /** The package version, read from the nearest package.json (works from sources and from dist/). */
 export function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(repoRoot(), "package.json"), "utf8")) as { version: string }).version;
+}
+
+/** The package's root folder (where package.json is), from sources or from dist/. */
+export function repoRoot(): string {
   for (let dir = __dirname; dir !== dirname(dir); dir = dirname(dir)) {
-    const file = join(dir, "package.json");
-    if (existsSync(file)) return (JSON.parse(readFileSync(file, "utf8")) as { version: string }).version;
+    if (existsSync(join(dir, "package.json"))) return dir;
   }
-  return "0.0.0";
+  return process.cwd();
 }

@@ -70,12 +70,16 @@ export class StatusReporter {
       });
   }
 
-  /** Stop ticking and wait until every queued status has been sent. */
-  async close(): Promise<void> {
+  /**
+   * Stop ticking and wait until every queued status has been sent, but not longer than
+   * `maxWaitMs`: an INFO lost to a dead peer would otherwise hold the BYE for Timer F (32 s).
+   */
+  async close(maxWaitMs = 3000): Promise<void> {
     clearInterval(this.ticker);
-    while (this.sending || this.pending.size) {
+    const deadline = Date.now() + maxWaitMs;
+    while ((this.sending || this.pending.size) && Date.now() < deadline) {
       this.flush();
-      await this.inFlight;
+      await Promise.race([this.inFlight, new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
     }
   }
 }

@@ -81,12 +81,12 @@ function parseVm(raw: unknown, at: string, baseDir: string, problems: Problems):
   if (!VM_NAME.test(name)) problems.add(`${at}.name`, "must match [A-Za-z0-9][A-Za-z0-9._-]{0,63}");
   const where = name ? `${at} (${name})` : at;
   unknownKeys(raw, VM_KEYS, where, problems);
-  const hypervisor = raw.hypervisor;
+  const hypervisor = raw.hypervisor ?? "qemu"; // the hypervisor that runs here by default
   if (!HYPERVISORS.includes(hypervisor as Hypervisor)) problems.add(`${where}.hypervisor`, `must be one of ${HYPERVISORS.join(", ")}`);
   const role = raw.role ?? "other";
   if (!ROLES.includes(role as Role)) problems.add(`${where}.role`, `must be one of ${ROLES.join(", ")}`);
   const memoryMib = positiveInt(raw, "memoryMib", where, 1 << 20, problems);
-  const cpus = positiveInt(raw, "cpus", where, 256, problems);
+  const cpus = raw.cpus === undefined ? 1 : positiveInt(raw, "cpus", where, 256, problems);
   const kernel = optionalPath(raw, "kernel", where, baseDir, problems);
   const initrd = optionalPath(raw, "initrd", where, baseDir, problems);
   const disk = optionalPath(raw, "disk", where, baseDir, problems);

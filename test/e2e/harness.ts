@@ -14,6 +14,7 @@ import type { HostConfig } from "../../lib/config/schema";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
 import type { Host } from "../../lib/hypervisor/host";
 import { livePid, terminate } from "../../lib/hypervisor/pidfile";
+import { freePortInRange } from "../../lib/net/ports";
 import { createLogger, silentLogger, type Logger } from "../../lib/log/logger";
 import type { SipJsBackend, TraceEvent } from "../../lib/sip";
 import type { Role } from "../../nrdl/types";
@@ -34,7 +35,8 @@ export interface Pair {
   base: string;
   defs: VmDefinition[];
   dc1: Side & { agent: SourceAgent };
-  dc2: Side & { agent: DestinationAgent; uri: string };
+  /** `agent` is absent when the test runs the destination as its own process (`destination: false`). */
+  dc2: Side & { agent?: DestinationAgent; uri: string };
   close(): Promise<void>;
 }
 
@@ -42,6 +44,10 @@ export interface PairOptions {
   transport?: Transport;
   /** Overrides for dc2's config (security, timers, ...). */
   dc2?: Record<string, unknown>;
+  /** Overrides for dc1's config. */
+  dc1?: Record<string, unknown>;
+  /** false: no in-process destination agent; the test starts `sip-teleport listen` itself. */
+  destination?: boolean;
   logger?: Logger;
 }
 
@@ -52,12 +58,12 @@ export async function guestDefs(vms: Array<[string, Role]>, memoryMib = 96): Pro
   return vms.map(([name, role]) => ({ ...guestVm(guest, name, { memoryMib }), role }));
 }
 
-function side(base: string, name: string, defs: VmDefinition[], transport: Transport, extra: Record<string, unknown> = {}): HostConfig {
+function side(base: string, name: string, defs: VmDefinition[], transport: Transport, extra: Record<string, unknown> = {}, sipPort = 0): HostConfig {
   const ports = portBase;
   portBase += 50;
   return parseConfig({
     host: name,
-    sip: { aor: `sip:${name}@127.0.0.1`, listen: [{ transport, address: "127.0.0.1", port: 0 }] },
+    sip: { aor: `sip:${name}@127.0.0.1`, listen: [{ transport, address: "127.0.0.1", port: sipPort }] },
     inventory: defs,
     runDir: path.join(base, name),
     stateDir: path.join(base, `${name}-state`),
@@ -72,18 +78,20 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
   const logger = opts.logger ?? (process.env.SIP_TELEPORT_TEST_LOG ? createLogger({ level: process.env.SIP_TELEPORT_TEST_LOG }) : silentLogger);
   // short base path: QMP socket paths must stay under 108 bytes
   const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-e2e-"));
-  const mk = (name: string, extra?: Record<string, unknown>) => {
-    const cfg = side(base, name, defs, transport, extra);
+  const mk = (name: string, extra?: Record<string, unknown>, sipPort?: number) => {
+    const cfg = side(base, name, defs, transport, extra, sipPort);
     const sip = sipOf(cfg, logger);
     const trace: TraceEvent[] = [];
     sip.onTrace((e) => trace.push(e));
     return { cfg, host: hostOf(cfg, logger), sip, runDir: cfg.runDir, trace };
   };
-  const d2 = mk("dc2", opts.dc2);
-  const dest = new DestinationAgent({ config: d2.cfg, sip: d2.sip, host: d2.host, logger });
-  await dest.start();
-  const port = d2.sip.listeners[0].port;
-  const d1 = mk("dc1");
+  // a destination run as its own process needs a port known in advance
+  const d2 = mk("dc2", opts.dc2, opts.destination === false ? (await freePortInRange("127.0.0.1", `${portBase}-${portBase + 49}`)) : 0);
+  portBase += 50;
+  const dest = opts.destination === false ? undefined : new DestinationAgent({ config: d2.cfg, sip: d2.sip, host: d2.host, logger });
+  await dest?.start();
+  const port = dest ? d2.sip.listeners[0].port : d2.cfg.sip.listen[0].port;
+  const d1 = mk("dc1", opts.dc1);
   await d1.sip.start();
   const source = new SourceAgent({ sip: d1.sip, host: d1.host, hostName: "dc1", logger });
   const pair: Pair = {
@@ -92,13 +100,20 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
     dc1: { ...d1, agent: source },
     dc2: { ...d2, agent: dest, uri: `sip:dc2@127.0.0.1:${port};transport=${transport}` },
     close: async () => {
-      await dest.stop().catch(() => undefined);
+      await dest?.stop().catch(() => undefined);
       await d1.sip.stop().catch(() => undefined);
       await killAll(base);
       fs.rmSync(base, { recursive: true, force: true });
     },
   };
   return pair;
+}
+
+/** Write a side's configuration to a file, for a `sip-teleport` process of its own. */
+export function configFile(pair: Pair, name: "dc1" | "dc2", overrides: Record<string, unknown> = {}): string {
+  const file = path.join(pair.base, `${name}.json`);
+  fs.writeFileSync(file, JSON.stringify({ ...pair[name].cfg, ...overrides }, null, 2));
+  return file;
 }
 
 /** Start the VMs on dc1, as the source host's operator would before a migration. */

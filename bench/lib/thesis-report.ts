@@ -3,10 +3,10 @@
  * run, a Markdown table of medians (min-max) per experiment, strategy and link with the thesis'
  * figures and the ratio thesis/ours, and the Figure-3.9-style timeline of a run.
  */
-import { EXPERIMENT, type ExperimentName } from "../test/testbed/experiments";
-import { outages } from "../test/testbed/metrics";
-import type { RunResult } from "../test/testbed/run";
-import type { TimelineData } from "../test/testbed/svg";
+import { EXPERIMENT, type ExperimentName } from "../../test/testbed/experiments";
+import { outages } from "../../test/testbed/metrics";
+import type { RunResult } from "../../test/testbed/run";
+import type { TimelineData } from "../../test/testbed/svg";
 
 /** The figures of one run that the table aggregates; undefined where the run has no such probe. */
 export interface RunFigures {

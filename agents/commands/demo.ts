@@ -1,0 +1,156 @@
+/**
+ * `sip-teleport demo` (the README's main job): two "hosts" on this machine, dc1 and dc2, each
+ * with its own run directory and SIP endpoint on loopback. A real destination agent runs as its
+ * own process; the thesis' exp2 group (router1, video) boots under QEMU on dc1 and moves to dc2
+ * over SIP, with the progress display, the final table and the SIP ladder. Nothing external.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import type { Command } from "commander";
+import { TeleportError } from "../../lib/errors";
+import { livePid } from "../../lib/hypervisor/pidfile";
+import { createLogger } from "../../lib/log/logger";
+import { freePortInRange } from "../../lib/net/ports";
+import { ladderSteps, renderLadder, type TraceEvent } from "../../lib/sip/ladder";
+import { repoRoot } from "../../lib/version";
+import { ensureGuest } from "../../test/testbed/guest";
+import { loadConfig } from "../../lib/config/load";
+import { SourceAgent } from "../source/agent";
+import { ProgressDisplay } from "../source/progress-display";
+import { hostOf, sipOf } from "../wiring";
+import { reportError } from "./common";
+
+const VMS = [
+  { name: "router1", role: "router", mac: "52:54:00:5e:00:11" },
+  { name: "video", role: "server", mac: "52:54:00:5e:00:12" },
+];
+
+function say(s: string): void {
+  process.stdout.write(s + "\n");
+}
+
+/** The two hosts' configs: identical inventories, separate run dirs, SIP on loopback. */
+function writeHosts(dir: string, kernel: string, initrd: string, sipPort: number): { dc1: string; dc2: string } {
+  const inventory = {
+    vms: VMS.map((v) => ({
+      name: v.name,
+      role: v.role,
+      memoryMib: 96,
+      kernel,
+      initrd,
+      append: `console=ttyS0 quiet panic=-1 st.name=${v.name}`,
+      nics: [{ kind: "user", mac: v.mac }],
+    })),
+  };
+  fs.writeFileSync(path.join(dir, "inventory.json"), JSON.stringify(inventory, null, 2));
+  const host = (name: string, port: number, ports: string) => ({
+    host: name,
+    sip: { aor: `sip:${name}@127.0.0.1`, listen: [{ transport: "udp", address: "127.0.0.1", port }] },
+    inventory: "inventory.json",
+    runDir: `${name}/run`,
+    stateDir: `${name}/state`,
+    migration: { address: "127.0.0.1", ports },
+  });
+  const files = { dc1: path.join(dir, "dc1.json"), dc2: path.join(dir, "dc2.json") };
+  fs.writeFileSync(files.dc1, JSON.stringify(host("dc1", 0, "49300-49349"), null, 2));
+  fs.writeFileSync(files.dc2, JSON.stringify(host("dc2", sipPort, "49350-49399"), null, 2));
+  return files;
+}
+
+/** Start `sip-teleport listen` as its own process and wait until it listens. */
+function startDestination(configFile: string, logFile: string): Promise<ChildProcess> {
+  const cli = path.join(__dirname, "..", "cli.js");
+  const log = fs.openSync(logFile, "w");
+  const child = spawn(process.execPath, [cli, "listen", "-c", configFile], { stdio: ["ignore", "pipe", log] });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new TeleportError(500, "the destination agent did not start", [`see ${logFile}`])), 15000);
+    child.stdout?.on("data", (d: Buffer) => {
+      if (d.toString().includes("listening as")) {
+        clearTimeout(timer);
+        resolve(child);
+      }
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new TeleportError(500, `the destination agent exited (${code})`, [fs.readFileSync(logFile, "utf8").trim()]));
+    });
+  });
+}
+
+export async function runDemo(opts: { keep?: boolean }): Promise<number> {
+  const root = repoRoot();
+  const dir = path.join(root, ".cache", "demo");
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  const logger = createLogger({ level: "warn" });
+  say("sip-teleport demo: the thesis' experiment 2 (a router and a video server) moved from dc1 to dc2 over SIP\n");
+  say("* building the guest (Debian cloud kernel + busybox initramfs, cached in .cache/guest)");
+  const guest = await ensureGuest();
+  const sipPort = (await freePortInRange("127.0.0.1", "25060-25999")) ?? 25060;
+  const files = writeHosts(dir, guest.kernel, guest.initrd, sipPort);
+  const dc1 = loadConfig(files.dc1);
+  const dc2 = loadConfig(files.dc2);
+  const src = hostOf(dc1, logger);
+  const dstHost = hostOf(dc2, logger);
+  const qemu = src.driver("qemu");
+  const avail = qemu ? await qemu.available() : { ok: false, detail: "no QEMU driver" };
+  if (!avail.ok) throw new TeleportError(503, "QEMU is not usable here", [avail.detail, "install it: apt-get install -y --no-install-recommends qemu-system-x86"]);
+
+  let destination: ChildProcess | undefined;
+  const sip = sipOf(dc1, logger, { ephemeral: true });
+  const trace: TraceEvent[] = [];
+  sip.onTrace((e) => trace.push(e));
+  try {
+    say(`* starting the destination agent (dc2) as its own process: sip:dc2@127.0.0.1:${sipPort} (log: ${path.relative(root, dir)}/dc2.log)`);
+    destination = await startDestination(files.dc2, path.join(dir, "dc2.log"));
+    say(`* booting ${VMS.map((v) => v.name).join(" and ")} under QEMU on dc1 (${path.relative(root, dc1.runDir)})`);
+    await Promise.all(VMS.map((v) => qemu?.start(v.name)));
+    await sip.start();
+    const agent = new SourceAgent({ sip, host: src, hostName: dc1.host, logger });
+    const display = new ProgressDisplay(process.stdout.isTTY ? "tty" : "plain");
+    const summary = await agent.migrate(
+      { to: `sip:dc2@127.0.0.1:${sipPort}`, vms: VMS.map((v) => v.name), policy: { ...dc1.defaults, maxParallel: 1 } },
+      display,
+    );
+    display.summary(summary);
+    say("\nThe SIP dialog:");
+    process.stdout.write(renderLadder(ladderSteps(trace), "dc1 (source)", "dc2 (destination)"));
+    say("\nWhere each VM runs now (it must be exactly one host):");
+    let ok = summary.outcome === "completed";
+    for (const v of VMS) {
+      const on = [
+        ["dc1", dc1.runDir],
+        ["dc2", dc2.runDir],
+      ].filter(([, d]) => livePid(path.join(d, `${v.name}.pid`)) !== undefined).map(([h]) => h);
+      const state = await dstHost.find(v.name)?.driver.state(v.name);
+      say(`  ${v.name.padEnd(8)} ${on.join(", ") || "nowhere"}${on.length === 1 && on[0] === "dc2" ? ` (${state})` : ""}`);
+      ok &&= on.length === 1 && on[0] === "dc2" && state === "running";
+    }
+    say(ok ? "\ndemo: OK" : "\ndemo: FAILED");
+    return ok ? 0 : 1;
+  } finally {
+    await sip.stop().catch(() => undefined);
+    destination?.kill("SIGTERM");
+    if (!opts.keep) {
+      for (const h of [src, dstHost]) for (const v of VMS) await h.find(v.name)?.driver.stop(v.name).catch(() => undefined);
+      say("* stopped the demo VMs (use --keep to leave them running on dc2)");
+    }
+  }
+}
+
+export function registerDemoCommand(program: Command): void {
+  program
+    .command("demo")
+    .description("migrate two real QEMU VMs between two local hosts over SIP (the quick start; needs QEMU, nothing external)")
+    .option("--keep", "leave the VMs running on dc2 afterwards (stop them with `sip-teleport vm stop`)")
+    .addHelpText("after", "\nExample:\n  $ npm run demo        # or: sip-teleport demo")
+    .action(async (o: { keep?: boolean }) => {
+      try {
+        process.exitCode = await runDemo(o);
+      } catch (err) {
+        reportError(err);
+        process.exitCode = 1;
+      }
+    });
+}
