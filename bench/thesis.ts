@@ -21,7 +21,7 @@ import { directMigrator } from "../test/testbed/direct";
 import { EXPERIMENT, EXPERIMENTS, type ExperimentName } from "../test/testbed/experiments";
 import { ensureGuest, repoRoot } from "../test/testbed/guest";
 import { Lab } from "../test/testbed/lab";
-import type { HostName } from "../test/testbed/network";
+import { HOSTS, type HostName } from "../test/testbed/network";
 import { measureMove, type Migrator, type RunResult } from "../test/testbed/run";
 import { timelineSvg } from "../test/testbed/svg";
 import { type Group, markdownTable, median, runFigures, timelineOf } from "./lib/thesis-report";
@@ -45,13 +45,37 @@ async function hasRsvg(): Promise<boolean> {
   return (await execa("rsvg-convert", ["--version"], { reject: false })).exitCode === 0;
 }
 
-async function runExperiment(name: ExperimentName, groups: Group[], timelines: Map<string, RunResult[]>): Promise<void> {
+/** A booted lab with agents on both hosts; `close` is also what SIGINT/SIGTERM run. */
+interface Bed {
+  lab: Lab;
+  migrator: Migrator;
+  close(): Promise<void>;
+}
+
+let current: Bed | undefined;
+
+async function openBed(name: ExperimentName): Promise<Bed> {
   const lab = await Lab.create(EXPERIMENT[name], await ensureGuest());
   let agents: AgentPair | undefined;
+  const close = async () => {
+    current = undefined;
+    await agents?.stop();
+    await lab.destroy();
+  };
+  current = { lab, migrator: directMigrator, close };
   try {
     await lab.bootAll();
-    let migrator: Migrator = directMigrator;
-    if (MIGRATOR === "sip") migrator = agents = await AgentPair.start(lab);
+    if (MIGRATOR === "sip") current.migrator = agents = await AgentPair.start(lab);
+    return current;
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+async function runExperiment(name: ExperimentName, groups: Group[], timelines: Map<string, RunResult[]>): Promise<void> {
+  let bed = await openBed(name);
+  try {
     let at: HostName = "dc1";
     for (const linkMbit of LINKS) {
       for (const strategy of STRATEGIES) {
@@ -59,8 +83,8 @@ async function runExperiment(name: ExperimentName, groups: Group[], timelines: M
         const repeats = linkMbit === 0 ? REPEATS : linkMbit <= 100 ? REPEATS_100M : REPEATS_1G;
         for (let i = 0; i < repeats; i++) {
           const to: HostName = at === "dc1" ? "dc2" : "dc1";
-          const r = await measureMove(lab, migrator, { from: at, to, policy: policyFor(strategy) }, { linkMbit, warmupMs: 600, tailMs: 1000 });
-          if (r.vms.every((v) => v.runningOn.length === 1 && v.runningOn[0] === to)) at = to;
+          const r = await measureMove(bed.lab, bed.migrator, { from: at, to, policy: policyFor(strategy) }, { linkMbit, warmupMs: 600, tailMs: 1000 });
+          at = to;
           const id = `${name}-${strategy}-${linkMbit || "unshaped"}-${i + 1}`;
           fs.writeFileSync(path.join(OUT, `${id}.json`), JSON.stringify(r));
           const f = runFigures(r);
@@ -72,14 +96,22 @@ async function runExperiment(name: ExperimentName, groups: Group[], timelines: M
               (r.violations.length ? `  VIOLATIONS: ${r.violations.join("; ")}` : "") +
               "\n",
           );
+          if (r.violations.length) {
+            // A guest that did not survive the move would spoil every later run: start afresh.
+            for (const host of HOSTS)
+              for (const log of fs.readdirSync(bed.lab.runDir(host)).filter((f) => f.endsWith(".serial.log")))
+                fs.copyFileSync(path.join(bed.lab.runDir(host), log), path.join(OUT, `${id}-${host}-${log}`));
+            process.stderr.write(`${id}: guests' serial logs kept in ${path.relative(repoRoot(), OUT)}/${id}-*; rebuilding the testbed\n`);
+            await bed.close();
+            bed = await openBed(name);
+            at = "dc1";
+          }
         }
         groups.push(group);
       }
     }
-    await lab.net.shapeInterDc(0);
   } finally {
-    await agents?.stop();
-    await lab.destroy();
+    await bed.close();
   }
 }
 
@@ -124,6 +156,12 @@ async function main(): Promise<void> {
   process.stdout.write(md);
   if (violations.length) process.exitCode = 1;
 }
+
+for (const signal of ["SIGINT", "SIGTERM"] as const)
+  process.once(signal, () => {
+    process.stderr.write(`bench:thesis: ${signal}, cleaning up\n`);
+    void (current?.close() ?? Promise.resolve()).finally(() => process.exit(130));
+  });
 
 main().catch((err: unknown) => {
   process.stderr.write(`bench:thesis: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
