@@ -115,8 +115,10 @@ async function runExperiment(name: ExperimentName, groups: Group[], timelines: M
   }
 }
 
-/** The run whose group interruption is the median of its strategy's runs: the typical one to plot. */
-function typical(runs: RunResult[]): RunResult {
+/** The clean run (no violation, when there is one) whose group interruption is the median: the typical one to plot. */
+function typical(all: RunResult[]): RunResult {
+  const clean = all.filter((r) => r.violations.length === 0);
+  const runs = clean.length ? clean : all;
   const m = median(runs.map((r) => r.figures.interruptionMs));
   return runs.reduce((best, r) => (Math.abs(r.figures.interruptionMs - m) < Math.abs(best.figures.interruptionMs - m) ? r : best));
 }
