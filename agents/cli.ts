@@ -6,6 +6,7 @@
 import { Command } from "commander";
 import { packageVersion } from "../lib/version";
 import { registerConfigCommands } from "./commands/config";
+import { registerConsoleCommand } from "./commands/console";
 import { registerDemoCommand } from "./commands/demo";
 import { registerListenCommand } from "./commands/listen";
 import { registerMigrateCommand } from "./commands/migrate";
@@ -38,6 +39,7 @@ Examples:
   registerMigrateCommand(program);
   registerVmCommands(program);
   registerConfigCommands(program);
+  registerConsoleCommand(program);
   registerNrdlCommands(program, io);
   return program;
 }

@@ -1,40 +1,35 @@
 import type { Command } from "commander";
-import { createDriver } from "../../lib/hypervisor/drivers";
-import type { HypervisorDriver, VmDefinition } from "../../lib/hypervisor/driver";
-import { loadInventory } from "../../lib/hypervisor/inventory";
+import { loadConfig } from "../../lib/config/load";
 import { TeleportError } from "../../lib/errors";
+import type { Host } from "../../lib/hypervisor/host";
 import { createLogger } from "../../lib/log/logger";
-import type { Hypervisor } from "../../nrdl/types";
+import { hostOf } from "../wiring";
 
 interface VmOptions {
-  inventory: string;
-  runDir: string;
+  config?: string;
+  inventory?: string;
+  runDir?: string;
   json?: boolean;
 }
 
-/** The host's inventory and one driver per hypervisor it uses (each on the same run dir). */
-function openHost(opts: VmOptions) {
-  const inventory = loadInventory(opts.inventory);
-  const logger = createLogger({ level: process.env.SIP_TELEPORT_LOG ?? "warn" });
-  const drivers = new Map<Hypervisor, HypervisorDriver>();
-  const driverFor = (vm: VmDefinition) => {
-    let d = drivers.get(vm.hypervisor);
-    if (!d) drivers.set(vm.hypervisor, (d = createDriver(vm.hypervisor, { runDir: opts.runDir, inventory, logger })));
-    return d;
-  };
-  const find = (name: string) => {
-    const vm = inventory.find((v) => v.name === name);
-    if (!vm) throw new TeleportError(404, `VM ${name} is not defined in ${opts.inventory}`, [`defined: ${inventory.map((v) => v.name).join(", ") || "none"}`]);
-    return { vm, driver: driverFor(vm) };
-  };
-  return { inventory, driverFor, find };
+/** The host as its config describes it; --inventory and --run-dir override the config's. */
+function openHost(opts: VmOptions): Host {
+  const cfg = loadConfig(opts.config);
+  if (opts.inventory) cfg.inventory = opts.inventory;
+  if (opts.runDir) cfg.runDir = opts.runDir;
+  return hostOf(cfg, createLogger({ level: process.env.SIP_TELEPORT_LOG ?? "warn" }));
 }
 
-async function statusLines(opts: VmOptions, names?: string[]) {
-  const host = openHost(opts);
-  const vms = names ? names.map((n) => host.find(n).vm) : host.inventory;
+function find(host: Host, name: string) {
+  const vm = host.find(name);
+  if (!vm) throw new TeleportError(404, `VM ${name} is not defined on this host`, [`defined: ${host.inventory().map((v) => v.name).join(", ") || "none"}`]);
+  return vm;
+}
+
+async function statusLines(host: Host, names?: string[]) {
+  const vms = names ? names.map((n) => find(host, n).def) : host.inventory();
   return Promise.all(
-    vms.map(async (vm) => ({ name: vm.name, hypervisor: vm.hypervisor, role: vm.role, memoryMib: vm.memoryMib, state: await host.driverFor(vm).state(vm.name) })),
+    vms.map(async (vm) => ({ name: vm.name, hypervisor: vm.hypervisor, role: vm.role, memoryMib: vm.memoryMib, state: await find(host, vm.name).driver.state(vm.name) })),
   );
 }
 
@@ -56,26 +51,29 @@ export function registerVmCommands(program: Command): void {
       "after",
       `
 Examples:
-  $ sip-teleport vm list --inventory host.json --run-dir /var/lib/sip-teleport/run
+  $ sip-teleport vm list --config /etc/sip-teleport/dc1.json
   $ sip-teleport vm start web1 --inventory host.json --run-dir /var/lib/sip-teleport/run`,
     );
   const common = (c: Command) =>
     c
-      .requiredOption("-i, --inventory <file>", "this host's VM definitions (JSON)")
-      .requiredOption("-r, --run-dir <dir>", "where pidfiles, monitors and serial logs live")
+      .option("-c, --config <file>", "this host's configuration (its inventory and run dir)", process.env.SIP_TELEPORT_CONFIG)
+      .option("-i, --inventory <file>", "this host's VM definitions (JSON), instead of the config's")
+      .option("-r, --run-dir <dir>", "where pidfiles, monitors and serial logs live, instead of the config's")
       .option("--json", "print JSON");
   common(vm.command("start <name>").description("start a VM defined in the inventory")).action(async (name: string, opts: VmOptions) => {
-    await openHost(opts).find(name).driver.start(name);
-    print(await statusLines(opts, [name]), opts.json);
+    const host = openHost(opts);
+    await find(host, name).driver.start(name);
+    print(await statusLines(host, [name]), opts.json);
   });
   common(vm.command("stop <name>").description("stop a VM (its process ends)")).action(async (name: string, opts: VmOptions) => {
-    await openHost(opts).find(name).driver.stop(name);
-    print(await statusLines(opts, [name]), opts.json);
+    const host = openHost(opts);
+    await find(host, name).driver.stop(name);
+    print(await statusLines(host, [name]), opts.json);
   });
   common(vm.command("status <name>").description("one VM's state")).action(async (name: string, opts: VmOptions) => {
-    print(await statusLines(opts, [name]), opts.json);
+    print(await statusLines(openHost(opts), [name]), opts.json);
   });
   common(vm.command("list").description("every VM of the inventory with its state")).action(async (opts: VmOptions) => {
-    print(await statusLines(opts), opts.json);
+    print(await statusLines(openHost(opts)), opts.json);
   });
 }

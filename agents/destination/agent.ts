@@ -63,7 +63,13 @@ export class DestinationAgent {
 
   async start(): Promise<void> {
     await this.recover();
-    this.opts.sip.setHandlers({ onInvite: (req, res) => void this.onInvite(req, res) });
+    this.opts.sip.setHandlers({
+      onInvite: (req, res) =>
+        void this.onInvite(req, res).catch((err: unknown) => {
+          // never let one dialog's failure take the agent down
+          this.log.error("INVITE handling failed", { callId: req.callId, error: String(err) });
+        }),
+    });
     await this.opts.sip.start();
     if (this.opts.config.sip.registrar) await this.opts.sip.register();
     this.log.info("listening", { aor: this.opts.sip.aor, vms: this.opts.host.inventory().map((v) => v.name) });
@@ -146,6 +152,14 @@ export class DestinationAgent {
 
   private async onInvite(req: IncomingRequest, res: InviteResponder): Promise<void> {
     const log = this.log.child({ callId: req.callId });
+    // CANCEL may come at any await below: listen from the first instant
+    let cancelled = false;
+    const cancelHooks: Array<() => void> = [];
+    res.onCancel(() => {
+      cancelled = true;
+      log.info("CANCEL received");
+      cancelHooks.forEach((h) => h());
+    });
     let admitted: { doc: NrdlDocument<Offer>; user?: string };
     try {
       admitted = await this.admit(req);
@@ -155,7 +169,8 @@ export class DestinationAgent {
       const headers: Record<string, string | string[]> = {};
       if (e.status === 401 && this.digest) headers["WWW-Authenticate"] = this.digest.challenges();
       if (e.status === 415) headers["Accept"] = NRDL_MIME;
-      return res.reject(e, { headers });
+      if (!cancelled) res.reject(e, { headers });
+      return;
     }
     const { doc } = admitted;
     const offer = doc.body;
@@ -165,8 +180,10 @@ export class DestinationAgent {
     } catch (err) {
       const e = TeleportError.from(err);
       log.warn("INVITE refused", { status: e.status, reason: e.reason, details: e.details });
-      return res.reject(e);
+      if (!cancelled) res.reject(e);
+      return;
     }
+    if (cancelled) return;
     if (rejected.length) {
       log.warn("INVITE refused: VMs not acceptable", { rejected });
       return res.reject(new TeleportError(488, "Not Acceptable Here", rejected.map((r) => `${r.vm}: ${r.reason}`)), {
@@ -179,10 +196,7 @@ export class DestinationAgent {
     const state: DialogState = { callId: req.callId, migrationId: doc.id, offer, phase: "arming", cancelled: false, armed: new Set(), statuses: new Map() };
     offer.vms.forEach((v) => this.holders.set(v.name, req.callId));
     this.dialogs.set(req.callId, state);
-    res.onCancel(() => {
-      state.cancelled = true;
-      log.info("CANCEL received");
-    });
+    cancelHooks.push(() => (state.cancelled = true));
     this.journal.add({ callId: req.callId, migrationId: doc.id, vms: offer.vms.map((v) => v.name), armedAt: new Date().toISOString() });
 
     const armedList = await this.armAll(state, log);

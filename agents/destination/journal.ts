@@ -17,8 +17,7 @@ export class Journal {
   private readonly file: string;
   private entries: Record<string, JournalEntry>;
 
-  constructor(stateDir: string) {
-    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  constructor(private readonly stateDir: string) {
     this.file = join(stateDir, "armed.json");
     this.entries = this.read();
   }
@@ -33,6 +32,8 @@ export class Journal {
 
   private write(): void {
     // write-then-rename: a crash mid-write never leaves a half journal behind
+    // the state dir may have been cleaned under a running agent: recreate it rather than lose the entry
+    mkdirSync(this.stateDir, { recursive: true, mode: 0o700 });
     const tmp = `${this.file}.tmp`;
     writeFileSync(tmp, JSON.stringify(this.entries, null, 2), { mode: 0o600 });
     renameSync(tmp, this.file);

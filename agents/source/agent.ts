@@ -1,20 +1,20 @@
 /**
  * The source agent (UAC): offers a group of local VMs to a destination, and once every
  * listener is armed (200 OK) migrates them by the plan, reporting progress in-dialog (INFO)
- * and closing with BYE. Used by the CLI (`sip-teleport migrate`) and the console alike.
+ * and closing with BYE. Used by the CLI (`sip-teleport migrate`, all at once) and the console
+ * (Call, Migrate and Bye as separate steps, through `call()` and its SourceCall).
  */
 import { randomBytes } from "node:crypto";
 import { TeleportError } from "../../lib/errors";
 import type { MigrationProgress } from "../../lib/hypervisor/driver";
 import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
-import { executePlan, type VmOutcome } from "../../lib/plan/execute";
+import type { VmOutcome } from "../../lib/plan/execute";
 import { planOffer } from "../../lib/plan/waves";
 import type { Dialog, SipBackend, SipBody } from "../../lib/sip/backend";
-import { buildNrdl, formatViolation, humanText, parseNrdl } from "../../nrdl";
-import type { Answer, NrdlDocument, Offer, Outcome, Policy, Report, VmSpec, VmStatus } from "../../nrdl/types";
-import { NRDL_MIME } from "../../nrdl/types";
-import { StatusReporter } from "./status-reporter";
+import { formatViolation, parseNrdl } from "../../nrdl";
+import type { Answer, Offer, Outcome, Policy, Report, VmSpec, VmStatus } from "../../nrdl/types";
+import { nrdlBody, SourceCall } from "./call";
 
 export interface MigrateRequest {
   /** Destination SIP URI, e.g. sip:dc2@10.10.10.67 */
@@ -67,8 +67,6 @@ export interface SourceOptions {
   logger: Logger;
 }
 
-const nrdlBody = (doc: NrdlDocument): SipBody => ({ contentType: NRDL_MIME, content: buildNrdl(doc) });
-
 export class SourceAgent {
   private readonly log: Logger;
 
@@ -106,8 +104,22 @@ export class SourceAgent {
     return offer;
   }
 
+  /** Call, run the plan, hang up: the CLI's one-shot migration. `req.signal` cancels or aborts. */
   async migrate(req: MigrateRequest, events: SourceEvents = {}): Promise<MigrateSummary> {
+    const call = await this.call(req, events);
+    if (!req.signal?.aborted) await call.run(req.signal);
+    return call.bye();
+  }
+
+  /**
+   * Send the INVITE and wait for the destination's answer: the dialog is then open with every
+   * listener armed, and the caller decides when to run the plan and when to hang up (the console
+   * has a button for each). `req.signal` aborting before the answer sends CANCEL.
+   */
+  async call(req: MigrateRequest, events: SourceEvents = {}): Promise<SourceCall> {
     const offer = await this.buildOffer(req);
+    // Cancelled while the offer was being checked: nothing has gone on the wire yet.
+    if (req.signal?.aborted) throw new TeleportError(487, "Request Terminated", ["cancelled before the INVITE was sent"]);
     const migrationId = `mig-${randomBytes(4).toString("hex")}`;
     const log = this.log.child({ migrationId });
     events.onPhase?.("inviting", req.to);
@@ -132,50 +144,7 @@ export class SourceAgent {
     events.onAnswer?.(answer);
     events.onPhase?.("armed", `${answer.armed.length} listeners armed in ${arming} ms`);
     log.info("destination armed", { vms: answer.armed.map((a) => a.vm), ms: arming });
-
-    if (req.signal?.aborted) return this.close(dialog, offer, migrationId, [], { arming }, events, "aborted by operator before migration");
-
-    const reporter = new StatusReporter(dialog, migrationId, log);
-    const targets = new Map(answer.armed.map((a) => [a.vm, a]));
-    let firstStart: number | undefined;
-    let lastCompletion: number | undefined;
-    events.onPhase?.("migrating");
-    const outcomes = await executePlan({
-      plan: planOffer(offer),
-      policy: offer.policy,
-      signal: req.signal,
-      start: (vm, pause) => {
-        firstStart ??= Date.now();
-        const local = this.opts.host.find(vm);
-        const target = targets.get(vm);
-        if (!local || !target) throw new TeleportError(500, `no listener for ${vm}`);
-        return local.driver.migrate(vm, { uri: target.uri, secret: target.secret }, {
-          bandwidthMbps: offer.policy.bandwidthMbps,
-          downtimeLimitMs: offer.policy.downtimeLimitMs,
-          timeoutS: offer.policy.timeoutS,
-          pauseBeforeSwitchover: pause,
-          onProgress: (p) => {
-            reporter.progress(p);
-            events.onProgress?.(p);
-          },
-        });
-      },
-      events: {
-        onStart: (vm) => {
-          reporter.state({ vm, state: "migrating", progress: 0 });
-          events.onStart?.(vm);
-        },
-        onOutcome: (o) => {
-          if (o.state === "completed") lastCompletion = Date.now();
-          reporter.state(statusOf(o));
-          events.onOutcome?.(o);
-        },
-        onSwitchover: (_wave, vms) => events.onSwitchover?.(vms),
-      },
-    });
-    await reporter.close();
-    const phases = { arming, ackToFirstMigrate: firstStart !== undefined ? firstStart - (t0 + arming) : undefined };
-    return this.close(dialog, offer, migrationId, outcomes, phases, events, undefined, lastCompletion);
+    return new SourceCall({ ...this.opts, logger: log }, { migrationId, offer, answer, dialog, events, answeredAt: t0 + arming, arming });
   }
 
   /** Check the 200's answer covers every VM of the offer with a listener. */
@@ -189,58 +158,5 @@ export class SourceAgent {
     if (missing.length) throw new TeleportError(502, "Bad Gateway", [`no listener armed for ${missing.join(", ")}`]);
     return answer;
   }
-
-  private async close(
-    dialog: Dialog,
-    offer: Offer,
-    migrationId: string,
-    outcomes: VmOutcome[],
-    phases: MigrateSummary["phases"],
-    events: SourceEvents,
-    allAborted?: string,
-    lastCompletion?: number,
-  ): Promise<MigrateSummary> {
-    events.onPhase?.("closing");
-    const here = this.opts.hostName;
-    const vms: VmSummary[] = offer.vms.map((vm) => {
-      const o = outcomes.find((x) => x.vm === vm.name);
-      if (!o) return { vm: vm.name, state: "aborted", host: here, reason: allAborted ?? "not started" };
-      if (o.state === "completed") {
-        return { vm: vm.name, state: "completed", host: offer.destinationUri, totalMs: o.result.totalMs, downtimeMs: o.result.downtimeMs, transferredBytes: o.result.transferredBytes };
-      }
-      return { vm: vm.name, state: o.state, host: here, reason: o.reason };
-    });
-    const outcome = outcomeOf(vms);
-    const report: Report = { kind: "report", outcome, results: vms.map((v) => ({ ...v, host: humanText(v.host, 256), reason: v.reason && humanText(v.reason) })) };
-    let destinationReport: Report | undefined;
-    try {
-      const res = await dialog.bye(nrdlBody({ version: 1, id: migrationId, body: report }));
-      if (lastCompletion !== undefined) phases.lastCompletionToByeOk = Date.now() - lastCompletion;
-      const parsed = res.body ? parseNrdl(res.body.content) : undefined;
-      if (parsed?.ok && parsed.doc.body.kind === "report") destinationReport = parsed.doc.body;
-    } catch (err) {
-      this.log.warn("BYE got no answer; the destination's report is unknown", { error: TeleportError.from(err).message });
-    }
-    if (destinationReport) {
-      for (const v of vms) {
-        const d = destinationReport.results.find((r) => r.vm === v.vm);
-        // Both sides must agree that the VM runs at the destination; say so when they do not.
-        if (v.state === "completed" && d && d.state !== "completed") v.reason = `destination reports ${d.state}: ${d.reason ?? ""}`.trim();
-      }
-    }
-    events.onPhase?.("done", outcome);
-    return { migrationId, outcome, vms, destinationReport, phases };
-  }
 }
 
-function statusOf(o: VmOutcome): VmStatus {
-  if (o.state === "completed") {
-    return { vm: o.vm, state: "completed", progress: 1, totalMs: o.result.totalMs, downtimeMs: o.result.downtimeMs, transferredBytes: o.result.transferredBytes };
-  }
-  return { vm: o.vm, state: o.state, reason: humanText(o.reason) };
-}
-
-function outcomeOf(vms: VmSummary[]): Outcome {
-  const done = vms.filter((v) => v.state === "completed").length;
-  return done === vms.length ? "completed" : done === 0 ? "failed" : "partial";
-}

@@ -86,6 +86,25 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** The operator console (`sip-teleport console`) and its SIP MESSAGE trigger. */
+    console: z
+      .object({
+        /** Where the page and API listen; loopback unless you set a token. */
+        http: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$/, 'expected "address:port" such as "127.0.0.1:8080"').default("127.0.0.1:8080"),
+        /** Bearer token for the API; required off loopback (generated and printed when absent). */
+        token: z.string().min(16).optional(),
+        /** Destinations offered in the chooser (any SIP URI can still be typed). */
+        destinations: z.array(sipUri).default([]),
+        /** Named plans for the page and the MESSAGE trigger ("migrate NAME to URI"); NRDL examples (exp1..3) need no entry. */
+        plans: z
+          .record(
+            z.string().regex(/^[\w.-]+$/, "plan names are letters, digits, _ . -"),
+            z.object({ vms: z.array(z.string().min(1)).min(1), strategy: z.enum(STRATEGIES).optional() }).strict(),
+          )
+          .default({}),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({ level: z.enum(["error", "warn", "info", "verbose", "debug"]).default("info"), format: z.enum(["text", "json"]).default("text") })
       .strict()

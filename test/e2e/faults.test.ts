@@ -38,7 +38,7 @@ describe("faults", () => {
     expect(placement(pair).router1.sort()).toEqual(["dc1", "dc2"]); // the listener is armed on dc2
     source.child.kill("SIGKILL");
     // the QEMUs go on migrating without the agent; the destination's idle timer ends that
-    await until(() => !placement(pair).router1.includes("dc2"), "dc2's listener is gone", 20000);
+    await until(() => !placement(pair).router1.includes("dc2"), "dc2's listener is gone", 60000);
     await until(async () => (await pair.dc1.host.find("router1")?.driver.state("router1")) === "running", "router1 runs on dc1 again");
     await expectAllOn(pair, "dc1");
     expect(journal(pair)).toEqual({});
@@ -96,5 +96,36 @@ describe("faults", () => {
     await again.waitFor(/listening as/);
     expect(journal(pair)).toEqual({});
     await expectAllOn(pair, "dc2");
+  });
+
+  it("Ctrl-C during the migration: the running migration is cancelled, the VM stays on dc1, the dialog ends with BYE", async () => {
+    pair = await startPair(await guestDefs([["router1", "router"], ["video", "server"]]));
+    await bootOnSource(pair);
+    const source = runCli(["migrate", "-c", configFile(pair, "dc1"), "--to", pair.dc2.uri, "--bandwidth-mbps", "4", "router1", "video"]);
+    procs.push(source);
+    await source.waitFor(/router1: migration started/);
+    source.child.kill("SIGINT");
+    expect(await source.exited).toBe(1);
+    expect(source.output()).toMatch(/interrupted; cancelling/);
+    expect(source.output()).toMatch(/router1\s+aborted/);
+    expect(source.output()).toMatch(/video\s+aborted/);
+    await until(async () => (await pair.dc1.host.find("router1")?.driver.state("router1")) === "running", "router1 runs on dc1 again");
+    await until(() => !Object.values(placement(pair)).some((h) => h.includes("dc2")), "dc2 disarmed");
+    await expectAllOn(pair, "dc1");
+    expect(journal(pair)).toEqual({});
+  });
+
+  it("Ctrl-C before the answer sends CANCEL: nothing stays armed", async () => {
+    pair = await startPair(await guestDefs([["router1", "router"], ["video", "server"]]));
+    await bootOnSource(pair);
+    const source = runCli(["migrate", "-c", configFile(pair, "dc1"), "--to", pair.dc2.uri, "--ladder", "router1", "video"]);
+    procs.push(source);
+    await source.waitFor(/calling sip:dc2/);
+    source.child.kill("SIGINT");
+    expect(await source.exited).toBe(3);
+    expect(source.output()).toMatch(/487/);
+    expect(source.output()).toMatch(/CANCEL/);
+    await until(() => !Object.values(placement(pair)).some((h) => h.includes("dc2")), "dc2 disarmed");
+    await expectAllOn(pair, "dc1");
   });
 });

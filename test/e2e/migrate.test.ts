@@ -3,16 +3,16 @@
  * INVITE/200/ACK/INFO.../BYE, and the invariant that each VM runs on exactly one host.
  */
 import { ladderSteps } from "../../lib/sip/ladder";
-import { bootOnSource, expectAllOn, guestDefs, placement, startPair, type Pair } from "./harness";
+import { bootOnSource, expectAllOn, guestDefs, placement, startPair, type Pair, type Transport } from "./harness";
 
 const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
 
-describe("agent pair: exp2 (router1, video) over UDP", () => {
+describe.each<Transport>(["udp", "tcp"])("agent pair: exp2 (router1, video) over %s", (transport) => {
   let pair: Pair;
   afterEach(async () => pair?.close());
 
   it("moves the group in plan order and both sides report completion", async () => {
-    pair = await startPair(await guestDefs([["video", "server"], ["router1", "router"]]));
+    pair = await startPair(await guestDefs([["video", "server"], ["router1", "router"]]), { transport });
     await bootOnSource(pair);
     await expectAllOn(pair, "dc1");
     const started: string[] = [];
@@ -35,12 +35,12 @@ describe("agent pair: exp2 (router1, video) over UDP", () => {
   });
 });
 
-describe("agent pair: other groups, transports and strategies", () => {
+describe.each<Transport>(["udp", "tcp"])("agent pair: exp1 and exp3 over %s", (transport) => {
   let pair: Pair;
   afterEach(async () => pair?.close());
 
-  it("exp1 (two routers) in parallel over TCP", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"], ["router2", "router"]]), { transport: "tcp" });
+  it("exp1 (two routers) in parallel", async () => {
+    pair = await startPair(await guestDefs([["router1", "router"], ["router2", "router"]]), { transport });
     await bootOnSource(pair);
     let running = 0;
     let peak = 0;
@@ -54,7 +54,7 @@ describe("agent pair: other groups, transports and strategies", () => {
   });
 
   it("exp3 (edge network) with switchover: each wave pre-copies, then switches over together", async () => {
-    pair = await startPair(await guestDefs([["firewall", "firewall"], ["router-switch", "router"], ["storage", "storage"], ["web", "server"]]));
+    pair = await startPair(await guestDefs([["firewall", "firewall"], ["router-switch", "router"], ["storage", "storage"], ["web", "server"]]), { transport });
     await bootOnSource(pair);
     const events: string[] = [];
     const summary = await pair.dc1.agent.migrate(

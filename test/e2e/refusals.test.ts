@@ -62,14 +62,16 @@ describe("destination refusals", () => {
     expect(e.message).not.toMatch(/router1/);
   });
 
-  it("486 Busy Here for the second of two dialogs racing for the same VM; the first one proceeds", async () => {
-    const content = offerFor([{ name: "router1" }]);
-    const first = pair.dc1.sip.invite(pair.dc2.uri, { contentType: NRDL_MIME, content });
-    await new Promise((r) => setTimeout(r, 50));
-    const second = await refusal(pair.dc1.sip.invite(pair.dc2.uri, { contentType: NRDL_MIME, content: offerFor([{ name: "router1" }], "mig-other") }).established);
-    expect(second.status).toBe(486);
-    expect(second.message).toMatch(/router1 is being moved by another dialog/);
-    const { dialog } = await first.established;
+  it("486 Busy Here for one of two dialogs racing for the same VM; the other proceeds", async () => {
+    const one = pair.dc1.sip.invite(pair.dc2.uri, { contentType: NRDL_MIME, content: offerFor([{ name: "router1" }], "mig-one") });
+    const two = pair.dc1.sip.invite(pair.dc2.uri, { contentType: NRDL_MIME, content: offerFor([{ name: "router1" }], "mig-two") });
+    const [a, b] = await Promise.allSettled([one.established, two.established]);
+    const won = [a, b].filter((r) => r.status === "fulfilled");
+    const lost = [a, b].filter((r): r is PromiseRejectedResult => r.status === "rejected").map((r) => TeleportError.from(r.reason));
+    expect(won).toHaveLength(1);
+    expect(lost.map((e) => e.status)).toEqual([486]);
+    expect(lost[0].message).toMatch(/router1 is being moved by another dialog/);
+    const { dialog } = (won[0] as PromiseFulfilledResult<Awaited<typeof one.established>>).value;
     expect(placement(pair).router1).toEqual(["dc2"]); // armed, waiting
     const bye = await dialog.bye();
     expect(bye.status).toBe(200);

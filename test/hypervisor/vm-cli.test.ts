@@ -54,7 +54,7 @@ test("start, status, list, stop", async () => {
   expect(list).toMatch(/^cli-vm\s+running/m);
   expect(list).toMatch(/^idle\s+absent\s+qemu router/m);
   await expect(run("start", "cli-vm")).rejects.toMatchObject({ status: 486 });
-  await expect(run("status", "ghost")).rejects.toThrow(/404 VM ghost is not defined in .*host\.json: defined: cli-vm, idle/);
+  await expect(run("status", "ghost")).rejects.toThrow(/404 VM ghost is not defined on this host: defined: cli-vm, idle/);
   expect(await run("stop", "cli-vm")).toMatch(/^cli-vm\s+absent/);
   expect(livePid(path.join(runDir, "cli-vm.pid"))).toBeUndefined();
   expect(fs.readdirSync(runDir).filter((f) => !f.endsWith(".log"))).toEqual([]);

@@ -5,7 +5,9 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { FIXTURES } from "./helpers";
+
+/** The file docker-compose.yml mounts into the proxy: tests prove the setup operators deploy. */
+export const KAMAILIO_CFG = path.join(__dirname, "..", "..", "deploy", "kamailio", "kamailio.cfg");
 
 export const DOMAIN = "teleport.test";
 export const KAMAILIO_USERS: Record<string, string> = { dc1: "dc1-secret-pw", dc2: "dc2-secret-pw" };
@@ -20,7 +22,7 @@ export function startKamailio(dir: string, port: number): { child: ChildProcess;
   let log = "";
   const child = spawn(
     "kamailio",
-    ["-f", path.join(FIXTURES, "kamailio", "kamailio.cfg"), "-DD", "-E", "-m", "32", "-M", "4", "-w", dir, "-Y", dir, "-P", path.join(dir, "k.pid"),
+    ["-f", KAMAILIO_CFG, "-DD", "-E", "-m", "32", "-M", "4", "-w", dir, "-Y", dir, "-P", path.join(dir, "k.pid"),
       "-l", `udp:127.0.0.1:${port}`, "-l", `tcp:127.0.0.1:${port}`, "-A", `DBURL="text://${dir}"`, "-A", "MIN_EXPIRES=1"],
     { stdio: ["ignore", "pipe", "pipe"] },
   );

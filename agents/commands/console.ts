@@ -1,0 +1,49 @@
+import type { Command } from "commander";
+import { startConsole } from "../console";
+import { hostOf, sipOf } from "../wiring";
+import { reportError, setup, withCommonOptions, type CommonOptions } from "./common";
+
+interface ConsoleCommandOptions extends CommonOptions {
+  http?: string;
+}
+
+/** `sip-teleport console`: the source host's web page and API, until SIGINT/SIGTERM. */
+export function registerConsoleCommand(program: Command): void {
+  withCommonOptions(program.command("console"))
+    .description("serve the operator console: a page and JSON API to Call, Migrate and Bye, and SIP MESSAGE triggers")
+    .option("--http <address:port>", "where the page and API listen (default: console.http of the config, 127.0.0.1:8080)")
+    .addHelpText(
+      "after",
+      `
+Off loopback the API requires a bearer token: console.token of the config, or one generated
+at start and printed with the page's address.
+
+Examples:
+  $ sip-teleport console --config dc1.json
+  $ sip-teleport console --config dc1.json --http 10.10.10.66:8080
+  SIP: MESSAGE "migrate exp2 to sip:dc2@10.10.10.67" to this host's AOR runs the plan`,
+    )
+    .action(async (o: ConsoleCommandOptions) => {
+      try {
+        const { cfg, logger } = setup(o);
+        const sip = sipOf(cfg, logger, { trace: o.sipTrace });
+        const host = hostOf(cfg, logger);
+        const running = await startConsole({ config: cfg, sip, host, logger, listen: o.http });
+        await sip.start();
+        const where = sip.listeners.map((l) => `${l.transport} ${l.host}:${l.port}`).join(", ");
+        const page = running.token ? `${running.url}#token=${running.token}` : running.url;
+        process.stdout.write(`console at ${page}\nSIP as ${cfg.sip.aor} on ${where}\n`);
+        if (running.tokenGenerated) process.stdout.write(`API token (generated; set console.token to keep one): ${running.token}\n`);
+        const stop = async () => {
+          await running.stop();
+          await sip.stop();
+          process.exit(0);
+        };
+        process.once("SIGINT", () => void stop());
+        process.once("SIGTERM", () => void stop());
+      } catch (err) {
+        reportError(err);
+        process.exit(2);
+      }
+    });
+}

@@ -1,0 +1,51 @@
+/**
+ * The operator console: the source agent behind a web page and a JSON API (server.ts), one
+ * call at a time on its line (session.ts), past dialogs on disk (history.ts), and SIP MESSAGE
+ * as a trigger (message-trigger.ts). `startConsole` wires them onto a started SIP backend.
+ */
+import type { HostConfig } from "../../lib/config/schema";
+import type { Host } from "../../lib/hypervisor/host";
+import type { Logger } from "../../lib/log/logger";
+import type { SipBackend } from "../../lib/sip/backend";
+import { SourceAgent } from "../source/agent";
+import { HistoryStore } from "./history";
+import { MessageTrigger } from "./message-trigger";
+import { ConsoleServer } from "./server";
+import { ConsoleLine } from "./session";
+
+export interface ConsoleOptions {
+  config: HostConfig;
+  sip: SipBackend;
+  host: Host;
+  logger: Logger;
+  /** "address:port" for the page and API (default: the config's console.http). */
+  listen?: string;
+}
+
+export interface RunningConsole {
+  url: string;
+  /** The bearer token clients must send, when one is required. */
+  token?: string;
+  tokenGenerated: boolean;
+  line: ConsoleLine;
+  stop(): Promise<void>;
+}
+
+export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
+  const logger = o.logger.child({ agent: "console" });
+  const agent = new SourceAgent({ sip: o.sip, host: o.host, hostName: o.config.host, logger });
+  const history = new HistoryStore(o.config.stateDir);
+  const line = new ConsoleLine(agent, history);
+  const trigger = new MessageTrigger({ config: o.config, host: o.host, sip: o.sip, line, logger });
+  // the live ladder: every message the backend sends and receives
+  const stopTrace = o.sip.onTrace((e) => line.trace(e));
+  o.sip.setHandlers({ onMessage: (req, res) => trigger.handle(req, res) });
+  const server = new ConsoleServer({ config: o.config, host: o.host, line, history, logger, listen: o.listen ?? o.config.console.http });
+  const url = await server.start();
+  logger.info("console ready", { url });
+  return { url, token: server.token, tokenGenerated: server.tokenGenerated, line, stop: async () => {
+      stopTrace();
+      await server.stop();
+    },
+  };
+}

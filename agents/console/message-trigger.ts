@@ -1,0 +1,86 @@
+/**
+ * SIP devices as triggers (RFC 3428): a MESSAGE "migrate exp2 to sip:dc2@10.10.10.67" from an
+ * allowed sender runs the named plan on the console's line (so the page shows it live) and the
+ * outcome goes back to the sender in a MESSAGE of its own. The MESSAGE itself is answered at
+ * once: 202 when the migration starts, or the reason it will not.
+ */
+import type { HostConfig } from "../../lib/config/schema";
+import { TeleportError } from "../../lib/errors";
+import type { Host } from "../../lib/hypervisor/host";
+import type { Logger } from "../../lib/log/logger";
+import type { IncomingRequest, Responder, SipBackend } from "../../lib/sip/backend";
+import { AccessPolicy, bareUri } from "../destination/access";
+import type { MigrateSummary } from "../source/agent";
+import { namedPlan } from "./plans";
+import { ALLOWED, type ConsoleLine } from "./session";
+
+const COMMAND = /^\s*migrate\s+([\w.-]+)\s+to\s+(sips?:\S+)\s*$/i;
+
+/** "completed mig-1a2b: router1 completed (downtime 31 ms), video completed (downtime 40 ms)" */
+export function outcomeText(s: MigrateSummary): string {
+  const vms = s.vms.map((v) => `${v.vm} ${v.state}${v.downtimeMs !== undefined ? ` (downtime ${v.downtimeMs} ms)` : v.reason ? ` (${v.reason})` : ""}`);
+  return `${s.outcome} ${s.migrationId}: ${vms.join(", ")}`;
+}
+
+export function failureText(e: TeleportError): string {
+  return `failed ${e.status} ${e.reason}${e.details.length ? `: ${e.details.join("; ")}` : ""}`;
+}
+
+/** Where to send the outcome: the sender's Contact when it gave one, else its From. */
+function replyTarget(req: IncomingRequest): string {
+  const contact = /<([^>]+)>/.exec(req.header("contact") ?? "")?.[1] ?? req.header("contact")?.split(";")[0];
+  return contact?.trim() || req.fromUri;
+}
+
+export class MessageTrigger {
+  private readonly access: AccessPolicy;
+
+  constructor(
+    private readonly opts: { config: HostConfig; host: Host; sip: SipBackend; line: ConsoleLine; logger: Logger },
+  ) {
+    this.access = new AccessPolicy(opts.config.security.allow);
+  }
+
+  handle(req: IncomingRequest, res: Responder): void {
+    const refuse = (status: number, reason: string, why: string) => {
+      this.opts.logger.warn("MESSAGE trigger refused", { from: req.fromUri, status, why });
+      res.send(status, reason, { headers: { Warning: `399 sip-teleport "${why.replace(/"/g, "'")}"` } });
+    };
+    const denied = this.access.check({ address: req.source.address, fromUri: req.fromUri, authenticatedUser: req.authenticatedUser });
+    if (denied) return refuse(403, "Forbidden", denied);
+    const type = (req.body?.contentType ?? "").split(";")[0].trim().toLowerCase();
+    if (type !== "text/plain") return refuse(415, "Unsupported Media Type", "send text/plain: migrate PLAN to SIP-URI");
+    const m = COMMAND.exec(req.body?.content ?? "");
+    if (!m) return refuse(400, "Bad Request", "expected: migrate PLAN to SIP-URI");
+    const [, name, to] = m;
+    let request;
+    try {
+      request = namedPlan(this.opts.config, this.opts.host, name, to);
+    } catch (err) {
+      const e = TeleportError.from(err);
+      return refuse(404, "Not Found", `${e.reason}; ${e.details.join("; ")}`);
+    }
+    if (!ALLOWED.call.includes(this.opts.line.snapshot().phase)) return refuse(486, "Busy Here", "a migration is already on the line");
+    res.send(202, "Accepted");
+    const sender = bareUri(req.fromUri);
+    this.opts.logger.info("MESSAGE trigger", { from: sender, plan: name, to });
+    void this.run(request, sender, replyTarget(req));
+  }
+
+  private async run(request: ReturnType<typeof namedPlan>, sender: string, replyTo: string): Promise<void> {
+    const { line } = this.opts;
+    let text: string;
+    try {
+      await line.dial(request, sender);
+      await line.migrate();
+      text = outcomeText(await line.bye());
+    } catch (err) {
+      text = failureText(TeleportError.from(err));
+    }
+    try {
+      await this.opts.sip.message(replyTo, { contentType: "text/plain", content: text });
+    } catch (err) {
+      this.opts.logger.warn("could not send the outcome MESSAGE", { to: replyTo, error: TeleportError.from(err).message });
+    }
+  }
+}

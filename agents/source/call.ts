@@ -1,0 +1,170 @@
+/**
+ * One answered call of the source agent: the dialog is open and every listener armed. The
+ * plan runs when the operator says so (`run`, once), and `bye` hangs up with the report. The
+ * CLI does the three at once (`SourceAgent.migrate`); the console has a button for each.
+ */
+import { TeleportError } from "../../lib/errors";
+import type { Logger } from "../../lib/log/logger";
+import { executePlan, type VmOutcome } from "../../lib/plan/execute";
+import { planOffer } from "../../lib/plan/waves";
+import type { Dialog, SipBody } from "../../lib/sip/backend";
+import { buildNrdl, humanText, parseNrdl } from "../../nrdl";
+import type { Answer, NrdlDocument, Offer, Outcome, Report, VmStatus } from "../../nrdl/types";
+import { NRDL_MIME } from "../../nrdl/types";
+import type { MigrateSummary, SourceEvents, SourceOptions, VmSummary } from "./agent";
+import { StatusReporter } from "./status-reporter";
+
+export const nrdlBody = (doc: NrdlDocument): SipBody => ({ contentType: NRDL_MIME, content: buildNrdl(doc) });
+
+export interface AnsweredCall {
+  migrationId: string;
+  offer: Offer;
+  answer: Answer;
+  dialog: Dialog;
+  events: SourceEvents;
+  /** When the 200 OK arrived (ms since the epoch), and how long arming took. */
+  answeredAt: number;
+  arming: number;
+}
+
+export class SourceCall {
+  readonly migrationId: string;
+  readonly offer: Offer;
+  readonly answer: Answer;
+  private readonly dialog: Dialog;
+  private readonly events: SourceEvents;
+  private readonly log: Logger;
+  private running: Promise<VmOutcome[]> | undefined;
+  private outcomes: VmOutcome[] = [];
+  private firstStart: number | undefined;
+  private lastCompletion: number | undefined;
+  private closing = false;
+  /** Why the dialog ended without our BYE, when the destination or the network ended it. */
+  private endedRemotely: string | undefined;
+
+  constructor(
+    private readonly opts: SourceOptions,
+    private readonly call: AnsweredCall,
+  ) {
+    ({ migrationId: this.migrationId, offer: this.offer, answer: this.answer, dialog: this.dialog, events: this.events } = call);
+    this.log = opts.logger;
+    this.dialog.onTerminated((reason) => {
+      if (this.closing) return;
+      this.endedRemotely = reason;
+      this.log.warn("the dialog ended before our BYE", { reason });
+    });
+  }
+
+  get callId(): string {
+    return this.dialog.callId;
+  }
+
+  /** Migrate by the plan; resolves with every VM's outcome. `signal` aborts running migrations. */
+  run(signal?: AbortSignal): Promise<VmOutcome[]> {
+    if (this.running) throw new TeleportError(409, "the plan already ran in this dialog", ["hang up (BYE) and call again to migrate more"]);
+    if (this.closing || this.endedRemotely) throw new TeleportError(481, "the dialog is over", [this.endedRemotely ?? "BYE sent"]);
+    this.running = this.execute(signal);
+    return this.running;
+  }
+
+  private async execute(signal?: AbortSignal): Promise<VmOutcome[]> {
+    const { offer, events } = this;
+    const reporter = new StatusReporter(this.dialog, this.migrationId, this.log);
+    const targets = new Map(this.answer.armed.map((a) => [a.vm, a]));
+    events.onPhase?.("migrating");
+    this.outcomes = await executePlan({
+      plan: planOffer(offer),
+      policy: offer.policy,
+      signal,
+      start: (vm, pause) => {
+        this.firstStart ??= Date.now();
+        const local = this.opts.host.find(vm);
+        const target = targets.get(vm);
+        if (!local || !target) throw new TeleportError(500, `no listener for ${vm}`);
+        return local.driver.migrate(vm, { uri: target.uri, secret: target.secret }, {
+          bandwidthMbps: offer.policy.bandwidthMbps,
+          downtimeLimitMs: offer.policy.downtimeLimitMs,
+          timeoutS: offer.policy.timeoutS,
+          pauseBeforeSwitchover: pause,
+          onProgress: (p) => {
+            reporter.progress(p);
+            events.onProgress?.(p);
+          },
+        });
+      },
+      events: {
+        onStart: (vm) => {
+          reporter.state({ vm, state: "migrating", progress: 0 });
+          events.onStart?.(vm);
+        },
+        onOutcome: (o) => {
+          if (o.state === "completed") this.lastCompletion = Date.now();
+          reporter.state(statusOf(o));
+          events.onOutcome?.(o);
+        },
+        onSwitchover: (_wave, vms) => events.onSwitchover?.(vms),
+      },
+    });
+    await reporter.close();
+    return this.outcomes;
+  }
+
+  /** Hang up: BYE with our report, and the destination's report from its 200. Waits for a running plan first. */
+  async bye(): Promise<MigrateSummary> {
+    if (this.closing) throw new TeleportError(409, "already hung up");
+    this.closing = true;
+    if (this.running) await this.running;
+    const { offer, events, migrationId } = this;
+    events.onPhase?.("closing");
+    const here = this.opts.hostName;
+    const notRun = this.running ? "not started" : "hung up before migration";
+    const vms: VmSummary[] = offer.vms.map((vm) => {
+      const o = this.outcomes.find((x) => x.vm === vm.name);
+      if (!o) return { vm: vm.name, state: "aborted", host: here, reason: notRun };
+      if (o.state === "completed") {
+        return { vm: vm.name, state: "completed", host: offer.destinationUri, totalMs: o.result.totalMs, downtimeMs: o.result.downtimeMs, transferredBytes: o.result.transferredBytes };
+      }
+      return { vm: vm.name, state: o.state, host: here, reason: o.reason };
+    });
+    const outcome = outcomeOf(vms);
+    const report: Report = { kind: "report", outcome, results: vms.map((v) => ({ ...v, host: humanText(v.host, 256), reason: v.reason && humanText(v.reason) })) };
+    const phases: MigrateSummary["phases"] = {
+      arming: this.call.arming,
+      ackToFirstMigrate: this.firstStart !== undefined ? this.firstStart - this.call.answeredAt : undefined,
+    };
+    const destinationReport = this.endedRemotely ? undefined : await this.sendBye(report);
+    if (destinationReport && this.lastCompletion !== undefined) phases.lastCompletionToByeOk = Date.now() - this.lastCompletion;
+    if (destinationReport) {
+      for (const v of vms) {
+        const d = destinationReport.results.find((r) => r.vm === v.vm);
+        // Both sides must agree that the VM runs at the destination; say so when they do not.
+        if (v.state === "completed" && d && d.state !== "completed") v.reason = `destination reports ${d.state}: ${d.reason ?? ""}`.trim();
+      }
+    }
+    events.onPhase?.("done", outcome);
+    return { migrationId, outcome, vms, destinationReport, phases };
+  }
+
+  private async sendBye(report: Report): Promise<Report | undefined> {
+    try {
+      const res = await this.dialog.bye(nrdlBody({ version: 1, id: this.migrationId, body: report }));
+      const parsed = res.body ? parseNrdl(res.body.content) : undefined;
+      return parsed?.ok && parsed.doc.body.kind === "report" ? parsed.doc.body : undefined;
+    } catch (err) {
+      this.log.warn("BYE got no answer; the destination's report is unknown", { error: TeleportError.from(err).message });
+      return undefined;
+    }
+  }
+}
+
+function statusOf(o: VmOutcome): VmStatus {
+  if (o.state === "completed") {
+    return { vm: o.vm, state: "completed", progress: 1, totalMs: o.result.totalMs, downtimeMs: o.result.downtimeMs, transferredBytes: o.result.transferredBytes };
+  }
+  return { vm: o.vm, state: o.state, reason: humanText(o.reason) };
+}
+
+function outcomeOf(vms: VmSummary[]): Outcome {
+  const done = vms.filter((v) => v.state === "completed").length;
+  return done === vms.length ? "completed" : done === 0 ? "failed" : "partial";
+}
