@@ -8,7 +8,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import execa from "execa";
-import { repoRoot } from "./guest";
+import { repoRoot } from "../../lib/version";
 import type { Lab } from "./lab";
 import { HOSTS, type HostName, SEGMENT } from "./network";
 import type { MigrationReport, Migrator, MoveRequest, VmReport } from "./run";

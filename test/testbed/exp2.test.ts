@@ -7,7 +7,7 @@
 import { STRATEGIES } from "../../nrdl/types";
 import { AgentPair, ensureBuilt } from "./agents";
 import { EXPERIMENT } from "./experiments";
-import { ensureGuest } from "./guest";
+import { ensureGuest } from "../../lib/guest/guest";
 import { Lab } from "./lab";
 import type { HostName } from "./network";
 import { measureMove } from "./run";

@@ -14,7 +14,7 @@ import { livePid, terminate } from "../../lib/hypervisor/pidfile";
 import { QemuDriver } from "../../lib/hypervisor/qemu";
 import { QmpClient } from "../../lib/hypervisor/qmp";
 import { type Experiment, type GuestSpec, guestAppend, hostAddress } from "./experiments";
-import { type GuestFiles, guestVm } from "./guest";
+import { type GuestFiles, guestVm } from "../../lib/guest/guest";
 import { HOSTS, type HostName, tapName, TestbedNetwork } from "./network";
 
 export interface RecordedEvent {
