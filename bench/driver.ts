@@ -12,7 +12,8 @@ import type { MigrationOptions, MigrationResult } from "../lib/hypervisor/driver
 import { terminate, livePid } from "../lib/hypervisor/pidfile";
 import { QemuDriver } from "../lib/hypervisor/qemu";
 import { chooseAccel, type AccelChoice } from "../lib/hypervisor/accel";
-import { ensureGuest, guestVm, repoRoot, type GuestFiles } from "../test/testbed/guest";
+import { ensureGuest, guestVm, type GuestFiles } from "../lib/guest/guest";
+import { repoRoot } from "../lib/version";
 
 const SIZES = (process.env.BENCH_SIZES ?? "1,2,4,8").split(",").map(Number);
 const MEMORY_MIB = 128;

@@ -17,7 +17,8 @@ import type { Host } from "../lib/hypervisor/host";
 import { livePid, terminate } from "../lib/hypervisor/pidfile";
 import { silentLogger } from "../lib/log/logger";
 import type { SipJsBackend } from "../lib/sip";
-import { ensureGuest, guestVm, repoRoot } from "../test/testbed/guest";
+import { ensureGuest, guestVm } from "../lib/guest/guest";
+import { repoRoot } from "../lib/version";
 
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 10);
 const VMS = [

@@ -14,7 +14,7 @@ import { createLogger } from "../../lib/log/logger";
 import { freePortInRange } from "../../lib/net/ports";
 import { ladderSteps, renderLadder, type TraceEvent } from "../../lib/sip/ladder";
 import { repoRoot } from "../../lib/version";
-import { ensureGuest } from "../../test/testbed/guest";
+import { ensureGuest } from "../../lib/guest/guest";
 import { loadConfig } from "../../lib/config/load";
 import { SourceAgent } from "../source/agent";
 import { ProgressDisplay } from "../source/progress-display";

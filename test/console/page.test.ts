@@ -9,7 +9,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
-import { repoRoot } from "../testbed/guest";
+import { repoRoot } from "../../lib/version";
 import { startStack, until, type Stack } from "./stack";
 
 jest.setTimeout(240_000);

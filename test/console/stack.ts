@@ -16,7 +16,7 @@ import { Host } from "../../lib/hypervisor/host";
 import { silentLogger } from "../../lib/log/logger";
 import { createSipBackend, type SipJsBackend } from "../../lib/sip";
 import type { Role } from "../../nrdl/types";
-import { ensureGuest, guestVm } from "../testbed/guest";
+import { ensureGuest, guestVm } from "../../lib/guest/guest";
 
 export interface Side {
   cfg: HostConfig;

@@ -19,7 +19,7 @@ import { freePortInRange } from "../../lib/net/ports";
 import { createLogger, silentLogger, type Logger } from "../../lib/log/logger";
 import type { SipJsBackend, TraceEvent } from "../../lib/sip";
 import type { Role } from "../../nrdl/types";
-import { ensureGuest, guestVm } from "../testbed/guest";
+import { ensureGuest, guestVm } from "../../lib/guest/guest";
 
 export type Transport = "udp" | "tcp" | "tls";
 export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };

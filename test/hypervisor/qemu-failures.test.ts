@@ -8,7 +8,7 @@ import path from "node:path";
 import { TeleportError } from "../../lib/errors";
 import type { MigrationHandle, MigrationOptions } from "../../lib/hypervisor/driver";
 import { livePid } from "../../lib/hypervisor/pidfile";
-import { ensureGuest, guestVm, type GuestFiles } from "../testbed/guest";
+import { ensureGuest, guestVm, type GuestFiles } from "../../lib/guest/guest";
 import { hostsRunning, makeHosts, tearDown, type Hosts } from "./hosts";
 
 jest.setTimeout(60_000);

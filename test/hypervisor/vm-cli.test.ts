@@ -8,7 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { buildProgram } from "../../agents/cli";
 import { livePid, terminate } from "../../lib/hypervisor/pidfile";
-import { ensureGuest, guestVm } from "../testbed/guest";
+import { ensureGuest, guestVm } from "../../lib/guest/guest";
 
 jest.setTimeout(60_000);
 

@@ -1,34 +1,25 @@
 /**
- * The tiny test guest (Debian cloud kernel + busybox initramfs, see build-guest.sh), built once
- * into .cache/guest/ and shared by the tests and the benchmarks.
+ * The tiny guest (Debian cloud kernel + busybox initramfs, see build-guest.sh), built once into
+ * .cache/guest/ and shared by the demo, the tests and the benchmarks.
  */
-import fs from "node:fs";
 import path from "node:path";
 import execa from "execa";
-import type { NicDefinition, VmDefinition } from "../../lib/hypervisor/driver";
-
-/** The repository root, from the source tree or from dist/. */
-export function repoRoot(): string {
-  let dir = __dirname;
-  while (!fs.existsSync(path.join(dir, "package.json"))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error(`no package.json above ${__dirname}`);
-    dir = up;
-  }
-  return dir;
-}
+import type { NicDefinition, VmDefinition } from "../hypervisor/driver";
+import { repoRoot } from "../version";
 
 export interface GuestFiles {
   kernel: string;
   initrd: string;
+  /** cpio overlay with socat, appended to `initrd` for guests that serve the UDP echo (st.udpecho=). */
+  socatOverlay: string;
 }
 
 /** Build the guest when it is not cached yet (a few seconds, needs apt's package lists). */
 export async function ensureGuest(): Promise<GuestFiles> {
   const root = repoRoot();
   const out = path.join(root, ".cache", "guest");
-  await execa("bash", [path.join(root, "test", "testbed", "build-guest.sh"), out], { stdio: "inherit" });
-  return { kernel: path.join(out, "vmlinuz"), initrd: path.join(out, "initramfs.gz") };
+  await execa("bash", [path.join(root, "lib", "guest", "build-guest.sh"), out], { stdio: "inherit" });
+  return { kernel: path.join(out, "vmlinuz"), initrd: path.join(out, "initramfs.gz"), socatOverlay: path.join(out, "socat.cpio.gz") };
 }
 
 export interface GuestVmOptions {

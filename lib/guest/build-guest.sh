@@ -2,10 +2,15 @@
 # Builds the test guest into .cache/guest/ (or $1): a Debian cloud kernel unpacked from its .deb
 # (never installed) and a busybox-static initramfs whose /init loads virtio-net, takes its address
 # from the kernel command line (st.ip=ADDR/LEN st.name=NAME) and serves ping, HTTP (with an
-# uptime CGI at /cgi-bin/up) and a TCP echo on port 7. Idempotent: does nothing when both files exist.
+# uptime CGI at /cgi-bin/up) and a TCP echo on port 7. Optional, for the testbed's routed topologies:
+# st.addr=CIDR[,CIDR] more addresses, st.gw=IP a default route, st.fwd=1 forward between subnets
+# (routers, firewalls), st.udpecho=PORT a UDP echo (needs socat: the second output, socat.cpio.gz,
+# is a cpio overlay to append to initramfs.gz). Idempotent: does nothing when this version is built.
 set -euo pipefail
 OUT=${1:-"$(cd "$(dirname "$0")/../.." && pwd)/.cache/guest"}
-[ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.gz" ] && exit 0
+# Bump when the image changes, so cached builds are redone.
+VERSION=2
+[ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.gz" ] && [ -s "$OUT/socat.cpio.gz" ] && [ "$(cat "$OUT/version" 2>/dev/null)" = "$VERSION" ] && exit 0
 mkdir -p "$OUT"
 WORK=$(mktemp -d "$OUT/build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -34,13 +39,20 @@ cat > root/init <<INIT
 export PATH=/bin
 mount -t proc p /proc; mount -t sysfs s /sys; mount -t devtmpfs d /dev
 for m in $MODS; do insmod /lib/\$m.ko 2>/dev/null; done
-IP=; N=guest
-for a in \$(cat /proc/cmdline); do case \$a in st.ip=*) IP=\${a#st.ip=};; st.name=*) N=\${a#st.name=};; esac; done
+IP=; N=guest; ADDRS=; GW=; FWD=; UDP=
+for a in \$(cat /proc/cmdline); do case \$a in st.ip=*) IP=\${a#st.ip=};; st.name=*) N=\${a#st.name=};;
+  st.addr=*) ADDRS=\${a#st.addr=};; st.gw=*) GW=\${a#st.gw=};; st.fwd=1) FWD=1;; st.udpecho=*) UDP=\${a#st.udpecho=};; esac; done
 hostname "\$N"; echo "hello from \$N" > /www/index.html
 printf '#!/bin/sh\necho "Content-Type: text/plain"; echo; echo "\$(hostname) up \$(cut -d" " -f1 /proc/uptime)s"\n' > /www/cgi-bin/up
 chmod +x /www/cgi-bin/up
 ip link set lo up
 if [ -n "\$IP" ] && [ -e /sys/class/net/eth0 ]; then ip addr add "\$IP" dev eth0; ip link set eth0 up; fi
+for c in \$(echo "\$ADDRS" | tr , " "); do ip addr add "\$c" dev eth0; done
+[ -n "\$GW" ] && ip route add default via "\$GW"
+# A one-armed router: both subnets on eth0, so ICMP redirects would teach hosts to bypass it.
+if [ -n "\$FWD" ]; then for f in /proc/sys/net/ipv4/conf/*/send_redirects; do echo 0 > \$f; done; echo 1 > /proc/sys/net/ipv4/ip_forward; fi
+# socat serves one peer per run; -T restarts it for the next peer after 10 s of silence.
+if [ -n "\$UDP" ] && [ -x /bin/socat ]; then (while :; do socat -T 10 UDP-LISTEN:\$UDP,reuseaddr PIPE; done) </dev/null >/dev/null 2>&1 & fi
 httpd -p 80 -h /www
 nc -ll -p 7 -e cat </dev/null >/dev/null 2>&1 &
 echo "GUEST-READY \$N"
@@ -50,4 +62,11 @@ chmod +x root/init
 (cd root && find . | cpio -o -H newc --quiet | gzip -1) > initramfs.gz
 cp kernel/boot/vmlinuz-* "$OUT/vmlinuz.tmp" && mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
 mv initramfs.gz "$OUT/initramfs.gz"
+
+# socat and the libraries it loads (about 9 MiB), only for guests that need the UDP echo.
+mkdir overlay
+for f in /usr/bin/socat $(ldd /usr/bin/socat | awk '/=> \//{print $3} /^[ \t]*\/lib.*ld-linux/{print $1}'); do cp -L --parents "$f" overlay/; done
+mkdir -p overlay/bin && mv overlay/usr/bin/socat overlay/bin/socat
+(cd overlay && find . | cpio -o -H newc --quiet | gzip -1) > "$OUT/socat.cpio.gz"
+echo "$VERSION" > "$OUT/version"
 echo "build-guest: $PKG -> $OUT" >&2

@@ -1,0 +1,172 @@
+/**
+ * npm run bench:thesis — the thesis' three experiments on the testbed (test/testbed/), moved by
+ * the agents over SIP between two data-center namespaces while a user namespace probes every
+ * guest: each experiment x strategy (sequential, parallel, switchover) x inter-DC link
+ * (unshaped, tc tbf 1 Gbit/s, 100 Mbit/s), repeated. Guests boot once per experiment and move
+ * back and forth. Writes bench/out/thesis/<run>.json per move, thesis.md (the table) and an SVG
+ * (+ PNG when rsvg-convert exists) per experiment and strategy, and prints the table.
+ *
+ * Environment: BENCH_REPEATS (unshaped, default 5), BENCH_REPEATS_1G (default 3), BENCH_REPEATS_100M
+ * (default 2: a move of exp3 alone takes ~30 s at 100 Mbit/s; the whole bench must stay under
+ * 20 minutes on 2 cores),
+ * BENCH_EXPERIMENTS=exp1,exp2,exp3, BENCH_LINKS=0,1000,100, BENCH_MIGRATOR=sip|direct
+ * (direct: the same QMP migrations with no SIP, the baseline). Needs root.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import execa from "execa";
+import { STRATEGIES, type Strategy } from "../nrdl/types";
+import { AgentPair } from "../test/testbed/agents";
+import { directMigrator } from "../test/testbed/direct";
+import { EXPERIMENT, EXPERIMENTS, type ExperimentName } from "../test/testbed/experiments";
+import { ensureGuest } from "../lib/guest/guest";
+import { repoRoot } from "../lib/version";
+import { Lab } from "../test/testbed/lab";
+import { HOSTS, type HostName } from "../test/testbed/network";
+import { measureMove, type Migrator, type RunResult } from "../test/testbed/run";
+import { timelineSvg } from "../test/testbed/svg";
+import { type Group, markdownTable, median, runFigures, timelineOf } from "./lib/thesis-report";
+
+const env = process.env;
+const REPEATS = Number(env.BENCH_REPEATS ?? 5);
+const REPEATS_1G = Number(env.BENCH_REPEATS_1G ?? 3);
+const REPEATS_100M = Number(env.BENCH_REPEATS_100M ?? 2);
+const EXPS = (env.BENCH_EXPERIMENTS ?? EXPERIMENTS.join(",")).split(",") as ExperimentName[];
+const LINKS = (env.BENCH_LINKS ?? "0,1000,100").split(",").map(Number);
+const MIGRATOR = env.BENCH_MIGRATOR ?? "sip";
+
+const OUT = path.join(repoRoot(), "bench", "out", "thesis");
+
+function policyFor(strategy: Strategy) {
+  // The agents' configuration defaults (lib/config/schema.ts).
+  return { strategy, maxParallel: strategy === "sequential" ? 1 : 4, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 120, onError: "abort" as const };
+}
+
+async function hasRsvg(): Promise<boolean> {
+  return (await execa("rsvg-convert", ["--version"], { reject: false })).exitCode === 0;
+}
+
+/** A booted lab with agents on both hosts; `close` is also what SIGINT/SIGTERM run. */
+interface Bed {
+  lab: Lab;
+  migrator: Migrator;
+  close(): Promise<void>;
+}
+
+let current: Bed | undefined;
+
+async function openBed(name: ExperimentName): Promise<Bed> {
+  const lab = await Lab.create(EXPERIMENT[name], await ensureGuest());
+  let agents: AgentPair | undefined;
+  const close = async () => {
+    current = undefined;
+    await agents?.stop();
+    await lab.destroy();
+  };
+  current = { lab, migrator: directMigrator, close };
+  try {
+    await lab.bootAll();
+    if (MIGRATOR === "sip") current.migrator = agents = await AgentPair.start(lab);
+    return current;
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+async function runExperiment(name: ExperimentName, groups: Group[], timelines: Map<string, RunResult[]>): Promise<void> {
+  let bed = await openBed(name);
+  try {
+    let at: HostName = "dc1";
+    for (const linkMbit of LINKS) {
+      for (const strategy of STRATEGIES) {
+        const group: Group = { experiment: name, strategy, linkMbit, runs: [], violations: [] };
+        const repeats = linkMbit === 0 ? REPEATS : linkMbit <= 100 ? REPEATS_100M : REPEATS_1G;
+        for (let i = 0; i < repeats; i++) {
+          const to: HostName = at === "dc1" ? "dc2" : "dc1";
+          const r = await measureMove(bed.lab, bed.migrator, { from: at, to, policy: policyFor(strategy) }, { linkMbit, warmupMs: 600, tailMs: 1000 });
+          at = to;
+          const id = `${name}-${strategy}-${linkMbit || "unshaped"}-${i + 1}`;
+          fs.writeFileSync(path.join(OUT, `${id}.json`), JSON.stringify(r));
+          const f = runFigures(r);
+          group.runs.push(f);
+          group.violations.push(...r.violations.map((v) => `${id}: ${v}`));
+          if (linkMbit === 0) timelines.set(`${name}-${strategy}`, [...(timelines.get(`${name}-${strategy}`) ?? []), r]);
+          process.stderr.write(
+            `${id}: interruption ${f.interruptionMs} ms (any down ${f.anyDownMs} ms), ping gap ${f.longestPingGapMs} ms, lost ${f.pingsLost}, wall ${f.wallMs} ms` +
+              (r.violations.length ? `  VIOLATIONS: ${r.violations.join("; ")}` : "") +
+              "\n",
+          );
+          if (r.violations.length) {
+            // A guest that did not survive the move would spoil every later run: start afresh.
+            for (const host of HOSTS)
+              for (const log of fs.readdirSync(bed.lab.runDir(host)).filter((f) => f.endsWith(".serial.log")))
+                fs.copyFileSync(path.join(bed.lab.runDir(host), log), path.join(OUT, `${id}-${host}-${log}`));
+            process.stderr.write(`${id}: guests' serial logs kept in ${path.relative(repoRoot(), OUT)}/${id}-*; rebuilding the testbed\n`);
+            await bed.close();
+            bed = await openBed(name);
+            at = "dc1";
+          }
+        }
+        groups.push(group);
+      }
+    }
+  } finally {
+    await bed.close();
+  }
+}
+
+/** The clean run (no violation, when there is one) whose group interruption is the median: the typical one to plot. */
+function typical(all: RunResult[]): RunResult {
+  const clean = all.filter((r) => r.violations.length === 0);
+  const runs = clean.length ? clean : all;
+  const m = median(runs.map((r) => r.figures.interruptionMs));
+  return runs.reduce((best, r) => (Math.abs(r.figures.interruptionMs - m) < Math.abs(best.figures.interruptionMs - m) ? r : best));
+}
+
+async function main(): Promise<void> {
+  if (process.getuid?.() !== 0) throw new Error("bench:thesis needs root (network namespaces, taps, tc)");
+  fs.mkdirSync(OUT, { recursive: true });
+  const t0 = Date.now();
+  const groups: Group[] = [];
+  const timelines = new Map<string, RunResult[]>();
+  for (const name of EXPS) {
+    process.stderr.write(`== ${EXPERIMENT[name].title}\n`);
+    await runExperiment(name, groups, timelines);
+  }
+  const rsvg = await hasRsvg();
+  const figures: string[] = [];
+  for (const [key, runs] of timelines) {
+    const svgFile = path.join(OUT, `${key}.svg`);
+    fs.writeFileSync(svgFile, timelineSvg(timelineOf(typical(runs))));
+    figures.push(svgFile);
+    if (rsvg) await execa("rsvg-convert", ["-b", "white", "-o", svgFile.replace(/\.svg$/, ".png"), svgFile]);
+  }
+  const minutes = ((Date.now() - t0) / 60000).toFixed(1);
+  const violations = groups.flatMap((g) => g.violations);
+  const md = [
+    `# bench:thesis (${MIGRATOR === "sip" ? "agents over SIP" : "direct QMP, no SIP"}), ${new Date(t0).toISOString()}, ${minutes} min`,
+    "",
+    "Medians (min-max) over the repeats; times in ms. Ratio = thesis' user-seen loss / our total any-probe-down time",
+    "(for exp2 also the thesis' video interruption / our UDP zero-bandwidth interval).",
+    "",
+    markdownTable(groups),
+    violations.length ? `Invariant violations:\n${violations.map((v) => `- ${v}`).join("\n")}\n` : "Invariants held in every run.\n",
+    `Figures: ${figures.map((f) => path.relative(repoRoot(), f)).join(", ")}`,
+    "",
+  ].join("\n");
+  fs.writeFileSync(path.join(OUT, "thesis.md"), md);
+  process.stdout.write(md);
+  if (violations.length) process.exitCode = 1;
+}
+
+for (const signal of ["SIGINT", "SIGTERM"] as const)
+  process.once(signal, () => {
+    process.stderr.write(`bench:thesis: ${signal}, cleaning up\n`);
+    void (current?.close() ?? Promise.resolve()).finally(() => process.exit(130));
+  });
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench:thesis: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,52 @@
+/**
+ * The same plan and the same QEMU migrations the agents run, issued directly with no SIP:
+ * arm every VM on the destination first (as the destination agent does before its 200 OK),
+ * then run the plan's waves with the executor. The baseline the SIP figures are compared to,
+ * and what the testbed used before the agents could run.
+ */
+import { randomBytes } from "node:crypto";
+import { executePlan } from "../../lib/plan/execute";
+import { planWaves } from "../../lib/plan/waves";
+import type { Policy } from "../../nrdl/types";
+import type { Lab } from "./lab";
+import { SEGMENT } from "./network";
+import type { MigrationReport, Migrator, MoveRequest } from "./run";
+
+/** A port in the dynamic range, random so that parallel runs rarely collide. */
+function randomPort(): number {
+  return 40000 + Math.floor(Math.random() * 20000);
+}
+
+export const directMigrator: Migrator = {
+  name: "direct",
+  async migrate(lab: Lab, req: MoveRequest): Promise<MigrationReport> {
+    const src = lab.driver(req.from);
+    const dst = lab.driver(req.to);
+    const targets = new Map<string, { uri: string; secret: string }>();
+    for (const g of lab.exp.guests) {
+      const secret = randomBytes(16).toString("hex");
+      const armed = await dst.arm(g.name, { address: SEGMENT[req.to], port: randomPort(), secret });
+      targets.set(g.name, { uri: armed.uri, secret });
+    }
+    const policy: Policy = { ...req.policy };
+    const plan = planWaves(lab.exp.guests.map((g) => ({ name: g.name, hypervisor: "qemu", role: g.role, memoryMib: 96, cpus: 1, dependsOn: [] })));
+    const outcomes = await executePlan({
+      plan,
+      policy,
+      start: (vm, pause) => {
+        const target = targets.get(vm);
+        if (!target) throw new Error(`no listener armed for ${vm}`);
+        return src.migrate(vm, target, { bandwidthMbps: policy.bandwidthMbps, downtimeLimitMs: policy.downtimeLimitMs, timeoutS: policy.timeoutS, pauseBeforeSwitchover: pause });
+      },
+    });
+    // A VM that did not move must not leave a listener behind on the destination.
+    for (const o of outcomes) if (o.state !== "completed") await dst.disarm(o.vm).catch(() => undefined);
+    return {
+      vms: outcomes.map((o) =>
+        o.state === "completed"
+          ? { vm: o.vm, outcome: "completed", totalMs: o.result.totalMs, downtimeMs: o.result.downtimeMs, bytes: o.result.transferredBytes }
+          : { vm: o.vm, outcome: o.state, reason: o.reason },
+      ),
+    };
+  },
+};

@@ -1,0 +1,175 @@
+/**
+ * One experiment's testbed: the namespaces, a run directory per data center, identical VM
+ * definitions on both (only the tap names differ), QEMU drivers that start QEMU inside their
+ * data center's namespace, and a QMP event recorder per VM (a third monitor socket that only
+ * listens, so STOP/RESUME/MIGRATION timestamps are seen whoever drives the migration).
+ * destroy() kills every QEMU and relay it started and removes the namespaces, even after a failure.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import execa from "execa";
+import type { VmDefinition } from "../../lib/hypervisor/driver";
+import { livePid, terminate } from "../../lib/hypervisor/pidfile";
+import { QemuDriver } from "../../lib/hypervisor/qemu";
+import { QmpClient } from "../../lib/hypervisor/qmp";
+import { type Experiment, type GuestSpec, guestAppend, hostAddress } from "./experiments";
+import { type GuestFiles, guestVm } from "../../lib/guest/guest";
+import { HOSTS, type HostName, tapName, TestbedNetwork } from "./network";
+
+export interface RecordedEvent {
+  host: HostName;
+  vm: string;
+  event: string;
+  /** QEMU's own timestamp, wall-clock ms. */
+  t: number;
+  data: Record<string, unknown>;
+}
+
+export interface LabOptions {
+  /** Guest RAM (96 MiB is the least the Debian kernel boots with). */
+  memoryMib?: number;
+}
+
+/** Locally administered, unique per guest index, identical on both hosts. */
+function guestMac(i: number): string {
+  return `52:54:00:00:10:${(i + 0x10).toString(16).padStart(2, "0")}`;
+}
+
+export class Lab {
+  readonly events: RecordedEvent[] = [];
+  private readonly monitors: QmpClient[] = [];
+  private readonly drivers = new Map<HostName, QemuDriver>();
+  private watching = true;
+
+  private constructor(
+    readonly exp: Experiment,
+    readonly net: TestbedNetwork,
+    /** Scratch folder: run dirs, relay sockets, QEMU wrappers. Short, for the 107-byte socket limit. */
+    readonly dir: string,
+    private readonly defs: Map<HostName, VmDefinition[]>,
+  ) {}
+
+  static async create(exp: Experiment, guest: GuestFiles, opts: LabOptions = {}): Promise<Lab> {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sip-tb-"));
+    let net: TestbedNetwork | undefined;
+    try {
+      net = await TestbedNetwork.create({ vms: exp.guests.map((g) => g.name), userRoutes: exp.userRoutes });
+      // Guests with the UDP echo boot the base initramfs with the socat overlay appended (the kernel unpacks both).
+      const withSocat = path.join(dir, "initramfs-socat.gz");
+      if (exp.guests.some((g) => g.udpEcho)) fs.writeFileSync(withSocat, Buffer.concat([fs.readFileSync(guest.initrd), fs.readFileSync(guest.socatOverlay)]));
+      const defs = new Map<HostName, VmDefinition[]>();
+      for (const host of HOSTS) {
+        const runDir = path.join(dir, host);
+        fs.mkdirSync(runDir, { recursive: true });
+        defs.set(
+          host,
+          exp.guests.map((g, i) => {
+            const def = guestVm(guest, g.name, { memoryMib: opts.memoryMib ?? 96, nics: [{ kind: "tap", ifname: tapName(g.name, host), mac: guestMac(i) }] });
+            def.role = g.role;
+            def.append = `${def.append} ${guestAppend(g)}`;
+            if (g.udpEcho) def.initrd = withSocat;
+            def.extraArgs = ["-qmp", `unix:${path.join(runDir, `${g.name}.ev`)},server=on,wait=off`];
+            return def;
+          }),
+        );
+      }
+      return new Lab(exp, net, dir, defs);
+    } catch (err) {
+      await net?.destroy();
+      fs.rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  runDir(host: HostName): string {
+    return path.join(this.dir, host);
+  }
+
+  inventory(host: HostName): VmDefinition[] {
+    return this.defs.get(host) ?? [];
+  }
+
+  /** A driver whose QEMUs run inside the host's namespace (for direct migrations without agents). */
+  driver(host: HostName): QemuDriver {
+    let d = this.drivers.get(host);
+    if (!d) {
+      const wrapper = path.join(this.dir, `qemu-${host}`);
+      fs.writeFileSync(wrapper, `#!/bin/sh\nexec ${this.net.exec(host).join(" ")} qemu-system-x86_64 "$@"\n`, { mode: 0o755 });
+      d = new QemuDriver({ runDir: this.runDir(host), inventory: this.inventory(host), qemuBinary: wrapper, startTimeoutMs: 20_000 });
+      this.drivers.set(host, d);
+    }
+    return d;
+  }
+
+  /** Boot every guest on dc1, record its events, and wait until the user can ping each one. */
+  async bootAll(timeoutMs = 60_000): Promise<void> {
+    const d = this.driver("dc1");
+    await Promise.all(this.exp.guests.map((g) => d.start(g.name)));
+    for (const g of this.exp.guests) this.watch("dc1", g.name);
+    await Promise.all(this.exp.guests.map((g) => this.waitPing(g, timeoutMs)));
+  }
+
+  private async waitPing(g: GuestSpec, timeoutMs: number): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    while (Date.now() < until) {
+      const r = await execa(this.net.exec("user")[0], [...this.net.exec("user").slice(1), "ping", "-c1", "-W0.2", "-q", hostAddress(g)], { reject: false });
+      if (r.exitCode === 0) return;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    throw new Error(`${g.name} (${hostAddress(g)}) did not answer ping within ${timeoutMs} ms (serial log: ${path.join(this.runDir("dc1"), `${g.name}.log`)})`);
+  }
+
+  /**
+   * Record a VM's QMP events on a host, connecting as soon as its event socket exists (the
+   * destination's appears when the listener is armed, by us or by an agent).
+   */
+  watch(host: HostName, vm: string): void {
+    const sock = path.join(this.runDir(host), `${vm}.ev`);
+    void (async () => {
+      while (this.watching) {
+        if (fs.existsSync(sock)) {
+          try {
+            const client = await QmpClient.connect(sock, { timeoutMs: 2000 });
+            this.monitors.push(client);
+            client.onEvent((ev) =>
+              this.events.push({ host, vm, event: ev.event, t: ev.timestamp.seconds * 1000 + ev.timestamp.microseconds / 1000, data: ev.data }),
+            );
+            return;
+          } catch {
+            // QEMU created the socket but is not listening yet: try again.
+          }
+        }
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+  }
+
+  /** The user's view of a guest's uptime (HTTP CGI), in seconds; undefined when it does not answer. (busybox wget -T segfaults here: execa's timeout instead.) */
+  async uptime(g: GuestSpec): Promise<number | undefined> {
+    const user = this.net.exec("user");
+    const r = await execa(user[0], [...user.slice(1), "busybox", "wget", "-q", "-O", "-", `http://${hostAddress(g)}/cgi-bin/up`], { reject: false, timeout: 5000 });
+    const m = / up ([\d.]+)s/.exec(r.stdout);
+    return m ? Number(m[1]) : undefined;
+  }
+
+  /** Hosts where a VM's QEMU runs right now (by pidfile). */
+  runningOn(vm: string): HostName[] {
+    return HOSTS.filter((h) => livePid(path.join(this.runDir(h), `${vm}.pid`)) !== undefined);
+  }
+
+  async destroy(): Promise<void> {
+    this.watching = false;
+    await Promise.all(this.monitors.map((m) => m.close().catch(() => undefined)));
+    for (const host of HOSTS) {
+      const dir = this.runDir(host);
+      if (!fs.existsSync(dir)) continue;
+      for (const f of fs.readdirSync(dir).filter((n) => n.endsWith(".pid"))) {
+        const pid = livePid(path.join(dir, f));
+        if (pid !== undefined) await terminate(pid, 500);
+      }
+    }
+    await this.net.destroy();
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
