@@ -131,6 +131,8 @@ export class QemuMigration implements MigrationHandle {
       const bytesPerS = this.opts.bandwidthMbps > 0 ? Math.floor((this.opts.bandwidthMbps * 1_000_000) / 8) : UNLIMITED_BYTES_PER_S;
       await client.execute("migrate-set-parameters", { "max-bandwidth": bytesPerS, "downtime-limit": this.opts.downtimeLimitMs });
       if (this.hooks.pskDir) await useMigrationSecret(client, "client", this.tlsId, this.target.secret, this.hooks.pskDir);
+      // a VM that arrived over TLS keeps its incoming tls-creds: clear them when this move is plain
+      else await client.execute("migrate-set-parameters", { "tls-creds": "" });
       if (this.abortRequested) throw this.cancelReason;
       const finished = this.followEvents(client);
       await client.execute("migrate", { uri: this.target.uri });

@@ -8,7 +8,7 @@ import type { ChildProcess } from "node:child_process";
 import { randomPort } from "../../bench/sipp";
 import { ladderSteps } from "../../lib/sip/ladder";
 import { tempDir } from "../sip/helpers";
-import { DOMAIN, KAMAILIO_USERS, startKamailio, writeUsers } from "../sip/kamailio-server";
+import { DOMAIN, KAMAILIO_USERS, kamailioReady, startKamailio, writeUsers } from "../sip/kamailio-server";
 import { bootOnSource, expectAllOn, guestDefs, startPair, type Pair, type Transport } from "./harness";
 
 const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
@@ -19,11 +19,12 @@ describe.each<Transport>(["udp", "tcp"])("exp2 through Kamailio over %s", (trans
   let kamailio: { child: ChildProcess; log: () => string };
   let pair: Pair;
 
-  beforeAll(() => {
+  beforeAll(async () => {
     dir = tempDir("e2e-kamailio");
     writeUsers(dir);
     port = randomPort();
     kamailio = startKamailio(dir, port);
+    await kamailioReady(port);
   });
   afterAll(async () => {
     await pair?.close();

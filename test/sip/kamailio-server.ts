@@ -32,3 +32,17 @@ export function startKamailio(dir: string, port: number): { child: ChildProcess;
   return { child, log: () => log };
 }
 
+
+/** Resolves once Kamailio accepts TCP connections on `port` (UDP gets retransmissions; TCP does not wait). */
+export async function kamailioReady(port: number, timeoutMs = 15000): Promise<void> {
+  const net = await import("node:net");
+  for (const end = Date.now() + timeoutMs; Date.now() < end; ) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ host: "127.0.0.1", port }, () => (s.destroy(), resolve(true)));
+      s.once("error", () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`Kamailio did not listen on TCP ${port} within ${timeoutMs} ms`);
+}

@@ -9,7 +9,7 @@ import winston from "winston";
 import type { SipJsBackend } from "../../lib/sip";
 import { randomPort } from "../../bench/sipp";
 import { NRDL, OFFER, answerEverything, startAgent, tempDir } from "./helpers";
-import { DOMAIN, KAMAILIO_USERS, startKamailio, writeUsers } from "./kamailio-server";
+import { DOMAIN, KAMAILIO_USERS, kamailioReady, startKamailio, writeUsers } from "./kamailio-server";
 
 const USERS = KAMAILIO_USERS;
 
@@ -41,6 +41,7 @@ describe("through Kamailio with registrar, digest auth and record-route", () => 
     writeUsers(dir);
     port = randomPort();
     kamailio = startKamailio(dir, port);
+    await kamailioReady(port);
   });
   afterAll(async () => {
     for (const a of agents) await a.stop();

@@ -110,6 +110,11 @@ export class Lab {
     await Promise.all(this.exp.guests.map((g) => this.waitPing(g, timeoutMs)));
   }
 
+  /** Wait until the user can ping every guest (after a guest rebooted, for instance). */
+  async waitAllPing(timeoutMs = 60_000): Promise<void> {
+    await Promise.all(this.exp.guests.map((g) => this.waitPing(g, timeoutMs)));
+  }
+
   private async waitPing(g: GuestSpec, timeoutMs: number): Promise<void> {
     const until = Date.now() + timeoutMs;
     while (Date.now() < until) {
@@ -117,7 +122,7 @@ export class Lab {
       if (r.exitCode === 0) return;
       await new Promise((res) => setTimeout(res, 100));
     }
-    throw new Error(`${g.name} (${hostAddress(g)}) did not answer ping within ${timeoutMs} ms (serial log: ${path.join(this.runDir("dc1"), `${g.name}.log`)})`);
+    throw new Error(`${g.name} (${hostAddress(g)}) did not answer ping within ${timeoutMs} ms (serial log: ${path.join(this.runDir("dc1"), `${g.name}.serial.log`)})`);
   }
 
   /**
