@@ -33,3 +33,15 @@ export function reportError(err: unknown): TeleportError {
   for (const d of e.details) process.stderr.write(`  ${d}\n`);
   return e;
 }
+
+/** "udp 127.0.0.1:5060, tcp 127.0.0.1:5060": where a daemon's SIP endpoint listens. */
+export function listenersText(listeners: ReadonlyArray<{ transport: string; host: string; port: number }>): string {
+  return listeners.map((l) => `${l.transport} ${l.host}:${l.port}`).join(", ");
+}
+
+/** A daemon ends cleanly on SIGINT or SIGTERM: `stop` runs once, then the process exits 0. */
+export function stopOnSignals(stop: () => Promise<void>): void {
+  const once = () => void stop().finally(() => process.exit(0));
+  process.once("SIGINT", once);
+  process.once("SIGTERM", once);
+}

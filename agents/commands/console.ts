@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { startConsole } from "../console";
 import { hostOf, sipOf } from "../wiring";
-import { reportError, setup, withCommonOptions, type CommonOptions } from "./common";
+import { listenersText, reportError, setup, stopOnSignals, withCommonOptions, type CommonOptions } from "./common";
 
 interface ConsoleCommandOptions extends CommonOptions {
   http?: string;
@@ -30,17 +30,14 @@ Examples:
         const host = hostOf(cfg, logger);
         const running = await startConsole({ config: cfg, sip, host, logger, listen: o.http });
         await sip.start();
-        const where = sip.listeners.map((l) => `${l.transport} ${l.host}:${l.port}`).join(", ");
+        const where = listenersText(sip.listeners);
         const page = running.token ? `${running.url}#token=${running.token}` : running.url;
         process.stdout.write(`console at ${page}\nSIP as ${cfg.sip.aor} on ${where}\n`);
         if (running.tokenGenerated) process.stdout.write(`API token (generated; set console.token to keep one): ${running.token}\n`);
-        const stop = async () => {
+        stopOnSignals(async () => {
           await running.stop();
           await sip.stop();
-          process.exit(0);
-        };
-        process.once("SIGINT", () => void stop());
-        process.once("SIGTERM", () => void stop());
+        });
       } catch (err) {
         reportError(err);
         process.exit(2);

@@ -1,7 +1,7 @@
 import type { Command } from "commander";
 import { hostOf, sipOf } from "../wiring";
 import { DestinationAgent } from "../destination/agent";
-import { reportError, setup, withCommonOptions, type CommonOptions } from "./common";
+import { listenersText, reportError, setup, stopOnSignals, withCommonOptions, type CommonOptions } from "./common";
 
 /** `sip-teleport listen`: the destination agent, until SIGINT/SIGTERM. */
 export function registerListenCommand(program: Command): void {
@@ -22,14 +22,8 @@ Example:
         const sip = sipOf(cfg, logger, { trace: o.sipTrace });
         const agent = new DestinationAgent({ config: cfg, sip, host: hostOf(cfg, logger), logger });
         await agent.start();
-        const where = sip.listeners.map((l) => `${l.transport} ${l.host}:${l.port}`).join(", ");
-        process.stdout.write(`listening as ${cfg.sip.aor} on ${where}\n`);
-        const stop = async () => {
-          await agent.stop();
-          process.exit(0);
-        };
-        process.once("SIGINT", () => void stop());
-        process.once("SIGTERM", () => void stop());
+        process.stdout.write(`listening as ${cfg.sip.aor} on ${listenersText(sip.listeners)}\n`);
+        stopOnSignals(() => agent.stop());
       } catch (err) {
         reportError(err);
         process.exit(2);
