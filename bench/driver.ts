@@ -9,7 +9,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { MigrationOptions, MigrationResult } from "../lib/hypervisor/driver";
-import { terminate, livePid } from "../lib/hypervisor/pidfile";
+import { terminateRunDirs } from "../lib/hypervisor/pidfile";
 import { QemuDriver } from "../lib/hypervisor/qemu";
 import { chooseAccel, type AccelChoice } from "../lib/hypervisor/accel";
 import { ensureGuest, guestVm, type GuestFiles } from "../lib/guest/guest";
@@ -76,11 +76,7 @@ function median(xs: number[]): number {
 }
 
 async function killAll(dirs: string[]): Promise<void> {
-  for (const dir of dirs)
-    for (const f of fs.existsSync(dir) ? fs.readdirSync(dir).filter((n) => n.endsWith(".pid")) : []) {
-      const pid = livePid(path.join(dir, f));
-      if (pid !== undefined) await terminate(pid, 500);
-    }
+  await terminateRunDirs(dirs);
 }
 
 interface Row {

@@ -14,7 +14,7 @@ import { SourceAgent } from "../agents/source/agent";
 import { hostOf, sipOf } from "../agents/wiring";
 import { parseConfig } from "../lib/config/load";
 import type { Host } from "../lib/hypervisor/host";
-import { livePid, terminate } from "../lib/hypervisor/pidfile";
+import { terminateRunDirs } from "../lib/hypervisor/pidfile";
 import { silentLogger } from "../lib/log/logger";
 import type { SipJsBackend } from "../lib/sip";
 import { ensureGuest, guestVm } from "../lib/guest/guest";
@@ -109,13 +109,7 @@ async function main(): Promise<void> {
     fs.writeFileSync(path.join(out, "e2e.json"), JSON.stringify({ pairs: PAIRS, sipMs, directMs, armingMs: arming, medianSipMs: s, medianDirectMs: d, ratio: s / d }, null, 2));
   } finally {
     for (const d of destinations) await d.stop().catch(() => undefined);
-    for (const n of ["dc1", "dc2"]) {
-      const dir = path.join(base, n);
-      for (const f of fs.existsSync(dir) ? fs.readdirSync(dir).filter((x) => x.endsWith(".pid")) : []) {
-        const pid = livePid(path.join(dir, f));
-        if (pid !== undefined) await terminate(pid, 500);
-      }
-    }
+    await terminateRunDirs(["dc1", "dc2"].map((n) => path.join(base, n)));
     fs.rmSync(base, { recursive: true, force: true });
   }
 }

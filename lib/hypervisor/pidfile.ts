@@ -4,6 +4,7 @@
  * line still names the pidfile itself.
  */
 import fs from "node:fs";
+import path from "node:path";
 
 function readCmdline(pid: number): string[] | undefined {
   try {
@@ -68,4 +69,15 @@ export async function terminate(pid: number, graceMs = 2000): Promise<void> {
     return;
   }
   await waitExit(pid, 5000);
+}
+
+/** Stop every process that has a live pidfile in these run dirs (missing dirs are skipped). */
+export async function terminateRunDirs(dirs: readonly string[], graceMs = 500): Promise<void> {
+  for (const dir of dirs) {
+    if (!fs.existsSync(dir)) continue;
+    for (const f of fs.readdirSync(dir).filter((n) => n.endsWith(".pid"))) {
+      const pid = livePid(path.join(dir, f));
+      if (pid !== undefined) await terminate(pid, graceMs);
+    }
+  }
 }

@@ -14,7 +14,7 @@ import { TeleportError } from "../../lib/errors";
 import type { HostConfig } from "../../lib/config/schema";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
 import type { Host } from "../../lib/hypervisor/host";
-import { livePid, terminate } from "../../lib/hypervisor/pidfile";
+import { livePid, terminateRunDirs } from "../../lib/hypervisor/pidfile";
 import { freePortInRange } from "../../lib/net/ports";
 import { createLogger, silentLogger, type Logger } from "../../lib/log/logger";
 import type { SipJsBackend, TraceEvent } from "../../lib/sip";
@@ -147,11 +147,5 @@ export async function expectAllOn(pair: Pair, host: "dc1" | "dc2"): Promise<void
 }
 
 async function killAll(base: string): Promise<void> {
-  for (const dir of fs.readdirSync(base).map((d) => path.join(base, d))) {
-    if (!fs.statSync(dir).isDirectory()) continue;
-    for (const f of fs.readdirSync(dir).filter((n) => n.endsWith(".pid"))) {
-      const pid = livePid(path.join(dir, f));
-      if (pid !== undefined) await terminate(pid, 500);
-    }
-  }
+  await terminateRunDirs(fs.readdirSync(base).map((d) => path.join(base, d)).filter((d) => fs.statSync(d).isDirectory()));
 }

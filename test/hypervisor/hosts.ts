@@ -7,7 +7,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
-import { livePid, terminate } from "../../lib/hypervisor/pidfile";
+import { livePid, terminateRunDirs } from "../../lib/hypervisor/pidfile";
 import { QemuDriver } from "../../lib/hypervisor/qemu";
 
 export interface Hosts {
@@ -35,12 +35,6 @@ export function hostsRunning(hosts: Hosts, vm: string): string[] {
 
 /** Kill every QEMU left in the run dirs and remove the scratch folder. */
 export async function tearDown(hosts: Hosts): Promise<void> {
-  for (const dir of Object.values(hosts.dirs)) {
-    if (!fs.existsSync(dir)) continue;
-    for (const f of fs.readdirSync(dir).filter((n) => n.endsWith(".pid"))) {
-      const pid = livePid(path.join(dir, f));
-      if (pid !== undefined) await terminate(pid, 500);
-    }
-  }
+  await terminateRunDirs(Object.values(hosts.dirs));
   fs.rmSync(hosts.base, { recursive: true, force: true });
 }

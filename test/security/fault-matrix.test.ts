@@ -20,7 +20,7 @@ import path from "node:path";
 import { hostOf, sipOf } from "../../agents/wiring";
 import { parseConfig } from "../../lib/config/load";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
-import { livePid, terminate } from "../../lib/hypervisor/pidfile";
+import { livePid, terminateRunDirs } from "../../lib/hypervisor/pidfile";
 import { silentLogger } from "../../lib/log/logger";
 import { buildNrdl, offerDocument, parseNrdl } from "../../nrdl";
 import { NRDL_MIME } from "../../nrdl/types";
@@ -115,12 +115,7 @@ function writeConfig(file: string, cfg: Record<string, unknown>): string {
 }
 
 async function killPids(...runDirs: string[]): Promise<void> {
-  for (const dir of runDirs.filter((d) => fs.existsSync(d))) {
-    for (const f of fs.readdirSync(dir).filter((n) => n.endsWith(".pid"))) {
-      const pid = livePid(path.join(dir, f));
-      if (pid !== undefined) await terminate(pid, 500);
-    }
-  }
+  await terminateRunDirs(runDirs);
 }
 
 describe("agents as processes", () => {

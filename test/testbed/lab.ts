@@ -10,7 +10,7 @@ import os from "node:os";
 import path from "node:path";
 import execa from "execa";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
-import { livePid, terminate } from "../../lib/hypervisor/pidfile";
+import { livePid, terminateRunDirs } from "../../lib/hypervisor/pidfile";
 import { QemuDriver } from "../../lib/hypervisor/qemu";
 import { QmpClient } from "../../lib/hypervisor/qmp";
 import { type Experiment, type GuestSpec, guestAppend, hostAddress } from "./experiments";
@@ -166,14 +166,7 @@ export class Lab {
   async destroy(): Promise<void> {
     this.watching = false;
     await Promise.all(this.monitors.map((m) => m.close().catch(() => undefined)));
-    for (const host of HOSTS) {
-      const dir = this.runDir(host);
-      if (!fs.existsSync(dir)) continue;
-      for (const f of fs.readdirSync(dir).filter((n) => n.endsWith(".pid"))) {
-        const pid = livePid(path.join(dir, f));
-        if (pid !== undefined) await terminate(pid, 500);
-      }
-    }
+    await terminateRunDirs(HOSTS.map((h) => this.runDir(h)));
     await this.net.destroy();
     fs.rmSync(this.dir, { recursive: true, force: true });
   }
