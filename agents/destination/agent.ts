@@ -37,7 +37,6 @@ interface DialogState {
   user?: string;
   /** Who the dialogs-per-caller limit counts against: the user, else the source address. */
   caller: string;
-  cancelled: boolean;
   armed: Set<string>;
   statuses: Map<string, VmStatus>;
   dialog?: Dialog;
@@ -227,11 +226,9 @@ export class DestinationAgent {
     const log = this.log.child({ callId: req.callId });
     // CANCEL may come at any await below: listen from the first instant
     let cancelled = false;
-    const cancelHooks: Array<() => void> = [];
     res.onCancel(() => {
       cancelled = true;
       log.info("CANCEL received");
-      cancelHooks.forEach((h) => h());
     });
     let admitted: { doc: NrdlDocument<Offer>; user?: string };
     try {
@@ -264,14 +261,13 @@ export class DestinationAgent {
     const clash = offer.vms.find((v) => this.holders.has(v.name));
     if (clash) return res.reject(new TeleportError(486, "Busy Here", [`${clash.name} is being moved by another dialog`]));
     const caller = user ?? req.source.address;
-    const state: DialogState = { callId: req.callId, migrationId: doc.id, offer, phase: "arming", user, caller, cancelled: false, armed: new Set(), statuses: new Map() };
+    const state: DialogState = { callId: req.callId, migrationId: doc.id, offer, phase: "arming", user, caller, armed: new Set(), statuses: new Map() };
     offer.vms.forEach((v) => this.holders.set(v.name, req.callId));
     this.dialogs.set(req.callId, state);
-    cancelHooks.push(() => (state.cancelled = true));
     this.journal.add({ callId: req.callId, migrationId: doc.id, vms: offer.vms.map((v) => v.name), armedAt: new Date().toISOString() });
 
     const armedList = await this.armAll(state, log);
-    if (state.cancelled) {
+    if (cancelled) {
       await this.finish(state, "cancelled by the caller");
       return;
     }
