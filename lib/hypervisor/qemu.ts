@@ -44,6 +44,23 @@ export interface QemuDriverOptions {
    * must agree. Plain TCP is much faster under TCG (see bench:driver) and is for trusted links.
    */
   migrationTls?: boolean;
+  /**
+   * Under TCG, give each VM 8 KiB more RAM than defined so QEMU < 9.0 cannot lose guest writes
+   * during a migration (see tcgSafeMemory). Default true; false only to measure the fault.
+   */
+  tcgDirtyWorkaround?: boolean;
+}
+
+/**
+ * The -m value. QEMU before 9.0 (fixed by commit 03bfc2188f, "physmem: Fix migration dirty
+ * bitmap coherency with TCG memory access") corrupts TCG guests in migration: when the RAM size
+ * is a multiple of 256 KiB its fast dirty-bitmap sync clears the bits without re-arming TCG's
+ * write tracking, so pages the guest writes again are never resent. 8 KiB more (QEMU's RAM
+ * granularity) sends every sync down the per-page path, which re-arms it. Both ends pad alike;
+ * a TCG host and a KVM host therefore cannot migrate to each other (QEMU refuses cleanly).
+ */
+export function tcgSafeMemory(memoryMib: number, accel: AccelChoice["accel"], workaround: boolean): string {
+  return accel === "tcg" && workaround ? `${memoryMib * 1024 + 8}k` : `${memoryMib}M`;
 }
 
 /** Longest Unix socket path Linux accepts (sun_path is 108 bytes with the terminating NUL). */
@@ -92,6 +109,7 @@ export class QemuDriver implements HypervisorDriver {
   private readonly accel: AccelChoice;
   private readonly startTimeoutMs: number;
   private readonly migrationTls: boolean;
+  private readonly tcgDirtyWorkaround: boolean;
   /** Incoming listeners armed by this driver instance (monitor held until the VM resumes). */
   private readonly listeners = new Map<string, Listener>();
   /** VMs currently migrating out through this driver instance. */
@@ -105,6 +123,7 @@ export class QemuDriver implements HypervisorDriver {
     this.accel = opts.accel ?? chooseAccel();
     this.startTimeoutMs = opts.startTimeoutMs ?? 10_000;
     this.migrationTls = opts.migrationTls ?? true;
+    this.tcgDirtyWorkaround = opts.tcgDirtyWorkaround ?? true;
     fs.mkdirSync(this.runDir, { recursive: true });
     this.log.info(`qemu driver: ${this.accel.reason}`, { runDir: this.runDir, vms: this.defs.size, migrationTls: this.migrationTls });
   }
@@ -245,7 +264,7 @@ export class QemuDriver implements HypervisorDriver {
   /** The QEMU command line: identical on both hosts apart from run-dir paths and tap names. */
   qemuArgs(def: VmDefinition, incoming: boolean): string[] {
     const f = this.files(def.name);
-    const args = ["-name", def.name, "-accel", this.accel.accel, "-m", String(def.memoryMib), "-smp", String(def.cpus)];
+    const args = ["-name", def.name, "-accel", this.accel.accel, "-m", tcgSafeMemory(def.memoryMib, this.accel.accel, this.tcgDirtyWorkaround), "-smp", String(def.cpus)];
     args.push("-nodefaults", "-no-user-config", "-display", "none");
     if (def.kernel) args.push("-kernel", def.kernel);
     if (def.initrd) args.push("-initrd", def.initrd);

@@ -28,7 +28,7 @@ test("a disk VM with a tap and a user NIC, as source and as incoming listener", 
   const args = d.qemuArgs(def, false);
   const f = d.files("fw1");
   expect(args).toEqual([
-    "-name", "fw1", "-accel", "tcg", "-m", "256", "-smp", "2",
+    "-name", "fw1", "-accel", "tcg", "-m", "262152k", "-smp", "2",
     "-nodefaults", "-no-user-config", "-display", "none",
     "-drive", "file=/images/fw1.qcow2,if=virtio,format=qcow2",
     "-netdev", "tap,id=net0,ifname=fw1-dc1,script=no,downscript=no", "-device", "virtio-net-pci,netdev=net0,mac=52:54:00:00:00:41,romfile=",
@@ -40,6 +40,13 @@ test("a disk VM with a tap and a user NIC, as source and as incoming listener", 
   ]);
   expect(d.qemuArgs(def, true)).toEqual([...args, "-incoming", "defer"]);
   expect(d.inventory()).toEqual([def]);
+});
+
+test("under TCG every VM gets 8 KiB more RAM (QEMU < 9.0 loses dirty pages otherwise); KVM and the opt-out get it exact", () => {
+  const memory = (d: QemuDriver) => d.qemuArgs(def, false)[d.qemuArgs(def, false).indexOf("-m") + 1];
+  expect(memory(new QemuDriver({ runDir: dir, inventory: [def], accel: { accel: "tcg", reason: "test" } }))).toBe(`${256 * 1024 + 8}k`);
+  expect(memory(new QemuDriver({ runDir: dir, inventory: [def], accel: { accel: "kvm", reason: "test" } }))).toBe("256M");
+  expect(memory(new QemuDriver({ runDir: dir, inventory: [def], accel: { accel: "tcg", reason: "test" }, tcgDirtyWorkaround: false }))).toBe("256M");
 });
 
 test("only QEMU VMs belong to the QEMU driver; unknown VMs are refused with 404", async () => {

@@ -29,6 +29,8 @@ export interface RecordedEvent {
 export interface LabOptions {
   /** Guest RAM (96 MiB is the least the Debian kernel boots with). */
   memoryMib?: number;
+  /** Pad TCG guests' RAM against QEMU < 9.0's lost dirty pages (QemuDriverOptions); default true. */
+  tcgDirtyWorkaround?: boolean;
 }
 
 /** Locally administered, unique per guest index, identical on both hosts. */
@@ -48,6 +50,7 @@ export class Lab {
     /** Scratch folder: run dirs, relay sockets, QEMU wrappers. Short, for the 107-byte socket limit. */
     readonly dir: string,
     private readonly defs: Map<HostName, VmDefinition[]>,
+    private readonly tcgDirtyWorkaround: boolean,
   ) {}
 
   static async create(exp: Experiment, guest: GuestFiles, opts: LabOptions = {}): Promise<Lab> {
@@ -74,7 +77,7 @@ export class Lab {
           }),
         );
       }
-      return new Lab(exp, net, dir, defs);
+      return new Lab(exp, net, dir, defs, opts.tcgDirtyWorkaround ?? true);
     } catch (err) {
       await net?.destroy();
       fs.rmSync(dir, { recursive: true, force: true });
@@ -96,7 +99,7 @@ export class Lab {
     if (!d) {
       const wrapper = path.join(this.dir, `qemu-${host}`);
       fs.writeFileSync(wrapper, `#!/bin/sh\nexec ${this.net.exec(host).join(" ")} qemu-system-x86_64 "$@"\n`, { mode: 0o755 });
-      d = new QemuDriver({ runDir: this.runDir(host), inventory: this.inventory(host), qemuBinary: wrapper, startTimeoutMs: 20_000 });
+      d = new QemuDriver({ runDir: this.runDir(host), inventory: this.inventory(host), qemuBinary: wrapper, startTimeoutMs: 20_000, tcgDirtyWorkaround: this.tcgDirtyWorkaround });
       this.drivers.set(host, d);
     }
     return d;
