@@ -78,7 +78,10 @@ export interface MigrationOptions {
   bandwidthMbps: number;
   downtimeLimitMs: number;
   timeoutS: number;
-  /** Stop at the end of pre-copy until `switchover()` is called (coordinated switchover of a wave). */
+  /**
+   * Coordinated switchover of a wave: after the first full pass, hold the VM running in pre-copy
+   * (never stopping it) until `switchover()` lets it converge and switch over.
+   */
   pauseBeforeSwitchover?: boolean;
   onProgress?: (p: MigrationProgress) => void;
 }
@@ -97,7 +100,7 @@ export interface MigrationResult {
 export interface MigrationHandle {
   /** Settles when the VM runs on the destination (and the source copy is gone), or rejects with a TeleportError (source keeps running). */
   readonly done: Promise<MigrationResult>;
-  /** With pauseBeforeSwitchover: resolves when pre-copy has converged and the VM waits for switchover. */
+  /** With pauseBeforeSwitchover: resolves when every page was sent once and the VM, still running, waits for switchover. */
   readonly readyToSwitch: Promise<void>;
   switchover(): Promise<void>;
   /** Cancel; the VM keeps running on the source. */

@@ -26,12 +26,16 @@ interface QueryMigrate {
   "total-time"?: number;
   downtime?: number;
   "error-desc"?: string;
-  ram?: { transferred?: number; remaining?: number; total?: number };
+  ram?: { transferred?: number; remaining?: number; total?: number; "dirty-sync-count"?: number };
 }
 
 /** QEMU leaves max-bandwidth at 128 MiB/s unless told; "unlimited" means far above any link. */
 const UNLIMITED_BYTES_PER_S = 2 ** 40;
 const PROGRESS_INTERVAL_MS = 500;
+const HOLD_DOWNTIME_MS = 1;
+const HOLD_BYTES_PER_S = 40_960;
+/** How often a held migration asks whether its first full pass is done. */
+const HOLD_POLL_MS = 100;
 
 function phaseOf(status: string): MigrationPhase | undefined {
   switch (status) {
@@ -71,6 +75,10 @@ export class QemuMigration implements MigrationHandle {
   private abortRequested = false;
   private timer: NodeJS.Timeout | undefined;
   private bytes = { transferred: 0, remaining: 0, total: 0 };
+  private readonly bytesPerS: number;
+  /** switchover() was called: go through pre-switchover without stopping there. */
+  private released = false;
+  private held = false;
   /** QOM id of this migration's TLS credentials (unique: a VM may leave, come back, leave again). */
   private readonly tlsId = `st-outgoing-${Date.now().toString(36)}`;
 
@@ -81,6 +89,7 @@ export class QemuMigration implements MigrationHandle {
     private readonly hooks: MigrationHooks,
     private readonly log: Logger,
   ) {
+    this.bytesPerS = opts.bandwidthMbps > 0 ? Math.floor((opts.bandwidthMbps * 1_000_000) / 8) : UNLIMITED_BYTES_PER_S;
     this.readyToSwitch = quiet(
       new Promise<void>((resolve, reject) => {
         this.resolveReady = resolve;
@@ -98,11 +107,19 @@ export class QemuMigration implements MigrationHandle {
     this.done.catch((err: Error) => this.rejectReady(err));
   }
 
+  /**
+   * Release a held migration: the real downtime limit lets QEMU converge in its next pass, and
+   * the pause at pre-switchover is passed through at once. Every VM of a wave released together
+   * switches over within about one pass of each other, while each kept running until then.
+   */
   async switchover(): Promise<void> {
-    if (this.phase !== "pre-switchover" || !this.client)
+    const client = this.client;
+    if (!this.opts.pauseBeforeSwitchover || !client || this.released || !(this.phase === "active" || this.phase === "pre-switchover"))
       throw new TeleportError(400, `VM ${this.vm} is not waiting for switchover (phase ${this.phase})`);
+    this.released = true;
     this.armTimeout();
-    await this.client.execute("migrate-continue", { state: "pre-switchover" });
+    if (this.phase === "pre-switchover") await client.execute("migrate-continue", { state: "pre-switchover" });
+    else await client.execute("migrate-set-parameters", { "max-bandwidth": this.bytesPerS, "downtime-limit": this.opts.downtimeLimitMs });
   }
 
   async abort(): Promise<void> {
@@ -128,8 +145,15 @@ export class QemuMigration implements MigrationHandle {
           { capability: "pause-before-switchover", state: !!this.opts.pauseBeforeSwitchover },
         ],
       });
-      const bytesPerS = this.opts.bandwidthMbps > 0 ? Math.floor((this.opts.bandwidthMbps * 1_000_000) / 8) : UNLIMITED_BYTES_PER_S;
-      await client.execute("migrate-set-parameters", { "max-bandwidth": bytesPerS, "downtime-limit": this.opts.downtimeLimitMs });
+      const bytesPerS = this.bytesPerS;
+      // Held for a coordinated switchover: QEMU stops a VM as soon as what is left fits in
+      // bandwidth x downtime limit. A 1 ms limit during the first pass, and once every page was sent
+      // a trickle of bandwidth, keep that product below one page, so the VM runs on in pre-copy
+      // until switchover() restores both (0 ms would not do: QEMU 7.2 then stops the VM right after
+      // the first pass). A guest that writes nothing at all may still converge early;
+      // pause-before-switchover then stops it at the source until the wave is ready.
+      const downtimeLimit = this.opts.pauseBeforeSwitchover ? HOLD_DOWNTIME_MS : this.opts.downtimeLimitMs;
+      await client.execute("migrate-set-parameters", { "max-bandwidth": bytesPerS, "downtime-limit": downtimeLimit });
       if (this.hooks.pskDir) await useMigrationSecret(client, "client", this.tlsId, this.target.secret, this.hooks.pskDir);
       // a VM that arrived over TLS keeps its incoming tls-creds: clear them when this move is plain
       else await client.execute("migrate-set-parameters", { "tls-creds": "" });
@@ -139,7 +163,7 @@ export class QemuMigration implements MigrationHandle {
       if (this.abortRequested) await client.execute("migrate_cancel"); // abort() came while migrate was on its way
       this.log.info(`migrating ${this.vm}`, { uri: this.target.uri, maxBandwidth: bytesPerS, downtimeLimitMs: this.opts.downtimeLimitMs });
       this.armTimeout();
-      const poller = setInterval(() => void this.pollProgress(client), PROGRESS_INTERVAL_MS);
+      const poller = setInterval(() => void this.pollProgress(client), this.opts.pauseBeforeSwitchover ? HOLD_POLL_MS : PROGRESS_INTERVAL_MS);
       let outcome: string;
       try {
         outcome = await finished;
@@ -181,8 +205,8 @@ export class QemuMigration implements MigrationHandle {
         // Terminal phases are reported by run() with QEMU's final counters.
         if (phase !== "completed" && phase !== "failed" && phase !== "cancelled") this.report(phase);
         if (status === "pre-switchover") {
-          clearTimeout(this.timer); // waiting for the wave's switchover is not slowness
-          this.resolveReady();
+          if (this.released) void client.execute("migrate-continue", { state: "pre-switchover" }).catch(() => undefined);
+          else this.holding(client);
         }
         if (status === "completed" || status === "failed" || status === "cancelled") {
           off();
@@ -207,9 +231,24 @@ export class QemuMigration implements MigrationHandle {
     }, this.opts.timeoutS * 1000);
   }
 
+  /** Pre-copy is as far as it goes without switching over: tell the wave. */
+  private holding(client: QmpClient): void {
+    if (this.held) return;
+    this.held = true;
+    clearTimeout(this.timer); // waiting for the wave's switchover is not slowness
+    if (this.phase === "active") void client.execute("migrate-set-parameters", { "max-bandwidth": HOLD_BYTES_PER_S }).catch(() => undefined);
+    this.resolveReady();
+  }
+
   private async pollProgress(client: QmpClient): Promise<void> {
     try {
-      this.takeCounters(await client.execute<QueryMigrate>("query-migrate"));
+      const q = await client.execute<QueryMigrate>("query-migrate");
+      this.takeCounters(q);
+      // Hold before the first pass ends (a quarter left, or the second dirty sync began): a guest
+      // that writes little would otherwise converge at the first sync, between two polls.
+      const ram = q.ram ?? {};
+      const nearlySent = (ram["dirty-sync-count"] ?? 0) >= 2 || ((ram.total ?? 0) > 0 && (ram.remaining ?? Infinity) <= (ram.total ?? 0) / 4);
+      if (this.opts.pauseBeforeSwitchover && !this.released && this.phase === "active" && nearlySent) this.holding(client);
       this.report(this.phase);
     } catch {
       // the connection is closing: the event follower reports that

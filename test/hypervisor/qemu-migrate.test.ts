@@ -110,16 +110,20 @@ test("bandwidth and downtime limits reach QEMU", async () => {
   expectOnlyOn("vm1", "dc2");
 });
 
-test("pause before switchover waits for switchover()", async () => {
+test("held for switchover: the VM keeps running in pre-copy until switchover()", async () => {
   hosts = makeHosts([guestVm(guest, "vm1")]);
   await hosts.dc1.start("vm1");
   const armed = await hosts.dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET });
-  const handle = hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, { ...fast, pauseBeforeSwitchover: true });
+  let sentWhenReady = 0;
+  let sent = 0;
+  const handle = hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, { ...fast, pauseBeforeSwitchover: true, onProgress: (p) => (sent = p.transferredBytes) });
   await handle.readyToSwitch;
-  expect(await hosts.dc1.state("vm1")).toBe("pre-switchover");
+  sentWhenReady = sent;
+  expect(sentWhenReady).toBeGreaterThan(1_000_000); // the first pass is done before the wave is told
+  await new Promise((r) => setTimeout(r, 1000)); // held: still running at the source, not arrived
+  expect(await hosts.dc1.state("vm1")).toBe("running");
   expect(await hosts.dc2.state("vm1")).toBe("incoming");
-  await new Promise((r) => setTimeout(r, 300)); // it stays there
-  expect(await hosts.dc1.state("vm1")).toBe("pre-switchover");
+  expect(sent).toBeGreaterThan(sentWhenReady); // pre-copy goes on sending what the guest writes
   await handle.switchover();
   const result = await handle.done;
   expect(result.transferredBytes).toBeGreaterThan(1_000_000);
