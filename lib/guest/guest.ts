@@ -40,7 +40,7 @@ export function guestVm(guest: GuestFiles, name: string, opts: GuestVmOptions = 
     cpus: 1,
     kernel: guest.kernel,
     initrd: guest.initrd,
-    append: `console=ttyS0 quiet panic=-1 st.name=${name}${ip}`,
+    append: `console=ttyS0 quiet panic=-1 init_on_free=1 st.name=${name}${ip}`,
     nics: opts.nics ?? [],
   };
 }
