@@ -131,12 +131,15 @@ export class DestinationAgent {
   /** The checks that need no arming; returns the offer or throws the refusal. */
   private async admit(req: IncomingRequest): Promise<{ doc: NrdlDocument<Offer>; user?: string }> {
     this.requireTls(req);
-    const wait = this.inviteRate.take(req.source.address);
-    if (wait !== undefined) throw new Overload(wait, `more than ${this.opts.config.limits.invitesPerSecond} INVITEs per second from ${req.source.address}`);
+    // Behind a trusted proxy every caller shares its address: count them one by one.
+    const relayed = this.opts.config.limits.trustedProxies.includes(req.source.address);
+    const sender = relayed ? `${req.fromUri} via ${req.source.address}` : req.source.address;
+    const wait = this.inviteRate.take(sender);
+    if (wait !== undefined) throw new Overload(wait, `more than ${this.opts.config.limits.invitesPerSecond} INVITEs per second from ${sender}`);
     const user = this.authenticate(req);
     const denied = this.access.check({ address: req.source.address, fromUri: req.fromUri, authenticatedUser: user });
     if (denied) throw new TeleportError(403, "Forbidden", [denied]);
-    const caller = user ?? req.source.address;
+    const caller = user ?? sender;
     const open = [...this.dialogs.values()].filter((d) => d.caller === caller).length;
     if (open >= this.opts.config.limits.dialogsPerCaller) {
       throw new Overload(5, `${caller} already holds ${open} open dialogs (limit ${this.opts.config.limits.dialogsPerCaller})`);

@@ -90,6 +90,12 @@ export const configSchema = z
         dialogsPerCaller: z.number().int().min(1).default(8),
         /** Destination: INVITEs per second one source address may send (burst of the same size); more get 503 with Retry-After. */
         invitesPerSecond: z.number().min(0.1).default(20),
+        /**
+         * Addresses of SIP proxies that relay many callers (e.g. Kamailio). Their INVITEs are counted
+         * per caller (From URI) instead of per address, and so are their open dialogs when the caller
+         * is not authenticated here. The proxy must authenticate its callers, as From is theirs to say.
+         */
+        trustedProxies: z.array(z.string().min(1)).default([]),
       })
       .strict()
       .prefault({}),

@@ -167,4 +167,24 @@ describe("hostile input", () => {
       raw.close();
     }
   });
+
+  it("behind a trusted proxy INVITEs are counted per caller: one flooding caller does not lock out the others", async () => {
+    pair = await startPair(await guestDefs([["router1", "router"]]), { dc2: { limits: { invitesPerSecond: 5, trustedProxies: ["127.0.0.1"] } } });
+    const port = pair.dc2.sip.listeners[0].port;
+    const raw = await RawSipClient.udp(port);
+    try {
+      const invite = (from: string) => rawInvite(`sip:dc2@127.0.0.1:${port}`, from, raw.localPort, offerOf("ghost"));
+      const flood = Array.from({ length: 15 }, () => invite("sip:mallory@127.0.0.1"));
+      flood.forEach((b) => raw.send(b.text));
+      const honest = invite("sip:dc1@127.0.0.1");
+      raw.send(honest.text);
+      const limited = (await Promise.all(flood.map((b) => raw.final(b.callId)))).filter((a) => a?.status === 503);
+      expect(limited.length).toBeGreaterThanOrEqual(15 - 5 - 2);
+      expect(limited[0]?.header("warning")[0]).toMatch(/INVITEs per second from sip:mallory@127\.0\.0\.1 via 127\.0\.0\.1/);
+      // the other caller of the same proxy address is judged on its offer (an unknown VM), not throttled
+      expect((await raw.final(honest.callId))?.status).toBe(488);
+    } finally {
+      raw.close();
+    }
+  });
 });
