@@ -6,9 +6,9 @@
  * back and forth. Writes bench/out/thesis/<run>.json per move, thesis.md (the table) and an SVG
  * (+ PNG when rsvg-convert exists) per experiment and strategy, and prints the table.
  *
- * Environment: BENCH_REPEATS (unshaped, default 5), BENCH_REPEATS_1G (default 3), BENCH_REPEATS_100M
- * (default 2: a move of exp3 alone takes ~30 s at 100 Mbit/s; the whole bench must stay under
- * 20 minutes on 2 cores),
+ * Environment: BENCH_REPEATS (unshaped, default 5), BENCH_REPEATS_1G (default 5), BENCH_REPEATS_100M
+ * (default 3: the whole bench must stay under 20 minutes on 2 cores, and at 100 Mbit/s the moves
+ * are bound by bytes, ~24 s for exp3's 207 MiB; 5 there add about 5 minutes),
  * BENCH_EXPERIMENTS=exp1,exp2,exp3, BENCH_LINKS=0,1000,100, BENCH_MIGRATOR=sip|direct
  * (direct: the same QMP migrations with no SIP, the baseline). Needs root.
  */
@@ -29,8 +29,8 @@ import { type Group, markdownTable, median, runFigures, timelineOf } from "./lib
 
 const env = process.env;
 const REPEATS = Number(env.BENCH_REPEATS ?? 5);
-const REPEATS_1G = Number(env.BENCH_REPEATS_1G ?? 3);
-const REPEATS_100M = Number(env.BENCH_REPEATS_100M ?? 2);
+const REPEATS_1G = Number(env.BENCH_REPEATS_1G ?? 5);
+const REPEATS_100M = Number(env.BENCH_REPEATS_100M ?? 3);
 const EXPS = (env.BENCH_EXPERIMENTS ?? EXPERIMENTS.join(",")).split(",") as ExperimentName[];
 const LINKS = (env.BENCH_LINKS ?? "0,1000,100").split(",").map(Number);
 const MIGRATOR = env.BENCH_MIGRATOR ?? "sip";
@@ -84,7 +84,7 @@ async function runExperiment(name: ExperimentName, groups: Group[], timelines: M
         const repeats = linkMbit === 0 ? REPEATS : linkMbit <= 100 ? REPEATS_100M : REPEATS_1G;
         for (let i = 0; i < repeats; i++) {
           const to: HostName = at === "dc1" ? "dc2" : "dc1";
-          const r = await measureMove(bed.lab, bed.migrator, { from: at, to, policy: policyFor(strategy) }, { linkMbit, warmupMs: 600, tailMs: 1000 });
+          const r = await measureMove(bed.lab, bed.migrator, { from: at, to, policy: policyFor(strategy) }, { linkMbit, warmupMs: 400, tailMs: 1000 });
           at = to;
           const id = `${name}-${strategy}-${linkMbit || "unshaped"}-${i + 1}`;
           fs.writeFileSync(path.join(OUT, `${id}.json`), JSON.stringify(r));

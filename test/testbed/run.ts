@@ -132,8 +132,8 @@ function marksOf(events: readonly RecordedEvent[], vm: string, from: HostName, t
 export async function measureMove(lab: Lab, migrator: Migrator, req: MoveRequest, opts: RunOptions): Promise<RunResult> {
   const { from, to } = req;
   await lab.net.shapeInterDc(opts.linkMbit);
-  const uptimeBefore = new Map<string, number | undefined>();
-  for (const g of lab.exp.guests) uptimeBefore.set(g.name, await lab.uptime(g));
+  const uptimes = () => Promise.all(lab.exp.guests.map(async (g) => [g.name, await lab.uptime(g)] as const)).then((e) => new Map(e));
+  const uptimeBefore = await uptimes();
   // The destination's event sockets: drop files left by a QEMU that moved away, then watch for the new one.
   for (const g of lab.exp.guests) {
     fs.rmSync(path.join(lab.runDir(to), `${g.name}.ev`), { force: true });
@@ -162,13 +162,14 @@ export async function measureMove(lab: Lab, migrator: Migrator, req: MoveRequest
 
   const violations: string[] = [];
   const vms: VmRun[] = [];
+  const uptimeAfter = await uptimes();
   for (const g of lab.exp.guests) {
     const marks = marksOf(events, g.name, from, to);
     const runningOn = lab.runningOn(g.name);
     const run: VmRun = { vm: g.name, marks, runningOn };
     if (marks.switchover !== undefined && marks.end !== undefined) run.stopToResumeMs = marks.end - marks.switchover;
     const before = uptimeBefore.get(g.name);
-    const after = await lab.uptime(g);
+    const after = uptimeAfter.get(g.name);
     if (before !== undefined) run.uptimeBefore = before;
     if (after !== undefined) run.uptimeAfter = after;
     if (runningOn.length !== 1 || runningOn[0] !== to) violations.push(`${g.name} runs on [${runningOn.join(", ")}], expected only ${to}`);
