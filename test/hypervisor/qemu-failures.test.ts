@@ -8,6 +8,7 @@ import path from "node:path";
 import { TeleportError } from "../../lib/errors";
 import type { MigrationHandle, MigrationOptions } from "../../lib/hypervisor/driver";
 import { livePid } from "../../lib/hypervisor/pidfile";
+import { QemuDriver } from "../../lib/hypervisor/qemu";
 import { ensureGuest, guestVm, type GuestFiles } from "../../lib/guest/guest";
 import { hostsRunning, makeHosts, tearDown, type Hosts } from "./hosts";
 
@@ -99,6 +100,15 @@ test("a wrong secret fails the TLS handshake: 503, the source keeps running", as
   const err = await rejection(hosts.dc1.migrate("vm1", { uri: armed.uri, secret: "guessed" }, slow).done);
   expect(err.status).toBe(503);
   expect(err.details).toContain("the VM keeps running on the source");
+  await expectSourceKeepsIt();
+});
+
+test("a destination whose RAM differs (a KVM peer of a padded TCG host): QEMU refuses, the source keeps running", async () => {
+  hosts.dc2 = new QemuDriver({ runDir: hosts.dirs.dc2, inventory: hosts.defs, startTimeoutMs: 10_000, tcgDirtyWorkaround: false });
+  const armed = await hosts.dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET });
+  const err = await rejection(hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, slow).done);
+  expect(err.status).toBe(503);
+  expect(err.details.join(" ")).toMatch(/keeps running on the source/);
   await expectSourceKeepsIt();
 });
 
