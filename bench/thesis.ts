@@ -147,8 +147,8 @@ async function main(): Promise<void> {
   const md = [
     `# bench:thesis (${MIGRATOR === "sip" ? "agents over SIP" : "direct QMP, no SIP"}), ${new Date(t0).toISOString()}, ${minutes} min`,
     "",
-    "Medians (min-max) over the repeats; times in ms. Ratio = thesis' user-seen loss / our total any-probe-down time",
-    "(for exp2 also the thesis' video interruption / our UDP zero-bandwidth interval).",
+    "Medians (min-max) over the repeats; times in ms. Ratios: thesis' user-seen loss / our lost pings x 5 ms (the thesis' measure),",
+    "and / our total any-probe-down time (strictest); for exp2 also the thesis' video interruption / our UDP zero-bandwidth interval.",
     "",
     markdownTable(groups),
     violations.length ? `Invariant violations:\n${violations.map((v) => `- ${v}`).join("\n")}\n` : "Invariants held in every run.\n",
