@@ -26,6 +26,7 @@ export interface RunFigures {
   wallMs: number;
   mib?: number;
   sipArmingMs?: number;
+  ackMs?: number;
   byeMs?: number;
 }
 
@@ -54,6 +55,7 @@ export function runFigures(r: RunResult): RunFigures {
   if (completed.length) f.mib = completed.reduce((s, v) => s + v.bytes, 0) / 2 ** 20;
   if (r.report.phases) {
     f.sipArmingMs = r.report.phases.arming;
+    if (r.report.phases.ackToFirstMigrate !== undefined) f.ackMs = r.report.phases.ackToFirstMigrate;
     if (r.report.phases.lastCompletionToByeOk !== undefined) f.byeMs = r.report.phases.lastCompletionToByeOk;
   }
   return f;
@@ -107,6 +109,8 @@ export function markdownTable(groups: readonly Group[]): string {
     "move wall ms",
     "MiB moved",
     "SIP INVITE->200 ms",
+    "SIP ACK->1st migrate ms",
+    "SIP last done->BYE 200 ms",
     "thesis: user-seen loss",
     "ratio thesis/ours",
   ];
@@ -136,6 +140,8 @@ export function markdownTable(groups: readonly Group[]): string {
       cell(g.runs, "wallMs"),
       cell(g.runs, "mib", 1),
       cell(g.runs, "sipArmingMs"),
+      cell(g.runs, "ackMs"),
+      cell(g.runs, "byeMs"),
       thesis,
       ratios,
     ];
