@@ -235,6 +235,8 @@ export class QemuDriver implements HypervisorDriver {
       quitSource: () => this.quit(vm),
       settled: () => {
         if (this.outgoing.get(vm) === migration) this.outgoing.delete(vm);
+        // a source QEMU that died mid-migration leaves its pidfile and sockets: nothing runs behind them
+        if (this.pid(vm) === undefined) this.removeRunFiles(vm);
       },
     };
     const migration = new QemuMigration(vm, target, opts, hooks, this.log);
