@@ -103,6 +103,7 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
       ac.abort();
     };
     process.once("SIGINT", onSigint);
+    await agent.recover();
     await sip.start();
     try {
       const onPhase = display.onPhase.bind(display);

@@ -77,6 +77,25 @@ export class SourceAgent {
     this.log = opts.logger.child({ agent: "source" });
   }
 
+  /**
+   * After a crash: quit the paused copies of VMs whose migration completed without their agent
+   * (the destination runs them). Returns their names.
+   */
+  async recover(): Promise<string[]> {
+    const quit: string[] = [];
+    for (const def of this.opts.host.inventory()) {
+      const driver = this.opts.host.find(def.name)?.driver;
+      const done = await driver?.quitMovedAway?.(def.name).catch((err: unknown) => {
+        this.log.warn("recovery: could not check a VM", { vm: def.name, error: TeleportError.from(err).message });
+        return false;
+      });
+      if (!done) continue;
+      quit.push(def.name);
+      this.log.info("recovered: VM had moved away before the restart, quit its stale paused copy here", { vm: def.name });
+    }
+    return quit;
+  }
+
   /** The offer for `req`, checked against the local inventory: every VM defined and running here. */
   async buildOffer(req: MigrateRequest): Promise<Offer> {
     let offer: Offer;
