@@ -12,7 +12,7 @@
  * This machine's kernel has no sch_netem (nor tc classifiers or actions), so the link is
  * degraded with what it has: delay = a 32 kbit/s tbf with a short queue (every SIP message
  * waits hundreds of ms in the queue, bursts overflow it and are dropped); loss = an nftables
- * rule `numgen random mod 100 < N drop` in each namespace's output hook; blackout = the link
+ * rule `numgen random mod 100 < N drop` in each namespace's input hook; blackout = the link
  * taken down. The namespace cases run the CLI (dist/, built here) inside `ip netns exec`.
  */
 import { execFileSync } from "node:child_process";
@@ -177,8 +177,10 @@ describe("agents as processes", () => {
       }
     };
     /**
-     * Random loss of `percent`% of the packets each namespace sends (nftables numgen; `udp`: SIP
-     * over UDP only), with a counter per side; 0 removes it. Returns the packets dropped so far.
+     * Random loss of `percent`% of the packets arriving in each namespace (nftables numgen; `udp`:
+     * SIP over UDP only), with a counter per side; 0 removes it. Returns the packets dropped so
+     * far. On input, not output: a drop in the output hook fails the sender's sendto() with EPERM,
+     * which no lossy network does.
      */
     const loss = (percent: number, only?: "udp"): number => {
       let dropped = 0;
@@ -191,7 +193,7 @@ describe("agents as processes", () => {
       return dropped;
     };
     const rules = (percent: number, only?: "udp") =>
-      `table inet st-loss {\n chain out { type filter hook output priority 0; policy accept; ${only ? `meta l4proto ${only} ` : ""}numgen random mod 100 < ${percent} counter drop; }\n}\n`;
+      `table inet st-loss {\n chain in { type filter hook input priority 0; policy accept; ${only ? `meta l4proto ${only} ` : ""}numgen random mod 100 < ${percent} counter drop; }\n}\n`;
     const link = (up: boolean) => sh("ip", "-n", ns.dc2, "link", "set", veth.dc2, up ? "up" : "down");
     let base: string;
     let files: { dc1: string; dc2: string; inventory: string };
