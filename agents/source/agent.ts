@@ -79,21 +79,17 @@ export class SourceAgent {
 
   /**
    * After a crash: quit the paused copies of VMs whose migration completed without their agent
-   * (the destination runs them). Returns their names.
+   * (the destination runs them).
    */
-  async recover(): Promise<string[]> {
-    const quit: string[] = [];
+  async recover(): Promise<void> {
     for (const def of this.opts.host.inventory()) {
       const driver = this.opts.host.find(def.name)?.driver;
       const done = await driver?.quitMovedAway?.(def.name).catch((err: unknown) => {
         this.log.warn("recovery: could not check a VM", { vm: def.name, error: TeleportError.from(err).message });
         return false;
       });
-      if (!done) continue;
-      quit.push(def.name);
-      this.log.info("recovered: VM had moved away before the restart, quit its stale paused copy here", { vm: def.name });
+      if (done) this.log.info("recovered: VM had moved away before the restart, quit its stale paused copy here", { vm: def.name });
     }
-    return quit;
   }
 
   /** The offer for `req`, checked against the local inventory: every VM defined and running here. */
