@@ -7,6 +7,7 @@
  * agent's heap (after a full GC, once the SIP caches of the last 32 s expired) after 1,000 and
  * after 10,000 dialogs.
  * Usage: npm run bench:load -- [--seconds N] [--rates 50,100,200] [--dialogs 10000]
+ *        LOAD_STEP_SECONDS=5 npm run bench:load   (short steps: a check that it works, not the figures)
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -29,7 +30,8 @@ function flag(name: string, fallback: string): string {
   return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
 }
 
-const SECONDS = Number(flag("seconds", "60"));
+// 60 s per step is the figure; LOAD_STEP_SECONDS (or --seconds) shortens it for a quick check
+const SECONDS = Number(flag("seconds", process.env.LOAD_STEP_SECONDS ?? "60"));
 const RATES = flag("rates", "50,100,200,300,400,600,800").split(",").map(Number);
 const DIALOGS = Number(flag("dialogs", "10000"));
 

@@ -107,7 +107,7 @@ export async function runDemo(opts: { keep?: boolean }): Promise<number> {
     say(`* booting ${VMS.map((v) => v.name).join(" and ")} under QEMU on dc1 (${path.relative(root, dc1.runDir)})`);
     await Promise.all(VMS.map((v) => qemu?.start(v.name)));
     await sip.start();
-    const agent = new SourceAgent({ sip, host: src, hostName: dc1.host, logger });
+    const agent = new SourceAgent({ sip, host: src, hostName: dc1.host, logger, answerTimeoutS: dc1.timers.answerTimeoutS });
     const display = new ProgressDisplay(process.stdout.isTTY ? "tty" : "plain");
     const summary = await agent.migrate(
       { to: `sip:dc2@127.0.0.1:${sipPort}`, vms: VMS.map((v) => v.name), policy: { ...dc1.defaults, maxParallel: 1 } },

@@ -94,7 +94,7 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
     };
     const sip = sipOf(cfg, logger, { ephemeral: true, outboundProxy: o.proxy, trace: o.sipTrace });
     sip.onTrace((e) => trace.push(e));
-    const agent = new SourceAgent({ sip, host: hostOf(cfg, logger), hostName: cfg.host, logger });
+    const agent = new SourceAgent({ sip, host: hostOf(cfg, logger), hostName: cfg.host, logger, answerTimeoutS: cfg.timers.answerTimeoutS });
     const mode: DisplayMode = o.json ? "json" : process.stdout.isTTY ? "tty" : "plain";
     const display = new ProgressDisplay(mode);
     const ac = new AbortController();
@@ -103,6 +103,7 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
       ac.abort();
     };
     process.once("SIGINT", onSigint);
+    await agent.recover();
     await sip.start();
     try {
       const onPhase = display.onPhase.bind(display);

@@ -33,7 +33,8 @@ export interface RunningConsole {
 
 export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
   const logger = o.logger.child({ agent: "console" });
-  const agent = new SourceAgent({ sip: o.sip, host: o.host, hostName: o.config.host, logger });
+  const agent = new SourceAgent({ sip: o.sip, host: o.host, hostName: o.config.host, logger, answerTimeoutS: o.config.timers.answerTimeoutS });
+  await agent.recover();
   const history = new HistoryStore(o.config.stateDir);
   const line = new ConsoleLine(agent, history);
   const trigger = new MessageTrigger({ config: o.config, host: o.host, sip: o.sip, line, logger });

@@ -119,6 +119,8 @@ export class DestinationAgent {
         const state = await local.driver.state(vm).catch(() => "absent" as const);
         if (state === "running") {
           this.log.info("recovered: VM resumed here before the restart, keeping it", { vm, migrationId: entry.migrationId });
+          // what the dead agent would have done on RESUME: drop the listener's leftovers (its migration key)
+          await local.driver.waitResumed(vm, 0).catch((err: unknown) => this.log.warn("settling a recovered VM failed", { vm, error: String(err) }));
         } else if (state !== "absent" && state !== "stopped") {
           this.log.warn("recovered: disarming orphaned listener", { vm, state, migrationId: entry.migrationId });
           await local.driver.disarm(vm).catch((err: unknown) => this.log.error("disarm failed", { vm, error: String(err) }));

@@ -5,6 +5,7 @@
  * (Call, Migrate and Bye as separate steps, through `call()` and its SourceCall).
  */
 import { randomBytes } from "node:crypto";
+import { DEFAULT_ANSWER_TIMEOUT_S } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
 import type { MigrationProgress } from "../../lib/hypervisor/driver";
 import type { Host } from "../../lib/hypervisor/host";
@@ -65,6 +66,8 @@ export interface SourceOptions {
   /** This host's name or URI, written into reports for VMs that stayed here. */
   hostName: string;
   logger: Logger;
+  /** CANCEL an INVITE with no final answer after this long (the destination crashed while arming). */
+  answerTimeoutS?: number;
 }
 
 export class SourceAgent {
@@ -72,6 +75,21 @@ export class SourceAgent {
 
   constructor(private readonly opts: SourceOptions) {
     this.log = opts.logger.child({ agent: "source" });
+  }
+
+  /**
+   * After a crash: quit the paused copies of VMs whose migration completed without their agent
+   * (the destination runs them).
+   */
+  async recover(): Promise<void> {
+    for (const def of this.opts.host.inventory()) {
+      const driver = this.opts.host.find(def.name)?.driver;
+      const done = await driver?.quitMovedAway?.(def.name).catch((err: unknown) => {
+        this.log.warn("recovery: could not check a VM", { vm: def.name, error: TeleportError.from(err).message });
+        return false;
+      });
+      if (done) this.log.info("recovered: VM had moved away before the restart, quit its stale paused copy here", { vm: def.name });
+    }
   }
 
   /** The offer for `req`, checked against the local inventory: every VM defined and running here. */
@@ -124,7 +142,8 @@ export class SourceAgent {
     const log = this.log.child({ migrationId });
     events.onPhase?.("inviting", req.to);
     const t0 = Date.now();
-    const invite = this.opts.sip.invite(req.to, nrdlBody({ version: 1, id: migrationId, body: offer }));
+    const answerTimeoutMs = (this.opts.answerTimeoutS ?? DEFAULT_ANSWER_TIMEOUT_S) * 1000;
+    const invite = this.opts.sip.invite(req.to, nrdlBody({ version: 1, id: migrationId, body: offer }), { answerTimeoutMs });
     const onAbort = () => invite.cancel();
     req.signal?.addEventListener("abort", onAbort, { once: true });
     let dialog: Dialog;

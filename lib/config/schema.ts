@@ -5,6 +5,9 @@
 import { z } from "zod";
 import { ON_ERROR, STRATEGIES } from "../../nrdl/types";
 
+/** 64*T1, RFC 3261's Timer B: how long a source waits for the answer to its INVITE by default. */
+export const DEFAULT_ANSWER_TIMEOUT_S = 32;
+
 const sipUri = z.string().regex(/^sips?:[^\s<>"]+$/, 'expected a SIP URI such as "sip:dc2@127.0.0.1"');
 
 const listen = z
@@ -126,6 +129,8 @@ export const configSchema = z
       .object({
         /** Destination: disarm a dialog whose migrations have not started this long after 200 OK. */
         idleTimeoutS: z.number().int().min(1).default(60),
+        /** Source: CANCEL an INVITE that has no final answer (arming included) after this long, and report 408. */
+        answerTimeoutS: z.number().min(1).default(DEFAULT_ANSWER_TIMEOUT_S),
         /** Destination: disarm a dialog that lasts longer than this without activity (session timer). */
         sessionTimeoutS: z.number().int().min(10).default(900),
       })

@@ -123,4 +123,10 @@ export interface HypervisorDriver {
   /** Destination side: resolves when an incoming VM runs here; rejects with a TeleportError when the listener dies or on timeout. */
   waitResumed(vm: string, timeoutMs: number): Promise<void>;
   migrate(vm: string, target: MigrationTarget, opts: MigrationOptions): MigrationHandle;
+  /**
+   * Source side, after its agent crashed: quit this host's copy of a VM whose outgoing migration
+   * completed without the agent (what the agent does after every completed move). True when it
+   * quit one; never touches a VM that runs here or a migration this process is running.
+   */
+  quitMovedAway?(vm: string): Promise<boolean>;
 }

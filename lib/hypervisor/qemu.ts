@@ -159,6 +159,15 @@ export class QemuDriver implements HypervisorDriver {
     return runState(status);
   }
 
+  async quitMovedAway(vm: string): Promise<boolean> {
+    this.definition(vm);
+    // postmigrate: QEMU handed the VM over and the destination runs it; this paused copy is stale
+    if (this.outgoing.has(vm) || (await this.queryStatus(vm)) !== "postmigrate") return false;
+    await this.quit(vm);
+    this.log.info(`quit ${vm}: it had moved away (postmigrate) without its agent`);
+    return true;
+  }
+
   async start(vm: string): Promise<void> {
     const def = this.definition(vm);
     await this.requireAbsent(vm);
@@ -254,6 +263,8 @@ export class QemuDriver implements HypervisorDriver {
       quitSource: () => this.quit(vm),
       settled: () => {
         if (this.outgoing.get(vm) === migration) this.outgoing.delete(vm);
+        // a source QEMU that died mid-migration leaves its pidfile and sockets: pid() drops them
+        this.pid(vm);
       },
     };
     const migration = new QemuMigration(vm, target, opts, hooks, this.log);

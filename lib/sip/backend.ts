@@ -88,6 +88,12 @@ export interface OutgoingInviteOptions {
   headers?: Record<string, string>;
   /** Called on each provisional response. */
   onProgress?: (res: ResponseInfo) => void;
+  /**
+   * Give up when no final answer came within this many ms: CANCEL, and `established` rejects
+   * with 408. Once a 100 Trying arrived, RFC 3261's Timer B no longer runs, so without it a UAC
+   * waits forever for a peer that crashed after answering 100. A late 200 is ACKed and hung up.
+   */
+  answerTimeoutMs?: number;
 }
 
 /** The UAC side of an INVITE. */

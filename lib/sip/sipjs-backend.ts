@@ -180,12 +180,24 @@ export class SipJsBackend implements SipBackend {
     let cancelled = false;
     const established = new Promise<{ dialog: Dialog; response: ResponseInfo }>((resolve, reject) => {
       let settled = false;
+      const limit = opts.answerTimeoutMs;
+      const timer =
+        limit === undefined
+          ? undefined
+          : setTimeout(() => {
+              if (settled) return;
+              settled = true; // a 200 that still comes is hung up (onAccept below)
+              current?.cancel();
+              reject(new TeleportError(408, "Request Timeout", [`no final answer to the INVITE within ${limit / 1000} s (the destination may have crashed while arming); CANCEL sent, nothing was migrated`]));
+            }, limit);
+      const done = () => clearTimeout(timer);
       const send = (uri: URI, hops: number): void => {
         const extra = [`Contact: ${this.contactHeader()}`, "Content-Disposition: session", ...CAPABILITIES, ...headerLines(opts.headers)];
         const message = this.requireCore().makeOutgoingRequestMessage("INVITE", uri, this.aorUri, parseUri(target), {}, extra, coreBody(body, "session"));
         current = this.requireCore().invite(message, {
           onProgress: (r) => opts.onProgress?.(responseInfo(r.message)),
           onAccept: (r) => {
+            done();
             r.ack();
             if (settled) return void r.session.bye(); // a second fork answered: hang it up
             settled = true;
@@ -197,10 +209,14 @@ export class SipJsBackend implements SipBackend {
               this.logger.info("sip invite redirected", { from: uri.toString(), to: contact.uri.toString(), status: r.message.statusCode });
               send(contact.uri, hops + 1);
             } else {
+              done();
               reject(failure(r.message, hops < MAX_REDIRECTS ? "redirect without a usable Contact" : "too many redirects"));
             }
           },
-          onReject: (r) => reject(failure(r.message, `INVITE ${uri.toString()} failed`, this.transport.sendError(message.callId))),
+          onReject: (r) => {
+            done();
+            reject(failure(r.message, `INVITE ${uri.toString()} failed`, this.transport.sendError(message.callId)));
+          },
         });
       };
       send(parseUri(target), 0);

@@ -1,16 +1,19 @@
 /**
- * Fault injection over real agents and real QEMU guests. After every case the invariant is
- * checked and printed: each VM runs on at most one host (exactly one unless its only process
- * was the one killed), no listener or process is left over, and the operator is told the truth
- * (outcome, exit code, reason). Phases are hit by waiting for migration events, with bandwidth
- * caps making the migrations slow enough, never by sleeping.
+ * Fault injection over real agents and real QEMU guests, during the migration itself. After
+ * every case the invariant is checked and printed (test/security/fault-report.ts): each VM runs
+ * on at most one host (exactly one unless its only process was the one killed), no QEMU,
+ * listener or key file is left over, and the operator is told the truth (outcome, exit code,
+ * reason). Phases are hit by waiting for migration events, never by sleeping.
  * Cases: QEMU killed (source or destination) during pre-copy and in the pause-before-switchover
- * window; a destination agent killed with SIGKILL and restarted (journal recovery); delay and
- * drops between two network namespaces during signalling, and a blackout during the migration.
- * This machine's kernel has no sch_netem (nor tc actions), so the link is degraded with what it
- * has: a 32 kbit/s tbf with a short queue (every SIP message is delayed by hundreds of ms, and
- * bursts overflow the queue and are dropped) and, for the blackout, the link taken down.
- * The namespace cases run the CLI (dist/, built here) inside `ip netns exec`.
+ * window; a destination agent killed with SIGKILL and restarted (journal recovery); a degraded
+ * link between two network namespaces during signalling and during the migration. The kills at
+ * each SIP phase (after INVITE, after 200/ACK, before BYE) are in fault-phases.test.ts, whose
+ * header holds the whole matrix.
+ * This machine's kernel has no sch_netem (nor tc classifiers or actions), so the link is
+ * degraded with what it has: delay = a 32 kbit/s tbf with a short queue (every SIP message
+ * waits hundreds of ms in the queue, bursts overflow it and are dropped); loss = an nftables
+ * rule `numgen random mod 100 < N drop` in each namespace's input hook; blackout = the link
+ * taken down. The namespace cases run the CLI (dist/, built here) inside `ip netns exec`.
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -20,43 +23,24 @@ import path from "node:path";
 import { hostOf, sipOf } from "../../agents/wiring";
 import { parseConfig } from "../../lib/config/load";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
-import { livePid, terminateRunDirs } from "../../lib/hypervisor/pidfile";
+import { terminateRunDirs } from "../../lib/hypervisor/pidfile";
 import { silentLogger } from "../../lib/log/logger";
 import { buildNrdl, offerDocument, parseNrdl } from "../../nrdl";
 import { NRDL_MIME } from "../../nrdl/types";
-import { bootOnSource, guestDefs, placement, startPair, type Pair } from "../e2e/harness";
+import { bootOnSource, guestDefs, startPair, type Pair } from "../e2e/harness";
 import { ensureBuilt, runCli, type CliProcess } from "../e2e/cli-process";
+import { FaultMatrix, killQemu, pidIn, until, type HostDirs } from "./fault-report";
 
 jest.setTimeout(180_000);
 
 const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 100, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
-const matrix: string[] = [];
+const matrix = new FaultMatrix();
+afterAll(() => matrix.print());
 
-function record(name: string, where: Record<string, string[]>, told: string): void {
-  const line = `${name.padEnd(58)} | ${Object.entries(where).map(([vm, h]) => `${vm}@${h.length ? h.join("+") : "nowhere"}`).join(" ")} | ${told}`;
-  matrix.push(line);
-  console.log(`fault case: ${line}`);
-}
-
-afterAll(() => console.log(`fault matrix (case | placement | what the operator was told):\n${matrix.join("\n")}`));
-
-function pidIn(runDir: string, vm: string): number | undefined {
-  return livePid(path.join(runDir, `${vm}.pid`));
-}
-
-function kill9(runDir: string, vm: string): void {
-  const pid = pidIn(runDir, vm);
-  if (pid === undefined) throw new Error(`no QEMU for ${vm} in ${runDir}`);
-  process.kill(pid, "SIGKILL");
-}
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const dirsOf = (base: string): Record<"dc1" | "dc2", HostDirs> => ({
+  dc1: { runDir: path.join(base, "dc1"), stateDir: path.join(base, "dc1-state") },
+  dc2: { runDir: path.join(base, "dc2"), stateDir: path.join(base, "dc2-state") },
+});
 
 describe("QEMU killed", () => {
   let pair: Pair | undefined;
@@ -82,7 +66,7 @@ describe("QEMU killed", () => {
           const hit = phase === "pre-copy" ? p.phase === "active" && p.transferredBytes > 8 << 20 : p.phase === "pre-switchover";
           if (!hit || killedAt) return;
           killedAt = `${p.phase} at ${(p.transferredBytes / 2 ** 20).toFixed(0)} MiB`;
-          kill9(victim, "router1");
+          killQemu(victim, "router1");
         },
       },
     );
@@ -90,13 +74,12 @@ describe("QEMU killed", () => {
     const vm = summary.vms[0];
     // nothing of the destination's is left: the dialog ended and every listener went with it
     await until("no QEMU left on dc2", () => pidIn(pair!.dc2.runDir, "router1") === undefined || whose === "destination");
-    const where = placement(pair);
-    record(`${whose} QEMU SIGKILL in ${phase} (${killedAt})`, where, `outcome ${summary.outcome}; router1 ${vm.state}: ${vm.reason ?? ""}`.slice(0, 200));
+    const inv = matrix.check(`${whose} QEMU SIGKILL in ${phase} (${killedAt})`, dirsOf(pair.base), ["router1"], `outcome ${summary.outcome}; router1 ${vm.state}: ${vm.reason ?? ""}`);
     expect(summary.outcome).toBe("failed");
     expect(vm.state).not.toBe("completed");
-    expect(where.router1).toEqual(whose === "destination" ? ["dc1"] : []); // a killed source took the only copy with it
+    // a killed source took the only copy with it
+    expect(inv).toEqual({ where: { router1: whose === "destination" ? ["dc1"] : [] }, leftovers: [], journal: [] });
     if (whose === "destination") expect(await pair.dc1.host.find("router1")?.driver.state("router1")).toBe("running");
-    expect(fs.readdirSync(pair.dc2.runDir).filter((f) => /\.(pid|qmp|mon)$|psk/.test(f))).toEqual([]);
   });
 });
 
@@ -144,6 +127,7 @@ describe("agents as processes", () => {
     const dc1Sip = sipOf(dc1Cfg, silentLogger);
     let agent = runCli(["listen", "-c", dc2File]);
     const where = () => Object.fromEntries(defs.map((d) => [d.name, (["dc1", "dc2"] as const).filter((h) => pidIn(path.join(base, h), d.name) !== undefined)]));
+    const vms = defs.map((d) => d.name);
     try {
       await agent.waitFor(/listening/);
       await dc1Sip.start();
@@ -166,10 +150,8 @@ describe("agents as processes", () => {
       await agent.waitFor(/listening/);
       expect(agent.output()).toMatch(/recovered: VM resumed here before the restart, keeping it.*router1/);
       expect(agent.output()).toMatch(/recovered: disarming orphaned listener.*video/);
-      const after = where();
-      record("destination agent SIGKILL after 1 of 2 VMs moved, then restarted", after, "restart log: router1 kept (resumed here), video's listener disarmed; journal emptied");
-      expect(after).toEqual({ router1: ["dc2"], video: ["dc1"] });
-      expect(JSON.parse(fs.readFileSync(journal, "utf8"))).toEqual({});
+      const inv = matrix.check("destination agent SIGKILL after 1 of 2 VMs moved, then restarted", dirsOf(base), vms, "restart log: router1 kept (resumed here), video's listener disarmed; journal emptied");
+      expect(inv).toEqual({ where: { router1: ["dc2"], video: ["dc1"] }, leftovers: [], journal: [] });
     } finally {
       agent.child.kill("SIGTERM");
       await agent.exited;
@@ -194,6 +176,24 @@ describe("agents as processes", () => {
         else sh(...tc, "del", "dev", veth[h], "root");
       }
     };
+    /**
+     * Random loss of `percent`% of the packets arriving in each namespace (nftables numgen; `udp`:
+     * SIP over UDP only), with a counter per side; 0 removes it. Returns the packets dropped so
+     * far. On input, not output: a drop in the output hook fails the sender's sendto() with EPERM,
+     * which no lossy network does.
+     */
+    const loss = (percent: number, only?: "udp"): number => {
+      let dropped = 0;
+      for (const h of ["dc1", "dc2"] as const) {
+        const nft = (...args: string[]) => execFileSync("ip", ["netns", "exec", ns[h], "nft", ...args], { stdio: "pipe", input: args[0] === "-f" ? rules(percent, only) : undefined }).toString();
+        dropped += Number(/counter packets (\d+)/.exec(nft("list", "ruleset"))?.[1] ?? 0);
+        if (/table inet st-loss/.test(nft("list", "tables"))) nft("delete", "table", "inet", "st-loss");
+        if (percent > 0) nft("-f", "-");
+      }
+      return dropped;
+    };
+    const rules = (percent: number, only?: "udp") =>
+      `table inet st-loss {\n chain in { type filter hook input priority 0; policy accept; ${only ? `meta l4proto ${only} ` : ""}numgen random mod 100 < ${percent} counter drop; }\n}\n`;
     const link = (up: boolean) => sh("ip", "-n", ns.dc2, "link", "set", veth.dc2, up ? "up" : "down");
     let base: string;
     let files: { dc1: string; dc2: string; inventory: string };
@@ -229,13 +229,13 @@ describe("agents as processes", () => {
     });
 
     /** Boot router1 on dc1 (inside its namespace), run a destination agent in dc2's, migrate with `opts`. */
-    async function migrateAcross(extra: string[], onEvent: (e: Record<string, unknown>) => void): Promise<{ code: number | null; migrate: CliProcess }> {
+    async function migrateAcross(extra: string[], onEvent: (e: Record<string, unknown>) => void): Promise<{ code: number | null; migrate: CliProcess; agent: CliProcess }> {
       const boot = runCli(["vm", "start", "router1", "-i", files.inventory, "-r", path.join(base, "dc1")], { netns: ns.dc1 });
       expect(await boot.exited).toBe(0);
-      const agent = runCli(["listen", "-c", files.dc2], { netns: ns.dc2 });
+      const agent = runCli(["listen", "-c", files.dc2, "--sip-trace"], { netns: ns.dc2 });
       try {
         await agent.waitFor(/listening/);
-        const migrate = runCli(["migrate", "-c", files.dc1, "--to", `sip:dc2@${ip.dc2}:5060`, "--json", ...extra, "router1"], { netns: ns.dc1 });
+        const migrate = runCli(["migrate", "-c", files.dc1, "--to", `sip:dc2@${ip.dc2}:5060`, "--json", "--sip-trace", ...extra, "router1"], { netns: ns.dc1 });
         let seen = 0;
         const watch = setInterval(() => {
           const events = jsonEvents(migrate);
@@ -247,7 +247,7 @@ describe("agents as processes", () => {
         jsonEvents(migrate).slice(seen).forEach(onEvent);
         // the destination ends every dialog (BYE, or its idle timer when the BYE was lost)
         await until("destination listeners gone or VM resumed there", () => pidIn(path.join(base, "dc2"), "router1") === undefined || code === 0, 30_000);
-        return { code, migrate };
+        return { code, migrate, agent };
       } finally {
         agent.child.kill("SIGTERM");
         await agent.exited;
@@ -256,6 +256,12 @@ describe("agents as processes", () => {
 
     function summaryOf(m: CliProcess): Record<string, unknown> | undefined {
       return jsonEvents(m).find((e) => e.event === "summary");
+    }
+
+    /** The invariant of a namespace case: router1 where `host` says, nothing left, the journal empty. */
+    function checked(name: string, told: string, host: "dc1" | "dc2"): void {
+      const inv = matrix.check(name, dirsOf(base), ["router1"], told);
+      expect(inv).toEqual({ where: { router1: [host] }, leftovers: [], journal: [] });
     }
 
     it("a 32 kbit/s link with a short queue during signalling (delays, drops): SIP retransmissions carry the dialog, the VM moves", async () => {
@@ -270,12 +276,56 @@ describe("agents as processes", () => {
           slowLink(false);
         }
       });
-      const where = { router1: (["dc1", "dc2"] as const).filter((h) => pidIn(path.join(base, h), "router1") !== undefined) };
-      record(`32 kbit/s tbf link during signalling (INVITE->migrate ${signalledMs} ms)`, where, `exit ${code}; outcome ${String(summaryOf(migrate)?.outcome)}`);
+      checked(`32 kbit/s tbf link during signalling (INVITE->migrate ${signalledMs} ms)`, `exit ${code}; outcome ${String(summaryOf(migrate)?.outcome)}`, "dc2");
       expect(lifted).toBe(true);
       expect(code).toBe(0);
-      expect(where.router1).toEqual(["dc2"]);
       // hand the VM back to dc1's namespace for the next case
+      await killPids(path.join(base, "dc2"));
+    });
+
+    it("30% random loss of SIP over UDP for the whole dialog: retransmissions complete INVITE, INFO and BYE, the VM moves", async () => {
+      loss(30, "udp");
+      let dropped = 0;
+      try {
+        // 150 Mbit/s: a few seconds of progress INFOs, so the loss has twenty-odd datagrams to hit
+        const { code, migrate, agent } = await migrateAcross(["--bandwidth-mbps", "150"], () => undefined);
+        dropped = loss(0);
+        const traces = { dc1: sipSent(migrate.output()), dc2: sipSent(agent.output()) };
+        const resent = { dc1: retransmissions(traces.dc1), dc2: retransmissions(traces.dc2) };
+        checked(
+          "30% UDP loss (nftables numgen) during signalling",
+          `exit ${code}; outcome ${String(summaryOf(migrate)?.outcome)}; ${dropped} of ${traces.dc1.length + traces.dc2.length} SIP datagrams dropped; retransmissions dc1 ${resent.dc1}, dc2 ${resent.dc2}`,
+          "dc2",
+        );
+        expect(dropped).toBeGreaterThan(0); // P(no drop in ~25 datagrams at 30%) < 0.02%
+        expect(code).toBe(0);
+        expect(summaryOf(migrate)?.outcome).toBe("completed");
+      } finally {
+        loss(0);
+      }
+      await killPids(path.join(base, "dc2"));
+    });
+
+    it("10% random loss of every packet during the migration: QEMU's TCP copes, the VM moves (slower)", async () => {
+      let dropped = 0;
+      let lossy = false;
+      const started = Date.now();
+      try {
+        const { code, migrate } = await migrateAcross(["--bandwidth-mbps", "400", "--timeout-s", "90"], (e) => {
+          if (e.event === "start" && !lossy) {
+            lossy = true;
+            loss(10);
+          }
+        });
+        dropped = loss(0);
+        const vm = (summaryOf(migrate)?.vms as Array<Record<string, unknown>> | undefined)?.[0];
+        checked("10% loss of all packets during the migration", `exit ${code}; outcome ${String(summaryOf(migrate)?.outcome)}; ${dropped} packets dropped; move ${String(vm?.totalMs)} ms (whole run ${Date.now() - started} ms)`, "dc2");
+        expect(lossy).toBe(true);
+        expect(dropped).toBeGreaterThan(0);
+        expect(code).toBe(0);
+      } finally {
+        loss(0);
+      }
       await killPids(path.join(base, "dc2"));
     });
 
@@ -290,13 +340,25 @@ describe("agents as processes", () => {
           setTimeout(() => link(true), 11_000);
         }
       });
-      const where = { router1: (["dc1", "dc2"] as const).filter((h) => pidIn(path.join(base, h), "router1") !== undefined) };
       const summary = summaryOf(migrate);
-      record("link down during pre-copy, longer than --timeout-s", where, `exit ${code}; outcome ${String(summary?.outcome)}; ${JSON.stringify(summary?.vms ?? "").slice(0, 160)}`);
+      checked("link down during pre-copy, longer than --timeout-s", `exit ${code}; outcome ${String(summary?.outcome)}; ${JSON.stringify(summary?.vms ?? "")}`, "dc1");
       expect(blackout).toBe(true);
       expect(code).not.toBe(0);
       expect(summary?.outcome).toBe("failed");
-      expect(where.router1).toEqual(["dc1"]);
     });
   });
 });
+
+/** The SIP messages a `--sip-trace` log shows sent: first line, Via branch and CSeq of each. */
+function sipSent(log: string): string[] {
+  return log
+    .split(/\n(?=\d\d:\d\d:\d\d\.\d{3} )/)
+    .map((entry) => /^\S+ \w+ sip sent \S+ \S+\n([^\r\n]*)\r?\n([\s\S]*)$/.exec(entry))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => `${m[1]}|${/branch=([^;\s,]+)/i.exec(m[2])?.[1]}|${/^CSeq:\s*(.+?)\s*$/im.exec(m[2])?.[1]}`);
+}
+
+/** How many of them went out more than once: UDP retransmissions of requests, 200 OKs and their ACKs. */
+function retransmissions(sent: string[]): number {
+  return sent.length - new Set(sent).size;
+}
