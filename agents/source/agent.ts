@@ -84,11 +84,11 @@ export class SourceAgent {
   async recover(): Promise<void> {
     for (const def of this.opts.host.inventory()) {
       const driver = this.opts.host.find(def.name)?.driver;
-      const done = await driver?.quitMovedAway?.(def.name).catch((err: unknown) => {
+      const done = await driver?.settleOrphanedMigration?.(def.name).catch((err: unknown) => {
         this.log.warn("recovery: could not check a VM", { vm: def.name, error: TeleportError.from(err).message });
-        return false;
+        return undefined;
       });
-      if (done) this.log.info("recovered: VM had moved away before the restart, quit its stale paused copy here", { vm: def.name });
+      if (done) this.log.info(`recovered: ${done}`, { vm: def.name });
     }
   }
 

@@ -124,9 +124,11 @@ export interface HypervisorDriver {
   waitResumed(vm: string, timeoutMs: number): Promise<void>;
   migrate(vm: string, target: MigrationTarget, opts: MigrationOptions): MigrationHandle;
   /**
-   * Source side, after its agent crashed: quit this host's copy of a VM whose outgoing migration
-   * completed without the agent (what the agent does after every completed move). True when it
-   * quit one; never touches a VM that runs here or a migration this process is running.
+   * Source side, after its agent crashed: settle an outgoing migration the agent left behind. A
+   * copy whose migration completed without it is quit (what the agent does after every move); a
+   * migration still going (held for a switchover nobody will call, or paused at pre-switchover)
+   * is cancelled, so the VM runs here. Says what it did, undefined when nothing was left;
+   * never touches a migration this process is running.
    */
-  quitMovedAway?(vm: string): Promise<boolean>;
+  settleOrphanedMigration?(vm: string): Promise<string | undefined>;
 }

@@ -159,13 +159,27 @@ export class QemuDriver implements HypervisorDriver {
     return runState(status);
   }
 
-  async quitMovedAway(vm: string): Promise<boolean> {
+  async settleOrphanedMigration(vm: string): Promise<string | undefined> {
     this.definition(vm);
-    // postmigrate: QEMU handed the VM over and the destination runs it; this paused copy is stale
-    if (this.outgoing.has(vm) || (await this.queryStatus(vm)) !== "postmigrate") return false;
-    await this.quit(vm);
-    this.log.info(`quit ${vm}: it had moved away (postmigrate) without its agent`);
-    return true;
+    if (this.outgoing.has(vm)) return undefined;
+    const status = await this.queryStatus(vm);
+    if (status === "postmigrate") {
+      // QEMU handed the VM over and the destination runs it: this paused copy is stale
+      await this.quit(vm);
+      return "it had moved away: quit its stale paused copy";
+    }
+    if (status !== "running" && status !== "finish-migrate") return undefined;
+    const client = await QmpClient.connect(this.files(vm).mon);
+    try {
+      const migration = (await client.execute<{ status?: string }>("query-migrate")).status;
+      // held in pre-copy (running) or paused at pre-switchover (finish-migrate) for a dead agent's wave
+      if (migration !== "active" && migration !== "pre-switchover") return undefined;
+      await client.execute("migrate_cancel");
+      for (let i = 0; i < 100 && (await client.execute<{ status: string }>("query-status")).status !== "running"; i++) await new Promise((r) => setTimeout(r, 50));
+      return `its migration (${migration}) had no agent any more: cancelled, the VM runs here`;
+    } finally {
+      await client.close();
+    }
   }
 
   async start(vm: string): Promise<void> {

@@ -138,6 +138,16 @@ test("abort while held for switchover: the VM keeps running at the source", asyn
   await expectSourceKeepsIt();
 });
 
+test("a migration held for a switchover whose agent died: the next agent cancels it and the VM runs at the source", async () => {
+  const { handle } = await startSlowMigration({ bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 30, pauseBeforeSwitchover: true });
+  await handle.readyToSwitch;
+  const restarted = hosts.reopen("dc1"); // a restarted source agent's driver: it has no handle on this migration
+  expect(await restarted.settleOrphanedMigration("vm1")).toMatch(/\(active\) had no agent any more: cancelled, the VM runs here/);
+  await rejection(handle.done);
+  expect(await restarted.settleOrphanedMigration("vm1")).toBeUndefined(); // nothing left to settle
+  await expectSourceKeepsIt();
+});
+
 test("refusals: unknown VM, VM already here, not running, disarming a VM that arrived", async () => {
   await expect(hosts.dc2.arm("nope", { address: "127.0.0.1", secret: SECRET })).rejects.toMatchObject({ status: 404 });
   await expect(hosts.dc1.arm("vm1", { address: "127.0.0.1", secret: SECRET })).rejects.toMatchObject({ status: 486 });
