@@ -27,7 +27,10 @@ describe.each<Transport>(["udp", "tcp"])("agent pair: exp2 (router1, video) over
     expect(summary.destinationReport?.outcome).toBe("completed");
     expect(summary.destinationReport?.results.every((r) => r.host === "dc2")).toBe(true);
     await expectAllOn(pair, "dc2");
-    const labels = ladderSteps(pair.dc1.trace).map((s) => s.label.replace(/ \[.*\]$/, ""));
+    // UDP retransmissions (a loaded machine answers 100 Trying after Timer A) count once
+    const labels = ladderSteps(pair.dc1.trace)
+      .map((s) => s.label.replace(/ \[.*\]$/, ""))
+      .filter((l, i, all) => l !== all[i - 1]);
     expect(labels.slice(0, 4)).toEqual(["INVITE", "100 Trying (INVITE)", "200 OK (INVITE)", "ACK"]);
     expect(labels).toContain("INFO");
     expect(labels.slice(-2)).toEqual(["BYE", "200 OK (BYE)"]);
