@@ -229,7 +229,8 @@ describe("source agent killed", () => {
   it("during pre-copy, the migration completing without it: dc2 keeps the VM that resumed; the restarted source quits its stale paused copy", async () => {
     w = await world({ dc2: { timers: { idleTimeoutS: 8 } } });
     const source = await consoleOf(w);
-    await source.api.post("/api/call", { to: w.pair.dc2.uri, vms: ["router1"] });
+    // 100 Mbit/s: ~5 s of pre-copy, time to kill the agent in it, and done well before dc2's 8 s idle timer
+    await source.api.post("/api/call", { to: w.pair.dc2.uri, vms: ["router1"], policy: { bandwidthMbps: 100 } });
     await source.api.post("/api/migrate");
     const moving = async () => ((await source.api.get<{ rows: Array<{ transferredBytes: number }> }>("/api/state")).body.rows[0]?.transferredBytes ?? 0) > 1 << 20;
     await until("router1's pre-copy is under way", moving, 30_000, 20);
