@@ -145,7 +145,6 @@ export class QemuMigration implements MigrationHandle {
           { capability: "pause-before-switchover", state: !!this.opts.pauseBeforeSwitchover },
         ],
       });
-      const bytesPerS = this.bytesPerS;
       // Held for a coordinated switchover: QEMU stops a VM as soon as what is left fits in
       // bandwidth x downtime limit. A 1 ms limit during the first pass, and once every page was sent
       // a trickle of bandwidth, keep that product below one page, so the VM runs on in pre-copy
@@ -153,7 +152,7 @@ export class QemuMigration implements MigrationHandle {
       // the first pass). A guest that writes nothing at all may still converge early;
       // pause-before-switchover then stops it at the source until the wave is ready.
       const downtimeLimit = this.opts.pauseBeforeSwitchover ? HOLD_DOWNTIME_MS : this.opts.downtimeLimitMs;
-      await client.execute("migrate-set-parameters", { "max-bandwidth": bytesPerS, "downtime-limit": downtimeLimit });
+      await client.execute("migrate-set-parameters", { "max-bandwidth": this.bytesPerS, "downtime-limit": downtimeLimit });
       if (this.hooks.pskDir) await useMigrationSecret(client, "client", this.tlsId, this.target.secret, this.hooks.pskDir);
       // a VM that arrived over TLS keeps its incoming tls-creds: clear them when this move is plain
       else await client.execute("migrate-set-parameters", { "tls-creds": "" });
@@ -161,7 +160,7 @@ export class QemuMigration implements MigrationHandle {
       const finished = this.followEvents(client);
       await client.execute("migrate", { uri: this.target.uri });
       if (this.abortRequested) await client.execute("migrate_cancel"); // abort() came while migrate was on its way
-      this.log.info(`migrating ${this.vm}`, { uri: this.target.uri, maxBandwidth: bytesPerS, downtimeLimitMs: this.opts.downtimeLimitMs });
+      this.log.info(`migrating ${this.vm}`, { uri: this.target.uri, maxBandwidth: this.bytesPerS, downtimeLimitMs: this.opts.downtimeLimitMs });
       this.armTimeout();
       const poller = setInterval(() => void this.pollProgress(client), this.opts.pauseBeforeSwitchover ? HOLD_POLL_MS : PROGRESS_INTERVAL_MS);
       let outcome: string;

@@ -29,7 +29,7 @@ export interface RecordedEvent {
 export interface LabOptions {
   /** Guest RAM (96 MiB is the least the Debian kernel boots with). */
   memoryMib?: number;
-  /** Pad TCG guests' RAM against QEMU < 9.0's lost dirty pages (QemuDriverOptions); default true. */
+  /** Pad TCG guests' RAM against QEMU < 9.0's lost dirty pages (QemuDriverOptions decides the default). */
   tcgDirtyWorkaround?: boolean;
 }
 
@@ -50,7 +50,7 @@ export class Lab {
     /** Scratch folder: run dirs, relay sockets, QEMU wrappers. Short, for the 107-byte socket limit. */
     readonly dir: string,
     private readonly defs: Map<HostName, VmDefinition[]>,
-    private readonly tcgDirtyWorkaround: boolean,
+    private readonly tcgDirtyWorkaround: boolean | undefined,
   ) {}
 
   static async create(exp: Experiment, guest: GuestFiles, opts: LabOptions = {}): Promise<Lab> {
@@ -77,7 +77,7 @@ export class Lab {
           }),
         );
       }
-      return new Lab(exp, net, dir, defs, opts.tcgDirtyWorkaround ?? true);
+      return new Lab(exp, net, dir, defs, opts.tcgDirtyWorkaround);
     } catch (err) {
       await net?.destroy();
       fs.rmSync(dir, { recursive: true, force: true });
