@@ -3,7 +3,13 @@
  * from, the NRDL language and configuration loading. The CLI (`sip-teleport`) uses the same parts.
  */
 export { DestinationAgent, type DestinationOptions } from "./agents/destination/agent";
-export { SourceAgent, type MigrateRequest, type MigrateSummary, type SourceOptions, type VmSummary } from "./agents/source/agent";
+export {
+  SourceAgent,
+  type MigrateRequest,
+  type MigrateSummary,
+  type SourceOptions,
+  type VmSummary,
+} from "./agents/source/agent";
 export { hostOf, sipOf } from "./agents/wiring";
 export { createSipBackend, SipJsBackend, type SipBackend, type SipConfig } from "./lib/sip";
 export { createDriver, type DriverOptions } from "./lib/hypervisor/drivers";

@@ -4,7 +4,10 @@ module.exports = {
   roots: ["<rootDir>/test"],
   testMatch: ["**/*.test.ts"],
   transform: {
-    "^.+\\.[tj]s$": ["ts-jest", { tsconfig: { isolatedModules: true, allowJs: true, module: "commonjs", esModuleInterop: true } }],
+    "^.+\\.[tj]s$": [
+      "ts-jest",
+      { tsconfig: { isolatedModules: true, allowJs: true, module: "commonjs", esModuleInterop: true } },
+    ],
   },
   transformIgnorePatterns: ["/node_modules/(?!sip\\.js/)"],
   testTimeout: 60000,

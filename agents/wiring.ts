@@ -15,7 +15,9 @@ import { createSipBackend, type SipConfig, type SipJsBackend } from "../lib/sip"
 import type { Hypervisor } from "../nrdl/types";
 
 export function inventoryOf(cfg: HostConfig): VmDefinition[] {
-  return typeof cfg.inventory === "string" ? loadInventory(cfg.inventory) : parseInventory({ vms: cfg.inventory }, process.cwd(), "config inventory");
+  return typeof cfg.inventory === "string"
+    ? loadInventory(cfg.inventory)
+    : parseInventory({ vms: cfg.inventory }, process.cwd(), "config inventory");
 }
 
 export function hostOf(cfg: HostConfig, logger: Logger): Host {

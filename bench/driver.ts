@@ -111,7 +111,9 @@ async function measure(guest: GuestFiles, accel: AccelChoice, migrationTls: bool
       }
     const row = { n, first, seq: pool(seq), par: pool(par) };
     rows.push(row);
-    process.stderr.write(`  ${migrationTls ? "TLS" : "TCP"} N=${n}: first ${first.wallMs.toFixed(0)} ms, sequential ${row.seq.wallMs.toFixed(0)} ms, parallel ${row.par.wallMs.toFixed(0)} ms\n`);
+    process.stderr.write(
+      `  ${migrationTls ? "TLS" : "TCP"} N=${n}: first ${first.wallMs.toFixed(0)} ms, sequential ${row.seq.wallMs.toFixed(0)} ms, parallel ${row.par.wallMs.toFixed(0)} ms\n`,
+    );
     for (const vm of names) await from.stop(vm);
   }
   return rows;
@@ -151,12 +153,22 @@ async function main(): Promise<void> {
     `QEMU live migration on loopback, ${accel.accel.toUpperCase()}, ${MEMORY_MIB} MiB idle guests, ${os.cpus().length} CPUs, downtime-limit ${OPTS.downtimeLimitMs} ms, no bandwidth cap.`,
     `Wall time: first migrate to last VM running at its destination, median of ${REPEAT} rounds per mode. Downtime: QEMU's figure for every VM in every round.`,
     "",
-    ...modes.flatMap((m) => table(m === "tls" ? "Migration stream TLS-PSK (the driver's default):" : "Migration stream plain TCP (migrationTls: false):", results[m])),
+    ...modes.flatMap((m) =>
+      table(
+        m === "tls"
+          ? "Migration stream TLS-PSK (the driver's default):"
+          : "Migration stream plain TCP (migrationTls: false):",
+        results[m],
+      ),
+    ),
   ];
   process.stdout.write(lines.join("\n"));
   const out = path.join(repoRoot(), "bench", "out");
   fs.mkdirSync(out, { recursive: true });
-  fs.writeFileSync(path.join(out, "driver.json"), JSON.stringify({ accel, memoryMib: MEMORY_MIB, options: OPTS, results }, null, 2));
+  fs.writeFileSync(
+    path.join(out, "driver.json"),
+    JSON.stringify({ accel, memoryMib: MEMORY_MIB, options: OPTS, results }, null, 2),
+  );
 }
 
 main().catch((err: unknown) => {

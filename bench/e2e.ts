@@ -25,7 +25,14 @@ const VMS = [
   { name: "router1", role: "router" as const },
   { name: "video", role: "server" as const },
 ];
-const POLICY = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 120, onError: "abort" as const };
+const POLICY = {
+  strategy: "sequential" as const,
+  maxParallel: 1,
+  bandwidthMbps: 0,
+  downtimeLimitMs: 300,
+  timeoutS: 120,
+  onError: "abort" as const,
+};
 
 interface Side {
   name: "dc1" | "dc2";
@@ -60,7 +67,13 @@ async function main(): Promise<void> {
     const dest = new DestinationAgent({ config: cfg, sip, host, logger: silentLogger });
     await dest.start(); // one SIP endpoint per host: its destination agent and its source agent share it
     destinations.push(dest);
-    sides.push({ name, host, sip, agent: new SourceAgent({ sip, host, hostName: name, logger: silentLogger }), uri: `sip:${name}@127.0.0.1:${sip.listeners[0].port}` });
+    sides.push({
+      name,
+      host,
+      sip,
+      agent: new SourceAgent({ sip, host, hostName: name, logger: silentLogger }),
+      uri: `sip:${name}@127.0.0.1:${sip.listeners[0].port}`,
+    });
   }
   const [dc1, dc2] = sides;
   try {
@@ -81,12 +94,19 @@ async function main(): Promise<void> {
       const summary = await here.agent.migrate({ to: there.uri, vms: names, policy: POLICY });
       sipMs.push(performance.now() - t0);
       arming.push(summary.phases.arming);
-      if (summary.outcome !== "completed") throw new Error(`SIP run ${i} did not complete: ${JSON.stringify(summary.vms)}`);
+      if (summary.outcome !== "completed")
+        throw new Error(`SIP run ${i} did not complete: ${JSON.stringify(summary.vms)}`);
       hop();
       t0 = performance.now();
-      const armed = await Promise.all(names.map((vm) => there.host.find(vm)!.driver.arm(vm, { address: "127.0.0.1", secret: `bench-secret-${i}-xxxxxxxx` })));
+      const armed = await Promise.all(
+        names.map((vm) =>
+          there.host.find(vm)!.driver.arm(vm, { address: "127.0.0.1", secret: `bench-secret-${i}-xxxxxxxx` }),
+        ),
+      );
       for (const [j, vm] of names.entries()) {
-        await here.host.find(vm)!.driver.migrate(vm, { uri: armed[j].uri, secret: `bench-secret-${i}-xxxxxxxx` }, POLICY).done;
+        await here.host
+          .find(vm)!
+          .driver.migrate(vm, { uri: armed[j].uri, secret: `bench-secret-${i}-xxxxxxxx` }, POLICY).done;
         await there.host.find(vm)!.driver.waitResumed(vm, 30_000);
       }
       directMs.push(performance.now() - t0);
@@ -103,10 +123,19 @@ async function main(): Promise<void> {
     const table = rows.map((r) => `| ${r.join(" | ")} |`);
     table.splice(1, 0, "|---|---|---|---|");
     process.stdout.write("\n" + table.join("\n") + "\n");
-    process.stdout.write(`\nratio sip/direct: ${(s / d).toFixed(3)}  (signalling overhead ${(s - d).toFixed(0)} ms per group; INVITE->200 incl. arming: median ${median(arming).toFixed(0)} ms)\n`);
+    process.stdout.write(
+      `\nratio sip/direct: ${(s / d).toFixed(3)}  (signalling overhead ${(s - d).toFixed(0)} ms per group; INVITE->200 incl. arming: median ${median(arming).toFixed(0)} ms)\n`,
+    );
     const out = path.join(repoRoot(), "bench", "out");
     fs.mkdirSync(out, { recursive: true });
-    fs.writeFileSync(path.join(out, "e2e.json"), JSON.stringify({ pairs: PAIRS, sipMs, directMs, armingMs: arming, medianSipMs: s, medianDirectMs: d, ratio: s / d }, null, 2));
+    fs.writeFileSync(
+      path.join(out, "e2e.json"),
+      JSON.stringify(
+        { pairs: PAIRS, sipMs, directMs, armingMs: arming, medianSipMs: s, medianDirectMs: d, ratio: s / d },
+        null,
+        2,
+      ),
+    );
   } finally {
     for (const d of destinations) await d.stop().catch(() => undefined);
     await terminateRunDirs(["dc1", "dc2"].map((n) => path.join(base, n)));

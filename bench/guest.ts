@@ -42,14 +42,20 @@ async function openBed(name: Bed["name"]): Promise<Bed> {
   const user = lab.net.exec("user");
   for (const g of lab.exp.guests) bed.probes.push(startPing(user, g.name, hostAddress(g)));
   bed.probes.push(await startTcpEcho(user, lab.dir, "tcp", "10.20.0.10"));
-  bed.probes.push(await startUdpStream(user, lab.dir, "udp", "10.20.0.10", { sourcePort: 45000 + Math.floor(Math.random() * 1000) }));
+  bed.probes.push(
+    await startUdpStream(user, lab.dir, "udp", "10.20.0.10", { sourcePort: 45000 + Math.floor(Math.random() * 1000) }),
+  );
   return bed;
 }
 
 async function move(lab: Lab, vm: string, from: HostName, to: HostName): Promise<void> {
   const secret = randomBytes(32).toString("hex");
-  const armed = await lab.driver(to).arm(vm, { address: SEGMENT[to], port: 40000 + Math.floor(Math.random() * 20000), secret });
-  await lab.driver(from).migrate(vm, { uri: armed.uri, secret }, { bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 120 }).done;
+  const armed = await lab
+    .driver(to)
+    .arm(vm, { address: SEGMENT[to], port: 40000 + Math.floor(Math.random() * 20000), secret });
+  await lab
+    .driver(from)
+    .migrate(vm, { uri: armed.uri, secret }, { bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 120 }).done;
   await lab.driver(to).waitResumed(vm, 20000);
 }
 
@@ -58,7 +64,9 @@ async function moveAndCheck(bed: Bed, n: number): Promise<void> {
   const { lab } = bed;
   const to: HostName = bed.at === "dc1" ? "dc2" : "dc1";
   const serial = (vm: string) => lab.driver(to).files(vm).serial;
-  const offsets = new Map(lab.exp.guests.map((g) => [g.name, fs.existsSync(serial(g.name)) ? fs.statSync(serial(g.name)).size : 0]));
+  const offsets = new Map(
+    lab.exp.guests.map((g) => [g.name, fs.existsSync(serial(g.name)) ? fs.statSync(serial(g.name)).size : 0]),
+  );
   const t0 = Date.now();
   await Promise.all(lab.exp.guests.map((g) => move(lab, g.name, bed.at, to)));
   const ms = Date.now() - t0;
@@ -66,7 +74,12 @@ async function moveAndCheck(bed: Bed, n: number): Promise<void> {
   await new Promise((r) => setTimeout(r, 3000));
   for (const g of lab.exp.guests) {
     bed.moves++;
-    const hits = fs.readFileSync(serial(g.name)).subarray(offsets.get(g.name) ?? 0).toString().split("\n").filter((l) => MARK.test(l));
+    const hits = fs
+      .readFileSync(serial(g.name))
+      .subarray(offsets.get(g.name) ?? 0)
+      .toString()
+      .split("\n")
+      .filter((l) => MARK.test(l));
     console.log(`${bed.name} move ${n} ${g.name} -> ${to} ${ms} ms ${hits.length ? `BROKEN ${hits[0].trim()}` : "ok"}`);
     if (!hits.length) continue;
     bed.broken.push(`${n} ${g.name}: ${hits[0].trim()}`);
@@ -86,8 +99,11 @@ async function main(): Promise<void> {
     for (const name of ["padded", "exact"] as const) beds.push(await openBed(name));
     for (let n = 1; n <= MOVES; n++) for (const bed of beds) await moveAndCheck(bed, n);
   } finally {
-    console.log(`\nguests broken by a move (2 guests per move, ${MBIT ? `${MBIT} Mbit/s inter-DC link` : "unshaped link"}, TCG):`);
-    for (const b of beds) console.log(`${b.name.padEnd(7)} ${b.broken.length}/${b.moves} broken  ${b.broken.join(" ;; ")}`);
+    console.log(
+      `\nguests broken by a move (2 guests per move, ${MBIT ? `${MBIT} Mbit/s inter-DC link` : "unshaped link"}, TCG):`,
+    );
+    for (const b of beds)
+      console.log(`${b.name.padEnd(7)} ${b.broken.length}/${b.moves} broken  ${b.broken.join(" ;; ")}`);
     for (const b of beds) {
       for (const p of b.probes) await p.stop().catch(() => undefined);
       await b.lab.destroy();

@@ -80,12 +80,37 @@ async function main(): Promise<void> {
   };
   const sipp = (rate: number, calls: number): Promise<SippResult> =>
     runSipp(
-      [`127.0.0.1:${port}`, "-sf", SCENARIO, "-s", "dc2", "-t", "u1", "-i", "127.0.0.1", "-r", String(rate), "-m", String(calls), "-l", String(Math.max(50, rate * 2)), "-recv_timeout", "5000", "-timeout", String(Math.ceil(calls / rate) * 3 + 30), "-trace_rtt", "-rtt_freq", "1"],
+      [
+        `127.0.0.1:${port}`,
+        "-sf",
+        SCENARIO,
+        "-s",
+        "dc2",
+        "-t",
+        "u1",
+        "-i",
+        "127.0.0.1",
+        "-r",
+        String(rate),
+        "-m",
+        String(calls),
+        "-l",
+        String(Math.max(50, rate * 2)),
+        "-recv_timeout",
+        "5000",
+        "-timeout",
+        String(Math.ceil(calls / rate) * 3 + 30),
+        "-trace_rtt",
+        "-rtt_freq",
+        "1",
+      ],
       (Math.ceil(calls / rate) * 3 + 60) * 1000,
     );
   try {
     await sipp(20, 40); // warm up V8 and the sip.js grammar
-    console.log(`destination agent + LoadDriver (arms nothing), full NRDL dialog over UDP, ${SECONDS} s per step, sipp on the same ${os.cpus().length}-core machine`);
+    console.log(
+      `destination agent + LoadDriver (arms nothing), full NRDL dialog over UDP, ${SECONDS} s per step, sipp on the same ${os.cpus().length}-core machine`,
+    );
     console.log("rate/s   calls  completed  failed  p50-ms  p99-ms  max-ms  armed-left");
     let best = 0;
     for (const rate of RATES) {
@@ -93,8 +118,19 @@ async function main(): Promise<void> {
       await settle();
       const r = await sipp(rate, calls);
       const times = [...r.responseTimesMs].sort((a, b) => a - b);
-      const row = [rate, calls, r.successful, r.failed, percentile(times, 50), percentile(times, 99), times[times.length - 1] ?? NaN, driver.armedCount];
-      console.log(row.map((v, i) => String(v).padStart(i === 0 ? 6 : i === 1 ? 7 : [9, 6, 6, 6, 6, 10][i - 2])).join("  "));
+      const row = [
+        rate,
+        calls,
+        r.successful,
+        r.failed,
+        percentile(times, 50),
+        percentile(times, 99),
+        times[times.length - 1] ?? NaN,
+        driver.armedCount,
+      ];
+      console.log(
+        row.map((v, i) => String(v).padStart(i === 0 ? 6 : i === 1 ? 7 : [9, 6, 6, 6, 6, 10][i - 2])).join("  "),
+      );
       if (r.failed !== 0 || r.successful !== calls) {
         if (r.successful === 0) console.log(r.output.slice(-1500)); // nothing works: show sipp's reason
         break;
@@ -107,7 +143,8 @@ async function main(): Promise<void> {
     const batch = async (calls: number): Promise<number> => {
       await settle();
       const r = await sipp(rate, calls);
-      if (r.failed || r.successful !== calls) console.log(`memory run at ${rate}/s: ${r.successful} of ${calls} completed, ${r.failed} failed`);
+      if (r.failed || r.successful !== calls)
+        console.log(`memory run at ${rate}/s: ${r.successful} of ${calls} completed, ${r.failed} failed`);
       // what stays: after the dialogs ended and the 64*T1 caches of transactions and answers expired
       await settle();
       await new Promise((res) => setTimeout(res, 40_000));

@@ -34,10 +34,14 @@ function runSippOnce(args: string[], timeoutMs: number): Promise<SippResult> {
   const stat = path.join(dir, "stat.csv");
   const errors = path.join(dir, "err.log");
   return new Promise((resolve, reject) => {
-    const child = spawn("sipp", [...args, "-trace_stat", "-stf", stat, "-fd", "1", "-nostdin", "-trace_err", "-error_file", errors], {
-      cwd: dir,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const child = spawn(
+      "sipp",
+      [...args, "-trace_stat", "-stf", stat, "-fd", "1", "-nostdin", "-trace_err", "-error_file", errors],
+      {
+        cwd: dir,
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     let output = "";
     const keep = (d: Buffer): void => void (output = (output + d.toString()).slice(-20000));
     child.stdout.on("data", keep);

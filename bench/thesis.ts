@@ -39,7 +39,14 @@ const OUT = path.join(repoRoot(), "bench", "out", "thesis");
 
 function policyFor(strategy: Strategy) {
   // The agents' configuration defaults (lib/config/schema.ts).
-  return { strategy, maxParallel: strategy === "sequential" ? 1 : 4, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 120, onError: "abort" as const };
+  return {
+    strategy,
+    maxParallel: strategy === "sequential" ? 1 : 4,
+    bandwidthMbps: 0,
+    downtimeLimitMs: 300,
+    timeoutS: 120,
+    onError: "abort" as const,
+  };
 }
 
 async function hasRsvg(): Promise<boolean> {
@@ -74,7 +81,11 @@ async function openBed(name: ExperimentName): Promise<Bed> {
   }
 }
 
-async function runExperiment(name: ExperimentName, groups: Group[], timelines: Map<string, RunResult[]>): Promise<void> {
+async function runExperiment(
+  name: ExperimentName,
+  groups: Group[],
+  timelines: Map<string, RunResult[]>,
+): Promise<void> {
   let bed = await openBed(name);
   try {
     let at: HostName = "dc1";
@@ -84,14 +95,20 @@ async function runExperiment(name: ExperimentName, groups: Group[], timelines: M
         const repeats = linkMbit === 0 ? REPEATS : linkMbit <= 100 ? REPEATS_100M : REPEATS_1G;
         for (let i = 0; i < repeats; i++) {
           const to: HostName = at === "dc1" ? "dc2" : "dc1";
-          const r = await measureMove(bed.lab, bed.migrator, { from: at, to, policy: policyFor(strategy) }, { linkMbit, warmupMs: 400, tailMs: 1000 });
+          const r = await measureMove(
+            bed.lab,
+            bed.migrator,
+            { from: at, to, policy: policyFor(strategy) },
+            { linkMbit, warmupMs: 400, tailMs: 1000 },
+          );
           at = to;
           const id = `${name}-${strategy}-${linkMbit || "unshaped"}-${i + 1}`;
           fs.writeFileSync(path.join(OUT, `${id}.json`), JSON.stringify(r));
           const f = runFigures(r);
           group.runs.push(f);
           group.violations.push(...r.violations.map((v) => `${id}: ${v}`));
-          if (linkMbit === 0) timelines.set(`${name}-${strategy}`, [...(timelines.get(`${name}-${strategy}`) ?? []), r]);
+          if (linkMbit === 0)
+            timelines.set(`${name}-${strategy}`, [...(timelines.get(`${name}-${strategy}`) ?? []), r]);
           process.stderr.write(
             `${id}: interruption ${f.interruptionMs} ms (any down ${f.anyDownMs} ms), ping gap ${f.longestPingGapMs} ms, lost ${f.pingsLost}, wall ${f.wallMs} ms` +
               (r.violations.length ? `  VIOLATIONS: ${r.violations.join("; ")}` : "") +
@@ -102,7 +119,9 @@ async function runExperiment(name: ExperimentName, groups: Group[], timelines: M
             for (const host of HOSTS)
               for (const log of fs.readdirSync(bed.lab.runDir(host)).filter((f) => f.endsWith(".serial.log")))
                 fs.copyFileSync(path.join(bed.lab.runDir(host), log), path.join(OUT, `${id}-${host}-${log}`));
-            process.stderr.write(`${id}: guests' serial logs kept in ${path.relative(repoRoot(), OUT)}/${id}-*; rebuilding the testbed\n`);
+            process.stderr.write(
+              `${id}: guests' serial logs kept in ${path.relative(repoRoot(), OUT)}/${id}-*; rebuilding the testbed\n`,
+            );
             await bed.close();
             bed = await openBed(name);
             at = "dc1";
@@ -121,7 +140,9 @@ function typical(all: RunResult[]): RunResult {
   const clean = all.filter((r) => r.violations.length === 0);
   const runs = clean.length ? clean : all;
   const m = median(runs.map((r) => r.figures.interruptionMs));
-  return runs.reduce((best, r) => (Math.abs(r.figures.interruptionMs - m) < Math.abs(best.figures.interruptionMs - m) ? r : best));
+  return runs.reduce((best, r) =>
+    Math.abs(r.figures.interruptionMs - m) < Math.abs(best.figures.interruptionMs - m) ? r : best,
+  );
 }
 
 async function main(): Promise<void> {
@@ -151,7 +172,9 @@ async function main(): Promise<void> {
     "and / our total any-probe-down time (strictest); for exp2 also the thesis' video interruption / our UDP zero-bandwidth interval.",
     "",
     markdownTable(groups),
-    violations.length ? `Invariant violations:\n${violations.map((v) => `- ${v}`).join("\n")}\n` : "Invariants held in every run.\n",
+    violations.length
+      ? `Invariant violations:\n${violations.map((v) => `- ${v}`).join("\n")}\n`
+      : "Invariants held in every run.\n",
     `Figures: ${figures.map((f) => path.relative(repoRoot(), f)).join(", ")}`,
     "",
   ].join("\n");
@@ -167,6 +190,6 @@ for (const signal of ["SIGINT", "SIGTERM"] as const)
   });
 
 main().catch((err: unknown) => {
-  process.stderr.write(`bench:thesis: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+  process.stderr.write(`bench:thesis: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   process.exit(1);
 });

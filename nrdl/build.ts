@@ -40,7 +40,11 @@ function body(b: NrdlBody): string[] {
         ...element("destination", attrs({ uri: b.destinationUri }, [URI_ATTR])),
         ...element("policy", attrs(b.policy, ATTRS.policy)),
         ...b.vms.flatMap((vm) =>
-          element("vm", attrs(vm, ATTRS.vm), vm.dependsOn.flatMap((d) => element("depends-on", attrs({ vm: d }, [DEPENDS_ON_ATTR])))),
+          element(
+            "vm",
+            attrs(vm, ATTRS.vm),
+            vm.dependsOn.flatMap((d) => element("depends-on", attrs({ vm: d }, [DEPENDS_ON_ATTR]))),
+          ),
         ),
       ]);
     case "answer":
@@ -51,6 +55,10 @@ function body(b: NrdlBody): string[] {
     case "status":
       return b.statuses.flatMap((s) => element("status", attrs(s, ATTRS.status)));
     case "report":
-      return element("report", attrs(b, ATTRS.report), b.results.flatMap((r) => element("result", attrs(r, ATTRS.result))));
+      return element(
+        "report",
+        attrs(b, ATTRS.report),
+        b.results.flatMap((r) => element("result", attrs(r, ATTRS.result))),
+      );
   }
 }

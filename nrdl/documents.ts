@@ -34,7 +34,10 @@ export function offerDocument(input: OfferInput): NrdlDocument<Offer> {
  * control characters become spaces, length is capped, and it is never empty.
  */
 export function humanText(text: string, max = 1024): string {
-  const clean = text.replace(/[\p{Cc}\p{Cs}\uFFFE\uFFFF]+/gu, " ").replace(/\s+/g, " ").trim();
+  const clean = text
+    .replace(/[\p{Cc}\p{Cs}\uFFFE\uFFFF]+/gu, " ")
+    .replace(/\s+/g, " ")
+    .trim();
   if (!clean) return "unknown";
   return clean.length > max ? `${clean.slice(0, max - 1)}…` : clean;
 }

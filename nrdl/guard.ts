@@ -40,7 +40,11 @@ export function guardHostileInput(xml: string): Violation[] {
       if (xml[i + 1] === "/") depth = Math.max(0, depth - 1);
       else {
         if (depth + 1 > NRDL_MAX_DEPTH) {
-          report("depth", i, `elements nest deeper than ${NRDL_MAX_DEPTH} levels (the deepest NRDL path is ${DEPTH_PATH})`);
+          report(
+            "depth",
+            i,
+            `elements nest deeper than ${NRDL_MAX_DEPTH} levels (the deepest NRDL path is ${DEPTH_PATH})`,
+          );
         }
         if (xml[end - 2] !== "/") depth++;
       }
@@ -79,7 +83,8 @@ function checkDeclaration(pi: string, atStart: boolean, fail: (message: string) 
     fail("the XML declaration must come first");
   } else {
     const encoding = /\sencoding\s*=\s*["']([^"']*)["']/.exec(pi)?.[1];
-    if (encoding !== undefined && !/^utf-8$/i.test(encoding)) fail(`encoding must be UTF-8, got ${JSON.stringify(encoding)}`);
+    if (encoding !== undefined && !/^utf-8$/i.test(encoding))
+      fail(`encoding must be UTF-8, got ${JSON.stringify(encoding)}`);
   }
 }
 

@@ -57,20 +57,31 @@ export function parseNrdl(xml: string): ParseResult {
   const wellFormed = XMLValidator.validate(xml);
   if (wellFormed !== true) {
     const { line, col, msg } = wellFormed.err;
-    return { ok: false, violations: [{ path: "/", message: `malformed XML at line ${line}${col ? `, column ${col}` : ""}: ${msg}` }] };
+    return {
+      ok: false,
+      violations: [{ path: "/", message: `malformed XML at line ${line}${col ? `, column ${col}` : ""}: ${msg}` }],
+    };
   }
   let tree: OrderedEntry[];
   try {
     tree = xmlParser.parse(xml) as OrderedEntry[];
   } catch (err) {
     // The validator and the parser disagree on a few malformations; never let one escape as a throw.
-    return { ok: false, violations: [{ path: "/", message: `malformed XML: ${err instanceof Error ? err.message : String(err)}` }] };
+    return {
+      ok: false,
+      violations: [{ path: "/", message: `malformed XML: ${err instanceof Error ? err.message : String(err)}` }],
+    };
   }
   const ctx = new Context();
   const roots = toNodes(tree, "", ctx);
   if (roots.length !== 1 || roots[0].name !== "nrdl") {
     const found = roots.map((r) => `<${r.name}>`).join(", ") || "none";
-    return { ok: false, violations: [{ path: "/", message: `expected one root element <nrdl xmlns="${NRDL_NAMESPACE}">, found ${found}` }] };
+    return {
+      ok: false,
+      violations: [
+        { path: "/", message: `expected one root element <nrdl xmlns="${NRDL_NAMESPACE}">, found ${found}` },
+      ],
+    };
   }
   const doc = readDocument(roots[0], ctx);
   const reported = new Set(ctx.violations.map((v) => v.path));
@@ -139,7 +150,11 @@ function childrenOf(node: XNode, allowed: Record<string, Cardinality>, ctx: Cont
   for (const child of node.children) {
     const group = groups.get(child.name);
     if (group) group.push(child);
-    else ctx.add(child.path, `unexpected element <${child.name}>; <${node.name}> ${names.length ? `contains ${names.join(", ")}` : "has no child elements"}`);
+    else
+      ctx.add(
+        child.path,
+        `unexpected element <${child.name}>; <${node.name}> ${names.length ? `contains ${names.join(", ")}` : "has no child elements"}`,
+      );
   }
   for (const [name, cardinality] of Object.entries(allowed)) {
     const count = groups.get(name)?.length ?? 0;
@@ -160,7 +175,10 @@ function leaf(node: XNode, specs: readonly AttrSpec[], ctx: Context): Record<str
 function readDocument(root: XNode, ctx: Context): NrdlDocument {
   const { xmlns, ...attrs } = root.attrs;
   if (xmlns !== NRDL_NAMESPACE) {
-    ctx.add("/nrdl/@xmlns", `expected the namespace ${JSON.stringify(NRDL_NAMESPACE)}, got ${xmlns === undefined ? "none" : shown(xmlns)}`);
+    ctx.add(
+      "/nrdl/@xmlns",
+      `expected the namespace ${JSON.stringify(NRDL_NAMESPACE)}, got ${xmlns === undefined ? "none" : shown(xmlns)}`,
+    );
   }
   const head = readAttrs({ ...root, attrs }, ROOT_ATTRS, ctx);
   const groups = childrenOf(root, { offer: "many", answer: "many", report: "many", status: "many" }, ctx);
@@ -188,11 +206,23 @@ function readOffer(node: XNode, ctx: Context): Offer {
     const deps = childrenOf(vm, { "depends-on": "many" }, ctx).get("depends-on") ?? [];
     return { ...readAttrs(vm, ATTRS.vm, ctx), dependsOn: deps.map((d) => leaf(d, [DEPENDS_ON_ATTR], ctx).vm) };
   });
-  const policyNode = groups.get("policy")?.[0] ?? { name: "policy", path: "/nrdl/offer/policy", attrs: {}, children: [] };
+  const policyNode = groups.get("policy")?.[0] ?? {
+    name: "policy",
+    path: "/nrdl/offer/policy",
+    attrs: {},
+    children: [],
+  };
   const policy = leaf(policyNode, ATTRS.policy, ctx) as Partial<Policy>;
   // max-parallel defaults to 1 for sequential and to "all at once" otherwise.
-  if (!("max-parallel" in policyNode.attrs)) policy.maxParallel = policy.strategy === "sequential" ? 1 : Math.max(vms.length, 1);
-  return { kind: "offer", sourceUri: uriOf("source"), destinationUri: uriOf("destination"), policy, vms } as unknown as Offer;
+  if (!("max-parallel" in policyNode.attrs))
+    policy.maxParallel = policy.strategy === "sequential" ? 1 : Math.max(vms.length, 1);
+  return {
+    kind: "offer",
+    sourceUri: uriOf("source"),
+    destinationUri: uriOf("destination"),
+    policy,
+    vms,
+  } as unknown as Offer;
 }
 
 function readAnswer(node: XNode, ctx: Context): NrdlBody {

@@ -154,7 +154,7 @@ export const DEPENDS_ON_ATTR = attr("vm", NAME, "required");
 
 /** Show a rejected value in a message without letting a 60 KiB attribute flood the output. */
 export function shown(value: unknown): string {
-  const text = typeof value === "string" ? value : JSON.stringify(value) ?? String(value);
+  const text = typeof value === "string" ? value : (JSON.stringify(value) ?? String(value));
   const cut = text.length > 40 ? `${text.slice(0, 40)}… (${text.length} characters)` : text;
   return JSON.stringify(cut);
 }

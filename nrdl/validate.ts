@@ -6,7 +6,15 @@
  */
 import { TeleportError } from "../lib/errors";
 import { ATTRS, DEPENDS_ON_ATTR, ROOT_ATTRS, URI_ATTR, shown, type AttrSpec } from "./schema";
-import { SUPPORTED_VERSIONS, type Answer, type NrdlDocument, type Offer, type Report, type StatusReport, type Violation } from "./types";
+import {
+  SUPPORTED_VERSIONS,
+  type Answer,
+  type NrdlDocument,
+  type Offer,
+  type Report,
+  type StatusReport,
+  type Violation,
+} from "./types";
 
 export function formatViolation(v: Violation): string {
   return `${v.path}: ${v.message}`;
@@ -16,7 +24,11 @@ export function formatViolation(v: Violation): string {
 export function validateNrdl(doc: NrdlDocument): Violation[] {
   const out: Violation[] = [];
   checkAttrs(doc, ROOT_ATTRS, "/nrdl", out);
-  if (typeof doc.version === "number" && Number.isSafeInteger(doc.version) && !SUPPORTED_VERSIONS.includes(doc.version)) {
+  if (
+    typeof doc.version === "number" &&
+    Number.isSafeInteger(doc.version) &&
+    !SUPPORTED_VERSIONS.includes(doc.version)
+  ) {
     out.push({
       path: "/nrdl/@version",
       message: `unsupported version ${doc.version}; this build speaks NRDL version ${SUPPORTED_VERSIONS.join(", ")}`,
@@ -43,7 +55,10 @@ function checkAttrs(obj: object, specs: readonly AttrSpec[], path: string, out: 
     const value = values[spec.key];
     if (value === undefined) {
       if (spec.use !== "optional") {
-        out.push({ path: `${path}/@${spec.attr}`, message: `required attribute missing; expected ${spec.codec.expected}` });
+        out.push({
+          path: `${path}/@${spec.attr}`,
+          message: `required attribute missing; expected ${spec.codec.expected}`,
+        });
       }
     } else if (!spec.codec.accepts(value)) {
       out.push({ path: `${path}/@${spec.attr}`, message: `expected ${spec.codec.expected}, got ${shown(value)}` });
@@ -75,18 +90,30 @@ function validateOffer(offer: Offer, out: Violation[]): void {
   else {
     checkAttrs(policy, ATTRS.policy, "/nrdl/offer/policy", out);
     if (policy.strategy === "sequential" && policy.maxParallel !== undefined && policy.maxParallel !== 1) {
-      out.push({ path: "/nrdl/offer/policy/@max-parallel", message: `expected 1 when strategy is sequential, got ${shown(policy.maxParallel)}` });
+      out.push({
+        path: "/nrdl/offer/policy/@max-parallel",
+        message: `expected 1 when strategy is sequential, got ${shown(policy.maxParallel)}`,
+      });
     }
   }
   const vms = indexed<Offer["vms"][number]>(offer.vms, "/nrdl/offer/vm");
-  if (vms.length === 0) out.push({ path: "/nrdl/offer/vm[1]", message: "required element missing; an offer names at least one <vm>" });
+  if (vms.length === 0)
+    out.push({ path: "/nrdl/offer/vm[1]", message: "required element missing; an offer names at least one <vm>" });
   for (const { item: vm, path } of vms) {
     checkAttrs(vm, ATTRS.vm, path, out);
     const deps = indexed<string>(vm.dependsOn, `${path}/depends-on`);
     for (const dep of deps) checkAttrs({ vm: dep.item }, [DEPENDS_ON_ATTR], dep.path, out);
-    checkUnique(deps.map((d) => ({ name: d.item, path: `${d.path}/@vm` })), "depends-on", out);
+    checkUnique(
+      deps.map((d) => ({ name: d.item, path: `${d.path}/@vm` })),
+      "depends-on",
+      out,
+    );
   }
-  checkUnique(vms.map((v) => ({ name: v.item.name, path: `${v.path}/@name` })), "VM name", out);
+  checkUnique(
+    vms.map((v) => ({ name: v.item.name, path: `${v.path}/@name` })),
+    "VM name",
+    out,
+  );
   checkDependencies(vms, out);
 }
 
@@ -146,20 +173,37 @@ function validateAnswer(answer: Answer, out: Violation[]): void {
   }
   for (const a of armed) checkAttrs(a.item, ATTRS.armed, a.path, out);
   for (const r of rejected) checkAttrs(r.item, ATTRS.rejected, r.path, out);
-  checkUnique([...armed, ...rejected].map((e) => ({ name: e.item.vm, path: `${e.path}/@vm` })), "VM", out);
+  checkUnique(
+    [...armed, ...rejected].map((e) => ({ name: e.item.vm, path: `${e.path}/@vm` })),
+    "VM",
+    out,
+  );
 }
 
 function validateStatus(body: StatusReport, out: Violation[]): void {
   const statuses = indexed<StatusReport["statuses"][number]>(body.statuses, "/nrdl/status");
-  if (statuses.length === 0) out.push({ path: "/nrdl/status[1]", message: "required element missing; a status body has at least one <status>" });
+  if (statuses.length === 0)
+    out.push({ path: "/nrdl/status[1]", message: "required element missing; a status body has at least one <status>" });
   for (const s of statuses) checkAttrs(s.item, ATTRS.status, s.path, out);
-  checkUnique(statuses.map((s) => ({ name: s.item.vm, path: `${s.path}/@vm` })), "VM", out);
+  checkUnique(
+    statuses.map((s) => ({ name: s.item.vm, path: `${s.path}/@vm` })),
+    "VM",
+    out,
+  );
 }
 
 function validateReport(report: Report, out: Violation[]): void {
   checkAttrs(report, ATTRS.report, "/nrdl/report", out);
   const results = indexed<Report["results"][number]>(report.results, "/nrdl/report/result");
-  if (results.length === 0) out.push({ path: "/nrdl/report/result[1]", message: "required element missing; a report has at least one <result>" });
+  if (results.length === 0)
+    out.push({
+      path: "/nrdl/report/result[1]",
+      message: "required element missing; a report has at least one <result>",
+    });
   for (const r of results) checkAttrs(r.item, ATTRS.result, r.path, out);
-  checkUnique(results.map((r) => ({ name: r.item.vm, path: `${r.path}/@vm` })), "VM", out);
+  checkUnique(
+    results.map((r) => ({ name: r.item.vm, path: `${r.path}/@vm` })),
+    "VM",
+    out,
+  );
 }

@@ -14,7 +14,11 @@ export interface CommonOptions {
 /** --config, --sip-trace, --log-level, --log-format: every command that runs an agent takes them. */
 export function withCommonOptions(cmd: Command): Command {
   return cmd
-    .option("-c, --config <file>", "this host's configuration (JSON); defaults work on loopback", process.env.SIP_TELEPORT_CONFIG)
+    .option(
+      "-c, --config <file>",
+      "this host's configuration (JSON); defaults work on loopback",
+      process.env.SIP_TELEPORT_CONFIG,
+    )
     .option("--sip-trace", "log every SIP message sent and received (credentials masked)")
     .option("--log-level <level>", "error | warn | info | verbose | debug")
     .option("--log-format <format>", "text | json");

@@ -8,8 +8,12 @@ import { hostOf } from "../wiring";
 
 /** Kernels, initrds and disks the inventory names but this machine does not hold. */
 function missingImages(vms: readonly VmDefinition[]): string[] {
-  const files = vms.flatMap((vm) => (["kernel", "initrd", "disk"] as const).map((field) => ({ vm: vm.name, field, file: vm[field] })));
-  return files.filter((f) => f.file !== undefined && !existsSync(f.file)).map((f) => `inventory: vm ${f.vm}: ${f.field} ${f.file} does not exist`);
+  const files = vms.flatMap((vm) =>
+    (["kernel", "initrd", "disk"] as const).map((field) => ({ vm: vm.name, field, file: vm[field] })),
+  );
+  return files
+    .filter((f) => f.file !== undefined && !existsSync(f.file))
+    .map((f) => `inventory: vm ${f.vm}: ${f.field} ${f.file} does not exist`);
 }
 
 /**
@@ -40,7 +44,10 @@ export function registerConfigCommands(program: Command): void {
     .argument("<file>", "a host configuration (JSON)")
     .option("--no-images", "do not require the VMs' kernel, initrd and disk files to exist on this machine")
     .description("explain every problem in a configuration, its inventory, its VM images and its hypervisors")
-    .addHelpText("after", "\nExamples:\n  $ sip-teleport config check /etc/sip-teleport/dc2.json\n  $ sip-teleport config check --no-images deploy/config/dc2.json   # before the images are copied")
+    .addHelpText(
+      "after",
+      "\nExamples:\n  $ sip-teleport config check /etc/sip-teleport/dc2.json\n  $ sip-teleport config check --no-images deploy/config/dc2.json   # before the images are copied",
+    )
     .action(async (file: string, o: { images: boolean }) => {
       const problems = await checkConfig(file, { images: o.images });
       if (problems.length === 0) {
@@ -54,10 +61,17 @@ export function registerConfigCommands(program: Command): void {
     .command("show")
     .argument("[file]", "a host configuration (JSON); none = the built-in defaults")
     .description("print the effective configuration, defaults filled in, secrets masked")
-    .addHelpText("after", "\nExample:\n  $ sip-teleport config show > /etc/sip-teleport/dc2.json   # start from the defaults")
+    .addHelpText(
+      "after",
+      "\nExample:\n  $ sip-teleport config show > /etc/sip-teleport/dc2.json   # start from the defaults",
+    )
     .action((file?: string) => {
       const cfg = loadConfig(file);
-      const masked = JSON.stringify(cfg, (k, v: unknown) => (k === "password" || (k === "users" && v && typeof v === "object") ? maskValues(v) : v), 2);
+      const masked = JSON.stringify(
+        cfg,
+        (k, v: unknown) => (k === "password" || (k === "users" && v && typeof v === "object") ? maskValues(v) : v),
+        2,
+      );
       process.stdout.write(masked + "\n");
     });
 }

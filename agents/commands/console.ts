@@ -11,7 +11,10 @@ interface ConsoleCommandOptions extends CommonOptions {
 export function registerConsoleCommand(program: Command): void {
   withCommonOptions(program.command("console"))
     .description("serve the operator console: a page and JSON API to Call, Migrate and Bye, and SIP MESSAGE triggers")
-    .option("--http <address:port>", "where the page and API listen (default: console.http of the config, 127.0.0.1:8080)")
+    .option(
+      "--http <address:port>",
+      "where the page and API listen (default: console.http of the config, 127.0.0.1:8080)",
+    )
     .addHelpText(
       "after",
       `
@@ -33,7 +36,8 @@ Examples:
         const where = listenersText(sip.listeners);
         const page = running.token ? `${running.url}#token=${running.token}` : running.url;
         process.stdout.write(`console at ${page}\nSIP as ${cfg.sip.aor} on ${where}\n`);
-        if (running.tokenGenerated) process.stdout.write(`API token (generated; set console.token to keep one): ${running.token}\n`);
+        if (running.tokenGenerated)
+          process.stdout.write(`API token (generated; set console.token to keep one): ${running.token}\n`);
         stopOnSignals(async () => {
           await running.stop();
           await sip.stop();

@@ -64,7 +64,10 @@ function startDestination(configFile: string, logFile: string): Promise<ChildPro
   const log = fs.openSync(logFile, "w");
   const child = spawn(process.execPath, [cli, "listen", "-c", configFile], { stdio: ["ignore", "pipe", log] });
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new TeleportError(500, "the destination agent did not start", [`see ${logFile}`])), 15000);
+    const timer = setTimeout(
+      () => reject(new TeleportError(500, "the destination agent did not start", [`see ${logFile}`])),
+      15000,
+    );
     child.stdout?.on("data", (d: Buffer) => {
       if (d.toString().includes("listening as")) {
         clearTimeout(timer);
@@ -73,7 +76,9 @@ function startDestination(configFile: string, logFile: string): Promise<ChildPro
     });
     child.once("exit", (code) => {
       clearTimeout(timer);
-      reject(new TeleportError(500, `the destination agent exited (${code})`, [fs.readFileSync(logFile, "utf8").trim()]));
+      reject(
+        new TeleportError(500, `the destination agent exited (${code})`, [fs.readFileSync(logFile, "utf8").trim()]),
+      );
     });
   });
 }
@@ -95,19 +100,31 @@ export async function runDemo(opts: { keep?: boolean }): Promise<number> {
   const dstHost = hostOf(dc2, logger);
   const qemu = src.driver("qemu");
   const avail = qemu ? await qemu.available() : { ok: false, detail: "no QEMU driver" };
-  if (!avail.ok) throw new TeleportError(503, "QEMU is not usable here", [avail.detail, "install it: apt-get install -y --no-install-recommends qemu-system-x86"]);
+  if (!avail.ok)
+    throw new TeleportError(503, "QEMU is not usable here", [
+      avail.detail,
+      "install it: apt-get install -y --no-install-recommends qemu-system-x86",
+    ]);
 
   let destination: ChildProcess | undefined;
   const sip = sipOf(dc1, logger, { ephemeral: true });
   const trace: TraceEvent[] = [];
   sip.onTrace((e) => trace.push(e));
   try {
-    say(`* starting the destination agent (dc2) as its own process: sip:dc2@127.0.0.1:${sipPort} (log: ${path.relative(root, dir)}/dc2.log)`);
+    say(
+      `* starting the destination agent (dc2) as its own process: sip:dc2@127.0.0.1:${sipPort} (log: ${path.relative(root, dir)}/dc2.log)`,
+    );
     destination = await startDestination(files.dc2, path.join(dir, "dc2.log"));
     say(`* booting ${VMS.map((v) => v.name).join(" and ")} under QEMU on dc1 (${path.relative(root, dc1.runDir)})`);
     await Promise.all(VMS.map((v) => qemu?.start(v.name)));
     await sip.start();
-    const agent = new SourceAgent({ sip, host: src, hostName: dc1.host, logger, answerTimeoutS: dc1.timers.answerTimeoutS });
+    const agent = new SourceAgent({
+      sip,
+      host: src,
+      hostName: dc1.host,
+      logger,
+      answerTimeoutS: dc1.timers.answerTimeoutS,
+    });
     const display = new ProgressDisplay(process.stdout.isTTY ? "tty" : "plain");
     const summary = await agent.migrate(
       { to: `sip:dc2@127.0.0.1:${sipPort}`, vms: VMS.map((v) => v.name), policy: { ...dc1.defaults, maxParallel: 1 } },
@@ -122,9 +139,13 @@ export async function runDemo(opts: { keep?: boolean }): Promise<number> {
       const on = [
         ["dc1", dc1.runDir],
         ["dc2", dc2.runDir],
-      ].filter(([, d]) => livePid(path.join(d, `${v.name}.pid`)) !== undefined).map(([h]) => h);
+      ]
+        .filter(([, d]) => livePid(path.join(d, `${v.name}.pid`)) !== undefined)
+        .map(([h]) => h);
       const state = await dstHost.find(v.name)?.driver.state(v.name);
-      say(`  ${v.name.padEnd(8)} ${on.join(", ") || "nowhere"}${on.length === 1 && on[0] === "dc2" ? ` (${state})` : ""}`);
+      say(
+        `  ${v.name.padEnd(8)} ${on.join(", ") || "nowhere"}${on.length === 1 && on[0] === "dc2" ? ` (${state})` : ""}`,
+      );
       ok &&= on.length === 1 && on[0] === "dc2" && state === "running";
     }
     say(ok ? "\ndemo: OK" : "\ndemo: FAILED");
@@ -133,7 +154,12 @@ export async function runDemo(opts: { keep?: boolean }): Promise<number> {
     await sip.stop().catch(() => undefined);
     destination?.kill("SIGTERM");
     if (!opts.keep) {
-      for (const h of [src, dstHost]) for (const v of VMS) await h.find(v.name)?.driver.stop(v.name).catch(() => undefined);
+      for (const h of [src, dstHost])
+        for (const v of VMS)
+          await h
+            .find(v.name)
+            ?.driver.stop(v.name)
+            .catch(() => undefined);
       say("* stopped the demo VMs (use --keep to leave them running on dc2)");
     }
   }
@@ -142,7 +168,9 @@ export async function runDemo(opts: { keep?: boolean }): Promise<number> {
 export function registerDemoCommand(program: Command): void {
   program
     .command("demo")
-    .description("migrate two real QEMU VMs between two local hosts over SIP (the quick start; needs QEMU, nothing external)")
+    .description(
+      "migrate two real QEMU VMs between two local hosts over SIP (the quick start; needs QEMU, nothing external)",
+    )
     .option("--keep", "leave the VMs running on dc2 afterwards (stop them with `sip-teleport vm stop`)")
     .addHelpText("after", "\nExample:\n  $ npm run demo        # or: sip-teleport demo")
     .action(async (o: { keep?: boolean }) => {

@@ -29,7 +29,8 @@ export const EXIT = { moved: 0, notAllMoved: 1, invalid: 2, refused: 3 } as cons
 function num(name: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isFinite(n) || n < 0) throw new TeleportError(400, "invalid option", [`--${name} expects a non-negative number, got "${v}"`]);
+  if (!Number.isFinite(n) || n < 0)
+    throw new TeleportError(400, "invalid option", [`--${name} expects a non-negative number, got "${v}"`]);
   return n;
 }
 
@@ -45,7 +46,11 @@ export function registerMigrateCommand(program: Command): void {
     .option("--bandwidth-mbps <n>", "cap each migration's bandwidth (0 = unlimited)")
     .option("--downtime-limit-ms <n>", "the longest pause QEMU may take at switchover")
     .option("--timeout-s <n>", "give up on a VM that has not moved in n seconds (it keeps running here)")
-    .addOption(new Option("--on-error <rule>", "abort: stop everything on the first failure; continue: move the rest").choices([...ON_ERROR]))
+    .addOption(
+      new Option("--on-error <rule>", "abort: stop everything on the first failure; continue: move the rest").choices([
+        ...ON_ERROR,
+      ]),
+    )
     .option("--json", "JSON lines instead of a progress display (for scripts)")
     .option("--ladder", "print the SIP ladder of the dialog at the end")
     .addHelpText(
@@ -76,7 +81,8 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
     let plan: Offer | undefined;
     if (o.plan) {
       const doc = parseNrdlOrThrow(readFileSync(o.plan, "utf8"));
-      if (doc.body.kind !== "offer") throw new TeleportError(400, "invalid plan", [`${o.plan} holds an <${doc.body.kind}>, not an <offer>`]);
+      if (doc.body.kind !== "offer")
+        throw new TeleportError(400, "invalid plan", [`${o.plan} holds an <${doc.body.kind}>, not an <offer>`]);
       plan = doc.body;
     } else if (vms.length === 0) {
       throw new TeleportError(400, "nothing to migrate", ["name VMs, or give --plan FILE"]);
@@ -94,7 +100,13 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
     };
     const sip = sipOf(cfg, logger, { ephemeral: true, outboundProxy: o.proxy, trace: o.sipTrace });
     sip.onTrace((e) => trace.push(e));
-    const agent = new SourceAgent({ sip, host: hostOf(cfg, logger), hostName: cfg.host, logger, answerTimeoutS: cfg.timers.answerTimeoutS });
+    const agent = new SourceAgent({
+      sip,
+      host: hostOf(cfg, logger),
+      hostName: cfg.host,
+      logger,
+      answerTimeoutS: cfg.timers.answerTimeoutS,
+    });
     const mode: DisplayMode = o.json ? "json" : process.stdout.isTTY ? "tty" : "plain";
     const display = new ProgressDisplay(mode);
     const ac = new AbortController();

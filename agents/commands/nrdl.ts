@@ -1,6 +1,14 @@
 import { readFile } from "node:fs/promises";
 import { Argument, type Command } from "commander";
-import { EXAMPLES, buildNrdl, exampleOffer, formatViolation, parseNrdl, type ExampleName, type NrdlDocument } from "../../nrdl";
+import {
+  EXAMPLES,
+  buildNrdl,
+  exampleOffer,
+  formatViolation,
+  parseNrdl,
+  type ExampleName,
+  type NrdlDocument,
+} from "../../nrdl";
 import type { CliIo } from "../io";
 
 /** Exit status of `nrdl validate` for an invalid document (1 stays "could not run"). */
@@ -10,7 +18,9 @@ export const EXIT_INVALID = 2;
 export function registerNrdlCommands(program: Command, io: CliIo): void {
   const nrdl = program
     .command("nrdl")
-    .description("work with NRDL documents, the application/nrdl+xml bodies of every sip-teleport dialog (spec: nrdl/SPEC.md)")
+    .description(
+      "work with NRDL documents, the application/nrdl+xml bodies of every sip-teleport dialog (spec: nrdl/SPEC.md)",
+    )
     .addHelpText(
       "after",
       `
@@ -47,7 +57,12 @@ Examples:
   nrdl
     .command("example")
     .description("print a valid NRDL offer for one of the thesis experiments")
-    .addArgument(new Argument("<name>", "exp1: router1, router2; exp2: router1, video; exp3: firewall, router-switch, storage, web").choices(EXAMPLES))
+    .addArgument(
+      new Argument(
+        "<name>",
+        "exp1: router1, router2; exp2: router1, video; exp3: firewall, router-switch, storage, web",
+      ).choices(EXAMPLES),
+    )
     .addHelpText("after", "\nExample:\n  $ sip-teleport nrdl example exp2 > offer.xml")
     .action((name: ExampleName) => io.out(buildNrdl(exampleOffer(name))));
 }

@@ -22,14 +22,28 @@ function openHost(opts: VmOptions): Host {
 
 function find(host: Host, name: string) {
   const vm = host.find(name);
-  if (!vm) throw new TeleportError(404, `VM ${name} is not defined on this host`, [`defined: ${host.inventory().map((v) => v.name).join(", ") || "none"}`]);
+  if (!vm)
+    throw new TeleportError(404, `VM ${name} is not defined on this host`, [
+      `defined: ${
+        host
+          .inventory()
+          .map((v) => v.name)
+          .join(", ") || "none"
+      }`,
+    ]);
   return vm;
 }
 
 async function statusLines(host: Host, names?: string[]) {
   const vms = names ? names.map((n) => find(host, n).def) : host.inventory();
   return Promise.all(
-    vms.map(async (vm) => ({ name: vm.name, hypervisor: vm.hypervisor, role: vm.role, memoryMib: vm.memoryMib, state: await find(host, vm.name).driver.state(vm.name) })),
+    vms.map(async (vm) => ({
+      name: vm.name,
+      hypervisor: vm.hypervisor,
+      role: vm.role,
+      memoryMib: vm.memoryMib,
+      state: await find(host, vm.name).driver.state(vm.name),
+    })),
   );
 }
 
@@ -39,7 +53,10 @@ function print(rows: Awaited<ReturnType<typeof statusLines>>, json: boolean | un
     return;
   }
   const width = Math.max(4, ...rows.map((r) => r.name.length));
-  for (const r of rows) process.stdout.write(`${r.name.padEnd(width)}  ${r.state.padEnd(14)} ${r.hypervisor} ${r.role} ${r.memoryMib} MiB\n`);
+  for (const r of rows)
+    process.stdout.write(
+      `${r.name.padEnd(width)}  ${r.state.padEnd(14)} ${r.hypervisor} ${r.role} ${r.memoryMib} MiB\n`,
+    );
 }
 
 /** `sip-teleport vm start|stop|list|status`: manage this host's VMs, which outlive any agent. */
@@ -56,20 +73,28 @@ Examples:
     );
   const common = (c: Command) =>
     c
-      .option("-c, --config <file>", "this host's configuration (its inventory and run dir)", process.env.SIP_TELEPORT_CONFIG)
+      .option(
+        "-c, --config <file>",
+        "this host's configuration (its inventory and run dir)",
+        process.env.SIP_TELEPORT_CONFIG,
+      )
       .option("-i, --inventory <file>", "this host's VM definitions (JSON), instead of the config's")
       .option("-r, --run-dir <dir>", "where pidfiles, monitors and serial logs live, instead of the config's")
       .option("--json", "print JSON");
-  common(vm.command("start <name>").description("start a VM defined in the inventory")).action(async (name: string, opts: VmOptions) => {
-    const host = openHost(opts);
-    await find(host, name).driver.start(name);
-    print(await statusLines(host, [name]), opts.json);
-  });
-  common(vm.command("stop <name>").description("stop a VM (its process ends)")).action(async (name: string, opts: VmOptions) => {
-    const host = openHost(opts);
-    await find(host, name).driver.stop(name);
-    print(await statusLines(host, [name]), opts.json);
-  });
+  common(vm.command("start <name>").description("start a VM defined in the inventory")).action(
+    async (name: string, opts: VmOptions) => {
+      const host = openHost(opts);
+      await find(host, name).driver.start(name);
+      print(await statusLines(host, [name]), opts.json);
+    },
+  );
+  common(vm.command("stop <name>").description("stop a VM (its process ends)")).action(
+    async (name: string, opts: VmOptions) => {
+      const host = openHost(opts);
+      await find(host, name).driver.stop(name);
+      print(await statusLines(host, [name]), opts.json);
+    },
+  );
   common(vm.command("status <name>").description("one VM's state")).action(async (name: string, opts: VmOptions) => {
     print(await statusLines(openHost(opts), [name]), opts.json);
   });

@@ -42,7 +42,8 @@ export class ApiAuth {
   check(req: IncomingMessage, url: URL): AccessDecision | undefined {
     if (isLoopback(this.bindAddress)) {
       const host = (req.headers.host ?? "").replace(/:\d+$/, "");
-      if (!isLoopback(host)) return { status: 421, reason: `this console answers to its loopback address, not to Host "${host}"` };
+      if (!isLoopback(host))
+        return { status: 421, reason: `this console answers to its loopback address, not to Host "${host}"` };
     }
     if (req.method === "POST" && !/^application\/json\b/i.test(req.headers["content-type"] ?? "")) {
       return { status: 415, reason: "POST bodies must be application/json" };

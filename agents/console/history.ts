@@ -40,7 +40,10 @@ export interface HistoryRecord {
   timelines: VmTimeline[];
 }
 
-export type HistoryEntry = Pick<HistoryRecord, "id" | "migrationId" | "to" | "by" | "startedAt" | "endedAt" | "outcome">;
+export type HistoryEntry = Pick<
+  HistoryRecord,
+  "id" | "migrationId" | "to" | "by" | "startedAt" | "endedAt" | "outcome"
+>;
 
 const ID = /^\d{13}-[0-9a-f]{8}$/;
 
@@ -69,11 +72,25 @@ export class HistoryStore {
     } catch {
       return [];
     }
-    const ids = names.filter((n) => n.endsWith(".json")).map((n) => n.slice(0, -5)).filter((id) => ID.test(id)).sort().reverse();
+    const ids = names
+      .filter((n) => n.endsWith(".json"))
+      .map((n) => n.slice(0, -5))
+      .filter((id) => ID.test(id))
+      .sort()
+      .reverse();
     const entries: HistoryEntry[] = [];
     for (const id of ids) {
       const r = await this.get(id).catch(() => undefined);
-      if (r) entries.push({ id: r.id, migrationId: r.migrationId, to: r.to, by: r.by, startedAt: r.startedAt, endedAt: r.endedAt, outcome: r.outcome });
+      if (r)
+        entries.push({
+          id: r.id,
+          migrationId: r.migrationId,
+          to: r.to,
+          by: r.by,
+          startedAt: r.startedAt,
+          endedAt: r.endedAt,
+          outcome: r.outcome,
+        });
     }
     return entries;
   }

@@ -33,7 +33,13 @@ export interface RunningConsole {
 
 export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
   const logger = o.logger.child({ agent: "console" });
-  const agent = new SourceAgent({ sip: o.sip, host: o.host, hostName: o.config.host, logger, answerTimeoutS: o.config.timers.answerTimeoutS });
+  const agent = new SourceAgent({
+    sip: o.sip,
+    host: o.host,
+    hostName: o.config.host,
+    logger,
+    answerTimeoutS: o.config.timers.answerTimeoutS,
+  });
   await agent.recover();
   const history = new HistoryStore(o.config.stateDir);
   const line = new ConsoleLine(agent, history);
@@ -41,10 +47,22 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
   // the live ladder: every message the backend sends and receives
   const stopTrace = o.sip.onTrace((e) => line.trace(e));
   o.sip.setHandlers({ onMessage: (req, res) => trigger.handle(req, res) });
-  const server = new ConsoleServer({ config: o.config, host: o.host, line, history, logger, listen: o.listen ?? o.config.console.http });
+  const server = new ConsoleServer({
+    config: o.config,
+    host: o.host,
+    line,
+    history,
+    logger,
+    listen: o.listen ?? o.config.console.http,
+  });
   const url = await server.start();
   logger.info("console ready", { url });
-  return { url, token: server.token, tokenGenerated: server.tokenGenerated, line, stop: async () => {
+  return {
+    url,
+    token: server.token,
+    tokenGenerated: server.tokenGenerated,
+    line,
+    stop: async () => {
       stopTrace();
       await server.stop();
     },

@@ -18,7 +18,10 @@ const COMMAND = /^\s*migrate\s+([\w.-]+)\s+to\s+(sips?:\S+)\s*$/i;
 
 /** "completed mig-1a2b: router1 completed (downtime 31 ms), video completed (downtime 40 ms)" */
 export function outcomeText(s: MigrateSummary): string {
-  const vms = s.vms.map((v) => `${v.vm} ${v.state}${v.downtimeMs !== undefined ? ` (downtime ${v.downtimeMs} ms)` : v.reason ? ` (${v.reason})` : ""}`);
+  const vms = s.vms.map(
+    (v) =>
+      `${v.vm} ${v.state}${v.downtimeMs !== undefined ? ` (downtime ${v.downtimeMs} ms)` : v.reason ? ` (${v.reason})` : ""}`,
+  );
   return `${s.outcome} ${s.migrationId}: ${vms.join(", ")}`;
 }
 
@@ -46,7 +49,11 @@ export class MessageTrigger {
       this.opts.logger.warn("MESSAGE trigger refused", { from: req.fromUri, status, why });
       res.send(status, reason, { headers: { Warning: `399 sip-teleport "${why.replace(/"/g, "'")}"` } });
     };
-    const denied = this.access.check({ address: req.source.address, fromUri: req.fromUri, authenticatedUser: req.authenticatedUser });
+    const denied = this.access.check({
+      address: req.source.address,
+      fromUri: req.fromUri,
+      authenticatedUser: req.authenticatedUser,
+    });
     if (denied) return refuse(403, "Forbidden", denied);
     const type = (req.body?.contentType ?? "").split(";")[0].trim().toLowerCase();
     if (type !== "text/plain") return refuse(415, "Unsupported Media Type", "send text/plain: migrate PLAN to SIP-URI");
@@ -60,7 +67,8 @@ export class MessageTrigger {
       const e = TeleportError.from(err);
       return refuse(404, "Not Found", `${e.reason}; ${e.details.join("; ")}`);
     }
-    if (!ALLOWED.call.includes(this.opts.line.snapshot().phase)) return refuse(486, "Busy Here", "a migration is already on the line");
+    if (!ALLOWED.call.includes(this.opts.line.snapshot().phase))
+      return refuse(486, "Busy Here", "a migration is already on the line");
     res.send(202, "Accepted");
     const sender = bareUri(req.fromUri);
     this.opts.logger.info("MESSAGE trigger", { from: sender, plan: name, to });
@@ -80,7 +88,10 @@ export class MessageTrigger {
     try {
       await this.opts.sip.message(replyTo, { contentType: "text/plain", content: text });
     } catch (err) {
-      this.opts.logger.warn("could not send the outcome MESSAGE", { to: replyTo, error: TeleportError.from(err).message });
+      this.opts.logger.warn("could not send the outcome MESSAGE", {
+        to: replyTo,
+        error: TeleportError.from(err).message,
+      });
     }
   }
 }

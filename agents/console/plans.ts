@@ -12,7 +12,14 @@ import type { MigrateRequest } from "../source/agent";
 
 function defaultPolicy(cfg: HostConfig): Policy {
   const d = cfg.defaults;
-  return { strategy: d.strategy, maxParallel: d.maxParallel, bandwidthMbps: d.bandwidthMbps, downtimeLimitMs: d.downtimeLimitMs, timeoutS: d.timeoutS, onError: d.onError };
+  return {
+    strategy: d.strategy,
+    maxParallel: d.maxParallel,
+    bandwidthMbps: d.bandwidthMbps,
+    downtimeLimitMs: d.downtimeLimitMs,
+    timeoutS: d.timeoutS,
+    onError: d.onError,
+  };
 }
 
 /** The config's defaults overridden by what the operator chose; sequential means one at a time, whatever the width. */
@@ -31,16 +38,23 @@ const isExample = (name: string): name is ExampleName => (EXAMPLES as readonly s
 export function namedPlan(cfg: HostConfig, host: Host, name: string, to: string): MigrateRequest {
   const configured = cfg.console.plans[name];
   if (configured) {
-    return { to, vms: configured.vms, policy: policyOf(cfg, configured.strategy ? { strategy: configured.strategy } : {}) };
+    return {
+      to,
+      vms: configured.vms,
+      policy: policyOf(cfg, configured.strategy ? { strategy: configured.strategy } : {}),
+    };
   }
-  if (!isExample(name)) throw new TeleportError(404, `no plan named ${name}`, [`known plans: ${planNames(cfg).join(", ")}`]);
+  if (!isExample(name))
+    throw new TeleportError(404, `no plan named ${name}`, [`known plans: ${planNames(cfg).join(", ")}`]);
   const example = exampleOffer(name).body;
   const plan: Offer = {
     ...example,
     destinationUri: to,
     vms: example.vms.map((vm) => {
       const local = host.find(vm.name)?.def;
-      return local ? { ...vm, hypervisor: local.hypervisor, role: local.role, memoryMib: local.memoryMib, cpus: local.cpus } : vm;
+      return local
+        ? { ...vm, hypervisor: local.hypervisor, role: local.role, memoryMib: local.memoryMib, cpus: local.cpus }
+        : vm;
     }),
   };
   return { to, plan };

@@ -25,7 +25,12 @@ function staticDir(): string {
   return candidates.find((d) => existsSync(join(d, "index.html"))) ?? candidates[0];
 }
 
-const MIME: Record<string, string> = { ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml" };
+const MIME: Record<string, string> = {
+  ".html": "text/html; charset=utf-8",
+  ".js": "text/javascript; charset=utf-8",
+  ".css": "text/css; charset=utf-8",
+  ".svg": "image/svg+xml",
+};
 const MAX_BODY = 64 * 1024;
 /** State events are coalesced to at most one per this many ms per client (progress arrives faster). */
 const STATE_EVERY_MS = 100;
@@ -139,7 +144,8 @@ export class ConsoleServer {
     try {
       if (!url.pathname.startsWith("/api/")) return await this.serveStatic(req, url.pathname, res);
       const denied = this.auth.check(req, url);
-      if (denied) return send(res, denied.status, { error: { status: denied.status, reason: denied.reason, details: [] } });
+      if (denied)
+        return send(res, denied.status, { error: { status: denied.status, reason: denied.reason, details: [] } });
       await this.route(req, url, res);
     } catch (err) {
       const e = TeleportError.from(err);
@@ -157,7 +163,12 @@ export class ConsoleServer {
       case "GET /api/inventory":
         return send(res, 200, { vms: await this.inventory() });
       case "GET /api/destinations":
-        return send(res, 200, { destinations: config.console.destinations, plans: planNames(config), policy: policyOf(config), allowed: ALLOWED });
+        return send(res, 200, {
+          destinations: config.console.destinations,
+          plans: planNames(config),
+          policy: policyOf(config),
+          allowed: ALLOWED,
+        });
       case "GET /api/state":
         return send(res, 200, line.snapshot());
       case "GET /api/history":
@@ -168,7 +179,9 @@ export class ConsoleServer {
         return send(res, 200, await line.dial(this.callRequest(await readJson(req))));
       case "POST /api/migrate":
         // Runs for as long as the VMs take: answer at once, progress follows on /api/events.
-        line.migrate().catch((err: unknown) => this.opts.logger.warn("plan failed", { error: TeleportError.from(err).message }));
+        line
+          .migrate()
+          .catch((err: unknown) => this.opts.logger.warn("plan failed", { error: TeleportError.from(err).message }));
         return send(res, 202, line.snapshot());
       case "POST /api/bye":
         return send(res, 200, await line.bye());
@@ -185,7 +198,12 @@ export class ConsoleServer {
 
   private callRequest(raw: unknown): MigrateRequest {
     const parsed = callBody.safeParse(raw);
-    if (!parsed.success) throw new TeleportError(400, "invalid call", parsed.error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`));
+    if (!parsed.success)
+      throw new TeleportError(
+        400,
+        "invalid call",
+        parsed.error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`),
+      );
     const { to, vms, plan, policy } = parsed.data;
     if (plan) return namedPlan(this.opts.config, this.opts.host, plan, to);
     return { to, vms, policy: policyOf(this.opts.config, policy) };
@@ -194,8 +212,18 @@ export class ConsoleServer {
   private async inventory() {
     return Promise.all(
       this.opts.host.inventory().map(async (def) => {
-        const state = await this.opts.host.find(def.name)?.driver.state(def.name).catch(() => "unknown");
-        return { name: def.name, role: def.role, memoryMib: def.memoryMib, cpus: def.cpus, hypervisor: def.hypervisor, state };
+        const state = await this.opts.host
+          .find(def.name)
+          ?.driver.state(def.name)
+          .catch(() => "unknown");
+        return {
+          name: def.name,
+          role: def.role,
+          memoryMib: def.memoryMib,
+          cpus: def.cpus,
+          hypervisor: def.hypervisor,
+          state,
+        };
       }),
     );
   }
@@ -240,7 +268,11 @@ export class ConsoleServer {
     const body = await readFile(join(this.dir, name)).catch(() => {
       throw new TeleportError(404, `no such file ${pathname}`);
     });
-    res.writeHead(200, { "content-type": MIME[extname(name)], "cache-control": "no-cache", "x-content-type-options": "nosniff" });
+    res.writeHead(200, {
+      "content-type": MIME[extname(name)],
+      "cache-control": "no-cache",
+      "x-content-type-options": "nosniff",
+    });
     res.end(body);
   }
 }

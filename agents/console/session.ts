@@ -100,7 +100,9 @@ export class ConsoleLine {
 
   private require(action: keyof typeof ALLOWED): void {
     if (!ALLOWED[action].includes(this.state.phase)) {
-      throw new TeleportError(409, `cannot ${action} now`, [`the line is ${this.state.phase}; ${action} is possible when ${ALLOWED[action].join(" or ")}`]);
+      throw new TeleportError(409, `cannot ${action} now`, [
+        `the line is ${this.state.phase}; ${action} is possible when ${ALLOWED[action].join(" or ")}`,
+      ]);
     }
   }
 
@@ -229,8 +231,14 @@ export class ConsoleLine {
       onProgress: (p: MigrationProgress) => {
         const t = this.timeline(p.vm);
         t.samples.push({ at: Date.now(), bytes: p.transferredBytes, phase: p.phase });
-        if (t.samples.length > MAX_SAMPLES) t.samples = t.samples.filter((_, i) => i % 2 === 0 || i === t.samples.length - 1);
-        this.row(p.vm, { phase: p.phase, progress: p.progress, transferredBytes: p.transferredBytes, totalBytes: p.totalBytes });
+        if (t.samples.length > MAX_SAMPLES)
+          t.samples = t.samples.filter((_, i) => i % 2 === 0 || i === t.samples.length - 1);
+        this.row(p.vm, {
+          phase: p.phase,
+          progress: p.progress,
+          transferredBytes: p.transferredBytes,
+          totalBytes: p.totalBytes,
+        });
       },
       onOutcome: (o: VmOutcome) => {
         const t = this.timeline(o.vm);
@@ -239,7 +247,12 @@ export class ConsoleLine {
         if (o.state === "completed") {
           t.downtimeMs = o.result.downtimeMs;
           t.totalMs = o.result.totalMs;
-          this.row(o.vm, { phase: "completed", progress: 1, transferredBytes: o.result.transferredBytes, note: `downtime ${o.result.downtimeMs} ms` });
+          this.row(o.vm, {
+            phase: "completed",
+            progress: 1,
+            transferredBytes: o.result.transferredBytes,
+            note: `downtime ${o.result.downtimeMs} ms`,
+          });
         } else {
           this.row(o.vm, { phase: o.state, note: o.reason });
         }

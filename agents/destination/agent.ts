@@ -10,7 +10,15 @@ import { TeleportError } from "../../lib/errors";
 import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
 import { freePortInRange } from "../../lib/net/ports";
-import type { Dialog, IncomingRequest, InviteResponder, RequestRefusal, Responder, SipBackend, SipBody } from "../../lib/sip/backend";
+import type {
+  Dialog,
+  IncomingRequest,
+  InviteResponder,
+  RequestRefusal,
+  Responder,
+  SipBackend,
+  SipBody,
+} from "../../lib/sip/backend";
 import { DigestServer } from "../../lib/sip/digest";
 import { buildNrdl, formatViolation, humanText, parseNrdl } from "../../nrdl";
 import type { Armed, NrdlDocument, Offer, Rejected, Report, VmResult, VmStatus } from "../../nrdl/types";
@@ -118,12 +126,19 @@ export class DestinationAgent {
         if (!local) continue;
         const state = await local.driver.state(vm).catch(() => "absent" as const);
         if (state === "running") {
-          this.log.info("recovered: VM resumed here before the restart, keeping it", { vm, migrationId: entry.migrationId });
+          this.log.info("recovered: VM resumed here before the restart, keeping it", {
+            vm,
+            migrationId: entry.migrationId,
+          });
           // what the dead agent would have done on RESUME: drop the listener's leftovers (its migration key)
-          await local.driver.waitResumed(vm, 0).catch((err: unknown) => this.log.warn("settling a recovered VM failed", { vm, error: String(err) }));
+          await local.driver
+            .waitResumed(vm, 0)
+            .catch((err: unknown) => this.log.warn("settling a recovered VM failed", { vm, error: String(err) }));
         } else if (state !== "absent" && state !== "stopped") {
           this.log.warn("recovered: disarming orphaned listener", { vm, state, migrationId: entry.migrationId });
-          await local.driver.disarm(vm).catch((err: unknown) => this.log.error("disarm failed", { vm, error: String(err) }));
+          await local.driver
+            .disarm(vm)
+            .catch((err: unknown) => this.log.error("disarm failed", { vm, error: String(err) }));
         }
       }
       this.journal.remove(entry.callId);
@@ -137,27 +152,39 @@ export class DestinationAgent {
     const relayed = this.opts.config.limits.trustedProxies.includes(req.source.address);
     const sender = relayed ? `${req.fromUri} via ${req.source.address}` : req.source.address;
     const wait = this.inviteRate.take(sender);
-    if (wait !== undefined) throw new Overload(wait, `more than ${this.opts.config.limits.invitesPerSecond} INVITEs per second from ${sender}`);
+    if (wait !== undefined)
+      throw new Overload(
+        wait,
+        `more than ${this.opts.config.limits.invitesPerSecond} INVITEs per second from ${sender}`,
+      );
     const user = this.authenticate(req);
     const denied = this.access.check({ address: req.source.address, fromUri: req.fromUri, authenticatedUser: user });
     if (denied) throw new TeleportError(403, "Forbidden", [denied]);
     const caller = user ?? sender;
     const open = [...this.dialogs.values()].filter((d) => d.caller === caller).length;
     if (open >= this.opts.config.limits.dialogsPerCaller) {
-      throw new Overload(5, `${caller} already holds ${open} open dialogs (limit ${this.opts.config.limits.dialogsPerCaller})`);
+      throw new Overload(
+        5,
+        `${caller} already holds ${open} open dialogs (limit ${this.opts.config.limits.dialogsPerCaller})`,
+      );
     }
     if (!req.body || req.body.contentType.split(";")[0].trim().toLowerCase() !== NRDL_MIME) {
-      throw new TeleportError(415, "Unsupported Media Type", [`body must be ${NRDL_MIME}, got ${req.body?.contentType ?? "no body"}`]);
+      throw new TeleportError(415, "Unsupported Media Type", [
+        `body must be ${NRDL_MIME}, got ${req.body?.contentType ?? "no body"}`,
+      ]);
     }
     const parsed = parseNrdl(req.body.content);
     if (!parsed.ok) throw new TeleportError(400, "Invalid NRDL", parsed.violations.map(formatViolation));
-    if (parsed.doc.body.kind !== "offer") throw new TeleportError(400, "Invalid NRDL", [`an INVITE carries an <offer>, not <${parsed.doc.body.kind}>`]);
+    if (parsed.doc.body.kind !== "offer")
+      throw new TeleportError(400, "Invalid NRDL", [`an INVITE carries an <offer>, not <${parsed.doc.body.kind}>`]);
     return { doc: parsed.doc as NrdlDocument<Offer>, user };
   }
 
   private requireTls(req: IncomingRequest): void {
     if (this.opts.config.sip.tlsOnly && req.source.transport !== "tls") {
-      throw new TeleportError(403, "TLS Required", [`this host accepts only TLS, got ${req.method} over ${req.source.transport.toUpperCase()}`]);
+      throw new TeleportError(403, "TLS Required", [
+        `this host accepts only TLS, got ${req.method} over ${req.source.transport.toUpperCase()}`,
+      ]);
     }
   }
 
@@ -178,7 +205,10 @@ export class DestinationAgent {
       this.requireTls(req);
       if (!this.opts.config.security.digestInDialog || state.user === undefined) return undefined;
       const user = this.authenticate(req);
-      if (user !== state.user) throw new TeleportError(403, "Forbidden", [`${req.method} from digest user ${user ?? "(none)"}, but ${state.user} opened this dialog`]);
+      if (user !== state.user)
+        throw new TeleportError(403, "Forbidden", [
+          `${req.method} from digest user ${user ?? "(none)"}, but ${state.user} opened this dialog`,
+        ]);
       return undefined;
     } catch (err) {
       const error = TeleportError.from(err);
@@ -198,7 +228,12 @@ export class DestinationAgent {
   /** Per-VM refusals (488) and conflicts with other dialogs (486). */
   private async vet(offer: Offer): Promise<Rejected[]> {
     const busy = offer.vms.filter((v) => this.holders.has(v.name)).map((v) => v.name);
-    if (busy.length) throw new TeleportError(486, "Busy Here", busy.map((vm) => `${vm} is being moved by another dialog`));
+    if (busy.length)
+      throw new TeleportError(
+        486,
+        "Busy Here",
+        busy.map((vm) => `${vm} is being moved by another dialog`),
+      );
     const rejected: Rejected[] = [];
     for (const vm of offer.vms) {
       const local = this.opts.host.find(vm.name);
@@ -222,7 +257,8 @@ export class DestinationAgent {
         continue;
       }
       const state = await driver.state(vm.name);
-      if (state !== "absent" && state !== "stopped") rejected.push({ vm: vm.name, reason: `already ${state} on this host` });
+      if (state !== "absent" && state !== "stopped")
+        rejected.push({ vm: vm.name, reason: `already ${state} on this host` });
     }
     return rejected;
   }
@@ -240,7 +276,13 @@ export class DestinationAgent {
       admitted = await this.admit(req);
     } catch (err) {
       const e = TeleportError.from(err);
-      log.warn("INVITE refused", { status: e.status, reason: e.reason, details: e.details, from: req.fromUri, address: req.source.address });
+      log.warn("INVITE refused", {
+        status: e.status,
+        reason: e.reason,
+        details: e.details,
+        from: req.fromUri,
+        address: req.source.address,
+      });
       if (!cancelled) res.reject(e, { headers: this.refusalHeaders(e) });
       return;
     }
@@ -258,18 +300,40 @@ export class DestinationAgent {
     if (cancelled) return;
     if (rejected.length) {
       log.warn("INVITE refused: VMs not acceptable", { rejected });
-      return res.reject(new TeleportError(488, "Not Acceptable Here", rejected.map((r) => `${r.vm}: ${r.reason}`)), {
-        body: nrdlBody({ version: doc.version, id: doc.id, body: { kind: "answer", armed: [], rejected } }),
-      });
+      return res.reject(
+        new TeleportError(
+          488,
+          "Not Acceptable Here",
+          rejected.map((r) => `${r.vm}: ${r.reason}`),
+        ),
+        {
+          body: nrdlBody({ version: doc.version, id: doc.id, body: { kind: "answer", armed: [], rejected } }),
+        },
+      );
     }
     // A race between vet() and here is impossible for the same VM: check and take in one synchronous step.
     const clash = offer.vms.find((v) => this.holders.has(v.name));
-    if (clash) return res.reject(new TeleportError(486, "Busy Here", [`${clash.name} is being moved by another dialog`]));
+    if (clash)
+      return res.reject(new TeleportError(486, "Busy Here", [`${clash.name} is being moved by another dialog`]));
     const caller = user ?? req.source.address;
-    const state: DialogState = { callId: req.callId, migrationId: doc.id, offer, phase: "arming", user, caller, armed: new Set(), statuses: new Map() };
+    const state: DialogState = {
+      callId: req.callId,
+      migrationId: doc.id,
+      offer,
+      phase: "arming",
+      user,
+      caller,
+      armed: new Set(),
+      statuses: new Map(),
+    };
     offer.vms.forEach((v) => this.holders.set(v.name, req.callId));
     this.dialogs.set(req.callId, state);
-    this.journal.add({ callId: req.callId, migrationId: doc.id, vms: offer.vms.map((v) => v.name), armedAt: new Date().toISOString() });
+    this.journal.add({
+      callId: req.callId,
+      migrationId: doc.id,
+      vms: offer.vms.map((v) => v.name),
+      armedAt: new Date().toISOString(),
+    });
 
     const armedList = await this.armAll(state, log);
     if (cancelled) {
@@ -278,19 +342,38 @@ export class DestinationAgent {
     }
     if ("failed" in armedList) {
       await this.finish(state, "arming failed");
-      return res.reject(new TeleportError(500, "Arming Failed", armedList.failed.map((r) => `${r.vm}: ${r.reason}`)), {
-        body: nrdlBody({ version: doc.version, id: doc.id, body: { kind: "answer", armed: [], rejected: armedList.failed } }),
-      });
+      return res.reject(
+        new TeleportError(
+          500,
+          "Arming Failed",
+          armedList.failed.map((r) => `${r.vm}: ${r.reason}`),
+        ),
+        {
+          body: nrdlBody({
+            version: doc.version,
+            id: doc.id,
+            body: { kind: "answer", armed: [], rejected: armedList.failed },
+          }),
+        },
+      );
     }
-    const { dialog, acked } = res.accept(nrdlBody({ version: doc.version, id: doc.id, body: { kind: "answer", armed: armedList.armed, rejected: [] } }));
+    const { dialog, acked } = res.accept(
+      nrdlBody({ version: doc.version, id: doc.id, body: { kind: "answer", armed: armedList.armed, rejected: [] } }),
+    );
     state.phase = "answered";
     state.dialog = dialog;
-    log.info("armed and answered", { migrationId: doc.id, vms: armedList.armed.map((a) => ({ vm: a.vm, uri: a.uri })) });
+    log.info("armed and answered", {
+      migrationId: doc.id,
+      vms: armedList.armed.map((a) => ({ vm: a.vm, uri: a.uri })),
+    });
     dialog.onInfo((r, rs) => void this.onInfo(state, r, rs));
     dialog.onBye((_r, rs) => void this.onBye(state, rs));
     dialog.onTerminated((why) => void this.finish(state, `dialog ended: ${why}`));
     const timeoutS = Math.max(offer.policy.timeoutS * Math.max(1, offer.vms.length) + 60, 60);
-    state.expiryTimer = setTimeout(() => void this.expire(state, `dialog expired after ${timeoutS} s`), Math.min(timeoutS, this.opts.config.timers.sessionTimeoutS) * 1000);
+    state.expiryTimer = setTimeout(
+      () => void this.expire(state, `dialog expired after ${timeoutS} s`),
+      Math.min(timeoutS, this.opts.config.timers.sessionTimeoutS) * 1000,
+    );
     acked.then(
       () => {
         state.phase = "acked";
@@ -316,7 +399,11 @@ export class DestinationAgent {
         return { vm: vm.name, uri: listener.uri, secret };
       }),
     );
-    const failed = results.flatMap((r, i) => (r.status === "rejected" ? [{ vm: state.offer.vms[i].name, reason: humanText(TeleportError.from(r.reason).message) }] : []));
+    const failed = results.flatMap((r, i) =>
+      r.status === "rejected"
+        ? [{ vm: state.offer.vms[i].name, reason: humanText(TeleportError.from(r.reason).message) }]
+        : [],
+    );
     if (failed.length) {
       log.error("arming failed", { failed });
       return { failed };
@@ -327,14 +414,20 @@ export class DestinationAgent {
   /** Silence from the source: after idleTimeoutS without INFO, give up on what has not moved. */
   private touch(state: DialogState): void {
     clearTimeout(state.idleTimer);
-    state.idleTimer = setTimeout(() => void this.expire(state, `no news from the source for ${this.opts.config.timers.idleTimeoutS} s`), this.opts.config.timers.idleTimeoutS * 1000);
+    state.idleTimer = setTimeout(
+      () => void this.expire(state, `no news from the source for ${this.opts.config.timers.idleTimeoutS} s`),
+      this.opts.config.timers.idleTimeoutS * 1000,
+    );
   }
 
   private async onInfo(state: DialogState, req: IncomingRequest, res: Responder): Promise<void> {
     const parsed = req.body ? parseNrdl(req.body.content) : undefined;
     if (!parsed?.ok || parsed.doc.body.kind !== "status") {
-      const why = parsed && !parsed.ok ? parsed.violations.map(formatViolation).join("; ") : "INFO must carry an NRDL <status>";
-      return res.send(400, "Invalid NRDL", { headers: { Warning: `399 sip-teleport "${why.slice(0, 200).replace(/"/g, "'")}"` } });
+      const why =
+        parsed && !parsed.ok ? parsed.violations.map(formatViolation).join("; ") : "INFO must carry an NRDL <status>";
+      return res.send(400, "Invalid NRDL", {
+        headers: { Warning: `399 sip-teleport "${why.slice(0, 200).replace(/"/g, "'")}"` },
+      });
     }
     this.touch(state);
     for (const s of parsed.doc.body.statuses) {
@@ -343,7 +436,8 @@ export class DestinationAgent {
       if (s.state === "completed") {
         const local = this.opts.host.find(s.vm);
         const here = local ? await local.driver.state(s.vm) : "absent";
-        if (here === "running") this.log.info("VM resumed here", { vm: s.vm, totalMs: s.totalMs, downtimeMs: s.downtimeMs });
+        if (here === "running")
+          this.log.info("VM resumed here", { vm: s.vm, totalMs: s.totalMs, downtimeMs: s.downtimeMs });
         else this.log.error("source reports completion but the VM does not run here", { vm: s.vm, state: here });
       }
     }
@@ -378,7 +472,9 @@ export class DestinationAgent {
         here.set(vm.name, true);
         continue;
       }
-      await local.driver.disarm(vm.name).catch((err: unknown) => this.log.error("disarm failed", { vm: vm.name, error: String(err) }));
+      await local.driver
+        .disarm(vm.name)
+        .catch((err: unknown) => this.log.error("disarm failed", { vm: vm.name, error: String(err) }));
     }
     state.offer.vms.forEach((v) => this.holders.get(v.name) === state.callId && this.holders.delete(v.name));
     this.dialogs.delete(state.callId);
@@ -393,12 +489,28 @@ export class DestinationAgent {
     const results: VmResult[] = state.offer.vms.map((vm) => {
       const s = state.statuses.get(vm.name);
       if (here.get(vm.name)) {
-        return { vm: vm.name, state: "completed", host: this.opts.config.host, totalMs: s?.totalMs, downtimeMs: s?.downtimeMs, transferredBytes: s?.transferredBytes };
+        return {
+          vm: vm.name,
+          state: "completed",
+          host: this.opts.config.host,
+          totalMs: s?.totalMs,
+          downtimeMs: s?.downtimeMs,
+          transferredBytes: s?.transferredBytes,
+        };
       }
       const lost = s?.state === "failed" ? "failed" : "aborted";
-      return { vm: vm.name, state: lost, host: state.offer.sourceUri, reason: humanText(s?.reason ?? "did not resume on this host") };
+      return {
+        vm: vm.name,
+        state: lost,
+        host: state.offer.sourceUri,
+        reason: humanText(s?.reason ?? "did not resume on this host"),
+      };
     });
     const done = results.filter((r) => r.state === "completed").length;
-    return { kind: "report", outcome: done === results.length ? "completed" : done === 0 ? "failed" : "partial", results };
+    return {
+      kind: "report",
+      outcome: done === results.length ? "completed" : done === 0 ? "failed" : "partial",
+      results,
+    };
   }
 }

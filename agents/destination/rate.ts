@@ -26,6 +26,7 @@ export class RateLimiter {
   /** Forget addresses whose bucket has refilled: they are as good as new. */
   private prune(now: number): void {
     const burst = Math.max(1, this.perSecond);
-    for (const [k, b] of this.buckets) if (b.tokens + ((now - b.at) / 1000) * this.perSecond >= burst) this.buckets.delete(k);
+    for (const [k, b] of this.buckets)
+      if (b.tokens + ((now - b.at) / 1000) * this.perSecond >= burst) this.buckets.delete(k);
   }
 }

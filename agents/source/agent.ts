@@ -98,12 +98,20 @@ export class SourceAgent {
     if (req.plan) {
       offer = { ...req.plan, destinationUri: req.to };
     } else {
-      if (!req.vms?.length || !req.policy) throw new TeleportError(400, "nothing to migrate", ["name at least one VM, or give a plan file"]);
+      if (!req.vms?.length || !req.policy)
+        throw new TeleportError(400, "nothing to migrate", ["name at least one VM, or give a plan file"]);
       const vms: VmSpec[] = req.vms.map((name) => {
         const local = this.opts.host.find(name);
         if (!local) throw new TeleportError(404, "unknown VM", [`${name} is not in this host's inventory`]);
         const { def } = local;
-        return { name, hypervisor: def.hypervisor, role: def.role, memoryMib: def.memoryMib, cpus: def.cpus, dependsOn: [] };
+        return {
+          name,
+          hypervisor: def.hypervisor,
+          role: def.role,
+          memoryMib: def.memoryMib,
+          cpus: def.cpus,
+          dependsOn: [],
+        };
       });
       offer = { kind: "offer", sourceUri: this.opts.sip.aor, destinationUri: req.to, policy: req.policy, vms };
     }
@@ -137,13 +145,16 @@ export class SourceAgent {
   async call(req: MigrateRequest, events: SourceEvents = {}): Promise<SourceCall> {
     const offer = await this.buildOffer(req);
     // Cancelled while the offer was being checked: nothing has gone on the wire yet.
-    if (req.signal?.aborted) throw new TeleportError(487, "Request Terminated", ["cancelled before the INVITE was sent"]);
+    if (req.signal?.aborted)
+      throw new TeleportError(487, "Request Terminated", ["cancelled before the INVITE was sent"]);
     const migrationId = `mig-${randomBytes(4).toString("hex")}`;
     const log = this.log.child({ migrationId });
     events.onPhase?.("inviting", req.to);
     const t0 = Date.now();
     const answerTimeoutMs = (this.opts.answerTimeoutS ?? DEFAULT_ANSWER_TIMEOUT_S) * 1000;
-    const invite = this.opts.sip.invite(req.to, nrdlBody({ version: 1, id: migrationId, body: offer }), { answerTimeoutMs });
+    const invite = this.opts.sip.invite(req.to, nrdlBody({ version: 1, id: migrationId, body: offer }), {
+      answerTimeoutMs,
+    });
     const onAbort = () => invite.cancel();
     req.signal?.addEventListener("abort", onAbort, { once: true });
     let dialog: Dialog;
@@ -163,19 +174,27 @@ export class SourceAgent {
     events.onAnswer?.(answer);
     events.onPhase?.("armed", `${answer.armed.length} listeners armed in ${arming} ms`);
     log.info("destination armed", { vms: answer.armed.map((a) => a.vm), ms: arming });
-    return new SourceCall({ ...this.opts, logger: log }, { migrationId, offer, answer, dialog, events, answeredAt: t0 + arming, arming });
+    return new SourceCall(
+      { ...this.opts, logger: log },
+      { migrationId, offer, answer, dialog, events, answeredAt: t0 + arming, arming },
+    );
   }
 
   /** Check the 200's answer covers every VM of the offer with a listener. */
   private answerOf(body: SipBody | undefined, offer: Offer): Answer {
     if (!body) throw new TeleportError(502, "Bad Gateway", ["the destination's 200 OK carried no NRDL answer"]);
     const parsed = parseNrdl(body.content);
-    if (!parsed.ok) throw new TeleportError(502, "Bad Gateway", parsed.violations.map((v) => `destination answer ${formatViolation(v)}`));
-    if (parsed.doc.body.kind !== "answer") throw new TeleportError(502, "Bad Gateway", [`expected an <answer>, got <${parsed.doc.body.kind}>`]);
+    if (!parsed.ok)
+      throw new TeleportError(
+        502,
+        "Bad Gateway",
+        parsed.violations.map((v) => `destination answer ${formatViolation(v)}`),
+      );
+    if (parsed.doc.body.kind !== "answer")
+      throw new TeleportError(502, "Bad Gateway", [`expected an <answer>, got <${parsed.doc.body.kind}>`]);
     const answer = parsed.doc.body;
     const missing = offer.vms.filter((v) => !answer.armed.some((a) => a.vm === v.name)).map((v) => v.name);
     if (missing.length) throw new TeleportError(502, "Bad Gateway", [`no listener armed for ${missing.join(", ")}`]);
     return answer;
   }
 }
-

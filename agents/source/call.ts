@@ -46,7 +46,13 @@ export class SourceCall {
     private readonly opts: SourceOptions,
     private readonly call: AnsweredCall,
   ) {
-    ({ migrationId: this.migrationId, offer: this.offer, answer: this.answer, dialog: this.dialog, events: this.events } = call);
+    ({
+      migrationId: this.migrationId,
+      offer: this.offer,
+      answer: this.answer,
+      dialog: this.dialog,
+      events: this.events,
+    } = call);
     this.log = opts.logger;
     this.dialog.onTerminated((reason) => {
       if (this.closing) return;
@@ -61,8 +67,12 @@ export class SourceCall {
 
   /** Migrate by the plan; resolves with every VM's outcome. `signal` aborts running migrations. */
   run(signal?: AbortSignal): Promise<VmOutcome[]> {
-    if (this.running) throw new TeleportError(409, "the plan already ran in this dialog", ["hang up (BYE) and call again to migrate more"]);
-    if (this.closing || this.endedRemotely) throw new TeleportError(481, "the dialog is over", [this.endedRemotely ?? "BYE sent"]);
+    if (this.running)
+      throw new TeleportError(409, "the plan already ran in this dialog", [
+        "hang up (BYE) and call again to migrate more",
+      ]);
+    if (this.closing || this.endedRemotely)
+      throw new TeleportError(481, "the dialog is over", [this.endedRemotely ?? "BYE sent"]);
     this.running = this.execute(signal);
     return this.running;
   }
@@ -81,16 +91,20 @@ export class SourceCall {
         const local = this.opts.host.find(vm);
         const target = targets.get(vm);
         if (!local || !target) throw new TeleportError(500, `no listener for ${vm}`);
-        return local.driver.migrate(vm, { uri: target.uri, secret: target.secret }, {
-          bandwidthMbps: offer.policy.bandwidthMbps,
-          downtimeLimitMs: offer.policy.downtimeLimitMs,
-          timeoutS: offer.policy.timeoutS,
-          pauseBeforeSwitchover: pause,
-          onProgress: (p) => {
-            reporter.progress(p);
-            events.onProgress?.(p);
+        return local.driver.migrate(
+          vm,
+          { uri: target.uri, secret: target.secret },
+          {
+            bandwidthMbps: offer.policy.bandwidthMbps,
+            downtimeLimitMs: offer.policy.downtimeLimitMs,
+            timeoutS: offer.policy.timeoutS,
+            pauseBeforeSwitchover: pause,
+            onProgress: (p) => {
+              reporter.progress(p);
+              events.onProgress?.(p);
+            },
           },
-        });
+        );
       },
       events: {
         onStart: (vm) => {
@@ -122,23 +136,36 @@ export class SourceCall {
       const o = this.outcomes.find((x) => x.vm === vm.name);
       if (!o) return { vm: vm.name, state: "aborted", host: here, reason: notRun };
       if (o.state === "completed") {
-        return { vm: vm.name, state: "completed", host: offer.destinationUri, totalMs: o.result.totalMs, downtimeMs: o.result.downtimeMs, transferredBytes: o.result.transferredBytes };
+        return {
+          vm: vm.name,
+          state: "completed",
+          host: offer.destinationUri,
+          totalMs: o.result.totalMs,
+          downtimeMs: o.result.downtimeMs,
+          transferredBytes: o.result.transferredBytes,
+        };
       }
       return { vm: vm.name, state: o.state, host: here, reason: o.reason };
     });
     const outcome = outcomeOf(vms);
-    const report: Report = { kind: "report", outcome, results: vms.map((v) => ({ ...v, host: humanText(v.host, 256), reason: v.reason && humanText(v.reason) })) };
+    const report: Report = {
+      kind: "report",
+      outcome,
+      results: vms.map((v) => ({ ...v, host: humanText(v.host, 256), reason: v.reason && humanText(v.reason) })),
+    };
     const phases: MigrateSummary["phases"] = {
       arming: this.call.arming,
       ackToFirstMigrate: this.firstStart !== undefined ? this.firstStart - this.call.answeredAt : undefined,
     };
     const destinationReport = this.endedRemotely ? undefined : await this.sendBye(report);
-    if (destinationReport && this.lastCompletion !== undefined) phases.lastCompletionToByeOk = Date.now() - this.lastCompletion;
+    if (destinationReport && this.lastCompletion !== undefined)
+      phases.lastCompletionToByeOk = Date.now() - this.lastCompletion;
     if (destinationReport) {
       for (const v of vms) {
         const d = destinationReport.results.find((r) => r.vm === v.vm);
         // Both sides must agree that the VM runs at the destination; say so when they do not.
-        if (v.state === "completed" && d && d.state !== "completed") v.reason = `destination reports ${d.state}: ${d.reason ?? ""}`.trim();
+        if (v.state === "completed" && d && d.state !== "completed")
+          v.reason = `destination reports ${d.state}: ${d.reason ?? ""}`.trim();
       }
     }
     events.onPhase?.("done", outcome);
@@ -151,7 +178,9 @@ export class SourceCall {
       const parsed = res.body ? parseNrdl(res.body.content) : undefined;
       return parsed?.ok && parsed.doc.body.kind === "report" ? parsed.doc.body : undefined;
     } catch (err) {
-      this.log.warn("BYE got no answer; the destination's report is unknown", { error: TeleportError.from(err).message });
+      this.log.warn("BYE got no answer; the destination's report is unknown", {
+        error: TeleportError.from(err).message,
+      });
       return undefined;
     }
   }
@@ -159,7 +188,14 @@ export class SourceCall {
 
 function statusOf(o: VmOutcome): VmStatus {
   if (o.state === "completed") {
-    return { vm: o.vm, state: "completed", progress: 1, totalMs: o.result.totalMs, downtimeMs: o.result.downtimeMs, transferredBytes: o.result.transferredBytes };
+    return {
+      vm: o.vm,
+      state: "completed",
+      progress: 1,
+      totalMs: o.result.totalMs,
+      downtimeMs: o.result.downtimeMs,
+      transferredBytes: o.result.transferredBytes,
+    };
   }
   return { vm: o.vm, state: o.state, reason: humanText(o.reason) };
 }

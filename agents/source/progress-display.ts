@@ -53,7 +53,8 @@ export class ProgressDisplay implements SourceEvents {
     if (this.mode !== "tty") return;
     this.clear();
     const lines = [...this.rows.values()].map(
-      (r) => `  ${r.vm.padEnd(16)} ${bar(r.progress)} ${(r.progress * 100).toFixed(0).padStart(3)}%  ${r.phase.padEnd(14)} ${mib(r.bytes).padStart(11)} ${r.note}`,
+      (r) =>
+        `  ${r.vm.padEnd(16)} ${bar(r.progress)} ${(r.progress * 100).toFixed(0).padStart(3)}%  ${r.phase.padEnd(14)} ${mib(r.bytes).padStart(11)} ${r.note}`,
     );
     this.write(lines.map((l) => l + "\n").join(""));
     this.drawn = lines.length;
@@ -103,7 +104,11 @@ export class ProgressDisplay implements SourceEvents {
 
   onOutcome(o: VmOutcome): void {
     const note = o.state === "completed" ? `downtime ${o.result.downtimeMs} ms` : o.reason;
-    this.update(o.vm, { phase: o.state, progress: o.state === "completed" ? 1 : this.rows.get(o.vm)?.progress ?? 0, note });
+    this.update(o.vm, {
+      phase: o.state,
+      progress: o.state === "completed" ? 1 : (this.rows.get(o.vm)?.progress ?? 0),
+      note,
+    });
     if (this.mode === "json") this.emit("outcome", { ...o });
     else if (this.mode === "plain") this.line(`  ${o.vm}: ${o.state}${note ? ` (${note})` : ""}`);
   }
@@ -134,7 +139,11 @@ export function formatSummary(s: MigrateSummary): string {
     v.host,
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const fmt = (r: string[]) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd();
+  const fmt = (r: string[]) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]))
+      .join("  ")
+      .trimEnd();
   const lines = [fmt(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(fmt)];
   for (const v of s.vms) if (v.reason) lines.push(`${v.vm}: ${v.reason}`);
   const p = s.phases;

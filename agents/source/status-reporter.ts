@@ -58,7 +58,8 @@ export class StatusReporter {
       .info({ contentType: NRDL_MIME, content })
       .then(
         (res) => {
-          if (res.status >= 300) this.log.warn("INFO refused by the destination", { status: res.status, reason: res.reason });
+          if (res.status >= 300)
+            this.log.warn("INFO refused by the destination", { status: res.status, reason: res.reason });
         },
         (err: unknown) => {
           this.log.warn("INFO failed", { error: String(err) });
@@ -79,7 +80,10 @@ export class StatusReporter {
     const deadline = Date.now() + maxWaitMs;
     while ((this.sending || this.pending.size) && Date.now() < deadline) {
       this.flush();
-      await Promise.race([this.inFlight, new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref())]);
+      await Promise.race([
+        this.inFlight,
+        new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())).unref()),
+      ]);
     }
   }
 }

@@ -89,7 +89,8 @@ export interface Group {
   violations: string[];
 }
 
-const linkName = (mbit: number) => (mbit === 0 ? "unshaped" : mbit >= 1000 ? `${mbit / 1000} Gbit/s` : `${mbit} Mbit/s`);
+const linkName = (mbit: number) =>
+  mbit === 0 ? "unshaped" : mbit >= 1000 ? `${mbit / 1000} Gbit/s` : `${mbit} Mbit/s`;
 
 /** The Markdown table: every figure as median (min-max) over the repeats, thesis' figure and ratio last. */
 export function markdownTable(groups: readonly Group[]): string {

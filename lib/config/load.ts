@@ -19,7 +19,13 @@ export function parseConfig(raw: unknown, baseDir = process.cwd()): HostConfig {
   cfg.runDir = abs(cfg.runDir);
   cfg.stateDir = abs(cfg.stateDir);
   if (typeof cfg.inventory === "string") cfg.inventory = abs(cfg.inventory);
-  if (cfg.sip.tls) cfg.sip.tls = { ...cfg.sip.tls, cert: abs(cfg.sip.tls.cert), key: abs(cfg.sip.tls.key), ca: cfg.sip.tls.ca && abs(cfg.sip.tls.ca) };
+  if (cfg.sip.tls)
+    cfg.sip.tls = {
+      ...cfg.sip.tls,
+      cert: abs(cfg.sip.tls.cert),
+      key: abs(cfg.sip.tls.key),
+      ca: cfg.sip.tls.ca && abs(cfg.sip.tls.ca),
+    };
   return cfg;
 }
 

@@ -18,7 +18,9 @@ const listen = z
   })
   .strict();
 
-const credentials = z.object({ username: z.string().min(1), password: z.string().min(1), realm: z.string().optional() }).strict();
+const credentials = z
+  .object({ username: z.string().min(1), password: z.string().min(1), realm: z.string().optional() })
+  .strict();
 
 const portRange = z
   .string()
@@ -36,12 +38,21 @@ export const configSchema = z
       .object({
         /** Our address of record: the To of INVITEs for this host, the From of ours. */
         aor: sipUri.default("sip:teleport@127.0.0.1"),
-        listen: z.array(listen).min(1).default([{ transport: "udp", address: "127.0.0.1", port: 5060 }, { transport: "tcp", address: "127.0.0.1", port: 5060 }]),
+        listen: z
+          .array(listen)
+          .min(1)
+          .default([
+            { transport: "udp", address: "127.0.0.1", port: 5060 },
+            { transport: "tcp", address: "127.0.0.1", port: 5060 },
+          ]),
         outboundProxy: sipUri.optional(),
         registrar: sipUri.optional(),
         /** Our own credentials, answered to 401/407 challenges. */
         credentials: credentials.optional(),
-        tls: z.object({ cert: z.string(), key: z.string(), ca: z.string().optional(), verify: z.boolean().default(true) }).strict().optional(),
+        tls: z
+          .object({ cert: z.string(), key: z.string(), ca: z.string().optional(), verify: z.boolean().default(true) })
+          .strict()
+          .optional(),
         /** Log every SIP message sent and received (credentials masked). */
         trace: z.boolean().default(false),
         /** Refuse anything but TLS: every listener must be TLS, and a request that arrives otherwise gets 403. */
@@ -52,12 +63,23 @@ export const configSchema = z
       .superRefine((sip, ctx) => {
         if (!sip.tlsOnly) return;
         sip.listen.forEach((l, i) => {
-          if (l.transport !== "tls") ctx.addIssue({ code: "custom", path: ["listen", i, "transport"], message: `sip.tlsOnly refuses a ${l.transport} listener: use "tls"` });
+          if (l.transport !== "tls")
+            ctx.addIssue({
+              code: "custom",
+              path: ["listen", i, "transport"],
+              message: `sip.tlsOnly refuses a ${l.transport} listener: use "tls"`,
+            });
         });
-        if (!sip.tls) ctx.addIssue({ code: "custom", path: ["tls"], message: "sip.tlsOnly needs sip.tls (cert and key)" });
+        if (!sip.tls)
+          ctx.addIssue({ code: "custom", path: ["tls"], message: "sip.tlsOnly needs sip.tls (cert and key)" });
         for (const field of ["outboundProxy", "registrar"] as const) {
           const uri = sip[field];
-          if (uri && !/^sips:|;transport=tls/i.test(uri)) ctx.addIssue({ code: "custom", path: [field], message: `sip.tlsOnly: ${field} must be a sips: URI or carry ;transport=tls` });
+          if (uri && !/^sips:|;transport=tls/i.test(uri))
+            ctx.addIssue({
+              code: "custom",
+              path: [field],
+              message: `sip.tlsOnly: ${field} must be a sips: URI or carry ;transport=tls`,
+            });
         }
       }),
     security: z
@@ -80,13 +102,23 @@ export const configSchema = z
       .strict()
       .prefault({})
       .superRefine((sec, ctx) => {
-        if (sec.digestRequired && Object.keys(sec.users).length === 0) ctx.addIssue({ code: "custom", path: ["digestRequired"], message: "security.digestRequired needs at least one entry in security.users" });
+        if (sec.digestRequired && Object.keys(sec.users).length === 0)
+          ctx.addIssue({
+            code: "custom",
+            path: ["digestRequired"],
+            message: "security.digestRequired needs at least one entry in security.users",
+          });
       }),
     /** Limits on what the network may make this host do (hostile or broken peers). */
     limits: z
       .object({
         /** Largest SIP message accepted on any transport (UDP datagram or stream message), bytes. */
-        maxMessageBytes: z.number().int().min(1024).max(1 << 24).default(65536),
+        maxMessageBytes: z
+          .number()
+          .int()
+          .min(1024)
+          .max(1 << 24)
+          .default(65536),
         /** Most header lines in one SIP message. */
         maxHeaders: z.number().int().min(16).max(10000).default(256),
         /** Destination: open dialogs one caller (authenticated user, else address) may hold. */
@@ -140,7 +172,10 @@ export const configSchema = z
     console: z
       .object({
         /** Where the page and API listen; loopback unless you set a token. */
-        http: z.string().regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$/, 'expected "address:port" such as "127.0.0.1:8080"').default("127.0.0.1:8080"),
+        http: z
+          .string()
+          .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$/, 'expected "address:port" such as "127.0.0.1:8080"')
+          .default("127.0.0.1:8080"),
         /** Bearer token for the API; required off loopback (generated and printed when absent). */
         token: z.string().min(16).optional(),
         /** Destinations offered in the chooser (any SIP URI can still be typed). */
@@ -156,7 +191,10 @@ export const configSchema = z
       .strict()
       .prefault({}),
     log: z
-      .object({ level: z.enum(["error", "warn", "info", "verbose", "debug"]).default("info"), format: z.enum(["text", "json"]).default("text") })
+      .object({
+        level: z.enum(["error", "warn", "info", "verbose", "debug"]).default("info"),
+        format: z.enum(["text", "json"]).default("text"),
+      })
       .strict()
       .prefault({}),
   })

@@ -19,7 +19,11 @@ export async function ensureGuest(): Promise<GuestFiles> {
   const root = repoRoot();
   const out = path.join(root, ".cache", "guest");
   await execa("bash", [path.join(root, "lib", "guest", "build-guest.sh"), out], { stdio: "inherit" });
-  return { kernel: path.join(out, "vmlinuz"), initrd: path.join(out, "initramfs.gz"), socatOverlay: path.join(out, "socat.cpio.gz") };
+  return {
+    kernel: path.join(out, "vmlinuz"),
+    initrd: path.join(out, "initramfs.gz"),
+    socatOverlay: path.join(out, "socat.cpio.gz"),
+  };
 }
 
 export interface GuestVmOptions {

@@ -36,7 +36,8 @@ const hostProbe: AccelProbe = {
 };
 
 export function chooseAccel(probe: AccelProbe = hostProbe): AccelChoice {
-  if (!probe.kvmWritable()) return { accel: "tcg", reason: "/dev/kvm missing or not writable: using TCG (slow, but works)" };
+  if (!probe.kvmWritable())
+    return { accel: "tcg", reason: "/dev/kvm missing or not writable: using TCG (slow, but works)" };
   if (!/\b(vmx|svm)\b/.test(probe.cpuinfo()))
     return { accel: "tcg", reason: "/dev/kvm present but the CPU shows no vmx/svm (paravirtual KVM): using TCG" };
   return { accel: "kvm", reason: "/dev/kvm writable and the CPU has vmx/svm: using KVM" };

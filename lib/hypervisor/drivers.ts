@@ -34,12 +34,21 @@ const FACTORIES: Partial<Record<Hypervisor, Factory>> = {
       startTimeoutMs: o.qemu?.startTimeoutMs,
       migrationTls: o.qemu?.migrationTls,
     }),
-  virtualbox: (o) => new VirtualBoxDriver({ runDir: o.runDir, inventory: o.inventory, logger: o.logger, vboxManage: o.virtualbox?.vboxManage }),
+  virtualbox: (o) =>
+    new VirtualBoxDriver({
+      runDir: o.runDir,
+      inventory: o.inventory,
+      logger: o.logger,
+      vboxManage: o.virtualbox?.vboxManage,
+    }),
 };
 
 export function createDriver(kind: Hypervisor, opts: DriverOptions): HypervisorDriver {
   const factory = FACTORIES[kind];
-  if (!factory) throw new TeleportError(501, `no ${kind} driver in this build`, [`available: ${Object.keys(FACTORIES).join(", ")}`]);
+  if (!factory)
+    throw new TeleportError(501, `no ${kind} driver in this build`, [
+      `available: ${Object.keys(FACTORIES).join(", ")}`,
+    ]);
   return factory(opts);
 }
 

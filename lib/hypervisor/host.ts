@@ -18,7 +18,8 @@ export class Host {
 
   constructor(drivers: readonly HypervisorDriver[]) {
     for (const d of drivers) this.byKind.set(d.kind, d);
-    for (const driver of this.byKind.values()) for (const def of driver.inventory()) if (!this.byName.has(def.name)) this.byName.set(def.name, { def, driver });
+    for (const driver of this.byKind.values())
+      for (const def of driver.inventory()) if (!this.byName.has(def.name)) this.byName.set(def.name, { def, driver });
   }
 
   drivers(): HypervisorDriver[] {

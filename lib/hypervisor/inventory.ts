@@ -16,7 +16,19 @@ const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
 /** Linux interface names: at most 15 bytes, no slash or whitespace. */
 const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
 
-const VM_KEYS = new Set(["name", "hypervisor", "role", "memoryMib", "cpus", "kernel", "initrd", "append", "disk", "nics", "extraArgs"]);
+const VM_KEYS = new Set([
+  "name",
+  "hypervisor",
+  "role",
+  "memoryMib",
+  "cpus",
+  "kernel",
+  "initrd",
+  "append",
+  "disk",
+  "nics",
+  "extraArgs",
+]);
 const NIC_KEYS = new Set(["kind", "ifname", "mac"]);
 
 type Raw = Record<string, unknown>;
@@ -63,7 +75,8 @@ function parseNic(raw: unknown, at: string, problems: Problems): NicDefinition |
   unknownKeys(raw, NIC_KEYS, at, problems);
   const { kind, mac, ifname } = raw;
   if (kind !== "tap" && kind !== "user") problems.add(`${at}.kind`, 'must be "tap" or "user"');
-  if (typeof mac !== "string" || !MAC.test(mac)) problems.add(`${at}.mac`, "must be a MAC address like 52:54:00:12:34:56");
+  if (typeof mac !== "string" || !MAC.test(mac))
+    problems.add(`${at}.mac`, "must be a MAC address like 52:54:00:12:34:56");
   else if (parseInt(mac.slice(0, 2), 16) & 1) problems.add(`${at}.mac`, "must be a unicast address (first octet even)");
   if (kind === "tap" && (typeof ifname !== "string" || !IFNAME.test(ifname)))
     problems.add(`${at}.ifname`, "a tap NIC needs the tap device name on this host (1-15 characters)");
@@ -82,7 +95,8 @@ function parseVm(raw: unknown, at: string, baseDir: string, problems: Problems):
   const where = name ? `${at} (${name})` : at;
   unknownKeys(raw, VM_KEYS, where, problems);
   const hypervisor = raw.hypervisor ?? "qemu"; // the hypervisor that runs here by default
-  if (!HYPERVISORS.includes(hypervisor as Hypervisor)) problems.add(`${where}.hypervisor`, `must be one of ${HYPERVISORS.join(", ")}`);
+  if (!HYPERVISORS.includes(hypervisor as Hypervisor))
+    problems.add(`${where}.hypervisor`, `must be one of ${HYPERVISORS.join(", ")}`);
   const role = raw.role ?? "other";
   if (!ROLES.includes(role as Role)) problems.add(`${where}.role`, `must be one of ${ROLES.join(", ")}`);
   const memoryMib = positiveInt(raw, "memoryMib", where, 1 << 20, problems);
@@ -91,15 +105,17 @@ function parseVm(raw: unknown, at: string, baseDir: string, problems: Problems):
   const initrd = optionalPath(raw, "initrd", where, baseDir, problems);
   const disk = optionalPath(raw, "disk", where, baseDir, problems);
   if (raw.append !== undefined && typeof raw.append !== "string") problems.add(`${where}.append`, "must be a string");
-  if (hypervisor === "qemu" && !kernel && !disk) problems.add(where, "a QEMU VM needs a kernel (with initrd/append) or a disk");
+  if (hypervisor === "qemu" && !kernel && !disk)
+    problems.add(where, "a QEMU VM needs a kernel (with initrd/append) or a disk");
   if (!kernel && (initrd || raw.append !== undefined)) problems.add(where, "initrd and append need a kernel");
   const nicsRaw = raw.nics ?? [];
   const nics: NicDefinition[] = [];
   if (!Array.isArray(nicsRaw)) problems.add(`${where}.nics`, "must be a list");
-  else nicsRaw.forEach((n, i) => {
-    const nic = parseNic(n, `${where}.nics[${i}]`, problems);
-    if (nic) nics.push(nic);
-  });
+  else
+    nicsRaw.forEach((n, i) => {
+      const nic = parseNic(n, `${where}.nics[${i}]`, problems);
+      if (nic) nics.push(nic);
+    });
   const extra = raw.extraArgs ?? [];
   if (!Array.isArray(extra) || !extra.every((a) => typeof a === "string"))
     problems.add(`${where}.extraArgs`, "must be a list of strings (one argument each, never a shell line)");
@@ -123,7 +139,8 @@ function parseVm(raw: unknown, at: string, baseDir: string, problems: Problems):
 export function parseInventory(doc: unknown, baseDir: string, source = "inventory"): VmDefinition[] {
   const problems = new Problems();
   const list = isRecord(doc) ? doc.vms : undefined;
-  if (!Array.isArray(list)) throw new TeleportError(400, `invalid inventory ${source}`, ['top level must be { "vms": [ ... ] }']);
+  if (!Array.isArray(list))
+    throw new TeleportError(400, `invalid inventory ${source}`, ['top level must be { "vms": [ ... ] }']);
   if (isRecord(doc)) unknownKeys(doc, new Set(["vms"]), "inventory", problems);
   const vms = list.map((raw, i) => parseVm(raw, `vms[${i}]`, baseDir, problems)).filter((v): v is VmDefinition => !!v);
   const seenNames = new Map<string, number>();
@@ -154,7 +171,9 @@ export function loadInventory(file: string): VmDefinition[] {
   try {
     doc = JSON.parse(text);
   } catch (err) {
-    throw new TeleportError(400, `inventory ${file} is not valid JSON`, [err instanceof Error ? err.message : String(err)]);
+    throw new TeleportError(400, `inventory ${file} is not valid JSON`, [
+      err instanceof Error ? err.message : String(err),
+    ]);
   }
   return parseInventory(doc, path.dirname(path.resolve(file)), file);
 }

@@ -25,7 +25,14 @@ export class LoadDriver implements HypervisorDriver {
   constructor(opts: LoadDriverOptions) {
     this.kind = opts.kind ?? "qemu";
     const prefix = opts.prefix ?? "router";
-    this.defs = Array.from({ length: opts.count }, (_x, i) => ({ name: `${prefix}${i + 1}`, hypervisor: this.kind, role: "router" as const, memoryMib: 96, cpus: 1, nics: [] }));
+    this.defs = Array.from({ length: opts.count }, (_x, i) => ({
+      name: `${prefix}${i + 1}`,
+      hypervisor: this.kind,
+      role: "router" as const,
+      memoryMib: 96,
+      cpus: 1,
+      nics: [],
+    }));
     this.names = new Set(this.defs.map((d) => d.name));
   }
 

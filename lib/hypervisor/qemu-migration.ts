@@ -6,7 +6,14 @@
  */
 import { TeleportError } from "../errors";
 import type { Logger } from "../log/logger";
-import type { MigrationHandle, MigrationOptions, MigrationPhase, MigrationProgress, MigrationResult, MigrationTarget } from "./driver";
+import type {
+  MigrationHandle,
+  MigrationOptions,
+  MigrationPhase,
+  MigrationProgress,
+  MigrationResult,
+  MigrationTarget,
+} from "./driver";
 import type { QmpClient, QmpEvent } from "./qmp";
 import { dropMigrationSecret, useMigrationSecret } from "./qemu-tls";
 
@@ -114,17 +121,28 @@ export class QemuMigration implements MigrationHandle {
    */
   async switchover(): Promise<void> {
     const client = this.client;
-    if (!this.opts.pauseBeforeSwitchover || !client || this.released || !(this.phase === "active" || this.phase === "pre-switchover"))
+    if (
+      !this.opts.pauseBeforeSwitchover ||
+      !client ||
+      this.released ||
+      !(this.phase === "active" || this.phase === "pre-switchover")
+    )
       throw new TeleportError(400, `VM ${this.vm} is not waiting for switchover (phase ${this.phase})`);
     this.released = true;
     this.armTimeout();
     if (this.phase === "pre-switchover") await client.execute("migrate-continue", { state: "pre-switchover" });
-    else await client.execute("migrate-set-parameters", { "max-bandwidth": this.bytesPerS, "downtime-limit": this.opts.downtimeLimitMs });
+    else
+      await client.execute("migrate-set-parameters", {
+        "max-bandwidth": this.bytesPerS,
+        "downtime-limit": this.opts.downtimeLimitMs,
+      });
   }
 
   async abort(): Promise<void> {
     this.abortRequested = true;
-    this.cancelReason ??= new TeleportError(487, `migration of ${this.vm} aborted`, ["the VM keeps running on the source"]);
+    this.cancelReason ??= new TeleportError(487, `migration of ${this.vm} aborted`, [
+      "the VM keeps running on the source",
+    ]);
     if (this.client && !this.client.isClosed) await this.client.execute("migrate_cancel").catch(() => undefined);
     await this.done.catch(() => undefined);
   }
@@ -135,7 +153,8 @@ export class QemuMigration implements MigrationHandle {
     this.client = client;
     try {
       const { status } = await client.execute<{ status: string }>("query-status");
-      if (status !== "running") throw new TeleportError(486, `VM ${this.vm} is ${status}, not running: nothing to migrate`);
+      if (status !== "running")
+        throw new TeleportError(486, `VM ${this.vm} is ${status}, not running: nothing to migrate`);
       await client.execute("migrate-set-capabilities", {
         capabilities: [
           { capability: "events", state: true },
@@ -152,17 +171,28 @@ export class QemuMigration implements MigrationHandle {
       // the first pass). A guest that writes nothing at all may still converge early;
       // pause-before-switchover then stops it at the source until the wave is ready.
       const downtimeLimit = this.opts.pauseBeforeSwitchover ? HOLD_DOWNTIME_MS : this.opts.downtimeLimitMs;
-      await client.execute("migrate-set-parameters", { "max-bandwidth": this.bytesPerS, "downtime-limit": downtimeLimit });
-      if (this.hooks.pskDir) await useMigrationSecret(client, "client", this.tlsId, this.target.secret, this.hooks.pskDir);
+      await client.execute("migrate-set-parameters", {
+        "max-bandwidth": this.bytesPerS,
+        "downtime-limit": downtimeLimit,
+      });
+      if (this.hooks.pskDir)
+        await useMigrationSecret(client, "client", this.tlsId, this.target.secret, this.hooks.pskDir);
       // a VM that arrived over TLS keeps its incoming tls-creds: clear them when this move is plain
       else await client.execute("migrate-set-parameters", { "tls-creds": "" });
       if (this.abortRequested) throw this.cancelReason;
       const finished = this.followEvents(client);
       await client.execute("migrate", { uri: this.target.uri });
       if (this.abortRequested) await client.execute("migrate_cancel"); // abort() came while migrate was on its way
-      this.log.info(`migrating ${this.vm}`, { uri: this.target.uri, maxBandwidth: this.bytesPerS, downtimeLimitMs: this.opts.downtimeLimitMs });
+      this.log.info(`migrating ${this.vm}`, {
+        uri: this.target.uri,
+        maxBandwidth: this.bytesPerS,
+        downtimeLimitMs: this.opts.downtimeLimitMs,
+      });
       this.armTimeout();
-      const poller = setInterval(() => void this.pollProgress(client), this.opts.pauseBeforeSwitchover ? HOLD_POLL_MS : PROGRESS_INTERVAL_MS);
+      const poller = setInterval(
+        () => void this.pollProgress(client),
+        this.opts.pauseBeforeSwitchover ? HOLD_POLL_MS : PROGRESS_INTERVAL_MS,
+      );
       let outcome: string;
       try {
         outcome = await finished;
@@ -204,7 +234,8 @@ export class QemuMigration implements MigrationHandle {
         // Terminal phases are reported by run() with QEMU's final counters.
         if (phase !== "completed" && phase !== "failed" && phase !== "cancelled") this.report(phase);
         if (status === "pre-switchover") {
-          if (this.released) void client.execute("migrate-continue", { state: "pre-switchover" }).catch(() => undefined);
+          if (this.released)
+            void client.execute("migrate-continue", { state: "pre-switchover" }).catch(() => undefined);
           else this.holding(client);
         }
         if (status === "completed" || status === "failed" || status === "cancelled") {
@@ -223,9 +254,11 @@ export class QemuMigration implements MigrationHandle {
     clearTimeout(this.timer);
     if (!(this.opts.timeoutS > 0)) return;
     this.timer = setTimeout(() => {
-      this.cancelReason ??= new TeleportError(504, `migration of ${this.vm} timed out after ${this.opts.timeoutS} s and was cancelled`, [
-        "QEMU does not give up on a migration that does not converge; the VM keeps running on the source",
-      ]);
+      this.cancelReason ??= new TeleportError(
+        504,
+        `migration of ${this.vm} timed out after ${this.opts.timeoutS} s and was cancelled`,
+        ["QEMU does not give up on a migration that does not converge; the VM keeps running on the source"],
+      );
       void this.client?.execute("migrate_cancel").catch(() => undefined);
     }, this.opts.timeoutS * 1000);
   }
@@ -235,7 +268,8 @@ export class QemuMigration implements MigrationHandle {
     if (this.held) return;
     this.held = true;
     clearTimeout(this.timer); // waiting for the wave's switchover is not slowness
-    if (this.phase === "active") void client.execute("migrate-set-parameters", { "max-bandwidth": HOLD_BYTES_PER_S }).catch(() => undefined);
+    if (this.phase === "active")
+      void client.execute("migrate-set-parameters", { "max-bandwidth": HOLD_BYTES_PER_S }).catch(() => undefined);
     this.resolveReady();
   }
 
@@ -246,8 +280,11 @@ export class QemuMigration implements MigrationHandle {
       // Hold before the first pass ends (a quarter left, or the second dirty sync began): a guest
       // that writes little would otherwise converge at the first sync, between two polls.
       const ram = q.ram ?? {};
-      const nearlySent = (ram["dirty-sync-count"] ?? 0) >= 2 || ((ram.total ?? 0) > 0 && (ram.remaining ?? Infinity) <= (ram.total ?? 0) / 4);
-      if (this.opts.pauseBeforeSwitchover && !this.released && this.phase === "active" && nearlySent) this.holding(client);
+      const nearlySent =
+        (ram["dirty-sync-count"] ?? 0) >= 2 ||
+        ((ram.total ?? 0) > 0 && (ram.remaining ?? Infinity) <= (ram.total ?? 0) / 4);
+      if (this.opts.pauseBeforeSwitchover && !this.released && this.phase === "active" && nearlySent)
+        this.holding(client);
       this.report(this.phase);
     } catch {
       // the connection is closing: the event follower reports that
@@ -267,13 +304,21 @@ export class QemuMigration implements MigrationHandle {
   }
 
   private takeCounters(q: QueryMigrate): void {
-    if (q.ram) this.bytes = { transferred: q.ram.transferred ?? 0, remaining: q.ram.remaining ?? 0, total: q.ram.total ?? 0 };
+    if (q.ram)
+      this.bytes = { transferred: q.ram.transferred ?? 0, remaining: q.ram.remaining ?? 0, total: q.ram.total ?? 0 };
   }
 
   private report(phase: MigrationPhase): void {
     const { transferred, remaining, total } = this.bytes;
     const progress = phase === "completed" ? 1 : total > 0 ? Math.min(1, Math.max(0, 1 - remaining / total)) : 0;
-    const p: MigrationProgress = { vm: this.vm, phase, transferredBytes: transferred, remainingBytes: remaining, totalBytes: total, progress };
+    const p: MigrationProgress = {
+      vm: this.vm,
+      phase,
+      transferredBytes: transferred,
+      remainingBytes: remaining,
+      totalBytes: total,
+      progress,
+    };
     try {
       this.opts.onProgress?.(p);
     } catch (err) {

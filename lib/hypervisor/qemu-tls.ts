@@ -26,7 +26,13 @@ function writeKeyDir(dir: string, secret: string): void {
  * Give this QEMU TLS-PSK credentials made from the secret and use them for its migrations.
  * `dir` is a private folder for the key file; for a client it is removed before returning.
  */
-export async function useMigrationSecret(client: QmpClient, endpoint: "server" | "client", id: string, secret: string, dir: string): Promise<void> {
+export async function useMigrationSecret(
+  client: QmpClient,
+  endpoint: "server" | "client",
+  id: string,
+  secret: string,
+  dir: string,
+): Promise<void> {
   writeKeyDir(dir, secret);
   try {
     const args: Record<string, unknown> = { "qom-type": "tls-creds-psk", id, endpoint, dir };

@@ -125,12 +125,17 @@ export class QemuDriver implements HypervisorDriver {
     this.migrationTls = opts.migrationTls ?? true;
     this.tcgDirtyWorkaround = opts.tcgDirtyWorkaround ?? true;
     fs.mkdirSync(this.runDir, { recursive: true });
-    this.log.info(`qemu driver: ${this.accel.reason}`, { runDir: this.runDir, vms: this.defs.size, migrationTls: this.migrationTls });
+    this.log.info(`qemu driver: ${this.accel.reason}`, {
+      runDir: this.runDir,
+      vms: this.defs.size,
+      migrationTls: this.migrationTls,
+    });
   }
 
   async available(): Promise<{ ok: boolean; detail: string }> {
     const r = await execa(this.qemu, ["--version"], { reject: false });
-    if (r.exitCode !== 0) return { ok: false, detail: `${this.qemu} not found or not working; apt-get install qemu-system-x86` };
+    if (r.exitCode !== 0)
+      return { ok: false, detail: `${this.qemu} not found or not working; apt-get install qemu-system-x86` };
     return { ok: true, detail: `${r.stdout.split("\n")[0]}; ${this.accel.reason}` };
   }
 
@@ -140,7 +145,14 @@ export class QemuDriver implements HypervisorDriver {
 
   files(vm: string): VmFiles {
     const base = path.join(this.runDir, vm);
-    return { pid: `${base}.pid`, qmp: `${base}.qmp`, mon: `${base}.mon`, serial: `${base}.serial.log`, pskIn: `${base}.psk-in`, pskOut: `${base}.psk-out` };
+    return {
+      pid: `${base}.pid`,
+      qmp: `${base}.qmp`,
+      mon: `${base}.mon`,
+      serial: `${base}.serial.log`,
+      pskIn: `${base}.psk-in`,
+      pskOut: `${base}.psk-out`,
+    };
   }
 
   /** The QEMU process of this VM in this run dir, if any (stale files are removed). */
@@ -175,7 +187,8 @@ export class QemuDriver implements HypervisorDriver {
       // held in pre-copy (running) or paused at pre-switchover (finish-migrate) for a dead agent's wave
       if (migration !== "active" && migration !== "pre-switchover") return undefined;
       await client.execute("migrate_cancel");
-      for (let i = 0; i < 100 && (await client.execute<{ status: string }>("query-status")).status !== "running"; i++) await new Promise((r) => setTimeout(r, 50));
+      for (let i = 0; i < 100 && (await client.execute<{ status: string }>("query-status")).status !== "running"; i++)
+        await new Promise((r) => setTimeout(r, 50));
       return `its migration (${migration}) had no agent any more: cancelled, the VM runs here`;
     } finally {
       await client.close();
@@ -189,9 +202,14 @@ export class QemuDriver implements HypervisorDriver {
     const deadline = Date.now() + this.startTimeoutMs;
     for (;;) {
       const status = await this.queryStatus(vm);
-      if (status === undefined) throw new TeleportError(500, `QEMU of VM ${vm} exited while starting`, [`see ${this.files(vm).serial}`]);
+      if (status === undefined)
+        throw new TeleportError(500, `QEMU of VM ${vm} exited while starting`, [`see ${this.files(vm).serial}`]);
       if (status === "running") break;
-      if (Date.now() > deadline) throw new TeleportError(500, `VM ${vm} did not start running within ${this.startTimeoutMs} ms (state ${status})`);
+      if (Date.now() > deadline)
+        throw new TeleportError(
+          500,
+          `VM ${vm} did not start running within ${this.startTimeoutMs} ms (state ${status})`,
+        );
       await new Promise((r) => setTimeout(r, 50));
     }
     this.log.info(`started ${vm}`, { pid: this.pid(vm) });
@@ -200,7 +218,8 @@ export class QemuDriver implements HypervisorDriver {
   async stop(vm: string): Promise<void> {
     this.definition(vm);
     // Killing a source mid-migration would leave the VM on neither host.
-    if (this.outgoing.has(vm)) throw new TeleportError(486, `VM ${vm} is migrating out; abort the migration before stopping it`);
+    if (this.outgoing.has(vm))
+      throw new TeleportError(486, `VM ${vm} is migrating out; abort the migration before stopping it`);
     await this.dropListener(vm);
     await this.quit(vm);
     this.log.info(`stopped ${vm}`);
@@ -213,8 +232,14 @@ export class QemuDriver implements HypervisorDriver {
     let client: QmpClient | undefined;
     try {
       client = await QmpClient.connect(this.files(vm).qmp);
-      await client.execute("migrate-set-capabilities", { capabilities: [{ capability: "events", state: true }, { capability: "return-path", state: true }] });
-      if (this.migrationTls) await useMigrationSecret(client, "server", "st-incoming", opts.secret, this.files(vm).pskIn);
+      await client.execute("migrate-set-capabilities", {
+        capabilities: [
+          { capability: "events", state: true },
+          { capability: "return-path", state: true },
+        ],
+      });
+      if (this.migrationTls)
+        await useMigrationSecret(client, "server", "st-incoming", opts.secret, this.files(vm).pskIn);
       const uri = await this.listen(client, vm, opts);
       this.listeners.set(vm, { uri, client });
       // Once the VM has arrived and runs, the listener is over: free the monitor.
@@ -255,12 +280,16 @@ export class QemuDriver implements HypervisorDriver {
       const status = await this.queryStatus(vm);
       if (status === undefined) {
         await this.dropListener(vm);
-        throw new TeleportError(503, `VM ${vm} is not here: its incoming QEMU is gone (migration failed or the listener was killed)`);
+        throw new TeleportError(
+          503,
+          `VM ${vm} is not here: its incoming QEMU is gone (migration failed or the listener was killed)`,
+        );
       }
       if (status === "running") return this.arrived(vm);
       if (status !== "inmigrate" && status !== "paused")
         throw new TeleportError(500, `VM ${vm} arrived but is ${status}, not running`);
-      if (Date.now() > deadline) throw new TeleportError(504, `VM ${vm} did not resume here within ${timeoutMs} ms (state ${status})`);
+      if (Date.now() > deadline)
+        throw new TeleportError(504, `VM ${vm} did not resume here within ${timeoutMs} ms (state ${status})`);
       await new Promise((r) => setTimeout(r, 50));
     }
   }
@@ -289,7 +318,16 @@ export class QemuDriver implements HypervisorDriver {
   /** The QEMU command line: identical on both hosts apart from run-dir paths and tap names. */
   qemuArgs(def: VmDefinition, incoming: boolean): string[] {
     const f = this.files(def.name);
-    const args = ["-name", def.name, "-accel", this.accel.accel, "-m", tcgSafeMemory(def.memoryMib, this.accel.accel, this.tcgDirtyWorkaround), "-smp", String(def.cpus)];
+    const args = [
+      "-name",
+      def.name,
+      "-accel",
+      this.accel.accel,
+      "-m",
+      tcgSafeMemory(def.memoryMib, this.accel.accel, this.tcgDirtyWorkaround),
+      "-smp",
+      String(def.cpus),
+    ];
     args.push("-nodefaults", "-no-user-config", "-display", "none");
     if (def.kernel) args.push("-kernel", def.kernel);
     if (def.initrd) args.push("-initrd", def.initrd);
@@ -327,7 +365,10 @@ export class QemuDriver implements HypervisorDriver {
   private async spawn(def: VmDefinition, incoming: boolean): Promise<void> {
     const f = this.files(def.name);
     if (f.mon.length > MAX_SOCKET_PATH || f.qmp.length > MAX_SOCKET_PATH)
-      throw new TeleportError(400, `run dir path too long for QMP sockets (${f.mon.length} > ${MAX_SOCKET_PATH} bytes): ${this.runDir}`);
+      throw new TeleportError(
+        400,
+        `run dir path too long for QMP sockets (${f.mon.length} > ${MAX_SOCKET_PATH} bytes): ${this.runDir}`,
+      );
     this.removeRunFiles(def.name);
     const r = await execa(this.qemu, this.qemuArgs(def, incoming), { reject: false, stdin: "ignore" });
     if (r.exitCode !== 0 || livePid(f.pid) === undefined) {
@@ -344,7 +385,8 @@ export class QemuDriver implements HypervisorDriver {
         await client.execute("migrate-incoming", { uri });
         return uri;
       } catch (err) {
-        if (opts.port !== undefined || attempt >= 3) throw new TeleportError(503, `cannot listen for VM ${vm} on ${uri}`, [TeleportError.from(err).message]);
+        if (opts.port !== undefined || attempt >= 3)
+          throw new TeleportError(503, `cannot listen for VM ${vm} on ${uri}`, [TeleportError.from(err).message]);
       }
     }
   }

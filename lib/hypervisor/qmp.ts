@@ -63,7 +63,9 @@ export class QmpClient {
     this.closed = new Promise((resolve) => (this.markClosed = resolve));
     socket.setEncoding("utf8");
     socket.on("data", (chunk: string) => this.onData(chunk));
-    socket.on("error", (err) => this.shutdown(new TeleportError(503, `QMP connection to ${path} failed: ${err.message}`)));
+    socket.on("error", (err) =>
+      this.shutdown(new TeleportError(503, `QMP connection to ${path} failed: ${err.message}`)),
+    );
     socket.on("close", () => this.shutdown(new TeleportError(503, `QMP connection to ${path} closed`)));
   }
 
@@ -79,10 +81,18 @@ export class QmpClient {
         reject(err);
       };
       const timer = setTimeout(
-        () => fail(new TeleportError(504, `QMP monitor ${path} did not greet within ${timeoutMs} ms (QEMU busy, or another client holds the monitor)`)),
+        () =>
+          fail(
+            new TeleportError(
+              504,
+              `QMP monitor ${path} did not greet within ${timeoutMs} ms (QEMU busy, or another client holds the monitor)`,
+            ),
+          ),
         timeoutMs,
       );
-      socket.once("error", (err) => fail(new TeleportError(503, `cannot connect to QMP monitor ${path}: ${err.message}`)));
+      socket.once("error", (err) =>
+        fail(new TeleportError(503, `cannot connect to QMP monitor ${path}: ${err.message}`)),
+      );
       // Read the greeting by hand; once it is in, hand the socket to a client.
       let early = "";
       const onGreeting = (chunk: Buffer) => {
@@ -156,7 +166,9 @@ export class QmpClient {
         if (match(ev)) finish(undefined, ev);
       });
       const timer = setTimeout(() => finish(new TeleportError(504, `no ${what} within ${timeoutMs} ms`)), timeoutMs);
-      this.closed.then(() => finish(this.closedReason ?? new TeleportError(503, `QMP connection to ${this.path} closed`)));
+      this.closed.then(() =>
+        finish(this.closedReason ?? new TeleportError(503, `QMP connection to ${this.path} closed`)),
+      );
     });
   }
 

@@ -74,7 +74,8 @@ export function vboxRunState(vmState: string): VmRunState {
 export function parseTcpUri(uri: string): { host: string; port: number } {
   const m = /^tcp:(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(uri);
   const port = m ? Number(m[3]) : 0;
-  if (!m || port < 1 || port > 65535) throw new TeleportError(400, `not a teleport target URI: ${uri}`, ['expected "tcp:HOST:PORT"']);
+  if (!m || port < 1 || port > 65535)
+    throw new TeleportError(400, `not a teleport target URI: ${uri}`, ['expected "tcp:HOST:PORT"']);
   return { host: m[1] ?? m[2], port };
 }
 
@@ -100,7 +101,11 @@ export class VirtualBoxDriver implements HypervisorDriver {
 
   async available(): Promise<{ ok: boolean; detail: string }> {
     const r = await execa(this.bin, ["--version"], { reject: false });
-    if (r.exitCode !== 0) return { ok: false, detail: `${this.bin} not found or not working; install VirtualBox (not available from Debian)` };
+    if (r.exitCode !== 0)
+      return {
+        ok: false,
+        detail: `${this.bin} not found or not working; install VirtualBox (not available from Debian)`,
+      };
     return { ok: true, detail: `VirtualBox ${r.stdout.trim()}` };
   }
 
@@ -124,10 +129,22 @@ export class VirtualBoxDriver implements HypervisorDriver {
 
   async arm(vm: string, opts: ArmOptions): Promise<ArmedListener> {
     const state = await this.vmState(vm);
-    if (vboxRunState(state) !== "absent") throw new TeleportError(486, `VM ${vm} is ${state} here: cannot arm a teleport target`);
+    if (vboxRunState(state) !== "absent")
+      throw new TeleportError(486, `VM ${vm} is ${state} here: cannot arm a teleport target`);
     const port = opts.port ?? (await freePort(opts.address));
     await this.withPasswordFile(opts.secret, (file) =>
-      this.vbox(["modifyvm", vm, "--teleporter", "on", "--teleporterport", String(port), "--teleporteraddress", opts.address, "--teleporterpasswordfile", file]),
+      this.vbox([
+        "modifyvm",
+        vm,
+        "--teleporter",
+        "on",
+        "--teleporterport",
+        String(port),
+        "--teleporteraddress",
+        opts.address,
+        "--teleporterpasswordfile",
+        file,
+      ]),
     );
     try {
       await this.vbox(["startvm", vm, "--type", "headless"]);
@@ -144,12 +161,18 @@ export class VirtualBoxDriver implements HypervisorDriver {
   async disarm(vm: string): Promise<void> {
     const state = await this.vmState(vm);
     if (state === "teleportingin") await this.vbox(["controlvm", vm, "poweroff"]);
-    else if (vboxRunState(state) !== "absent") throw new TeleportError(486, `VM ${vm} is ${state} here, not waiting for a teleport: not disarming it`);
+    else if (vboxRunState(state) !== "absent")
+      throw new TeleportError(486, `VM ${vm} is ${state} here, not waiting for a teleport: not disarming it`);
     await this.vbox(["modifyvm", vm, "--teleporter", "off"]);
   }
 
   async waitResumed(vm: string, timeoutMs: number): Promise<void> {
-    const state = await this.waitFor(vm, (s) => s !== "teleportingin" && s !== "starting" && s !== "restoring", timeoutMs, "resume");
+    const state = await this.waitFor(
+      vm,
+      (s) => s !== "teleportingin" && s !== "starting" && s !== "restoring",
+      timeoutMs,
+      "resume",
+    );
     if (state !== "running") throw new TeleportError(503, `VM ${vm} did not arrive: it is ${state} here`);
   }
 
@@ -161,25 +184,53 @@ export class VirtualBoxDriver implements HypervisorDriver {
       child?.kill("SIGINT"); // VBoxManage cancels the teleport's progress on SIGINT
     };
     const report = (phase: MigrationPhase, percent: number) =>
-      opts.onProgress?.({ vm, phase, transferredBytes: -1, remainingBytes: -1, totalBytes: -1, progress: percent / 100 });
+      opts.onProgress?.({
+        vm,
+        phase,
+        transferredBytes: -1,
+        remainingBytes: -1,
+        totalBytes: -1,
+        progress: percent / 100,
+      });
 
     const run = async (): Promise<MigrationResult> => {
       this.definition(vm);
-      if (opts.pauseBeforeSwitchover) throw new TeleportError(501, "VirtualBox teleporting cannot pause before switchover");
-      if (opts.bandwidthMbps > 0) this.log.warn(`VirtualBox cannot cap teleport bandwidth; ignoring ${opts.bandwidthMbps} Mbit/s for ${vm}`);
+      if (opts.pauseBeforeSwitchover)
+        throw new TeleportError(501, "VirtualBox teleporting cannot pause before switchover");
+      if (opts.bandwidthMbps > 0)
+        this.log.warn(`VirtualBox cannot cap teleport bandwidth; ignoring ${opts.bandwidthMbps} Mbit/s for ${vm}`);
       const { host, port } = parseTcpUri(target.uri);
       const state = await this.vmState(vm);
       if (state !== "running") throw new TeleportError(486, `VM ${vm} is ${state}, not running: nothing to teleport`);
       const started = Date.now();
-      const timer = opts.timeoutS > 0
-        ? setTimeout(() => cancel(new TeleportError(504, `teleport of ${vm} timed out after ${opts.timeoutS} s and was cancelled`)), opts.timeoutS * 1000)
-        : undefined;
+      const timer =
+        opts.timeoutS > 0
+          ? setTimeout(
+              () =>
+                cancel(
+                  new TeleportError(504, `teleport of ${vm} timed out after ${opts.timeoutS} s and was cancelled`),
+                ),
+              opts.timeoutS * 1000,
+            )
+          : undefined;
       try {
         report("setup", 0);
         const r = await this.withPasswordFile(target.secret, async (file) => {
           child = execa(
             this.bin,
-            ["controlvm", vm, "teleport", "--host", host, "--port", String(port), "--passwordfile", file, "--maxdowntime", String(opts.downtimeLimitMs)],
+            [
+              "controlvm",
+              vm,
+              "teleport",
+              "--host",
+              host,
+              "--port",
+              String(port),
+              "--passwordfile",
+              file,
+              "--maxdowntime",
+              String(opts.downtimeLimitMs),
+            ],
             { reject: false, stdin: "ignore" },
           );
           // "0%...10%...": keep the text, since a chunk may end inside a number
@@ -194,8 +245,12 @@ export class VirtualBoxDriver implements HypervisorDriver {
           return child;
         });
         if (r.exitCode !== 0) {
-          const where = (await this.state(vm).catch(() => "unknown")) === "running" ? "the VM keeps running on the source" : "check the VM on the source";
-          if (cancelReason) throw new TeleportError(cancelReason.status, cancelReason.reason, [...cancelReason.details, where]);
+          const where =
+            (await this.state(vm).catch(() => "unknown")) === "running"
+              ? "the VM keeps running on the source"
+              : "check the VM on the source";
+          if (cancelReason)
+            throw new TeleportError(cancelReason.status, cancelReason.reason, [...cancelReason.details, where]);
           throw new TeleportError(503, `teleport of ${vm} to ${target.uri} failed`, [...vboxErrors(r.stderr), where]);
         }
         report("completed", 100);
@@ -206,7 +261,9 @@ export class VirtualBoxDriver implements HypervisorDriver {
     };
 
     const done = run();
-    const readyToSwitch = Promise.reject(new TeleportError(501, "VirtualBox teleporting cannot pause before switchover"));
+    const readyToSwitch = Promise.reject(
+      new TeleportError(501, "VirtualBox teleporting cannot pause before switchover"),
+    );
     done.catch(() => undefined);
     readyToSwitch.catch(() => undefined);
     return {
@@ -239,7 +296,8 @@ export class VirtualBoxDriver implements HypervisorDriver {
     for (;;) {
       const state = await this.vmState(vm);
       if (ok(state)) return state;
-      if (Date.now() > deadline) throw new TeleportError(504, `VM ${vm} did not ${what} within ${timeoutMs} ms (state ${state})`);
+      if (Date.now() > deadline)
+        throw new TeleportError(504, `VM ${vm} did not ${what} within ${timeoutMs} ms (state ${state})`);
       await sleep(this.pollMs);
     }
   }
@@ -249,7 +307,8 @@ export class VirtualBoxDriver implements HypervisorDriver {
     this.log.debug(`VBoxManage ${args.join(" ")}`);
     const r = await execa(this.bin, args, { reject: false, stdin: "ignore" });
     if (r.exitCode !== 0) {
-      if (typeof r.exitCode !== "number") throw new TeleportError(503, `cannot run ${this.bin}: not found or not executable`);
+      if (typeof r.exitCode !== "number")
+        throw new TeleportError(503, `cannot run ${this.bin}: not found or not executable`);
       const errors = vboxErrors(r.stderr);
       const notFound = errors.some((l) => /Could not find a registered machine/i.test(l));
       throw new TeleportError(notFound ? 404 : 500, `VBoxManage ${args[0]} ${args[1] ?? ""} failed`.trim(), errors);
@@ -273,6 +332,9 @@ export class VirtualBoxDriver implements HypervisorDriver {
 
 /** VirtualBox's "VBoxManage: error: ..." lines, masked (they may echo what they were given). */
 function vboxErrors(stderr: string): string[] {
-  const lines = stderr.split("\n").map((l) => l.trim()).filter((l) => /error:|Progress state|CANCELED/i.test(l));
+  const lines = stderr
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => /error:|Progress state|CANCELED/i.test(l));
   return (lines.length ? lines : stderr.split("\n").filter(Boolean).slice(-3)).map(maskSecrets);
 }

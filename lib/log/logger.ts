@@ -60,7 +60,9 @@ export function createLogger(opts: LogOptions = {}): Logger {
     level: opts.level ?? process.env.SIP_TELEPORT_LOG ?? "info",
     format: fmt,
     silent: opts.silent,
-    transports: [new winston.transports.Console({ stderrLevels: ["error", "warn", "info", "http", "verbose", "debug", "silly"] })],
+    transports: [
+      new winston.transports.Console({ stderrLevels: ["error", "warn", "info", "http", "verbose", "debug", "silly"] }),
+    ],
   });
 }
 

@@ -13,7 +13,11 @@ export function portFree(address: string, port: number): Promise<boolean> {
  * A free port in "LOW-HIGH" that is not `taken`. Ports are tried from a random start so two
  * dialogs arming at once rarely race for the same one; the caller still handles a bind failure.
  */
-export async function freePortInRange(address: string, range: string, taken: ReadonlySet<number> = new Set()): Promise<number | undefined> {
+export async function freePortInRange(
+  address: string,
+  range: string,
+  taken: ReadonlySet<number> = new Set(),
+): Promise<number | undefined> {
   const [lo, hi] = range.split("-").map(Number);
   const span = hi - lo + 1;
   const start = Math.floor(Math.random() * span);

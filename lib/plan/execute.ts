@@ -56,7 +56,10 @@ class Run {
   /** Cancel one running migration; its VM keeps running at the source. */
   private cancel(vm: string, reason: string): void {
     if (!this.cancelled.has(vm)) this.cancelled.set(vm, reason);
-    void this.running.get(vm)?.abort().catch(() => undefined);
+    void this.running
+      .get(vm)
+      ?.abort()
+      .catch(() => undefined);
   }
 
   /** Stop everything: cancel running migrations, start no more. */
@@ -68,7 +71,9 @@ class Run {
 
   private fail(vm: string, err: unknown): void {
     const why = this.cancelled.get(vm);
-    const outcome: VmOutcome = why ? { vm, state: "aborted", reason: why } : { vm, state: "failed", reason: reasonOf(err) };
+    const outcome: VmOutcome = why
+      ? { vm, state: "aborted", reason: why }
+      : { vm, state: "failed", reason: reasonOf(err) };
     this.record(outcome);
     if (outcome.state === "failed" && this.opts.policy.onError === "abort") this.stop(`plan aborted: ${vm} failed`);
   }
@@ -121,7 +126,9 @@ class Run {
 
   /** Pre-copy the whole wave, then switch every VM over together. */
   private async switchover(wave: number, vms: string[]): Promise<void> {
-    const started = vms.map((vm) => [vm, this.launch(vm, true)] as const).filter((e): e is [string, MigrationHandle] => !!e[1]);
+    const started = vms
+      .map((vm) => [vm, this.launch(vm, true)] as const)
+      .filter((e): e is [string, MigrationHandle] => !!e[1]);
     const finished = started.map(([vm, h]) => this.finish(vm, h));
     const ready = await Promise.allSettled(started.map(([, h]) => h.readyToSwitch));
     const allReady = ready.every((r) => r.status === "fulfilled");
@@ -129,10 +136,14 @@ class Run {
       // One VM could not converge: nobody of this wave switches, everybody stays (or resumes) at the source.
       const failed = started.filter((_, i) => ready[i].status === "rejected").map(([vm]) => vm);
       for (const [vm] of started) {
-        if (!failed.includes(vm)) this.cancel(vm, `switchover of wave ${wave + 1} cancelled: ${failed.join(", ")} failed before switchover`);
+        if (!failed.includes(vm))
+          this.cancel(vm, `switchover of wave ${wave + 1} cancelled: ${failed.join(", ")} failed before switchover`);
       }
     } else if (!this.stopReason) {
-      this.opts.events?.onSwitchover?.(wave, started.map(([vm]) => vm));
+      this.opts.events?.onSwitchover?.(
+        wave,
+        started.map(([vm]) => vm),
+      );
       await Promise.all(started.map(([, h]) => h.switchover().catch(() => undefined)));
     }
     await Promise.all(finished);

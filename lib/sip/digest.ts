@@ -17,18 +17,20 @@ export interface DigestOptions {
   nonceTtlMs?: number;
 }
 
-export type DigestVerdict =
-  | { ok: true; user: string }
-  | { ok: false; reason: string; stale?: boolean };
+export type DigestVerdict = { ok: true; user: string } | { ok: false; reason: string; stale?: boolean };
 
-const hash = (alg: DigestAlgorithm, s: string) => createHash(alg === "MD5" ? "md5" : "sha256").update(s).digest("hex");
+const hash = (alg: DigestAlgorithm, s: string) =>
+  createHash(alg === "MD5" ? "md5" : "sha256")
+    .update(s)
+    .digest("hex");
 
 /** Parse `Digest a="b", c=d` into a map (quoted values unescaped). */
 export function parseDigestHeader(value: string): Record<string, string> {
   const out: Record<string, string> = {};
   const body = value.replace(/^\s*Digest\s+/i, "");
   const re = /([a-zA-Z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))/g;
-  for (let m = re.exec(body); m; m = re.exec(body)) out[m[1].toLowerCase()] = m[2] !== undefined ? m[2].replace(/\\(.)/g, "$1") : m[3];
+  for (let m = re.exec(body); m; m = re.exec(body))
+    out[m[1].toLowerCase()] = m[2] !== undefined ? m[2].replace(/\\(.)/g, "$1") : m[3];
   return out;
 }
 
@@ -68,15 +70,22 @@ export class DigestServer {
   challenges(stale = false): string[] {
     const nonce = this.nonce();
     return this.algorithms.map(
-      (alg) => `Digest realm="${this.opts.realm}", nonce="${nonce}", algorithm=${alg}, qop="auth"${stale ? ", stale=true" : ""}`,
+      (alg) =>
+        `Digest realm="${this.opts.realm}", nonce="${nonce}", algorithm=${alg}, qop="auth"${stale ? ", stale=true" : ""}`,
     );
   }
 
   verify(authorization: string | undefined, method: string, now = Date.now()): DigestVerdict {
     if (!authorization) return { ok: false, reason: "authentication required" };
     const p = parseDigestHeader(authorization);
-    const alg = (p.algorithm ?? "MD5").toUpperCase() === "SHA-256" ? "SHA-256" : (p.algorithm ?? "MD5").toUpperCase() === "MD5" ? "MD5" : undefined;
-    if (!alg || !this.algorithms.includes(alg)) return { ok: false, reason: `digest algorithm ${p.algorithm} not accepted` };
+    const alg =
+      (p.algorithm ?? "MD5").toUpperCase() === "SHA-256"
+        ? "SHA-256"
+        : (p.algorithm ?? "MD5").toUpperCase() === "MD5"
+          ? "MD5"
+          : undefined;
+    if (!alg || !this.algorithms.includes(alg))
+      return { ok: false, reason: `digest algorithm ${p.algorithm} not accepted` };
     if (p.realm !== this.opts.realm) return { ok: false, reason: `wrong realm ${JSON.stringify(p.realm ?? "")}` };
     const password = p.username !== undefined ? this.opts.users[p.username] : undefined;
     if (password === undefined) return { ok: false, reason: `unknown user ${JSON.stringify(p.username ?? "")}` };
@@ -85,9 +94,13 @@ export class DigestServer {
     if (age > this.ttl || age < -5_000) return { ok: false, reason: "nonce expired", stale: true };
     const ha1 = hash(alg, `${p.username}:${this.opts.realm}:${password}`);
     const ha2 = hash(alg, `${method}:${p.uri ?? ""}`);
-    const expected = p.qop ? hash(alg, `${ha1}:${p.nonce}:${p.nc}:${p.cnonce}:${p.qop}:${ha2}`) : hash(alg, `${ha1}:${p.nonce}:${ha2}`);
-    if (!p.response || !safeEqual(p.response.toLowerCase(), expected)) return { ok: false, reason: `wrong credentials for ${p.username}` };
-    if (!this.fresh(p.nonce as string, p.nc ?? "", now)) return { ok: false, reason: "replayed request (nonce and count already used)", stale: true };
+    const expected = p.qop
+      ? hash(alg, `${ha1}:${p.nonce}:${p.nc}:${p.cnonce}:${p.qop}:${ha2}`)
+      : hash(alg, `${ha1}:${p.nonce}:${ha2}`);
+    if (!p.response || !safeEqual(p.response.toLowerCase(), expected))
+      return { ok: false, reason: `wrong credentials for ${p.username}` };
+    if (!this.fresh(p.nonce as string, p.nc ?? "", now))
+      return { ok: false, reason: "replayed request (nonce and count already used)", stale: true };
     return { ok: true, user: p.username as string };
   }
 

@@ -23,16 +23,22 @@ export function describeMessage(message: string): { label: string; callId?: stri
   const header = (name: string) => new RegExp(`^(?:${name}):\\s*(.*)$`, "im").exec(message)?.[1]?.trim();
   const callId = header("Call-ID|i");
   const cseqMethod = header("CSeq")?.split(/\s+/)[1];
-  const body = message.split(/\r?\n\r?\n/).slice(1).join("\n\n");
+  const body = message
+    .split(/\r?\n\r?\n/)
+    .slice(1)
+    .join("\n\n");
   const kind = NRDL_KINDS.find((k) => new RegExp(`<${k}[\\s>/]`).test(body));
   let detail = kind ?? "";
   if (kind === "status") {
-    const items = [...body.matchAll(/<status\b[^>]*\bvm="([^"]+)"[^>]*\bstate="([^"]+)"(?:[^>]*\bprogress="([^"]+)")?/g)];
+    const items = [
+      ...body.matchAll(/<status\b[^>]*\bvm="([^"]+)"[^>]*\bstate="([^"]+)"(?:[^>]*\bprogress="([^"]+)")?/g),
+    ];
     detail = `status: ${items.map((m) => `${m[1]} ${m[2]}${m[3] ? ` ${Math.round(Number(m[3]) * 100)}%` : ""}`).join(", ")}`;
   }
   const suffix = detail ? ` [${detail}]` : "";
   const response = /^SIP\/2\.0\s+(\d{3})\s*(.*)$/.exec(firstLine);
-  if (response) return { label: `${response[1]} ${response[2]}${cseqMethod ? ` (${cseqMethod})` : ""}${suffix}`, callId };
+  if (response)
+    return { label: `${response[1]} ${response[2]}${cseqMethod ? ` (${cseqMethod})` : ""}${suffix}`, callId };
   return { label: `${firstLine.split(" ")[0]}${suffix}`, callId };
 }
 
@@ -52,7 +58,9 @@ export function renderLadder(steps: readonly LadderStep[], left: string, right: 
     const dashes = width - label.length - 2;
     const l = Math.floor(dashes / 2);
     const r = dashes - l;
-    const arrow = s.rightward ? `|${"-".repeat(l)} ${label} ${"-".repeat(r - 1)}>|` : `|<${"-".repeat(l - 1)} ${label} ${"-".repeat(r)}|`;
+    const arrow = s.rightward
+      ? `|${"-".repeat(l)} ${label} ${"-".repeat(r - 1)}>|`
+      : `|<${"-".repeat(l - 1)} ${label} ${"-".repeat(r)}|`;
     lines.push(`${((s.at - t0) / 1000).toFixed(3).padStart(7)}s ${arrow}`);
   }
   return lines.join("\n") + "\n";

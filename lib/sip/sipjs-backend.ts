@@ -55,7 +55,9 @@ function coreBody(body: SipBody, disposition: string): Core.Body {
 }
 
 function headerLines(headers: Record<string, string | string[]> | undefined): string[] {
-  return Object.entries(headers ?? {}).flatMap(([k, v]) => (Array.isArray(v) ? v : [v]).map((x) => `${k}: ${x.replace(/[\r\n]+/g, " ")}`));
+  return Object.entries(headers ?? {}).flatMap(([k, v]) =>
+    (Array.isArray(v) ? v : [v]).map((x) => `${k}: ${x.replace(/[\r\n]+/g, " ")}`),
+  );
 }
 
 function responseInfo(message: Core.IncomingResponseMessage): ResponseInfo {
@@ -70,17 +72,37 @@ function responseInfo(message: Core.IncomingResponseMessage): ResponseInfo {
 /** `transportError`: why our request never left (the core reports only a bare 503 then). */
 function failure(message: Core.IncomingResponseMessage, what: string, transportError?: string): TeleportError {
   const warning = message.getHeader("warning") ?? (message.statusCode === 503 ? transportError : undefined);
-  return new TeleportError(message.statusCode ?? 500, `${what}: ${message.statusCode} ${message.reasonPhrase}`, warning ? [warning] : []);
+  return new TeleportError(
+    message.statusCode ?? 500,
+    `${what}: ${message.statusCode} ${message.reasonPhrase}`,
+    warning ? [warning] : [],
+  );
 }
 
 /** Builds a core response from the seam's (status, reason, opts). */
-function responseOptions(status: number, reason: string | undefined, opts: ResponseOptions | undefined, disposition: string): Core.ResponseOptions {
+function responseOptions(
+  status: number,
+  reason: string | undefined,
+  opts: ResponseOptions | undefined,
+  disposition: string,
+): Core.ResponseOptions {
   const extraHeaders = headerLines(opts?.headers);
   if (opts?.body) extraHeaders.push(`Content-Disposition: ${disposition}`);
-  return { statusCode: status, reasonPhrase: reason, extraHeaders, body: opts?.body ? coreBody(opts.body, disposition) : undefined };
+  return {
+    statusCode: status,
+    reasonPhrase: reason,
+    extraHeaders,
+    body: opts?.body ? coreBody(opts.body, disposition) : undefined,
+  };
 }
 
-function answer(uas: Core.IncomingRequest, status: number, reason: string | undefined, opts: ResponseOptions | undefined, disposition = "render"): void {
+function answer(
+  uas: Core.IncomingRequest,
+  status: number,
+  reason: string | undefined,
+  opts: ResponseOptions | undefined,
+  disposition = "render",
+): void {
   const options = responseOptions(status, reason, opts, disposition);
   if (status >= 200 && status < 300) uas.accept(options);
   else uas.reject(options);
@@ -146,7 +168,12 @@ export class SipJsBackend implements SipBackend {
     this.core = new Core.UserAgentCore(
       {
         aor: this.aorUri,
-        contact: { pubGruu: undefined, tempGruu: undefined, uri: contactUri, toString: () => `<${contactUri.toString()}>` },
+        contact: {
+          pubGruu: undefined,
+          tempGruu: undefined,
+          uri: contactUri,
+          toString: () => `<${contactUri.toString()}>`,
+        },
         displayName: this.config.displayName ?? "",
         loggerFactory,
         hackViaTcp: false,
@@ -157,7 +184,10 @@ export class SipJsBackend implements SipBackend {
         userAgentHeaderFieldValue: "sip-teleport",
         viaForceRport: true,
         viaHost: PLACEHOLDER_HOST,
-        authenticationFactory: () => (credentials ? new RealmDigest(loggerFactory, credentials.username, credentials.password, credentials.realm) : undefined),
+        authenticationFactory: () =>
+          credentials
+            ? new RealmDigest(loggerFactory, credentials.username, credentials.password, credentials.realm)
+            : undefined,
         transportAccessor: () => this.transport,
       },
       {
@@ -188,12 +218,29 @@ export class SipJsBackend implements SipBackend {
               if (settled) return;
               settled = true; // a 200 that still comes is hung up (onAccept below)
               current?.cancel();
-              reject(new TeleportError(408, "Request Timeout", [`no final answer to the INVITE within ${limit / 1000} s (the destination may have crashed while arming); CANCEL sent, nothing was migrated`]));
+              reject(
+                new TeleportError(408, "Request Timeout", [
+                  `no final answer to the INVITE within ${limit / 1000} s (the destination may have crashed while arming); CANCEL sent, nothing was migrated`,
+                ]),
+              );
             }, limit);
       const done = () => clearTimeout(timer);
       const send = (uri: URI, hops: number): void => {
-        const extra = [`Contact: ${this.contactHeader()}`, "Content-Disposition: session", ...CAPABILITIES, ...headerLines(opts.headers)];
-        const message = this.requireCore().makeOutgoingRequestMessage("INVITE", uri, this.aorUri, parseUri(target), {}, extra, coreBody(body, "session"));
+        const extra = [
+          `Contact: ${this.contactHeader()}`,
+          "Content-Disposition: session",
+          ...CAPABILITIES,
+          ...headerLines(opts.headers),
+        ];
+        const message = this.requireCore().makeOutgoingRequestMessage(
+          "INVITE",
+          uri,
+          this.aorUri,
+          parseUri(target),
+          {},
+          extra,
+          coreBody(body, "session"),
+        );
         current = this.requireCore().invite(message, {
           onProgress: (r) => opts.onProgress?.(responseInfo(r.message)),
           onAccept: (r) => {
@@ -206,11 +253,17 @@ export class SipJsBackend implements SipBackend {
           onRedirect: (r) => {
             const contact = r.message.parseHeader("contact") as { uri?: URI } | undefined;
             if (!cancelled && contact?.uri && hops < MAX_REDIRECTS) {
-              this.logger.info("sip invite redirected", { from: uri.toString(), to: contact.uri.toString(), status: r.message.statusCode });
+              this.logger.info("sip invite redirected", {
+                from: uri.toString(),
+                to: contact.uri.toString(),
+                status: r.message.statusCode,
+              });
               send(contact.uri, hops + 1);
             } else {
               done();
-              reject(failure(r.message, hops < MAX_REDIRECTS ? "redirect without a usable Contact" : "too many redirects"));
+              reject(
+                failure(r.message, hops < MAX_REDIRECTS ? "redirect without a usable Contact" : "too many redirects"),
+              );
             }
           },
           onReject: (r) => {
@@ -232,7 +285,15 @@ export class SipJsBackend implements SipBackend {
 
   message(target: string, body: SipBody): Promise<ResponseInfo> {
     const uri = parseUri(target);
-    const msg = this.requireCore().makeOutgoingRequestMessage("MESSAGE", uri, this.aorUri, uri, {}, [], coreBody(body, "render"));
+    const msg = this.requireCore().makeOutgoingRequestMessage(
+      "MESSAGE",
+      uri,
+      this.aorUri,
+      uri,
+      {},
+      [],
+      coreBody(body, "render"),
+    );
     return new Promise((resolve, reject) => {
       this.requireCore().message(msg, {
         onAccept: (r) => resolve(responseInfo(r.message)),
@@ -244,7 +305,9 @@ export class SipJsBackend implements SipBackend {
   /** Sends OPTIONS (a health check of a peer or proxy); resolves with its 200. */
   options(target: string): Promise<ResponseInfo> {
     const uri = parseUri(target);
-    const msg = this.requireCore().makeOutgoingRequestMessage("OPTIONS", uri, this.aorUri, uri, {}, [`Accept: ${NRDL_CONTENT_TYPE}`]);
+    const msg = this.requireCore().makeOutgoingRequestMessage("OPTIONS", uri, this.aorUri, uri, {}, [
+      `Accept: ${NRDL_CONTENT_TYPE}`,
+    ]);
     return new Promise((resolve, reject) => {
       this.requireCore().request(msg, {
         onAccept: (r) => resolve(responseInfo(r.message)),
@@ -291,11 +354,20 @@ export class SipJsBackend implements SipBackend {
         onAccept: (r) => {
           reg.cseq = msg.cseq + 1; // digest retries bumped the CSeq on the message
           if (expires > 0) {
-            const granted = Number(r.message.getHeader("expires") ?? /expires=(\d+)/i.exec(r.message.getHeader("contact") ?? "")?.[1] ?? expires);
+            const granted = Number(
+              r.message.getHeader("expires") ??
+                /expires=(\d+)/i.exec(r.message.getHeader("contact") ?? "")?.[1] ??
+                expires,
+            );
             // Refresh ahead of expiry (RFC 3261 10.2.4), at least every few seconds apart.
-            reg.timer = setTimeout(() => {
-              this.sendRegister(expires).catch((err: unknown) => this.logger.warn("sip registration refresh failed", { error: String(err) }));
-            }, Math.max(2, granted * 0.8) * 1000);
+            reg.timer = setTimeout(
+              () => {
+                this.sendRegister(expires).catch((err: unknown) =>
+                  this.logger.warn("sip registration refresh failed", { error: String(err) }),
+                );
+              },
+              Math.max(2, granted * 0.8) * 1000,
+            );
             reg.timer.unref();
           }
           resolve();
@@ -322,17 +394,33 @@ export class SipJsBackend implements SipBackend {
       }
       // The core trusts these to exist; a request without them is answered 400 here when it can be.
       const missing = (["from", "to", "callId", "cseq", "via"] as const).filter((k) => !message[k]);
-      if (missing.length) return void this.transport.refuse(text, source, 400, "Bad Request", `missing or unparsable ${missing.join(", ")}`);
+      if (missing.length)
+        return void this.transport.refuse(
+          text,
+          source,
+          400,
+          "Bad Request",
+          `missing or unparsable ${missing.join(", ")}`,
+        );
       this.peers.set(message, source);
       if (message.method === "OPTIONS" && !message.toTag) {
         // Health check: advertise what we accept; the core's own answer would list SDP.
         core.replyStateless(message, { statusCode: 200, extraHeaders: [...CAPABILITIES, "Supported: "] });
         return;
       }
-      if (message.toTag && message.method !== "ACK" && message.method !== "CANCEL" && this.refusedInDialog(core, message)) return;
+      if (
+        message.toTag &&
+        message.method !== "ACK" &&
+        message.method !== "CANCEL" &&
+        this.refusedInDialog(core, message)
+      )
+        return;
       core.receiveIncomingRequestFromTransport(message);
     } catch (err) {
-      this.logger.warn("sip message processing failed", { from: `${source.address}:${source.port}`, error: String(err) });
+      this.logger.warn("sip message processing failed", {
+        from: `${source.address}:${source.port}`,
+        error: String(err),
+      });
     }
   }
 
@@ -340,7 +428,10 @@ export class SipJsBackend implements SipBackend {
     const refusal = this.handlers.authorize?.(incomingRequest(message, this.peers));
     if (!refusal) return false;
     const { error, headers } = refusal;
-    const extraHeaders = [...headerLines(headers), warning(message.ruri?.host ?? "sip-teleport", [error.reason, ...error.details].join("; "))];
+    const extraHeaders = [
+      ...headerLines(headers),
+      warning(message.ruri?.host ?? "sip-teleport", [error.reason, ...error.details].join("; ")),
+    ];
     core.replyStateless(message, { statusCode: error.status, reasonPhrase: error.reason, extraHeaders });
     return true;
   }
@@ -348,7 +439,9 @@ export class SipJsBackend implements SipBackend {
   private receivePlain(uas: Core.IncomingRequest): void {
     const handler = this.handlers.onMessage;
     if (!handler) return void uas.reject({ statusCode: 405 });
-    handler(incomingRequest(uas.message, this.peers), { send: (status, reason, opts) => answer(uas, status, reason, opts) });
+    handler(incomingRequest(uas.message, this.peers), {
+      send: (status, reason, opts) => answer(uas, status, reason, opts),
+    });
   }
 
   private receiveInvite(uas: Core.IncomingInviteRequest): void {
@@ -362,7 +455,11 @@ export class SipJsBackend implements SipBackend {
       return;
     }
     if (!msg.body) {
-      uas.reject({ statusCode: 400, reasonPhrase: "Missing NRDL Offer", extraHeaders: [warning(warnHost, "INVITE carries no NRDL offer")] });
+      uas.reject({
+        statusCode: 400,
+        reasonPhrase: "Missing NRDL Offer",
+        extraHeaders: [warning(warnHost, "INVITE carries no NRDL offer")],
+      });
       return;
     }
     const handler = this.handlers.onInvite;
@@ -392,10 +489,15 @@ export class SipJsBackend implements SipBackend {
         options.extraHeaders = [...(options.extraHeaders ?? []), warning(warnHost, text)];
         once("reject", () => uas.reject(options));
       },
-      redirect: (target, status = 302) => once("redirect", () => uas.redirect([parseUri(target)], { statusCode: status })),
+      redirect: (target, status = 302) =>
+        once("redirect", () => uas.redirect([parseUri(target)], { statusCode: status })),
       accept: (body, opts) => {
         const options = responseOptions(200, undefined, { ...opts, body }, "session");
-        options.extraHeaders = [...(options.extraHeaders ?? []), `Recv-Info: ${INFO_PACKAGE}`, `Accept: ${NRDL_CONTENT_TYPE}`];
+        options.extraHeaders = [
+          ...(options.extraHeaders ?? []),
+          `Recv-Info: ${INFO_PACKAGE}`,
+          `Accept: ${NRDL_CONTENT_TYPE}`,
+        ];
         let session: Core.Session | undefined;
         once("accept", () => (session = uas.accept(options).session));
         if (!session) throw new TeleportError(500, "core returned no session");
@@ -437,17 +539,32 @@ class RealmDigest extends Core.DigestAuthentication {
     if (this.onlyRealm !== undefined && challenge.realm !== this.onlyRealm) return false;
     const algorithm = (challenge.algorithm ?? "MD5").toUpperCase();
     if ((algorithm !== "MD5" && algorithm !== "SHA-256") || !challenge.realm || !challenge.nonce) return false;
-    const qops = String(challenge.qop ?? "").split(",").map((q) => q.trim());
+    const qops = String(challenge.qop ?? "")
+      .split(",")
+      .map((q) => q.trim());
     if (challenge.qop && !qops.includes("auth")) return false;
-    const h = (s: string) => crypto.createHash(algorithm === "MD5" ? "md5" : "sha256").update(s).digest("hex");
+    const h = (s: string) =>
+      crypto
+        .createHash(algorithm === "MD5" ? "md5" : "sha256")
+        .update(s)
+        .digest("hex");
     const uri = request.ruri.toString();
     const ha1 = h(`${this.user}:${challenge.realm}:${this.secret}`);
     const ha2 = h(`${request.method}:${uri}`);
     this.nonceCount++;
     const nc = this.nonceCount.toString(16).padStart(8, "0");
     const cnonce = crypto.randomBytes(8).toString("hex");
-    const response = challenge.qop ? h(`${ha1}:${challenge.nonce}:${nc}:${cnonce}:auth:${ha2}`) : h(`${ha1}:${challenge.nonce}:${ha2}`);
-    const params = [`algorithm=${algorithm}`, `username="${this.user}"`, `realm="${challenge.realm}"`, `nonce="${challenge.nonce}"`, `uri="${uri}"`, `response="${response}"`];
+    const response = challenge.qop
+      ? h(`${ha1}:${challenge.nonce}:${nc}:${cnonce}:auth:${ha2}`)
+      : h(`${ha1}:${challenge.nonce}:${ha2}`);
+    const params = [
+      `algorithm=${algorithm}`,
+      `username="${this.user}"`,
+      `realm="${challenge.realm}"`,
+      `nonce="${challenge.nonce}"`,
+      `uri="${uri}"`,
+      `response="${response}"`,
+    ];
     if (challenge.opaque) params.push(`opaque="${challenge.opaque}"`);
     if (challenge.qop) params.push("qop=auth", `cnonce="${cnonce}"`, `nc=${nc}`);
     this.header = `Digest ${params.join(", ")}`;
@@ -472,7 +589,10 @@ function warning(host: string, text: string): string {
   return `Warning: 399 ${host} "${text.replace(/["\\]/g, "'").replace(/[\r\n]+/g, " ")}"`;
 }
 
-function incomingRequest(msg: Core.IncomingRequestMessage, peers: WeakMap<Core.IncomingRequestMessage, Peer>): IncomingRequest {
+function incomingRequest(
+  msg: Core.IncomingRequestMessage,
+  peers: WeakMap<Core.IncomingRequestMessage, Peer>,
+): IncomingRequest {
   return {
     method: msg.method,
     ruri: msg.ruri?.toString() ?? "",
@@ -551,7 +671,10 @@ class CoreDialog implements Dialog {
             reject(failure(r.message, "INFO failed"));
           },
         },
-        { extraHeaders: [`Info-Package: ${INFO_PACKAGE}`, "Content-Disposition: Info-Package"], body: coreBody(body, "Info-Package") },
+        {
+          extraHeaders: [`Info-Package: ${INFO_PACKAGE}`, "Content-Disposition: Info-Package"],
+          body: coreBody(body, "Info-Package"),
+        },
       );
     });
   }

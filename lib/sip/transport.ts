@@ -173,7 +173,9 @@ export class NodeTransport {
     this.trace("sent", { address, port, transport: listener.transport }, text);
     if (listener.udp) {
       const udp = listener.udp;
-      await new Promise<void>((resolve, reject) => udp.send(text, port, address, (err) => (err ? reject(err) : resolve())));
+      await new Promise<void>((resolve, reject) =>
+        udp.send(text, port, address, (err) => (err ? reject(err) : resolve())),
+      );
       return;
     }
     const socket = await this.connection(listener.transport, address, port, name);
@@ -191,7 +193,10 @@ export class NodeTransport {
       );
     }
     const transportParam = listener.transport === "udp" ? "" : `;transport=${listener.transport}`;
-    head = head.replace(new RegExp(`@${PLACEHOLDER_HOST.replace(".", "\\.")}(?=[;>])`, "g"), `@${sentBy}${transportParam}`);
+    head = head.replace(
+      new RegExp(`@${PLACEHOLDER_HOST.replace(".", "\\.")}(?=[;>])`, "g"),
+      `@${sentBy}${transportParam}`,
+    );
     return end < 0 ? head : head + message.slice(end);
   }
 
@@ -203,7 +208,9 @@ export class NodeTransport {
     return l;
   }
 
-  private async resolveUri(target: string): Promise<{ address: string; name: string; port: number; transport: TransportKind; family: 4 | 6 }> {
+  private async resolveUri(
+    target: string,
+  ): Promise<{ address: string; name: string; port: number; transport: TransportKind; family: 4 | 6 }> {
     const bare = target.includes("<") ? target.slice(target.indexOf("<") + 1, target.indexOf(">")) : target;
     const uri = Grammar.URIParse(bare);
     if (!uri) throw new TeleportError(400, `cannot parse SIP URI ${bare}`);
@@ -221,7 +228,8 @@ export class NodeTransport {
     const families = new Set(this.listeners.filter((l) => l.transport === transport).map((l) => l.family));
     const found = await dns.lookup(host, { all: true }).catch(() => []);
     const usable = found.find((a) => families.has(a.family === 6 ? 6 : 4));
-    if (!usable) throw new TeleportError(503, `cannot resolve ${host} to an address we can reach over ${transport.toUpperCase()}`);
+    if (!usable)
+      throw new TeleportError(503, `cannot resolve ${host} to an address we can reach over ${transport.toUpperCase()}`);
     return usable.address;
   }
 
@@ -248,7 +256,14 @@ export class NodeTransport {
             })
           : net.connect({ host: address, port });
       s.once(kind === "tls" ? "secureConnect" : "connect", () => resolve(s));
-      s.once("error", (err) => reject(new TeleportError(503, `cannot connect over ${kind.toUpperCase()} to ${hostPort(address, port)}: ${err.message}`)));
+      s.once("error", (err) =>
+        reject(
+          new TeleportError(
+            503,
+            `cannot connect over ${kind.toUpperCase()} to ${hostPort(address, port)}: ${err.message}`,
+          ),
+        ),
+      );
     });
     this.adopt(kind, socket, key);
     return socket;
@@ -258,7 +273,11 @@ export class NodeTransport {
     this.connections.set(key, socket);
     socket.setNoDelay(true);
     const framer = new StreamFramer(this.limits.maxMessageBytes);
-    const source: Peer = { address: normalizeAddress(socket.remoteAddress ?? ""), port: socket.remotePort ?? 0, transport: kind };
+    const source: Peer = {
+      address: normalizeAddress(socket.remoteAddress ?? ""),
+      port: socket.remotePort ?? 0,
+      transport: kind,
+    };
     socket.on("data", (chunk: Buffer) => {
       if (framer.failed) return;
       let messages: string[];
@@ -266,7 +285,13 @@ export class NodeTransport {
         messages = framer.push(chunk);
       } catch (err) {
         // Answer 513 if the start of the oversized message says where to, then hang up.
-        void this.refuse(framer.pending(), source, 513, "Message Too Large", `${(err as Error).message}; connection closed`).finally(() => socket.destroy());
+        void this.refuse(
+          framer.pending(),
+          source,
+          513,
+          "Message Too Large",
+          `${(err as Error).message}; connection closed`,
+        ).finally(() => socket.destroy());
         return;
       }
       for (const m of messages) this.receive(m, source);
@@ -282,18 +307,43 @@ export class NodeTransport {
    * carries enough to address a response (otherwise it is only dropped).
    */
   async refuse(text: string, source: Peer, status: number, reason: string, detail: string): Promise<void> {
-    this.opts.logger.warn("sip message refused", { from: hostPort(source.address, source.port), transport: source.transport, status, detail });
+    this.opts.logger.warn("sip message refused", {
+      from: hostPort(source.address, source.port),
+      transport: source.transport,
+      status,
+      detail,
+    });
     if (!isRequest(text)) return;
-    const response = rawResponse(stampVia(text, source.address, source.port, source.transport !== "udp"), status, reason);
-    if (response) await this.send(response).catch((err: unknown) => this.opts.logger.debug("sip refusal not sent", { error: String(err) }));
+    const response = rawResponse(
+      stampVia(text, source.address, source.port, source.transport !== "udp"),
+      status,
+      reason,
+    );
+    if (response)
+      await this.send(response).catch((err: unknown) =>
+        this.opts.logger.debug("sip refusal not sent", { error: String(err) }),
+      );
   }
 
   private receive(text: string, source: Peer): void {
     if (text.length > this.limits.maxMessageBytes) {
-      return void this.refuse(text.slice(0, 65536), source, 513, "Message Too Large", `${text.length} bytes, limit ${this.limits.maxMessageBytes}`);
+      return void this.refuse(
+        text.slice(0, 65536),
+        source,
+        513,
+        "Message Too Large",
+        `${text.length} bytes, limit ${this.limits.maxMessageBytes}`,
+      );
     }
     const headers = headerCount(headOf(text));
-    if (headers > this.limits.maxHeaders) return void this.refuse(text, source, 400, "Too Many Headers", `${headers} header lines, limit ${this.limits.maxHeaders}`);
+    if (headers > this.limits.maxHeaders)
+      return void this.refuse(
+        text,
+        source,
+        400,
+        "Too Many Headers",
+        `${headers} header lines, limit ${this.limits.maxHeaders}`,
+      );
     this.trace("received", source, text);
     if (isRequest(text)) {
       const stream = source.transport !== "udp";
@@ -313,10 +363,15 @@ export class NodeTransport {
     }
   }
 
-  private trace(direction: "sent" | "received", peer: Omit<Peer, "transport"> & { transport: TransportKind }, text: string): void {
+  private trace(
+    direction: "sent" | "received",
+    peer: Omit<Peer, "transport"> & { transport: TransportKind },
+    text: string,
+  ): void {
     if (!this.opts.sipTrace && this.tracers.size === 0) return;
     const masked = maskSecrets(text);
-    if (this.opts.sipTrace) this.opts.logger.info(`sip ${direction} ${peer.transport} ${hostPort(peer.address, peer.port)}\n${masked}`);
+    if (this.opts.sipTrace)
+      this.opts.logger.info(`sip ${direction} ${peer.transport} ${hostPort(peer.address, peer.port)}\n${masked}`);
     const event: TraceEvent = { direction, message: masked, at: Date.now(), peer };
     for (const t of this.tracers) t(event);
   }
@@ -325,7 +380,10 @@ export class NodeTransport {
     const family: 4 | 6 = net.isIPv6(spec.host) ? 6 : 4;
     const advertise = spec.advertise ?? advertisedAddress(spec.host, family);
     if (spec.transport === "udp") {
-      const udp = dgram.createSocket({ type: family === 6 ? "udp6" : "udp4", ipv6Only: family === 6 && spec.host !== "::" ? true : undefined });
+      const udp = dgram.createSocket({
+        type: family === 6 ? "udp6" : "udp4",
+        ipv6Only: family === 6 && spec.host !== "::" ? true : undefined,
+      });
       await new Promise<void>((resolve, reject) => {
         udp.once("error", reject);
         udp.bind(spec.port, spec.host, () => {
@@ -338,13 +396,28 @@ export class NodeTransport {
         const text = datagram.length > this.limits.maxMessageBytes ? undefined : trimDatagram(datagram);
         if (text !== undefined) return this.receive(text, source);
         const raw = datagram.subarray(0, 65536).toString("utf8");
-        if (datagram.length > this.limits.maxMessageBytes) void this.refuse(raw, source, 513, "Message Too Large", `${datagram.length} bytes, limit ${this.limits.maxMessageBytes}`);
-        else void this.refuse(raw, source, 400, "Bad Request", "no header end, or Content-Length larger than the datagram");
+        if (datagram.length > this.limits.maxMessageBytes)
+          void this.refuse(
+            raw,
+            source,
+            513,
+            "Message Too Large",
+            `${datagram.length} bytes, limit ${this.limits.maxMessageBytes}`,
+          );
+        else
+          void this.refuse(
+            raw,
+            source,
+            400,
+            "Bad Request",
+            "no header end, or Content-Length larger than the datagram",
+          );
       });
       udp.on("error", (err) => this.opts.logger.warn("sip udp socket error", { error: err.message }));
       return { transport: "udp", host: spec.host, port: udp.address().port, advertise, family, udp };
     }
-    if (spec.transport === "tls" && !this.opts.tls) throw new TeleportError(400, "a TLS listener needs tls.cert and tls.key in the SIP configuration");
+    if (spec.transport === "tls" && !this.opts.tls)
+      throw new TeleportError(400, "a TLS listener needs tls.cert and tls.key in the SIP configuration");
     const onConnection = (socket: StreamSocket): void => {
       const key = `${spec.transport} ${hostPort(normalizeAddress(socket.remoteAddress ?? ""), socket.remotePort ?? 0)}`;
       this.adopt(spec.transport, socket, key);

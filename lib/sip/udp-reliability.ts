@@ -99,7 +99,13 @@ export class UdpReliability {
 
   private schedule(table: Map<string, Retransmission>, key: string, resend: () => void, invite: boolean): void {
     const { t1, t2 } = this.timers;
-    const r: Retransmission = { interval: t1, deadline: Date.now() + 64 * t1, resend, invite, timer: undefined as unknown as NodeJS.Timeout };
+    const r: Retransmission = {
+      interval: t1,
+      deadline: Date.now() + 64 * t1,
+      resend,
+      invite,
+      timer: undefined as unknown as NodeJS.Timeout,
+    };
     const fire = (): void => {
       if (Date.now() >= r.deadline) {
         table.delete(key); // Timer B/F/H in the core reports the failure

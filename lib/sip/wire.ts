@@ -16,7 +16,14 @@ export interface ViaInfo {
 }
 
 /** Header names and their compact forms (RFC 3261 7.3.3) that the transport reads. */
-const COMPACT: Record<string, string> = { via: "v", "content-length": "l", "call-id": "i", contact: "m", from: "f", to: "t" };
+const COMPACT: Record<string, string> = {
+  via: "v",
+  "content-length": "l",
+  "call-id": "i",
+  contact: "m",
+  from: "f",
+  to: "t",
+};
 
 export function isRequest(text: string): boolean {
   return !text.startsWith("SIP/2.0 ");
@@ -208,5 +215,15 @@ export function rawResponse(request: string, status: number, reason: string): st
   if (!via || !parseVia(via) || !from || !to || !callId || !cseq) return undefined;
   const safe = (s: string) => s.replace(/[\r\n]/g, " ").slice(0, 1024);
   const toTagged = /;\s*tag=/i.test(to) ? to : `${to};tag=lim${Date.now().toString(36)}`;
-  return [`SIP/2.0 ${status} ${reason}`, `Via: ${safe(via)}`, `From: ${safe(from)}`, `To: ${safe(toTagged)}`, `Call-ID: ${safe(callId)}`, `CSeq: ${safe(cseq)}`, "Content-Length: 0", "", ""].join("\r\n");
+  return [
+    `SIP/2.0 ${status} ${reason}`,
+    `Via: ${safe(via)}`,
+    `From: ${safe(from)}`,
+    `To: ${safe(toTagged)}`,
+    `Call-ID: ${safe(callId)}`,
+    `CSeq: ${safe(cseq)}`,
+    "Content-Length: 0",
+    "",
+    "",
+  ].join("\r\n");
 }

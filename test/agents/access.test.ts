@@ -14,14 +14,18 @@ describe("destination access policy", () => {
     expect(p.check({ address: "10.10.0.66", fromUri: "sip:mallory@evil" })).toBeUndefined();
     expect(p.check({ address: "192.0.2.1", fromUri: "<sip:dc1@10.10.10.66:5060;transport=tcp>" })).toBeUndefined();
     expect(p.check({ address: "2001:db8::7", fromUri: "sip:x@y" })).toBeUndefined();
-    expect(p.check({ address: "192.0.2.1", fromUri: "sip:dc3@10.10.10.66" })).toMatch(/sip:dc3@10\.10\.10\.66 from 192\.0\.2\.1 is not in this host's allowlist/);
+    expect(p.check({ address: "192.0.2.1", fromUri: "sip:dc3@10.10.10.66" })).toMatch(
+      /sip:dc3@10\.10\.10\.66 from 192\.0\.2\.1 is not in this host's allowlist/,
+    );
     // loopback is no longer implicitly allowed once a list is configured
     expect(p.check({ address: "127.0.0.1", fromUri: "sip:dc3@h" })).toBeDefined();
   });
 
   it("checks the authenticated user, not the From header", () => {
     const p = new AccessPolicy(["sip:dc1@*"]);
-    expect(p.check({ address: "192.0.2.1", fromUri: "sip:dc1@h", authenticatedUser: "intruder" })).toMatch(/sip:intruder@h/);
+    expect(p.check({ address: "192.0.2.1", fromUri: "sip:dc1@h", authenticatedUser: "intruder" })).toMatch(
+      /sip:intruder@h/,
+    );
     expect(p.check({ address: "192.0.2.1", fromUri: "sip:whoever@h", authenticatedUser: "dc1" })).toBeUndefined();
   });
 

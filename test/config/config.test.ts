@@ -15,7 +15,11 @@ describe("host configuration", () => {
   });
 
   it("reports every problem with its path", () => {
-    const problems = configProblems({ sip: { aor: "dc2@host", listen: [{ transport: "sctp" }] }, migration: { ports: "80-90" }, bogus: 1 });
+    const problems = configProblems({
+      sip: { aor: "dc2@host", listen: [{ transport: "sctp" }] },
+      migration: { ports: "80-90" },
+      bogus: 1,
+    });
     expect(problems).toEqual(
       expect.arrayContaining([
         expect.stringMatching(/^sip\.aor: expected a SIP URI/),
@@ -44,6 +48,8 @@ describe("host configuration", () => {
   });
 
   it("throws a 500 TeleportError listing the problems", () => {
-    expect(() => parseConfig({ defaults: { strategy: "teleport" } })).toThrow(/invalid configuration: defaults\.strategy/);
+    expect(() => parseConfig({ defaults: { strategy: "teleport" } })).toThrow(
+      /invalid configuration: defaults\.strategy/,
+    );
   });
 });

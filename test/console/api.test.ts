@@ -44,7 +44,12 @@ describe("who may use the API", () => {
 
   test("a foreign Host header (DNS rebinding) and form posts are refused", async () => {
     expect((await api.get("/api/inventory", { host: "evil.example:80" })).status).toBe(421);
-    const form = await request(new URL("/api/call", stack.console.url).href, "POST", { authorization: `Bearer ${TOKEN}`, "content-type": "text/plain" }, "{}");
+    const form = await request(
+      new URL("/api/call", stack.console.url).href,
+      "POST",
+      { authorization: `Bearer ${TOKEN}`, "content-type": "text/plain" },
+      "{}",
+    );
     expect(form.status).toBe(415);
   });
 
@@ -56,7 +61,9 @@ describe("who may use the API", () => {
     const url = new URL("http://10.10.10.66:8080/api/state");
     expect(auth.check(req({ host: "10.10.10.66:8080" }), url)?.status).toBe(401);
     expect(auth.check(req({ host: "10.10.10.66:8080", authorization: `Bearer ${auth.token}` }), url)).toBeUndefined();
-    expect(auth.check(req({ host: "10.10.10.66:8080" }), new URL(`${url.href}?access_token=${auth.token}`))).toBeUndefined();
+    expect(
+      auth.check(req({ host: "10.10.10.66:8080" }), new URL(`${url.href}?access_token=${auth.token}`)),
+    ).toBeUndefined();
     expect(new ApiAuth("127.0.0.1", undefined).token).toBeUndefined();
   });
 
@@ -69,9 +76,16 @@ describe("who may use the API", () => {
 
 describe("before the VM runs", () => {
   test("the inventory shows it absent, and Call refuses without sending an INVITE", async () => {
-    const inv = await api.get<{ vms: Array<{ name: string; state: string; role: string; memoryMib: number }> }>("/api/inventory");
-    expect(inv.body.vms).toEqual([expect.objectContaining({ name: "router1", role: "router", memoryMib: 96, state: "absent" })]);
-    const call = await api.post<{ error: { status: number; details: string[] } }>("/api/call", { to: stack.dest.uri, vms: ["router1"] });
+    const inv = await api.get<{ vms: Array<{ name: string; state: string; role: string; memoryMib: number }> }>(
+      "/api/inventory",
+    );
+    expect(inv.body.vms).toEqual([
+      expect.objectContaining({ name: "router1", role: "router", memoryMib: 96, state: "absent" }),
+    ]);
+    const call = await api.post<{ error: { status: number; details: string[] } }>("/api/call", {
+      to: stack.dest.uri,
+      vms: ["router1"],
+    });
     expect(call.status).toBe(409);
     expect(call.body.error.details.join()).toMatch(/router1 is absent here/);
     expect((await state()).ladder).toEqual([]);
@@ -79,7 +93,11 @@ describe("before the VM runs", () => {
   });
 
   test("invalid requests say what is wrong", async () => {
-    const bad = await api.post<{ error: { status: number; details: string[] } }>("/api/call", { to: "dc2", vms: ["router1"], extra: 1 });
+    const bad = await api.post<{ error: { status: number; details: string[] } }>("/api/call", {
+      to: "dc2",
+      vms: ["router1"],
+      extra: 1,
+    });
     expect(bad.status).toBe(400);
     expect(bad.body.error.details.join("\n")).toMatch(/to: expected a SIP URI/);
     expect((await api.post("/api/migrate")).status).toBe(409);
@@ -94,13 +112,18 @@ describe("a dialog", () => {
   });
 
   test("a destination that does not allow us refuses with 403, and the refusal is kept", async () => {
-    const call = await api.post<{ error: { status: number; reason: string; details: string[] } }>("/api/call", { to: stack.strict.uri, vms: ["router1"] });
+    const call = await api.post<{ error: { status: number; reason: string; details: string[] } }>("/api/call", {
+      to: stack.strict.uri,
+      vms: ["router1"],
+    });
     expect(call.status).toBe(403);
     expect(call.body.error.status).toBe(403);
     const s = await state();
     expect(s.phase).toBe("ended");
     expect(s.error?.status).toBe(403);
-    expect(s.ladder.map((l) => l.label)).toEqual(expect.arrayContaining(["INVITE [offer]", expect.stringMatching(/^403 /)]));
+    expect(s.ladder.map((l) => l.label)).toEqual(
+      expect.arrayContaining(["INVITE [offer]", expect.stringMatching(/^403 /)]),
+    );
     const { dialogs } = (await api.get<{ dialogs: HistoryEntry[] }>("/api/history")).body;
     expect(dialogs).toEqual([expect.objectContaining({ to: stack.strict.uri, outcome: "refused", by: "console" })]);
     expect(await stack.whereRuns("router1")).toEqual(["dc1"]);
@@ -109,10 +132,20 @@ describe("a dialog", () => {
   test("Cancel before the answer: CANCEL goes out, the call ends 487 and is kept as cancelled", async () => {
     // sipp plays a destination that only ever says 100 Trying, so the line stays "calling" until we hang up.
     const port = randomPort();
-    const destination = runSipp(["-sf", path.join(FIXTURES, "sipp", "uas-cancelled.xml"), "-m", "1", "-i", "127.0.0.1", "-p", String(port)], 30_000);
+    const destination = runSipp(
+      ["-sf", path.join(FIXTURES, "sipp", "uas-cancelled.xml"), "-m", "1", "-i", "127.0.0.1", "-p", String(port)],
+      30_000,
+    );
     await new Promise((r) => setTimeout(r, 300)); // sipp binds its socket
-    const pending = api.post<{ error: { status: number } }>("/api/call", { to: `sip:slow@127.0.0.1:${port}`, vms: ["router1"] });
-    await until("the 100 Trying", async () => ((await state()).ladder.some((l) => l.label.startsWith("100 ")) ? true : undefined), 10_000);
+    const pending = api.post<{ error: { status: number } }>("/api/call", {
+      to: `sip:slow@127.0.0.1:${port}`,
+      vms: ["router1"],
+    });
+    await until(
+      "the 100 Trying",
+      async () => ((await state()).ladder.some((l) => l.label.startsWith("100 ")) ? true : undefined),
+      10_000,
+    );
     expect((await state()).phase).toBe("calling");
     expect((await api.post("/api/migrate")).status).toBe(409);
     expect((await api.post("/api/cancel")).status).toBe(202);
@@ -120,13 +153,19 @@ describe("a dialog", () => {
     expect(await destination).toMatchObject({ code: 0, successful: 1, failed: 0 });
     const s = await state();
     expect(s.phase).toBe("ended");
-    expect(s.ladder.map((l) => l.label)).toEqual(expect.arrayContaining(["CANCEL", "200 OK (CANCEL)", "487 Request Terminated (INVITE)"]));
+    expect(s.ladder.map((l) => l.label)).toEqual(
+      expect.arrayContaining(["CANCEL", "200 OK (CANCEL)", "487 Request Terminated (INVITE)"]),
+    );
   });
 
   test("Call, Migrate, Bye: armed, progress on the event stream, completed, both reports", async () => {
     const events = eventStream(stack.console.url, TOKEN);
     try {
-      const call = await api.post<LineSnapshot>("/api/call", { to: stack.dest.uri, vms: ["router1"], policy: { downtimeLimitMs: 300 } });
+      const call = await api.post<LineSnapshot>("/api/call", {
+        to: stack.dest.uri,
+        vms: ["router1"],
+        policy: { downtimeLimitMs: 300 },
+      });
       expect(call.status).toBe(200);
       expect(call.body).toMatchObject({ phase: "armed", answer: { armed: ["router1"], rejected: [] } });
       expect(call.body.migrationId).toMatch(/^mig-/);
@@ -144,7 +183,9 @@ describe("a dialog", () => {
       const bye = await api.post<MigrateSummary>("/api/bye");
       expect(bye.status).toBe(200);
       expect(bye.body.outcome).toBe("completed");
-      expect(bye.body.vms).toEqual([expect.objectContaining({ vm: "router1", state: "completed", host: stack.dest.uri })]);
+      expect(bye.body.vms).toEqual([
+        expect.objectContaining({ vm: "router1", state: "completed", host: stack.dest.uri }),
+      ]);
       expect(bye.body.destinationReport?.outcome).toBe("completed");
       expect(await stack.whereRuns("router1")).toEqual(["dc2"]);
 
@@ -152,7 +193,9 @@ describe("a dialog", () => {
       expect(s.phase).toBe("ended");
       const labels = s.ladder.map((l) => l.label);
       expect(labels[0]).toBe("INVITE [offer]");
-      expect(labels).toEqual(expect.arrayContaining(["200 OK (INVITE) [answer]", "ACK", "BYE [report]", "200 OK (BYE) [report]"]));
+      expect(labels).toEqual(
+        expect.arrayContaining(["200 OK (INVITE) [answer]", "ACK", "BYE [report]", "200 OK (BYE) [report]"]),
+      );
       expect(labels.some((l) => l.startsWith("INFO [status: router1"))).toBe(true);
 
       // The stream carried the whole story: every phase, and progress while migrating.

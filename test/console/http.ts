@@ -8,10 +8,19 @@ export interface ApiReply<T = Record<string, unknown>> {
 
 export interface ApiClient {
   get<T = Record<string, unknown>>(path: string, headers?: Record<string, string>): Promise<ApiReply<T>>;
-  post<T = Record<string, unknown>>(path: string, body?: unknown, headers?: Record<string, string>): Promise<ApiReply<T>>;
+  post<T = Record<string, unknown>>(
+    path: string,
+    body?: unknown,
+    headers?: Record<string, string>,
+  ): Promise<ApiReply<T>>;
 }
 
-export function request(url: string, method: string, headers: Record<string, string>, body?: string): Promise<ApiReply<never> & { text: string }> {
+export function request(
+  url: string,
+  method: string,
+  headers: Record<string, string>,
+  body?: string,
+): Promise<ApiReply<never> & { text: string }> {
   return new Promise((resolve, reject) => {
     const req = http.request(url, { method, headers }, (res) => {
       const chunks: Buffer[] = [];
@@ -36,12 +45,21 @@ export function apiClient(base: string, token?: string): ApiClient {
   const auth: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
   return {
     get: (path, headers = {}) => request(new URL(path, base).href, "GET", { ...auth, ...headers }),
-    post: (path, body = {}, headers = {}) => request(new URL(path, base).href, "POST", { "content-type": "application/json", ...auth, ...headers }, JSON.stringify(body)),
+    post: (path, body = {}, headers = {}) =>
+      request(
+        new URL(path, base).href,
+        "POST",
+        { "content-type": "application/json", ...auth, ...headers },
+        JSON.stringify(body),
+      ),
   };
 }
 
 /** Collects the SSE events of /api/events until `close()`. */
-export function eventStream(base: string, token?: string): { events: Array<{ event: string; data: unknown }>; close(): void } {
+export function eventStream(
+  base: string,
+  token?: string,
+): { events: Array<{ event: string; data: unknown }>; close(): void } {
   const events: Array<{ event: string; data: unknown }> = [];
   const url = new URL("/api/events", base);
   if (token) url.searchParams.set("access_token", token);

@@ -23,7 +23,14 @@ async function sipp(scenario: string, vars: Record<string, string>, port?: numbe
   const logFile = path.join(stack.base, `sipp-${scenario}.log`);
   const role = port === undefined ? [stack.source.uri.replace(/^sip:[^@]+@/, "")] : [];
   const args = ["-sf", path.join(FIXTURES, "sipp", scenario), "-s", "dc1", ...sets, "-m", "1", "-i", "127.0.0.1"];
-  const r = await runSipp([...args, ...(port === undefined ? [] : ["-p", String(port)]), "-trace_logs", "-log_file", logFile, ...role]);
+  const r = await runSipp([
+    ...args,
+    ...(port === undefined ? [] : ["-p", String(port)]),
+    "-trace_logs",
+    "-log_file",
+    logFile,
+    ...role,
+  ]);
   return { ...r, log: fs.existsSync(logFile) ? fs.readFileSync(logFile, "utf8") : "" };
 }
 
@@ -43,7 +50,11 @@ test("a sender outside the allowlist gets 403 and nothing moves", async () => {
 });
 
 test("an allowed sender is told what is wrong with a command: 400 not a command, 404 no such plan", async () => {
-  const phone = createSipBackend({ aor: "sip:ops@127.0.0.1", listen: [{ transport: "udp", host: "127.0.0.1", port: 0 }], logger: silentLogger });
+  const phone = createSipBackend({
+    aor: "sip:ops@127.0.0.1",
+    listen: [{ transport: "udp", host: "127.0.0.1", port: 0 }],
+    logger: silentLogger,
+  });
   await phone.start();
   try {
     const send = (content: string) => phone.message(stack.source.uri, { contentType: "text/plain", content });
@@ -60,12 +71,17 @@ test("MESSAGE 'migrate solo to URI' moves router1 and the outcome comes back as 
   const replyPort = randomPort();
   const outcome = sipp("message-outcome.xml", {}, replyPort);
   await new Promise((r) => setTimeout(r, 300)); // let the UAS half bind its port
-  const trigger = await sipp("message-trigger.xml", { cmd: `migrate solo to ${stack.dest.uri}`, reply_port: String(replyPort) });
+  const trigger = await sipp("message-trigger.xml", {
+    cmd: `migrate solo to ${stack.dest.uri}`,
+    reply_port: String(replyPort),
+  });
   expect(trigger).toMatchObject({ code: 0, successful: 1, failed: 0 });
   const r = await outcome;
   expect(r).toMatchObject({ code: 0, successful: 1, failed: 0 });
   expect(r.log).toMatch(/outcome: completed mig-[0-9a-f]+: router1 completed \(downtime \d+ ms\)/);
   expect(await stack.whereRuns("router1")).toEqual(["dc2"]);
   const { dialogs } = (await apiClient(stack.console.url).get<{ dialogs: HistoryEntry[] }>("/api/history")).body;
-  expect(dialogs).toEqual([expect.objectContaining({ by: "sip:ops@127.0.0.1", outcome: "completed", to: stack.dest.uri })]);
+  expect(dialogs).toEqual([
+    expect.objectContaining({ by: "sip:ops@127.0.0.1", outcome: "completed", to: stack.dest.uri }),
+  ]);
 });

@@ -15,7 +15,14 @@ import { startStack, until, type Stack } from "./stack";
 jest.setTimeout(240_000);
 
 const CHROMIUM = "/usr/bin/chromium";
-const ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"];
+const ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+];
 
 let stack: Stack;
 let profile: string;
@@ -23,11 +30,17 @@ let context: BrowserContext;
 let page: Page;
 
 beforeAll(async () => {
-  if (!fs.existsSync(CHROMIUM)) throw new Error("chromium is missing: apt-get install -y chromium (scripts/bootstrap.sh installs it)");
+  if (!fs.existsSync(CHROMIUM))
+    throw new Error("chromium is missing: apt-get install -y chromium (scripts/bootstrap.sh installs it)");
   stack = await startStack({ vms: ["router1", "video"] });
   await Promise.all([stack.boot("router1"), stack.boot("video")]);
   profile = fs.mkdtempSync(path.join(os.tmpdir(), "st-chromium-"));
-  context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS, viewport: { width: 1400, height: 1000 } });
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ARGS,
+    viewport: { width: 1400, height: 1000 },
+  });
   page = await context.newPage();
   await page.goto(stack.console.url);
 });
@@ -52,10 +65,16 @@ async function dial(to: string, bandwidthMbps: number): Promise<void> {
 /** The buttons enabled once the page settled (a request in flight keeps them disabled a moment). */
 async function enabled(expected: string[]): Promise<void> {
   let last: string[] = [];
-  await until("the buttons to settle", async () => {
-    last = await Promise.all((await page.locator(".buttons button:enabled").all()).map(async (b) => (await b.getAttribute("id")) ?? ""));
-    return last.join() === expected.join() ? true : undefined;
-  }, 10_000).catch(() => {
+  await until(
+    "the buttons to settle",
+    async () => {
+      last = await Promise.all(
+        (await page.locator(".buttons button:enabled").all()).map(async (b) => (await b.getAttribute("id")) ?? ""),
+      );
+      return last.join() === expected.join() ? true : undefined;
+    },
+    10_000,
+  ).catch(() => {
     throw new Error(`expected buttons [${expected.join(", ")}] enabled, got [${last.join(", ")}]`);
   });
 }
@@ -113,7 +132,8 @@ test("Call, Migrate, Bye: progress moves, both VMs complete, the report and char
       .observe(document.getElementById("progress"), { childList: true, subtree: true, characterData: true });
   `);
   await page.click("#migrate");
-  for (const vm of ["router1", "video"]) await page.locator(`#progress .vm[data-vm="${vm}"][data-phase="completed"]`).waitFor({ timeout: 90_000 });
+  for (const vm of ["router1", "video"])
+    await page.locator(`#progress .vm[data-vm="${vm}"][data-phase="completed"]`).waitFor({ timeout: 90_000 });
   const seen = (await page.evaluate("window.seen")) as string[];
   const between = seen.map((s) => parseInt(s, 10)).filter((p) => p > 0 && p < 100);
   expect(between.length).toBeGreaterThan(0);
@@ -128,9 +148,21 @@ test("Call, Migrate, Bye: progress moves, both VMs complete, the report and char
     await page.locator(`#timelines svg[data-vm="${vm}"] rect.downtime`).waitFor();
   }
   const ladder = await page.locator("#ladder svg text").allTextContents();
-  expect(ladder).toEqual(expect.arrayContaining(["INVITE [offer]", "200 OK (INVITE) [answer]", "ACK", "BYE [report]", "200 OK (BYE) [report]"]));
+  expect(ladder).toEqual(
+    expect.arrayContaining([
+      "INVITE [offer]",
+      "200 OK (INVITE) [answer]",
+      "ACK",
+      "BYE [report]",
+      "200 OK (BYE) [report]",
+    ]),
+  );
   expect(ladder.some((l) => l.startsWith("INFO [status:"))).toBe(true);
-  await until("history to list the three dialogs", async () => ((await page.locator("#history li").count()) === 3 ? true : undefined), 10_000);
+  await until(
+    "history to list the three dialogs",
+    async () => ((await page.locator("#history li").count()) === 3 ? true : undefined),
+    10_000,
+  );
   expect(await page.locator("#history li span").allTextContents()).toEqual(["completed", "failed", "refused"]);
   expect(await stack.whereRuns("router1")).toEqual(["dc2"]);
   expect(await stack.whereRuns("video")).toEqual(["dc2"]);

@@ -57,7 +57,11 @@ function sideConfig(base: string, name: string, raw: Record<string, unknown> = {
 }
 
 async function side(cfg: HostConfig, inventory: VmDefinition[]): Promise<Side> {
-  const sip = createSipBackend({ aor: cfg.sip.aor, listen: [{ transport: "udp", host: "127.0.0.1", port: 0 }], logger: silentLogger });
+  const sip = createSipBackend({
+    aor: cfg.sip.aor,
+    listen: [{ transport: "udp", host: "127.0.0.1", port: 0 }],
+    logger: silentLogger,
+  });
   const driver = createDriver("qemu", { runDir: cfg.runDir, inventory, logger: silentLogger });
   return { cfg, sip, driver, uri: "" };
 }
@@ -79,12 +83,22 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-con-"));
 
   const dest = await side(sideConfig(base, "dc2"), inventory);
-  const destAgent = new DestinationAgent({ config: dest.cfg, sip: dest.sip, host: new Host([dest.driver]), logger: silentLogger });
+  const destAgent = new DestinationAgent({
+    config: dest.cfg,
+    sip: dest.sip,
+    host: new Host([dest.driver]),
+    logger: silentLogger,
+  });
   await destAgent.start();
   dest.uri = `sip:dc2@127.0.0.1:${dest.sip.listeners[0].port}`;
 
   const strict = await side(sideConfig(base, "dc3", { security: { allow: ["sip:ops@example.net"] } }), inventory);
-  const strictAgent = new DestinationAgent({ config: strict.cfg, sip: strict.sip, host: new Host([strict.driver]), logger: silentLogger });
+  const strictAgent = new DestinationAgent({
+    config: strict.cfg,
+    sip: strict.sip,
+    host: new Host([strict.driver]),
+    logger: silentLogger,
+  });
   await strictAgent.start();
   strict.uri = `sip:dc3@127.0.0.1:${strict.sip.listeners[0].port}`;
 
@@ -130,7 +144,11 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
 }
 
 /** Wait until `check` returns a value (not undefined), polling; fail with `what` after `ms`. */
-export async function until<T>(what: string, check: () => Promise<T | undefined> | T | undefined, ms = 30_000): Promise<T> {
+export async function until<T>(
+  what: string,
+  check: () => Promise<T | undefined> | T | undefined,
+  ms = 30_000,
+): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await check();

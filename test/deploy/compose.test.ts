@@ -21,8 +21,12 @@ interface Service {
 
 /** The effective compose model, via `docker-compose config` and PyYAML (a docker-compose dependency). */
 async function composeModel(): Promise<{ services: Record<string, Service> }> {
-  const { stdout } = await execa("docker-compose", ["-f", path.join(ROOT, "docker-compose.yml"), "config"], { cwd: ROOT });
-  const json = await execa("python3", ["-c", "import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"], { input: stdout });
+  const { stdout } = await execa("docker-compose", ["-f", path.join(ROOT, "docker-compose.yml"), "config"], {
+    cwd: ROOT,
+  });
+  const json = await execa("python3", ["-c", "import json,sys,yaml; print(json.dumps(yaml.safe_load(sys.stdin)))"], {
+    input: stdout,
+  });
   return JSON.parse(json.stdout) as { services: Record<string, Service> };
 }
 
@@ -54,21 +58,27 @@ describe("docker-compose.yml", () => {
     expect(db && fs.readFileSync(path.join(db, "subscriber"), "utf8")).toMatch(/^\d+:dc1:/m);
   });
 
-  it.each(["dc1", "dc2", "console"])("runs %s on the host's network with KVM, taps, the run dir and a valid config", async (name) => {
-    const svc = services[name];
-    expect(svc.network_mode).toBe("host");
-    expect(svc.build?.target).toBe("agent");
-    expect(svc.devices).toEqual(expect.arrayContaining(["/dev/kvm:/dev/kvm", "/dev/net/tun:/dev/net/tun"]));
-    expect(mountedAt(svc, "/run/sip-teleport")).toBe("/run/sip-teleport");
-    const etc = mountedAt(svc, "/etc/sip-teleport");
-    expect(etc).toBeDefined();
-    const file = path.join(etc as string, path.relative("/etc/sip-teleport", configArg(svc)));
-    expect(await checkConfig(file, { images: false })).toEqual([]);
-  });
+  it.each(["dc1", "dc2", "console"])(
+    "runs %s on the host's network with KVM, taps, the run dir and a valid config",
+    async (name) => {
+      const svc = services[name];
+      expect(svc.network_mode).toBe("host");
+      expect(svc.build?.target).toBe("agent");
+      expect(svc.devices).toEqual(expect.arrayContaining(["/dev/kvm:/dev/kvm", "/dev/net/tun:/dev/net/tun"]));
+      expect(mountedAt(svc, "/run/sip-teleport")).toBe("/run/sip-teleport");
+      const etc = mountedAt(svc, "/etc/sip-teleport");
+      expect(etc).toBeDefined();
+      const file = path.join(etc as string, path.relative("/etc/sip-teleport", configArg(svc)));
+      expect(await checkConfig(file, { images: false })).toEqual([]);
+    },
+  );
 
   it("agents register with the proxy under their own AOR and accept only the peer", () => {
     const dc = (n: string) => JSON.parse(fs.readFileSync(path.join(ROOT, "deploy", "config", `${n}.json`), "utf8"));
-    for (const [me, peer] of [["dc1", "dc2"], ["dc2", "dc1"]]) {
+    for (const [me, peer] of [
+      ["dc1", "dc2"],
+      ["dc2", "dc1"],
+    ]) {
       const cfg = dc(me);
       expect(cfg.sip.aor).toBe(`sip:${me}@teleport.example`);
       expect(cfg.sip.registrar).toBe(cfg.sip.outboundProxy);
@@ -87,10 +97,18 @@ describe("Dockerfile (not built here: no Docker engine)", () => {
   });
 
   it("copies only files that exist, and everything the build compiles", () => {
-    const sources = lines.flatMap((l) => (/^COPY (?!--from)(.+) \S+$/.exec(l)?.[1].split(/\s+/) ?? []));
+    const sources = lines.flatMap((l) => /^COPY (?!--from)(.+) \S+$/.exec(l)?.[1].split(/\s+/) ?? []);
     expect(sources.filter((s) => !fs.existsSync(path.join(ROOT, s)))).toEqual([]);
     const build = JSON.parse(fs.readFileSync(path.join(ROOT, "tsconfig.build.json"), "utf8")) as { include: string[] };
-    expect(sources).toEqual(expect.arrayContaining([...build.include, "tsconfig.json", "tsconfig.build.json", "package-lock.json", "test/testbed"]));
+    expect(sources).toEqual(
+      expect.arrayContaining([
+        ...build.include,
+        "tsconfig.json",
+        "tsconfig.build.json",
+        "package-lock.json",
+        "test/testbed",
+      ]),
+    );
   });
 });
 
@@ -100,7 +118,9 @@ describe("the example host configs", () => {
     const problems = await checkConfig(file);
     // CI machines do not hold /var/lib/sip-teleport/images; an operator's host does.
     if (fs.existsSync("/var/lib/sip-teleport/images/vmlinuz")) return expect(problems).toEqual([]);
-    expect(problems).toEqual(expect.arrayContaining(["inventory: vm router1: kernel /var/lib/sip-teleport/images/vmlinuz does not exist"]));
+    expect(problems).toEqual(
+      expect.arrayContaining(["inventory: vm router1: kernel /var/lib/sip-teleport/images/vmlinuz does not exist"]),
+    );
     expect(await checkConfig(file, { images: false })).toEqual([]);
   });
 });

@@ -13,26 +13,50 @@ const ROOT = path.join(__dirname, "..", "..");
 describe("npm package", () => {
   let dir: string;
   let files: string[];
-  const npx = (...args: string[]) => execa("npx", ["--no-install", "sip-teleport", ...args], { cwd: path.join(dir, "app"), reject: false });
+  const npx = (...args: string[]) =>
+    execa("npx", ["--no-install", "sip-teleport", ...args], { cwd: path.join(dir, "app"), reject: false });
 
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), "st-pack-"));
     const packed = await execa("npm", ["pack", "--json", "--pack-destination", dir], { cwd: ROOT });
     // prepack's build logs precede the JSON on stdout
-    const report = JSON.parse(packed.stdout.slice(packed.stdout.indexOf("[\n"))) as Array<{ filename: string; files: Array<{ path: string }> }>;
+    const report = JSON.parse(packed.stdout.slice(packed.stdout.indexOf("[\n"))) as Array<{
+      filename: string;
+      files: Array<{ path: string }>;
+    }>;
     files = report[0].files.map((f) => f.path);
     fs.mkdirSync(path.join(dir, "app"));
-    fs.writeFileSync(path.join(dir, "app", "package.json"), JSON.stringify({ name: "app", version: "1.0.0", private: true }));
-    await execa("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", path.join(dir, report[0].filename)], { cwd: path.join(dir, "app") });
+    fs.writeFileSync(
+      path.join(dir, "app", "package.json"),
+      JSON.stringify({ name: "app", version: "1.0.0", private: true }),
+    );
+    await execa("npm", ["install", "--no-audit", "--no-fund", "--prefer-offline", path.join(dir, report[0].filename)], {
+      cwd: path.join(dir, "app"),
+    });
   }, 240_000);
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   it("carries the built JavaScript, its types, the operator's files and the demo's guest builder, nothing else", () => {
-    expect(files).toEqual(expect.arrayContaining(["package.json", "README.md", "dist/index.js", "dist/index.d.ts", "dist/agents/cli.js", "nrdl/SPEC.md", "docs/operators.md", "deploy/systemd/sip-teleport-listen.service", "deploy/kamailio/kamailio.cfg"]));
+    expect(files).toEqual(
+      expect.arrayContaining([
+        "package.json",
+        "README.md",
+        "dist/index.js",
+        "dist/index.d.ts",
+        "dist/agents/cli.js",
+        "nrdl/SPEC.md",
+        "docs/operators.md",
+        "deploy/systemd/sip-teleport-listen.service",
+        "deploy/kamailio/kamailio.cfg",
+      ]),
+    );
     // `sip-teleport demo` builds its guest with lib/guest's script: the one non-JavaScript file of lib/ shipped.
     expect(files).toEqual(expect.arrayContaining(["lib/guest/build-guest.sh", "dist/lib/guest/guest.js"]));
     const unwanted = files.filter(
-      (f) => /^(test|\.cache|bench|node_modules|dist\/(test|bench))\//.test(f) || /\.map$/.test(f) || (/\.ts$/.test(f) && !/\.d\.ts$/.test(f)),
+      (f) =>
+        /^(test|\.cache|bench|node_modules|dist\/(test|bench))\//.test(f) ||
+        /\.map$/.test(f) ||
+        (/\.ts$/.test(f) && !/\.d\.ts$/.test(f)),
     );
     expect(unwanted).toEqual([]);
   });
@@ -55,13 +79,15 @@ describe("npm package", () => {
     const full = await npx("config", "check", dc2);
     const imagesHere = fs.existsSync("/var/lib/sip-teleport/images/vmlinuz");
     expect(full.exitCode).toBe(imagesHere ? 0 : 2);
-    if (!imagesHere) expect(full.stderr).toContain("vm video: initrd /var/lib/sip-teleport/images/initramfs.gz does not exist");
+    if (!imagesHere)
+      expect(full.stderr).toContain("vm video: initrd /var/lib/sip-teleport/images/initramfs.gz does not exist");
     const schema = await npx("config", "check", "--no-images", dc2);
     expect({ code: schema.exitCode, out: schema.stdout.trim() }).toEqual({ code: 0, out: `${dc2}: OK` });
   });
 
   it("serves the library API from its main entry", async () => {
-    const script = 'const t = require("sip-teleport"); console.log([typeof t.DestinationAgent, typeof t.SourceAgent, typeof t.createSipBackend, typeof t.createDriver, typeof t.Host, typeof t.loadConfig, typeof t.validateNrdl].join(","))';
+    const script =
+      'const t = require("sip-teleport"); console.log([typeof t.DestinationAgent, typeof t.SourceAgent, typeof t.createSipBackend, typeof t.createDriver, typeof t.Host, typeof t.loadConfig, typeof t.validateNrdl].join(","))';
     const r = await execa("node", ["-e", script], { cwd: path.join(dir, "app") });
     expect(r.stdout).toBe(Array(7).fill("function").join(","));
   });

@@ -63,7 +63,9 @@ describe("systemd units", () => {
     expect(one("StateDirectory")).toBe("sip-teleport");
     expect(one("Restart")).toBe("on-failure");
     expect(one("User")).toBe("sip-teleport");
-    expect(one("ExecStart")).toMatch(/^\/usr\/local\/bin\/sip-teleport (listen|console) --config \/etc\/sip-teleport\/\S+\.json/);
+    expect(one("ExecStart")).toMatch(
+      /^\/usr\/local\/bin\/sip-teleport (listen|console) --config \/etc\/sip-teleport\/\S+\.json/,
+    );
   });
 
   it("lets the listener reach KVM and taps, and keeps its VMs alive across restarts", () => {

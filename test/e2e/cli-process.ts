@@ -26,7 +26,9 @@ export interface CliProcess {
 /** `netns`: run inside that network namespace (`ip netns exec`), for tests that shape the link. */
 export function runCli(args: string[], opts: { netns?: string } = {}): CliProcess {
   let out = "";
-  const [cmd, argv] = opts.netns ? ["ip", ["netns", "exec", opts.netns, process.execPath, CLI, ...args]] : [process.execPath, [CLI, ...args]];
+  const [cmd, argv] = opts.netns
+    ? ["ip", ["netns", "exec", opts.netns, process.execPath, CLI, ...args]]
+    : [process.execPath, [CLI, ...args]];
   const child = spawn(cmd, argv, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
   const waiters = new Set<() => void>();
   const onData = (d: Buffer) => {
@@ -47,7 +49,10 @@ export function runCli(args: string[], opts: { netns?: string } = {}): CliProces
           cleanup();
           resolve();
         };
-        const timer = setTimeout(() => (cleanup(), reject(new Error(`timeout waiting for ${pattern}; output:\n${out}`))), timeoutMs);
+        const timer = setTimeout(
+          () => (cleanup(), reject(new Error(`timeout waiting for ${pattern}; output:\n${out}`))),
+          timeoutMs,
+        );
         const cleanup = () => (clearTimeout(timer), waiters.delete(check));
         void exited.then((code) => {
           if (!waiters.has(check)) return;

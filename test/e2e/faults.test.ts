@@ -9,16 +9,24 @@ import { runCli, ensureBuilt, type CliProcess } from "./cli-process";
 import { bootOnSource, configFile, expectAllOn, guestDefs, placement, startPair, type Pair } from "./harness";
 
 // slow enough (96 MiB at 4 Mbit/s takes minutes) that a kill always lands mid-migration
-const slow = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 4, downtimeLimitMs: 300, timeoutS: 120, onError: "abort" as const };
+const slow = {
+  strategy: "sequential" as const,
+  maxParallel: 1,
+  bandwidthMbps: 4,
+  downtimeLimitMs: 300,
+  timeoutS: 120,
+  onError: "abort" as const,
+};
 
 async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 30000): Promise<void> {
-  for (const end = Date.now() + ms; !(await cond()); ) {
+  for (const end = Date.now() + ms; !(await cond());) {
     if (Date.now() > end) throw new Error(`timed out waiting until ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
 
-const journal = (pair: Pair) => JSON.parse(fs.readFileSync(path.join(pair.dc2.cfg.stateDir, "armed.json"), "utf8")) as Record<string, unknown>;
+const journal = (pair: Pair) =>
+  JSON.parse(fs.readFileSync(path.join(pair.dc2.cfg.stateDir, "armed.json"), "utf8")) as Record<string, unknown>;
 
 describe("faults", () => {
   let pair: Pair;
@@ -32,14 +40,26 @@ describe("faults", () => {
   it("source agent killed after the ACK: the destination disarms when the source falls silent; the VM never left dc1", async () => {
     pair = await startPair(await guestDefs([["router1", "router"]]), { dc2: { timers: { idleTimeoutS: 2 } } });
     await bootOnSource(pair);
-    const source = runCli(["migrate", "-c", configFile(pair, "dc1"), "--to", pair.dc2.uri, "--bandwidth-mbps", "4", "router1"]);
+    const source = runCli([
+      "migrate",
+      "-c",
+      configFile(pair, "dc1"),
+      "--to",
+      pair.dc2.uri,
+      "--bandwidth-mbps",
+      "4",
+      "router1",
+    ]);
     procs.push(source);
     await source.waitFor(/router1: migration started/);
     expect(placement(pair).router1.sort()).toEqual(["dc1", "dc2"]); // the listener is armed on dc2
     source.child.kill("SIGKILL");
     // the QEMUs go on migrating without the agent; the destination's idle timer ends that
     await until(() => !placement(pair).router1.includes("dc2"), "dc2's listener is gone", 60000);
-    await until(async () => (await pair.dc1.host.find("router1")?.driver.state("router1")) === "running", "router1 runs on dc1 again");
+    await until(
+      async () => (await pair.dc1.host.find("router1")?.driver.state("router1")) === "running",
+      "router1 runs on dc1 again",
+    );
     await expectAllOn(pair, "dc1");
     expect(journal(pair)).toEqual({});
   });
@@ -99,9 +119,24 @@ describe("faults", () => {
   });
 
   it("Ctrl-C during the migration: the running migration is cancelled, the VM stays on dc1, the dialog ends with BYE", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"], ["video", "server"]]));
+    pair = await startPair(
+      await guestDefs([
+        ["router1", "router"],
+        ["video", "server"],
+      ]),
+    );
     await bootOnSource(pair);
-    const source = runCli(["migrate", "-c", configFile(pair, "dc1"), "--to", pair.dc2.uri, "--bandwidth-mbps", "4", "router1", "video"]);
+    const source = runCli([
+      "migrate",
+      "-c",
+      configFile(pair, "dc1"),
+      "--to",
+      pair.dc2.uri,
+      "--bandwidth-mbps",
+      "4",
+      "router1",
+      "video",
+    ]);
     procs.push(source);
     await source.waitFor(/router1: migration started/);
     source.child.kill("SIGINT");
@@ -109,16 +144,33 @@ describe("faults", () => {
     expect(source.output()).toMatch(/interrupted; cancelling/);
     expect(source.output()).toMatch(/router1\s+aborted/);
     expect(source.output()).toMatch(/video\s+aborted/);
-    await until(async () => (await pair.dc1.host.find("router1")?.driver.state("router1")) === "running", "router1 runs on dc1 again");
+    await until(
+      async () => (await pair.dc1.host.find("router1")?.driver.state("router1")) === "running",
+      "router1 runs on dc1 again",
+    );
     await until(() => !Object.values(placement(pair)).some((h) => h.includes("dc2")), "dc2 disarmed");
     await expectAllOn(pair, "dc1");
     expect(journal(pair)).toEqual({});
   });
 
   it("Ctrl-C before the answer sends CANCEL: nothing stays armed", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"], ["video", "server"]]));
+    pair = await startPair(
+      await guestDefs([
+        ["router1", "router"],
+        ["video", "server"],
+      ]),
+    );
     await bootOnSource(pair);
-    const source = runCli(["migrate", "-c", configFile(pair, "dc1"), "--to", pair.dc2.uri, "--ladder", "router1", "video"]);
+    const source = runCli([
+      "migrate",
+      "-c",
+      configFile(pair, "dc1"),
+      "--to",
+      pair.dc2.uri,
+      "--ladder",
+      "router1",
+      "video",
+    ]);
     procs.push(source);
     await source.waitFor(/calling sip:dc2/);
     source.child.kill("SIGINT");

@@ -59,7 +59,14 @@ export async function guestDefs(vms: Array<[string, Role]>, memoryMib = 96): Pro
   return vms.map(([name, role]) => ({ ...guestVm(guest, name, { memoryMib }), role }));
 }
 
-function side(base: string, name: string, defs: VmDefinition[], transport: Transport, extra: Record<string, unknown> = {}, sipPort = 0): HostConfig {
+function side(
+  base: string,
+  name: string,
+  defs: VmDefinition[],
+  transport: Transport,
+  extra: Record<string, unknown> = {},
+  sipPort = 0,
+): HostConfig {
   const ports = portBase;
   portBase += 50;
   const { sip, ...rest } = extra as { sip?: Record<string, unknown> };
@@ -77,7 +84,9 @@ function side(base: string, name: string, defs: VmDefinition[], transport: Trans
 export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): Promise<Pair> {
   const transport = opts.transport ?? "udp";
   // SIP_TELEPORT_TEST_LOG=debug shows both agents' logs while a test runs
-  const logger = opts.logger ?? (process.env.SIP_TELEPORT_TEST_LOG ? createLogger({ level: process.env.SIP_TELEPORT_TEST_LOG }) : silentLogger);
+  const logger =
+    opts.logger ??
+    (process.env.SIP_TELEPORT_TEST_LOG ? createLogger({ level: process.env.SIP_TELEPORT_TEST_LOG }) : silentLogger);
   // short base path: QMP socket paths must stay under 108 bytes
   const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-e2e-"));
   const mk = (name: string, extra?: Record<string, unknown>, sipPort?: number) => {
@@ -88,9 +97,16 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
     return { cfg, host: hostOf(cfg, logger), sip, runDir: cfg.runDir, trace };
   };
   // a destination run as its own process needs a port known in advance
-  const d2 = mk("dc2", opts.dc2, opts.destination === false ? (await freePortInRange("127.0.0.1", `${portBase}-${portBase + 49}`)) : 0);
+  const d2 = mk(
+    "dc2",
+    opts.dc2,
+    opts.destination === false ? await freePortInRange("127.0.0.1", `${portBase}-${portBase + 49}`) : 0,
+  );
   portBase += 50;
-  const dest = opts.destination === false ? undefined : new DestinationAgent({ config: d2.cfg, sip: d2.sip, host: d2.host, logger });
+  const dest =
+    opts.destination === false
+      ? undefined
+      : new DestinationAgent({ config: d2.cfg, sip: d2.sip, host: d2.host, logger });
   await dest?.start();
   const port = dest ? d2.sip.listeners[0].port : d2.cfg.sip.listen[0].port;
   const d1 = mk("dc1", opts.dc1);
@@ -136,7 +152,10 @@ export async function bootOnSource(pair: Pair, names = pair.defs.map((d) => d.na
 /** Where each VM has a live process: the invariant is exactly one host per VM. */
 export function placement(pair: Pair): Record<string, string[]> {
   return Object.fromEntries(
-    pair.defs.map((d) => [d.name, (["dc1", "dc2"] as const).filter((h) => livePid(path.join(pair[h].runDir, `${d.name}.pid`)) !== undefined)]),
+    pair.defs.map((d) => [
+      d.name,
+      (["dc1", "dc2"] as const).filter((h) => livePid(path.join(pair[h].runDir, `${d.name}.pid`)) !== undefined),
+    ]),
   );
 }
 
@@ -147,5 +166,10 @@ export async function expectAllOn(pair: Pair, host: "dc1" | "dc2"): Promise<void
 }
 
 async function killAll(base: string): Promise<void> {
-  await terminateRunDirs(fs.readdirSync(base).map((d) => path.join(base, d)).filter((d) => fs.statSync(d).isDirectory()));
+  await terminateRunDirs(
+    fs
+      .readdirSync(base)
+      .map((d) => path.join(base, d))
+      .filter((d) => fs.statSync(d).isDirectory()),
+  );
 }

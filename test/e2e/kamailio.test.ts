@@ -11,7 +11,14 @@ import { tempDir } from "../sip/helpers";
 import { DOMAIN, KAMAILIO_USERS, kamailioReady, startKamailio, writeUsers } from "../sip/kamailio-server";
 import { bootOnSource, expectAllOn, guestDefs, startPair, type Pair, type Transport } from "./harness";
 
-const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
+const policy = {
+  strategy: "sequential" as const,
+  maxParallel: 1,
+  bandwidthMbps: 0,
+  downtimeLimitMs: 300,
+  timeoutS: 60,
+  onError: "abort" as const,
+};
 
 describe.each<Transport>(["udp", "tcp"])("exp2 through Kamailio over %s", (transport) => {
   let dir: string;
@@ -42,12 +49,18 @@ describe.each<Transport>(["udp", "tcp"])("exp2 through Kamailio over %s", (trans
       registrar: `sip:${DOMAIN}`,
       credentials: { username: user, password: KAMAILIO_USERS[user] },
     });
-    pair = await startPair(await guestDefs([["router1", "router"], ["video", "server"]]), {
-      transport,
-      dc1: { sip: sipOf("dc1") },
-      // the proxy is the caller as the destination sees it
-      dc2: { sip: sipOf("dc2"), security: { allow: ["127.0.0.1"] } },
-    });
+    pair = await startPair(
+      await guestDefs([
+        ["router1", "router"],
+        ["video", "server"],
+      ]),
+      {
+        transport,
+        dc1: { sip: sipOf("dc1") },
+        // the proxy is the caller as the destination sees it
+        dc2: { sip: sipOf("dc2"), security: { allow: ["127.0.0.1"] } },
+      },
+    );
     await pair.dc1.sip.register();
     await bootOnSource(pair);
     const summary = await pair.dc1.agent.migrate({ to: `sip:dc2@${DOMAIN}`, vms: ["router1", "video"], policy });
@@ -55,7 +68,16 @@ describe.each<Transport>(["udp", "tcp"])("exp2 through Kamailio over %s", (trans
     expect(summary.destinationReport?.outcome).toBe("completed");
     await expectAllOn(pair, "dc2");
     const labels = ladderSteps(pair.dc1.trace).map((s) => s.label.replace(/ \[.*\]$/, ""));
-    expect(labels).toEqual(expect.arrayContaining(["407 Proxy Authentication Required (INVITE)", "200 OK (INVITE)", "ACK", "INFO", "BYE", "200 OK (BYE)"]));
+    expect(labels).toEqual(
+      expect.arrayContaining([
+        "407 Proxy Authentication Required (INVITE)",
+        "200 OK (INVITE)",
+        "ACK",
+        "INFO",
+        "BYE",
+        "200 OK (BYE)",
+      ]),
+    );
     // every in-dialog request went to the proxy (Record-Route), never straight to dc2
     const dc2Port = pair.dc2.sip.listeners[0].port;
     const inDialog = pair.dc1.trace.filter((e) => e.direction === "sent" && /^(ACK|INFO|BYE) /.test(e.message));

@@ -5,21 +5,40 @@
 import { ladderSteps } from "../../lib/sip/ladder";
 import { bootOnSource, expectAllOn, guestDefs, placement, startPair, type Pair, type Transport } from "./harness";
 
-const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
+const policy = {
+  strategy: "sequential" as const,
+  maxParallel: 1,
+  bandwidthMbps: 0,
+  downtimeLimitMs: 300,
+  timeoutS: 60,
+  onError: "abort" as const,
+};
 
 describe.each<Transport>(["udp", "tcp"])("agent pair: exp2 (router1, video) over %s", (transport) => {
   let pair: Pair;
   afterEach(async () => pair?.close());
 
   it("moves the group in plan order and both sides report completion", async () => {
-    pair = await startPair(await guestDefs([["video", "server"], ["router1", "router"]]), { transport });
+    pair = await startPair(
+      await guestDefs([
+        ["video", "server"],
+        ["router1", "router"],
+      ]),
+      { transport },
+    );
     await bootOnSource(pair);
     await expectAllOn(pair, "dc1");
     const started: string[] = [];
-    const summary = await pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["video", "router1"], policy }, { onStart: (vm) => started.push(vm) });
+    const summary = await pair.dc1.agent.migrate(
+      { to: pair.dc2.uri, vms: ["video", "router1"], policy },
+      { onStart: (vm) => started.push(vm) },
+    );
     expect(started).toEqual(["router1", "video"]); // network function first
     expect(summary.outcome).toBe("completed");
-    expect(summary.vms.map((v) => [v.vm, v.state])).toEqual([["video", "completed"], ["router1", "completed"]]);
+    expect(summary.vms.map((v) => [v.vm, v.state])).toEqual([
+      ["video", "completed"],
+      ["router1", "completed"],
+    ]);
     for (const v of summary.vms) {
       expect(v.totalMs).toBeGreaterThan(0);
       expect(v.transferredBytes).toBeGreaterThan(1 << 20);
@@ -43,7 +62,13 @@ describe.each<Transport>(["udp", "tcp"])("agent pair: exp1 and exp3 over %s", (t
   afterEach(async () => pair?.close());
 
   it("exp1 (two routers) in parallel", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"], ["router2", "router"]]), { transport });
+    pair = await startPair(
+      await guestDefs([
+        ["router1", "router"],
+        ["router2", "router"],
+      ]),
+      { transport },
+    );
     await bootOnSource(pair);
     let running = 0;
     let peak = 0;
@@ -57,16 +82,33 @@ describe.each<Transport>(["udp", "tcp"])("agent pair: exp1 and exp3 over %s", (t
   });
 
   it("exp3 (edge network) with switchover: each wave pre-copies, then switches over together", async () => {
-    pair = await startPair(await guestDefs([["firewall", "firewall"], ["router-switch", "router"], ["storage", "storage"], ["web", "server"]]), { transport });
+    pair = await startPair(
+      await guestDefs([
+        ["firewall", "firewall"],
+        ["router-switch", "router"],
+        ["storage", "storage"],
+        ["web", "server"],
+      ]),
+      { transport },
+    );
     await bootOnSource(pair);
     const events: string[] = [];
     const summary = await pair.dc1.agent.migrate(
-      { to: pair.dc2.uri, vms: ["web", "storage", "router-switch", "firewall"], policy: { ...policy, strategy: "switchover", maxParallel: 4 } },
-      { onSwitchover: (vms) => events.push(`switch ${[...vms].sort().join("+")}`), onOutcome: (o) => events.push(`${o.state} ${o.vm}`) },
+      {
+        to: pair.dc2.uri,
+        vms: ["web", "storage", "router-switch", "firewall"],
+        policy: { ...policy, strategy: "switchover", maxParallel: 4 },
+      },
+      {
+        onSwitchover: (vms) => events.push(`switch ${[...vms].sort().join("+")}`),
+        onOutcome: (o) => events.push(`${o.state} ${o.vm}`),
+      },
     );
     expect(summary.outcome).toBe("completed");
     // network functions in the first wave, servers in the second, each switched over as one
-    expect(events.slice(0, 3).sort()).toEqual(["completed firewall", "completed router-switch", "switch firewall+router-switch"].sort());
+    expect(events.slice(0, 3).sort()).toEqual(
+      ["completed firewall", "completed router-switch", "switch firewall+router-switch"].sort(),
+    );
     expect(events[0]).toBe("switch firewall+router-switch");
     expect(events[3]).toBe("switch storage+web");
     await expectAllOn(pair, "dc2");

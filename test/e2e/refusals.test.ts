@@ -11,11 +11,23 @@ import { TeleportError } from "../../lib/errors";
 import { NRDL_MIME } from "../../nrdl/types";
 import { bootOnSource, expectAllOn, guestDefs, placement, refusal, startPair, type Pair } from "./harness";
 
-const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
+const policy = {
+  strategy: "sequential" as const,
+  maxParallel: 1,
+  bandwidthMbps: 0,
+  downtimeLimitMs: 300,
+  timeoutS: 60,
+  onError: "abort" as const,
+};
 
 function offerFor(vms: Array<{ name: string; memoryMib?: number }>, id = "mig-test"): string {
   return buildNrdl(
-    offerDocument({ id, sourceUri: "sip:dc1@127.0.0.1", destinationUri: "sip:dc2@127.0.0.1", vms: vms.map((v) => ({ memoryMib: 96, ...v })) }),
+    offerDocument({
+      id,
+      sourceUri: "sip:dc1@127.0.0.1",
+      destinationUri: "sip:dc2@127.0.0.1",
+      vms: vms.map((v) => ({ memoryMib: 96, ...v })),
+    }),
   );
 }
 
@@ -27,13 +39,23 @@ function nothingOnDc2(pair: Pair): void {
 describe("destination refusals", () => {
   let pair: Pair;
   beforeAll(async () => {
-    pair = await startPair(await guestDefs([["router1", "router"], ["video", "server"]]));
+    pair = await startPair(
+      await guestDefs([
+        ["router1", "router"],
+        ["video", "server"],
+      ]),
+    );
   });
   afterAll(async () => pair?.close());
   afterEach(() => nothingOnDc2(pair));
 
   it("415 for a softphone's SDP, with Accept: application/nrdl+xml", async () => {
-    const e = await refusal(pair.dc1.sip.invite(pair.dc2.uri, { contentType: "application/sdp", content: "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\n" }).established);
+    const e = await refusal(
+      pair.dc1.sip.invite(pair.dc2.uri, {
+        contentType: "application/sdp",
+        content: "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\n",
+      }).established,
+    );
     expect(e.status).toBe(415);
   });
 
@@ -54,11 +76,19 @@ describe("destination refusals", () => {
   });
 
   it("486 Busy Here for one of two dialogs racing for the same VM; the other proceeds", async () => {
-    const one = pair.dc1.sip.invite(pair.dc2.uri, { contentType: NRDL_MIME, content: offerFor([{ name: "router1" }], "mig-one") });
-    const two = pair.dc1.sip.invite(pair.dc2.uri, { contentType: NRDL_MIME, content: offerFor([{ name: "router1" }], "mig-two") });
+    const one = pair.dc1.sip.invite(pair.dc2.uri, {
+      contentType: NRDL_MIME,
+      content: offerFor([{ name: "router1" }], "mig-one"),
+    });
+    const two = pair.dc1.sip.invite(pair.dc2.uri, {
+      contentType: NRDL_MIME,
+      content: offerFor([{ name: "router1" }], "mig-two"),
+    });
     const [a, b] = await Promise.allSettled([one.established, two.established]);
     const won = [a, b].filter((r) => r.status === "fulfilled");
-    const lost = [a, b].filter((r): r is PromiseRejectedResult => r.status === "rejected").map((r) => TeleportError.from(r.reason));
+    const lost = [a, b]
+      .filter((r): r is PromiseRejectedResult => r.status === "rejected")
+      .map((r) => TeleportError.from(r.reason));
     expect(won).toHaveLength(1);
     expect(lost.map((e) => e.status)).toEqual([486]);
     expect(lost[0].message).toMatch(/router1 is being moved by another dialog/);
@@ -71,13 +101,17 @@ describe("destination refusals", () => {
   });
 
   it("CANCEL while arming: 487, and every listener armed meanwhile is removed", async () => {
-    const invite = pair.dc1.sip.invite(pair.dc2.uri, { contentType: NRDL_MIME, content: offerFor([{ name: "router1" }, { name: "video" }]) });
+    const invite = pair.dc1.sip.invite(pair.dc2.uri, {
+      contentType: NRDL_MIME,
+      content: offerFor([{ name: "router1" }, { name: "video" }]),
+    });
     await new Promise((r) => setTimeout(r, 150));
     invite.cancel();
     const e = await refusal(invite.established);
     expect(e.status).toBe(487);
     // arming finishes in the background, then disarms
-    for (let i = 0; i < 100 && Object.values(placement(pair)).some((h) => h.includes("dc2")); i++) await new Promise((r) => setTimeout(r, 100));
+    for (let i = 0; i < 100 && Object.values(placement(pair)).some((h) => h.includes("dc2")); i++)
+      await new Promise((r) => setTimeout(r, 100));
   });
 
   it("a source refuses to offer a VM that does not run on it", async () => {
@@ -109,7 +143,9 @@ describe("who may call", () => {
   });
 
   it("401 without or with wrong credentials when the destination requires digest; the right ones move the VM", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), { dc2: { security: { users: { dc1: "s3cret-dc1" } } } });
+    pair = await startPair(await guestDefs([["router1", "router"]]), {
+      dc2: { security: { users: { dc1: "s3cret-dc1" } } },
+    });
     await bootOnSource(pair);
     const e = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy }));
     expect(e.status).toBe(401);

@@ -42,14 +42,29 @@ test("a good inventory parses; relative paths are taken from the file's folder",
 
 test("role defaults to other, nics and extraArgs to none", () => {
   const [vm] = parseInventory({ vms: [{ name: "a", hypervisor: "virtualbox", memoryMib: 512, cpus: 2 }] }, "/b");
-  expect(vm).toEqual({ name: "a", hypervisor: "virtualbox", role: "other", memoryMib: 512, cpus: 2, nics: [], extraArgs: [] });
+  expect(vm).toEqual({
+    name: "a",
+    hypervisor: "virtualbox",
+    role: "other",
+    memoryMib: 512,
+    cpus: 2,
+    nics: [],
+    extraArgs: [],
+  });
 });
 
 test("every problem is reported at once, with where it is", () => {
   const found = problems({
     vms: [
       { ...good, name: "-bad", memoryMib: 0, cpus: 1.5, hypervisor: "xen", role: "boss", colour: "red" },
-      { ...good, name: "b", nics: [{ kind: "tap", mac: "53:54:00:00:00:01" }, { kind: "bridge", mac: "zz" }] },
+      {
+        ...good,
+        name: "b",
+        nics: [
+          { kind: "tap", mac: "53:54:00:00:00:01" },
+          { kind: "bridge", mac: "zz" },
+        ],
+      },
       { name: "c", hypervisor: "qemu", memoryMib: 96, cpus: 1, extraArgs: "-S -m 1" },
       { ...good, name: "x".repeat(65) },
     ],
@@ -75,7 +90,11 @@ test("every problem is reported at once, with where it is", () => {
 
 test("duplicate names (any case) and MACs are refused", () => {
   const found = problems({ vms: [good, { ...good, name: "WEB-1.dc" }] });
-  expect(found).toEqual(["vm WEB-1.dc: defined more than once", "vm WEB-1.dc: MAC 52:54:00:00:00:11 already used by web-1.dc", "vm WEB-1.dc: MAC 52:54:00:00:00:12 already used by web-1.dc"]);
+  expect(found).toEqual([
+    "vm WEB-1.dc: defined more than once",
+    "vm WEB-1.dc: MAC 52:54:00:00:00:11 already used by web-1.dc",
+    "vm WEB-1.dc: MAC 52:54:00:00:00:12 already used by web-1.dc",
+  ]);
 });
 
 test("the top level must be { vms: [...] }", () => {
@@ -88,7 +107,9 @@ test("files: unreadable is 404, not JSON is 400", () => {
   try {
     expect(() => loadInventory(path.join(dir, "none.json"))).toThrow(expect.objectContaining({ status: 404 }));
     fs.writeFileSync(path.join(dir, "bad.json"), "{ vms: [");
-    expect(() => loadInventory(path.join(dir, "bad.json"))).toThrow(expect.objectContaining({ status: 400, reason: expect.stringMatching(/not valid JSON/) }));
+    expect(() => loadInventory(path.join(dir, "bad.json"))).toThrow(
+      expect.objectContaining({ status: 400, reason: expect.stringMatching(/not valid JSON/) }),
+    );
     fs.writeFileSync(path.join(dir, "ok.json"), JSON.stringify({ vms: [good] }));
     expect(loadInventory(path.join(dir, "ok.json"))[0].kernel).toBe(path.join(dir, "guest/vmlinuz"));
   } finally {

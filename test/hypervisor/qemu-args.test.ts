@@ -28,15 +28,41 @@ test("a disk VM with a tap and a user NIC, as source and as incoming listener", 
   const args = d.qemuArgs(def, false);
   const f = d.files("fw1");
   expect(args).toEqual([
-    "-name", "fw1", "-accel", "tcg", "-m", "262152k", "-smp", "2",
-    "-nodefaults", "-no-user-config", "-display", "none",
-    "-drive", "file=/images/fw1.qcow2,if=virtio,format=qcow2",
-    "-netdev", "tap,id=net0,ifname=fw1-dc1,script=no,downscript=no", "-device", "virtio-net-pci,netdev=net0,mac=52:54:00:00:00:41,romfile=",
-    "-netdev", "user,id=net1", "-device", "virtio-net-pci,netdev=net1,mac=52:54:00:00:00:42,romfile=",
-    "-chardev", `file,id=serial0,path=${f.serial},append=on`, "-serial", "chardev:serial0",
-    "-qmp", `unix:${f.qmp},server=on,wait=off`, "-qmp", `unix:${f.mon},server=on,wait=off`,
-    "-pidfile", f.pid, "-daemonize",
-    "-rtc", "base=utc",
+    "-name",
+    "fw1",
+    "-accel",
+    "tcg",
+    "-m",
+    "262152k",
+    "-smp",
+    "2",
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-drive",
+    "file=/images/fw1.qcow2,if=virtio,format=qcow2",
+    "-netdev",
+    "tap,id=net0,ifname=fw1-dc1,script=no,downscript=no",
+    "-device",
+    "virtio-net-pci,netdev=net0,mac=52:54:00:00:00:41,romfile=",
+    "-netdev",
+    "user,id=net1",
+    "-device",
+    "virtio-net-pci,netdev=net1,mac=52:54:00:00:00:42,romfile=",
+    "-chardev",
+    `file,id=serial0,path=${f.serial},append=on`,
+    "-serial",
+    "chardev:serial0",
+    "-qmp",
+    `unix:${f.qmp},server=on,wait=off`,
+    "-qmp",
+    `unix:${f.mon},server=on,wait=off`,
+    "-pidfile",
+    f.pid,
+    "-daemonize",
+    "-rtc",
+    "base=utc",
   ]);
   expect(d.qemuArgs(def, true)).toEqual([...args, "-incoming", "defer"]);
   expect(d.inventory()).toEqual([def]);
@@ -44,9 +70,22 @@ test("a disk VM with a tap and a user NIC, as source and as incoming listener", 
 
 test("under TCG every VM gets 8 KiB more RAM (QEMU < 9.0 loses dirty pages otherwise); KVM and the opt-out get it exact", () => {
   const memory = (d: QemuDriver) => d.qemuArgs(def, false)[d.qemuArgs(def, false).indexOf("-m") + 1];
-  expect(memory(new QemuDriver({ runDir: dir, inventory: [def], accel: { accel: "tcg", reason: "test" } }))).toBe(`${256 * 1024 + 8}k`);
-  expect(memory(new QemuDriver({ runDir: dir, inventory: [def], accel: { accel: "kvm", reason: "test" } }))).toBe("256M");
-  expect(memory(new QemuDriver({ runDir: dir, inventory: [def], accel: { accel: "tcg", reason: "test" }, tcgDirtyWorkaround: false }))).toBe("256M");
+  expect(memory(new QemuDriver({ runDir: dir, inventory: [def], accel: { accel: "tcg", reason: "test" } }))).toBe(
+    `${256 * 1024 + 8}k`,
+  );
+  expect(memory(new QemuDriver({ runDir: dir, inventory: [def], accel: { accel: "kvm", reason: "test" } }))).toBe(
+    "256M",
+  );
+  expect(
+    memory(
+      new QemuDriver({
+        runDir: dir,
+        inventory: [def],
+        accel: { accel: "tcg", reason: "test" },
+        tcgDirtyWorkaround: false,
+      }),
+    ),
+  ).toBe("256M");
 });
 
 test("only QEMU VMs belong to the QEMU driver; unknown VMs are refused with 404", async () => {
@@ -54,13 +93,22 @@ test("only QEMU VMs belong to the QEMU driver; unknown VMs are refused with 404"
   expect(d.inventory().map((v) => v.name)).toEqual(["fw1"]);
   await expect(d.state("vb")).rejects.toMatchObject({ status: 404 });
   expect(await d.state("fw1")).toBe("absent");
-  expect(await d.available()).toMatchObject({ ok: true, detail: expect.stringMatching(/QEMU emulator version .*(KVM|TCG)/) });
+  expect(await d.available()).toMatchObject({
+    ok: true,
+    detail: expect.stringMatching(/QEMU emulator version .*(KVM|TCG)/),
+  });
   const missing = new QemuDriver({ runDir: dir, inventory: [], qemuBinary: path.join(dir, "no-qemu") });
-  expect(await missing.available()).toMatchObject({ ok: false, detail: expect.stringMatching(/apt-get install qemu-system-x86/) });
+  expect(await missing.available()).toMatchObject({
+    ok: false,
+    detail: expect.stringMatching(/apt-get install qemu-system-x86/),
+  });
 });
 
 test("a run dir too deep for Unix sockets is refused before QEMU starts", async () => {
   const deep = path.join(dir, "x".repeat(120));
   const d = new QemuDriver({ runDir: deep, inventory: [def] });
-  await expect(d.start("fw1")).rejects.toMatchObject({ status: 400, reason: expect.stringMatching(/run dir path too long/) });
+  await expect(d.start("fw1")).rejects.toMatchObject({
+    status: 400,
+    reason: expect.stringMatching(/run dir path too long/),
+  });
 });

@@ -45,16 +45,22 @@ async function rejection(p: Promise<unknown>): Promise<TeleportError> {
 }
 
 /** Resolves once QEMU has sent this many bytes. */
-function startSlowMigration(opts: MigrationOptions = slow): Promise<{ handle: MigrationHandle; moving: Promise<void> }> {
+function startSlowMigration(
+  opts: MigrationOptions = slow,
+): Promise<{ handle: MigrationHandle; moving: Promise<void> }> {
   return hosts.dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET }).then((armed) => {
     let started!: () => void;
     const moving = new Promise<void>((r) => (started = r));
-    const handle = hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, {
-      ...opts,
-      onProgress: (p) => {
-        if (p.transferredBytes > 1_000_000) started();
+    const handle = hosts.dc1.migrate(
+      "vm1",
+      { uri: armed.uri, secret: SECRET },
+      {
+        ...opts,
+        onProgress: (p) => {
+          if (p.transferredBytes > 1_000_000) started();
+        },
       },
-    });
+    );
     return { handle, moving };
   });
 }
@@ -104,7 +110,12 @@ test("a wrong secret fails the TLS handshake: 503, the source keeps running", as
 });
 
 test("a destination whose RAM differs (a KVM peer of a padded TCG host): QEMU refuses, the source keeps running", async () => {
-  hosts.dc2 = new QemuDriver({ runDir: hosts.dirs.dc2, inventory: hosts.defs, startTimeoutMs: 10_000, tcgDirtyWorkaround: false });
+  hosts.dc2 = new QemuDriver({
+    runDir: hosts.dirs.dc2,
+    inventory: hosts.defs,
+    startTimeoutMs: 10_000,
+    tcgDirtyWorkaround: false,
+  });
   const armed = await hosts.dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET });
   const err = await rejection(hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, slow).done);
   expect(err.status).toBe(503);
@@ -130,7 +141,12 @@ test("abort: 487, the source keeps running", async () => {
 });
 
 test("abort while held for switchover: the VM keeps running at the source", async () => {
-  const { handle } = await startSlowMigration({ bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 30, pauseBeforeSwitchover: true });
+  const { handle } = await startSlowMigration({
+    bandwidthMbps: 0,
+    downtimeLimitMs: 300,
+    timeoutS: 30,
+    pauseBeforeSwitchover: true,
+  });
   await handle.readyToSwitch;
   expect(await hosts.dc1.state("vm1")).toBe("running");
   await handle.abort();
@@ -139,10 +155,17 @@ test("abort while held for switchover: the VM keeps running at the source", asyn
 });
 
 test("a migration held for a switchover whose agent died: the next agent cancels it and the VM runs at the source", async () => {
-  const { handle } = await startSlowMigration({ bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 30, pauseBeforeSwitchover: true });
+  const { handle } = await startSlowMigration({
+    bandwidthMbps: 0,
+    downtimeLimitMs: 300,
+    timeoutS: 30,
+    pauseBeforeSwitchover: true,
+  });
   await handle.readyToSwitch;
   const restarted = hosts.reopen("dc1"); // a restarted source agent's driver: it has no handle on this migration
-  expect(await restarted.settleOrphanedMigration("vm1")).toMatch(/\(active\) had no agent any more: cancelled, the VM runs here/);
+  expect(await restarted.settleOrphanedMigration("vm1")).toMatch(
+    /\(active\) had no agent any more: cancelled, the VM runs here/,
+  );
   await rejection(handle.done);
   expect(await restarted.settleOrphanedMigration("vm1")).toBeUndefined(); // nothing left to settle
   await expectSourceKeepsIt();
@@ -156,8 +179,13 @@ test("refusals: unknown VM, VM already here, not running, disarming a VM that ar
   expect(notHere.status).toBe(404);
   const armed = await hosts.dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET });
   const handle = hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, { ...slow, bandwidthMbps: 0 });
-  await expect(hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, slow).done).rejects.toMatchObject({ status: 486 });
-  await expect(hosts.dc1.stop("vm1")).rejects.toMatchObject({ status: 486, reason: expect.stringMatching(/migrating out/) });
+  await expect(hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, slow).done).rejects.toMatchObject({
+    status: 486,
+  });
+  await expect(hosts.dc1.stop("vm1")).rejects.toMatchObject({
+    status: 486,
+    reason: expect.stringMatching(/migrating out/),
+  });
   await handle.done;
   await hosts.dc2.waitResumed("vm1", 10_000);
   await expect(hosts.dc2.disarm("vm1")).rejects.toMatchObject({ status: 486 });

@@ -66,8 +66,11 @@ test("a VM moves back after arriving (a former migration target is followed by e
   await migrateOne("vm1");
   const back = await hosts.dc1.arm("vm1", { address: "127.0.0.1", secret: SECRET });
   const phases: string[] = [];
-  const result = await hosts.dc2.migrate("vm1", { uri: back.uri, secret: SECRET }, { ...fast, onProgress: (p) => phases.push(p.phase) })
-    .done;
+  const result = await hosts.dc2.migrate(
+    "vm1",
+    { uri: back.uri, secret: SECRET },
+    { ...fast, onProgress: (p) => phases.push(p.phase) },
+  ).done;
   await hosts.dc1.waitResumed("vm1", 10_000);
   expect(result.transferredBytes).toBeGreaterThan(1_000_000);
   expect(phases).toContain("active");
@@ -81,8 +84,12 @@ test("two VMs, sequentially then in parallel", async () => {
   expectOnlyOn("vm1", "dc2");
   expectOnlyOn("vm2", "dc2");
   // and back, both at once
-  const armed = await Promise.all(["vm1", "vm2"].map((vm) => hosts.dc1.arm(vm, { address: "127.0.0.1", secret: SECRET })));
-  const results = await Promise.all(armed.map((a) => hosts.dc2.migrate(a.vm, { uri: a.uri, secret: SECRET }, fast).done));
+  const armed = await Promise.all(
+    ["vm1", "vm2"].map((vm) => hosts.dc1.arm(vm, { address: "127.0.0.1", secret: SECRET })),
+  );
+  const results = await Promise.all(
+    armed.map((a) => hosts.dc2.migrate(a.vm, { uri: a.uri, secret: SECRET }, fast).done),
+  );
   await Promise.all(armed.map((a) => hosts.dc1.waitResumed(a.vm, 10_000)));
   expect(results.map((r) => r.vm).sort()).toEqual(["vm1", "vm2"]);
   expectOnlyOn("vm1", "dc1");
@@ -93,7 +100,11 @@ test("bandwidth and downtime limits reach QEMU", async () => {
   hosts = makeHosts([guestVm(guest, "vm1")]);
   await hosts.dc1.start("vm1");
   const armed = await hosts.dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET });
-  const handle = hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, { bandwidthMbps: 800, downtimeLimitMs: 20, timeoutS: 30 });
+  const handle = hosts.dc1.migrate(
+    "vm1",
+    { uri: armed.uri, secret: SECRET },
+    { bandwidthMbps: 800, downtimeLimitMs: 20, timeoutS: 30 },
+  );
   // Read the parameters back from QEMU through the short-query monitor while it migrates.
   const mon = await QmpClient.connect(hosts.dc1.files("vm1").mon);
   let params: Record<string, unknown> = {};
@@ -116,7 +127,11 @@ test("held for switchover: the VM keeps running in pre-copy until switchover()",
   const armed = await hosts.dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET });
   let sentWhenReady = 0;
   let sent = 0;
-  const handle = hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, { ...fast, pauseBeforeSwitchover: true, onProgress: (p) => (sent = p.transferredBytes) });
+  const handle = hosts.dc1.migrate(
+    "vm1",
+    { uri: armed.uri, secret: SECRET },
+    { ...fast, pauseBeforeSwitchover: true, onProgress: (p) => (sent = p.transferredBytes) },
+  );
   await handle.readyToSwitch;
   sentWhenReady = sent;
   expect(sentWhenReady).toBeGreaterThan(1_000_000); // the first pass is done before the wave is told

@@ -20,8 +20,20 @@ beforeEach(async () => {
   sock = path.join(dir, "q.sock");
   pidfile = path.join(dir, "q.pid");
   await execa("qemu-system-x86_64", [
-    "-S", "-nodefaults", "-no-user-config", "-display", "none", "-accel", "tcg", "-m", "16",
-    "-qmp", `unix:${sock},server=on,wait=off`, "-pidfile", pidfile, "-daemonize",
+    "-S",
+    "-nodefaults",
+    "-no-user-config",
+    "-display",
+    "none",
+    "-accel",
+    "tcg",
+    "-m",
+    "16",
+    "-qmp",
+    `unix:${sock},server=on,wait=off`,
+    "-pidfile",
+    pidfile,
+    "-daemonize",
   ]);
 });
 
@@ -70,7 +82,10 @@ test("events arrive between replies and can be awaited", async () => {
   await stopped;
   off();
   expect(seen).toEqual(expect.arrayContaining(["RESUME", "STOP"]));
-  await expect(qmp.waitForEvent(() => false, 100, "nothing")).rejects.toMatchObject({ status: 504, reason: "no nothing within 100 ms" });
+  await expect(qmp.waitForEvent(() => false, 100, "nothing")).rejects.toMatchObject({
+    status: 504,
+    reason: "no nothing within 100 ms",
+  });
   await qmp.close();
 });
 

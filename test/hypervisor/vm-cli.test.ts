@@ -38,7 +38,9 @@ async function run(...args: string[]): Promise<string> {
     return true;
   });
   try {
-    await buildProgram().exitOverride().parseAsync(["node", "sip-teleport", "vm", ...args, "--inventory", inventory, "--run-dir", runDir]);
+    await buildProgram()
+      .exitOverride()
+      .parseAsync(["node", "sip-teleport", "vm", ...args, "--inventory", inventory, "--run-dir", runDir]);
   } finally {
     spy.mockRestore();
   }
@@ -49,12 +51,16 @@ test("start, status, list, stop", async () => {
   expect(await run("start", "cli-vm")).toMatch(/^cli-vm\s+running\s+qemu server 96 MiB\n$/);
   const pid = livePid(path.join(runDir, "cli-vm.pid"));
   expect(pid).toBeDefined();
-  expect(JSON.parse(await run("status", "cli-vm", "--json"))).toEqual([{ name: "cli-vm", hypervisor: "qemu", role: "server", memoryMib: 96, state: "running" }]);
+  expect(JSON.parse(await run("status", "cli-vm", "--json"))).toEqual([
+    { name: "cli-vm", hypervisor: "qemu", role: "server", memoryMib: 96, state: "running" },
+  ]);
   const list = await run("list");
   expect(list).toMatch(/^cli-vm\s+running/m);
   expect(list).toMatch(/^idle\s+absent\s+qemu router/m);
   await expect(run("start", "cli-vm")).rejects.toMatchObject({ status: 486 });
-  await expect(run("status", "ghost")).rejects.toThrow(/404 VM ghost is not defined on this host: defined: cli-vm, idle/);
+  await expect(run("status", "ghost")).rejects.toThrow(
+    /404 VM ghost is not defined on this host: defined: cli-vm, idle/,
+  );
   expect(await run("stop", "cli-vm")).toMatch(/^cli-vm\s+absent/);
   expect(livePid(path.join(runDir, "cli-vm.pid"))).toBeUndefined();
   expect(fs.readdirSync(runDir).filter((f) => !f.endsWith(".log"))).toEqual([]);

@@ -2,12 +2,27 @@
 import fc from "fast-check";
 import { HOST_TEXT, REASON } from "../../nrdl/schema";
 import {
-  HYPERVISORS, NAME_PATTERN, ON_ERROR, OUTCOMES, ROLES, STRATEGIES, VM_STATES,
-  type Answer, type NrdlBody, type NrdlDocument, type Offer, type Report, type StatusReport, type VmSpec,
+  HYPERVISORS,
+  NAME_PATTERN,
+  ON_ERROR,
+  OUTCOMES,
+  ROLES,
+  STRATEGIES,
+  VM_STATES,
+  type Answer,
+  type NrdlBody,
+  type NrdlDocument,
+  type Offer,
+  type Report,
+  type StatusReport,
+  type VmSpec,
 } from "../../nrdl/types";
 
 /** Plain objects (fast-check may build null-prototype ones, which toStrictEqual tells apart). */
-function record<T>(model: { [K in keyof T]: fc.Arbitrary<T[K]> }, options: { requiredKeys?: Array<keyof T> } = {}): fc.Arbitrary<T> {
+function record<T>(
+  model: { [K in keyof T]: fc.Arbitrary<T[K]> },
+  options: { requiredKeys?: Array<keyof T> } = {},
+): fc.Arbitrary<T> {
   return fc.record(model, { ...options, noNullPrototype: true } as never) as fc.Arbitrary<T>;
 }
 
@@ -20,7 +35,9 @@ const text = (codec: typeof REASON, max: number) =>
   fc.string({ unit: "binary", minLength: 1, maxLength: max }).filter((s) => codec.accepts(s));
 const reason = text(REASON, 40);
 const uriChar = fc.constantFrom(..."abcXYZ019@.:;=?&%+-_~!#$'()*,/[]{}|^`\\");
-const sipUri = fc.tuple(fc.constantFrom("sip:", "sips:"), fc.string({ unit: uriChar, minLength: 1, maxLength: 60 })).map(([s, r]) => s + r);
+const sipUri = fc
+  .tuple(fc.constantFrom("sip:", "sips:"), fc.string({ unit: uriChar, minLength: 1, maxLength: 60 }))
+  .map(([s, r]) => s + r);
 const migrationUri = fc.oneof(
   fc.tuple(fc.ipV4(), fc.integer({ min: 1, max: 65535 })).map(([h, p]) => `tcp:${h}:${p}`),
   fc.tuple(fc.ipV6(), fc.integer({ min: 1, max: 65535 })).map(([h, p]) => `tcp:[${h}]:${p}`),

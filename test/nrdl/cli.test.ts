@@ -65,12 +65,24 @@ test("nrdl validate FILE: exit 2 and one line per violation on stderr", async ()
 
 test("nrdl validate summarises every body kind", async () => {
   const bodies: Array<[string, string]> = [
-    ['<answer><armed vm="a" uri="tcp:10.0.0.2:49152" secret="0123456789abcdef"/><rejected vm="b" reason="no room"/></answer>', "answer m: 1 armed (a), 1 rejected (b)"],
-    ['<status vm="a" state="migrating" progress="0.5"/><status vm="b" state="completed"/>', "status m: a migrating, b completed"],
-    ['<report outcome="partial"><result vm="a" state="completed" host="dc2"/><result vm="b" state="failed" host="dc1"/></report>', "report m: outcome partial, a completed, b failed"],
+    [
+      '<answer><armed vm="a" uri="tcp:10.0.0.2:49152" secret="0123456789abcdef"/><rejected vm="b" reason="no room"/></answer>',
+      "answer m: 1 armed (a), 1 rejected (b)",
+    ],
+    [
+      '<status vm="a" state="migrating" progress="0.5"/><status vm="b" state="completed"/>',
+      "status m: a migrating, b completed",
+    ],
+    [
+      '<report outcome="partial"><result vm="a" state="completed" host="dc2"/><result vm="b" state="failed" host="dc1"/></report>',
+      "report m: outcome partial, a completed, b failed",
+    ],
   ];
   for (const [body, summary] of bodies) {
-    const got = await run(["nrdl", "validate", "-"], `<nrdl xmlns="urn:sip-teleport:nrdl:1" version="1" id="m">${body}</nrdl>`);
+    const got = await run(
+      ["nrdl", "validate", "-"],
+      `<nrdl xmlns="urn:sip-teleport:nrdl:1" version="1" id="m">${body}</nrdl>`,
+    );
     expect(got).toEqual({ code: 0, out: `valid NRDL v1 ${summary}\n`, err: "" });
   }
 });
@@ -87,8 +99,12 @@ test("help teaches each command with an example", async () => {
   const nrdl = await run(["nrdl", "--help"]);
   expect(nrdl.out).toContain("$ sip-teleport nrdl validate offer.xml");
   expect(nrdl.out).toContain("$ sip-teleport nrdl example exp3");
-  expect((await run(["nrdl", "validate", "--help"])).out).toContain("Example:\n  $ sip-teleport nrdl example exp2 | sip-teleport nrdl validate -");
-  expect((await run(["nrdl", "example", "--help"])).out).toContain("Example:\n  $ sip-teleport nrdl example exp2 > offer.xml");
+  expect((await run(["nrdl", "validate", "--help"])).out).toContain(
+    "Example:\n  $ sip-teleport nrdl example exp2 | sip-teleport nrdl validate -",
+  );
+  expect((await run(["nrdl", "example", "--help"])).out).toContain(
+    "Example:\n  $ sip-teleport nrdl example exp2 > offer.xml",
+  );
 });
 
 test("the built CLI works as the README says: example | validate -", () => {
@@ -97,7 +113,17 @@ test("the built CLI works as the README says: example | validate -", () => {
   const example = execFileSync("node", [cli, "nrdl", "example", "exp2"], { encoding: "utf8" });
   expect(parseNrdl(example).ok).toBe(true);
   const ok = spawnSync("node", [cli, "nrdl", "validate", "-"], { input: example, encoding: "utf8" });
-  expect([ok.status, ok.stdout]).toEqual([0, "valid NRDL v1 offer mig-exp2: 2 VMs (router1, video), strategy sequential\n"]);
-  const bad = spawnSync("node", [cli, "nrdl", "validate", "-"], { input: example.replace('memory-mib="512"', 'memory-mib="-5"'), encoding: "utf8" });
-  expect([bad.status, bad.stdout, bad.stderr]).toEqual([2, "", '/nrdl/offer/vm[2]/@memory-mib: expected a positive integer, got "-5"\n']);
+  expect([ok.status, ok.stdout]).toEqual([
+    0,
+    "valid NRDL v1 offer mig-exp2: 2 VMs (router1, video), strategy sequential\n",
+  ]);
+  const bad = spawnSync("node", [cli, "nrdl", "validate", "-"], {
+    input: example.replace('memory-mib="512"', 'memory-mib="-5"'),
+    encoding: "utf8",
+  });
+  expect([bad.status, bad.stdout, bad.stderr]).toEqual([
+    2,
+    "",
+    '/nrdl/offer/vm[2]/@memory-mib: expected a positive integer, got "-5"\n',
+  ]);
 });

@@ -58,7 +58,9 @@ test("an undeclared entity reference is refused, not looked up", () => {
 test("size: 64 KiB exactly is accepted, one byte more is refused, counted in bytes not characters", () => {
   expect(Buffer.byteLength(padded(NRDL_MAX_BYTES))).toBe(NRDL_MAX_BYTES);
   expect(violationsOf(padded(NRDL_MAX_BYTES))).toEqual([]);
-  expect(refusedQuickly(padded(NRDL_MAX_BYTES + 1))).toEqual(["/: document is 65537 bytes; NRDL documents are at most 65536 bytes"]);
+  expect(refusedQuickly(padded(NRDL_MAX_BYTES + 1))).toEqual([
+    "/: document is 65537 bytes; NRDL documents are at most 65536 bytes",
+  ]);
   const multiByte = padded(NRDL_MAX_BYTES + 3, "☺");
   expect(multiByte.length).toBeLessThan(NRDL_MAX_BYTES);
   expect(refusedQuickly(multiByte)).toEqual(["/: document is 65539 bytes; NRDL documents are at most 65536 bytes"]);
@@ -67,11 +69,15 @@ test("size: 64 KiB exactly is accepted, one byte more is refused, counted in byt
   ]);
 });
 
-const TOO_DEEP = "/: line 1, column %d: elements nest deeper than 4 levels (the deepest NRDL path is nrdl > offer > vm > depends-on)";
+const TOO_DEEP =
+  "/: line 1, column %d: elements nest deeper than 4 levels (the deepest NRDL path is nrdl > offer > vm > depends-on)";
 
 test("nesting: depends-on is the deepest level; one level more is refused, even self-closing", () => {
   expect(violationsOf(offer(vm("b") + vm("a", "", ["b"])))).toEqual([]);
-  const fifth = offer(vm("b") + vm("a", "", ["b"])).replace('<depends-on vm="b"/>', '<depends-on vm="b"><x/></depends-on>');
+  const fifth = offer(vm("b") + vm("a", "", ["b"])).replace(
+    '<depends-on vm="b"/>',
+    '<depends-on vm="b"><x/></depends-on>',
+  );
   expect(refusedQuickly(fifth)).toEqual([TOO_DEEP.replace("%d", String(fifth.indexOf("<x/>") + 1))]);
 });
 
@@ -97,25 +103,58 @@ test("thousands of attributes on one element: refused fast, one line each", () =
   const attrs = Array.from({ length: 4000 }, (_x, i) => `a${i}="1"`).join(" ");
   const lines = refusedQuickly(offer(`<vm name="a" memory-mib="1" ${attrs}/>`));
   expect(lines).toHaveLength(4000);
-  expect(lines[0]).toBe("/nrdl/offer/vm[1]/@a0: unexpected attribute; <vm> takes name, hypervisor, role, memory-mib, cpus");
+  expect(lines[0]).toBe(
+    "/nrdl/offer/vm[1]/@a0: unexpected attribute; <vm> takes name, hypervisor, role, memory-mib, cpus",
+  );
 });
 
 test("a 1000-VM dependency ring is refused fast and the cycle is named", () => {
   const n = 1000;
-  const vms = Array.from({ length: n }, (_x, i) => `<vm name="v${i}" memory-mib="1"><depends-on vm="v${(i + 1) % n}"/></vm>`).join("");
+  const vms = Array.from(
+    { length: n },
+    (_x, i) => `<vm name="v${i}" memory-mib="1"><depends-on vm="v${(i + 1) % n}"/></vm>`,
+  ).join("");
   const lines = refusedQuickly(offer(vms));
   expect(lines).toHaveLength(1);
   expect(lines[0]).toMatch(/^\/nrdl\/offer\/vm\[1\]: dependency cycle v0 -> v1 -> v2 -> .* -> v999 -> v0$/);
 });
 
 test.each([
-  ["a processing instruction", `<?xml-stylesheet href="x"?>${offer(vm("a"))}`, "/: line 1, column 1: processing instructions are not allowed (only a leading <?xml ...?> declaration)"],
-  ["an XML declaration not first", ` <?xml version="1.0"?>${offer(vm("a"))}`, "/: line 1, column 2: the XML declaration must come first"],
-  ["a non-UTF-8 encoding", `<?xml version="1.0" encoding="ISO-8859-1"?>${offer(vm("a"))}`, '/: line 1, column 1: encoding must be UTF-8, got "ISO-8859-1"'],
-  ["CDATA", offer(vm("a") + "<![CDATA[<vm/>]]>"), `/: line 1, column ${offer(vm("a")).indexOf("</offer>") + 1}: CDATA sections are not allowed (no NRDL element has text content)`],
-  ["an unterminated attribute quote", '<nrdl id="abc', "/: malformed XML at line 1, column 6: Attributes for 'nrdl' have open quote."],
-  ["an unterminated comment", `${offer(vm("a"))}<!-- open`, `/: line 1, column ${offer(vm("a")).length + 1}: unterminated markup: no "-->" after this point`],
-  ["an unterminated CDATA section", `${offer(vm("a"))}<![CDATA[`, `/: line 1, column ${offer(vm("a")).length + 1}: unterminated markup: no "]]>" after this point`],
+  [
+    "a processing instruction",
+    `<?xml-stylesheet href="x"?>${offer(vm("a"))}`,
+    "/: line 1, column 1: processing instructions are not allowed (only a leading <?xml ...?> declaration)",
+  ],
+  [
+    "an XML declaration not first",
+    ` <?xml version="1.0"?>${offer(vm("a"))}`,
+    "/: line 1, column 2: the XML declaration must come first",
+  ],
+  [
+    "a non-UTF-8 encoding",
+    `<?xml version="1.0" encoding="ISO-8859-1"?>${offer(vm("a"))}`,
+    '/: line 1, column 1: encoding must be UTF-8, got "ISO-8859-1"',
+  ],
+  [
+    "CDATA",
+    offer(vm("a") + "<![CDATA[<vm/>]]>"),
+    `/: line 1, column ${offer(vm("a")).indexOf("</offer>") + 1}: CDATA sections are not allowed (no NRDL element has text content)`,
+  ],
+  [
+    "an unterminated attribute quote",
+    '<nrdl id="abc',
+    "/: malformed XML at line 1, column 6: Attributes for 'nrdl' have open quote.",
+  ],
+  [
+    "an unterminated comment",
+    `${offer(vm("a"))}<!-- open`,
+    `/: line 1, column ${offer(vm("a")).length + 1}: unterminated markup: no "-->" after this point`,
+  ],
+  [
+    "an unterminated CDATA section",
+    `${offer(vm("a"))}<![CDATA[`,
+    `/: line 1, column ${offer(vm("a")).length + 1}: unterminated markup: no "]]>" after this point`,
+  ],
 ])("refuses %s", (_what, xml, line) => {
   expect(refusedQuickly(xml)).toContain(line);
 });

@@ -4,13 +4,17 @@ import { BODIES, documentOf } from "./arbitraries";
 
 function parsed(xml: string): NrdlDocument {
   const result = parseNrdl(xml);
-  if (!result.ok) throw new Error(`rejected:\n${result.violations.map((v) => `${v.path}: ${v.message}`).join("\n")}\n${xml}`);
+  if (!result.ok)
+    throw new Error(`rejected:\n${result.violations.map((v) => `${v.path}: ${v.message}`).join("\n")}\n${xml}`);
   return result.doc;
 }
 
 describe.each(Object.entries(BODIES))("NRDL %s documents", (_kind, body) => {
   test("parse(build(x)) deep-equals x", () => {
-    fc.assert(fc.property(documentOf(body), (doc) => expect(parsed(buildNrdl(doc))).toStrictEqual(doc)), { numRuns: 300 });
+    fc.assert(
+      fc.property(documentOf(body), (doc) => expect(parsed(buildNrdl(doc))).toStrictEqual(doc)),
+      { numRuns: 300 },
+    );
   });
 
   test("build is deterministic and canonical: same document, same bytes, also after a round trip", () => {

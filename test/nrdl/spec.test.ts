@@ -7,10 +7,17 @@ const spec = readFileSync(join(__dirname, "..", "..", "nrdl", "SPEC.md"), "utf8"
 const examples = [...spec.matchAll(/```xml\n([\s\S]*?)```/g)]
   .map((m) => m[1].trim())
   .filter((xml) => !xml.includes(" BODY "))
-  .map((xml) => (xml.startsWith("<nrdl") ? xml : `<nrdl xmlns="urn:sip-teleport:nrdl:1" version="1" id="mig-7f3a">${xml}</nrdl>`));
+  .map((xml) =>
+    xml.startsWith("<nrdl") ? xml : `<nrdl xmlns="urn:sip-teleport:nrdl:1" version="1" id="mig-7f3a">${xml}</nrdl>`,
+  );
 
 test("SPEC.md has an example for every body kind", () => {
-  expect(examples.map((x) => /<(offer|answer|status|report)\b/.exec(x)?.[1])).toEqual(["offer", "answer", "status", "report"]);
+  expect(examples.map((x) => /<(offer|answer|status|report)\b/.exec(x)?.[1])).toEqual([
+    "offer",
+    "answer",
+    "status",
+    "report",
+  ]);
 });
 
 test.each(examples.map((x, i) => [i + 1, x]))("SPEC.md example %i is valid", (_i, xml) => {

@@ -9,10 +9,28 @@ import { TeleportError } from "../../lib/errors";
 import { executePlan, type VmOutcome } from "../../lib/plan/execute";
 import { planWaves } from "../../lib/plan/waves";
 
-const vm = (name: string, role: Role, dependsOn: string[] = []): VmSpec => ({ name, role, dependsOn, hypervisor: "qemu", memoryMib: 96, cpus: 1 });
-const policy = (p: Partial<Policy>): Policy => ({ strategy: "sequential", maxParallel: 1, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onError: "abort", ...p });
+const vm = (name: string, role: Role, dependsOn: string[] = []): VmSpec => ({
+  name,
+  role,
+  dependsOn,
+  hypervisor: "qemu",
+  memoryMib: 96,
+  cpus: 1,
+});
+const policy = (p: Partial<Policy>): Policy => ({
+  strategy: "sequential",
+  maxParallel: 1,
+  bandwidthMbps: 0,
+  downtimeLimitMs: 300,
+  timeoutS: 60,
+  onError: "abort",
+  ...p,
+});
 
-interface Script { failAt?: "precopy" | "switchover"; ms?: number }
+interface Script {
+  failAt?: "precopy" | "switchover";
+  ms?: number;
+}
 
 /** A handle that completes after `ms`, or fails, and logs what happened to it. */
 class Recorder {
@@ -50,8 +68,15 @@ class Recorder {
     return {
       done,
       readyToSwitch,
-      switchover: async () => { this.log.push(`switch ${name}`); release(); },
-      abort: async () => { aborted = true; this.log.push(`abort ${name}`); release(); },
+      switchover: async () => {
+        this.log.push(`switch ${name}`);
+        release();
+      },
+      abort: async () => {
+        aborted = true;
+        this.log.push(`abort ${name}`);
+        release();
+      },
     };
   };
 }
@@ -61,7 +86,11 @@ const states = (o: VmOutcome[]) => Object.fromEntries(o.map((x) => [x.vm, x.stat
 describe("executePlan", () => {
   it("sequential: one at a time, waves in order", async () => {
     const r = new Recorder();
-    const out = await executePlan({ plan: planWaves([vm("video", "server"), vm("r1", "router"), vm("r2", "router")]), policy: policy({}), start: r.start });
+    const out = await executePlan({
+      plan: planWaves([vm("video", "server"), vm("r1", "router"), vm("r2", "router")]),
+      policy: policy({}),
+      start: r.start,
+    });
     expect(r.peak).toBe(1);
     expect(r.log.filter((l) => l.startsWith("start"))).toEqual(["start r1", "start r2", "start video"]);
     expect(states(out)).toEqual({ r1: "completed", r2: "completed", video: "completed" });
@@ -70,13 +99,21 @@ describe("executePlan", () => {
   it("parallel: at most max-parallel at once", async () => {
     const r = new Recorder();
     const vms = ["a", "b", "c", "d", "e"].map((n) => vm(n, "server"));
-    await executePlan({ plan: planWaves(vms), policy: policy({ strategy: "parallel", maxParallel: 2 }), start: r.start });
+    await executePlan({
+      plan: planWaves(vms),
+      policy: policy({ strategy: "parallel", maxParallel: 2 }),
+      start: r.start,
+    });
     expect(r.peak).toBe(2);
   });
 
   it("on-error abort: a failure cancels what runs and starts nothing more", async () => {
     const r = new Recorder({ a: { failAt: "precopy", ms: 5 }, b: { ms: 200 } });
-    const out = await executePlan({ plan: planWaves([vm("a", "server"), vm("b", "server"), vm("c", "server")]), policy: policy({ strategy: "parallel", maxParallel: 2 }), start: r.start });
+    const out = await executePlan({
+      plan: planWaves([vm("a", "server"), vm("b", "server"), vm("c", "server")]),
+      policy: policy({ strategy: "parallel", maxParallel: 2 }),
+      start: r.start,
+    });
     expect(states(out)).toEqual({ a: "failed", b: "aborted", c: "aborted" });
     expect(r.log).toContain("abort b");
     expect(r.log).not.toContain("start c");
@@ -86,7 +123,8 @@ describe("executePlan", () => {
     const r = new Recorder({ r1: { failAt: "precopy" } });
     const out = await executePlan({
       plan: planWaves([vm("r1", "router"), vm("r2", "router"), vm("video", "server", ["r1"]), vm("web", "server")]),
-      policy: policy({ onError: "continue" }), start: r.start,
+      policy: policy({ onError: "continue" }),
+      start: r.start,
     });
     // web also waits for r1 (role order), so it stays too; r2 moves.
     expect(states(out)).toEqual({ r1: "failed", r2: "completed", video: "aborted", web: "aborted" });
@@ -95,7 +133,11 @@ describe("executePlan", () => {
 
   it("switchover: the whole wave pre-copies, then switches over together", async () => {
     const r = new Recorder({ a: { ms: 5 }, b: { ms: 60 } });
-    const out = await executePlan({ plan: planWaves([vm("a", "server"), vm("b", "server")]), policy: policy({ strategy: "switchover" }), start: r.start });
+    const out = await executePlan({
+      plan: planWaves([vm("a", "server"), vm("b", "server")]),
+      policy: policy({ strategy: "switchover" }),
+      start: r.start,
+    });
     expect(states(out)).toEqual({ a: "completed", b: "completed" });
     // nobody switches before everybody converged
     expect(r.log.slice(0, 4)).toEqual(["start a", "start b", "switch a", "switch b"]);
@@ -103,7 +145,11 @@ describe("executePlan", () => {
 
   it("switchover: if one VM cannot converge, nobody of the wave switches", async () => {
     const r = new Recorder({ a: { failAt: "precopy" }, b: { ms: 20 } });
-    const out = await executePlan({ plan: planWaves([vm("a", "server"), vm("b", "server")]), policy: policy({ strategy: "switchover", onError: "continue" }), start: r.start });
+    const out = await executePlan({
+      plan: planWaves([vm("a", "server"), vm("b", "server")]),
+      policy: policy({ strategy: "switchover", onError: "continue" }),
+      start: r.start,
+    });
     expect(states(out)).toEqual({ a: "failed", b: "aborted" });
     expect(r.log.some((l) => l.startsWith("switch"))).toBe(false);
   });
@@ -112,7 +158,12 @@ describe("executePlan", () => {
     const r = new Recorder({ a: { ms: 300 } });
     const ac = new AbortController();
     setTimeout(() => ac.abort(), 30);
-    const out = await executePlan({ plan: planWaves([vm("a", "server"), vm("b", "server")]), policy: policy({}), start: r.start, signal: ac.signal });
+    const out = await executePlan({
+      plan: planWaves([vm("a", "server"), vm("b", "server")]),
+      policy: policy({}),
+      start: r.start,
+      signal: ac.signal,
+    });
     expect(out).toEqual([
       { vm: "a", state: "aborted", reason: "aborted by operator" },
       { vm: "b", state: "aborted", reason: "aborted by operator" },

@@ -2,7 +2,12 @@ import type { Role, VmSpec } from "../../nrdl/types";
 import { describePlan, planWaves } from "../../lib/plan/waves";
 
 const vm = (name: string, role: Role, dependsOn: string[] = []): VmSpec => ({
-  name, role, dependsOn, hypervisor: "qemu", memoryMib: 96, cpus: 1,
+  name,
+  role,
+  dependsOn,
+  hypervisor: "qemu",
+  memoryMib: 96,
+  cpus: 1,
 });
 
 describe("planWaves", () => {
@@ -32,7 +37,9 @@ describe("planWaves", () => {
   });
 
   it("names the VMs of a dependency cycle", () => {
-    expect(() => planWaves([vm("a", "server", ["b"]), vm("b", "server", ["a"]), vm("c", "server")])).toThrow(/cycle among a, b/);
+    expect(() => planWaves([vm("a", "server", ["b"]), vm("b", "server", ["a"]), vm("c", "server")])).toThrow(
+      /cycle among a, b/,
+    );
   });
 
   it("refuses a dependency on a VM outside the group", () => {
@@ -41,6 +48,9 @@ describe("planWaves", () => {
 
   it("describes each wave for the operator", () => {
     const plan = planWaves([vm("video", "server"), vm("router1", "router")]);
-    expect(describePlan(plan, "parallel", 2)).toEqual(["wave 1: router1 (up to 2 at once)", "wave 2: video (up to 2 at once)"]);
+    expect(describePlan(plan, "parallel", 2)).toEqual([
+      "wave 1: router1 (up to 2 at once)",
+      "wave 2: video (up to 2 at once)",
+    ]);
   });
 });

@@ -12,9 +12,23 @@ import { buildNrdl, offerDocument } from "../../nrdl";
 import { bootOnSource, expectAllOn, guestDefs, placement, startPair, type Pair } from "../e2e/harness";
 import { RawSipClient, digestAnswer, rawInvite, type RawResponse } from "./raw-sip";
 
-const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
+const policy = {
+  strategy: "sequential" as const,
+  maxParallel: 1,
+  bandwidthMbps: 0,
+  downtimeLimitMs: 300,
+  timeoutS: 60,
+  onError: "abort" as const,
+};
 const offer = (vm: string) =>
-  buildNrdl(offerDocument({ id: `mig-${randomBytes(3).toString("hex")}`, sourceUri: "sip:dc1@127.0.0.1", destinationUri: "sip:dc2@127.0.0.1", vms: [{ name: vm, memoryMib: 96 }] }));
+  buildNrdl(
+    offerDocument({
+      id: `mig-${randomBytes(3).toString("hex")}`,
+      sourceUri: "sip:dc1@127.0.0.1",
+      destinationUri: "sip:dc2@127.0.0.1",
+      vms: [{ name: vm, memoryMib: 96 }],
+    }),
+  );
 
 function sha256Challenge(r: RawResponse | undefined): string {
   const c = r?.header("www-authenticate").find((h) => /SHA-256/.test(h));
@@ -30,25 +44,35 @@ describe("digest authentication over SIP", () => {
   });
 
   it("challenges INVITE, INFO and BYE of a real migration; the source answers each with SHA-256", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), { dc2: { security: { users: { dc1: "pw-dc1" }, allow: ["sip:dc1@*"] } } });
+    pair = await startPair(await guestDefs([["router1", "router"]]), {
+      dc2: { security: { users: { dc1: "pw-dc1" }, allow: ["sip:dc1@*"] } },
+    });
     await bootOnSource(pair);
     const cfg = { ...pair.dc1.cfg, sip: { ...pair.dc1.cfg.sip, credentials: { username: "dc1", password: "pw-dc1" } } };
     const sip = sipOf(cfg, silentLogger, { ephemeral: true });
     await sip.start();
-    const summary = await new SourceAgent({ sip, host: pair.dc1.host, hostName: "dc1", logger: silentLogger }).migrate({ to: pair.dc2.uri, vms: ["router1"], policy });
+    const summary = await new SourceAgent({ sip, host: pair.dc1.host, hostName: "dc1", logger: silentLogger }).migrate({
+      to: pair.dc2.uri,
+      vms: ["router1"],
+      policy,
+    });
     await sip.stop();
     expect(summary.outcome).toBe("completed");
     await expectAllOn(pair, "dc2");
     const sent = pair.dc2.trace.filter((e) => e.direction === "sent").map((e) => e.message);
     const challenged = sent.filter((m) => m.startsWith("SIP/2.0 401")).map((m) => /CSeq: \d+ (\w+)/.exec(m)?.[1]);
     expect(new Set(challenged)).toEqual(new Set(["INVITE", "INFO", "BYE"]));
-    const retried = pair.dc2.trace.filter((e) => e.direction === "received" && /^(INFO|BYE) /.test(e.message) && /^Authorization: Digest/m.test(e.message));
+    const retried = pair.dc2.trace.filter(
+      (e) => e.direction === "received" && /^(INFO|BYE) /.test(e.message) && /^Authorization: Digest/m.test(e.message),
+    );
     expect(new Set(retried.map((e) => e.message.slice(0, e.message.indexOf(" "))))).toEqual(new Set(["INFO", "BYE"]));
     expect(sent.some((m) => m.startsWith("SIP/2.0 500"))).toBe(false); // no CSeq went out of order after a challenge
   });
 
   it("refuses a replayed Authorization and an expired nonce (stale=true) on raw INVITEs", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), { dc2: { security: { users: { dc1: "pw-dc1" }, nonceTtlS: 1 } } });
+    pair = await startPair(await guestDefs([["router1", "router"]]), {
+      dc2: { security: { users: { dc1: "pw-dc1" }, nonceTtlS: 1 } },
+    });
     const port = pair.dc2.sip.listeners[0].port;
     const target = `sip:dc2@127.0.0.1:${port}`;
     const raw = await RawSipClient.udp(port);
@@ -66,7 +90,9 @@ describe("digest authentication over SIP", () => {
       expect(refused?.status).toBe(401);
       expect(refused?.header("warning")[0]).toMatch(/replayed request/);
       await new Promise((r) => setTimeout(r, 1300));
-      const late = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, offer("ghost"), [`Authorization: ${digestAnswer(challenge, "dc1", "pw-dc1", "INVITE", target, "00000002")}`]);
+      const late = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, offer("ghost"), [
+        `Authorization: ${digestAnswer(challenge, "dc1", "pw-dc1", "INVITE", target, "00000002")}`,
+      ]);
       raw.send(late.text);
       const expired = await raw.final(late.callId);
       expect(expired?.status).toBe(401);
@@ -78,7 +104,9 @@ describe("digest authentication over SIP", () => {
   });
 
   it("judges the authenticated user, not the From; in-dialog INFO/BYE need the INVITE's user", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), { dc2: { security: { users: { dc1: "pw-dc1", mallory: "pw-m" }, allow: ["sip:dc1@*"] } } });
+    pair = await startPair(await guestDefs([["router1", "router"]]), {
+      dc2: { security: { users: { dc1: "pw-dc1", mallory: "pw-m" }, allow: ["sip:dc1@*"] } },
+    });
     const port = pair.dc2.sip.listeners[0].port;
     const target = `sip:dc2@127.0.0.1:${port}`;
     const raw = await RawSipClient.udp(port);
@@ -89,15 +117,21 @@ describe("digest authentication over SIP", () => {
     };
     try {
       // mallory claims to be dc1 in From: refused on the authenticated identity
-      const forged = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, offer("router1"), [`Authorization: ${digestAnswer(await challengeFor(), "mallory", "pw-m", "INVITE", target)}`]);
+      const forged = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, offer("router1"), [
+        `Authorization: ${digestAnswer(await challengeFor(), "mallory", "pw-m", "INVITE", target)}`,
+      ]);
       raw.send(forged.text);
       const denied = await raw.final(forged.callId);
       expect(denied?.status).toBe(403);
-      expect(denied?.header("warning")[0]).toMatch(/sip:mallory@127\.0\.0\.1 from 127\.0\.0\.1 is not in this host's allowlist/);
+      expect(denied?.header("warning")[0]).toMatch(
+        /sip:mallory@127\.0\.0\.1 from 127\.0\.0\.1 is not in this host's allowlist/,
+      );
       expect(placement(pair).router1).toEqual([]);
 
       // dc1 opens a dialog (router1 armed on dc2) ...
-      const inv = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, offer("router1"), [`Authorization: ${digestAnswer(await challengeFor(), "dc1", "pw-dc1", "INVITE", target)}`]);
+      const inv = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, offer("router1"), [
+        `Authorization: ${digestAnswer(await challengeFor(), "dc1", "pw-dc1", "INVITE", target)}`,
+      ]);
       raw.send(inv.text);
       const ok = await raw.final(inv.callId, 15000);
       expect(ok?.status).toBe(200);
@@ -124,14 +158,18 @@ describe("digest authentication over SIP", () => {
         return raw.final(inv.callId, 3000, /CSeq: (\d+ \w+)/.exec(text)?.[1]);
       };
       // ... mallory's BYE in that dialog: 403, and router1 stays armed
-      const malloryBye = await reply(inDialog("BYE", 2, [`Authorization: ${digestAnswer(await challengeFor(), "mallory", "pw-m", "BYE", target)}`]));
+      const malloryBye = await reply(
+        inDialog("BYE", 2, [`Authorization: ${digestAnswer(await challengeFor(), "mallory", "pw-m", "BYE", target)}`]),
+      );
       expect(malloryBye?.status).toBe(403);
       // a BYE without credentials: challenged (the dialog survives the challenge)
       const bare = await reply(inDialog("BYE", 3));
       expect(bare?.status).toBe(401);
       expect(placement(pair).router1).toEqual(["dc2"]);
       // dc1's BYE: 200, and the listener is gone
-      const bye = await reply(inDialog("BYE", 4, [`Authorization: ${digestAnswer(sha256Challenge(bare), "dc1", "pw-dc1", "BYE", target)}`]));
+      const bye = await reply(
+        inDialog("BYE", 4, [`Authorization: ${digestAnswer(sha256Challenge(bare), "dc1", "pw-dc1", "BYE", target)}`]),
+      );
       expect(bye?.status).toBe(200);
       expect(placement(pair).router1).toEqual([]);
     } finally {
@@ -140,7 +178,9 @@ describe("digest authentication over SIP", () => {
   });
 
   it("digestRequired=false: a caller without credentials is judged by the allowlist, wrong credentials still get 401", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), { dc2: { security: { users: { dc1: "pw-dc1" }, digestRequired: false } } });
+    pair = await startPair(await guestDefs([["router1", "router"]]), {
+      dc2: { security: { users: { dc1: "pw-dc1" }, digestRequired: false } },
+    });
     const port = pair.dc2.sip.listeners[0].port;
     const target = `sip:dc2@127.0.0.1:${port}`;
     const raw = await RawSipClient.udp(port);
@@ -148,7 +188,8 @@ describe("digest authentication over SIP", () => {
       const plain = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, offer("ghost"));
       raw.send(plain.text);
       expect((await raw.final(plain.callId))?.status).toBe(488);
-      const fake = 'Digest username="dc1", realm="sip-teleport", nonce="x.y", uri="sip:x", response="00", algorithm=SHA-256, qop=auth, nc=00000001, cnonce="1"';
+      const fake =
+        'Digest username="dc1", realm="sip-teleport", nonce="x.y", uri="sip:x", response="00", algorithm=SHA-256, qop=auth, nc=00000001, cnonce="1"';
       const wrong = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, offer("ghost"), [`Authorization: ${fake}`]);
       raw.send(wrong.text);
       expect((await raw.final(wrong.callId))?.status).toBe(401);
@@ -158,6 +199,8 @@ describe("digest authentication over SIP", () => {
   });
 
   it("config: digestRequired without any user is refused with the field named", () => {
-    expect(() => parseConfig({ security: { digestRequired: true } })).toThrow(/security\.digestRequired: security\.digestRequired needs at least one entry in security\.users/);
+    expect(() => parseConfig({ security: { digestRequired: true } })).toThrow(
+      /security\.digestRequired: security\.digestRequired needs at least one entry in security\.users/,
+    );
   });
 });

@@ -33,7 +33,14 @@ import { FaultMatrix, killQemu, pidIn, until, type HostDirs } from "./fault-repo
 
 jest.setTimeout(180_000);
 
-const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 100, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
+const policy = {
+  strategy: "sequential" as const,
+  maxParallel: 1,
+  bandwidthMbps: 100,
+  downtimeLimitMs: 300,
+  timeoutS: 60,
+  onError: "abort" as const,
+};
 const matrix = new FaultMatrix();
 afterAll(() => matrix.print());
 
@@ -60,10 +67,15 @@ describe("QEMU killed", () => {
     const victim = whose === "source" ? pair.dc1.runDir : pair.dc2.runDir;
     let killedAt: string | undefined;
     const summary = await pair.dc1.agent.migrate(
-      { to: pair.dc2.uri, vms: ["router1"], policy: { ...policy, strategy: phase === "pre-copy" ? "sequential" : "switchover" } },
+      {
+        to: pair.dc2.uri,
+        vms: ["router1"],
+        policy: { ...policy, strategy: phase === "pre-copy" ? "sequential" : "switchover" },
+      },
       {
         onProgress: (p) => {
-          const hit = phase === "pre-copy" ? p.phase === "active" && p.transferredBytes > 8 << 20 : p.phase === "pre-switchover";
+          const hit =
+            phase === "pre-copy" ? p.phase === "active" && p.transferredBytes > 8 << 20 : p.phase === "pre-switchover";
           if (!hit || killedAt) return;
           killedAt = `${p.phase} at ${(p.transferredBytes / 2 ** 20).toFixed(0)} MiB`;
           killQemu(victim, "router1");
@@ -73,8 +85,16 @@ describe("QEMU killed", () => {
     expect(killedAt).toBeDefined();
     const vm = summary.vms[0];
     // nothing of the destination's is left: the dialog ended and every listener went with it
-    await until("no QEMU left on dc2", () => pidIn(pair!.dc2.runDir, "router1") === undefined || whose === "destination");
-    const inv = matrix.check(`${whose} QEMU SIGKILL in ${phase} (${killedAt})`, dirsOf(pair.base), ["router1"], `outcome ${summary.outcome}; router1 ${vm.state}: ${vm.reason ?? ""}`);
+    await until(
+      "no QEMU left on dc2",
+      () => pidIn(pair!.dc2.runDir, "router1") === undefined || whose === "destination",
+    );
+    const inv = matrix.check(
+      `${whose} QEMU SIGKILL in ${phase} (${killedAt})`,
+      dirsOf(pair.base),
+      ["router1"],
+      `outcome ${summary.outcome}; router1 ${vm.state}: ${vm.reason ?? ""}`,
+    );
     expect(summary.outcome).toBe("failed");
     expect(vm.state).not.toBe("completed");
     // a killed source took the only copy with it
@@ -105,7 +125,10 @@ describe("agents as processes", () => {
   let defs: VmDefinition[];
   beforeAll(async () => {
     ensureBuilt();
-    defs = await guestDefs([["router1", "router"], ["video", "server"]]);
+    defs = await guestDefs([
+      ["router1", "router"],
+      ["video", "server"],
+    ]);
   });
 
   it("destination agent killed with SIGKILL and restarted: orphaned listener removed, the VM that resumed kept", async () => {
@@ -122,24 +145,50 @@ describe("agents as processes", () => {
       timers: { idleTimeoutS: 300 },
     };
     const dc2File = writeConfig(path.join(base, "dc2.json"), dc2);
-    const dc1Cfg = parseConfig({ ...dc2, host: "dc1", sip: { aor: "sip:dc1@127.0.0.1", listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }] }, runDir: path.join(base, "dc1"), stateDir: path.join(base, "dc1-state") });
+    const dc1Cfg = parseConfig({
+      ...dc2,
+      host: "dc1",
+      sip: { aor: "sip:dc1@127.0.0.1", listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }] },
+      runDir: path.join(base, "dc1"),
+      stateDir: path.join(base, "dc1-state"),
+    });
     const dc1Host = hostOf(dc1Cfg, silentLogger);
     const dc1Sip = sipOf(dc1Cfg, silentLogger);
     let agent = runCli(["listen", "-c", dc2File]);
-    const where = () => Object.fromEntries(defs.map((d) => [d.name, (["dc1", "dc2"] as const).filter((h) => pidIn(path.join(base, h), d.name) !== undefined)]));
+    const where = () =>
+      Object.fromEntries(
+        defs.map((d) => [
+          d.name,
+          (["dc1", "dc2"] as const).filter((h) => pidIn(path.join(base, h), d.name) !== undefined),
+        ]),
+      );
     const vms = defs.map((d) => d.name);
     try {
       await agent.waitFor(/listening/);
       await dc1Sip.start();
       for (const d of defs) await dc1Host.find(d.name)?.driver.start(d.name);
-      const offer = buildNrdl(offerDocument({ id: "mig-crash", sourceUri: "sip:dc1@127.0.0.1", destinationUri: "sip:dc2@127.0.0.1", vms: defs.map((d) => ({ name: d.name, memoryMib: d.memoryMib })) }));
-      const { response } = await dc1Sip.invite(`sip:dc2@127.0.0.1:${port}`, { contentType: NRDL_MIME, content: offer }).established;
+      const offer = buildNrdl(
+        offerDocument({
+          id: "mig-crash",
+          sourceUri: "sip:dc1@127.0.0.1",
+          destinationUri: "sip:dc2@127.0.0.1",
+          vms: defs.map((d) => ({ name: d.name, memoryMib: d.memoryMib })),
+        }),
+      );
+      const { response } = await dc1Sip.invite(`sip:dc2@127.0.0.1:${port}`, { contentType: NRDL_MIME, content: offer })
+        .established;
       const answer = parseNrdl(response.body?.content ?? "");
       if (!answer.ok || answer.doc.body.kind !== "answer") throw new Error("no NRDL answer");
       const router1 = answer.doc.body.armed.find((a) => a.vm === "router1");
       if (!router1) throw new Error("router1 not armed");
       // router1 moves (its source copy quits), video stays armed on dc2: then the agent dies
-      await dc1Host.find("router1")!.driver.migrate("router1", { uri: router1.uri, secret: router1.secret }, { bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 30 }).done;
+      await dc1Host
+        .find("router1")!
+        .driver.migrate(
+          "router1",
+          { uri: router1.uri, secret: router1.secret },
+          { bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 30 },
+        ).done;
       expect(where()).toEqual({ router1: ["dc2"], video: ["dc1", "dc2"] });
       agent.child.kill("SIGKILL");
       await agent.exited;
@@ -150,7 +199,12 @@ describe("agents as processes", () => {
       await agent.waitFor(/listening/);
       expect(agent.output()).toMatch(/recovered: VM resumed here before the restart, keeping it.*router1/);
       expect(agent.output()).toMatch(/recovered: disarming orphaned listener.*video/);
-      const inv = matrix.check("destination agent SIGKILL after 1 of 2 VMs moved, then restarted", dirsOf(base), vms, "restart log: router1 kept (resumed here), video's listener disarmed; journal emptied");
+      const inv = matrix.check(
+        "destination agent SIGKILL after 1 of 2 VMs moved, then restarted",
+        dirsOf(base),
+        vms,
+        "restart log: router1 kept (resumed here), video's listener disarmed; journal emptied",
+      );
       expect(inv).toEqual({ where: { router1: ["dc2"], video: ["dc1"] }, leftovers: [], journal: [] });
     } finally {
       agent.child.kill("SIGTERM");
@@ -185,7 +239,11 @@ describe("agents as processes", () => {
     const loss = (percent: number, only?: "udp"): number => {
       let dropped = 0;
       for (const h of ["dc1", "dc2"] as const) {
-        const nft = (...args: string[]) => execFileSync("ip", ["netns", "exec", ns[h], "nft", ...args], { stdio: "pipe", input: args[0] === "-f" ? rules(percent, only) : undefined }).toString();
+        const nft = (...args: string[]) =>
+          execFileSync("ip", ["netns", "exec", ns[h], "nft", ...args], {
+            stdio: "pipe",
+            input: args[0] === "-f" ? rules(percent, only) : undefined,
+          }).toString();
         dropped += Number(/counter packets (\d+)/.exec(nft("list", "ruleset"))?.[1] ?? 0);
         if (/table inet st-loss/.test(nft("list", "tables"))) nft("delete", "table", "inet", "st-loss");
         if (percent > 0) nft("-f", "-");
@@ -229,13 +287,21 @@ describe("agents as processes", () => {
     });
 
     /** Boot router1 on dc1 (inside its namespace), run a destination agent in dc2's, migrate with `opts`. */
-    async function migrateAcross(extra: string[], onEvent: (e: Record<string, unknown>) => void): Promise<{ code: number | null; migrate: CliProcess; agent: CliProcess }> {
-      const boot = runCli(["vm", "start", "router1", "-i", files.inventory, "-r", path.join(base, "dc1")], { netns: ns.dc1 });
+    async function migrateAcross(
+      extra: string[],
+      onEvent: (e: Record<string, unknown>) => void,
+    ): Promise<{ code: number | null; migrate: CliProcess; agent: CliProcess }> {
+      const boot = runCli(["vm", "start", "router1", "-i", files.inventory, "-r", path.join(base, "dc1")], {
+        netns: ns.dc1,
+      });
       expect(await boot.exited).toBe(0);
       const agent = runCli(["listen", "-c", files.dc2, "--sip-trace"], { netns: ns.dc2 });
       try {
         await agent.waitFor(/listening/);
-        const migrate = runCli(["migrate", "-c", files.dc1, "--to", `sip:dc2@${ip.dc2}:5060`, "--json", "--sip-trace", ...extra, "router1"], { netns: ns.dc1 });
+        const migrate = runCli(
+          ["migrate", "-c", files.dc1, "--to", `sip:dc2@${ip.dc2}:5060`, "--json", "--sip-trace", ...extra, "router1"],
+          { netns: ns.dc1 },
+        );
         let seen = 0;
         const watch = setInterval(() => {
           const events = jsonEvents(migrate);
@@ -246,7 +312,11 @@ describe("agents as processes", () => {
         clearInterval(watch);
         jsonEvents(migrate).slice(seen).forEach(onEvent);
         // the destination ends every dialog (BYE, or its idle timer when the BYE was lost)
-        await until("destination listeners gone or VM resumed there", () => pidIn(path.join(base, "dc2"), "router1") === undefined || code === 0, 30_000);
+        await until(
+          "destination listeners gone or VM resumed there",
+          () => pidIn(path.join(base, "dc2"), "router1") === undefined || code === 0,
+          30_000,
+        );
         return { code, migrate, agent };
       } finally {
         agent.child.kill("SIGTERM");
@@ -276,7 +346,11 @@ describe("agents as processes", () => {
           slowLink(false);
         }
       });
-      checked(`32 kbit/s tbf link during signalling (INVITE->migrate ${signalledMs} ms)`, `exit ${code}; outcome ${String(summaryOf(migrate)?.outcome)}`, "dc2");
+      checked(
+        `32 kbit/s tbf link during signalling (INVITE->migrate ${signalledMs} ms)`,
+        `exit ${code}; outcome ${String(summaryOf(migrate)?.outcome)}`,
+        "dc2",
+      );
       expect(lifted).toBe(true);
       expect(code).toBe(0);
       // hand the VM back to dc1's namespace for the next case
@@ -319,7 +393,11 @@ describe("agents as processes", () => {
         });
         dropped = loss(0);
         const vm = (summaryOf(migrate)?.vms as Array<Record<string, unknown>> | undefined)?.[0];
-        checked("10% loss of all packets during the migration", `exit ${code}; outcome ${String(summaryOf(migrate)?.outcome)}; ${dropped} packets dropped; move ${String(vm?.totalMs)} ms (whole run ${Date.now() - started} ms)`, "dc2");
+        checked(
+          "10% loss of all packets during the migration",
+          `exit ${code}; outcome ${String(summaryOf(migrate)?.outcome)}; ${dropped} packets dropped; move ${String(vm?.totalMs)} ms (whole run ${Date.now() - started} ms)`,
+          "dc2",
+        );
         expect(lossy).toBe(true);
         expect(dropped).toBeGreaterThan(0);
         expect(code).toBe(0);
@@ -341,7 +419,11 @@ describe("agents as processes", () => {
         }
       });
       const summary = summaryOf(migrate);
-      checked("link down during pre-copy, longer than --timeout-s", `exit ${code}; outcome ${String(summary?.outcome)}; ${JSON.stringify(summary?.vms ?? "")}`, "dc1");
+      checked(
+        "link down during pre-copy, longer than --timeout-s",
+        `exit ${code}; outcome ${String(summary?.outcome)}; ${JSON.stringify(summary?.vms ?? "")}`,
+        "dc1",
+      );
       expect(blackout).toBe(true);
       expect(code).not.toBe(0);
       expect(summary?.outcome).toBe("failed");

@@ -45,7 +45,14 @@ jest.setTimeout(180_000);
 const matrix = new FaultMatrix();
 afterAll(() => matrix.print());
 
-const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
+const policy = {
+  strategy: "sequential" as const,
+  maxParallel: 1,
+  bandwidthMbps: 0,
+  downtimeLimitMs: 300,
+  timeoutS: 60,
+  onError: "abort" as const,
+};
 
 let defs: VmDefinition[];
 beforeAll(async () => {
@@ -74,14 +81,20 @@ async function close(w: World | undefined): Promise<void> {
   await w.pair.close();
 }
 
-const dirs = (pair: Pair) => ({ dc1: { runDir: pair.dc1.runDir, stateDir: pair.dc1.cfg.stateDir }, dc2: { runDir: pair.dc2.runDir, stateDir: pair.dc2.cfg.stateDir } });
+const dirs = (pair: Pair) => ({
+  dc1: { runDir: pair.dc1.runDir, stateDir: pair.dc1.cfg.stateDir },
+  dc2: { runDir: pair.dc2.runDir, stateDir: pair.dc2.cfg.stateDir },
+});
 const check = (w: World, name: string, told: string): Invariant => matrix.check(name, dirs(w.pair), ["router1"], told);
 const journal = (w: World) => journalOf(w.pair.dc2.cfg.stateDir);
-const runningOn = async (w: World, host: "dc1" | "dc2") => (await w.pair[host].host.find("router1")?.driver.state("router1")) === "running";
+const runningOn = async (w: World, host: "dc1" | "dc2") =>
+  (await w.pair[host].host.find("router1")?.driver.state("router1")) === "running";
 
 /** SIP messages dc2 (in-process) sent or received, by their first line. */
 function dc2Messages(w: World, direction: "sent" | "received", firstLine: RegExp): string[] {
-  return w.pair.dc2.trace.filter((e) => e.direction === direction && firstLine.test(e.message.split("\r\n", 1)[0])).map((e) => e.message);
+  return w.pair.dc2.trace
+    .filter((e) => e.direction === direction && firstLine.test(e.message.split("\r\n", 1)[0]))
+    .map((e) => e.message);
 }
 
 /** The source host as `sip-teleport console` on an ephemeral HTTP port: its API is the operator's buttons. */
@@ -106,7 +119,8 @@ async function kill9(p: CliProcess): Promise<void> {
   await p.exited;
 }
 
-const vmLine = (s: MigrateSummary) => s.vms.map((v) => `${v.vm} ${v.state} on ${v.host}${v.reason ? `: ${v.reason}` : ""}`).join("; ");
+const vmLine = (s: MigrateSummary) =>
+  s.vms.map((v) => `${v.vm} ${v.state} on ${v.host}${v.reason ? `: ${v.reason}` : ""}`).join("; ");
 
 describe("killed right after the INVITE", () => {
   it("source agent killed right after its INVITE: dc2 arms, answers, retransmits the 200, gets no ACK, disarms at Timer H; the VM stays on dc1", async () => {
@@ -122,7 +136,11 @@ describe("killed right after the INVITE", () => {
       const gaveUpS = ((Date.now() - killedAt) / 1000).toFixed(1);
       const oks = dc2Messages(w, "sent", /^SIP\/2\.0 200/).length;
       const why = w.destLog.find((l) => /no ACK for our 200 OK/.test(l)) ?? "";
-      const inv = check(w, "source agent SIGKILL after INVITE (before 200)", `dc2 sent the 200 ${oks} times, no ACK; after ${gaveUpS} s: ${JSON.parse(why || "{}").why ?? "?"}, BYE to the dead source`);
+      const inv = check(
+        w,
+        "source agent SIGKILL after INVITE (before 200)",
+        `dc2 sent the 200 ${oks} times, no ACK; after ${gaveUpS} s: ${JSON.parse(why || "{}").why ?? "?"}, BYE to the dead source`,
+      );
       expect(oks).toBeGreaterThanOrEqual(5); // T1, 2T1, 4T1, T2... over 32 s
       expect(dc2Messages(w, "received", /^ACK /)).toEqual([]);
       expect(why).toMatch(/no ACK for our 200 OK/);
@@ -134,7 +152,11 @@ describe("killed right after the INVITE", () => {
       const again = await consoleOf(w);
       expect((await again.api.post("/api/call", { to: w.pair.dc2.uri, vms: ["router1"] })).status).toBe(200);
       await again.api.post("/api/migrate");
-      await until("the restarted source finished", async () => (await again.api.get<{ phase: string }>("/api/state")).body.phase === "finished", 60_000);
+      await until(
+        "the restarted source finished",
+        async () => (await again.api.get<{ phase: string }>("/api/state")).body.phase === "finished",
+        60_000,
+      );
       const bye = await again.api.post<MigrateSummary>("/api/bye");
       const after = check(w, "  ...source restarted, migrates again", `outcome ${bye.body.outcome}`);
       expect(bye.body.outcome).toBe("completed");
@@ -169,7 +191,11 @@ describe("killed right after the INVITE", () => {
       const told = /sip-teleport: .*(\n {2}.*)*/.exec(source.output())?.[0] ?? "";
       const dest2 = await listenerOf(w);
       const recovered = dest2.output().match(/recovered: [^{]*/g) ?? [];
-      const inv = check(w, "destination agent SIGKILL while arming (after INVITE)", `restart: ${recovered.join("; ") || "journal entry dropped, nothing armed yet"}; source exit ${code}: ${told}`);
+      const inv = check(
+        w,
+        "destination agent SIGKILL while arming (after INVITE)",
+        `restart: ${recovered.join("; ") || "journal entry dropped, nothing armed yet"}; source exit ${code}: ${told}`,
+      );
       expect(trying).toBe(true); // Timer B no longer runs: only our answer timeout ends the wait
       expect(answered).toBe(false);
       expect(code).toBe(3);
@@ -198,7 +224,11 @@ describe("source agent killed", () => {
     await kill9(source.proc);
     await until("dc2 disarmed on its idle timer", () => journal(w!).length === 0, 30_000);
     const why = w.destLog.find((l) => /ending dialog/.test(l)) ?? "";
-    const inv = check(w, "source agent SIGKILL after ACK (armed, nothing moving)", `dc2: ${JSON.parse(why || "{}").why ?? "?"}; BYE to the dead source`);
+    const inv = check(
+      w,
+      "source agent SIGKILL after ACK (armed, nothing moving)",
+      `dc2: ${JSON.parse(why || "{}").why ?? "?"}; BYE to the dead source`,
+    );
     expect(why).toMatch(/no news from the source for 2 s/);
     expect(inv).toEqual({ where: { router1: ["dc1"] }, leftovers: [], journal: [] });
     expect(await runningOn(w, "dc1")).toBe(true);
@@ -209,21 +239,34 @@ describe("source agent killed", () => {
     const source = await consoleOf(w);
     await source.api.post("/api/call", { to: w.pair.dc2.uri, vms: ["router1"] });
     await source.api.post("/api/migrate");
-    await until("every VM moved", async () => (await source.api.get<{ phase: string }>("/api/state")).body.phase === "finished", 60_000);
+    await until(
+      "every VM moved",
+      async () => (await source.api.get<{ phase: string }>("/api/state")).body.phase === "finished",
+      60_000,
+    );
     const rows = (await source.api.get<{ rows: Array<{ vm: string; phase: string }> }>("/api/state")).body.rows;
     expect(rows).toEqual([expect.objectContaining({ vm: "router1", phase: "completed" })]);
     await kill9(source.proc);
     await until("dc2 ended the dialog", () => journal(w!).length === 0, 30_000);
-    const finished = JSON.parse(w.destLog.find((l) => /dialog finished/.test(l)) ?? "{}") as { why?: string; resumedHere?: string[] };
+    const finished = JSON.parse(w.destLog.find((l) => /dialog finished/.test(l)) ?? "{}") as {
+      why?: string;
+      resumedHere?: string[];
+    };
     // the operator's console, restarted, shows the VM gone from dc1
     const again = await consoleOf(w);
     const inventory = (await again.api.get<{ vms: Array<{ name: string; state: string }> }>("/api/inventory")).body.vms;
-    const inv = check(w, "source agent SIGKILL before BYE (all moved)", `dc2: ${finished.why}, kept ${finished.resumedHere?.join(",")}; restarted console shows router1 ${inventory[0]?.state} on dc1`);
+    const inv = check(
+      w,
+      "source agent SIGKILL before BYE (all moved)",
+      `dc2: ${finished.why}, kept ${finished.resumedHere?.join(",")}; restarted console shows router1 ${inventory[0]?.state} on dc1`,
+    );
     expect(finished.why).toMatch(/no news from the source/);
     expect(finished.resumedHere).toEqual(["router1"]);
     expect(inv).toEqual({ where: { router1: ["dc2"] }, leftovers: [], journal: [] });
     expect(await runningOn(w, "dc2")).toBe(true);
-    expect(inventory).toEqual([expect.objectContaining({ name: "router1", state: expect.stringMatching(/absent|stopped/) })]);
+    expect(inventory).toEqual([
+      expect.objectContaining({ name: "router1", state: expect.stringMatching(/absent|stopped/) }),
+    ]);
   });
 
   it("during pre-copy, the migration completing without it: dc2 keeps the VM that resumed; the restarted source quits its stale paused copy", async () => {
@@ -232,18 +275,28 @@ describe("source agent killed", () => {
     // 100 Mbit/s: ~5 s of pre-copy, time to kill the agent in it, and done well before dc2's 8 s idle timer
     await source.api.post("/api/call", { to: w.pair.dc2.uri, vms: ["router1"], policy: { bandwidthMbps: 100 } });
     await source.api.post("/api/migrate");
-    const moving = async () => ((await source.api.get<{ rows: Array<{ transferredBytes: number }> }>("/api/state")).body.rows[0]?.transferredBytes ?? 0) > 1 << 20;
+    const moving = async () =>
+      ((await source.api.get<{ rows: Array<{ transferredBytes: number }> }>("/api/state")).body.rows[0]
+        ?.transferredBytes ?? 0) >
+      1 << 20;
     await until("router1's pre-copy is under way", moving, 30_000, 20);
     await kill9(source.proc);
     // QEMU finishes the move on its own; dc2 hears nothing more and ends the dialog on its idle timer
     await until("dc2 ended the dialog", () => journal(w!).length === 0, 40_000);
-    const finished = JSON.parse(w.destLog.find((l) => /dialog finished/.test(l)) ?? "{}") as { why?: string; resumedHere?: string[] };
+    const finished = JSON.parse(w.destLog.find((l) => /dialog finished/.test(l)) ?? "{}") as {
+      why?: string;
+      resumedHere?: string[];
+    };
     const dc1 = await w.pair.dc1.host.find("router1")?.driver.state("router1");
     // the VM never runs twice, but its old QEMU is still on dc1, paused (postmigrate), until the source restarts
     expect(dc1).toBe("stopped");
     const again = await consoleOf(w);
     const recovered = /recovered: [^{]*/.exec(again.proc.output())?.[0] ?? "";
-    const inv = check(w, "source agent SIGKILL in pre-copy, migration completes alone", `dc2: ${finished.why}, kept ${finished.resumedHere?.join(",")}; dc1's copy was left ${dc1} until the restarted console: ${recovered}`);
+    const inv = check(
+      w,
+      "source agent SIGKILL in pre-copy, migration completes alone",
+      `dc2: ${finished.why}, kept ${finished.resumedHere?.join(",")}; dc1's copy was left ${dc1} until the restarted console: ${recovered}`,
+    );
     expect(finished.resumedHere).toEqual(["router1"]);
     expect(await runningOn(w, "dc2")).toBe(true);
     expect(recovered).toMatch(/recovered: it had moved away: quit its stale paused copy/);
@@ -269,10 +322,19 @@ describe("destination agent killed and restarted", () => {
     expect(dest2.output()).toMatch(/recovered: disarming orphaned listener.*router1/);
     const outcomes = await call.run();
     const summary = await call.bye();
-    const inv = check(w, "destination agent SIGKILL after 200, restarted before migrating", `source: outcome ${summary.outcome}; ${vmLine(summary)}; destination report ${summary.destinationReport ? "received" : "none (dialog unknown to the restarted agent)"}`);
+    const inv = check(
+      w,
+      "destination agent SIGKILL after 200, restarted before migrating",
+      `source: outcome ${summary.outcome}; ${vmLine(summary)}; destination report ${summary.destinationReport ? "received" : "none (dialog unknown to the restarted agent)"}`,
+    );
     expect(outcomes[0]).toMatchObject({ vm: "router1", state: "failed" });
     expect(summary.outcome).toBe("failed");
-    expect(summary.vms[0]).toMatchObject({ vm: "router1", state: "failed", host: "dc1", reason: expect.stringMatching(/\S/) });
+    expect(summary.vms[0]).toMatchObject({
+      vm: "router1",
+      state: "failed",
+      host: "dc1",
+      reason: expect.stringMatching(/\S/),
+    });
     expect(summary.destinationReport).toBeUndefined();
     expect(inv).toEqual({ where: { router1: ["dc1"] }, leftovers: [], journal: [] });
     expect(await runningOn(w, "dc1")).toBe(true);
@@ -287,7 +349,11 @@ describe("destination agent killed and restarted", () => {
     await kill9(dest);
     const dest2 = await listenerOf(w);
     const summary = await call.bye();
-    const inv = check(w, "destination agent SIGKILL before BYE, restarted", `source: outcome ${summary.outcome}; ${vmLine(summary)}; destination report ${summary.destinationReport ? "received" : "none"}; restart: ${dest2.output().match(/recovered: [^{]*/)?.[0] ?? ""}`);
+    const inv = check(
+      w,
+      "destination agent SIGKILL before BYE, restarted",
+      `source: outcome ${summary.outcome}; ${vmLine(summary)}; destination report ${summary.destinationReport ? "received" : "none"}; restart: ${dest2.output().match(/recovered: [^{]*/)?.[0] ?? ""}`,
+    );
     expect(dest2.output()).toMatch(/recovered: VM resumed here before the restart, keeping it.*router1/);
     expect(summary.outcome).toBe("completed");
     expect(summary.vms[0]).toMatchObject({ vm: "router1", state: "completed" });
@@ -304,20 +370,32 @@ describe("QEMU killed outside the migration", () => {
     w = undefined;
   });
 
-  it.each(["dc2", "dc1"] as const)("%s's QEMU killed after the 200 OK, before the migration: the move fails with a reason, dc2 disarms at BYE", async (victim) => {
-    w = await world();
-    const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy });
-    killQemu(w.pair[victim].runDir, "router1");
-    await call.run();
-    const summary = await call.bye();
-    const dest = summary.destinationReport?.results[0];
-    const inv = check(w, `${victim === "dc1" ? "source" : "destination"} QEMU SIGKILL after 200 (before migrating)`, `source: outcome ${summary.outcome}; ${vmLine(summary)}; dc2 report: ${dest?.state} ${dest?.reason ?? ""}`);
-    expect(summary.outcome).toBe("failed");
-    expect(summary.vms[0]).toMatchObject({ vm: "router1", state: "failed", host: "dc1", reason: expect.stringMatching(/\S/) });
-    expect(dest).toMatchObject({ vm: "router1", state: expect.stringMatching(/failed|aborted/) });
-    // a killed listener: the VM runs on dc1; a killed source VM: its only copy is gone, and said so
-    expect(inv).toEqual({ where: { router1: victim === "dc2" ? ["dc1"] : [] }, leftovers: [], journal: [] });
-  });
+  it.each(["dc2", "dc1"] as const)(
+    "%s's QEMU killed after the 200 OK, before the migration: the move fails with a reason, dc2 disarms at BYE",
+    async (victim) => {
+      w = await world();
+      const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy });
+      killQemu(w.pair[victim].runDir, "router1");
+      await call.run();
+      const summary = await call.bye();
+      const dest = summary.destinationReport?.results[0];
+      const inv = check(
+        w,
+        `${victim === "dc1" ? "source" : "destination"} QEMU SIGKILL after 200 (before migrating)`,
+        `source: outcome ${summary.outcome}; ${vmLine(summary)}; dc2 report: ${dest?.state} ${dest?.reason ?? ""}`,
+      );
+      expect(summary.outcome).toBe("failed");
+      expect(summary.vms[0]).toMatchObject({
+        vm: "router1",
+        state: "failed",
+        host: "dc1",
+        reason: expect.stringMatching(/\S/),
+      });
+      expect(dest).toMatchObject({ vm: "router1", state: expect.stringMatching(/failed|aborted/) });
+      // a killed listener: the VM runs on dc1; a killed source VM: its only copy is gone, and said so
+      expect(inv).toEqual({ where: { router1: victim === "dc2" ? ["dc1"] : [] }, leftovers: [], journal: [] });
+    },
+  );
 
   it("destination QEMU killed after the VM resumed there, before the BYE: both sides report it, nothing claims the VM runs", async () => {
     w = await world();
@@ -326,7 +404,11 @@ describe("QEMU killed outside the migration", () => {
     killQemu(w.pair.dc2.runDir, "router1");
     const summary = await call.bye();
     const dest = summary.destinationReport?.results[0];
-    const inv = check(w, "destination QEMU SIGKILL before BYE (VM had resumed)", `source: ${vmLine(summary)}; dc2 report: ${dest?.state} ${dest?.reason ?? ""}`);
+    const inv = check(
+      w,
+      "destination QEMU SIGKILL before BYE (VM had resumed)",
+      `source: ${vmLine(summary)}; dc2 report: ${dest?.state} ${dest?.reason ?? ""}`,
+    );
     expect(dest).toMatchObject({ vm: "router1", state: "aborted", reason: expect.stringMatching(/did not resume/) });
     expect(summary.vms[0].reason).toMatch(/destination reports aborted/);
     expect(inv).toEqual({ where: { router1: [] }, leftovers: [], journal: [] });

@@ -27,7 +27,12 @@ export function killQemu(runDir: string, vm: string): void {
   process.kill(pid, "SIGKILL");
 }
 
-export async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 20_000, everyMs = 100): Promise<void> {
+export async function until(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 20_000,
+  everyMs = 100,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
@@ -70,12 +75,19 @@ export class FaultMatrix {
   /** Check the invariant on both hosts, print it with what the operator was told, and return it. */
   check(name: string, hosts: Record<HostName, HostDirs>, vms: string[], told: string): Invariant {
     const inv: Invariant = {
-      where: Object.fromEntries(vms.map((vm) => [vm, (["dc1", "dc2"] as const).filter((h) => pidIn(hosts[h].runDir, vm) !== undefined)])),
+      where: Object.fromEntries(
+        vms.map((vm) => [vm, (["dc1", "dc2"] as const).filter((h) => pidIn(hosts[h].runDir, vm) !== undefined)]),
+      ),
       leftovers: (["dc1", "dc2"] as const).flatMap((h) => leftovers(hosts[h].runDir).map((f) => `${h}/${f}`)),
       journal: journalOf(hosts.dc2.stateDir),
     };
-    const placed = Object.entries(inv.where).map(([vm, h]) => `${vm}@${h.length ? h.join("+") : "nowhere"}`).join(" ");
-    const left = inv.leftovers.length || inv.journal.length ? `LEFT: ${[...inv.leftovers, ...inv.journal.map((c) => `journal ${c}`)].join(", ")}` : "nothing left";
+    const placed = Object.entries(inv.where)
+      .map(([vm, h]) => `${vm}@${h.length ? h.join("+") : "nowhere"}`)
+      .join(" ");
+    const left =
+      inv.leftovers.length || inv.journal.length
+        ? `LEFT: ${[...inv.leftovers, ...inv.journal.map((c) => `journal ${c}`)].join(", ")}`
+        : "nothing left";
     const line = `${name.padEnd(62)} | ${placed} | ${left} | ${told.replace(/\s+/g, " ").slice(0, 240)}`;
     this.lines.push(line);
     console.log(`fault case: ${line}`);
@@ -96,5 +108,12 @@ export function capturingLogger(): { logger: Logger; lines: string[] } {
       done();
     },
   });
-  return { logger: winston.createLogger({ level: "info", format: winston.format.json(), transports: [new winston.transports.Stream({ stream })] }), lines };
+  return {
+    logger: winston.createLogger({
+      level: "info",
+      format: winston.format.json(),
+      transports: [new winston.transports.Stream({ stream })],
+    }),
+    lines,
+  };
 }

@@ -12,12 +12,26 @@ import { NRDL_MIME } from "../../nrdl/types";
 import { bootOnSource, expectAllOn, guestDefs, placement, refusal, startPair, type Pair } from "../e2e/harness";
 import { RawSipClient, rawInvite, type RawInvite } from "./raw-sip";
 
-const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
+const policy = {
+  strategy: "sequential" as const,
+  maxParallel: 1,
+  bandwidthMbps: 0,
+  downtimeLimitMs: 300,
+  timeoutS: 60,
+  onError: "abort" as const,
+};
 const SEED = Number(process.env.FUZZ_SEED ?? 20261125);
 const RUNS = 300;
 
 const offerOf = (vm: string) =>
-  buildNrdl(offerDocument({ id: `mig-${randomBytes(3).toString("hex")}`, sourceUri: "sip:dc1@127.0.0.1", destinationUri: "sip:dc2@127.0.0.1", vms: [{ name: vm, memoryMib: 96 }] }));
+  buildNrdl(
+    offerDocument({
+      id: `mig-${randomBytes(3).toString("hex")}`,
+      sourceUri: "sip:dc1@127.0.0.1",
+      destinationUri: "sip:dc2@127.0.0.1",
+      vms: [{ name: vm, memoryMib: 96 }],
+    }),
+  );
 
 /** Insert `lines` right after the request line (they come before the headers a response needs). */
 const withLines = (inv: RawInvite, lines: string[], after = 0): string => {
@@ -32,8 +46,16 @@ type Mutation = (inv: RawInvite) => string | Buffer;
 
 /** Mutations of a valid INVITE (for a VM dc2 does not define: anything still valid gets 488). */
 const mutation: fc.Arbitrary<Mutation> = fc.oneof(
-  fc.nat().map((n): Mutation => (inv) => inv.text.slice(0, n % inv.text.length)),
-  fc.integer({ min: 0, max: 1 << 20 }).map((n): Mutation => (inv) => setLength(inv.text, n)),
+  fc.nat().map(
+    (n): Mutation =>
+      (inv) =>
+        inv.text.slice(0, n % inv.text.length),
+  ),
+  fc.integer({ min: 0, max: 1 << 20 }).map(
+    (n): Mutation =>
+      (inv) =>
+        setLength(inv.text, n),
+  ),
   fc.tuple(fc.nat(), fc.integer({ min: 1, max: 400 })).map(([i, k]): Mutation => (inv) => {
     const lines = inv.text.split("\r\n");
     return withLines(inv, Array(k).fill(lines[1 + (i % 8)]), i % 8);
@@ -48,7 +70,11 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
     const p = at % buf.length;
     return Buffer.concat([buf.subarray(0, p), Buffer.from(bytes), buf.subarray(p)]);
   }),
-  fc.integer({ min: 1000, max: 40000 }).map((n): Mutation => (inv) => withLines(inv, [`X-Big: ${"a".repeat(n)}`], 3)),
+  fc.integer({ min: 1000, max: 40000 }).map(
+    (n): Mutation =>
+      (inv) =>
+        withLines(inv, [`X-Big: ${"a".repeat(n)}`], 3),
+  ),
   // NRDL mutations with a correct Content-Length: the agent's validator answers them
   fc.tuple(fc.nat(), fc.nat(), fc.string({ maxLength: 40 })).map(([a, b, junk]): Mutation => (inv) => {
     const cut = inv.text.indexOf("\r\n\r\n") + 4;
@@ -57,7 +83,11 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
     const mutated = body.slice(0, from) + junk + body.slice(to);
     return setLength(inv.text.slice(0, cut), Buffer.byteLength(mutated)) + mutated;
   }),
-  fc.uint8Array({ minLength: 0, maxLength: 3000 }).map((bytes): Mutation => () => Buffer.from(bytes)),
+  fc.uint8Array({ minLength: 0, maxLength: 3000 }).map(
+    (bytes): Mutation =>
+      () =>
+        Buffer.from(bytes),
+  ),
 );
 
 describe("hostile input", () => {
@@ -70,7 +100,12 @@ describe("hostile input", () => {
   it("answers the attack corpus and a few hundred mutations correctly while a real migration succeeds", async () => {
     pair = await startPair(await guestDefs([["router1", "router"]]), {
       dc2: {
-        sip: { listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }, { transport: "tcp", address: "127.0.0.1", port: 0 }] },
+        sip: {
+          listen: [
+            { transport: "udp", address: "127.0.0.1", port: 0 },
+            { transport: "tcp", address: "127.0.0.1", port: 0 },
+          ],
+        },
         limits: { maxMessageBytes: 32768, invitesPerSecond: 100000 },
       },
     });
@@ -81,7 +116,9 @@ describe("hostile input", () => {
     const tcp = await RawSipClient.tcp(tcpPort);
     // capped so the migration (~74 MiB) is still running while the mutations fly
     let migratedAt = 0;
-    const migration = pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy: { ...policy, bandwidthMbps: 200 } }).finally(() => (migratedAt = Date.now()));
+    const migration = pair.dc1.agent
+      .migrate({ to: pair.dc2.uri, vms: ["router1"], policy: { ...policy, bandwidthMbps: 200 } })
+      .finally(() => (migratedAt = Date.now()));
     let fuzzStartedAt = 0;
     try {
       const ghost = () => rawInvite(target, "sip:dc1@127.0.0.1", udp.localPort, offerOf("ghost"));
@@ -112,16 +149,38 @@ describe("hostile input", () => {
       tcp2.close();
 
       // the corpus: each attack and the answer it must get
-      const expectAnswer = async (client: RawSipClient, inv: RawInvite, text: string | Buffer, status: number | undefined, warning?: RegExp) => {
+      const expectAnswer = async (
+        client: RawSipClient,
+        inv: RawInvite,
+        text: string | Buffer,
+        status: number | undefined,
+        warning?: RegExp,
+      ) => {
         client.send(text);
         const r = await client.final(inv.callId, status === undefined ? 500 : 3000);
         expect([text.length, r?.status]).toEqual([text.length, status]);
         if (warning) expect(r?.text.split("\r\n")[0]).toMatch(warning);
       };
       let inv = ghost();
-      await expectAnswer(udp, inv, withLines(inv, Array(400).fill(inv.text.split("\r\n")[1]), 6), 400, /Too Many Headers/);
+      await expectAnswer(
+        udp,
+        inv,
+        withLines(inv, Array(400).fill(inv.text.split("\r\n")[1]), 6),
+        400,
+        /Too Many Headers/,
+      );
       inv = ghost();
-      await expectAnswer(udp, inv, withLines(inv, Array.from({ length: 2000 }, (_x, i) => `X-H${i}: a`), 6), 400, /Too Many Headers/);
+      await expectAnswer(
+        udp,
+        inv,
+        withLines(
+          inv,
+          Array.from({ length: 2000 }, (_x, i) => `X-H${i}: a`),
+          6,
+        ),
+        400,
+        /Too Many Headers/,
+      );
       inv = ghost();
       await expectAnswer(udp, inv, setLength(inv.text, 5000), 400, /Bad Request/);
       inv = ghost();
@@ -131,7 +190,13 @@ describe("hostile input", () => {
       inv = ghost();
       await expectAnswer(udp, inv, randomBytes(1200), undefined); // garbage: nothing to answer
       inv = rawInvite(target, "sip:dc1@127.0.0.1", tcp.localPort, offerOf("ghost"), [], "TCP");
-      await expectAnswer(tcp, inv, withLines(inv, Array(10000).fill(`Via: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bK${"x".repeat(30)}`), 6), 513, /Message Too Large/);
+      await expectAnswer(
+        tcp,
+        inv,
+        withLines(inv, Array(10000).fill(`Via: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bK${"x".repeat(30)}`), 6),
+        513,
+        /Message Too Large/,
+      );
       tcp.close();
     } finally {
       udp.close();
@@ -144,7 +209,13 @@ describe("hostile input", () => {
   });
 
   it("limits per caller: INVITE rate per address (503 + Retry-After) and open dialogs per caller", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"], ["video", "server"]]), { dc2: { limits: { invitesPerSecond: 5, dialogsPerCaller: 1 } } });
+    pair = await startPair(
+      await guestDefs([
+        ["router1", "router"],
+        ["video", "server"],
+      ]),
+      { dc2: { limits: { invitesPerSecond: 5, dialogsPerCaller: 1 } } },
+    );
     const offer = (vm: string) => ({ contentType: NRDL_MIME, content: offerOf(vm) });
     const { dialog } = await pair.dc1.sip.invite(pair.dc2.uri, offer("router1")).established;
     const second = await refusal(pair.dc1.sip.invite(pair.dc2.uri, offer("video")).established);
@@ -156,7 +227,9 @@ describe("hostile input", () => {
     const port = pair.dc2.sip.listeners[0].port;
     const raw = await RawSipClient.udp(port);
     try {
-      const burst = Array.from({ length: 15 }, () => rawInvite(`sip:dc2@127.0.0.1:${port}`, "sip:dc1@127.0.0.1", raw.localPort, offerOf("ghost")));
+      const burst = Array.from({ length: 15 }, () =>
+        rawInvite(`sip:dc2@127.0.0.1:${port}`, "sip:dc1@127.0.0.1", raw.localPort, offerOf("ghost")),
+      );
       burst.forEach((b) => raw.send(b.text));
       const answers = await Promise.all(burst.map((b) => raw.final(b.callId)));
       const limited = answers.filter((a) => a?.status === 503);
@@ -169,7 +242,9 @@ describe("hostile input", () => {
   });
 
   it("behind a trusted proxy INVITEs are counted per caller: one flooding caller does not lock out the others", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), { dc2: { limits: { invitesPerSecond: 5, trustedProxies: ["127.0.0.1"] } } });
+    pair = await startPair(await guestDefs([["router1", "router"]]), {
+      dc2: { limits: { invitesPerSecond: 5, trustedProxies: ["127.0.0.1"] } },
+    });
     const port = pair.dc2.sip.listeners[0].port;
     const raw = await RawSipClient.udp(port);
     try {
@@ -180,7 +255,9 @@ describe("hostile input", () => {
       raw.send(honest.text);
       const limited = (await Promise.all(flood.map((b) => raw.final(b.callId)))).filter((a) => a?.status === 503);
       expect(limited.length).toBeGreaterThanOrEqual(15 - 5 - 2);
-      expect(limited[0]?.header("warning")[0]).toMatch(/INVITEs per second from sip:mallory@127\.0\.0\.1 via 127\.0\.0\.1/);
+      expect(limited[0]?.header("warning")[0]).toMatch(
+        /INVITEs per second from sip:mallory@127\.0\.0\.1 via 127\.0\.0\.1/,
+      );
       // the other caller of the same proxy address is judged on its offer (an unknown VM), not throttled
       expect((await raw.final(honest.callId))?.status).toBe(488);
     } finally {

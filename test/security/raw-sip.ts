@@ -43,7 +43,11 @@ export class RawSipClient {
   static async udp(port: number, host = "127.0.0.1"): Promise<RawSipClient> {
     const sock = dgram.createSocket("udp4");
     await new Promise<void>((r) => sock.bind(0, "127.0.0.1", () => r()));
-    const client = new RawSipClient((d) => sock.send(d, port, host), sock.address().port, () => sock.close());
+    const client = new RawSipClient(
+      (d) => sock.send(d, port, host),
+      sock.address().port,
+      () => sock.close(),
+    );
     sock.on("message", (m) => client.push(m.toString("utf8")));
     return client;
   }
@@ -53,7 +57,11 @@ export class RawSipClient {
     await new Promise<void>((resolve, reject) => sock.once("connect", resolve).once("error", reject));
     sock.on("error", () => undefined);
     const framer = new StreamFramer(1 << 22);
-    const client = new RawSipClient((d) => sock.write(d), sock.localPort ?? 0, () => sock.destroy());
+    const client = new RawSipClient(
+      (d) => sock.write(d),
+      sock.localPort ?? 0,
+      () => sock.destroy(),
+    );
     sock.on("data", (c: Buffer) => framer.push(c).forEach((m) => client.push(m)));
     return client;
   }
@@ -72,7 +80,10 @@ export class RawSipClient {
   async final(callId: string, timeoutMs = 3000, cseq?: string): Promise<RawResponse | undefined> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const r = this.received.find((x) => x.status >= 200 && x.header("call-id")[0] === callId && (cseq === undefined || x.header("cseq")[0] === cseq));
+      const r = this.received.find(
+        (x) =>
+          x.status >= 200 && x.header("call-id")[0] === callId && (cseq === undefined || x.header("cseq")[0] === cseq),
+      );
       if (r) return r;
       const left = deadline - Date.now();
       if (left <= 0) return undefined;
@@ -93,7 +104,14 @@ export interface RawInvite {
 }
 
 /** An INVITE as a peer would write it; `extra` header lines go before Content-Type. */
-export function rawInvite(target: string, from: string, localPort: number, body: string, extra: string[] = [], transport = "UDP"): RawInvite {
+export function rawInvite(
+  target: string,
+  from: string,
+  localPort: number,
+  body: string,
+  extra: string[] = [],
+  transport = "UDP",
+): RawInvite {
   const callId = randomBytes(8).toString("hex");
   const text = [
     `INVITE ${target} SIP/2.0`,
@@ -114,10 +132,20 @@ export function rawInvite(target: string, from: string, localPort: number, body:
 }
 
 /** Authorization for a challenge, computed the RFC 7616 way independently of the agents' code. */
-export function digestAnswer(challenge: string, user: string, password: string, method: string, uri: string, nc = "00000001"): string {
+export function digestAnswer(
+  challenge: string,
+  user: string,
+  password: string,
+  method: string,
+  uri: string,
+  nc = "00000001",
+): string {
   const c = parseDigestHeader(challenge);
   const alg = c.algorithm;
-  const h = (s: string) => createHash(alg === "MD5" ? "md5" : "sha256").update(s).digest("hex");
+  const h = (s: string) =>
+    createHash(alg === "MD5" ? "md5" : "sha256")
+      .update(s)
+      .digest("hex");
   const cnonce = randomBytes(4).toString("hex");
   const response = h(`${h(`${user}:${c.realm}:${password}`)}:${c.nonce}:${nc}:${cnonce}:auth:${h(`${method}:${uri}`)}`);
   return `Digest username="${user}", realm="${c.realm}", nonce="${c.nonce}", uri="${uri}", response="${response}", algorithm=${alg}, qop=auth, nc=${nc}, cnonce="${cnonce}"`;

@@ -17,7 +17,14 @@ import { buildNrdl, offerDocument } from "../../nrdl";
 import { NRDL_MIME } from "../../nrdl/types";
 import { bootOnSource, expectAllOn, guestDefs, placement, startPair, type Pair } from "../e2e/harness";
 
-const policy = { strategy: "parallel" as const, maxParallel: 2, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
+const policy = {
+  strategy: "parallel" as const,
+  maxParallel: 2,
+  bandwidthMbps: 0,
+  downtimeLimitMs: 300,
+  timeoutS: 60,
+  onError: "abort" as const,
+};
 const PASSWORD = "digest-pw-that-must-not-leak";
 
 /** A logger with the project's formats (masking included) that writes into a string. */
@@ -46,7 +53,9 @@ function watchArming(driver: HypervisorDriver, runDir: string, seen: string[], k
     seen.push(o.secret);
     const armed = await arm(vm, o);
     const dir = path.join(runDir, `${vm}.psk-in`);
-    keyFiles.push(`${vm} dir ${(fs.statSync(dir).mode & 0o777).toString(8)} file ${(fs.statSync(path.join(dir, "keys.psk")).mode & 0o777).toString(8)}`);
+    keyFiles.push(
+      `${vm} dir ${(fs.statSync(dir).mode & 0o777).toString(8)} file ${(fs.statSync(path.join(dir, "keys.psk")).mode & 0o777).toString(8)}`,
+    );
     const pid = Number(fs.readFileSync(path.join(runDir, `${vm}.pid`), "utf8"));
     expect(fs.readFileSync(`/proc/${pid}/cmdline`, "utf8")).not.toContain(o.secret);
     return armed;
@@ -55,7 +64,10 @@ function watchArming(driver: HypervisorDriver, runDir: string, seen: string[], k
 
 function leaks(text: string, secrets: string[]): string[] {
   const psk = (s: string) => createHash("sha256").update(s, "utf8").digest("hex");
-  return secrets.flatMap((s) => [s, psk(s)]).concat(PASSWORD).filter((s) => text.includes(s));
+  return secrets
+    .flatMap((s) => [s, psk(s)])
+    .concat(PASSWORD)
+    .filter((s) => text.includes(s));
 }
 
 describe("teleport secrets", () => {
@@ -67,19 +79,33 @@ describe("teleport secrets", () => {
 
   it("never reach the logs (SIP trace, debug) or the disk in clear, and leave with the listener", async () => {
     const capture = capturingLogger();
-    pair = await startPair(await guestDefs([["router1", "router"], ["video", "server"]]), {
-      logger: capture.logger,
-      dc1: { sip: { trace: true } },
-      dc2: { sip: { trace: true }, security: { users: { dc1: PASSWORD } } },
-    });
+    pair = await startPair(
+      await guestDefs([
+        ["router1", "router"],
+        ["video", "server"],
+      ]),
+      {
+        logger: capture.logger,
+        dc1: { sip: { trace: true } },
+        dc2: { sip: { trace: true }, security: { users: { dc1: PASSWORD } } },
+      },
+    );
     const secrets: string[] = [];
     const keyFiles: string[] = [];
     for (const d of pair.dc2.host.drivers()) watchArming(d, pair.dc2.runDir, secrets, keyFiles);
     await bootOnSource(pair);
-    const cfg = { ...pair.dc1.cfg, sip: { ...pair.dc1.cfg.sip, trace: true, credentials: { username: "dc1", password: PASSWORD } } };
+    const cfg = {
+      ...pair.dc1.cfg,
+      sip: { ...pair.dc1.cfg.sip, trace: true, credentials: { username: "dc1", password: PASSWORD } },
+    };
     const sip = sipOf(cfg, capture.logger, { ephemeral: true });
     await sip.start();
-    const summary = await new SourceAgent({ sip, host: pair.dc1.host, hostName: "dc1", logger: capture.logger }).migrate({ to: pair.dc2.uri, vms: ["router1", "video"], policy });
+    const summary = await new SourceAgent({
+      sip,
+      host: pair.dc1.host,
+      hostName: "dc1",
+      logger: capture.logger,
+    }).migrate({ to: pair.dc2.uri, vms: ["router1", "video"], policy });
     await sip.stop();
     expect(summary.outcome).toBe("completed");
     await expectAllOn(pair, "dc2");
@@ -102,7 +128,14 @@ describe("teleport secrets", () => {
     const secrets: string[] = [];
     const keyFiles: string[] = [];
     for (const d of pair.dc2.host.drivers()) watchArming(d, pair.dc2.runDir, secrets, keyFiles);
-    const content = buildNrdl(offerDocument({ id: "mig-disarm", sourceUri: "sip:dc1@127.0.0.1", destinationUri: "sip:dc2@127.0.0.1", vms: [{ name: "router1", memoryMib: 96 }] }));
+    const content = buildNrdl(
+      offerDocument({
+        id: "mig-disarm",
+        sourceUri: "sip:dc1@127.0.0.1",
+        destinationUri: "sip:dc2@127.0.0.1",
+        vms: [{ name: "router1", memoryMib: 96 }],
+      }),
+    );
     const { dialog } = await pair.dc1.sip.invite(pair.dc2.uri, { contentType: NRDL_MIME, content }).established;
     expect(keyFiles).toEqual(["router1 dir 700 file 600"]);
     expect(placement(pair).router1).toEqual(["dc2"]);

@@ -14,15 +14,39 @@ import { bootOnSource, expectAllOn, guestDefs, refusal, startPair, type Pair } f
 import { tempDir } from "../sip/helpers";
 import { RawSipClient, rawInvite } from "./raw-sip";
 
-const policy = { strategy: "sequential" as const, maxParallel: 1, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
+const policy = {
+  strategy: "sequential" as const,
+  maxParallel: 1,
+  bandwidthMbps: 0,
+  downtimeLimitMs: 300,
+  timeoutS: 60,
+  onError: "abort" as const,
+};
 
 const openssl = (args: string[]) => execFileSync("openssl", args, { stdio: "ignore" });
 
 /** A CA (ca.pem) and, per name, a key and a certificate it signed for the given subjectAltName. */
-function makeCa(dir: string, label: string): { ca: string; issue(name: string, san: string): { cert: string; key: string } } {
+function makeCa(
+  dir: string,
+  label: string,
+): { ca: string; issue(name: string, san: string): { cert: string; key: string } } {
   const caKey = path.join(dir, `${label}-ca.key`);
   const ca = path.join(dir, `${label}-ca.pem`);
-  openssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", `/CN=${label} test CA`, "-keyout", caKey, "-out", ca]);
+  openssl([
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-days",
+    "1",
+    "-subj",
+    `/CN=${label} test CA`,
+    "-keyout",
+    caKey,
+    "-out",
+    ca,
+  ]);
   return {
     ca,
     issue(name, san) {
@@ -32,7 +56,23 @@ function makeCa(dir: string, label: string): { ca: string; issue(name: string, s
       const ext = path.join(dir, `${label}-${name}.ext`);
       fs.writeFileSync(ext, `subjectAltName=${san}\n`);
       openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", `/CN=${name}`, "-keyout", key, "-out", csr]);
-      openssl(["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", caKey, "-CAcreateserial", "-days", "1", "-extfile", ext, "-out", cert]);
+      openssl([
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        ca,
+        "-CAkey",
+        caKey,
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        ext,
+        "-out",
+        cert,
+      ]);
       return { cert, key };
     },
   };
@@ -49,7 +89,9 @@ describe("TLS between the agents", () => {
   });
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
-  const tlsSide = (issued: { cert: string; key: string }, ca: string) => ({ sip: { tls: { ...issued, ca, verify: true } } });
+  const tlsSide = (issued: { cert: string; key: string }, ca: string) => ({
+    sip: { tls: { ...issued, ca, verify: true } },
+  });
 
   it("migrates over TLS with CA-signed certificates verified on the source, destination tlsOnly", async () => {
     pair = await startPair(await guestDefs([["router1", "router"]]), {
@@ -65,8 +107,16 @@ describe("TLS between the agents", () => {
   });
 
   it.each([
-    ["signed by a CA the source does not trust", () => rogue.issue("dc2", "IP:127.0.0.1"), /self.signed|unable to (get|verify)/i],
-    ["issued for another host name", () => good.issue("elsewhere", "DNS:elsewhere.example"), /altnames|does not match|IP: 127\.0\.0\.1 is not in the cert/i],
+    [
+      "signed by a CA the source does not trust",
+      () => rogue.issue("dc2", "IP:127.0.0.1"),
+      /self.signed|unable to (get|verify)/i,
+    ],
+    [
+      "issued for another host name",
+      () => good.issue("elsewhere", "DNS:elsewhere.example"),
+      /altnames|does not match|IP: 127\.0\.0\.1 is not in the cert/i,
+    ],
   ])("refuses a destination certificate %s: nothing moves", async (_what, issued, why) => {
     pair = await startPair(await guestDefs([["router1", "router"]]), {
       transport: "tls",
@@ -82,18 +132,36 @@ describe("TLS between the agents", () => {
 
   it("tlsOnly: a config with a non-TLS listener is refused with the field named", () => {
     const issued = good.issue("conf", "IP:127.0.0.1");
-    expect(() => parseConfig({ sip: { tlsOnly: true, tls: issued, listen: [{ transport: "tls", port: 0 }, { transport: "udp", port: 0 }] } })).toThrow(
-      /sip\.listen\.1\.transport: sip\.tlsOnly refuses a udp listener/,
+    expect(() =>
+      parseConfig({
+        sip: {
+          tlsOnly: true,
+          tls: issued,
+          listen: [
+            { transport: "tls", port: 0 },
+            { transport: "udp", port: 0 },
+          ],
+        },
+      }),
+    ).toThrow(/sip\.listen\.1\.transport: sip\.tlsOnly refuses a udp listener/);
+    expect(() => parseConfig({ sip: { tlsOnly: true, listen: [{ transport: "tls", port: 0 }] } })).toThrow(
+      /sip\.tls: sip\.tlsOnly needs sip\.tls/,
     );
-    expect(() => parseConfig({ sip: { tlsOnly: true, listen: [{ transport: "tls", port: 0 }] } })).toThrow(/sip\.tls: sip\.tlsOnly needs sip\.tls/);
   });
 
   it("tlsOnly: a request that arrives over anything but TLS gets 403 TLS Required", async () => {
     const issued = good.issue("only", "IP:127.0.0.1");
     const base = tempDir("tls-only");
-    const cfg = parseConfig({ sip: { aor: "sip:dc2@127.0.0.1", tlsOnly: true, tls: issued, listen: [{ transport: "tls", port: 0 }] }, stateDir: path.join(base, "state"), runDir: path.join(base, "run") });
+    const cfg = parseConfig({
+      sip: { aor: "sip:dc2@127.0.0.1", tlsOnly: true, tls: issued, listen: [{ transport: "tls", port: 0 }] },
+      stateDir: path.join(base, "state"),
+      runDir: path.join(base, "run"),
+    });
     // a backend that (against the config) also listens on UDP: the agent must still refuse what comes that way
-    const sip = sipOf({ ...cfg, sip: { ...cfg.sip, listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }] } }, silentLogger);
+    const sip = sipOf(
+      { ...cfg, sip: { ...cfg.sip, listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }] } },
+      silentLogger,
+    );
     const agent = new DestinationAgent({ config: cfg, sip, host: hostOf(cfg, silentLogger), logger: silentLogger });
     await agent.start();
     const port = sip.listeners[0].port;

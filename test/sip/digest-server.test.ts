@@ -1,10 +1,20 @@
 import { createHash } from "node:crypto";
 import { DigestServer, parseDigestHeader } from "../../lib/sip/digest";
 
-const h = (alg: string, s: string) => createHash(alg === "MD5" ? "md5" : "sha256").update(s).digest("hex");
+const h = (alg: string, s: string) =>
+  createHash(alg === "MD5" ? "md5" : "sha256")
+    .update(s)
+    .digest("hex");
 
 /** A client's Authorization header computed the RFC 7616 way, independently of the server code. */
-function answer(challenge: string, user: string, password: string, method: string, uri: string, nc = "00000001"): string {
+function answer(
+  challenge: string,
+  user: string,
+  password: string,
+  method: string,
+  uri: string,
+  nc = "00000001",
+): string {
   const c = parseDigestHeader(challenge);
   const alg = c.algorithm;
   const cnonce = "0a4f113b";
@@ -23,15 +33,27 @@ describe("digest server", () => {
 
   it.each([0, 1])("accepts a correct response (challenge %i)", (i) => {
     const ch = server.challenges()[i];
-    expect(server.verify(answer(ch, "dc1", "pw-dc1", "INVITE", "sip:dc2@127.0.0.1"), "INVITE")).toEqual({ ok: true, user: "dc1" });
+    expect(server.verify(answer(ch, "dc1", "pw-dc1", "INVITE", "sip:dc2@127.0.0.1"), "INVITE")).toEqual({
+      ok: true,
+      user: "dc1",
+    });
   });
 
   it("refuses a wrong password, an unknown user, a forged nonce and a missing header", () => {
     const ch = server.challenges()[0];
-    expect(server.verify(answer(ch, "dc1", "nope", "INVITE", "sip:a"), "INVITE")).toMatchObject({ ok: false, reason: "wrong credentials for dc1" });
-    expect(server.verify(answer(ch, "eve", "pw", "INVITE", "sip:a"), "INVITE")).toMatchObject({ ok: false, reason: 'unknown user "eve"' });
+    expect(server.verify(answer(ch, "dc1", "nope", "INVITE", "sip:a"), "INVITE")).toMatchObject({
+      ok: false,
+      reason: "wrong credentials for dc1",
+    });
+    expect(server.verify(answer(ch, "eve", "pw", "INVITE", "sip:a"), "INVITE")).toMatchObject({
+      ok: false,
+      reason: 'unknown user "eve"',
+    });
     const forged = ch.replace(/nonce="[^"]+"/, 'nonce="lx0.AAAAAAAAAAAAAAAAAAAAAA"');
-    expect(server.verify(answer(forged, "dc1", "pw-dc1", "INVITE", "sip:a"), "INVITE")).toMatchObject({ ok: false, reason: "nonce not issued by this host" });
+    expect(server.verify(answer(forged, "dc1", "pw-dc1", "INVITE", "sip:a"), "INVITE")).toMatchObject({
+      ok: false,
+      reason: "nonce not issued by this host",
+    });
     expect(server.verify(undefined, "INVITE")).toMatchObject({ ok: false, reason: "authentication required" });
   });
 
@@ -51,6 +73,10 @@ describe("digest server", () => {
   it("refuses an expired nonce as stale", () => {
     const ch = server.challenges()[0];
     const auth = answer(ch, "dc1", "pw-dc1", "INVITE", "sip:a");
-    expect(server.verify(auth, "INVITE", Date.now() + 5000)).toMatchObject({ ok: false, stale: true, reason: "nonce expired" });
+    expect(server.verify(auth, "INVITE", Date.now() + 5000)).toMatchObject({
+      ok: false,
+      stale: true,
+      reason: "nonce expired",
+    });
   });
 });

@@ -8,8 +8,10 @@ import type { TransportOptions } from "../../lib/sip/transport";
 export { runSipp } from "../../bench/sipp";
 
 export const NRDL = "application/nrdl+xml";
-export const ANSWER = '<nrdl xmlns="urn:sip-teleport:nrdl:1" version="1"><answer><vm name="router1" accepted="true"/></answer></nrdl>';
-export const OFFER = '<nrdl xmlns="urn:sip-teleport:nrdl:1" version="1"><offer><vm name="router1" role="router" memory-mib="96"/></offer></nrdl>';
+export const ANSWER =
+  '<nrdl xmlns="urn:sip-teleport:nrdl:1" version="1"><answer><vm name="router1" accepted="true"/></answer></nrdl>';
+export const OFFER =
+  '<nrdl xmlns="urn:sip-teleport:nrdl:1" version="1"><offer><vm name="router1" role="router" memory-mib="96"/></offer></nrdl>';
 export const FIXTURES = path.join(__dirname, "..", "fixtures");
 
 export function tempDir(prefix: string): string {
@@ -24,7 +26,11 @@ export async function startAgent(
 ): Promise<SipJsBackend> {
   const host = extra.listen?.[0]?.host ?? "127.0.0.1";
   const backend = createSipBackend(
-    { aor: `sip:${user}@${host.includes(":") ? `[${host}]` : host}`, listen: kinds.map((transport) => ({ transport, host, port: 0 })), ...extra },
+    {
+      aor: `sip:${user}@${host.includes(":") ? `[${host}]` : host}`,
+      listen: kinds.map((transport) => ({ transport, host, port: 0 })),
+      ...extra,
+    },
     overrides,
   );
   await backend.start();
@@ -32,13 +38,22 @@ export async function startAgent(
 }
 
 /** A destination agent without migration logic: answers every offer with ANSWER and counts what it sees. */
-export function answerEverything(backend: SipJsBackend): { infos: number; byes: number; acks: number; invites: number; ended: number } {
+export function answerEverything(backend: SipJsBackend): {
+  infos: number;
+  byes: number;
+  acks: number;
+  invites: number;
+  ended: number;
+} {
   const seen = { infos: 0, byes: 0, acks: 0, invites: 0, ended: 0 };
   backend.setHandlers({
     onInvite: (_req, res) => {
       seen.invites++;
       const { dialog, acked } = res.accept({ contentType: NRDL, content: ANSWER });
-      acked.then(() => seen.acks++, () => undefined);
+      acked.then(
+        () => seen.acks++,
+        () => undefined,
+      );
       dialog.onInfo((_r, reply) => {
         seen.infos++;
         reply.send(200);

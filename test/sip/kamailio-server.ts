@@ -14,7 +14,14 @@ export const KAMAILIO_USERS: Record<string, string> = { dc1: "dc1-secret-pw", dc
 
 export function writeUsers(dir: string): void {
   const rows = Object.entries(KAMAILIO_USERS).map(([u, p], i) => `${i + 1}:${u}:${DOMAIN}:${p}:::`);
-  fs.writeFileSync(path.join(dir, "subscriber"), ["id(int,auto) username(string) domain(string) password(string) ha1(string,null) ha1b(string,null)", ...rows, ""].join("\n"));
+  fs.writeFileSync(
+    path.join(dir, "subscriber"),
+    [
+      "id(int,auto) username(string) domain(string) password(string) ha1(string,null) ha1b(string,null)",
+      ...rows,
+      "",
+    ].join("\n"),
+  );
   fs.writeFileSync(path.join(dir, "version"), "table_name(string) table_version(int)\nsubscriber:7\nversion:1\n");
 }
 
@@ -22,8 +29,30 @@ export function startKamailio(dir: string, port: number): { child: ChildProcess;
   let log = "";
   const child = spawn(
     "kamailio",
-    ["-f", KAMAILIO_CFG, "-DD", "-E", "-m", "32", "-M", "4", "-w", dir, "-Y", dir, "-P", path.join(dir, "k.pid"),
-      "-l", `udp:127.0.0.1:${port}`, "-l", `tcp:127.0.0.1:${port}`, "-A", `DBURL="text://${dir}"`, "-A", "MIN_EXPIRES=1"],
+    [
+      "-f",
+      KAMAILIO_CFG,
+      "-DD",
+      "-E",
+      "-m",
+      "32",
+      "-M",
+      "4",
+      "-w",
+      dir,
+      "-Y",
+      dir,
+      "-P",
+      path.join(dir, "k.pid"),
+      "-l",
+      `udp:127.0.0.1:${port}`,
+      "-l",
+      `tcp:127.0.0.1:${port}`,
+      "-A",
+      `DBURL="text://${dir}"`,
+      "-A",
+      "MIN_EXPIRES=1",
+    ],
     { stdio: ["ignore", "pipe", "pipe"] },
   );
   const keep = (d: Buffer): void => void (log = (log + d.toString()).slice(-20000));
@@ -32,11 +61,10 @@ export function startKamailio(dir: string, port: number): { child: ChildProcess;
   return { child, log: () => log };
 }
 
-
 /** Resolves once Kamailio accepts TCP connections on `port` (UDP gets retransmissions; TCP does not wait). */
 export async function kamailioReady(port: number, timeoutMs = 15000): Promise<void> {
   const net = await import("node:net");
-  for (const end = Date.now() + timeoutMs; Date.now() < end; ) {
+  for (const end = Date.now() + timeoutMs; Date.now() < end;) {
     const ok = await new Promise<boolean>((resolve) => {
       const s = net.connect({ host: "127.0.0.1", port }, () => (s.destroy(), resolve(true)));
       s.once("error", () => resolve(false));

@@ -18,13 +18,22 @@ function tracingLogger(): { logger: winston.Logger; lines: string[] } {
   const lines: string[] = [];
   const logger = winston.createLogger({
     level: "info",
-    transports: [new winston.transports.Stream({ stream: new Writable({ write(c, _e, cb) { lines.push(JSON.parse(String(c)).message); cb(); } }) })],
+    transports: [
+      new winston.transports.Stream({
+        stream: new Writable({
+          write(c, _e, cb) {
+            lines.push(JSON.parse(String(c)).message);
+            cb();
+          },
+        }),
+      }),
+    ],
   });
   return { logger, lines };
 }
 
 async function until(done: () => boolean, ms = 3000): Promise<void> {
-  for (const end = Date.now() + ms; !done(); ) {
+  for (const end = Date.now() + ms; !done();) {
     if (Date.now() > end) throw new Error("condition not met in time");
     await new Promise((r) => setTimeout(r, 20));
   }
@@ -101,7 +110,9 @@ describe("through Kamailio with registrar, digest auth and record-route", () => 
     }
 
     await dc1.unregister();
-    await expect(dc2.invite(`sip:dc1@${DOMAIN}`, { contentType: NRDL, content: OFFER }).established).rejects.toMatchObject({ status: 404 });
+    await expect(
+      dc2.invite(`sip:dc1@${DOMAIN}`, { contentType: NRDL, content: OFFER }).established,
+    ).rejects.toMatchObject({ status: 404 });
   }, 30000);
 
   it("refreshes its registration before it expires", async () => {
@@ -116,7 +127,12 @@ describe("through Kamailio with registrar, digest auth and record-route", () => 
     });
     agents.push(a);
     await a.register();
-    const accepted = (): number => trace.lines.filter((l) => l.startsWith("sip received") && /^SIP\/2\.0 200 OK[\s\S]*CSeq: \d+ REGISTER/.test(l.split("\n").slice(1).join("\n"))).length;
+    const accepted = (): number =>
+      trace.lines.filter(
+        (l) =>
+          l.startsWith("sip received") &&
+          /^SIP\/2\.0 200 OK[\s\S]*CSeq: \d+ REGISTER/.test(l.split("\n").slice(1).join("\n")),
+      ).length;
     expect(accepted()).toBe(1);
     await until(() => accepted() >= 2, 4000);
     await a.unregister();
@@ -126,7 +142,11 @@ describe("through Kamailio with registrar, digest auth and record-route", () => 
     ["a wrong password", { username: "dc1", password: "wrong" }],
     ["a challenge from another realm", { username: "dc1", password: USERS.dc1, realm: "elsewhere" }],
   ])("gets 401 with %s", async (_what, credentials) => {
-    const a = await startAgent("dc1", ["udp"], { aor: `sip:dc1@${DOMAIN}`, outboundProxy: `sip:127.0.0.1:${port}`, credentials });
+    const a = await startAgent("dc1", ["udp"], {
+      aor: `sip:dc1@${DOMAIN}`,
+      outboundProxy: `sip:127.0.0.1:${port}`,
+      credentials,
+    });
     agents.push(a);
     await expect(a.register()).rejects.toMatchObject({ status: 401 });
   });

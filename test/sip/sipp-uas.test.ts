@@ -17,8 +17,28 @@ describe("our UAS against a sipp UAC", () => {
   ] as const)("completes NRDL INVITE/ACK/INFO/BYE calls over %s", async (mode, kind) => {
     uas = await startAgent("dc2", ["udp", "tcp"]);
     seen = answerEverything(uas);
-    const r = await runSipp([`127.0.0.1:${listenerPort(uas, kind)}`, "-sf", nrdlUac, "-s", "dc2", "-t", mode, "-i", "127.0.0.1", "-m", "10", "-r", "10", "-l", "10"]);
-    expect({ code: r.code, successful: r.successful, failed: r.failed }).toEqual({ code: 0, successful: 10, failed: 0 });
+    const r = await runSipp([
+      `127.0.0.1:${listenerPort(uas, kind)}`,
+      "-sf",
+      nrdlUac,
+      "-s",
+      "dc2",
+      "-t",
+      mode,
+      "-i",
+      "127.0.0.1",
+      "-m",
+      "10",
+      "-r",
+      "10",
+      "-l",
+      "10",
+    ]);
+    expect({ code: r.code, successful: r.successful, failed: r.failed }).toEqual({
+      code: 0,
+      successful: 10,
+      failed: 0,
+    });
     expect(seen).toEqual({ invites: 10, acks: 10, infos: 10, byes: 10, ended: 10 });
   });
 
@@ -40,13 +60,35 @@ describe("our UAS against a sipp UAC", () => {
     const run = async (unreliable: boolean): Promise<{ successful: number; failed: number }> => {
       uas = await startAgent("dc2", ["udp"], {}, { unreliable });
       answerEverything(uas);
-      const r = await runSipp([`127.0.0.1:${listenerPort(uas, "udp")}`, "-sf", nrdlUac, "-s", "dc2", "-t", "u1", "-i", "127.0.0.1", "-m", "40", "-r", "20", "-lost", "10", "-recv_timeout", "8000", "-timeout", "40"]);
+      const r = await runSipp([
+        `127.0.0.1:${listenerPort(uas, "udp")}`,
+        "-sf",
+        nrdlUac,
+        "-s",
+        "dc2",
+        "-t",
+        "u1",
+        "-i",
+        "127.0.0.1",
+        "-m",
+        "40",
+        "-r",
+        "20",
+        "-lost",
+        "10",
+        "-recv_timeout",
+        "8000",
+        "-timeout",
+        "40",
+      ]);
       await uas.stop();
       return { successful: r.successful, failed: r.failed };
     };
     const reliable = await run(false);
     const bare = await run(true);
-    console.log(`sipp -lost 10, 40 calls: with retransmissions ${reliable.successful} completed / ${reliable.failed} failed; without ${bare.successful} / ${bare.failed}`);
+    console.log(
+      `sipp -lost 10, 40 calls: with retransmissions ${reliable.successful} completed / ${reliable.failed} failed; without ${bare.successful} / ${bare.failed}`,
+    );
     expect(reliable).toEqual({ successful: 40, failed: 0 });
     expect(bare.failed).toBeGreaterThan(0);
     uas = await startAgent("dc2", ["udp"]); // for afterEach

@@ -6,12 +6,31 @@ import type { SipJsBackend } from "../../lib/sip";
 import { ANSWER, NRDL, OFFER, answerEverything, listenerPort, startAgent, tempDir } from "./helpers";
 
 function selfSigned(dir: string): { cert: string; key: string } {
-  execFileSync("openssl", [
-    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
-    "-keyout", path.join(dir, "key.pem"), "-out", path.join(dir, "cert.pem"),
-  ], { stdio: "ignore" });
-  return { cert: fs.readFileSync(path.join(dir, "cert.pem"), "utf8"), key: fs.readFileSync(path.join(dir, "key.pem"), "utf8") };
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=localhost",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1,DNS:localhost",
+      "-keyout",
+      path.join(dir, "key.pem"),
+      "-out",
+      path.join(dir, "cert.pem"),
+    ],
+    { stdio: "ignore" },
+  );
+  return {
+    cert: fs.readFileSync(path.join(dir, "cert.pem"), "utf8"),
+    key: fs.readFileSync(path.join(dir, "key.pem"), "utf8"),
+  };
 }
 
 async function callAndHangUp(a: SipJsBackend, b: SipJsBackend, target: string): Promise<void> {
@@ -52,7 +71,10 @@ describe("TLS and IPv6", () => {
       const b = await startAgent("dc2", ["tls"], { tls: { cert, key, ca: cert } });
       agents.push(a, b);
       answerEverything(b);
-      await expect(a.invite(`sip:dc2@127.0.0.1:${listenerPort(b, "tls")};transport=tls`, { contentType: NRDL, content: OFFER }).established).rejects.toMatchObject({ status: 503 });
+      await expect(
+        a.invite(`sip:dc2@127.0.0.1:${listenerPort(b, "tls")};transport=tls`, { contentType: NRDL, content: OFFER })
+          .established,
+      ).rejects.toMatchObject({ status: 503 });
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -90,7 +90,9 @@ describe("two of our agents", () => {
   });
 
   it("rejects malformed NRDL with 400 and a Warning that says what is wrong", async () => {
-    b.setHandlers({ onInvite: (_req, res) => res.reject(new TeleportError(400, "Malformed NRDL", ["line 1: <vm> needs a name"])) });
+    b.setHandlers({
+      onInvite: (_req, res) => res.reject(new TeleportError(400, "Malformed NRDL", ["line 1: <vm> needs a name"])),
+    });
     const err = (await a.invite(bUri(), offer).established.catch((e: unknown) => e)) as TeleportError;
     expect(err.status).toBe(400);
     expect(err.details[0]).toMatch(/^399 127\.0\.0\.1 "Malformed NRDL; line 1: <vm> needs a name"$/);
@@ -104,7 +106,10 @@ describe("two of our agents", () => {
         res.accept({ contentType: NRDL, content: ANSWER });
       },
     });
-    await expect(a.invite(bUri(), offer).established).rejects.toMatchObject({ status: 500, details: [expect.stringContaining("hypervisor unreachable")] });
+    await expect(a.invite(bUri(), offer).established).rejects.toMatchObject({
+      status: 500,
+      details: [expect.stringContaining("hypervisor unreachable")],
+    });
     const { dialog } = await a.invite(bUri(), offer).established;
     await dialog.bye();
   });
@@ -112,7 +117,9 @@ describe("two of our agents", () => {
   it("refuses a non-NRDL INVITE with 415 while another dialog stays up", async () => {
     answerEverything(b);
     const { dialog } = await a.invite(bUri(), offer).established;
-    await expect(a.invite(bUri(), { contentType: "application/sdp", content: "v=0\r\n" }).established).rejects.toMatchObject({ status: 415 });
+    await expect(
+      a.invite(bUri(), { contentType: "application/sdp", content: "v=0\r\n" }).established,
+    ).rejects.toMatchObject({ status: 415 });
     expect((await dialog.info({ contentType: NRDL, content: "<status/>" })).status).toBe(200);
     await dialog.bye();
   });
@@ -133,4 +140,3 @@ describe("two of our agents", () => {
     }
   });
 });
-

@@ -9,13 +9,17 @@ const message = (body: string): string =>
 describe("StreamFramer", () => {
   it("frames by Content-Length in bytes whatever the chunking, skipping CRLF keep-alives", () => {
     fc.assert(
-      fc.property(fc.array(fc.string({ unit: "grapheme", maxLength: 40 }), { minLength: 1, maxLength: 5 }), fc.integer({ min: 1, max: 17 }), (bodies, chunk) => {
-        const wire = Buffer.from(bodies.map((b) => `\r\n\r\n${message(b)}`).join(""));
-        const framer = new StreamFramer();
-        const out: string[] = [];
-        for (let i = 0; i < wire.length; i += chunk) out.push(...framer.push(wire.subarray(i, i + chunk)));
-        expect(out).toEqual(bodies.map(message));
-      }),
+      fc.property(
+        fc.array(fc.string({ unit: "grapheme", maxLength: 40 }), { minLength: 1, maxLength: 5 }),
+        fc.integer({ min: 1, max: 17 }),
+        (bodies, chunk) => {
+          const wire = Buffer.from(bodies.map((b) => `\r\n\r\n${message(b)}`).join(""));
+          const framer = new StreamFramer();
+          const out: string[] = [];
+          for (let i = 0; i < wire.length; i += chunk) out.push(...framer.push(wire.subarray(i, i + chunk)));
+          expect(out).toEqual(bodies.map(message));
+        },
+      ),
     );
   });
 
@@ -33,7 +37,14 @@ describe("datagrams and Via", () => {
 
   it("stamps received and fills rport", () => {
     const stamped = stampVia(message(""), "192.0.2.7", 40000, false);
-    expect(parseVia(stamped.split("\r\n")[1].slice(5))).toMatchObject({ protocol: "TCP", host: "10.0.0.1", port: 5060, rport: "40000", received: "192.0.2.7", branch: "z9hG4bK1" });
+    expect(parseVia(stamped.split("\r\n")[1].slice(5))).toMatchObject({
+      protocol: "TCP",
+      host: "10.0.0.1",
+      port: 5060,
+      rport: "40000",
+      received: "192.0.2.7",
+      branch: "z9hG4bK1",
+    });
   });
 });
 

@@ -17,7 +17,14 @@ import type { MigrationReport, Migrator, MoveRequest, VmReport } from "./run";
 interface SummaryLine {
   event: "summary";
   outcome: string;
-  vms: Array<{ vm: string; state: string; totalMs?: number; downtimeMs?: number; transferredBytes?: number; reason?: string }>;
+  vms: Array<{
+    vm: string;
+    state: string;
+    totalMs?: number;
+    downtimeMs?: number;
+    transferredBytes?: number;
+    reason?: string;
+  }>;
   phases: NonNullable<MigrationReport["phases"]>;
 }
 
@@ -60,7 +67,10 @@ export class AgentPair implements Migrator {
   private writeConfig(host: HostName): void {
     const cfg = {
       host,
-      sip: { aor: `sip:${host}@${SEGMENT[host]}`, listen: [{ transport: "udp", address: SEGMENT[host], port: this.sipPort }] },
+      sip: {
+        aor: `sip:${host}@${SEGMENT[host]}`,
+        listen: [{ transport: "udp", address: SEGMENT[host], port: this.sipPort }],
+      },
       security: { allow: [SEGMENT.dc1, SEGMENT.dc2] },
       inventory: this.lab.inventory(host),
       runDir: this.lab.runDir(host),
@@ -74,13 +84,20 @@ export class AgentPair implements Migrator {
   private async listen(host: HostName): Promise<void> {
     this.writeConfig(host);
     const ns = this.lab.net.exec(host);
-    const child = spawn(ns[0], [...ns.slice(1), process.execPath, cliPath(), "listen", "--config", this.configFile(host)], {
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    const child = spawn(
+      ns[0],
+      [...ns.slice(1), process.execPath, cliPath(), "listen", "--config", this.configFile(host)],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
     this.listeners.set(host, child);
     let output = "";
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`agent on ${host} did not listen within 20 s: ${output}`)), 20_000);
+      const timer = setTimeout(
+        () => reject(new Error(`agent on ${host} did not listen within 20 s: ${output}`)),
+        20_000,
+      );
       const onData = (chunk: Buffer) => {
         output += chunk.toString();
         if (output.includes("listening as")) {
@@ -126,11 +143,18 @@ export class AgentPair implements Migrator {
     ];
     const r = await execa(ns[0], args, { reject: false, timeout: (p.timeoutS + 30) * 1000 });
     const line = r.stdout.split("\n").find((l) => l.startsWith('{"event":"summary"'));
-    if (!line) throw new Error(`source agent gave no summary (exit ${r.exitCode}): ${r.stderr || r.stdout}`.slice(0, 2000));
+    if (!line)
+      throw new Error(`source agent gave no summary (exit ${r.exitCode}): ${r.stderr || r.stdout}`.slice(0, 2000));
     const s = JSON.parse(line) as SummaryLine;
     const vms = s.vms.map((v): VmReport =>
       v.state === "completed"
-        ? { vm: v.vm, outcome: "completed", totalMs: v.totalMs ?? -1, downtimeMs: v.downtimeMs ?? -1, bytes: v.transferredBytes ?? -1 }
+        ? {
+            vm: v.vm,
+            outcome: "completed",
+            totalMs: v.totalMs ?? -1,
+            downtimeMs: v.downtimeMs ?? -1,
+            bytes: v.transferredBytes ?? -1,
+          }
         : { vm: v.vm, outcome: v.state === "aborted" ? "aborted" : "failed", reason: v.reason ?? v.state },
     );
     return { vms, phases: s.phases };

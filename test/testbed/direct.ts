@@ -29,14 +29,28 @@ export const directMigrator: Migrator = {
       targets.set(g.name, { uri: armed.uri, secret });
     }
     const policy: Policy = { ...req.policy };
-    const plan = planWaves(lab.exp.guests.map((g) => ({ name: g.name, hypervisor: "qemu", role: g.role, memoryMib: 96, cpus: 1, dependsOn: [] })));
+    const plan = planWaves(
+      lab.exp.guests.map((g) => ({
+        name: g.name,
+        hypervisor: "qemu",
+        role: g.role,
+        memoryMib: 96,
+        cpus: 1,
+        dependsOn: [],
+      })),
+    );
     const outcomes = await executePlan({
       plan,
       policy,
       start: (vm, pause) => {
         const target = targets.get(vm);
         if (!target) throw new Error(`no listener armed for ${vm}`);
-        return src.migrate(vm, target, { bandwidthMbps: policy.bandwidthMbps, downtimeLimitMs: policy.downtimeLimitMs, timeoutS: policy.timeoutS, pauseBeforeSwitchover: pause });
+        return src.migrate(vm, target, {
+          bandwidthMbps: policy.bandwidthMbps,
+          downtimeLimitMs: policy.downtimeLimitMs,
+          timeoutS: policy.timeoutS,
+          pauseBeforeSwitchover: pause,
+        });
       },
     });
     // A VM that did not move must not leave a listener behind on the destination.
@@ -44,7 +58,13 @@ export const directMigrator: Migrator = {
     return {
       vms: outcomes.map((o) =>
         o.state === "completed"
-          ? { vm: o.vm, outcome: "completed", totalMs: o.result.totalMs, downtimeMs: o.result.downtimeMs, bytes: o.result.transferredBytes }
+          ? {
+              vm: o.vm,
+              outcome: "completed",
+              totalMs: o.result.totalMs,
+              downtimeMs: o.result.downtimeMs,
+              bytes: o.result.transferredBytes,
+            }
           : { vm: o.vm, outcome: o.state, reason: o.reason },
       ),
     };

@@ -36,19 +36,32 @@ asRoot("exp2 on the testbed, one move per strategy", () => {
     await lab?.destroy();
   }, 30_000);
 
-  const hops: Array<[HostName, HostName]> = [["dc1", "dc2"], ["dc2", "dc1"], ["dc1", "dc2"]];
+  const hops: Array<[HostName, HostName]> = [
+    ["dc1", "dc2"],
+    ["dc2", "dc1"],
+    ["dc1", "dc2"],
+  ];
   STRATEGIES.forEach((strategy, i) => {
     it(`${strategy}: ${hops[i][0]} -> ${hops[i][1]}`, async () => {
       if (!lab || !agents) throw new Error("lab not set up");
       const [from, to] = hops[i];
-      const policy = { strategy, maxParallel: strategy === "sequential" ? 1 : 2, bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onError: "abort" as const };
+      const policy = {
+        strategy,
+        maxParallel: strategy === "sequential" ? 1 : 2,
+        bandwidthMbps: 0,
+        downtimeLimitMs: 300,
+        timeoutS: 60,
+        onError: "abort" as const,
+      };
       const dir = lab.runDir(to);
       const logs = lab.exp.guests.map((g) => path.join(dir, `${g.name}.serial.log`));
       const sizes = logs.map((f) => (fs.existsSync(f) ? fs.statSync(f).size : 0));
       const r = await measureMove(lab, agents, { from, to, policy }, { linkMbit: 0 });
       // A guest kernel that went wrong after the move is a failure, named (the driver's RAM padding
       // keeps QEMU < 9.0 under TCG from losing dirty pages; bench:guest measures both ways).
-      const crashed = lab.exp.guests.filter((g, i) => GUEST_CRASH.test(fs.existsSync(logs[i]) ? fs.readFileSync(logs[i], "utf8").slice(sizes[i]) : ""));
+      const crashed = lab.exp.guests.filter((g, i) =>
+        GUEST_CRASH.test(fs.existsSync(logs[i]) ? fs.readFileSync(logs[i], "utf8").slice(sizes[i]) : ""),
+      );
       expect(crashed.map((g) => g.name)).toEqual([]);
       expect(r.violations).toEqual([]);
       expect(r.report.vms.map((v) => v.outcome)).toEqual(["completed", "completed"]);

@@ -60,7 +60,14 @@ export const EXPERIMENT: Record<ExperimentName, Experiment> = {
     title: "exp2: router + video server behind it",
     guests: [
       { name: "router1", role: "router", ip: "10.10.0.11/24", addr: ["10.20.0.1/24"], forward: true, probes: ["ping"] },
-      { name: "video", role: "server", ip: "10.20.0.10/24", gw: "10.20.0.1", udpEcho: true, probes: ["ping", "tcp", "udp"] },
+      {
+        name: "video",
+        role: "server",
+        ip: "10.20.0.10/24",
+        gw: "10.20.0.1",
+        udpEcho: true,
+        probes: ["ping", "tcp", "udp"],
+      },
     ],
     userRoutes: { "10.20.0.0/24": "10.10.0.11" },
     thesis: { pingsLost: 31, pingIntervalMs: 100, lossMs: 3100, videoMs: 6500 },
@@ -69,7 +76,14 @@ export const EXPERIMENT: Record<ExperimentName, Experiment> = {
     name: "exp3",
     title: "exp3: firewall, router, web behind the firewall, storage",
     guests: [
-      { name: "firewall", role: "firewall", ip: "10.10.0.21/24", addr: ["10.30.0.1/24"], forward: true, probes: ["ping"] },
+      {
+        name: "firewall",
+        role: "firewall",
+        ip: "10.10.0.21/24",
+        addr: ["10.30.0.1/24"],
+        forward: true,
+        probes: ["ping"],
+      },
       { name: "router", role: "router", ip: "10.10.0.22/24", forward: true, probes: ["ping"] },
       { name: "web", role: "server", ip: "10.30.0.10/24", gw: "10.30.0.1", probes: ["ping", "tcp"] },
       { name: "storage", role: "storage", ip: "10.10.0.24/24", probes: ["ping", "tcp"] },

@@ -60,7 +60,11 @@ export class Lab {
       net = await TestbedNetwork.create({ vms: exp.guests.map((g) => g.name), userRoutes: exp.userRoutes });
       // Guests with the UDP echo boot the base initramfs with the socat overlay appended (the kernel unpacks both).
       const withSocat = path.join(dir, "initramfs-socat.gz");
-      if (exp.guests.some((g) => g.udpEcho)) fs.writeFileSync(withSocat, Buffer.concat([fs.readFileSync(guest.initrd), fs.readFileSync(guest.socatOverlay)]));
+      if (exp.guests.some((g) => g.udpEcho))
+        fs.writeFileSync(
+          withSocat,
+          Buffer.concat([fs.readFileSync(guest.initrd), fs.readFileSync(guest.socatOverlay)]),
+        );
       const defs = new Map<HostName, VmDefinition[]>();
       for (const host of HOSTS) {
         const runDir = path.join(dir, host);
@@ -68,7 +72,10 @@ export class Lab {
         defs.set(
           host,
           exp.guests.map((g, i) => {
-            const def = guestVm(guest, g.name, { memoryMib: opts.memoryMib ?? 96, nics: [{ kind: "tap", ifname: tapName(g.name, host), mac: guestMac(i) }] });
+            const def = guestVm(guest, g.name, {
+              memoryMib: opts.memoryMib ?? 96,
+              nics: [{ kind: "tap", ifname: tapName(g.name, host), mac: guestMac(i) }],
+            });
             def.role = g.role;
             def.append = `${def.append} ${guestAppend(g)}`;
             if (g.udpEcho) def.initrd = withSocat;
@@ -98,8 +105,16 @@ export class Lab {
     let d = this.drivers.get(host);
     if (!d) {
       const wrapper = path.join(this.dir, `qemu-${host}`);
-      fs.writeFileSync(wrapper, `#!/bin/sh\nexec ${this.net.exec(host).join(" ")} qemu-system-x86_64 "$@"\n`, { mode: 0o755 });
-      d = new QemuDriver({ runDir: this.runDir(host), inventory: this.inventory(host), qemuBinary: wrapper, startTimeoutMs: 20_000, tcgDirtyWorkaround: this.tcgDirtyWorkaround });
+      fs.writeFileSync(wrapper, `#!/bin/sh\nexec ${this.net.exec(host).join(" ")} qemu-system-x86_64 "$@"\n`, {
+        mode: 0o755,
+      });
+      d = new QemuDriver({
+        runDir: this.runDir(host),
+        inventory: this.inventory(host),
+        qemuBinary: wrapper,
+        startTimeoutMs: 20_000,
+        tcgDirtyWorkaround: this.tcgDirtyWorkaround,
+      });
       this.drivers.set(host, d);
     }
     return d;
@@ -121,11 +136,17 @@ export class Lab {
   private async waitPing(g: GuestSpec, timeoutMs: number): Promise<void> {
     const until = Date.now() + timeoutMs;
     while (Date.now() < until) {
-      const r = await execa(this.net.exec("user")[0], [...this.net.exec("user").slice(1), "ping", "-c1", "-W0.2", "-q", hostAddress(g)], { reject: false });
+      const r = await execa(
+        this.net.exec("user")[0],
+        [...this.net.exec("user").slice(1), "ping", "-c1", "-W0.2", "-q", hostAddress(g)],
+        { reject: false },
+      );
       if (r.exitCode === 0) return;
       await new Promise((res) => setTimeout(res, 100));
     }
-    throw new Error(`${g.name} (${hostAddress(g)}) did not answer ping within ${timeoutMs} ms (serial log: ${path.join(this.runDir("dc1"), `${g.name}.serial.log`)})`);
+    throw new Error(
+      `${g.name} (${hostAddress(g)}) did not answer ping within ${timeoutMs} ms (serial log: ${path.join(this.runDir("dc1"), `${g.name}.serial.log`)})`,
+    );
   }
 
   /**
@@ -141,7 +162,13 @@ export class Lab {
             const client = await QmpClient.connect(sock, { timeoutMs: 2000 });
             this.monitors.push(client);
             client.onEvent((ev) =>
-              this.events.push({ host, vm, event: ev.event, t: ev.timestamp.seconds * 1000 + ev.timestamp.microseconds / 1000, data: ev.data }),
+              this.events.push({
+                host,
+                vm,
+                event: ev.event,
+                t: ev.timestamp.seconds * 1000 + ev.timestamp.microseconds / 1000,
+                data: ev.data,
+              }),
             );
             return;
           } catch {
@@ -156,7 +183,11 @@ export class Lab {
   /** The user's view of a guest's uptime (HTTP CGI), in seconds; undefined when it does not answer. (busybox wget -T segfaults here: execa's timeout instead.) */
   async uptime(g: GuestSpec): Promise<number | undefined> {
     const user = this.net.exec("user");
-    const r = await execa(user[0], [...user.slice(1), "busybox", "wget", "-q", "-O", "-", `http://${hostAddress(g)}/cgi-bin/up`], { reject: false, timeout: 5000 });
+    const r = await execa(
+      user[0],
+      [...user.slice(1), "busybox", "wget", "-q", "-O", "-", `http://${hostAddress(g)}/cgi-bin/up`],
+      { reject: false, timeout: 5000 },
+    );
     const m = / up ([\d.]+)s/.exec(r.stdout);
     return m ? Number(m[1]) : undefined;
   }

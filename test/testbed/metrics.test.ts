@@ -3,7 +3,16 @@ import { parsePingLine, pingLost, type ProbeRecord } from "./probes";
 import { niceMax, timelineSvg } from "./svg";
 
 function rec(over: Partial<ProbeRecord>): ProbeRecord {
-  return { name: "p", kind: "ping", target: "10.0.0.1", intervalMs: 5, startedAt: 0, stoppedAt: 1000, replies: [], ...over };
+  return {
+    name: "p",
+    kind: "ping",
+    target: "10.0.0.1",
+    intervalMs: 5,
+    startedAt: 0,
+    stoppedAt: 1000,
+    replies: [],
+    ...over,
+  };
 }
 
 /** Replies every `step` ms in [from, to). */
@@ -15,7 +24,10 @@ function every(from: number, to: number, step: number): number[] {
 
 describe("ping parsing", () => {
   it("reads the -D timestamp and the sequence number", () => {
-    expect(parsePingLine("[1700000000.123456] 64 bytes from 10.10.0.11: icmp_seq=42 ttl=64 time=0.31 ms")).toEqual({ t: 1700000000123.456, seq: 42 });
+    expect(parsePingLine("[1700000000.123456] 64 bytes from 10.10.0.11: icmp_seq=42 ttl=64 time=0.31 ms")).toEqual({
+      t: 1700000000123.456,
+      seq: 42,
+    });
     expect(parsePingLine("PING 10.10.0.11 (10.10.0.11) 56(84) bytes of data.")).toBeUndefined();
   });
 
@@ -58,7 +70,10 @@ describe("probe figures", () => {
     const b = rec({ name: "b", replies: [...every(0, 250, 5), ...every(400, 1000, 5)] });
     const c = rec({ name: "c", replies: [...every(0, 600, 5), ...every(700, 1000, 5)] });
     const g = groupFigures([a, b, c]);
-    expect(g.interruptions).toEqual([{ from: 195, to: 400 }, { from: 595, to: 700 }]);
+    expect(g.interruptions).toEqual([
+      { from: 195, to: 400 },
+      { from: 595, to: 700 },
+    ]);
     expect(g.interruptionMs).toBe(205);
     expect(g.anyDownMs).toBe(205 + 105);
     expect(g.unrecovered).toBe(false);
@@ -80,7 +95,10 @@ describe("timeline SVG", () => {
       title: "exp2 <parallel>",
       from: 0,
       to: 3000,
-      link: [{ t: 100, mbit: 0 }, { t: 200, mbit: 900 }],
+      link: [
+        { t: 100, mbit: 0 },
+        { t: 200, mbit: 900 },
+      ],
       udp: { startedAt: 0, bucketMs: 100, bytes: [1000, 0, 1000] },
       probes: [{ name: "ping router1", outages: [{ from: 1000, to: 1200 }] }],
       vms: [{ name: "router1", start: 500, switchover: 1000, end: 1100 }],

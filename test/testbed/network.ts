@@ -70,7 +70,18 @@ export class TestbedNetwork {
     await ip(this.ns.sw, ["link", "set", "br0", "up"]);
     for (const side of ["dc1", "dc2", "user"] as const) {
       // Created inside sw with its peer moved straight into the host: no name ever appears in the root namespace.
-      await ip(this.ns.sw, ["link", "add", `p-${side}`, "type", "veth", "peer", "name", "uplink", "netns", this.ns[side]]);
+      await ip(this.ns.sw, [
+        "link",
+        "add",
+        `p-${side}`,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "uplink",
+        "netns",
+        this.ns[side],
+      ]);
       await ip(this.ns.sw, ["link", "set", `p-${side}`, "master", "br0", "up"]);
     }
     for (const [i, host] of HOSTS.entries()) {
@@ -87,7 +98,8 @@ export class TestbedNetwork {
     }
     await ip(this.ns.user, ["addr", "add", `${SEGMENT.user}/${SEGMENT.prefixLen}`, "dev", "uplink"]);
     await ip(this.ns.user, ["link", "set", "uplink", "up"]);
-    for (const [cidr, via] of Object.entries(opts.userRoutes ?? {})) await ip(this.ns.user, ["route", "add", cidr, "via", via]);
+    for (const [cidr, via] of Object.entries(opts.userRoutes ?? {}))
+      await ip(this.ns.user, ["route", "add", cidr, "via", via]);
   }
 
   /** Argument prefix that runs a command inside a namespace of this testbed. */
@@ -105,7 +117,22 @@ export class TestbedNetwork {
       if (mbit <= 0) continue;
       // Burst of 10 ms at line rate (at least 64 KiB): smaller buckets throttle below the rate at HZ=250.
       const burst = Math.max(65536, Math.round((mbit * 1e6) / 8 / 100));
-      await execa("tc", ["-n", this.ns[host], "qdisc", "add", "dev", "uplink", "root", "tbf", "rate", `${mbit}mbit`, "burst", String(burst), "latency", "50ms"]);
+      await execa("tc", [
+        "-n",
+        this.ns[host],
+        "qdisc",
+        "add",
+        "dev",
+        "uplink",
+        "root",
+        "tbf",
+        "rate",
+        `${mbit}mbit`,
+        "burst",
+        String(burst),
+        "latency",
+        "50ms",
+      ]);
     }
   }
 
@@ -117,14 +144,20 @@ export class TestbedNetwork {
   watchInterDcBytes(everyMs: number, onSample: (t: number, bytes: number) => void): { stop(): void } {
     const files = HOSTS.map((h) => `/sys/class/net/p-${h}/statistics/rx_bytes`).join(" ");
     const script = `while :; do echo $(cat ${files}); sleep ${everyMs / 1000}; done`;
-    const child = spawn(this.exec("sw")[0], [...this.exec("sw").slice(1), "sh", "-c", script], { stdio: ["ignore", "pipe", "ignore"] });
+    const child = spawn(this.exec("sw")[0], [...this.exec("sw").slice(1), "sh", "-c", script], {
+      stdio: ["ignore", "pipe", "ignore"],
+    });
     let partial = "";
     child.stdout?.on("data", (chunk: Buffer) => {
       const lines = (partial + chunk.toString()).split("\n");
       partial = lines.pop() ?? "";
       for (const line of lines) {
         const values = line.trim().split(/\s+/).map(Number);
-        if (values.length === HOSTS.length && values.every(Number.isFinite)) onSample(Date.now(), values.reduce((a, b) => a + b, 0));
+        if (values.length === HOSTS.length && values.every(Number.isFinite))
+          onSample(
+            Date.now(),
+            values.reduce((a, b) => a + b, 0),
+          );
       }
     });
     return { stop: () => void child.kill("SIGKILL") };

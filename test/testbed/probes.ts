@@ -63,9 +63,13 @@ function killChild(child: ChildProcess): Promise<void> {
 /** iputils ping at 5 ms with -D timestamps; only 200/s works here (-i 0.01 gives ~63/s). */
 export function startPing(nsExec: string[], name: string, target: string, intervalMs = 5): Probe {
   const startedAt = Date.now();
-  const child = spawn(nsExec[0], [...nsExec.slice(1), "ping", "-n", "-D", "-i", String(intervalMs / 1000), "-W", "1", target], {
-    stdio: ["ignore", "pipe", "ignore"],
-  });
+  const child = spawn(
+    nsExec[0],
+    [...nsExec.slice(1), "ping", "-n", "-D", "-i", String(intervalMs / 1000), "-W", "1", target],
+    {
+      stdio: ["ignore", "pipe", "ignore"],
+    },
+  );
   const replies: number[] = [];
   const seqs: number[] = [];
   let partial = "";
@@ -86,16 +90,32 @@ export function startPing(nsExec: string[], name: string, target: string, interv
       // ping's own -D timestamps date the replies, so the end is when we stopped asking, not when ping exited.
       const stoppedAt = Date.now();
       await killChild(child);
-      return { name, kind: "ping", target, intervalMs, startedAt, stoppedAt, replies: replies.filter((t) => t <= stoppedAt), lost: pingLost(seqs) };
+      return {
+        name,
+        kind: "ping",
+        target,
+        intervalMs,
+        startedAt,
+        stoppedAt,
+        replies: replies.filter((t) => t <= stoppedAt),
+        lost: pingLost(seqs),
+      };
     },
   };
 }
 
 /** socat in the user namespace: Unix socket in this folder <-> `remote` (a socat address). */
-async function startRelay(nsExec: string[], dir: string, name: string, remote: string): Promise<{ socketPath: string; child: ChildProcess }> {
+async function startRelay(
+  nsExec: string[],
+  dir: string,
+  name: string,
+  remote: string,
+): Promise<{ socketPath: string; child: ChildProcess }> {
   const socketPath = path.join(dir, `${name.replace(/[^\w.-]+/g, "-")}.sock`);
   fs.rmSync(socketPath, { force: true });
-  const child = spawn(nsExec[0], [...nsExec.slice(1), "socat", `UNIX-LISTEN:${socketPath}`, remote], { stdio: "ignore" });
+  const child = spawn(nsExec[0], [...nsExec.slice(1), "socat", `UNIX-LISTEN:${socketPath}`, remote], {
+    stdio: "ignore",
+  });
   for (let i = 0; i < 200 && !fs.existsSync(socketPath); i++) await new Promise((r) => setTimeout(r, 10));
   if (!fs.existsSync(socketPath)) {
     await killChild(child);
@@ -114,7 +134,8 @@ async function connectUnix(socketPath: string, timeoutMs = 5000): Promise<net.So
         s.once("error", reject);
       });
     } catch (err) {
-      if (Date.now() > until) throw new Error(`no connection to relay ${socketPath} within ${timeoutMs} ms: ${String(err)}`);
+      if (Date.now() > until)
+        throw new Error(`no connection to relay ${socketPath} within ${timeoutMs} ms: ${String(err)}`);
       await new Promise((r) => setTimeout(r, 20));
     }
   }
@@ -183,8 +204,17 @@ async function startRelayed(
 }
 
 /** One TCP connection to the guest's echo port; a line every 10 ms. */
-export function startTcpEcho(nsExec: string[], dir: string, name: string, target: string, port = 7, intervalMs = 10): Promise<Probe> {
-  return startRelayed("tcp", nsExec, dir, name, target, `TCP:${target}:${port}`, intervalMs, (n) => Buffer.from(`${n}\n`));
+export function startTcpEcho(
+  nsExec: string[],
+  dir: string,
+  name: string,
+  target: string,
+  port = 7,
+  intervalMs = 10,
+): Promise<Probe> {
+  return startRelayed("tcp", nsExec, dir, name, target, `TCP:${target}:${port}`, intervalMs, (n) =>
+    Buffer.from(`${n}\n`),
+  );
 }
 
 /**

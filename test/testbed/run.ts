@@ -89,7 +89,8 @@ async function startProbes(lab: Lab): Promise<Probe[]> {
       const ip = hostAddress(g);
       if (g.probes.includes("ping")) probes.push(startPing(user, `ping ${g.name}`, ip));
       if (g.probes.includes("tcp")) probes.push(await startTcpEcho(user, lab.dir, `tcp ${g.name}`, ip));
-      if (g.probes.includes("udp")) probes.push(await startUdpStream(user, lab.dir, `udp ${g.name}`, ip, { sourcePort: 40007 }));
+      if (g.probes.includes("udp"))
+        probes.push(await startUdpStream(user, lab.dir, `udp ${g.name}`, ip, { sourcePort: 40007 }));
     }
     return probes;
   } catch (err) {
@@ -129,10 +130,16 @@ function marksOf(events: readonly RecordedEvent[], vm: string, from: HostName, t
 }
 
 /** Move the lab's whole group `from` -> `to` once and measure it. */
-export async function measureMove(lab: Lab, migrator: Migrator, req: MoveRequest, opts: RunOptions): Promise<RunResult> {
+export async function measureMove(
+  lab: Lab,
+  migrator: Migrator,
+  req: MoveRequest,
+  opts: RunOptions,
+): Promise<RunResult> {
   const { from, to } = req;
   await lab.net.shapeInterDc(opts.linkMbit);
-  const uptimes = () => Promise.all(lab.exp.guests.map(async (g) => [g.name, await lab.uptime(g)] as const)).then((e) => new Map(e));
+  const uptimes = () =>
+    Promise.all(lab.exp.guests.map(async (g) => [g.name, await lab.uptime(g)] as const)).then((e) => new Map(e));
   const uptimeBefore = await uptimes();
   // The destination's event sockets: drop files left by a QEMU that moved away, then watch for the new one.
   for (const g of lab.exp.guests) {
@@ -172,9 +179,12 @@ export async function measureMove(lab: Lab, migrator: Migrator, req: MoveRequest
     const after = uptimeAfter.get(g.name);
     if (before !== undefined) run.uptimeBefore = before;
     if (after !== undefined) run.uptimeAfter = after;
-    if (runningOn.length !== 1 || runningOn[0] !== to) violations.push(`${g.name} runs on [${runningOn.join(", ")}], expected only ${to}`);
-    if (before === undefined || after === undefined) violations.push(`${g.name} did not answer HTTP ${before === undefined ? "before" : "after"} the move`);
-    else if (after <= before) violations.push(`${g.name} uptime went from ${before}s to ${after}s: rebooted, not moved`);
+    if (runningOn.length !== 1 || runningOn[0] !== to)
+      violations.push(`${g.name} runs on [${runningOn.join(", ")}], expected only ${to}`);
+    if (before === undefined || after === undefined)
+      violations.push(`${g.name} did not answer HTTP ${before === undefined ? "before" : "after"} the move`);
+    else if (after <= before)
+      violations.push(`${g.name} uptime went from ${before}s to ${after}s: rebooted, not moved`);
     vms.push(run);
   }
   for (const r of report.vms) if (r.outcome !== "completed") violations.push(`${r.vm} ${r.outcome}: ${r.reason}`);
@@ -184,7 +194,10 @@ export async function measureMove(lab: Lab, migrator: Migrator, req: MoveRequest
   // TCP is left out: after a long stall its retransmission backoff may outlast the tail, and the
   // HTTP check above already asks whether the guest serves TCP.
   for (const p of figures.probes.filter((x) => x.kind !== "tcp"))
-    for (const o of p.outages.filter((x) => x.open && x.to - x.from >= UNRECOVERED_MS)) violations.push(`${p.name} silent from ${o.from - startedAt} ms after the move began until it stopped${p.error ? ` (${p.error})` : ""}`);
+    for (const o of p.outages.filter((x) => x.open && x.to - x.from >= UNRECOVERED_MS))
+      violations.push(
+        `${p.name} silent from ${o.from - startedAt} ms after the move began until it stopped${p.error ? ` (${p.error})` : ""}`,
+      );
 
   const udpRec = records.find((r) => r.kind === "udp");
   const result: RunResult = {

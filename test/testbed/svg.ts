@@ -59,25 +59,41 @@ export function timelineSvg(data: TimelineData): string {
   let y = 50;
 
   // Panel: a value series over time with its own y axis.
-  const panel = (label: string, unit: string, series: Array<{ pts: Array<[number, number]>; color: string; name: string }>) => {
+  const panel = (
+    label: string,
+    unit: string,
+    series: Array<{ pts: Array<[number, number]>; color: string; name: string }>,
+  ) => {
     const max = niceMax(Math.max(0, ...series.flatMap((s) => s.pts.map(([, v]) => v))));
     const top = y;
     const yv = (v: number) => top + PANEL_H - (v / max) * PANEL_H;
     parts.push(`<rect x="${LEFT}" y="${top}" width="${plotW}" height="${PANEL_H}" fill="#fafafa" stroke="#999"/>`);
     parts.push(`<text x="${LEFT - 8}" y="${top + 10}" text-anchor="end">${max} ${esc(unit)}</text>`);
     parts.push(`<text x="${LEFT - 8}" y="${top + PANEL_H}" text-anchor="end">0</text>`);
-    parts.push(`<text x="${LEFT - 8}" y="${top + PANEL_H / 2}" text-anchor="end" font-weight="bold">${esc(label)}</text>`);
+    parts.push(
+      `<text x="${LEFT - 8}" y="${top + PANEL_H / 2}" text-anchor="end" font-weight="bold">${esc(label)}</text>`,
+    );
     series.forEach((s, i) => {
-      parts.push(polyline(s.pts.map(([t, v]) => [x(t), yv(v)]), s.color));
+      parts.push(
+        polyline(
+          s.pts.map(([t, v]) => [x(t), yv(v)]),
+          s.color,
+        ),
+      );
       parts.push(`<text x="${LEFT + 8}" y="${top + 14 + i * 14}" fill="${s.color}">${esc(s.name)}</text>`);
     });
     y += PANEL_H + 20;
   };
 
-  panel("inter-DC link", "Mbit/s", [{ name: "migration link (dc uplinks, tx)", color: COLORS[0], pts: data.link.map((s) => [s.t, s.mbit]) }]);
+  panel("inter-DC link", "Mbit/s", [
+    { name: "migration link (dc uplinks, tx)", color: COLORS[0], pts: data.link.map((s) => [s.t, s.mbit]) },
+  ]);
   if (data.udp) {
     const u = data.udp;
-    const pts: Array<[number, number]> = u.bytes.map((b, i) => [u.startedAt + (i + 0.5) * u.bucketMs, (b * 8) / u.bucketMs]);
+    const pts: Array<[number, number]> = u.bytes.map((b, i) => [
+      u.startedAt + (i + 0.5) * u.bucketMs,
+      (b * 8) / u.bucketMs,
+    ]);
     panel("UDP stream", "kbit/s", [{ name: `user-received stream per ${u.bucketMs} ms`, color: COLORS[2], pts }]);
   }
 
@@ -90,7 +106,9 @@ export function timelineSvg(data: TimelineData): string {
     for (const o of p.outages) {
       const x0 = x(Math.max(o.from, data.from));
       const x1 = x(Math.min(o.to, data.to));
-      parts.push(`<rect x="${x0.toFixed(1)}" y="${ry + 2}" width="${Math.max(x1 - x0, 1.5).toFixed(1)}" height="${ROW_H - 4}" fill="#d62728"/>`);
+      parts.push(
+        `<rect x="${x0.toFixed(1)}" y="${ry + 2}" width="${Math.max(x1 - x0, 1.5).toFixed(1)}" height="${ROW_H - 4}" fill="#d62728"/>`,
+      );
     }
   });
   y = rowsTop + data.probes.length * ROW_H + 10;
@@ -108,12 +126,16 @@ export function timelineSvg(data: TimelineData): string {
     const color = COLORS[(i + 3) % COLORS.length];
     const mark = (t: number | undefined, dash: string, what: string) => {
       if (t === undefined) return;
-      parts.push(`<line x1="${x(t).toFixed(1)}" y1="50" x2="${x(t).toFixed(1)}" y2="${y - 24}" stroke="${color}" stroke-width="1.5" stroke-dasharray="${dash}"><title>${esc(`${vm.name} ${what}`)}</title></line>`);
+      parts.push(
+        `<line x1="${x(t).toFixed(1)}" y1="50" x2="${x(t).toFixed(1)}" y2="${y - 24}" stroke="${color}" stroke-width="1.5" stroke-dasharray="${dash}"><title>${esc(`${vm.name} ${what}`)}</title></line>`,
+      );
     };
     mark(vm.start, "6,3", "migration start");
     mark(vm.switchover, "none", "switchover (STOP)");
     mark(vm.end, "2,2", "resumed on destination");
-    parts.push(`<text x="${LEFT}" y="${y + 4 + i * 14}" fill="${color}">${esc(vm.name)}: migration start (dashed), source STOP (solid), RESUME on destination (dotted)</text>`);
+    parts.push(
+      `<text x="${LEFT}" y="${y + 4 + i * 14}" fill="${color}">${esc(vm.name)}: migration start (dashed), source STOP (solid), RESUME on destination (dotted)</text>`,
+    );
   });
   y += 14 * data.vms.length;
 

@@ -23,7 +23,8 @@ async function api(method, path, body) {
   if (body !== undefined) headers["content-type"] = "application/json";
   const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const data = await res.json().catch(() => ({}));
-  if (!res.ok) throw Object.assign(new Error((data.error && data.error.reason) || res.statusText), { info: data.error });
+  if (!res.ok)
+    throw Object.assign(new Error((data.error && data.error.reason) || res.statusText), { info: data.error });
   return data;
 }
 
@@ -49,7 +50,18 @@ const mib = (b) => `${(b / 1048576).toFixed(1)} MiB`;
 const when = (ms) => new Date(ms).toLocaleString();
 
 function errorBox(e, title) {
-  return el("div", { class: "error", id: "refusal" }, el("strong", {}, `${title}: ${e.status} ${e.reason}`), e.details && e.details.length ? el("ul", {}, e.details.map((d) => el("li", {}, d))) : null);
+  return el(
+    "div",
+    { class: "error", id: "refusal" },
+    el("strong", {}, `${title}: ${e.status} ${e.reason}`),
+    e.details && e.details.length
+      ? el(
+          "ul",
+          {},
+          e.details.map((d) => el("li", {}, d)),
+        )
+      : null,
+  );
 }
 
 // --- setup: inventory, destinations, defaults ---------------------------------------------------
@@ -59,9 +71,20 @@ async function loadInventory() {
   const ticked = new Set([...body.querySelectorAll("input:checked")].map((i) => i.value));
   body.replaceChildren(
     ...vms.map((v) =>
-      el("tr", { "data-vm": v.name },
-        el("td", {}, el("input", Object.assign({ type: "checkbox", value: v.name }, ticked.has(v.name) ? { checked: "" } : {}))),
-        el("td", {}, v.name), el("td", {}, v.role), el("td", { class: "state" }, v.state), el("td", {}, `${v.memoryMib} MiB`), el("td", {}, v.cpus)),
+      el(
+        "tr",
+        { "data-vm": v.name },
+        el(
+          "td",
+          {},
+          el("input", Object.assign({ type: "checkbox", value: v.name }, ticked.has(v.name) ? { checked: "" } : {})),
+        ),
+        el("td", {}, v.name),
+        el("td", {}, v.role),
+        el("td", { class: "state" }, v.state),
+        el("td", {}, `${v.memoryMib} MiB`),
+        el("td", {}, v.cpus),
+      ),
     ),
   );
 }
@@ -106,7 +129,13 @@ function callRequest() {
   return {
     to,
     vms,
-    policy: { strategy: $("strategy").value, maxParallel: num("maxParallel"), bandwidthMbps: num("bandwidthMbps"), downtimeLimitMs: num("downtimeLimitMs"), onError: $("onError").value },
+    policy: {
+      strategy: $("strategy").value,
+      maxParallel: num("maxParallel"),
+      bandwidthMbps: num("bandwidthMbps"),
+      downtimeLimitMs: num("downtimeLimitMs"),
+      onError: $("onError").value,
+    },
   };
 }
 
@@ -121,7 +150,11 @@ function renderState(s) {
   current = s;
   $("line").textContent = s.phase;
   $("line").dataset.phase = s.phase;
-  $("dialog").textContent = s.migrationId ? `${s.migrationId} → ${s.to}${s.by && s.by !== "console" ? ` (triggered by ${s.by})` : ""}` : s.to ? `→ ${s.to}` : "";
+  $("dialog").textContent = s.migrationId
+    ? `${s.migrationId} → ${s.to}${s.by && s.by !== "console" ? ` (triggered by ${s.by})` : ""}`
+    : s.to
+      ? `→ ${s.to}`
+      : "";
   enableButtons();
   renderDialog(s, true);
   if (s.phase === "ended" || s.phase === "finished") loadInventory().catch(() => undefined);
@@ -130,88 +163,206 @@ function renderState(s) {
 /** The answer/refusal, progress bars, report and timelines of a dialog, live or from the history. */
 function renderDialog(d, live) {
   const answer = [];
-  if (d.answer) answer.push(el("div", { class: "ok", id: "armed" }, `armed by the destination: ${d.answer.armed.join(", ")}`));
+  if (d.answer)
+    answer.push(el("div", { class: "ok", id: "armed" }, `armed by the destination: ${d.answer.armed.join(", ")}`));
   if (d.error) answer.push(errorBox(d.error, d.error.status === 487 ? "cancelled" : "refused"));
-  if (live && d.phase === "calling") answer.push(el("div", { class: "muted" }, "calling… (INVITE sent, waiting for the destination to arm its listeners)"));
+  if (live && d.phase === "calling")
+    answer.push(
+      el("div", { class: "muted" }, "calling… (INVITE sent, waiting for the destination to arm its listeners)"),
+    );
   $("answer").replaceChildren(...answer);
   $("progress").replaceChildren(...(d.rows || []).map(progressRow));
   $("report").replaceChildren(...(d.summary ? [reportTable(d.summary)] : []));
   $("timelines").replaceChildren(...(d.timelines || []).map(timelineChart));
-  $("ladder").replaceChildren(d.ladder && d.ladder.length ? ladderChart(d.ladder, d.to) : el("p", { class: "muted" }, "no dialog yet"));
+  $("ladder").replaceChildren(
+    d.ladder && d.ladder.length ? ladderChart(d.ladder, d.to) : el("p", { class: "muted" }, "no dialog yet"),
+  );
 }
 
 function progressRow(r) {
   const pct = Math.round(r.progress * 100);
-  return el("div", { class: "vm", "data-vm": r.vm, "data-phase": r.phase },
+  return el(
+    "div",
+    { class: "vm", "data-vm": r.vm, "data-phase": r.phase },
     el("div", { class: "name" }, r.vm),
     el("div", { class: "bar" }, el("div", { style: `width:${pct}%` }), el("span", {}, `${pct}%`)),
-    el("div", { class: "detail" }, el("span", { class: "phase" }, r.phase), ` ${mib(r.transferredBytes)}`, r.note ? el("div", {}, r.note) : null));
+    el(
+      "div",
+      { class: "detail" },
+      el("span", { class: "phase" }, r.phase),
+      ` ${mib(r.transferredBytes)}`,
+      r.note ? el("div", {}, r.note) : null,
+    ),
+  );
 }
 
 function reportTable(s) {
-  const row = (v) => el("tr", { "data-vm": v.vm },
-    el("td", {}, v.vm), el("td", { class: `outcome-${v.state}` }, v.state),
-    el("td", {}, v.totalMs !== undefined ? `${v.totalMs} ms` : "-"), el("td", {}, v.downtimeMs !== undefined ? `${v.downtimeMs} ms` : "-"),
-    el("td", {}, v.transferredBytes !== undefined ? mib(v.transferredBytes) : "-"), el("td", {}, v.host));
+  const row = (v) =>
+    el(
+      "tr",
+      { "data-vm": v.vm },
+      el("td", {}, v.vm),
+      el("td", { class: `outcome-${v.state}` }, v.state),
+      el("td", {}, v.totalMs !== undefined ? `${v.totalMs} ms` : "-"),
+      el("td", {}, v.downtimeMs !== undefined ? `${v.downtimeMs} ms` : "-"),
+      el("td", {}, v.transferredBytes !== undefined ? mib(v.transferredBytes) : "-"),
+      el("td", {}, v.host),
+    );
   const p = s.phases;
   const notes = s.vms.filter((v) => v.reason).map((v) => el("li", {}, `${v.vm}: ${v.reason}`));
-  return el("div", { id: "summary" },
+  return el(
+    "div",
+    { id: "summary" },
     el("h2", {}, "Report ", el("span", { class: `outcome-${s.outcome}` }, s.outcome)),
-    el("table", {}, el("thead", {}, el("tr", {}, ["VM", "outcome", "total", "downtime", "transferred", "runs on"].map((h) => el("th", {}, h)))), el("tbody", {}, s.vms.map(row))),
+    el(
+      "table",
+      {},
+      el(
+        "thead",
+        {},
+        el(
+          "tr",
+          {},
+          ["VM", "outcome", "total", "downtime", "transferred", "runs on"].map((h) => el("th", {}, h)),
+        ),
+      ),
+      el("tbody", {}, s.vms.map(row)),
+    ),
     notes.length ? el("ul", {}, notes) : null,
-    el("p", { class: "muted" }, `SIP phases: INVITE→200 ${p.arming} ms` + (p.ackToFirstMigrate !== undefined ? `, 200→first migrate ${p.ackToFirstMigrate} ms` : "") +
-      (p.lastCompletionToByeOk !== undefined ? `, last completion→BYE 200 ${p.lastCompletionToByeOk} ms` : "") +
-      (s.destinationReport ? `; destination reports ${s.destinationReport.outcome}` : "; no report from the destination")));
+    el(
+      "p",
+      { class: "muted" },
+      `SIP phases: INVITE→200 ${p.arming} ms` +
+        (p.ackToFirstMigrate !== undefined ? `, 200→first migrate ${p.ackToFirstMigrate} ms` : "") +
+        (p.lastCompletionToByeOk !== undefined ? `, last completion→BYE 200 ${p.lastCompletionToByeOk} ms` : "") +
+        (s.destinationReport
+          ? `; destination reports ${s.destinationReport.outcome}`
+          : "; no report from the destination"),
+    ),
+  );
 }
 
 /** The dialog as a ladder: this host on the left, the destination on the right, time going down. */
 function ladderChart(steps, to) {
-  const W = 620, left = 150, right = 560, top = 34, rowH = 24;
+  const W = 620,
+    left = 150,
+    right = 560,
+    top = 34,
+    rowH = 24;
   const H = top + steps.length * rowH + 10;
   const t0 = steps[0].at;
-  const g = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "SIP ladder" },
-    svg("defs", {}, ["r", "l"].map((k) => svg("marker", { id: `head-${k}`, viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" },
-      svg("path", { d: "M0,0 L10,5 L0,10 z", fill: k === "r" ? "#2368c4" : "#1f9d55" })))),
+  const g = svg(
+    "svg",
+    { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": "SIP ladder" },
+    svg(
+      "defs",
+      {},
+      ["r", "l"].map((k) =>
+        svg(
+          "marker",
+          {
+            id: `head-${k}`,
+            viewBox: "0 0 10 10",
+            refX: 9,
+            refY: 5,
+            markerWidth: 7,
+            markerHeight: 7,
+            orient: "auto-start-reverse",
+          },
+          svg("path", { d: "M0,0 L10,5 L0,10 z", fill: k === "r" ? "#2368c4" : "#1f9d55" }),
+        ),
+      ),
+    ),
     svg("text", { x: left, y: 14, "text-anchor": "middle", class: "head" }, "this host (source)"),
     svg("text", { x: W - 4, y: 14, "text-anchor": "end", class: "head" }, to || "destination"),
     svg("line", { x1: left, y1: 20, x2: left, y2: H - 4, class: "lifeline" }),
-    svg("line", { x1: right, y1: 20, x2: right, y2: H - 4, class: "lifeline" }));
+    svg("line", { x1: right, y1: 20, x2: right, y2: H - 4, class: "lifeline" }),
+  );
   steps.forEach((s, i) => {
     const y = top + i * rowH + 12;
     const [x1, x2] = s.rightward ? [left, right] : [right, left];
     g.append(
       svg("text", { x: 4, y: y + 4, class: "t" }, `${((s.at - t0) / 1000).toFixed(3)} s`),
-      svg("line", { x1, y1: y, x2, y2: y, class: `arrow ${s.rightward ? "" : "left"}`, "marker-end": `url(#head-${s.rightward ? "r" : "l"})` }),
-      svg("text", { x: (left + right) / 2, y: y - 4, "text-anchor": "middle" }, s.label.length > 64 ? s.label.slice(0, 61) + "…" : s.label));
+      svg("line", {
+        x1,
+        y1: y,
+        x2,
+        y2: y,
+        class: `arrow ${s.rightward ? "" : "left"}`,
+        "marker-end": `url(#head-${s.rightward ? "r" : "l"})`,
+      }),
+      svg(
+        "text",
+        { x: (left + right) / 2, y: y - 4, "text-anchor": "middle" },
+        s.label.length > 64 ? s.label.slice(0, 61) + "…" : s.label,
+      ),
+    );
   });
   return g;
 }
 
 /** One VM's migration over time: bytes sent (line), pre-copy and downtime (bars), done (marker). */
 function timelineChart(t) {
-  const W = 620, H = 150, x0 = 56, x1 = 600, yTop = 24, yBottom = 96;
+  const W = 620,
+    H = 150,
+    x0 = 56,
+    x1 = 600,
+    yTop = 24,
+    yBottom = 96;
   const end = t.endedAt || (t.samples.length ? t.samples[t.samples.length - 1].at : t.startedAt + 1);
   const span = Math.max(1, end - t.startedAt);
   const maxBytes = Math.max(1, ...t.samples.map((s) => s.bytes));
   const x = (at) => x0 + ((at - t.startedAt) / span) * (x1 - x0);
   const y = (b) => yBottom - (b / maxBytes) * (yBottom - yTop);
-  const points = [[t.startedAt, 0], ...t.samples.map((s) => [s.at, s.bytes])].map(([a, b]) => `${x(a).toFixed(1)},${y(b).toFixed(1)}`).join(" ");
+  const points = [[t.startedAt, 0], ...t.samples.map((s) => [s.at, s.bytes])]
+    .map(([a, b]) => `${x(a).toFixed(1)},${y(b).toFixed(1)}`)
+    .join(" ");
   const down = t.downtimeMs || 0;
   const switchAt = end - down;
-  const g = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `timeline of ${t.vm}`, "data-vm": t.vm },
-    svg("text", { x: 4, y: 14, class: "head" }, `${t.vm}: ${t.state || "running"}` + (t.totalMs !== undefined ? `, total ${t.totalMs} ms, downtime ${down} ms` : "")),
+  const g = svg(
+    "svg",
+    { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `timeline of ${t.vm}`, "data-vm": t.vm },
+    svg(
+      "text",
+      { x: 4, y: 14, class: "head" },
+      `${t.vm}: ${t.state || "running"}` +
+        (t.totalMs !== undefined ? `, total ${t.totalMs} ms, downtime ${down} ms` : ""),
+    ),
     svg("line", { x1: x0, y1: yBottom, x2: x1, y2: yBottom, stroke: "#9aa6b2" }),
     svg("line", { x1: x0, y1: yTop, x2: x0, y2: yBottom, stroke: "#9aa6b2" }),
     svg("text", { x: x0 - 4, y: yTop + 4, "text-anchor": "end", class: "t" }, mib(maxBytes).replace(" MiB", "")),
     svg("text", { x: x0 - 4, y: yBottom, "text-anchor": "end", class: "t" }, "MiB 0"),
     svg("polyline", { points, fill: "none", stroke: "#2368c4", "stroke-width": 2 }),
     svg("rect", { x: x0, y: yBottom + 8, width: Math.max(1, x(switchAt) - x0), height: 14, fill: "#8fb4e3" }),
-    svg("rect", { x: x(switchAt), y: yBottom + 8, width: Math.max(2, x(end) - x(switchAt)), height: 14, fill: "#c9372c", class: "downtime" }),
+    svg("rect", {
+      x: x(switchAt),
+      y: yBottom + 8,
+      width: Math.max(2, x(end) - x(switchAt)),
+      height: 14,
+      fill: "#c9372c",
+      class: "downtime",
+    }),
     svg("text", { x: x0 + 4, y: yBottom + 19 }, "pre-copy"),
-    svg("text", { x: Math.min(x(switchAt), x1 - 70) - 4, y: yBottom + 36, "text-anchor": "end", class: "t" }, `downtime ${down} ms`),
-    svg("line", { x1: x(end), y1: yTop, x2: x(end), y2: yBottom + 24, stroke: t.state === "completed" ? "#1f9d55" : "#c9372c", "stroke-width": 2 }),
-    svg("text", { x: x(end), y: yBottom + 50, "text-anchor": "end", class: "t" }, `${t.state === "completed" ? "done" : t.state || ""} at ${span} ms`),
-    svg("text", { x: x0, y: yBottom + 50, class: "t" }, "0 ms"));
+    svg(
+      "text",
+      { x: Math.min(x(switchAt), x1 - 70) - 4, y: yBottom + 36, "text-anchor": "end", class: "t" },
+      `downtime ${down} ms`,
+    ),
+    svg("line", {
+      x1: x(end),
+      y1: yTop,
+      x2: x(end),
+      y2: yBottom + 24,
+      stroke: t.state === "completed" ? "#1f9d55" : "#c9372c",
+      "stroke-width": 2,
+    }),
+    svg(
+      "text",
+      { x: x(end), y: yBottom + 50, "text-anchor": "end", class: "t" },
+      `${t.state === "completed" ? "done" : t.state || ""} at ${span} ms`,
+    ),
+    svg("text", { x: x0, y: yBottom + 50, class: "t" }, "0 ms"),
+  );
   return g;
 }
 
@@ -220,8 +371,14 @@ async function loadHistory() {
   const { dialogs } = await api("GET", "/api/history");
   $("history").replaceChildren(
     ...dialogs.map((d) =>
-      el("li", { "data-id": d.id, onclick: () => showHistory(d.id) },
-        `${when(d.startedAt)} → ${d.to} `, el("span", { class: `outcome-${d.outcome}` }, d.outcome), d.migrationId ? ` ${d.migrationId}` : "", d.by !== "console" ? ` (by ${d.by})` : ""),
+      el(
+        "li",
+        { "data-id": d.id, onclick: () => showHistory(d.id) },
+        `${when(d.startedAt)} → ${d.to} `,
+        el("span", { class: `outcome-${d.outcome}` }, d.outcome),
+        d.migrationId ? ` ${d.migrationId}` : "",
+        d.by !== "console" ? ` (by ${d.by})` : "",
+      ),
     ),
   );
 }
@@ -229,7 +386,15 @@ async function loadHistory() {
 async function showHistory(id) {
   const r = await api("GET", `/api/history/${id}`);
   $("dialog").textContent = `${r.migrationId || ""} → ${r.to} (from the history, ${when(r.startedAt)})`;
-  const rows = r.summary ? r.summary.vms.map((v) => ({ vm: v.vm, phase: v.state, progress: v.state === "completed" ? 1 : 0, transferredBytes: v.transferredBytes || 0, note: v.reason })) : [];
+  const rows = r.summary
+    ? r.summary.vms.map((v) => ({
+        vm: v.vm,
+        phase: v.state,
+        progress: v.state === "completed" ? 1 : 0,
+        transferredBytes: v.transferredBytes || 0,
+        note: v.reason,
+      }))
+    : [];
   renderDialog({ to: r.to, summary: r.summary, error: r.error, ladder: r.ladder, timelines: r.timelines, rows }, false);
 }
 
