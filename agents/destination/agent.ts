@@ -257,8 +257,12 @@ export class DestinationAgent {
         continue;
       }
       const state = await driver.state(vm.name);
-      if (state !== "absent" && state !== "stopped")
+      if (state !== "absent" && state !== "stopped") {
         rejected.push({ vm: vm.name, reason: `already ${state} on this host` });
+        continue;
+      }
+      const unfit = await driver.checkIncoming?.(vm.name);
+      if (unfit) rejected.push({ vm: vm.name, reason: unfit });
     }
     return rejected;
   }

@@ -27,6 +27,17 @@ export interface VmDefinition {
   nics: NicDefinition[];
   /** Extra hypervisor arguments, passed as an argument array (never through a shell). */
   extraArgs?: string[];
+  /** A libvirt domain: where libvirt runs it (hypervisor "libvirt" only). */
+  libvirt?: LibvirtDomainRef;
+}
+
+export interface LibvirtDomainRef {
+  /** Connection URI of the local libvirt, `qemu:///system` by default (`?socket=` for another daemon). */
+  uri: string;
+  /** Domain name in that libvirt (default: the VM's name). */
+  domain: string;
+  /** Accept the VM when this libvirt does not define the domain: the source's domain XML defines it. */
+  defineFromSource: boolean;
 }
 
 export type VmRunState =
@@ -123,6 +134,11 @@ export interface HypervisorDriver {
   /** Destination side: resolves when an incoming VM runs here; rejects with a TeleportError when the listener dies or on timeout. */
   waitResumed(vm: string, timeoutMs: number): Promise<void>;
   migrate(vm: string, target: MigrationTarget, opts: MigrationOptions): MigrationHandle;
+  /**
+   * Destination side, before arming: why this host cannot receive the VM (e.g. libvirt's domain
+   * has other memory, or a disk file is missing), undefined when it can. Changes nothing.
+   */
+  checkIncoming?(vm: string): Promise<string | undefined>;
   /**
    * Source side, after its agent crashed: settle an outgoing migration the agent left behind. A
    * copy whose migration completed without it is quit (what the agent does after every move); a

@@ -1,5 +1,5 @@
 /**
- * Which driver runs which hypervisor. Adding one (libvirt) is one new file plus one line here.
+ * Which driver runs which hypervisor. Adding one is one new file plus one line here.
  * Each driver gets the VMs of its own kind from the host's inventory.
  */
 import { TeleportError } from "../errors";
@@ -7,6 +7,7 @@ import type { Logger } from "../log/logger";
 import type { Hypervisor } from "../../nrdl/types";
 import type { AccelChoice } from "./accel";
 import type { HypervisorDriver, VmDefinition } from "./driver";
+import { LibvirtDriver } from "./libvirt";
 import { LoadDriver, type LoadDriverOptions } from "./load";
 import { QemuDriver } from "./qemu";
 import { VirtualBoxDriver } from "./virtualbox";
@@ -19,6 +20,7 @@ export interface DriverOptions {
   logger?: Logger;
   qemu?: { binary?: string; accel?: AccelChoice; startTimeoutMs?: number; migrationTls?: boolean };
   virtualbox?: { vboxManage?: string };
+  libvirt?: { virsh?: string };
 }
 
 type Factory = (opts: DriverOptions) => HypervisorDriver;
@@ -41,6 +43,8 @@ const FACTORIES: Partial<Record<Hypervisor, Factory>> = {
       logger: o.logger,
       vboxManage: o.virtualbox?.vboxManage,
     }),
+  libvirt: (o) =>
+    new LibvirtDriver({ runDir: o.runDir, inventory: o.inventory, logger: o.logger, virsh: o.libvirt?.virsh }),
 };
 
 export function createDriver(kind: Hypervisor, opts: DriverOptions): HypervisorDriver {

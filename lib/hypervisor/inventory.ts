@@ -9,7 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { TeleportError } from "../errors";
 import { HYPERVISORS, ROLES, type Hypervisor, type Role } from "../../nrdl/types";
-import type { NicDefinition, VmDefinition } from "./driver";
+import type { LibvirtDomainRef, NicDefinition, VmDefinition } from "./driver";
 
 export const VM_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
@@ -28,7 +28,11 @@ const VM_KEYS = new Set([
   "disk",
   "nics",
   "extraArgs",
+  "libvirt",
 ]);
+const LIBVIRT_KEYS = new Set(["uri", "domain", "defineFromSource"]);
+/** Local libvirt only: the agent fronts this libvirt's socket when it arms (see libvirt.ts). */
+const LIBVIRT_URI = /^qemu:\/\/\/system(\?socket=\/[^&\s]+)?$/;
 const NIC_KEYS = new Set(["kind", "ifname", "mac"]);
 
 type Raw = Record<string, unknown>;
@@ -85,6 +89,25 @@ function parseNic(raw: unknown, at: string, problems: Problems): NicDefinition |
   return kind === "tap" ? { kind, mac: mac.toLowerCase(), ifname: String(ifname) } : { kind, mac: mac.toLowerCase() };
 }
 
+function parseLibvirt(raw: unknown, name: string, at: string, problems: Problems): LibvirtDomainRef | undefined {
+  if (raw === undefined) return { uri: "qemu:///system", domain: name, defineFromSource: false };
+  if (!isRecord(raw)) {
+    problems.add(at, "must be an object { uri?, domain?, defineFromSource? }");
+    return undefined;
+  }
+  unknownKeys(raw, LIBVIRT_KEYS, at, problems);
+  const { uri = "qemu:///system", domain = name, defineFromSource = false } = raw;
+  if (typeof uri !== "string" || !LIBVIRT_URI.test(uri))
+    problems.add(
+      `${at}.uri`,
+      "must be qemu:///system or qemu:///system?socket=/absolute/path (the libvirt of this host)",
+    );
+  if (typeof domain !== "string" || !VM_NAME.test(domain))
+    problems.add(`${at}.domain`, "must be a libvirt domain name matching [A-Za-z0-9][A-Za-z0-9._-]{0,63}");
+  if (typeof defineFromSource !== "boolean") problems.add(`${at}.defineFromSource`, "must be true or false");
+  return { uri: String(uri), domain: String(domain), defineFromSource: defineFromSource === true };
+}
+
 function parseVm(raw: unknown, at: string, baseDir: string, problems: Problems): VmDefinition | undefined {
   if (!isRecord(raw)) {
     problems.add(at, "must be an object");
@@ -105,6 +128,9 @@ function parseVm(raw: unknown, at: string, baseDir: string, problems: Problems):
   const initrd = optionalPath(raw, "initrd", where, baseDir, problems);
   const disk = optionalPath(raw, "disk", where, baseDir, problems);
   if (raw.append !== undefined && typeof raw.append !== "string") problems.add(`${where}.append`, "must be a string");
+  if (raw.libvirt !== undefined && hypervisor !== "libvirt")
+    problems.add(`${where}.libvirt`, 'only VMs with hypervisor "libvirt" name a libvirt domain');
+  const libvirt = hypervisor === "libvirt" ? parseLibvirt(raw.libvirt, name, `${where}.libvirt`, problems) : undefined;
   if (hypervisor === "qemu" && !kernel && !disk)
     problems.add(where, "a QEMU VM needs a kernel (with initrd/append) or a disk");
   if (!kernel && (initrd || raw.append !== undefined)) problems.add(where, "initrd and append need a kernel");
@@ -132,6 +158,7 @@ function parseVm(raw: unknown, at: string, baseDir: string, problems: Problems):
   if (initrd) vm.initrd = initrd;
   if (typeof raw.append === "string") vm.append = raw.append;
   if (disk) vm.disk = disk;
+  if (libvirt) vm.libvirt = libvirt;
   return vm;
 }
 

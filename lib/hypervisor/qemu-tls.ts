@@ -11,14 +11,19 @@ import path from "node:path";
 import { TeleportError } from "../errors";
 import type { QmpClient } from "./qmp";
 
-const PSK_USER = "sip-teleport";
+export const PSK_USER = "sip-teleport";
+
+/** The pre-shared key both ends derive from the one-time secret (QEMU's and libvirt's tunnel). */
+export function migrationPsk(secret: string): Buffer {
+  if (!secret) throw new TeleportError(400, "a migration needs a non-empty secret");
+  return crypto.createHash("sha256").update(secret, "utf8").digest();
+}
 
 /** Write keys.psk (mode 0600) into a fresh private folder. */
 function writeKeyDir(dir: string, secret: string): void {
-  if (!secret) throw new TeleportError(400, "a migration needs a non-empty secret");
+  const key = migrationPsk(secret).toString("hex");
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { mode: 0o700 });
-  const key = crypto.createHash("sha256").update(secret, "utf8").digest("hex");
   fs.writeFileSync(path.join(dir, "keys.psk"), `${PSK_USER}:${key}\n`, { mode: 0o600, flag: "wx" });
 }
 

@@ -1,0 +1,265 @@
+/**
+ * libvirt domains, driven through virsh (see virsh.ts for why not a Node binding). The inventory
+ * names each VM's domain and the local libvirt's URI; libvirt keeps the domain's definition, so
+ * the inventory's memory and vCPUs are what the NRDL offer says and what the receiving side
+ * checks against its own domain.
+ *
+ * Armed, for libvirt, means: this agent listens on the chosen migration port with a TLS-PSK
+ * tunnel keyed by the dialog's one-time secret, in front of the local libvirtd socket; libvirt
+ * itself is not touched. The source's libvirtd reaches it through the source agent's end of the
+ * tunnel and runs a managed peer-to-peer tunnelled migration (migration protocol v3: libvirt
+ * prepares the incoming domain here, streams it over its RPC connection, finishes and confirms).
+ * What the secret protects is therefore a libvirt RPC connection with this agent's rights, not
+ * one QEMU migration stream: see lib/hypervisor/README.md for what that means and its limits.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import { TeleportError } from "../errors";
+import { silentLogger, type Logger } from "../log/logger";
+import type {
+  ArmedListener,
+  ArmOptions,
+  HypervisorDriver,
+  LibvirtDomainRef,
+  MigrationHandle,
+  MigrationOptions,
+  MigrationTarget,
+  VmDefinition,
+  VmRunState,
+} from "./driver";
+import { LibvirtMigration } from "./libvirt-migration";
+import { listenTunnel, type TunnelServer } from "./libvirt-tunnel";
+import { freePort, tcpUri } from "./net";
+import { Virsh, type DomainState } from "./virsh";
+
+export interface LibvirtDriverOptions {
+  /** This host's run directory (the tunnels' private sockets). */
+  runDir: string;
+  inventory: VmDefinition[];
+  logger?: Logger;
+  /** Default "virsh" from PATH. */
+  virsh?: string;
+}
+
+interface Armed {
+  uri: string;
+  tunnel: TunnelServer;
+}
+
+/** The libvirtd socket a local URI names (`?socket=`), else the system daemon's. */
+export function libvirtSocket(uri: string): string {
+  const m = /[?&]socket=([^&]+)/.exec(uri);
+  if (m) return decodeURIComponent(m[1]);
+  // modular daemons (virtqemud) where the monolithic libvirtd is not running
+  const monolithic = "/run/libvirt/libvirt-sock";
+  const modular = "/run/libvirt/virtqemud-sock";
+  return !fs.existsSync(monolithic) && fs.existsSync(modular) ? modular : monolithic;
+}
+
+/** libvirt's domain state in the driver's words; `armed`: this agent waits for the VM. */
+function runState(st: DomainState | undefined, armed: boolean): VmRunState {
+  if (!st) return armed ? "incoming" : "absent";
+  switch (st.state) {
+    case "running":
+      return "running";
+    case "paused":
+      // the destination's copy during an incoming migration
+      return armed && /migrat/.test(st.reason) ? "incoming" : "paused";
+    case "pmsuspended":
+      return "paused";
+    case "shut off":
+      return armed ? "incoming" : "stopped";
+    default:
+      return "stopped"; // in shutdown, crashed, blocked
+  }
+}
+
+export class LibvirtDriver implements HypervisorDriver {
+  readonly kind = "libvirt" as const;
+  readonly runDir: string;
+  private readonly defs: Map<string, VmDefinition & { libvirt: LibvirtDomainRef }>;
+  private readonly log: Logger;
+  private readonly binary: string;
+  private readonly armed = new Map<string, Armed>();
+  private readonly outgoing = new Map<string, LibvirtMigration>();
+
+  constructor(opts: LibvirtDriverOptions) {
+    this.runDir = path.resolve(opts.runDir);
+    this.log = opts.logger ?? silentLogger;
+    this.binary = opts.virsh ?? "virsh";
+    this.defs = new Map(
+      opts.inventory
+        .filter((d) => d.hypervisor === "libvirt")
+        .map((d) => [
+          d.name,
+          { ...d, libvirt: d.libvirt ?? { uri: "qemu:///system", domain: d.name, defineFromSource: false } },
+        ]),
+    );
+    fs.mkdirSync(this.runDir, { recursive: true });
+    this.log.info("libvirt driver", { runDir: this.runDir, vms: this.defs.size });
+  }
+
+  async available(): Promise<{ ok: boolean; detail: string }> {
+    const uris = [...new Set([...this.defs.values()].map((d) => d.libvirt.uri))];
+    const problems: string[] = [];
+    let version = "";
+    for (const uri of uris.length ? uris : ["qemu:///system"]) {
+      try {
+        version = (await new Virsh(uri, this.binary).run(["version", "--daemon"])).split("\n").pop() ?? "";
+      } catch (err) {
+        problems.push(`${uri}: ${TeleportError.from(err).details.join("; ") || TeleportError.from(err).message}`);
+      }
+    }
+    if (problems.length)
+      return {
+        ok: false,
+        detail: `libvirt not reachable (${problems.join("; ")}); apt-get install libvirt-daemon-system libvirt-clients`,
+      };
+    return { ok: true, detail: version.trim() };
+  }
+
+  inventory(): VmDefinition[] {
+    return [...this.defs.values()];
+  }
+
+  async state(vm: string): Promise<VmRunState> {
+    const def = this.definition(vm);
+    return runState(await this.virsh(def).domState(def.libvirt.domain), this.armed.has(vm));
+  }
+
+  async start(vm: string): Promise<void> {
+    const def = this.definition(vm);
+    const st = await this.requireDefined(def);
+    if (st.state !== "shut off")
+      throw new TeleportError(486, `VM ${vm} (domain ${def.libvirt.domain}) is already ${st.state} on this host`);
+    await this.virsh(def).run(["start", def.libvirt.domain]);
+    this.log.info(`started ${vm}`, { domain: def.libvirt.domain });
+  }
+
+  async stop(vm: string): Promise<void> {
+    const def = this.definition(vm);
+    if (this.outgoing.has(vm))
+      throw new TeleportError(486, `VM ${vm} is migrating out; abort the migration before stopping it`);
+    const st = await this.virsh(def).domState(def.libvirt.domain);
+    if (!st || st.state === "shut off") return;
+    await this.virsh(def).run(["destroy", def.libvirt.domain]);
+    this.log.info(`stopped ${vm}`, { domain: def.libvirt.domain });
+  }
+
+  async checkIncoming(vm: string): Promise<string | undefined> {
+    const def = this.definition(vm);
+    const { uri, domain, defineFromSource } = def.libvirt;
+    const virsh = this.virsh(def);
+    let st: DomainState | undefined;
+    try {
+      st = await virsh.domState(domain);
+    } catch (err) {
+      return `libvirt at ${uri} does not answer: ${TeleportError.from(err).details.join("; ")}`;
+    }
+    if (!st)
+      return defineFromSource
+        ? undefined
+        : `libvirt at ${uri} does not define domain ${domain} (define it like the source's, or set libvirt.defineFromSource)`;
+    if (st.state !== "shut off") return `domain ${domain} is already ${st.state} on this host`;
+    const shape = await virsh.shape(domain);
+    const problems: string[] = [];
+    if (Math.floor(shape.memoryKib / 1024) !== def.memoryMib)
+      problems.push(`domain ${domain} has ${Math.floor(shape.memoryKib / 1024)} MiB, the offer ${def.memoryMib} MiB`);
+    if (shape.vcpus !== def.cpus) problems.push(`domain ${domain} has ${shape.vcpus} vCPUs, the offer ${def.cpus}`);
+    for (const disk of shape.disks)
+      if (disk.startsWith("/") && !fs.existsSync(disk))
+        problems.push(`disk ${disk} of domain ${domain} is missing here (libvirt moves no disks: shared storage)`);
+    return problems.length ? problems.join("; ") : undefined;
+  }
+
+  async arm(vm: string, opts: ArmOptions): Promise<ArmedListener> {
+    const def = this.definition(vm);
+    if (this.armed.has(vm)) throw new TeleportError(486, `VM ${vm} is already armed here`);
+    const why = await this.checkIncoming(vm);
+    if (why) throw new TeleportError(488, `VM ${vm} cannot be received here`, [why]);
+    const port = opts.port ?? (await freePort(opts.address));
+    const uri = tcpUri(opts.address, port);
+    const tunnel = await listenTunnel(opts.address, port, opts.secret, libvirtSocket(def.libvirt.uri), (reason) =>
+      this.log.warn(`refused a connection to the armed port of ${vm}`, { uri, reason }),
+    );
+    this.armed.set(vm, { uri, tunnel });
+    this.log.info(`armed ${vm}`, { uri, domain: def.libvirt.domain });
+    return { vm, uri };
+  }
+
+  async disarm(vm: string): Promise<void> {
+    const def = this.definition(vm);
+    const st = await this.virsh(def).domState(def.libvirt.domain);
+    // the VM arrived: it is the only copy now
+    if (st?.state === "running" && st.reason !== "migration")
+      throw new TeleportError(486, `VM ${vm} is running here, not waiting for a migration: not disarming it`);
+    await this.closeTunnel(vm);
+    this.log.info(`disarmed ${vm}`);
+  }
+
+  async waitResumed(vm: string, timeoutMs: number): Promise<void> {
+    const def = this.definition(vm);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const st = await this.virsh(def).domState(def.libvirt.domain);
+      if (st?.state === "running") return this.closeTunnel(vm);
+      const armed = this.armed.get(vm);
+      if (!armed)
+        throw new TeleportError(503, `VM ${vm} is not here and nothing waits for it (${st?.state ?? "not defined"})`);
+      if (Date.now() > deadline)
+        throw new TeleportError(504, `VM ${vm} did not resume here within ${timeoutMs} ms (${st?.state ?? "absent"})`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  migrate(vm: string, target: MigrationTarget, opts: MigrationOptions): MigrationHandle {
+    const def = this.definition(vm);
+    if (this.outgoing.has(vm)) {
+      const refused = new TeleportError(486, `VM ${vm} is already migrating`);
+      const fail = Promise.reject(refused);
+      fail.catch(() => undefined);
+      return { done: fail, readyToSwitch: fail, switchover: () => fail, abort: async () => undefined };
+    }
+    const migration = new LibvirtMigration(
+      {
+        vm,
+        domain: def.libvirt.domain,
+        virsh: this.virsh(def),
+        tunnelDir: path.join(this.runDir, `${vm}.tunnel-${process.pid}-${Date.now().toString(36)}`),
+        log: this.log,
+        settled: () => {
+          if (this.outgoing.get(vm) === migration) this.outgoing.delete(vm);
+        },
+      },
+      target,
+      opts,
+    );
+    this.outgoing.set(vm, migration);
+    return migration;
+  }
+
+  private virsh(def: { libvirt: LibvirtDomainRef }): Virsh {
+    return new Virsh(def.libvirt.uri, this.binary);
+  }
+
+  private definition(vm: string): VmDefinition & { libvirt: LibvirtDomainRef } {
+    const def = this.defs.get(vm);
+    if (!def) throw new TeleportError(404, `VM ${vm} is not defined in this host's inventory`);
+    return def;
+  }
+
+  private async requireDefined(def: VmDefinition & { libvirt: LibvirtDomainRef }): Promise<DomainState> {
+    const st = await this.virsh(def).domState(def.libvirt.domain);
+    if (!st)
+      throw new TeleportError(404, `libvirt at ${def.libvirt.uri} does not define domain ${def.libvirt.domain}`, [
+        `virsh -c ${def.libvirt.uri} define DOMAIN.xml`,
+      ]);
+    return st;
+  }
+
+  private async closeTunnel(vm: string): Promise<void> {
+    const a = this.armed.get(vm);
+    this.armed.delete(vm);
+    await a?.tunnel.close();
+  }
+}

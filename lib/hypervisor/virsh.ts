@@ -1,0 +1,95 @@
+/**
+ * libvirt through `virsh` (libvirt-clients): each call is one process with `-c URI`, arguments
+ * as an array (never a shell). virsh over a Node binding: the npm bindings (node-libvirt,
+ * libvirt) are unmaintained and need a native build against libvirt-dev, while virsh is
+ * libvirt's own maintained client, ships with every libvirt host and speaks every transport.
+ */
+import execa from "execa";
+import { TeleportError } from "../errors";
+
+/** `virsh domstate --reason`: "running (booted)", "shut off (migrated)", "paused (migration)". */
+export interface DomainState {
+  state: string;
+  reason: string;
+}
+
+/** What the receiving side compares with the offer. */
+export interface DomainShape {
+  memoryKib: number;
+  vcpus: number;
+  uuid: string;
+  /** Source files of the domain's disks, in XML order. */
+  disks: string[];
+}
+
+/** `virsh domjobinfo`'s "Key: value unit" lines, values converted to numbers (bytes, ms). */
+export type JobInfo = Map<string, number | string>;
+
+const UNITS: Record<string, number> = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4 };
+
+export function parseJobInfo(text: string): JobInfo {
+  const info: JobInfo = new Map();
+  for (const line of text.split("\n")) {
+    const m = /^([^:]+):\s+(.*?)\s*$/.exec(line);
+    if (!m) continue;
+    const [, key, raw] = m;
+    const num = /^(-?[\d.]+)\s*(B|KiB|MiB|GiB|TiB|ms|bytes|pages\/s)?$/.exec(raw);
+    info.set(key.trim(), num ? Number(num[1]) * (UNITS[num[2] ?? ""] ?? 1) : raw);
+  }
+  return info;
+}
+
+export function parseDomainXml(xml: string): DomainShape {
+  const memory = /<memory(?:\s+unit='(\w+)')?>(\d+)<\/memory>/.exec(xml);
+  const unit = memory?.[1] ?? "KiB";
+  const factor = { b: 1 / 1024, bytes: 1 / 1024, KiB: 1, k: 1, MiB: 1024, M: 1024, GiB: 1024 ** 2, G: 1024 ** 2 }[unit];
+  const vcpus = /<vcpu[^>]*>(\d+)<\/vcpu>/.exec(xml);
+  const disks = [...xml.matchAll(/<disk\b[\s\S]*?<\/disk>/g)]
+    .map((d) => /<source\s+(?:file|dev|name)='([^']+)'/.exec(d[0])?.[1])
+    .filter((s): s is string => !!s);
+  return {
+    memoryKib: Math.round(Number(memory?.[2] ?? 0) * (factor ?? 1)),
+    vcpus: Number(vcpus?.[1] ?? 0),
+    uuid: /<uuid>([^<]+)<\/uuid>/.exec(xml)?.[1] ?? "",
+    disks,
+  };
+}
+
+export class Virsh {
+  constructor(
+    readonly uri: string,
+    private readonly binary = "virsh",
+  ) {}
+
+  /** Run one virsh command; a failure becomes a TeleportError with virsh's own message. */
+  async run(args: string[], status = 500): Promise<string> {
+    const r = await execa(this.binary, ["-q", "-c", this.uri, ...args], { reject: false, stdin: "ignore" });
+    if (r.exitCode !== 0) {
+      const why = (r.stderr || r.stdout || `exit code ${r.exitCode}`).replace(/^error: /gm, "").trim();
+      throw new TeleportError(status, `virsh ${args[0]} failed on ${this.uri}`, why.split("\n").filter(Boolean));
+    }
+    return r.stdout;
+  }
+
+  /** The domain's state, or undefined when this libvirt does not define it. */
+  async domState(domain: string): Promise<DomainState | undefined> {
+    const r = await execa(this.binary, ["-q", "-c", this.uri, "domstate", "--reason", domain], {
+      reject: false,
+      stdin: "ignore",
+    });
+    if (r.exitCode !== 0) {
+      if (/failed to get domain|Domain not found/i.test(r.stderr)) return undefined;
+      throw new TeleportError(503, `libvirt at ${this.uri} does not answer`, [r.stderr.replace(/^error: /gm, "")]);
+    }
+    const m = /^(.*?)\s*(?:\((.*)\))?\s*$/.exec(r.stdout.trim());
+    return { state: m?.[1] ?? r.stdout.trim(), reason: m?.[2] ?? "" };
+  }
+
+  async shape(domain: string): Promise<DomainShape> {
+    return parseDomainXml(await this.run(["dumpxml", "--inactive", domain]));
+  }
+
+  async jobInfo(domain: string, completed = false): Promise<JobInfo> {
+    return parseJobInfo(await this.run(["domjobinfo", ...(completed ? ["--completed"] : []), domain]));
+  }
+}
