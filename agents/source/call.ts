@@ -116,7 +116,7 @@ export class SourceCall {
           reporter.state(statusOf(o));
           events.onOutcome?.(o);
         },
-        onSwitchover: (_wave, vms) => events.onSwitchover?.(vms),
+        onSwitchover: (vms) => events.onSwitchover?.(vms),
       },
     });
     await reporter.close();

@@ -94,6 +94,8 @@ export interface MigrationResult {
   downtimeMs: number;
   /** -1 when the hypervisor does not measure it (VirtualBox). */
   transferredBytes: number;
+  /** When the source stopped the VM for switchover (epoch ms), when the hypervisor says; for the group's pause. */
+  stoppedAt?: number;
 }
 
 /** A running outgoing migration. */
@@ -102,6 +104,12 @@ export interface MigrationHandle {
   readonly done: Promise<MigrationResult>;
   /** With pauseBeforeSwitchover: resolves when every page was sent once and the VM, still running, waits for switchover. */
   readonly readyToSwitch: Promise<void>;
+  /**
+   * After readyToSwitch: let the migration converge with the real downtime limit; resolves when the
+   * source has stopped the VM with only its last pages and device state left to send (it waits there).
+   */
+  converge(): Promise<void>;
+  /** Send the rest (converging first if needed); resolves when the destination has the VM. */
   switchover(): Promise<void>;
   /** Cancel; the VM keeps running on the source. */
   abort(): Promise<void>;
