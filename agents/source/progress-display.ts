@@ -5,7 +5,7 @@
 import type { MigrationProgress } from "../../lib/hypervisor/driver";
 import type { VmOutcome } from "../../lib/plan/execute";
 import type { Answer } from "../../nrdl/types";
-import type { MigrateSummary, SourceEvents, SourcePhase } from "./agent";
+import type { MigrateSummary, SourceEvents, SourcePhase } from "./types";
 
 export type DisplayMode = "tty" | "plain" | "json";
 
