@@ -153,7 +153,8 @@ function childrenOf(node: XNode, allowed: Record<string, Cardinality>, ctx: Cont
     else
       ctx.add(
         child.path,
-        `unexpected element <${child.name}>; <${node.name}> ${names.length ? `contains ${names.join(", ")}` : "has no child elements"}`,
+        `unexpected element <${child.name}>; <${node.name}> ` +
+          `${names.length ? `contains ${names.join(", ")}` : "has no child elements"}`,
       );
   }
   for (const [name, cardinality] of Object.entries(allowed)) {

@@ -54,7 +54,8 @@ export class ProgressDisplay implements SourceEvents {
     this.clear();
     const lines = [...this.rows.values()].map(
       (r) =>
-        `  ${r.vm.padEnd(16)} ${bar(r.progress)} ${(r.progress * 100).toFixed(0).padStart(3)}%  ${r.phase.padEnd(14)} ${mib(r.bytes).padStart(11)} ${r.note}`,
+        `  ${r.vm.padEnd(16)} ${bar(r.progress)} ${(r.progress * 100).toFixed(0).padStart(3)}%  ` +
+        `${r.phase.padEnd(14)} ${mib(r.bytes).padStart(11)} ${r.note}`,
     );
     this.write(lines.map((l) => l + "\n").join(""));
     this.drawn = lines.length;

@@ -29,7 +29,8 @@ export function sendInvite(
             current?.cancel();
             reject(
               new TeleportError(408, "Request Timeout", [
-                `no final answer to the INVITE within ${limit / 1000} s (the destination may have crashed while arming); CANCEL sent, nothing was migrated`,
+                `no final answer to the INVITE within ${limit / 1000} s (the destination may have crashed ` +
+                  `while arming); CANCEL sent, nothing was migrated`,
               ]),
             );
           }, limit);
