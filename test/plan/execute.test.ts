@@ -143,7 +143,7 @@ describe("executePlan", () => {
     expect(out.find((o) => o.vm === "video")).toMatchObject({ reason: expect.stringMatching(/r1.*did not move/) });
   });
 
-  it("switchover: the whole group pre-copies at once, stops together, then switches over in dependency order", async () => {
+  it("switchover: the whole group pre-copies at once, stops together, then switches over by dependencies", async () => {
     const r = new Recorder({ r1: { ms: 40 }, video: { ms: 5 }, web: { ms: 20 } });
     const out = await executePlan({
       plan: planWaves([vm("video", "server", ["r1"]), vm("web", "server"), vm("r1", "router")]),
