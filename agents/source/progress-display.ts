@@ -147,6 +147,10 @@ export function formatSummary(s: MigrateSummary): string {
       .trimEnd();
   const lines = [fmt(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(fmt)];
   for (const v of s.vms) if (v.reason) lines.push(`${v.vm}: ${v.reason}`);
+  if (s.groupDowntimeMs !== undefined)
+    lines.push(
+      `group downtime ${s.groupDowntimeMs} ms (first VM stopped to the last one's state loaded at the destination)`,
+    );
   const p = s.phases;
   lines.push(
     `${s.migrationId}: ${s.outcome}. SIP phases: INVITE->200 ${p.arming} ms` +

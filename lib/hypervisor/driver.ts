@@ -110,10 +110,11 @@ export interface MigrationHandle {
    */
   readonly readyToSwitch: Promise<void>;
   /**
-   * After readyToSwitch: let the migration converge with the real downtime limit; resolves when the
-   * source has stopped the VM with only its last pages and device state left to send (it waits there).
+   * After readyToSwitch: let the migration converge (with `downtimeLimitMs`, default the migration's
+   * own limit); resolves when the source has stopped the VM with only its last pages and device
+   * state left to send (it waits there).
    */
-  converge(): Promise<void>;
+  converge(downtimeLimitMs?: number): Promise<void>;
   /** Send the rest (converging first if needed); resolves when the destination has the VM. */
   switchover(): Promise<void>;
   /** Cancel; the VM keeps running on the source. */

@@ -136,7 +136,7 @@ export class QemuMigration implements MigrationHandle {
    * pass; it then stops the VM at pre-switchover and waits there. Every VM of a group released
    * together stops within about one pass of each other, while each kept running until then.
    */
-  async converge(): Promise<void> {
+  async converge(downtimeLimitMs = this.opts.downtimeLimitMs): Promise<void> {
     const client = this.client;
     if (!this.released) {
       if (!this.opts.pauseBeforeSwitchover || !client || !(this.phase === "active" || this.phase === "pre-switchover"))
@@ -146,7 +146,7 @@ export class QemuMigration implements MigrationHandle {
       if (this.phase === "active")
         await client.execute("migrate-set-parameters", {
           "max-bandwidth": this.bytesPerS,
-          "downtime-limit": this.opts.downtimeLimitMs,
+          "downtime-limit": Math.max(1, Math.round(downtimeLimitMs)),
         });
     }
     await this.stopped.promise;

@@ -44,6 +44,15 @@ export function switchoverWindowMs(policy: Policy): number {
   return Math.max(2000, 5 * policy.downtimeLimitMs);
 }
 
+/**
+ * The downtime limit each VM converges with in a whole-group switchover. The group's pause is the
+ * spread of its STOPs plus one final copy per wave (waves are sent one after the other), so each
+ * gets an equal share of the limit: the group as a whole, and so every VM in it, stays near it.
+ */
+export function convergeLimitMs(policy: Policy, waves: number): number {
+  return Math.max(10, Math.floor(policy.downtimeLimitMs / (waves + 1)));
+}
+
 /** Resolves with `p`'s outcome, or rejects after `ms`. */
 function within<T>(p: Promise<T>, ms: number, why: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -198,7 +207,7 @@ class Run {
     const window = switchoverWindowMs(policy);
     try {
       await within(
-        Promise.all(started.map(([, h]) => h.converge())),
+        Promise.all(started.map(([, h]) => h.converge(convergeLimitMs(policy, plan.waves.length)))),
         window,
         `not every VM stopped for switchover within ${window} ms`,
       );

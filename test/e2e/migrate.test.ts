@@ -3,6 +3,7 @@
  * INVITE/200/ACK/INFO.../BYE, and the invariant that each VM runs on exactly one host.
  */
 import { ladderSteps } from "../../lib/sip/ladder";
+import { formatSummary } from "../../agents/source/progress-display";
 import { bootOnSource, expectAllOn, guestDefs, placement, startPair, type Pair, type Transport } from "./harness";
 
 const policy = {
@@ -108,6 +109,10 @@ describe.each<Transport>(["udp", "tcp"])("agent pair: exp1 and exp3 over %s", (t
     // one switchover for the whole group; the network functions reach dc2 before the servers
     expect(events[0]).toBe("switch firewall+router-switch+storage+web");
     expect(events.slice(1, 3).sort()).toEqual(["completed firewall", "completed router-switch"]);
+    // the group's pause covers every VM's own downtime, and QEMU was told a share of the limit each
+    const downtimes = summary.vms.map((v) => v.downtimeMs as number);
+    expect(summary.groupDowntimeMs).toBeGreaterThanOrEqual(Math.max(...downtimes));
+    expect(formatSummary(summary)).toContain(`group downtime ${summary.groupDowntimeMs} ms`);
     await expectAllOn(pair, "dc2");
   });
 });
