@@ -396,7 +396,7 @@ export class DestinationAgent {
         const secret = randomBytes(32).toString("base64url");
         const listener = await local.driver.arm(vm.name, { address, port, secret });
         state.armed.add(vm.name);
-        return { vm: vm.name, uri: listener.uri, secret };
+        return { vm: vm.name, uri: listener.uri, secret, exports: [] };
       }),
     );
     const failed = results.flatMap((r, i) =>

@@ -111,6 +111,7 @@ export class SourceAgent {
           memoryMib: def.memoryMib,
           cpus: def.cpus,
           dependsOn: [],
+          disks: [],
         };
       });
       offer = { kind: "offer", sourceUri: this.opts.sip.aor, destinationUri: req.to, policy: req.policy, vms };
