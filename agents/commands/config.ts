@@ -14,7 +14,9 @@ function missingImages(vms: readonly VmDefinition[]): string[] {
     ...vm.disks
       .filter((d) => d.mode === "shared")
       .map((d) => ({ vm: vm.name, field: `disk ${d.target}`, file: d.file as string | undefined })),
-    ...vm.disks.flatMap((d) => (d.backing ? [{ vm: vm.name, field: `disk ${d.target} backing`, file: d.backing }] : [])),
+    ...vm.disks.flatMap((d) =>
+      d.backing ? [{ vm: vm.name, field: `disk ${d.target} backing`, file: d.backing }] : [],
+    ),
   ]);
   return files
     .filter((f) => f.file !== undefined && !existsSync(f.file))

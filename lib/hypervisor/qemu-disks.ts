@@ -63,6 +63,11 @@ function freeBytes(dir: string): number {
 /** Every reason the offered disks cannot be received by `def` on this host; empty when they can. */
 export function vetIncomingDisks(def: VmDefinition, offered: DiskSpec[]): string[] {
   const problems: string[] = [];
+  for (const local of def.disks.filter(isCopied))
+    if (!offered.some((o) => o.target === local.target))
+      problems.push(
+        `disk ${local.target}: defined here to be copied (${local.mode}), but the offer does not carry it (the source needs NRDL 2 and the same disk in its inventory)`,
+      );
   const need = new Map<string, number>();
   for (const o of offered) {
     const local = def.disks.find((d) => d.target === o.target);
