@@ -11,7 +11,14 @@ export function expectOneGroupInterruption(r: RunResult, lab: Lab): void {
   // one interruption: the whole group is stopped before any VM resumes on the destination
   expect(Math.max(...stops)).toBeLessThan(Math.min(...resumes.values()));
   const waves = planWaves(
-    lab.exp.guests.map((g) => ({ ...g, hypervisor: "qemu" as const, memoryMib: 96, cpus: 1, dependsOn: [] })),
+    lab.exp.guests.map((g) => ({
+      ...g,
+      hypervisor: "qemu" as const,
+      memoryMib: 96,
+      cpus: 1,
+      dependsOn: [],
+      disks: [],
+    })),
   ).waves;
   for (let i = 1; i < waves.length; i++) {
     const before = Math.max(...waves[i - 1].vms.map((vm) => resumes.get(vm) as number));
