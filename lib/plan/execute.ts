@@ -41,7 +41,7 @@ function reasonOf(err: unknown): string {
  * switchover is called off (and all resume at the source): the group's pause when one cannot follow.
  */
 export function switchoverWindowMs(policy: Policy): number {
-  return Math.max(2000, 5 * policy.downtimeLimitMs);
+  return Math.max(3000, 10 * policy.downtimeLimitMs);
 }
 
 /**

@@ -98,6 +98,7 @@ describe.each<Transport>(["udp", "tcp"])("agent pair: exp1 and exp3 over %s", (t
         onOutcome: (o) => events.push(`${o.state} ${o.vm}`),
       },
     });
+    expect(summary.vms.filter((v) => v.reason).map((v) => `${v.vm}: ${v.reason}`)).toEqual([]);
     expect(summary.outcome).toBe("completed");
     // one switchover for the whole group; the network functions reach dc2 before the servers
     expect(events[0]).toBe("switch firewall+router-switch+storage+web");

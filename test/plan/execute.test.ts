@@ -192,10 +192,10 @@ describe("executePlan", () => {
       policy: policy({ strategy: "switchover", maxParallel: 2, downtimeLimitMs: 100 }),
       start: r.start,
     });
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(2000);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(3000);
     expect(states(out)).toEqual({ a: "aborted", b: "aborted" });
     expect(out[0]).toMatchObject({
-      reason: expect.stringMatching(/not every VM stopped for switchover within 2000 ms/),
+      reason: expect.stringMatching(/not every VM stopped for switchover within 3000 ms/),
     });
     expect(r.log).toContain("stop a");
     expect(r.log.some((l) => l.startsWith("switch"))).toBe(false);
