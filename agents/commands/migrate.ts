@@ -3,7 +3,7 @@ import { Option, type Command } from "commander";
 import { TeleportError } from "../../lib/errors";
 import { ladderSteps, renderLadder, type TraceEvent } from "../../lib/sip/ladder";
 import { parseNrdlOrThrow } from "../../nrdl";
-import { ON_ERROR, STRATEGIES, type Offer, type Policy } from "../../nrdl/types";
+import { CONVERGENCE, ON_ERROR, STRATEGIES, type Convergence, type Offer, type Policy } from "../../nrdl/types";
 import { SourceAgent } from "../source/agent";
 import { ProgressDisplay, type DisplayMode } from "../source/progress-display";
 import { hostOf, sipOf } from "../wiring";
@@ -19,6 +19,7 @@ interface MigrateOptions extends CommonOptions {
   downtimeLimitMs?: string;
   timeoutS?: string;
   onError?: Policy["onError"];
+  convergence?: Convergence;
   json?: boolean;
   ladder?: boolean;
 }
@@ -46,6 +47,13 @@ export function registerMigrateCommand(program: Command): void {
     .option("--bandwidth-mbps <n>", "cap each migration's bandwidth (0 = unlimited)")
     .option("--downtime-limit-ms <n>", "the longest pause QEMU may take at switchover")
     .option("--timeout-s <n>", "give up on a VM that has not moved in n seconds (it keeps running here)")
+    .addOption(
+      new Option(
+        "--convergence <c>",
+        "for guests that write faster than the link: none (pre-copy only) | auto-converge (throttle the " +
+          "guest) | postcopy (switch to post-copy when pre-copy stops gaining); not none needs NRDL 2",
+      ).choices([...CONVERGENCE]),
+    )
     .addOption(
       new Option("--on-error <rule>", "abort: stop everything on the first failure; continue: move the rest").choices([
         ...ON_ERROR,
@@ -97,6 +105,7 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
       downtimeLimitMs: num("downtime-limit-ms", o.downtimeLimitMs) ?? d.downtimeLimitMs,
       timeoutS: num("timeout-s", o.timeoutS) ?? d.timeoutS,
       onError: o.onError ?? d.onError,
+      convergence: o.convergence ?? "none",
     };
     const sip = sipOf(cfg, logger, { ephemeral: true, outboundProxy: o.proxy, trace: o.sipTrace });
     sip.onTrace((e) => trace.push(e));

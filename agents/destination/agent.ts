@@ -421,6 +421,7 @@ export class DestinationAgent {
           disks: vm.disks,
           nbdPort,
           nbdSecret,
+          postcopy: state.offer.policy.convergence === "postcopy",
         });
         return { vm: vm.name, uri: listener.uri, secret, exports: listener.exports };
       }),

@@ -261,6 +261,7 @@ export class QemuDriver implements HypervisorDriver {
         capabilities: [
           { capability: "events", state: true },
           { capability: "return-path", state: true },
+          { capability: "postcopy-ram", state: !!opts.postcopy },
         ],
       });
       if (this.migrationTls)
