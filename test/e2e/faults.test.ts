@@ -6,17 +6,19 @@ import fs from "node:fs";
 import path from "node:path";
 import { livePid } from "../../lib/hypervisor/pidfile";
 import { runCli, ensureBuilt, type CliProcess } from "./cli-process";
-import { bootOnSource, configFile, expectAllOn, guestDefs, placement, startPair, type Pair } from "../harness";
+import {
+  bootOnSource,
+  configFile,
+  expectAllOn,
+  guestDefs,
+  placement,
+  SEQUENTIAL,
+  startPair,
+  type Pair,
+} from "../harness";
 
 // slow enough (96 MiB at 4 Mbit/s takes minutes) that a kill always lands mid-migration
-const slow = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 4,
-  downtimeLimitMs: 300,
-  timeoutS: 120,
-  onError: "abort" as const,
-};
+const slow = { ...SEQUENTIAL, bandwidthMbps: 4, timeoutS: 120 };
 
 async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 30000): Promise<void> {
   for (const end = Date.now() + ms; !(await cond());) {
@@ -36,6 +38,29 @@ describe("faults", () => {
     for (const p of procs.splice(0)) p.child.kill("SIGKILL");
     await pair?.close();
   });
+
+  /** router1 and video running on dc1, and `sip-teleport migrate` of both to dc2 as a process of its own. */
+  async function migrateBoth(...flags: string[]): Promise<CliProcess> {
+    pair = await startPair(
+      await guestDefs([
+        ["router1", "router"],
+        ["video", "server"],
+      ]),
+    );
+    await bootOnSource(pair);
+    const source = runCli([
+      "migrate",
+      "-c",
+      configFile(pair, "dc1"),
+      "--to",
+      pair.dc2.uri,
+      ...flags,
+      "router1",
+      "video",
+    ]);
+    procs.push(source);
+    return source;
+  }
 
   it(
     "source agent killed after the ACK: the destination disarms " +
@@ -134,25 +159,7 @@ describe("faults", () => {
     "Ctrl-C during the migration: the running migration is " +
       "cancelled, the VM stays on dc1, the dialog ends with BYE",
     async () => {
-      pair = await startPair(
-        await guestDefs([
-          ["router1", "router"],
-          ["video", "server"],
-        ]),
-      );
-      await bootOnSource(pair);
-      const source = runCli([
-        "migrate",
-        "-c",
-        configFile(pair, "dc1"),
-        "--to",
-        pair.dc2.uri,
-        "--bandwidth-mbps",
-        "4",
-        "router1",
-        "video",
-      ]);
-      procs.push(source);
+      const source = await migrateBoth("--bandwidth-mbps", "4");
       await source.waitFor(/router1: migration started/);
       source.child.kill("SIGINT");
       expect(await source.exited).toBe(1);
@@ -170,24 +177,7 @@ describe("faults", () => {
   );
 
   it("Ctrl-C before the answer sends CANCEL: nothing stays armed", async () => {
-    pair = await startPair(
-      await guestDefs([
-        ["router1", "router"],
-        ["video", "server"],
-      ]),
-    );
-    await bootOnSource(pair);
-    const source = runCli([
-      "migrate",
-      "-c",
-      configFile(pair, "dc1"),
-      "--to",
-      pair.dc2.uri,
-      "--ladder",
-      "router1",
-      "video",
-    ]);
-    procs.push(source);
+    const source = await migrateBoth("--ladder");
     await source.waitFor(/calling sip:dc2/);
     source.child.kill("SIGINT");
     expect(await source.exited).toBe(3);
