@@ -39,6 +39,14 @@ describe("faults", () => {
     await pair?.close();
   });
 
+  /** `sip-teleport listen` for dc2 as a process of its own, once it listens. */
+  async function listenDc2(): Promise<CliProcess> {
+    const dest = runCli(["listen", "-c", configFile(pair, "dc2")]);
+    procs.push(dest);
+    await dest.waitFor(/listening as/);
+    return dest;
+  }
+
   /** router1 and video running on dc1, and `sip-teleport migrate` of both to dc2 as a process of its own. */
   async function migrateBoth(...flags: string[]): Promise<CliProcess> {
     pair = await startPair(
@@ -99,9 +107,7 @@ describe("faults", () => {
     async () => {
       pair = await startPair(await guestDefs([["router1", "router"]]), { transport: "tcp", destination: false });
       await bootOnSource(pair);
-      const dest = runCli(["listen", "-c", configFile(pair, "dc2")]);
-      procs.push(dest);
-      await dest.waitFor(/listening as/);
+      const dest = await listenDc2();
       let killed = false;
       const summary = await pair.dc1.agent.migrate(
         { to: pair.dc2.uri, vms: ["router1"], policy: slow },
@@ -121,9 +127,7 @@ describe("faults", () => {
       expect(summary.vms[0]).toMatchObject({ vm: "router1", state: "failed", host: "dc1" });
       await expectAllOn(pair, "dc1");
       // the restarted destination finds the orphaned dialog in its journal and clears it
-      const again = runCli(["listen", "-c", configFile(pair, "dc2")]);
-      procs.push(again);
-      await again.waitFor(/listening as/);
+      await listenDc2();
       expect(journal(pair)).toEqual({});
       await expectAllOn(pair, "dc1");
     },
@@ -135,9 +139,7 @@ describe("faults", () => {
     async () => {
       pair = await startPair(await guestDefs([["router1", "router"]]), { transport: "tcp", destination: false });
       await bootOnSource(pair);
-      const dest = runCli(["listen", "-c", configFile(pair, "dc2")]);
-      procs.push(dest);
-      await dest.waitFor(/listening as/);
+      const dest = await listenDc2();
       const summary = await pair.dc1.agent.migrate(
         { to: pair.dc2.uri, vms: ["router1"], policy: { ...slow, bandwidthMbps: 0 } },
         { onStart: () => dest.child.kill("SIGKILL") },
@@ -147,9 +149,7 @@ describe("faults", () => {
       expect(summary.destinationReport).toBeUndefined();
       await expectAllOn(pair, "dc2");
       expect(Object.keys(journal(pair))).toHaveLength(1);
-      const again = runCli(["listen", "-c", configFile(pair, "dc2")]);
-      procs.push(again);
-      await again.waitFor(/listening as/);
+      await listenDc2();
       expect(journal(pair)).toEqual({});
       await expectAllOn(pair, "dc2");
     },
