@@ -139,7 +139,17 @@ export function digestAuthorization(
   creds: DigestCredentialsLike,
   nc = 1,
 ): string | undefined {
-  const c = parseDigestHeader(challenge);
+  return answerDigest(parseDigestHeader(challenge), method, uri, creds, nc);
+}
+
+/** The same from an already parsed challenge (realm, nonce, algorithm, qop, opaque). */
+export function answerDigest(
+  c: Readonly<Record<string, string | undefined>>,
+  method: string,
+  uri: string,
+  creds: DigestCredentialsLike,
+  nc: number,
+): string | undefined {
   if (creds.realm !== undefined && c.realm !== creds.realm) return undefined;
   const algorithm = (c.algorithm ?? "MD5").toUpperCase();
   if ((algorithm !== "MD5" && algorithm !== "SHA-256") || !c.realm || !c.nonce) return undefined;

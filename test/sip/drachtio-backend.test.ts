@@ -115,7 +115,7 @@ describe("DrachtioBackend on drachtio-server", () => {
     expect(res.header("Accept")).toBe("application/nrdl+xml");
   });
 
-  test("digest: a SHA-256 challenge is answered (srf's own client speaks MD5 only), the password is never traced", async () => {
+  test("digest: SHA-256 answered (srf speaks MD5 only), password never traced", async () => {
     const digest = new DigestServer({ realm: "dc2", users: { dc1: "s3cret-pw" }, algorithms: ["SHA-256"] });
     let user: string | undefined;
     uas.setHandlers({
