@@ -36,6 +36,9 @@ export interface VmSummary {
   totalMs?: number;
   downtimeMs?: number;
   transferredBytes?: number;
+  diskTransferredBytes?: number;
+  /** Where the VM's copied disks live now (the image file on its host), when it has any. */
+  disks?: string;
   reason?: string;
 }
 

@@ -6,7 +6,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { livePid } from "../../lib/hypervisor/pidfile";
 import { runCli, ensureBuilt, type CliProcess } from "./cli-process";
-import { bootOnSource, configFile, expectAllOn, guestDefs, placement, startPair, type Pair } from "./harness";
+import { bootOnSource, configFile, expectAllOn, guestDefs, placement, startPair, type Pair } from "../harness";
 
 // slow enough (96 MiB at 4 Mbit/s takes minutes) that a kill always lands mid-migration
 const slow = {
