@@ -12,7 +12,7 @@ import type { DiskDefinition } from "../../lib/hypervisor/driver";
 import { ensureGuest, type GuestFiles } from "../../lib/guest/guest";
 import { minimumVersion } from "../../nrdl";
 import { FIXTURES, runSipp } from "../sip/helpers";
-import { bootOnSource, placement, refusal, startPair, type Pair } from "../e2e/harness";
+import { bootOnSource, placement, refusal, startPair, type Pair } from "../harness";
 import { checkImage, ext4Image, printedSeqs, waitForWriter, writerVm } from "./guest-disk";
 
 jest.setTimeout(120_000);

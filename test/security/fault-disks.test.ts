@@ -16,7 +16,7 @@ import execa from "execa";
 import type { MigrationProgress } from "../../lib/hypervisor/driver";
 import { livePid } from "../../lib/hypervisor/pidfile";
 import { ensureGuest, type GuestFiles } from "../../lib/guest/guest";
-import { bootOnSource, placement, startPair, type Pair } from "../e2e/harness";
+import { bootOnSource, placement, startPair, type Pair } from "../harness";
 import { ext4Image, printedSeqs, waitForWriter, writerVm } from "../disks/guest-disk";
 
 jest.setTimeout(120_000);
