@@ -16,20 +16,13 @@ import execa from "execa";
 import type { MigrationProgress } from "../../lib/hypervisor/driver";
 import { livePid } from "../../lib/hypervisor/pidfile";
 import { ensureGuest, type GuestFiles } from "../../lib/guest/guest";
-import { bootOnSource, placement, startPair, type Pair } from "../harness";
+import { bootOnSource, placement, startPair, type Pair, SEQUENTIAL } from "../harness";
 import { ext4Image, printedSeqs, waitForWriter, writerVm } from "../disks/guest-disk";
 
 jest.setTimeout(120_000);
 
 /** 40 Mbit/s: the disk's few MiB of data take a few seconds to mirror. */
-const policy = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 40,
-  downtimeLimitMs: 300,
-  timeoutS: 90,
-  onError: "abort" as const,
-};
+const policy = { ...SEQUENTIAL, bandwidthMbps: 40, timeoutS: 90 };
 
 let guest: GuestFiles;
 let images: string;
