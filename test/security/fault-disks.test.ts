@@ -54,9 +54,8 @@ afterEach(async () => {
 async function diskPair(mib = 32): Promise<{ src: string; dst: string }> {
   const file = (h: string) => path.join(images, h, "web.qcow2");
   const vm = (h: string) => writerVm(guest, "web", { target: "vda", file: file(h), format: "qcow2", mode: "copy" });
-  await ext4Image(file("dc1"), mib);
   // some data to copy: the mirror must take a while at the capped rate
-  await execa("qemu-io", ["-f", "qcow2", "-c", "write -P 0x5c 4M 12M", file("dc1")]);
+  await ext4Image(file("dc1"), mib, "qcow2", 12);
   pair = await startPair([vm("dc1")], { dc2: { inventory: [vm("dc2")] } });
   await bootOnSource(pair);
   await waitForWriter(path.join(pair.dc1.runDir, "web.serial.log"));
