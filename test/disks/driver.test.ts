@@ -11,6 +11,9 @@ import type { DiskDefinition, VmDefinition } from "../../lib/hypervisor/driver";
 import { terminateRunDirs } from "../../lib/hypervisor/pidfile";
 import { QemuDriver } from "../../lib/hypervisor/qemu";
 import { diskSpecOf } from "../../lib/hypervisor/qemu-disks";
+import { DiskMirrors } from "../../lib/hypervisor/qemu-mirror";
+import { QmpClient } from "../../lib/hypervisor/qmp";
+import { silentLogger } from "../../lib/log/logger";
 import { ensureGuest, guestVm } from "../../lib/guest/guest";
 
 jest.setTimeout(90_000);
@@ -151,4 +154,41 @@ test("refusals before anything is created; disarm deletes only the image this ar
   await drivers.dc2.disarm("vm1");
   expect(fs.existsSync(defs.dc2.disks[0].file)).toBe(false);
   expect(fs.readdirSync(path.dirname(defs.dc2.disks[0].file))).toEqual([]);
+});
+
+test("a source agent that died during the mirror: the next agent stops the orphaned mirror, and the VM can move again", async () => {
+  const defs = await twoHosts({ target: "vda", format: "qcow2", mode: "copy" });
+  await patterned(defs.dc1.disks[0].file, "16M");
+  await drivers.dc1.start("vm1");
+  const spec = await diskSpecOf(defs.dc1.disks[0]);
+  const armed = await drivers.dc2.arm("vm1", {
+    address: "127.0.0.1",
+    secret: SECRET,
+    disks: [spec],
+    nbdSecret: NBD_SECRET,
+  });
+  // what a dying agent leaves behind: a mirror crawling at 64 KiB/s into the export, its monitor gone
+  const client = await QmpClient.connect(drivers.dc1.files("vm1").qmp);
+  const exp = armed.exports[0];
+  await new DiskMirrors(
+    client,
+    "vm1",
+    [{ target: "vda", mode: "copy", export: exp }],
+    path.join(base, "psk-dead"),
+    silentLogger,
+  ).start(65536);
+  await client.close();
+  const restarted = new QemuDriver({ runDir: path.join(base, "dc1"), inventory: [defs.dc1] });
+  expect(await restarted.settleOrphanedMigration("vm1")).toBe(
+    "1 disk mirror(s) without an agent stopped, its disk is its own again",
+  );
+  expect(await restarted.settleOrphanedMigration("vm1")).toBeUndefined();
+  expect(await restarted.state("vm1")).toBe("running");
+  // the dead dialog's destination is disarmed (its image deleted); a new dialog moves the VM whole
+  await drivers.dc2.disarm("vm1");
+  expect(fs.existsSync(defs.dc2.disks[0].file)).toBe(false);
+  drivers.dc1 = restarted;
+  await moveWithDisks();
+  await drivers.dc2.stop("vm1");
+  await execa("qemu-img", ["compare", defs.dc1.disks[0].file, defs.dc2.disks[0].file]);
 });
