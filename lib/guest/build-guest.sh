@@ -6,13 +6,14 @@
 # st.addr=CIDR[,CIDR] more addresses, st.gw=IP a default route, st.fwd=1 forward between subnets
 # (routers, firewalls), st.udpecho=PORT a UDP echo (needs socat: the second output, socat.cpio.gz,
 # is a cpio overlay to append to initramfs.gz), st.disk=1 mounts the ext4 filesystem on the first
-# virtio disk at /mnt and appends a sequence number to /mnt/seq every few ms, syncing each and then
+# virtio disk at /mnt and appends a sequence number to /mnt/seq every few ms (a 512-byte record:
+# every few records fill a new filesystem block, so a lost write leaves a gap), syncing each and then
 # printing "SEQ n" on the console (the disk tests' writer). Idempotent: does nothing when this
 # version is built.
 set -euo pipefail
 OUT=${1:-"$(cd "$(dirname "$0")/../.." && pwd)/.cache/guest"}
 # Bump when the image changes, so cached builds are redone.
-VERSION=3
+VERSION=4
 [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.gz" ] && [ -s "$OUT/socat.cpio.gz" ] && [ "$(cat "$OUT/version" 2>/dev/null)" = "$VERSION" ] && exit 0
 mkdir -p "$OUT"
 WORK=$(mktemp -d "$OUT/build.XXXXXX")
@@ -63,7 +64,7 @@ if [ -n "\$UDP" ] && [ -x /bin/socat ]; then (while :; do socat -T 10 UDP-LISTEN
 if [ -n "\$DISK" ]; then
   mkdir -p /mnt
   if mount -t ext4 /dev/vda /mnt; then
-    (i=\$(wc -l < /mnt/seq 2>/dev/null || echo 0); while :; do i=\$((i+1)); echo \$i >> /mnt/seq; sync; echo "SEQ \$i"; usleep 5000; done) </dev/null >/dev/console 2>&1 &
+    (i=\$(wc -l < /mnt/seq 2>/dev/null || echo 0); while :; do i=\$((i+1)); printf "%-511s\\n" \$i >> /mnt/seq; sync; echo "SEQ \$i"; usleep 5000; done) </dev/null >/dev/console 2>&1 &
     echo "DISK-READY \$N"
   else echo "DISK-FAILED \$N"; fi
 fi

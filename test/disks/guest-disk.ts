@@ -1,6 +1,6 @@
 /**
  * The guest data check for disk moves: a test guest (lib/guest, st.disk=1) mounts an ext4
- * filesystem on its first disk and appends a sequence number to /mnt/seq every few ms, printing
+ * filesystem on its first disk and appends a sequence number (a 512-byte record) to /mnt/seq every few ms, printing
  * "SEQ n" on its console once n is synced. After a move: the destination's image holds a clean
  * filesystem (after the journal replay any power cut needs) and every number from 1 on, no gap,
  * at least up to the last one the guest printed anywhere.
@@ -79,8 +79,10 @@ export async function checkImage(image: string, scratchDir: string): Promise<Ima
     await execa("e2fsck", ["-y", "-E", "journal_only", raw], { reject: false });
     const fsck = await execa("e2fsck", ["-f", "-n", raw], { reject: false });
     const cat = await execa("debugfs", ["-R", "cat /seq", raw], { reject: false });
+    // 512-byte records: the number, padded with spaces; a lost block reads back as zeros
     const seqs = cat.stdout
       .split("\n")
+      .map((l) => l.trim())
       .filter((l) => /^\d+$/.test(l))
       .map(Number);
     const gaps: number[] = [];
