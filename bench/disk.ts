@@ -138,7 +138,8 @@ async function main(): Promise<void> {
       fs.copyFileSync(baseImage, path.join(dc2.images, "base.qcow2"));
     }
     process.stdout.write(
-      `bench:disk: ${DISK_MIB} MiB qcow2 with ${DATA_MIB} MiB of data, modes ${MODES.join(", ")}, ${REPEAT} run(s) each, sip and direct alternating\n`,
+      `bench:disk: ${DISK_MIB} MiB qcow2 with ${DATA_MIB} MiB of data, modes ${MODES.join(", ")}, ` +
+        `${REPEAT} run(s) each, sip and direct alternating\n`,
     );
     const results: Record<string, { sip: Sample[]; direct: Sample[] }> = {};
     for (const mode of MODES) {
@@ -148,7 +149,9 @@ async function main(): Promise<void> {
           const s = await oneMove(mode, via, dc1, dc2, baseImage);
           results[mode][via].push(s);
           process.stdout.write(
-            `  ${mode} ${via}: ${s.totalMs.toFixed(0)} ms, downtime ${s.downtimeMs} ms, disk ${mib(s.diskBytes)} MiB, memory ${mib(s.memoryBytes)} MiB, stall ${s.stallMs.toFixed(0)} ms, data ${s.dataOk ? "ok" : "BROKEN"}\n`,
+            `  ${mode} ${via}: ${s.totalMs.toFixed(0)} ms, downtime ${s.downtimeMs} ms, disk ` +
+              `${mib(s.diskBytes)} MiB, memory ${mib(s.memoryBytes)} MiB, stall ${s.stallMs.toFixed(0)} ms, ` +
+              `data ${s.dataOk ? "ok" : "BROKEN"}\n`,
           );
         }
     }

@@ -4,7 +4,7 @@
  * (elements, attributes, text) here; semantics (validate.ts) on the resulting model.
  */
 import { XMLParser, XMLValidator } from "fast-xml-parser";
-import { TeleportError } from "../lib/errors";
+import { TeleportError } from "./errors";
 import { guardHostileInput } from "./guard";
 import {
   ATTRS,
@@ -185,7 +185,8 @@ function childrenOf(node: XNode, allowed: Record<string, Cardinality>, ctx: Cont
     else
       ctx.add(
         child.path,
-        `unexpected element <${child.name}>; <${node.name}> ${names.length ? `contains ${names.join(", ")}` : "has no child elements"}`,
+        `unexpected element <${child.name}>; <${node.name}> ` +
+          `${names.length ? `contains ${names.join(", ")}` : "has no child elements"}`,
       );
   }
   for (const [name, cardinality] of Object.entries(allowed)) {

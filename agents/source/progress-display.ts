@@ -5,7 +5,7 @@
 import type { MigrationProgress } from "../../lib/hypervisor/driver";
 import type { VmOutcome } from "../../lib/plan/execute";
 import type { Answer } from "../../nrdl/types";
-import type { MigrateSummary, SourceEvents, SourcePhase } from "./agent";
+import type { MigrateSummary, SourceEvents, SourcePhase } from "./types";
 
 export type DisplayMode = "tty" | "plain" | "json";
 
@@ -54,11 +54,14 @@ export class ProgressDisplay implements SourceEvents {
   private draw(): void {
     if (this.mode !== "tty") return;
     this.clear();
+    const pct = (p: number) => `${(p * 100).toFixed(0).padStart(3)}%`;
     const lines = [...this.rows.values()].flatMap((r) => [
-      `  ${r.vm.padEnd(16)} ${bar(r.progress)} ${(r.progress * 100).toFixed(0).padStart(3)}%  ${r.phase.padEnd(14)} ${mib(r.bytes).padStart(11)} ${r.note}`,
+      `  ${r.vm.padEnd(16)} ${bar(r.progress)} ${pct(r.progress)}  ` +
+        `${r.phase.padEnd(14)} ${mib(r.bytes).padStart(11)} ${r.note}`,
       ...(r.disk
         ? [
-            `  ${"  disks".padEnd(16)} ${bar(r.disk.progress)} ${(r.disk.progress * 100).toFixed(0).padStart(3)}%  ${"".padEnd(14)} ${mib(r.disk.bytes).padStart(11)}`,
+            `  ${"  disks".padEnd(16)} ${bar(r.disk.progress)} ${pct(r.disk.progress)}  ${"".padEnd(14)} ` +
+              `${mib(r.disk.bytes).padStart(11)}`,
           ]
         : []),
     ]);
@@ -108,7 +111,8 @@ export class ProgressDisplay implements SourceEvents {
         this.lastPlain.set(key, step);
         this.line(
           p.phase === "disks" && p.disk
-            ? `  ${p.vm}: disks ${(p.disk.progress * 100).toFixed(0)}% ${mib(p.disk.transferredBytes)} of ${mib(p.disk.totalBytes)}`
+            ? `  ${p.vm}: disks ${(p.disk.progress * 100).toFixed(0)}% ${mib(p.disk.transferredBytes)} of ` +
+                `${mib(p.disk.totalBytes)}`
             : `  ${p.vm}: ${(p.progress * 100).toFixed(0)}% ${mib(p.transferredBytes)} (${p.phase})`,
         );
       }
@@ -159,11 +163,11 @@ export function formatSummary(s: MigrateSummary): string {
       .trimEnd();
   const lines = [fmt(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(fmt)];
   for (const v of s.vms) if (v.reason) lines.push(`${v.vm}: ${v.reason}`);
-  for (const v of s.vms)
-    if (v.disks)
-      lines.push(
-        `${v.vm} disks: ${v.disks}${v.diskTransferredBytes !== undefined ? ` (${mib(v.diskTransferredBytes)} copied)` : ""}`,
-      );
+  for (const v of s.vms) {
+    if (!v.disks) continue;
+    const copied = v.diskTransferredBytes !== undefined ? ` (${mib(v.diskTransferredBytes)} copied)` : "";
+    lines.push(`${v.vm} disks: ${v.disks}${copied}`);
+  }
   const p = s.phases;
   lines.push(
     `${s.migrationId}: ${s.outcome}. SIP phases: INVITE->200 ${p.arming} ms` +

@@ -66,7 +66,8 @@ export function vetIncomingDisks(def: VmDefinition, offered: DiskSpec[]): string
   for (const local of def.disks.filter(isCopied))
     if (!offered.some((o) => o.target === local.target))
       problems.push(
-        `disk ${local.target}: defined here to be copied (${local.mode}), but the offer does not carry it (the source needs NRDL 2 and the same disk in its inventory)`,
+        `disk ${local.target}: defined here to be copied (${local.mode}), but the offer does not carry it ` +
+          `(the source needs NRDL 2 and the same disk in its inventory)`,
       );
   const need = new Map<string, number>();
   for (const o of offered) {
@@ -101,7 +102,8 @@ export function vetIncomingDisks(def: VmDefinition, offered: DiskSpec[]): string
       const size = fs.statSync(local.backing).size;
       if (size !== o.backingBytes) {
         problems.push(
-          `disk ${o.target}: backing image ${local.backing} differs (${size} bytes here, ${o.backingBytes} at the source)`,
+          `disk ${o.target}: backing image ${local.backing} differs (${size} bytes here, ` +
+            `${o.backingBytes} at the source)`,
         );
         continue;
       }

@@ -157,7 +157,7 @@ test("refusals before anything is created; disarm deletes only the image this ar
   expect(fs.readdirSync(path.dirname(defs.dc2.disks[0].file))).toEqual([]);
 });
 
-test("a source agent that died during the mirror: the next agent stops the orphaned mirror, and the VM can move again", async () => {
+test("a source agent died during the mirror: the next one stops its orphaned mirror, the VM moves again", async () => {
   const defs = await twoHosts({ target: "vda", format: "qcow2", mode: "copy" });
   await patterned(defs.dc1.disks[0].file, "16M");
   await drivers.dc1.start("vm1");

@@ -12,7 +12,7 @@ import type { DiskDefinition } from "../../lib/hypervisor/driver";
 import { ensureGuest, type GuestFiles } from "../../lib/guest/guest";
 import { minimumVersion } from "../../nrdl";
 import { FIXTURES, runSipp } from "../sip/helpers";
-import { bootOnSource, placement, refusal, startPair, type Pair } from "../e2e/harness";
+import { bootOnSource, placement, refusal, startPair, type Pair } from "../harness";
 import { checkImage, ext4Image, printedSeqs, waitForWriter, writerVm } from "./guest-disk";
 
 jest.setTimeout(120_000);
@@ -106,38 +106,42 @@ test("a destination that cannot hold the disk refuses with 488 and a reason; not
   expect(fs.existsSync(src)).toBe(true);
 });
 
-test("NRDL versions: shared disks only -> NRDL 1; a copied disk to a v1-only destination -> 400 said plainly", async () => {
-  const shared: DiskDefinition = {
-    target: "vda",
-    file: path.join(images, "dc1", "s.qcow2"),
-    format: "qcow2",
-    mode: "shared",
-  };
-  await ext4Image(shared.file, 8);
-  const copied: DiskDefinition = { ...shared, file: path.join(images, "dc1", "c.qcow2"), mode: "copy" };
-  await ext4Image(copied.file, 8);
-  pair = await startPair([writerVm(guest, "s", shared), writerVm(guest, "c", copied)]);
-  await bootOnSource(pair);
-  const offerOf = async (vm: string) => pair!.dc1.agent.buildOffer({ to: "sip:x@127.0.0.1", vms: [vm], policy });
-  expect(minimumVersion({ ...(await offerOf("s")) })).toBe(1); // any destination reads it, as before
-  const withCopy = await offerOf("c");
-  expect(minimumVersion(withCopy)).toBe(2);
-  expect(withCopy.vms[0].disks).toEqual([{ target: "vda", sizeBytes: 8 << 20, format: "qcow2", mode: "copy" }]);
-  // sipp plays a destination built before NRDL 2
-  const port = 30000 + Math.floor(Math.random() * 20000);
-  const v1 = runSipp(
-    ["-sf", path.join(FIXTURES, "sipp", "uas-nrdl-v1.xml"), "-m", "1", "-i", "127.0.0.1", "-p", String(port)],
-    30_000,
-  );
-  await new Promise((r) => setTimeout(r, 300)); // sipp binds its socket
-  const e = await refusal(pair.dc1.agent.migrate({ to: `sip:old@127.0.0.1:${port}`, vms: ["c"], policy }));
-  expect(await v1).toMatchObject({ code: 0, successful: 1, failed: 0 });
-  expect({ status: e.status, reason: e.reason }).toEqual({ status: 400, reason: "unsupported version" });
-  expect(e.details[0]).toBe(
-    "the destination does not speak NRDL version 2, which this offer needs: moving VMs whose disks are copied (mode copy or copy-top) needs sip-teleport with NRDL 2 at the destination",
-  );
-  expect(e.details[1]).toBe(
-    "upgrade sip-teleport at the destination, or put the disks on storage both hosts see (mode shared)",
-  );
-  expect(placement(pair)).toEqual({ s: ["dc1"], c: ["dc1"] });
-});
+test(
+  "NRDL versions: shared disks only -> NRDL 1; a copied disk to a v1-only destination -> 400 said " + "plainly",
+  async () => {
+    const shared: DiskDefinition = {
+      target: "vda",
+      file: path.join(images, "dc1", "s.qcow2"),
+      format: "qcow2",
+      mode: "shared",
+    };
+    await ext4Image(shared.file, 8);
+    const copied: DiskDefinition = { ...shared, file: path.join(images, "dc1", "c.qcow2"), mode: "copy" };
+    await ext4Image(copied.file, 8);
+    pair = await startPair([writerVm(guest, "s", shared), writerVm(guest, "c", copied)]);
+    await bootOnSource(pair);
+    const offerOf = async (vm: string) => pair!.dc1.agent.buildOffer({ to: "sip:x@127.0.0.1", vms: [vm], policy });
+    expect(minimumVersion({ ...(await offerOf("s")) })).toBe(1); // any destination reads it, as before
+    const withCopy = await offerOf("c");
+    expect(minimumVersion(withCopy)).toBe(2);
+    expect(withCopy.vms[0].disks).toEqual([{ target: "vda", sizeBytes: 8 << 20, format: "qcow2", mode: "copy" }]);
+    // sipp plays a destination built before NRDL 2
+    const port = 30000 + Math.floor(Math.random() * 20000);
+    const v1 = runSipp(
+      ["-sf", path.join(FIXTURES, "sipp", "uas-nrdl-v1.xml"), "-m", "1", "-i", "127.0.0.1", "-p", String(port)],
+      30_000,
+    );
+    await new Promise((r) => setTimeout(r, 300)); // sipp binds its socket
+    const e = await refusal(pair.dc1.agent.migrate({ to: `sip:old@127.0.0.1:${port}`, vms: ["c"], policy }));
+    expect(await v1).toMatchObject({ code: 0, successful: 1, failed: 0 });
+    expect({ status: e.status, reason: e.reason }).toEqual({ status: 400, reason: "unsupported version" });
+    expect(e.details[0]).toBe(
+      "the destination does not speak NRDL version 2, which this offer needs: moving VMs whose disks are " +
+        "copied (mode copy or copy-top) needs sip-teleport with NRDL 2 at the destination",
+    );
+    expect(e.details[1]).toBe(
+      "upgrade sip-teleport at the destination, or put the disks on storage both hosts see (mode shared)",
+    );
+    expect(placement(pair)).toEqual({ s: ["dc1"], c: ["dc1"] });
+  },
+);

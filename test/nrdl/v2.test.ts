@@ -79,7 +79,8 @@ const cases: Array<[string, string, string]> = [
   [
     "disk-transferred-bytes in a v1 report",
     doc('<report outcome="completed"><result vm="a" state="completed" host="h" disk-transferred-bytes="1"/></report>'),
-    "/nrdl/report/result[1]/@disk-transferred-bytes: attribute disk-transferred-bytes needs NRDL version 2 or later; this document is version 1",
+    "/nrdl/report/result[1]/@disk-transferred-bytes: attribute disk-transferred-bytes needs NRDL version " +
+      "2 or later; this document is version 1",
   ],
   [
     "a v2 document in the v1 namespace",
@@ -90,7 +91,8 @@ const cases: Array<[string, string, string]> = [
   [
     "disk without target",
     v2offer(withDisks(DISK.replace('target="vda" ', ""))),
-    "/nrdl/offer/vm[1]/disk[1]/@target: required attribute missing; expected a name matching [A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+    "/nrdl/offer/vm[1]/disk[1]/@target: required attribute missing; expected a name matching " +
+      "[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
   ],
   [
     "disk target with a slash",
@@ -165,7 +167,8 @@ const cases: Array<[string, string, string]> = [
   [
     "unknown disk attribute",
     v2offer(withDisks(DISK.replace("/>", ' file="/etc/shadow"/>'))),
-    "/nrdl/offer/vm[1]/disk[1]/@file: unexpected attribute; <disk> takes target, size-bytes, format, mode, backing-bytes",
+    "/nrdl/offer/vm[1]/disk[1]/@file: unexpected attribute; <disk> takes target, size-bytes, format, " +
+      "mode, backing-bytes",
   ],
   [
     "disk outside a vm",
@@ -176,7 +179,8 @@ const cases: Array<[string, string, string]> = [
   [
     "export without disk",
     v2(armedWith(EXPORT.replace('disk="vda" ', ""))),
-    "/nrdl/answer/armed[1]/export[1]/@disk: required attribute missing; expected a name matching [A-Za-z0-9][A-Za-z0-9._-]{0,63}",
+    "/nrdl/answer/armed[1]/export[1]/@disk: required attribute missing; expected a name matching " +
+      "[A-Za-z0-9][A-Za-z0-9._-]{0,63}",
   ],
   [
     "export for the same disk twice",
@@ -186,32 +190,38 @@ const cases: Array<[string, string, string]> = [
   [
     "export URI of another scheme",
     v2(armedWith(EXPORT.replace("nbd://", "http://"))),
-    '/nrdl/answer/armed[1]/export[1]/@uri: expected an NBD URI nbd://HOST:PORT/EXPORT (HOST an IPv4 address, [IPv6] or host name; EXPORT a name), got "http://10.0.0.2:49200/vda"',
+    "/nrdl/answer/armed[1]/export[1]/@uri: expected an NBD URI nbd://HOST:PORT/EXPORT (HOST an IPv4 " +
+      'address, [IPv6] or host name; EXPORT a name), got "http://10.0.0.2:49200/vda"',
   ],
   [
     "export URI without an export name",
     v2(armedWith(EXPORT.replace("49200/vda", "49200/"))),
-    '/nrdl/answer/armed[1]/export[1]/@uri: expected an NBD URI nbd://HOST:PORT/EXPORT (HOST an IPv4 address, [IPv6] or host name; EXPORT a name), got "nbd://10.0.0.2:49200/"',
+    "/nrdl/answer/armed[1]/export[1]/@uri: expected an NBD URI nbd://HOST:PORT/EXPORT (HOST an IPv4 " +
+      'address, [IPv6] or host name; EXPORT a name), got "nbd://10.0.0.2:49200/"',
   ],
   [
     "export URI port out of range",
     v2(armedWith(EXPORT.replace("49200", "65536"))),
-    '/nrdl/answer/armed[1]/export[1]/@uri: expected an NBD URI nbd://HOST:PORT/EXPORT (HOST an IPv4 address, [IPv6] or host name; EXPORT a name), got "nbd://10.0.0.2:65536/vda"',
+    "/nrdl/answer/armed[1]/export[1]/@uri: expected an NBD URI nbd://HOST:PORT/EXPORT (HOST an IPv4 " +
+      'address, [IPv6] or host name; EXPORT a name), got "nbd://10.0.0.2:65536/vda"',
   ],
   [
     "export URI with a query (QEMU would read options from it)",
     v2(armedWith(EXPORT.replace("/vda", "/vda?socket=/tmp/x"))),
-    '/nrdl/answer/armed[1]/export[1]/@uri: expected an NBD URI nbd://HOST:PORT/EXPORT (HOST an IPv4 address, [IPv6] or host name; EXPORT a name), got "nbd://10.0.0.2:49200/vda?socket=/tmp/x"',
+    "/nrdl/answer/armed[1]/export[1]/@uri: expected an NBD URI nbd://HOST:PORT/EXPORT (HOST an IPv4 " +
+      'address, [IPv6] or host name; EXPORT a name), got "nbd://10.0.0.2:49200/vda?socket=/tmp/x"',
   ],
   [
     "export secret too short",
     v2(armedWith(EXPORT.replace("0123456789abcdefXYZ", "short"))),
-    '/nrdl/answer/armed[1]/export[1]/@secret: expected a secret of 16 to 128 characters from [A-Za-z0-9_-], got "short"',
+    "/nrdl/answer/armed[1]/export[1]/@secret: expected a secret of 16 to 128 characters from " +
+      '[A-Za-z0-9_-], got "short"',
   ],
   [
     "export secret with a quote",
     v2(armedWith(EXPORT.replace("0123456789abcdefXYZ", "0123456789abcdef&quot;x"))),
-    '/nrdl/answer/armed[1]/export[1]/@secret: expected a secret of 16 to 128 characters from [A-Za-z0-9_-], got "0123456789abcdef\\"x"',
+    "/nrdl/answer/armed[1]/export[1]/@secret: expected a secret of 16 to 128 characters from " +
+      '[A-Za-z0-9_-], got "0123456789abcdef\\"x"',
   ],
   [
     "export outside armed",

@@ -18,7 +18,7 @@ import type { MigrationProgress } from "../../lib/hypervisor/driver";
 import { livePid } from "../../lib/hypervisor/pidfile";
 import { ensureGuest, type GuestFiles } from "../../lib/guest/guest";
 import { ensureBuilt, runCli, type CliProcess } from "../e2e/cli-process";
-import { bootOnSource, configFile, placement, startPair, type Pair } from "../e2e/harness";
+import { bootOnSource, configFile, placement, startPair, type Pair } from "../harness";
 import { ext4Image, printedSeqs, waitForWriter, writerVm } from "../disks/guest-disk";
 
 jest.setTimeout(120_000);
@@ -131,24 +131,28 @@ test("destination filesystem full during the mirror", async () => {
   await expectAtSourceAndClean(src, dst);
 });
 
-test("source QEMU killed during the mirror: the VM is on neither host's run dir but its disk is untouched at the source", async () => {
-  const { src, dst } = await diskPair();
-  const before = (await execa("qemu-img", ["info", "-U", "--output=json", src])).stdout;
-  const summary = await faultDuringMirror((p) => {
-    const pid = livePid(path.join(p.dc1.runDir, "web.pid"));
-    if (pid) process.kill(pid, "SIGKILL");
-  });
-  expect(summary.outcome).toBe("failed");
-  // a QEMU killed is a crashed VM, as without disks; what matters: dc2 did not keep a half copy
-  expect(placement(pair as Pair)).toEqual({ web: [] });
-  expect(fs.existsSync(dst)).toBe(false);
-  expect(JSON.parse((await execa("qemu-img", ["info", "--output=json", src])).stdout)["virtual-size"]).toBe(
-    JSON.parse(before)["virtual-size"],
-  );
-  await execa("qemu-img", ["check", src]);
-});
+test(
+  "source QEMU killed during the mirror: the VM is on neither host's run dir but its disk is untouched " +
+    "at the source",
+  async () => {
+    const { src, dst } = await diskPair();
+    const before = (await execa("qemu-img", ["info", "-U", "--output=json", src])).stdout;
+    const summary = await faultDuringMirror((p) => {
+      const pid = livePid(path.join(p.dc1.runDir, "web.pid"));
+      if (pid) process.kill(pid, "SIGKILL");
+    });
+    expect(summary.outcome).toBe("failed");
+    // a QEMU killed is a crashed VM, as without disks; what matters: dc2 did not keep a half copy
+    expect(placement(pair as Pair)).toEqual({ web: [] });
+    expect(fs.existsSync(dst)).toBe(false);
+    expect(JSON.parse((await execa("qemu-img", ["info", "--output=json", src])).stdout)["virtual-size"]).toBe(
+      JSON.parse(before)["virtual-size"],
+    );
+    await execa("qemu-img", ["check", src]);
+  },
+);
 
-test("destination agent killed -9 during the mirror and restarted: it disarms and deletes the image it created", async () => {
+test("destination agent killed -9 during the mirror, restarted: it disarms, deletes the image it created", async () => {
   ensureBuilt();
   const { src, dst } = await diskPair(32, false);
   const p = pair as Pair;
