@@ -135,7 +135,13 @@ export class SourceAgent {
     try {
       const est = await invite.established;
       dialog = est.dialog;
-      answer = this.answerOf(est.response.body, offer);
+      try {
+        answer = this.answerOf(est.response.body, offer);
+      } catch (err) {
+        // an answer we cannot use (a listener or an NBD export missing): hang up, so the destination disarms now
+        void est.dialog.bye().catch(() => undefined);
+        throw err;
+      }
     } catch (err) {
       const e = tooOld(TeleportError.from(err), doc.version);
       log.warn("INVITE failed", { status: e.status, reason: e.reason, details: e.details });

@@ -181,6 +181,8 @@ function renderDialog(d, live) {
 
 function progressRow(r) {
   const pct = Math.round(r.progress * 100);
+  // a VM with copied disks: a second bar for the disk mirror, which runs before the memory moves
+  const disk = r.disk ? Math.round(r.disk.progress * 100) : undefined;
   return el(
     "div",
     { class: "vm", "data-vm": r.vm, "data-phase": r.phase },
@@ -193,6 +195,11 @@ function progressRow(r) {
       ` ${mib(r.transferredBytes)}`,
       r.note ? el("div", {}, r.note) : null,
     ),
+    r.disk ? el("div", { class: "name" }, "disks") : null,
+    r.disk
+      ? el("div", { class: "bar disk" }, el("div", { style: `width:${disk}%` }), el("span", {}, `${disk}%`))
+      : null,
+    r.disk ? el("div", { class: "detail" }, `${mib(r.disk.transferredBytes)} of ${mib(r.disk.totalBytes)}`) : null,
   );
 }
 
