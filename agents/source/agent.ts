@@ -68,6 +68,8 @@ export interface SourceOptions {
   logger: Logger;
   /** CANCEL an INVITE with no final answer after this long (the destination crashed while arming). */
   answerTimeoutS?: number;
+  /** Vets a 3xx redirect's target before the INVITE follows it (security.destinations): a reason refuses it. */
+  redirectAllowed?: (target: string) => string | undefined;
 }
 
 export class SourceAgent {
@@ -154,6 +156,7 @@ export class SourceAgent {
     const answerTimeoutMs = (this.opts.answerTimeoutS ?? DEFAULT_ANSWER_TIMEOUT_S) * 1000;
     const invite = this.opts.sip.invite(req.to, nrdlBody({ version: 1, id: migrationId, body: offer }), {
       answerTimeoutMs,
+      redirectAllowed: this.opts.redirectAllowed,
     });
     const onAbort = () => invite.cancel();
     req.signal?.addEventListener("abort", onAbort, { once: true });

@@ -92,7 +92,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   await destAgent.start();
   dest.uri = `sip:dc2@127.0.0.1:${dest.sip.listeners[0].port}`;
 
-  const strict = await side(sideConfig(base, "dc3", { security: { allow: ["sip:ops@example.net"] } }), inventory);
+  const strict = await side(sideConfig(base, "dc3", { security: { allow: ["192.0.2.1"] } }), inventory);
   const strictAgent = new DestinationAgent({
     config: strict.cfg,
     sip: strict.sip,

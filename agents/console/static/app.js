@@ -113,7 +113,9 @@ async function act(action, body) {
     await api("POST", `/api/${action}`, body);
   } catch (e) {
     // A refusal of the call is drawn from the state (it carries the destination's reasons).
-    if (!(e.info && current.phase === "ended" && current.error)) $("message").textContent = `${action}: ${e.message}`;
+    // Refused by the console itself (e.g. 403, a destination outside security.destinations): say why.
+    const why = e.info ? ` ${e.info.status} ${e.info.reason}: ${(e.info.details || []).join("; ")}` : ` ${e.message}`;
+    if (!(e.info && current.phase === "ended" && current.error)) $("message").textContent = `${action}:${why}`;
   } finally {
     busy = false;
     enableButtons();
