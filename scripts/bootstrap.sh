@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(qemu-system-x86 busybox-static cpio iputils-ping socat jq iproute2 sip-tester kamailio openssl docker-compose systemd chromium librsvg2-bin nftables)
+APT_PACKAGES=(qemu-system-x86 busybox-static cpio iputils-ping socat jq iproute2 sip-tester kamailio openssl docker-compose systemd chromium librsvg2-bin nftables qemu-utils e2fsprogs)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -42,7 +42,7 @@ export class CallerGate {
     this.trustedProxies = config.limits.trustedProxies;
   }
 
-  /** The digest user of a request; undefined when digest is off or optional and absent. Throws 401 (400 for a wrong uri=). */
+  /** The digest user of a request; undefined when digest is off or optional and absent. Throws 401 (400: bad uri=). */
   authenticate(req: IncomingRequest): string | undefined {
     const authorization = req.header("Authorization");
     if (!this.digest || (!authorization && !this.digestRequired)) return undefined;

@@ -142,7 +142,8 @@ export const configSchema = z
         realm: z.string().default("sip-teleport"),
         /**
          * Refuse requests without valid digest credentials. Default: true when `users` is not empty.
-         * false with users: credentials are checked when present, requests without them are judged by the allowlist alone.
+         * false with users: credentials are checked when present, requests without them are judged by the allowlist
+         * alone.
          */
         digestRequired: z.boolean().optional(),
         /** Challenge in-dialog INFO and BYE too (not only the INVITE), and require the INVITE's user. */
@@ -174,7 +175,10 @@ export const configSchema = z
         maxHeaders: z.number().int().min(16).max(10000).default(256),
         /** Destination: open dialogs one caller (authenticated user, else address) may hold. */
         dialogsPerCaller: z.number().int().min(1).default(8),
-        /** Destination: INVITEs per second one source address may send (burst of the same size); more get 503 with Retry-After. */
+        /**
+         * Destination: INVITEs per second one source address may send (burst of the same size); more get 503 with
+         * Retry-After.
+         */
         invitesPerSecond: z.number().min(0.1).default(20),
         /**
          * Addresses of SIP proxies that relay many callers (e.g. Kamailio). Their P-Asserted-Identity is a
@@ -232,7 +236,10 @@ export const configSchema = z
         token: z.string().min(16).optional(),
         /** Destinations offered in the chooser (any SIP URI can still be typed). */
         destinations: z.array(sipUri).default([]),
-        /** Named plans for the page and the MESSAGE trigger ("migrate NAME to URI"); NRDL examples (exp1..3) need no entry. */
+        /**
+         * Named plans for the page and the MESSAGE trigger ("migrate NAME to URI"); NRDL examples (exp1..3) need no
+         * entry.
+         */
         plans: z
           .record(
             z.string().regex(/^[\w.-]+$/, "plan names are letters, digits, _ . -"),

@@ -155,7 +155,7 @@ export class VirtualBoxDriver implements HypervisorDriver {
     }
     const uri = tcpUri(opts.address, port);
     this.log.info(`armed ${vm}`, { uri });
-    return { vm, uri };
+    return { vm, uri, exports: [] };
   }
 
   async disarm(vm: string): Promise<void> {

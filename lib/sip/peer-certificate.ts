@@ -8,7 +8,7 @@ import type tls from "node:tls";
 import type { VerifiedCertificate } from "./backend";
 import type { TlsFiles } from "./config";
 
-/** With a client CA the listener requests a certificate but lets callers without one connect (they get a SIP answer). */
+/** With a client CA the listener asks for a certificate but lets callers without one in (they get a SIP answer). */
 export function serverTlsOptions(files: TlsFiles | undefined): tls.TlsOptions {
   if (!files?.clientCa) return { cert: files?.cert, key: files?.key, ca: files?.ca };
   return { cert: files.cert, key: files.key, ca: files.clientCa, requestCert: true, rejectUnauthorized: false };

@@ -122,7 +122,8 @@ describe("a dialog", () => {
       status: 403,
       reason: "Forbidden",
       details: [
-        "sip:dc9@192.0.2.66 is not a permitted destination: security.destinations is empty, which permits loopback only",
+        "sip:dc9@192.0.2.66 is not a permitted destination: " +
+          "security.destinations is empty, which permits loopback only",
       ],
     });
     expect(await state()).toEqual(before); // the line never dialled

@@ -1,6 +1,6 @@
 /**
- * A source host with its console and a destination agent on loopback, both real: sip.js
- * backends on ephemeral ports, QEMU drivers on their own run directories ("dc1", "dc2"), the
+ * A source host with its console and a destination agent on loopback, both real: the harness's
+ * SIP backend on ephemeral ports, its driver on their own run directories ("dc1", "dc2"), the
  * test guest for the VMs. Optionally a second, strict destination that refuses us (403).
  */
 import fs from "node:fs";
@@ -14,13 +14,12 @@ import type { HypervisorDriver, VmDefinition } from "../../lib/hypervisor/driver
 import { createDriver } from "../../lib/hypervisor/drivers";
 import { Host } from "../../lib/hypervisor/host";
 import { silentLogger } from "../../lib/log/logger";
-import { createSipBackend, type SipJsBackend } from "../../lib/sip";
 import type { Role } from "../../nrdl/types";
-import { ensureGuest, guestVm } from "../../lib/guest/guest";
+import { guestDefs, sipBackend, type TestSipBackend } from "../harness";
 
 export interface Side {
   cfg: HostConfig;
-  sip: SipJsBackend;
+  sip: TestSipBackend;
   driver: HypervisorDriver;
   uri: string;
 }
@@ -57,12 +56,8 @@ function sideConfig(base: string, name: string, raw: Record<string, unknown> = {
 }
 
 async function side(cfg: HostConfig, inventory: VmDefinition[]): Promise<Side> {
-  const sip = createSipBackend({
-    aor: cfg.sip.aor,
-    listen: [{ transport: "udp", host: "127.0.0.1", port: 0 }],
-    logger: silentLogger,
-  });
-  const driver = createDriver("qemu", { runDir: cfg.runDir, inventory, logger: silentLogger });
+  const sip = sipBackend(cfg, silentLogger);
+  const driver = createDriver(inventory[0].hypervisor, { runDir: cfg.runDir, inventory, logger: silentLogger });
   return { cfg, sip, driver, uri: "" };
 }
 
@@ -77,8 +72,7 @@ export interface StackOptions {
 }
 
 export async function startStack(opts: StackOptions): Promise<Stack> {
-  const guest = await ensureGuest();
-  const inventory = opts.vms.map((name) => ({ ...guestVm(guest, name), role: ROLES[name] ?? "server" }));
+  const inventory = await guestDefs(opts.vms.map((name) => [name, ROLES[name] ?? "server"]));
   // Short base path: QMP socket paths must stay under 108 bytes.
   const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-con-"));
 

@@ -13,16 +13,16 @@ import { tempDir } from "../sip/helpers";
 import { DOMAIN, KAMAILIO_USERS, kamailioReady, startKamailio, writeUsers } from "../sip/kamailio-server";
 import { buildNrdl, offerDocument } from "../../nrdl";
 import { RawSipClient, rawInvite } from "../security/raw-sip";
-import { bootOnSource, expectAllOn, guestDefs, placement, startPair, type Pair, type Transport } from "./harness";
-
-const policy = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 0,
-  downtimeLimitMs: 300,
-  timeoutS: 60,
-  onError: "abort" as const,
-};
+import {
+  bootOnSource,
+  expectAllOn,
+  guestDefs,
+  placement,
+  startPair,
+  type Pair,
+  type Transport,
+  SEQUENTIAL,
+} from "../harness";
 
 describe.each<Transport>(["udp", "tcp"])("exp2 through Kamailio over %s", (transport) => {
   let dir: string;
@@ -71,7 +71,11 @@ describe.each<Transport>(["udp", "tcp"])("exp2 through Kamailio over %s", (trans
     );
     await pair.dc1.sip.register();
     await bootOnSource(pair);
-    const summary = await pair.dc1.agent.migrate({ to: `sip:dc2@${DOMAIN}`, vms: ["router1", "video"], policy });
+    const summary = await pair.dc1.agent.migrate({
+      to: `sip:dc2@${DOMAIN}`,
+      vms: ["router1", "video"],
+      policy: SEQUENTIAL,
+    });
     expect(summary.outcome).toBe("completed");
     expect(summary.destinationReport?.outcome).toBe("completed");
     await expectAllOn(pair, "dc2");

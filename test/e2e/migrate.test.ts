@@ -3,23 +3,22 @@
  * INVITE/200/ACK/INFO.../BYE, and the invariant that each VM runs on exactly one host.
  */
 import { ladderSteps } from "../../lib/sip/ladder";
-import { bootOnSource, expectAllOn, guestDefs, placement, startPair, type Pair, type Transport } from "./harness";
-
-const policy = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 0,
-  downtimeLimitMs: 300,
-  timeoutS: 60,
-  onError: "abort" as const,
-};
+import {
+  bootOnSource,
+  expectAllOn,
+  guestDefs,
+  placement,
+  type Transport,
+  SEQUENTIAL,
+  pairPerTest,
+  move,
+} from "../harness";
 
 describe.each<Transport>(["udp", "tcp"])("agent pair: exp2 (router1, video) over %s", (transport) => {
-  let pair: Pair;
-  afterEach(async () => pair?.close());
+  const start = pairPerTest();
 
   it("moves the group in plan order and both sides report completion", async () => {
-    pair = await startPair(
+    const pair = await start(
       await guestDefs([
         ["video", "server"],
         ["router1", "router"],
@@ -29,10 +28,7 @@ describe.each<Transport>(["udp", "tcp"])("agent pair: exp2 (router1, video) over
     await bootOnSource(pair);
     await expectAllOn(pair, "dc1");
     const started: string[] = [];
-    const summary = await pair.dc1.agent.migrate(
-      { to: pair.dc2.uri, vms: ["video", "router1"], policy },
-      { onStart: (vm) => started.push(vm) },
-    );
+    const summary = await move(pair, { vms: ["video", "router1"], events: { onStart: (vm) => started.push(vm) } });
     expect(started).toEqual(["router1", "video"]); // network function first
     expect(summary.outcome).toBe("completed");
     expect(summary.vms.map((v) => [v.vm, v.state])).toEqual([
@@ -58,11 +54,10 @@ describe.each<Transport>(["udp", "tcp"])("agent pair: exp2 (router1, video) over
 });
 
 describe.each<Transport>(["udp", "tcp"])("agent pair: exp1 and exp3 over %s", (transport) => {
-  let pair: Pair;
-  afterEach(async () => pair?.close());
+  const start = pairPerTest();
 
   it("exp1 (two routers) in parallel", async () => {
-    pair = await startPair(
+    const pair = await start(
       await guestDefs([
         ["router1", "router"],
         ["router2", "router"],
@@ -72,17 +67,18 @@ describe.each<Transport>(["udp", "tcp"])("agent pair: exp1 and exp3 over %s", (t
     await bootOnSource(pair);
     let running = 0;
     let peak = 0;
-    const summary = await pair.dc1.agent.migrate(
-      { to: pair.dc2.uri, vms: ["router1", "router2"], policy: { ...policy, strategy: "parallel", maxParallel: 2 } },
-      { onStart: () => (peak = Math.max(peak, ++running)), onOutcome: () => running-- },
-    );
+    const summary = await move(pair, {
+      vms: ["router1", "router2"],
+      policy: { ...SEQUENTIAL, strategy: "parallel", maxParallel: 2 },
+      events: { onStart: () => (peak = Math.max(peak, ++running)), onOutcome: () => running-- },
+    });
     expect(peak).toBe(2);
     expect(summary.outcome).toBe("completed");
     await expectAllOn(pair, "dc2");
   });
 
   it("exp3 (edge network) with switchover: each wave pre-copies, then switches over together", async () => {
-    pair = await startPair(
+    const pair = await start(
       await guestDefs([
         ["firewall", "firewall"],
         ["router-switch", "router"],
@@ -93,17 +89,14 @@ describe.each<Transport>(["udp", "tcp"])("agent pair: exp1 and exp3 over %s", (t
     );
     await bootOnSource(pair);
     const events: string[] = [];
-    const summary = await pair.dc1.agent.migrate(
-      {
-        to: pair.dc2.uri,
-        vms: ["web", "storage", "router-switch", "firewall"],
-        policy: { ...policy, strategy: "switchover", maxParallel: 4 },
-      },
-      {
+    const summary = await move(pair, {
+      vms: ["web", "storage", "router-switch", "firewall"],
+      policy: { ...SEQUENTIAL, strategy: "switchover", maxParallel: 4 },
+      events: {
         onSwitchover: (vms) => events.push(`switch ${[...vms].sort().join("+")}`),
         onOutcome: (o) => events.push(`${o.state} ${o.vm}`),
       },
-    );
+    });
     expect(summary.outcome).toBe("completed");
     // network functions in the first wave, servers in the second, each switched over as one
     expect(events.slice(0, 3).sort()).toEqual(

@@ -5,7 +5,7 @@
  * The console's API, page and MESSAGE trigger are covered in test/console/.
  */
 import { ensureBuilt, runCli } from "../e2e/cli-process";
-import { bootOnSource, configFile, expectAllOn, guestDefs, startPair, type Pair } from "../e2e/harness";
+import { bootOnSource, configFile, expectAllOn, guestDefs, startPair, type Pair } from "../harness";
 
 jest.setTimeout(120_000);
 

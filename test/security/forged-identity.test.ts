@@ -13,7 +13,7 @@ import type { HostConfig } from "../../lib/config/schema";
 import { silentLogger } from "../../lib/log/logger";
 import type { SipJsBackend } from "../../lib/sip";
 import { randomPort } from "../../bench/sipp";
-import { bootOnSource, guestDefs, placement, startPair, type Pair } from "../e2e/harness";
+import { bootOnSource, guestDefs, placement, startPair, type Pair } from "../harness";
 import { FIXTURES } from "../sip/helpers";
 import { StrangerNet } from "./netns";
 
