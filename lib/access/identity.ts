@@ -38,8 +38,11 @@ export function provenIdentities(
   trustedProxies: readonly string[],
 ): ProvenIdentity[] {
   const out: ProvenIdentity[] = [];
-  if (digestUser !== undefined)
-    out.push({ uri: bareUri(req.fromUri).replace(/^(sips?:)[^@]*@/, `$1${digestUser}@`), proof: "digest" });
+  if (digestUser !== undefined) {
+    const from = bareUri(req.fromUri);
+    const host = from.includes("@") ? from.slice(from.indexOf("@") + 1) : from.replace(/^sips?:/i, "");
+    out.push({ uri: `${/^sips:/i.test(from) ? "sips" : "sip"}:${digestUser}@${host}`, proof: "digest" });
+  }
   for (const uri of req.source.certificate?.sipUris ?? []) out.push({ uri: bareUri(uri), proof: "certificate" });
   if (isTrustedProxy(req.source.address, trustedProxies))
     for (const uri of assertedUris(req.header("P-Asserted-Identity"))) out.push({ uri: bareUri(uri), proof: "proxy" });
