@@ -127,7 +127,10 @@ export class SourceAgent {
     const t0 = Date.now();
     const answerTimeoutMs = (this.opts.answerTimeoutS ?? DEFAULT_ANSWER_TIMEOUT_S) * 1000;
     const doc = nrdlDocument(migrationId, offer);
-    const invite = this.opts.sip.invite(req.to, nrdlBody(doc), { answerTimeoutMs });
+    const invite = this.opts.sip.invite(req.to, nrdlBody(doc), {
+      answerTimeoutMs,
+      redirectAllowed: this.opts.redirectAllowed,
+    });
     const onAbort = () => invite.cancel();
     req.signal?.addEventListener("abort", onAbort, { once: true });
     let dialog: Dialog;

@@ -112,8 +112,12 @@ async function act(action, body) {
   try {
     await api("POST", `/api/${action}`, body);
   } catch (e) {
-    // A refusal of the call is drawn from the state (it carries the destination's reasons).
-    if (!(e.info && current.phase === "ended" && current.error)) $("message").textContent = `${action}: ${e.message}`;
+    // A refusal of the call is drawn from the state (it carries the destination's reasons); one by the
+    // console itself (e.g. 403, a destination outside security.destinations) never reached the line: say why.
+    const details = (x) => (x.details || []).join("; ");
+    const fromLine = e.info && current.phase === "ended" && current.error && details(current.error) === details(e.info);
+    const why = e.info ? ` ${e.info.status} ${e.info.reason}: ${details(e.info)}` : ` ${e.message}`;
+    if (!fromLine) $("message").textContent = `${action}:${why}`;
   } finally {
     busy = false;
     enableButtons();
