@@ -23,6 +23,7 @@ import type {
 } from "./backend";
 import { INFO_PACKAGE, NRDL_CONTENT_TYPE, type SipConfig } from "./config";
 import { answerChallenges } from "./digest";
+import type { BoundListener } from "./transport";
 import { DrachtioDialog, type DialogContext } from "./drachtio/dialog";
 import {
   failure,
@@ -67,7 +68,7 @@ function mediaType(contentType: string | undefined): string {
 export class DrachtioBackend implements SipBackend {
   readonly aor: string;
   /** The SIP contacts of the drachtio-server we are attached to (known once connected). */
-  listeners: Array<{ transport: TransportKind; host: string; port: number }> = [];
+  listeners: BoundListener[] = [];
   private srf?: SrfApi;
   private handlers: SipHandlers = {};
   private readonly tracers = new Set<(e: TraceEvent) => void>();
@@ -79,7 +80,7 @@ export class DrachtioBackend implements SipBackend {
   private stopping = false;
   private nc = 0;
 
-  constructor(private readonly config: DrachtioSipConfig) {
+  constructor(protected readonly config: DrachtioSipConfig) {
     this.aor = config.aor;
     this.logger = config.logger;
   }
@@ -489,7 +490,7 @@ function hostOf(uri: string): string {
 }
 
 /** "udp/127.0.0.1:5090,tcp/127.0.0.1:5090" -> listeners. */
-function parseHostport(hostport: string): Array<{ transport: TransportKind; host: string; port: number }> {
+function parseHostport(hostport: string): BoundListener[] {
   return hostport
     .split(",")
     .map((s) => s.trim().match(/^(\w+)\/(.+):(\d+)$/))
@@ -498,5 +499,6 @@ function parseHostport(hostport: string): Array<{ transport: TransportKind; host
       transport: m[1].toLowerCase() === "tcp" ? "tcp" : m[1].toLowerCase() === "tls" ? "tls" : "udp",
       host: m[2].replace(/^\[|\]$/g, ""),
       port: Number(m[3]),
+      advertise: m[2],
     }));
 }

@@ -22,7 +22,7 @@ import { freePortInRange } from "../../lib/net/ports";
 import { createLogger, silentLogger, type Logger } from "../../lib/log/logger";
 import type { TraceEvent } from "../../lib/sip";
 import type { Policy } from "../../nrdl/types";
-import { sipBackend, type BackendKind, type TestSipBackend } from "./backends";
+import { defaultBackend, sipBackend, type BackendKind, type TestSipBackend } from "./backends";
 
 export type Transport = "udp" | "tcp" | "tls";
 export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
@@ -41,6 +41,8 @@ export interface Pair {
   dc1: Side & { agent: SourceAgent };
   /** `agent` is absent when the test runs the destination as its own process (`destination: false`). */
   dc2: Side & { agent?: DestinationAgent; uri: string };
+  /** The SIP backend each side runs on. */
+  backend: { dc1: BackendKind; dc2: BackendKind };
   close(): Promise<void>;
 }
 
@@ -53,8 +55,11 @@ export interface PairOptions {
   /** false: no in-process destination agent; the test starts `sip-teleport listen` itself. */
   destination?: boolean;
   logger?: Logger;
-  /** The SIP backend of both agents (default: SIP_TELEPORT_TEST_BACKEND, else sip.js). */
-  backend?: BackendKind;
+  /**
+   * The SIP backend of both agents (default: SIP_TELEPORT_TEST_BACKEND, else sip.js), or one per
+   * side for mixed pairs (e.g. a sip.js source calling a drachtio destination).
+   */
+  backend?: BackendKind | { dc1: BackendKind; dc2: BackendKind };
 }
 
 /** The plan most tests move with: one VM at a time, no bandwidth cap, abort on the first error. */
@@ -99,12 +104,13 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
     (process.env.SIP_TELEPORT_TEST_LOG ? createLogger({ level: process.env.SIP_TELEPORT_TEST_LOG }) : silentLogger);
   // short base path: QMP socket paths must stay under 108 bytes
   const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-e2e-"));
-  const mk = (name: string, extra?: Record<string, unknown>, sipPort?: number) => {
+  const mk = (name: "dc1" | "dc2", extra?: Record<string, unknown>, sipPort?: number) => {
     const cfg = side(base, name, defs, transport, extra, sipPort);
-    const sip = sipBackend(cfg, logger, {}, opts.backend);
+    const kind = typeof opts.backend === "object" ? opts.backend[name] : (opts.backend ?? defaultBackend());
+    const sip = sipBackend(cfg, logger, {}, kind);
     const trace: TraceEvent[] = [];
     sip.onTrace((e) => trace.push(e));
-    return { cfg, host: hostOf(cfg, logger), sip, runDir: cfg.runDir, trace };
+    return { cfg, host: hostOf(cfg, logger), sip, runDir: cfg.runDir, trace, kind };
   };
   // a destination run as its own process needs a port known in advance
   const d2 = mk(
@@ -127,6 +133,7 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
     defs,
     dc1: { ...d1, agent: source },
     dc2: { ...d2, agent: dest, uri: `sip:dc2@127.0.0.1:${port};transport=${transport}` },
+    backend: { dc1: d1.kind, dc2: d2.kind },
     close: async () => {
       await dest?.stop().catch(() => undefined);
       await d1.sip.stop().catch(() => undefined);
