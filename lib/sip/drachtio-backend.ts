@@ -19,7 +19,6 @@ import type {
   SipBody,
   SipHandlers,
   TraceEvent,
-  TransportKind,
 } from "./backend";
 import { INFO_PACKAGE, NRDL_CONTENT_TYPE, type SipConfig } from "./config";
 import { answerChallenges } from "./digest";
