@@ -34,6 +34,7 @@ import {
   rawText,
   responseInfo,
   srfHeaders,
+  traceAckOf,
   warningValue,
   type SrfApi,
   type SrfDialog,
@@ -161,6 +162,7 @@ export class DrachtioBackend implements SipBackend {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    clearTimeout(this.refresh);
     for (const d of [...this.dialogs]) d.terminate("agent stopping");
     this.srf?.disconnect();
     this.srf = undefined;
@@ -308,6 +310,7 @@ export class DrachtioBackend implements SipBackend {
             if (err || !req) return;
             sent = req;
             this.trace("sent", req);
+            traceAckOf(req, (ack) => this.trace("sent", ack));
             if (cancelled) cancel();
           },
           cbProvisional: (res) => {
@@ -413,14 +416,47 @@ export class DrachtioBackend implements SipBackend {
     return this.request("MESSAGE", target, {}, body);
   }
 
-  /** drachtio-server registers nothing for an app; a registrar sees the server's own contact. */
-  register(): Promise<void> {
-    return Promise.reject(
-      new TeleportError(501, "REGISTER through drachtio is not supported: register drachtio-server's contact instead"),
+  /**
+   * REGISTER our AOR, the Contact being drachtio-server's SIP address (where requests for us must
+   * go), refreshed at 80 % of the granted lifetime. One Call-ID for the binding's life (RFC 3261 10.2.4).
+   */
+  async register(): Promise<void> {
+    const expires = this.config.registerExpires ?? 600;
+    const granted = await this.sendRegister(expires);
+    clearTimeout(this.refresh);
+    this.refresh = setTimeout(
+      () =>
+        void this.register().catch((err: unknown) =>
+          this.logger?.warn("REGISTER refresh failed", { error: String(err) }),
+        ),
+      granted * 800,
     );
+    this.refresh.unref();
   }
 
-  async unregister(): Promise<void> {}
+  async unregister(): Promise<void> {
+    clearTimeout(this.refresh);
+    if (this.srf) await this.sendRegister(0);
+  }
+
+  private refresh?: NodeJS.Timeout;
+  private readonly registerCallId = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}@sip-teleport`;
+
+  private async sendRegister(expires: number): Promise<number> {
+    const registrar = this.config.registrar ?? `sip:${hostOf(this.aor)}`;
+    const wanted = registrar.match(/;transport=(\w+)/i)?.[1]?.toLowerCase() ?? "udp";
+    const l = this.listeners.find((x) => x.transport === wanted) ?? this.listeners[0];
+    if (!l) throw new TeleportError(503, "REGISTER: not attached to a drachtio-server yet");
+    const user = this.aor.replace(/^sips?:/, "").split("@")[0];
+    const contact = `<sip:${user}@${l.advertise}:${l.port};transport=${l.transport}>`;
+    const res = await this.request("REGISTER", registrar, {
+      To: `<${this.aor}>`,
+      Contact: contact,
+      Expires: String(expires),
+      "Call-ID": this.registerCallId,
+    });
+    return Number(res.header("Expires") ?? /expires=(\d+)/i.exec(res.header("Contact") ?? "")?.[1] ?? expires);
+  }
 }
 
 /** The dialog of an INVITE we answered, usable before srf has confirmed our 200 was sent. */

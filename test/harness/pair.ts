@@ -22,6 +22,8 @@ import { freePortInRange } from "../../lib/net/ports";
 import { createLogger, silentLogger, type Logger } from "../../lib/log/logger";
 import type { TraceEvent } from "../../lib/sip";
 import type { Policy } from "../../nrdl/types";
+import { DrachtioWithOwnServer } from "../../lib/sip/drachtio/own-server";
+import { startDrachtioServer, type DrachtioServer } from "../../lib/sip/drachtio/server-process";
 import { defaultBackend, sipBackend, type BackendKind, type TestSipBackend } from "./backends";
 
 export type Transport = "udp" | "tcp" | "tls";
@@ -43,6 +45,8 @@ export interface Pair {
   dc2: Side & { agent?: DestinationAgent; uri: string };
   /** The SIP backend each side runs on. */
   backend: { dc1: BackendKind; dc2: BackendKind };
+  /** drachtio-servers started for a side's own process (dc2 with `destination: false` on drachtio). */
+  servers: Partial<Record<"dc1" | "dc2", DrachtioServer>>;
   close(): Promise<void>;
 }
 
@@ -119,6 +123,10 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
     opts.destination === false ? await freePortInRange("127.0.0.1", `${portBase}-${portBase + 49}`) : 0,
   );
   portBase += 50;
+  // a drachtio destination run as its own process attaches to a server started for it here
+  const servers: Pair["servers"] = {};
+  if (opts.destination === false && d2.kind === "drachtio")
+    servers.dc2 = await startDrachtioServer({ sipPort: d2.cfg.sip.listen[0].port });
   const dest =
     opts.destination === false
       ? undefined
@@ -134,7 +142,9 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
     dc1: { ...d1, agent: source },
     dc2: { ...d2, agent: dest, uri: `sip:dc2@127.0.0.1:${port};transport=${transport}` },
     backend: { dc1: d1.kind, dc2: d2.kind },
+    servers,
     close: async () => {
+      await servers.dc2?.stop();
       await dest?.stop().catch(() => undefined);
       await d1.sip.stop().catch(() => undefined);
       await killAll(base);
@@ -199,8 +209,29 @@ export async function refusal(p: Promise<unknown>): Promise<TeleportError> {
 /** Write a side's configuration to a file, for a `sip-teleport` process of its own. */
 export function configFile(pair: Pair, name: "dc1" | "dc2", overrides: Record<string, unknown> = {}): string {
   const file = path.join(pair.base, `${name}.json`);
-  fs.writeFileSync(file, JSON.stringify({ ...pair[name].cfg, ...overrides }, null, 2));
+  const cfg = { ...pair[name].cfg, ...drachtioSection(pair, name), ...overrides };
+  fs.writeFileSync(file, JSON.stringify(cfg, null, 2));
   return file;
+}
+
+/**
+ * A drachtio side's process attaches to that side's drachtio-server (dc2's own process to the
+ * server started for it, a dc1 process to the pair's dc1 server, as a second app); the secret
+ * goes in a file of the pair's base dir.
+ */
+function drachtioSection(pair: Pair, name: "dc1" | "dc2"): Record<string, unknown> {
+  if (pair.backend[name] !== "drachtio") return {};
+  const server = pair.servers[name] ?? (pair[name].sip as DrachtioWithOwnServer).ownServer;
+  if (!server) throw new Error(`no drachtio-server for ${name}`);
+  const secretFile = path.join(pair.base, `${name}-drachtio.secret`);
+  fs.writeFileSync(secretFile, server.secret + "\n", { mode: 0o600 });
+  return {
+    sip: {
+      ...pair[name].cfg.sip,
+      backend: "drachtio",
+      drachtio: { host: server.address, port: server.adminPort, secretFile },
+    },
+  };
 }
 
 /** Start the VMs on dc1, as the source host's operator would before a migration. */

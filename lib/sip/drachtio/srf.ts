@@ -93,7 +93,42 @@ export type SrfConstructor = new () => SrfApi;
 /** drachtio-srf loaded lazily: a sip.js-only agent never loads it. */
 export function loadSrf(): SrfConstructor {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return require("drachtio-srf") as SrfConstructor;
+  const srf = require("drachtio-srf") as SrfConstructor;
+  hookAcks();
+  return srf;
+}
+
+/** Who traces the ACK srf sends for a 2xx to one of our INVITEs (keyed by that INVITE). */
+const ackTracers = new WeakMap<object, (ack: SrfMessage) => void>();
+
+export function traceAckOf(invite: object, tracer: (ack: SrfMessage) => void): void {
+  ackTracers.set(invite, tracer);
+}
+
+type SendAck = (
+  this: { req?: object },
+  dialogId: string,
+  opts?: unknown,
+  cb?: (e: unknown, m?: SrfMessage) => void,
+) => void;
+
+/**
+ * srf ACKs a 2xx itself (Response#sendAck, no callback) and never shows the ACK it sent; we wrap
+ * that one method so the ACK reaches --sip-trace like every other message we send.
+ */
+function hookAcks(): void {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const Response = require("drachtio-srf/lib/response") as { prototype: { sendAck: SendAck; __stTraced?: true } };
+  if (Response.prototype.__stTraced) return;
+  const original = Response.prototype.sendAck;
+  Response.prototype.sendAck = function (dialogId, opts, cb) {
+    const tracer = this.req ? ackTracers.get(this.req) : undefined;
+    original.call(this, dialogId, opts, (err, msg) => {
+      if (!err && msg && tracer) tracer(msg);
+      cb?.(err, msg);
+    });
+  };
+  Response.prototype.__stTraced = true;
 }
 
 /** The error drachtio-srf rejects with on a final non-2xx (SipError with its response). */
