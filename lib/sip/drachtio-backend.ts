@@ -12,6 +12,7 @@ import type {
   InviteResponder,
   OutgoingInvite,
   OutgoingInviteOptions,
+  Peer,
   Responder,
   ResponseInfo,
   ResponseOptions,
@@ -31,6 +32,7 @@ import {
   isSipError,
   loadSrf,
   peerOf,
+  transportOf,
   rawText,
   responseInfo,
   srfHeaders,
@@ -97,7 +99,7 @@ export class DrachtioBackend implements SipBackend {
   private trace(direction: "sent" | "received", m: SrfMessage): void {
     if (!this.config.sipTrace && this.tracers.size === 0) return;
     const message = maskSecrets(rawText(m));
-    const peer = direction === "received" && m.source_address ? peerOf(m) : undefined;
+    const peer = direction === "received" ? (m.source_address ? peerOf(m) : undefined) : nextHop(message);
     if (this.config.sipTrace) this.logger?.info(`sip ${direction} via drachtio\n${message}`);
     const e: TraceEvent = { direction, message, at: Date.now(), peer };
     for (const t of this.tracers) t(e);
@@ -285,7 +287,9 @@ export class DrachtioBackend implements SipBackend {
     const cancel = (): void => {
       cancelled = true;
       try {
-        sent?.cancel();
+        sent?.cancel({}, (err, c) => {
+          if (!err && c) this.trace("sent", c);
+        });
       } catch (err) {
         this.logger?.debug("CANCEL not sent", { error: String(err) });
       }
@@ -518,6 +522,28 @@ class DeferredDialog {
     this.terminated.push(handler);
     this.with((d) => d.onTerminated(handler));
   }
+}
+
+/**
+ * Where a message we sent went (srf reports only the server's own address): a request to its
+ * first Route (loose routing) or else its request URI, a response to its top Via.
+ */
+function nextHop(text: string): Peer | undefined {
+  const lines = text.split(/\r?\n/);
+  const header = (name: RegExp): string | undefined => lines.find((l) => name.test(l))?.replace(/^[^:]+:\s*/, "");
+  if (lines[0].startsWith("SIP/2.0")) {
+    const via = header(/^(via|v)\s*:/i)?.match(/^SIP\/2\.0\/(\w+)\s+([^;:\s]+)(?::(\d+))?(.*)$/i);
+    if (!via) return undefined;
+    const rport = via[4].match(/;rport=(\d+)/)?.[1];
+    const received = via[4].match(/;received=([^;\s]+)/)?.[1];
+    return { address: received ?? via[2], port: Number(rport ?? via[3] ?? 5060), transport: transportOf(via[1]) };
+  }
+  const route = header(/^route\s*:/i)?.match(/<([^>]+)>/)?.[1];
+  const uri = route ?? lines[0].split(" ")[1] ?? "";
+  const m = uri.match(/^sips?:(?:[^@]*@)?(\[[^\]]+\]|[^;:>?]+)(?::(\d+))?(.*)$/i);
+  if (!m) return undefined;
+  const transport = m[3].match(/;transport=(\w+)/i)?.[1];
+  return { address: m[1].replace(/^\[|\]$/g, ""), port: Number(m[2] ?? 5060), transport: transportOf(transport) };
 }
 
 function hostOf(uri: string): string {

@@ -25,7 +25,7 @@ export interface SrfMessage {
 }
 
 export interface SrfOutgoingRequest extends SrfMessage {
-  cancel(cb?: (err: unknown) => void): void;
+  cancel(opts: Record<string, never>, cb: (err: unknown, cancel?: SrfMessage) => void): void;
   on(event: "response", cb: (res: SrfMessage, ack: () => void) => void): void;
 }
 
