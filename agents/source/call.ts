@@ -118,7 +118,7 @@ export class SourceCall {
           reporter.state(statusOf(o, this.call.version));
           events.onOutcome?.(o);
         },
-        onSwitchover: (_wave, vms) => events.onSwitchover?.(vms),
+        onSwitchover: (vms) => events.onSwitchover?.(vms),
       },
     });
     await reporter.close();
@@ -181,7 +181,10 @@ export class SourceCall {
       }
     }
     events.onPhase?.("done", outcome);
-    return { migrationId, outcome, vms, destinationReport, phases };
+    const summary: MigrateSummary = { migrationId, outcome, vms, destinationReport, phases };
+    const group = offer.policy.strategy === "switchover" ? groupDowntimeMs(this.outcomes) : undefined;
+    if (group !== undefined) summary.groupDowntimeMs = group;
+    return summary;
   }
 
   /** Where a VM's copied disks are now: the destination's new image after a move, else still here. */
@@ -228,6 +231,17 @@ function statusOf(o: VmOutcome, version: number): VmStatus {
     };
   }
   return { vm: o.vm, state: o.state, reason: humanText(o.reason) };
+}
+
+/** First STOP to the last end of downtime among the VMs that moved; undefined when QEMU did not say. */
+export function groupDowntimeMs(outcomes: readonly VmOutcome[]): number | undefined {
+  const spans = outcomes.flatMap((o) =>
+    o.state === "completed" && o.result.stoppedAt !== undefined && o.result.downtimeMs >= 0
+      ? [[o.result.stoppedAt, o.result.stoppedAt + o.result.downtimeMs] as const]
+      : [],
+  );
+  if (spans.length === 0) return undefined;
+  return Math.round(Math.max(...spans.map((s) => s[1])) - Math.min(...spans.map((s) => s[0])));
 }
 
 function outcomeOf(vms: VmSummary[]): Outcome {

@@ -168,6 +168,10 @@ export function formatSummary(s: MigrateSummary): string {
     const copied = v.diskTransferredBytes !== undefined ? ` (${mib(v.diskTransferredBytes)} copied)` : "";
     lines.push(`${v.vm} disks: ${v.disks}${copied}`);
   }
+  if (s.groupDowntimeMs !== undefined)
+    lines.push(
+      `group downtime ${s.groupDowntimeMs} ms (first VM stopped to the last one's state loaded at the destination)`,
+    );
   const p = s.phases;
   lines.push(
     `${s.migrationId}: ${s.outcome}. SIP phases: INVITE->200 ${p.arming} ms` +

@@ -50,6 +50,11 @@ export interface MigrateSummary {
   destinationReport?: Report;
   /** SIP phases in ms: INVITE->200 (arming), 200->first migrate, last completion->BYE's 200. */
   phases: { arming: number; ackToFirstMigrate?: number; lastCompletionToByeOk?: number };
+  /**
+   * Whole-group switchover: the group's pause as the source's QEMUs measured it, from the first VM
+   * stopped to the last one's end of downtime (its state loaded at the destination).
+   */
+  groupDowntimeMs?: number;
 }
 
 export interface SourceOptions {
@@ -60,4 +65,6 @@ export interface SourceOptions {
   logger: Logger;
   /** CANCEL an INVITE with no final answer after this long (the destination crashed while arming). */
   answerTimeoutS?: number;
+  /** Vets a 3xx redirect's target before the INVITE follows it (security.destinations): a reason refuses it. */
+  redirectAllowed?: (target: string) => string | undefined;
 }

@@ -127,6 +127,8 @@ export interface MigrationResult {
   downtimeMs: number;
   /** -1 when the hypervisor does not measure it (VirtualBox). */
   transferredBytes: number;
+  /** When the source stopped the VM for switchover (epoch ms), when the hypervisor says; for the group's pause. */
+  stoppedAt?: number;
   /** Bytes of disk mirrored, when the VM had copied disks. */
   diskTransferredBytes?: number;
 }
@@ -142,6 +144,13 @@ export interface MigrationHandle {
    * With pauseBeforeSwitchover: resolves when every page was sent once and the VM, still running, waits for switchover.
    */
   readonly readyToSwitch: Promise<void>;
+  /**
+   * After readyToSwitch: let the migration converge (with `downtimeLimitMs`, default the migration's
+   * own limit); resolves when the source has stopped the VM with only its last pages and device
+   * state left to send (it waits there).
+   */
+  converge(downtimeLimitMs?: number): Promise<void>;
+  /** Send the rest (converging first if needed); resolves when the destination has the VM. */
   switchover(): Promise<void>;
   /** Cancel; the VM keeps running on the source. */
   abort(): Promise<void>;

@@ -77,21 +77,41 @@ function quiet<T>(p: Promise<T>): Promise<T> {
   return p;
 }
 
+/** A promise settled from outside, already marked handled. */
+function signal(): { promise: Promise<void>; resolve(): void; reject(err: Error): void } {
+  let resolve!: () => void;
+  let reject!: (err: Error) => void;
+  const promise = quiet(
+    new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    }),
+  );
+  return { promise, resolve, reject };
+}
+
 export class QemuMigration implements MigrationHandle {
   readonly done: Promise<MigrationResult>;
   readonly readyToSwitch: Promise<void>;
   phase: MigrationPhase = "setup";
   private client: QmpClient | undefined;
-  private resolveReady!: () => void;
-  private rejectReady!: (err: Error) => void;
+  private readonly ready = signal();
+  /** Stopped at pre-switchover: only the last pages and the device state are left to send. */
+  private readonly stopped = signal();
+  /** The destination has the VM (QEMU's "completed"). */
+  private readonly arrived = signal();
+  /** When the source stopped the VM (QMP STOP), epoch ms. */
+  private stoppedAt: number | undefined;
   /** Why we cancelled, when we did (abort or timeout). */
   private cancelReason: TeleportError | undefined;
   private abortRequested = false;
   private timer: NodeJS.Timeout | undefined;
   private bytes = { transferred: 0, remaining: 0, total: 0 };
   private bytesPerS: number;
-  /** switchover() was called: go through pre-switchover without stopping there. */
+  /** converge() was called: the real downtime limit and bandwidth are back. */
   private released = false;
+  /** switchover() sent migrate-continue. */
+  private continued = false;
   private held = false;
   /** QOM id of this migration's TLS credentials (unique: a VM may leave, come back, leave again). */
   private readonly tlsId = `st-outgoing-${Date.now().toString(36)}`;
@@ -115,45 +135,49 @@ export class QemuMigration implements MigrationHandle {
     private readonly log: Logger,
   ) {
     this.bytesPerS = opts.bandwidthMbps > 0 ? Math.floor((opts.bandwidthMbps * 1_000_000) / 8) : UNLIMITED_BYTES_PER_S;
-    this.readyToSwitch = quiet(
-      new Promise<void>((resolve, reject) => {
-        this.resolveReady = resolve;
-        this.rejectReady = reject;
-      }),
-    );
+    this.readyToSwitch = this.ready.promise;
     if (!opts.pauseBeforeSwitchover)
-      this.rejectReady(new TeleportError(400, `migration of ${vm} was not asked to pause before switchover`));
+      this.ready.reject(new TeleportError(400, `migration of ${vm} was not asked to pause before switchover`));
     this.done = quiet(
       this.run().finally(() => {
         clearTimeout(this.timer);
         hooks.settled();
       }),
     );
-    this.done.catch((err: Error) => this.rejectReady(err));
+    this.done.catch((err: Error) => {
+      for (const s of [this.ready, this.stopped, this.arrived]) s.reject(err);
+    });
   }
 
   /**
-   * Release a held migration: the real downtime limit lets QEMU converge in its next pass, and
-   * the pause at pre-switchover is passed through at once. Every VM of a wave released together
-   * switches over within about one pass of each other, while each kept running until then.
+   * Release a held migration: the real downtime limit and bandwidth let QEMU converge in its next
+   * pass; it then stops the VM at pre-switchover and waits there. Every VM of a group released
+   * together stops within about one pass of each other, while each kept running until then.
    */
-  async switchover(): Promise<void> {
+  async converge(downtimeLimitMs = this.opts.downtimeLimitMs): Promise<void> {
     const client = this.client;
-    if (
-      !this.opts.pauseBeforeSwitchover ||
-      !client ||
-      this.released ||
-      !(this.phase === "active" || this.phase === "pre-switchover")
-    )
-      throw new TeleportError(400, `VM ${this.vm} is not waiting for switchover (phase ${this.phase})`);
-    this.released = true;
-    this.armTimeout();
-    if (this.phase === "pre-switchover") await this.continueSwitchover(client);
-    else
-      await client.execute("migrate-set-parameters", {
-        "max-bandwidth": this.bytesPerS,
-        "downtime-limit": this.opts.downtimeLimitMs,
-      });
+    if (!this.released) {
+      if (!this.opts.pauseBeforeSwitchover || !client || !(this.phase === "active" || this.phase === "pre-switchover"))
+        throw new TeleportError(400, `VM ${this.vm} is not waiting for switchover (phase ${this.phase})`);
+      this.released = true;
+      this.armTimeout();
+      if (this.phase === "active")
+        await client.execute("migrate-set-parameters", {
+          "max-bandwidth": this.bytesPerS,
+          "downtime-limit": Math.max(1, Math.round(downtimeLimitMs)),
+        });
+    }
+    await this.stopped.promise;
+  }
+
+  /** Send what is left of a VM stopped at pre-switchover; resolves when the destination has it. */
+  async switchover(): Promise<void> {
+    await this.converge();
+    if (!this.continued) {
+      this.continued = true;
+      if (this.client) await this.continueSwitchover(this.client);
+    }
+    await this.arrived.promise;
   }
 
   async abort(): Promise<void> {
@@ -238,6 +262,7 @@ export class QemuMigration implements MigrationHandle {
         downtimeMs: q.downtime ?? -1,
         transferredBytes: q.ram?.transferred ?? this.bytes.transferred,
       };
+      if (this.stoppedAt !== undefined) result.stoppedAt = this.stoppedAt;
       if (this.diskBytes !== undefined) result.diskTransferredBytes = this.diskBytes;
       this.report("completed");
       await client.close();
@@ -313,6 +338,7 @@ export class QemuMigration implements MigrationHandle {
   private followEvents(client: QmpClient): Promise<string> {
     return new Promise((resolve, reject) => {
       const off = client.onEvent((ev: QmpEvent) => {
+        if (ev.event === "STOP") this.stoppedAt = ev.timestamp.seconds * 1000 + ev.timestamp.microseconds / 1000;
         if (ev.event !== "MIGRATION") return;
         const status = String(ev.data.status);
         const phase = phaseOf(status);
@@ -321,9 +347,15 @@ export class QemuMigration implements MigrationHandle {
         // Terminal phases are reported by run() with QEMU's final counters.
         if (phase !== "completed" && phase !== "failed" && phase !== "cancelled") this.report(phase);
         if (status === "pre-switchover") {
-          if (this.opts.pauseBeforeSwitchover && !this.released) this.holding(client);
-          else void this.continueSwitchover(client);
+          // disks only (no group switchover): the mirrors complete, then the migration goes on
+          if (!this.opts.pauseBeforeSwitchover) void this.continueSwitchover(client);
+          else {
+            // converged before the group was ready: it waits stopped (a guest that writes nothing)
+            if (!this.released) this.holding(client);
+            this.stopped.resolve();
+          }
         }
+        if (status === "completed") this.arrived.resolve();
         if (status === "completed" || status === "failed" || status === "cancelled") {
           off();
           resolve(status);
@@ -357,7 +389,7 @@ export class QemuMigration implements MigrationHandle {
     clearTimeout(this.timer); // waiting for the wave's switchover is not slowness
     if (this.phase === "active")
       void client.execute("migrate-set-parameters", { "max-bandwidth": HOLD_BYTES_PER_S }).catch(() => undefined);
-    this.resolveReady();
+    this.ready.resolve();
   }
 
   private async pollProgress(client: QmpClient): Promise<void> {

@@ -61,6 +61,18 @@ async function side(cfg: HostConfig, inventory: VmDefinition[]): Promise<Side> {
   return { cfg, sip, driver, uri: "" };
 }
 
+/** A destination agent on its own side, started; its URI names the port it bound. */
+async function destination(
+  cfg: HostConfig,
+  inventory: VmDefinition[],
+): Promise<{ side: Side; agent: DestinationAgent }> {
+  const s = await side(cfg, inventory);
+  const agent = new DestinationAgent({ config: s.cfg, sip: s.sip, host: new Host([s.driver]), logger: silentLogger });
+  await agent.start();
+  s.uri = `sip:${cfg.host}@127.0.0.1:${s.sip.listeners[0].port}`;
+  return { side: s, agent };
+}
+
 export interface StackOptions {
   vms: string[];
   /** console.token of the source host. */
@@ -76,25 +88,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   // Short base path: QMP socket paths must stay under 108 bytes.
   const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-con-"));
 
-  const dest = await side(sideConfig(base, "dc2"), inventory);
-  const destAgent = new DestinationAgent({
-    config: dest.cfg,
-    sip: dest.sip,
-    host: new Host([dest.driver]),
-    logger: silentLogger,
-  });
-  await destAgent.start();
-  dest.uri = `sip:dc2@127.0.0.1:${dest.sip.listeners[0].port}`;
-
-  const strict = await side(sideConfig(base, "dc3", { security: { allow: ["sip:ops@example.net"] } }), inventory);
-  const strictAgent = new DestinationAgent({
-    config: strict.cfg,
-    sip: strict.sip,
-    host: new Host([strict.driver]),
-    logger: silentLogger,
-  });
-  await strictAgent.start();
-  strict.uri = `sip:dc3@127.0.0.1:${strict.sip.listeners[0].port}`;
+  const { side: dest, agent: destAgent } = await destination(sideConfig(base, "dc2"), inventory);
+  const strictCfg = sideConfig(base, "dc3", { security: { allow: ["192.0.2.1"] } });
+  const { side: strict, agent: strictAgent } = await destination(strictCfg, inventory);
 
   const sourceCfg = sideConfig(base, "dc1", {
     console: { http: "127.0.0.1:0", destinations: [dest.uri, strict.uri], token: opts.token, plans: opts.plans ?? {} },
