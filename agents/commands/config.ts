@@ -6,7 +6,6 @@ import { TeleportError } from "../../lib/errors";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
 import { silentLogger } from "../../lib/log/logger";
 import { probeDrachtio } from "../../lib/sip/drachtio/probe";
-import type { HostConfig } from "../../lib/config/schema";
 import { drachtioOf, hostOf } from "../wiring";
 
 /** Kernels, initrds and disks the inventory names but this machine does not hold. */
