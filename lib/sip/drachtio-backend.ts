@@ -26,7 +26,9 @@ import { answerChallenges } from "./digest";
 import type { BoundListener } from "./transport";
 import { DrachtioDialog, type DialogContext } from "./drachtio/dialog";
 import {
+  expectDialog,
   failure,
+  forgetExpected,
   headerValues,
   incomingRequest,
   isSipError,
@@ -259,8 +261,12 @@ export class DrachtioBackend implements SipBackend {
             "Recv-Info": INFO_PACKAGE,
             Accept: NRDL_CONTENT_TYPE,
           };
+          const callId = req.get("Call-ID") ?? "";
+          expectDialog(callId);
+          const created = this.api.createUAS(req, res, { localSdp: body.content, headers });
+          created.catch(() => forgetExpected(callId));
           dialog = new DeferredDialog(
-            this.api.createUAS(req, res, { localSdp: body.content, headers }).then((d) => this.adopt(d)),
+            created.then((d) => this.adopt(d)),
             req,
           );
         });

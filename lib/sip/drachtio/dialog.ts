@@ -13,6 +13,8 @@ import {
   failure,
   headerValues,
   incomingRequest,
+  ownDialog,
+  srfDefault,
   responseInfo,
   type SrfApi,
   type SrfDialog,
@@ -60,14 +62,13 @@ export class DrachtioDialog implements Dialog {
     this.id = d.id;
     this.callId = d.sip.callId;
     this.remoteUri = d.remote.uri;
-    const original = d.handle.bind(d);
-    d.handle = (req, res) => {
+    d.on("destroy", () => this.terminate("dialog destroyed by drachtio"));
+    ownDialog(d, (req, res) => {
       if (req.method === "BYE") return this.receiveBye(req, res);
       if (req.method === "INFO") return this.receiveInfo(req, res);
       if (req.method === "ACK") ctx.trace("received", req);
-      original(req, res);
-    };
-    d.on("destroy", () => this.terminate("dialog destroyed by drachtio"));
+      srfDefault(d, req, res);
+    });
   }
 
   /** Resolves on the ACK to our 200 (UAS side). */

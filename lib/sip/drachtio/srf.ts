@@ -95,7 +95,55 @@ export function loadSrf(): SrfConstructor {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   const srf = require("drachtio-srf") as SrfConstructor;
   hookAcks();
+  hookDialogs();
   return srf;
+}
+
+type InDialogHandler = (req: SrfIncomingRequest, res: SrfResponse) => void;
+
+/** Our handler for each srf dialog we own; requests of a dialog we are about to own wait here. */
+const owners = new WeakMap<object, InDialogHandler>();
+const early = new Map<string, Array<[SrfIncomingRequest, SrfResponse]>>();
+let srfHandle: ((this: SrfDialog, req: SrfIncomingRequest, res: SrfResponse) => void) | undefined;
+
+/**
+ * The 200 we send, the ACK and the first INFO can reach srf in one read: srf then dispatches the
+ * INFO to its dialog before our code has adopted it. Requests for a Call-ID we are answering wait.
+ */
+export function expectDialog(callId: string): void {
+  early.set(callId, []);
+}
+
+export function forgetExpected(callId: string): void {
+  early.delete(callId);
+}
+
+/** From now on `handler` sees this dialog's requests (those that waited first). */
+export function ownDialog(d: SrfDialog, handler: InDialogHandler): void {
+  owners.set(d, handler);
+  const waiting = early.get(d.sip.callId) ?? [];
+  early.delete(d.sip.callId);
+  for (const [req, res] of waiting) handler(req, res);
+}
+
+/** srf's own handling of an in-dialog request (ACK events, re-INVITE, ...). */
+export function srfDefault(d: SrfDialog, req: SrfIncomingRequest, res: SrfResponse): void {
+  srfHandle?.call(d, req, res);
+}
+
+function hookDialogs(): void {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const Dialog = require("drachtio-srf/lib/dialog") as { prototype: SrfDialog & { __stOwned?: true } };
+  if (Dialog.prototype.__stOwned) return;
+  srfHandle = Dialog.prototype.handle;
+  Dialog.prototype.handle = function (this: SrfDialog, req: SrfIncomingRequest, res: SrfResponse) {
+    const own = owners.get(this);
+    if (own) return own(req, res);
+    const waiting = early.get(this.sip.callId);
+    if (waiting) return void waiting.push([req, res]);
+    srfHandle?.call(this, req, res);
+  };
+  Dialog.prototype.__stOwned = true;
 }
 
 /** Who traces the ACK srf sends for a 2xx to one of our INVITEs (keyed by that INVITE). */
