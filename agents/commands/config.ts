@@ -5,7 +5,8 @@ import type { HostConfig } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
 import { silentLogger } from "../../lib/log/logger";
-import { hostOf } from "../wiring";
+import { probeDrachtio } from "../../lib/sip/drachtio/probe";
+import { drachtioOf, hostOf } from "../wiring";
 
 /** Kernels, initrds and disks the inventory names but this machine does not hold. */
 function missingImages(vms: readonly VmDefinition[]): string[] {
@@ -54,8 +55,10 @@ export function configWarnings(cfg: HostConfig): string[] {
  */
 export async function checkConfig(file: string, opts: { images?: boolean } = {}): Promise<string[]> {
   try {
-    const host = hostOf(loadConfig(file), silentLogger);
+    const cfg = loadConfig(file);
+    const host = hostOf(cfg, silentLogger);
     const problems: string[] = opts.images === false ? [] : missingImages(host.inventory());
+    problems.push(...(await drachtioProblems(cfg)));
     for (const d of host.drivers()) {
       if (!host.inventory().some((v) => v.hypervisor === d.kind)) continue;
       const a = await d.available();
@@ -65,6 +68,19 @@ export async function checkConfig(file: string, opts: { images?: boolean } = {})
   } catch (err) {
     const e = TeleportError.from(err);
     return e.details.length ? e.details.map((d) => `${e.reason}: ${d}`) : [e.reason];
+  }
+}
+
+/** With the drachtio backend: is the secret there, and does the server answer and accept it. */
+async function drachtioProblems(cfg: HostConfig): Promise<string[]> {
+  if (cfg.sip.backend !== "drachtio") return [];
+  try {
+    const conn = drachtioOf(cfg);
+    const r = await probeDrachtio(conn);
+    return r.ok ? [] : [`sip.drachtio: drachtio-server does not answer: ${r.detail}`];
+  } catch (err) {
+    const e = TeleportError.from(err);
+    return [`sip.drachtio: ${[e.reason, ...e.details].join(": ")}`];
   }
 }
 

@@ -23,6 +23,27 @@ const credentials = z
   .object({ username: z.string().min(1), password: z.string().min(1), realm: z.string().optional() })
   .strict();
 
+/**
+ * The drachtio-server an agent attaches to when `sip.backend` is "drachtio" (its admin port, not
+ * SIP). The secret comes from a file or an environment variable, never from the config itself.
+ */
+const drachtio = z
+  .object({
+    host: z.string().min(1).default("127.0.0.1"),
+    port: z.number().int().min(1).max(65535).default(9022),
+    /** A file holding the admin secret (first line). */
+    secretFile: z.string().optional(),
+    /** An environment variable holding the admin secret. */
+    secretEnv: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "expected an environment variable name")
+      .optional(),
+  })
+  .strict()
+  .refine((d) => (d.secretFile === undefined) !== (d.secretEnv === undefined), {
+    message: "sip.drachtio needs exactly one of secretFile or secretEnv",
+  });
+
 const portRange = z
   .string()
   .regex(/^\d{1,5}-\d{1,5}$/, 'expected a port range such as "49152-49407"')
@@ -101,10 +122,22 @@ export const configSchema = z
         trace: z.boolean().default(false),
         /** Refuse anything but TLS: every listener must be TLS, and a request that arrives otherwise gets 403. */
         tlsOnly: z.boolean().default(false),
+        /**
+         * The SIP stack: "sipjs" (built in, listens itself) or "drachtio" (a drachtio-srf app on a
+         * drachtio-server, which owns the SIP ports; `listen` and `tls` are then the server's business).
+         */
+        backend: z.enum(["sipjs", "drachtio"]).default("sipjs"),
+        drachtio: drachtio.optional(),
       })
       .strict()
       .prefault({})
       .superRefine((sip, ctx) => {
+        if (sip.backend === "drachtio" && !sip.drachtio)
+          ctx.addIssue({
+            code: "custom",
+            path: ["drachtio"],
+            message: 'sip.backend "drachtio" needs sip.drachtio (host, port, secretFile or secretEnv)',
+          });
         if (!sip.tlsOnly) return;
         sip.listen.forEach((l, i) => {
           if (l.transport !== "tls")

@@ -11,7 +11,7 @@ import { startConsole, type RunningConsole } from "../../agents/console";
 import { sipOf } from "../../agents/wiring";
 import type { HostConfig } from "../../lib/config/schema";
 import { silentLogger } from "../../lib/log/logger";
-import type { SipJsBackend } from "../../lib/sip";
+import type { AgentSip } from "../../agents/wiring";
 import { randomPort } from "../../bench/sipp";
 import { bootOnSource, guestDefs, placement, startPair, type Pair } from "../harness";
 import { FIXTURES } from "../sip/helpers";
@@ -76,7 +76,7 @@ asRoot("a forged From from another host", () => {
 
   describe("MESSAGE trigger", () => {
     let console: RunningConsole;
-    let sip: SipJsBackend;
+    let sip: AgentSip;
     beforeAll(async () => {
       await bootOnSource(pair);
       const base = pair.dc1.cfg;
