@@ -24,6 +24,7 @@ import { buildNrdl, formatViolation, humanText, parseNrdl } from "../../nrdl";
 import type { Armed, NrdlDocument, Offer, Rejected, Report, VmResult, VmStatus } from "../../nrdl/types";
 import { NRDL_MIME } from "../../nrdl/types";
 import { AccessPolicy } from "./access";
+import { capacityOf, resources, shortageRejections, shortages } from "./capacity";
 import { Journal } from "./journal";
 import { RateLimiter } from "./rate";
 
@@ -51,6 +52,15 @@ interface DialogState {
   idleTimer?: NodeJS.Timeout;
   expiryTimer?: NodeJS.Timeout;
   lastReport?: Report;
+}
+
+/** The Warning header the backend puts on INVITE refusals, for answers we build ourselves. */
+function warningOf(host: string, e: TeleportError): string {
+  const text = [e.reason, ...e.details]
+    .join("; ")
+    .replace(/["\\]/g, "'")
+    .replace(/[\r\n]+/g, " ");
+  return `399 ${host} "${text.slice(0, 1000)}"`;
 }
 
 const nrdlBody = (doc: NrdlDocument): SipBody => ({ contentType: NRDL_MIME, content: buildNrdl(doc) });
@@ -104,6 +114,11 @@ export class DestinationAgent {
         void this.onInvite(req, res).catch((err: unknown) => {
           // never let one dialog's failure take the agent down
           this.log.error("INVITE handling failed", { callId: req.callId, error: String(err) });
+        }),
+      onOptions: (req, res) =>
+        void this.onOptions(req, res).catch((err: unknown) => {
+          this.log.error("OPTIONS handling failed", { callId: req.callId, error: String(err) });
+          res.send(500, "Server Internal Error");
         }),
       authorize: (req) => this.authorizeInDialog(req),
     });
@@ -225,8 +240,11 @@ export class DestinationAgent {
     return headers;
   }
 
-  /** Per-VM refusals (488) and conflicts with other dialogs (486). */
-  private async vet(offer: Offer): Promise<Rejected[]> {
+  /**
+   * Per-VM refusals (488: definitions, hypervisor, state here, and the host's free memory, disk and
+   * migration ports) and conflicts with other dialogs (486). INVITE and dry run both decide here.
+   */
+  private async vet(offer: Offer): Promise<{ rejected: Rejected[]; ports: number[] }> {
     const busy = offer.vms.filter((v) => this.holders.has(v.name)).map((v) => v.name);
     if (busy.length)
       throw new TeleportError(
@@ -260,7 +278,71 @@ export class DestinationAgent {
       if (state !== "absent" && state !== "stopped")
         rejected.push({ vm: vm.name, reason: `already ${state} on this host` });
     }
-    return rejected;
+    const have = await resources(this.opts.config, offer.vms.length);
+    const short = shortageRejections(offer, shortages(offer, have, this.opts.config));
+    for (const r of short) if (!rejected.some((x) => x.vm === r.vm)) rejected.push(r);
+    return { rejected, ports: have.ports };
+  }
+
+  /**
+   * OPTIONS (RFC 3261 11.2: answered with the status an INVITE would get). Without a body: this
+   * host's capacity. With an NRDL offer: a dry run through the INVITE's own checks (admit, vet)
+   * that answers what would be armed or refused, and arms, starts and writes nothing.
+   */
+  private async onOptions(req: IncomingRequest, res: Responder): Promise<void> {
+    const log = this.log.child({ callId: req.callId });
+    const refuse = (err: unknown, body?: SipBody) => {
+      const e = TeleportError.from(err);
+      log.warn("OPTIONS refused", { status: e.status, reason: e.reason, details: e.details, from: req.fromUri });
+      const headers = { ...this.refusalHeaders(e), Warning: warningOf(this.opts.config.host, e) };
+      res.send(e.status, e.reason, { headers, body });
+    };
+    if (!req.body) {
+      try {
+        this.requireTls(req);
+        const user = this.authenticate(req);
+        const denied = this.access.check({
+          address: req.source.address,
+          fromUri: req.fromUri,
+          authenticatedUser: user,
+        });
+        if (denied) throw new TeleportError(403, "Forbidden", [denied]);
+      } catch (err) {
+        return refuse(err);
+      }
+      const accept = req.header("Accept") ?? "";
+      if (!accept.toLowerCase().includes(NRDL_MIME)) return res.send(200, "OK");
+      const capacity = await capacityOf(this.opts.config, this.opts.host);
+      return res.send(200, "OK", { body: nrdlBody({ version: 1, id: "capacity", body: capacity }) });
+    }
+    let doc: NrdlDocument<Offer>;
+    let verdict: { rejected: Rejected[]; ports: number[] };
+    try {
+      doc = (await this.admit(req)).doc;
+      verdict = await this.vet(doc.body);
+    } catch (err) {
+      return refuse(err);
+    }
+    const { address } = this.opts.config.migration;
+    const accepted = doc.body.vms
+      .filter((vm) => !verdict.rejected.some((r) => r.vm === vm.name))
+      .map((vm, i) => ({ vm: vm.name, uri: `tcp:${address}:${verdict.ports[i]}` }));
+    const preview = nrdlBody({
+      version: doc.version,
+      id: doc.id,
+      body: { kind: "preview", accepted, rejected: verdict.rejected },
+    });
+    log.info("dry run answered", { migrationId: doc.id, refused: verdict.rejected.length });
+    if (verdict.rejected.length)
+      return refuse(
+        new TeleportError(
+          488,
+          "Not Acceptable Here",
+          verdict.rejected.map((r) => `${r.vm}: ${r.reason}`),
+        ),
+        preview,
+      );
+    res.send(200, "OK", { body: preview });
   }
 
   private async onInvite(req: IncomingRequest, res: InviteResponder): Promise<void> {
@@ -290,7 +372,7 @@ export class DestinationAgent {
     const offer = doc.body;
     let rejected: Rejected[];
     try {
-      rejected = await this.vet(offer);
+      ({ rejected } = await this.vet(offer));
     } catch (err) {
       const e = TeleportError.from(err);
       log.warn("INVITE refused", { status: e.status, reason: e.reason, details: e.details });

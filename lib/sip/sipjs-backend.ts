@@ -316,6 +316,25 @@ export class SipJsBackend implements SipBackend {
     });
   }
 
+  query(target: string, body?: SipBody): Promise<ResponseInfo> {
+    const uri = parseUri(target);
+    const msg = this.requireCore().makeOutgoingRequestMessage(
+      "OPTIONS",
+      uri,
+      this.aorUri,
+      uri,
+      {},
+      [`Accept: ${NRDL_CONTENT_TYPE}`],
+      body && coreBody(body, "render"),
+    );
+    return new Promise((resolve) => {
+      this.requireCore().request(msg, {
+        onAccept: (r) => resolve(responseInfo(r.message)),
+        onReject: (r) => resolve(responseInfo(r.message)),
+      });
+    });
+  }
+
   register(): Promise<void> {
     this.registration ??= { callId: crypto.randomBytes(10).toString("hex"), cseq: 1 };
     return this.sendRegister(this.config.registerExpires ?? 600);
@@ -405,7 +424,14 @@ export class SipJsBackend implements SipBackend {
       this.peers.set(message, source);
       if (message.method === "OPTIONS" && !message.toTag) {
         // Health check: advertise what we accept; the core's own answer would list SDP.
-        core.replyStateless(message, { statusCode: 200, extraHeaders: [...CAPABILITIES, "Supported: "] });
+        const reply = (status: number, reason?: string, opts?: ResponseOptions) => {
+          const options = responseOptions(status, reason, opts, "render");
+          options.extraHeaders = [...CAPABILITIES, "Supported: ", ...(options.extraHeaders ?? [])];
+          core.replyStateless(message, options);
+        };
+        const onOptions = this.handlers.onOptions;
+        if (onOptions) onOptions(incomingRequest(message, this.peers), { send: reply });
+        else reply(200);
         return;
       }
       if (

@@ -88,17 +88,17 @@ const cases: Array<[string, string, string]> = [
   [
     "no body",
     doc(""),
-    "/nrdl: expected one body: one <offer>, <answer> or <report>, or one or more <status>; found none",
+    "/nrdl: expected one body: one <offer>, <answer>, <report>, <preview> or <capacity>, or one or more <status>; found none",
   ],
   [
     "two bodies of different kinds",
     doc(`<answer>${armed("a")}</answer><status vm="a" state="failed"/>`),
-    "/nrdl: expected one body: one <offer>, <answer> or <report>, or one or more <status>; found <answer>, <status>",
+    "/nrdl: expected one body: one <offer>, <answer>, <report>, <preview> or <capacity>, or one or more <status>; found <answer>, <status>",
   ],
   [
     "two offers",
     offer(A).replace("</nrdl>", "<offer/></nrdl>"),
-    "/nrdl: expected one body: one <offer>, <answer> or <report>, or one or more <status>; found <offer>, <offer>",
+    "/nrdl: expected one body: one <offer>, <answer>, <report>, <preview> or <capacity>, or one or more <status>; found <offer>, <offer>",
   ],
   // unknown elements and attributes, text
   [
@@ -109,7 +109,7 @@ const cases: Array<[string, string, string]> = [
   [
     "unknown element at the root",
     offer(A).replace("</nrdl>", "<extension/></nrdl>"),
-    "/nrdl/extension: unexpected element <extension>; <nrdl> contains <offer>, <answer>, <report>, <status>",
+    "/nrdl/extension: unexpected element <extension>; <nrdl> contains <offer>, <answer>, <report>, <status>, <preview>, <capacity>",
   ],
   [
     "element inside a leaf",
