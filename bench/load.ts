@@ -109,7 +109,8 @@ async function main(): Promise<void> {
   try {
     await sipp(20, 40); // warm up V8 and the sip.js grammar
     console.log(
-      `destination agent + LoadDriver (arms nothing), full NRDL dialog over UDP, ${SECONDS} s per step, sipp on the same ${os.cpus().length}-core machine`,
+      `destination agent + LoadDriver (arms nothing), full NRDL dialog over UDP, ${SECONDS} s per ` +
+        `step, sipp on the same ${os.cpus().length}-core machine`,
     );
     console.log("rate/s   calls  completed  failed  p50-ms  p99-ms  max-ms  armed-left");
     let best = 0;
@@ -153,8 +154,10 @@ async function main(): Promise<void> {
     const after1k = await batch(1000);
     const after10k = await batch(DIALOGS - 1000);
     console.log(
-      `heap after 1,000 dialogs: ${after1k.toFixed(1)} MiB; after ${DIALOGS.toLocaleString("en")}: ${after10k.toFixed(1)} MiB ` +
-        `(growth ${(after10k - after1k).toFixed(1)} MiB, ${(((after10k - after1k) * 2 ** 20) / (DIALOGS - 1000)).toFixed(0)} bytes/dialog)`,
+      `heap after 1,000 dialogs: ${after1k.toFixed(1)} MiB; after ` +
+        `${DIALOGS.toLocaleString("en")}: ${after10k.toFixed(1)} MiB ` +
+        `(growth ${(after10k - after1k).toFixed(1)} MiB, ` +
+        `${(((after10k - after1k) * 2 ** 20) / (DIALOGS - 1000)).toFixed(0)} bytes/dialog)`,
     );
     await settle();
     console.log(`listeners left armed after the agent's timers ran: ${driver.armedCount}`);

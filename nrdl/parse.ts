@@ -4,7 +4,7 @@
  * (elements, attributes, text) here; semantics (validate.ts) on the resulting model.
  */
 import { XMLParser, XMLValidator } from "fast-xml-parser";
-import { TeleportError } from "../lib/errors";
+import { TeleportError } from "./errors";
 import { guardHostileInput } from "./guard";
 import { ATTRS, DEPENDS_ON_ATTR, ROOT_ATTRS, URI_ATTR, shown, type AttrSpec, type AttrValue } from "./schema";
 import { NRDL_NAMESPACE, type NrdlBody, type NrdlDocument, type Offer, type Policy, type Violation } from "./types";
@@ -155,7 +155,8 @@ function childrenOf(node: XNode, allowed: Record<string, Cardinality>, ctx: Cont
     else
       ctx.add(
         child.path,
-        `unexpected element <${child.name}>; <${node.name}> ${names.length ? `contains ${names.join(", ")}` : "has no child elements"}`,
+        `unexpected element <${child.name}>; <${node.name}> ` +
+          `${names.length ? `contains ${names.join(", ")}` : "has no child elements"}`,
       );
   }
   for (const [name, cardinality] of Object.entries(allowed)) {

@@ -4,7 +4,7 @@
  * Works on anything shaped roughly like a document (parse.ts hands it partial ones) and reports
  * every violation with the wire path it would have, e.g. /nrdl/offer/vm[2]/@memory-mib.
  */
-import { TeleportError } from "../lib/errors";
+import { TeleportError } from "./errors";
 import { ATTRS, DEPENDS_ON_ATTR, ROOT_ATTRS, URI_ATTR, shown, type AttrSpec } from "./schema";
 import {
   SUPPORTED_VERSIONS,

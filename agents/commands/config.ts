@@ -46,7 +46,8 @@ export function registerConfigCommands(program: Command): void {
     .description("explain every problem in a configuration, its inventory, its VM images and its hypervisors")
     .addHelpText(
       "after",
-      "\nExamples:\n  $ sip-teleport config check /etc/sip-teleport/dc2.json\n  $ sip-teleport config check --no-images deploy/config/dc2.json   # before the images are copied",
+      "\nExamples:\n  $ sip-teleport config check /etc/sip-teleport/dc2.json\n  $ sip-teleport " +
+        "config check --no-images deploy/config/dc2.json   # before the images are copied",
     )
     .action(async (file: string, o: { images: boolean }) => {
       const problems = await checkConfig(file, { images: o.images });

@@ -7,68 +7,16 @@
 import { randomBytes } from "node:crypto";
 import { DEFAULT_ANSWER_TIMEOUT_S } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
-import type { MigrationProgress } from "../../lib/hypervisor/driver";
-import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
-import type { VmOutcome } from "../../lib/plan/execute";
 import { planOffer } from "../../lib/plan/waves";
-import type { Dialog, SipBackend, SipBody } from "../../lib/sip/backend";
+import type { Dialog, SipBody } from "../../lib/sip/backend";
 import { formatViolation, parseNrdl } from "../../nrdl";
-import type { Answer, Offer, Outcome, Policy, Report, VmSpec, VmStatus } from "../../nrdl/types";
+import type { Answer, Offer, VmSpec } from "../../nrdl/types";
 import { nrdlBody, SourceCall } from "./call";
 
-export interface MigrateRequest {
-  /** Destination SIP URI, e.g. sip:dc2@10.10.10.67 */
-  to: string;
-  /** Either VM names from the local inventory (with `policy`), or a complete offer (plan file). */
-  vms?: string[];
-  policy?: Policy;
-  plan?: Offer;
-  /** Ctrl-C / console Abort: CANCEL before the answer, abort migrations after it. */
-  signal?: AbortSignal;
-}
-
-export type SourcePhase = "inviting" | "armed" | "migrating" | "closing" | "done";
-
-export interface SourceEvents {
-  onPhase?(phase: SourcePhase, detail?: string): void;
-  onAnswer?(answer: Answer): void;
-  onStart?(vm: string): void;
-  onProgress?(p: MigrationProgress): void;
-  onOutcome?(o: VmOutcome): void;
-  onSwitchover?(vms: string[]): void;
-}
-
-export interface VmSummary {
-  vm: string;
-  state: VmStatus["state"];
-  /** Where the VM runs now. */
-  host: string;
-  totalMs?: number;
-  downtimeMs?: number;
-  transferredBytes?: number;
-  reason?: string;
-}
-
-export interface MigrateSummary {
-  migrationId: string;
-  outcome: Outcome;
-  vms: VmSummary[];
-  /** The destination's own report (body of its 200 to our BYE), when it answered. */
-  destinationReport?: Report;
-  /** SIP phases in ms: INVITE->200 (arming), 200->first migrate, last completion->BYE's 200. */
-  phases: { arming: number; ackToFirstMigrate?: number; lastCompletionToByeOk?: number };
-}
-
-export interface SourceOptions {
-  sip: SipBackend;
-  host: Host;
-  /** This host's name or URI, written into reports for VMs that stayed here. */
-  hostName: string;
-  logger: Logger;
-  /** CANCEL an INVITE with no final answer after this long (the destination crashed while arming). */
-  answerTimeoutS?: number;
-}
+// The types live in types.ts so that call.ts can use them without importing this file back.
+export type { MigrateRequest, MigrateSummary, SourceEvents, SourceOptions, SourcePhase, VmSummary } from "./types";
+import type { MigrateRequest, MigrateSummary, SourceEvents, SourceOptions } from "./types";
 
 export class SourceAgent {
   private readonly log: Logger;

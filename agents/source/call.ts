@@ -11,7 +11,7 @@ import type { Dialog, SipBody } from "../../lib/sip/backend";
 import { buildNrdl, humanText, parseNrdl } from "../../nrdl";
 import type { Answer, NrdlDocument, Offer, Outcome, Report, VmStatus } from "../../nrdl/types";
 import { NRDL_MIME } from "../../nrdl/types";
-import type { MigrateSummary, SourceEvents, SourceOptions, VmSummary } from "./agent";
+import type { MigrateSummary, SourceEvents, SourceOptions, VmSummary } from "./types";
 import { StatusReporter } from "./status-reporter";
 
 export const nrdlBody = (doc: NrdlDocument): SipBody => ({ contentType: NRDL_MIME, content: buildNrdl(doc) });

@@ -5,7 +5,7 @@
 import type { MigrationProgress } from "../../lib/hypervisor/driver";
 import type { VmOutcome } from "../../lib/plan/execute";
 import type { Answer } from "../../nrdl/types";
-import type { MigrateSummary, SourceEvents, SourcePhase } from "./agent";
+import type { MigrateSummary, SourceEvents, SourcePhase } from "./types";
 
 export type DisplayMode = "tty" | "plain" | "json";
 
@@ -54,7 +54,8 @@ export class ProgressDisplay implements SourceEvents {
     this.clear();
     const lines = [...this.rows.values()].map(
       (r) =>
-        `  ${r.vm.padEnd(16)} ${bar(r.progress)} ${(r.progress * 100).toFixed(0).padStart(3)}%  ${r.phase.padEnd(14)} ${mib(r.bytes).padStart(11)} ${r.note}`,
+        `  ${r.vm.padEnd(16)} ${bar(r.progress)} ${(r.progress * 100).toFixed(0).padStart(3)}%  ` +
+        `${r.phase.padEnd(14)} ${mib(r.bytes).padStart(11)} ${r.note}`,
     );
     this.write(lines.map((l) => l + "\n").join(""));
     this.drawn = lines.length;

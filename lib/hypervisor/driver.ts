@@ -98,9 +98,14 @@ export interface MigrationResult {
 
 /** A running outgoing migration. */
 export interface MigrationHandle {
-  /** Settles when the VM runs on the destination (and the source copy is gone), or rejects with a TeleportError (source keeps running). */
+  /**
+   * Settles when the VM runs on the destination (and the source copy is gone), or rejects with a TeleportError (source
+   * keeps running).
+   */
   readonly done: Promise<MigrationResult>;
-  /** With pauseBeforeSwitchover: resolves when every page was sent once and the VM, still running, waits for switchover. */
+  /**
+   * With pauseBeforeSwitchover: resolves when every page was sent once and the VM, still running, waits for switchover.
+   */
   readonly readyToSwitch: Promise<void>;
   switchover(): Promise<void>;
   /** Cancel; the VM keeps running on the source. */
@@ -109,7 +114,10 @@ export interface MigrationHandle {
 
 export interface HypervisorDriver {
   readonly kind: Hypervisor;
-  /** Whether this host can run the driver, with a human explanation (e.g. "qemu-system-x86_64 not found; apt-get install qemu-system-x86"). */
+  /**
+   * Whether this host can run the driver, with a human explanation (e.g. "qemu-system-x86_64 not found; apt-get install
+   * qemu-system-x86").
+   */
   available(): Promise<{ ok: boolean; detail: string }>;
   /** VM definitions this driver manages on this host. */
   inventory(): VmDefinition[];
@@ -120,7 +128,10 @@ export interface HypervisorDriver {
   arm(vm: string, opts: ArmOptions): Promise<ArmedListener>;
   /** Remove a listener that has not received a VM (never touches a VM that already resumed here). */
   disarm(vm: string): Promise<void>;
-  /** Destination side: resolves when an incoming VM runs here; rejects with a TeleportError when the listener dies or on timeout. */
+  /**
+   * Destination side: resolves when an incoming VM runs here; rejects with a TeleportError when the listener dies or on
+   * timeout.
+   */
   waitResumed(vm: string, timeoutMs: number): Promise<void>;
   migrate(vm: string, target: MigrationTarget, opts: MigrationOptions): MigrationHandle;
   /**

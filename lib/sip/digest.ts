@@ -71,7 +71,8 @@ export class DigestServer {
     const nonce = this.nonce();
     return this.algorithms.map(
       (alg) =>
-        `Digest realm="${this.opts.realm}", nonce="${nonce}", algorithm=${alg}, qop="auth"${stale ? ", stale=true" : ""}`,
+        `Digest realm="${this.opts.realm}", nonce="${nonce}", algorithm=${alg}, ` +
+        `qop="auth"${stale ? ", stale=true" : ""}`,
     );
   }
 

@@ -142,22 +142,25 @@ describe("who may call", () => {
     await expectAllOn(pair, "dc1");
   });
 
-  it("401 without or with wrong credentials when the destination requires digest; the right ones move the VM", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), {
-      dc2: { security: { users: { dc1: "s3cret-dc1" } } },
-    });
-    await bootOnSource(pair);
-    const e = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy }));
-    expect(e.status).toBe(401);
-    await expectAllOn(pair, "dc1");
-    const wrong = await sourceWith(pair, "wrong-password");
-    expect((await refusal(wrong.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy }))).status).toBe(401);
-    await wrong.sip.stop();
-    await expectAllOn(pair, "dc1");
-    const right = await sourceWith(pair, "s3cret-dc1");
-    const summary = await right.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy });
-    await right.sip.stop();
-    expect(summary.outcome).toBe("completed");
-    await expectAllOn(pair, "dc2");
-  });
+  it(
+    "401 without or with wrong credentials when the " + "destination requires digest; the right ones move the VM",
+    async () => {
+      pair = await startPair(await guestDefs([["router1", "router"]]), {
+        dc2: { security: { users: { dc1: "s3cret-dc1" } } },
+      });
+      await bootOnSource(pair);
+      const e = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy }));
+      expect(e.status).toBe(401);
+      await expectAllOn(pair, "dc1");
+      const wrong = await sourceWith(pair, "wrong-password");
+      expect((await refusal(wrong.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy }))).status).toBe(401);
+      await wrong.sip.stop();
+      await expectAllOn(pair, "dc1");
+      const right = await sourceWith(pair, "s3cret-dc1");
+      const summary = await right.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy });
+      await right.sip.stop();
+      expect(summary.outcome).toBe("completed");
+      await expectAllOn(pair, "dc2");
+    },
+  );
 });

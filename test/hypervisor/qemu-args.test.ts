@@ -68,25 +68,29 @@ test("a disk VM with a tap and a user NIC, as source and as incoming listener", 
   expect(d.inventory()).toEqual([def]);
 });
 
-test("under TCG every VM gets 8 KiB more RAM (QEMU < 9.0 loses dirty pages otherwise); KVM and the opt-out get it exact", () => {
-  const memory = (d: QemuDriver) => d.qemuArgs(def, false)[d.qemuArgs(def, false).indexOf("-m") + 1];
-  expect(memory(new QemuDriver({ runDir: dir, inventory: [def], accel: { accel: "tcg", reason: "test" } }))).toBe(
-    `${256 * 1024 + 8}k`,
-  );
-  expect(memory(new QemuDriver({ runDir: dir, inventory: [def], accel: { accel: "kvm", reason: "test" } }))).toBe(
-    "256M",
-  );
-  expect(
-    memory(
-      new QemuDriver({
-        runDir: dir,
-        inventory: [def],
-        accel: { accel: "tcg", reason: "test" },
-        tcgDirtyWorkaround: false,
-      }),
-    ),
-  ).toBe("256M");
-});
+test(
+  "under TCG every VM gets 8 KiB more RAM (QEMU < 9.0 loses dirty " +
+    "pages otherwise); KVM and the opt-out get it exact",
+  () => {
+    const memory = (d: QemuDriver) => d.qemuArgs(def, false)[d.qemuArgs(def, false).indexOf("-m") + 1];
+    expect(memory(new QemuDriver({ runDir: dir, inventory: [def], accel: { accel: "tcg", reason: "test" } }))).toBe(
+      `${256 * 1024 + 8}k`,
+    );
+    expect(memory(new QemuDriver({ runDir: dir, inventory: [def], accel: { accel: "kvm", reason: "test" } }))).toBe(
+      "256M",
+    );
+    expect(
+      memory(
+        new QemuDriver({
+          runDir: dir,
+          inventory: [def],
+          accel: { accel: "tcg", reason: "test" },
+          tcgDirtyWorkaround: false,
+        }),
+      ),
+    ).toBe("256M");
+  },
+);
 
 test("only QEMU VMs belong to the QEMU driver; unknown VMs are refused with 404", async () => {
   const d = new QemuDriver({ runDir: dir, inventory: [def, { ...def, name: "vb", hypervisor: "virtualbox" }] });

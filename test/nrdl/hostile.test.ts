@@ -36,7 +36,9 @@ test("billion laughs: DOCTYPE and entity declarations refused, nothing expanded"
 });
 
 test("external entity (XXE) refused", () => {
-  const xxe = `<!DOCTYPE nrdl [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>${doc('<status vm="a" state="failed" reason="&xxe;"/>')}`;
+  const xxe =
+    `<!DOCTYPE nrdl [<!ENTITY xxe SYSTEM ` +
+    `"file:///etc/passwd">]>${doc('<status vm="a" state="failed" reason="&xxe;"/>')}`;
   expect(refusedQuickly(xxe)).toEqual([
     "/: line 1, column 1: <!DOCTYPE> is not allowed (NRDL has no DTD and no entities)",
     "/: line 1, column 17: <!ENTITY> is not allowed (NRDL has no DTD and no entities)",
@@ -51,7 +53,8 @@ test("a bare DOCTYPE is refused too", () => {
 
 test("an undeclared entity reference is refused, not looked up", () => {
   expect(refusedQuickly(doc('<status vm="a" state="failed" reason="&xxe;"/>'))).toEqual([
-    "/nrdl/status[1]/@reason: expected text of 1 to 1024 characters without control characters, got an undefined entity &xxe; (only &lt; &gt; &amp; &quot; &apos; and &#N; exist)",
+    "/nrdl/status[1]/@reason: expected text of 1 to 1024 characters without control characters, " +
+      "got an undefined entity &xxe; (only &lt; &gt; &amp; &quot; &apos; and &#N; exist)",
   ]);
 });
 
@@ -95,7 +98,8 @@ test("huge attribute: refused with a bounded message", () => {
   const reason = "A".repeat(60 * 1024);
   const lines = refusedQuickly(doc(`<status vm="a" state="failed" reason="${reason}"/>`));
   expect(lines).toEqual([
-    `/nrdl/status[1]/@reason: expected text of 1 to 1024 characters without control characters, got "${"A".repeat(40)}… (61440 characters)"`,
+    `/nrdl/status[1]/@reason: expected text of 1 to 1024 characters without control characters, ` +
+      `got "${"A".repeat(40)}… (61440 characters)"`,
   ]);
 });
 
@@ -138,7 +142,8 @@ test.each([
   [
     "CDATA",
     offer(vm("a") + "<![CDATA[<vm/>]]>"),
-    `/: line 1, column ${offer(vm("a")).indexOf("</offer>") + 1}: CDATA sections are not allowed (no NRDL element has text content)`,
+    `/: line 1, column ${offer(vm("a")).indexOf("</offer>") + 1}: CDATA sections are not ` +
+      `allowed (no NRDL element has text content)`,
   ],
   [
     "an unterminated attribute quote",

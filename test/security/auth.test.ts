@@ -177,26 +177,31 @@ describe("digest authentication over SIP", () => {
     }
   });
 
-  it("digestRequired=false: a caller without credentials is judged by the allowlist, wrong credentials still get 401", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), {
-      dc2: { security: { users: { dc1: "pw-dc1" }, digestRequired: false } },
-    });
-    const port = pair.dc2.sip.listeners[0].port;
-    const target = `sip:dc2@127.0.0.1:${port}`;
-    const raw = await RawSipClient.udp(port);
-    try {
-      const plain = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, offer("ghost"));
-      raw.send(plain.text);
-      expect((await raw.final(plain.callId))?.status).toBe(488);
-      const fake =
-        'Digest username="dc1", realm="sip-teleport", nonce="x.y", uri="sip:x", response="00", algorithm=SHA-256, qop=auth, nc=00000001, cnonce="1"';
-      const wrong = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, offer("ghost"), [`Authorization: ${fake}`]);
-      raw.send(wrong.text);
-      expect((await raw.final(wrong.callId))?.status).toBe(401);
-    } finally {
-      raw.close();
-    }
-  });
+  it(
+    "digestRequired=false: a caller without credentials is judged by the allowlist, wrong " +
+      "credentials still get 401",
+    async () => {
+      pair = await startPair(await guestDefs([["router1", "router"]]), {
+        dc2: { security: { users: { dc1: "pw-dc1" }, digestRequired: false } },
+      });
+      const port = pair.dc2.sip.listeners[0].port;
+      const target = `sip:dc2@127.0.0.1:${port}`;
+      const raw = await RawSipClient.udp(port);
+      try {
+        const plain = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, offer("ghost"));
+        raw.send(plain.text);
+        expect((await raw.final(plain.callId))?.status).toBe(488);
+        const fake =
+          'Digest username="dc1", realm="sip-teleport", nonce="x.y", uri="sip:x", response="00", ' +
+          'algorithm=SHA-256, qop=auth, nc=00000001, cnonce="1"';
+        const wrong = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, offer("ghost"), [`Authorization: ${fake}`]);
+        raw.send(wrong.text);
+        expect((await raw.final(wrong.callId))?.status).toBe(401);
+      } finally {
+        raw.close();
+      }
+    },
+  );
 
   it("config: digestRequired without any user is refused with the field named", () => {
     expect(() => parseConfig({ security: { digestRequired: true } })).toThrow(

@@ -144,7 +144,10 @@ describe("hostile input", () => {
       const count = (pred: (s: number | undefined) => boolean) => statuses.filter(pred).length;
       console.log(
         `fuzz seed ${SEED}: ${RUNS} mutations, answered ${count((s) => s !== undefined)} ` +
-          `(400: ${count((s) => s === 400)}, 488: ${count((s) => s === 488)}, 513: ${count((s) => s === 513)}, other: ${count((s) => s !== undefined && ![400, 488, 513].includes(s))}), silent ${count((s) => s === undefined)}`,
+          `(400: ${count((s) => s === 400)}, 488: ${count((s) => s === 488)}, 513: ` +
+          `${count((s) => s === 513)}, other: ` +
+          `${count((s) => s !== undefined && ![400, 488, 513].includes(s))}), silent ` +
+          `${count((s) => s === undefined)}`,
       );
       tcp2.close();
 
@@ -184,7 +187,8 @@ describe("hostile input", () => {
       inv = ghost();
       await expectAnswer(udp, inv, setLength(inv.text, 5000), 400, /Bad Request/);
       inv = ghost();
-      await expectAnswer(udp, inv, inv.text.slice(0, inv.text.indexOf("\r\n\r\n")), 400, /Bad Request/); // truncated: no header end
+      const truncated = inv.text.slice(0, inv.text.indexOf("\r\n\r\n")); // no header end
+      await expectAnswer(udp, inv, truncated, 400, /Bad Request/);
       inv = ghost();
       await expectAnswer(udp, inv, withLines(inv, [`X-Big: ${"a".repeat(40000)}`], 6), 513, /Message Too Large/);
       inv = ghost();
@@ -241,27 +245,30 @@ describe("hostile input", () => {
     }
   });
 
-  it("behind a trusted proxy INVITEs are counted per caller: one flooding caller does not lock out the others", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), {
-      dc2: { limits: { invitesPerSecond: 5, trustedProxies: ["127.0.0.1"] } },
-    });
-    const port = pair.dc2.sip.listeners[0].port;
-    const raw = await RawSipClient.udp(port);
-    try {
-      const invite = (from: string) => rawInvite(`sip:dc2@127.0.0.1:${port}`, from, raw.localPort, offerOf("ghost"));
-      const flood = Array.from({ length: 15 }, () => invite("sip:mallory@127.0.0.1"));
-      flood.forEach((b) => raw.send(b.text));
-      const honest = invite("sip:dc1@127.0.0.1");
-      raw.send(honest.text);
-      const limited = (await Promise.all(flood.map((b) => raw.final(b.callId)))).filter((a) => a?.status === 503);
-      expect(limited.length).toBeGreaterThanOrEqual(15 - 5 - 2);
-      expect(limited[0]?.header("warning")[0]).toMatch(
-        /INVITEs per second from sip:mallory@127\.0\.0\.1 via 127\.0\.0\.1/,
-      );
-      // the other caller of the same proxy address is judged on its offer (an unknown VM), not throttled
-      expect((await raw.final(honest.callId))?.status).toBe(488);
-    } finally {
-      raw.close();
-    }
-  });
+  it(
+    "behind a trusted proxy INVITEs are counted per caller: " + "one flooding caller does not lock out the others",
+    async () => {
+      pair = await startPair(await guestDefs([["router1", "router"]]), {
+        dc2: { limits: { invitesPerSecond: 5, trustedProxies: ["127.0.0.1"] } },
+      });
+      const port = pair.dc2.sip.listeners[0].port;
+      const raw = await RawSipClient.udp(port);
+      try {
+        const invite = (from: string) => rawInvite(`sip:dc2@127.0.0.1:${port}`, from, raw.localPort, offerOf("ghost"));
+        const flood = Array.from({ length: 15 }, () => invite("sip:mallory@127.0.0.1"));
+        flood.forEach((b) => raw.send(b.text));
+        const honest = invite("sip:dc1@127.0.0.1");
+        raw.send(honest.text);
+        const limited = (await Promise.all(flood.map((b) => raw.final(b.callId)))).filter((a) => a?.status === 503);
+        expect(limited.length).toBeGreaterThanOrEqual(15 - 5 - 2);
+        expect(limited[0]?.header("warning")[0]).toMatch(
+          /INVITEs per second from sip:mallory@127\.0\.0\.1 via 127\.0\.0\.1/,
+        );
+        // the other caller of the same proxy address is judged on its offer (an unknown VM), not throttled
+        expect((await raw.final(honest.callId))?.status).toBe(488);
+      } finally {
+        raw.close();
+      }
+    },
+  );
 });

@@ -54,7 +54,8 @@ function watchArming(driver: HypervisorDriver, runDir: string, seen: string[], k
     const armed = await arm(vm, o);
     const dir = path.join(runDir, `${vm}.psk-in`);
     keyFiles.push(
-      `${vm} dir ${(fs.statSync(dir).mode & 0o777).toString(8)} file ${(fs.statSync(path.join(dir, "keys.psk")).mode & 0o777).toString(8)}`,
+      `${vm} dir ${(fs.statSync(dir).mode & 0o777).toString(8)} file ` +
+        `${(fs.statSync(path.join(dir, "keys.psk")).mode & 0o777).toString(8)}`,
     );
     const pid = Number(fs.readFileSync(path.join(runDir, `${vm}.pid`), "utf8"));
     expect(fs.readFileSync(`/proc/${pid}/cmdline`, "utf8")).not.toContain(o.secret);

@@ -1,6 +1,7 @@
 /**
  * The reduced benchmark: exp2 (router + video server behind it) moved once per strategy by the
- * agents over SIP (each in its data center's namespace), back and forth between the data centers, checking invariants only (no timings): every
+ * agents over SIP (each in its data center's namespace), back and forth between the data centers, checking invariants
+ * only (no timings): every
  * guest answers from the destination afterwards, its uptime kept counting, nothing is left
  * running on the source, and every probe answers again. Needs root (namespaces) and QEMU.
  */

@@ -145,7 +145,8 @@ export class Lab {
       await new Promise((res) => setTimeout(res, 100));
     }
     throw new Error(
-      `${g.name} (${hostAddress(g)}) did not answer ping within ${timeoutMs} ms (serial log: ${path.join(this.runDir("dc1"), `${g.name}.serial.log`)})`,
+      `${g.name} (${hostAddress(g)}) did not answer ping within ${timeoutMs} ms (serial log: ` +
+        `${path.join(this.runDir("dc1"), `${g.name}.serial.log`)})`,
     );
   }
 
@@ -180,7 +181,10 @@ export class Lab {
     })();
   }
 
-  /** The user's view of a guest's uptime (HTTP CGI), in seconds; undefined when it does not answer. (busybox wget -T segfaults here: execa's timeout instead.) */
+  /**
+   * The user's view of a guest's uptime (HTTP CGI), in seconds; undefined when it does not answer. (busybox wget -T
+   * segfaults here: execa's timeout instead.)
+   */
   async uptime(g: GuestSpec): Promise<number | undefined> {
     const user = this.net.exec("user");
     const r = await execa(
