@@ -8,6 +8,7 @@ import { packageVersion } from "../lib/version";
 import { registerConfigCommands } from "./commands/config";
 import { registerConsoleCommand } from "./commands/console";
 import { registerDemoCommand } from "./commands/demo";
+import { registerDestinationsCommand } from "./commands/destinations";
 import { registerListenCommand } from "./commands/listen";
 import { registerMigrateCommand } from "./commands/migrate";
 import { registerNrdlCommands } from "./commands/nrdl";
@@ -38,6 +39,7 @@ Examples:
   registerDemoCommand(program);
   registerListenCommand(program);
   registerMigrateCommand(program);
+  registerDestinationsCommand(program);
   registerVmCommands(program);
   registerConfigCommands(program);
   registerConsoleCommand(program);

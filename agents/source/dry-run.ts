@@ -11,6 +11,7 @@ import type { SipBackend } from "../../lib/sip/backend";
 import { formatViolation, parseNrdl } from "../../nrdl";
 import type { Offer, Preview } from "../../nrdl/types";
 import { nrdlBody } from "./call";
+import { tableLines } from "./table";
 
 export interface DryRun {
   to: string;
@@ -63,8 +64,10 @@ export function renderDryRun(d: DryRun): string {
   const p = d.offer.policy;
   const ok = d.status >= 200 && d.status < 300;
   const lines = [
-    `dry run: ${d.to} ${ok ? "would accept" : "would refuse"} the offer (${d.status} ${d.reason}); nothing was armed or moved`,
-    `strategy ${p.strategy}, max parallel ${p.maxParallel}, on error ${p.onError}, downtime limit ${p.downtimeLimitMs} ms`,
+    `dry run: ${d.to} ${ok ? "would accept" : "would refuse"} the offer (${d.status} ${d.reason}); ` +
+      "nothing was armed or moved",
+    `strategy ${p.strategy}, max parallel ${p.maxParallel}, on error ${p.onError}, ` +
+      `downtime limit ${p.downtimeLimitMs} ms`,
     ...d.waves,
   ];
   const verdict = new Map<string, string>();
@@ -79,13 +82,8 @@ export function renderDryRun(d: DryRun): string {
     verdict.get(v.vm) ?? (ok ? "accepted" : "-"),
   ]);
   const head = ["wave", "VM", "memory", "transfer", "downtime", "destination"];
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const fmt = (r: string[]) =>
-    r
-      .map((c, i) => c.padEnd(widths[i]))
-      .join("  ")
-      .trimEnd();
-  lines.push("", fmt(head), ...rows.map(fmt), "");
+  const t = tableLines(head, rows);
+  lines.push("", t.head, ...t.rows, "");
   lines.push(`estimated total ~${seconds(d.estimate.totalS)} s at ${d.estimate.assumed}`);
   if (!ok && d.warning && !d.preview?.rejected.length) lines.push(`refusal: ${d.warning}`);
   return lines.join("\n") + "\n";

@@ -150,7 +150,7 @@ export const configSchema = z
         /** Address the destination's migration listeners bind to and announce. */
         address: z.string().default("127.0.0.1"),
         ports: portRange.default("49152-49407"),
-        /** Destination: memory kept free for the host itself; an offer needing more than MemAvailable minus this is refused. */
+        /** Destination: memory kept for the host; an offer needing more than MemAvailable minus this is refused. */
         memoryReserveMib: z.number().int().min(0).default(256),
         /** Destination: free space its run and state dirs must keep (logs, journal, incoming state). */
         minFreeDiskMib: z.number().int().min(0).default(256),

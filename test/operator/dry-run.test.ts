@@ -6,8 +6,9 @@
  */
 import { dryRun } from "../../agents/source/dry-run";
 import type { Offer } from "../../nrdl/types";
-import { ensureBuilt, runCli } from "../e2e/cli-process";
-import { bootOnSource, configFile, expectAllOn, guestDefs, startPair, type Pair } from "../e2e/harness";
+import { runCli } from "../e2e/cli-process";
+import { bootOnSource, configFile, expectAllOn, type Pair } from "../e2e/harness";
+import { exp2Pair } from "./exp2-pair";
 import { filesUnder, processesMentioning } from "./snapshot";
 
 jest.setTimeout(120_000);
@@ -15,13 +16,7 @@ jest.setTimeout(120_000);
 let pair: Pair;
 
 beforeAll(async () => {
-  ensureBuilt();
-  pair = await startPair(
-    await guestDefs([
-      ["router1", "router"],
-      ["video", "server"],
-    ]),
-  );
+  pair = await exp2Pair();
   await bootOnSource(pair);
 });
 afterAll(() => pair?.close());

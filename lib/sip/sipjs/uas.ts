@@ -1,11 +1,20 @@
 /** The UAS side: NRDL-only INVITEs (415/400 otherwise) with CANCEL, MESSAGE, and in-dialog vetting. */
 import type { Core } from "sip.js";
 import { TeleportError } from "../../errors";
-import type { InviteResponder } from "../backend";
+import type { InviteResponder, ResponseOptions } from "../backend";
 import { INFO_PACKAGE, NRDL_CONTENT_TYPE } from "../config";
 import type { UserAgentContext } from "./context";
 import { CoreDialog } from "./dialog";
-import { answer, headerLines, incomingRequest, mediaType, parseUri, responseOptions, warning } from "./messages";
+import {
+  answer,
+  CAPABILITIES,
+  headerLines,
+  incomingRequest,
+  mediaType,
+  parseUri,
+  responseOptions,
+  warning,
+} from "./messages";
 
 /** Runs the agent's `authorize` on an in-dialog request; true when it was refused (answered statelessly). */
 export function refusedInDialog(
@@ -22,6 +31,25 @@ export function refusedInDialog(
   ];
   core.replyStateless(message, { statusCode: error.status, reasonPhrase: error.reason, extraHeaders });
   return true;
+}
+
+/**
+ * OPTIONS outside a dialog, answered statelessly as the core would: by the agent's onOptions
+ * (capacity, dry run) when it has one, else 200 with our capabilities (the core's own lists SDP).
+ */
+export function receiveOptions(
+  ua: UserAgentContext,
+  core: Core.UserAgentCore,
+  message: Core.IncomingRequestMessage,
+): void {
+  const reply = (status: number, reason?: string, opts?: ResponseOptions) => {
+    const options = responseOptions(status, reason, opts, "render");
+    options.extraHeaders = [...CAPABILITIES, "Supported: ", ...(options.extraHeaders ?? [])];
+    core.replyStateless(message, options);
+  };
+  const onOptions = ua.handlers().onOptions;
+  if (onOptions) onOptions(incomingRequest(message, ua.peers), { send: reply });
+  else reply(200);
 }
 
 export function receiveMessage(ua: UserAgentContext, uas: Core.IncomingRequest): void {
