@@ -13,6 +13,7 @@ import type { Dialog, SipBody } from "../../lib/sip/backend";
 import { formatViolation, parseNrdl } from "../../nrdl";
 import type { Answer, Offer, VmSpec } from "../../nrdl/types";
 import { nrdlBody, SourceCall } from "./call";
+import { dryRun, type DryRun } from "./dry-run";
 
 // The types live in types.ts so that call.ts can use them without importing this file back.
 export type { MigrateRequest, MigrateSummary, SourceEvents, SourceOptions, SourcePhase, VmSummary } from "./types";
@@ -76,6 +77,11 @@ export class SourceAgent {
     if (problems.length) throw new TeleportError(409, "cannot migrate", problems);
     planOffer(offer); // refuses cycles before anything goes on the wire
     return offer;
+  }
+
+  /** Ask first: the offer for `req`, checked here and by the destination (OPTIONS), nothing armed or moved. */
+  async dryRun(req: MigrateRequest): Promise<DryRun> {
+    return dryRun(this.opts.sip, req.to, await this.buildOffer(req));
   }
 
   /** Call, run the plan, hang up: the CLI's one-shot migration. `req.signal` cancels or aborts. */
