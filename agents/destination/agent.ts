@@ -23,6 +23,7 @@ import { DigestServer } from "../../lib/sip/digest";
 import { buildNrdl, formatViolation, humanText, parseNrdl } from "../../nrdl";
 import type { Armed, NrdlDocument, Offer, Rejected, Report, VmResult, VmStatus } from "../../nrdl/types";
 import { NRDL_MIME } from "../../nrdl/types";
+import type { AgentMetrics } from "../../lib/metrics/metrics";
 import { AccessPolicy } from "./access";
 import { capacityOf, resources, shortageRejections, shortages } from "./capacity";
 import { Journal } from "./journal";
@@ -33,6 +34,8 @@ export interface DestinationOptions {
   sip: SipBackend;
   host: Host;
   logger: Logger;
+  /** Prometheus metrics (`listen --metrics`), when exported. */
+  metrics?: AgentMetrics;
 }
 
 type Phase = "arming" | "answered" | "acked" | "ended";
@@ -109,6 +112,8 @@ export class DestinationAgent {
 
   async start(): Promise<void> {
     await this.recover();
+    const metrics = this.opts.metrics;
+    if (metrics) this.opts.sip.onTrace((e) => metrics.observe(e));
     this.opts.sip.setHandlers({
       onInvite: (req, res) =>
         void this.onInvite(req, res).catch((err: unknown) => {
@@ -366,6 +371,7 @@ export class DestinationAgent {
         address: req.source.address,
       });
       if (!cancelled) res.reject(e, { headers: this.refusalHeaders(e) });
+      this.opts.metrics?.refused(cancelled ? 487 : e.status);
       return;
     }
     const { doc, user } = admitted;
@@ -377,11 +383,13 @@ export class DestinationAgent {
       const e = TeleportError.from(err);
       log.warn("INVITE refused", { status: e.status, reason: e.reason, details: e.details });
       if (!cancelled) res.reject(e);
+      this.opts.metrics?.refused(cancelled ? 487 : e.status);
       return;
     }
-    if (cancelled) return;
+    if (cancelled) return void this.opts.metrics?.dialogEnded("cancelled", 487);
     if (rejected.length) {
       log.warn("INVITE refused: VMs not acceptable", { rejected });
+      this.opts.metrics?.refused(488);
       return res.reject(
         new TeleportError(
           488,
@@ -395,8 +403,10 @@ export class DestinationAgent {
     }
     // A race between vet() and here is impossible for the same VM: check and take in one synchronous step.
     const clash = offer.vms.find((v) => this.holders.has(v.name));
-    if (clash)
+    if (clash) {
+      this.opts.metrics?.refused(486);
       return res.reject(new TeleportError(486, "Busy Here", [`${clash.name} is being moved by another dialog`]));
+    }
     const caller = user ?? req.source.address;
     const state: DialogState = {
       callId: req.callId,
@@ -420,10 +430,11 @@ export class DestinationAgent {
     const armedList = await this.armAll(state, log);
     if (cancelled) {
       await this.finish(state, "cancelled by the caller");
-      return;
+      return void this.opts.metrics?.dialogEnded("cancelled", 487);
     }
     if ("failed" in armedList) {
       await this.finish(state, "arming failed");
+      this.opts.metrics?.refused(500);
       return res.reject(
         new TeleportError(
           500,
@@ -478,6 +489,7 @@ export class DestinationAgent {
         const secret = randomBytes(32).toString("base64url");
         const listener = await local.driver.arm(vm.name, { address, port, secret });
         state.armed.add(vm.name);
+        this.opts.metrics?.armedChanged(1);
         return { vm: vm.name, uri: listener.uri, secret };
       }),
     );
@@ -514,13 +526,15 @@ export class DestinationAgent {
     this.touch(state);
     for (const s of parsed.doc.body.statuses) {
       if (!state.offer.vms.some((v) => v.name === s.vm)) continue;
+      const already = state.statuses.get(s.vm)?.state === "completed"; // reported again: counted once
       state.statuses.set(s.vm, s);
-      if (s.state === "completed") {
+      if (s.state === "completed" && !already) {
         const local = this.opts.host.find(s.vm);
         const here = local ? await local.driver.state(s.vm) : "absent";
-        if (here === "running")
+        if (here === "running") {
           this.log.info("VM resumed here", { vm: s.vm, totalMs: s.totalMs, downtimeMs: s.downtimeMs });
-        else this.log.error("source reports completion but the VM does not run here", { vm: s.vm, state: here });
+          this.opts.metrics?.moved(s);
+        } else this.log.error("source reports completion but the VM does not run here", { vm: s.vm, state: here });
       }
     }
     res.send(200, "OK");
@@ -563,6 +577,8 @@ export class DestinationAgent {
     this.journal.remove(state.callId);
     this.log.info("dialog finished", { callId: state.callId, why, resumedHere: [...here.keys()] });
     state.lastReport = this.reportOf(state, here);
+    this.opts.metrics?.armedChanged(-state.armed.size);
+    if (state.dialog) this.opts.metrics?.dialogEnded(state.lastReport.outcome, 200);
     return state.lastReport;
   }
 

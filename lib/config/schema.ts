@@ -204,6 +204,16 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** Prometheus metrics of `listen` and `console` (GET /metrics); off unless `http` is set or --metrics given. */
+    metrics: z
+      .object({
+        http: z
+          .string()
+          .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$/, 'expected "address:port" such as "127.0.0.1:9464"')
+          .optional(),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({
         level: z.enum(["error", "warn", "info", "verbose", "debug"]).default("info"),
