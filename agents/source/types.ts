@@ -36,6 +36,9 @@ export interface VmSummary {
   totalMs?: number;
   downtimeMs?: number;
   transferredBytes?: number;
+  diskTransferredBytes?: number;
+  /** Where the VM's copied disks live now (the image file on its host), when it has any. */
+  disks?: string;
   reason?: string;
 }
 
@@ -47,6 +50,11 @@ export interface MigrateSummary {
   destinationReport?: Report;
   /** SIP phases in ms: INVITE->200 (arming), 200->first migrate, last completion->BYE's 200. */
   phases: { arming: number; ackToFirstMigrate?: number; lastCompletionToByeOk?: number };
+  /**
+   * Whole-group switchover: the group's pause as the source's QEMUs measured it, from the first VM
+   * stopped to the last one's end of downtime (its state loaded at the destination).
+   */
+  groupDowntimeMs?: number;
 }
 
 export interface SourceOptions {

@@ -6,17 +6,19 @@ import fs from "node:fs";
 import path from "node:path";
 import { livePid } from "../../lib/hypervisor/pidfile";
 import { runCli, ensureBuilt, type CliProcess } from "./cli-process";
-import { bootOnSource, configFile, expectAllOn, guestDefs, placement, startPair, type Pair } from "./harness";
+import {
+  bootOnSource,
+  configFile,
+  expectAllOn,
+  guestDefs,
+  placement,
+  SEQUENTIAL,
+  startPair,
+  type Pair,
+} from "../harness";
 
 // slow enough (96 MiB at 4 Mbit/s takes minutes) that a kill always lands mid-migration
-const slow = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 4,
-  downtimeLimitMs: 300,
-  timeoutS: 120,
-  onError: "abort" as const,
-};
+const slow = { ...SEQUENTIAL, bandwidthMbps: 4, timeoutS: 120 };
 
 async function until(cond: () => boolean | Promise<boolean>, what: string, ms = 30000): Promise<void> {
   for (const end = Date.now() + ms; !(await cond());) {
@@ -36,6 +38,37 @@ describe("faults", () => {
     for (const p of procs.splice(0)) p.child.kill("SIGKILL");
     await pair?.close();
   });
+
+  /** `sip-teleport listen` for dc2 as a process of its own, once it listens. */
+  async function listenDc2(): Promise<CliProcess> {
+    const dest = runCli(["listen", "-c", configFile(pair, "dc2")]);
+    procs.push(dest);
+    await dest.waitFor(/listening as/);
+    return dest;
+  }
+
+  /** router1 and video running on dc1, and `sip-teleport migrate` of both to dc2 as a process of its own. */
+  async function migrateBoth(...flags: string[]): Promise<CliProcess> {
+    pair = await startPair(
+      await guestDefs([
+        ["router1", "router"],
+        ["video", "server"],
+      ]),
+    );
+    await bootOnSource(pair);
+    const source = runCli([
+      "migrate",
+      "-c",
+      configFile(pair, "dc1"),
+      "--to",
+      pair.dc2.uri,
+      ...flags,
+      "router1",
+      "video",
+    ]);
+    procs.push(source);
+    return source;
+  }
 
   it(
     "source agent killed after the ACK: the destination disarms " +
@@ -74,9 +107,7 @@ describe("faults", () => {
     async () => {
       pair = await startPair(await guestDefs([["router1", "router"]]), { transport: "tcp", destination: false });
       await bootOnSource(pair);
-      const dest = runCli(["listen", "-c", configFile(pair, "dc2")]);
-      procs.push(dest);
-      await dest.waitFor(/listening as/);
+      const dest = await listenDc2();
       let killed = false;
       const summary = await pair.dc1.agent.migrate(
         { to: pair.dc2.uri, vms: ["router1"], policy: slow },
@@ -96,9 +127,7 @@ describe("faults", () => {
       expect(summary.vms[0]).toMatchObject({ vm: "router1", state: "failed", host: "dc1" });
       await expectAllOn(pair, "dc1");
       // the restarted destination finds the orphaned dialog in its journal and clears it
-      const again = runCli(["listen", "-c", configFile(pair, "dc2")]);
-      procs.push(again);
-      await again.waitFor(/listening as/);
+      await listenDc2();
       expect(journal(pair)).toEqual({});
       await expectAllOn(pair, "dc1");
     },
@@ -110,9 +139,7 @@ describe("faults", () => {
     async () => {
       pair = await startPair(await guestDefs([["router1", "router"]]), { transport: "tcp", destination: false });
       await bootOnSource(pair);
-      const dest = runCli(["listen", "-c", configFile(pair, "dc2")]);
-      procs.push(dest);
-      await dest.waitFor(/listening as/);
+      const dest = await listenDc2();
       const summary = await pair.dc1.agent.migrate(
         { to: pair.dc2.uri, vms: ["router1"], policy: { ...slow, bandwidthMbps: 0 } },
         { onStart: () => dest.child.kill("SIGKILL") },
@@ -122,9 +149,7 @@ describe("faults", () => {
       expect(summary.destinationReport).toBeUndefined();
       await expectAllOn(pair, "dc2");
       expect(Object.keys(journal(pair))).toHaveLength(1);
-      const again = runCli(["listen", "-c", configFile(pair, "dc2")]);
-      procs.push(again);
-      await again.waitFor(/listening as/);
+      await listenDc2();
       expect(journal(pair)).toEqual({});
       await expectAllOn(pair, "dc2");
     },
@@ -134,25 +159,7 @@ describe("faults", () => {
     "Ctrl-C during the migration: the running migration is " +
       "cancelled, the VM stays on dc1, the dialog ends with BYE",
     async () => {
-      pair = await startPair(
-        await guestDefs([
-          ["router1", "router"],
-          ["video", "server"],
-        ]),
-      );
-      await bootOnSource(pair);
-      const source = runCli([
-        "migrate",
-        "-c",
-        configFile(pair, "dc1"),
-        "--to",
-        pair.dc2.uri,
-        "--bandwidth-mbps",
-        "4",
-        "router1",
-        "video",
-      ]);
-      procs.push(source);
+      const source = await migrateBoth("--bandwidth-mbps", "4");
       await source.waitFor(/router1: migration started/);
       source.child.kill("SIGINT");
       expect(await source.exited).toBe(1);
@@ -170,24 +177,7 @@ describe("faults", () => {
   );
 
   it("Ctrl-C before the answer sends CANCEL: nothing stays armed", async () => {
-    pair = await startPair(
-      await guestDefs([
-        ["router1", "router"],
-        ["video", "server"],
-      ]),
-    );
-    await bootOnSource(pair);
-    const source = runCli([
-      "migrate",
-      "-c",
-      configFile(pair, "dc1"),
-      "--to",
-      pair.dc2.uri,
-      "--ladder",
-      "router1",
-      "video",
-    ]);
-    procs.push(source);
+    const source = await migrateBoth("--ladder");
     await source.waitFor(/calling sip:dc2/);
     source.child.kill("SIGINT");
     expect(await source.exited).toBe(3);

@@ -10,7 +10,7 @@ import type { MigrationHandle, MigrationOptions } from "../../lib/hypervisor/dri
 import { livePid } from "../../lib/hypervisor/pidfile";
 import { QemuDriver } from "../../lib/hypervisor/qemu";
 import { ensureGuest, guestVm, type GuestFiles } from "../../lib/guest/guest";
-import { hostsRunning, makeHosts, tearDown, type Hosts } from "./hosts";
+import { hostsRunning, makeHosts, tearDown, type Hosts } from "../harness/hosts";
 
 jest.setTimeout(60_000);
 

@@ -15,7 +15,7 @@ import { parseTcpUri, VirtualBoxDriver, vboxRunState } from "../../lib/hyperviso
 const FAKE = path.resolve(__dirname, "../fixtures/VBoxManage");
 const SECRET = "teleport-secret-7f3a";
 const defs: VmDefinition[] = [
-  { name: "vm1", hypervisor: "virtualbox", role: "server", memoryMib: 512, cpus: 1, nics: [] },
+  { name: "vm1", hypervisor: "virtualbox", role: "server", memoryMib: 512, cpus: 1, disks: [], nics: [] },
 ];
 
 let dir: string;

@@ -73,7 +73,8 @@ test("size: 64 KiB exactly is accepted, one byte more is refused, counted in byt
 });
 
 const TOO_DEEP =
-  "/: line 1, column %d: elements nest deeper than 4 levels (the deepest NRDL path is nrdl > offer > vm > depends-on)";
+  "/: line 1, column %d: elements nest deeper than 4 levels (the deepest NRDL path is nrdl > offer > vm > " +
+  "depends-on or disk, nrdl > answer > armed > export)";
 
 test("nesting: depends-on is the deepest level; one level more is refused, even self-closing", () => {
   expect(violationsOf(offer(vm("b") + vm("a", "", ["b"])))).toEqual([]);

@@ -43,8 +43,8 @@ const cases: Array<[string, string, string]> = [
   ],
   [
     "unsupported version",
-    offer(A).replace('version="1"', 'version="2"'),
-    "/nrdl/@version: unsupported version 2; this build speaks NRDL version 1",
+    offer(A).replace('version="1"', 'version="3"').replace("nrdl:1", "nrdl:3"),
+    "/nrdl/@version: unsupported version 3; this build speaks NRDL versions 1, 2",
   ],
   [
     "version not a number",
@@ -69,12 +69,12 @@ const cases: Array<[string, string, string]> = [
   [
     "wrong root element",
     offer(A).replace(/nrdl/g, "nrdx"),
-    '/: expected one root element <nrdl xmlns="urn:sip-teleport:nrdl:1">, found <nrdx>',
+    '/: expected one root element <nrdl xmlns="urn:sip-teleport:nrdl:VERSION">, found <nrdx>',
   ],
   [
     "prefixed root element",
     `<n:nrdl xmlns:n="urn:sip-teleport:nrdl:1" version="1" id="m"><n:offer/></n:nrdl>`,
-    '/: expected one root element <nrdl xmlns="urn:sip-teleport:nrdl:1">, found <n:nrdl>',
+    '/: expected one root element <nrdl xmlns="urn:sip-teleport:nrdl:VERSION">, found <n:nrdl>',
   ],
   [
     "two root elements",
@@ -84,7 +84,7 @@ const cases: Array<[string, string, string]> = [
   [
     "two empty root elements",
     `<nrdl ${NS}/><nrdl ${NS}/>`,
-    '/: expected one root element <nrdl xmlns="urn:sip-teleport:nrdl:1">, found <nrdl>, <nrdl>',
+    '/: expected one root element <nrdl xmlns="urn:sip-teleport:nrdl:VERSION">, found <nrdl>, <nrdl>',
   ],
   ["empty document", "", "/: malformed XML at line 1: Start tag expected."],
   // bodies
@@ -383,8 +383,8 @@ test("every violation comes back at once, each once", () => {
   const lines = violationsOf(xml);
   expect(lines.sort()).toEqual(
     [
-      '/nrdl/@xmlns: expected the namespace "urn:sip-teleport:nrdl:1", got "urn:nope"',
-      "/nrdl/@version: unsupported version 3; this build speaks NRDL version 1",
+      '/nrdl/@xmlns: expected the namespace "urn:sip-teleport:nrdl:" and the version, got "urn:nope"',
+      "/nrdl/@version: unsupported version 3; this build speaks NRDL versions 1, 2",
       "/nrdl/offer/x: unexpected element <x>; <offer> contains <source>, <destination>, <policy>, <vm>",
       '/nrdl/offer/policy/@strategy: expected one of sequential, parallel, switchover, got "fast"',
       "/nrdl/offer/policy/@foo: unexpected attribute; <policy> takes strategy, max-parallel, " +

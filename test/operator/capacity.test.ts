@@ -4,8 +4,9 @@
  */
 import { askCapacity } from "../../agents/source/capacity-query";
 import { memoryAvailableMib } from "../../agents/destination/capacity";
+import { SUPPORTED_VERSIONS } from "../../nrdl/types";
 import { runCli } from "../e2e/cli-process";
-import { configFile, type Pair } from "../e2e/harness";
+import { configFile, type Pair } from "../harness";
 import { exp2Pair } from "./exp2-pair";
 
 jest.setTimeout(60_000);
@@ -19,7 +20,7 @@ test("the destination advertises free memory, disk, ports, receivable VMs, hyper
   expect(before).toMatchObject({ status: 200 });
   const c = before.capacity;
   expect(c).toMatchObject({ kind: "capacity", host: "dc2", portsFree: 50, vmsReceivable: 2, hypervisors: "qemu" });
-  expect(c?.versions).toBe("1");
+  expect(c?.versions).toBe(SUPPORTED_VERSIONS.join(" "));
   // MemAvailable minus the 256 MiB reserve, give or take what other processes did meanwhile
   expect(Math.abs((c?.memoryFreeMib ?? 0) - (memoryAvailableMib() - 256))).toBeLessThan(1024);
   expect(c?.diskFreeMib).toBeGreaterThan(0);
@@ -41,7 +42,11 @@ test("`sip-teleport destinations` lists destinations with their answers, and say
     /^destination\s+answer\s+host\s+memory free\s+disk free\s+ports\s+receivable\s+hypervisors\s+NRDL$/m,
   );
   const row = out.split("\n").find((l) => l.startsWith(pair.dc2.uri)) ?? "";
-  expect(row).toMatch(/200 OK \(\d+ ms\)\s+dc2\s+\d+ MiB\s+\d+ MiB\s+50\s+2\s+qemu\s+1$/);
+  expect(row).toMatch(
+    new RegExp(
+      String.raw`200 OK \(\d+ ms\)\s+dc2\s+\d+ MiB\s+\d+ MiB\s+50\s+2\s+qemu\s+${SUPPORTED_VERSIONS.join(" ")}$`,
+    ),
+  );
   expect(out).toMatch(new RegExp(`^${dead.replace(/[.;]/g, "\\$&")}\\s+5\\d\\d `, "m"));
 
   const json = runCli(["destinations", "-c", config, "--json"]);

@@ -7,7 +7,7 @@
 import { dryRun } from "../../agents/source/dry-run";
 import type { Offer } from "../../nrdl/types";
 import { runCli } from "../e2e/cli-process";
-import { bootOnSource, configFile, expectAllOn, type Pair } from "../e2e/harness";
+import { bootOnSource, configFile, expectAllOn, type Pair } from "../harness";
 import { exp2Pair } from "./exp2-pair";
 import { filesUnder, processesMentioning } from "./snapshot";
 

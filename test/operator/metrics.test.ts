@@ -7,7 +7,7 @@ import { startConsole, type RunningConsole } from "../../agents/console";
 import { serveMetrics, type MetricsServer } from "../../lib/metrics/http";
 import { AgentMetrics } from "../../lib/metrics/metrics";
 import { runCli, type CliProcess } from "../e2e/cli-process";
-import { bootOnSource, configFile, expectAllOn, type Pair } from "../e2e/harness";
+import { bootOnSource, configFile, expectAllOn, type Pair } from "../harness";
 import { exp2Pair } from "./exp2-pair";
 
 jest.setTimeout(120_000);

@@ -27,20 +27,13 @@ import { terminateRunDirs } from "../../lib/hypervisor/pidfile";
 import { silentLogger } from "../../lib/log/logger";
 import { buildNrdl, offerDocument, parseNrdl } from "../../nrdl";
 import { NRDL_MIME } from "../../nrdl/types";
-import { bootOnSource, guestDefs, startPair, type Pair } from "../e2e/harness";
+import { bootOnSource, guestDefs, startPair, type Pair, SEQUENTIAL } from "../harness";
 import { ensureBuilt, runCli, type CliProcess } from "../e2e/cli-process";
 import { FaultMatrix, killQemu, pidIn, until, type HostDirs } from "./fault-report";
 
 jest.setTimeout(180_000);
 
-const policy = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 100,
-  downtimeLimitMs: 300,
-  timeoutS: 60,
-  onError: "abort" as const,
-};
+const policy = { ...SEQUENTIAL, bandwidthMbps: 100 };
 const matrix = new FaultMatrix();
 afterAll(() => matrix.print());
 

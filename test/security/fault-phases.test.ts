@@ -39,22 +39,13 @@ import type { MigrateSummary } from "../../agents/source/agent";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
 import { apiClient, type ApiClient } from "../console/http";
 import { ensureBuilt, runCli, type CliProcess } from "../e2e/cli-process";
-import { bootOnSource, configFile, guestDefs, startPair, type Pair, type PairOptions } from "../e2e/harness";
+import { bootOnSource, configFile, guestDefs, startPair, type Pair, type PairOptions, SEQUENTIAL } from "../harness";
 import { capturingLogger, FaultMatrix, journalOf, killQemu, pidIn, until, type Invariant } from "./fault-report";
 
 jest.setTimeout(180_000);
 
 const matrix = new FaultMatrix();
 afterAll(() => matrix.print());
-
-const policy = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 0,
-  downtimeLimitMs: 300,
-  timeoutS: 60,
-  onError: "abort" as const,
-};
 
 let defs: VmDefinition[];
 beforeAll(async () => {
@@ -342,7 +333,7 @@ describe("destination agent killed and restarted", () => {
     async () => {
       w = await world({ destination: false });
       const dest = await listenerOf(w);
-      const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy });
+      const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL });
       expect(pidIn(w.pair.dc2.runDir, "router1")).toBeDefined(); // armed
       await kill9(dest);
       expect(pidIn(w.pair.dc2.runDir, "router1")).toBeDefined(); // the listener outlives its agent
@@ -376,7 +367,7 @@ describe("destination agent killed and restarted", () => {
     async () => {
       w = await world({ destination: false });
       const dest = await listenerOf(w);
-      const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy });
+      const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL });
       const outcomes = await call.run();
       expect(outcomes[0]).toMatchObject({ vm: "router1", state: "completed" });
       await kill9(dest);
@@ -410,7 +401,7 @@ describe("QEMU killed outside the migration", () => {
     "%s's QEMU killed after the 200 OK, before the migration: the move fails with a reason, dc2 disarms at BYE",
     async (victim) => {
       w = await world();
-      const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy });
+      const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL });
       killQemu(w.pair[victim].runDir, "router1");
       await call.run();
       const summary = await call.bye();
@@ -438,7 +429,7 @@ describe("QEMU killed outside the migration", () => {
       "nothing claims the VM runs",
     async () => {
       w = await world();
-      const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy });
+      const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL });
       expect((await call.run())[0]).toMatchObject({ state: "completed" });
       killQemu(w.pair.dc2.runDir, "router1");
       const summary = await call.bye();

@@ -9,17 +9,9 @@ import { randomBytes } from "node:crypto";
 import fc from "fast-check";
 import { buildNrdl, offerDocument } from "../../nrdl";
 import { NRDL_MIME } from "../../nrdl/types";
-import { bootOnSource, expectAllOn, guestDefs, placement, refusal, startPair, type Pair } from "../e2e/harness";
+import { bootOnSource, expectAllOn, guestDefs, placement, refusal, SEQUENTIAL, pairPerTest } from "../harness";
 import { RawSipClient, rawInvite, type RawInvite } from "./raw-sip";
 
-const policy = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 0,
-  downtimeLimitMs: 300,
-  timeoutS: 60,
-  onError: "abort" as const,
-};
 const SEED = Number(process.env.FUZZ_SEED ?? 20261125);
 const RUNS = 300;
 
@@ -91,14 +83,10 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
 );
 
 describe("hostile input", () => {
-  let pair: Pair | undefined;
-  afterEach(async () => {
-    await pair?.close();
-    pair = undefined;
-  });
+  const start = pairPerTest();
 
   it("answers the attack corpus and a few hundred mutations correctly while a real migration succeeds", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), {
+    const pair = await start(await guestDefs([["router1", "router"]]), {
       dc2: {
         sip: {
           listen: [
@@ -117,7 +105,7 @@ describe("hostile input", () => {
     // capped so the migration (~74 MiB) is still running while the mutations fly
     let migratedAt = 0;
     const migration = pair.dc1.agent
-      .migrate({ to: pair.dc2.uri, vms: ["router1"], policy: { ...policy, bandwidthMbps: 200 } })
+      .migrate({ to: pair.dc2.uri, vms: ["router1"], policy: { ...SEQUENTIAL, bandwidthMbps: 200 } })
       .finally(() => (migratedAt = Date.now()));
     let fuzzStartedAt = 0;
     try {
@@ -213,7 +201,7 @@ describe("hostile input", () => {
   });
 
   it("limits per caller: INVITE rate per address (503 + Retry-After) and open dialogs per caller", async () => {
-    pair = await startPair(
+    const pair = await start(
       await guestDefs([
         ["router1", "router"],
         ["video", "server"],
@@ -248,7 +236,7 @@ describe("hostile input", () => {
   it(
     "behind a trusted proxy INVITEs are counted per caller: " + "one flooding caller does not lock out the others",
     async () => {
-      pair = await startPair(await guestDefs([["router1", "router"]]), {
+      const pair = await start(await guestDefs([["router1", "router"]]), {
         dc2: { limits: { invitesPerSecond: 5, trustedProxies: ["127.0.0.1"] } },
       });
       const port = pair.dc2.sip.listeners[0].port;

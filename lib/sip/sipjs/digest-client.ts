@@ -1,6 +1,6 @@
 /** The digest client the core uses to retry a challenged request (401/407): MD5 and SHA-256, one realm. */
-import crypto from "node:crypto";
 import { Core } from "sip.js";
+import { answerDigest } from "../digest";
 
 /**
  * Our own digest client: sip.js's speaks MD5 only, RFC 8760 wants SHA-256 first. It keeps its
@@ -21,38 +21,17 @@ export class RealmDigest extends Core.DigestAuthentication {
   }
 
   override authenticate(request: Core.OutgoingRequestMessage, challenge: DigestChallenge): boolean {
-    if (this.onlyRealm !== undefined && challenge.realm !== this.onlyRealm) return false;
-    const algorithm = (challenge.algorithm ?? "MD5").toUpperCase();
-    if ((algorithm !== "MD5" && algorithm !== "SHA-256") || !challenge.realm || !challenge.nonce) return false;
-    const qops = String(challenge.qop ?? "")
-      .split(",")
-      .map((q) => q.trim());
-    if (challenge.qop && !qops.includes("auth")) return false;
-    const h = (s: string) =>
-      crypto
-        .createHash(algorithm === "MD5" ? "md5" : "sha256")
-        .update(s)
-        .digest("hex");
-    const uri = request.ruri.toString();
-    const ha1 = h(`${this.user}:${challenge.realm}:${this.secret}`);
-    const ha2 = h(`${request.method}:${uri}`);
-    this.nonceCount++;
-    const nc = this.nonceCount.toString(16).padStart(8, "0");
-    const cnonce = crypto.randomBytes(8).toString("hex");
-    const response = challenge.qop
-      ? h(`${ha1}:${challenge.nonce}:${nc}:${cnonce}:auth:${ha2}`)
-      : h(`${ha1}:${challenge.nonce}:${ha2}`);
-    const params = [
-      `algorithm=${algorithm}`,
-      `username="${this.user}"`,
-      `realm="${challenge.realm}"`,
-      `nonce="${challenge.nonce}"`,
-      `uri="${uri}"`,
-      `response="${response}"`,
-    ];
-    if (challenge.opaque) params.push(`opaque="${challenge.opaque}"`);
-    if (challenge.qop) params.push("qop=auth", `cnonce="${cnonce}"`, `nc=${nc}`);
-    this.header = `Digest ${params.join(", ")}`;
+    const qop = Array.isArray(challenge.qop) ? challenge.qop.join(",") : challenge.qop;
+    const creds = { username: this.user, password: this.secret, realm: this.onlyRealm };
+    const header = answerDigest(
+      { ...challenge, qop },
+      request.method,
+      request.ruri.toString(),
+      creds,
+      ++this.nonceCount,
+    );
+    if (!header) return false;
+    this.header = header;
     return true;
   }
 
