@@ -60,14 +60,24 @@ export function receiveMessage(ua: UserAgentContext, uas: Core.IncomingRequest):
   });
 }
 
+/** What a caller who dialled sip-teleport like a phone is told to do instead. */
+export const NOT_A_PHONE =
+  "sip-teleport takes no calls: to migrate VMs send a text MESSAGE such as 'migrate exp2 to sip:dc2@10.10.10.67' " +
+  "to this address (the outcome comes back as a MESSAGE); an INVITE must carry an NRDL offer (application/nrdl+xml)";
+
 export function receiveInvite(ua: UserAgentContext, uas: Core.IncomingInviteRequest): void {
   const msg = uas.message;
   uas.trying();
   const warnHost = msg.ruri?.host ?? "sip-teleport";
   const type = mediaType(msg.getHeader("content-type"));
   if (msg.body && type !== NRDL_CONTENT_TYPE) {
-    // A softphone's SDP: refuse it without disturbing anything else.
-    uas.reject({ statusCode: 415, extraHeaders: [`Accept: ${NRDL_CONTENT_TYPE}`] });
+    // A softphone's call: refuse it without disturbing anything else, and say what works instead
+    // (softphones show the reason phrase; the Warning has the whole sentence).
+    uas.reject({
+      statusCode: 415,
+      reasonPhrase: "No Calls Here - Send a MESSAGE: migrate PLAN to URI",
+      extraHeaders: [`Accept: ${NRDL_CONTENT_TYPE}`, warning(warnHost, NOT_A_PHONE)],
+    });
     return;
   }
   if (!msg.body) {
