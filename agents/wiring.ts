@@ -50,6 +50,12 @@ export function sipConfigOf(cfg: HostConfig, logger: Logger, o: SipOverrides = {
       key: readPem(cfg.sip.tls.key, "sip.tls.key"),
       ca: cfg.sip.tls.ca ? readPem(cfg.sip.tls.ca, "sip.tls.ca") : undefined,
       rejectUnauthorized: cfg.sip.tls.verify,
+      clientCa:
+        cfg.sip.tls.clientCa &&
+        [cfg.sip.tls.clientCa]
+          .flat()
+          .map((f) => readPem(f, "sip.tls.clientCa"))
+          .join("\n"),
     },
     outboundProxy: o.outboundProxy ?? cfg.sip.outboundProxy,
     registrar: cfg.sip.registrar,

@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import type { Command } from "commander";
 import { loadConfig } from "../../lib/config/load";
+import type { HostConfig } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
 import { silentLogger } from "../../lib/log/logger";
@@ -21,6 +22,29 @@ function missingImages(vms: readonly VmDefinition[]): string[] {
   return files
     .filter((f) => f.file !== undefined && !existsSync(f.file))
     .map((f) => `inventory: vm ${f.vm}: ${f.field} ${f.file} does not exist`);
+}
+
+const isTls = (uri: string) => /^sips:/i.test(uri) || /;transport=tls\b/i.test(uri);
+
+/**
+ * What is allowed but unsafe: destinations reached without TLS certificate verification, where
+ * nothing proves the peer that answers (and receives the VMs' memory) is the real destination.
+ */
+export function configWarnings(cfg: HostConfig): string[] {
+  const targets = [...new Set([...cfg.security.destinations, ...cfg.console.destinations])];
+  const proxy = cfg.sip.outboundProxy;
+  return targets.flatMap((target) => {
+    const hop = proxy ?? target;
+    const via = proxy ? ` through sip.outboundProxy ${proxy}` : "";
+    if (!isTls(hop))
+      return [
+        `${target} is reached${via} without TLS: nothing proves the peer is the real destination ` +
+          `(use ;transport=tls${proxy ? " on the proxy URI" : ""} and sip.tls.ca to verify its certificate)`,
+      ];
+    if (cfg.sip.tls?.verify === false)
+      return [`${target} is reached${via} over TLS with sip.tls.verify false: its certificate is not checked`];
+    return [];
+  });
 }
 
 /**
@@ -50,7 +74,10 @@ export function registerConfigCommands(program: Command): void {
     .command("check")
     .argument("<file>", "a host configuration (JSON)")
     .option("--no-images", "do not require the VMs' kernel, initrd and disk files to exist on this machine")
-    .description("explain every problem in a configuration, its inventory, its VM images and its hypervisors")
+    .description(
+      "explain every problem in a configuration, its inventory, its VM images and its hypervisors; " +
+        "warn about destinations reached without TLS certificate verification",
+    )
     .addHelpText(
       "after",
       "\nExamples:\n  $ sip-teleport config check /etc/sip-teleport/dc2.json\n  $ sip-teleport " +
@@ -59,6 +86,7 @@ export function registerConfigCommands(program: Command): void {
     .action(async (file: string, o: { images: boolean }) => {
       const problems = await checkConfig(file, { images: o.images });
       if (problems.length === 0) {
+        for (const w of configWarnings(loadConfig(file))) process.stderr.write(`${file}: warning: ${w}\n`);
         process.stdout.write(`${file}: OK\n`);
         return;
       }

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { Option, type Command } from "commander";
+import { DestinationPolicy } from "../../lib/access/destinations";
 import { TeleportError } from "../../lib/errors";
 import { ladderSteps, renderLadder, type TraceEvent } from "../../lib/sip/ladder";
 import { parseNrdlOrThrow } from "../../nrdl";
@@ -23,6 +24,7 @@ interface MigrateOptions extends CommonOptions {
   json?: boolean;
   ladder?: boolean;
   dryRun?: boolean;
+  allowUnlistedDestination?: boolean;
 }
 
 /** Exit codes an operator's script can act on. */
@@ -60,12 +62,21 @@ export function registerMigrateCommand(program: Command): void {
       "ask the destination what it would arm or refuse (OPTIONS with the offer) and print the plan with " +
         "estimates; arms, starts and moves nothing",
     )
+    .option(
+      "--allow-unlisted-destination",
+      "send to --to even though security.destinations does not list it (this run only; redirects stay checked)",
+    )
     .addHelpText(
       "after",
       `
 Order: VMs with depends-on move after what they depend on; network functions (router, switch,
 firewall, nat) move before servers and storage. Ctrl-C before the answer sends CANCEL; after it,
 running migrations are cancelled (the VMs keep running here) and the dialog is closed with BYE.
+
+Where VMs may go: --to must match security.destinations of the config (empty: loopback only);
+otherwise nothing is sent unless --allow-unlisted-destination is given. A 3xx redirect is
+followed only to a listed destination. Use ;transport=tls with sip.tls.ca so the destination's
+certificate proves it is the real one (sip-teleport config check warns otherwise).
 
 Exit status: 0 every VM moved, 1 some did not, 2 invalid input, 3 the destination refused.
 With --dry-run: 0 the destination would accept, 3 it would refuse.
@@ -87,6 +98,14 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
   const trace: TraceEvent[] = [];
   try {
     const { cfg, logger } = setup(o);
+    const destinations = new DestinationPolicy(cfg.security.destinations);
+    const unlisted = destinations.check(o.to);
+    if (unlisted && !o.allowUnlistedDestination)
+      throw new TeleportError(403, "destination not permitted", [
+        unlisted,
+        "add it to security.destinations, or pass --allow-unlisted-destination to send there this once",
+      ]);
+    if (unlisted) logger.warn("sending to an unlisted destination (--allow-unlisted-destination)", { to: o.to });
     let plan: Offer | undefined;
     if (o.plan) {
       const doc = parseNrdlOrThrow(readFileSync(o.plan, "utf8"));
@@ -115,6 +134,7 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
       hostName: cfg.host,
       logger,
       answerTimeoutS: cfg.timers.answerTimeoutS,
+      redirectAllowed: (target) => destinations.check(target),
     });
     const mode: DisplayMode = o.json ? "json" : process.stdout.isTTY ? "tty" : "plain";
     const display = new ProgressDisplay(mode);

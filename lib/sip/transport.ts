@@ -15,6 +15,7 @@ import { TeleportError } from "../errors";
 import { maskSecrets, type Logger } from "../log/logger";
 import type { Peer, TraceEvent, TransportKind } from "./backend";
 import { DEFAULT_LIMITS, type ListenSpec, type SipLimits, type TlsFiles } from "./config";
+import { serverTlsOptions, verifiedCertificate } from "./peer-certificate";
 import { UdpReliability, type ReliabilityTimers, DEFAULT_TIMERS } from "./udp-reliability";
 import {
   StreamFramer,
@@ -277,6 +278,7 @@ export class NodeTransport {
       address: normalizeAddress(socket.remoteAddress ?? ""),
       port: socket.remotePort ?? 0,
       transport: kind,
+      certificate: socket instanceof tls.TLSSocket ? verifiedCertificate(socket) : undefined,
     };
     socket.on("data", (chunk: Buffer) => {
       if (framer.failed) return;
@@ -424,7 +426,7 @@ export class NodeTransport {
     };
     const server =
       spec.transport === "tls"
-        ? tls.createServer({ cert: this.opts.tls?.cert, key: this.opts.tls?.key, ca: this.opts.tls?.ca }, onConnection)
+        ? tls.createServer(serverTlsOptions(this.opts.tls), onConnection)
         : net.createServer(onConnection);
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
