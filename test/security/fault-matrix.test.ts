@@ -269,7 +269,7 @@ describe("agents as processes", () => {
         writeConfig(path.join(base, `${h}.json`), {
           host: h,
           sip: { aor: `sip:${h}@${ip[h]}`, listen: [{ transport: "udp", address: ip[h], port }] },
-          security: { allow: [`${net}.0/24`] },
+          security: { allow: [`${net}.0/24`], destinations: [`sip:dc2@${ip.dc2}`] },
           inventory,
           runDir: path.join(base, h),
           stateDir: path.join(base, `${h}-state`),
