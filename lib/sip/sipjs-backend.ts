@@ -24,6 +24,7 @@ import type {
   TraceEvent,
 } from "./backend";
 import { INFO_PACKAGE, NRDL_CONTENT_TYPE, type SipConfig } from "./config";
+import { useCachedSipGrammar } from "./grammar-cache";
 import { NodeTransport, PLACEHOLDER_HOST, type BoundListener, type TransportOptions } from "./transport";
 
 const ALLOW = "INVITE, ACK, CANCEL, BYE, INFO, OPTIONS, MESSAGE";
@@ -158,6 +159,8 @@ export class SipJsBackend implements SipBackend {
   }
 
   async start(): Promise<void> {
+    const grammar = useCachedSipGrammar(); // sip.js rebuilds its grammar per parse otherwise (grammar-cache.ts)
+    if (!grammar.cached) this.logger.warn(grammar.reason);
     await this.transport.start();
     const loggerFactory = new Core.LoggerFactory();
     loggerFactory.builtinEnabled = false;
