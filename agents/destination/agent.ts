@@ -116,6 +116,7 @@ export class DestinationAgent {
     for (const state of [...this.dialogs.values()]) await this.finish(state, "agent stopping");
     if (this.opts.config.sip.registrar) await this.opts.sip.unregister().catch(() => undefined);
     await this.opts.sip.stop();
+    this.journal.close();
   }
 
   /** After a crash: disarm listeners of dialogs that no longer exist; keep VMs that resumed here. */
