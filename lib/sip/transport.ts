@@ -15,6 +15,7 @@ import { TeleportError } from "../errors";
 import { maskSecrets, type Logger } from "../log/logger";
 import type { Peer, TraceEvent, TransportKind } from "./backend";
 import { DEFAULT_LIMITS, type ListenSpec, type SipLimits, type TlsFiles } from "./config";
+import { InboundConnections } from "./connection-limits";
 import { UdpReliability, type ReliabilityTimers, DEFAULT_TIMERS } from "./udp-reliability";
 import {
   StreamFramer,
@@ -76,11 +77,18 @@ export class NodeTransport {
   private readonly connections = new Map<string, StreamSocket>();
   private readonly sendErrors = new Map<string, string>();
   private readonly reliability: UdpReliability;
-  private readonly limits: SipLimits;
+  private readonly limits: Required<SipLimits>;
+  private readonly inbound: InboundConnections;
 
   constructor(private readonly opts: TransportOptions) {
     this.reliability = new UdpReliability(opts.timers ?? DEFAULT_TIMERS);
-    this.limits = opts.limits ?? DEFAULT_LIMITS;
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.inbound = new InboundConnections(this.limits, opts.logger);
+  }
+
+  /** Inbound TCP/TLS connections held now (bounded by limits.maxConnections). */
+  get inboundConnections(): number {
+    return this.inbound.size;
   }
 
   get bound(): BoundListener[] {
@@ -272,6 +280,8 @@ export class NodeTransport {
   private adopt(kind: TransportKind, socket: StreamSocket, key: string): void {
     this.connections.set(key, socket);
     socket.setNoDelay(true);
+    // idle outbound connections close too (inbound ones have their timer from admission)
+    if (!socket.listenerCount("timeout")) socket.setTimeout(this.limits.connectionIdleS * 1000, () => socket.destroy());
     const framer = new StreamFramer(this.limits.maxMessageBytes);
     const source: Peer = {
       address: normalizeAddress(socket.remoteAddress ?? ""),
@@ -294,6 +304,7 @@ export class NodeTransport {
         ).finally(() => socket.destroy());
         return;
       }
+      if (messages.length) this.inbound.proven(source.address, source.port);
       for (const m of messages) this.receive(m, source);
     });
     socket.on("error", (err) => this.opts.logger.debug("sip connection error", { peer: key, error: err.message }));
@@ -426,6 +437,8 @@ export class NodeTransport {
       spec.transport === "tls"
         ? tls.createServer({ cert: this.opts.tls?.cert, key: this.opts.tls?.key, ca: this.opts.tls?.ca }, onConnection)
         : net.createServer(onConnection);
+    // raw TCP, before any TLS handshake: limits and the idle timer apply from the first byte
+    server.on("connection", (raw: net.Socket) => this.inbound.admit(raw));
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(spec.port, spec.host, () => {
