@@ -146,6 +146,11 @@ export class SipJsBackend implements SipBackend {
     return this.transport.bound;
   }
 
+  /** Inbound TCP/TLS connections held now (bounded by limits.maxConnections). */
+  get inboundConnections(): number {
+    return this.transport.inboundConnections;
+  }
+
   /** Our Contact URI for one of the listeners, e.g. to put into a peer's configuration. */
   contactFor(transport: BoundListener["transport"]): string {
     const l = this.listeners.find((x) => x.transport === transport);
