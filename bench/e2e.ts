@@ -124,7 +124,8 @@ async function main(): Promise<void> {
     table.splice(1, 0, "|---|---|---|---|");
     process.stdout.write("\n" + table.join("\n") + "\n");
     process.stdout.write(
-      `\nratio sip/direct: ${(s / d).toFixed(3)}  (signalling overhead ${(s - d).toFixed(0)} ms per group; INVITE->200 incl. arming: median ${median(arming).toFixed(0)} ms)\n`,
+      `\nratio sip/direct: ${(s / d).toFixed(3)}  (signalling overhead ${(s - d).toFixed(0)} ms ` +
+        `per group; INVITE->200 incl. arming: median ${median(arming).toFixed(0)} ms)\n`,
     );
     const out = path.join(repoRoot(), "bench", "out");
     fs.mkdirSync(out, { recursive: true });

@@ -31,12 +31,14 @@ async function main(): Promise<void> {
   const r = await floodedMove(rates, { quiet: true, log: (s) => console.log(s) });
   const row = (name: string, f: MoveFigures | undefined) =>
     f
-      ? `| ${name} | ${f.outcome} | ${f.wallMs.toFixed(0)} | ${f.inviteTo200Ms.toFixed(0)} | ${f.maxDowntimeMs.toFixed(0)} | ` +
-        `${f.probes.answered}/${f.probes.started} | ${f.probes.p50Ms} | ${f.probes.p99Ms} |`
+      ? `| ${name} | ${f.outcome} | ${f.wallMs.toFixed(0)} | ${f.inviteTo200Ms.toFixed(0)} | ` +
+        `${f.maxDowntimeMs.toFixed(0)} | ${f.probes.answered}/${f.probes.started} | ` +
+        `${f.probes.p50Ms} | ${f.probes.p99Ms} |`
       : `| ${name} | - |`;
   console.log("");
   console.log(
-    "| exp2 move dc1 -> dc2 | outcome | wall ms | INVITE->200 ms | max downtime ms | 2nd dialogs 200/started | p50 ms | p99 ms |",
+    "| exp2 move dc1 -> dc2 | outcome | wall ms | INVITE->200 ms | max downtime ms | " +
+      "2nd dialogs 200/started | p50 ms | p99 ms |",
   );
   console.log("|---|---|---|---|---|---|---|---|");
   console.log(row("quiet", r.quiet));
@@ -60,7 +62,8 @@ async function main(): Promise<void> {
       `after ${r.rssMiB.after.toFixed(1)} MiB`,
   );
   console.log(
-    `left armed: ${r.leftArmed} probe listeners, ${r.journal} journal entries; placement ${JSON.stringify(r.placement)}`,
+    `left armed ${(r.settleMs / 1000).toFixed(1)} s after the flood: ${r.leftArmed} probe listeners, ` +
+      `${r.journal} journal entries; placement ${JSON.stringify(r.placement)}`,
   );
   console.log(`load average after: ${load()}`);
 }

@@ -113,7 +113,8 @@ async function main(): Promise<void> {
     );
   try {
     console.log(
-      `destination agent + LoadDriver (arms nothing), full NRDL dialog over UDP, ${SECONDS} s per step, sipp on the same ${os.cpus().length}-core machine`,
+      `destination agent + LoadDriver (arms nothing), full NRDL dialog over UDP, ${SECONDS} s per ` +
+        `step, sipp on the same ${os.cpus().length}-core machine`,
     );
     console.log("grammar  rate/s   calls  completed  failed  p50-ms  p99-ms  max-ms  armed-left");
     const bestOf: Record<string, number> = {};
@@ -171,8 +172,10 @@ async function main(): Promise<void> {
     const after1k = await batch(1000);
     const after10k = await batch(DIALOGS - 1000);
     console.log(
-      `heap after 1,000 dialogs: ${after1k.toFixed(1)} MiB; after ${DIALOGS.toLocaleString("en")}: ${after10k.toFixed(1)} MiB ` +
-        `(growth ${(after10k - after1k).toFixed(1)} MiB, ${(((after10k - after1k) * 2 ** 20) / (DIALOGS - 1000)).toFixed(0)} bytes/dialog)`,
+      `heap after 1,000 dialogs: ${after1k.toFixed(1)} MiB; after ` +
+        `${DIALOGS.toLocaleString("en")}: ${after10k.toFixed(1)} MiB ` +
+        `(growth ${(after10k - after1k).toFixed(1)} MiB, ` +
+        `${(((after10k - after1k) * 2 ** 20) / (DIALOGS - 1000)).toFixed(0)} bytes/dialog)`,
     );
     await settle();
     console.log(`listeners left armed after the agent's timers ran: ${driver.armedCount}`);

@@ -110,7 +110,8 @@ async function runExperiment(
           if (linkMbit === 0)
             timelines.set(`${name}-${strategy}`, [...(timelines.get(`${name}-${strategy}`) ?? []), r]);
           process.stderr.write(
-            `${id}: interruption ${f.interruptionMs} ms (any down ${f.anyDownMs} ms), ping gap ${f.longestPingGapMs} ms, lost ${f.pingsLost}, wall ${f.wallMs} ms` +
+            `${id}: interruption ${f.interruptionMs} ms (any down ${f.anyDownMs} ms), ping gap ` +
+              `${f.longestPingGapMs} ms, lost ${f.pingsLost}, wall ${f.wallMs} ms` +
               (r.violations.length ? `  VIOLATIONS: ${r.violations.join("; ")}` : "") +
               "\n",
           );
@@ -166,10 +167,13 @@ async function main(): Promise<void> {
   const minutes = ((Date.now() - t0) / 60000).toFixed(1);
   const violations = groups.flatMap((g) => g.violations);
   const md = [
-    `# bench:thesis (${MIGRATOR === "sip" ? "agents over SIP" : "direct QMP, no SIP"}), ${new Date(t0).toISOString()}, ${minutes} min`,
+    `# bench:thesis (${MIGRATOR === "sip" ? "agents over SIP" : "direct QMP, no SIP"}), ` +
+      `${new Date(t0).toISOString()}, ${minutes} min`,
     "",
-    "Medians (min-max) over the repeats; times in ms. Ratios: thesis' user-seen loss / our lost pings x 5 ms (the thesis' measure),",
-    "and / our total any-probe-down time (strictest); for exp2 also the thesis' video interruption / our UDP zero-bandwidth interval.",
+    "Medians (min-max) over the repeats; times in ms. Ratios: thesis' user-seen loss / our lost " +
+      "pings x 5 ms (the thesis' measure),",
+    "and / our total any-probe-down time (strictest); for exp2 also the thesis' video " +
+      "interruption / our UDP zero-bandwidth interval.",
     "",
     markdownTable(groups),
     violations.length

@@ -1,9 +1,21 @@
 /**
- * The NRDL v1 attribute vocabulary as data: one table drives parsing (decode), validation
+ * The NRDL attribute vocabulary as data: one table drives parsing (decode), validation
  * of in-memory documents (accepts) and building (encode), so the three can never disagree.
- * Element structure (which child goes where) is code in parse.ts / build.ts / validate.ts.
+ * Each attribute and element says the version that introduced it (`since`): a document may use
+ * only the vocabulary of its own version. Element structure (which child goes where) is code in
+ * parse.ts / build.ts / validate.ts.
  */
-import { HYPERVISORS, NAME_PATTERN, ON_ERROR, OUTCOMES, ROLES, STRATEGIES, VM_STATES } from "./types";
+import {
+  DISK_FORMATS,
+  DISK_MODES,
+  HYPERVISORS,
+  NAME_PATTERN,
+  ON_ERROR,
+  OUTCOMES,
+  ROLES,
+  STRATEGIES,
+  VM_STATES,
+} from "./types";
 
 export type AttrValue = string | number;
 
@@ -66,6 +78,12 @@ export const MIGRATION_URI = textCodec(
   new RegExp(`^tcp:${HOST}:${PORT}$`),
 );
 
+/** Where a disk is mirrored to: the destination's NBD server and the export's name. */
+export const NBD_URI = textCodec(
+  "an NBD URI nbd://HOST:PORT/EXPORT (HOST an IPv4 address, [IPv6] or host name; EXPORT a name)",
+  new RegExp(`^nbd://${HOST}:${PORT}/${NAME_PATTERN.source.slice(1, -1)}$`),
+);
+
 export const SECRET = textCodec("a secret of 16 to 128 characters from [A-Za-z0-9_-]", /^[A-Za-z0-9_-]{16,128}$/);
 
 /** Free text for humans: no control characters (they would split log and CLI lines). */
@@ -91,10 +109,24 @@ export interface AttrSpec {
   key: string;
   codec: Codec;
   use: AttrUse;
+  /** The NRDL version that introduced it; older documents must not carry it. */
+  since: number;
 }
 
-function attr(name: string, codec: Codec, use: AttrUse): AttrSpec {
-  return { attr: name, key: name.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase()), codec, use };
+function attr(name: string, codec: Codec, use: AttrUse, since = 1): AttrSpec {
+  return { attr: name, key: name.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase()), codec, use, since };
+}
+
+/** Elements newer than v1, with the version that introduced them (the rest exist since 1). */
+export const ELEMENT_SINCE: Readonly<Record<string, number>> = { disk: 2, export: 2 };
+
+/** Whether `version` may carry this attribute or element. */
+export function speaks(version: number, since: number): boolean {
+  return version >= since;
+}
+
+export function tooNew(what: string, since: number, version: number): string {
+  return `${what} needs NRDL version ${since} or later; this document is version ${version}`;
 }
 
 export const POLICY_DEFAULTS = {
@@ -124,7 +156,19 @@ export const ATTRS = {
     attr("memory-mib", POSITIVE_INT, "required"),
     attr("cpus", POSITIVE_INT, { default: VM_DEFAULTS.cpus }),
   ],
+  disk: [
+    attr("target", NAME, "required", 2),
+    attr("size-bytes", POSITIVE_INT, "required", 2),
+    attr("format", enumCodec(DISK_FORMATS), "required", 2),
+    attr("mode", enumCodec(DISK_MODES), "required", 2),
+    attr("backing-bytes", POSITIVE_INT, "optional", 2),
+  ],
   armed: [attr("vm", NAME, "required"), attr("uri", MIGRATION_URI, "required"), attr("secret", SECRET, "required")],
+  export: [
+    attr("disk", NAME, "required", 2),
+    attr("uri", NBD_URI, "required", 2),
+    attr("secret", SECRET, "required", 2),
+  ],
   rejected: [attr("vm", NAME, "required"), attr("reason", REASON, "required")],
   status: [
     attr("vm", NAME, "required"),
@@ -134,6 +178,9 @@ export const ATTRS = {
     attr("total-ms", NON_NEGATIVE_INT, "optional"),
     attr("downtime-ms", NON_NEGATIVE_INT, "optional"),
     attr("reason", REASON, "optional"),
+    attr("disk-progress", FRACTION, "optional", 2),
+    attr("disk-transferred-bytes", NON_NEGATIVE_INT, "optional", 2),
+    attr("disk-total-bytes", NON_NEGATIVE_INT, "optional", 2),
   ],
   report: [attr("outcome", enumCodec(OUTCOMES), "required")],
   result: [
@@ -144,6 +191,7 @@ export const ATTRS = {
     attr("downtime-ms", NON_NEGATIVE_INT, "optional"),
     attr("transferred-bytes", NON_NEGATIVE_INT, "optional"),
     attr("reason", REASON, "optional"),
+    attr("disk-transferred-bytes", NON_NEGATIVE_INT, "optional", 2),
   ],
 } satisfies Record<string, AttrSpec[]>;
 

@@ -8,9 +8,16 @@ import { hostOf } from "../wiring";
 
 /** Kernels, initrds and disks the inventory names but this machine does not hold. */
 function missingImages(vms: readonly VmDefinition[]): string[] {
-  const files = vms.flatMap((vm) =>
-    (["kernel", "initrd", "disk"] as const).map((field) => ({ vm: vm.name, field, file: vm[field] })),
-  );
+  const files = vms.flatMap((vm) => [
+    ...(["kernel", "initrd"] as const).map((field) => ({ vm: vm.name, field: field as string, file: vm[field] })),
+    // a copied disk is created here when the VM arrives; only a shared one must exist already
+    ...vm.disks
+      .filter((d) => d.mode === "shared")
+      .map((d) => ({ vm: vm.name, field: `disk ${d.target}`, file: d.file as string | undefined })),
+    ...vm.disks.flatMap((d) =>
+      d.backing ? [{ vm: vm.name, field: `disk ${d.target} backing`, file: d.backing }] : [],
+    ),
+  ]);
   return files
     .filter((f) => f.file !== undefined && !existsSync(f.file))
     .map((f) => `inventory: vm ${f.vm}: ${f.field} ${f.file} does not exist`);
@@ -46,7 +53,8 @@ export function registerConfigCommands(program: Command): void {
     .description("explain every problem in a configuration, its inventory, its VM images and its hypervisors")
     .addHelpText(
       "after",
-      "\nExamples:\n  $ sip-teleport config check /etc/sip-teleport/dc2.json\n  $ sip-teleport config check --no-images deploy/config/dc2.json   # before the images are copied",
+      "\nExamples:\n  $ sip-teleport config check /etc/sip-teleport/dc2.json\n  $ sip-teleport " +
+        "config check --no-images deploy/config/dc2.json   # before the images are copied",
     )
     .action(async (file: string, o: { images: boolean }) => {
       const problems = await checkConfig(file, { images: o.images });

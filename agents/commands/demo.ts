@@ -112,7 +112,8 @@ export async function runDemo(opts: { keep?: boolean }): Promise<number> {
   sip.onTrace((e) => trace.push(e));
   try {
     say(
-      `* starting the destination agent (dc2) as its own process: sip:dc2@127.0.0.1:${sipPort} (log: ${path.relative(root, dir)}/dc2.log)`,
+      `* starting the destination agent (dc2) as its own process: sip:dc2@127.0.0.1:${sipPort} ` +
+        `(log: ${path.relative(root, dir)}/dc2.log)`,
     );
     destination = await startDestination(files.dc2, path.join(dir, "dc2.log"));
     say(`* booting ${VMS.map((v) => v.name).join(" and ")} under QEMU on dc1 (${path.relative(root, dc1.runDir)})`);

@@ -20,7 +20,8 @@ const COMMAND = /^\s*migrate\s+([\w.-]+)\s+to\s+(sips?:\S+)\s*$/i;
 export function outcomeText(s: MigrateSummary): string {
   const vms = s.vms.map(
     (v) =>
-      `${v.vm} ${v.state}${v.downtimeMs !== undefined ? ` (downtime ${v.downtimeMs} ms)` : v.reason ? ` (${v.reason})` : ""}`,
+      `${v.vm} ` +
+      `${v.state}${v.downtimeMs !== undefined ? ` (downtime ${v.downtimeMs} ms)` : v.reason ? ` (${v.reason})` : ""}`,
   );
   return `${s.outcome} ${s.migrationId}: ${vms.join(", ")}`;
 }

@@ -39,6 +39,8 @@ type Phase = "arming" | "answered" | "acked" | "ended";
 interface DialogState {
   callId: string;
   migrationId: string;
+  /** The offer's NRDL version: every document of the dialog carries it. */
+  version: number;
   offer: Offer;
   phase: Phase;
   /** Digest user that opened the dialog: in-dialog requests must come from the same one. */
@@ -257,6 +259,15 @@ export class DestinationAgent {
         rejected.push({ vm: vm.name, reason: `${driver.kind} unavailable: ${avail.detail}` });
         continue;
       }
+      const diskProblems = driver.vetDisks
+        ? await driver.vetDisks(vm.name, vm.disks)
+        : vm.disks
+            .filter((d) => d.mode !== "shared")
+            .map((d) => `disk ${d.target}: ${driver.kind} cannot receive copied disks`);
+      if (diskProblems.length) {
+        rejected.push({ vm: vm.name, reason: diskProblems.join("; ") });
+        continue;
+      }
       const state = await driver.state(vm.name);
       if (state !== "absent" && state !== "stopped")
         rejected.push({ vm: vm.name, reason: `already ${state} on this host` });
@@ -320,6 +331,7 @@ export class DestinationAgent {
     const state: DialogState = {
       callId: req.callId,
       migrationId: doc.id,
+      version: doc.version,
       offer,
       phase: "arming",
       user,
@@ -395,9 +407,23 @@ export class DestinationAgent {
         if (port === undefined) throw new TeleportError(503, `no free migration port in ${ports}`);
         taken.add(port);
         const secret = randomBytes(32).toString("base64url");
-        const listener = await local.driver.arm(vm.name, { address, port, secret });
+        const copies = vm.disks.some((d) => d.mode !== "shared");
+        // copied disks: one NBD server per VM, with a one-time secret of its own, from the same port range
+        const nbdPort = copies ? await freePortInRange(address, ports, taken) : undefined;
+        if (copies && nbdPort === undefined) throw new TeleportError(503, `no free NBD port in ${ports}`);
+        if (nbdPort !== undefined) taken.add(nbdPort);
+        const nbdSecret = copies ? randomBytes(32).toString("base64url") : undefined;
+        // marked armed before arming ends: a failure half-way must still be disarmed (images deleted)
         state.armed.add(vm.name);
-        return { vm: vm.name, uri: listener.uri, secret };
+        const listener = await local.driver.arm(vm.name, {
+          address,
+          port,
+          secret,
+          disks: vm.disks,
+          nbdPort,
+          nbdSecret,
+        });
+        return { vm: vm.name, uri: listener.uri, secret, exports: listener.exports };
       }),
     );
     const failed = results.flatMap((r, i) =>
@@ -447,7 +473,7 @@ export class DestinationAgent {
 
   private async onBye(state: DialogState, res: Responder): Promise<void> {
     const report = await this.finish(state, "BYE");
-    res.send(200, "OK", { body: nrdlBody({ version: 1, id: state.migrationId, body: report }) });
+    res.send(200, "OK", { body: nrdlBody({ version: state.version, id: state.migrationId, body: report }) });
   }
 
   /** Source silent or dialog expired: tidy up and tell the source with BYE. */
@@ -455,7 +481,9 @@ export class DestinationAgent {
     if (state.phase === "ended") return;
     this.log.warn("ending dialog", { callId: state.callId, why });
     const report = await this.finish(state, why);
-    await state.dialog?.bye(nrdlBody({ version: 1, id: state.migrationId, body: report })).catch(() => undefined);
+    await state.dialog
+      ?.bye(nrdlBody({ version: state.version, id: state.migrationId, body: report }))
+      .catch(() => undefined);
   }
 
   /** End the dialog once: keep every VM that runs here, disarm everything else, report the truth. */
@@ -497,6 +525,7 @@ export class DestinationAgent {
           totalMs: s?.totalMs,
           downtimeMs: s?.downtimeMs,
           transferredBytes: s?.transferredBytes,
+          diskTransferredBytes: state.version >= 2 ? s?.diskTransferredBytes : undefined,
         };
       }
       const lost = s?.state === "failed" ? "failed" : "aborted";

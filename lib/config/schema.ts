@@ -84,14 +84,18 @@ export const configSchema = z
       }),
     security: z
       .object({
-        /** Who may send us migrations: SIP URIs (user@host, `*` wildcards) or source IP addresses. Empty = loopback only. */
+        /**
+         * Who may send us migrations: SIP URIs (user@host, `*` wildcards) or source IP addresses. Empty = loopback
+         * only.
+         */
         allow: z.array(z.string().min(1)).default([]),
         /** Digest users (name -> password) required of callers; empty = no authentication. */
         users: z.record(z.string(), z.string().min(1)).default({}),
         realm: z.string().default("sip-teleport"),
         /**
          * Refuse requests without valid digest credentials. Default: true when `users` is not empty.
-         * false with users: credentials are checked when present, requests without them are judged by the allowlist alone.
+         * false with users: credentials are checked when present, requests without them are judged by the allowlist
+         * alone.
          */
         digestRequired: z.boolean().optional(),
         /** Challenge in-dialog INFO and BYE too (not only the INVITE), and require the INVITE's user. */
@@ -129,7 +133,10 @@ export const configSchema = z
         connectionIdleS: z.number().min(1).max(86400).default(120),
         /** Destination: open dialogs one caller (authenticated user, else address) may hold. */
         dialogsPerCaller: z.number().int().min(1).default(8),
-        /** Destination: INVITEs per second one source address may send (burst of the same size); more get 503 with Retry-After. */
+        /**
+         * Destination: INVITEs per second one source address may send (burst of the same size); more get 503 with
+         * Retry-After.
+         */
         invitesPerSecond: z.number().min(0.1).default(20),
         /**
          * Addresses of SIP proxies that relay many callers (e.g. Kamailio). Their INVITEs are counted
@@ -186,7 +193,10 @@ export const configSchema = z
         token: z.string().min(16).optional(),
         /** Destinations offered in the chooser (any SIP URI can still be typed). */
         destinations: z.array(sipUri).default([]),
-        /** Named plans for the page and the MESSAGE trigger ("migrate NAME to URI"); NRDL examples (exp1..3) need no entry. */
+        /**
+         * Named plans for the page and the MESSAGE trigger ("migrate NAME to URI"); NRDL examples (exp1..3) need no
+         * entry.
+         */
         plans: z
           .record(
             z.string().regex(/^[\w.-]+$/, "plan names are letters, digits, _ . -"),

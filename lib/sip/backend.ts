@@ -60,7 +60,10 @@ export interface Dialog {
   readonly remoteUri: string;
   /** In-dialog INFO (Info-Package sip-teleport-status, body NRDL status); rejects with a TeleportError on a non-2xx. */
   info(body: SipBody): Promise<ResponseInfo>;
-  /** Ends the dialog; resolves with the 2xx to BYE (its body carries the peer's report), rejects with a TeleportError otherwise. */
+  /**
+   * Ends the dialog; resolves with the 2xx to BYE (its body carries the peer's report), rejects with a TeleportError
+   * otherwise.
+   */
   bye(body?: SipBody): Promise<ResponseInfo>;
   onInfo(handler: (req: IncomingRequest, res: Responder) => void): void;
   /** The peer sent BYE: answer it through `res` (with a report body). */
@@ -73,7 +76,9 @@ export interface Dialog {
 export interface InviteResponder {
   /** 180/183 with an optional body. 100 Trying is sent by the backend itself. */
   progress(status: 180 | 183, reason?: string): void;
-  /** Final non-2xx (status from the error), with an optional body and extra headers (Warning is added from the reason). */
+  /**
+   * Final non-2xx (status from the error), with an optional body and extra headers (Warning is added from the reason).
+   */
   reject(error: TeleportError, opts?: ResponseOptions): void;
   /** 3xx (302 by default) sending the caller to another destination (the thesis' redirected call). */
   redirect(target: string, status?: 300 | 301 | 302 | 305 | 380): void;
@@ -98,7 +103,10 @@ export interface OutgoingInviteOptions {
 
 /** The UAC side of an INVITE. */
 export interface OutgoingInvite {
-  /** Resolves on 2xx (after ACK is sent) with the dialog and the answer; rejects with a TeleportError on a final failure. */
+  /**
+   * Resolves on 2xx (after ACK is sent) with the dialog and the answer; rejects with a TeleportError on a final
+   * failure.
+   */
   readonly established: Promise<{ dialog: Dialog; response: ResponseInfo }>;
   /** CANCEL while no final response has arrived. */
   cancel(): void;

@@ -71,7 +71,8 @@ export class DigestServer {
     const nonce = this.nonce();
     return this.algorithms.map(
       (alg) =>
-        `Digest realm="${this.opts.realm}", nonce="${nonce}", algorithm=${alg}, qop="auth"${stale ? ", stale=true" : ""}`,
+        `Digest realm="${this.opts.realm}", nonce="${nonce}", algorithm=${alg}, ` +
+        `qop="auth"${stale ? ", stale=true" : ""}`,
     );
   }
 
@@ -118,4 +119,75 @@ export class DigestServer {
     this.used.set(nonce, now + this.ttl);
     return true;
   }
+}
+
+export interface DigestCredentialsLike {
+  username: string;
+  password: string;
+  /** Answer only this realm's challenges. */
+  realm?: string;
+}
+
+/**
+ * Client side: the Authorization value answering one WWW-/Proxy-Authenticate challenge (SHA-256
+ * or MD5, qop=auth or none), or undefined when the challenge is not one we may or can answer.
+ */
+export function digestAuthorization(
+  challenge: string,
+  method: string,
+  uri: string,
+  creds: DigestCredentialsLike,
+  nc = 1,
+): string | undefined {
+  return answerDigest(parseDigestHeader(challenge), method, uri, creds, nc);
+}
+
+/** The same from an already parsed challenge (realm, nonce, algorithm, qop, opaque). */
+export function answerDigest(
+  c: Readonly<Record<string, string | undefined>>,
+  method: string,
+  uri: string,
+  creds: DigestCredentialsLike,
+  nc: number,
+): string | undefined {
+  if (creds.realm !== undefined && c.realm !== creds.realm) return undefined;
+  const algorithm = (c.algorithm ?? "MD5").toUpperCase();
+  if ((algorithm !== "MD5" && algorithm !== "SHA-256") || !c.realm || !c.nonce) return undefined;
+  const qops = (c.qop ?? "").split(",").map((q) => q.trim());
+  if (c.qop && !qops.includes("auth")) return undefined;
+  const alg = algorithm as DigestAlgorithm;
+  const ha1 = hash(alg, `${creds.username}:${c.realm}:${creds.password}`);
+  const ha2 = hash(alg, `${method}:${uri}`);
+  const count = nc.toString(16).padStart(8, "0");
+  const cnonce = randomBytes(8).toString("hex");
+  const response = c.qop
+    ? hash(alg, `${ha1}:${c.nonce}:${count}:${cnonce}:auth:${ha2}`)
+    : hash(alg, `${ha1}:${c.nonce}:${ha2}`);
+  const params = [
+    `algorithm=${algorithm}`,
+    `username="${creds.username}"`,
+    `realm="${c.realm}"`,
+    `nonce="${c.nonce}"`,
+    `uri="${uri}"`,
+    `response="${response}"`,
+  ];
+  if (c.opaque) params.push(`opaque="${c.opaque}"`);
+  if (c.qop) params.push("qop=auth", `cnonce="${cnonce}"`, `nc=${count}`);
+  return `Digest ${params.join(", ")}`;
+}
+
+/** The first challenge we can answer among several (strongest first, as RFC 8760 servers list them). */
+export function answerChallenges(
+  challenges: string[],
+  method: string,
+  uri: string,
+  creds: DigestCredentialsLike,
+  nc = 1,
+): string | undefined {
+  const sorted = [...challenges].sort((a, b) => Number(/SHA-256/i.test(b)) - Number(/SHA-256/i.test(a)));
+  for (const ch of sorted) {
+    const auth = digestAuthorization(ch, method, uri, creds, nc);
+    if (auth) return auth;
+  }
+  return undefined;
 }

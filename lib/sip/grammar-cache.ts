@@ -57,19 +57,20 @@ export function rewriteGrammar(source: string): string {
   s = s.replace(start[0], "\n");
 
   // The block that (re)initialises the state and picks the start rule: moved into the returned parse.
-  const reset =
-    /\n( {4}let peg\$currPos = 0;\n[\s\S]*?\n {8}peg\$startRuleIndex = peg\$startRuleIndices\[options\.startRule\];\n {4}\}\n)/.exec(
-      s,
-    );
+  const reset = new RegExp(
+    String.raw`\n( {4}let peg\$currPos = 0;\n[\s\S]*?\n {8}` +
+      String.raw`peg\$startRuleIndex = peg\$startRuleIndices\[options\.startRule\];\n {4}\}\n)`,
+  ).exec(s);
   if (!reset) throw new Error("per-call state block: not found in sip.js' generated grammar");
   s = s.replace(reset[0], "\n");
   const resetBody = reset[1].replace(/^( {4})(?:let|const) /gm, "$1");
 
   // The call itself: from filling options.data to the end of peg$parse.
-  const call =
-    /\n( {4}options\.data = \{\};.*\n)( {4}function list\(head, tail\) \{\n[\s\S]*?\n {4}\}\n)( {4}peg\$result = peg\$parseRule\(peg\$startRuleIndex\);\n[\s\S]*)\n\}\n/.exec(
-      s,
-    );
+  const call = new RegExp(
+    String.raw`\n( {4}options\.data = \{\};.*\n)` +
+      String.raw`( {4}function list\(head, tail\) \{\n[\s\S]*?\n {4}\}\n)` +
+      String.raw`( {4}peg\$result = peg\$parseRule\(peg\$startRuleIndex\);\n[\s\S]*)\n\}\n`,
+  ).exec(s);
   if (!call) throw new Error("parse() tail: not found in sip.js' generated grammar");
   const [, fillData, list, run] = call;
   const parse =

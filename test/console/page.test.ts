@@ -128,8 +128,9 @@ test("Call, Migrate, Bye: progress moves, both VMs complete, the report and char
   // (page scripts are given as text: this test's TypeScript knows no DOM)
   await page.evaluate(`
     window.seen = [];
-    new MutationObserver(() => document.querySelectorAll("#progress .bar span").forEach((s) => window.seen.push(s.textContent)))
-      .observe(document.getElementById("progress"), { childList: true, subtree: true, characterData: true });
+    new MutationObserver(() =>
+      document.querySelectorAll("#progress .bar span").forEach((s) => window.seen.push(s.textContent)),
+    ).observe(document.getElementById("progress"), { childList: true, subtree: true, characterData: true });
   `);
   await page.click("#migrate");
   for (const vm of ["router1", "video"])

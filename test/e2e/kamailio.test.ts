@@ -9,16 +9,7 @@ import { randomPort } from "../../bench/sipp";
 import { ladderSteps } from "../../lib/sip/ladder";
 import { tempDir } from "../sip/helpers";
 import { DOMAIN, KAMAILIO_USERS, kamailioReady, startKamailio, writeUsers } from "../sip/kamailio-server";
-import { bootOnSource, expectAllOn, guestDefs, startPair, type Pair, type Transport } from "./harness";
-
-const policy = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 0,
-  downtimeLimitMs: 300,
-  timeoutS: 60,
-  onError: "abort" as const,
-};
+import { bootOnSource, expectAllOn, guestDefs, startPair, type Pair, type Transport, SEQUENTIAL } from "../harness";
 
 describe.each<Transport>(["udp", "tcp"])("exp2 through Kamailio over %s", (transport) => {
   let dir: string;
@@ -63,7 +54,11 @@ describe.each<Transport>(["udp", "tcp"])("exp2 through Kamailio over %s", (trans
     );
     await pair.dc1.sip.register();
     await bootOnSource(pair);
-    const summary = await pair.dc1.agent.migrate({ to: `sip:dc2@${DOMAIN}`, vms: ["router1", "video"], policy });
+    const summary = await pair.dc1.agent.migrate({
+      to: `sip:dc2@${DOMAIN}`,
+      vms: ["router1", "video"],
+      policy: SEQUENTIAL,
+    });
     expect(summary.outcome).toBe("completed");
     expect(summary.destinationReport?.outcome).toBe("completed");
     await expectAllOn(pair, "dc2");

@@ -1,7 +1,11 @@
 /** fast-check generators of valid NRDL documents, one per body kind. */
 import fc from "fast-check";
+import { minimumVersion } from "../../nrdl";
 import { HOST_TEXT, REASON } from "../../nrdl/schema";
 import {
+  DISK_FORMATS,
+  DISK_MODES,
+  NRDL_VERSION,
   HYPERVISORS,
   NAME_PATTERN,
   ON_ERROR,
@@ -10,6 +14,7 @@ import {
   STRATEGIES,
   VM_STATES,
   type Answer,
+  type DiskSpec,
   type NrdlBody,
   type NrdlDocument,
   type Offer,
@@ -44,6 +49,36 @@ const migrationUri = fc.oneof(
   fc.tuple(fc.domain(), fc.integer({ min: 1, max: 65535 })).map(([h, p]) => `tcp:${h}:${p}`),
 );
 const secret = fc.stringMatching(/^[A-Za-z0-9_-]{16,128}$/);
+const nbdUri = fc
+  .tuple(
+    fc.oneof(
+      fc.ipV4(),
+      fc.ipV6().map((h) => `[${h}]`),
+      fc.domain(),
+    ),
+    fc.integer({ min: 1, max: 65535 }),
+    name,
+  )
+  .map(([h, p, e]) => `nbd://${h}:${p}/${e}`);
+// copy-top is a qcow2 overlay with a backing image; the other modes have none.
+const disk = (target: string): fc.Arbitrary<DiskSpec> =>
+  fc.constantFrom(...DISK_MODES).chain((mode) =>
+    mode === "copy-top"
+      ? record({
+          target: fc.constant(target),
+          sizeBytes: positive,
+          format: fc.constant("qcow2" as const),
+          mode: fc.constant(mode),
+          backingBytes: positive,
+        })
+      : (record({
+          target: fc.constant(target),
+          sizeBytes: positive,
+          format: fc.constantFrom(...DISK_FORMATS),
+          mode: fc.constant(mode),
+        }) as fc.Arbitrary<DiskSpec>),
+  );
+const disks = names(0, 3).chain((targets) => fc.tuple(...targets.map(disk)));
 const progress = fc.integer({ min: 0, max: 10000 }).map((n) => n / 10000);
 
 const offer: fc.Arbitrary<Offer> = names(1, 8).chain((vmNames) =>
@@ -71,6 +106,7 @@ const offer: fc.Arbitrary<Offer> = names(1, 8).chain((vmNames) =>
           memoryMib: positive,
           cpus: positive,
           dependsOn: fc.subarray(vmNames.slice(0, i)),
+          disks,
         }),
       ),
     ),
@@ -81,7 +117,18 @@ const answer: fc.Arbitrary<Answer> = names(1, 8).chain((vms) =>
   fc.integer({ min: 0, max: vms.length }).chain((split) =>
     record({
       kind: fc.constant("answer" as const),
-      armed: fc.tuple(...vms.slice(0, split).map((vm) => record({ vm: fc.constant(vm), uri: migrationUri, secret }))),
+      armed: fc.tuple(
+        ...vms.slice(0, split).map((vm) =>
+          record({
+            vm: fc.constant(vm),
+            uri: migrationUri,
+            secret,
+            exports: names(0, 3).chain((targets) =>
+              fc.tuple(...targets.map((t) => record({ disk: fc.constant(t), uri: nbdUri, secret }))),
+            ),
+          }),
+        ),
+      ),
       rejected: fc.tuple(...vms.slice(split).map((vm) => record({ vm: fc.constant(vm), reason }))),
     }),
   ),
@@ -100,7 +147,15 @@ const status: fc.Arbitrary<StatusReport> = names(1, 6).chain((vms) =>
     statuses: fc.tuple(
       ...vms.map((vm) =>
         record(
-          { vm: fc.constant(vm), state: fc.constantFrom(...VM_STATES), progress, ...optionalStats },
+          {
+            vm: fc.constant(vm),
+            state: fc.constantFrom(...VM_STATES),
+            progress,
+            ...optionalStats,
+            diskProgress: progress,
+            diskTransferredBytes: natural,
+            diskTotalBytes: natural,
+          },
           { requiredKeys: ["vm", "state"] },
         ),
       ),
@@ -115,7 +170,13 @@ const report: fc.Arbitrary<Report> = names(1, 6).chain((vms) =>
     results: fc.tuple(
       ...vms.map((vm) =>
         record(
-          { vm: fc.constant(vm), state: fc.constantFrom(...VM_STATES), host: text(HOST_TEXT, 30), ...optionalStats },
+          {
+            vm: fc.constant(vm),
+            state: fc.constantFrom(...VM_STATES),
+            host: text(HOST_TEXT, 30),
+            ...optionalStats,
+            diskTransferredBytes: natural,
+          },
           { requiredKeys: ["vm", "state", "host"] },
         ),
       ),
@@ -125,6 +186,9 @@ const report: fc.Arbitrary<Report> = names(1, 6).chain((vms) =>
 
 export const BODIES: Record<NrdlBody["kind"], fc.Arbitrary<NrdlBody>> = { offer, answer, status, report };
 
+/** Any version from the lowest that can say the body to the newest. */
 export function documentOf<B extends NrdlBody>(body: fc.Arbitrary<B>): fc.Arbitrary<NrdlDocument<B>> {
-  return record({ version: fc.constant(1), id: name, body });
+  return body.chain((b) =>
+    record({ version: fc.integer({ min: minimumVersion(b), max: NRDL_VERSION }), id: name, body: fc.constant(b) }),
+  );
 }

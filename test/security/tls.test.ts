@@ -10,18 +10,9 @@ import { DestinationAgent } from "../../agents/destination/agent";
 import { hostOf, sipOf } from "../../agents/wiring";
 import { parseConfig } from "../../lib/config/load";
 import { silentLogger } from "../../lib/log/logger";
-import { bootOnSource, expectAllOn, guestDefs, refusal, startPair, type Pair } from "../e2e/harness";
+import { bootOnSource, expectAllOn, guestDefs, refusal, SEQUENTIAL, pairPerTest, move } from "../harness";
 import { tempDir } from "../sip/helpers";
 import { RawSipClient, rawInvite } from "./raw-sip";
-
-const policy = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 0,
-  downtimeLimitMs: 300,
-  timeoutS: 60,
-  onError: "abort" as const,
-};
 
 const openssl = (args: string[]) => execFileSync("openssl", args, { stdio: "ignore" });
 
@@ -82,11 +73,7 @@ describe("TLS between the agents", () => {
   const dir = tempDir("tls-agents");
   const good = makeCa(dir, "good");
   const rogue = makeCa(dir, "rogue");
-  let pair: Pair | undefined;
-  afterEach(async () => {
-    await pair?.close();
-    pair = undefined;
-  });
+  const start = pairPerTest();
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   const tlsSide = (issued: { cert: string; key: string }, ca: string) => ({
@@ -94,13 +81,13 @@ describe("TLS between the agents", () => {
   });
 
   it("migrates over TLS with CA-signed certificates verified on the source, destination tlsOnly", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), {
+    const pair = await start(await guestDefs([["router1", "router"]]), {
       transport: "tls",
       dc1: tlsSide(good.issue("dc1", "IP:127.0.0.1"), good.ca),
       dc2: { sip: { ...tlsSide(good.issue("dc2", "IP:127.0.0.1,DNS:localhost"), good.ca).sip, tlsOnly: true } },
     });
     await bootOnSource(pair);
-    const summary = await pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy });
+    const summary = await move(pair, { vms: ["router1"] });
     expect(summary.outcome).toBe("completed");
     await expectAllOn(pair, "dc2");
     expect(pair.dc2.trace.every((e) => e.peer?.transport === "tls")).toBe(true);
@@ -118,13 +105,13 @@ describe("TLS between the agents", () => {
       /altnames|does not match|IP: 127\.0\.0\.1 is not in the cert/i,
     ],
   ])("refuses a destination certificate %s: nothing moves", async (_what, issued, why) => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), {
+    const pair = await start(await guestDefs([["router1", "router"]]), {
       transport: "tls",
       dc1: tlsSide(good.issue("dc1", "IP:127.0.0.1"), good.ca),
       dc2: tlsSide(issued(), good.ca),
     });
     await bootOnSource(pair);
-    const e = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy }));
+    const e = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL }));
     expect(e.status).toBe(503);
     expect(e.message).toMatch(why);
     await expectAllOn(pair, "dc1");

@@ -21,7 +21,10 @@ function answer(
   const ha1 = h(alg, `${user}:${c.realm}:${password}`);
   const ha2 = h(alg, `${method}:${uri}`);
   const response = h(alg, `${ha1}:${c.nonce}:${nc}:${cnonce}:auth:${ha2}`);
-  return `Digest username="${user}", realm="${c.realm}", nonce="${c.nonce}", uri="${uri}", response="${response}", algorithm=${alg}, qop=auth, nc=${nc}, cnonce="${cnonce}"`;
+  return (
+    `Digest username="${user}", realm="${c.realm}", nonce="${c.nonce}", uri="${uri}", ` +
+    `response="${response}", algorithm=${alg}, qop=auth, nc=${nc}, cnonce="${cnonce}"`
+  );
 }
 
 describe("digest server", () => {

@@ -1,4 +1,7 @@
-/** Our UAC: against `sipp -sn uas`, and against another of our agents for CANCEL, OPTIONS, 400, 3xx and Info-Package checks. */
+/**
+ * Our UAC: against `sipp -sn uas`, and against another of our agents for CANCEL, OPTIONS, 400, 3xx and Info-Package
+ * checks.
+ */
 import { TeleportError } from "../../lib/errors";
 import type { SipJsBackend } from "../../lib/sip";
 import { randomPort } from "../../bench/sipp";

@@ -1,14 +1,17 @@
 /**
  * Two hosts on one machine for end-to-end tests: dc1 (source agent) and dc2 (destination agent),
- * each with its own run dir and SIP endpoint on loopback, identical inventories of real QEMU
- * guests. `placement()` is the invariant every test ends with: each VM runs on exactly one host.
+ * each with its own run dir and SIP endpoint on loopback, identical inventories of real guests.
+ * The SIP backend is a parameter (backends.ts), the hypervisor driver comes with the guests'
+ * definitions (drivers.ts). `placement()` is the invariant every test ends with: each VM runs on
+ * exactly one host.
  */
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { DestinationAgent } from "../../agents/destination/agent";
 import { SourceAgent } from "../../agents/source/agent";
-import { hostOf, sipOf } from "../../agents/wiring";
+import type { MigrateSummary, SourceEvents } from "../../agents/source/types";
+import { hostOf } from "../../agents/wiring";
 import { parseConfig } from "../../lib/config/load";
 import { TeleportError } from "../../lib/errors";
 import type { HostConfig } from "../../lib/config/schema";
@@ -17,9 +20,9 @@ import type { Host } from "../../lib/hypervisor/host";
 import { livePid, terminateRunDirs } from "../../lib/hypervisor/pidfile";
 import { freePortInRange } from "../../lib/net/ports";
 import { createLogger, silentLogger, type Logger } from "../../lib/log/logger";
-import type { SipJsBackend, TraceEvent } from "../../lib/sip";
-import type { Role } from "../../nrdl/types";
-import { ensureGuest, guestVm } from "../../lib/guest/guest";
+import type { TraceEvent } from "../../lib/sip";
+import type { Policy } from "../../nrdl/types";
+import { sipBackend, type BackendKind, type TestSipBackend } from "./backends";
 
 export type Transport = "udp" | "tcp" | "tls";
 export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
@@ -27,7 +30,7 @@ export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartia
 export interface Side {
   cfg: HostConfig;
   host: Host;
-  sip: SipJsBackend;
+  sip: TestSipBackend;
   runDir: string;
   trace: TraceEvent[];
 }
@@ -50,14 +53,21 @@ export interface PairOptions {
   /** false: no in-process destination agent; the test starts `sip-teleport listen` itself. */
   destination?: boolean;
   logger?: Logger;
+  /** The SIP backend of both agents (default: SIP_TELEPORT_TEST_BACKEND, else sip.js). */
+  backend?: BackendKind;
 }
+
+/** The plan most tests move with: one VM at a time, no bandwidth cap, abort on the first error. */
+export const SEQUENTIAL: Policy = {
+  strategy: "sequential",
+  maxParallel: 1,
+  bandwidthMbps: 0,
+  downtimeLimitMs: 300,
+  timeoutS: 60,
+  onError: "abort",
+};
 
 let portBase = 20000 + Math.floor(Math.random() * 20000);
-
-export async function guestDefs(vms: Array<[string, Role]>, memoryMib = 96): Promise<VmDefinition[]> {
-  const guest = await ensureGuest();
-  return vms.map(([name, role]) => ({ ...guestVm(guest, name, { memoryMib }), role }));
-}
 
 function side(
   base: string,
@@ -91,7 +101,7 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
   const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-e2e-"));
   const mk = (name: string, extra?: Record<string, unknown>, sipPort?: number) => {
     const cfg = side(base, name, defs, transport, extra, sipPort);
-    const sip = sipOf(cfg, logger);
+    const sip = sipBackend(cfg, logger, {}, opts.backend);
     const trace: TraceEvent[] = [];
     sip.onTrace((e) => trace.push(e));
     return { cfg, host: hostOf(cfg, logger), sip, runDir: cfg.runDir, trace };
@@ -125,6 +135,48 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
     },
   };
   return pair;
+}
+
+/** One pair per test, closed (agents, VMs, run dirs) after each: `const start = pairPerTest()` in a describe. */
+export function pairPerTest(): (defs: VmDefinition[], opts?: PairOptions) => Promise<Pair> {
+  let pair: Pair | undefined;
+  afterEach(async () => {
+    await pair?.close();
+    pair = undefined;
+  });
+  return async (defs, opts) => (pair = await startPair(defs, opts));
+}
+
+/** A second source agent on dc1 (ephemeral ports) with other SIP settings, e.g. digest credentials. */
+export async function extraSource(
+  pair: Pair,
+  sip: Partial<HostConfig["sip"]>,
+  logger: Logger = silentLogger,
+): Promise<{ agent: SourceAgent; stop(): Promise<void> }> {
+  const backend = sipBackend({ ...pair.dc1.cfg, sip: { ...pair.dc1.cfg.sip, ...sip } }, logger, { ephemeral: true });
+  await backend.start();
+  return {
+    agent: new SourceAgent({ sip: backend, host: pair.dc1.host, hostName: "dc1", logger }),
+    stop: () => backend.stop(),
+  };
+}
+
+/** Move `vms` (all by default) from dc1 to dc2, then check the one-host invariant whatever the outcome. */
+export async function move(
+  pair: Pair,
+  opts: { vms?: string[]; policy?: Policy; events?: SourceEvents; agent?: SourceAgent } = {},
+): Promise<MigrateSummary> {
+  const agent = opts.agent ?? pair.dc1.agent;
+  const vms = opts.vms ?? pair.defs.map((d) => d.name);
+  const summary = await agent.migrate({ to: pair.dc2.uri, vms, policy: opts.policy ?? SEQUENTIAL }, opts.events);
+  expectOneHostEach(pair);
+  return summary;
+}
+
+/** The invariant: every VM runs on exactly one host (dc1 or dc2, whichever). */
+export function expectOneHostEach(pair: Pair): void {
+  const where = placement(pair);
+  expect(Object.entries(where).filter(([, hosts]) => hosts.length !== 1)).toEqual([]);
 }
 
 /** The TeleportError a promise rejects with; fails the test when it resolves. */
