@@ -116,7 +116,7 @@ async function main(): Promise<void> {
       `destination agent + LoadDriver (arms nothing), full NRDL dialog over UDP, ${SECONDS} s per ` +
         `step, sipp on the same ${os.cpus().length}-core machine`,
     );
-    console.log("grammar  rate/s   calls  completed  failed  p50-ms  p99-ms  max-ms  armed-left");
+    console.log("grammar  rate/s   calls  completed  failed  p50-ms  p99-ms  max-ms  armed-left  agent-cpu-ms/dialog");
     const bestOf: Record<string, number> = {};
     for (const grammar of GRAMMARS) {
       if (grammar === "cached") {
@@ -129,7 +129,11 @@ async function main(): Promise<void> {
       for (const rate of RATES) {
         const calls = rate * SECONDS;
         await settle();
+        const cpu0 = process.cpuUsage();
         const r = await sipp(rate, calls);
+        // the agent's own CPU per completed dialog: what other load on the machine does not change much
+        const cpu = process.cpuUsage(cpu0);
+        const cpuMs = (cpu.user + cpu.system) / 1000 / Math.max(1, r.successful);
         const times = [...r.responseTimesMs].sort((a, b) => a - b);
         const row = [
           grammar,
@@ -141,8 +145,9 @@ async function main(): Promise<void> {
           percentile(times, 99),
           times[times.length - 1] ?? NaN,
           driver.armedCount,
+          cpuMs.toFixed(2),
         ];
-        const widths = [7, 6, 7, 9, 6, 6, 6, 6, 10];
+        const widths = [7, 6, 7, 9, 6, 6, 6, 6, 10, 14];
         console.log(
           row.map((v, i) => (i === 0 ? String(v).padEnd(widths[i]) : String(v).padStart(widths[i]))).join("  "),
         );
