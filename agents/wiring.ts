@@ -62,6 +62,8 @@ export function sipConfigOf(cfg: HostConfig, logger: Logger, o: SipOverrides = {
       maxConnections: cfg.limits.maxConnections,
       maxConnectionsPerAddress: cfg.limits.maxConnectionsPerAddress,
       connectionIdleS: cfg.limits.connectionIdleS,
+      invitesPerSecond: cfg.limits.invitesPerSecond,
+      trustedProxies: cfg.limits.trustedProxies,
     },
   };
 }

@@ -25,7 +25,7 @@ import type { Armed, NrdlDocument, Offer, Rejected, Report, VmResult, VmStatus }
 import { NRDL_MIME } from "../../nrdl/types";
 import { AccessPolicy } from "./access";
 import { Journal } from "./journal";
-import { RateLimiter } from "./rate";
+import { RateLimiter } from "../../lib/sip/rate";
 
 export interface DestinationOptions {
   config: HostConfig;

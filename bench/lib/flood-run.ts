@@ -209,7 +209,7 @@ async function idleConnections(port: number, count: number, seconds: number, hel
   for (let i = 0; i < count; i++) {
     const s = net.connect({ host: "127.0.0.1", port, localAddress: `127.0.0.${10 + (i % 20)}` });
     s.on("error", () => undefined);
-    s.on("close", () => undefined);
+    s.resume(); // read, so a close by the agent shows here at once
     sockets.push(s);
     if (i % 50 === 49) await new Promise((r) => setTimeout(r, 5));
   }

@@ -45,6 +45,13 @@ export interface SipLimits {
   maxConnectionsPerAddress?: number;
   /** A TCP/TLS connection (either direction, TLS handshake included) silent this long is closed, seconds. */
   connectionIdleS?: number;
+  /**
+   * New INVITEs per second one source address may send (burst of the same size); more are answered
+   * 503 with Retry-After statelessly, before sip.js parses them, so a flood costs little. 0: no limit.
+   */
+  invitesPerSecond?: number;
+  /** Addresses exempt from `invitesPerSecond` (proxies relaying many callers; the agent counts those per caller). */
+  trustedProxies?: string[];
 }
 
 export const DEFAULT_LIMITS: Required<SipLimits> = {
@@ -53,6 +60,8 @@ export const DEFAULT_LIMITS: Required<SipLimits> = {
   maxConnections: 512,
   maxConnectionsPerAddress: 32,
   connectionIdleS: 120,
+  invitesPerSecond: 0,
+  trustedProxies: [],
 };
 
 export interface SipConfig {
