@@ -23,11 +23,12 @@ import { ensureGuest, guestVm } from "../../lib/guest/guest";
 import { livePid, terminateRunDirs } from "../../lib/hypervisor/pidfile";
 import { silentLogger } from "../../lib/log/logger";
 import { freePortInRange } from "../../lib/net/ports";
+import { repoRoot } from "../../lib/version";
 import { runSipp, type SippResult } from "../sipp";
 
-const ROOT = path.join(__dirname, "..", "..", "..");
+const ROOT = repoRoot(); // from dist/bench/lib (the bench) and bench/lib (jest) alike
 const FIXTURES = path.join(ROOT, "test", "fixtures", "sipp");
-const DESTINATION = path.join(__dirname, "flood-destination.js");
+const DESTINATION = path.join(ROOT, "dist", "bench", "lib", "flood-destination.js");
 const PASSWORD = "flood-bench-digest-password";
 const VMS = [
   { name: "router1", role: "router" as const },
