@@ -16,7 +16,7 @@ import { parseConfig } from "../lib/config/load";
 import type { Host } from "../lib/hypervisor/host";
 import { terminateRunDirs } from "../lib/hypervisor/pidfile";
 import { silentLogger } from "../lib/log/logger";
-import type { SipJsBackend } from "../lib/sip";
+import type { AgentSip } from "../agents/wiring";
 import { ensureGuest, guestVm } from "../lib/guest/guest";
 import { repoRoot } from "../lib/version";
 
@@ -37,7 +37,7 @@ const POLICY = {
 interface Side {
   name: "dc1" | "dc2";
   host: Host;
-  sip: SipJsBackend;
+  sip: AgentSip;
   agent: SourceAgent;
   uri: string;
 }

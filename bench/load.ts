@@ -25,6 +25,7 @@ import { Host } from "../lib/hypervisor/host";
 import type { LoadDriver } from "../lib/hypervisor/load";
 import { silentLogger } from "../lib/log/logger";
 import { useCachedSipGrammar, useSipJsGrammar } from "../lib/sip/grammar-cache";
+import { compareBackends } from "./backends";
 import { runSipp, type SippResult } from "./sipp";
 
 const SCENARIO = path.resolve(__dirname, "..", "..", "test", "fixtures", "sipp", "nrdl-uac.xml");
@@ -188,6 +189,8 @@ async function main(): Promise<void> {
     await agent.stop();
     fs.rmSync(dir, { recursive: true, force: true });
   }
+  // the drachtio column: the same steps against the destination agent on each backend (bench/backends.ts)
+  await compareBackends("agent", RATES, SECONDS);
 }
 
 main().catch((err: unknown) => {

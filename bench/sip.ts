@@ -6,6 +6,7 @@
  */
 import path from "node:path";
 import { createSipBackend, type SipJsBackend } from "../lib/sip";
+import { compareBackends } from "./backends";
 import { runSipp } from "./sipp";
 
 const SCENARIO = path.resolve(__dirname, "..", "..", "test", "fixtures", "sipp", "nrdl-uac.xml");
@@ -78,6 +79,8 @@ async function main(): Promise<void> {
       `sipp on the same 2-core machine)`,
   );
   console.log(`agent peak RSS: ${peakMiB} MiB`);
+  // the drachtio column: the same load on a bare UAS of each backend (bench/backends.ts)
+  await compareBackends("uas", [50, 100, 200, 300, 400, 500], STEP_SECONDS);
 }
 
 main().catch((err: unknown) => {

@@ -6,6 +6,7 @@
  * parse.ts / build.ts / validate.ts.
  */
 import {
+  CONVERGENCE,
   DISK_FORMATS,
   DISK_MODES,
   HYPERVISORS,
@@ -135,6 +136,7 @@ export const POLICY_DEFAULTS = {
   downtimeLimitMs: 300,
   timeoutS: 600,
   onError: "abort",
+  convergence: "none",
 } as const;
 
 export const VM_DEFAULTS = { hypervisor: "qemu", role: "other", cpus: 1 } as const;
@@ -148,6 +150,7 @@ export const ATTRS = {
     attr("downtime-limit-ms", POSITIVE_INT, { default: POLICY_DEFAULTS.downtimeLimitMs }),
     attr("timeout-s", POSITIVE_INT, { default: POLICY_DEFAULTS.timeoutS }),
     attr("on-error", enumCodec(ON_ERROR), { default: POLICY_DEFAULTS.onError }),
+    attr("convergence", enumCodec(CONVERGENCE), { default: POLICY_DEFAULTS.convergence }, 2),
   ],
   vm: [
     attr("name", NAME, "required"),

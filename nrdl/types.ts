@@ -30,6 +30,10 @@ export type Role = (typeof ROLES)[number];
 export const STRATEGIES = ["sequential", "parallel", "switchover"] as const;
 export type Strategy = (typeof STRATEGIES)[number];
 
+/** What makes a migration converge when the guest writes faster than the link carries (NRDL 2). */
+export const CONVERGENCE = ["none", "auto-converge", "postcopy"] as const;
+export type Convergence = (typeof CONVERGENCE)[number];
+
 export const ON_ERROR = ["abort", "continue"] as const;
 export type OnError = (typeof ON_ERROR)[number];
 
@@ -67,6 +71,8 @@ export interface Policy {
   downtimeLimitMs: number;
   timeoutS: number;
   onError: OnError;
+  /** NRDL 2; absent means "none" (plain pre-copy). */
+  convergence?: Convergence;
 }
 
 export interface VmSpec {

@@ -74,7 +74,9 @@ function checkAttrs(obj: object, specs: readonly AttrSpec[], path: string, out: 
       continue;
     }
     if (value === undefined) {
-      if (spec.use !== "optional") {
+      // a defaulted attribute newer than v1 may be left out in memory too: its default applies
+      const laterDefault = spec.since > 1 && typeof spec.use === "object";
+      if (spec.use !== "optional" && !laterDefault) {
         out.push({
           path: `${path}/@${spec.attr}`,
           message: `required attribute missing; expected ${spec.codec.expected}`,

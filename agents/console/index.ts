@@ -3,6 +3,7 @@
  * call at a time on its line (session.ts), past dialogs on disk (history.ts), and SIP MESSAGE
  * as a trigger (message-trigger.ts). `startConsole` wires them onto a started SIP backend.
  */
+import { DestinationPolicy } from "../../lib/access/destinations";
 import type { HostConfig } from "../../lib/config/schema";
 import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
@@ -33,12 +34,14 @@ export interface RunningConsole {
 
 export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
   const logger = o.logger.child({ agent: "console" });
+  const destinations = new DestinationPolicy(o.config.security.destinations);
   const agent = new SourceAgent({
     sip: o.sip,
     host: o.host,
     hostName: o.config.host,
     logger,
     answerTimeoutS: o.config.timers.answerTimeoutS,
+    redirectAllowed: (target) => destinations.check(target),
   });
   await agent.recover();
   const history = new HistoryStore(o.config.stateDir);

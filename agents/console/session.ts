@@ -5,7 +5,7 @@
  * trigger uses the same line, so a triggered migration shows on the page too.
  */
 import { TeleportError } from "../../lib/errors";
-import type { MigrationProgress } from "../../lib/hypervisor/driver";
+import type { DiskProgress, MigrationProgress } from "../../lib/hypervisor/driver";
 import type { VmOutcome } from "../../lib/plan/execute";
 import { describeMessage, type LadderStep, type TraceEvent } from "../../lib/sip/ladder";
 import type { Answer } from "../../nrdl/types";
@@ -22,6 +22,8 @@ export interface VmRow {
   transferredBytes: number;
   totalBytes: number;
   note?: string;
+  /** Copied disks of the VM together, while and after they are mirrored. */
+  disk?: DiskProgress;
 }
 
 export interface ErrorInfo {
@@ -238,6 +240,7 @@ export class ConsoleLine {
           progress: p.progress,
           transferredBytes: p.transferredBytes,
           totalBytes: p.totalBytes,
+          ...(p.disk ? { disk: p.disk } : {}),
         });
       },
       onOutcome: (o: VmOutcome) => {

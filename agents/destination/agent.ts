@@ -19,11 +19,10 @@ import type {
   SipBackend,
   SipBody,
 } from "../../lib/sip/backend";
-import { DigestServer } from "../../lib/sip/digest";
 import { buildNrdl, formatViolation, humanText, parseNrdl } from "../../nrdl";
 import type { Armed, NrdlDocument, Offer, Rejected, Report, VmResult, VmStatus } from "../../nrdl/types";
 import { NRDL_MIME } from "../../nrdl/types";
-import { AccessPolicy } from "./access";
+import { CallerGate } from "../../lib/access/gate";
 import { Journal } from "./journal";
 import { RateLimiter } from "../../lib/sip/rate";
 
@@ -57,16 +56,6 @@ interface DialogState {
 
 const nrdlBody = (doc: NrdlDocument): SipBody => ({ contentType: NRDL_MIME, content: buildNrdl(doc) });
 
-/** A 401 whose challenge says whether the nonce was merely stale (the caller may retry at once). */
-class DigestRefusal extends TeleportError {
-  constructor(
-    readonly stale: boolean,
-    reason: string,
-  ) {
-    super(401, "Unauthorized", [reason]);
-  }
-}
-
 /** A 503 that tells the caller when to come back. */
 class Overload extends TeleportError {
   constructor(
@@ -81,20 +70,14 @@ export class DestinationAgent {
   private readonly dialogs = new Map<string, DialogState>();
   /** VM name -> Call-ID of the dialog that holds it (armed or moving). */
   private readonly holders = new Map<string, string>();
-  private readonly access: AccessPolicy;
-  private readonly digest?: DigestServer;
-  /** Refuse requests without valid credentials (else they are judged by the allowlist alone). */
-  private readonly digestRequired: boolean;
+  private readonly gate: CallerGate;
   private readonly inviteRate: RateLimiter;
   private readonly journal: Journal;
   private readonly log: Logger;
 
   constructor(private readonly opts: DestinationOptions) {
     this.log = opts.logger.child({ agent: "destination" });
-    this.access = new AccessPolicy(opts.config.security.allow);
-    const { users, realm, nonceTtlS, digestRequired } = opts.config.security;
-    if (Object.keys(users).length > 0) this.digest = new DigestServer({ realm, users, nonceTtlMs: nonceTtlS * 1000 });
-    this.digestRequired = this.digest !== undefined && digestRequired !== false;
+    this.gate = new CallerGate(opts.config);
     this.inviteRate = new RateLimiter(opts.config.limits.invitesPerSecond);
     this.journal = new Journal(opts.config.stateDir);
   }
@@ -160,9 +143,7 @@ export class DestinationAgent {
         wait,
         `more than ${this.opts.config.limits.invitesPerSecond} INVITEs per second from ${sender}`,
       );
-    const user = this.authenticate(req);
-    const denied = this.access.check({ address: req.source.address, fromUri: req.fromUri, authenticatedUser: user });
-    if (denied) throw new TeleportError(403, "Forbidden", [denied]);
+    const { user } = this.gate.admit(req);
     const caller = user ?? sender;
     const open = [...this.dialogs.values()].filter((d) => d.caller === caller).length;
     if (open >= this.opts.config.limits.dialogsPerCaller) {
@@ -191,15 +172,6 @@ export class DestinationAgent {
     }
   }
 
-  /** The digest user of a request; undefined when digest is off or optional and absent. Throws 401. */
-  private authenticate(req: IncomingRequest): string | undefined {
-    const authorization = req.header("Authorization");
-    if (!this.digest || (!authorization && !this.digestRequired)) return undefined;
-    const verdict = this.digest.verify(authorization, req.method);
-    if (!verdict.ok) throw new DigestRefusal(verdict.stale ?? false, verdict.reason);
-    return verdict.user;
-  }
-
   /** INFO and BYE: TLS when required, and the same digest user as the INVITE (challenged like it). */
   private authorizeInDialog(req: IncomingRequest): RequestRefusal | undefined {
     const state = this.dialogs.get(req.callId);
@@ -207,7 +179,7 @@ export class DestinationAgent {
     try {
       this.requireTls(req);
       if (!this.opts.config.security.digestInDialog || state.user === undefined) return undefined;
-      const user = this.authenticate(req);
+      const user = this.gate.authenticate(req);
       if (user !== state.user)
         throw new TeleportError(403, "Forbidden", [
           `${req.method} from digest user ${user ?? "(none)"}, but ${state.user} opened this dialog`,
@@ -221,8 +193,7 @@ export class DestinationAgent {
   }
 
   private refusalHeaders(e: TeleportError): Record<string, string | string[]> {
-    const headers: Record<string, string | string[]> = {};
-    if (e instanceof DigestRefusal && this.digest) headers["WWW-Authenticate"] = this.digest.challenges(e.stale);
+    const headers = this.gate.headers(e);
     if (e instanceof Overload) headers["Retry-After"] = String(e.retryAfterS);
     if (e.status === 415) headers["Accept"] = NRDL_MIME;
     return headers;
@@ -422,6 +393,7 @@ export class DestinationAgent {
           disks: vm.disks,
           nbdPort,
           nbdSecret,
+          postcopy: state.offer.policy.convergence === "postcopy",
         });
         return { vm: vm.name, uri: listener.uri, secret, exports: listener.exports };
       }),

@@ -127,7 +127,10 @@ export class SourceAgent {
     const t0 = Date.now();
     const answerTimeoutMs = (this.opts.answerTimeoutS ?? DEFAULT_ANSWER_TIMEOUT_S) * 1000;
     const doc = nrdlDocument(migrationId, offer);
-    const invite = this.opts.sip.invite(req.to, nrdlBody(doc), { answerTimeoutMs });
+    const invite = this.opts.sip.invite(req.to, nrdlBody(doc), {
+      answerTimeoutMs,
+      redirectAllowed: this.opts.redirectAllowed,
+    });
     const onAbort = () => invite.cancel();
     req.signal?.addEventListener("abort", onAbort, { once: true });
     let dialog: Dialog;
@@ -135,7 +138,13 @@ export class SourceAgent {
     try {
       const est = await invite.established;
       dialog = est.dialog;
-      answer = this.answerOf(est.response.body, offer);
+      try {
+        answer = this.answerOf(est.response.body, offer);
+      } catch (err) {
+        // an answer we cannot use (a listener or an NBD export missing): hang up, so the destination disarms now
+        void est.dialog.bye().catch(() => undefined);
+        throw err;
+      }
     } catch (err) {
       const e = tooOld(TeleportError.from(err), doc.version);
       log.warn("INVITE failed", { status: e.status, reason: e.reason, details: e.details });

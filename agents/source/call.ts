@@ -101,6 +101,7 @@ export class SourceCall {
             downtimeLimitMs: offer.policy.downtimeLimitMs,
             timeoutS: offer.policy.timeoutS,
             pauseBeforeSwitchover: pause,
+            convergence: offer.policy.convergence ?? "none",
             onProgress: (p) => {
               reporter.progress(p);
               events.onProgress?.(p);

@@ -65,4 +65,6 @@ export interface SourceOptions {
   logger: Logger;
   /** CANCEL an INVITE with no final answer after this long (the destination crashed while arming). */
   answerTimeoutS?: number;
+  /** Vets a 3xx redirect's target before the INVITE follows it (security.destinations): a reason refuses it. */
+  redirectAllowed?: (target: string) => string | undefined;
 }

@@ -10,12 +10,13 @@ import fs from "node:fs";
 import readline from "node:readline";
 import { DestinationAgent } from "../../agents/destination/agent";
 import { readJournal } from "../../agents/destination/journal";
-import { inventoryOf, sipOf } from "../../agents/wiring";
+import { inventoryOf, sipConfigOf } from "../../agents/wiring";
 import { parseConfig } from "../../lib/config/load";
 import { createDriver } from "../../lib/hypervisor/drivers";
 import { Host } from "../../lib/hypervisor/host";
 import { LoadDriver } from "../../lib/hypervisor/load";
 import { createLogger } from "../../lib/log/logger";
+import { createSipBackend } from "../../lib/sip";
 
 async function main(): Promise<void> {
   const [file, probes] = process.argv.slice(2);
@@ -25,7 +26,7 @@ async function main(): Promise<void> {
   // a Host holds one driver per hypervisor kind: the probes' stand-in answers for libvirt
   const load = new LoadDriver({ kind: "libvirt", count: Number(probes), prefix: "probe" });
   const qemu = createDriver("qemu", { runDir: config.runDir, inventory: inventoryOf(config), logger });
-  const sip = sipOf(config, logger);
+  const sip = createSipBackend(sipConfigOf(config, logger)); // sip.js: its transport holds the TCP limits
   const agent = new DestinationAgent({ config, sip, host: new Host([qemu, load]), logger });
   await agent.start();
   process.stdout.write(`ready ${sip.listeners.map((l) => `${l.transport}:${l.port}`).join(" ")}\n`);

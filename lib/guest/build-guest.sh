@@ -6,7 +6,8 @@
 # st.addr=CIDR[,CIDR] more addresses, st.gw=IP a default route, st.fwd=1 forward between subnets
 # (routers, firewalls), st.udpecho=PORT a UDP echo (needs socat: the second output, socat.cpio.gz,
 # is a cpio overlay to append to initramfs.gz), st.disk=1 mounts the ext4 filesystem on the first
-# virtio disk at /mnt and appends a sequence number to /mnt/seq every few ms, syncing each and then
+# virtio disk at /mnt and appends a sequence number to /mnt/seq every few ms (a 512-byte record:
+# every few records fill a new filesystem block, so a lost write leaves a gap), syncing each and then
 # printing "SEQ n" on the console (the disk tests' writer), st.dirty=MIBS a memory writer dirtying
 # MIBS MiB/s (also started, changed or stopped at run time by GET /cgi-bin/dirty?rate=MIBS; GET
 # /cgi-bin/dirty says how it goes: passes and the longest gap between two of them, in ms).
@@ -14,7 +15,7 @@
 set -euo pipefail
 OUT=${1:-"$(cd "$(dirname "$0")/../.." && pwd)/.cache/guest"}
 # Bump when the image changes, so cached builds are redone.
-VERSION=6
+VERSION=7
 [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.gz" ] && [ -s "$OUT/socat.cpio.gz" ] && [ "$(cat "$OUT/version" 2>/dev/null)" = "$VERSION" ] && exit 0
 mkdir -p "$OUT"
 WORK=$(mktemp -d "$OUT/build.XXXXXX")
@@ -66,7 +67,7 @@ if [ -n "\$UDP" ] && [ -x /bin/socat ]; then (while :; do socat -T 10 UDP-LISTEN
 if [ -n "\$DISK" ]; then
   mkdir -p /mnt
   if mount -t ext4 /dev/vda /mnt; then
-    (i=\$(wc -l < /mnt/seq 2>/dev/null || echo 0); while :; do i=\$((i+1)); echo \$i >> /mnt/seq; sync; echo "SEQ \$i"; usleep 5000; done) </dev/null >/dev/console 2>&1 &
+    (i=\$(wc -l < /mnt/seq 2>/dev/null || echo 0); while :; do i=\$((i+1)); printf "%-511s\\n" \$i >> /mnt/seq; sync; echo "SEQ \$i"; usleep 5000; done) </dev/null >/dev/console 2>&1 &
     echo "DISK-READY \$N"
   else echo "DISK-FAILED \$N"; fi
 fi
@@ -95,6 +96,7 @@ while :; do
   while [ $k -lt $N ]; do dd if=$D/src of=$D/buf bs=${P}M count=1 seek=$k conv=notrunc 2>/dev/null; k=$((k + 1)); done
   e=$(now); gap=$((e - last)); last=$e; passes=$((passes + 1)); [ $gap -gt $max ] && max=$gap
   echo "rate $RATE passes $passes maxgap_ms $max lastgap_ms $gap" > $D/stats.new && mv $D/stats.new $D/stats
+  cp $D/stats /dev/console 2>/dev/null  # DIRTY lines on the console, for hosts without a network to the guest
   w=$((e - s)); [ $w -lt 1000 ] && sleep 0.$(printf %03d $((1000 - w)))
 done
 DIRTY

@@ -2,7 +2,7 @@
  * One interface, many drivers (libvirt's design): the agents never know which hypervisor
  * moves a VM. A new hypervisor is one new file implementing HypervisorDriver.
  */
-import type { DiskExport, DiskFormat, DiskMode, DiskSpec, Hypervisor, Role } from "../../nrdl/types";
+import type { Convergence, DiskExport, DiskFormat, DiskMode, DiskSpec, Hypervisor, Role } from "../../nrdl/types";
 
 export interface NicDefinition {
   /** "tap": an existing tap device on a bridge (named per host); "user": QEMU user-mode networking. */
@@ -65,6 +65,8 @@ export interface ArmOptions {
   nbdPort?: number;
   /** One-time secret of the NBD server (never logged). */
   nbdSecret?: string;
+  /** The source may switch this migration to post-copy (QEMU needs postcopy-ram on both ends). */
+  postcopy?: boolean;
 }
 
 export interface ArmedListener {
@@ -116,6 +118,12 @@ export interface MigrationOptions {
    * (never stopping it) until `switchover()` lets it converge and switch over.
    */
   pauseBeforeSwitchover?: boolean;
+  /**
+   * For a guest that writes faster than the link carries: "auto-converge" throttles its vCPUs;
+   * "postcopy" switches to post-copy once pre-copy stops gaining (the destination must be armed
+   * with `postcopy`). Default "none": plain pre-copy, which such a guest makes run until timeout.
+   */
+  convergence?: Convergence;
   onProgress?: (p: MigrationProgress) => void;
 }
 

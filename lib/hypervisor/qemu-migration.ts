@@ -113,6 +113,10 @@ export class QemuMigration implements MigrationHandle {
   /** switchover() sent migrate-continue. */
   private continued = false;
   private held = false;
+  /** migrate-start-postcopy was sent: from then on the VM's memory is on both hosts. */
+  private postcopyStarted = false;
+  /** QEMU's own words when it would not switch to post-copy. */
+  private postcopyRefused: string | undefined;
   /** QOM id of this migration's TLS credentials (unique: a VM may leave, come back, leave again). */
   private readonly tlsId = `st-outgoing-${Date.now().toString(36)}`;
   private disks: MirrorDisk[] = [];
@@ -199,6 +203,11 @@ export class QemuMigration implements MigrationHandle {
       const { status } = await client.execute<{ status: string }>("query-status");
       if (status !== "running")
         throw new TeleportError(486, `VM ${this.vm} is ${status}, not running: nothing to migrate`);
+      const convergence = this.opts.convergence ?? "none";
+      if (convergence === "postcopy" && this.opts.pauseBeforeSwitchover)
+        throw new TeleportError(488, `convergence=postcopy cannot hold ${this.vm} for a group switchover`, [
+          "a VM in post-copy runs at the destination at once; use auto-converge with strategy switchover",
+        ]);
       await client.execute("migrate-set-capabilities", {
         capabilities: [
           { capability: "events", state: true },
@@ -210,6 +219,8 @@ export class QemuMigration implements MigrationHandle {
             capability: "pause-before-switchover",
             state: !!this.opts.pauseBeforeSwitchover || this.disks.length > 0,
           },
+          { capability: "auto-converge", state: convergence === "auto-converge" },
+          { capability: "postcopy-ram", state: convergence === "postcopy" },
         ],
       });
       // Held for a coordinated switchover: QEMU stops a VM as soon as what is left fits in
@@ -219,6 +230,10 @@ export class QemuMigration implements MigrationHandle {
       // the first pass). A guest that writes nothing at all may still converge early;
       // pause-before-switchover then stops it at the source until the wave is ready.
       const downtimeLimit = this.opts.pauseBeforeSwitchover ? HOLD_DOWNTIME_MS : this.opts.downtimeLimitMs;
+      // A writer with idle time left is not slowed by a light throttle (QEMU starts at 20 %, +10 % a
+      // pass): start at half and climb fast, so a guest that outwrites the link converges in a few passes.
+      if (convergence === "auto-converge")
+        await client.execute("migrate-set-parameters", { "cpu-throttle-initial": 50, "cpu-throttle-increment": 20 });
       await client.execute("migrate-set-parameters", {
         "max-bandwidth": this.bytesPerS,
         "downtime-limit": downtimeLimit,
@@ -372,10 +387,15 @@ export class QemuMigration implements MigrationHandle {
     clearTimeout(this.timer);
     if (!(this.opts.timeoutS > 0)) return;
     this.timer = setTimeout(() => {
+      // cancelling in post-copy would lose the VM: its memory is split between the two hosts
+      if (this.postcopyStarted) return;
       this.cancelReason ??= new TeleportError(
         504,
         `migration of ${this.vm} timed out after ${this.opts.timeoutS} s and was cancelled`,
-        ["QEMU does not give up on a migration that does not converge; the VM keeps running on the source"],
+        [
+          "QEMU does not give up on a migration that does not converge; the VM keeps running on the source",
+          ...(this.postcopyRefused ? [`post-copy was refused: ${this.postcopyRefused}`] : []),
+        ],
       );
       this.cancelled(this.cancelReason);
       void this.client?.execute("migrate_cancel").catch(() => undefined);
@@ -404,6 +424,19 @@ export class QemuMigration implements MigrationHandle {
         ((ram.total ?? 0) > 0 && (ram.remaining ?? Infinity) <= (ram.total ?? 0) / 4);
       if (this.opts.pauseBeforeSwitchover && !this.released && this.phase === "active" && nearlySent)
         this.holding(client);
+      // Post-copy once pre-copy stops gaining: two passes after the first and still not converged.
+      const stuck = (ram["dirty-sync-count"] ?? 0) >= 3;
+      if (this.opts.convergence === "postcopy" && !this.postcopyStarted && !this.postcopyRefused && stuck) {
+        this.postcopyStarted = true;
+        this.log.info(`pre-copy of ${this.vm} does not converge: switching to post-copy`, {
+          remainingBytes: ram.remaining,
+        });
+        await client.execute("migrate-start-postcopy").catch((err: unknown) => {
+          this.postcopyRefused = TeleportError.from(err).message;
+          this.postcopyStarted = false;
+          this.log.warn(`QEMU refused post-copy for ${this.vm}; pre-copy goes on`, { error: this.postcopyRefused });
+        });
+      }
       if (this.mirrors) this.disk = await this.mirrors.progress();
       this.report(this.phase);
     } catch {

@@ -180,3 +180,28 @@ export class DiskMirrors {
     this.waiters = this.waiters.filter((w) => !w());
   }
 }
+
+/**
+ * After the source agent died: stop the disk mirrors it left in this QEMU and detach their NBD
+ * connections, so the VM runs on its own disk alone and a later move can mirror again. Returns
+ * how many mirrors it stopped.
+ */
+export async function dropOrphanedMirrors(client: QmpClient): Promise<number> {
+  const orphans = (await client.execute<BlockJob[]>("query-block-jobs")).filter((j) =>
+    j.device.startsWith("st-mirror-"),
+  );
+  for (const job of orphans)
+    await client.execute("block-job-cancel", { device: job.device, force: true }).catch(() => undefined);
+  for (let i = 0; i < 100; i++) {
+    const left = await client.execute<BlockJob[]>("query-block-jobs");
+    if (!left.some((j) => j.device.startsWith("st-mirror-"))) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const nodes = await client.execute<Array<{ "node-name": string }>>("query-named-block-nodes", { flat: true });
+  for (const n of nodes.filter((x) => x["node-name"].startsWith("st-nbd-")))
+    await client.execute("blockdev-del", { "node-name": n["node-name"] }).catch(() => undefined);
+  const objects = await client.execute<Array<{ name: string }>>("qom-list", { path: "/objects" });
+  for (const o of objects.filter((x) => x.name.startsWith("st-nbd-")))
+    await client.execute("object-del", { id: o.name }).catch(() => undefined);
+  return orphans.length;
+}

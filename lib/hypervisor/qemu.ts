@@ -25,7 +25,7 @@ import type {
 import type { DiskExport, DiskSpec } from "../../nrdl/types";
 import { CreatedImages, diskArgs, diskNode, isCopied, vetIncomingDisks } from "./qemu-disks";
 import { QemuMigration, type MigrationHooks } from "./qemu-migration";
-import type { MirrorDisk } from "./qemu-mirror";
+import { dropOrphanedMirrors, type MirrorDisk } from "./qemu-mirror";
 import { freePort, tcpUri } from "./net";
 import { livePid, terminate, waitExit } from "./pidfile";
 import { QmpClient } from "./qmp";
@@ -194,11 +194,19 @@ export class QemuDriver implements HypervisorDriver {
     try {
       const migration = (await client.execute<{ status?: string }>("query-migrate")).status;
       // held in pre-copy (running) or paused at pre-switchover (finish-migrate) for a dead agent's wave
-      if (migration !== "active" && migration !== "pre-switchover") return undefined;
-      await client.execute("migrate_cancel");
-      for (let i = 0; i < 100 && (await client.execute<{ status: string }>("query-status")).status !== "running"; i++)
-        await new Promise((r) => setTimeout(r, 50));
-      return `its migration (${migration}) had no agent any more: cancelled, the VM runs here`;
+      const held = migration === "active" || migration === "pre-switchover";
+      if (held) {
+        await client.execute("migrate_cancel");
+        for (let i = 0; i < 100 && (await client.execute<{ status: string }>("query-status")).status !== "running"; i++)
+          await new Promise((r) => setTimeout(r, 50));
+      }
+      // a dead agent's disk mirrors (it died while they copied, or with the memory held)
+      const mirrors = await dropOrphanedMirrors(client);
+      const what = [
+        held && `its migration (${migration}) had no agent any more: cancelled, the VM runs here`,
+        mirrors > 0 && `${mirrors} disk mirror(s) without an agent stopped, its disk is its own again`,
+      ].filter((w): w is string => typeof w === "string");
+      return what.length ? what.join("; ") : undefined;
     } finally {
       await client.close();
     }
@@ -261,6 +269,7 @@ export class QemuDriver implements HypervisorDriver {
         capabilities: [
           { capability: "events", state: true },
           { capability: "return-path", state: true },
+          { capability: "postcopy-ram", state: !!opts.postcopy },
         ],
       });
       if (this.migrationTls)

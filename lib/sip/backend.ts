@@ -16,6 +16,14 @@ export interface Peer {
   address: string;
   port: number;
   transport: TransportKind;
+  /** TLS only: the peer's certificate, present only when it was verified against our CA(s). */
+  certificate?: VerifiedCertificate;
+}
+
+/** A peer certificate that chained to a CA we trust; `sipUris` are its subjectAltName URI entries (sip:, sips:). */
+export interface VerifiedCertificate {
+  subject: string;
+  sipUris: string[];
 }
 
 /** A request as the agents see it: the parts they act on, nothing of the stack's internals. */
@@ -30,8 +38,6 @@ export interface IncomingRequest {
   body?: SipBody;
   /** Where the request came from on the network (after received/rport). */
   source: Peer;
-  /** The digest user name that authenticated this request, when authentication is on. */
-  authenticatedUser?: string;
 }
 
 export interface ResponseInfo {
@@ -99,6 +105,8 @@ export interface OutgoingInviteOptions {
    * waits forever for a peer that crashed after answering 100. A late 200 is ACKed and hung up.
    */
   answerTimeoutMs?: number;
+  /** Vets each 3xx Contact before it is followed: a reason refuses it (the INVITE fails with 403). */
+  redirectAllowed?: (target: string) => string | undefined;
 }
 
 /** The UAC side of an INVITE. */

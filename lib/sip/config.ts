@@ -20,6 +20,11 @@ export interface TlsFiles {
   ca?: string;
   /** Verify the peer's certificate (default true). */
   rejectUnauthorized?: boolean;
+  /**
+   * PEM CA bundle for client certificates (mutual TLS): TLS listeners then ask every caller for
+   * a certificate and mark the ones that chain to it as verified. Callers without one still connect.
+   */
+  clientCa?: string;
 }
 
 export interface SipCredentials {

@@ -5,6 +5,7 @@
  * is caught by remembering the (nonce, nc) pairs already accepted while the nonce lives.
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { Grammar } from "sip.js";
 
 export type DigestAlgorithm = "SHA-256" | "MD5";
 
@@ -17,7 +18,15 @@ export interface DigestOptions {
   nonceTtlMs?: number;
 }
 
-export type DigestVerdict = { ok: true; user: string } | { ok: false; reason: string; stale?: boolean };
+/** `badRequest`: the credentials were computed for another URI (RFC 2617 §3.2.2.5: answer 400). */
+export type DigestVerdict =
+  { ok: true; user: string } | { ok: false; reason: string; stale?: boolean; badRequest?: boolean };
+
+/** Compare URIs as sip.js prints them (host case, parameter spelling), falling back to the text. */
+function sameUri(a: string, b: string): boolean {
+  const norm = (u: string) => Grammar.URIParse(u.trim())?.toString() ?? u.trim();
+  return norm(a) === norm(b);
+}
 
 const hash = (alg: DigestAlgorithm, s: string) =>
   createHash(alg === "MD5" ? "md5" : "sha256")
@@ -76,7 +85,16 @@ export class DigestServer {
     );
   }
 
-  verify(authorization: string | undefined, method: string, now = Date.now()): DigestVerdict {
+  /**
+   * `requestUris`: the Request-URI, plus the To URI when a trusted proxy retargeted the request;
+   * the credentials' `uri=` must be one of them (none given: not checked).
+   */
+  verify(
+    authorization: string | undefined,
+    method: string,
+    requestUris: readonly string[] = [],
+    now = Date.now(),
+  ): DigestVerdict {
     if (!authorization) return { ok: false, reason: "authentication required" };
     const p = parseDigestHeader(authorization);
     const alg =
@@ -100,6 +118,12 @@ export class DigestServer {
       : hash(alg, `${ha1}:${p.nonce}:${ha2}`);
     if (!p.response || !safeEqual(p.response.toLowerCase(), expected))
       return { ok: false, reason: `wrong credentials for ${p.username}` };
+    if (requestUris.length && !requestUris.some((u) => sameUri(u, p.uri ?? "")))
+      return {
+        ok: false,
+        badRequest: true,
+        reason: `digest uri ${JSON.stringify(p.uri ?? "")} does not match the Request-URI ${requestUris[0]}`,
+      };
     if (!this.fresh(p.nonce as string, p.nc ?? "", now))
       return { ok: false, reason: "replayed request (nonce and count already used)", stale: true };
     return { ok: true, user: p.username as string };

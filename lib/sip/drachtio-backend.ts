@@ -12,6 +12,7 @@ import type {
   InviteResponder,
   OutgoingInvite,
   OutgoingInviteOptions,
+  Peer,
   Responder,
   ResponseInfo,
   ResponseOptions,
@@ -19,21 +20,25 @@ import type {
   SipBody,
   SipHandlers,
   TraceEvent,
-  TransportKind,
 } from "./backend";
 import { INFO_PACKAGE, NRDL_CONTENT_TYPE, type SipConfig } from "./config";
 import { answerChallenges } from "./digest";
+import type { BoundListener } from "./transport";
 import { DrachtioDialog, type DialogContext } from "./drachtio/dialog";
 import {
+  expectDialog,
   failure,
+  forgetExpected,
   headerValues,
   incomingRequest,
   isSipError,
   loadSrf,
   peerOf,
+  transportOf,
   rawText,
   responseInfo,
   srfHeaders,
+  traceAckOf,
   warningValue,
   type SrfApi,
   type SrfDialog,
@@ -67,7 +72,7 @@ function mediaType(contentType: string | undefined): string {
 export class DrachtioBackend implements SipBackend {
   readonly aor: string;
   /** The SIP contacts of the drachtio-server we are attached to (known once connected). */
-  listeners: Array<{ transport: TransportKind; host: string; port: number }> = [];
+  listeners: BoundListener[] = [];
   private srf?: SrfApi;
   private handlers: SipHandlers = {};
   private readonly tracers = new Set<(e: TraceEvent) => void>();
@@ -79,7 +84,7 @@ export class DrachtioBackend implements SipBackend {
   private stopping = false;
   private nc = 0;
 
-  constructor(private readonly config: DrachtioSipConfig) {
+  constructor(protected readonly config: DrachtioSipConfig) {
     this.aor = config.aor;
     this.logger = config.logger;
   }
@@ -96,7 +101,7 @@ export class DrachtioBackend implements SipBackend {
   private trace(direction: "sent" | "received", m: SrfMessage): void {
     if (!this.config.sipTrace && this.tracers.size === 0) return;
     const message = maskSecrets(rawText(m));
-    const peer = direction === "received" && m.source_address ? peerOf(m) : undefined;
+    const peer = direction === "received" ? (m.source_address ? peerOf(m) : undefined) : nextHop(message);
     if (this.config.sipTrace) this.logger?.info(`sip ${direction} via drachtio\n${message}`);
     const e: TraceEvent = { direction, message, at: Date.now(), peer };
     for (const t of this.tracers) t(e);
@@ -161,6 +166,7 @@ export class DrachtioBackend implements SipBackend {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    clearTimeout(this.refresh);
     for (const d of [...this.dialogs]) d.terminate("agent stopping");
     this.srf?.disconnect();
     this.srf = undefined;
@@ -255,8 +261,12 @@ export class DrachtioBackend implements SipBackend {
             "Recv-Info": INFO_PACKAGE,
             Accept: NRDL_CONTENT_TYPE,
           };
+          const callId = req.get("Call-ID") ?? "";
+          expectDialog(callId);
+          const created = this.api.createUAS(req, res, { localSdp: body.content, headers });
+          created.catch(() => forgetExpected(callId));
           dialog = new DeferredDialog(
-            this.api.createUAS(req, res, { localSdp: body.content, headers }).then((d) => this.adopt(d)),
+            created.then((d) => this.adopt(d)),
             req,
           );
         });
@@ -283,7 +293,9 @@ export class DrachtioBackend implements SipBackend {
     const cancel = (): void => {
       cancelled = true;
       try {
-        sent?.cancel();
+        sent?.cancel({}, (err, c) => {
+          if (!err && c) this.trace("sent", c);
+        });
       } catch (err) {
         this.logger?.debug("CANCEL not sent", { error: String(err) });
       }
@@ -308,6 +320,7 @@ export class DrachtioBackend implements SipBackend {
             if (err || !req) return;
             sent = req;
             this.trace("sent", req);
+            traceAckOf(req, (ack) => this.trace("sent", ack));
             if (cancelled) cancel();
           },
           cbProvisional: (res) => {
@@ -413,14 +426,47 @@ export class DrachtioBackend implements SipBackend {
     return this.request("MESSAGE", target, {}, body);
   }
 
-  /** drachtio-server registers nothing for an app; a registrar sees the server's own contact. */
-  register(): Promise<void> {
-    return Promise.reject(
-      new TeleportError(501, "REGISTER through drachtio is not supported: register drachtio-server's contact instead"),
+  /**
+   * REGISTER our AOR, the Contact being drachtio-server's SIP address (where requests for us must
+   * go), refreshed at 80 % of the granted lifetime. One Call-ID for the binding's life (RFC 3261 10.2.4).
+   */
+  async register(): Promise<void> {
+    const expires = this.config.registerExpires ?? 600;
+    const granted = await this.sendRegister(expires);
+    clearTimeout(this.refresh);
+    this.refresh = setTimeout(
+      () =>
+        void this.register().catch((err: unknown) =>
+          this.logger?.warn("REGISTER refresh failed", { error: String(err) }),
+        ),
+      granted * 800,
     );
+    this.refresh.unref();
   }
 
-  async unregister(): Promise<void> {}
+  async unregister(): Promise<void> {
+    clearTimeout(this.refresh);
+    if (this.srf) await this.sendRegister(0);
+  }
+
+  private refresh?: NodeJS.Timeout;
+  private readonly registerCallId = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}@sip-teleport`;
+
+  private async sendRegister(expires: number): Promise<number> {
+    const registrar = this.config.registrar ?? `sip:${hostOf(this.aor)}`;
+    const wanted = registrar.match(/;transport=(\w+)/i)?.[1]?.toLowerCase() ?? "udp";
+    const l = this.listeners.find((x) => x.transport === wanted) ?? this.listeners[0];
+    if (!l) throw new TeleportError(503, "REGISTER: not attached to a drachtio-server yet");
+    const user = this.aor.replace(/^sips?:/, "").split("@")[0];
+    const contact = `<sip:${user}@${l.advertise}:${l.port};transport=${l.transport}>`;
+    const res = await this.request("REGISTER", registrar, {
+      To: `<${this.aor}>`,
+      Contact: contact,
+      Expires: String(expires),
+      "Call-ID": this.registerCallId,
+    });
+    return Number(res.header("Expires") ?? /expires=(\d+)/i.exec(res.header("Contact") ?? "")?.[1] ?? expires);
+  }
 }
 
 /** The dialog of an INVITE we answered, usable before srf has confirmed our 200 was sent. */
@@ -484,12 +530,34 @@ class DeferredDialog {
   }
 }
 
+/**
+ * Where a message we sent went (srf reports only the server's own address): a request to its
+ * first Route (loose routing) or else its request URI, a response to its top Via.
+ */
+function nextHop(text: string): Peer | undefined {
+  const lines = text.split(/\r?\n/);
+  const header = (name: RegExp): string | undefined => lines.find((l) => name.test(l))?.replace(/^[^:]+:\s*/, "");
+  if (lines[0].startsWith("SIP/2.0")) {
+    const via = header(/^(via|v)\s*:/i)?.match(/^SIP\/2\.0\/(\w+)\s+([^;:\s]+)(?::(\d+))?(.*)$/i);
+    if (!via) return undefined;
+    const rport = via[4].match(/;rport=(\d+)/)?.[1];
+    const received = via[4].match(/;received=([^;\s]+)/)?.[1];
+    return { address: received ?? via[2], port: Number(rport ?? via[3] ?? 5060), transport: transportOf(via[1]) };
+  }
+  const route = header(/^route\s*:/i)?.match(/<([^>]+)>/)?.[1];
+  const uri = route ?? lines[0].split(" ")[1] ?? "";
+  const m = uri.match(/^sips?:(?:[^@]*@)?(\[[^\]]+\]|[^;:>?]+)(?::(\d+))?(.*)$/i);
+  if (!m) return undefined;
+  const transport = m[3].match(/;transport=(\w+)/i)?.[1];
+  return { address: m[1].replace(/^\[|\]$/g, ""), port: Number(m[2] ?? 5060), transport: transportOf(transport) };
+}
+
 function hostOf(uri: string): string {
   return uri.replace(/^sips?:([^@]*@)?/, "").split(/[;:>?]/)[0] || "sip-teleport";
 }
 
 /** "udp/127.0.0.1:5090,tcp/127.0.0.1:5090" -> listeners. */
-function parseHostport(hostport: string): Array<{ transport: TransportKind; host: string; port: number }> {
+function parseHostport(hostport: string): BoundListener[] {
   return hostport
     .split(",")
     .map((s) => s.trim().match(/^(\w+)\/(.+):(\d+)$/))
@@ -498,5 +566,6 @@ function parseHostport(hostport: string): Array<{ transport: TransportKind; host
       transport: m[1].toLowerCase() === "tcp" ? "tcp" : m[1].toLowerCase() === "tls" ? "tls" : "udp",
       host: m[2].replace(/^\[|\]$/g, ""),
       port: Number(m[3]),
+      advertise: m[2],
     }));
 }

@@ -17,6 +17,7 @@ import type { Peer, TraceEvent, TransportKind } from "./backend";
 import { DEFAULT_LIMITS, type ListenSpec, type SipLimits, type TlsFiles } from "./config";
 import { InboundConnections } from "./connection-limits";
 import { RateLimiter } from "./rate";
+import { serverTlsOptions, verifiedCertificate } from "./peer-certificate";
 import { UdpReliability, type ReliabilityTimers, DEFAULT_TIMERS } from "./udp-reliability";
 import {
   StreamFramer,
@@ -291,6 +292,7 @@ export class NodeTransport {
       address: normalizeAddress(socket.remoteAddress ?? ""),
       port: socket.remotePort ?? 0,
       transport: kind,
+      certificate: socket instanceof tls.TLSSocket ? verifiedCertificate(socket) : undefined,
     };
     socket.on("data", (chunk: Buffer) => {
       if (framer.failed) return;
@@ -470,7 +472,7 @@ export class NodeTransport {
     };
     const server =
       spec.transport === "tls"
-        ? tls.createServer({ cert: this.opts.tls?.cert, key: this.opts.tls?.key, ca: this.opts.tls?.ca }, onConnection)
+        ? tls.createServer(serverTlsOptions(this.opts.tls), onConnection)
         : net.createServer(onConnection);
     // raw TCP, before any TLS handshake: limits and the idle timer apply from the first byte
     server.on("connection", (raw: net.Socket) => this.inbound.admit(raw));

@@ -111,6 +111,25 @@ describe("a dialog", () => {
     await stack.boot("router1");
   });
 
+  test("a destination outside security.destinations: 403 from the console, no INVITE sent", async () => {
+    const before = await state();
+    const call = await api.post<{ error: { status: number; reason: string; details: string[] } }>("/api/call", {
+      to: "sip:dc9@192.0.2.66:5060",
+      vms: ["router1"],
+    });
+    expect(call.status).toBe(403);
+    expect(call.body.error).toEqual({
+      status: 403,
+      reason: "Forbidden",
+      details: [
+        "sip:dc9@192.0.2.66 is not a permitted destination: " +
+          "security.destinations is empty, which permits loopback only",
+      ],
+    });
+    expect(await state()).toEqual(before); // the line never dialled
+    expect(await stack.whereRuns("router1")).toEqual(["dc1"]);
+  });
+
   test("a destination that does not allow us refuses with 403, and the refusal is kept", async () => {
     const call = await api.post<{ error: { status: number; reason: string; details: string[] } }>("/api/call", {
       to: stack.strict.uri,

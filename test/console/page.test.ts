@@ -100,6 +100,18 @@ test("a refusal is shown with its status and reason, and nothing moves", async (
   expect(await stack.whereRuns("router1")).toEqual(["dc1"]);
 });
 
+test("a destination outside security.destinations is refused by the console itself: 403 with the reason", async () => {
+  await dial("sip:dc9@192.0.2.66", 0);
+  const message = page.locator("#message").filter({ hasText: "403" });
+  await message.waitFor();
+  expect(await message.textContent()).toBe(
+    "call: 403 Forbidden: sip:dc9@192.0.2.66 is not a permitted destination: " +
+      "security.destinations is empty, which permits loopback only",
+  );
+  await enabled(["call"]);
+  expect(await stack.whereRuns("router1")).toEqual(["dc1"]);
+});
+
 test("Abort while migrating: the VMs stay where they run, Bye reports it", async () => {
   // 8 Mbit/s: pre-copy of a 96 MiB guest would take over a minute, plenty of time to abort.
   await dial(stack.dest.uri, 8);

@@ -89,7 +89,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-con-"));
 
   const { side: dest, agent: destAgent } = await destination(sideConfig(base, "dc2"), inventory);
-  const strictCfg = sideConfig(base, "dc3", { security: { allow: ["sip:ops@example.net"] } });
+  const strictCfg = sideConfig(base, "dc3", { security: { allow: ["192.0.2.1"] } });
   const { side: strict, agent: strictAgent } = await destination(strictCfg, inventory);
 
   const sourceCfg = sideConfig(base, "dc1", {

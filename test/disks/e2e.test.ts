@@ -12,19 +12,12 @@ import type { DiskDefinition } from "../../lib/hypervisor/driver";
 import { ensureGuest, type GuestFiles } from "../../lib/guest/guest";
 import { minimumVersion } from "../../nrdl";
 import { FIXTURES, runSipp } from "../sip/helpers";
-import { bootOnSource, placement, refusal, startPair, type Pair } from "../harness";
+import { bootOnSource, placement, refusal, startPair, type Pair, SEQUENTIAL } from "../harness";
 import { checkImage, ext4Image, printedSeqs, waitForWriter, writerVm } from "./guest-disk";
 
 jest.setTimeout(120_000);
 
-const policy = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 0,
-  downtimeLimitMs: 300,
-  timeoutS: 90,
-  onError: "abort" as const,
-};
+const policy = { ...SEQUENTIAL, timeoutS: 90 };
 
 let guest: GuestFiles;
 let images: string;

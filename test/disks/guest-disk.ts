@@ -1,6 +1,6 @@
 /**
  * The guest data check for disk moves: a test guest (lib/guest, st.disk=1) mounts an ext4
- * filesystem on its first disk and appends a sequence number to /mnt/seq every few ms, printing
+ * filesystem on its first disk and appends a sequence number (a 512-byte record) to /mnt/seq every few ms, printing
  * "SEQ n" on its console once n is synced. After a move: the destination's image holds a clean
  * filesystem (after the journal replay any power cut needs) and every number from 1 on, no gap,
  * at least up to the last one the guest printed anywhere.
@@ -12,11 +12,26 @@ import type { DiskDefinition, VmDefinition } from "../../lib/hypervisor/driver";
 import type { GuestFiles } from "../../lib/guest/guest";
 import { guestVm } from "../../lib/guest/guest";
 
-/** An ext4 filesystem in a new image of `mib` MiB (qcow2 or raw), as the guest's disk. */
-export async function ext4Image(file: string, mib: number, format: "qcow2" | "raw" = "qcow2"): Promise<void> {
+/**
+ * An ext4 filesystem in a new image of `mib` MiB (qcow2 or raw), as the guest's disk, with a file
+ * /data of `dataMib` MiB of random bytes (data a copy must really move).
+ */
+export async function ext4Image(
+  file: string,
+  mib: number,
+  format: "qcow2" | "raw" = "qcow2",
+  dataMib = 0,
+): Promise<void> {
   const raw = format === "raw" ? file : `${file}.mkfs.raw`;
   await execa("truncate", ["-s", `${mib}M`, raw]);
   await execa("mkfs.ext4", ["-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0", raw]);
+  if (dataMib > 0) {
+    const data = `${file}.data`;
+    await execa("head", ["-c", `${dataMib}M`, "/dev/urandom"], { stdout: fs.openSync(data, "w") });
+    const r = await execa("debugfs", ["-w", "-R", `write ${data} data`, raw], { reject: false });
+    fs.rmSync(data);
+    if (r.exitCode !== 0) throw new Error(`debugfs could not write ${dataMib} MiB into ${raw}: ${r.stderr}`);
+  }
   if (format === "qcow2") {
     await execa("qemu-img", ["convert", "-q", "-f", "raw", "-O", "qcow2", raw, file]);
     fs.rmSync(raw);
@@ -64,8 +79,10 @@ export async function checkImage(image: string, scratchDir: string): Promise<Ima
     await execa("e2fsck", ["-y", "-E", "journal_only", raw], { reject: false });
     const fsck = await execa("e2fsck", ["-f", "-n", raw], { reject: false });
     const cat = await execa("debugfs", ["-R", "cat /seq", raw], { reject: false });
+    // 512-byte records: the number, padded with spaces; a lost block reads back as zeros
     const seqs = cat.stdout
       .split("\n")
+      .map((l) => l.trim())
       .filter((l) => /^\d+$/.test(l))
       .map(Number);
     const gaps: number[] = [];

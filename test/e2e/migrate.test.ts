@@ -47,7 +47,11 @@ describe.each<Transport>(["udp", "tcp"])("agent pair: exp2 (router1, video) over
     const labels = ladderSteps(pair.dc1.trace)
       .map((s) => s.label.replace(/ \[.*\]$/, ""))
       .filter((l, i, all) => l !== all[i - 1]);
-    expect(labels.slice(0, 4)).toEqual(["INVITE", "100 Trying (INVITE)", "200 OK (INVITE)", "ACK"]);
+    // drachtio-server absorbs the 100 Trying (hop by hop): a drachtio app never sees it
+    const expected = ["INVITE", "100 Trying (INVITE)", "200 OK (INVITE)", "ACK"].filter(
+      (l) => pair.backend.dc1 !== "drachtio" || l !== "100 Trying (INVITE)",
+    );
+    expect(labels.slice(0, expected.length)).toEqual(expected);
     expect(labels).toContain("INFO");
     expect(labels.slice(-2)).toEqual(["BYE", "200 OK (BYE)"]);
     expect(placement(pair)).toEqual({ video: ["dc2"], router1: ["dc2"] });

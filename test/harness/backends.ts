@@ -2,7 +2,8 @@
  * The SIP backends the test agents can run on. A new backend (drachtio) is one entry in BACKENDS;
  * `SIP_TELEPORT_TEST_BACKEND=<kind>` runs the e2e, security and console suites on it.
  */
-import { sipOf, type SipOverrides } from "../../agents/wiring";
+import { sipConfigOf, sipOf, type SipOverrides } from "../../agents/wiring";
+import { DrachtioWithOwnServer } from "../../lib/sip/drachtio/own-server";
 import type { HostConfig } from "../../lib/config/schema";
 import type { Logger } from "../../lib/log/logger";
 import type { BoundListener, SipBackend } from "../../lib/sip";
@@ -16,6 +17,8 @@ type BackendFactory = (cfg: HostConfig, logger: Logger, o: SipOverrides) => Test
 
 const BACKENDS = {
   sipjs: (cfg, logger, o) => sipOf(cfg, logger, o),
+  // one drachtio-server per agent, from ../shared/drachtio/bin/drachtio, on the agent's SIP port
+  drachtio: (cfg, logger, o) => new DrachtioWithOwnServer(sipConfigOf(cfg, logger, o)),
 } satisfies Record<string, BackendFactory>;
 
 export type BackendKind = keyof typeof BACKENDS;

@@ -22,7 +22,9 @@ import { freePortInRange } from "../../lib/net/ports";
 import { createLogger, silentLogger, type Logger } from "../../lib/log/logger";
 import type { TraceEvent } from "../../lib/sip";
 import type { Policy } from "../../nrdl/types";
-import { sipBackend, type BackendKind, type TestSipBackend } from "./backends";
+import { DrachtioWithOwnServer } from "../../lib/sip/drachtio/own-server";
+import { startDrachtioServer, type DrachtioServer } from "../../lib/sip/drachtio/server-process";
+import { defaultBackend, sipBackend, type BackendKind, type TestSipBackend } from "./backends";
 
 export type Transport = "udp" | "tcp" | "tls";
 export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
@@ -41,6 +43,10 @@ export interface Pair {
   dc1: Side & { agent: SourceAgent };
   /** `agent` is absent when the test runs the destination as its own process (`destination: false`). */
   dc2: Side & { agent?: DestinationAgent; uri: string };
+  /** The SIP backend each side runs on. */
+  backend: { dc1: BackendKind; dc2: BackendKind };
+  /** drachtio-servers started for a side's own process (dc2 with `destination: false` on drachtio). */
+  servers: Partial<Record<"dc1" | "dc2", DrachtioServer>>;
   close(): Promise<void>;
 }
 
@@ -53,8 +59,11 @@ export interface PairOptions {
   /** false: no in-process destination agent; the test starts `sip-teleport listen` itself. */
   destination?: boolean;
   logger?: Logger;
-  /** The SIP backend of both agents (default: SIP_TELEPORT_TEST_BACKEND, else sip.js). */
-  backend?: BackendKind;
+  /**
+   * The SIP backend of both agents (default: SIP_TELEPORT_TEST_BACKEND, else sip.js), or one per
+   * side for mixed pairs (e.g. a sip.js source calling a drachtio destination).
+   */
+  backend?: BackendKind | { dc1: BackendKind; dc2: BackendKind };
 }
 
 /** The plan most tests move with: one VM at a time, no bandwidth cap, abort on the first error. */
@@ -99,12 +108,13 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
     (process.env.SIP_TELEPORT_TEST_LOG ? createLogger({ level: process.env.SIP_TELEPORT_TEST_LOG }) : silentLogger);
   // short base path: QMP socket paths must stay under 108 bytes
   const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-e2e-"));
-  const mk = (name: string, extra?: Record<string, unknown>, sipPort?: number) => {
+  const mk = (name: "dc1" | "dc2", extra?: Record<string, unknown>, sipPort?: number) => {
     const cfg = side(base, name, defs, transport, extra, sipPort);
-    const sip = sipBackend(cfg, logger, {}, opts.backend);
+    const kind = typeof opts.backend === "object" ? opts.backend[name] : (opts.backend ?? defaultBackend());
+    const sip = sipBackend(cfg, logger, {}, kind);
     const trace: TraceEvent[] = [];
     sip.onTrace((e) => trace.push(e));
-    return { cfg, host: hostOf(cfg, logger), sip, runDir: cfg.runDir, trace };
+    return { cfg, host: hostOf(cfg, logger), sip, runDir: cfg.runDir, trace, kind };
   };
   // a destination run as its own process needs a port known in advance
   const d2 = mk(
@@ -113,6 +123,10 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
     opts.destination === false ? await freePortInRange("127.0.0.1", `${portBase}-${portBase + 49}`) : 0,
   );
   portBase += 50;
+  // a drachtio destination run as its own process attaches to a server started for it here
+  const servers: Pair["servers"] = {};
+  if (opts.destination === false && d2.kind === "drachtio")
+    servers.dc2 = await startDrachtioServer({ sipPort: d2.cfg.sip.listen[0].port });
   const dest =
     opts.destination === false
       ? undefined
@@ -127,7 +141,10 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
     defs,
     dc1: { ...d1, agent: source },
     dc2: { ...d2, agent: dest, uri: `sip:dc2@127.0.0.1:${port};transport=${transport}` },
+    backend: { dc1: d1.kind, dc2: d2.kind },
+    servers,
     close: async () => {
+      await servers.dc2?.stop();
       await dest?.stop().catch(() => undefined);
       await d1.sip.stop().catch(() => undefined);
       await killAll(base);
@@ -192,8 +209,29 @@ export async function refusal(p: Promise<unknown>): Promise<TeleportError> {
 /** Write a side's configuration to a file, for a `sip-teleport` process of its own. */
 export function configFile(pair: Pair, name: "dc1" | "dc2", overrides: Record<string, unknown> = {}): string {
   const file = path.join(pair.base, `${name}.json`);
-  fs.writeFileSync(file, JSON.stringify({ ...pair[name].cfg, ...overrides }, null, 2));
+  const cfg = { ...pair[name].cfg, ...drachtioSection(pair, name), ...overrides };
+  fs.writeFileSync(file, JSON.stringify(cfg, null, 2));
   return file;
+}
+
+/**
+ * A drachtio side's process attaches to that side's drachtio-server (dc2's own process to the
+ * server started for it, a dc1 process to the pair's dc1 server, as a second app); the secret
+ * goes in a file of the pair's base dir.
+ */
+function drachtioSection(pair: Pair, name: "dc1" | "dc2"): Record<string, unknown> {
+  if (pair.backend[name] !== "drachtio") return {};
+  const server = pair.servers[name] ?? (pair[name].sip as DrachtioWithOwnServer).ownServer;
+  if (!server) throw new Error(`no drachtio-server for ${name}`);
+  const secretFile = path.join(pair.base, `${name}-drachtio.secret`);
+  fs.writeFileSync(secretFile, server.secret + "\n", { mode: 0o600 });
+  return {
+    sip: {
+      ...pair[name].cfg.sip,
+      backend: "drachtio",
+      drachtio: { host: server.address, port: server.adminPort, secretFile },
+    },
+  };
 }
 
 /** Start the VMs on dc1, as the source host's operator would before a migration. */

@@ -110,7 +110,7 @@ test("teleport: the exact VBoxManage contract, progress, and the secret only in 
   expect(await dc1.state("vm1")).toBe("running");
   expect(await dc2.state("vm1")).toBe("absent");
   const armed = await dc2.arm("vm1", { address: "127.0.0.1", port: 6000, secret: SECRET });
-  expect(armed).toEqual({ vm: "vm1", uri: "tcp:127.0.0.1:6000" });
+  expect(armed).toEqual({ vm: "vm1", uri: "tcp:127.0.0.1:6000", exports: [] });
   expect(await dc2.state("vm1")).toBe("incoming");
   const percents: number[] = [];
   const result = await dc1.migrate(

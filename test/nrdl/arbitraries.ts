@@ -8,6 +8,7 @@ import {
   NRDL_VERSION,
   HYPERVISORS,
   NAME_PATTERN,
+  CONVERGENCE,
   ON_ERROR,
   OUTCOMES,
   ROLES,
@@ -94,6 +95,7 @@ const offer: fc.Arbitrary<Offer> = names(1, 8).chain((vmNames) =>
         downtimeLimitMs: positive,
         timeoutS: positive,
         onError: fc.constantFrom(...ON_ERROR),
+        convergence: fc.constantFrom(...CONVERGENCE),
       }),
     ),
     // Dependencies only point backwards, so the graph is acyclic.

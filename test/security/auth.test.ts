@@ -103,7 +103,7 @@ describe("digest authentication over SIP", () => {
       const denied = await raw.final(forged.callId);
       expect(denied?.status).toBe(403);
       expect(denied?.header("warning")[0]).toMatch(
-        /sip:mallory@127\.0\.0\.1 from 127\.0\.0\.1 is not in this host's allowlist/,
+        /sip:mallory@127\.0\.0\.1 \(digest\) from 127\.0\.0\.1 is not in this host.s allowlist/,
       );
       expect(placement(pair).router1).toEqual([]);
 

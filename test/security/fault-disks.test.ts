@@ -6,8 +6,9 @@
  *
  * Cases (the disk column of the fault matrix): destination QEMU killed during the mirror; the
  * source QEMU killed during the mirror; the operator's abort (CANCEL of the work, BYE) during the
- * mirror; the destination's filesystem full during the mirror (a small tmpfs). Not covered here:
- * source or destination agent killed during the mirror, and the link cut during the mirror.
+ * mirror; the destination's filesystem full during the mirror (a small tmpfs); the destination
+ * agent (a `sip-teleport listen` process) killed -9 during the mirror and restarted. Not covered:
+ * the source agent killed during the mirror, and the link cut during the mirror.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -16,20 +17,14 @@ import execa from "execa";
 import type { MigrationProgress } from "../../lib/hypervisor/driver";
 import { livePid } from "../../lib/hypervisor/pidfile";
 import { ensureGuest, type GuestFiles } from "../../lib/guest/guest";
-import { bootOnSource, placement, startPair, type Pair } from "../harness";
+import { ensureBuilt, runCli, type CliProcess } from "../e2e/cli-process";
+import { bootOnSource, configFile, placement, startPair, type Pair, SEQUENTIAL } from "../harness";
 import { ext4Image, printedSeqs, waitForWriter, writerVm } from "../disks/guest-disk";
 
 jest.setTimeout(120_000);
 
 /** 40 Mbit/s: the disk's few MiB of data take a few seconds to mirror. */
-const policy = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 40,
-  downtimeLimitMs: 300,
-  timeoutS: 90,
-  onError: "abort" as const,
-};
+const policy = { ...SEQUENTIAL, bandwidthMbps: 40, timeoutS: 90 };
 
 let guest: GuestFiles;
 let images: string;
@@ -51,13 +46,12 @@ afterEach(async () => {
   fs.rmSync(images, { recursive: true, force: true });
 });
 
-async function diskPair(mib = 32): Promise<{ src: string; dst: string }> {
+async function diskPair(mib = 32, inProcessDestination = true): Promise<{ src: string; dst: string }> {
   const file = (h: string) => path.join(images, h, "web.qcow2");
   const vm = (h: string) => writerVm(guest, "web", { target: "vda", file: file(h), format: "qcow2", mode: "copy" });
-  await ext4Image(file("dc1"), mib);
   // some data to copy: the mirror must take a while at the capped rate
-  await execa("qemu-io", ["-f", "qcow2", "-c", "write -P 0x5c 4M 12M", file("dc1")]);
-  pair = await startPair([vm("dc1")], { dc2: { inventory: [vm("dc2")] } });
+  await ext4Image(file("dc1"), mib, "qcow2", 12);
+  pair = await startPair([vm("dc1")], { dc2: { inventory: [vm("dc2")] }, destination: inProcessDestination });
   await bootOnSource(pair);
   await waitForWriter(path.join(pair.dc1.runDir, "web.serial.log"));
   return { src: file("dc1"), dst: file("dc2") };
@@ -150,3 +144,37 @@ test(
     await execa("qemu-img", ["check", src]);
   },
 );
+
+test("destination agent killed -9 during the mirror, restarted: it disarms, deletes the image it created", async () => {
+  ensureBuilt();
+  const { src, dst } = await diskPair(32, false);
+  const p = pair as Pair;
+  const procs: CliProcess[] = [];
+  const listen = async (): Promise<CliProcess> => {
+    const proc = runCli(["listen", "-c", configFile(p, "dc2")]);
+    procs.push(proc);
+    await proc.waitFor(/listening as/);
+    return proc;
+  };
+  try {
+    const first = await listen();
+    let restarted: Promise<CliProcess> | undefined;
+    const summary = await p.dc1.agent.migrate(
+      { to: p.dc2.uri, vms: ["web"], policy },
+      {
+        onProgress: (e) => {
+          if (restarted || e.phase !== "disks" || (e.disk?.transferredBytes ?? 0) === 0) return;
+          first.child.kill("SIGKILL");
+          restarted = first.exited.then(listen);
+        },
+      },
+    );
+    const second = await (restarted as Promise<CliProcess>);
+    expect(second.output()).toMatch(/recovered: disarming orphaned listener.*web/);
+    expect(summary.outcome).toBe("failed");
+    await expectAtSourceAndClean(src, dst);
+  } finally {
+    for (const proc of procs) proc.child.kill("SIGKILL");
+    await Promise.all(procs.map((proc) => proc.exited));
+  }
+});

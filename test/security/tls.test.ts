@@ -165,4 +165,56 @@ describe("TLS between the agents", () => {
       fs.rmSync(base, { recursive: true, force: true });
     }
   });
+
+  /**
+   * Mutual TLS: the destination asks every caller for a certificate (sip.tls.clientCa) and takes
+   * the sip: URIs in the subjectAltName of one that verifies as the caller's identity. The source
+   * always says From sip:dc1@dc1.example; only the certificate decides.
+   */
+  describe("mutual TLS: the caller's certificate is its identity", () => {
+    const startWith = async (client: { cert: string; key: string }) => {
+      const pair = await start(await guestDefs([["router1", "router"]]), {
+        transport: "tls",
+        dc1: { sip: { aor: "sip:dc1@dc1.example", tls: { ...client, ca: good.ca } } },
+        dc2: {
+          sip: { tls: { ...good.issue("dc2", "IP:127.0.0.1"), ca: good.ca, clientCa: good.ca } },
+          // no address entry: loopback is not enough, only the certificate can admit dc1
+          security: { allow: ["sip:dc1@dc1.example"] },
+        },
+      });
+      await bootOnSource(pair);
+      return pair;
+    };
+
+    it("admits a client certificate whose subjectAltName names an allowed SIP URI, and moves the VM", async () => {
+      const p = await startWith(good.issue("dc1", "IP:127.0.0.1,URI:sip:dc1@dc1.example"));
+      const summary = await move(p, { vms: ["router1"] });
+      expect(summary.outcome).toBe("completed");
+      await expectAllOn(p, "dc2");
+    });
+
+    it.each([
+      [
+        "signed by a CA the destination does not trust",
+        () => rogue.issue("dc1", "IP:127.0.0.1,URI:sip:dc1@dc1.example"),
+        /no proven identity from 127\.0\.0\.1 \(From sip:dc1@dc1\.example proves nothing/,
+      ],
+      [
+        "naming another SIP URI",
+        () => good.issue("mallory", "IP:127.0.0.1,URI:sip:mallory@dc1.example"),
+        /sip:mallory@dc1\.example \(certificate\) from 127\.0\.0\.1 is not in this host's allowlist/,
+      ],
+      [
+        "with no SIP URI at all",
+        () => good.issue("plain", "IP:127.0.0.1,DNS:dc1.example"),
+        /no proven identity from 127\.0\.0\.1/,
+      ],
+    ])("refuses a client certificate %s: 403, nothing moves", async (_what, issued, why) => {
+      const p = await startWith(issued());
+      const e = await refusal(move(p, { vms: ["router1"] }));
+      expect(e.status).toBe(403);
+      expect(e.message).toMatch(why);
+      await expectAllOn(p, "dc1");
+    });
+  });
 });

@@ -142,4 +142,23 @@ describe("two of our agents", () => {
       await c.stop();
     }
   });
+
+  it("does not follow a 302 that redirectAllowed refuses: 403, the target never sees it", async () => {
+    const c = await startAgent("dc3", ["udp"]);
+    try {
+      const seen = answerEverything(c);
+      const elsewhere = `sip:dc3@127.0.0.1:${listenerPort(c, "udp")}`;
+      b.setHandlers({ onInvite: (_req, res) => res.redirect(elsewhere) });
+      const call = a.invite(bUri(), offer, {
+        redirectAllowed: (target) => `${target} is not a permitted destination`,
+      });
+      await expect(call.established).rejects.toMatchObject({
+        status: 403,
+        message: expect.stringContaining(`is not a permitted destination`),
+      });
+      expect(seen.invites).toBe(0);
+    } finally {
+      await c.stop();
+    }
+  });
 });

@@ -13,6 +13,8 @@ import {
   failure,
   headerValues,
   incomingRequest,
+  ownDialog,
+  srfDefault,
   responseInfo,
   type SrfApi,
   type SrfDialog,
@@ -60,14 +62,13 @@ export class DrachtioDialog implements Dialog {
     this.id = d.id;
     this.callId = d.sip.callId;
     this.remoteUri = d.remote.uri;
-    const original = d.handle.bind(d);
-    d.handle = (req, res) => {
+    d.on("destroy", () => this.terminate("dialog destroyed by drachtio"));
+    ownDialog(d, (req, res) => {
       if (req.method === "BYE") return this.receiveBye(req, res);
       if (req.method === "INFO") return this.receiveInfo(req, res);
       if (req.method === "ACK") ctx.trace("received", req);
-      original(req, res);
-    };
-    d.on("destroy", () => this.terminate("dialog destroyed by drachtio"));
+      srfDefault(d, req, res);
+    });
   }
 
   /** Resolves on the ACK to our 200 (UAS side). */
@@ -202,7 +203,13 @@ export class DrachtioDialog implements Dialog {
       this.terminate(status < 300 ? "BYE received" : `BYE refused with ${status}`);
     };
     const refusal = this.ctx.authorize(seam);
-    if (refusal) return respond(refusal.status, refusal.reason, { headers: refusal.headers });
+    if (refusal && !(refusal.status === 401 && this.fromOpener(req)))
+      return respond(refusal.status, refusal.reason, { headers: refusal.headers });
+    if (refusal)
+      this.ctx.logger.info("BYE accepted without digest: drachtio cannot take a challenged BYE's retry", {
+        callId: this.callId,
+        from: `${req.source_address}:${req.source_port}/${req.protocol}`,
+      });
     if (!this.byeHandler) return respond(200);
     try {
       this.byeHandler(seam, { send: respond });
@@ -210,6 +217,20 @@ export class DrachtioDialog implements Dialog {
       this.ctx.logger.warn("sip BYE handler failed", { error: String(err) });
       respond(500);
     }
+  }
+
+  /**
+   * Whether a request comes from where the dialog's INVITE came from (same address, port and
+   * transport): the stand-in for a BYE digest that drachtio-server cannot let us challenge.
+   */
+  private fromOpener(req: SrfMessage): boolean {
+    const invite = (this.d as unknown as { type?: string; req?: SrfMessage }).req;
+    if ((this.d as unknown as { type?: string }).type !== "uas" || !invite) return false;
+    return (
+      invite.source_address === req.source_address &&
+      invite.source_port === req.source_port &&
+      invite.protocol === req.protocol
+    );
   }
 
   /** Ends our side without signalling (drachtio-server gone, or the dialog already over there). */

@@ -25,7 +25,7 @@ export interface SrfMessage {
 }
 
 export interface SrfOutgoingRequest extends SrfMessage {
-  cancel(cb?: (err: unknown) => void): void;
+  cancel(opts: Record<string, never>, cb: (err: unknown, cancel?: SrfMessage) => void): void;
   on(event: "response", cb: (res: SrfMessage, ack: () => void) => void): void;
 }
 
@@ -93,7 +93,90 @@ export type SrfConstructor = new () => SrfApi;
 /** drachtio-srf loaded lazily: a sip.js-only agent never loads it. */
 export function loadSrf(): SrfConstructor {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  return require("drachtio-srf") as SrfConstructor;
+  const srf = require("drachtio-srf") as SrfConstructor;
+  hookAcks();
+  hookDialogs();
+  return srf;
+}
+
+type InDialogHandler = (req: SrfIncomingRequest, res: SrfResponse) => void;
+
+/** Our handler for each srf dialog we own; requests of a dialog we are about to own wait here. */
+const owners = new WeakMap<object, InDialogHandler>();
+const early = new Map<string, Array<[SrfIncomingRequest, SrfResponse]>>();
+let srfHandle: ((this: SrfDialog, req: SrfIncomingRequest, res: SrfResponse) => void) | undefined;
+
+/**
+ * The 200 we send, the ACK and the first INFO can reach srf in one read: srf then dispatches the
+ * INFO to its dialog before our code has adopted it. Requests for a Call-ID we are answering wait.
+ */
+export function expectDialog(callId: string): void {
+  early.set(callId, []);
+}
+
+export function forgetExpected(callId: string): void {
+  early.delete(callId);
+}
+
+/** From now on `handler` sees this dialog's requests (those that waited first). */
+export function ownDialog(d: SrfDialog, handler: InDialogHandler): void {
+  owners.set(d, handler);
+  const waiting = early.get(d.sip.callId) ?? [];
+  early.delete(d.sip.callId);
+  for (const [req, res] of waiting) handler(req, res);
+}
+
+/** srf's own handling of an in-dialog request (ACK events, re-INVITE, ...). */
+export function srfDefault(d: SrfDialog, req: SrfIncomingRequest, res: SrfResponse): void {
+  srfHandle?.call(d, req, res);
+}
+
+function hookDialogs(): void {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const Dialog = require("drachtio-srf/lib/dialog") as { prototype: SrfDialog & { __stOwned?: true } };
+  if (Dialog.prototype.__stOwned) return;
+  srfHandle = Dialog.prototype.handle;
+  Dialog.prototype.handle = function (this: SrfDialog, req: SrfIncomingRequest, res: SrfResponse) {
+    const own = owners.get(this);
+    if (own) return own(req, res);
+    const waiting = early.get(this.sip.callId);
+    if (waiting) return void waiting.push([req, res]);
+    srfHandle?.call(this, req, res);
+  };
+  Dialog.prototype.__stOwned = true;
+}
+
+/** Who traces the ACK srf sends for a 2xx to one of our INVITEs (keyed by that INVITE). */
+const ackTracers = new WeakMap<object, (ack: SrfMessage) => void>();
+
+export function traceAckOf(invite: object, tracer: (ack: SrfMessage) => void): void {
+  ackTracers.set(invite, tracer);
+}
+
+type SendAck = (
+  this: { req?: object },
+  dialogId: string,
+  opts?: unknown,
+  cb?: (e: unknown, m?: SrfMessage) => void,
+) => void;
+
+/**
+ * srf ACKs a 2xx itself (Response#sendAck, no callback) and never shows the ACK it sent; we wrap
+ * that one method so the ACK reaches --sip-trace like every other message we send.
+ */
+function hookAcks(): void {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const Response = require("drachtio-srf/lib/response") as { prototype: { sendAck: SendAck; __stTraced?: true } };
+  if (Response.prototype.__stTraced) return;
+  const original = Response.prototype.sendAck;
+  Response.prototype.sendAck = function (dialogId, opts, cb) {
+    const tracer = this.req ? ackTracers.get(this.req) : undefined;
+    original.call(this, dialogId, opts, (err, msg) => {
+      if (!err && msg && tracer) tracer(msg);
+      cb?.(err, msg);
+    });
+  };
+  Response.prototype.__stTraced = true;
 }
 
 /** The error drachtio-srf rejects with on a final non-2xx (SipError with its response). */

@@ -56,6 +56,11 @@ export function sendInvite(
         },
         onRedirect: (r) => {
           const contact = r.message.parseHeader("contact") as { uri?: URI } | undefined;
+          const refused = contact?.uri && opts.redirectAllowed?.(contact.uri.toString());
+          if (refused) {
+            done();
+            return reject(new TeleportError(403, "Redirect Refused", [refused]));
+          }
           if (!cancelled && contact?.uri && hops < MAX_REDIRECTS) {
             ua.logger.info("sip invite redirected", {
               from: uri.toString(),
