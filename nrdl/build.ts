@@ -63,6 +63,13 @@ function body(b: NrdlBody, attrs: Attrs): string[] {
         ),
         ...b.rejected.flatMap((r) => element("rejected", attrs(r, ATTRS.rejected))),
       ]);
+    case "preview":
+      return element("preview", "", [
+        ...b.accepted.flatMap((a) => element("accepted", attrs(a, ATTRS.accepted))),
+        ...b.rejected.flatMap((r) => element("rejected", attrs(r, ATTRS.rejected))),
+      ]);
+    case "capacity":
+      return element("capacity", attrs(b, ATTRS.capacity));
     case "status":
       return b.statuses.flatMap((s) => element("status", attrs(s, ATTRS.status)));
     case "report":

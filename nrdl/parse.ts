@@ -31,6 +31,8 @@ import {
 import { formatViolation, validateNrdl } from "./validate";
 import { unescapeAttr } from "./xmltext";
 
+const ONE_BODIES = "<offer>, <answer>, <report>, <preview> or <capacity>";
+
 export type ParseResult = { ok: true; doc: NrdlDocument } | { ok: false; violations: Violation[] };
 
 /** An element as parse.ts sees it: raw attributes, element children, its violation path. */
@@ -218,16 +220,24 @@ function readDocument(root: XNode, ctx: Context): NrdlDocument {
     const expected = known ? JSON.stringify(nrdlNamespace(ctx.version)) : '"urn:sip-teleport:nrdl:" and the version';
     ctx.add("/nrdl/@xmlns", `expected the namespace ${expected}, got ${xmlns === undefined ? "none" : shown(xmlns)}`);
   }
-  const groups = childrenOf(root, { offer: "many", answer: "many", report: "many", status: "many" }, ctx);
+  const groups = childrenOf(
+    root,
+    { offer: "many", answer: "many", report: "many", status: "many", preview: "many", capacity: "many" },
+    ctx,
+  );
+
   const present = [...groups.values()].flat();
   const kinds = new Set(present.map((n) => n.name));
   let body: NrdlBody | undefined;
   if (kinds.size !== 1 || (!kinds.has("status") && present.length > 1)) {
     const found = present.map((n) => `<${n.name}>`).join(", ") || "none";
-    ctx.add("/nrdl", `expected one body: one <offer>, <answer> or <report>, or one or more <status>; found ${found}`);
+    ctx.add("/nrdl", `expected one body: one ${ONE_BODIES}, or one or more <status>; found ${found}`);
   } else if (kinds.has("offer")) body = readOffer(present[0], ctx);
   else if (kinds.has("answer")) body = readAnswer(present[0], ctx);
   else if (kinds.has("report")) body = readReport(present[0], ctx);
+  else if (kinds.has("preview")) body = readPreview(present[0], ctx);
+  else if (kinds.has("capacity"))
+    body = { kind: "capacity", ...leaf(present[0], ATTRS.capacity, ctx) } as unknown as NrdlBody;
   else body = { kind: "status", statuses: present.map((n) => leaf(n, ATTRS.status, ctx)) } as unknown as NrdlBody;
   return { ...head, body } as unknown as NrdlDocument;
 }
@@ -275,6 +285,16 @@ function readAnswer(node: XNode, ctx: Context): NrdlBody {
       ...readAttrs(n, ATTRS.armed, ctx),
       exports: (childrenOf(n, { export: "many" }, ctx).get("export") ?? []).map((e) => leaf(e, ATTRS.export, ctx)),
     })),
+    rejected: (groups.get("rejected") ?? []).map((n) => leaf(n, ATTRS.rejected, ctx)),
+  } as unknown as NrdlBody;
+}
+
+function readPreview(node: XNode, ctx: Context): NrdlBody {
+  readAttrs(node, [], ctx);
+  const groups = childrenOf(node, { accepted: "many", rejected: "many" }, ctx);
+  return {
+    kind: "preview",
+    accepted: (groups.get("accepted") ?? []).map((n) => leaf(n, ATTRS.accepted, ctx)),
     rejected: (groups.get("rejected") ?? []).map((n) => leaf(n, ATTRS.rejected, ctx)),
   } as unknown as NrdlBody;
 }

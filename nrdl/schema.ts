@@ -54,6 +54,12 @@ export function enumCodec(values: readonly string[]): Codec {
   return textCodec(`one of ${values.join(", ")}`, new RegExp(`^(${values.join("|")})$`));
 }
 
+/** Space-separated words from `values` (possibly none), e.g. "qemu libvirt". */
+function WORD_LIST(values: readonly string[]): Codec {
+  const word = `(${values.join("|")})`;
+  return textCodec(`space-separated words from ${values.join(", ")}`, new RegExp(`^(${word}( ${word})*)?$`));
+}
+
 export const NAME = textCodec(`a name matching ${NAME_PATTERN.source.slice(1, -1)}`, NAME_PATTERN);
 export const POSITIVE_INT = integerCodec("a positive integer", 1);
 export const NON_NEGATIVE_INT = integerCodec("a non-negative integer", 0);
@@ -173,6 +179,20 @@ export const ATTRS = {
     attr("secret", SECRET, "required", 2),
   ],
   rejected: [attr("vm", NAME, "required"), attr("reason", REASON, "required")],
+  accepted: [attr("vm", NAME, "required"), attr("uri", MIGRATION_URI, "required")],
+  capacity: [
+    attr("host", HOST_TEXT, "required"),
+    attr("memory-free-mib", NON_NEGATIVE_INT, "required"),
+    attr("disk-free-mib", NON_NEGATIVE_INT, "required"),
+    attr("ports-free", NON_NEGATIVE_INT, "required"),
+    attr("vms-receivable", NON_NEGATIVE_INT, "required"),
+    attr("hypervisors", WORD_LIST(HYPERVISORS), "required"),
+    attr(
+      "versions",
+      textCodec("space-separated positive integers", /^[1-9][0-9]{0,5}( [1-9][0-9]{0,5}){0,15}$/),
+      "required",
+    ),
+  ],
   status: [
     attr("vm", NAME, "required"),
     attr("state", enumCodec(VM_STATES), "required"),

@@ -127,6 +127,32 @@ export interface Answer {
   rejected: Rejected[];
 }
 
+/**
+ * Answer to a dry run (OPTIONS carrying an offer): what the destination would arm, without arming.
+ * `accepted` lists the listener each VM would get; `rejected` why a VM would be refused.
+ */
+export interface Preview {
+  kind: "preview";
+  accepted: Array<{ vm: string; uri: string }>;
+  rejected: Rejected[];
+}
+
+/** What a destination can receive now (answer to OPTIONS without a body, Accept: application/nrdl+xml). */
+export interface Capacity {
+  kind: "capacity";
+  /** Host name of the destination (its config's `host`). */
+  host: string;
+  memoryFreeMib: number;
+  diskFreeMib: number;
+  portsFree: number;
+  /** VMs this host defines and does not run (could be received). */
+  vmsReceivable: number;
+  /** Space-separated hypervisors usable on this host, e.g. "qemu libvirt". */
+  hypervisors: string;
+  /** Space-separated NRDL versions this build speaks, e.g. "1". */
+  versions: string;
+}
+
 export interface VmStatus {
   vm: string;
   state: VmMigrationState;
@@ -168,7 +194,7 @@ export interface Report {
   results: VmResult[];
 }
 
-export type NrdlBody = Offer | Answer | StatusReport | Report;
+export type NrdlBody = Offer | Answer | StatusReport | Report | Preview | Capacity;
 
 export interface NrdlDocument<B extends NrdlBody = NrdlBody> {
   version: number;

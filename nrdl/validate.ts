@@ -22,6 +22,7 @@ import {
   type Answer,
   type NrdlDocument,
   type Offer,
+  type Preview,
   type Report,
   type StatusReport,
   type Violation,
@@ -51,7 +52,13 @@ export function validateNrdl(doc: NrdlDocument): Violation[] {
   else if (body?.kind === "answer") validateAnswer(body as Answer, out);
   else if (body?.kind === "status") validateStatus(body as StatusReport, out);
   else if (body?.kind === "report") validateReport(body as Report, out);
-  else out.push({ path: "/nrdl", message: "expected a body: <offer>, <answer>, <report> or one or more <status>" });
+  else if (body?.kind === "preview") validatePreview(body as Preview, out);
+  else if (body?.kind === "capacity") checkAttrs(body, ATTRS.capacity, "/nrdl/capacity", out);
+  else
+    out.push({
+      path: "/nrdl",
+      message: "expected a body: <offer>, <answer>, <report>, <preview>, <capacity> or one or more <status>",
+    });
   return out;
 }
 
@@ -242,6 +249,20 @@ function validateAnswer(answer: Answer, out: Out): void {
   for (const r of rejected) checkAttrs(r.item, ATTRS.rejected, r.path, out);
   checkUnique(
     [...armed, ...rejected].map((e) => ({ name: e.item.vm, path: `${e.path}/@vm` })),
+    "VM",
+    out,
+  );
+}
+
+function validatePreview(preview: Preview, out: Out): void {
+  const accepted = indexed<Preview["accepted"][number]>(preview.accepted, "/nrdl/preview/accepted");
+  const rejected = indexed<Preview["rejected"][number]>(preview.rejected, "/nrdl/preview/rejected");
+  if (accepted.length + rejected.length === 0)
+    out.push({ path: "/nrdl/preview", message: "expected at least one <accepted> or <rejected>" });
+  for (const a of accepted) checkAttrs(a.item, ATTRS.accepted, a.path, out);
+  for (const r of rejected) checkAttrs(r.item, ATTRS.rejected, r.path, out);
+  checkUnique(
+    [...accepted, ...rejected].map((e) => ({ name: e.item.vm, path: `${e.path}/@vm` })),
     "VM",
     out,
   );

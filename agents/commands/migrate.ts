@@ -6,6 +6,7 @@ import { ladderSteps, renderLadder, type TraceEvent } from "../../lib/sip/ladder
 import { parseNrdlOrThrow } from "../../nrdl";
 import { CONVERGENCE, ON_ERROR, STRATEGIES, type Convergence, type Offer, type Policy } from "../../nrdl/types";
 import { SourceAgent } from "../source/agent";
+import { dryRun, renderDryRun } from "../source/dry-run";
 import { ProgressDisplay, type DisplayMode } from "../source/progress-display";
 import { hostOf, sipOf } from "../wiring";
 import { reportError, setup, withCommonOptions, type CommonOptions } from "./common";
@@ -23,6 +24,7 @@ interface MigrateOptions extends CommonOptions {
   convergence?: Convergence;
   json?: boolean;
   ladder?: boolean;
+  dryRun?: boolean;
   allowUnlistedDestination?: boolean;
 }
 
@@ -64,6 +66,11 @@ export function registerMigrateCommand(program: Command): void {
     .option("--json", "JSON lines instead of a progress display (for scripts)")
     .option("--ladder", "print the SIP ladder of the dialog at the end")
     .option(
+      "--dry-run",
+      "ask the destination what it would arm or refuse (OPTIONS with the offer) and print the plan with " +
+        "estimates; arms, starts and moves nothing",
+    )
+    .option(
       "--allow-unlisted-destination",
       "send to --to even though security.destinations does not list it (this run only; redirects stay checked)",
     )
@@ -80,9 +87,11 @@ followed only to a listed destination. Use ;transport=tls with sip.tls.ca so the
 certificate proves it is the real one (sip-teleport config check warns otherwise).
 
 Exit status: 0 every VM moved, 1 some did not, 2 invalid input, 3 the destination refused.
+With --dry-run: 0 the destination would accept, 3 it would refuse.
 
 Examples:
   $ sip-teleport migrate --to sip:dc2@10.10.10.67 router1 video
+  $ sip-teleport migrate --dry-run --bandwidth-mbps 100 --to sip:dc2@10.10.10.67 router1 video
   $ sip-teleport migrate --to sip:dc2@example.net --proxy sip:10.0.0.5;transport=tcp --strategy switchover router1 video
   $ sip-teleport nrdl example exp3 > exp3.xml && sip-teleport migrate --to sip:dc2@10.10.10.67 --plan exp3.xml`,
     )
@@ -144,6 +153,18 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
       ac.abort();
     };
     process.once("SIGINT", onSigint);
+    if (o.dryRun) {
+      const offer = await agent.buildOffer({ to: o.to, vms, policy, plan });
+      await sip.start();
+      invited = true;
+      try {
+        const d = await dryRun(sip, o.to, offer);
+        process.stdout.write(o.json ? JSON.stringify(d) + "\n" : renderDryRun(d));
+        return d.status >= 200 && d.status < 300 ? EXIT.moved : EXIT.refused;
+      } finally {
+        await sip.stop();
+      }
+    }
     await agent.recover();
     await sip.start();
     try {

@@ -90,5 +90,15 @@ export function summary(doc: NrdlDocument): string {
       return `${head}: ${b.statuses.map((s) => `${s.vm} ${s.state}`).join(", ")}`;
     case "report":
       return `${head}: outcome ${b.outcome}, ${b.results.map((r) => `${r.vm} ${r.state}`).join(", ")}`;
+    case "preview": {
+      const arm = b.accepted.map((a) => a.vm).join(", ");
+      const refuse = b.rejected.map((r) => r.vm).join(", ");
+      return `${head}: would arm ${b.accepted.length} (${arm}), would refuse ${b.rejected.length} (${refuse})`;
+    }
+    case "capacity":
+      return (
+        `${head}: ${b.host} ${b.memoryFreeMib} MiB free, ${b.diskFreeMib} MiB disk, ${b.portsFree} ports, ` +
+        `hypervisors ${b.hypervisors || "none"}`
+      );
   }
 }

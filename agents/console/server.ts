@@ -180,6 +180,8 @@ export class ConsoleServer {
         return this.events(req, res);
       case "POST /api/call":
         return send(res, 200, await line.dial(this.callRequest(await readJson(req))));
+      case "POST /api/dry-run":
+        return send(res, 200, await line.dryRun(this.callRequest(await readJson(req))));
       case "POST /api/migrate":
         // Runs for as long as the VMs take: answer at once, progress follows on /api/events.
         line

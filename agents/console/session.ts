@@ -11,6 +11,7 @@ import { describeMessage, type LadderStep, type TraceEvent } from "../../lib/sip
 import type { Answer } from "../../nrdl/types";
 import type { MigrateRequest, MigrateSummary, SourceAgent, SourceEvents, SourcePhase } from "../source/agent";
 import type { SourceCall } from "../source/call";
+import { renderDryRun, type DryRun } from "../source/dry-run";
 import type { HistoryRecord, HistoryStore, VmTimeline } from "./history";
 
 export type LinePhase = "idle" | "calling" | "armed" | "migrating" | "finished" | "closing" | "ended";
@@ -118,6 +119,12 @@ export class ConsoleLine {
   }
 
   /** INVITE with the offer; resolves when the destination answered (armed), rejects with its refusal. */
+  /** Ask the destination first (OPTIONS): what it would arm or refuse; the line and its phase stay as they are. */
+  async dryRun(req: MigrateRequest): Promise<{ dryRun: DryRun; text: string }> {
+    const d = await this.agent.dryRun(req);
+    return { dryRun: d, text: renderDryRun(d) };
+  }
+
   async dial(req: MigrateRequest, by = "console"): Promise<LineSnapshot> {
     this.require("call");
     this.calling = new AbortController();

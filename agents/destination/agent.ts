@@ -22,6 +22,8 @@ import type {
 import { buildNrdl, formatViolation, humanText, parseNrdl } from "../../nrdl";
 import type { Armed, NrdlDocument, Offer, Rejected, Report, VmResult, VmStatus } from "../../nrdl/types";
 import { NRDL_MIME } from "../../nrdl/types";
+import type { AgentMetrics } from "../../lib/metrics/metrics";
+import { capacityOf, resources, shortageRejections, shortages } from "./capacity";
 import { CallerGate } from "../../lib/access/gate";
 import { Journal } from "./journal";
 import { RateLimiter } from "../../lib/sip/rate";
@@ -31,6 +33,8 @@ export interface DestinationOptions {
   sip: SipBackend;
   host: Host;
   logger: Logger;
+  /** Prometheus metrics (`listen --metrics`), when exported. */
+  metrics?: AgentMetrics;
 }
 
 type Phase = "arming" | "answered" | "acked" | "ended";
@@ -52,6 +56,15 @@ interface DialogState {
   idleTimer?: NodeJS.Timeout;
   expiryTimer?: NodeJS.Timeout;
   lastReport?: Report;
+}
+
+/** The Warning header the backend puts on INVITE refusals, for answers we build ourselves. */
+function warningOf(host: string, e: TeleportError): string {
+  const text = [e.reason, ...e.details]
+    .join("; ")
+    .replace(/["\\]/g, "'")
+    .replace(/[\r\n]+/g, " ");
+  return `399 ${host} "${text.slice(0, 1000)}"`;
 }
 
 const nrdlBody = (doc: NrdlDocument): SipBody => ({ contentType: NRDL_MIME, content: buildNrdl(doc) });
@@ -84,11 +97,18 @@ export class DestinationAgent {
 
   async start(): Promise<void> {
     await this.recover();
+    const metrics = this.opts.metrics;
+    if (metrics) this.opts.sip.onTrace((e) => metrics.observe(e));
     this.opts.sip.setHandlers({
       onInvite: (req, res) =>
         void this.onInvite(req, res).catch((err: unknown) => {
           // never let one dialog's failure take the agent down
           this.log.error("INVITE handling failed", { callId: req.callId, error: String(err) });
+        }),
+      onOptions: (req, res) =>
+        void this.onOptions(req, res).catch((err: unknown) => {
+          this.log.error("OPTIONS handling failed", { callId: req.callId, error: String(err) });
+          res.send(500, "Server Internal Error");
         }),
       authorize: (req) => this.authorizeInDialog(req),
     });
@@ -199,8 +219,11 @@ export class DestinationAgent {
     return headers;
   }
 
-  /** Per-VM refusals (488) and conflicts with other dialogs (486). */
-  private async vet(offer: Offer): Promise<Rejected[]> {
+  /**
+   * Per-VM refusals (488: definitions, hypervisor, state here, and the host's free memory, disk and
+   * migration ports) and conflicts with other dialogs (486). INVITE and dry run both decide here.
+   */
+  private async vet(offer: Offer): Promise<{ rejected: Rejected[]; ports: number[] }> {
     const busy = offer.vms.filter((v) => this.holders.has(v.name)).map((v) => v.name);
     if (busy.length)
       throw new TeleportError(
@@ -243,7 +266,65 @@ export class DestinationAgent {
       if (state !== "absent" && state !== "stopped")
         rejected.push({ vm: vm.name, reason: `already ${state} on this host` });
     }
-    return rejected;
+    const have = await resources(this.opts.config, offer.vms.length);
+    const short = shortageRejections(offer, shortages(offer, have, this.opts.config));
+    for (const r of short) if (!rejected.some((x) => x.vm === r.vm)) rejected.push(r);
+    return { rejected, ports: have.ports };
+  }
+
+  /**
+   * OPTIONS (RFC 3261 11.2: answered with the status an INVITE would get). Without a body: this
+   * host's capacity. With an NRDL offer: a dry run through the INVITE's own checks (admit, vet)
+   * that answers what would be armed or refused, and arms, starts and writes nothing.
+   */
+  private async onOptions(req: IncomingRequest, res: Responder): Promise<void> {
+    const log = this.log.child({ callId: req.callId });
+    const refuse = (err: unknown, body?: SipBody) => {
+      const e = TeleportError.from(err);
+      log.warn("OPTIONS refused", { status: e.status, reason: e.reason, details: e.details, from: req.fromUri });
+      const headers = { ...this.refusalHeaders(e), Warning: warningOf(this.opts.config.host, e) };
+      res.send(e.status, e.reason, { headers, body });
+    };
+    if (!req.body) {
+      try {
+        this.requireTls(req);
+        this.gate.admit(req); // digest and the allowlist, exactly as for an INVITE
+      } catch (err) {
+        return refuse(err);
+      }
+      const accept = req.header("Accept") ?? "";
+      if (!accept.toLowerCase().includes(NRDL_MIME)) return res.send(200, "OK");
+      const capacity = await capacityOf(this.opts.config, this.opts.host);
+      return res.send(200, "OK", { body: nrdlBody({ version: 1, id: "capacity", body: capacity }) });
+    }
+    let doc: NrdlDocument<Offer>;
+    let verdict: { rejected: Rejected[]; ports: number[] };
+    try {
+      doc = (await this.admit(req)).doc;
+      verdict = await this.vet(doc.body);
+    } catch (err) {
+      return refuse(err);
+    }
+    const { address } = this.opts.config.migration;
+    const accepted = doc.body.vms
+      .filter((vm) => !verdict.rejected.some((r) => r.vm === vm.name))
+      .map((vm, i) => ({ vm: vm.name, uri: `tcp:${address}:${verdict.ports[i]}` }));
+    const preview = nrdlBody({
+      version: doc.version,
+      id: doc.id,
+      body: { kind: "preview", accepted, rejected: verdict.rejected },
+    });
+    log.info("dry run answered", { migrationId: doc.id, refused: verdict.rejected.length });
+    if (verdict.rejected.length)
+      return refuse(
+        new TeleportError(
+          488,
+          "Not Acceptable Here",
+          verdict.rejected.map((r) => `${r.vm}: ${r.reason}`),
+        ),
+        preview,
+      );
+    res.send(200, "OK", { body: preview });
   }
 
   private async onInvite(req: IncomingRequest, res: InviteResponder): Promise<void> {
@@ -267,22 +348,25 @@ export class DestinationAgent {
         address: req.source.address,
       });
       if (!cancelled) res.reject(e, { headers: this.refusalHeaders(e) });
+      this.opts.metrics?.refused(cancelled ? 487 : e.status);
       return;
     }
     const { doc, user } = admitted;
     const offer = doc.body;
     let rejected: Rejected[];
     try {
-      rejected = await this.vet(offer);
+      ({ rejected } = await this.vet(offer));
     } catch (err) {
       const e = TeleportError.from(err);
       log.warn("INVITE refused", { status: e.status, reason: e.reason, details: e.details });
       if (!cancelled) res.reject(e);
+      this.opts.metrics?.refused(cancelled ? 487 : e.status);
       return;
     }
-    if (cancelled) return;
+    if (cancelled) return void this.opts.metrics?.dialogEnded("cancelled", 487);
     if (rejected.length) {
       log.warn("INVITE refused: VMs not acceptable", { rejected });
+      this.opts.metrics?.refused(488);
       return res.reject(
         new TeleportError(
           488,
@@ -296,8 +380,10 @@ export class DestinationAgent {
     }
     // A race between vet() and here is impossible for the same VM: check and take in one synchronous step.
     const clash = offer.vms.find((v) => this.holders.has(v.name));
-    if (clash)
+    if (clash) {
+      this.opts.metrics?.refused(486);
       return res.reject(new TeleportError(486, "Busy Here", [`${clash.name} is being moved by another dialog`]));
+    }
     const caller = user ?? req.source.address;
     const state: DialogState = {
       callId: req.callId,
@@ -322,10 +408,11 @@ export class DestinationAgent {
     const armedList = await this.armAll(state, log);
     if (cancelled) {
       await this.finish(state, "cancelled by the caller");
-      return;
+      return void this.opts.metrics?.dialogEnded("cancelled", 487);
     }
     if ("failed" in armedList) {
       await this.finish(state, "arming failed");
+      this.opts.metrics?.refused(500);
       return res.reject(
         new TeleportError(
           500,
@@ -386,6 +473,7 @@ export class DestinationAgent {
         const nbdSecret = copies ? randomBytes(32).toString("base64url") : undefined;
         // marked armed before arming ends: a failure half-way must still be disarmed (images deleted)
         state.armed.add(vm.name);
+        this.opts.metrics?.armedChanged(1);
         const listener = await local.driver.arm(vm.name, {
           address,
           port,
@@ -431,13 +519,15 @@ export class DestinationAgent {
     this.touch(state);
     for (const s of parsed.doc.body.statuses) {
       if (!state.offer.vms.some((v) => v.name === s.vm)) continue;
+      const already = state.statuses.get(s.vm)?.state === "completed"; // reported again: counted once
       state.statuses.set(s.vm, s);
-      if (s.state === "completed") {
+      if (s.state === "completed" && !already) {
         const local = this.opts.host.find(s.vm);
         const here = local ? await local.driver.state(s.vm) : "absent";
-        if (here === "running")
+        if (here === "running") {
           this.log.info("VM resumed here", { vm: s.vm, totalMs: s.totalMs, downtimeMs: s.downtimeMs });
-        else this.log.error("source reports completion but the VM does not run here", { vm: s.vm, state: here });
+          this.opts.metrics?.moved(s);
+        } else this.log.error("source reports completion but the VM does not run here", { vm: s.vm, state: here });
       }
     }
     res.send(200, "OK");
@@ -482,6 +572,8 @@ export class DestinationAgent {
     this.journal.remove(state.callId);
     this.log.info("dialog finished", { callId: state.callId, why, resumedHere: [...here.keys()] });
     state.lastReport = this.reportOf(state, here);
+    this.opts.metrics?.armedChanged(-state.armed.size);
+    if (state.dialog) this.opts.metrics?.dialogEnded(state.lastReport.outcome, 200);
     return state.lastReport;
   }
 

@@ -14,6 +14,7 @@ import { diskSpecOf, isCopied } from "../../lib/hypervisor/qemu-disks";
 import { formatViolation, nrdlDocument, parseNrdl } from "../../nrdl";
 import type { Answer, DiskSpec, Offer, VmSpec } from "../../nrdl/types";
 import { nrdlBody, SourceCall } from "./call";
+import { dryRun, type DryRun } from "./dry-run";
 
 // The types live in types.ts so that call.ts can use them without importing this file back.
 export type { MigrateRequest, MigrateSummary, SourceEvents, SourceOptions, SourcePhase, VmSummary } from "./types";
@@ -102,6 +103,11 @@ export class SourceAgent {
       }),
     );
     return { ...offer, vms };
+  }
+
+  /** Ask first: the offer for `req`, checked here and by the destination (OPTIONS), nothing armed or moved. */
+  async dryRun(req: MigrateRequest): Promise<DryRun> {
+    return dryRun(this.opts.sip, req.to, await this.buildOffer(req));
   }
 
   /** Call, run the plan, hang up: the CLI's one-shot migration. `req.signal` cancels or aborts. */

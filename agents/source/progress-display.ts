@@ -6,6 +6,7 @@ import type { MigrationProgress } from "../../lib/hypervisor/driver";
 import type { VmOutcome } from "../../lib/plan/execute";
 import type { Answer } from "../../nrdl/types";
 import type { MigrateSummary, SourceEvents, SourcePhase } from "./types";
+import { tableLines } from "./table";
 
 export type DisplayMode = "tty" | "plain" | "json";
 
@@ -155,13 +156,8 @@ export function formatSummary(s: MigrateSummary): string {
     v.transferredBytes !== undefined ? mib(v.transferredBytes) : "-",
     v.host,
   ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const fmt = (r: string[]) =>
-    r
-      .map((c, i) => c.padEnd(widths[i]))
-      .join("  ")
-      .trimEnd();
-  const lines = [fmt(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(fmt)];
+  const t = tableLines(head, rows);
+  const lines = [t.head, t.widths.map((w) => "-".repeat(w)).join("  "), ...t.rows];
   for (const v of s.vms) if (v.reason) lines.push(`${v.vm}: ${v.reason}`);
   for (const v of s.vms) {
     if (!v.disks) continue;

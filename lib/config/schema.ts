@@ -238,6 +238,10 @@ export const configSchema = z
         /** Address the destination's migration listeners bind to and announce. */
         address: z.string().default("127.0.0.1"),
         ports: portRange.default("49152-49407"),
+        /** Destination: memory kept for the host; an offer needing more than MemAvailable minus this is refused. */
+        memoryReserveMib: z.number().int().min(0).default(256),
+        /** Destination: free space its run and state dirs must keep (logs, journal, incoming state). */
+        minFreeDiskMib: z.number().int().min(0).default(256),
       })
       .strict()
       .prefault({}),
@@ -285,6 +289,16 @@ export const configSchema = z
             z.object({ vms: z.array(z.string().min(1)).min(1), strategy: z.enum(STRATEGIES).optional() }).strict(),
           )
           .default({}),
+      })
+      .strict()
+      .prefault({}),
+    /** Prometheus metrics of `listen` and `console` (GET /metrics); off unless `http` is set or --metrics given. */
+    metrics: z
+      .object({
+        http: z
+          .string()
+          .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$/, 'expected "address:port" such as "127.0.0.1:9464"')
+          .optional(),
       })
       .strict()
       .prefault({}),

@@ -139,6 +139,11 @@ export interface SipHandlers {
   onInvite?(req: IncomingRequest, res: InviteResponder): void;
   onMessage?(req: IncomingRequest, res: Responder): void;
   /**
+   * OPTIONS outside a dialog (capacity queries, dry runs). The backend adds Allow, Accept and
+   * Recv-Info to whatever is sent; without a handler it answers 200 with just those.
+   */
+  onOptions?(req: IncomingRequest, res: Responder): void;
+  /**
    * Vets every in-dialog request (INFO, BYE; not ACK or CANCEL) before its dialog sees it. A
    * refusal is answered statelessly and leaves the dialog untouched, so a challenged BYE can be
    * retried with credentials (the sip.js core ends a dialog on any BYE it hands to the dialog).
@@ -158,6 +163,12 @@ export interface SipBackend {
   message(target: string, body: SipBody): Promise<ResponseInfo>;
   /** OPTIONS to a peer or proxy (health check); resolves with its 2xx. */
   options(target: string): Promise<ResponseInfo>;
+  /**
+   * OPTIONS asking for NRDL (Accept: application/nrdl+xml), with an offer as body for a dry run or
+   * none for a capacity query; resolves with the final response whatever its status (a dry run's
+   * 488 carries the verdict in its body). Digest challenges are answered like an INVITE's.
+   */
+  query(target: string, body?: SipBody): Promise<ResponseInfo>;
   /** REGISTER our AOR with the configured registrar (and keep refreshing it). */
   register(): Promise<void>;
   unregister(): Promise<void>;

@@ -128,7 +128,11 @@ export class DrachtioBackend implements SipBackend {
     srf.invite((req, res) => this.receiveInvite(req, res));
     srf.options((req, res) => {
       this.trace("received", req);
-      this.respond(res, 200, undefined, { headers: { ...CAPABILITIES, Supported: "" } });
+      const send = (status: number, reason?: string, opts?: ResponseOptions) =>
+        this.respond(res, status, reason, { ...opts, headers: { ...CAPABILITIES, Supported: "", ...opts?.headers } });
+      const handler = this.handlers.onOptions; // capacity queries and dry runs
+      if (handler) handler(incomingRequest(req), { send });
+      else send(200);
     });
     srf.message((req, res) => this.receivePlain(req, res));
     const { host, port, secret } = this.config.drachtio;
@@ -390,7 +394,13 @@ export class DrachtioBackend implements SipBackend {
   }
 
   /** An out-of-dialog request (OPTIONS, MESSAGE), answering one digest challenge. */
-  private async request(method: string, target: string, headers: Record<string, string>, body?: SipBody) {
+  private async request(
+    method: string,
+    target: string,
+    headers: Record<string, string>,
+    body?: SipBody,
+    anyStatus = false,
+  ) {
     const once = (extra: Record<string, string>): Promise<SrfMessage> =>
       new Promise((resolve, reject) => {
         const all: Record<string, string> = { ...headers, ...extra, From: `<${this.aor}>` };
@@ -414,12 +424,16 @@ export class DrachtioBackend implements SipBackend {
     const auth = this.answer(res, method, target);
     if (auth) res = await once(auth);
     const status = res.status ?? 500;
-    if (status >= 300) throw failure(res, status, `${method} failed`);
+    if (status >= 300 && !anyStatus) throw failure(res, status, `${method} failed`);
     return responseInfo(res);
   }
 
   options(target: string): Promise<ResponseInfo> {
     return this.request("OPTIONS", target, { Accept: NRDL_CONTENT_TYPE });
+  }
+
+  query(target: string, body?: SipBody): Promise<ResponseInfo> {
+    return this.request("OPTIONS", target, { Accept: NRDL_CONTENT_TYPE }, body, true);
   }
 
   message(target: string, body: SipBody): Promise<ResponseInfo> {

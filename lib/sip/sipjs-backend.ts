@@ -1,7 +1,7 @@
 /**
  * SipBackend on the sip.js core (UserAgentCore) and our Node transports: the user agent's wiring.
  * The core does transactions, dialogs and digest; this file builds it, feeds it what the transport
- * receives (answering OPTIONS health checks itself) and hands each job to its part in `sipjs/`:
+ * receives (OPTIONS to uas.ts statelessly) and hands each job to its part in `sipjs/`:
  * UAC requests (uac.ts), UAS requests (uas.ts), dialogs (dialog.ts), REGISTER refresh
  * (registration.ts) and digest retries (digest-client.ts).
  */
@@ -23,10 +23,10 @@ import type { SipConfig } from "./config";
 import { useCachedSipGrammar } from "./grammar-cache";
 import type { UserAgentContext } from "./sipjs/context";
 import { RealmDigest } from "./sipjs/digest-client";
-import { CAPABILITIES, looseRoute, parseUri, type PeerMap } from "./sipjs/messages";
+import { looseRoute, parseUri, type PeerMap } from "./sipjs/messages";
 import { Registration } from "./sipjs/registration";
-import { sendInvite, sendMessage, sendOptions } from "./sipjs/uac";
-import { receiveInvite, receiveMessage, refusedInDialog } from "./sipjs/uas";
+import { sendInvite, sendMessage, sendOptions, sendQuery } from "./sipjs/uac";
+import { receiveInvite, receiveMessage, receiveOptions, refusedInDialog } from "./sipjs/uas";
 import { NodeTransport, PLACEHOLDER_HOST, type BoundListener, type TransportOptions } from "./transport";
 
 export class SipJsBackend implements SipBackend {
@@ -159,6 +159,10 @@ export class SipJsBackend implements SipBackend {
     return sendOptions(this.ua, target);
   }
 
+  query(target: string, body?: SipBody): Promise<ResponseInfo> {
+    return sendQuery(this.ua, target, body);
+  }
+
   register(): Promise<void> {
     return this.registration.register();
   }
@@ -201,8 +205,7 @@ export class SipJsBackend implements SipBackend {
       this.peers.set(message, source);
       if (message.method === "OPTIONS" && !message.toTag) {
         // Health check: advertise what we accept; the core's own answer would list SDP.
-        core.replyStateless(message, { statusCode: 200, extraHeaders: [...CAPABILITIES, "Supported: "] });
-        return;
+        return receiveOptions(this.ua, core, message);
       }
       if (
         message.toTag &&

@@ -71,7 +71,8 @@ async function enabled(expected: string[]): Promise<void> {
       last = await Promise.all(
         (await page.locator(".buttons button:enabled").all()).map(async (b) => (await b.getAttribute("id")) ?? ""),
       );
-      return last.join() === expected.join() ? true : undefined;
+      // Dry run asks a question and is open in every phase
+      return last.join() === ["dry-run", ...expected].join() ? true : undefined;
     },
     10_000,
   ).catch(() => {
@@ -87,6 +88,18 @@ test("the page shows the inventory and only Call is possible", async () => {
   await enabled(["call"]);
   const options = await page.locator("#destinations option").all();
   expect(await Promise.all(options.map((o) => o.getAttribute("value")))).toEqual([stack.dest.uri, stack.strict.uri]);
+});
+
+test("Dry run shows the destination's verdict and the plan, and the line stays idle", async () => {
+  await page.fill("#to", stack.dest.uri);
+  for (const vm of ["router1", "video"]) await page.check(`#inventory tr[data-vm="${vm}"] input`);
+  await page.fill("#bandwidthMbps", "100");
+  await page.click("#dry-run");
+  const result = page.locator("#dry-run-result").filter({ hasText: "would accept" });
+  await result.waitFor();
+  expect(await result.textContent()).toMatch(/wave 1: router1 .*\nwave 2: video/s);
+  expect(await page.locator("#line").textContent()).toBe("idle");
+  await enabled(["call"]);
 });
 
 test("a refusal is shown with its status and reason, and nothing moves", async () => {

@@ -54,6 +54,9 @@ describe("destination refusals", () => {
       }).established,
     );
     expect(e.status).toBe(415);
+    // what a softphone's user reads: the reason phrase, and the Warning's whole sentence
+    expect(e.reason).toContain("415 No Calls Here - Send a MESSAGE: migrate PLAN to URI");
+    expect(e.details.join(" ")).toContain("to migrate VMs send a text MESSAGE such as 'migrate exp2 to sip:dc2@");
   });
 
   it("400 for invalid NRDL, with the validator's message", async () => {

@@ -15,6 +15,8 @@ import {
   STRATEGIES,
   VM_STATES,
   type Answer,
+  type Capacity,
+  type Preview,
   type DiskSpec,
   type NrdlBody,
   type NrdlDocument,
@@ -186,7 +188,35 @@ const report: fc.Arbitrary<Report> = names(1, 6).chain((vms) =>
   }),
 );
 
-export const BODIES: Record<NrdlBody["kind"], fc.Arbitrary<NrdlBody>> = { offer, answer, status, report };
+const preview: fc.Arbitrary<Preview> = names(1, 8).chain((vms) =>
+  fc.integer({ min: 0, max: vms.length }).chain((split) =>
+    record({
+      kind: fc.constant("preview" as const),
+      accepted: fc.tuple(...vms.slice(0, split).map((vm) => record({ vm: fc.constant(vm), uri: migrationUri }))),
+      rejected: fc.tuple(...vms.slice(split).map((vm) => record({ vm: fc.constant(vm), reason }))),
+    }),
+  ),
+);
+
+const capacity: fc.Arbitrary<Capacity> = record({
+  kind: fc.constant("capacity" as const),
+  host: text(HOST_TEXT, 30),
+  memoryFreeMib: natural,
+  diskFreeMib: natural,
+  portsFree: natural,
+  vmsReceivable: natural,
+  hypervisors: fc.subarray([...HYPERVISORS]).map((h) => h.join(" ")),
+  versions: fc.constant("1"),
+});
+
+export const BODIES: Record<NrdlBody["kind"], fc.Arbitrary<NrdlBody>> = {
+  offer,
+  answer,
+  status,
+  report,
+  preview,
+  capacity,
+};
 
 /** Any version from the lowest that can say the body to the newest. */
 export function documentOf<B extends NrdlBody>(body: fc.Arbitrary<B>): fc.Arbitrary<NrdlDocument<B>> {

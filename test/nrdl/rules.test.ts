@@ -14,6 +14,9 @@ import {
 } from "../../nrdl";
 import { NS, doc, offer, violationsOf, vm } from "./helpers";
 
+const ONE_BODY =
+  "/nrdl: expected one body: one <offer>, <answer>, <report>, <preview> or <capacity>, or one or more <status>; found";
+
 const A = vm("a");
 const armed = (vmName: string) => `<armed vm="${vmName}" uri="tcp:10.0.0.2:49152" secret="0123456789abcdef"/>`;
 
@@ -85,21 +88,13 @@ const cases: Array<[string, string, string]> = [
   ],
   ["empty document", "", "/: malformed XML at line 1: Start tag expected."],
   // bodies
-  [
-    "no body",
-    doc(""),
-    "/nrdl: expected one body: one <offer>, <answer> or <report>, or one or more <status>; found none",
-  ],
+  ["no body", doc(""), ONE_BODY + " none"],
   [
     "two bodies of different kinds",
     doc(`<answer>${armed("a")}</answer><status vm="a" state="failed"/>`),
-    "/nrdl: expected one body: one <offer>, <answer> or <report>, or one or more <status>; found <answer>, <status>",
+    ONE_BODY + " <answer>, <status>",
   ],
-  [
-    "two offers",
-    offer(A).replace("</nrdl>", "<offer/></nrdl>"),
-    "/nrdl: expected one body: one <offer>, <answer> or <report>, or one or more <status>; found <offer>, <offer>",
-  ],
+  ["two offers", offer(A).replace("</nrdl>", "<offer/></nrdl>"), ONE_BODY + " <offer>, <offer>"],
   // unknown elements and attributes, text
   [
     "unknown element in offer",
@@ -109,7 +104,8 @@ const cases: Array<[string, string, string]> = [
   [
     "unknown element at the root",
     offer(A).replace("</nrdl>", "<extension/></nrdl>"),
-    "/nrdl/extension: unexpected element <extension>; <nrdl> contains <offer>, <answer>, <report>, <status>",
+    "/nrdl/extension: unexpected element <extension>; <nrdl> contains " +
+      "<offer>, <answer>, <report>, <status>, <preview>, <capacity>",
   ],
   [
     "element inside a leaf",

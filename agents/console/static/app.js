@@ -143,6 +143,17 @@ function callRequest() {
   };
 }
 
+// Ask first: the destination's verdict and the plan's estimates, whatever the line is doing.
+$("dry-run").addEventListener("click", async () => {
+  const out = $("dry-run-result");
+  out.hidden = false;
+  out.textContent = "asking the destination…";
+  try {
+    out.textContent = (await api("POST", "/api/dry-run", callRequest())).text;
+  } catch (e) {
+    out.textContent = `dry run: ${e.message}`;
+  }
+});
 $("call").addEventListener("click", () => act("call", callRequest()));
 $("cancel").addEventListener("click", () => act("cancel", {}));
 $("migrate").addEventListener("click", () => act("migrate", {}));

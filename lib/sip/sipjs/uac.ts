@@ -118,3 +118,25 @@ export function sendOptions(ua: UserAgentContext, target: string): Promise<Respo
     });
   });
 }
+
+/** OPTIONS asking for NRDL, with an offer (dry run) or without (capacity); resolves with any final response. */
+export function sendQuery(ua: UserAgentContext, target: string, body?: SipBody): Promise<ResponseInfo> {
+  const uri = parseUri(target);
+  const msg = ua
+    .requireCore()
+    .makeOutgoingRequestMessage(
+      "OPTIONS",
+      uri,
+      ua.aorUri,
+      uri,
+      {},
+      [`Accept: ${NRDL_CONTENT_TYPE}`],
+      body && coreBody(body, "render"),
+    );
+  return new Promise((resolve) => {
+    ua.requireCore().request(msg, {
+      onAccept: (r) => resolve(responseInfo(r.message)),
+      onReject: (r) => resolve(responseInfo(r.message)),
+    });
+  });
+}

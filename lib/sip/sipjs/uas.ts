@@ -1,11 +1,20 @@
 /** The UAS side: NRDL-only INVITEs (415/400 otherwise) with CANCEL, MESSAGE, and in-dialog vetting. */
 import type { Core } from "sip.js";
 import { TeleportError } from "../../errors";
-import type { InviteResponder } from "../backend";
+import type { InviteResponder, ResponseOptions } from "../backend";
 import { INFO_PACKAGE, NRDL_CONTENT_TYPE } from "../config";
 import type { UserAgentContext } from "./context";
 import { CoreDialog } from "./dialog";
-import { answer, headerLines, incomingRequest, mediaType, parseUri, responseOptions, warning } from "./messages";
+import {
+  answer,
+  CAPABILITIES,
+  headerLines,
+  incomingRequest,
+  mediaType,
+  parseUri,
+  responseOptions,
+  warning,
+} from "./messages";
 
 /** Runs the agent's `authorize` on an in-dialog request; true when it was refused (answered statelessly). */
 export function refusedInDialog(
@@ -24,6 +33,25 @@ export function refusedInDialog(
   return true;
 }
 
+/**
+ * OPTIONS outside a dialog, answered statelessly as the core would: by the agent's onOptions
+ * (capacity, dry run) when it has one, else 200 with our capabilities (the core's own lists SDP).
+ */
+export function receiveOptions(
+  ua: UserAgentContext,
+  core: Core.UserAgentCore,
+  message: Core.IncomingRequestMessage,
+): void {
+  const reply = (status: number, reason?: string, opts?: ResponseOptions) => {
+    const options = responseOptions(status, reason, opts, "render");
+    options.extraHeaders = [...CAPABILITIES, "Supported: ", ...(options.extraHeaders ?? [])];
+    core.replyStateless(message, options);
+  };
+  const onOptions = ua.handlers().onOptions;
+  if (onOptions) onOptions(incomingRequest(message, ua.peers), { send: reply });
+  else reply(200);
+}
+
 export function receiveMessage(ua: UserAgentContext, uas: Core.IncomingRequest): void {
   const handler = ua.handlers().onMessage;
   if (!handler) return void uas.reject({ statusCode: 405 });
@@ -32,14 +60,24 @@ export function receiveMessage(ua: UserAgentContext, uas: Core.IncomingRequest):
   });
 }
 
+/** What a caller who dialled sip-teleport like a phone is told to do instead. */
+export const NOT_A_PHONE =
+  "sip-teleport takes no calls: to migrate VMs send a text MESSAGE such as 'migrate exp2 to sip:dc2@10.10.10.67' " +
+  "to this address (the outcome comes back as a MESSAGE); an INVITE must carry an NRDL offer (application/nrdl+xml)";
+
 export function receiveInvite(ua: UserAgentContext, uas: Core.IncomingInviteRequest): void {
   const msg = uas.message;
   uas.trying();
   const warnHost = msg.ruri?.host ?? "sip-teleport";
   const type = mediaType(msg.getHeader("content-type"));
   if (msg.body && type !== NRDL_CONTENT_TYPE) {
-    // A softphone's SDP: refuse it without disturbing anything else.
-    uas.reject({ statusCode: 415, extraHeaders: [`Accept: ${NRDL_CONTENT_TYPE}`] });
+    // A softphone's call: refuse it without disturbing anything else, and say what works instead
+    // (softphones show the reason phrase; the Warning has the whole sentence).
+    uas.reject({
+      statusCode: 415,
+      reasonPhrase: "No Calls Here - Send a MESSAGE: migrate PLAN to URI",
+      extraHeaders: [`Accept: ${NRDL_CONTENT_TYPE}`, warning(warnHost, NOT_A_PHONE)],
+    });
     return;
   }
   if (!msg.body) {
