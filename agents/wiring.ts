@@ -63,7 +63,15 @@ export function sipConfigOf(cfg: HostConfig, logger: Logger, o: SipOverrides = {
     credentials: cfg.sip.credentials,
     sipTrace: o.trace ?? cfg.sip.trace,
     logger,
-    limits: { maxMessageBytes: cfg.limits.maxMessageBytes, maxHeaders: cfg.limits.maxHeaders },
+    limits: {
+      maxMessageBytes: cfg.limits.maxMessageBytes,
+      maxHeaders: cfg.limits.maxHeaders,
+      maxConnections: cfg.limits.maxConnections,
+      maxConnectionsPerAddress: cfg.limits.maxConnectionsPerAddress,
+      connectionIdleS: cfg.limits.connectionIdleS,
+      invitesPerSecond: cfg.limits.invitesPerSecond,
+      trustedProxies: cfg.limits.trustedProxies,
+    },
   };
 }
 

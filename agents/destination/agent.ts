@@ -26,7 +26,7 @@ import type { AgentMetrics } from "../../lib/metrics/metrics";
 import { capacityOf, resources, shortageRejections, shortages } from "./capacity";
 import { CallerGate } from "../../lib/access/gate";
 import { Journal } from "./journal";
-import { RateLimiter } from "./rate";
+import { RateLimiter } from "../../lib/sip/rate";
 
 export interface DestinationOptions {
   config: HostConfig;
@@ -121,6 +121,7 @@ export class DestinationAgent {
     for (const state of [...this.dialogs.values()]) await this.finish(state, "agent stopping");
     if (this.opts.config.sip.registrar) await this.opts.sip.unregister().catch(() => undefined);
     await this.opts.sip.stop();
+    this.journal.close();
   }
 
   /** After a crash: disarm listeners of dialogs that no longer exist; keep VMs that resumed here. */

@@ -206,6 +206,12 @@ export const configSchema = z
           .default(65536),
         /** Most header lines in one SIP message. */
         maxHeaders: z.number().int().min(16).max(10000).default(256),
+        /** Inbound SIP TCP/TLS connections at once (at the limit the oldest that sent no message yet goes). */
+        maxConnections: z.number().int().min(1).max(65536).default(512),
+        /** Inbound SIP TCP/TLS connections one source address may hold. */
+        maxConnectionsPerAddress: z.number().int().min(1).max(65536).default(32),
+        /** Close a SIP TCP/TLS connection silent this long (seconds; the TLS handshake included). */
+        connectionIdleS: z.number().min(1).max(86400).default(120),
         /** Destination: open dialogs one caller (authenticated user, else address) may hold. */
         dialogsPerCaller: z.number().int().min(1).default(8),
         /**

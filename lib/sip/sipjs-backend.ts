@@ -20,6 +20,7 @@ import type {
   TraceEvent,
 } from "./backend";
 import type { SipConfig } from "./config";
+import { useCachedSipGrammar } from "./grammar-cache";
 import type { UserAgentContext } from "./sipjs/context";
 import { RealmDigest } from "./sipjs/digest-client";
 import { looseRoute, parseUri, type PeerMap } from "./sipjs/messages";
@@ -78,6 +79,11 @@ export class SipJsBackend implements SipBackend {
     return this.transport.bound;
   }
 
+  /** Inbound TCP/TLS connections held now (bounded by limits.maxConnections). */
+  get inboundConnections(): number {
+    return this.transport.inboundConnections;
+  }
+
   /** Our Contact URI for one of the listeners, e.g. to put into a peer's configuration. */
   contactFor(transport: BoundListener["transport"]): string {
     const l = this.listeners.find((x) => x.transport === transport);
@@ -91,6 +97,8 @@ export class SipJsBackend implements SipBackend {
   }
 
   async start(): Promise<void> {
+    const grammar = useCachedSipGrammar(); // sip.js rebuilds its grammar per parse otherwise (grammar-cache.ts)
+    if (!grammar.cached) this.logger.warn(grammar.reason);
     await this.transport.start();
     const loggerFactory = new Core.LoggerFactory();
     loggerFactory.builtinEnabled = false;
