@@ -47,6 +47,7 @@ import {
   type SrfOutgoingRequest,
   type SrfResponse,
 } from "./drachtio/srf";
+import { NOT_A_PHONE, NOT_A_PHONE_REASON } from "./not-a-phone";
 
 /** How the agent reaches its drachtio-server (the admin port, not SIP). */
 export interface DrachtioConnection {
@@ -223,7 +224,7 @@ export class DrachtioBackend implements SipBackend {
         headers: text ? { ...headers, Warning: warningValue(host, text) } : headers,
       });
     if (req.body && mediaType(req.get("Content-Type")) !== NRDL_CONTENT_TYPE)
-      return refuse(415, "Unsupported Media Type", undefined, { Accept: NRDL_CONTENT_TYPE });
+      return refuse(415, NOT_A_PHONE_REASON, NOT_A_PHONE, { Accept: NRDL_CONTENT_TYPE });
     if (!req.body) return refuse(400, "Missing NRDL Offer", "INVITE carries no NRDL offer");
     const handler = this.handlers.onInvite;
     if (!handler) return refuse(480, "Temporarily Unavailable");

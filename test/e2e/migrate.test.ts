@@ -104,9 +104,13 @@ describe.each<Transport>(["udp", "tcp"])("agent pair: exp1 and exp3 over %s", (t
     });
     expect(summary.vms.filter((v) => v.reason).map((v) => `${v.vm}: ${v.reason}`)).toEqual([]);
     expect(summary.outcome).toBe("completed");
-    // one switchover for the whole group; the network functions reach dc2 before the servers
+    // one switchover for the whole group. The order outcomes are reported in is not the resume order
+    // (a VM's outcome also waits for its source QEMU to quit): test/testbed/switchover.test.ts checks
+    // from the guests' STOP/RESUME that the network functions resume on dc2 before the servers.
     expect(events[0]).toBe("switch firewall+router-switch+storage+web");
-    expect(events.slice(1, 3).sort()).toEqual(["completed firewall", "completed router-switch"]);
+    expect(events.slice(1).sort()).toEqual(
+      ["firewall", "router-switch", "storage", "web"].map((v) => `completed ${v}`),
+    );
     // the group's pause covers every VM's own downtime, and QEMU was told a share of the limit each
     const downtimes = summary.vms.map((v) => v.downtimeMs as number);
     expect(summary.groupDowntimeMs).toBeGreaterThanOrEqual(Math.max(...downtimes));

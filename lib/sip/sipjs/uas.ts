@@ -15,6 +15,7 @@ import {
   responseOptions,
   warning,
 } from "./messages";
+import { NOT_A_PHONE, NOT_A_PHONE_REASON } from "../not-a-phone";
 
 /** Runs the agent's `authorize` on an in-dialog request; true when it was refused (answered statelessly). */
 export function refusedInDialog(
@@ -60,11 +61,6 @@ export function receiveMessage(ua: UserAgentContext, uas: Core.IncomingRequest):
   });
 }
 
-/** What a caller who dialled sip-teleport like a phone is told to do instead. */
-export const NOT_A_PHONE =
-  "sip-teleport takes no calls: to migrate VMs send a text MESSAGE such as 'migrate exp2 to sip:dc2@10.10.10.67' " +
-  "to this address (the outcome comes back as a MESSAGE); an INVITE must carry an NRDL offer (application/nrdl+xml)";
-
 export function receiveInvite(ua: UserAgentContext, uas: Core.IncomingInviteRequest): void {
   const msg = uas.message;
   uas.trying();
@@ -75,7 +71,7 @@ export function receiveInvite(ua: UserAgentContext, uas: Core.IncomingInviteRequ
     // (softphones show the reason phrase; the Warning has the whole sentence).
     uas.reject({
       statusCode: 415,
-      reasonPhrase: "No Calls Here - Send a MESSAGE: migrate PLAN to URI",
+      reasonPhrase: NOT_A_PHONE_REASON,
       extraHeaders: [`Accept: ${NRDL_CONTENT_TYPE}`, warning(warnHost, NOT_A_PHONE)],
     });
     return;
