@@ -8,6 +8,7 @@ import { packageVersion } from "../lib/version";
 import { registerConfigCommands } from "./commands/config";
 import { registerConsoleCommand } from "./commands/console";
 import { registerDemoCommand } from "./commands/demo";
+import { registerDestinationsCommand } from "./commands/destinations";
 import { registerListenCommand } from "./commands/listen";
 import { registerMigrateCommand } from "./commands/migrate";
 import { registerNrdlCommands } from "./commands/nrdl";
@@ -19,10 +20,11 @@ export function buildProgram(io: CliIo = processIo): Command {
   program
     .configureOutput({ writeOut: io.out, writeErr: io.err })
     .name("sip-teleport")
+    // One paragraph per line: commander wraps each at the terminal's width, so no hand-made breaks.
     .description(
-      "Live-migrate groups of virtual machines between data centers under SIP signalling.\n" +
-        "A source agent sends an INVITE carrying an NRDL offer; the destination arms a migration\n" +
-        "listener per VM and answers 200 OK; the source migrates, reports progress by INFO, and ends with BYE.",
+      "Live-migrate groups of virtual machines between data centers under SIP signalling.\n\n" +
+        "A source agent sends an INVITE carrying an NRDL offer; the destination arms a migration listener " +
+        "per VM and answers 200 OK; the source migrates, reports progress by INFO, and ends with BYE.",
     )
     .version(packageVersion())
     .showHelpAfterError("(run with --help for usage)")
@@ -37,6 +39,7 @@ Examples:
   registerDemoCommand(program);
   registerListenCommand(program);
   registerMigrateCommand(program);
+  registerDestinationsCommand(program);
   registerVmCommands(program);
   registerConfigCommands(program);
   registerConsoleCommand(program);

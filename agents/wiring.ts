@@ -11,7 +11,8 @@ import { createDriver } from "../lib/hypervisor/drivers";
 import { Host } from "../lib/hypervisor/host";
 import { loadInventory, parseInventory } from "../lib/hypervisor/inventory";
 import type { Logger } from "../lib/log/logger";
-import { createSipBackend, type SipConfig, type SipJsBackend } from "../lib/sip";
+import { createSipBackend, type BoundListener, type SipBackend, type SipConfig } from "../lib/sip";
+import { DrachtioBackend, type DrachtioConnection } from "../lib/sip/drachtio-backend";
 import type { Hypervisor } from "../nrdl/types";
 
 export function inventoryOf(cfg: HostConfig): VmDefinition[] {
@@ -50,16 +51,51 @@ export function sipConfigOf(cfg: HostConfig, logger: Logger, o: SipOverrides = {
       key: readPem(cfg.sip.tls.key, "sip.tls.key"),
       ca: cfg.sip.tls.ca ? readPem(cfg.sip.tls.ca, "sip.tls.ca") : undefined,
       rejectUnauthorized: cfg.sip.tls.verify,
+      clientCa:
+        cfg.sip.tls.clientCa &&
+        [cfg.sip.tls.clientCa]
+          .flat()
+          .map((f) => readPem(f, "sip.tls.clientCa"))
+          .join("\n"),
     },
     outboundProxy: o.outboundProxy ?? cfg.sip.outboundProxy,
     registrar: cfg.sip.registrar,
     credentials: cfg.sip.credentials,
     sipTrace: o.trace ?? cfg.sip.trace,
     logger,
-    limits: { maxMessageBytes: cfg.limits.maxMessageBytes, maxHeaders: cfg.limits.maxHeaders },
+    limits: {
+      maxMessageBytes: cfg.limits.maxMessageBytes,
+      maxHeaders: cfg.limits.maxHeaders,
+      maxConnections: cfg.limits.maxConnections,
+      maxConnectionsPerAddress: cfg.limits.maxConnectionsPerAddress,
+      connectionIdleS: cfg.limits.connectionIdleS,
+      invitesPerSecond: cfg.limits.invitesPerSecond,
+      trustedProxies: cfg.limits.trustedProxies,
+    },
   };
 }
 
-export function sipOf(cfg: HostConfig, logger: Logger, o: SipOverrides = {}): SipJsBackend {
-  return createSipBackend(sipConfigOf(cfg, logger, o));
+/** A backend the agents run on, with the SIP addresses it is reachable at (known after start). */
+export type AgentSip = SipBackend & { readonly listeners: BoundListener[] };
+
+export function sipOf(cfg: HostConfig, logger: Logger, o: SipOverrides = {}): AgentSip {
+  const config = sipConfigOf(cfg, logger, o);
+  if (cfg.sip.backend === "drachtio") return new DrachtioBackend({ ...config, drachtio: drachtioOf(cfg) });
+  return createSipBackend(config);
+}
+
+/** The drachtio-server connection of a config, its secret read from the file or environment named there. */
+export function drachtioOf(cfg: HostConfig): DrachtioConnection {
+  const d = cfg.sip.drachtio;
+  if (!d) throw new TeleportError(500, 'sip.backend "drachtio" needs sip.drachtio');
+  let secret: string | undefined;
+  if (d.secretFile !== undefined) secret = readPem(d.secretFile, "sip.drachtio.secretFile").split(/\r?\n/)[0].trim();
+  else if (d.secretEnv !== undefined) secret = process.env[d.secretEnv];
+  if (!secret)
+    throw new TeleportError(500, "no drachtio-server secret", [
+      d.secretFile !== undefined
+        ? `sip.drachtio.secretFile ${d.secretFile} is empty`
+        : `environment variable ${d.secretEnv} is not set`,
+    ]);
+  return { host: d.host, port: d.port, secret };
 }

@@ -1,7 +1,8 @@
 /**
  * npm run bench:driver — N = 1, 2, 4, 8 idle 128 MiB guests moved between two run dirs ("hosts")
  * on loopback: a first move after boot (one after the other), then rounds of one-after-the-other
- * and all-at-once moves, back and forth. Listeners are armed beforehand; the wall time runs from the first `migrate` to the last VM running at
+ * and all-at-once moves, back and forth. Listeners are armed beforehand; the wall time runs from the first `migrate`
+ * to the last VM running at
  * its destination. Downtime per VM is QEMU's own figure (query-migrate). One table with plain TCP
  * migration streams, one with TLS-PSK (BENCH_MODES=tcp,tls). Writes bench/out/driver.json too.
  */
@@ -112,7 +113,8 @@ async function measure(guest: GuestFiles, accel: AccelChoice, migrationTls: bool
     const row = { n, first, seq: pool(seq), par: pool(par) };
     rows.push(row);
     process.stderr.write(
-      `  ${migrationTls ? "TLS" : "TCP"} N=${n}: first ${first.wallMs.toFixed(0)} ms, sequential ${row.seq.wallMs.toFixed(0)} ms, parallel ${row.par.wallMs.toFixed(0)} ms\n`,
+      `  ${migrationTls ? "TLS" : "TCP"} N=${n}: first ${first.wallMs.toFixed(0)} ms, sequential ` +
+        `${row.seq.wallMs.toFixed(0)} ms, parallel ${row.par.wallMs.toFixed(0)} ms\n`,
     );
     for (const vm of names) await from.stop(vm);
   }
@@ -125,11 +127,15 @@ function table(title: string, rows: Row[]): string[] {
   return [
     title,
     "",
-    "| N | first move after boot (seq) wall ms | sequential wall ms | parallel wall ms | parallel/sequential | MiB per round | downtime ms sequential med / max | downtime ms parallel med / max | first move downtimes ms (each VM) |",
+    "| N | first move after boot (seq) wall ms | sequential wall ms | parallel wall ms | " +
+      "parallel/sequential | MiB per round | downtime ms sequential med / max | downtime ms " +
+      "parallel med / max | first move downtimes ms (each VM) |",
     "|---|---|---|---|---|---|---|---|---|",
     ...rows.map(
       ({ n, first, seq, par }) =>
-        `| ${n} | ${first.wallMs.toFixed(0)} | ${seq.wallMs.toFixed(0)} | ${par.wallMs.toFixed(0)} | ${(par.wallMs / seq.wallMs).toFixed(2)} | ${seq.mib.toFixed(0)} | ${medMax(seq.downtimesMs)} | ${medMax(par.downtimesMs)} | ${fmt(first.downtimesMs)} |`,
+        `| ${n} | ${first.wallMs.toFixed(0)} | ${seq.wallMs.toFixed(0)} | ${par.wallMs.toFixed(0)} ` +
+        `| ${(par.wallMs / seq.wallMs).toFixed(2)} | ${seq.mib.toFixed(0)} | ` +
+        `${medMax(seq.downtimesMs)} | ${medMax(par.downtimesMs)} | ${fmt(first.downtimesMs)} |`,
     ),
     "",
   ];
@@ -150,8 +156,10 @@ async function main(): Promise<void> {
     fs.rmSync(base, { recursive: true, force: true });
   }
   const lines = [
-    `QEMU live migration on loopback, ${accel.accel.toUpperCase()}, ${MEMORY_MIB} MiB idle guests, ${os.cpus().length} CPUs, downtime-limit ${OPTS.downtimeLimitMs} ms, no bandwidth cap.`,
-    `Wall time: first migrate to last VM running at its destination, median of ${REPEAT} rounds per mode. Downtime: QEMU's figure for every VM in every round.`,
+    `QEMU live migration on loopback, ${accel.accel.toUpperCase()}, ${MEMORY_MIB} MiB idle ` +
+      `guests, ${os.cpus().length} CPUs, downtime-limit ${OPTS.downtimeLimitMs} ms, no bandwidth cap.`,
+    `Wall time: first migrate to last VM running at its destination, median of ${REPEAT} rounds ` +
+      `per mode. Downtime: QEMU's figure for every VM in every round.`,
     "",
     ...modes.flatMap((m) =>
       table(

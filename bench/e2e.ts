@@ -16,7 +16,7 @@ import { parseConfig } from "../lib/config/load";
 import type { Host } from "../lib/hypervisor/host";
 import { terminateRunDirs } from "../lib/hypervisor/pidfile";
 import { silentLogger } from "../lib/log/logger";
-import type { SipJsBackend } from "../lib/sip";
+import type { AgentSip } from "../agents/wiring";
 import { ensureGuest, guestVm } from "../lib/guest/guest";
 import { repoRoot } from "../lib/version";
 
@@ -37,7 +37,7 @@ const POLICY = {
 interface Side {
   name: "dc1" | "dc2";
   host: Host;
-  sip: SipJsBackend;
+  sip: AgentSip;
   agent: SourceAgent;
   uri: string;
 }
@@ -124,7 +124,8 @@ async function main(): Promise<void> {
     table.splice(1, 0, "|---|---|---|---|");
     process.stdout.write("\n" + table.join("\n") + "\n");
     process.stdout.write(
-      `\nratio sip/direct: ${(s / d).toFixed(3)}  (signalling overhead ${(s - d).toFixed(0)} ms per group; INVITE->200 incl. arming: median ${median(arming).toFixed(0)} ms)\n`,
+      `\nratio sip/direct: ${(s / d).toFixed(3)}  (signalling overhead ${(s - d).toFixed(0)} ms ` +
+        `per group; INVITE->200 incl. arming: median ${median(arming).toFixed(0)} ms)\n`,
     );
     const out = path.join(repoRoot(), "bench", "out");
     fs.mkdirSync(out, { recursive: true });

@@ -6,6 +6,7 @@
  */
 import path from "node:path";
 import { createSipBackend, type SipJsBackend } from "../lib/sip";
+import { compareBackends } from "./backends";
 import { runSipp } from "./sipp";
 
 const SCENARIO = path.resolve(__dirname, "..", "..", "test", "fixtures", "sipp", "nrdl-uac.xml");
@@ -62,7 +63,9 @@ async function main(): Promise<void> {
       const r = await runSipp(sippArgs(rate, calls), (STEP_SECONDS * 4 + 20) * 1000);
       const rss = (process.memoryUsage().rss / 2 ** 20).toFixed(0);
       console.log(
-        `${String(rate).padStart(6)}  ${String(calls).padStart(5)}  ${String(r.successful).padStart(9)}  ${String(r.failed).padStart(6)}  ${String(r.retransmissions).padStart(20)}  ${rss.padStart(7)}`,
+        `${String(rate).padStart(6)}  ${String(calls).padStart(5)}  ` +
+          `${String(r.successful).padStart(9)}  ${String(r.failed).padStart(6)}  ` +
+          `${String(r.retransmissions).padStart(20)}  ${rss.padStart(7)}`,
       );
       if (r.failed !== 0 || r.successful !== calls) break;
       best = rate;
@@ -72,9 +75,12 @@ async function main(): Promise<void> {
   }
   const peakMiB = (process.resourceUsage().maxRSS / 1024).toFixed(0);
   console.log(
-    `highest call rate with zero failed calls: ${best} calls/s (INVITE/200/ACK/INFO/BYE, UDP, sipp on the same 2-core machine)`,
+    `highest call rate with zero failed calls: ${best} calls/s (INVITE/200/ACK/INFO/BYE, UDP, ` +
+      `sipp on the same 2-core machine)`,
   );
   console.log(`agent peak RSS: ${peakMiB} MiB`);
+  // the drachtio column: the same load on a bare UAS of each backend (bench/backends.ts)
+  await compareBackends("uas", [50, 100, 200, 300, 400, 500], STEP_SECONDS);
 }
 
 main().catch((err: unknown) => {

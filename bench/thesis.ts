@@ -10,7 +10,8 @@
  * (default 3: the whole bench must stay under 20 minutes on 2 cores, and at 100 Mbit/s the moves
  * are bound by bytes, ~24 s for exp3's 207 MiB; 5 there add about 5 minutes),
  * BENCH_EXPERIMENTS=exp1,exp2,exp3, BENCH_LINKS=0,1000,100, BENCH_MIGRATOR=sip|direct
- * (direct: the same QMP migrations with no SIP, the baseline). Needs root.
+ * (direct: the same QMP migrations with no SIP, the baseline), BENCH_STRATEGIES=sequential,parallel,switchover.
+ * Needs root.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -34,6 +35,7 @@ const REPEATS_100M = Number(env.BENCH_REPEATS_100M ?? 3);
 const EXPS = (env.BENCH_EXPERIMENTS ?? EXPERIMENTS.join(",")).split(",") as ExperimentName[];
 const LINKS = (env.BENCH_LINKS ?? "0,1000,100").split(",").map(Number);
 const MIGRATOR = env.BENCH_MIGRATOR ?? "sip";
+const STRATS = (env.BENCH_STRATEGIES ?? STRATEGIES.join(",")).split(",") as Strategy[];
 
 const OUT = path.join(repoRoot(), "bench", "out", "thesis");
 
@@ -90,7 +92,7 @@ async function runExperiment(
   try {
     let at: HostName = "dc1";
     for (const linkMbit of LINKS) {
-      for (const strategy of STRATEGIES) {
+      for (const strategy of STRATS) {
         const group: Group = { experiment: name, strategy, linkMbit, runs: [], violations: [] };
         const repeats = linkMbit === 0 ? REPEATS : linkMbit <= 100 ? REPEATS_100M : REPEATS_1G;
         for (let i = 0; i < repeats; i++) {
@@ -110,7 +112,8 @@ async function runExperiment(
           if (linkMbit === 0)
             timelines.set(`${name}-${strategy}`, [...(timelines.get(`${name}-${strategy}`) ?? []), r]);
           process.stderr.write(
-            `${id}: interruption ${f.interruptionMs} ms (any down ${f.anyDownMs} ms), ping gap ${f.longestPingGapMs} ms, lost ${f.pingsLost}, wall ${f.wallMs} ms` +
+            `${id}: interruption ${f.interruptionMs} ms (any down ${f.anyDownMs} ms), ping gap ` +
+              `${f.longestPingGapMs} ms, lost ${f.pingsLost}, wall ${f.wallMs} ms` +
               (r.violations.length ? `  VIOLATIONS: ${r.violations.join("; ")}` : "") +
               "\n",
           );
@@ -166,10 +169,13 @@ async function main(): Promise<void> {
   const minutes = ((Date.now() - t0) / 60000).toFixed(1);
   const violations = groups.flatMap((g) => g.violations);
   const md = [
-    `# bench:thesis (${MIGRATOR === "sip" ? "agents over SIP" : "direct QMP, no SIP"}), ${new Date(t0).toISOString()}, ${minutes} min`,
+    `# bench:thesis (${MIGRATOR === "sip" ? "agents over SIP" : "direct QMP, no SIP"}), ` +
+      `${new Date(t0).toISOString()}, ${minutes} min`,
     "",
-    "Medians (min-max) over the repeats; times in ms. Ratios: thesis' user-seen loss / our lost pings x 5 ms (the thesis' measure),",
-    "and / our total any-probe-down time (strictest); for exp2 also the thesis' video interruption / our UDP zero-bandwidth interval.",
+    "Medians (min-max) over the repeats; times in ms. Ratios: thesis' user-seen loss / our lost " +
+      "pings x 5 ms (the thesis' measure),",
+    "and / our total any-probe-down time (strictest); for exp2 also the thesis' video " +
+      "interruption / our UDP zero-bandwidth interval.",
     "",
     markdownTable(groups),
     violations.length

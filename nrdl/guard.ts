@@ -5,7 +5,7 @@
  */
 import { NRDL_MAX_BYTES, NRDL_MAX_DEPTH, type Violation } from "./types";
 
-const DEPTH_PATH = "nrdl > offer > vm > depends-on";
+const DEPTH_PATH = "nrdl > offer > vm > depends-on or disk, nrdl > answer > armed > export";
 
 export function guardHostileInput(xml: string): Violation[] {
   const bytes = Buffer.byteLength(xml, "utf8");

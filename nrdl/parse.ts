@@ -4,12 +4,34 @@
  * (elements, attributes, text) here; semantics (validate.ts) on the resulting model.
  */
 import { XMLParser, XMLValidator } from "fast-xml-parser";
-import { TeleportError } from "../lib/errors";
+import { TeleportError } from "./errors";
 import { guardHostileInput } from "./guard";
-import { ATTRS, DEPENDS_ON_ATTR, ROOT_ATTRS, URI_ATTR, shown, type AttrSpec, type AttrValue } from "./schema";
-import { NRDL_NAMESPACE, type NrdlBody, type NrdlDocument, type Offer, type Policy, type Violation } from "./types";
+import {
+  ATTRS,
+  DEPENDS_ON_ATTR,
+  ELEMENT_SINCE,
+  ROOT_ATTRS,
+  URI_ATTR,
+  shown,
+  speaks,
+  tooNew,
+  type AttrSpec,
+  type AttrValue,
+} from "./schema";
+import {
+  NRDL_VERSION,
+  SUPPORTED_VERSIONS,
+  nrdlNamespace,
+  type NrdlBody,
+  type NrdlDocument,
+  type Offer,
+  type Policy,
+  type Violation,
+} from "./types";
 import { formatViolation, validateNrdl } from "./validate";
 import { unescapeAttr } from "./xmltext";
+
+const ONE_BODIES = "<offer>, <answer>, <report>, <preview> or <capacity>";
 
 export type ParseResult = { ok: true; doc: NrdlDocument } | { ok: false; violations: Violation[] };
 
@@ -25,7 +47,7 @@ interface XNode {
 type OrderedEntry = Record<string, unknown>;
 
 /** Elements that repeat get an XPath index in paths (vm[2]); singletons do not. */
-const REPEATABLE = new Set(["vm", "depends-on", "armed", "rejected", "status", "result"]);
+const REPEATABLE = new Set(["vm", "depends-on", "disk", "armed", "export", "rejected", "status", "result"]);
 
 const xmlParser = new XMLParser({
   preserveOrder: true,
@@ -46,6 +68,8 @@ class Context {
   readonly violations: Violation[] = [];
   /** Paths of elements found missing: model-level complaints below them would only repeat it. */
   readonly absent: string[] = [];
+  /** The document's version: which vocabulary it may use (the newest when its own is unknown). */
+  version = NRDL_VERSION;
   add(path: string, message: string): void {
     this.violations.push({ path, message });
   }
@@ -79,7 +103,10 @@ export function parseNrdl(xml: string): ParseResult {
     return {
       ok: false,
       violations: [
-        { path: "/", message: `expected one root element <nrdl xmlns="${NRDL_NAMESPACE}">, found ${found}` },
+        {
+          path: "/",
+          message: `expected one root element <nrdl xmlns="urn:sip-teleport:nrdl:VERSION">, found ${found}`,
+        },
       ],
     };
   }
@@ -130,6 +157,10 @@ function readAttrs(node: XNode, specs: readonly AttrSpec[], ctx: Context): Recor
       ctx.add(path, `unexpected attribute; <${node.name}> ${takes}`);
       continue;
     }
+    if (!speaks(ctx.version, spec.since)) {
+      ctx.add(path, tooNew(`attribute ${name}`, spec.since, ctx.version));
+      continue;
+    }
     const text = unescapeAttr(raw);
     const value = "value" in text ? spec.codec.decode(text.value) : undefined;
     if (value !== undefined) out[spec.key] = value;
@@ -149,11 +180,15 @@ function childrenOf(node: XNode, allowed: Record<string, Cardinality>, ctx: Cont
   const names = Object.keys(allowed).map((n) => `<${n}>`);
   for (const child of node.children) {
     const group = groups.get(child.name);
-    if (group) group.push(child);
+    const since = ELEMENT_SINCE[child.name] ?? 1;
+    if (group && !speaks(ctx.version, since))
+      ctx.add(child.path, tooNew(`element <${child.name}>`, since, ctx.version));
+    else if (group) group.push(child);
     else
       ctx.add(
         child.path,
-        `unexpected element <${child.name}>; <${node.name}> ${names.length ? `contains ${names.join(", ")}` : "has no child elements"}`,
+        `unexpected element <${child.name}>; <${node.name}> ` +
+          `${names.length ? `contains ${names.join(", ")}` : "has no child elements"}`,
       );
   }
   for (const [name, cardinality] of Object.entries(allowed)) {
@@ -174,23 +209,35 @@ function leaf(node: XNode, specs: readonly AttrSpec[], ctx: Context): Record<str
 
 function readDocument(root: XNode, ctx: Context): NrdlDocument {
   const { xmlns, ...attrs } = root.attrs;
-  if (xmlns !== NRDL_NAMESPACE) {
-    ctx.add(
-      "/nrdl/@xmlns",
-      `expected the namespace ${JSON.stringify(NRDL_NAMESPACE)}, got ${xmlns === undefined ? "none" : shown(xmlns)}`,
-    );
-  }
   const head = readAttrs({ ...root, attrs }, ROOT_ATTRS, ctx);
-  const groups = childrenOf(root, { offer: "many", answer: "many", report: "many", status: "many" }, ctx);
+  // An unknown version is reported by validate.ts; read it with the newest vocabulary meanwhile.
+  const known = typeof head.version === "number" && SUPPORTED_VERSIONS.includes(head.version);
+  if (known) ctx.version = head.version as number;
+  const namespaceOk = known
+    ? xmlns === nrdlNamespace(ctx.version)
+    : /^urn:sip-teleport:nrdl:[1-9][0-9]*$/.test(xmlns ?? "");
+  if (!namespaceOk) {
+    const expected = known ? JSON.stringify(nrdlNamespace(ctx.version)) : '"urn:sip-teleport:nrdl:" and the version';
+    ctx.add("/nrdl/@xmlns", `expected the namespace ${expected}, got ${xmlns === undefined ? "none" : shown(xmlns)}`);
+  }
+  const groups = childrenOf(
+    root,
+    { offer: "many", answer: "many", report: "many", status: "many", preview: "many", capacity: "many" },
+    ctx,
+  );
+
   const present = [...groups.values()].flat();
   const kinds = new Set(present.map((n) => n.name));
   let body: NrdlBody | undefined;
   if (kinds.size !== 1 || (!kinds.has("status") && present.length > 1)) {
     const found = present.map((n) => `<${n.name}>`).join(", ") || "none";
-    ctx.add("/nrdl", `expected one body: one <offer>, <answer> or <report>, or one or more <status>; found ${found}`);
+    ctx.add("/nrdl", `expected one body: one ${ONE_BODIES}, or one or more <status>; found ${found}`);
   } else if (kinds.has("offer")) body = readOffer(present[0], ctx);
   else if (kinds.has("answer")) body = readAnswer(present[0], ctx);
   else if (kinds.has("report")) body = readReport(present[0], ctx);
+  else if (kinds.has("preview")) body = readPreview(present[0], ctx);
+  else if (kinds.has("capacity"))
+    body = { kind: "capacity", ...leaf(present[0], ATTRS.capacity, ctx) } as unknown as NrdlBody;
   else body = { kind: "status", statuses: present.map((n) => leaf(n, ATTRS.status, ctx)) } as unknown as NrdlBody;
   return { ...head, body } as unknown as NrdlDocument;
 }
@@ -203,8 +250,12 @@ function readOffer(node: XNode, ctx: Context): Offer {
     return el === undefined ? undefined : leaf(el, [URI_ATTR], ctx).uri;
   };
   const vms = (groups.get("vm") ?? []).map((vm) => {
-    const deps = childrenOf(vm, { "depends-on": "many" }, ctx).get("depends-on") ?? [];
-    return { ...readAttrs(vm, ATTRS.vm, ctx), dependsOn: deps.map((d) => leaf(d, [DEPENDS_ON_ATTR], ctx).vm) };
+    const children = childrenOf(vm, { "depends-on": "many", disk: "many" }, ctx);
+    return {
+      ...readAttrs(vm, ATTRS.vm, ctx),
+      dependsOn: (children.get("depends-on") ?? []).map((d) => leaf(d, [DEPENDS_ON_ATTR], ctx).vm),
+      disks: (children.get("disk") ?? []).map((d) => leaf(d, ATTRS.disk, ctx)),
+    };
   });
   const policyNode = groups.get("policy")?.[0] ?? {
     name: "policy",
@@ -230,7 +281,20 @@ function readAnswer(node: XNode, ctx: Context): NrdlBody {
   const groups = childrenOf(node, { armed: "many", rejected: "many" }, ctx);
   return {
     kind: "answer",
-    armed: (groups.get("armed") ?? []).map((n) => leaf(n, ATTRS.armed, ctx)),
+    armed: (groups.get("armed") ?? []).map((n) => ({
+      ...readAttrs(n, ATTRS.armed, ctx),
+      exports: (childrenOf(n, { export: "many" }, ctx).get("export") ?? []).map((e) => leaf(e, ATTRS.export, ctx)),
+    })),
+    rejected: (groups.get("rejected") ?? []).map((n) => leaf(n, ATTRS.rejected, ctx)),
+  } as unknown as NrdlBody;
+}
+
+function readPreview(node: XNode, ctx: Context): NrdlBody {
+  readAttrs(node, [], ctx);
+  const groups = childrenOf(node, { accepted: "many", rejected: "many" }, ctx);
+  return {
+    kind: "preview",
+    accepted: (groups.get("accepted") ?? []).map((n) => leaf(n, ATTRS.accepted, ctx)),
     rejected: (groups.get("rejected") ?? []).map((n) => leaf(n, ATTRS.rejected, ctx)),
   } as unknown as NrdlBody;
 }

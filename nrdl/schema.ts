@@ -1,9 +1,22 @@
 /**
- * The NRDL v1 attribute vocabulary as data: one table drives parsing (decode), validation
+ * The NRDL attribute vocabulary as data: one table drives parsing (decode), validation
  * of in-memory documents (accepts) and building (encode), so the three can never disagree.
- * Element structure (which child goes where) is code in parse.ts / build.ts / validate.ts.
+ * Each attribute and element says the version that introduced it (`since`): a document may use
+ * only the vocabulary of its own version. Element structure (which child goes where) is code in
+ * parse.ts / build.ts / validate.ts.
  */
-import { HYPERVISORS, NAME_PATTERN, ON_ERROR, OUTCOMES, ROLES, STRATEGIES, VM_STATES } from "./types";
+import {
+  CONVERGENCE,
+  DISK_FORMATS,
+  DISK_MODES,
+  HYPERVISORS,
+  NAME_PATTERN,
+  ON_ERROR,
+  OUTCOMES,
+  ROLES,
+  STRATEGIES,
+  VM_STATES,
+} from "./types";
 
 export type AttrValue = string | number;
 
@@ -41,6 +54,12 @@ export function enumCodec(values: readonly string[]): Codec {
   return textCodec(`one of ${values.join(", ")}`, new RegExp(`^(${values.join("|")})$`));
 }
 
+/** Space-separated words from `values` (possibly none), e.g. "qemu libvirt". */
+function WORD_LIST(values: readonly string[]): Codec {
+  const word = `(${values.join("|")})`;
+  return textCodec(`space-separated words from ${values.join(", ")}`, new RegExp(`^(${word}( ${word})*)?$`));
+}
+
 export const NAME = textCodec(`a name matching ${NAME_PATTERN.source.slice(1, -1)}`, NAME_PATTERN);
 export const POSITIVE_INT = integerCodec("a positive integer", 1);
 export const NON_NEGATIVE_INT = integerCodec("a non-negative integer", 0);
@@ -64,6 +83,12 @@ const PORT = "([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[
 export const MIGRATION_URI = textCodec(
   "a migration URI tcp:HOST:PORT (HOST an IPv4 address, [IPv6] or host name; PORT 1-65535)",
   new RegExp(`^tcp:${HOST}:${PORT}$`),
+);
+
+/** Where a disk is mirrored to: the destination's NBD server and the export's name. */
+export const NBD_URI = textCodec(
+  "an NBD URI nbd://HOST:PORT/EXPORT (HOST an IPv4 address, [IPv6] or host name; EXPORT a name)",
+  new RegExp(`^nbd://${HOST}:${PORT}/${NAME_PATTERN.source.slice(1, -1)}$`),
 );
 
 export const SECRET = textCodec("a secret of 16 to 128 characters from [A-Za-z0-9_-]", /^[A-Za-z0-9_-]{16,128}$/);
@@ -91,10 +116,24 @@ export interface AttrSpec {
   key: string;
   codec: Codec;
   use: AttrUse;
+  /** The NRDL version that introduced it; older documents must not carry it. */
+  since: number;
 }
 
-function attr(name: string, codec: Codec, use: AttrUse): AttrSpec {
-  return { attr: name, key: name.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase()), codec, use };
+function attr(name: string, codec: Codec, use: AttrUse, since = 1): AttrSpec {
+  return { attr: name, key: name.replace(/-([a-z])/g, (_m, c: string) => c.toUpperCase()), codec, use, since };
+}
+
+/** Elements newer than v1, with the version that introduced them (the rest exist since 1). */
+export const ELEMENT_SINCE: Readonly<Record<string, number>> = { disk: 2, export: 2 };
+
+/** Whether `version` may carry this attribute or element. */
+export function speaks(version: number, since: number): boolean {
+  return version >= since;
+}
+
+export function tooNew(what: string, since: number, version: number): string {
+  return `${what} needs NRDL version ${since} or later; this document is version ${version}`;
 }
 
 export const POLICY_DEFAULTS = {
@@ -103,6 +142,7 @@ export const POLICY_DEFAULTS = {
   downtimeLimitMs: 300,
   timeoutS: 600,
   onError: "abort",
+  convergence: "none",
 } as const;
 
 export const VM_DEFAULTS = { hypervisor: "qemu", role: "other", cpus: 1 } as const;
@@ -116,6 +156,7 @@ export const ATTRS = {
     attr("downtime-limit-ms", POSITIVE_INT, { default: POLICY_DEFAULTS.downtimeLimitMs }),
     attr("timeout-s", POSITIVE_INT, { default: POLICY_DEFAULTS.timeoutS }),
     attr("on-error", enumCodec(ON_ERROR), { default: POLICY_DEFAULTS.onError }),
+    attr("convergence", enumCodec(CONVERGENCE), { default: POLICY_DEFAULTS.convergence }, 2),
   ],
   vm: [
     attr("name", NAME, "required"),
@@ -124,8 +165,34 @@ export const ATTRS = {
     attr("memory-mib", POSITIVE_INT, "required"),
     attr("cpus", POSITIVE_INT, { default: VM_DEFAULTS.cpus }),
   ],
+  disk: [
+    attr("target", NAME, "required", 2),
+    attr("size-bytes", POSITIVE_INT, "required", 2),
+    attr("format", enumCodec(DISK_FORMATS), "required", 2),
+    attr("mode", enumCodec(DISK_MODES), "required", 2),
+    attr("backing-bytes", POSITIVE_INT, "optional", 2),
+  ],
   armed: [attr("vm", NAME, "required"), attr("uri", MIGRATION_URI, "required"), attr("secret", SECRET, "required")],
+  export: [
+    attr("disk", NAME, "required", 2),
+    attr("uri", NBD_URI, "required", 2),
+    attr("secret", SECRET, "required", 2),
+  ],
   rejected: [attr("vm", NAME, "required"), attr("reason", REASON, "required")],
+  accepted: [attr("vm", NAME, "required"), attr("uri", MIGRATION_URI, "required")],
+  capacity: [
+    attr("host", HOST_TEXT, "required"),
+    attr("memory-free-mib", NON_NEGATIVE_INT, "required"),
+    attr("disk-free-mib", NON_NEGATIVE_INT, "required"),
+    attr("ports-free", NON_NEGATIVE_INT, "required"),
+    attr("vms-receivable", NON_NEGATIVE_INT, "required"),
+    attr("hypervisors", WORD_LIST(HYPERVISORS), "required"),
+    attr(
+      "versions",
+      textCodec("space-separated positive integers", /^[1-9][0-9]{0,5}( [1-9][0-9]{0,5}){0,15}$/),
+      "required",
+    ),
+  ],
   status: [
     attr("vm", NAME, "required"),
     attr("state", enumCodec(VM_STATES), "required"),
@@ -134,6 +201,9 @@ export const ATTRS = {
     attr("total-ms", NON_NEGATIVE_INT, "optional"),
     attr("downtime-ms", NON_NEGATIVE_INT, "optional"),
     attr("reason", REASON, "optional"),
+    attr("disk-progress", FRACTION, "optional", 2),
+    attr("disk-transferred-bytes", NON_NEGATIVE_INT, "optional", 2),
+    attr("disk-total-bytes", NON_NEGATIVE_INT, "optional", 2),
   ],
   report: [attr("outcome", enumCodec(OUTCOMES), "required")],
   result: [
@@ -144,6 +214,7 @@ export const ATTRS = {
     attr("downtime-ms", NON_NEGATIVE_INT, "optional"),
     attr("transferred-bytes", NON_NEGATIVE_INT, "optional"),
     attr("reason", REASON, "optional"),
+    attr("disk-transferred-bytes", NON_NEGATIVE_INT, "optional", 2),
   ],
 } satisfies Record<string, AttrSpec[]>;
 

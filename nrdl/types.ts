@@ -1,16 +1,21 @@
 /**
- * NRDL v1 in memory. The wire format is specified in nrdl/SPEC.md; these types are its
- * one-to-one model (attribute names camelCased). Every field is present after parsing:
- * defaults are filled in by the parser, so code downstream never guesses.
+ * NRDL in memory, every version this build speaks. The wire format is specified in nrdl/SPEC.md;
+ * these types are its one-to-one model (attribute names camelCased). Every field is present after
+ * parsing: defaults are filled in by the parser (also for vocabulary a document's version lacks),
+ * so code downstream never guesses and never asks which version a document was.
  */
-export const NRDL_NAMESPACE = "urn:sip-teleport:nrdl:1";
-export const NRDL_VERSION = 1;
+/** The highest NRDL version this build speaks. */
+export const NRDL_VERSION = 2;
 /** Every NRDL version this build parses and builds (see SPEC.md, "Versioning"). */
-export const SUPPORTED_VERSIONS: readonly number[] = [NRDL_VERSION];
+export const SUPPORTED_VERSIONS: readonly number[] = [1, 2];
+/** Each version has its own namespace: `urn:sip-teleport:nrdl:<version>`. */
+export function nrdlNamespace(version: number): string {
+  return `urn:sip-teleport:nrdl:${version}`;
+}
 export const NRDL_MIME = "application/nrdl+xml";
 /** Hard ceiling on a document's size, checked before any parsing. */
 export const NRDL_MAX_BYTES = 64 * 1024;
-/** The deepest the vocabulary nests: nrdl > offer > vm > depends-on. */
+/** The deepest the vocabulary nests: nrdl > offer > vm > depends-on (or disk; answer > armed > export). */
 export const NRDL_MAX_DEPTH = 4;
 /** VM names and document ids end up in command lines and file names: keep them inert. */
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -25,6 +30,10 @@ export type Role = (typeof ROLES)[number];
 export const STRATEGIES = ["sequential", "parallel", "switchover"] as const;
 export type Strategy = (typeof STRATEGIES)[number];
 
+/** What makes a migration converge when the guest writes faster than the link carries (NRDL 2). */
+export const CONVERGENCE = ["none", "auto-converge", "postcopy"] as const;
+export type Convergence = (typeof CONVERGENCE)[number];
+
 export const ON_ERROR = ["abort", "continue"] as const;
 export type OnError = (typeof ON_ERROR)[number];
 
@@ -33,6 +42,25 @@ export type VmMigrationState = (typeof VM_STATES)[number];
 
 export const OUTCOMES = ["completed", "partial", "failed"] as const;
 export type Outcome = (typeof OUTCOMES)[number];
+
+/** Since NRDL 2: how a VM's disk image is stored (SPEC.md 5.1). */
+export const DISK_FORMATS = ["qcow2", "raw"] as const;
+export type DiskFormat = (typeof DISK_FORMATS)[number];
+
+/** shared: same file on storage both hosts see; copy: the whole image is copied; copy-top: only the qcow2 overlay. */
+export const DISK_MODES = ["copy", "shared", "copy-top"] as const;
+export type DiskMode = (typeof DISK_MODES)[number];
+
+export interface DiskSpec {
+  /** The disk's name within its VM, the same on both hosts (e.g. "vda"). */
+  target: string;
+  /** Virtual size in bytes: the destination creates an image of exactly this size. */
+  sizeBytes: number;
+  format: DiskFormat;
+  mode: DiskMode;
+  /** copy-top: length in bytes of the backing image file at the source (the destination must hold the same). */
+  backingBytes?: number;
+}
 
 export interface Policy {
   strategy: Strategy;
@@ -43,6 +71,8 @@ export interface Policy {
   downtimeLimitMs: number;
   timeoutS: number;
   onError: OnError;
+  /** NRDL 2; absent means "none" (plain pre-copy). */
+  convergence?: Convergence;
 }
 
 export interface VmSpec {
@@ -53,6 +83,8 @@ export interface VmSpec {
   cpus: number;
   /** Names of VMs (in the same offer) that must have moved before this one. */
   dependsOn: string[];
+  /** Since NRDL 2; always empty in a v1 document. */
+  disks: DiskSpec[];
 }
 
 export interface Offer {
@@ -69,6 +101,18 @@ export interface Armed {
   uri: string;
   /** One-time secret for this VM in this dialog. Never logged. */
   secret: string;
+  /** Since NRDL 2: one NBD export per copied disk; always empty in a v1 document. */
+  exports: DiskExport[];
+}
+
+/** Where the source mirrors one disk: the destination's NBD server, TLS-PSK from the secret. */
+export interface DiskExport {
+  /** The `target` of an offered disk with mode copy or copy-top. */
+  disk: string;
+  /** "nbd://HOST:PORT/EXPORT" */
+  uri: string;
+  /** One-time secret of this VM's NBD server in this dialog. Never logged. */
+  secret: string;
 }
 
 export interface Rejected {
@@ -83,6 +127,32 @@ export interface Answer {
   rejected: Rejected[];
 }
 
+/**
+ * Answer to a dry run (OPTIONS carrying an offer): what the destination would arm, without arming.
+ * `accepted` lists the listener each VM would get; `rejected` why a VM would be refused.
+ */
+export interface Preview {
+  kind: "preview";
+  accepted: Array<{ vm: string; uri: string }>;
+  rejected: Rejected[];
+}
+
+/** What a destination can receive now (answer to OPTIONS without a body, Accept: application/nrdl+xml). */
+export interface Capacity {
+  kind: "capacity";
+  /** Host name of the destination (its config's `host`). */
+  host: string;
+  memoryFreeMib: number;
+  diskFreeMib: number;
+  portsFree: number;
+  /** VMs this host defines and does not run (could be received). */
+  vmsReceivable: number;
+  /** Space-separated hypervisors usable on this host, e.g. "qemu libvirt". */
+  hypervisors: string;
+  /** Space-separated NRDL versions this build speaks, e.g. "1". */
+  versions: string;
+}
+
 export interface VmStatus {
   vm: string;
   state: VmMigrationState;
@@ -92,6 +162,10 @@ export interface VmStatus {
   totalMs?: number;
   downtimeMs?: number;
   reason?: string;
+  /** Since NRDL 2: the disk mirrors of this VM together, 0..1, and their bytes. */
+  diskProgress?: number;
+  diskTransferredBytes?: number;
+  diskTotalBytes?: number;
 }
 
 /** INFO body: one or more VM status lines. */
@@ -109,6 +183,8 @@ export interface VmResult {
   downtimeMs?: number;
   transferredBytes?: number;
   reason?: string;
+  /** Since NRDL 2: bytes of disk copied for this VM. */
+  diskTransferredBytes?: number;
 }
 
 /** BYE body (source's view) and its 200 OK body (destination's view). */
@@ -118,7 +194,7 @@ export interface Report {
   results: VmResult[];
 }
 
-export type NrdlBody = Offer | Answer | StatusReport | Report;
+export type NrdlBody = Offer | Answer | StatusReport | Report | Preview | Capacity;
 
 export interface NrdlDocument<B extends NrdlBody = NrdlBody> {
   version: number;

@@ -4,13 +4,25 @@
  * Works on anything shaped roughly like a document (parse.ts hands it partial ones) and reports
  * every violation with the wire path it would have, e.g. /nrdl/offer/vm[2]/@memory-mib.
  */
-import { TeleportError } from "../lib/errors";
-import { ATTRS, DEPENDS_ON_ATTR, ROOT_ATTRS, URI_ATTR, shown, type AttrSpec } from "./schema";
+import { TeleportError } from "./errors";
 import {
+  ATTRS,
+  DEPENDS_ON_ATTR,
+  ELEMENT_SINCE,
+  ROOT_ATTRS,
+  URI_ATTR,
+  shown,
+  speaks,
+  tooNew,
+  type AttrSpec,
+} from "./schema";
+import {
+  NRDL_VERSION,
   SUPPORTED_VERSIONS,
   type Answer,
   type NrdlDocument,
   type Offer,
+  type Preview,
   type Report,
   type StatusReport,
   type Violation,
@@ -20,26 +32,33 @@ export function formatViolation(v: Violation): string {
   return `${v.path}: ${v.message}`;
 }
 
+/** Violations found so far, and the version whose vocabulary the document may use. */
+type Out = Violation[] & { version?: number };
+
 /** Every violation of `doc`, in document order; empty when the document is valid. */
 export function validateNrdl(doc: NrdlDocument): Violation[] {
-  const out: Violation[] = [];
+  const out: Out = [];
   checkAttrs(doc, ROOT_ATTRS, "/nrdl", out);
-  if (
-    typeof doc.version === "number" &&
-    Number.isSafeInteger(doc.version) &&
-    !SUPPORTED_VERSIONS.includes(doc.version)
-  ) {
+  const known = SUPPORTED_VERSIONS.includes(doc.version);
+  if (typeof doc.version === "number" && Number.isSafeInteger(doc.version) && !known) {
     out.push({
       path: "/nrdl/@version",
-      message: `unsupported version ${doc.version}; this build speaks NRDL version ${SUPPORTED_VERSIONS.join(", ")}`,
+      message: `unsupported version ${doc.version}; this build speaks NRDL versions ${SUPPORTED_VERSIONS.join(", ")}`,
     });
   }
+  out.version = known ? doc.version : NRDL_VERSION;
   const body = doc.body as Partial<NrdlDocument["body"]> | undefined;
   if (body?.kind === "offer") validateOffer(body as Offer, out);
   else if (body?.kind === "answer") validateAnswer(body as Answer, out);
   else if (body?.kind === "status") validateStatus(body as StatusReport, out);
   else if (body?.kind === "report") validateReport(body as Report, out);
-  else out.push({ path: "/nrdl", message: "expected a body: <offer>, <answer>, <report> or one or more <status>" });
+  else if (body?.kind === "preview") validatePreview(body as Preview, out);
+  else if (body?.kind === "capacity") checkAttrs(body, ATTRS.capacity, "/nrdl/capacity", out);
+  else
+    out.push({
+      path: "/nrdl",
+      message: "expected a body: <offer>, <answer>, <report>, <preview>, <capacity> or one or more <status>",
+    });
   return out;
 }
 
@@ -49,12 +68,22 @@ export function assertValidNrdl(doc: NrdlDocument, status = 400, reason = "inval
   if (violations.length > 0) throw new TeleportError(status, reason, violations.map(formatViolation));
 }
 
-function checkAttrs(obj: object, specs: readonly AttrSpec[], path: string, out: Violation[]): void {
+function checkAttrs(obj: object, specs: readonly AttrSpec[], path: string, out: Out): void {
   const values = obj as Record<string, unknown>;
+  const version = out.version ?? NRDL_VERSION;
   for (const spec of specs) {
     const value = values[spec.key];
+    // Newer vocabulary: absent (or at its default, which an older version implies) in older documents.
+    if (!speaks(version, spec.since)) {
+      const implied = typeof spec.use === "object" && value === spec.use.default;
+      if (value !== undefined && !implied)
+        out.push({ path: `${path}/@${spec.attr}`, message: tooNew(`attribute ${spec.attr}`, spec.since, version) });
+      continue;
+    }
     if (value === undefined) {
-      if (spec.use !== "optional") {
+      // a defaulted attribute newer than v1 may be left out in memory too: its default applies
+      const laterDefault = spec.since > 1 && typeof spec.use === "object";
+      if (spec.use !== "optional" && !laterDefault) {
         out.push({
           path: `${path}/@${spec.attr}`,
           message: `required attribute missing; expected ${spec.codec.expected}`,
@@ -66,13 +95,22 @@ function checkAttrs(obj: object, specs: readonly AttrSpec[], path: string, out: 
   }
 }
 
+/** Elements of a newer version than the document's: one violation for the first. */
+function checkElementVersion(items: unknown, name: string, path: string, out: Out): boolean {
+  const since = ELEMENT_SINCE[name] ?? 1;
+  const version = out.version ?? NRDL_VERSION;
+  if (!Array.isArray(items) || items.length === 0 || speaks(version, since)) return true;
+  out.push({ path: `${path}/${name}[1]`, message: tooNew(`element <${name}>`, since, version) });
+  return false;
+}
+
 /** Items in a list the wire writes as repeated elements, each with its path. */
 function indexed<T>(items: unknown, path: string): Array<{ item: T; path: string }> {
   return Array.isArray(items) ? items.map((item: T, i) => ({ item, path: `${path}[${i + 1}]` })) : [];
 }
 
 /** A VM may appear only once per list; later occurrences are violations naming the first. */
-function checkUnique(entries: Array<{ name: unknown; path: string }>, what: string, out: Violation[]): void {
+function checkUnique(entries: Array<{ name: unknown; path: string }>, what: string, out: Out): void {
   const first = new Map<unknown, string>();
   for (const { name, path } of entries) {
     if (typeof name !== "string") continue;
@@ -82,7 +120,7 @@ function checkUnique(entries: Array<{ name: unknown; path: string }>, what: stri
   }
 }
 
-function validateOffer(offer: Offer, out: Violation[]): void {
+function validateOffer(offer: Offer, out: Out): void {
   checkAttrs({ uri: offer.sourceUri }, [URI_ATTR], "/nrdl/offer/source", out);
   checkAttrs({ uri: offer.destinationUri }, [URI_ATTR], "/nrdl/offer/destination", out);
   const policy = offer.policy as Offer["policy"] | undefined;
@@ -108,6 +146,7 @@ function validateOffer(offer: Offer, out: Violation[]): void {
       "depends-on",
       out,
     );
+    if (checkElementVersion(vm.disks, "disk", path, out)) checkDisks(vm.disks, path, out);
   }
   checkUnique(
     vms.map((v) => ({ name: v.item.name, path: `${v.path}/@name` })),
@@ -117,7 +156,32 @@ function validateOffer(offer: Offer, out: Violation[]): void {
   checkDependencies(vms, out);
 }
 
-function checkDependencies(vms: Array<{ item: Offer["vms"][number]; path: string }>, out: Violation[]): void {
+function checkDisks(list: Offer["vms"][number]["disks"], vmPath: string, out: Out): void {
+  const disks = indexed<Offer["vms"][number]["disks"][number]>(list, `${vmPath}/disk`);
+  for (const { item: disk, path } of disks) {
+    checkAttrs(disk, ATTRS.disk, path, out);
+    // copy-top copies a qcow2 overlay onto a base image both hosts hold: the base must be comparable
+    if (disk.mode === "copy-top" && disk.format !== undefined && disk.format !== "qcow2")
+      out.push({ path: `${path}/@format`, message: `expected qcow2 when mode is copy-top, got ${shown(disk.format)}` });
+    if (disk.mode === "copy-top" && disk.backingBytes === undefined)
+      out.push({
+        path: `${path}/@backing-bytes`,
+        message: "required when mode is copy-top; expected a positive integer",
+      });
+    if (disk.mode !== undefined && disk.mode !== "copy-top" && disk.backingBytes !== undefined)
+      out.push({
+        path: `${path}/@backing-bytes`,
+        message: `only a copy-top disk has a backing image, got mode ${shown(disk.mode)}`,
+      });
+  }
+  checkUnique(
+    disks.map((d) => ({ name: d.item.target, path: `${d.path}/@target` })),
+    "disk target",
+    out,
+  );
+}
+
+function checkDependencies(vms: Array<{ item: Offer["vms"][number]; path: string }>, out: Out): void {
   const index = new Map<string, number>();
   vms.forEach(({ item }, i) => {
     if (typeof item.name === "string" && !index.has(item.name)) index.set(item.name, i);
@@ -165,13 +229,23 @@ function findCycles(edges: number[][]): number[][] {
   return cycles;
 }
 
-function validateAnswer(answer: Answer, out: Violation[]): void {
+function validateAnswer(answer: Answer, out: Out): void {
   const armed = indexed<Answer["armed"][number]>(answer.armed, "/nrdl/answer/armed");
   const rejected = indexed<Answer["rejected"][number]>(answer.rejected, "/nrdl/answer/rejected");
   if (armed.length + rejected.length === 0) {
     out.push({ path: "/nrdl/answer", message: "expected at least one <armed> or <rejected>" });
   }
-  for (const a of armed) checkAttrs(a.item, ATTRS.armed, a.path, out);
+  for (const a of armed) {
+    checkAttrs(a.item, ATTRS.armed, a.path, out);
+    if (!checkElementVersion(a.item.exports, "export", a.path, out)) continue;
+    const exports = indexed<Answer["armed"][number]["exports"][number]>(a.item.exports, `${a.path}/export`);
+    for (const e of exports) checkAttrs(e.item, ATTRS.export, e.path, out);
+    checkUnique(
+      exports.map((e) => ({ name: e.item.disk, path: `${e.path}/@disk` })),
+      "disk",
+      out,
+    );
+  }
   for (const r of rejected) checkAttrs(r.item, ATTRS.rejected, r.path, out);
   checkUnique(
     [...armed, ...rejected].map((e) => ({ name: e.item.vm, path: `${e.path}/@vm` })),
@@ -180,7 +254,21 @@ function validateAnswer(answer: Answer, out: Violation[]): void {
   );
 }
 
-function validateStatus(body: StatusReport, out: Violation[]): void {
+function validatePreview(preview: Preview, out: Out): void {
+  const accepted = indexed<Preview["accepted"][number]>(preview.accepted, "/nrdl/preview/accepted");
+  const rejected = indexed<Preview["rejected"][number]>(preview.rejected, "/nrdl/preview/rejected");
+  if (accepted.length + rejected.length === 0)
+    out.push({ path: "/nrdl/preview", message: "expected at least one <accepted> or <rejected>" });
+  for (const a of accepted) checkAttrs(a.item, ATTRS.accepted, a.path, out);
+  for (const r of rejected) checkAttrs(r.item, ATTRS.rejected, r.path, out);
+  checkUnique(
+    [...accepted, ...rejected].map((e) => ({ name: e.item.vm, path: `${e.path}/@vm` })),
+    "VM",
+    out,
+  );
+}
+
+function validateStatus(body: StatusReport, out: Out): void {
   const statuses = indexed<StatusReport["statuses"][number]>(body.statuses, "/nrdl/status");
   if (statuses.length === 0)
     out.push({ path: "/nrdl/status[1]", message: "required element missing; a status body has at least one <status>" });
@@ -192,7 +280,7 @@ function validateStatus(body: StatusReport, out: Violation[]): void {
   );
 }
 
-function validateReport(report: Report, out: Violation[]): void {
+function validateReport(report: Report, out: Out): void {
   checkAttrs(report, ATTRS.report, "/nrdl/report", out);
   const results = indexed<Report["results"][number]>(report.results, "/nrdl/report/result");
   if (results.length === 0)

@@ -3,6 +3,8 @@ import { loadConfig } from "../../lib/config/load";
 import type { HostConfig } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
 import { createLogger, type Logger } from "../../lib/log/logger";
+import { serveMetrics, type MetricsServer } from "../../lib/metrics/http";
+import { AgentMetrics } from "../../lib/metrics/metrics";
 
 export interface CommonOptions {
   config?: string;
@@ -48,4 +50,26 @@ export function stopOnSignals(stop: () => Promise<void>): void {
   const once = () => void stop().finally(() => process.exit(0));
   process.once("SIGINT", once);
   process.once("SIGTERM", once);
+}
+
+/** `--metrics [address:port]`: where GET /metrics listens (the flag alone: 127.0.0.1:9464). */
+export function withMetricsOption(cmd: Command): Command {
+  return cmd.option(
+    "--metrics [address:port]",
+    "export Prometheus metrics on GET /metrics (default address 127.0.0.1:9464; config: metrics.http)",
+  );
+}
+
+/** Metrics for an agent when asked for (flag or config), served at once; undefined otherwise. */
+export async function metricsFor(
+  role: "destination" | "console",
+  cfg: HostConfig,
+  flag: string | boolean | undefined,
+): Promise<{ metrics: AgentMetrics; server: MetricsServer } | undefined> {
+  const listen = typeof flag === "string" ? flag : flag ? "127.0.0.1:9464" : cfg.metrics.http;
+  if (!listen) return undefined;
+  const metrics = new AgentMetrics(role);
+  const server = await serveMetrics(metrics.registry, listen);
+  process.stdout.write(`metrics at ${server.url}\n`);
+  return { metrics, server };
 }

@@ -1,15 +1,25 @@
 import type { Command } from "commander";
 import { startConsole } from "../console";
 import { hostOf, sipOf } from "../wiring";
-import { listenersText, reportError, setup, stopOnSignals, withCommonOptions, type CommonOptions } from "./common";
+import {
+  listenersText,
+  metricsFor,
+  reportError,
+  setup,
+  stopOnSignals,
+  withCommonOptions,
+  withMetricsOption,
+  type CommonOptions,
+} from "./common";
 
 interface ConsoleCommandOptions extends CommonOptions {
   http?: string;
+  metrics?: string | boolean;
 }
 
 /** `sip-teleport console`: the source host's web page and API, until SIGINT/SIGTERM. */
 export function registerConsoleCommand(program: Command): void {
-  withCommonOptions(program.command("console"))
+  withMetricsOption(withCommonOptions(program.command("console")))
     .description("serve the operator console: a page and JSON API to Call, Migrate and Bye, and SIP MESSAGE triggers")
     .option(
       "--http <address:port>",
@@ -31,7 +41,9 @@ Examples:
         const { cfg, logger } = setup(o);
         const sip = sipOf(cfg, logger, { trace: o.sipTrace });
         const host = hostOf(cfg, logger);
-        const running = await startConsole({ config: cfg, sip, host, logger, listen: o.http });
+        const exported = await metricsFor("console", cfg, o.metrics);
+        const metrics = exported?.metrics;
+        const running = await startConsole({ config: cfg, sip, host, logger, listen: o.http, metrics });
         await sip.start();
         const where = listenersText(sip.listeners);
         const page = running.token ? `${running.url}#token=${running.token}` : running.url;
@@ -41,6 +53,7 @@ Examples:
         stopOnSignals(async () => {
           await running.stop();
           await sip.stop();
+          await exported?.server.stop();
         });
       } catch (err) {
         reportError(err);

@@ -19,6 +19,7 @@ import { loadConfig } from "../../lib/config/load";
 import { SourceAgent } from "../source/agent";
 import { ProgressDisplay } from "../source/progress-display";
 import { hostOf, sipOf } from "../wiring";
+import { startDrachtioServer, type DrachtioServer } from "../../lib/sip/drachtio/server-process";
 import { reportError } from "./common";
 
 const VMS = [
@@ -31,7 +32,16 @@ function say(s: string): void {
 }
 
 /** The two hosts' configs: identical inventories, separate run dirs, SIP on loopback. */
-function writeHosts(dir: string, kernel: string, initrd: string, sipPort: number): { dc1: string; dc2: string } {
+/** With `--backend drachtio`: each host's drachtio-server (admin port; the secret travels in the environment). */
+type DemoServers = Record<"dc1" | "dc2", { adminPort: number; secretEnv: string }>;
+
+function writeHosts(
+  dir: string,
+  kernel: string,
+  initrd: string,
+  sipPort: number,
+  servers?: DemoServers,
+): { dc1: string; dc2: string } {
   const inventory = {
     vms: VMS.map((v) => ({
       name: v.name,
@@ -44,9 +54,16 @@ function writeHosts(dir: string, kernel: string, initrd: string, sipPort: number
     })),
   };
   fs.writeFileSync(path.join(dir, "inventory.json"), JSON.stringify(inventory, null, 2));
-  const host = (name: string, port: number, ports: string) => ({
+  const host = (name: "dc1" | "dc2", port: number, ports: string) => ({
     host: name,
-    sip: { aor: `sip:${name}@127.0.0.1`, listen: [{ transport: "udp", address: "127.0.0.1", port }] },
+    sip: {
+      aor: `sip:${name}@127.0.0.1`,
+      listen: [{ transport: "udp", address: "127.0.0.1", port }],
+      ...(servers && {
+        backend: "drachtio",
+        drachtio: { host: "127.0.0.1", port: servers[name].adminPort, secretEnv: servers[name].secretEnv },
+      }),
+    },
     inventory: "inventory.json",
     runDir: `${name}/run`,
     stateDir: `${name}/state`,
@@ -83,7 +100,20 @@ function startDestination(configFile: string, logFile: string): Promise<ChildPro
   });
 }
 
-export async function runDemo(opts: { keep?: boolean }): Promise<number> {
+/** Two drachtio-servers from the shared build, dc2's on the destination's SIP port. */
+async function startServers(sipPort: number): Promise<{ servers: DemoServers; all: DrachtioServer[] }> {
+  const [s1, s2] = await Promise.all([startDrachtioServer(), startDrachtioServer({ sipPort })]);
+  const servers: DemoServers = {
+    dc1: { adminPort: s1.adminPort, secretEnv: "SIP_TELEPORT_DEMO_DC1_SECRET" },
+    dc2: { adminPort: s2.adminPort, secretEnv: "SIP_TELEPORT_DEMO_DC2_SECRET" },
+  };
+  // the agents (this process and the dc2 child) read the secrets from the environment
+  process.env.SIP_TELEPORT_DEMO_DC1_SECRET = s1.secret;
+  process.env.SIP_TELEPORT_DEMO_DC2_SECRET = s2.secret;
+  return { servers, all: [s1, s2] };
+}
+
+export async function runDemo(opts: { keep?: boolean; backend?: string }): Promise<number> {
   const root = repoRoot();
   const dir = path.join(root, ".cache", "demo");
   fs.rmSync(dir, { recursive: true, force: true });
@@ -93,7 +123,15 @@ export async function runDemo(opts: { keep?: boolean }): Promise<number> {
   say("* building the guest (Debian cloud kernel + busybox initramfs, cached in .cache/guest)");
   const guest = await ensureGuest();
   const sipPort = (await freePortInRange("127.0.0.1", "25060-25999")) ?? 25060;
-  const files = writeHosts(dir, guest.kernel, guest.initrd, sipPort);
+  if (opts.backend !== undefined && opts.backend !== "sipjs" && opts.backend !== "drachtio")
+    throw new TeleportError(400, `--backend ${opts.backend}: expected sipjs or drachtio`);
+  const drachtio = opts.backend === "drachtio" ? await startServers(sipPort) : undefined;
+  if (drachtio)
+    say(
+      `* started two drachtio-servers (SIP dc1 127.0.0.1:${drachtio.all[0].sipPort}, dc2 127.0.0.1:${sipPort}); ` +
+        "the agents run as drachtio-srf apps on them",
+    );
+  const files = writeHosts(dir, guest.kernel, guest.initrd, sipPort, drachtio?.servers);
   const dc1 = loadConfig(files.dc1);
   const dc2 = loadConfig(files.dc2);
   const src = hostOf(dc1, logger);
@@ -112,7 +150,8 @@ export async function runDemo(opts: { keep?: boolean }): Promise<number> {
   sip.onTrace((e) => trace.push(e));
   try {
     say(
-      `* starting the destination agent (dc2) as its own process: sip:dc2@127.0.0.1:${sipPort} (log: ${path.relative(root, dir)}/dc2.log)`,
+      `* starting the destination agent (dc2) as its own process: sip:dc2@127.0.0.1:${sipPort} ` +
+        `(log: ${path.relative(root, dir)}/dc2.log)`,
     );
     destination = await startDestination(files.dc2, path.join(dir, "dc2.log"));
     say(`* booting ${VMS.map((v) => v.name).join(" and ")} under QEMU on dc1 (${path.relative(root, dc1.runDir)})`);
@@ -153,6 +192,7 @@ export async function runDemo(opts: { keep?: boolean }): Promise<number> {
   } finally {
     await sip.stop().catch(() => undefined);
     destination?.kill("SIGTERM");
+    for (const server of drachtio?.all ?? []) await server.stop();
     if (!opts.keep) {
       for (const h of [src, dstHost])
         for (const v of VMS)
@@ -172,8 +212,17 @@ export function registerDemoCommand(program: Command): void {
       "migrate two real QEMU VMs between two local hosts over SIP (the quick start; needs QEMU, nothing external)",
     )
     .option("--keep", "leave the VMs running on dc2 afterwards (stop them with `sip-teleport vm stop`)")
-    .addHelpText("after", "\nExample:\n  $ npm run demo        # or: sip-teleport demo")
-    .action(async (o: { keep?: boolean }) => {
+    .option(
+      "--backend <kind>",
+      "SIP stack of both agents: sipjs (built in) or drachtio (drachtio-srf apps on two drachtio-servers " +
+        "the demo starts from ../shared/drachtio/bin/drachtio or $SIP_TELEPORT_DRACHTIO_BIN)",
+      "sipjs",
+    )
+    .addHelpText(
+      "after",
+      "\nExamples:\n  $ npm run demo        # or: sip-teleport demo\n  $ npm run demo -- --backend drachtio",
+    )
+    .action(async (o: { keep?: boolean; backend?: string }) => {
       try {
         process.exitCode = await runDemo(o);
       } catch (err) {

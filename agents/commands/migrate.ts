@@ -1,10 +1,12 @@
 import { readFileSync } from "node:fs";
 import { Option, type Command } from "commander";
+import { DestinationPolicy } from "../../lib/access/destinations";
 import { TeleportError } from "../../lib/errors";
 import { ladderSteps, renderLadder, type TraceEvent } from "../../lib/sip/ladder";
 import { parseNrdlOrThrow } from "../../nrdl";
-import { ON_ERROR, STRATEGIES, type Offer, type Policy } from "../../nrdl/types";
+import { CONVERGENCE, ON_ERROR, STRATEGIES, type Convergence, type Offer, type Policy } from "../../nrdl/types";
 import { SourceAgent } from "../source/agent";
+import { dryRun, renderDryRun } from "../source/dry-run";
 import { ProgressDisplay, type DisplayMode } from "../source/progress-display";
 import { hostOf, sipOf } from "../wiring";
 import { reportError, setup, withCommonOptions, type CommonOptions } from "./common";
@@ -19,8 +21,11 @@ interface MigrateOptions extends CommonOptions {
   downtimeLimitMs?: string;
   timeoutS?: string;
   onError?: Policy["onError"];
+  convergence?: Convergence;
   json?: boolean;
   ladder?: boolean;
+  dryRun?: boolean;
+  allowUnlistedDestination?: boolean;
 }
 
 /** Exit codes an operator's script can act on. */
@@ -47,12 +52,28 @@ export function registerMigrateCommand(program: Command): void {
     .option("--downtime-limit-ms <n>", "the longest pause QEMU may take at switchover")
     .option("--timeout-s <n>", "give up on a VM that has not moved in n seconds (it keeps running here)")
     .addOption(
+      new Option(
+        "--convergence <c>",
+        "for guests that write faster than the link: none (pre-copy only) | auto-converge (throttle the " +
+          "guest) | postcopy (switch to post-copy when pre-copy stops gaining); not none needs NRDL 2",
+      ).choices([...CONVERGENCE]),
+    )
+    .addOption(
       new Option("--on-error <rule>", "abort: stop everything on the first failure; continue: move the rest").choices([
         ...ON_ERROR,
       ]),
     )
     .option("--json", "JSON lines instead of a progress display (for scripts)")
     .option("--ladder", "print the SIP ladder of the dialog at the end")
+    .option(
+      "--dry-run",
+      "ask the destination what it would arm or refuse (OPTIONS with the offer) and print the plan with " +
+        "estimates; arms, starts and moves nothing",
+    )
+    .option(
+      "--allow-unlisted-destination",
+      "send to --to even though security.destinations does not list it (this run only; redirects stay checked)",
+    )
     .addHelpText(
       "after",
       `
@@ -60,10 +81,17 @@ Order: VMs with depends-on move after what they depend on; network functions (ro
 firewall, nat) move before servers and storage. Ctrl-C before the answer sends CANCEL; after it,
 running migrations are cancelled (the VMs keep running here) and the dialog is closed with BYE.
 
+Where VMs may go: --to must match security.destinations of the config (empty: loopback only);
+otherwise nothing is sent unless --allow-unlisted-destination is given. A 3xx redirect is
+followed only to a listed destination. Use ;transport=tls with sip.tls.ca so the destination's
+certificate proves it is the real one (sip-teleport config check warns otherwise).
+
 Exit status: 0 every VM moved, 1 some did not, 2 invalid input, 3 the destination refused.
+With --dry-run: 0 the destination would accept, 3 it would refuse.
 
 Examples:
   $ sip-teleport migrate --to sip:dc2@10.10.10.67 router1 video
+  $ sip-teleport migrate --dry-run --bandwidth-mbps 100 --to sip:dc2@10.10.10.67 router1 video
   $ sip-teleport migrate --to sip:dc2@example.net --proxy sip:10.0.0.5;transport=tcp --strategy switchover router1 video
   $ sip-teleport nrdl example exp3 > exp3.xml && sip-teleport migrate --to sip:dc2@10.10.10.67 --plan exp3.xml`,
     )
@@ -78,6 +106,14 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
   const trace: TraceEvent[] = [];
   try {
     const { cfg, logger } = setup(o);
+    const destinations = new DestinationPolicy(cfg.security.destinations);
+    const unlisted = destinations.check(o.to);
+    if (unlisted && !o.allowUnlistedDestination)
+      throw new TeleportError(403, "destination not permitted", [
+        unlisted,
+        "add it to security.destinations, or pass --allow-unlisted-destination to send there this once",
+      ]);
+    if (unlisted) logger.warn("sending to an unlisted destination (--allow-unlisted-destination)", { to: o.to });
     let plan: Offer | undefined;
     if (o.plan) {
       const doc = parseNrdlOrThrow(readFileSync(o.plan, "utf8"));
@@ -97,6 +133,7 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
       downtimeLimitMs: num("downtime-limit-ms", o.downtimeLimitMs) ?? d.downtimeLimitMs,
       timeoutS: num("timeout-s", o.timeoutS) ?? d.timeoutS,
       onError: o.onError ?? d.onError,
+      convergence: o.convergence ?? "none",
     };
     const sip = sipOf(cfg, logger, { ephemeral: true, outboundProxy: o.proxy, trace: o.sipTrace });
     sip.onTrace((e) => trace.push(e));
@@ -106,6 +143,7 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
       hostName: cfg.host,
       logger,
       answerTimeoutS: cfg.timers.answerTimeoutS,
+      redirectAllowed: (target) => destinations.check(target),
     });
     const mode: DisplayMode = o.json ? "json" : process.stdout.isTTY ? "tty" : "plain";
     const display = new ProgressDisplay(mode);
@@ -115,6 +153,18 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
       ac.abort();
     };
     process.once("SIGINT", onSigint);
+    if (o.dryRun) {
+      const offer = await agent.buildOffer({ to: o.to, vms, policy, plan });
+      await sip.start();
+      invited = true;
+      try {
+        const d = await dryRun(sip, o.to, offer);
+        process.stdout.write(o.json ? JSON.stringify(d) + "\n" : renderDryRun(d));
+        return d.status >= 200 && d.status < 300 ? EXIT.moved : EXIT.refused;
+      } finally {
+        await sip.stop();
+      }
+    }
     await agent.recover();
     await sip.start();
     try {

@@ -25,9 +25,11 @@ export function registerNrdlCommands(program: Command, io: CliIo): void {
       "after",
       `
 Examples:
-  $ sip-teleport nrdl validate offer.xml         check a document; exit 0 and a summary, or exit 2 and one line per violation
+  $ sip-teleport nrdl validate offer.xml         check a document; exit 0 and a summary, ` +
+        `or exit 2 and one line per violation
   $ sip-teleport nrdl validate - < offer.xml     the same, reading standard input
-  $ sip-teleport nrdl example exp3               print the offer for experiment 3 (firewall, router-switch, storage, web)`,
+  $ sip-teleport nrdl example exp3               print the offer for experiment 3 ` +
+        `(firewall, router-switch, storage, web)`,
     );
 
   nrdl
@@ -74,12 +76,29 @@ export function summary(doc: NrdlDocument): string {
   const b = doc.body;
   switch (b.kind) {
     case "offer":
-      return `${head}: ${count(b.vms.length, "VM")} (${b.vms.map((v) => v.name).join(", ")}), strategy ${b.policy.strategy}`;
+      return (
+        `${head}: ${count(b.vms.length, "VM")} ` +
+        `(${b.vms.map((v) => v.name).join(", ")}), strategy ` +
+        `${b.policy.strategy}`
+      );
     case "answer":
-      return `${head}: ${b.armed.length} armed (${b.armed.map((a) => a.vm).join(", ")}), ${b.rejected.length} rejected (${b.rejected.map((r) => r.vm).join(", ")})`;
+      return (
+        `${head}: ${b.armed.length} armed (${b.armed.map((a) => a.vm).join(", ")}), ` +
+        `${b.rejected.length} rejected (${b.rejected.map((r) => r.vm).join(", ")})`
+      );
     case "status":
       return `${head}: ${b.statuses.map((s) => `${s.vm} ${s.state}`).join(", ")}`;
     case "report":
       return `${head}: outcome ${b.outcome}, ${b.results.map((r) => `${r.vm} ${r.state}`).join(", ")}`;
+    case "preview": {
+      const arm = b.accepted.map((a) => a.vm).join(", ");
+      const refuse = b.rejected.map((r) => r.vm).join(", ");
+      return `${head}: would arm ${b.accepted.length} (${arm}), would refuse ${b.rejected.length} (${refuse})`;
+    }
+    case "capacity":
+      return (
+        `${head}: ${b.host} ${b.memoryFreeMib} MiB free, ${b.diskFreeMib} MiB disk, ${b.portsFree} ports, ` +
+        `hypervisors ${b.hypervisors || "none"}`
+      );
   }
 }

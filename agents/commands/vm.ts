@@ -59,6 +59,17 @@ function print(rows: Awaited<ReturnType<typeof statusLines>>, json: boolean | un
     );
 }
 
+/** What `vm list` says when there is nothing to list: which configuration and inventory it read, and how to fix it. */
+function emptyInventoryText(opts: VmOptions): string {
+  const cfg = loadConfig(opts.config);
+  const config = opts.config
+    ? `configuration ${opts.config}`
+    : "no configuration (the defaults; give -c or SIP_TELEPORT_CONFIG)";
+  const inventory =
+    opts.inventory ?? (typeof cfg.inventory === "string" ? cfg.inventory : "inline in the configuration");
+  return `no VMs: the inventory is empty\n  used ${config}\n  inventory: ${inventory}\n`;
+}
+
 /** `sip-teleport vm start|stop|list|status`: manage this host's VMs, which outlive any agent. */
 export function registerVmCommands(program: Command): void {
   const vm = program
@@ -99,6 +110,8 @@ Examples:
     print(await statusLines(openHost(opts), [name]), opts.json);
   });
   common(vm.command("list").description("every VM of the inventory with its state")).action(async (opts: VmOptions) => {
-    print(await statusLines(openHost(opts)), opts.json);
+    const rows = await statusLines(openHost(opts));
+    if (rows.length === 0 && !opts.json) process.stdout.write(emptyInventoryText(opts));
+    else print(rows, opts.json);
   });
 }

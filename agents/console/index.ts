@@ -3,9 +3,11 @@
  * call at a time on its line (session.ts), past dialogs on disk (history.ts), and SIP MESSAGE
  * as a trigger (message-trigger.ts). `startConsole` wires them onto a started SIP backend.
  */
+import { DestinationPolicy } from "../../lib/access/destinations";
 import type { HostConfig } from "../../lib/config/schema";
 import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
+import type { AgentMetrics } from "../../lib/metrics/metrics";
 import type { SipBackend } from "../../lib/sip/backend";
 import { SourceAgent } from "../source/agent";
 import { HistoryStore } from "./history";
@@ -20,6 +22,8 @@ export interface ConsoleOptions {
   logger: Logger;
   /** "address:port" for the page and API (default: the config's console.http). */
   listen?: string;
+  /** Prometheus metrics (`console --metrics`), when exported. */
+  metrics?: AgentMetrics;
 }
 
 export interface RunningConsole {
@@ -33,12 +37,14 @@ export interface RunningConsole {
 
 export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
   const logger = o.logger.child({ agent: "console" });
+  const destinations = new DestinationPolicy(o.config.security.destinations);
   const agent = new SourceAgent({
     sip: o.sip,
     host: o.host,
     hostName: o.config.host,
     logger,
     answerTimeoutS: o.config.timers.answerTimeoutS,
+    redirectAllowed: (target) => destinations.check(target),
   });
   await agent.recover();
   const history = new HistoryStore(o.config.stateDir);
@@ -46,6 +52,8 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
   const trigger = new MessageTrigger({ config: o.config, host: o.host, sip: o.sip, line, logger });
   // the live ladder: every message the backend sends and receives
   const stopTrace = o.sip.onTrace((e) => line.trace(e));
+  const metrics = o.metrics;
+  const stopMetrics = metrics ? countDialogs(metrics, o.sip, line) : () => undefined;
   o.sip.setHandlers({ onMessage: (req, res) => trigger.handle(req, res) });
   const server = new ConsoleServer({
     config: o.config,
@@ -64,7 +72,24 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
     line,
     stop: async () => {
       stopTrace();
+      stopMetrics();
       await server.stop();
     },
+  };
+}
+
+/** Console metrics: SIP messages from the trace, dialogs and moves from each history record. */
+function countDialogs(metrics: AgentMetrics, sip: SipBackend, line: ConsoleLine): () => void {
+  const stopTrace = sip.onTrace((e) => metrics.observe(e));
+  const unsubscribe = line.subscribe((e) => {
+    if (e.type !== "history") return;
+    const r = e.record;
+    if (r.outcome === "refused") metrics.refused(r.error?.status ?? 500);
+    else metrics.dialogEnded(r.outcome, r.error?.status ?? (r.outcome === "cancelled" ? 487 : 200));
+    for (const vm of r.summary?.vms ?? []) if (vm.state === "completed") metrics.moved(vm);
+  });
+  return () => {
+    stopTrace();
+    unsubscribe();
   };
 }

@@ -1,15 +1,19 @@
 /**
  * SIP devices as triggers (RFC 3428): a MESSAGE "migrate exp2 to sip:dc2@10.10.10.67" from an
  * allowed sender runs the named plan on the console's line (so the page shows it live) and the
- * outcome goes back to the sender in a MESSAGE of its own. The MESSAGE itself is answered at
- * once: 202 when the migration starts, or the reason it will not.
+ * outcome goes back to the sender in a MESSAGE of its own. The sender is judged like a caller of
+ * the destination (digest, allowlist on proven identities), and the URI must be a permitted
+ * destination. The MESSAGE itself is answered at once: 202 when the migration starts, or the reason
+ * it will not.
  */
 import type { HostConfig } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
 import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
 import type { IncomingRequest, Responder, SipBackend } from "../../lib/sip/backend";
-import { AccessPolicy, bareUri } from "../destination/access";
+import { DestinationPolicy } from "../../lib/access/destinations";
+import { CallerGate } from "../../lib/access/gate";
+import { bareUri } from "../../lib/access/uri";
 import type { MigrateSummary } from "../source/agent";
 import { namedPlan } from "./plans";
 import { ALLOWED, type ConsoleLine } from "./session";
@@ -20,7 +24,8 @@ const COMMAND = /^\s*migrate\s+([\w.-]+)\s+to\s+(sips?:\S+)\s*$/i;
 export function outcomeText(s: MigrateSummary): string {
   const vms = s.vms.map(
     (v) =>
-      `${v.vm} ${v.state}${v.downtimeMs !== undefined ? ` (downtime ${v.downtimeMs} ms)` : v.reason ? ` (${v.reason})` : ""}`,
+      `${v.vm} ` +
+      `${v.state}${v.downtimeMs !== undefined ? ` (downtime ${v.downtimeMs} ms)` : v.reason ? ` (${v.reason})` : ""}`,
   );
   return `${s.outcome} ${s.migrationId}: ${vms.join(", ")}`;
 }
@@ -36,30 +41,35 @@ function replyTarget(req: IncomingRequest): string {
 }
 
 export class MessageTrigger {
-  private readonly access: AccessPolicy;
+  private readonly gate: CallerGate;
+  private readonly destinations: DestinationPolicy;
 
   constructor(
     private readonly opts: { config: HostConfig; host: Host; sip: SipBackend; line: ConsoleLine; logger: Logger },
   ) {
-    this.access = new AccessPolicy(opts.config.security.allow);
+    this.gate = new CallerGate(opts.config);
+    this.destinations = new DestinationPolicy(opts.config.security.destinations);
   }
 
   handle(req: IncomingRequest, res: Responder): void {
-    const refuse = (status: number, reason: string, why: string) => {
-      this.opts.logger.warn("MESSAGE trigger refused", { from: req.fromUri, status, why });
-      res.send(status, reason, { headers: { Warning: `399 sip-teleport "${why.replace(/"/g, "'")}"` } });
+    const refuse = (status: number, reason: string, why: string, headers: Record<string, string | string[]> = {}) => {
+      this.opts.logger.warn("MESSAGE trigger refused", { from: req.fromUri, address: req.source.address, status, why });
+      res.send(status, reason, { headers: { ...headers, Warning: `399 sip-teleport "${why.replace(/"/g, "'")}"` } });
     };
-    const denied = this.access.check({
-      address: req.source.address,
-      fromUri: req.fromUri,
-      authenticatedUser: req.authenticatedUser,
-    });
-    if (denied) return refuse(403, "Forbidden", denied);
+    let admitted;
+    try {
+      admitted = this.gate.admit(req);
+    } catch (err) {
+      const e = TeleportError.from(err);
+      return refuse(e.status, e.reason, e.details.join("; "), this.gate.headers(e));
+    }
     const type = (req.body?.contentType ?? "").split(";")[0].trim().toLowerCase();
     if (type !== "text/plain") return refuse(415, "Unsupported Media Type", "send text/plain: migrate PLAN to SIP-URI");
     const m = COMMAND.exec(req.body?.content ?? "");
     if (!m) return refuse(400, "Bad Request", "expected: migrate PLAN to SIP-URI");
     const [, name, to] = m;
+    const unlisted = this.destinations.check(to);
+    if (unlisted) return refuse(403, "Forbidden", unlisted);
     let request;
     try {
       request = namedPlan(this.opts.config, this.opts.host, name, to);
@@ -70,7 +80,8 @@ export class MessageTrigger {
     if (!ALLOWED.call.includes(this.opts.line.snapshot().phase))
       return refuse(486, "Busy Here", "a migration is already on the line");
     res.send(202, "Accepted");
-    const sender = bareUri(req.fromUri);
+    // History names who proved it was them: the identity, else the allowed address (never the bare From).
+    const sender = admitted.identities[0]?.uri ?? `${req.source.address} (From ${bareUri(req.fromUri)}, unproven)`;
     this.opts.logger.info("MESSAGE trigger", { from: sender, plan: name, to });
     void this.run(request, sender, replyTarget(req));
   }

@@ -8,6 +8,7 @@ import { createServer, STATUS_CODES, type IncomingMessage, type Server, type Ser
 import type { AddressInfo } from "node:net";
 import { extname, join } from "node:path";
 import { z } from "zod";
+import { DestinationPolicy } from "../../lib/access/destinations";
 import type { HostConfig } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
 import type { Host } from "../../lib/hypervisor/host";
@@ -100,6 +101,7 @@ export class ConsoleServer {
   private readonly bindPort: number;
   private readonly dir = staticDir();
   private readonly streams = new Set<ServerResponse>();
+  private readonly destinations: DestinationPolicy;
 
   constructor(private readonly opts: ConsoleServerOptions) {
     const m = /^\[?(.*?)\]?:(\d+)$/.exec(opts.listen);
@@ -107,6 +109,7 @@ export class ConsoleServer {
     this.bindHost = m[1];
     this.bindPort = Number(m[2]);
     this.auth = new ApiAuth(this.bindHost, opts.config.console.token);
+    this.destinations = new DestinationPolicy(opts.config.security.destinations);
     this.server = createServer((req, res) => void this.handle(req, res));
   }
 
@@ -177,6 +180,8 @@ export class ConsoleServer {
         return this.events(req, res);
       case "POST /api/call":
         return send(res, 200, await line.dial(this.callRequest(await readJson(req))));
+      case "POST /api/dry-run":
+        return send(res, 200, await line.dryRun(this.callRequest(await readJson(req))));
       case "POST /api/migrate":
         // Runs for as long as the VMs take: answer at once, progress follows on /api/events.
         line
@@ -205,6 +210,8 @@ export class ConsoleServer {
         parsed.error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`),
       );
     const { to, vms, plan, policy } = parsed.data;
+    const unlisted = this.destinations.check(to);
+    if (unlisted) throw new TeleportError(403, "Forbidden", [unlisted]);
     if (plan) return namedPlan(this.opts.config, this.opts.host, plan, to);
     return { to, vms, policy: policyOf(this.opts.config, policy) };
   }

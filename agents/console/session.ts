@@ -5,12 +5,13 @@
  * trigger uses the same line, so a triggered migration shows on the page too.
  */
 import { TeleportError } from "../../lib/errors";
-import type { MigrationProgress } from "../../lib/hypervisor/driver";
+import type { DiskProgress, MigrationProgress } from "../../lib/hypervisor/driver";
 import type { VmOutcome } from "../../lib/plan/execute";
 import { describeMessage, type LadderStep, type TraceEvent } from "../../lib/sip/ladder";
 import type { Answer } from "../../nrdl/types";
 import type { MigrateRequest, MigrateSummary, SourceAgent, SourceEvents, SourcePhase } from "../source/agent";
 import type { SourceCall } from "../source/call";
+import { renderDryRun, type DryRun } from "../source/dry-run";
 import type { HistoryRecord, HistoryStore, VmTimeline } from "./history";
 
 export type LinePhase = "idle" | "calling" | "armed" | "migrating" | "finished" | "closing" | "ended";
@@ -22,6 +23,8 @@ export interface VmRow {
   transferredBytes: number;
   totalBytes: number;
   note?: string;
+  /** Copied disks of the VM together, while and after they are mirrored. */
+  disk?: DiskProgress;
 }
 
 export interface ErrorInfo {
@@ -116,6 +119,12 @@ export class ConsoleLine {
   }
 
   /** INVITE with the offer; resolves when the destination answered (armed), rejects with its refusal. */
+  /** Ask the destination first (OPTIONS): what it would arm or refuse; the line and its phase stay as they are. */
+  async dryRun(req: MigrateRequest): Promise<{ dryRun: DryRun; text: string }> {
+    const d = await this.agent.dryRun(req);
+    return { dryRun: d, text: renderDryRun(d) };
+  }
+
   async dial(req: MigrateRequest, by = "console"): Promise<LineSnapshot> {
     this.require("call");
     this.calling = new AbortController();
@@ -238,6 +247,7 @@ export class ConsoleLine {
           progress: p.progress,
           transferredBytes: p.transferredBytes,
           totalBytes: p.totalBytes,
+          ...(p.disk ? { disk: p.disk } : {}),
         });
       },
       onOutcome: (o: VmOutcome) => {

@@ -19,19 +19,22 @@ import type {
   SipBackend,
   SipBody,
 } from "../../lib/sip/backend";
-import { DigestServer } from "../../lib/sip/digest";
 import { buildNrdl, formatViolation, humanText, parseNrdl } from "../../nrdl";
 import type { Armed, NrdlDocument, Offer, Rejected, Report, VmResult, VmStatus } from "../../nrdl/types";
 import { NRDL_MIME } from "../../nrdl/types";
-import { AccessPolicy } from "./access";
+import type { AgentMetrics } from "../../lib/metrics/metrics";
+import { capacityOf, resources, shortageRejections, shortages } from "./capacity";
+import { CallerGate } from "../../lib/access/gate";
 import { Journal } from "./journal";
-import { RateLimiter } from "./rate";
+import { RateLimiter } from "../../lib/sip/rate";
 
 export interface DestinationOptions {
   config: HostConfig;
   sip: SipBackend;
   host: Host;
   logger: Logger;
+  /** Prometheus metrics (`listen --metrics`), when exported. */
+  metrics?: AgentMetrics;
 }
 
 type Phase = "arming" | "answered" | "acked" | "ended";
@@ -39,6 +42,8 @@ type Phase = "arming" | "answered" | "acked" | "ended";
 interface DialogState {
   callId: string;
   migrationId: string;
+  /** The offer's NRDL version: every document of the dialog carries it. */
+  version: number;
   offer: Offer;
   phase: Phase;
   /** Digest user that opened the dialog: in-dialog requests must come from the same one. */
@@ -53,17 +58,16 @@ interface DialogState {
   lastReport?: Report;
 }
 
-const nrdlBody = (doc: NrdlDocument): SipBody => ({ contentType: NRDL_MIME, content: buildNrdl(doc) });
-
-/** A 401 whose challenge says whether the nonce was merely stale (the caller may retry at once). */
-class DigestRefusal extends TeleportError {
-  constructor(
-    readonly stale: boolean,
-    reason: string,
-  ) {
-    super(401, "Unauthorized", [reason]);
-  }
+/** The Warning header the backend puts on INVITE refusals, for answers we build ourselves. */
+function warningOf(host: string, e: TeleportError): string {
+  const text = [e.reason, ...e.details]
+    .join("; ")
+    .replace(/["\\]/g, "'")
+    .replace(/[\r\n]+/g, " ");
+  return `399 ${host} "${text.slice(0, 1000)}"`;
 }
+
+const nrdlBody = (doc: NrdlDocument): SipBody => ({ contentType: NRDL_MIME, content: buildNrdl(doc) });
 
 /** A 503 that tells the caller when to come back. */
 class Overload extends TeleportError {
@@ -79,31 +83,32 @@ export class DestinationAgent {
   private readonly dialogs = new Map<string, DialogState>();
   /** VM name -> Call-ID of the dialog that holds it (armed or moving). */
   private readonly holders = new Map<string, string>();
-  private readonly access: AccessPolicy;
-  private readonly digest?: DigestServer;
-  /** Refuse requests without valid credentials (else they are judged by the allowlist alone). */
-  private readonly digestRequired: boolean;
+  private readonly gate: CallerGate;
   private readonly inviteRate: RateLimiter;
   private readonly journal: Journal;
   private readonly log: Logger;
 
   constructor(private readonly opts: DestinationOptions) {
     this.log = opts.logger.child({ agent: "destination" });
-    this.access = new AccessPolicy(opts.config.security.allow);
-    const { users, realm, nonceTtlS, digestRequired } = opts.config.security;
-    if (Object.keys(users).length > 0) this.digest = new DigestServer({ realm, users, nonceTtlMs: nonceTtlS * 1000 });
-    this.digestRequired = this.digest !== undefined && digestRequired !== false;
+    this.gate = new CallerGate(opts.config);
     this.inviteRate = new RateLimiter(opts.config.limits.invitesPerSecond);
     this.journal = new Journal(opts.config.stateDir);
   }
 
   async start(): Promise<void> {
     await this.recover();
+    const metrics = this.opts.metrics;
+    if (metrics) this.opts.sip.onTrace((e) => metrics.observe(e));
     this.opts.sip.setHandlers({
       onInvite: (req, res) =>
         void this.onInvite(req, res).catch((err: unknown) => {
           // never let one dialog's failure take the agent down
           this.log.error("INVITE handling failed", { callId: req.callId, error: String(err) });
+        }),
+      onOptions: (req, res) =>
+        void this.onOptions(req, res).catch((err: unknown) => {
+          this.log.error("OPTIONS handling failed", { callId: req.callId, error: String(err) });
+          res.send(500, "Server Internal Error");
         }),
       authorize: (req) => this.authorizeInDialog(req),
     });
@@ -116,6 +121,7 @@ export class DestinationAgent {
     for (const state of [...this.dialogs.values()]) await this.finish(state, "agent stopping");
     if (this.opts.config.sip.registrar) await this.opts.sip.unregister().catch(() => undefined);
     await this.opts.sip.stop();
+    this.journal.close();
   }
 
   /** After a crash: disarm listeners of dialogs that no longer exist; keep VMs that resumed here. */
@@ -157,9 +163,7 @@ export class DestinationAgent {
         wait,
         `more than ${this.opts.config.limits.invitesPerSecond} INVITEs per second from ${sender}`,
       );
-    const user = this.authenticate(req);
-    const denied = this.access.check({ address: req.source.address, fromUri: req.fromUri, authenticatedUser: user });
-    if (denied) throw new TeleportError(403, "Forbidden", [denied]);
+    const { user } = this.gate.admit(req);
     const caller = user ?? sender;
     const open = [...this.dialogs.values()].filter((d) => d.caller === caller).length;
     if (open >= this.opts.config.limits.dialogsPerCaller) {
@@ -188,15 +192,6 @@ export class DestinationAgent {
     }
   }
 
-  /** The digest user of a request; undefined when digest is off or optional and absent. Throws 401. */
-  private authenticate(req: IncomingRequest): string | undefined {
-    const authorization = req.header("Authorization");
-    if (!this.digest || (!authorization && !this.digestRequired)) return undefined;
-    const verdict = this.digest.verify(authorization, req.method);
-    if (!verdict.ok) throw new DigestRefusal(verdict.stale ?? false, verdict.reason);
-    return verdict.user;
-  }
-
   /** INFO and BYE: TLS when required, and the same digest user as the INVITE (challenged like it). */
   private authorizeInDialog(req: IncomingRequest): RequestRefusal | undefined {
     const state = this.dialogs.get(req.callId);
@@ -204,7 +199,7 @@ export class DestinationAgent {
     try {
       this.requireTls(req);
       if (!this.opts.config.security.digestInDialog || state.user === undefined) return undefined;
-      const user = this.authenticate(req);
+      const user = this.gate.authenticate(req);
       if (user !== state.user)
         throw new TeleportError(403, "Forbidden", [
           `${req.method} from digest user ${user ?? "(none)"}, but ${state.user} opened this dialog`,
@@ -218,15 +213,17 @@ export class DestinationAgent {
   }
 
   private refusalHeaders(e: TeleportError): Record<string, string | string[]> {
-    const headers: Record<string, string | string[]> = {};
-    if (e instanceof DigestRefusal && this.digest) headers["WWW-Authenticate"] = this.digest.challenges(e.stale);
+    const headers = this.gate.headers(e);
     if (e instanceof Overload) headers["Retry-After"] = String(e.retryAfterS);
     if (e.status === 415) headers["Accept"] = NRDL_MIME;
     return headers;
   }
 
-  /** Per-VM refusals (488) and conflicts with other dialogs (486). */
-  private async vet(offer: Offer): Promise<Rejected[]> {
+  /**
+   * Per-VM refusals (488: definitions, hypervisor, state here, and the host's free memory, disk and
+   * migration ports) and conflicts with other dialogs (486). INVITE and dry run both decide here.
+   */
+  private async vet(offer: Offer): Promise<{ rejected: Rejected[]; ports: number[] }> {
     const busy = offer.vms.filter((v) => this.holders.has(v.name)).map((v) => v.name);
     if (busy.length)
       throw new TeleportError(
@@ -256,6 +253,15 @@ export class DestinationAgent {
         rejected.push({ vm: vm.name, reason: `${driver.kind} unavailable: ${avail.detail}` });
         continue;
       }
+      const diskProblems = driver.vetDisks
+        ? await driver.vetDisks(vm.name, vm.disks)
+        : vm.disks
+            .filter((d) => d.mode !== "shared")
+            .map((d) => `disk ${d.target}: ${driver.kind} cannot receive copied disks`);
+      if (diskProblems.length) {
+        rejected.push({ vm: vm.name, reason: diskProblems.join("; ") });
+        continue;
+      }
       const state = await driver.state(vm.name);
       if (state !== "absent" && state !== "stopped") {
         rejected.push({ vm: vm.name, reason: `already ${state} on this host` });
@@ -264,7 +270,65 @@ export class DestinationAgent {
       const unfit = await driver.checkIncoming?.(vm.name);
       if (unfit) rejected.push({ vm: vm.name, reason: unfit });
     }
-    return rejected;
+    const have = await resources(this.opts.config, offer.vms.length);
+    const short = shortageRejections(offer, shortages(offer, have, this.opts.config));
+    for (const r of short) if (!rejected.some((x) => x.vm === r.vm)) rejected.push(r);
+    return { rejected, ports: have.ports };
+  }
+
+  /**
+   * OPTIONS (RFC 3261 11.2: answered with the status an INVITE would get). Without a body: this
+   * host's capacity. With an NRDL offer: a dry run through the INVITE's own checks (admit, vet)
+   * that answers what would be armed or refused, and arms, starts and writes nothing.
+   */
+  private async onOptions(req: IncomingRequest, res: Responder): Promise<void> {
+    const log = this.log.child({ callId: req.callId });
+    const refuse = (err: unknown, body?: SipBody) => {
+      const e = TeleportError.from(err);
+      log.warn("OPTIONS refused", { status: e.status, reason: e.reason, details: e.details, from: req.fromUri });
+      const headers = { ...this.refusalHeaders(e), Warning: warningOf(this.opts.config.host, e) };
+      res.send(e.status, e.reason, { headers, body });
+    };
+    if (!req.body) {
+      try {
+        this.requireTls(req);
+        this.gate.admit(req); // digest and the allowlist, exactly as for an INVITE
+      } catch (err) {
+        return refuse(err);
+      }
+      const accept = req.header("Accept") ?? "";
+      if (!accept.toLowerCase().includes(NRDL_MIME)) return res.send(200, "OK");
+      const capacity = await capacityOf(this.opts.config, this.opts.host);
+      return res.send(200, "OK", { body: nrdlBody({ version: 1, id: "capacity", body: capacity }) });
+    }
+    let doc: NrdlDocument<Offer>;
+    let verdict: { rejected: Rejected[]; ports: number[] };
+    try {
+      doc = (await this.admit(req)).doc;
+      verdict = await this.vet(doc.body);
+    } catch (err) {
+      return refuse(err);
+    }
+    const { address } = this.opts.config.migration;
+    const accepted = doc.body.vms
+      .filter((vm) => !verdict.rejected.some((r) => r.vm === vm.name))
+      .map((vm, i) => ({ vm: vm.name, uri: `tcp:${address}:${verdict.ports[i]}` }));
+    const preview = nrdlBody({
+      version: doc.version,
+      id: doc.id,
+      body: { kind: "preview", accepted, rejected: verdict.rejected },
+    });
+    log.info("dry run answered", { migrationId: doc.id, refused: verdict.rejected.length });
+    if (verdict.rejected.length)
+      return refuse(
+        new TeleportError(
+          488,
+          "Not Acceptable Here",
+          verdict.rejected.map((r) => `${r.vm}: ${r.reason}`),
+        ),
+        preview,
+      );
+    res.send(200, "OK", { body: preview });
   }
 
   private async onInvite(req: IncomingRequest, res: InviteResponder): Promise<void> {
@@ -288,22 +352,25 @@ export class DestinationAgent {
         address: req.source.address,
       });
       if (!cancelled) res.reject(e, { headers: this.refusalHeaders(e) });
+      this.opts.metrics?.refused(cancelled ? 487 : e.status);
       return;
     }
     const { doc, user } = admitted;
     const offer = doc.body;
     let rejected: Rejected[];
     try {
-      rejected = await this.vet(offer);
+      ({ rejected } = await this.vet(offer));
     } catch (err) {
       const e = TeleportError.from(err);
       log.warn("INVITE refused", { status: e.status, reason: e.reason, details: e.details });
       if (!cancelled) res.reject(e);
+      this.opts.metrics?.refused(cancelled ? 487 : e.status);
       return;
     }
-    if (cancelled) return;
+    if (cancelled) return void this.opts.metrics?.dialogEnded("cancelled", 487);
     if (rejected.length) {
       log.warn("INVITE refused: VMs not acceptable", { rejected });
+      this.opts.metrics?.refused(488);
       return res.reject(
         new TeleportError(
           488,
@@ -317,12 +384,15 @@ export class DestinationAgent {
     }
     // A race between vet() and here is impossible for the same VM: check and take in one synchronous step.
     const clash = offer.vms.find((v) => this.holders.has(v.name));
-    if (clash)
+    if (clash) {
+      this.opts.metrics?.refused(486);
       return res.reject(new TeleportError(486, "Busy Here", [`${clash.name} is being moved by another dialog`]));
+    }
     const caller = user ?? req.source.address;
     const state: DialogState = {
       callId: req.callId,
       migrationId: doc.id,
+      version: doc.version,
       offer,
       phase: "arming",
       user,
@@ -342,10 +412,11 @@ export class DestinationAgent {
     const armedList = await this.armAll(state, log);
     if (cancelled) {
       await this.finish(state, "cancelled by the caller");
-      return;
+      return void this.opts.metrics?.dialogEnded("cancelled", 487);
     }
     if ("failed" in armedList) {
       await this.finish(state, "arming failed");
+      this.opts.metrics?.refused(500);
       return res.reject(
         new TeleportError(
           500,
@@ -398,9 +469,25 @@ export class DestinationAgent {
         if (port === undefined) throw new TeleportError(503, `no free migration port in ${ports}`);
         taken.add(port);
         const secret = randomBytes(32).toString("base64url");
-        const listener = await local.driver.arm(vm.name, { address, port, secret });
+        const copies = vm.disks.some((d) => d.mode !== "shared");
+        // copied disks: one NBD server per VM, with a one-time secret of its own, from the same port range
+        const nbdPort = copies ? await freePortInRange(address, ports, taken) : undefined;
+        if (copies && nbdPort === undefined) throw new TeleportError(503, `no free NBD port in ${ports}`);
+        if (nbdPort !== undefined) taken.add(nbdPort);
+        const nbdSecret = copies ? randomBytes(32).toString("base64url") : undefined;
+        // marked armed before arming ends: a failure half-way must still be disarmed (images deleted)
         state.armed.add(vm.name);
-        return { vm: vm.name, uri: listener.uri, secret };
+        this.opts.metrics?.armedChanged(1);
+        const listener = await local.driver.arm(vm.name, {
+          address,
+          port,
+          secret,
+          disks: vm.disks,
+          nbdPort,
+          nbdSecret,
+          postcopy: state.offer.policy.convergence === "postcopy",
+        });
+        return { vm: vm.name, uri: listener.uri, secret, exports: listener.exports };
       }),
     );
     const failed = results.flatMap((r, i) =>
@@ -436,13 +523,15 @@ export class DestinationAgent {
     this.touch(state);
     for (const s of parsed.doc.body.statuses) {
       if (!state.offer.vms.some((v) => v.name === s.vm)) continue;
+      const already = state.statuses.get(s.vm)?.state === "completed"; // reported again: counted once
       state.statuses.set(s.vm, s);
-      if (s.state === "completed") {
+      if (s.state === "completed" && !already) {
         const local = this.opts.host.find(s.vm);
         const here = local ? await local.driver.state(s.vm) : "absent";
-        if (here === "running")
+        if (here === "running") {
           this.log.info("VM resumed here", { vm: s.vm, totalMs: s.totalMs, downtimeMs: s.downtimeMs });
-        else this.log.error("source reports completion but the VM does not run here", { vm: s.vm, state: here });
+          this.opts.metrics?.moved(s);
+        } else this.log.error("source reports completion but the VM does not run here", { vm: s.vm, state: here });
       }
     }
     res.send(200, "OK");
@@ -450,7 +539,7 @@ export class DestinationAgent {
 
   private async onBye(state: DialogState, res: Responder): Promise<void> {
     const report = await this.finish(state, "BYE");
-    res.send(200, "OK", { body: nrdlBody({ version: 1, id: state.migrationId, body: report }) });
+    res.send(200, "OK", { body: nrdlBody({ version: state.version, id: state.migrationId, body: report }) });
   }
 
   /** Source silent or dialog expired: tidy up and tell the source with BYE. */
@@ -458,7 +547,9 @@ export class DestinationAgent {
     if (state.phase === "ended") return;
     this.log.warn("ending dialog", { callId: state.callId, why });
     const report = await this.finish(state, why);
-    await state.dialog?.bye(nrdlBody({ version: 1, id: state.migrationId, body: report })).catch(() => undefined);
+    await state.dialog
+      ?.bye(nrdlBody({ version: state.version, id: state.migrationId, body: report }))
+      .catch(() => undefined);
   }
 
   /** End the dialog once: keep every VM that runs here, disarm everything else, report the truth. */
@@ -485,6 +576,8 @@ export class DestinationAgent {
     this.journal.remove(state.callId);
     this.log.info("dialog finished", { callId: state.callId, why, resumedHere: [...here.keys()] });
     state.lastReport = this.reportOf(state, here);
+    this.opts.metrics?.armedChanged(-state.armed.size);
+    if (state.dialog) this.opts.metrics?.dialogEnded(state.lastReport.outcome, 200);
     return state.lastReport;
   }
 
@@ -500,6 +593,7 @@ export class DestinationAgent {
           totalMs: s?.totalMs,
           downtimeMs: s?.downtimeMs,
           transferredBytes: s?.transferredBytes,
+          diskTransferredBytes: state.version >= 2 ? s?.diskTransferredBytes : undefined,
         };
       }
       const lost = s?.state === "failed" ? "failed" : "aborted";

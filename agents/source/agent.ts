@@ -7,68 +7,18 @@
 import { randomBytes } from "node:crypto";
 import { DEFAULT_ANSWER_TIMEOUT_S } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
-import type { MigrationProgress } from "../../lib/hypervisor/driver";
-import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
-import type { VmOutcome } from "../../lib/plan/execute";
 import { planOffer } from "../../lib/plan/waves";
-import type { Dialog, SipBackend, SipBody } from "../../lib/sip/backend";
-import { formatViolation, parseNrdl } from "../../nrdl";
-import type { Answer, Offer, Outcome, Policy, Report, VmSpec, VmStatus } from "../../nrdl/types";
+import type { Dialog, SipBody } from "../../lib/sip/backend";
+import { diskSpecOf, isCopied } from "../../lib/hypervisor/qemu-disks";
+import { formatViolation, nrdlDocument, parseNrdl } from "../../nrdl";
+import type { Answer, DiskSpec, Offer, VmSpec } from "../../nrdl/types";
 import { nrdlBody, SourceCall } from "./call";
+import { dryRun, type DryRun } from "./dry-run";
 
-export interface MigrateRequest {
-  /** Destination SIP URI, e.g. sip:dc2@10.10.10.67 */
-  to: string;
-  /** Either VM names from the local inventory (with `policy`), or a complete offer (plan file). */
-  vms?: string[];
-  policy?: Policy;
-  plan?: Offer;
-  /** Ctrl-C / console Abort: CANCEL before the answer, abort migrations after it. */
-  signal?: AbortSignal;
-}
-
-export type SourcePhase = "inviting" | "armed" | "migrating" | "closing" | "done";
-
-export interface SourceEvents {
-  onPhase?(phase: SourcePhase, detail?: string): void;
-  onAnswer?(answer: Answer): void;
-  onStart?(vm: string): void;
-  onProgress?(p: MigrationProgress): void;
-  onOutcome?(o: VmOutcome): void;
-  onSwitchover?(vms: string[]): void;
-}
-
-export interface VmSummary {
-  vm: string;
-  state: VmStatus["state"];
-  /** Where the VM runs now. */
-  host: string;
-  totalMs?: number;
-  downtimeMs?: number;
-  transferredBytes?: number;
-  reason?: string;
-}
-
-export interface MigrateSummary {
-  migrationId: string;
-  outcome: Outcome;
-  vms: VmSummary[];
-  /** The destination's own report (body of its 200 to our BYE), when it answered. */
-  destinationReport?: Report;
-  /** SIP phases in ms: INVITE->200 (arming), 200->first migrate, last completion->BYE's 200. */
-  phases: { arming: number; ackToFirstMigrate?: number; lastCompletionToByeOk?: number };
-}
-
-export interface SourceOptions {
-  sip: SipBackend;
-  host: Host;
-  /** This host's name or URI, written into reports for VMs that stayed here. */
-  hostName: string;
-  logger: Logger;
-  /** CANCEL an INVITE with no final answer after this long (the destination crashed while arming). */
-  answerTimeoutS?: number;
-}
+// The types live in types.ts so that call.ts can use them without importing this file back.
+export type { MigrateRequest, MigrateSummary, SourceEvents, SourceOptions, SourcePhase, VmSummary } from "./types";
+import type { MigrateRequest, MigrateSummary, SourceEvents, SourceOptions } from "./types";
 
 export class SourceAgent {
   private readonly log: Logger;
@@ -111,6 +61,7 @@ export class SourceAgent {
           memoryMib: def.memoryMib,
           cpus: def.cpus,
           dependsOn: [],
+          disks: [],
         };
       });
       offer = { kind: "offer", sourceUri: this.opts.sip.aor, destinationUri: req.to, policy: req.policy, vms };
@@ -127,7 +78,36 @@ export class SourceAgent {
     }
     if (problems.length) throw new TeleportError(409, "cannot migrate", problems);
     planOffer(offer); // refuses cycles before anything goes on the wire
-    return offer;
+    return this.withDisks(offer);
+  }
+
+  /**
+   * The disks each VM's inventory defines, as the offer must say them. Only when some disk is to be
+   * copied: an offer without one stays NRDL 1, which any destination reads (shared disks need nothing).
+   */
+  private async withDisks(offer: Offer): Promise<Offer> {
+    const defs = offer.vms.map((vm) => this.opts.host.find(vm.name)?.def.disks ?? []);
+    if (!defs.some((disks) => disks.some(isCopied)))
+      return { ...offer, vms: offer.vms.map((v) => ({ ...v, disks: [] })) };
+    const vms = await Promise.all(
+      offer.vms.map(async (vm, i): Promise<VmSpec> => {
+        const disks: DiskSpec[] = [];
+        for (const d of defs[i]) {
+          try {
+            disks.push(await diskSpecOf(d));
+          } catch (err) {
+            throw new TeleportError(409, "cannot migrate", [`${vm.name}: ${TeleportError.from(err).message}`]);
+          }
+        }
+        return { ...vm, disks };
+      }),
+    );
+    return { ...offer, vms };
+  }
+
+  /** Ask first: the offer for `req`, checked here and by the destination (OPTIONS), nothing armed or moved. */
+  async dryRun(req: MigrateRequest): Promise<DryRun> {
+    return dryRun(this.opts.sip, req.to, await this.buildOffer(req));
   }
 
   /** Call, run the plan, hang up: the CLI's one-shot migration. `req.signal` cancels or aborts. */
@@ -152,8 +132,10 @@ export class SourceAgent {
     events.onPhase?.("inviting", req.to);
     const t0 = Date.now();
     const answerTimeoutMs = (this.opts.answerTimeoutS ?? DEFAULT_ANSWER_TIMEOUT_S) * 1000;
-    const invite = this.opts.sip.invite(req.to, nrdlBody({ version: 1, id: migrationId, body: offer }), {
+    const doc = nrdlDocument(migrationId, offer);
+    const invite = this.opts.sip.invite(req.to, nrdlBody(doc), {
       answerTimeoutMs,
+      redirectAllowed: this.opts.redirectAllowed,
     });
     const onAbort = () => invite.cancel();
     req.signal?.addEventListener("abort", onAbort, { once: true });
@@ -162,9 +144,15 @@ export class SourceAgent {
     try {
       const est = await invite.established;
       dialog = est.dialog;
-      answer = this.answerOf(est.response.body, offer);
+      try {
+        answer = this.answerOf(est.response.body, offer);
+      } catch (err) {
+        // an answer we cannot use (a listener or an NBD export missing): hang up, so the destination disarms now
+        void est.dialog.bye().catch(() => undefined);
+        throw err;
+      }
     } catch (err) {
-      const e = TeleportError.from(err);
+      const e = tooOld(TeleportError.from(err), doc.version);
       log.warn("INVITE failed", { status: e.status, reason: e.reason, details: e.details });
       throw e;
     } finally {
@@ -176,7 +164,7 @@ export class SourceAgent {
     log.info("destination armed", { vms: answer.armed.map((a) => a.vm), ms: arming });
     return new SourceCall(
       { ...this.opts, logger: log },
-      { migrationId, offer, answer, dialog, events, answeredAt: t0 + arming, arming },
+      { migrationId, version: doc.version, offer, answer, dialog, events, answeredAt: t0 + arming, arming },
     );
   }
 
@@ -195,6 +183,25 @@ export class SourceAgent {
     const answer = parsed.doc.body;
     const missing = offer.vms.filter((v) => !answer.armed.some((a) => a.vm === v.name)).map((v) => v.name);
     if (missing.length) throw new TeleportError(502, "Bad Gateway", [`no listener armed for ${missing.join(", ")}`]);
+    const noExport = offer.vms.flatMap((v) =>
+      v.disks
+        .filter(
+          (d) => isCopied(d) && !answer.armed.find((a) => a.vm === v.name)?.exports.some((e) => e.disk === d.target),
+        )
+        .map((d) => `${v.name}: no NBD export armed for disk ${d.target}`),
+    );
+    if (noExport.length) throw new TeleportError(502, "Bad Gateway", noExport);
     return answer;
   }
+}
+
+/** A destination that does not speak the offer's version: say so plainly, and what to do. */
+function tooOld(e: TeleportError, version: number): TeleportError {
+  if (e.status !== 400 || !e.details.some((d) => d.includes(`unsupported version ${version}`))) return e;
+  return new TeleportError(400, "unsupported version", [
+    `the destination does not speak NRDL version ${version}, which this offer needs: ` +
+      "moving VMs whose disks are copied (mode copy or copy-top) needs sip-teleport with NRDL 2 at the destination",
+    "upgrade sip-teleport at the destination, or put the disks on storage both hosts see (mode shared)",
+    ...e.details.map((d) => `destination said: ${d}`),
+  ]);
 }

@@ -11,13 +11,15 @@ import type { Dialog, SipBody } from "../../lib/sip/backend";
 import { buildNrdl, humanText, parseNrdl } from "../../nrdl";
 import type { Answer, NrdlDocument, Offer, Outcome, Report, VmStatus } from "../../nrdl/types";
 import { NRDL_MIME } from "../../nrdl/types";
-import type { MigrateSummary, SourceEvents, SourceOptions, VmSummary } from "./agent";
+import type { MigrateSummary, SourceEvents, SourceOptions, VmSummary } from "./types";
 import { StatusReporter } from "./status-reporter";
 
 export const nrdlBody = (doc: NrdlDocument): SipBody => ({ contentType: NRDL_MIME, content: buildNrdl(doc) });
 
 export interface AnsweredCall {
   migrationId: string;
+  /** The offer's NRDL version, carried by every document of the dialog. */
+  version: number;
   offer: Offer;
   answer: Answer;
   dialog: Dialog;
@@ -79,7 +81,7 @@ export class SourceCall {
 
   private async execute(signal?: AbortSignal): Promise<VmOutcome[]> {
     const { offer, events } = this;
-    const reporter = new StatusReporter(this.dialog, this.migrationId, this.log);
+    const reporter = new StatusReporter(this.dialog, this.migrationId, this.call.version, this.log);
     const targets = new Map(this.answer.armed.map((a) => [a.vm, a]));
     events.onPhase?.("migrating");
     this.outcomes = await executePlan({
@@ -93,12 +95,13 @@ export class SourceCall {
         if (!local || !target) throw new TeleportError(500, `no listener for ${vm}`);
         return local.driver.migrate(
           vm,
-          { uri: target.uri, secret: target.secret },
+          { uri: target.uri, secret: target.secret, exports: target.exports },
           {
             bandwidthMbps: offer.policy.bandwidthMbps,
             downtimeLimitMs: offer.policy.downtimeLimitMs,
             timeoutS: offer.policy.timeoutS,
             pauseBeforeSwitchover: pause,
+            convergence: offer.policy.convergence ?? "none",
             onProgress: (p) => {
               reporter.progress(p);
               events.onProgress?.(p);
@@ -113,10 +116,10 @@ export class SourceCall {
         },
         onOutcome: (o) => {
           if (o.state === "completed") this.lastCompletion = Date.now();
-          reporter.state(statusOf(o));
+          reporter.state(statusOf(o, this.call.version));
           events.onOutcome?.(o);
         },
-        onSwitchover: (_wave, vms) => events.onSwitchover?.(vms),
+        onSwitchover: (vms) => events.onSwitchover?.(vms),
       },
     });
     await reporter.close();
@@ -143,15 +146,25 @@ export class SourceCall {
           totalMs: o.result.totalMs,
           downtimeMs: o.result.downtimeMs,
           transferredBytes: o.result.transferredBytes,
+          ...this.diskSummary(vm.name, o.result.diskTransferredBytes, offer.destinationUri),
         };
       }
-      return { vm: vm.name, state: o.state, host: here, reason: o.reason };
+      return { vm: vm.name, state: o.state, host: here, reason: o.reason, ...this.diskSummary(vm.name) };
     });
     const outcome = outcomeOf(vms);
     const report: Report = {
       kind: "report",
       outcome,
-      results: vms.map((v) => ({ ...v, host: humanText(v.host, 256), reason: v.reason && humanText(v.reason) })),
+      results: vms.map((v) => ({
+        vm: v.vm,
+        state: v.state,
+        host: humanText(v.host, 256),
+        totalMs: v.totalMs,
+        downtimeMs: v.downtimeMs,
+        transferredBytes: v.transferredBytes,
+        reason: v.reason && humanText(v.reason),
+        diskTransferredBytes: this.call.version >= 2 ? v.diskTransferredBytes : undefined,
+      })),
     };
     const phases: MigrateSummary["phases"] = {
       arming: this.call.arming,
@@ -169,12 +182,31 @@ export class SourceCall {
       }
     }
     events.onPhase?.("done", outcome);
-    return { migrationId, outcome, vms, destinationReport, phases };
+    const summary: MigrateSummary = { migrationId, outcome, vms, destinationReport, phases };
+    const group = offer.policy.strategy === "switchover" ? groupDowntimeMs(this.outcomes) : undefined;
+    if (group !== undefined) summary.groupDowntimeMs = group;
+    return summary;
+  }
+
+  /** Where a VM's copied disks are now: the destination's new image after a move, else still here. */
+  private diskSummary(vm: string, bytes?: number, moved?: string): Pick<VmSummary, "disks" | "diskTransferredBytes"> {
+    const copied = this.offer.vms.find((v) => v.name === vm)?.disks.filter((d) => d.mode !== "shared") ?? [];
+    if (!copied.length) return {};
+    const files = (this.opts.host.find(vm)?.def.disks ?? []).filter((d) => copied.some((c) => c.target === d.target));
+    const here = files.map((d) => `${d.target} ${d.file}`).join(", ");
+    return moved
+      ? {
+          disks:
+            `copied to ${moved} (the image paths of its inventory); the old image stays here until ` +
+            `you remove it: ${here}`,
+          diskTransferredBytes: bytes,
+        }
+      : { disks: `here, untouched: ${here}` };
   }
 
   private async sendBye(report: Report): Promise<Report | undefined> {
     try {
-      const res = await this.dialog.bye(nrdlBody({ version: 1, id: this.migrationId, body: report }));
+      const res = await this.dialog.bye(nrdlBody({ version: this.call.version, id: this.migrationId, body: report }));
       const parsed = res.body ? parseNrdl(res.body.content) : undefined;
       return parsed?.ok && parsed.doc.body.kind === "report" ? parsed.doc.body : undefined;
     } catch (err) {
@@ -186,8 +218,9 @@ export class SourceCall {
   }
 }
 
-function statusOf(o: VmOutcome): VmStatus {
+function statusOf(o: VmOutcome, version: number): VmStatus {
   if (o.state === "completed") {
+    const disk = version >= 2 && o.result.diskTransferredBytes !== undefined;
     return {
       vm: o.vm,
       state: "completed",
@@ -195,9 +228,21 @@ function statusOf(o: VmOutcome): VmStatus {
       totalMs: o.result.totalMs,
       downtimeMs: o.result.downtimeMs,
       transferredBytes: o.result.transferredBytes,
+      ...(disk ? { diskProgress: 1, diskTransferredBytes: o.result.diskTransferredBytes } : {}),
     };
   }
   return { vm: o.vm, state: o.state, reason: humanText(o.reason) };
+}
+
+/** First STOP to the last end of downtime among the VMs that moved; undefined when QEMU did not say. */
+export function groupDowntimeMs(outcomes: readonly VmOutcome[]): number | undefined {
+  const spans = outcomes.flatMap((o) =>
+    o.state === "completed" && o.result.stoppedAt !== undefined && o.result.downtimeMs >= 0
+      ? [[o.result.stoppedAt, o.result.stoppedAt + o.result.downtimeMs] as const]
+      : [],
+  );
+  if (spans.length === 0) return undefined;
+  return Math.round(Math.max(...spans.map((s) => s[1])) - Math.min(...spans.map((s) => s[0])));
 }
 
 function outcomeOf(vms: VmSummary[]): Outcome {

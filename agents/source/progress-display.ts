@@ -5,7 +5,8 @@
 import type { MigrationProgress } from "../../lib/hypervisor/driver";
 import type { VmOutcome } from "../../lib/plan/execute";
 import type { Answer } from "../../nrdl/types";
-import type { MigrateSummary, SourceEvents, SourcePhase } from "./agent";
+import type { MigrateSummary, SourceEvents, SourcePhase } from "./types";
+import { tableLines } from "./table";
 
 export type DisplayMode = "tty" | "plain" | "json";
 
@@ -15,6 +16,8 @@ interface Row {
   progress: number;
   bytes: number;
   note: string;
+  /** Copied disks: their own bar while they mirror. */
+  disk?: { progress: number; bytes: number };
 }
 
 const mib = (b: number) => `${(b / 1048576).toFixed(1)} MiB`;
@@ -52,10 +55,17 @@ export class ProgressDisplay implements SourceEvents {
   private draw(): void {
     if (this.mode !== "tty") return;
     this.clear();
-    const lines = [...this.rows.values()].map(
-      (r) =>
-        `  ${r.vm.padEnd(16)} ${bar(r.progress)} ${(r.progress * 100).toFixed(0).padStart(3)}%  ${r.phase.padEnd(14)} ${mib(r.bytes).padStart(11)} ${r.note}`,
-    );
+    const pct = (p: number) => `${(p * 100).toFixed(0).padStart(3)}%`;
+    const lines = [...this.rows.values()].flatMap((r) => [
+      `  ${r.vm.padEnd(16)} ${bar(r.progress)} ${pct(r.progress)}  ` +
+        `${r.phase.padEnd(14)} ${mib(r.bytes).padStart(11)} ${r.note}`,
+      ...(r.disk
+        ? [
+            `  ${"  disks".padEnd(16)} ${bar(r.disk.progress)} ${pct(r.disk.progress)}  ${"".padEnd(14)} ` +
+              `${mib(r.disk.bytes).padStart(11)}`,
+          ]
+        : []),
+    ]);
     this.write(lines.map((l) => l + "\n").join(""));
     this.drawn = lines.length;
   }
@@ -90,14 +100,22 @@ export class ProgressDisplay implements SourceEvents {
   }
 
   onProgress(p: MigrationProgress): void {
-    this.update(p.vm, { phase: p.phase, progress: p.progress, bytes: p.transferredBytes });
+    const disk = p.disk && { progress: p.disk.progress, bytes: p.disk.transferredBytes };
+    this.update(p.vm, { phase: p.phase, progress: p.progress, bytes: p.transferredBytes, disk });
     if (this.mode === "json") return this.emit("progress", { ...p });
     if (this.mode === "plain") {
-      // a line per 25 % keeps logs readable
-      const step = Math.floor(p.progress * 4);
-      if (step > (this.lastPlain.get(p.vm) ?? -1)) {
-        this.lastPlain.set(p.vm, step);
-        this.line(`  ${p.vm}: ${(p.progress * 100).toFixed(0)}% ${mib(p.transferredBytes)} (${p.phase})`);
+      // a line per 25 % keeps logs readable; the disk mirror counts on its own
+      const mirroring = p.phase === "disks" && p.disk !== undefined;
+      const key = mirroring ? `${p.vm} disks` : p.vm;
+      const step = Math.floor((mirroring ? (p.disk?.progress ?? 0) : p.progress) * 4);
+      if (step > (this.lastPlain.get(key) ?? -1)) {
+        this.lastPlain.set(key, step);
+        this.line(
+          p.phase === "disks" && p.disk
+            ? `  ${p.vm}: disks ${(p.disk.progress * 100).toFixed(0)}% ${mib(p.disk.transferredBytes)} of ` +
+                `${mib(p.disk.totalBytes)}`
+            : `  ${p.vm}: ${(p.progress * 100).toFixed(0)}% ${mib(p.transferredBytes)} (${p.phase})`,
+        );
       }
     }
   }
@@ -138,14 +156,18 @@ export function formatSummary(s: MigrateSummary): string {
     v.transferredBytes !== undefined ? mib(v.transferredBytes) : "-",
     v.host,
   ]);
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const fmt = (r: string[]) =>
-    r
-      .map((c, i) => c.padEnd(widths[i]))
-      .join("  ")
-      .trimEnd();
-  const lines = [fmt(head), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(fmt)];
+  const t = tableLines(head, rows);
+  const lines = [t.head, t.widths.map((w) => "-".repeat(w)).join("  "), ...t.rows];
   for (const v of s.vms) if (v.reason) lines.push(`${v.vm}: ${v.reason}`);
+  for (const v of s.vms) {
+    if (!v.disks) continue;
+    const copied = v.diskTransferredBytes !== undefined ? ` (${mib(v.diskTransferredBytes)} copied)` : "";
+    lines.push(`${v.vm} disks: ${v.disks}${copied}`);
+  }
+  if (s.groupDowntimeMs !== undefined)
+    lines.push(
+      `group downtime ${s.groupDowntimeMs} ms (first VM stopped to the last one's state loaded at the destination)`,
+    );
   const p = s.phases;
   lines.push(
     `${s.migrationId}: ${s.outcome}. SIP phases: INVITE->200 ${p.arming} ms` +

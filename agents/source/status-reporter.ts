@@ -19,6 +19,8 @@ export class StatusReporter {
   constructor(
     private readonly dialog: Dialog,
     private readonly migrationId: string,
+    /** The dialog's NRDL version: disk figures only from 2. */
+    private readonly version: number,
     private readonly log: Logger,
   ) {
     this.ticker = setInterval(() => {
@@ -31,7 +33,14 @@ export class StatusReporter {
     const cur = this.migrating.get(p.vm);
     // NRDL carries progress with at most 4 decimals
     const progress = Math.round(Math.min(1, Math.max(0, p.progress)) * 10000) / 10000;
-    if (cur) this.migrating.set(p.vm, { ...cur, progress, transferredBytes: p.transferredBytes });
+    if (!cur) return;
+    const next: VmStatus = { ...cur, progress, transferredBytes: p.transferredBytes };
+    if (p.disk && this.version >= 2) {
+      next.diskProgress = Math.round(Math.min(1, Math.max(0, p.disk.progress)) * 10000) / 10000;
+      next.diskTransferredBytes = p.disk.transferredBytes;
+      next.diskTotalBytes = p.disk.totalBytes;
+    }
+    this.migrating.set(p.vm, next);
   }
 
   state(s: VmStatus): void {
@@ -47,7 +56,7 @@ export class StatusReporter {
     this.pending.clear();
     let content: string;
     try {
-      content = buildNrdl({ version: 1, id: this.migrationId, body: { kind: "status", statuses } });
+      content = buildNrdl({ version: this.version, id: this.migrationId, body: { kind: "status", statuses } });
     } catch (err) {
       // a status we cannot express is dropped, never allowed to stall the reporter
       this.log.error("cannot build INFO status", { error: String(err) });

@@ -119,7 +119,9 @@ export function markdownTable(groups: readonly Group[]): string {
     const t = EXPERIMENT[g.experiment].thesis;
     let thesis = `${t.pingsLost} x ${t.pingIntervalMs / 1000} s ping = ${t.lossMs / 1000} s`;
     // The thesis' own measure (pings lost x interval) beside the strictest of ours (any probe down).
-    let ratios = `pings ${ratio(t.lossMs, median(g.runs.map((r) => r.pingLossMs)))}; any probe ${ratio(t.lossMs, median(g.runs.map((r) => r.anyDownMs)))}`;
+    let ratios =
+      `pings ${ratio(t.lossMs, median(g.runs.map((r) => r.pingLossMs)))}; any probe ` +
+      `${ratio(t.lossMs, median(g.runs.map((r) => r.anyDownMs)))}`;
     if (t.videoMs !== undefined) {
       thesis += `; video ${t.videoMs / 1000} s`;
       const zs = g.runs.flatMap((r) => (r.udpZeroMs !== undefined ? [r.udpZeroMs] : []));
@@ -157,9 +159,12 @@ export function timelineOf(r: RunResult): TimelineData {
   const to = Math.max(...r.probes.map((p) => p.stoppedAt));
   const f = runFigures(r);
   const data: TimelineData = {
-    title: `${EXPERIMENT[r.experiment as ExperimentName].title}: ${r.strategy}, ${linkName(r.linkMbit)}, ${r.from} -> ${r.to} (${r.migrator})`,
+    title:
+      `${EXPERIMENT[r.experiment as ExperimentName].title}: ${r.strategy}, ` +
+      `${linkName(r.linkMbit)}, ${r.from} -> ${r.to} (${r.migrator})`,
     subtitle:
-      `longest group interruption ${f.interruptionMs} ms (any probe down ${f.anyDownMs} ms in all), longest ping gap ${f.longestPingGapMs} ms, ${f.pingsLost} pings lost` +
+      `longest group interruption ${f.interruptionMs} ms (any probe down ${f.anyDownMs} ms in ` +
+      `all), longest ping gap ${f.longestPingGapMs} ms, ${f.pingsLost} pings lost` +
       (f.udpZeroMs !== undefined ? `, UDP zero-bandwidth ${f.udpZeroMs} ms` : "") +
       (f.tcpStallMs !== undefined ? `, TCP stall ${f.tcpStallMs} ms` : ""),
     from,

@@ -25,6 +25,7 @@ export function parseConfig(raw: unknown, baseDir = process.cwd()): HostConfig {
       cert: abs(cfg.sip.tls.cert),
       key: abs(cfg.sip.tls.key),
       ca: cfg.sip.tls.ca && abs(cfg.sip.tls.ca),
+      clientCa: cfg.sip.tls.clientCa && [cfg.sip.tls.clientCa].flat().map(abs),
     };
   return cfg;
 }

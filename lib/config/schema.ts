@@ -3,6 +3,7 @@
  * so `sip-teleport listen` with no file at all is a working destination on 127.0.0.1.
  */
 import { z } from "zod";
+import { DestinationPolicy } from "../access/destinations";
 import { ON_ERROR, STRATEGIES } from "../../nrdl/types";
 
 /** 64*T1, RFC 3261's Timer B: how long a source waits for the answer to its INVITE by default. */
@@ -22,6 +23,27 @@ const credentials = z
   .object({ username: z.string().min(1), password: z.string().min(1), realm: z.string().optional() })
   .strict();
 
+/**
+ * The drachtio-server an agent attaches to when `sip.backend` is "drachtio" (its admin port, not
+ * SIP). The secret comes from a file or an environment variable, never from the config itself.
+ */
+const drachtio = z
+  .object({
+    host: z.string().min(1).default("127.0.0.1"),
+    port: z.number().int().min(1).max(65535).default(9022),
+    /** A file holding the admin secret (first line). */
+    secretFile: z.string().optional(),
+    /** An environment variable holding the admin secret. */
+    secretEnv: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "expected an environment variable name")
+      .optional(),
+  })
+  .strict()
+  .refine((d) => (d.secretFile === undefined) !== (d.secretEnv === undefined), {
+    message: "sip.drachtio needs exactly one of secretFile or secretEnv",
+  });
+
 const portRange = z
   .string()
   .regex(/^\d{1,5}-\d{1,5}$/, 'expected a port range such as "49152-49407"')
@@ -29,6 +51,39 @@ const portRange = z
     const [lo, hi] = r.split("-").map(Number);
     return lo >= 1024 && hi <= 65535 && lo <= hi;
   }, "expected 1024 <= low <= high <= 65535");
+
+interface SecurityParts {
+  sip: { listen: Array<{ transport: string }>; tls?: { clientCa?: string | string[] } };
+  security: { allow: string[]; users: Record<string, string>; destinations: string[] };
+  limits: { trustedProxies: string[] };
+  console: { destinations: string[] };
+}
+
+/** A URI entry of security.allow that nothing in the config could ever prove would only match a forged From. */
+function provableAllowlist(cfg: SecurityParts, ctx: z.RefinementCtx): void {
+  const uriEntries = cfg.security.allow.filter((e) => /^sips?:/i.test(e));
+  const digest = Object.keys(cfg.security.users).length > 0;
+  const certificates = cfg.sip.tls?.clientCa !== undefined && cfg.sip.listen.some((l) => l.transport === "tls");
+  const proxies = cfg.limits.trustedProxies.length > 0;
+  if (uriEntries.length === 0 || digest || certificates || proxies) return;
+  ctx.addIssue({
+    code: "custom",
+    path: ["security", "allow"],
+    message:
+      `${uriEntries.join(", ")}: a SIP URI entry matches only a proven identity, and this configuration has no way ` +
+      "to prove one (a From header proves nothing). Add security.users (digest), sip.tls.clientCa with a tls " +
+      "listener (client certificates), or limits.trustedProxies (a proxy's P-Asserted-Identity); or allow addresses",
+  });
+}
+
+/** The console's chooser must not offer what security.destinations forbids. */
+function choosableDestinations(cfg: SecurityParts, ctx: z.RefinementCtx): void {
+  const allowed = new DestinationPolicy(cfg.security.destinations);
+  cfg.console.destinations.forEach((d, i) => {
+    const refused = allowed.check(d);
+    if (refused) ctx.addIssue({ code: "custom", path: ["console", "destinations", i], message: refused });
+  });
+}
 
 export const configSchema = z
   .object({
@@ -50,17 +105,39 @@ export const configSchema = z
         /** Our own credentials, answered to 401/407 challenges. */
         credentials: credentials.optional(),
         tls: z
-          .object({ cert: z.string(), key: z.string(), ca: z.string().optional(), verify: z.boolean().default(true) })
+          .object({
+            cert: z.string(),
+            key: z.string(),
+            ca: z.string().optional(),
+            verify: z.boolean().default(true),
+            /**
+             * Mutual TLS: PEM CA bundle(s) client certificates must chain to. TLS listeners then ask every
+             * caller for a certificate; its subjectAltName sip: URIs become proven identities.
+             */
+            clientCa: z.union([z.string(), z.array(z.string()).min(1)]).optional(),
+          })
           .strict()
           .optional(),
         /** Log every SIP message sent and received (credentials masked). */
         trace: z.boolean().default(false),
         /** Refuse anything but TLS: every listener must be TLS, and a request that arrives otherwise gets 403. */
         tlsOnly: z.boolean().default(false),
+        /**
+         * The SIP stack: "sipjs" (built in, listens itself) or "drachtio" (a drachtio-srf app on a
+         * drachtio-server, which owns the SIP ports; `listen` and `tls` are then the server's business).
+         */
+        backend: z.enum(["sipjs", "drachtio"]).default("sipjs"),
+        drachtio: drachtio.optional(),
       })
       .strict()
       .prefault({})
       .superRefine((sip, ctx) => {
+        if (sip.backend === "drachtio" && !sip.drachtio)
+          ctx.addIssue({
+            code: "custom",
+            path: ["drachtio"],
+            message: 'sip.backend "drachtio" needs sip.drachtio (host, port, secretFile or secretEnv)',
+          });
         if (!sip.tlsOnly) return;
         sip.listen.forEach((l, i) => {
           if (l.transport !== "tls")
@@ -84,14 +161,22 @@ export const configSchema = z
       }),
     security: z
       .object({
-        /** Who may send us migrations: SIP URIs (user@host, `*` wildcards) or source IP addresses. Empty = loopback only. */
+        /**
+         * Who may send us migrations (and console MESSAGE triggers): source IP addresses/prefixes, or SIP URI
+         * patterns (`*` wildcards) matched only against proven identities. Empty = loopback only.
+         */
         allow: z.array(z.string().min(1)).default([]),
+        /** Source side: where VMs may be sent (SIP URI patterns, `*` wildcards). Empty = loopback targets only. */
+        destinations: z
+          .array(z.string().regex(/^sips?:\S+$/, 'expected a SIP URI pattern such as "sip:dc2@*"'))
+          .default([]),
         /** Digest users (name -> password) required of callers; empty = no authentication. */
         users: z.record(z.string(), z.string().min(1)).default({}),
         realm: z.string().default("sip-teleport"),
         /**
          * Refuse requests without valid digest credentials. Default: true when `users` is not empty.
-         * false with users: credentials are checked when present, requests without them are judged by the allowlist alone.
+         * false with users: credentials are checked when present, requests without them are judged by the allowlist
+         * alone.
          */
         digestRequired: z.boolean().optional(),
         /** Challenge in-dialog INFO and BYE too (not only the INVITE), and require the INVITE's user. */
@@ -121,14 +206,24 @@ export const configSchema = z
           .default(65536),
         /** Most header lines in one SIP message. */
         maxHeaders: z.number().int().min(16).max(10000).default(256),
+        /** Inbound SIP TCP/TLS connections at once (at the limit the oldest that sent no message yet goes). */
+        maxConnections: z.number().int().min(1).max(65536).default(512),
+        /** Inbound SIP TCP/TLS connections one source address may hold. */
+        maxConnectionsPerAddress: z.number().int().min(1).max(65536).default(32),
+        /** Close a SIP TCP/TLS connection silent this long (seconds; the TLS handshake included). */
+        connectionIdleS: z.number().min(1).max(86400).default(120),
         /** Destination: open dialogs one caller (authenticated user, else address) may hold. */
         dialogsPerCaller: z.number().int().min(1).default(8),
-        /** Destination: INVITEs per second one source address may send (burst of the same size); more get 503 with Retry-After. */
+        /**
+         * Destination: INVITEs per second one source address may send (burst of the same size); more get 503 with
+         * Retry-After.
+         */
         invitesPerSecond: z.number().min(0.1).default(20),
         /**
-         * Addresses of SIP proxies that relay many callers (e.g. Kamailio). Their INVITEs are counted
-         * per caller (From URI) instead of per address, and so are their open dialogs when the caller
-         * is not authenticated here. The proxy must authenticate its callers, as From is theirs to say.
+         * Addresses of SIP proxies that relay many callers (e.g. Kamailio). Their P-Asserted-Identity is a
+         * proven identity for security.allow (from any other address it is ignored), and their INVITEs are
+         * counted per caller (From URI) instead of per address. The proxy must authenticate its callers
+         * and set P-Asserted-Identity itself, as deploy/kamailio/kamailio.cfg does.
          */
         trustedProxies: z.array(z.string().min(1)).default([]),
       })
@@ -143,6 +238,10 @@ export const configSchema = z
         /** Address the destination's migration listeners bind to and announce. */
         address: z.string().default("127.0.0.1"),
         ports: portRange.default("49152-49407"),
+        /** Destination: memory kept for the host; an offer needing more than MemAvailable minus this is refused. */
+        memoryReserveMib: z.number().int().min(0).default(256),
+        /** Destination: free space its run and state dirs must keep (logs, journal, incoming state). */
+        minFreeDiskMib: z.number().int().min(0).default(256),
       })
       .strict()
       .prefault({}),
@@ -180,13 +279,26 @@ export const configSchema = z
         token: z.string().min(16).optional(),
         /** Destinations offered in the chooser (any SIP URI can still be typed). */
         destinations: z.array(sipUri).default([]),
-        /** Named plans for the page and the MESSAGE trigger ("migrate NAME to URI"); NRDL examples (exp1..3) need no entry. */
+        /**
+         * Named plans for the page and the MESSAGE trigger ("migrate NAME to URI"); NRDL examples (exp1..3) need no
+         * entry.
+         */
         plans: z
           .record(
             z.string().regex(/^[\w.-]+$/, "plan names are letters, digits, _ . -"),
             z.object({ vms: z.array(z.string().min(1)).min(1), strategy: z.enum(STRATEGIES).optional() }).strict(),
           )
           .default({}),
+      })
+      .strict()
+      .prefault({}),
+    /** Prometheus metrics of `listen` and `console` (GET /metrics); off unless `http` is set or --metrics given. */
+    metrics: z
+      .object({
+        http: z
+          .string()
+          .regex(/^(\[[0-9a-fA-F:.]+\]|[^\s:]+):\d{1,5}$/, 'expected "address:port" such as "127.0.0.1:9464"')
+          .optional(),
       })
       .strict()
       .prefault({}),
@@ -198,6 +310,8 @@ export const configSchema = z
       .strict()
       .prefault({}),
   })
-  .strict();
+  .strict()
+  .superRefine(provableAllowlist)
+  .superRefine(choosableDestinations);
 
 export type HostConfig = z.infer<typeof configSchema>;

@@ -45,6 +45,7 @@ export function guestVm(guest: GuestFiles, name: string, opts: GuestVmOptions = 
     kernel: guest.kernel,
     initrd: guest.initrd,
     append: `console=ttyS0 quiet panic=-1 init_on_free=1 st.name=${name}${ip}`,
+    disks: [],
     nics: opts.nics ?? [],
   };
 }

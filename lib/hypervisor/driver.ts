@@ -2,7 +2,7 @@
  * One interface, many drivers (libvirt's design): the agents never know which hypervisor
  * moves a VM. A new hypervisor is one new file implementing HypervisorDriver.
  */
-import type { Hypervisor, Role } from "../../nrdl/types";
+import type { Convergence, DiskExport, DiskFormat, DiskMode, DiskSpec, Hypervisor, Role } from "../../nrdl/types";
 
 export interface NicDefinition {
   /** "tap": an existing tap device on a bridge (named per host); "user": QEMU user-mode networking. */
@@ -11,6 +11,18 @@ export interface NicDefinition {
   ifname?: string;
   /** Must be identical on both hosts so the guest keeps its identity. */
   mac: string;
+}
+
+/** One disk image of a VM on this host (paths may differ between hosts; target, format and mode may not). */
+export interface DiskDefinition {
+  /** The disk's name within the VM, as NRDL's `<disk target>` (e.g. "vda"). */
+  target: string;
+  /** Where the image lives on this host; a destination creates copied images here. */
+  file: string;
+  format: DiskFormat;
+  mode: DiskMode;
+  /** copy-top: the base image under the overlay, present on both hosts with identical content. */
+  backing?: string;
 }
 
 /** A VM as the local inventory defines it. Both hosts hold identical definitions. */
@@ -23,7 +35,7 @@ export interface VmDefinition {
   kernel?: string;
   initrd?: string;
   append?: string;
-  disk?: string;
+  disks: DiskDefinition[];
   nics: NicDefinition[];
   /** Extra hypervisor arguments, passed as an argument array (never through a shell). */
   extraArgs?: string[];
@@ -58,20 +70,34 @@ export interface ArmOptions {
   port?: number;
   /** One-time secret for this migration (never logged). */
   secret: string;
+  /** The offered disks to receive: the copied ones are created here and exported over NBD. */
+  disks?: DiskSpec[];
+  /** Port of the NBD server for copied disks (a free one when omitted). */
+  nbdPort?: number;
+  /** One-time secret of the NBD server (never logged). */
+  nbdSecret?: string;
+  /** The source may switch this migration to post-copy (QEMU needs postcopy-ram on both ends). */
+  postcopy?: boolean;
 }
 
 export interface ArmedListener {
   vm: string;
   /** URI the source migrates to, e.g. "tcp:127.0.0.1:49152". */
   uri: string;
+  /** One NBD export per copied disk, secrets included. */
+  exports: DiskExport[];
 }
 
 export interface MigrationTarget {
   uri: string;
   secret: string;
+  /** Where to mirror each copied disk before the memory moves. */
+  exports?: DiskExport[];
 }
 
-export type MigrationPhase = "setup" | "active" | "pre-switchover" | "device" | "completed" | "failed" | "cancelled";
+/** "disks": copied disks are being mirrored; memory follows once every mirror is in sync. */
+export type MigrationPhase =
+  "setup" | "disks" | "active" | "pre-switchover" | "device" | "completed" | "failed" | "cancelled";
 
 /** Byte counts are -1 when the hypervisor reports only a percentage (VirtualBox). */
 export interface MigrationProgress {
@@ -79,6 +105,15 @@ export interface MigrationProgress {
   phase: MigrationPhase;
   transferredBytes: number;
   remainingBytes: number;
+  totalBytes: number;
+  /** 0..1 */
+  progress: number;
+  /** Copied disks of the VM together, when it has any. */
+  disk?: DiskProgress;
+}
+
+export interface DiskProgress {
+  transferredBytes: number;
   totalBytes: number;
   /** 0..1 */
   progress: number;
@@ -94,6 +129,12 @@ export interface MigrationOptions {
    * (never stopping it) until `switchover()` lets it converge and switch over.
    */
   pauseBeforeSwitchover?: boolean;
+  /**
+   * For a guest that writes faster than the link carries: "auto-converge" throttles its vCPUs;
+   * "postcopy" switches to post-copy once pre-copy stops gaining (the destination must be armed
+   * with `postcopy`). Default "none": plain pre-copy, which such a guest makes run until timeout.
+   */
+  convergence?: Convergence;
   onProgress?: (p: MigrationProgress) => void;
 }
 
@@ -105,14 +146,30 @@ export interface MigrationResult {
   downtimeMs: number;
   /** -1 when the hypervisor does not measure it (VirtualBox). */
   transferredBytes: number;
+  /** When the source stopped the VM for switchover (epoch ms), when the hypervisor says; for the group's pause. */
+  stoppedAt?: number;
+  /** Bytes of disk mirrored, when the VM had copied disks. */
+  diskTransferredBytes?: number;
 }
 
 /** A running outgoing migration. */
 export interface MigrationHandle {
-  /** Settles when the VM runs on the destination (and the source copy is gone), or rejects with a TeleportError (source keeps running). */
+  /**
+   * Settles when the VM runs on the destination (and the source copy is gone), or rejects with a TeleportError (source
+   * keeps running).
+   */
   readonly done: Promise<MigrationResult>;
-  /** With pauseBeforeSwitchover: resolves when every page was sent once and the VM, still running, waits for switchover. */
+  /**
+   * With pauseBeforeSwitchover: resolves when every page was sent once and the VM, still running, waits for switchover.
+   */
   readonly readyToSwitch: Promise<void>;
+  /**
+   * After readyToSwitch: let the migration converge (with `downtimeLimitMs`, default the migration's
+   * own limit); resolves when the source has stopped the VM with only its last pages and device
+   * state left to send (it waits there).
+   */
+  converge(downtimeLimitMs?: number): Promise<void>;
+  /** Send the rest (converging first if needed); resolves when the destination has the VM. */
   switchover(): Promise<void>;
   /** Cancel; the VM keeps running on the source. */
   abort(): Promise<void>;
@@ -120,7 +177,10 @@ export interface MigrationHandle {
 
 export interface HypervisorDriver {
   readonly kind: Hypervisor;
-  /** Whether this host can run the driver, with a human explanation (e.g. "qemu-system-x86_64 not found; apt-get install qemu-system-x86"). */
+  /**
+   * Whether this host can run the driver, with a human explanation (e.g. "qemu-system-x86_64 not found; apt-get install
+   * qemu-system-x86").
+   */
   available(): Promise<{ ok: boolean; detail: string }>;
   /** VM definitions this driver manages on this host. */
   inventory(): VmDefinition[];
@@ -129,9 +189,20 @@ export interface HypervisorDriver {
   stop(vm: string): Promise<void>;
   /** Start the VM waiting for an incoming migration. */
   arm(vm: string, opts: ArmOptions): Promise<ArmedListener>;
-  /** Remove a listener that has not received a VM (never touches a VM that already resumed here). */
+  /**
+   * Destination side: why the offered disks cannot be received here (one line each, for a 488),
+   * checked before anything is created. Empty when they can.
+   */
+  vetDisks?(vm: string, disks: DiskSpec[]): Promise<string[]>;
+  /**
+   * Remove a listener that has not received a VM (never touches a VM that already resumed here),
+   * and delete the disk images its arming created (never a file that was there before).
+   */
   disarm(vm: string): Promise<void>;
-  /** Destination side: resolves when an incoming VM runs here; rejects with a TeleportError when the listener dies or on timeout. */
+  /**
+   * Destination side: resolves when an incoming VM runs here; rejects with a TeleportError when the listener dies or on
+   * timeout.
+   */
   waitResumed(vm: string, timeoutMs: number): Promise<void>;
   migrate(vm: string, target: MigrationTarget, opts: MigrationOptions): MigrationHandle;
   /**

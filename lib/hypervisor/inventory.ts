@@ -1,6 +1,7 @@
 /**
  * A host's VM definitions, read from a JSON file: { "vms": [ { name, hypervisor, role, memoryMib,
- * cpus, kernel/initrd/append or disk, nics: [{ kind: "tap"|"user", ifname?, mac }], extraArgs? } ] }.
+ * cpus, kernel/initrd/append and/or disks: [{ file, format, mode, target?, backing? }] (the older
+ * "disk": FILE is one shared disk), nics: [{ kind: "tap"|"user", ifname?, mac }], extraArgs? } ] }.
  * Both hosts hold identical definitions (only tap names may differ); the destination refuses VMs
  * it does not define. Every problem is reported at once, with the path of the offending field.
  * Relative file paths are taken from the inventory file's folder.
@@ -8,8 +9,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { TeleportError } from "../errors";
-import { HYPERVISORS, ROLES, type Hypervisor, type Role } from "../../nrdl/types";
-import type { LibvirtDomainRef, NicDefinition, VmDefinition } from "./driver";
+import { DISK_FORMATS, DISK_MODES, HYPERVISORS, ROLES, type Hypervisor, type Role } from "../../nrdl/types";
+import type { DiskDefinition, LibvirtDomainRef, NicDefinition, VmDefinition } from "./driver";
 
 export const VM_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/i;
@@ -26,6 +27,7 @@ const VM_KEYS = new Set([
   "initrd",
   "append",
   "disk",
+  "disks",
   "nics",
   "extraArgs",
   "libvirt",
@@ -34,6 +36,9 @@ const LIBVIRT_KEYS = new Set(["uri", "domain", "defineFromSource"]);
 /** Local libvirt only: the agent fronts this libvirt's socket when it arms (see libvirt.ts). */
 const LIBVIRT_URI = /^qemu:\/\/\/system(\?socket=\/[^&\s]+)?$/;
 const NIC_KEYS = new Set(["kind", "ifname", "mac"]);
+const DISK_KEYS = new Set(["file", "format", "mode", "target", "backing"]);
+/** A disk target becomes a QEMU node and device id: a letter first, no punctuation QEMU would parse. */
+const TARGET = /^[A-Za-z][A-Za-z0-9_-]{0,31}$/;
 
 type Raw = Record<string, unknown>;
 
@@ -108,6 +113,74 @@ function parseLibvirt(raw: unknown, name: string, at: string, problems: Problems
   return { uri: String(uri), domain: String(domain), defineFromSource: defineFromSource === true };
 }
 
+/** "vda", "vdb", ... for disks that do not name their target. */
+const defaultTarget = (i: number): string =>
+  `vd${String.fromCharCode(97 + (i % 26))}${i >= 26 ? Math.floor(i / 26) : ""}`;
+
+function parseDisk(
+  raw: unknown,
+  i: number,
+  at: string,
+  baseDir: string,
+  problems: Problems,
+): DiskDefinition | undefined {
+  if (!isRecord(raw)) {
+    problems.add(at, "must be an object { file, format, mode, target?, backing? }");
+    return undefined;
+  }
+  unknownKeys(raw, DISK_KEYS, at, problems);
+  const file = optionalPath(raw, "file", at, baseDir, problems);
+  if (file === undefined && raw.file === undefined) problems.add(`${at}.file`, "must be a non-empty file path");
+  const format = raw.format;
+  if (!DISK_FORMATS.includes(format as never))
+    problems.add(`${at}.format`, `must be one of ${DISK_FORMATS.join(", ")}`);
+  const mode = raw.mode ?? "shared";
+  if (!DISK_MODES.includes(mode as never)) problems.add(`${at}.mode`, `must be one of ${DISK_MODES.join(", ")}`);
+  const target = raw.target ?? defaultTarget(i);
+  if (typeof target !== "string" || !TARGET.test(target))
+    problems.add(`${at}.target`, "must be a letter and up to 31 letters, digits, _ or - (e.g. vda)");
+  const backing = optionalPath(raw, "backing", at, baseDir, problems);
+  if (mode === "copy-top" && format !== "qcow2") problems.add(`${at}.format`, "a copy-top disk is a qcow2 overlay");
+  if (mode === "copy-top" && backing === undefined)
+    problems.add(`${at}.backing`, "a copy-top disk needs the path of its base image (present on both hosts)");
+  if (mode !== "copy-top" && raw.backing !== undefined)
+    problems.add(`${at}.backing`, "only copy-top disks name a backing image");
+  if (file === undefined || typeof target !== "string") return undefined;
+  const disk: DiskDefinition = {
+    target,
+    file,
+    format: format as DiskDefinition["format"],
+    mode: mode as DiskDefinition["mode"],
+  };
+  if (backing) disk.backing = backing;
+  return disk;
+}
+
+function parseDisks(raw: Raw, at: string, baseDir: string, problems: Problems): DiskDefinition[] {
+  if (raw.disk !== undefined && raw.disks !== undefined) {
+    problems.add(at, 'give either "disk" (one shared disk, the older form) or "disks", not both');
+    return [];
+  }
+  if (raw.disks === undefined) {
+    // the older form: one disk on storage both hosts see
+    const file = optionalPath(raw, "disk", at, baseDir, problems);
+    return file ? [{ target: "vda", file, format: /\.qcow2$/i.test(file) ? "qcow2" : "raw", mode: "shared" }] : [];
+  }
+  if (!Array.isArray(raw.disks)) {
+    problems.add(`${at}.disks`, "must be a list");
+    return [];
+  }
+  const disks = raw.disks
+    .map((d, i) => parseDisk(d, i, `${at}.disks[${i}]`, baseDir, problems))
+    .filter((d): d is DiskDefinition => d !== undefined);
+  const seen = new Set<string>();
+  for (const d of disks) {
+    if (seen.has(d.target)) problems.add(`${at}.disks`, `target ${d.target} used twice`);
+    seen.add(d.target);
+  }
+  return disks;
+}
+
 function parseVm(raw: unknown, at: string, baseDir: string, problems: Problems): VmDefinition | undefined {
   if (!isRecord(raw)) {
     problems.add(at, "must be an object");
@@ -126,12 +199,12 @@ function parseVm(raw: unknown, at: string, baseDir: string, problems: Problems):
   const cpus = raw.cpus === undefined ? 1 : positiveInt(raw, "cpus", where, 256, problems);
   const kernel = optionalPath(raw, "kernel", where, baseDir, problems);
   const initrd = optionalPath(raw, "initrd", where, baseDir, problems);
-  const disk = optionalPath(raw, "disk", where, baseDir, problems);
+  const disks = parseDisks(raw, where, baseDir, problems);
   if (raw.append !== undefined && typeof raw.append !== "string") problems.add(`${where}.append`, "must be a string");
   if (raw.libvirt !== undefined && hypervisor !== "libvirt")
     problems.add(`${where}.libvirt`, 'only VMs with hypervisor "libvirt" name a libvirt domain');
   const libvirt = hypervisor === "libvirt" ? parseLibvirt(raw.libvirt, name, `${where}.libvirt`, problems) : undefined;
-  if (hypervisor === "qemu" && !kernel && !disk)
+  if (hypervisor === "qemu" && !kernel && disks.length === 0)
     problems.add(where, "a QEMU VM needs a kernel (with initrd/append) or a disk");
   if (!kernel && (initrd || raw.append !== undefined)) problems.add(where, "initrd and append need a kernel");
   const nicsRaw = raw.nics ?? [];
@@ -151,13 +224,13 @@ function parseVm(raw: unknown, at: string, baseDir: string, problems: Problems):
     role: role as Role,
     memoryMib,
     cpus,
+    disks,
     nics,
     extraArgs: Array.isArray(extra) ? (extra as string[]) : [],
   };
   if (kernel) vm.kernel = kernel;
   if (initrd) vm.initrd = initrd;
   if (typeof raw.append === "string") vm.append = raw.append;
-  if (disk) vm.disk = disk;
   if (libvirt) vm.libvirt = libvirt;
   return vm;
 }

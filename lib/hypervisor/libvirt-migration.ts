@@ -88,13 +88,23 @@ export class LibvirtMigration implements MigrationHandle {
     this.done.catch((err: Error) => this.rejectReady(err));
   }
 
-  /** Release a held migration: the real downtime limit and bandwidth let libvirt converge and switch over. */
-  async switchover(): Promise<void> {
+  /**
+   * Release a held migration: the downtime limit and bandwidth let libvirt converge and switch
+   * over. libvirt cannot stop the VM and wait before switchover (no pause-before-switchover), so
+   * this resolves once released, not once the VM is stopped: the wave switches over as each VM
+   * converges.
+   */
+  async converge(downtimeLimitMs = this.opts.downtimeLimitMs): Promise<void> {
     if (!this.opts.pauseBeforeSwitchover || this.released || this.phase !== "active")
       throw new TeleportError(400, `VM ${this.ctx.vm} is not waiting for switchover (phase ${this.phase})`);
     this.released = true;
     this.armTimeout();
-    await this.setLimits(this.opts.downtimeLimitMs, this.mibPerS);
+    await this.setLimits(downtimeLimitMs, this.mibPerS);
+  }
+
+  /** Released by converge() already, or now. */
+  async switchover(): Promise<void> {
+    if (!this.released) await this.converge();
   }
 
   async abort(): Promise<void> {

@@ -159,7 +159,8 @@ export class LibvirtDriver implements HypervisorDriver {
     if (!st)
       return defineFromSource
         ? undefined
-        : `libvirt at ${uri} does not define domain ${domain} (define it like the source's, or set libvirt.defineFromSource)`;
+        : `libvirt at ${uri} does not define domain ${domain} ` +
+            "(define it like the source's, or set libvirt.defineFromSource)";
     if (st.state !== "shut off") return `domain ${domain} is already ${st.state} on this host`;
     const shape = await virsh.shape(domain);
     const problems: string[] = [];
@@ -184,7 +185,7 @@ export class LibvirtDriver implements HypervisorDriver {
     );
     this.armed.set(vm, { uri, tunnel });
     this.log.info(`armed ${vm}`, { uri, domain: def.libvirt.domain });
-    return { vm, uri };
+    return { vm, uri, exports: [] };
   }
 
   async disarm(vm: string): Promise<void> {
@@ -218,7 +219,13 @@ export class LibvirtDriver implements HypervisorDriver {
       const refused = new TeleportError(486, `VM ${vm} is already migrating`);
       const fail = Promise.reject(refused);
       fail.catch(() => undefined);
-      return { done: fail, readyToSwitch: fail, switchover: () => fail, abort: async () => undefined };
+      return {
+        done: fail,
+        readyToSwitch: fail,
+        converge: () => fail,
+        switchover: () => fail,
+        abort: async () => undefined,
+      };
     }
     const migration = new LibvirtMigration(
       {

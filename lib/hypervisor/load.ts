@@ -29,6 +29,7 @@ export class LoadDriver implements HypervisorDriver {
       name: `${prefix}${i + 1}`,
       hypervisor: this.kind,
       role: "router" as const,
+      disks: [],
       memoryMib: 96,
       cpus: 1,
       nics: [],
@@ -64,7 +65,7 @@ export class LoadDriver implements HypervisorDriver {
 
   async arm(vm: string, opts: ArmOptions): Promise<ArmedListener> {
     this.waiting.add(this.known(vm));
-    return { vm, uri: `tcp:${opts.address}:${opts.port ?? 0}` };
+    return { vm, uri: `tcp:${opts.address}:${opts.port ?? 0}`, exports: [] };
   }
 
   async disarm(vm: string): Promise<void> {

@@ -3,6 +3,8 @@
  * status: a QEMU that was itself a migration target keeps answering "completed" there during its
  * own later outgoing migration. query-migrate still gives the byte counters and, at the end,
  * QEMU's own total time and downtime. Whatever goes wrong, the VM keeps running on the source.
+ * A VM with copied disks first mirrors them to the destination (qemu-mirror.ts); its memory moves
+ * once they are in sync, and the mirrors are completed at the switchover with the VM stopped.
  */
 import { TeleportError } from "../errors";
 import type { Logger } from "../log/logger";
@@ -15,6 +17,7 @@ import type {
   MigrationTarget,
 } from "./driver";
 import type { QmpClient, QmpEvent } from "./qmp";
+import { DiskMirrors, type MirrorDisk } from "./qemu-mirror";
 import { dropMigrationSecret, useMigrationSecret } from "./qemu-tls";
 
 export interface MigrationHooks {
@@ -26,6 +29,8 @@ export interface MigrationHooks {
   quitSource(): Promise<void>;
   /** Called once, when `done` settles. */
   settled(): void;
+  /** Copied disks to mirror before the memory, with their exports (throws when one has none). */
+  disks(): MirrorDisk[];
 }
 
 interface QueryMigrate {
@@ -43,6 +48,8 @@ const HOLD_DOWNTIME_MS = 1;
 const HOLD_BYTES_PER_S = 40_960;
 /** How often a held migration asks whether its first full pass is done. */
 const HOLD_POLL_MS = 100;
+/** Once the disks are in sync, their mirrors keep this share of the cap for the guest's new writes. */
+const DISK_SHARE_IN_SYNC = 0.25;
 
 function phaseOf(status: string): MigrationPhase | undefined {
   switch (status) {
@@ -70,24 +77,59 @@ function quiet<T>(p: Promise<T>): Promise<T> {
   return p;
 }
 
+/** A promise settled from outside, already marked handled. */
+function signal(): { promise: Promise<void>; resolve(): void; reject(err: Error): void } {
+  let resolve!: () => void;
+  let reject!: (err: Error) => void;
+  const promise = quiet(
+    new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    }),
+  );
+  return { promise, resolve, reject };
+}
+
 export class QemuMigration implements MigrationHandle {
   readonly done: Promise<MigrationResult>;
   readonly readyToSwitch: Promise<void>;
   phase: MigrationPhase = "setup";
   private client: QmpClient | undefined;
-  private resolveReady!: () => void;
-  private rejectReady!: (err: Error) => void;
+  private readonly ready = signal();
+  /** Stopped at pre-switchover: only the last pages and the device state are left to send. */
+  private readonly stopped = signal();
+  /** The destination has the VM (QEMU's "completed"). */
+  private readonly arrived = signal();
+  /** When the source stopped the VM (QMP STOP), epoch ms. */
+  private stoppedAt: number | undefined;
   /** Why we cancelled, when we did (abort or timeout). */
   private cancelReason: TeleportError | undefined;
   private abortRequested = false;
   private timer: NodeJS.Timeout | undefined;
   private bytes = { transferred: 0, remaining: 0, total: 0 };
-  private readonly bytesPerS: number;
-  /** switchover() was called: go through pre-switchover without stopping there. */
+  private bytesPerS: number;
+  /** converge() was called: the real downtime limit and bandwidth are back. */
   private released = false;
+  /** switchover() sent migrate-continue. */
+  private continued = false;
   private held = false;
+  /** migrate-start-postcopy was sent: from then on the VM's memory is on both hosts. */
+  private postcopyStarted = false;
+  /** QEMU's own words when it would not switch to post-copy. */
+  private postcopyRefused: string | undefined;
   /** QOM id of this migration's TLS credentials (unique: a VM may leave, come back, leave again). */
   private readonly tlsId = `st-outgoing-${Date.now().toString(36)}`;
+  private disks: MirrorDisk[] = [];
+  private mirrors: DiskMirrors | undefined;
+  private disk: MigrationProgress["disk"];
+  private diskBytes: number | undefined;
+  /** Rejects when abort() or the timeout cancels: ends the wait for the disk mirrors. */
+  private cancelled!: (err: TeleportError) => void;
+  private readonly cancellation = quiet(
+    new Promise<never>((_resolve, reject) => {
+      this.cancelled = reject;
+    }),
+  );
 
   constructor(
     readonly vm: string,
@@ -97,45 +139,49 @@ export class QemuMigration implements MigrationHandle {
     private readonly log: Logger,
   ) {
     this.bytesPerS = opts.bandwidthMbps > 0 ? Math.floor((opts.bandwidthMbps * 1_000_000) / 8) : UNLIMITED_BYTES_PER_S;
-    this.readyToSwitch = quiet(
-      new Promise<void>((resolve, reject) => {
-        this.resolveReady = resolve;
-        this.rejectReady = reject;
-      }),
-    );
+    this.readyToSwitch = this.ready.promise;
     if (!opts.pauseBeforeSwitchover)
-      this.rejectReady(new TeleportError(400, `migration of ${vm} was not asked to pause before switchover`));
+      this.ready.reject(new TeleportError(400, `migration of ${vm} was not asked to pause before switchover`));
     this.done = quiet(
       this.run().finally(() => {
         clearTimeout(this.timer);
         hooks.settled();
       }),
     );
-    this.done.catch((err: Error) => this.rejectReady(err));
+    this.done.catch((err: Error) => {
+      for (const s of [this.ready, this.stopped, this.arrived]) s.reject(err);
+    });
   }
 
   /**
-   * Release a held migration: the real downtime limit lets QEMU converge in its next pass, and
-   * the pause at pre-switchover is passed through at once. Every VM of a wave released together
-   * switches over within about one pass of each other, while each kept running until then.
+   * Release a held migration: the real downtime limit and bandwidth let QEMU converge in its next
+   * pass; it then stops the VM at pre-switchover and waits there. Every VM of a group released
+   * together stops within about one pass of each other, while each kept running until then.
    */
-  async switchover(): Promise<void> {
+  async converge(downtimeLimitMs = this.opts.downtimeLimitMs): Promise<void> {
     const client = this.client;
-    if (
-      !this.opts.pauseBeforeSwitchover ||
-      !client ||
-      this.released ||
-      !(this.phase === "active" || this.phase === "pre-switchover")
-    )
-      throw new TeleportError(400, `VM ${this.vm} is not waiting for switchover (phase ${this.phase})`);
-    this.released = true;
-    this.armTimeout();
-    if (this.phase === "pre-switchover") await client.execute("migrate-continue", { state: "pre-switchover" });
-    else
-      await client.execute("migrate-set-parameters", {
-        "max-bandwidth": this.bytesPerS,
-        "downtime-limit": this.opts.downtimeLimitMs,
-      });
+    if (!this.released) {
+      if (!this.opts.pauseBeforeSwitchover || !client || !(this.phase === "active" || this.phase === "pre-switchover"))
+        throw new TeleportError(400, `VM ${this.vm} is not waiting for switchover (phase ${this.phase})`);
+      this.released = true;
+      this.armTimeout();
+      if (this.phase === "active")
+        await client.execute("migrate-set-parameters", {
+          "max-bandwidth": this.bytesPerS,
+          "downtime-limit": Math.max(1, Math.round(downtimeLimitMs)),
+        });
+    }
+    await this.stopped.promise;
+  }
+
+  /** Send what is left of a VM stopped at pre-switchover; resolves when the destination has it. */
+  async switchover(): Promise<void> {
+    await this.converge();
+    if (!this.continued) {
+      this.continued = true;
+      if (this.client) await this.continueSwitchover(this.client);
+    }
+    await this.arrived.promise;
   }
 
   async abort(): Promise<void> {
@@ -143,6 +189,7 @@ export class QemuMigration implements MigrationHandle {
     this.cancelReason ??= new TeleportError(487, `migration of ${this.vm} aborted`, [
       "the VM keeps running on the source",
     ]);
+    this.cancelled(this.cancelReason);
     if (this.client && !this.client.isClosed) await this.client.execute("migrate_cancel").catch(() => undefined);
     await this.done.catch(() => undefined);
   }
@@ -152,16 +199,28 @@ export class QemuMigration implements MigrationHandle {
     const client = await this.hooks.connect();
     this.client = client;
     try {
+      this.disks = this.hooks.disks();
       const { status } = await client.execute<{ status: string }>("query-status");
       if (status !== "running")
         throw new TeleportError(486, `VM ${this.vm} is ${status}, not running: nothing to migrate`);
+      const convergence = this.opts.convergence ?? "none";
+      if (convergence === "postcopy" && this.opts.pauseBeforeSwitchover)
+        throw new TeleportError(488, `convergence=postcopy cannot hold ${this.vm} for a group switchover`, [
+          "a VM in post-copy runs at the destination at once; use auto-converge with strategy switchover",
+        ]);
       await client.execute("migrate-set-capabilities", {
         capabilities: [
           { capability: "events", state: true },
           // the destination confirms it loaded the state before the source counts the move as done;
           // a destination that fails to load makes the migration fail and the source VM resume
           { capability: "return-path", state: true },
-          { capability: "pause-before-switchover", state: !!this.opts.pauseBeforeSwitchover },
+          // copied disks: the mirrors are completed with the VM stopped, before its device state goes
+          {
+            capability: "pause-before-switchover",
+            state: !!this.opts.pauseBeforeSwitchover || this.disks.length > 0,
+          },
+          { capability: "auto-converge", state: convergence === "auto-converge" },
+          { capability: "postcopy-ram", state: convergence === "postcopy" },
         ],
       });
       // Held for a coordinated switchover: QEMU stops a VM as soon as what is left fits in
@@ -171,6 +230,10 @@ export class QemuMigration implements MigrationHandle {
       // the first pass). A guest that writes nothing at all may still converge early;
       // pause-before-switchover then stops it at the source until the wave is ready.
       const downtimeLimit = this.opts.pauseBeforeSwitchover ? HOLD_DOWNTIME_MS : this.opts.downtimeLimitMs;
+      // A writer with idle time left is not slowed by a light throttle (QEMU starts at 20 %, +10 % a
+      // pass): start at half and climb fast, so a guest that outwrites the link converges in a few passes.
+      if (convergence === "auto-converge")
+        await client.execute("migrate-set-parameters", { "cpu-throttle-initial": 50, "cpu-throttle-increment": 20 });
       await client.execute("migrate-set-parameters", {
         "max-bandwidth": this.bytesPerS,
         "downtime-limit": downtimeLimit,
@@ -179,6 +242,8 @@ export class QemuMigration implements MigrationHandle {
         await useMigrationSecret(client, "client", this.tlsId, this.target.secret, this.hooks.pskDir);
       // a VM that arrived over TLS keeps its incoming tls-creds: clear them when this move is plain
       else await client.execute("migrate-set-parameters", { "tls-creds": "" });
+      if (this.abortRequested) throw this.cancelReason;
+      if (this.disks.length > 0) await this.mirrorDisks(client);
       if (this.abortRequested) throw this.cancelReason;
       const finished = this.followEvents(client);
       await client.execute("migrate", { uri: this.target.uri });
@@ -212,13 +277,75 @@ export class QemuMigration implements MigrationHandle {
         downtimeMs: q.downtime ?? -1,
         transferredBytes: q.ram?.transferred ?? this.bytes.transferred,
       };
+      if (this.stoppedAt !== undefined) result.stoppedAt = this.stoppedAt;
+      if (this.diskBytes !== undefined) result.diskTransferredBytes = this.diskBytes;
       this.report("completed");
       await client.close();
       await this.hooks.quitSource();
       this.log.info(`migrated ${this.vm}`, { ...result });
       return result;
+    } catch (err) {
+      await this.mirrors?.abort();
+      throw err;
     } finally {
       await client.close();
+    }
+  }
+
+  /** Mirror every copied disk and wait until all are in sync, reporting progress meanwhile. */
+  private async mirrorDisks(client: QmpClient): Promise<void> {
+    const mirrors = new DiskMirrors(client, this.vm, this.disks, this.hooks.pskDir, this.log);
+    this.mirrors = mirrors;
+    this.phase = "disks";
+    this.armTimeout();
+    // a mirror that fails later (destination gone, its disk full) makes the memory migration pointless
+    mirrors.onFailure = (err) => {
+      this.cancelReason ??= err;
+      this.cancelled(err);
+      void client.execute("migrate_cancel").catch(() => undefined);
+    };
+    await mirrors.start(this.opts.bandwidthMbps > 0 ? this.bytesPerS : 0);
+    const poller = setInterval(() => void this.pollDisks(), PROGRESS_INTERVAL_MS);
+    try {
+      this.report("disks");
+      await Promise.race([mirrors.whenReady(), this.cancellation, client.closed.then(() => this.sourceGone())]);
+    } catch (err) {
+      if (this.cancelReason) throw this.cancelReason;
+      throw err;
+    } finally {
+      clearInterval(poller);
+    }
+    await this.pollDisks();
+    if (this.opts.bandwidthMbps > 0) {
+      // in sync: the disks keep a quarter of the cap for new writes, the memory takes the rest
+      await mirrors.setSpeed(this.bytesPerS * DISK_SHARE_IN_SYNC);
+      this.bytesPerS = Math.floor(this.bytesPerS * (1 - DISK_SHARE_IN_SYNC));
+      await client.execute("migrate-set-parameters", { "max-bandwidth": this.bytesPerS });
+    }
+    this.phase = "setup";
+  }
+
+  private sourceGone(): never {
+    throw new TeleportError(500, `source QEMU of ${this.vm} went away during the migration`);
+  }
+
+  private async pollDisks(): Promise<void> {
+    try {
+      if (this.mirrors) this.disk = await this.mirrors.progress();
+      if (this.phase === "disks") this.report("disks");
+    } catch {
+      // the connection is closing: the caller sees that
+    }
+  }
+
+  /** Past pre-switchover with the VM stopped: the disks' last writes first, then the device state. */
+  private async continueSwitchover(client: QmpClient): Promise<void> {
+    try {
+      if (this.mirrors) this.diskBytes = await this.mirrors.complete();
+      await client.execute("migrate-continue", { state: "pre-switchover" });
+    } catch (err) {
+      this.cancelReason ??= TeleportError.from(err);
+      await client.execute("migrate_cancel").catch(() => undefined);
     }
   }
 
@@ -226,6 +353,7 @@ export class QemuMigration implements MigrationHandle {
   private followEvents(client: QmpClient): Promise<string> {
     return new Promise((resolve, reject) => {
       const off = client.onEvent((ev: QmpEvent) => {
+        if (ev.event === "STOP") this.stoppedAt = ev.timestamp.seconds * 1000 + ev.timestamp.microseconds / 1000;
         if (ev.event !== "MIGRATION") return;
         const status = String(ev.data.status);
         const phase = phaseOf(status);
@@ -234,10 +362,15 @@ export class QemuMigration implements MigrationHandle {
         // Terminal phases are reported by run() with QEMU's final counters.
         if (phase !== "completed" && phase !== "failed" && phase !== "cancelled") this.report(phase);
         if (status === "pre-switchover") {
-          if (this.released)
-            void client.execute("migrate-continue", { state: "pre-switchover" }).catch(() => undefined);
-          else this.holding(client);
+          // disks only (no group switchover): the mirrors complete, then the migration goes on
+          if (!this.opts.pauseBeforeSwitchover) void this.continueSwitchover(client);
+          else {
+            // converged before the group was ready: it waits stopped (a guest that writes nothing)
+            if (!this.released) this.holding(client);
+            this.stopped.resolve();
+          }
         }
+        if (status === "completed") this.arrived.resolve();
         if (status === "completed" || status === "failed" || status === "cancelled") {
           off();
           resolve(status);
@@ -254,11 +387,17 @@ export class QemuMigration implements MigrationHandle {
     clearTimeout(this.timer);
     if (!(this.opts.timeoutS > 0)) return;
     this.timer = setTimeout(() => {
+      // cancelling in post-copy would lose the VM: its memory is split between the two hosts
+      if (this.postcopyStarted) return;
       this.cancelReason ??= new TeleportError(
         504,
         `migration of ${this.vm} timed out after ${this.opts.timeoutS} s and was cancelled`,
-        ["QEMU does not give up on a migration that does not converge; the VM keeps running on the source"],
+        [
+          "QEMU does not give up on a migration that does not converge; the VM keeps running on the source",
+          ...(this.postcopyRefused ? [`post-copy was refused: ${this.postcopyRefused}`] : []),
+        ],
       );
+      this.cancelled(this.cancelReason);
       void this.client?.execute("migrate_cancel").catch(() => undefined);
     }, this.opts.timeoutS * 1000);
   }
@@ -270,7 +409,7 @@ export class QemuMigration implements MigrationHandle {
     clearTimeout(this.timer); // waiting for the wave's switchover is not slowness
     if (this.phase === "active")
       void client.execute("migrate-set-parameters", { "max-bandwidth": HOLD_BYTES_PER_S }).catch(() => undefined);
-    this.resolveReady();
+    this.ready.resolve();
   }
 
   private async pollProgress(client: QmpClient): Promise<void> {
@@ -285,6 +424,20 @@ export class QemuMigration implements MigrationHandle {
         ((ram.total ?? 0) > 0 && (ram.remaining ?? Infinity) <= (ram.total ?? 0) / 4);
       if (this.opts.pauseBeforeSwitchover && !this.released && this.phase === "active" && nearlySent)
         this.holding(client);
+      // Post-copy once pre-copy stops gaining: two passes after the first and still not converged.
+      const stuck = (ram["dirty-sync-count"] ?? 0) >= 3;
+      if (this.opts.convergence === "postcopy" && !this.postcopyStarted && !this.postcopyRefused && stuck) {
+        this.postcopyStarted = true;
+        this.log.info(`pre-copy of ${this.vm} does not converge: switching to post-copy`, {
+          remainingBytes: ram.remaining,
+        });
+        await client.execute("migrate-start-postcopy").catch((err: unknown) => {
+          this.postcopyRefused = TeleportError.from(err).message;
+          this.postcopyStarted = false;
+          this.log.warn(`QEMU refused post-copy for ${this.vm}; pre-copy goes on`, { error: this.postcopyRefused });
+        });
+      }
+      if (this.mirrors) this.disk = await this.mirrors.progress();
       this.report(this.phase);
     } catch {
       // the connection is closing: the event follower reports that
@@ -319,6 +472,7 @@ export class QemuMigration implements MigrationHandle {
       totalBytes: total,
       progress,
     };
+    if (this.disk) p.disk = phase === "completed" ? { ...this.disk, progress: 1 } : this.disk;
     try {
       this.opts.onProgress?.(p);
     } catch (err) {

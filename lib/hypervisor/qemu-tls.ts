@@ -38,12 +38,26 @@ export async function useMigrationSecret(
   secret: string,
   dir: string,
 ): Promise<void> {
+  await addPskCredentials(client, endpoint, id, secret, dir);
+  await client.execute("migrate-set-parameters", { "tls-creds": id });
+}
+
+/**
+ * TLS-PSK credentials `id` in this QEMU, from the secret (the migration stream and the NBD disk
+ * mirrors use the same scheme). For a client, `dir` is removed before returning.
+ */
+export async function addPskCredentials(
+  client: QmpClient,
+  endpoint: "server" | "client",
+  id: string,
+  secret: string,
+  dir: string,
+): Promise<void> {
   writeKeyDir(dir, secret);
   try {
     const args: Record<string, unknown> = { "qom-type": "tls-creds-psk", id, endpoint, dir };
     if (endpoint === "client") args.username = PSK_USER;
     await client.execute("object-add", args);
-    await client.execute("migrate-set-parameters", { "tls-creds": id });
   } finally {
     if (endpoint === "client") fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -22,11 +22,14 @@ import type {
   VmDefinition,
   VmRunState,
 } from "./driver";
+import type { DiskExport, DiskSpec } from "../../nrdl/types";
+import { CreatedImages, diskArgs, diskNode, isCopied, vetIncomingDisks } from "./qemu-disks";
 import { QemuMigration, type MigrationHooks } from "./qemu-migration";
+import { dropOrphanedMirrors, type MirrorDisk } from "./qemu-mirror";
 import { freePort, tcpUri } from "./net";
 import { livePid, terminate, waitExit } from "./pidfile";
 import { QmpClient } from "./qmp";
-import { useMigrationSecret } from "./qemu-tls";
+import { addPskCredentials, useMigrationSecret } from "./qemu-tls";
 
 export interface QemuDriverOptions {
   /** This host's run directory (pidfiles, QMP sockets, serial logs). Created when missing. */
@@ -76,6 +79,10 @@ export interface VmFiles {
   /** Private folders for the migration key (incoming: until the VM arrives; outgoing: moments). */
   pskIn: string;
   pskOut: string;
+  /** The NBD server's key (incoming copied disks, until the VM arrives). */
+  pskNbd: string;
+  /** Images an arming created for copied disks, deleted if the VM does not arrive. */
+  createdImages: string;
 }
 
 interface Listener {
@@ -152,6 +159,8 @@ export class QemuDriver implements HypervisorDriver {
       serial: `${base}.serial.log`,
       pskIn: `${base}.psk-in`,
       pskOut: `${base}.psk-out`,
+      pskNbd: `${base}.psk-nbd`,
+      createdImages: `${base}.created-images.json`,
     };
   }
 
@@ -185,11 +194,19 @@ export class QemuDriver implements HypervisorDriver {
     try {
       const migration = (await client.execute<{ status?: string }>("query-migrate")).status;
       // held in pre-copy (running) or paused at pre-switchover (finish-migrate) for a dead agent's wave
-      if (migration !== "active" && migration !== "pre-switchover") return undefined;
-      await client.execute("migrate_cancel");
-      for (let i = 0; i < 100 && (await client.execute<{ status: string }>("query-status")).status !== "running"; i++)
-        await new Promise((r) => setTimeout(r, 50));
-      return `its migration (${migration}) had no agent any more: cancelled, the VM runs here`;
+      const held = migration === "active" || migration === "pre-switchover";
+      if (held) {
+        await client.execute("migrate_cancel");
+        for (let i = 0; i < 100 && (await client.execute<{ status: string }>("query-status")).status !== "running"; i++)
+          await new Promise((r) => setTimeout(r, 50));
+      }
+      // a dead agent's disk mirrors (it died while they copied, or with the memory held)
+      const mirrors = await dropOrphanedMirrors(client);
+      const what = [
+        held && `its migration (${migration}) had no agent any more: cancelled, the VM runs here`,
+        mirrors > 0 && `${mirrors} disk mirror(s) without an agent stopped, its disk is its own again`,
+      ].filter((w): w is string => typeof w === "string");
+      return what.length ? what.join("; ") : undefined;
     } finally {
       await client.close();
     }
@@ -225,10 +242,26 @@ export class QemuDriver implements HypervisorDriver {
     this.log.info(`stopped ${vm}`);
   }
 
+  async vetDisks(vm: string, disks: DiskSpec[]): Promise<string[]> {
+    return vetIncomingDisks(this.definition(vm), disks);
+  }
+
   async arm(vm: string, opts: ArmOptions): Promise<ArmedListener> {
     const def = this.definition(vm);
     await this.requireAbsent(vm);
-    await this.spawn(def, true);
+    const copied = (opts.disks ?? []).filter(isCopied);
+    const images = new CreatedImages(this.files(vm).createdImages);
+    if (copied.length) {
+      const problems = vetIncomingDisks(def, copied);
+      if (problems.length) throw new TeleportError(488, `cannot receive the disks of ${vm}`, problems);
+      await images.create(def, copied);
+    }
+    try {
+      await this.spawn(def, true);
+    } catch (err) {
+      images.remove();
+      throw err;
+    }
     let client: QmpClient | undefined;
     try {
       client = await QmpClient.connect(this.files(vm).qmp);
@@ -236,11 +269,13 @@ export class QemuDriver implements HypervisorDriver {
         capabilities: [
           { capability: "events", state: true },
           { capability: "return-path", state: true },
+          { capability: "postcopy-ram", state: !!opts.postcopy },
         ],
       });
       if (this.migrationTls)
         await useMigrationSecret(client, "server", "st-incoming", opts.secret, this.files(vm).pskIn);
       const uri = await this.listen(client, vm, opts);
+      const exports = copied.length ? await this.exportDisks(client, vm, copied, opts) : [];
       this.listeners.set(vm, { uri, client });
       // Once the VM has arrived and runs, the listener is over: free the monitor.
       const off = client.onEvent((ev) => {
@@ -248,13 +283,45 @@ export class QemuDriver implements HypervisorDriver {
         off();
         void this.arrived(vm);
       });
-      this.log.info(`armed ${vm}`, { uri });
-      return { vm, uri };
+      this.log.info(`armed ${vm}`, { uri, exports: exports.map((e) => e.uri) });
+      return { vm, uri, exports };
     } catch (err) {
       await client?.close();
       await this.quit(vm);
+      images.remove();
       throw TeleportError.from(err);
     }
+  }
+
+  /** QEMU's own NBD server, TLS-PSK from its one-time secret, one writable export per copied disk. */
+  private async exportDisks(client: QmpClient, vm: string, disks: DiskSpec[], opts: ArmOptions): Promise<DiskExport[]> {
+    const secret = opts.nbdSecret;
+    if (!secret) throw new TeleportError(500, `no NBD secret to export the disks of ${vm}`);
+    const port = opts.nbdPort ?? (await freePort(opts.address));
+    const start: Record<string, unknown> = {
+      addr: { type: "inet", data: { host: opts.address, port: String(port) } },
+    };
+    if (this.migrationTls) {
+      await addPskCredentials(client, "server", "st-nbd", secret, this.files(vm).pskNbd);
+      start["tls-creds"] = "st-nbd";
+    }
+    try {
+      await client.execute("nbd-server-start", start);
+    } catch (err) {
+      throw new TeleportError(503, `cannot serve the disks of ${vm} on port ${port}`, [
+        TeleportError.from(err).message,
+      ]);
+    }
+    const host = opts.address.includes(":") ? `[${opts.address}]` : opts.address;
+    for (const d of disks)
+      await client.execute("block-export-add", {
+        type: "nbd",
+        id: `st-export-${d.target}`,
+        "node-name": diskNode(d.target),
+        name: d.target,
+        writable: true,
+      });
+    return disks.map((d) => ({ disk: d.target, uri: `nbd://${host}:${port}/${d.target}`, secret }));
   }
 
   async disarm(vm: string): Promise<void> {
@@ -262,6 +329,7 @@ export class QemuDriver implements HypervisorDriver {
     const status = await this.queryStatus(vm);
     if (status === undefined) {
       await this.dropListener(vm);
+      this.removeCreatedImages(vm);
       return;
     }
     if (status !== "inmigrate") {
@@ -270,6 +338,7 @@ export class QemuDriver implements HypervisorDriver {
     }
     await this.dropListener(vm);
     await this.quit(vm);
+    this.removeCreatedImages(vm);
     this.log.info(`disarmed ${vm}`);
   }
 
@@ -280,6 +349,7 @@ export class QemuDriver implements HypervisorDriver {
       const status = await this.queryStatus(vm);
       if (status === undefined) {
         await this.dropListener(vm);
+        this.removeCreatedImages(vm);
         throw new TeleportError(
           503,
           `VM ${vm} is not here: its incoming QEMU is gone (migration failed or the listener was killed)`,
@@ -304,6 +374,7 @@ export class QemuDriver implements HypervisorDriver {
       },
       pskDir: this.migrationTls ? this.files(vm).pskOut : undefined,
       quitSource: () => this.quit(vm),
+      disks: () => this.mirrorDisks(vm, target.exports ?? []),
       settled: () => {
         if (this.outgoing.get(vm) === migration) this.outgoing.delete(vm);
         // a source QEMU that died mid-migration leaves its pidfile and sockets: pid() drops them
@@ -313,6 +384,23 @@ export class QemuDriver implements HypervisorDriver {
     const migration = new QemuMigration(vm, target, opts, hooks, this.log);
     if (!this.outgoing.has(vm)) this.outgoing.set(vm, migration);
     return migration;
+  }
+
+  /** The copied disks of `vm`, each with the export the destination armed for it. */
+  private mirrorDisks(vm: string, exports: DiskExport[]): MirrorDisk[] {
+    return this.definition(vm)
+      .disks.filter(isCopied)
+      .map((d) => {
+        const exp = exports.find((e) => e.disk === d.target);
+        if (!exp) throw new TeleportError(502, `the destination armed no NBD export for disk ${d.target} of ${vm}`);
+        return { target: d.target, mode: d.mode as MirrorDisk["mode"], export: exp };
+      });
+  }
+
+  /** The VM did not arrive here: delete the images its arming created, nothing else. */
+  private removeCreatedImages(vm: string): void {
+    const removed = new CreatedImages(this.files(vm).createdImages).remove();
+    if (removed.length) this.log.info(`deleted the disk images created for ${vm}`, { files: removed });
   }
 
   /** The QEMU command line: identical on both hosts apart from run-dir paths and tap names. */
@@ -332,10 +420,7 @@ export class QemuDriver implements HypervisorDriver {
     if (def.kernel) args.push("-kernel", def.kernel);
     if (def.initrd) args.push("-initrd", def.initrd);
     if (def.append !== undefined) args.push("-append", def.append);
-    if (def.disk) {
-      const format = /\.qcow2$/i.test(def.disk) ? "qcow2" : "raw";
-      args.push("-drive", `file=${def.disk},if=virtio,format=${format}`);
-    }
+    args.push(...diskArgs(def));
     def.nics.forEach((nic, i) => {
       const netdev =
         nic.kind === "tap" ? `tap,id=net${i},ifname=${nic.ifname},script=no,downscript=no` : `user,id=net${i}`;
@@ -417,6 +502,13 @@ export class QemuDriver implements HypervisorDriver {
   /** The incoming VM runs here: the listener, its monitor and its key are done with. */
   private async arrived(vm: string): Promise<void> {
     fs.rmSync(this.files(vm).pskIn, { recursive: true, force: true });
+    const listener = this.listeners.get(vm);
+    if (this.definition(vm).disks.some(isCopied)) {
+      // the mirrors are done: no more writes from outside, and the images are the VM's own now
+      await listener?.client.execute("nbd-server-stop").catch(() => undefined);
+      new CreatedImages(this.files(vm).createdImages).keep();
+    }
+    fs.rmSync(this.files(vm).pskNbd, { recursive: true, force: true });
     await this.dropListener(vm);
   }
 
@@ -443,6 +535,6 @@ export class QemuDriver implements HypervisorDriver {
 
   private removeRunFiles(vm: string): void {
     const f = this.files(vm);
-    for (const p of [f.pid, f.qmp, f.mon, f.pskIn, f.pskOut]) fs.rmSync(p, { force: true, recursive: true });
+    for (const p of [f.pid, f.qmp, f.mon, f.pskIn, f.pskOut, f.pskNbd]) fs.rmSync(p, { force: true, recursive: true });
   }
 }

@@ -85,7 +85,8 @@ export class QmpClient {
           fail(
             new TeleportError(
               504,
-              `QMP monitor ${path} did not greet within ${timeoutMs} ms (QEMU busy, or another client holds the monitor)`,
+              `QMP monitor ${path} did not greet within ${timeoutMs} ms ` +
+                `(QEMU busy, or another client holds the monitor)`,
             ),
           ),
         timeoutMs,

@@ -155,7 +155,7 @@ export class VirtualBoxDriver implements HypervisorDriver {
     }
     const uri = tcpUri(opts.address, port);
     this.log.info(`armed ${vm}`, { uri });
-    return { vm, uri };
+    return { vm, uri, exports: [] };
   }
 
   async disarm(vm: string): Promise<void> {
@@ -261,15 +261,16 @@ export class VirtualBoxDriver implements HypervisorDriver {
     };
 
     const done = run();
-    const readyToSwitch = Promise.reject(
-      new TeleportError(501, "VirtualBox teleporting cannot pause before switchover"),
-    );
+    const noPause = () =>
+      Promise.reject(new TeleportError(501, "VirtualBox teleporting cannot pause before switchover"));
+    const readyToSwitch = noPause();
     done.catch(() => undefined);
     readyToSwitch.catch(() => undefined);
     return {
       done,
       readyToSwitch,
-      switchover: () => Promise.reject(new TeleportError(501, "VirtualBox teleporting cannot pause before switchover")),
+      converge: noPause,
+      switchover: noPause,
       abort: async () => {
         cancel(new TeleportError(487, `teleport of ${vm} aborted`));
         await done.catch(() => undefined);

@@ -9,6 +9,14 @@ export function portFree(address: string, port: number): Promise<boolean> {
   });
 }
 
+/** Every port of "LOW-HIGH" that can be bound now, up to `want` of them (ascending). */
+export async function freePortsInRange(address: string, range: string, want = Infinity): Promise<number[]> {
+  const [lo, hi] = range.split("-").map(Number);
+  const free: number[] = [];
+  for (let port = lo; port <= hi && free.length < want; port++) if (await portFree(address, port)) free.push(port);
+  return free;
+}
+
 /**
  * A free port in "LOW-HIGH" that is not `taken`. Ports are tried from a random start so two
  * dialogs arming at once rarely race for the same one; the caller still handles a bind failure.

@@ -18,8 +18,8 @@ export interface PlanEvents {
   onStart?(vm: string): void;
   /** A VM reached its final state. */
   onOutcome?(outcome: VmOutcome): void;
-  /** Switchover strategy: every VM of the wave has converged and is about to switch over. */
-  onSwitchover?(wave: number, vms: string[]): void;
+  /** Switchover strategy: every VM of the group pre-copied and is told to converge and switch over. */
+  onSwitchover?(vms: string[]): void;
 }
 
 export interface ExecuteOptions {
@@ -34,6 +34,31 @@ export interface ExecuteOptions {
 
 function reasonOf(err: unknown): string {
   return TeleportError.from(err).message;
+}
+
+/**
+ * How long the VMs of a group stopped at the source wait (from the first STOP) for the last one to
+ * converge before the switchover is called off (and all resume at the source): the group's pause
+ * when one cannot follow.
+ */
+export function switchoverWindowMs(policy: Policy): number {
+  return Math.max(3000, 10 * policy.downtimeLimitMs);
+}
+
+/**
+ * The downtime limit each VM converges with in a whole-group switchover. The group's pause is the
+ * spread of its STOPs plus one final copy per wave (waves are sent one after the other), so each
+ * gets an equal share of the limit: the group as a whole, and so every VM in it, stays near it.
+ */
+export function convergeLimitMs(policy: Policy, waves: number): number {
+  return Math.max(10, Math.floor(policy.downtimeLimitMs / (waves + 1)));
+}
+
+/** Resolves with `p`'s outcome, or rejects after `ms`. */
+function within<T>(p: Promise<T>, ms: number, why: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new TeleportError(504, why)), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 class Run {
@@ -124,36 +149,100 @@ class Run {
     await Promise.all(Array.from({ length: Math.max(1, Math.min(width, vms.length)) }, worker));
   }
 
-  /** Pre-copy the whole wave, then switch every VM over together. */
-  private async switchover(wave: number, vms: string[]): Promise<void> {
-    const started = vms
-      .map((vm) => [vm, this.launch(vm, true)] as const)
-      .filter((e): e is [string, MigrationHandle] => !!e[1]);
-    const finished = started.map(([vm, h]) => this.finish(vm, h));
-    const ready = await Promise.allSettled(started.map(([, h]) => h.readyToSwitch));
-    const allReady = ready.every((r) => r.status === "fulfilled");
-    if (!allReady) {
-      // One VM could not converge: nobody of this wave switches, everybody stays (or resumes) at the source.
-      const failed = started.filter((_, i) => ready[i].status === "rejected").map(([vm]) => vm);
-      for (const [vm] of started) {
-        if (!failed.includes(vm))
-          this.cancel(vm, `switchover of wave ${wave + 1} cancelled: ${failed.join(", ")} failed before switchover`);
+  /**
+   * The whole group pre-copies (at most max-parallel in their first pass at once), each VM held
+   * running once it could switch over; then all converge and wait stopped at the source, and only
+   * when every one is there do they switch over, in dependency order (a wave reaches the
+   * destination before the next is sent). Anything short of that: all resume at the source.
+   */
+  private async group(): Promise<void> {
+    const { plan, policy } = this.opts;
+    const started: Array<[string, MigrationHandle]> = [];
+    const finished: Array<Promise<void>> = [];
+    const callOff = (why: string): void => {
+      for (const [vm] of started) this.cancel(vm, why);
+    };
+    // Pre-copy: a VM keeps its slot until it is held (or failed).
+    let free = Math.max(1, policy.maxParallel);
+    const waiting: Array<() => void> = [];
+    const release = (): void => {
+      free++;
+      waiting.shift()?.();
+    };
+    const failures: string[] = [];
+    const readies: Array<Promise<void>> = [];
+    for (const vm of plan.waves.flatMap((w) => w.vms)) {
+      if (free === 0) await new Promise<void>((r) => waiting.push(r));
+      free--;
+      if (failures.length || this.stopReason) {
+        release();
+        this.record({ vm, state: "aborted", reason: this.stopReason ?? `switchover cancelled: ${failures[0]}` });
+        continue;
       }
-    } else if (!this.stopReason) {
-      this.opts.events?.onSwitchover?.(
-        wave,
-        started.map(([vm]) => vm),
+      const handle = this.launch(vm, true);
+      if (!handle) {
+        release();
+        continue;
+      }
+      started.push([vm, handle]);
+      finished.push(this.finish(vm, handle));
+      readies.push(
+        handle.readyToSwitch.then(release, (err: unknown) => {
+          release();
+          if (!this.cancelled.has(vm)) {
+            failures.push(`${vm} could not pre-copy (${reasonOf(err)})`);
+            callOff(`switchover of the group cancelled: ${failures[0]}`);
+          }
+          throw err;
+        }),
       );
-      await Promise.all(started.map(([, h]) => h.switchover().catch(() => undefined)));
+    }
+    const ready = await Promise.allSettled(readies);
+    const names = started.map(([vm]) => vm);
+    if (ready.some((r) => r.status === "rejected") || this.stopReason || started.length < this.groupSize()) {
+      callOff(this.stopReason ?? `switchover of the group cancelled: ${failures.join("; ") || "not every VM started"}`);
+      await Promise.all(finished);
+      return;
+    }
+    this.opts.events?.onSwitchover?.(names);
+    const window = switchoverWindowMs(policy);
+    const stops = started.map(([, h]) => h.converge(convergeLimitMs(policy, plan.waves.length)));
+    for (const stop of stops) stop.catch(() => undefined); // seen by race/all below; never unhandled
+    try {
+      // The window bounds the group's pause, so it runs from the first STOP: until then every VM still
+      // runs, sending its last pass (bounded by its own timeout), which on a slow link outlasts any window.
+      await Promise.race(stops);
+      await within(Promise.all(stops), window, `not every VM stopped for switchover within ${window} ms`);
+    } catch (err) {
+      callOff(`switchover of the group cancelled: ${reasonOf(err)}`);
+      await Promise.all(finished);
+      return;
+    }
+    const handles = new Map(started);
+    for (const wave of plan.waves) {
+      const sent = await Promise.allSettled(wave.vms.map((vm) => (handles.get(vm) as MigrationHandle).switchover()));
+      const lost = wave.vms.filter((_, i) => sent[i].status === "rejected");
+      if (lost.length) {
+        // earlier waves are on the destination already; what depends on the lost ones stays with them
+        callOff(`not switched over: ${lost.join(", ")} failed in its switchover`);
+        break;
+      }
     }
     await Promise.all(finished);
+  }
+
+  private groupSize(): number {
+    return this.opts.plan.waves.reduce((n, w) => n + w.vms.length, 0);
   }
 
   async execute(): Promise<VmOutcome[]> {
     const { plan, policy } = this.opts;
     for (const wave of plan.waves) {
-      if (policy.strategy === "switchover") await this.switchover(wave.index, wave.vms);
-      else await this.pool(wave.vms, policy.strategy === "sequential" ? 1 : policy.maxParallel);
+      if (policy.strategy === "switchover") {
+        await this.group();
+        break;
+      }
+      await this.pool(wave.vms, policy.strategy === "sequential" ? 1 : policy.maxParallel);
     }
     return plan.waves.flatMap((w) => w.vms.map((vm) => this.outcomes.get(vm) as VmOutcome));
   }

@@ -78,7 +78,7 @@ export function describePlan(plan: Plan, strategy: string, maxParallel: number):
         ? "one at a time"
         : strategy === "parallel"
           ? `up to ${maxParallel} at once`
-          : "pre-copy together, switch over together";
+          : `pre-copy with the whole group, stop with it, resume ${w.index === 0 ? "first" : "after wave " + w.index}`;
     return `wave ${w.index + 1}: ${w.vms.join(", ")} (${how})`;
   });
 }

@@ -16,6 +16,14 @@ export interface Peer {
   address: string;
   port: number;
   transport: TransportKind;
+  /** TLS only: the peer's certificate, present only when it was verified against our CA(s). */
+  certificate?: VerifiedCertificate;
+}
+
+/** A peer certificate that chained to a CA we trust; `sipUris` are its subjectAltName URI entries (sip:, sips:). */
+export interface VerifiedCertificate {
+  subject: string;
+  sipUris: string[];
 }
 
 /** A request as the agents see it: the parts they act on, nothing of the stack's internals. */
@@ -30,8 +38,6 @@ export interface IncomingRequest {
   body?: SipBody;
   /** Where the request came from on the network (after received/rport). */
   source: Peer;
-  /** The digest user name that authenticated this request, when authentication is on. */
-  authenticatedUser?: string;
 }
 
 export interface ResponseInfo {
@@ -60,7 +66,10 @@ export interface Dialog {
   readonly remoteUri: string;
   /** In-dialog INFO (Info-Package sip-teleport-status, body NRDL status); rejects with a TeleportError on a non-2xx. */
   info(body: SipBody): Promise<ResponseInfo>;
-  /** Ends the dialog; resolves with the 2xx to BYE (its body carries the peer's report), rejects with a TeleportError otherwise. */
+  /**
+   * Ends the dialog; resolves with the 2xx to BYE (its body carries the peer's report), rejects with a TeleportError
+   * otherwise.
+   */
   bye(body?: SipBody): Promise<ResponseInfo>;
   onInfo(handler: (req: IncomingRequest, res: Responder) => void): void;
   /** The peer sent BYE: answer it through `res` (with a report body). */
@@ -73,7 +82,9 @@ export interface Dialog {
 export interface InviteResponder {
   /** 180/183 with an optional body. 100 Trying is sent by the backend itself. */
   progress(status: 180 | 183, reason?: string): void;
-  /** Final non-2xx (status from the error), with an optional body and extra headers (Warning is added from the reason). */
+  /**
+   * Final non-2xx (status from the error), with an optional body and extra headers (Warning is added from the reason).
+   */
   reject(error: TeleportError, opts?: ResponseOptions): void;
   /** 3xx (302 by default) sending the caller to another destination (the thesis' redirected call). */
   redirect(target: string, status?: 300 | 301 | 302 | 305 | 380): void;
@@ -94,11 +105,16 @@ export interface OutgoingInviteOptions {
    * waits forever for a peer that crashed after answering 100. A late 200 is ACKed and hung up.
    */
   answerTimeoutMs?: number;
+  /** Vets each 3xx Contact before it is followed: a reason refuses it (the INVITE fails with 403). */
+  redirectAllowed?: (target: string) => string | undefined;
 }
 
 /** The UAC side of an INVITE. */
 export interface OutgoingInvite {
-  /** Resolves on 2xx (after ACK is sent) with the dialog and the answer; rejects with a TeleportError on a final failure. */
+  /**
+   * Resolves on 2xx (after ACK is sent) with the dialog and the answer; rejects with a TeleportError on a final
+   * failure.
+   */
   readonly established: Promise<{ dialog: Dialog; response: ResponseInfo }>;
   /** CANCEL while no final response has arrived. */
   cancel(): void;
@@ -123,6 +139,11 @@ export interface SipHandlers {
   onInvite?(req: IncomingRequest, res: InviteResponder): void;
   onMessage?(req: IncomingRequest, res: Responder): void;
   /**
+   * OPTIONS outside a dialog (capacity queries, dry runs). The backend adds Allow, Accept and
+   * Recv-Info to whatever is sent; without a handler it answers 200 with just those.
+   */
+  onOptions?(req: IncomingRequest, res: Responder): void;
+  /**
    * Vets every in-dialog request (INFO, BYE; not ACK or CANCEL) before its dialog sees it. A
    * refusal is answered statelessly and leaves the dialog untouched, so a challenged BYE can be
    * retried with credentials (the sip.js core ends a dialog on any BYE it hands to the dialog).
@@ -142,6 +163,12 @@ export interface SipBackend {
   message(target: string, body: SipBody): Promise<ResponseInfo>;
   /** OPTIONS to a peer or proxy (health check); resolves with its 2xx. */
   options(target: string): Promise<ResponseInfo>;
+  /**
+   * OPTIONS asking for NRDL (Accept: application/nrdl+xml), with an offer as body for a dry run or
+   * none for a capacity query; resolves with the final response whatever its status (a dry run's
+   * 488 carries the verdict in its body). Digest challenges are answered like an INVITE's.
+   */
+  query(target: string, body?: SipBody): Promise<ResponseInfo>;
   /** REGISTER our AOR with the configured registrar (and keep refreshing it). */
   register(): Promise<void>;
   unregister(): Promise<void>;

@@ -20,6 +20,11 @@ export interface TlsFiles {
   ca?: string;
   /** Verify the peer's certificate (default true). */
   rejectUnauthorized?: boolean;
+  /**
+   * PEM CA bundle for client certificates (mutual TLS): TLS listeners then ask every caller for
+   * a certificate and mark the ones that chain to it as verified. Callers without one still connect.
+   */
+  clientCa?: string;
 }
 
 export interface SipCredentials {
@@ -35,9 +40,34 @@ export interface SipLimits {
   maxMessageBytes: number;
   /** Most header lines in one message (10,000 Via headers must not reach the parser). */
   maxHeaders: number;
+  /**
+   * Inbound TCP/TLS connections held at once. At the limit a new one replaces the oldest that has
+   * not yet sent a whole SIP message (a flood of idle connections cannot lock peers out); if all
+   * have, it is refused.
+   */
+  maxConnections?: number;
+  /** Inbound TCP/TLS connections one source address may hold; more are closed at once. */
+  maxConnectionsPerAddress?: number;
+  /** A TCP/TLS connection (either direction, TLS handshake included) silent this long is closed, seconds. */
+  connectionIdleS?: number;
+  /**
+   * New INVITEs per second one source address may send (burst of the same size); more are answered
+   * 503 with Retry-After statelessly, before sip.js parses them, so a flood costs little. 0: no limit.
+   */
+  invitesPerSecond?: number;
+  /** Addresses exempt from `invitesPerSecond` (proxies relaying many callers; the agent counts those per caller). */
+  trustedProxies?: string[];
 }
 
-export const DEFAULT_LIMITS: SipLimits = { maxMessageBytes: 65536, maxHeaders: 256 };
+export const DEFAULT_LIMITS: Required<SipLimits> = {
+  maxMessageBytes: 65536,
+  maxHeaders: 256,
+  maxConnections: 512,
+  maxConnectionsPerAddress: 32,
+  connectionIdleS: 120,
+  invitesPerSecond: 0,
+  trustedProxies: [],
+};
 
 export interface SipConfig {
   /** Address of record, e.g. sip:dc2@example.net. Its user part is the Contact user too. */

@@ -5,6 +5,7 @@
  * is caught by remembering the (nonce, nc) pairs already accepted while the nonce lives.
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { Grammar } from "sip.js";
 
 export type DigestAlgorithm = "SHA-256" | "MD5";
 
@@ -17,7 +18,15 @@ export interface DigestOptions {
   nonceTtlMs?: number;
 }
 
-export type DigestVerdict = { ok: true; user: string } | { ok: false; reason: string; stale?: boolean };
+/** `badRequest`: the credentials were computed for another URI (RFC 2617 §3.2.2.5: answer 400). */
+export type DigestVerdict =
+  { ok: true; user: string } | { ok: false; reason: string; stale?: boolean; badRequest?: boolean };
+
+/** Compare URIs as sip.js prints them (host case, parameter spelling), falling back to the text. */
+function sameUri(a: string, b: string): boolean {
+  const norm = (u: string) => Grammar.URIParse(u.trim())?.toString() ?? u.trim();
+  return norm(a) === norm(b);
+}
 
 const hash = (alg: DigestAlgorithm, s: string) =>
   createHash(alg === "MD5" ? "md5" : "sha256")
@@ -71,11 +80,21 @@ export class DigestServer {
     const nonce = this.nonce();
     return this.algorithms.map(
       (alg) =>
-        `Digest realm="${this.opts.realm}", nonce="${nonce}", algorithm=${alg}, qop="auth"${stale ? ", stale=true" : ""}`,
+        `Digest realm="${this.opts.realm}", nonce="${nonce}", algorithm=${alg}, ` +
+        `qop="auth"${stale ? ", stale=true" : ""}`,
     );
   }
 
-  verify(authorization: string | undefined, method: string, now = Date.now()): DigestVerdict {
+  /**
+   * `requestUris`: the Request-URI, plus the To URI when a trusted proxy retargeted the request;
+   * the credentials' `uri=` must be one of them (none given: not checked).
+   */
+  verify(
+    authorization: string | undefined,
+    method: string,
+    requestUris: readonly string[] = [],
+    now = Date.now(),
+  ): DigestVerdict {
     if (!authorization) return { ok: false, reason: "authentication required" };
     const p = parseDigestHeader(authorization);
     const alg =
@@ -99,6 +118,12 @@ export class DigestServer {
       : hash(alg, `${ha1}:${p.nonce}:${ha2}`);
     if (!p.response || !safeEqual(p.response.toLowerCase(), expected))
       return { ok: false, reason: `wrong credentials for ${p.username}` };
+    if (requestUris.length && !requestUris.some((u) => sameUri(u, p.uri ?? "")))
+      return {
+        ok: false,
+        badRequest: true,
+        reason: `digest uri ${JSON.stringify(p.uri ?? "")} does not match the Request-URI ${requestUris[0]}`,
+      };
     if (!this.fresh(p.nonce as string, p.nc ?? "", now))
       return { ok: false, reason: "replayed request (nonce and count already used)", stale: true };
     return { ok: true, user: p.username as string };
@@ -118,4 +143,75 @@ export class DigestServer {
     this.used.set(nonce, now + this.ttl);
     return true;
   }
+}
+
+export interface DigestCredentialsLike {
+  username: string;
+  password: string;
+  /** Answer only this realm's challenges. */
+  realm?: string;
+}
+
+/**
+ * Client side: the Authorization value answering one WWW-/Proxy-Authenticate challenge (SHA-256
+ * or MD5, qop=auth or none), or undefined when the challenge is not one we may or can answer.
+ */
+export function digestAuthorization(
+  challenge: string,
+  method: string,
+  uri: string,
+  creds: DigestCredentialsLike,
+  nc = 1,
+): string | undefined {
+  return answerDigest(parseDigestHeader(challenge), method, uri, creds, nc);
+}
+
+/** The same from an already parsed challenge (realm, nonce, algorithm, qop, opaque). */
+export function answerDigest(
+  c: Readonly<Record<string, string | undefined>>,
+  method: string,
+  uri: string,
+  creds: DigestCredentialsLike,
+  nc: number,
+): string | undefined {
+  if (creds.realm !== undefined && c.realm !== creds.realm) return undefined;
+  const algorithm = (c.algorithm ?? "MD5").toUpperCase();
+  if ((algorithm !== "MD5" && algorithm !== "SHA-256") || !c.realm || !c.nonce) return undefined;
+  const qops = (c.qop ?? "").split(",").map((q) => q.trim());
+  if (c.qop && !qops.includes("auth")) return undefined;
+  const alg = algorithm as DigestAlgorithm;
+  const ha1 = hash(alg, `${creds.username}:${c.realm}:${creds.password}`);
+  const ha2 = hash(alg, `${method}:${uri}`);
+  const count = nc.toString(16).padStart(8, "0");
+  const cnonce = randomBytes(8).toString("hex");
+  const response = c.qop
+    ? hash(alg, `${ha1}:${c.nonce}:${count}:${cnonce}:auth:${ha2}`)
+    : hash(alg, `${ha1}:${c.nonce}:${ha2}`);
+  const params = [
+    `algorithm=${algorithm}`,
+    `username="${creds.username}"`,
+    `realm="${c.realm}"`,
+    `nonce="${c.nonce}"`,
+    `uri="${uri}"`,
+    `response="${response}"`,
+  ];
+  if (c.opaque) params.push(`opaque="${c.opaque}"`);
+  if (c.qop) params.push("qop=auth", `cnonce="${cnonce}"`, `nc=${count}`);
+  return `Digest ${params.join(", ")}`;
+}
+
+/** The first challenge we can answer among several (strongest first, as RFC 8760 servers list them). */
+export function answerChallenges(
+  challenges: string[],
+  method: string,
+  uri: string,
+  creds: DigestCredentialsLike,
+  nc = 1,
+): string | undefined {
+  const sorted = [...challenges].sort((a, b) => Number(/SHA-256/i.test(b)) - Number(/SHA-256/i.test(a)));
+  for (const ch of sorted) {
+    const auth = digestAuthorization(ch, method, uri, creds, nc);
+    if (auth) return auth;
+  }
+  return undefined;
 }

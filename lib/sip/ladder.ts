@@ -33,7 +33,9 @@ export function describeMessage(message: string): { label: string; callId?: stri
     const items = [
       ...body.matchAll(/<status\b[^>]*\bvm="([^"]+)"[^>]*\bstate="([^"]+)"(?:[^>]*\bprogress="([^"]+)")?/g),
     ];
-    detail = `status: ${items.map((m) => `${m[1]} ${m[2]}${m[3] ? ` ${Math.round(Number(m[3]) * 100)}%` : ""}`).join(", ")}`;
+    detail =
+      `status: ` +
+      `${items.map((m) => `${m[1]} ${m[2]}${m[3] ? ` ${Math.round(Number(m[3]) * 100)}%` : ""}`).join(", ")}`;
   }
   const suffix = detail ? ` [${detail}]` : "";
   const response = /^SIP\/2\.0\s+(\d{3})\s*(.*)$/.exec(firstLine);

@@ -15,6 +15,9 @@ import { TeleportError } from "../errors";
 import { maskSecrets, type Logger } from "../log/logger";
 import type { Peer, TraceEvent, TransportKind } from "./backend";
 import { DEFAULT_LIMITS, type ListenSpec, type SipLimits, type TlsFiles } from "./config";
+import { InboundConnections } from "./connection-limits";
+import { RateLimiter } from "./rate";
+import { serverTlsOptions, verifiedCertificate } from "./peer-certificate";
 import { UdpReliability, type ReliabilityTimers, DEFAULT_TIMERS } from "./udp-reliability";
 import {
   StreamFramer,
@@ -76,11 +79,21 @@ export class NodeTransport {
   private readonly connections = new Map<string, StreamSocket>();
   private readonly sendErrors = new Map<string, string>();
   private readonly reliability: UdpReliability;
-  private readonly limits: SipLimits;
+  private readonly limits: Required<SipLimits>;
+  private readonly inbound: InboundConnections;
+  private readonly inviteRate?: RateLimiter;
+  private overRate = { count: 0, loggedAt: 0 };
 
   constructor(private readonly opts: TransportOptions) {
     this.reliability = new UdpReliability(opts.timers ?? DEFAULT_TIMERS);
-    this.limits = opts.limits ?? DEFAULT_LIMITS;
+    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.inbound = new InboundConnections(this.limits, opts.logger);
+    if (this.limits.invitesPerSecond > 0) this.inviteRate = new RateLimiter(this.limits.invitesPerSecond);
+  }
+
+  /** Inbound TCP/TLS connections held now (bounded by limits.maxConnections). */
+  get inboundConnections(): number {
+    return this.inbound.size;
   }
 
   get bound(): BoundListener[] {
@@ -272,11 +285,14 @@ export class NodeTransport {
   private adopt(kind: TransportKind, socket: StreamSocket, key: string): void {
     this.connections.set(key, socket);
     socket.setNoDelay(true);
+    // idle outbound connections close too (inbound ones have their timer from admission)
+    if (!socket.listenerCount("timeout")) socket.setTimeout(this.limits.connectionIdleS * 1000, () => socket.destroy());
     const framer = new StreamFramer(this.limits.maxMessageBytes);
     const source: Peer = {
       address: normalizeAddress(socket.remoteAddress ?? ""),
       port: socket.remotePort ?? 0,
       transport: kind,
+      certificate: socket instanceof tls.TLSSocket ? verifiedCertificate(socket) : undefined,
     };
     socket.on("data", (chunk: Buffer) => {
       if (framer.failed) return;
@@ -294,6 +310,7 @@ export class NodeTransport {
         ).finally(() => socket.destroy());
         return;
       }
+      if (messages.length) this.inbound.proven(source.address, source.port);
       for (const m of messages) this.receive(m, source);
     });
     socket.on("error", (err) => this.opts.logger.debug("sip connection error", { peer: key, error: err.message }));
@@ -353,6 +370,7 @@ export class NodeTransport {
         const method = text.slice(0, text.indexOf(" "));
         if (this.reliability.requestReceived(topVia(headOf(stamped))?.branch ?? "", method)) return;
       }
+      if (this.refusedOverRate(stamped, source)) return;
       this.onMessage(stamped, source);
     } else {
       if (source.transport === "udp" && !this.opts.unreliable) {
@@ -361,6 +379,36 @@ export class NodeTransport {
       }
       this.onMessage(text, source);
     }
+  }
+
+  /**
+   * A new INVITE over `invitesPerSecond` from its address: 503 with Retry-After, statelessly and
+   * before sip.js parses it (a flood must cost little). Logged as one summary a second.
+   */
+  private refusedOverRate(text: string, source: Peer): boolean {
+    if (!this.inviteRate || !text.startsWith("INVITE ")) return false;
+    if (this.limits.trustedProxies.includes(source.address)) return false;
+    if (/;\s*tag=/i.test(firstHeader(headOf(text), "to") ?? "")) return false; // in-dialog re-INVITE
+    const wait = this.inviteRate.take(source.address);
+    if (wait === undefined) return false;
+    const response = rawResponse(text, 503, "Service Unavailable");
+    const why = `more than ${this.limits.invitesPerSecond} INVITEs per second from ${source.address}`;
+    const warning = `Warning: 399 sip-teleport "Service Unavailable; ${why}"`;
+    if (response)
+      this.send(
+        response.replace("\r\nContent-Length: 0", `\r\nRetry-After: ${wait}\r\n${warning}\r\nContent-Length: 0`),
+      ).catch((err: unknown) => this.opts.logger.debug("sip refusal not sent", { error: String(err) }));
+    this.overRate.count++;
+    const now = Date.now();
+    if (now - this.overRate.loggedAt >= 1000) {
+      this.opts.logger.warn("INVITEs refused over the rate limit", {
+        refused: this.overRate.count,
+        lastFrom: source.address,
+        limitPerSecond: this.limits.invitesPerSecond,
+      });
+      this.overRate = { count: 0, loggedAt: now };
+    }
+    return true;
   }
 
   private trace(
@@ -424,8 +472,10 @@ export class NodeTransport {
     };
     const server =
       spec.transport === "tls"
-        ? tls.createServer({ cert: this.opts.tls?.cert, key: this.opts.tls?.key, ca: this.opts.tls?.ca }, onConnection)
+        ? tls.createServer(serverTlsOptions(this.opts.tls), onConnection)
         : net.createServer(onConnection);
+    // raw TCP, before any TLS handshake: limits and the idle timer apply from the first byte
+    server.on("connection", (raw: net.Socket) => this.inbound.admit(raw));
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(spec.port, spec.host, () => {

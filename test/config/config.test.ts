@@ -1,6 +1,7 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { configWarnings } from "../../agents/commands/config";
 import { configProblems, loadConfig, parseConfig } from "../../lib/config/load";
 
 describe("host configuration", () => {
@@ -51,5 +52,25 @@ describe("host configuration", () => {
     expect(() => parseConfig({ defaults: { strategy: "teleport" } })).toThrow(
       /invalid configuration: defaults\.strategy/,
     );
+  });
+});
+
+describe("config check: destinations reached without TLS", () => {
+  it("warns per destination whose first hop is not TLS or whose certificate is not verified", () => {
+    const tls = { cert: "c.pem", key: "k.pem", ca: "ca.pem" };
+    const cfg = (sip: Record<string, unknown>, destinations: string[]) =>
+      parseConfig({ sip: { ...sip }, security: { destinations } });
+    expect(configWarnings(cfg({}, ["sip:dc2@10.0.0.2"]))).toEqual([
+      "sip:dc2@10.0.0.2 is reached without TLS: nothing proves the peer is the real destination " +
+        "(use ;transport=tls and sip.tls.ca to verify its certificate)",
+    ]);
+    expect(configWarnings(cfg({ tls }, ["sip:dc2@dc2.example;transport=tls"]))).toEqual([]);
+    expect(configWarnings(cfg({ tls: { ...tls, verify: false } }, ["sip:dc2@dc2.example;transport=tls"]))).toEqual([
+      "sip:dc2@dc2.example;transport=tls is reached over TLS with sip.tls.verify false: its certificate is not checked",
+    ]);
+    expect(configWarnings(cfg({ outboundProxy: "sip:10.0.0.5" }, ["sip:dc2@ops.example"]))).toEqual([
+      "sip:dc2@ops.example is reached through sip.outboundProxy sip:10.0.0.5 without TLS: nothing proves the peer " +
+        "is the real destination (use ;transport=tls on the proxy URI and sip.tls.ca to verify its certificate)",
+    ]);
   });
 });

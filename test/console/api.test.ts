@@ -111,6 +111,48 @@ describe("a dialog", () => {
     await stack.boot("router1");
   });
 
+  test("Dry run asks the destination (OPTIONS) and leaves the line, the VM and the history as they were", async () => {
+    const before = await state();
+    const ok = await api.post<{
+      dryRun: { status: number; preview: { accepted: Array<{ vm: string }> } };
+      text: string;
+    }>("/api/dry-run", { to: stack.dest.uri, vms: ["router1"], policy: { bandwidthMbps: 100 } });
+    expect(ok.status).toBe(200);
+    expect(ok.body.dryRun.status).toBe(200);
+    expect(ok.body.dryRun.preview.accepted.map((a) => a.vm)).toEqual(["router1"]);
+    expect(ok.body.text).toContain("would accept the offer (200 OK); nothing was armed or moved");
+    expect(ok.body.text).toMatch(/^1\s+router1\s+96 MiB\s+~8\.9 s/m);
+    // the same access control as an INVITE: the strict destination refuses the question too
+    const strict = await api.post<{ dryRun: { status: number }; text: string }>("/api/dry-run", {
+      to: stack.strict.uri,
+      vms: ["router1"],
+    });
+    expect(strict.body.dryRun.status).toBe(403);
+    expect(strict.body.text).toContain("would refuse the offer (403 Forbidden)");
+    expect((await state()).phase).toBe(before.phase);
+    expect((await api.get<{ dialogs: unknown[] }>("/api/history")).body.dialogs).toEqual([]);
+    expect(await stack.whereRuns("router1")).toEqual(["dc1"]);
+  });
+
+  test("a destination outside security.destinations: 403 from the console, no INVITE sent", async () => {
+    const before = await state();
+    const call = await api.post<{ error: { status: number; reason: string; details: string[] } }>("/api/call", {
+      to: "sip:dc9@192.0.2.66:5060",
+      vms: ["router1"],
+    });
+    expect(call.status).toBe(403);
+    expect(call.body.error).toEqual({
+      status: 403,
+      reason: "Forbidden",
+      details: [
+        "sip:dc9@192.0.2.66 is not a permitted destination: " +
+          "security.destinations is empty, which permits loopback only",
+      ],
+    });
+    expect(await state()).toEqual(before); // the line never dialled
+    expect(await stack.whereRuns("router1")).toEqual(["dc1"]);
+  });
+
   test("a destination that does not allow us refuses with 403, and the refusal is kept", async () => {
     const call = await api.post<{ error: { status: number; reason: string; details: string[] } }>("/api/call", {
       to: stack.strict.uri,

@@ -1,7 +1,8 @@
 /**
  * SIP devices as triggers (RFC 3428), with sipp as the softphone: an allowed sender's MESSAGE
  * "migrate solo to URI" moves router1 for real (QEMU, destination agent on loopback) and the
- * outcome comes back in a MESSAGE; a stranger gets 403, nonsense gets 400/404.
+ * outcome comes back in a MESSAGE; a stranger gets 403 (whatever its From says), nonsense gets
+ * 400/404, a destination outside security.destinations 403.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -18,11 +19,11 @@ jest.setTimeout(120_000);
 let stack: Stack;
 
 /** Run a scenario once (UAC towards the console's agent, or UAS on `port`); `log` is what it logged (<log>). */
-async function sipp(scenario: string, vars: Record<string, string>, port?: number) {
+async function sipp(scenario: string, vars: Record<string, string>, port?: number, local = "127.0.0.1") {
   const sets = Object.entries(vars).flatMap(([k, v]) => ["-set", k, v]);
   const logFile = path.join(stack.base, `sipp-${scenario}.log`);
   const role = port === undefined ? [stack.source.uri.replace(/^sip:[^@]+@/, "")] : [];
-  const args = ["-sf", path.join(FIXTURES, "sipp", scenario), "-s", "dc1", ...sets, "-m", "1", "-i", "127.0.0.1"];
+  const args = ["-sf", path.join(FIXTURES, "sipp", scenario), "-s", "dc1", ...sets, "-m", "1", "-i", local];
   const r = await runSipp([
     ...args,
     ...(port === undefined ? [] : ["-p", String(port)]),
@@ -35,7 +36,8 @@ async function sipp(scenario: string, vars: Record<string, string>, port?: numbe
 }
 
 beforeAll(async () => {
-  stack = await startStack({ vms: ["router1"], allow: ["sip:ops@*"], plans: { solo: { vms: ["router1"] } } });
+  // Senders on 127.0.0.1 are allowed by address; 127.0.0.2 is a stranger on the same machine.
+  stack = await startStack({ vms: ["router1"], allow: ["127.0.0.1"], plans: { solo: { vms: ["router1"] } } });
   await stack.boot("router1");
 });
 
@@ -44,8 +46,17 @@ afterAll(async () => {
 });
 
 test("a sender outside the allowlist gets 403 and nothing moves", async () => {
-  const r = await sipp("message-refused.xml", { from: "mallory", cmd: `migrate solo to ${stack.dest.uri}` });
+  const cmd = `migrate solo to ${stack.dest.uri}`;
+  const r = await sipp("message-refused.xml", { from: "ops", cmd }, undefined, "127.0.0.2");
   expect(r).toMatchObject({ code: 0, successful: 1, failed: 0 });
+  expect(await stack.whereRuns("router1")).toEqual(["dc1"]);
+});
+
+test("an allowed sender naming a destination outside security.destinations gets 403 and nothing moves", async () => {
+  const r = await sipp("message-refused.xml", { from: "ops", cmd: "migrate solo to sip:dc9@192.0.2.66" });
+  expect(r).toMatchObject({ code: 0, successful: 1, failed: 0 });
+  expect(r.log).toMatch(/refused: +399 sip-teleport "sip:dc9@192\.0\.2\.66 is not a permitted destination/);
+  expect(stack.console.line.snapshot().phase).toBe("idle");
   expect(await stack.whereRuns("router1")).toEqual(["dc1"]);
 });
 
@@ -82,6 +93,10 @@ test("MESSAGE 'migrate solo to URI' moves router1 and the outcome comes back as 
   expect(await stack.whereRuns("router1")).toEqual(["dc2"]);
   const { dialogs } = (await apiClient(stack.console.url).get<{ dialogs: HistoryEntry[] }>("/api/history")).body;
   expect(dialogs).toEqual([
-    expect.objectContaining({ by: "sip:ops@127.0.0.1", outcome: "completed", to: stack.dest.uri }),
+    expect.objectContaining({
+      by: "127.0.0.1 (From sip:ops@127.0.0.1, unproven)",
+      outcome: "completed",
+      to: stack.dest.uri,
+    }),
   ]);
 });

@@ -71,7 +71,8 @@ async function enabled(expected: string[]): Promise<void> {
       last = await Promise.all(
         (await page.locator(".buttons button:enabled").all()).map(async (b) => (await b.getAttribute("id")) ?? ""),
       );
-      return last.join() === expected.join() ? true : undefined;
+      // Dry run asks a question and is open in every phase
+      return last.join() === ["dry-run", ...expected].join() ? true : undefined;
     },
     10_000,
   ).catch(() => {
@@ -89,6 +90,18 @@ test("the page shows the inventory and only Call is possible", async () => {
   expect(await Promise.all(options.map((o) => o.getAttribute("value")))).toEqual([stack.dest.uri, stack.strict.uri]);
 });
 
+test("Dry run shows the destination's verdict and the plan, and the line stays idle", async () => {
+  await page.fill("#to", stack.dest.uri);
+  for (const vm of ["router1", "video"]) await page.check(`#inventory tr[data-vm="${vm}"] input`);
+  await page.fill("#bandwidthMbps", "100");
+  await page.click("#dry-run");
+  const result = page.locator("#dry-run-result").filter({ hasText: "would accept" });
+  await result.waitFor();
+  expect(await result.textContent()).toMatch(/wave 1: router1 .*\nwave 2: video/s);
+  expect(await page.locator("#line").textContent()).toBe("idle");
+  await enabled(["call"]);
+});
+
 test("a refusal is shown with its status and reason, and nothing moves", async () => {
   await dial(stack.strict.uri, 0);
   const refusal = page.locator("#refusal");
@@ -97,6 +110,18 @@ test("a refusal is shown with its status and reason, and nothing moves", async (
   await page.locator("#line").filter({ hasText: "ended" }).waitFor();
   await enabled(["call"]);
   expect(await page.locator("#ladder svg text").allTextContents()).toEqual(expect.arrayContaining(["INVITE [offer]"]));
+  expect(await stack.whereRuns("router1")).toEqual(["dc1"]);
+});
+
+test("a destination outside security.destinations is refused by the console itself: 403 with the reason", async () => {
+  await dial("sip:dc9@192.0.2.66", 0);
+  const message = page.locator("#message").filter({ hasText: "403" });
+  await message.waitFor();
+  expect(await message.textContent()).toBe(
+    "call: 403 Forbidden: sip:dc9@192.0.2.66 is not a permitted destination: " +
+      "security.destinations is empty, which permits loopback only",
+  );
+  await enabled(["call"]);
   expect(await stack.whereRuns("router1")).toEqual(["dc1"]);
 });
 
@@ -128,8 +153,9 @@ test("Call, Migrate, Bye: progress moves, both VMs complete, the report and char
   // (page scripts are given as text: this test's TypeScript knows no DOM)
   await page.evaluate(`
     window.seen = [];
-    new MutationObserver(() => document.querySelectorAll("#progress .bar span").forEach((s) => window.seen.push(s.textContent)))
-      .observe(document.getElementById("progress"), { childList: true, subtree: true, characterData: true });
+    new MutationObserver(() =>
+      document.querySelectorAll("#progress .bar span").forEach((s) => window.seen.push(s.textContent)),
+    ).observe(document.getElementById("progress"), { childList: true, subtree: true, characterData: true });
   `);
   await page.click("#migrate");
   for (const vm of ["router1", "video"])

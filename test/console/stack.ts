@@ -1,6 +1,6 @@
 /**
- * A source host with its console and a destination agent on loopback, both real: sip.js
- * backends on ephemeral ports, QEMU drivers on their own run directories ("dc1", "dc2"), the
+ * A source host with its console and a destination agent on loopback, both real: the harness's
+ * SIP backend on ephemeral ports, its driver on their own run directories ("dc1", "dc2"), the
  * test guest for the VMs. Optionally a second, strict destination that refuses us (403).
  */
 import fs from "node:fs";
@@ -14,13 +14,12 @@ import type { HypervisorDriver, VmDefinition } from "../../lib/hypervisor/driver
 import { createDriver } from "../../lib/hypervisor/drivers";
 import { Host } from "../../lib/hypervisor/host";
 import { silentLogger } from "../../lib/log/logger";
-import { createSipBackend, type SipJsBackend } from "../../lib/sip";
 import type { Role } from "../../nrdl/types";
-import { ensureGuest, guestVm } from "../../lib/guest/guest";
+import { guestDefs, sipBackend, type TestSipBackend } from "../harness";
 
 export interface Side {
   cfg: HostConfig;
-  sip: SipJsBackend;
+  sip: TestSipBackend;
   driver: HypervisorDriver;
   uri: string;
 }
@@ -57,13 +56,21 @@ function sideConfig(base: string, name: string, raw: Record<string, unknown> = {
 }
 
 async function side(cfg: HostConfig, inventory: VmDefinition[]): Promise<Side> {
-  const sip = createSipBackend({
-    aor: cfg.sip.aor,
-    listen: [{ transport: "udp", host: "127.0.0.1", port: 0 }],
-    logger: silentLogger,
-  });
-  const driver = createDriver("qemu", { runDir: cfg.runDir, inventory, logger: silentLogger });
+  const sip = sipBackend(cfg, silentLogger);
+  const driver = createDriver(inventory[0].hypervisor, { runDir: cfg.runDir, inventory, logger: silentLogger });
   return { cfg, sip, driver, uri: "" };
+}
+
+/** A destination agent on its own side, started; its URI names the port it bound. */
+async function destination(
+  cfg: HostConfig,
+  inventory: VmDefinition[],
+): Promise<{ side: Side; agent: DestinationAgent }> {
+  const s = await side(cfg, inventory);
+  const agent = new DestinationAgent({ config: s.cfg, sip: s.sip, host: new Host([s.driver]), logger: silentLogger });
+  await agent.start();
+  s.uri = `sip:${cfg.host}@127.0.0.1:${s.sip.listeners[0].port}`;
+  return { side: s, agent };
 }
 
 export interface StackOptions {
@@ -77,30 +84,13 @@ export interface StackOptions {
 }
 
 export async function startStack(opts: StackOptions): Promise<Stack> {
-  const guest = await ensureGuest();
-  const inventory = opts.vms.map((name) => ({ ...guestVm(guest, name), role: ROLES[name] ?? "server" }));
+  const inventory = await guestDefs(opts.vms.map((name) => [name, ROLES[name] ?? "server"]));
   // Short base path: QMP socket paths must stay under 108 bytes.
   const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-con-"));
 
-  const dest = await side(sideConfig(base, "dc2"), inventory);
-  const destAgent = new DestinationAgent({
-    config: dest.cfg,
-    sip: dest.sip,
-    host: new Host([dest.driver]),
-    logger: silentLogger,
-  });
-  await destAgent.start();
-  dest.uri = `sip:dc2@127.0.0.1:${dest.sip.listeners[0].port}`;
-
-  const strict = await side(sideConfig(base, "dc3", { security: { allow: ["sip:ops@example.net"] } }), inventory);
-  const strictAgent = new DestinationAgent({
-    config: strict.cfg,
-    sip: strict.sip,
-    host: new Host([strict.driver]),
-    logger: silentLogger,
-  });
-  await strictAgent.start();
-  strict.uri = `sip:dc3@127.0.0.1:${strict.sip.listeners[0].port}`;
+  const { side: dest, agent: destAgent } = await destination(sideConfig(base, "dc2"), inventory);
+  const strictCfg = sideConfig(base, "dc3", { security: { allow: ["192.0.2.1"] } });
+  const { side: strict, agent: strictAgent } = await destination(strictCfg, inventory);
 
   const sourceCfg = sideConfig(base, "dc1", {
     console: { http: "127.0.0.1:0", destinations: [dest.uri, strict.uri], token: opts.token, plans: opts.plans ?? {} },

@@ -113,14 +113,17 @@ describe("Dockerfile (not built here: no Docker engine)", () => {
 });
 
 describe("the example host configs", () => {
-  it("name the VM images they need: config check reports each missing file unless told images are elsewhere", async () => {
-    const file = path.join(ROOT, "deploy", "config", "dc2.json");
-    const problems = await checkConfig(file);
-    // CI machines do not hold /var/lib/sip-teleport/images; an operator's host does.
-    if (fs.existsSync("/var/lib/sip-teleport/images/vmlinuz")) return expect(problems).toEqual([]);
-    expect(problems).toEqual(
-      expect.arrayContaining(["inventory: vm router1: kernel /var/lib/sip-teleport/images/vmlinuz does not exist"]),
-    );
-    expect(await checkConfig(file, { images: false })).toEqual([]);
-  });
+  it(
+    "name the VM images they need: config check reports each " + "missing file unless told images are elsewhere",
+    async () => {
+      const file = path.join(ROOT, "deploy", "config", "dc2.json");
+      const problems = await checkConfig(file);
+      // CI machines do not hold /var/lib/sip-teleport/images; an operator's host does.
+      if (fs.existsSync("/var/lib/sip-teleport/images/vmlinuz")) return expect(problems).toEqual([]);
+      expect(problems).toEqual(
+        expect.arrayContaining(["inventory: vm router1: kernel /var/lib/sip-teleport/images/vmlinuz does not exist"]),
+      );
+      expect(await checkConfig(file, { images: false })).toEqual([]);
+    },
+  );
 });

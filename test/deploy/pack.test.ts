@@ -87,7 +87,9 @@ describe("npm package", () => {
 
   it("serves the library API from its main entry", async () => {
     const script =
-      'const t = require("sip-teleport"); console.log([typeof t.DestinationAgent, typeof t.SourceAgent, typeof t.createSipBackend, typeof t.createDriver, typeof t.Host, typeof t.loadConfig, typeof t.validateNrdl].join(","))';
+      'const t = require("sip-teleport"); console.log([typeof t.DestinationAgent, typeof ' +
+      "t.SourceAgent, typeof t.createSipBackend, typeof t.createDriver, typeof t.Host, typeof " +
+      't.loadConfig, typeof t.validateNrdl].join(","))';
     const r = await execa("node", ["-e", script], { cwd: path.join(dir, "app") });
     expect(r.stdout).toBe(Array(7).fill("function").join(","));
   });

@@ -2,23 +2,20 @@
  * Every refusal of the destination agent, over real SIP with real QEMU behind it: the status
  * and reason the caller sees, and that nothing was armed or left behind on the destination.
  */
-import { SourceAgent } from "../../agents/source/agent";
-import { sipOf } from "../../agents/wiring";
-import { silentLogger } from "../../lib/log/logger";
-import type { SipJsBackend } from "../../lib/sip";
 import { buildNrdl, offerDocument, parseNrdl } from "../../nrdl";
 import { TeleportError } from "../../lib/errors";
 import { NRDL_MIME } from "../../nrdl/types";
-import { bootOnSource, expectAllOn, guestDefs, placement, refusal, startPair, type Pair } from "./harness";
-
-const policy = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 0,
-  downtimeLimitMs: 300,
-  timeoutS: 60,
-  onError: "abort" as const,
-};
+import {
+  bootOnSource,
+  expectAllOn,
+  guestDefs,
+  placement,
+  refusal,
+  startPair,
+  type Pair,
+  SEQUENTIAL,
+  extraSource,
+} from "../harness";
 
 function offerFor(vms: Array<{ name: string; memoryMib?: number }>, id = "mig-test"): string {
   return buildNrdl(
@@ -57,6 +54,9 @@ describe("destination refusals", () => {
       }).established,
     );
     expect(e.status).toBe(415);
+    // what a softphone's user reads: the reason phrase, and the Warning's whole sentence
+    expect(e.reason).toContain("415 No Calls Here - Send a MESSAGE: migrate PLAN to URI");
+    expect(e.details.join(" ")).toContain("to migrate VMs send a text MESSAGE such as 'migrate exp2 to sip:dc2@");
   });
 
   it("400 for invalid NRDL, with the validator's message", async () => {
@@ -115,49 +115,51 @@ describe("destination refusals", () => {
   });
 
   it("a source refuses to offer a VM that does not run on it", async () => {
-    const e = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy }));
+    const e = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL }));
     expect(e.status).toBe(409);
     expect(e.message).toMatch(/router1 is absent here, not running/);
   });
 });
 
 /** A second source agent on dc1 that answers digest challenges as user dc1. */
-async function sourceWith(pair: Pair, password: string): Promise<{ sip: SipJsBackend; agent: SourceAgent }> {
-  const cfg = { ...pair.dc1.cfg, sip: { ...pair.dc1.cfg.sip, credentials: { username: "dc1", password } } };
-  const sip = sipOf(cfg, silentLogger, { ephemeral: true });
-  await sip.start();
-  return { sip, agent: new SourceAgent({ sip, host: pair.dc1.host, hostName: "dc1", logger: silentLogger }) };
-}
+const sourceWith = (pair: Pair, password: string) => extraSource(pair, { credentials: { username: "dc1", password } });
 
 describe("who may call", () => {
   let pair: Pair;
   afterEach(async () => pair?.close());
 
   it("403 for a caller outside the allowlist", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), { dc2: { security: { allow: ["sip:ops@*"] } } });
+    pair = await startPair(await guestDefs([["router1", "router"]]), {
+      dc2: { security: { allow: ["192.0.2.0/24"] } },
+    });
     await bootOnSource(pair);
-    const e = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy }));
+    const e = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL }));
     expect(e.status).toBe(403);
-    expect(e.message).toMatch(/sip:dc1@127\.0\.0\.1 from 127\.0\.0\.1 is not in this host's allowlist/);
+    expect(e.message).toMatch(/no proven identity from 127\.0\.0\.1 \(From sip:dc1@127\.0\.0\.1 proves nothing/);
     await expectAllOn(pair, "dc1");
   });
 
-  it("401 without or with wrong credentials when the destination requires digest; the right ones move the VM", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), {
-      dc2: { security: { users: { dc1: "s3cret-dc1" } } },
-    });
-    await bootOnSource(pair);
-    const e = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy }));
-    expect(e.status).toBe(401);
-    await expectAllOn(pair, "dc1");
-    const wrong = await sourceWith(pair, "wrong-password");
-    expect((await refusal(wrong.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy }))).status).toBe(401);
-    await wrong.sip.stop();
-    await expectAllOn(pair, "dc1");
-    const right = await sourceWith(pair, "s3cret-dc1");
-    const summary = await right.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy });
-    await right.sip.stop();
-    expect(summary.outcome).toBe("completed");
-    await expectAllOn(pair, "dc2");
-  });
+  it(
+    "401 without or with wrong credentials when the " + "destination requires digest; the right ones move the VM",
+    async () => {
+      pair = await startPair(await guestDefs([["router1", "router"]]), {
+        dc2: { security: { users: { dc1: "s3cret-dc1" } } },
+      });
+      await bootOnSource(pair);
+      const e = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL }));
+      expect(e.status).toBe(401);
+      await expectAllOn(pair, "dc1");
+      const wrong = await sourceWith(pair, "wrong-password");
+      expect(
+        (await refusal(wrong.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL }))).status,
+      ).toBe(401);
+      await wrong.stop();
+      await expectAllOn(pair, "dc1");
+      const right = await sourceWith(pair, "s3cret-dc1");
+      const summary = await right.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL });
+      await right.stop();
+      expect(summary.outcome).toBe("completed");
+      await expectAllOn(pair, "dc2");
+    },
+  );
 });

@@ -37,6 +37,7 @@ test("a good inventory parses; relative paths are taken from the file's folder",
     ...good,
     kernel: "/base/guest/vmlinuz",
     initrd: "/base/guest/initramfs.gz",
+    disks: [],
   });
 });
 
@@ -48,9 +49,69 @@ test("role defaults to other, nics and extraArgs to none", () => {
     role: "other",
     memoryMib: 512,
     cpus: 2,
+    disks: [],
     nics: [],
     extraArgs: [],
   });
+});
+
+test("disks: modes, formats and targets; the older disk field is one shared disk", () => {
+  const [vm] = parseInventory(
+    {
+      vms: [
+        {
+          name: "a",
+          memoryMib: 96,
+          disks: [
+            { file: "img/a.qcow2", format: "qcow2", mode: "copy" },
+            { file: "img/b.qcow2", format: "qcow2", mode: "copy-top", backing: "base/b.qcow2", target: "data" },
+            { file: "/shared/c.raw", format: "raw" },
+          ],
+        },
+      ],
+    },
+    "/h",
+  );
+  expect(vm.disks).toEqual([
+    { target: "vda", file: "/h/img/a.qcow2", format: "qcow2", mode: "copy" },
+    { target: "data", file: "/h/img/b.qcow2", format: "qcow2", mode: "copy-top", backing: "/h/base/b.qcow2" },
+    { target: "vdc", file: "/shared/c.raw", format: "raw", mode: "shared" },
+  ]);
+  const [old] = parseInventory({ vms: [{ name: "b", memoryMib: 96, disk: "/img/b.qcow2" }] }, "/h");
+  expect(old.disks).toEqual([{ target: "vda", file: "/img/b.qcow2", format: "qcow2", mode: "shared" }]);
+  expect(
+    problems({
+      vms: [
+        {
+          name: "c",
+          memoryMib: 96,
+          disk: "/x.raw",
+          disks: [],
+        },
+        {
+          name: "d",
+          memoryMib: 96,
+          disks: [
+            { file: "a", format: "vmdk", mode: "move", size: 3 },
+            { file: "b", format: "raw", mode: "copy-top" },
+            { file: "c", format: "qcow2", mode: "copy", backing: "z", target: "9x" },
+            { format: "qcow2", target: "vdb" },
+          ],
+        },
+      ],
+    }),
+  ).toEqual([
+    'vms[0] (c): give either "disk" (one shared disk, the older form) or "disks", not both',
+    "vms[0] (c): a QEMU VM needs a kernel (with initrd/append) or a disk",
+    'vms[1] (d).disks[0]: unknown field "size"',
+    "vms[1] (d).disks[0].format: must be one of qcow2, raw",
+    "vms[1] (d).disks[0].mode: must be one of copy, shared, copy-top",
+    "vms[1] (d).disks[1].format: a copy-top disk is a qcow2 overlay",
+    "vms[1] (d).disks[1].backing: a copy-top disk needs the path of its base image (present on both hosts)",
+    "vms[1] (d).disks[2].target: must be a letter and up to 31 letters, digits, _ or - (e.g. vda)",
+    "vms[1] (d).disks[2].backing: only copy-top disks name a backing image",
+    "vms[1] (d).disks[3].file: must be a non-empty file path",
+  ]);
 });
 
 test("every problem is reported at once, with where it is", () => {

@@ -11,7 +11,7 @@ const def: VmDefinition = {
   role: "firewall",
   memoryMib: 256,
   cpus: 2,
-  disk: "/images/fw1.qcow2",
+  disks: [{ target: "vda", file: "/images/fw1.qcow2", format: "qcow2", mode: "shared" }],
   nics: [
     { kind: "tap", ifname: "fw1-dc1", mac: "52:54:00:00:00:41" },
     { kind: "user", mac: "52:54:00:00:00:42" },
@@ -40,8 +40,10 @@ test("a disk VM with a tap and a user NIC, as source and as incoming listener", 
     "-no-user-config",
     "-display",
     "none",
-    "-drive",
-    "file=/images/fw1.qcow2,if=virtio,format=qcow2",
+    "-blockdev",
+    '{"driver":"qcow2","node-name":"disk-vda","file":{"driver":"file","filename":"/images/fw1.qcow2"}}',
+    "-device",
+    "virtio-blk-pci,drive=disk-vda,id=vda",
     "-netdev",
     "tap,id=net0,ifname=fw1-dc1,script=no,downscript=no",
     "-device",
@@ -68,25 +70,29 @@ test("a disk VM with a tap and a user NIC, as source and as incoming listener", 
   expect(d.inventory()).toEqual([def]);
 });
 
-test("under TCG every VM gets 8 KiB more RAM (QEMU < 9.0 loses dirty pages otherwise); KVM and the opt-out get it exact", () => {
-  const memory = (d: QemuDriver) => d.qemuArgs(def, false)[d.qemuArgs(def, false).indexOf("-m") + 1];
-  expect(memory(new QemuDriver({ runDir: dir, inventory: [def], accel: { accel: "tcg", reason: "test" } }))).toBe(
-    `${256 * 1024 + 8}k`,
-  );
-  expect(memory(new QemuDriver({ runDir: dir, inventory: [def], accel: { accel: "kvm", reason: "test" } }))).toBe(
-    "256M",
-  );
-  expect(
-    memory(
-      new QemuDriver({
-        runDir: dir,
-        inventory: [def],
-        accel: { accel: "tcg", reason: "test" },
-        tcgDirtyWorkaround: false,
-      }),
-    ),
-  ).toBe("256M");
-});
+test(
+  "under TCG every VM gets 8 KiB more RAM (QEMU < 9.0 loses dirty " +
+    "pages otherwise); KVM and the opt-out get it exact",
+  () => {
+    const memory = (d: QemuDriver) => d.qemuArgs(def, false)[d.qemuArgs(def, false).indexOf("-m") + 1];
+    expect(memory(new QemuDriver({ runDir: dir, inventory: [def], accel: { accel: "tcg", reason: "test" } }))).toBe(
+      `${256 * 1024 + 8}k`,
+    );
+    expect(memory(new QemuDriver({ runDir: dir, inventory: [def], accel: { accel: "kvm", reason: "test" } }))).toBe(
+      "256M",
+    );
+    expect(
+      memory(
+        new QemuDriver({
+          runDir: dir,
+          inventory: [def],
+          accel: { accel: "tcg", reason: "test" },
+          tcgDirtyWorkaround: false,
+        }),
+      ),
+    ).toBe("256M");
+  },
+);
 
 test("only QEMU VMs belong to the QEMU driver; unknown VMs are refused with 404", async () => {
   const d = new QemuDriver({ runDir: dir, inventory: [def, { ...def, name: "vb", hypervisor: "virtualbox" }] });

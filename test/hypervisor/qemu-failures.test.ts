@@ -10,7 +10,7 @@ import type { MigrationHandle, MigrationOptions } from "../../lib/hypervisor/dri
 import { livePid } from "../../lib/hypervisor/pidfile";
 import { QemuDriver } from "../../lib/hypervisor/qemu";
 import { ensureGuest, guestVm, type GuestFiles } from "../../lib/guest/guest";
-import { hostsRunning, makeHosts, tearDown, type Hosts } from "./hosts";
+import { hostsRunning, makeHosts, tearDown, type Hosts } from "../harness/hosts";
 
 jest.setTimeout(60_000);
 
@@ -109,19 +109,22 @@ test("a wrong secret fails the TLS handshake: 503, the source keeps running", as
   await expectSourceKeepsIt();
 });
 
-test("a destination whose RAM differs (a KVM peer of a padded TCG host): QEMU refuses, the source keeps running", async () => {
-  hosts.dc2 = new QemuDriver({
-    runDir: hosts.dirs.dc2,
-    inventory: hosts.defs,
-    startTimeoutMs: 10_000,
-    tcgDirtyWorkaround: false,
-  });
-  const armed = await hosts.dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET });
-  const err = await rejection(hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, slow).done);
-  expect(err.status).toBe(503);
-  expect(err.details.join(" ")).toMatch(/keeps running on the source/);
-  await expectSourceKeepsIt();
-});
+test(
+  "a destination whose RAM differs (a KVM peer of a padded " + "TCG host): QEMU refuses, the source keeps running",
+  async () => {
+    hosts.dc2 = new QemuDriver({
+      runDir: hosts.dirs.dc2,
+      inventory: hosts.defs,
+      startTimeoutMs: 10_000,
+      tcgDirtyWorkaround: false,
+    });
+    const armed = await hosts.dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET });
+    const err = await rejection(hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, slow).done);
+    expect(err.status).toBe(503);
+    expect(err.details.join(" ")).toMatch(/keeps running on the source/);
+    await expectSourceKeepsIt();
+  },
+);
 
 test("timeout: cancelled with 504, the source keeps running", async () => {
   const { handle } = await startSlowMigration({ ...slow, timeoutS: 1 });
@@ -154,22 +157,25 @@ test("abort while held for switchover: the VM keeps running at the source", asyn
   await expectSourceKeepsIt();
 });
 
-test("a migration held for a switchover whose agent died: the next agent cancels it and the VM runs at the source", async () => {
-  const { handle } = await startSlowMigration({
-    bandwidthMbps: 0,
-    downtimeLimitMs: 300,
-    timeoutS: 30,
-    pauseBeforeSwitchover: true,
-  });
-  await handle.readyToSwitch;
-  const restarted = hosts.reopen("dc1"); // a restarted source agent's driver: it has no handle on this migration
-  expect(await restarted.settleOrphanedMigration("vm1")).toMatch(
-    /\(active\) had no agent any more: cancelled, the VM runs here/,
-  );
-  await rejection(handle.done);
-  expect(await restarted.settleOrphanedMigration("vm1")).toBeUndefined(); // nothing left to settle
-  await expectSourceKeepsIt();
-});
+test(
+  "a migration held for a switchover whose agent died: the " + "next agent cancels it and the VM runs at the source",
+  async () => {
+    const { handle } = await startSlowMigration({
+      bandwidthMbps: 0,
+      downtimeLimitMs: 300,
+      timeoutS: 30,
+      pauseBeforeSwitchover: true,
+    });
+    await handle.readyToSwitch;
+    const restarted = hosts.reopen("dc1"); // a restarted source agent's driver: it has no handle on this migration
+    expect(await restarted.settleOrphanedMigration("vm1")).toMatch(
+      /\(active\) had no agent any more: cancelled, the VM runs here/,
+    );
+    await rejection(handle.done);
+    expect(await restarted.settleOrphanedMigration("vm1")).toBeUndefined(); // nothing left to settle
+    await expectSourceKeepsIt();
+  },
+);
 
 test("refusals: unknown VM, VM already here, not running, disarming a VM that arrived", async () => {
   await expect(hosts.dc2.arm("nope", { address: "127.0.0.1", secret: SECRET })).rejects.toMatchObject({ status: 404 });

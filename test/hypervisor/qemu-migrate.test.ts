@@ -5,7 +5,7 @@ import fs from "node:fs";
 import type { MigrationOptions, MigrationProgress } from "../../lib/hypervisor/driver";
 import { QmpClient } from "../../lib/hypervisor/qmp";
 import { ensureGuest, guestVm, type GuestFiles } from "../../lib/guest/guest";
-import { hostsRunning, makeHosts, tearDown, type Hosts } from "./hosts";
+import { hostsRunning, makeHosts, tearDown, type Hosts } from "../harness/hosts";
 
 jest.setTimeout(60_000);
 

@@ -15,7 +15,7 @@ import { parseTcpUri, VirtualBoxDriver, vboxRunState } from "../../lib/hyperviso
 const FAKE = path.resolve(__dirname, "../fixtures/VBoxManage");
 const SECRET = "teleport-secret-7f3a";
 const defs: VmDefinition[] = [
-  { name: "vm1", hypervisor: "virtualbox", role: "server", memoryMib: 512, cpus: 1, nics: [] },
+  { name: "vm1", hypervisor: "virtualbox", role: "server", memoryMib: 512, cpus: 1, disks: [], nics: [] },
 ];
 
 let dir: string;
@@ -110,7 +110,7 @@ test("teleport: the exact VBoxManage contract, progress, and the secret only in 
   expect(await dc1.state("vm1")).toBe("running");
   expect(await dc2.state("vm1")).toBe("absent");
   const armed = await dc2.arm("vm1", { address: "127.0.0.1", port: 6000, secret: SECRET });
-  expect(armed).toEqual({ vm: "vm1", uri: "tcp:127.0.0.1:6000" });
+  expect(armed).toEqual({ vm: "vm1", uri: "tcp:127.0.0.1:6000", exports: [] });
   expect(await dc2.state("vm1")).toBe("incoming");
   const percents: number[] = [];
   const result = await dc1.migrate(
@@ -175,25 +175,28 @@ test("teleport: the exact VBoxManage contract, progress, and the secret only in 
   expectSecretNowhere();
 });
 
-test("a free port is picked when none is given; disarm powers the waiting VM off and turns the teleporter off", async () => {
-  const armed = await dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET });
-  const { port } = parseTcpUri(armed.uri);
-  expect(port).toBeGreaterThan(1024);
-  await dc2.disarm("vm1");
-  expect(worldState("dc2/vm1")).toBe("poweroff");
-  expect(
-    calls()
-      .slice(-2)
-      .map((c) => c.argv),
-  ).toEqual([
-    ["controlvm", "vm1", "poweroff"],
-    ["modifyvm", "vm1", "--teleporter", "off"],
-  ]);
-  // never disarm a VM that runs
-  await expect(dc1.disarm("vm1")).rejects.toMatchObject({ status: 486 });
-  expect(worldState("dc1/vm1")).toBe("running");
-  expectSecretNowhere();
-});
+test(
+  "a free port is picked when none is given; disarm powers " + "the waiting VM off and turns the teleporter off",
+  async () => {
+    const armed = await dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET });
+    const { port } = parseTcpUri(armed.uri);
+    expect(port).toBeGreaterThan(1024);
+    await dc2.disarm("vm1");
+    expect(worldState("dc2/vm1")).toBe("poweroff");
+    expect(
+      calls()
+        .slice(-2)
+        .map((c) => c.argv),
+    ).toEqual([
+      ["controlvm", "vm1", "poweroff"],
+      ["modifyvm", "vm1", "--teleporter", "off"],
+    ]);
+    // never disarm a VM that runs
+    await expect(dc1.disarm("vm1")).rejects.toMatchObject({ status: 486 });
+    expect(worldState("dc1/vm1")).toBe("running");
+    expectSecretNowhere();
+  },
+);
 
 test("no listener: 503 with VirtualBox's own words; the VM keeps running", async () => {
   const err = (await dc1

@@ -65,3 +65,21 @@ test("start, status, list, stop", async () => {
   expect(livePid(path.join(runDir, "cli-vm.pid"))).toBeUndefined();
   expect(fs.readdirSync(runDir).filter((f) => !f.endsWith(".log"))).toEqual([]);
 });
+
+test("list on an empty inventory says so, and which configuration and inventory it read", async () => {
+  const config = path.join(dir, "empty.json");
+  fs.writeFileSync(config, "{}");
+  const out: string[] = [];
+  const spy = jest.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
+    out.push(String(chunk));
+    return true;
+  });
+  try {
+    await buildProgram().exitOverride().parseAsync(["node", "sip-teleport", "vm", "list", "-c", config]);
+  } finally {
+    spy.mockRestore();
+  }
+  expect(out.join("")).toBe(
+    `no VMs: the inventory is empty\n  used configuration ${config}\n  inventory: inline in the configuration\n`,
+  );
+});

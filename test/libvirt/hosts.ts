@@ -111,6 +111,7 @@ export async function libvirtVms(
       memoryMib: 96,
       cpus: 1,
       nics: [],
+      disks: [],
       libvirt: { uri: h.uri, domain: name, defineFromSource: false },
     }));
   return { dc1: defs(lab.dc1), dc2: defs(lab.dc2) };

@@ -5,7 +5,7 @@
  */
 import crypto from "node:crypto";
 import type { MigrationProgress } from "../../lib/hypervisor/driver";
-import { refusal, startPair, type Pair } from "../e2e/harness";
+import { refusal, startPair, type Pair } from "../harness";
 import { defineDomain, domainPlacement, domainXml, libvirtVms, startLibvirtLab, type LibvirtLab } from "./hosts";
 
 jest.setTimeout(120_000);

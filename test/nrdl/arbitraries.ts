@@ -1,15 +1,23 @@
 /** fast-check generators of valid NRDL documents, one per body kind. */
 import fc from "fast-check";
+import { minimumVersion } from "../../nrdl";
 import { HOST_TEXT, REASON } from "../../nrdl/schema";
 import {
+  DISK_FORMATS,
+  DISK_MODES,
+  NRDL_VERSION,
   HYPERVISORS,
   NAME_PATTERN,
+  CONVERGENCE,
   ON_ERROR,
   OUTCOMES,
   ROLES,
   STRATEGIES,
   VM_STATES,
   type Answer,
+  type Capacity,
+  type Preview,
+  type DiskSpec,
   type NrdlBody,
   type NrdlDocument,
   type Offer,
@@ -44,6 +52,36 @@ const migrationUri = fc.oneof(
   fc.tuple(fc.domain(), fc.integer({ min: 1, max: 65535 })).map(([h, p]) => `tcp:${h}:${p}`),
 );
 const secret = fc.stringMatching(/^[A-Za-z0-9_-]{16,128}$/);
+const nbdUri = fc
+  .tuple(
+    fc.oneof(
+      fc.ipV4(),
+      fc.ipV6().map((h) => `[${h}]`),
+      fc.domain(),
+    ),
+    fc.integer({ min: 1, max: 65535 }),
+    name,
+  )
+  .map(([h, p, e]) => `nbd://${h}:${p}/${e}`);
+// copy-top is a qcow2 overlay with a backing image; the other modes have none.
+const disk = (target: string): fc.Arbitrary<DiskSpec> =>
+  fc.constantFrom(...DISK_MODES).chain((mode) =>
+    mode === "copy-top"
+      ? record({
+          target: fc.constant(target),
+          sizeBytes: positive,
+          format: fc.constant("qcow2" as const),
+          mode: fc.constant(mode),
+          backingBytes: positive,
+        })
+      : (record({
+          target: fc.constant(target),
+          sizeBytes: positive,
+          format: fc.constantFrom(...DISK_FORMATS),
+          mode: fc.constant(mode),
+        }) as fc.Arbitrary<DiskSpec>),
+  );
+const disks = names(0, 3).chain((targets) => fc.tuple(...targets.map(disk)));
 const progress = fc.integer({ min: 0, max: 10000 }).map((n) => n / 10000);
 
 const offer: fc.Arbitrary<Offer> = names(1, 8).chain((vmNames) =>
@@ -59,6 +97,7 @@ const offer: fc.Arbitrary<Offer> = names(1, 8).chain((vmNames) =>
         downtimeLimitMs: positive,
         timeoutS: positive,
         onError: fc.constantFrom(...ON_ERROR),
+        convergence: fc.constantFrom(...CONVERGENCE),
       }),
     ),
     // Dependencies only point backwards, so the graph is acyclic.
@@ -71,6 +110,7 @@ const offer: fc.Arbitrary<Offer> = names(1, 8).chain((vmNames) =>
           memoryMib: positive,
           cpus: positive,
           dependsOn: fc.subarray(vmNames.slice(0, i)),
+          disks,
         }),
       ),
     ),
@@ -81,7 +121,18 @@ const answer: fc.Arbitrary<Answer> = names(1, 8).chain((vms) =>
   fc.integer({ min: 0, max: vms.length }).chain((split) =>
     record({
       kind: fc.constant("answer" as const),
-      armed: fc.tuple(...vms.slice(0, split).map((vm) => record({ vm: fc.constant(vm), uri: migrationUri, secret }))),
+      armed: fc.tuple(
+        ...vms.slice(0, split).map((vm) =>
+          record({
+            vm: fc.constant(vm),
+            uri: migrationUri,
+            secret,
+            exports: names(0, 3).chain((targets) =>
+              fc.tuple(...targets.map((t) => record({ disk: fc.constant(t), uri: nbdUri, secret }))),
+            ),
+          }),
+        ),
+      ),
       rejected: fc.tuple(...vms.slice(split).map((vm) => record({ vm: fc.constant(vm), reason }))),
     }),
   ),
@@ -100,7 +151,15 @@ const status: fc.Arbitrary<StatusReport> = names(1, 6).chain((vms) =>
     statuses: fc.tuple(
       ...vms.map((vm) =>
         record(
-          { vm: fc.constant(vm), state: fc.constantFrom(...VM_STATES), progress, ...optionalStats },
+          {
+            vm: fc.constant(vm),
+            state: fc.constantFrom(...VM_STATES),
+            progress,
+            ...optionalStats,
+            diskProgress: progress,
+            diskTransferredBytes: natural,
+            diskTotalBytes: natural,
+          },
           { requiredKeys: ["vm", "state"] },
         ),
       ),
@@ -115,7 +174,13 @@ const report: fc.Arbitrary<Report> = names(1, 6).chain((vms) =>
     results: fc.tuple(
       ...vms.map((vm) =>
         record(
-          { vm: fc.constant(vm), state: fc.constantFrom(...VM_STATES), host: text(HOST_TEXT, 30), ...optionalStats },
+          {
+            vm: fc.constant(vm),
+            state: fc.constantFrom(...VM_STATES),
+            host: text(HOST_TEXT, 30),
+            ...optionalStats,
+            diskTransferredBytes: natural,
+          },
           { requiredKeys: ["vm", "state", "host"] },
         ),
       ),
@@ -123,8 +188,39 @@ const report: fc.Arbitrary<Report> = names(1, 6).chain((vms) =>
   }),
 );
 
-export const BODIES: Record<NrdlBody["kind"], fc.Arbitrary<NrdlBody>> = { offer, answer, status, report };
+const preview: fc.Arbitrary<Preview> = names(1, 8).chain((vms) =>
+  fc.integer({ min: 0, max: vms.length }).chain((split) =>
+    record({
+      kind: fc.constant("preview" as const),
+      accepted: fc.tuple(...vms.slice(0, split).map((vm) => record({ vm: fc.constant(vm), uri: migrationUri }))),
+      rejected: fc.tuple(...vms.slice(split).map((vm) => record({ vm: fc.constant(vm), reason }))),
+    }),
+  ),
+);
 
+const capacity: fc.Arbitrary<Capacity> = record({
+  kind: fc.constant("capacity" as const),
+  host: text(HOST_TEXT, 30),
+  memoryFreeMib: natural,
+  diskFreeMib: natural,
+  portsFree: natural,
+  vmsReceivable: natural,
+  hypervisors: fc.subarray([...HYPERVISORS]).map((h) => h.join(" ")),
+  versions: fc.constant("1"),
+});
+
+export const BODIES: Record<NrdlBody["kind"], fc.Arbitrary<NrdlBody>> = {
+  offer,
+  answer,
+  status,
+  report,
+  preview,
+  capacity,
+};
+
+/** Any version from the lowest that can say the body to the newest. */
 export function documentOf<B extends NrdlBody>(body: fc.Arbitrary<B>): fc.Arbitrary<NrdlDocument<B>> {
-  return record({ version: fc.constant(1), id: name, body });
+  return body.chain((b) =>
+    record({ version: fc.integer({ min: minimumVersion(b), max: NRDL_VERSION }), id: name, body: fc.constant(b) }),
+  );
 }

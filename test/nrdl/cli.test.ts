@@ -66,7 +66,8 @@ test("nrdl validate FILE: exit 2 and one line per violation on stderr", async ()
 test("nrdl validate summarises every body kind", async () => {
   const bodies: Array<[string, string]> = [
     [
-      '<answer><armed vm="a" uri="tcp:10.0.0.2:49152" secret="0123456789abcdef"/><rejected vm="b" reason="no room"/></answer>',
+      '<answer><armed vm="a" uri="tcp:10.0.0.2:49152" secret="0123456789abcdef"/><rejected vm="b" ' +
+        'reason="no room"/></answer>',
       "answer m: 1 armed (a), 1 rejected (b)",
     ],
     [
@@ -74,7 +75,8 @@ test("nrdl validate summarises every body kind", async () => {
       "status m: a migrating, b completed",
     ],
     [
-      '<report outcome="partial"><result vm="a" state="completed" host="dc2"/><result vm="b" state="failed" host="dc1"/></report>',
+      '<report outcome="partial"><result vm="a" state="completed" host="dc2"/><result vm="b" ' +
+        'state="failed" host="dc1"/></report>',
       "report m: outcome partial, a completed, b failed",
     ],
   ];

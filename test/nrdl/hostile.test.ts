@@ -36,7 +36,9 @@ test("billion laughs: DOCTYPE and entity declarations refused, nothing expanded"
 });
 
 test("external entity (XXE) refused", () => {
-  const xxe = `<!DOCTYPE nrdl [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>${doc('<status vm="a" state="failed" reason="&xxe;"/>')}`;
+  const xxe =
+    `<!DOCTYPE nrdl [<!ENTITY xxe SYSTEM ` +
+    `"file:///etc/passwd">]>${doc('<status vm="a" state="failed" reason="&xxe;"/>')}`;
   expect(refusedQuickly(xxe)).toEqual([
     "/: line 1, column 1: <!DOCTYPE> is not allowed (NRDL has no DTD and no entities)",
     "/: line 1, column 17: <!ENTITY> is not allowed (NRDL has no DTD and no entities)",
@@ -51,7 +53,8 @@ test("a bare DOCTYPE is refused too", () => {
 
 test("an undeclared entity reference is refused, not looked up", () => {
   expect(refusedQuickly(doc('<status vm="a" state="failed" reason="&xxe;"/>'))).toEqual([
-    "/nrdl/status[1]/@reason: expected text of 1 to 1024 characters without control characters, got an undefined entity &xxe; (only &lt; &gt; &amp; &quot; &apos; and &#N; exist)",
+    "/nrdl/status[1]/@reason: expected text of 1 to 1024 characters without control characters, " +
+      "got an undefined entity &xxe; (only &lt; &gt; &amp; &quot; &apos; and &#N; exist)",
   ]);
 });
 
@@ -70,7 +73,8 @@ test("size: 64 KiB exactly is accepted, one byte more is refused, counted in byt
 });
 
 const TOO_DEEP =
-  "/: line 1, column %d: elements nest deeper than 4 levels (the deepest NRDL path is nrdl > offer > vm > depends-on)";
+  "/: line 1, column %d: elements nest deeper than 4 levels (the deepest NRDL path is nrdl > offer > vm > " +
+  "depends-on or disk, nrdl > answer > armed > export)";
 
 test("nesting: depends-on is the deepest level; one level more is refused, even self-closing", () => {
   expect(violationsOf(offer(vm("b") + vm("a", "", ["b"])))).toEqual([]);
@@ -95,7 +99,8 @@ test("huge attribute: refused with a bounded message", () => {
   const reason = "A".repeat(60 * 1024);
   const lines = refusedQuickly(doc(`<status vm="a" state="failed" reason="${reason}"/>`));
   expect(lines).toEqual([
-    `/nrdl/status[1]/@reason: expected text of 1 to 1024 characters without control characters, got "${"A".repeat(40)}… (61440 characters)"`,
+    `/nrdl/status[1]/@reason: expected text of 1 to 1024 characters without control characters, ` +
+      `got "${"A".repeat(40)}… (61440 characters)"`,
   ]);
 });
 
@@ -138,7 +143,8 @@ test.each([
   [
     "CDATA",
     offer(vm("a") + "<![CDATA[<vm/>]]>"),
-    `/: line 1, column ${offer(vm("a")).indexOf("</offer>") + 1}: CDATA sections are not allowed (no NRDL element has text content)`,
+    `/: line 1, column ${offer(vm("a")).indexOf("</offer>") + 1}: CDATA sections are not ` +
+      `allowed (no NRDL element has text content)`,
   ],
   [
     "an unterminated attribute quote",

@@ -12,9 +12,11 @@ const examples = [...spec.matchAll(/```xml\n([\s\S]*?)```/g)]
   );
 
 test("SPEC.md has an example for every body kind", () => {
-  expect(examples.map((x) => /<(offer|answer|status|report)\b/.exec(x)?.[1])).toEqual([
+  expect(examples.map((x) => /<(offer|answer|preview|capacity|status|report)\b/.exec(x)?.[1])).toEqual([
     "offer",
     "answer",
+    "preview",
+    "capacity",
     "status",
     "report",
   ]);

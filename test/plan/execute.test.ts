@@ -13,6 +13,7 @@ const vm = (name: string, role: Role, dependsOn: string[] = []): VmSpec => ({
   name,
   role,
   dependsOn,
+  disks: [],
   hypervisor: "qemu",
   memoryMib: 96,
   cpus: 1,
@@ -28,7 +29,8 @@ const policy = (p: Partial<Policy>): Policy => ({
 });
 
 interface Script {
-  failAt?: "precopy" | "switchover";
+  /** precopy: never ready; converge: never stops for switchover (keeps pre-copying). */
+  failAt?: "precopy" | "converge";
   ms?: number;
 }
 
@@ -37,6 +39,9 @@ class Recorder {
   log: string[] = [];
   running = 0;
   peak = 0;
+  /** Migrations in their first pass (not yet held). */
+  precopying = 0;
+  precopyPeak = 0;
   constructor(private readonly scripts: Record<string, Script> = {}) {}
 
   start = (name: string, pause: boolean): MigrationHandle => {
@@ -47,6 +52,8 @@ class Recorder {
     let aborted = false;
     let release!: () => void;
     const switched = new Promise<void>((r) => (release = r));
+    this.precopying++;
+    this.precopyPeak = Math.max(this.precopyPeak, this.precopying);
     const done = (async (): Promise<MigrationResult> => {
       try {
         await new Promise((r) => setTimeout(r, s.ms ?? 5));
@@ -62,15 +69,21 @@ class Recorder {
     })();
     const readyToSwitch = (async () => {
       await new Promise((r) => setTimeout(r, s.ms ?? 5));
+      this.precopying--;
       if (s.failAt === "precopy" || aborted) throw new TeleportError(500, `${name} did not converge`);
     })();
     readyToSwitch.catch(() => undefined);
     return {
       done,
       readyToSwitch,
+      converge: async () => {
+        if (s.failAt === "converge") return new Promise<void>(() => undefined);
+        this.log.push(`stop ${name}`);
+      },
       switchover: async () => {
         this.log.push(`switch ${name}`);
         release();
+        await done;
       },
       abort: async () => {
         aborted = true;
@@ -131,26 +144,60 @@ describe("executePlan", () => {
     expect(out.find((o) => o.vm === "video")).toMatchObject({ reason: expect.stringMatching(/r1.*did not move/) });
   });
 
-  it("switchover: the whole wave pre-copies, then switches over together", async () => {
-    const r = new Recorder({ a: { ms: 5 }, b: { ms: 60 } });
+  it("switchover: the whole group pre-copies at once, stops together, then switches over by dependencies", async () => {
+    const r = new Recorder({ r1: { ms: 40 }, video: { ms: 5 }, web: { ms: 20 } });
     const out = await executePlan({
-      plan: planWaves([vm("a", "server"), vm("b", "server")]),
-      policy: policy({ strategy: "switchover" }),
+      plan: planWaves([vm("video", "server", ["r1"]), vm("web", "server"), vm("r1", "router")]),
+      policy: policy({ strategy: "switchover", maxParallel: 4 }),
       start: r.start,
     });
-    expect(states(out)).toEqual({ a: "completed", b: "completed" });
-    // nobody switches before everybody converged
-    expect(r.log.slice(0, 4)).toEqual(["start a", "start b", "switch a", "switch b"]);
+    expect(states(out)).toEqual({ r1: "completed", video: "completed", web: "completed" });
+    const at = (l: string) => r.log.indexOf(l);
+    // every VM pre-copies before any stops, every VM stops before any switches over
+    expect(r.log.slice(0, 3).sort()).toEqual(["start r1", "start video", "start web"]);
+    expect(r.log.slice(3, 6).sort()).toEqual(["stop r1", "stop video", "stop web"]);
+    // the router reaches the destination before the servers behind it are sent
+    expect(at("done r1")).toBeLessThan(at("switch video"));
+    expect(at("done r1")).toBeLessThan(at("switch web"));
   });
 
-  it("switchover: if one VM cannot converge, nobody of the wave switches", async () => {
-    const r = new Recorder({ a: { failAt: "precopy" }, b: { ms: 20 } });
+  it("switchover: max-parallel bounds the first passes, held VMs free their slot", async () => {
+    const r = new Recorder();
     const out = await executePlan({
-      plan: planWaves([vm("a", "server"), vm("b", "server")]),
-      policy: policy({ strategy: "switchover", onError: "continue" }),
+      plan: planWaves(["a", "b", "c", "d"].map((n) => vm(n, "server"))),
+      policy: policy({ strategy: "switchover", maxParallel: 2 }),
       start: r.start,
     });
-    expect(states(out)).toEqual({ a: "failed", b: "aborted" });
+    expect(r.precopyPeak).toBe(2);
+    expect(r.peak).toBe(4); // all four held at once: one switchover for the group
+    expect(Object.values(states(out))).toEqual(["completed", "completed", "completed", "completed"]);
+  });
+
+  it("switchover: if one VM cannot pre-copy, nobody of the group switches", async () => {
+    const r = new Recorder({ a: { failAt: "precopy" }, b: { ms: 20 }, r: { ms: 5 } });
+    const out = await executePlan({
+      plan: planWaves([vm("a", "server"), vm("b", "server"), vm("r", "router")]),
+      policy: policy({ strategy: "switchover", onError: "continue", maxParallel: 3 }),
+      start: r.start,
+    });
+    expect(states(out)).toEqual({ a: "failed", b: "aborted", r: "aborted" });
+    expect(r.log.some((l) => l.startsWith("switch") || l.startsWith("stop"))).toBe(false);
+  });
+
+  it("switchover: if one VM does not stop within the window, the stopped ones resume at the source", async () => {
+    const r = new Recorder({ b: { failAt: "converge" } });
+    const t0 = Date.now();
+    const out = await executePlan({
+      plan: planWaves([vm("a", "server"), vm("b", "server")]),
+      policy: policy({ strategy: "switchover", maxParallel: 2, downtimeLimitMs: 100 }),
+      start: r.start,
+    });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(3000);
+    expect(states(out)).toEqual({ a: "aborted", b: "aborted" });
+    expect(out[0]).toMatchObject({
+      reason: expect.stringMatching(/not every VM stopped for switchover within 3000 ms/),
+    });
+    expect(r.log).toContain("stop a");
     expect(r.log.some((l) => l.startsWith("switch"))).toBe(false);
   });
 

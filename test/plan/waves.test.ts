@@ -5,6 +5,7 @@ const vm = (name: string, role: Role, dependsOn: string[] = []): VmSpec => ({
   name,
   role,
   dependsOn,
+  disks: [],
   hypervisor: "qemu",
   memoryMib: 96,
   cpus: 1,

@@ -4,22 +4,11 @@
  * the From header. Raw requests are written by hand so forged and replayed ones can be sent.
  */
 import { randomBytes } from "node:crypto";
-import { SourceAgent } from "../../agents/source/agent";
-import { sipOf } from "../../agents/wiring";
 import { parseConfig } from "../../lib/config/load";
-import { silentLogger } from "../../lib/log/logger";
 import { buildNrdl, offerDocument } from "../../nrdl";
-import { bootOnSource, expectAllOn, guestDefs, placement, startPair, type Pair } from "../e2e/harness";
+import { bootOnSource, expectAllOn, guestDefs, placement, pairPerTest, extraSource, move } from "../harness";
 import { RawSipClient, digestAnswer, rawInvite, type RawResponse } from "./raw-sip";
 
-const policy = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 0,
-  downtimeLimitMs: 300,
-  timeoutS: 60,
-  onError: "abort" as const,
-};
 const offer = (vm: string) =>
   buildNrdl(
     offerDocument({
@@ -37,26 +26,16 @@ function sha256Challenge(r: RawResponse | undefined): string {
 }
 
 describe("digest authentication over SIP", () => {
-  let pair: Pair | undefined;
-  afterEach(async () => {
-    await pair?.close();
-    pair = undefined;
-  });
+  const start = pairPerTest();
 
   it("challenges INVITE, INFO and BYE of a real migration; the source answers each with SHA-256", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), {
+    const pair = await start(await guestDefs([["router1", "router"]]), {
       dc2: { security: { users: { dc1: "pw-dc1" }, allow: ["sip:dc1@*"] } },
     });
     await bootOnSource(pair);
-    const cfg = { ...pair.dc1.cfg, sip: { ...pair.dc1.cfg.sip, credentials: { username: "dc1", password: "pw-dc1" } } };
-    const sip = sipOf(cfg, silentLogger, { ephemeral: true });
-    await sip.start();
-    const summary = await new SourceAgent({ sip, host: pair.dc1.host, hostName: "dc1", logger: silentLogger }).migrate({
-      to: pair.dc2.uri,
-      vms: ["router1"],
-      policy,
-    });
-    await sip.stop();
+    const source = await extraSource(pair, { credentials: { username: "dc1", password: "pw-dc1" } });
+    const summary = await move(pair, { vms: ["router1"], agent: source.agent });
+    await source.stop();
     expect(summary.outcome).toBe("completed");
     await expectAllOn(pair, "dc2");
     const sent = pair.dc2.trace.filter((e) => e.direction === "sent").map((e) => e.message);
@@ -70,7 +49,7 @@ describe("digest authentication over SIP", () => {
   });
 
   it("refuses a replayed Authorization and an expired nonce (stale=true) on raw INVITEs", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), {
+    const pair = await start(await guestDefs([["router1", "router"]]), {
       dc2: { security: { users: { dc1: "pw-dc1" }, nonceTtlS: 1 } },
     });
     const port = pair.dc2.sip.listeners[0].port;
@@ -104,7 +83,7 @@ describe("digest authentication over SIP", () => {
   });
 
   it("judges the authenticated user, not the From; in-dialog INFO/BYE need the INVITE's user", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), {
+    const pair = await start(await guestDefs([["router1", "router"]]), {
       dc2: { security: { users: { dc1: "pw-dc1", mallory: "pw-m" }, allow: ["sip:dc1@*"] } },
     });
     const port = pair.dc2.sip.listeners[0].port;
@@ -124,7 +103,7 @@ describe("digest authentication over SIP", () => {
       const denied = await raw.final(forged.callId);
       expect(denied?.status).toBe(403);
       expect(denied?.header("warning")[0]).toMatch(
-        /sip:mallory@127\.0\.0\.1 from 127\.0\.0\.1 is not in this host's allowlist/,
+        /sip:mallory@127\.0\.0\.1 \(digest\) from 127\.0\.0\.1 is not in this host.s allowlist/,
       );
       expect(placement(pair).router1).toEqual([]);
 
@@ -177,26 +156,31 @@ describe("digest authentication over SIP", () => {
     }
   });
 
-  it("digestRequired=false: a caller without credentials is judged by the allowlist, wrong credentials still get 401", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), {
-      dc2: { security: { users: { dc1: "pw-dc1" }, digestRequired: false } },
-    });
-    const port = pair.dc2.sip.listeners[0].port;
-    const target = `sip:dc2@127.0.0.1:${port}`;
-    const raw = await RawSipClient.udp(port);
-    try {
-      const plain = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, offer("ghost"));
-      raw.send(plain.text);
-      expect((await raw.final(plain.callId))?.status).toBe(488);
-      const fake =
-        'Digest username="dc1", realm="sip-teleport", nonce="x.y", uri="sip:x", response="00", algorithm=SHA-256, qop=auth, nc=00000001, cnonce="1"';
-      const wrong = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, offer("ghost"), [`Authorization: ${fake}`]);
-      raw.send(wrong.text);
-      expect((await raw.final(wrong.callId))?.status).toBe(401);
-    } finally {
-      raw.close();
-    }
-  });
+  it(
+    "digestRequired=false: a caller without credentials is judged by the allowlist, wrong " +
+      "credentials still get 401",
+    async () => {
+      const pair = await start(await guestDefs([["router1", "router"]]), {
+        dc2: { security: { users: { dc1: "pw-dc1" }, digestRequired: false } },
+      });
+      const port = pair.dc2.sip.listeners[0].port;
+      const target = `sip:dc2@127.0.0.1:${port}`;
+      const raw = await RawSipClient.udp(port);
+      try {
+        const plain = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, offer("ghost"));
+        raw.send(plain.text);
+        expect((await raw.final(plain.callId))?.status).toBe(488);
+        const fake =
+          'Digest username="dc1", realm="sip-teleport", nonce="x.y", uri="sip:x", response="00", ' +
+          'algorithm=SHA-256, qop=auth, nc=00000001, cnonce="1"';
+        const wrong = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, offer("ghost"), [`Authorization: ${fake}`]);
+        raw.send(wrong.text);
+        expect((await raw.final(wrong.callId))?.status).toBe(401);
+      } finally {
+        raw.close();
+      }
+    },
+  );
 
   it("config: digestRequired without any user is refused with the field named", () => {
     expect(() => parseConfig({ security: { digestRequired: true } })).toThrow(

@@ -27,20 +27,13 @@ import { terminateRunDirs } from "../../lib/hypervisor/pidfile";
 import { silentLogger } from "../../lib/log/logger";
 import { buildNrdl, offerDocument, parseNrdl } from "../../nrdl";
 import { NRDL_MIME } from "../../nrdl/types";
-import { bootOnSource, guestDefs, startPair, type Pair } from "../e2e/harness";
+import { bootOnSource, guestDefs, startPair, type Pair, SEQUENTIAL } from "../harness";
 import { ensureBuilt, runCli, type CliProcess } from "../e2e/cli-process";
-import { FaultMatrix, killQemu, pidIn, until, type HostDirs } from "./fault-report";
+import { FaultMatrix, journalOf, killQemu, pidIn, until, type HostDirs } from "./fault-report";
 
 jest.setTimeout(180_000);
 
-const policy = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 100,
-  downtimeLimitMs: 300,
-  timeoutS: 60,
-  onError: "abort" as const,
-};
+const policy = { ...SEQUENTIAL, bandwidthMbps: 100 };
 const matrix = new FaultMatrix();
 afterAll(() => matrix.print());
 
@@ -131,89 +124,93 @@ describe("agents as processes", () => {
     ]);
   });
 
-  it("destination agent killed with SIGKILL and restarted: orphaned listener removed, the VM that resumed kept", async () => {
-    const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-f-"));
-    const port = 30000 + Math.floor(Math.random() * 20000);
-    const ports = `${port + 1}-${port + 40}`;
-    const dc2 = {
-      host: "dc2",
-      sip: { aor: "sip:dc2@127.0.0.1", listen: [{ transport: "udp", address: "127.0.0.1", port }] },
-      inventory: defs,
-      runDir: path.join(base, "dc2"),
-      stateDir: path.join(base, "dc2-state"),
-      migration: { address: "127.0.0.1", ports },
-      timers: { idleTimeoutS: 300 },
-    };
-    const dc2File = writeConfig(path.join(base, "dc2.json"), dc2);
-    const dc1Cfg = parseConfig({
-      ...dc2,
-      host: "dc1",
-      sip: { aor: "sip:dc1@127.0.0.1", listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }] },
-      runDir: path.join(base, "dc1"),
-      stateDir: path.join(base, "dc1-state"),
-    });
-    const dc1Host = hostOf(dc1Cfg, silentLogger);
-    const dc1Sip = sipOf(dc1Cfg, silentLogger);
-    let agent = runCli(["listen", "-c", dc2File]);
-    const where = () =>
-      Object.fromEntries(
-        defs.map((d) => [
-          d.name,
-          (["dc1", "dc2"] as const).filter((h) => pidIn(path.join(base, h), d.name) !== undefined),
-        ]),
-      );
-    const vms = defs.map((d) => d.name);
-    try {
-      await agent.waitFor(/listening/);
-      await dc1Sip.start();
-      for (const d of defs) await dc1Host.find(d.name)?.driver.start(d.name);
-      const offer = buildNrdl(
-        offerDocument({
-          id: "mig-crash",
-          sourceUri: "sip:dc1@127.0.0.1",
-          destinationUri: "sip:dc2@127.0.0.1",
-          vms: defs.map((d) => ({ name: d.name, memoryMib: d.memoryMib })),
-        }),
-      );
-      const { response } = await dc1Sip.invite(`sip:dc2@127.0.0.1:${port}`, { contentType: NRDL_MIME, content: offer })
-        .established;
-      const answer = parseNrdl(response.body?.content ?? "");
-      if (!answer.ok || answer.doc.body.kind !== "answer") throw new Error("no NRDL answer");
-      const router1 = answer.doc.body.armed.find((a) => a.vm === "router1");
-      if (!router1) throw new Error("router1 not armed");
-      // router1 moves (its source copy quits), video stays armed on dc2: then the agent dies
-      await dc1Host
-        .find("router1")!
-        .driver.migrate(
-          "router1",
-          { uri: router1.uri, secret: router1.secret },
-          { bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 30 },
-        ).done;
-      expect(where()).toEqual({ router1: ["dc2"], video: ["dc1", "dc2"] });
-      agent.child.kill("SIGKILL");
-      await agent.exited;
-      const journal = path.join(base, "dc2-state", "armed.json");
-      expect(Object.keys(JSON.parse(fs.readFileSync(journal, "utf8")) as object)).toHaveLength(1);
+  it(
+    "destination agent killed with SIGKILL and restarted: " + "orphaned listener removed, the VM that resumed kept",
+    async () => {
+      const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-f-"));
+      const port = 30000 + Math.floor(Math.random() * 20000);
+      const ports = `${port + 1}-${port + 40}`;
+      const dc2 = {
+        host: "dc2",
+        sip: { aor: "sip:dc2@127.0.0.1", listen: [{ transport: "udp", address: "127.0.0.1", port }] },
+        inventory: defs,
+        runDir: path.join(base, "dc2"),
+        stateDir: path.join(base, "dc2-state"),
+        migration: { address: "127.0.0.1", ports },
+        timers: { idleTimeoutS: 300 },
+      };
+      const dc2File = writeConfig(path.join(base, "dc2.json"), dc2);
+      const dc1Cfg = parseConfig({
+        ...dc2,
+        host: "dc1",
+        sip: { aor: "sip:dc1@127.0.0.1", listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }] },
+        runDir: path.join(base, "dc1"),
+        stateDir: path.join(base, "dc1-state"),
+      });
+      const dc1Host = hostOf(dc1Cfg, silentLogger);
+      const dc1Sip = sipOf(dc1Cfg, silentLogger);
+      let agent = runCli(["listen", "-c", dc2File]);
+      const where = () =>
+        Object.fromEntries(
+          defs.map((d) => [
+            d.name,
+            (["dc1", "dc2"] as const).filter((h) => pidIn(path.join(base, h), d.name) !== undefined),
+          ]),
+        );
+      const vms = defs.map((d) => d.name);
+      try {
+        await agent.waitFor(/listening/);
+        await dc1Sip.start();
+        for (const d of defs) await dc1Host.find(d.name)?.driver.start(d.name);
+        const offer = buildNrdl(
+          offerDocument({
+            id: "mig-crash",
+            sourceUri: "sip:dc1@127.0.0.1",
+            destinationUri: "sip:dc2@127.0.0.1",
+            vms: defs.map((d) => ({ name: d.name, memoryMib: d.memoryMib })),
+          }),
+        );
+        const { response } = await dc1Sip.invite(`sip:dc2@127.0.0.1:${port}`, {
+          contentType: NRDL_MIME,
+          content: offer,
+        }).established;
+        const answer = parseNrdl(response.body?.content ?? "");
+        if (!answer.ok || answer.doc.body.kind !== "answer") throw new Error("no NRDL answer");
+        const router1 = answer.doc.body.armed.find((a) => a.vm === "router1");
+        if (!router1) throw new Error("router1 not armed");
+        // router1 moves (its source copy quits), video stays armed on dc2: then the agent dies
+        await dc1Host
+          .find("router1")!
+          .driver.migrate(
+            "router1",
+            { uri: router1.uri, secret: router1.secret },
+            { bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 30 },
+          ).done;
+        expect(where()).toEqual({ router1: ["dc2"], video: ["dc1", "dc2"] });
+        agent.child.kill("SIGKILL");
+        await agent.exited;
+        expect(journalOf(path.join(base, "dc2-state"))).toHaveLength(1);
 
-      agent = runCli(["listen", "-c", dc2File]);
-      await agent.waitFor(/listening/);
-      expect(agent.output()).toMatch(/recovered: VM resumed here before the restart, keeping it.*router1/);
-      expect(agent.output()).toMatch(/recovered: disarming orphaned listener.*video/);
-      const inv = matrix.check(
-        "destination agent SIGKILL after 1 of 2 VMs moved, then restarted",
-        dirsOf(base),
-        vms,
-        "restart log: router1 kept (resumed here), video's listener disarmed; journal emptied",
-      );
-      expect(inv).toEqual({ where: { router1: ["dc2"], video: ["dc1"] }, leftovers: [], journal: [] });
-    } finally {
-      agent.child.kill("SIGTERM");
-      await agent.exited;
-      await dc1Sip.stop();
-      await killPids(path.join(base, "dc1"), path.join(base, "dc2"));
-      fs.rmSync(base, { recursive: true, force: true });
-    }
-  });
+        agent = runCli(["listen", "-c", dc2File]);
+        await agent.waitFor(/listening/);
+        expect(agent.output()).toMatch(/recovered: VM resumed here before the restart, keeping it.*router1/);
+        expect(agent.output()).toMatch(/recovered: disarming orphaned listener.*video/);
+        const inv = matrix.check(
+          "destination agent SIGKILL after 1 of 2 VMs moved, then restarted",
+          dirsOf(base),
+          vms,
+          "restart log: router1 kept (resumed here), video's listener disarmed; journal emptied",
+        );
+        expect(inv).toEqual({ where: { router1: ["dc2"], video: ["dc1"] }, leftovers: [], journal: [] });
+      } finally {
+        agent.child.kill("SIGTERM");
+        await agent.exited;
+        await dc1Sip.stop();
+        await killPids(path.join(base, "dc1"), path.join(base, "dc2"));
+        fs.rmSync(base, { recursive: true, force: true });
+      }
+    },
+  );
 
   describe("a degraded link between two network namespaces", () => {
     const tag = randomBytes(3).toString("hex");
@@ -251,7 +248,8 @@ describe("agents as processes", () => {
       return dropped;
     };
     const rules = (percent: number, only?: "udp") =>
-      `table inet st-loss {\n chain in { type filter hook input priority 0; policy accept; ${only ? `meta l4proto ${only} ` : ""}numgen random mod 100 < ${percent} counter drop; }\n}\n`;
+      `table inet st-loss {\n chain in { type filter hook input priority 0; policy accept; ` +
+      `${only ? `meta l4proto ${only} ` : ""}numgen random mod 100 < ${percent} counter drop; }\n}\n`;
     const link = (up: boolean) => sh("ip", "-n", ns.dc2, "link", "set", veth.dc2, up ? "up" : "down");
     let base: string;
     let files: { dc1: string; dc2: string; inventory: string };
@@ -270,7 +268,7 @@ describe("agents as processes", () => {
         writeConfig(path.join(base, `${h}.json`), {
           host: h,
           sip: { aor: `sip:${h}@${ip[h]}`, listen: [{ transport: "udp", address: ip[h], port }] },
-          security: { allow: [`${net}.0/24`] },
+          security: { allow: [`${net}.0/24`], destinations: [`sip:dc2@${ip.dc2}`] },
           inventory,
           runDir: path.join(base, h),
           stateDir: path.join(base, `${h}-state`),
@@ -334,51 +332,61 @@ describe("agents as processes", () => {
       expect(inv).toEqual({ where: { router1: [host] }, leftovers: [], journal: [] });
     }
 
-    it("a 32 kbit/s link with a short queue during signalling (delays, drops): SIP retransmissions carry the dialog, the VM moves", async () => {
-      slowLink(true);
-      let lifted = false;
-      const started = Date.now();
-      let signalledMs = 0;
-      const { code, migrate } = await migrateAcross(["--bandwidth-mbps", "400"], (e) => {
-        if (e.event === "start" && !lifted) {
-          lifted = true; // signalling done, the migration itself runs on a normal link
-          signalledMs = Date.now() - started;
-          slowLink(false);
-        }
-      });
-      checked(
-        `32 kbit/s tbf link during signalling (INVITE->migrate ${signalledMs} ms)`,
-        `exit ${code}; outcome ${String(summaryOf(migrate)?.outcome)}`,
-        "dc2",
-      );
-      expect(lifted).toBe(true);
-      expect(code).toBe(0);
-      // hand the VM back to dc1's namespace for the next case
-      await killPids(path.join(base, "dc2"));
-    });
-
-    it("30% random loss of SIP over UDP for the whole dialog: retransmissions complete INVITE, INFO and BYE, the VM moves", async () => {
-      loss(30, "udp");
-      let dropped = 0;
-      try {
-        // 150 Mbit/s: a few seconds of progress INFOs, so the loss has twenty-odd datagrams to hit
-        const { code, migrate, agent } = await migrateAcross(["--bandwidth-mbps", "150"], () => undefined);
-        dropped = loss(0);
-        const traces = { dc1: sipSent(migrate.output()), dc2: sipSent(agent.output()) };
-        const resent = { dc1: retransmissions(traces.dc1), dc2: retransmissions(traces.dc2) };
+    it(
+      "a 32 kbit/s link with a short queue during signalling (delays, drops): SIP retransmissions " +
+        "carry the dialog, the VM moves",
+      async () => {
+        slowLink(true);
+        let lifted = false;
+        const started = Date.now();
+        let signalledMs = 0;
+        const { code, migrate } = await migrateAcross(["--bandwidth-mbps", "400"], (e) => {
+          if (e.event === "start" && !lifted) {
+            lifted = true; // signalling done, the migration itself runs on a normal link
+            signalledMs = Date.now() - started;
+            slowLink(false);
+          }
+        });
         checked(
-          "30% UDP loss (nftables numgen) during signalling",
-          `exit ${code}; outcome ${String(summaryOf(migrate)?.outcome)}; ${dropped} of ${traces.dc1.length + traces.dc2.length} SIP datagrams dropped; retransmissions dc1 ${resent.dc1}, dc2 ${resent.dc2}`,
+          `32 kbit/s tbf link during signalling (INVITE->migrate ${signalledMs} ms)`,
+          `exit ${code}; outcome ${String(summaryOf(migrate)?.outcome)}`,
           "dc2",
         );
-        expect(dropped).toBeGreaterThan(0); // P(no drop in ~25 datagrams at 30%) < 0.02%
+        expect(lifted).toBe(true);
         expect(code).toBe(0);
-        expect(summaryOf(migrate)?.outcome).toBe("completed");
-      } finally {
-        loss(0);
-      }
-      await killPids(path.join(base, "dc2"));
-    });
+        // hand the VM back to dc1's namespace for the next case
+        await killPids(path.join(base, "dc2"));
+      },
+    );
+
+    it(
+      "30% random loss of SIP over UDP for the whole dialog: retransmissions complete INVITE, " +
+        "INFO and BYE, the VM moves",
+      async () => {
+        loss(30, "udp");
+        let dropped = 0;
+        try {
+          // 150 Mbit/s: a few seconds of progress INFOs, so the loss has twenty-odd datagrams to hit
+          const { code, migrate, agent } = await migrateAcross(["--bandwidth-mbps", "150"], () => undefined);
+          dropped = loss(0);
+          const traces = { dc1: sipSent(migrate.output()), dc2: sipSent(agent.output()) };
+          const resent = { dc1: retransmissions(traces.dc1), dc2: retransmissions(traces.dc2) };
+          checked(
+            "30% UDP loss (nftables numgen) during signalling",
+            `exit ${code}; outcome ${String(summaryOf(migrate)?.outcome)}; ${dropped} of ` +
+              `${traces.dc1.length + traces.dc2.length} SIP datagrams dropped; retransmissions dc1 ` +
+              `${resent.dc1}, dc2 ${resent.dc2}`,
+            "dc2",
+          );
+          expect(dropped).toBeGreaterThan(0); // P(no drop in ~25 datagrams at 30%) < 0.02%
+          expect(code).toBe(0);
+          expect(summaryOf(migrate)?.outcome).toBe("completed");
+        } finally {
+          loss(0);
+        }
+        await killPids(path.join(base, "dc2"));
+      },
+    );
 
     it("10% random loss of every packet during the migration: QEMU's TCP copes, the VM moves (slower)", async () => {
       let dropped = 0;
@@ -395,7 +403,8 @@ describe("agents as processes", () => {
         const vm = (summaryOf(migrate)?.vms as Array<Record<string, unknown>> | undefined)?.[0];
         checked(
           "10% loss of all packets during the migration",
-          `exit ${code}; outcome ${String(summaryOf(migrate)?.outcome)}; ${dropped} packets dropped; move ${String(vm?.totalMs)} ms (whole run ${Date.now() - started} ms)`,
+          `exit ${code}; outcome ${String(summaryOf(migrate)?.outcome)}; ${dropped} packets dropped; ` +
+            `move ${String(vm?.totalMs)} ms (whole run ${Date.now() - started} ms)`,
           "dc2",
         );
         expect(lossy).toBe(true);
@@ -407,27 +416,30 @@ describe("agents as processes", () => {
       await killPids(path.join(base, "dc2"));
     });
 
-    it("a link blackout during pre-copy, longer than --timeout-s: the VM stays on the source, exit non-zero", async () => {
-      let blackout = false;
-      // ~74 MiB at 300 Mbit/s takes ~2 s: the 8 s timeout only fires because of the blackout
-      const { code, migrate } = await migrateAcross(["--bandwidth-mbps", "300", "--timeout-s", "8"], (e) => {
-        if (e.event === "progress" && Number(e.transferredBytes) > 4 << 20 && !blackout) {
-          blackout = true;
-          link(false);
-          // back up once the source has given up, so its BYE (retransmitted) gets through
-          setTimeout(() => link(true), 11_000);
-        }
-      });
-      const summary = summaryOf(migrate);
-      checked(
-        "link down during pre-copy, longer than --timeout-s",
-        `exit ${code}; outcome ${String(summary?.outcome)}; ${JSON.stringify(summary?.vms ?? "")}`,
-        "dc1",
-      );
-      expect(blackout).toBe(true);
-      expect(code).not.toBe(0);
-      expect(summary?.outcome).toBe("failed");
-    });
+    it(
+      "a link blackout during pre-copy, longer than " + "--timeout-s: the VM stays on the source, exit non-zero",
+      async () => {
+        let blackout = false;
+        // ~74 MiB at 300 Mbit/s takes ~2 s: the 8 s timeout only fires because of the blackout
+        const { code, migrate } = await migrateAcross(["--bandwidth-mbps", "300", "--timeout-s", "8"], (e) => {
+          if (e.event === "progress" && Number(e.transferredBytes) > 4 << 20 && !blackout) {
+            blackout = true;
+            link(false);
+            // back up once the source has given up, so its BYE (retransmitted) gets through
+            setTimeout(() => link(true), 11_000);
+          }
+        });
+        const summary = summaryOf(migrate);
+        checked(
+          "link down during pre-copy, longer than --timeout-s",
+          `exit ${code}; outcome ${String(summary?.outcome)}; ${JSON.stringify(summary?.vms ?? "")}`,
+          "dc1",
+        );
+        expect(blackout).toBe(true);
+        expect(code).not.toBe(0);
+        expect(summary?.outcome).toBe("failed");
+      },
+    );
   });
 });
 

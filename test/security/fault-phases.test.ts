@@ -9,8 +9,10 @@
  * The whole matrix (victim x phase), with the file that covers each cell:
  *
  *   victim \ phase | after INVITE       | after 200 / ACK     | pre-copy               | switchover    | before BYE
- *   source agent   | here (Timer H)     | here (idle timer)   | here (1), e2e/faults   | qemu-failures (2) | here (idle timer)
- *   dest. agent    | here (answer t/o)  | here, restarted     | e2e/faults (3)         | as pre-copy (4) | here, restarted
+ * source agent   | here (Timer H)     | here (idle timer)   | here (1), e2e/faults   | qemu-failures (2) | here (idle
+ * timer)
+ * dest. agent    | here (answer t/o)  | here, restarted     | e2e/faults (3)         | as pre-copy (4) | here,
+ * restarted
  *   source QEMU    | as after 200 (5)   | here                | fault-matrix           | fault-matrix  | n/a (6)
  *   dest. QEMU     | as after 200 (5)   | here                | fault-matrix           | fault-matrix  | here
  *
@@ -31,28 +33,23 @@
  * already quit. Sip.js keeps RFC 3261's T1 = 500 ms, so the Timer H case takes 32 s. Timer B
  * does not help a source whose destination died after its 100 Trying: timers.answerTimeoutS
  * (4 s here) does.
+ * VMs with copied disks (NRDL 2) have a phase more, the disk mirror before pre-copy: its cells
+ * (destination QEMU, source QEMU and destination agent killed, operator abort, destination disk
+ * full) are in fault-disks.test.ts; the source agent dying during the mirror is settled by the next
+ * agent (test/disks/driver.test.ts).
  */
 import fs from "node:fs";
 import type { MigrateSummary } from "../../agents/source/agent";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
 import { apiClient, type ApiClient } from "../console/http";
 import { ensureBuilt, runCli, type CliProcess } from "../e2e/cli-process";
-import { bootOnSource, configFile, guestDefs, startPair, type Pair, type PairOptions } from "../e2e/harness";
+import { bootOnSource, configFile, guestDefs, startPair, type Pair, type PairOptions, SEQUENTIAL } from "../harness";
 import { capturingLogger, FaultMatrix, journalOf, killQemu, pidIn, until, type Invariant } from "./fault-report";
 
 jest.setTimeout(180_000);
 
 const matrix = new FaultMatrix();
 afterAll(() => matrix.print());
-
-const policy = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 0,
-  downtimeLimitMs: 300,
-  timeoutS: 60,
-  onError: "abort" as const,
-};
 
 let defs: VmDefinition[];
 beforeAll(async () => {
@@ -123,89 +120,101 @@ const vmLine = (s: MigrateSummary) =>
   s.vms.map((v) => `${v.vm} ${v.state} on ${v.host}${v.reason ? `: ${v.reason}` : ""}`).join("; ");
 
 describe("killed right after the INVITE", () => {
-  it("source agent killed right after its INVITE: dc2 arms, answers, retransmits the 200, gets no ACK, disarms at Timer H; the VM stays on dc1", async () => {
-    const w = await world({ dc2: { timers: { idleTimeoutS: 2 } } });
-    try {
-      const source = await consoleOf(w);
-      void source.api.post("/api/call", { to: w.pair.dc2.uri, vms: ["router1"] }).catch(() => undefined); // dies with the process
-      await until("dc2 journals the INVITE (arming starts)", () => journal(w).length > 0, 30_000, 5);
-      await kill9(source.proc);
-      const killedAt = Date.now();
-      await until("dc2 answered 200 OK", () => dc2Messages(w, "sent", /^SIP\/2\.0 200/).length > 0, 30_000);
-      await until("dc2 gave up on the ACK and disarmed", () => journal(w).length === 0, 60_000);
-      const gaveUpS = ((Date.now() - killedAt) / 1000).toFixed(1);
-      const oks = dc2Messages(w, "sent", /^SIP\/2\.0 200/).length;
-      const why = w.destLog.find((l) => /no ACK for our 200 OK/.test(l)) ?? "";
-      const inv = check(
-        w,
-        "source agent SIGKILL after INVITE (before 200)",
-        `dc2 sent the 200 ${oks} times, no ACK; after ${gaveUpS} s: ${JSON.parse(why || "{}").why ?? "?"}, BYE to the dead source`,
-      );
-      expect(oks).toBeGreaterThanOrEqual(5); // T1, 2T1, 4T1, T2... over 32 s
-      expect(dc2Messages(w, "received", /^ACK /)).toEqual([]);
-      expect(why).toMatch(/no ACK for our 200 OK/);
-      expect(dc2Messages(w, "sent", /^BYE /).length).toBeGreaterThan(0);
-      expect(inv).toEqual({ where: { router1: ["dc1"] }, leftovers: [], journal: [] });
-      expect(await runningOn(w, "dc1")).toBe(true);
+  it(
+    "source agent killed right after its INVITE: dc2 arms, answers, retransmits the 200, gets " +
+      "no ACK, disarms at Timer H; the VM stays on dc1",
+    async () => {
+      const w = await world({ dc2: { timers: { idleTimeoutS: 2 } } });
+      try {
+        const source = await consoleOf(w);
+        // dies with the process
+        void source.api.post("/api/call", { to: w.pair.dc2.uri, vms: ["router1"] }).catch(() => undefined);
+        await until("dc2 journals the INVITE (arming starts)", () => journal(w).length > 0, 30_000, 5);
+        await kill9(source.proc);
+        const killedAt = Date.now();
+        await until("dc2 answered 200 OK", () => dc2Messages(w, "sent", /^SIP\/2\.0 200/).length > 0, 30_000);
+        await until("dc2 gave up on the ACK and disarmed", () => journal(w).length === 0, 60_000);
+        const gaveUpS = ((Date.now() - killedAt) / 1000).toFixed(1);
+        const oks = dc2Messages(w, "sent", /^SIP\/2\.0 200/).length;
+        const why = w.destLog.find((l) => /no ACK for our 200 OK/.test(l)) ?? "";
+        const inv = check(
+          w,
+          "source agent SIGKILL after INVITE (before 200)",
+          `dc2 sent the 200 ${oks} times, no ACK; after ${gaveUpS} s: ` +
+            `${JSON.parse(why || "{}").why ?? "?"}, BYE to the dead source`,
+        );
+        expect(oks).toBeGreaterThanOrEqual(5); // T1, 2T1, 4T1, T2... over 32 s
+        expect(dc2Messages(w, "received", /^ACK /)).toEqual([]);
+        expect(why).toMatch(/no ACK for our 200 OK/);
+        expect(dc2Messages(w, "sent", /^BYE /).length).toBeGreaterThan(0);
+        expect(inv).toEqual({ where: { router1: ["dc1"] }, leftovers: [], journal: [] });
+        expect(await runningOn(w, "dc1")).toBe(true);
 
-      // the source restarted: dc2 holds nothing from the dead dialog, the move goes through
-      const again = await consoleOf(w);
-      expect((await again.api.post("/api/call", { to: w.pair.dc2.uri, vms: ["router1"] })).status).toBe(200);
-      await again.api.post("/api/migrate");
-      await until(
-        "the restarted source finished",
-        async () => (await again.api.get<{ phase: string }>("/api/state")).body.phase === "finished",
-        60_000,
-      );
-      const bye = await again.api.post<MigrateSummary>("/api/bye");
-      const after = check(w, "  ...source restarted, migrates again", `outcome ${bye.body.outcome}`);
-      expect(bye.body.outcome).toBe("completed");
-      expect(after).toEqual({ where: { router1: ["dc2"] }, leftovers: [], journal: [] });
-    } finally {
-      await close(w);
-    }
-  });
+        // the source restarted: dc2 holds nothing from the dead dialog, the move goes through
+        const again = await consoleOf(w);
+        expect((await again.api.post("/api/call", { to: w.pair.dc2.uri, vms: ["router1"] })).status).toBe(200);
+        await again.api.post("/api/migrate");
+        await until(
+          "the restarted source finished",
+          async () => (await again.api.get<{ phase: string }>("/api/state")).body.phase === "finished",
+          60_000,
+        );
+        const bye = await again.api.post<MigrateSummary>("/api/bye");
+        const after = check(w, "  ...source restarted, migrates again", `outcome ${bye.body.outcome}`);
+        expect(bye.body.outcome).toBe("completed");
+        expect(after).toEqual({ where: { router1: ["dc2"] }, leftovers: [], journal: [] });
+      } finally {
+        await close(w);
+      }
+    },
+  );
 
-  it("destination agent killed while arming (after its 100 Trying): the source CANCELs at timers.answerTimeoutS and exits 3 with 408; the restarted agent drops the journal entry, nothing armed stays", async () => {
-    const w = await world({ destination: false });
-    try {
-      const dest = await listenerOf(w, "--sip-trace");
-      const dc1File = configFile(w.pair, "dc1", { timers: { ...w.pair.dc1.cfg.timers, answerTimeoutS: 4 } });
-      // the journal entry is written just before arming: inotify tells us at once, and the kill goes out from the callback
-      fs.mkdirSync(w.pair.dc2.cfg.stateDir, { recursive: true, mode: 0o700 });
-      const killed = new Promise<void>((resolve) => {
-        const watcher = fs.watch(w.pair.dc2.cfg.stateDir, () => {
-          if (journal(w).length === 0) return;
-          dest.child.kill("SIGKILL");
-          watcher.close();
-          resolve();
+  it(
+    "destination agent killed while arming (after its 100 Trying): the source CANCELs at " +
+      "timers.answerTimeoutS and exits 3 with 408; the restarted agent drops the journal entry, nothing armed stays",
+    async () => {
+      const w = await world({ destination: false });
+      try {
+        const dest = await listenerOf(w, "--sip-trace");
+        const dc1File = configFile(w.pair, "dc1", { timers: { ...w.pair.dc1.cfg.timers, answerTimeoutS: 4 } });
+        // the journal entry is written just before arming: inotify tells us at once, and the kill goes out from the
+        // callback
+        fs.mkdirSync(w.pair.dc2.cfg.stateDir, { recursive: true, mode: 0o700 });
+        const killed = new Promise<void>((resolve) => {
+          const watcher = fs.watch(w.pair.dc2.cfg.stateDir, () => {
+            if (journal(w).length === 0) return;
+            dest.child.kill("SIGKILL");
+            watcher.close();
+            resolve();
+          });
         });
-      });
-      const source = runCli(["migrate", "-c", dc1File, "--to", w.pair.dc2.uri, "router1"]);
-      w.procs.push(source);
-      await killed;
-      await dest.exited;
-      const trying = /SIP\/2\.0 100 Trying/.test(dest.output());
-      const answered = /SIP\/2\.0 200/.test(dest.output()); // its trace: killed before it could answer
-      const code = await source.exited;
-      const told = /sip-teleport: .*(\n {2}.*)*/.exec(source.output())?.[0] ?? "";
-      const dest2 = await listenerOf(w);
-      const recovered = dest2.output().match(/recovered: [^{]*/g) ?? [];
-      const inv = check(
-        w,
-        "destination agent SIGKILL while arming (after INVITE)",
-        `restart: ${recovered.join("; ") || "journal entry dropped, nothing armed yet"}; source exit ${code}: ${told}`,
-      );
-      expect(trying).toBe(true); // Timer B no longer runs: only our answer timeout ends the wait
-      expect(answered).toBe(false);
-      expect(code).toBe(3);
-      expect(told).toMatch(/408 Request Timeout\s+no final answer to the INVITE within 4 s .*CANCEL sent/);
-      expect(inv).toEqual({ where: { router1: ["dc1"] }, leftovers: [], journal: [] });
-      expect(await runningOn(w, "dc1")).toBe(true);
-    } finally {
-      await close(w);
-    }
-  });
+        const source = runCli(["migrate", "-c", dc1File, "--to", w.pair.dc2.uri, "router1"]);
+        w.procs.push(source);
+        await killed;
+        await dest.exited;
+        const trying = /SIP\/2\.0 100 Trying/.test(dest.output());
+        const answered = /SIP\/2\.0 200/.test(dest.output()); // its trace: killed before it could answer
+        const code = await source.exited;
+        const told = /sip-teleport: .*(\n {2}.*)*/.exec(source.output())?.[0] ?? "";
+        const dest2 = await listenerOf(w);
+        const recovered = dest2.output().match(/recovered: [^{]*/g) ?? [];
+        const inv = check(
+          w,
+          "destination agent SIGKILL while arming (after INVITE)",
+          `restart: ${recovered.join("; ") || "journal entry dropped, nothing armed yet"}; ` +
+            `source exit ${code}: ${told}`,
+        );
+        expect(trying).toBe(true); // Timer B no longer runs: only our answer timeout ends the wait
+        expect(answered).toBe(false);
+        expect(code).toBe(3);
+        expect(told).toMatch(/408 Request Timeout\s+no final answer to the INVITE within 4 s .*CANCEL sent/);
+        expect(inv).toEqual({ where: { router1: ["dc1"] }, leftovers: [], journal: [] });
+        expect(await runningOn(w, "dc1")).toBe(true);
+      } finally {
+        await close(w);
+      }
+    },
+  );
 });
 
 describe("source agent killed", () => {
@@ -234,74 +243,85 @@ describe("source agent killed", () => {
     expect(await runningOn(w, "dc1")).toBe(true);
   });
 
-  it("before the BYE, every VM moved: dc2 keeps what resumed, ends the dialog on its idle timer; nothing left on dc1", async () => {
-    w = await world({ dc2: { timers: { idleTimeoutS: 2 } } });
-    const source = await consoleOf(w);
-    await source.api.post("/api/call", { to: w.pair.dc2.uri, vms: ["router1"] });
-    await source.api.post("/api/migrate");
-    await until(
-      "every VM moved",
-      async () => (await source.api.get<{ phase: string }>("/api/state")).body.phase === "finished",
-      60_000,
-    );
-    const rows = (await source.api.get<{ rows: Array<{ vm: string; phase: string }> }>("/api/state")).body.rows;
-    expect(rows).toEqual([expect.objectContaining({ vm: "router1", phase: "completed" })]);
-    await kill9(source.proc);
-    await until("dc2 ended the dialog", () => journal(w!).length === 0, 30_000);
-    const finished = JSON.parse(w.destLog.find((l) => /dialog finished/.test(l)) ?? "{}") as {
-      why?: string;
-      resumedHere?: string[];
-    };
-    // the operator's console, restarted, shows the VM gone from dc1
-    const again = await consoleOf(w);
-    const inventory = (await again.api.get<{ vms: Array<{ name: string; state: string }> }>("/api/inventory")).body.vms;
-    const inv = check(
-      w,
-      "source agent SIGKILL before BYE (all moved)",
-      `dc2: ${finished.why}, kept ${finished.resumedHere?.join(",")}; restarted console shows router1 ${inventory[0]?.state} on dc1`,
-    );
-    expect(finished.why).toMatch(/no news from the source/);
-    expect(finished.resumedHere).toEqual(["router1"]);
-    expect(inv).toEqual({ where: { router1: ["dc2"] }, leftovers: [], journal: [] });
-    expect(await runningOn(w, "dc2")).toBe(true);
-    expect(inventory).toEqual([
-      expect.objectContaining({ name: "router1", state: expect.stringMatching(/absent|stopped/) }),
-    ]);
-  });
+  it(
+    "before the BYE, every VM moved: dc2 keeps what resumed, ends " +
+      "the dialog on its idle timer; nothing left on dc1",
+    async () => {
+      w = await world({ dc2: { timers: { idleTimeoutS: 2 } } });
+      const source = await consoleOf(w);
+      await source.api.post("/api/call", { to: w.pair.dc2.uri, vms: ["router1"] });
+      await source.api.post("/api/migrate");
+      await until(
+        "every VM moved",
+        async () => (await source.api.get<{ phase: string }>("/api/state")).body.phase === "finished",
+        60_000,
+      );
+      const rows = (await source.api.get<{ rows: Array<{ vm: string; phase: string }> }>("/api/state")).body.rows;
+      expect(rows).toEqual([expect.objectContaining({ vm: "router1", phase: "completed" })]);
+      await kill9(source.proc);
+      await until("dc2 ended the dialog", () => journal(w!).length === 0, 30_000);
+      const finished = JSON.parse(w.destLog.find((l) => /dialog finished/.test(l)) ?? "{}") as {
+        why?: string;
+        resumedHere?: string[];
+      };
+      // the operator's console, restarted, shows the VM gone from dc1
+      const again = await consoleOf(w);
+      const inventory = (await again.api.get<{ vms: Array<{ name: string; state: string }> }>("/api/inventory")).body
+        .vms;
+      const inv = check(
+        w,
+        "source agent SIGKILL before BYE (all moved)",
+        `dc2: ${finished.why}, kept ${finished.resumedHere?.join(",")}; restarted console shows ` +
+          `router1 ${inventory[0]?.state} on dc1`,
+      );
+      expect(finished.why).toMatch(/no news from the source/);
+      expect(finished.resumedHere).toEqual(["router1"]);
+      expect(inv).toEqual({ where: { router1: ["dc2"] }, leftovers: [], journal: [] });
+      expect(await runningOn(w, "dc2")).toBe(true);
+      expect(inventory).toEqual([
+        expect.objectContaining({ name: "router1", state: expect.stringMatching(/absent|stopped/) }),
+      ]);
+    },
+  );
 
-  it("during pre-copy, the migration completing without it: dc2 keeps the VM that resumed; the restarted source quits its stale paused copy", async () => {
-    w = await world({ dc2: { timers: { idleTimeoutS: 8 } } });
-    const source = await consoleOf(w);
-    // 100 Mbit/s: ~5 s of pre-copy, time to kill the agent in it, and done well before dc2's 8 s idle timer
-    await source.api.post("/api/call", { to: w.pair.dc2.uri, vms: ["router1"], policy: { bandwidthMbps: 100 } });
-    await source.api.post("/api/migrate");
-    const moving = async () =>
-      ((await source.api.get<{ rows: Array<{ transferredBytes: number }> }>("/api/state")).body.rows[0]
-        ?.transferredBytes ?? 0) >
-      1 << 20;
-    await until("router1's pre-copy is under way", moving, 30_000, 20);
-    await kill9(source.proc);
-    // QEMU finishes the move on its own; dc2 hears nothing more and ends the dialog on its idle timer
-    await until("dc2 ended the dialog", () => journal(w!).length === 0, 40_000);
-    const finished = JSON.parse(w.destLog.find((l) => /dialog finished/.test(l)) ?? "{}") as {
-      why?: string;
-      resumedHere?: string[];
-    };
-    const dc1 = await w.pair.dc1.host.find("router1")?.driver.state("router1");
-    // the VM never runs twice, but its old QEMU is still on dc1, paused (postmigrate), until the source restarts
-    expect(dc1).toBe("stopped");
-    const again = await consoleOf(w);
-    const recovered = /recovered: [^{]*/.exec(again.proc.output())?.[0] ?? "";
-    const inv = check(
-      w,
-      "source agent SIGKILL in pre-copy, migration completes alone",
-      `dc2: ${finished.why}, kept ${finished.resumedHere?.join(",")}; dc1's copy was left ${dc1} until the restarted console: ${recovered}`,
-    );
-    expect(finished.resumedHere).toEqual(["router1"]);
-    expect(await runningOn(w, "dc2")).toBe(true);
-    expect(recovered).toMatch(/recovered: it had moved away: quit its stale paused copy/);
-    expect(inv).toEqual({ where: { router1: ["dc2"] }, leftovers: [], journal: [] });
-  });
+  it(
+    "during pre-copy, the migration completing without it: dc2 keeps the VM that resumed; the " +
+      "restarted source quits its stale paused copy",
+    async () => {
+      w = await world({ dc2: { timers: { idleTimeoutS: 8 } } });
+      const source = await consoleOf(w);
+      // 100 Mbit/s: ~5 s of pre-copy, time to kill the agent in it, and done well before dc2's 8 s idle timer
+      await source.api.post("/api/call", { to: w.pair.dc2.uri, vms: ["router1"], policy: { bandwidthMbps: 100 } });
+      await source.api.post("/api/migrate");
+      const moving = async () =>
+        ((await source.api.get<{ rows: Array<{ transferredBytes: number }> }>("/api/state")).body.rows[0]
+          ?.transferredBytes ?? 0) >
+        1 << 20;
+      await until("router1's pre-copy is under way", moving, 30_000, 20);
+      await kill9(source.proc);
+      // QEMU finishes the move on its own; dc2 hears nothing more and ends the dialog on its idle timer
+      await until("dc2 ended the dialog", () => journal(w!).length === 0, 40_000);
+      const finished = JSON.parse(w.destLog.find((l) => /dialog finished/.test(l)) ?? "{}") as {
+        why?: string;
+        resumedHere?: string[];
+      };
+      const dc1 = await w.pair.dc1.host.find("router1")?.driver.state("router1");
+      // the VM never runs twice, but its old QEMU is still on dc1, paused (postmigrate), until the source restarts
+      expect(dc1).toBe("stopped");
+      const again = await consoleOf(w);
+      const recovered = /recovered: [^{]*/.exec(again.proc.output())?.[0] ?? "";
+      const inv = check(
+        w,
+        "source agent SIGKILL in pre-copy, migration completes alone",
+        `dc2: ${finished.why}, kept ${finished.resumedHere?.join(",")}; dc1's copy was left ${dc1} ` +
+          `until the restarted console: ${recovered}`,
+      );
+      expect(finished.resumedHere).toEqual(["router1"]);
+      expect(await runningOn(w, "dc2")).toBe(true);
+      expect(recovered).toMatch(/recovered: it had moved away: quit its stale paused copy/);
+      expect(inv).toEqual({ where: { router1: ["dc2"] }, leftovers: [], journal: [] });
+    },
+  );
 });
 
 describe("destination agent killed and restarted", () => {
@@ -311,56 +331,67 @@ describe("destination agent killed and restarted", () => {
     w = undefined;
   });
 
-  it("after the 200 OK, restarted before the migration: the orphaned listener is disarmed, the source is told the move failed; the VM stays on dc1", async () => {
-    w = await world({ destination: false });
-    const dest = await listenerOf(w);
-    const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy });
-    expect(pidIn(w.pair.dc2.runDir, "router1")).toBeDefined(); // armed
-    await kill9(dest);
-    expect(pidIn(w.pair.dc2.runDir, "router1")).toBeDefined(); // the listener outlives its agent
-    const dest2 = await listenerOf(w);
-    expect(dest2.output()).toMatch(/recovered: disarming orphaned listener.*router1/);
-    const outcomes = await call.run();
-    const summary = await call.bye();
-    const inv = check(
-      w,
-      "destination agent SIGKILL after 200, restarted before migrating",
-      `source: outcome ${summary.outcome}; ${vmLine(summary)}; destination report ${summary.destinationReport ? "received" : "none (dialog unknown to the restarted agent)"}`,
-    );
-    expect(outcomes[0]).toMatchObject({ vm: "router1", state: "failed" });
-    expect(summary.outcome).toBe("failed");
-    expect(summary.vms[0]).toMatchObject({
-      vm: "router1",
-      state: "failed",
-      host: "dc1",
-      reason: expect.stringMatching(/\S/),
-    });
-    expect(summary.destinationReport).toBeUndefined();
-    expect(inv).toEqual({ where: { router1: ["dc1"] }, leftovers: [], journal: [] });
-    expect(await runningOn(w, "dc1")).toBe(true);
-  });
+  it(
+    "after the 200 OK, restarted before the migration: the orphaned listener is disarmed, the " +
+      "source is told the move failed; the VM stays on dc1",
+    async () => {
+      w = await world({ destination: false });
+      const dest = await listenerOf(w);
+      const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL });
+      expect(pidIn(w.pair.dc2.runDir, "router1")).toBeDefined(); // armed
+      await kill9(dest);
+      expect(pidIn(w.pair.dc2.runDir, "router1")).toBeDefined(); // the listener outlives its agent
+      const dest2 = await listenerOf(w);
+      expect(dest2.output()).toMatch(/recovered: disarming orphaned listener.*router1/);
+      const outcomes = await call.run();
+      const summary = await call.bye();
+      const inv = check(
+        w,
+        "destination agent SIGKILL after 200, restarted before migrating",
+        `source: outcome ${summary.outcome}; ${vmLine(summary)}; destination report ` +
+          `${summary.destinationReport ? "received" : "none (dialog unknown to the restarted agent)"}`,
+      );
+      expect(outcomes[0]).toMatchObject({ vm: "router1", state: "failed" });
+      expect(summary.outcome).toBe("failed");
+      expect(summary.vms[0]).toMatchObject({
+        vm: "router1",
+        state: "failed",
+        host: "dc1",
+        reason: expect.stringMatching(/\S/),
+      });
+      expect(summary.destinationReport).toBeUndefined();
+      expect(inv).toEqual({ where: { router1: ["dc1"] }, leftovers: [], journal: [] });
+      expect(await runningOn(w, "dc1")).toBe(true);
+    },
+  );
 
-  it("before the BYE, every VM moved: the restarted agent keeps the VM; the source reports it moved, without the destination's report", async () => {
-    w = await world({ destination: false });
-    const dest = await listenerOf(w);
-    const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy });
-    const outcomes = await call.run();
-    expect(outcomes[0]).toMatchObject({ vm: "router1", state: "completed" });
-    await kill9(dest);
-    const dest2 = await listenerOf(w);
-    const summary = await call.bye();
-    const inv = check(
-      w,
-      "destination agent SIGKILL before BYE, restarted",
-      `source: outcome ${summary.outcome}; ${vmLine(summary)}; destination report ${summary.destinationReport ? "received" : "none"}; restart: ${dest2.output().match(/recovered: [^{]*/)?.[0] ?? ""}`,
-    );
-    expect(dest2.output()).toMatch(/recovered: VM resumed here before the restart, keeping it.*router1/);
-    expect(summary.outcome).toBe("completed");
-    expect(summary.vms[0]).toMatchObject({ vm: "router1", state: "completed" });
-    expect(summary.destinationReport).toBeUndefined();
-    expect(inv).toEqual({ where: { router1: ["dc2"] }, leftovers: [], journal: [] });
-    expect(await runningOn(w, "dc2")).toBe(true);
-  });
+  it(
+    "before the BYE, every VM moved: the restarted agent keeps the VM; the source reports it " +
+      "moved, without the destination's report",
+    async () => {
+      w = await world({ destination: false });
+      const dest = await listenerOf(w);
+      const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL });
+      const outcomes = await call.run();
+      expect(outcomes[0]).toMatchObject({ vm: "router1", state: "completed" });
+      await kill9(dest);
+      const dest2 = await listenerOf(w);
+      const summary = await call.bye();
+      const inv = check(
+        w,
+        "destination agent SIGKILL before BYE, restarted",
+        `source: outcome ${summary.outcome}; ${vmLine(summary)}; ` +
+          `destination report ${summary.destinationReport ? "received" : "none"}; ` +
+          `restart: ${dest2.output().match(/recovered: [^{]*/)?.[0] ?? ""}`,
+      );
+      expect(dest2.output()).toMatch(/recovered: VM resumed here before the restart, keeping it.*router1/);
+      expect(summary.outcome).toBe("completed");
+      expect(summary.vms[0]).toMatchObject({ vm: "router1", state: "completed" });
+      expect(summary.destinationReport).toBeUndefined();
+      expect(inv).toEqual({ where: { router1: ["dc2"] }, leftovers: [], journal: [] });
+      expect(await runningOn(w, "dc2")).toBe(true);
+    },
+  );
 });
 
 describe("QEMU killed outside the migration", () => {
@@ -374,7 +405,7 @@ describe("QEMU killed outside the migration", () => {
     "%s's QEMU killed after the 200 OK, before the migration: the move fails with a reason, dc2 disarms at BYE",
     async (victim) => {
       w = await world();
-      const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy });
+      const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL });
       killQemu(w.pair[victim].runDir, "router1");
       await call.run();
       const summary = await call.bye();
@@ -397,20 +428,24 @@ describe("QEMU killed outside the migration", () => {
     },
   );
 
-  it("destination QEMU killed after the VM resumed there, before the BYE: both sides report it, nothing claims the VM runs", async () => {
-    w = await world();
-    const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy });
-    expect((await call.run())[0]).toMatchObject({ state: "completed" });
-    killQemu(w.pair.dc2.runDir, "router1");
-    const summary = await call.bye();
-    const dest = summary.destinationReport?.results[0];
-    const inv = check(
-      w,
-      "destination QEMU SIGKILL before BYE (VM had resumed)",
-      `source: ${vmLine(summary)}; dc2 report: ${dest?.state} ${dest?.reason ?? ""}`,
-    );
-    expect(dest).toMatchObject({ vm: "router1", state: "aborted", reason: expect.stringMatching(/did not resume/) });
-    expect(summary.vms[0].reason).toMatch(/destination reports aborted/);
-    expect(inv).toEqual({ where: { router1: [] }, leftovers: [], journal: [] });
-  });
+  it(
+    "destination QEMU killed after the VM resumed there, before the BYE: both sides report it, " +
+      "nothing claims the VM runs",
+    async () => {
+      w = await world();
+      const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL });
+      expect((await call.run())[0]).toMatchObject({ state: "completed" });
+      killQemu(w.pair.dc2.runDir, "router1");
+      const summary = await call.bye();
+      const dest = summary.destinationReport?.results[0];
+      const inv = check(
+        w,
+        "destination QEMU SIGKILL before BYE (VM had resumed)",
+        `source: ${vmLine(summary)}; dc2 report: ${dest?.state} ${dest?.reason ?? ""}`,
+      );
+      expect(dest).toMatchObject({ vm: "router1", state: "aborted", reason: expect.stringMatching(/did not resume/) });
+      expect(summary.vms[0].reason).toMatch(/destination reports aborted/);
+      expect(inv).toEqual({ where: { router1: [] }, leftovers: [], journal: [] });
+    },
+  );
 });

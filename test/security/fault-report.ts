@@ -8,6 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { Writable } from "node:stream";
 import winston from "winston";
+import { readJournal } from "../../agents/destination/journal";
 import { livePid } from "../../lib/hypervisor/pidfile";
 import type { Logger } from "../../lib/log/logger";
 
@@ -42,11 +43,7 @@ export async function until(
 
 /** The destination's journal of armed dialogs (Call-IDs); empty when the file is absent. */
 export function journalOf(stateDir: string): string[] {
-  try {
-    return Object.keys(JSON.parse(fs.readFileSync(path.join(stateDir, "armed.json"), "utf8")) as object);
-  } catch {
-    return [];
-  }
+  return readJournal(stateDir).map((e) => e.callId);
 }
 
 /** Files of a VM that does not run in `runDir` (pid, QMP/monitor sockets), and any migration key left. */

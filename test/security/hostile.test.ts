@@ -9,17 +9,9 @@ import { randomBytes } from "node:crypto";
 import fc from "fast-check";
 import { buildNrdl, offerDocument } from "../../nrdl";
 import { NRDL_MIME } from "../../nrdl/types";
-import { bootOnSource, expectAllOn, guestDefs, placement, refusal, startPair, type Pair } from "../e2e/harness";
+import { bootOnSource, expectAllOn, guestDefs, placement, refusal, SEQUENTIAL, pairPerTest } from "../harness";
 import { RawSipClient, rawInvite, type RawInvite } from "./raw-sip";
 
-const policy = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 0,
-  downtimeLimitMs: 300,
-  timeoutS: 60,
-  onError: "abort" as const,
-};
 const SEED = Number(process.env.FUZZ_SEED ?? 20261125);
 const RUNS = 300;
 
@@ -91,14 +83,10 @@ const mutation: fc.Arbitrary<Mutation> = fc.oneof(
 );
 
 describe("hostile input", () => {
-  let pair: Pair | undefined;
-  afterEach(async () => {
-    await pair?.close();
-    pair = undefined;
-  });
+  const start = pairPerTest();
 
   it("answers the attack corpus and a few hundred mutations correctly while a real migration succeeds", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), {
+    const pair = await start(await guestDefs([["router1", "router"]]), {
       dc2: {
         sip: {
           listen: [
@@ -117,7 +105,7 @@ describe("hostile input", () => {
     // capped so the migration (~74 MiB) is still running while the mutations fly
     let migratedAt = 0;
     const migration = pair.dc1.agent
-      .migrate({ to: pair.dc2.uri, vms: ["router1"], policy: { ...policy, bandwidthMbps: 200 } })
+      .migrate({ to: pair.dc2.uri, vms: ["router1"], policy: { ...SEQUENTIAL, bandwidthMbps: 200 } })
       .finally(() => (migratedAt = Date.now()));
     let fuzzStartedAt = 0;
     try {
@@ -144,7 +132,10 @@ describe("hostile input", () => {
       const count = (pred: (s: number | undefined) => boolean) => statuses.filter(pred).length;
       console.log(
         `fuzz seed ${SEED}: ${RUNS} mutations, answered ${count((s) => s !== undefined)} ` +
-          `(400: ${count((s) => s === 400)}, 488: ${count((s) => s === 488)}, 513: ${count((s) => s === 513)}, other: ${count((s) => s !== undefined && ![400, 488, 513].includes(s))}), silent ${count((s) => s === undefined)}`,
+          `(400: ${count((s) => s === 400)}, 488: ${count((s) => s === 488)}, 513: ` +
+          `${count((s) => s === 513)}, other: ` +
+          `${count((s) => s !== undefined && ![400, 488, 513].includes(s))}), silent ` +
+          `${count((s) => s === undefined)}`,
       );
       tcp2.close();
 
@@ -184,7 +175,8 @@ describe("hostile input", () => {
       inv = ghost();
       await expectAnswer(udp, inv, setLength(inv.text, 5000), 400, /Bad Request/);
       inv = ghost();
-      await expectAnswer(udp, inv, inv.text.slice(0, inv.text.indexOf("\r\n\r\n")), 400, /Bad Request/); // truncated: no header end
+      const truncated = inv.text.slice(0, inv.text.indexOf("\r\n\r\n")); // no header end
+      await expectAnswer(udp, inv, truncated, 400, /Bad Request/);
       inv = ghost();
       await expectAnswer(udp, inv, withLines(inv, [`X-Big: ${"a".repeat(40000)}`], 6), 513, /Message Too Large/);
       inv = ghost();
@@ -209,7 +201,7 @@ describe("hostile input", () => {
   });
 
   it("limits per caller: INVITE rate per address (503 + Retry-After) and open dialogs per caller", async () => {
-    pair = await startPair(
+    const pair = await start(
       await guestDefs([
         ["router1", "router"],
         ["video", "server"],
@@ -241,27 +233,30 @@ describe("hostile input", () => {
     }
   });
 
-  it("behind a trusted proxy INVITEs are counted per caller: one flooding caller does not lock out the others", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), {
-      dc2: { limits: { invitesPerSecond: 5, trustedProxies: ["127.0.0.1"] } },
-    });
-    const port = pair.dc2.sip.listeners[0].port;
-    const raw = await RawSipClient.udp(port);
-    try {
-      const invite = (from: string) => rawInvite(`sip:dc2@127.0.0.1:${port}`, from, raw.localPort, offerOf("ghost"));
-      const flood = Array.from({ length: 15 }, () => invite("sip:mallory@127.0.0.1"));
-      flood.forEach((b) => raw.send(b.text));
-      const honest = invite("sip:dc1@127.0.0.1");
-      raw.send(honest.text);
-      const limited = (await Promise.all(flood.map((b) => raw.final(b.callId)))).filter((a) => a?.status === 503);
-      expect(limited.length).toBeGreaterThanOrEqual(15 - 5 - 2);
-      expect(limited[0]?.header("warning")[0]).toMatch(
-        /INVITEs per second from sip:mallory@127\.0\.0\.1 via 127\.0\.0\.1/,
-      );
-      // the other caller of the same proxy address is judged on its offer (an unknown VM), not throttled
-      expect((await raw.final(honest.callId))?.status).toBe(488);
-    } finally {
-      raw.close();
-    }
-  });
+  it(
+    "behind a trusted proxy INVITEs are counted per caller: " + "one flooding caller does not lock out the others",
+    async () => {
+      const pair = await start(await guestDefs([["router1", "router"]]), {
+        dc2: { limits: { invitesPerSecond: 5, trustedProxies: ["127.0.0.1"] } },
+      });
+      const port = pair.dc2.sip.listeners[0].port;
+      const raw = await RawSipClient.udp(port);
+      try {
+        const invite = (from: string) => rawInvite(`sip:dc2@127.0.0.1:${port}`, from, raw.localPort, offerOf("ghost"));
+        const flood = Array.from({ length: 15 }, () => invite("sip:mallory@127.0.0.1"));
+        flood.forEach((b) => raw.send(b.text));
+        const honest = invite("sip:dc1@127.0.0.1");
+        raw.send(honest.text);
+        const limited = (await Promise.all(flood.map((b) => raw.final(b.callId)))).filter((a) => a?.status === 503);
+        expect(limited.length).toBeGreaterThanOrEqual(15 - 5 - 2);
+        expect(limited[0]?.header("warning")[0]).toMatch(
+          /INVITEs per second from sip:mallory@127\.0\.0\.1 via 127\.0\.0\.1/,
+        );
+        // the other caller of the same proxy address is judged on its offer (an unknown VM), not throttled
+        expect((await raw.final(honest.callId))?.status).toBe(488);
+      } finally {
+        raw.close();
+      }
+    },
+  );
 });

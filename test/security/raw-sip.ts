@@ -40,9 +40,10 @@ export class RawSipClient {
     this.localPort = localPort;
   }
 
-  static async udp(port: number, host = "127.0.0.1"): Promise<RawSipClient> {
+  /** `local`: the address to send from (another loopback address, or one in a test's namespace). */
+  static async udp(port: number, host = "127.0.0.1", local = "127.0.0.1"): Promise<RawSipClient> {
     const sock = dgram.createSocket("udp4");
-    await new Promise<void>((r) => sock.bind(0, "127.0.0.1", () => r()));
+    await new Promise<void>((r) => sock.bind(0, local, () => r()));
     const client = new RawSipClient(
       (d) => sock.send(d, port, host),
       sock.address().port,
@@ -52,8 +53,8 @@ export class RawSipClient {
     return client;
   }
 
-  static async tcp(port: number, host = "127.0.0.1"): Promise<RawSipClient> {
-    const sock = net.connect({ port, host });
+  static async tcp(port: number, host = "127.0.0.1", local?: string): Promise<RawSipClient> {
+    const sock = net.connect({ port, host, localAddress: local });
     await new Promise<void>((resolve, reject) => sock.once("connect", resolve).once("error", reject));
     sock.on("error", () => undefined);
     const framer = new StreamFramer(1 << 22);
@@ -148,5 +149,8 @@ export function digestAnswer(
       .digest("hex");
   const cnonce = randomBytes(4).toString("hex");
   const response = h(`${h(`${user}:${c.realm}:${password}`)}:${c.nonce}:${nc}:${cnonce}:auth:${h(`${method}:${uri}`)}`);
-  return `Digest username="${user}", realm="${c.realm}", nonce="${c.nonce}", uri="${uri}", response="${response}", algorithm=${alg}, qop=auth, nc=${nc}, cnonce="${cnonce}"`;
+  return (
+    `Digest username="${user}", realm="${c.realm}", nonce="${c.nonce}", uri="${uri}", ` +
+    `response="${response}", algorithm=${alg}, qop=auth, nc=${nc}, cnonce="${cnonce}"`
+  );
 }

@@ -9,22 +9,13 @@ import fs from "node:fs";
 import path from "node:path";
 import { PassThrough } from "node:stream";
 import winston from "winston";
-import { SourceAgent } from "../../agents/source/agent";
-import { sipOf } from "../../agents/wiring";
 import type { ArmOptions, HypervisorDriver } from "../../lib/hypervisor/driver";
 import { createLogger, type Logger } from "../../lib/log/logger";
 import { buildNrdl, offerDocument } from "../../nrdl";
 import { NRDL_MIME } from "../../nrdl/types";
-import { bootOnSource, expectAllOn, guestDefs, placement, startPair, type Pair } from "../e2e/harness";
+import { bootOnSource, expectAllOn, guestDefs, placement, SEQUENTIAL, pairPerTest, extraSource } from "../harness";
 
-const policy = {
-  strategy: "parallel" as const,
-  maxParallel: 2,
-  bandwidthMbps: 0,
-  downtimeLimitMs: 300,
-  timeoutS: 60,
-  onError: "abort" as const,
-};
+const policy = { ...SEQUENTIAL, strategy: "parallel" as const, maxParallel: 2 };
 const PASSWORD = "digest-pw-that-must-not-leak";
 
 /** A logger with the project's formats (masking included) that writes into a string. */
@@ -54,7 +45,8 @@ function watchArming(driver: HypervisorDriver, runDir: string, seen: string[], k
     const armed = await arm(vm, o);
     const dir = path.join(runDir, `${vm}.psk-in`);
     keyFiles.push(
-      `${vm} dir ${(fs.statSync(dir).mode & 0o777).toString(8)} file ${(fs.statSync(path.join(dir, "keys.psk")).mode & 0o777).toString(8)}`,
+      `${vm} dir ${(fs.statSync(dir).mode & 0o777).toString(8)} file ` +
+        `${(fs.statSync(path.join(dir, "keys.psk")).mode & 0o777).toString(8)}`,
     );
     const pid = Number(fs.readFileSync(path.join(runDir, `${vm}.pid`), "utf8"));
     expect(fs.readFileSync(`/proc/${pid}/cmdline`, "utf8")).not.toContain(o.secret);
@@ -71,15 +63,11 @@ function leaks(text: string, secrets: string[]): string[] {
 }
 
 describe("teleport secrets", () => {
-  let pair: Pair | undefined;
-  afterEach(async () => {
-    await pair?.close();
-    pair = undefined;
-  });
+  const start = pairPerTest();
 
   it("never reach the logs (SIP trace, debug) or the disk in clear, and leave with the listener", async () => {
     const capture = capturingLogger();
-    pair = await startPair(
+    const pair = await start(
       await guestDefs([
         ["router1", "router"],
         ["video", "server"],
@@ -94,19 +82,10 @@ describe("teleport secrets", () => {
     const keyFiles: string[] = [];
     for (const d of pair.dc2.host.drivers()) watchArming(d, pair.dc2.runDir, secrets, keyFiles);
     await bootOnSource(pair);
-    const cfg = {
-      ...pair.dc1.cfg,
-      sip: { ...pair.dc1.cfg.sip, trace: true, credentials: { username: "dc1", password: PASSWORD } },
-    };
-    const sip = sipOf(cfg, capture.logger, { ephemeral: true });
-    await sip.start();
-    const summary = await new SourceAgent({
-      sip,
-      host: pair.dc1.host,
-      hostName: "dc1",
-      logger: capture.logger,
-    }).migrate({ to: pair.dc2.uri, vms: ["router1", "video"], policy });
-    await sip.stop();
+    const credentials = { username: "dc1", password: PASSWORD };
+    const source = await extraSource(pair, { trace: true, credentials }, capture.logger);
+    const summary = await source.agent.migrate({ to: pair.dc2.uri, vms: ["router1", "video"], policy });
+    await source.stop();
     expect(summary.outcome).toBe("completed");
     await expectAllOn(pair, "dc2");
 
@@ -124,7 +103,7 @@ describe("teleport secrets", () => {
   });
 
   it("are removed at disarm: a dialog ended by BYE before any migration leaves no key file", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]));
+    const pair = await start(await guestDefs([["router1", "router"]]));
     const secrets: string[] = [];
     const keyFiles: string[] = [];
     for (const d of pair.dc2.host.drivers()) watchArming(d, pair.dc2.runDir, secrets, keyFiles);

@@ -10,18 +10,9 @@ import { DestinationAgent } from "../../agents/destination/agent";
 import { hostOf, sipOf } from "../../agents/wiring";
 import { parseConfig } from "../../lib/config/load";
 import { silentLogger } from "../../lib/log/logger";
-import { bootOnSource, expectAllOn, guestDefs, refusal, startPair, type Pair } from "../e2e/harness";
+import { bootOnSource, expectAllOn, guestDefs, refusal, SEQUENTIAL, pairPerTest, move } from "../harness";
 import { tempDir } from "../sip/helpers";
 import { RawSipClient, rawInvite } from "./raw-sip";
-
-const policy = {
-  strategy: "sequential" as const,
-  maxParallel: 1,
-  bandwidthMbps: 0,
-  downtimeLimitMs: 300,
-  timeoutS: 60,
-  onError: "abort" as const,
-};
 
 const openssl = (args: string[]) => execFileSync("openssl", args, { stdio: "ignore" });
 
@@ -82,11 +73,7 @@ describe("TLS between the agents", () => {
   const dir = tempDir("tls-agents");
   const good = makeCa(dir, "good");
   const rogue = makeCa(dir, "rogue");
-  let pair: Pair | undefined;
-  afterEach(async () => {
-    await pair?.close();
-    pair = undefined;
-  });
+  const start = pairPerTest();
   afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   const tlsSide = (issued: { cert: string; key: string }, ca: string) => ({
@@ -94,13 +81,13 @@ describe("TLS between the agents", () => {
   });
 
   it("migrates over TLS with CA-signed certificates verified on the source, destination tlsOnly", async () => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), {
+    const pair = await start(await guestDefs([["router1", "router"]]), {
       transport: "tls",
       dc1: tlsSide(good.issue("dc1", "IP:127.0.0.1"), good.ca),
       dc2: { sip: { ...tlsSide(good.issue("dc2", "IP:127.0.0.1,DNS:localhost"), good.ca).sip, tlsOnly: true } },
     });
     await bootOnSource(pair);
-    const summary = await pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy });
+    const summary = await move(pair, { vms: ["router1"] });
     expect(summary.outcome).toBe("completed");
     await expectAllOn(pair, "dc2");
     expect(pair.dc2.trace.every((e) => e.peer?.transport === "tls")).toBe(true);
@@ -118,13 +105,13 @@ describe("TLS between the agents", () => {
       /altnames|does not match|IP: 127\.0\.0\.1 is not in the cert/i,
     ],
   ])("refuses a destination certificate %s: nothing moves", async (_what, issued, why) => {
-    pair = await startPair(await guestDefs([["router1", "router"]]), {
+    const pair = await start(await guestDefs([["router1", "router"]]), {
       transport: "tls",
       dc1: tlsSide(good.issue("dc1", "IP:127.0.0.1"), good.ca),
       dc2: tlsSide(issued(), good.ca),
     });
     await bootOnSource(pair);
-    const e = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy }));
+    const e = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL }));
     expect(e.status).toBe(503);
     expect(e.message).toMatch(why);
     await expectAllOn(pair, "dc1");
@@ -177,5 +164,57 @@ describe("TLS between the agents", () => {
       await agent.stop();
       fs.rmSync(base, { recursive: true, force: true });
     }
+  });
+
+  /**
+   * Mutual TLS: the destination asks every caller for a certificate (sip.tls.clientCa) and takes
+   * the sip: URIs in the subjectAltName of one that verifies as the caller's identity. The source
+   * always says From sip:dc1@dc1.example; only the certificate decides.
+   */
+  describe("mutual TLS: the caller's certificate is its identity", () => {
+    const startWith = async (client: { cert: string; key: string }) => {
+      const pair = await start(await guestDefs([["router1", "router"]]), {
+        transport: "tls",
+        dc1: { sip: { aor: "sip:dc1@dc1.example", tls: { ...client, ca: good.ca } } },
+        dc2: {
+          sip: { tls: { ...good.issue("dc2", "IP:127.0.0.1"), ca: good.ca, clientCa: good.ca } },
+          // no address entry: loopback is not enough, only the certificate can admit dc1
+          security: { allow: ["sip:dc1@dc1.example"] },
+        },
+      });
+      await bootOnSource(pair);
+      return pair;
+    };
+
+    it("admits a client certificate whose subjectAltName names an allowed SIP URI, and moves the VM", async () => {
+      const p = await startWith(good.issue("dc1", "IP:127.0.0.1,URI:sip:dc1@dc1.example"));
+      const summary = await move(p, { vms: ["router1"] });
+      expect(summary.outcome).toBe("completed");
+      await expectAllOn(p, "dc2");
+    });
+
+    it.each([
+      [
+        "signed by a CA the destination does not trust",
+        () => rogue.issue("dc1", "IP:127.0.0.1,URI:sip:dc1@dc1.example"),
+        /no proven identity from 127\.0\.0\.1 \(From sip:dc1@dc1\.example proves nothing/,
+      ],
+      [
+        "naming another SIP URI",
+        () => good.issue("mallory", "IP:127.0.0.1,URI:sip:mallory@dc1.example"),
+        /sip:mallory@dc1\.example \(certificate\) from 127\.0\.0\.1 is not in this host's allowlist/,
+      ],
+      [
+        "with no SIP URI at all",
+        () => good.issue("plain", "IP:127.0.0.1,DNS:dc1.example"),
+        /no proven identity from 127\.0\.0\.1/,
+      ],
+    ])("refuses a client certificate %s: 403, nothing moves", async (_what, issued, why) => {
+      const p = await startWith(issued());
+      const e = await refusal(move(p, { vms: ["router1"] }));
+      expect(e.status).toBe(403);
+      expect(e.message).toMatch(why);
+      await expectAllOn(p, "dc1");
+    });
   });
 });

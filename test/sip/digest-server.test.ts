@@ -21,7 +21,10 @@ function answer(
   const ha1 = h(alg, `${user}:${c.realm}:${password}`);
   const ha2 = h(alg, `${method}:${uri}`);
   const response = h(alg, `${ha1}:${c.nonce}:${nc}:${cnonce}:auth:${ha2}`);
-  return `Digest username="${user}", realm="${c.realm}", nonce="${c.nonce}", uri="${uri}", response="${response}", algorithm=${alg}, qop=auth, nc=${nc}, cnonce="${cnonce}"`;
+  return (
+    `Digest username="${user}", realm="${c.realm}", nonce="${c.nonce}", uri="${uri}", ` +
+    `response="${response}", algorithm=${alg}, qop=auth, nc=${nc}, cnonce="${cnonce}"`
+  );
 }
 
 describe("digest server", () => {
@@ -70,10 +73,22 @@ describe("digest server", () => {
     expect(server.verify(answer(ch, "dc1", "pw-dc1", "INVITE", "sip:a", "00000002"), "INVITE").ok).toBe(true);
   });
 
+  it("refuses credentials computed for another Request-URI (400), accepts the same URI however it is spelled", () => {
+    const ch = server.challenges()[0];
+    const auth = answer(ch, "dc1", "pw-dc1", "INVITE", "sip:dc2@other.example");
+    expect(server.verify(auth, "INVITE", ["sip:dc2@127.0.0.1:5080"])).toMatchObject({
+      ok: false,
+      badRequest: true,
+      reason: 'digest uri "sip:dc2@other.example" does not match the Request-URI sip:dc2@127.0.0.1:5080',
+    });
+    const same = answer(ch, "dc1", "pw-dc1", "INVITE", "sip:dc2@Host.Example:5080", "00000002");
+    expect(server.verify(same, "INVITE", ["sip:dc2@host.example:5080"]).ok).toBe(true);
+  });
+
   it("refuses an expired nonce as stale", () => {
     const ch = server.challenges()[0];
     const auth = answer(ch, "dc1", "pw-dc1", "INVITE", "sip:a");
-    expect(server.verify(auth, "INVITE", Date.now() + 5000)).toMatchObject({
+    expect(server.verify(auth, "INVITE", [], Date.now() + 5000)).toMatchObject({
       ok: false,
       stale: true,
       reason: "nonce expired",

@@ -11,7 +11,8 @@ export const NRDL = "application/nrdl+xml";
 export const ANSWER =
   '<nrdl xmlns="urn:sip-teleport:nrdl:1" version="1"><answer><vm name="router1" accepted="true"/></answer></nrdl>';
 export const OFFER =
-  '<nrdl xmlns="urn:sip-teleport:nrdl:1" version="1"><offer><vm name="router1" role="router" memory-mib="96"/></offer></nrdl>';
+  '<nrdl xmlns="urn:sip-teleport:nrdl:1" version="1"><offer><vm name="router1" role="router" ' +
+  'memory-mib="96"/></offer></nrdl>';
 export const FIXTURES = path.join(__dirname, "..", "fixtures");
 
 export function tempDir(prefix: string): string {

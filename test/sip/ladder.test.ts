@@ -1,10 +1,12 @@
 import { describeMessage, ladderSteps, renderLadder } from "../../lib/sip/ladder";
 
 const invite =
-  'INVITE sip:dc2@127.0.0.1 SIP/2.0\r\nCall-ID: abc\r\nCSeq: 1 INVITE\r\nContent-Type: application/nrdl+xml\r\n\r\n<nrdl><offer><vm name="r1"/></offer></nrdl>';
+  "INVITE sip:dc2@127.0.0.1 SIP/2.0\r\nCall-ID: abc\r\nCSeq: 1 INVITE\r\nContent-Type: " +
+  'application/nrdl+xml\r\n\r\n<nrdl><offer><vm name="r1"/></offer></nrdl>';
 const ok = 'SIP/2.0 200 OK\r\nCall-ID: abc\r\nCSeq: 1 INVITE\r\n\r\n<nrdl><answer><armed vm="r1"/></answer></nrdl>';
 const info =
-  'INFO sip:dc2 SIP/2.0\r\ni: abc\r\nCSeq: 2 INFO\r\n\r\n<nrdl><status vm="r1" state="migrating" progress="0.42"/></nrdl>';
+  'INFO sip:dc2 SIP/2.0\r\ni: abc\r\nCSeq: 2 INFO\r\n\r\n<nrdl><status vm="r1" ' +
+  'state="migrating" progress="0.42"/></nrdl>';
 const other = "BYE sip:x SIP/2.0\r\nCall-ID: zzz\r\nCSeq: 3 BYE\r\n\r\n";
 
 describe("SIP ladder", () => {

@@ -87,7 +87,8 @@ describe("our UAS against a sipp UAC", () => {
     const reliable = await run(false);
     const bare = await run(true);
     console.log(
-      `sipp -lost 10, 40 calls: with retransmissions ${reliable.successful} completed / ${reliable.failed} failed; without ${bare.successful} / ${bare.failed}`,
+      `sipp -lost 10, 40 calls: with retransmissions ${reliable.successful} completed / ` +
+        `${reliable.failed} failed; without ${bare.successful} / ${bare.failed}`,
     );
     expect(reliable).toEqual({ successful: 40, failed: 0 });
     expect(bare.failed).toBeGreaterThan(0);

@@ -1,4 +1,7 @@
-/** Our UAC: against `sipp -sn uas`, and against another of our agents for CANCEL, OPTIONS, 400, 3xx and Info-Package checks. */
+/**
+ * Our UAC: against `sipp -sn uas`, and against another of our agents for CANCEL, OPTIONS, 400, 3xx and Info-Package
+ * checks.
+ */
 import { TeleportError } from "../../lib/errors";
 import type { SipJsBackend } from "../../lib/sip";
 import { randomPort } from "../../bench/sipp";
@@ -135,6 +138,25 @@ describe("two of our agents", () => {
       expect(response.header("Contact")).toContain(`dc3@127.0.0.1:${listenerPort(c, "udp")}`);
       expect(seen.invites).toBe(1);
       await dialog.bye();
+    } finally {
+      await c.stop();
+    }
+  });
+
+  it("does not follow a 302 that redirectAllowed refuses: 403, the target never sees it", async () => {
+    const c = await startAgent("dc3", ["udp"]);
+    try {
+      const seen = answerEverything(c);
+      const elsewhere = `sip:dc3@127.0.0.1:${listenerPort(c, "udp")}`;
+      b.setHandlers({ onInvite: (_req, res) => res.redirect(elsewhere) });
+      const call = a.invite(bUri(), offer, {
+        redirectAllowed: (target) => `${target} is not a permitted destination`,
+      });
+      await expect(call.established).rejects.toMatchObject({
+        status: 403,
+        message: expect.stringContaining(`is not a permitted destination`),
+      });
+      expect(seen.invites).toBe(0);
     } finally {
       await c.stop();
     }

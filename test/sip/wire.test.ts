@@ -4,7 +4,9 @@ import { StreamFramer, parseVia, stampVia, trimDatagram } from "../../lib/sip/wi
 import { UdpReliability } from "../../lib/sip/udp-reliability";
 
 const message = (body: string): string =>
-  `INFO sip:dc2@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bK1;rport\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+  `INFO sip:dc2@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP ` +
+  `10.0.0.1:5060;branch=z9hG4bK1;rport\r\nContent-Length: ` +
+  `${Buffer.byteLength(body)}\r\n\r\n${body}`;
 
 describe("StreamFramer", () => {
   it("frames by Content-Length in bytes whatever the chunking, skipping CRLF keep-alives", () => {

@@ -71,7 +71,8 @@ export class AgentPair implements Migrator {
         aor: `sip:${host}@${SEGMENT[host]}`,
         listen: [{ transport: "udp", address: SEGMENT[host], port: this.sipPort }],
       },
-      security: { allow: [SEGMENT.dc1, SEGMENT.dc2] },
+      // each data center may call the other (security.destinations: loopback only when empty)
+      security: { allow: [SEGMENT.dc1, SEGMENT.dc2], destinations: [`sip:*@${SEGMENT.dc1}`, `sip:*@${SEGMENT.dc2}`] },
       inventory: this.lab.inventory(host),
       runDir: this.lab.runDir(host),
       stateDir: path.join(this.lab.dir, `${host}-state`),

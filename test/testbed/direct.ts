@@ -37,6 +37,7 @@ export const directMigrator: Migrator = {
         memoryMib: 96,
         cpus: 1,
         dependsOn: [],
+        disks: [],
       })),
     );
     const outcomes = await executePlan({

@@ -1,6 +1,7 @@
 /**
  * The reduced benchmark: exp2 (router + video server behind it) moved once per strategy by the
- * agents over SIP (each in its data center's namespace), back and forth between the data centers, checking invariants only (no timings): every
+ * agents over SIP (each in its data center's namespace), back and forth between the data centers, checking invariants
+ * only (no timings): every
  * guest answers from the destination afterwards, its uptime kept counting, nothing is left
  * running on the source, and every probe answers again. Needs root (namespaces) and QEMU.
  */
@@ -13,6 +14,7 @@ import { ensureGuest } from "../../lib/guest/guest";
 import { Lab } from "./lab";
 import type { HostName } from "./network";
 import { measureMove } from "./run";
+import { expectOneGroupInterruption } from "./group-checks";
 
 /** Signatures of a guest kernel that went wrong (see bench/README.md, bench:guest). */
 const GUEST_CRASH = /not a head!|kernel BUG|Kernel panic|BUG: |Oops|double fault/;
@@ -74,6 +76,7 @@ asRoot("exp2 on the testbed, one move per strategy", () => {
       for (const p of r.figures.probes) expect(p.replies).toBeGreaterThan(100);
       expect(r.udp?.bytes.some((b) => b > 0)).toBe(true);
       expect(r.report.phases?.arming).toBeGreaterThan(0);
+      if (strategy === "switchover") expectOneGroupInterruption(r, lab);
     }, 90_000);
   });
 });

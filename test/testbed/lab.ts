@@ -38,6 +38,13 @@ function guestMac(i: number): string {
   return `52:54:00:00:10:${(i + 0x10).toString(16).padStart(2, "0")}`;
 }
 
+/** The guest memory writer's own account: passes of `rateMibS` MiB, longest gap between two (nominally 1000 ms). */
+export interface WriterStats {
+  rateMibS: number;
+  passes: number;
+  maxGapMs: number;
+}
+
 export class Lab {
   readonly events: RecordedEvent[] = [];
   private readonly monitors: QmpClient[] = [];
@@ -145,7 +152,8 @@ export class Lab {
       await new Promise((res) => setTimeout(res, 100));
     }
     throw new Error(
-      `${g.name} (${hostAddress(g)}) did not answer ping within ${timeoutMs} ms (serial log: ${path.join(this.runDir("dc1"), `${g.name}.serial.log`)})`,
+      `${g.name} (${hostAddress(g)}) did not answer ping within ${timeoutMs} ms (serial log: ` +
+        `${path.join(this.runDir("dc1"), `${g.name}.serial.log`)})`,
     );
   }
 
@@ -180,16 +188,34 @@ export class Lab {
     })();
   }
 
-  /** The user's view of a guest's uptime (HTTP CGI), in seconds; undefined when it does not answer. (busybox wget -T segfaults here: execa's timeout instead.) */
+  /**
+   * The user's view of a guest's uptime (HTTP CGI), in seconds; undefined when it does not answer. (busybox wget -T
+   * segfaults here: execa's timeout instead.)
+   */
   async uptime(g: GuestSpec): Promise<number | undefined> {
+    const m = / up ([\d.]+)s/.exec(await this.httpGet(g, "/cgi-bin/up"));
+    return m ? Number(m[1]) : undefined;
+  }
+
+  /**
+   * The guest's memory writer (build-guest.sh): set its rate in MiB/s (0 stops it) when given, and
+   * say how it went; undefined when the guest does not answer.
+   */
+  async dirty(g: GuestSpec, rateMibS?: number): Promise<WriterStats | undefined> {
+    const out = await this.httpGet(g, `/cgi-bin/dirty${rateMibS === undefined ? "" : `?rate=${rateMibS}`}`);
+    const m = /^rate (\d+)(?: passes (\d+) maxgap_ms (\d+))?/.exec(out);
+    if (!m) return undefined;
+    return { rateMibS: Number(m[1]), passes: Number(m[2] ?? 0), maxGapMs: Number(m[3] ?? 0) };
+  }
+
+  private async httpGet(g: GuestSpec, urlPath: string): Promise<string> {
     const user = this.net.exec("user");
     const r = await execa(
       user[0],
-      [...user.slice(1), "busybox", "wget", "-q", "-O", "-", `http://${hostAddress(g)}/cgi-bin/up`],
+      [...user.slice(1), "busybox", "wget", "-q", "-O", "-", `http://${hostAddress(g)}${urlPath}`],
       { reject: false, timeout: 5000 },
     );
-    const m = / up ([\d.]+)s/.exec(r.stdout);
-    return m ? Number(m[1]) : undefined;
+    return r.stdout;
   }
 
   /** Hosts where a VM's QEMU runs right now (by pidfile). */

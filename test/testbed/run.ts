@@ -196,7 +196,8 @@ export async function measureMove(
   for (const p of figures.probes.filter((x) => x.kind !== "tcp"))
     for (const o of p.outages.filter((x) => x.open && x.to - x.from >= UNRECOVERED_MS))
       violations.push(
-        `${p.name} silent from ${o.from - startedAt} ms after the move began until it stopped${p.error ? ` (${p.error})` : ""}`,
+        `${p.name} silent from ${o.from - startedAt} ms after the move began until it ` +
+          `stopped${p.error ? ` (${p.error})` : ""}`,
       );
 
   const udpRec = records.find((r) => r.kind === "udp");

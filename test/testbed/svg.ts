@@ -107,7 +107,8 @@ export function timelineSvg(data: TimelineData): string {
       const x0 = x(Math.max(o.from, data.from));
       const x1 = x(Math.min(o.to, data.to));
       parts.push(
-        `<rect x="${x0.toFixed(1)}" y="${ry + 2}" width="${Math.max(x1 - x0, 1.5).toFixed(1)}" height="${ROW_H - 4}" fill="#d62728"/>`,
+        `<rect x="${x0.toFixed(1)}" y="${ry + 2}" width="${Math.max(x1 - x0, 1.5).toFixed(1)}" ` +
+          `height="${ROW_H - 4}" fill="#d62728"/>`,
       );
     }
   });
@@ -127,14 +128,17 @@ export function timelineSvg(data: TimelineData): string {
     const mark = (t: number | undefined, dash: string, what: string) => {
       if (t === undefined) return;
       parts.push(
-        `<line x1="${x(t).toFixed(1)}" y1="50" x2="${x(t).toFixed(1)}" y2="${y - 24}" stroke="${color}" stroke-width="1.5" stroke-dasharray="${dash}"><title>${esc(`${vm.name} ${what}`)}</title></line>`,
+        `<line x1="${x(t).toFixed(1)}" y1="50" x2="${x(t).toFixed(1)}" y2="${y - 24}" ` +
+          `stroke="${color}" stroke-width="1.5" ` +
+          `stroke-dasharray="${dash}"><title>${esc(`${vm.name} ${what}`)}</title></line>`,
       );
     };
     mark(vm.start, "6,3", "migration start");
     mark(vm.switchover, "none", "switchover (STOP)");
     mark(vm.end, "2,2", "resumed on destination");
     parts.push(
-      `<text x="${LEFT}" y="${y + 4 + i * 14}" fill="${color}">${esc(vm.name)}: migration start (dashed), source STOP (solid), RESUME on destination (dotted)</text>`,
+      `<text x="${LEFT}" y="${y + 4 + i * 14}" fill="${color}">${esc(vm.name)}: migration start ` +
+        `(dashed), source STOP (solid), RESUME on destination (dotted)</text>`,
     );
   });
   y += 14 * data.vms.length;
@@ -144,7 +148,8 @@ export function timelineSvg(data: TimelineData): string {
     data.subtitle ? `<text x="${W / 2}" y="38" text-anchor="middle">${esc(data.subtitle)}</text>` : "",
   ];
   return [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${y}" viewBox="0 0 ${W} ${y}" font-family="sans-serif" font-size="11">`,
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${y}" viewBox="0 0 ${W} ${y}" ` +
+      `font-family="sans-serif" font-size="11">`,
     `<rect width="100%" height="100%" fill="white"/>`,
     ...head,
     ...parts,

@@ -5,7 +5,8 @@ import { createLogger, maskSecrets } from "../../lib/log/logger";
 describe("logger never writes secrets", () => {
   it("masks digest credentials and NRDL secrets in text", () => {
     const trace =
-      'INVITE sip:a SIP/2.0\r\nAuthorization: Digest username="dc1", response="abc"\r\n\r\n<armed vm="r1" uri="tcp:1.2.3.4:5" secret="s3cr3t"/>';
+      'INVITE sip:a SIP/2.0\r\nAuthorization: Digest username="dc1", response="abc"\r\n\r\n<armed ' +
+      'vm="r1" uri="tcp:1.2.3.4:5" secret="s3cr3t"/>';
     const masked = maskSecrets(trace);
     expect(masked).not.toContain("abc");
     expect(masked).not.toContain("s3cr3t");

@@ -112,8 +112,12 @@ async function act(action, body) {
   try {
     await api("POST", `/api/${action}`, body);
   } catch (e) {
-    // A refusal of the call is drawn from the state (it carries the destination's reasons).
-    if (!(e.info && current.phase === "ended" && current.error)) $("message").textContent = `${action}: ${e.message}`;
+    // A refusal of the call is drawn from the state (it carries the destination's reasons); one by the
+    // console itself (e.g. 403, a destination outside security.destinations) never reached the line: say why.
+    const details = (x) => (x.details || []).join("; ");
+    const fromLine = e.info && current.phase === "ended" && current.error && details(current.error) === details(e.info);
+    const why = e.info ? ` ${e.info.status} ${e.info.reason}: ${details(e.info)}` : ` ${e.message}`;
+    if (!fromLine) $("message").textContent = `${action}:${why}`;
   } finally {
     busy = false;
     enableButtons();
@@ -139,6 +143,17 @@ function callRequest() {
   };
 }
 
+// Ask first: the destination's verdict and the plan's estimates, whatever the line is doing.
+$("dry-run").addEventListener("click", async () => {
+  const out = $("dry-run-result");
+  out.hidden = false;
+  out.textContent = "asking the destination…";
+  try {
+    out.textContent = (await api("POST", "/api/dry-run", callRequest())).text;
+  } catch (e) {
+    out.textContent = `dry run: ${e.message}`;
+  }
+});
 $("call").addEventListener("click", () => act("call", callRequest()));
 $("cancel").addEventListener("click", () => act("cancel", {}));
 $("migrate").addEventListener("click", () => act("migrate", {}));
@@ -181,6 +196,8 @@ function renderDialog(d, live) {
 
 function progressRow(r) {
   const pct = Math.round(r.progress * 100);
+  // a VM with copied disks: a second bar for the disk mirror, which runs before the memory moves
+  const disk = r.disk ? Math.round(r.disk.progress * 100) : undefined;
   return el(
     "div",
     { class: "vm", "data-vm": r.vm, "data-phase": r.phase },
@@ -193,6 +210,11 @@ function progressRow(r) {
       ` ${mib(r.transferredBytes)}`,
       r.note ? el("div", {}, r.note) : null,
     ),
+    r.disk ? el("div", { class: "name" }, "disks") : null,
+    r.disk
+      ? el("div", { class: "bar disk" }, el("div", { style: `width:${disk}%` }), el("span", {}, `${disk}%`))
+      : null,
+    r.disk ? el("div", { class: "detail" }, `${mib(r.disk.transferredBytes)} of ${mib(r.disk.totalBytes)}`) : null,
   );
 }
 

@@ -1,14 +1,17 @@
 /**
  * Two hosts on one machine for end-to-end tests: dc1 (source agent) and dc2 (destination agent),
- * each with its own run dir and SIP endpoint on loopback, identical inventories of real QEMU
- * guests. `placement()` is the invariant every test ends with: each VM runs on exactly one host.
+ * each with its own run dir and SIP endpoint on loopback, identical inventories of real guests.
+ * The SIP backend is a parameter (backends.ts), the hypervisor driver comes with the guests'
+ * definitions (drivers.ts). `placement()` is the invariant every test ends with: each VM runs on
+ * exactly one host.
  */
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { DestinationAgent } from "../../agents/destination/agent";
 import { SourceAgent } from "../../agents/source/agent";
-import { hostOf, sipOf } from "../../agents/wiring";
+import type { MigrateSummary, SourceEvents } from "../../agents/source/types";
+import { hostOf } from "../../agents/wiring";
 import { parseConfig } from "../../lib/config/load";
 import { TeleportError } from "../../lib/errors";
 import type { HostConfig } from "../../lib/config/schema";
@@ -17,9 +20,11 @@ import type { Host } from "../../lib/hypervisor/host";
 import { livePid, terminateRunDirs } from "../../lib/hypervisor/pidfile";
 import { freePortInRange } from "../../lib/net/ports";
 import { createLogger, silentLogger, type Logger } from "../../lib/log/logger";
-import type { SipJsBackend, TraceEvent } from "../../lib/sip";
-import type { Role } from "../../nrdl/types";
-import { ensureGuest, guestVm } from "../../lib/guest/guest";
+import type { TraceEvent } from "../../lib/sip";
+import type { Policy } from "../../nrdl/types";
+import { DrachtioWithOwnServer } from "../../lib/sip/drachtio/own-server";
+import { startDrachtioServer, type DrachtioServer } from "../../lib/sip/drachtio/server-process";
+import { defaultBackend, sipBackend, type BackendKind, type TestSipBackend } from "./backends";
 
 export type Transport = "udp" | "tcp" | "tls";
 export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartial<T[K]> : T[K] };
@@ -27,7 +32,7 @@ export type DeepPartial<T> = { [K in keyof T]?: T[K] extends object ? DeepPartia
 export interface Side {
   cfg: HostConfig;
   host: Host;
-  sip: SipJsBackend;
+  sip: TestSipBackend;
   runDir: string;
   trace: TraceEvent[];
 }
@@ -38,6 +43,10 @@ export interface Pair {
   dc1: Side & { agent: SourceAgent };
   /** `agent` is absent when the test runs the destination as its own process (`destination: false`). */
   dc2: Side & { agent?: DestinationAgent; uri: string };
+  /** The SIP backend each side runs on. */
+  backend: { dc1: BackendKind; dc2: BackendKind };
+  /** drachtio-servers started for a side's own process (dc2 with `destination: false` on drachtio). */
+  servers: Partial<Record<"dc1" | "dc2", DrachtioServer>>;
   close(): Promise<void>;
 }
 
@@ -50,14 +59,24 @@ export interface PairOptions {
   /** false: no in-process destination agent; the test starts `sip-teleport listen` itself. */
   destination?: boolean;
   logger?: Logger;
+  /**
+   * The SIP backend of both agents (default: SIP_TELEPORT_TEST_BACKEND, else sip.js), or one per
+   * side for mixed pairs (e.g. a sip.js source calling a drachtio destination).
+   */
+  backend?: BackendKind | { dc1: BackendKind; dc2: BackendKind };
 }
+
+/** The plan most tests move with: one VM at a time, no bandwidth cap, abort on the first error. */
+export const SEQUENTIAL: Policy = {
+  strategy: "sequential",
+  maxParallel: 1,
+  bandwidthMbps: 0,
+  downtimeLimitMs: 300,
+  timeoutS: 60,
+  onError: "abort",
+};
 
 let portBase = 20000 + Math.floor(Math.random() * 20000);
-
-export async function guestDefs(vms: Array<[string, Role]>, memoryMib = 96): Promise<VmDefinition[]> {
-  const guest = await ensureGuest();
-  return vms.map(([name, role]) => ({ ...guestVm(guest, name, { memoryMib }), role }));
-}
 
 function side(
   base: string,
@@ -89,12 +108,13 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
     (process.env.SIP_TELEPORT_TEST_LOG ? createLogger({ level: process.env.SIP_TELEPORT_TEST_LOG }) : silentLogger);
   // short base path: QMP socket paths must stay under 108 bytes
   const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-e2e-"));
-  const mk = (name: string, extra?: Record<string, unknown>, sipPort?: number) => {
+  const mk = (name: "dc1" | "dc2", extra?: Record<string, unknown>, sipPort?: number) => {
     const cfg = side(base, name, defs, transport, extra, sipPort);
-    const sip = sipOf(cfg, logger);
+    const kind = typeof opts.backend === "object" ? opts.backend[name] : (opts.backend ?? defaultBackend());
+    const sip = sipBackend(cfg, logger, {}, kind);
     const trace: TraceEvent[] = [];
     sip.onTrace((e) => trace.push(e));
-    return { cfg, host: hostOf(cfg, logger), sip, runDir: cfg.runDir, trace };
+    return { cfg, host: hostOf(cfg, logger), sip, runDir: cfg.runDir, trace, kind };
   };
   // a destination run as its own process needs a port known in advance
   const d2 = mk(
@@ -103,6 +123,10 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
     opts.destination === false ? await freePortInRange("127.0.0.1", `${portBase}-${portBase + 49}`) : 0,
   );
   portBase += 50;
+  // a drachtio destination run as its own process attaches to a server started for it here
+  const servers: Pair["servers"] = {};
+  if (opts.destination === false && d2.kind === "drachtio")
+    servers.dc2 = await startDrachtioServer({ sipPort: d2.cfg.sip.listen[0].port });
   const dest =
     opts.destination === false
       ? undefined
@@ -117,7 +141,10 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
     defs,
     dc1: { ...d1, agent: source },
     dc2: { ...d2, agent: dest, uri: `sip:dc2@127.0.0.1:${port};transport=${transport}` },
+    backend: { dc1: d1.kind, dc2: d2.kind },
+    servers,
     close: async () => {
+      await servers.dc2?.stop();
       await dest?.stop().catch(() => undefined);
       await d1.sip.stop().catch(() => undefined);
       await killAll(base);
@@ -125,6 +152,48 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
     },
   };
   return pair;
+}
+
+/** One pair per test, closed (agents, VMs, run dirs) after each: `const start = pairPerTest()` in a describe. */
+export function pairPerTest(): (defs: VmDefinition[], opts?: PairOptions) => Promise<Pair> {
+  let pair: Pair | undefined;
+  afterEach(async () => {
+    await pair?.close();
+    pair = undefined;
+  });
+  return async (defs, opts) => (pair = await startPair(defs, opts));
+}
+
+/** A second source agent on dc1 (ephemeral ports) with other SIP settings, e.g. digest credentials. */
+export async function extraSource(
+  pair: Pair,
+  sip: Partial<HostConfig["sip"]>,
+  logger: Logger = silentLogger,
+): Promise<{ agent: SourceAgent; stop(): Promise<void> }> {
+  const backend = sipBackend({ ...pair.dc1.cfg, sip: { ...pair.dc1.cfg.sip, ...sip } }, logger, { ephemeral: true });
+  await backend.start();
+  return {
+    agent: new SourceAgent({ sip: backend, host: pair.dc1.host, hostName: "dc1", logger }),
+    stop: () => backend.stop(),
+  };
+}
+
+/** Move `vms` (all by default) from dc1 to dc2, then check the one-host invariant whatever the outcome. */
+export async function move(
+  pair: Pair,
+  opts: { vms?: string[]; policy?: Policy; events?: SourceEvents; agent?: SourceAgent } = {},
+): Promise<MigrateSummary> {
+  const agent = opts.agent ?? pair.dc1.agent;
+  const vms = opts.vms ?? pair.defs.map((d) => d.name);
+  const summary = await agent.migrate({ to: pair.dc2.uri, vms, policy: opts.policy ?? SEQUENTIAL }, opts.events);
+  expectOneHostEach(pair);
+  return summary;
+}
+
+/** The invariant: every VM runs on exactly one host (dc1 or dc2, whichever). */
+export function expectOneHostEach(pair: Pair): void {
+  const where = placement(pair);
+  expect(Object.entries(where).filter(([, hosts]) => hosts.length !== 1)).toEqual([]);
 }
 
 /** The TeleportError a promise rejects with; fails the test when it resolves. */
@@ -140,8 +209,29 @@ export async function refusal(p: Promise<unknown>): Promise<TeleportError> {
 /** Write a side's configuration to a file, for a `sip-teleport` process of its own. */
 export function configFile(pair: Pair, name: "dc1" | "dc2", overrides: Record<string, unknown> = {}): string {
   const file = path.join(pair.base, `${name}.json`);
-  fs.writeFileSync(file, JSON.stringify({ ...pair[name].cfg, ...overrides }, null, 2));
+  const cfg = { ...pair[name].cfg, ...drachtioSection(pair, name), ...overrides };
+  fs.writeFileSync(file, JSON.stringify(cfg, null, 2));
   return file;
+}
+
+/**
+ * A drachtio side's process attaches to that side's drachtio-server (dc2's own process to the
+ * server started for it, a dc1 process to the pair's dc1 server, as a second app); the secret
+ * goes in a file of the pair's base dir.
+ */
+function drachtioSection(pair: Pair, name: "dc1" | "dc2"): Record<string, unknown> {
+  if (pair.backend[name] !== "drachtio") return {};
+  const server = pair.servers[name] ?? (pair[name].sip as DrachtioWithOwnServer).ownServer;
+  if (!server) throw new Error(`no drachtio-server for ${name}`);
+  const secretFile = path.join(pair.base, `${name}-drachtio.secret`);
+  fs.writeFileSync(secretFile, server.secret + "\n", { mode: 0o600 });
+  return {
+    sip: {
+      ...pair[name].cfg.sip,
+      backend: "drachtio",
+      drachtio: { host: server.address, port: server.adminPort, secretFile },
+    },
+  };
 }
 
 /** Start the VMs on dc1, as the source host's operator would before a migration. */

@@ -1,0 +1,70 @@
+/** The source agent's vocabulary, shared by the agent and its calls: what a move is asked, observes and reports. */
+import type { MigrationProgress } from "../../lib/hypervisor/driver";
+import type { Host } from "../../lib/hypervisor/host";
+import type { Logger } from "../../lib/log/logger";
+import type { VmOutcome } from "../../lib/plan/execute";
+import type { SipBackend } from "../../lib/sip/backend";
+import type { Answer, Offer, Outcome, Policy, Report, VmStatus } from "../../nrdl/types";
+
+export interface MigrateRequest {
+  /** Destination SIP URI, e.g. sip:dc2@10.10.10.67 */
+  to: string;
+  /** Either VM names from the local inventory (with `policy`), or a complete offer (plan file). */
+  vms?: string[];
+  policy?: Policy;
+  plan?: Offer;
+  /** Ctrl-C / console Abort: CANCEL before the answer, abort migrations after it. */
+  signal?: AbortSignal;
+}
+
+export type SourcePhase = "inviting" | "armed" | "migrating" | "closing" | "done";
+
+export interface SourceEvents {
+  onPhase?(phase: SourcePhase, detail?: string): void;
+  onAnswer?(answer: Answer): void;
+  onStart?(vm: string): void;
+  onProgress?(p: MigrationProgress): void;
+  onOutcome?(o: VmOutcome): void;
+  onSwitchover?(vms: string[]): void;
+}
+
+export interface VmSummary {
+  vm: string;
+  state: VmStatus["state"];
+  /** Where the VM runs now. */
+  host: string;
+  totalMs?: number;
+  downtimeMs?: number;
+  transferredBytes?: number;
+  diskTransferredBytes?: number;
+  /** Where the VM's copied disks live now (the image file on its host), when it has any. */
+  disks?: string;
+  reason?: string;
+}
+
+export interface MigrateSummary {
+  migrationId: string;
+  outcome: Outcome;
+  vms: VmSummary[];
+  /** The destination's own report (body of its 200 to our BYE), when it answered. */
+  destinationReport?: Report;
+  /** SIP phases in ms: INVITE->200 (arming), 200->first migrate, last completion->BYE's 200. */
+  phases: { arming: number; ackToFirstMigrate?: number; lastCompletionToByeOk?: number };
+  /**
+   * Whole-group switchover: the group's pause as the source's QEMUs measured it, from the first VM
+   * stopped to the last one's end of downtime (its state loaded at the destination).
+   */
+  groupDowntimeMs?: number;
+}
+
+export interface SourceOptions {
+  sip: SipBackend;
+  host: Host;
+  /** This host's name or URI, written into reports for VMs that stayed here. */
+  hostName: string;
+  logger: Logger;
+  /** CANCEL an INVITE with no final answer after this long (the destination crashed while arming). */
+  answerTimeoutS?: number;
+  /** Vets a 3xx redirect's target before the INVITE follows it (security.destinations): a reason refuses it. */
+  redirectAllowed?: (target: string) => string | undefined;
+}

@@ -1,0 +1,64 @@
+/**
+ * Who may send this host a migration (`security.allow`). An entry is either a source address
+ * (IPv4/IPv6, optionally with a /prefix), matched against the request's network source, or a SIP
+ * URI pattern where `*` matches any run of characters ("sip:dc1@*", "sip:*@ops.example.net"),
+ * matched only against proven identities (identity.ts), never against the From header. With an
+ * empty list only loopback may call.
+ */
+import { BlockList, isIP } from "node:net";
+import type { ProvenIdentity } from "./identity";
+import { bareUri, isAddressEntry, uriPattern } from "./uri";
+
+export interface Caller {
+  address: string;
+  /** The From header: only quoted back in a refusal, it proves nothing. */
+  fromUri: string;
+  identities: readonly ProvenIdentity[];
+}
+
+function addressList(entries: readonly string[]): BlockList {
+  const list = new BlockList();
+  for (const e of entries) {
+    const [addr, prefix] = e.split("/");
+    const family = isIP(addr);
+    if (!family) continue;
+    const type = family === 6 ? "ipv6" : "ipv4";
+    if (prefix !== undefined) list.addSubnet(addr, Number(prefix), type);
+    else list.addAddress(addr, type);
+  }
+  return list;
+}
+
+export class AccessPolicy {
+  private readonly addresses: BlockList;
+  private readonly uris: RegExp[];
+  private readonly loopbackOnly: boolean;
+
+  constructor(allow: readonly string[]) {
+    this.loopbackOnly = allow.length === 0;
+    this.addresses = addressList(this.loopbackOnly ? ["127.0.0.0/8", "::1"] : allow);
+    this.uris = allow.filter((e) => !isAddressEntry(e)).map(uriPattern);
+  }
+
+  private addressAllowed(address: string): boolean {
+    const plain = address.replace(/^::ffff:/i, "");
+    const family = isIP(plain);
+    return family !== 0 && this.addresses.check(plain, family === 6 ? "ipv6" : "ipv4");
+  }
+
+  /** undefined when allowed, else the reason for a 403. */
+  check(caller: Caller): string | undefined {
+    if (this.addressAllowed(caller.address)) return undefined;
+    if (caller.identities.some((id) => this.uris.some((re) => re.test(id.uri)))) return undefined;
+    if (this.loopbackOnly)
+      return `${caller.address} is not loopback and this host allows no other caller (configure security.allow)`;
+    if (caller.identities.length === 0)
+      return (
+        `no proven identity from ${caller.address} (From ${bareUri(caller.fromUri)} proves nothing: ` +
+        "authenticate with digest, a TLS client certificate or through a trusted proxy), " +
+        "and the address is not in this host's allowlist"
+      );
+    const who = caller.identities.map((id) => `${id.uri} (${id.proof})`).join(", ");
+    return `${who} from ${caller.address} is not in this host's allowlist`;
+  }
+}

@@ -1,0 +1,70 @@
+/**
+ * The door every out-of-dialog request that can move VMs goes through (the destination's INVITE,
+ * the console's MESSAGE trigger): digest when `security.users` is set, then the allowlist on the
+ * caller's address and proven identities. Refusals are TeleportErrors; `headers()` adds the
+ * challenge a 401 needs.
+ */
+import type { HostConfig } from "../config/schema";
+import { TeleportError } from "../errors";
+import type { IncomingRequest } from "../sip/backend";
+import { DigestServer } from "../sip/digest";
+import { AccessPolicy } from "./allowlist";
+import { isTrustedProxy, provenIdentities, type ProvenIdentity } from "./identity";
+
+/** A 401 whose challenge says whether the nonce was merely stale (the caller may retry at once). */
+export class DigestRefusal extends TeleportError {
+  constructor(
+    readonly stale: boolean,
+    reason: string,
+  ) {
+    super(401, "Unauthorized", [reason]);
+  }
+}
+
+export interface Admitted {
+  /** The digest user, when the request authenticated. */
+  user?: string;
+  identities: ProvenIdentity[];
+}
+
+export class CallerGate {
+  private readonly policy: AccessPolicy;
+  private readonly digest?: DigestServer;
+  /** Refuse requests without valid credentials (else they are judged by the allowlist alone). */
+  private readonly digestRequired: boolean;
+  private readonly trustedProxies: readonly string[];
+
+  constructor(config: HostConfig) {
+    const { users, realm, nonceTtlS, digestRequired, allow } = config.security;
+    this.policy = new AccessPolicy(allow);
+    if (Object.keys(users).length > 0) this.digest = new DigestServer({ realm, users, nonceTtlMs: nonceTtlS * 1000 });
+    this.digestRequired = this.digest !== undefined && digestRequired !== false;
+    this.trustedProxies = config.limits.trustedProxies;
+  }
+
+  /** The digest user of a request; undefined when digest is off or optional and absent. Throws 401 (400: bad uri=). */
+  authenticate(req: IncomingRequest): string | undefined {
+    const authorization = req.header("Authorization");
+    if (!this.digest || (!authorization && !this.digestRequired)) return undefined;
+    // A proxy retargets the Request-URI to the registered Contact: the caller signed the AOR it addressed (To).
+    const uris = isTrustedProxy(req.source.address, this.trustedProxies) ? [req.ruri, req.toUri] : [req.ruri];
+    const verdict = this.digest.verify(authorization, req.method, uris);
+    if (verdict.ok) return verdict.user;
+    if (verdict.badRequest) throw new TeleportError(400, "Bad Request", [verdict.reason]);
+    throw new DigestRefusal(verdict.stale ?? false, verdict.reason);
+  }
+
+  /** Authenticate, then judge the allowlist; throws 401/403. */
+  admit(req: IncomingRequest): Admitted {
+    const user = this.authenticate(req);
+    const identities = provenIdentities(req, user, this.trustedProxies);
+    const denied = this.policy.check({ address: req.source.address, fromUri: req.fromUri, identities });
+    if (denied) throw new TeleportError(403, "Forbidden", [denied]);
+    return { user, identities };
+  }
+
+  /** Extra response headers a refusal needs (the digest challenge of a 401). */
+  headers(e: TeleportError): Record<string, string | string[]> {
+    return e instanceof DigestRefusal && this.digest ? { "WWW-Authenticate": this.digest.challenges(e.stale) } : {};
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * A drachtio-server of our own (tests, demo, benchmarks): generated config, free ports, started
+ * from the shared build. Operators run their own server and only point the agent at it.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import dgram from "node:dgram";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { repoRoot } from "../../version";
+
+/** Where the drachtio-server binary is: $SIP_TELEPORT_DRACHTIO_BIN, else `../shared/drachtio/bin/drachtio`. */
+export function drachtioBinary(): string | undefined {
+  const candidates = [
+    process.env.SIP_TELEPORT_DRACHTIO_BIN,
+    path.join(repoRoot(), "..", "shared", "drachtio", "bin", "drachtio"),
+    // a git worktree lives one level deeper than a clone beside ../shared
+    path.join(repoRoot(), "..", "..", "shared", "drachtio", "bin", "drachtio"),
+  ];
+  return candidates.find((c): c is string => c !== undefined && fs.existsSync(c));
+}
+
+export interface DrachtioServerOptions {
+  /** Address the SIP contact and admin port bind (default 127.0.0.1). */
+  address?: string;
+  /** SIP port (default: a free one). */
+  sipPort?: number;
+  /** SIP transports the contact lists (default udp and tcp). */
+  transports?: Array<"udp" | "tcp">;
+}
+
+export interface DrachtioServer {
+  readonly address: string;
+  readonly adminPort: number;
+  readonly sipPort: number;
+  readonly secret: string;
+  readonly pid: number;
+  /** The server's console log so far (for test failures). */
+  log(): string;
+  stop(): Promise<void>;
+  /** Kill and start again on the same ports (the agent must reconnect). */
+  restart(): Promise<void>;
+}
+
+/** A port free on both TCP and UDP right now. */
+export async function freeSipPort(address: string): Promise<number> {
+  for (;;) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const srv = net.createServer();
+      srv.once("error", reject);
+      srv.listen({ host: address, port: 0 }, () => {
+        const p = (srv.address() as net.AddressInfo).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    const udpFree = await new Promise<boolean>((resolve) => {
+      const s = dgram.createSocket("udp4");
+      s.once("error", () => resolve(false));
+      s.bind(port, address, () => s.close(() => resolve(true)));
+    });
+    if (udpFree) return port;
+  }
+}
+
+function waitForPort(address: string, port: number, child: ChildProcess, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  return new Promise((resolve, reject) => {
+    const attempt = (): void => {
+      if (child.exitCode !== null) return reject(new Error(`drachtio-server exited with ${child.exitCode}`));
+      const sock = net.connect({ host: address, port }, () => {
+        sock.destroy();
+        resolve();
+      });
+      sock.once("error", () => {
+        sock.destroy();
+        if (Date.now() > deadline) reject(new Error(`drachtio-server admin port ${port} did not open in ${ms} ms`));
+        else setTimeout(attempt, 50);
+      });
+    };
+    attempt();
+  });
+}
+
+export async function startDrachtioServer(opts: DrachtioServerOptions = {}): Promise<DrachtioServer> {
+  const bin = drachtioBinary();
+  if (!bin)
+    throw new Error(
+      "drachtio-server binary not found: set SIP_TELEPORT_DRACHTIO_BIN or put it at ../shared/drachtio/bin/drachtio",
+    );
+  const address = opts.address ?? "127.0.0.1";
+  const adminPort = await freeSipPort(address);
+  const sipPort = opts.sipPort ?? (await freeSipPort(address));
+  const secret = randomBytes(12).toString("hex");
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `st-drachtio-${process.pid}-`));
+  const conf = path.join(dir, "drachtio.conf.xml");
+  const transports = (opts.transports ?? ["udp", "tcp"]).join(",");
+  fs.writeFileSync(
+    conf,
+    [
+      "<drachtio>",
+      `  <admin port="${adminPort}" secret="${secret}">${address}</admin>`,
+      `  <sip><contacts><contact>sip:${address}:${sipPort};transport=${transports}</contact></contacts></sip>`,
+      "  <logging><console/><loglevel>notice</loglevel><sofia-loglevel>1</sofia-loglevel></logging>",
+      "</drachtio>",
+      "",
+    ].join("\n"),
+    { mode: 0o600 },
+  );
+  let output = "";
+  let child: ChildProcess;
+  const launch = async (): Promise<void> => {
+    child = spawn(bin, ["-f", conf], { stdio: ["ignore", "pipe", "pipe"] });
+    const keep = (b: Buffer): void => {
+      output = (output + b.toString()).slice(-20_000);
+    };
+    child.stdout?.on("data", keep);
+    child.stderr?.on("data", keep);
+    await waitForPort(address, adminPort, child, 10_000);
+  };
+  const kill = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once("exit", r));
+    child.kill("SIGKILL");
+    await exited;
+  };
+  await launch();
+  return {
+    address,
+    adminPort,
+    sipPort,
+    secret,
+    get pid() {
+      return child.pid ?? 0;
+    },
+    log: () => output,
+    stop: async () => {
+      await kill();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+    restart: async () => {
+      await kill();
+      await launch();
+    },
+  };
+}
