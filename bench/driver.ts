@@ -1,19 +1,24 @@
 /**
  * npm run bench:driver — N = 1, 2, 4, 8 idle 128 MiB guests moved between two run dirs ("hosts")
  * on loopback: a first move after boot (one after the other), then rounds of one-after-the-other
- * and all-at-once moves, back and forth. Listeners are armed beforehand; the wall time runs from the first `migrate`
- * to the last VM running at
- * its destination. Downtime per VM is QEMU's own figure (query-migrate). One table with plain TCP
- * migration streams, one with TLS-PSK (BENCH_MODES=tcp,tls). Writes bench/out/driver.json too.
+ * and all-at-once moves, back and forth. Listeners are armed beforehand; the wall time runs from
+ * the first `migrate` to the last VM running at its destination. Downtime per VM is the
+ * hypervisor's own figure (QEMU's query-migrate, libvirt's domjobinfo). One table with plain TCP
+ * migration streams, one with TLS-PSK, one with the same guests as libvirt domains between two
+ * libvirtd (lib/guest/libvirt-lab.ts) through the libvirt driver, and libvirt beside QEMU TLS-PSK
+ * (BENCH_MODES=tcp,tls,libvirt). Writes bench/out/driver.json too.
  */
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import type { MigrationOptions, MigrationResult } from "../lib/hypervisor/driver";
+import crypto from "node:crypto";
+import type { HypervisorDriver, MigrationOptions, MigrationResult, VmDefinition } from "../lib/hypervisor/driver";
+import { LibvirtDriver } from "../lib/hypervisor/libvirt";
 import { terminateRunDirs } from "../lib/hypervisor/pidfile";
 import { QemuDriver } from "../lib/hypervisor/qemu";
 import { chooseAccel, type AccelChoice } from "../lib/hypervisor/accel";
 import { ensureGuest, guestVm, type GuestFiles } from "../lib/guest/guest";
+import { defineDomain, domainXml, startLibvirtLab, type LibvirtLab } from "../lib/guest/libvirt-lab";
 import { repoRoot } from "../lib/version";
 
 const SIZES = (process.env.BENCH_SIZES ?? "1,2,4,8").split(",").map(Number);
@@ -33,15 +38,16 @@ interface Round {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Idle means booted: wait for the guest's ready line on its serial console. */
-async function waitBooted(driver: QemuDriver, vm: string): Promise<void> {
+async function waitBooted(serial: string, vm: string): Promise<void> {
   const deadline = Date.now() + 120_000;
-  while (!fs.readFileSync(driver.files(vm).serial, "utf8").includes(`GUEST-READY ${vm}`)) {
+  const read = () => (fs.existsSync(serial) ? fs.readFileSync(serial, "utf8") : "");
+  while (!read().includes(`GUEST-READY ${vm}`)) {
     if (Date.now() > deadline) throw new Error(`${vm} did not boot within 120 s`);
     await sleep(200);
   }
 }
 
-async function moveAll(from: QemuDriver, to: QemuDriver, vms: string[], parallel: boolean): Promise<Round> {
+async function moveAll(from: HypervisorDriver, to: HypervisorDriver, vms: string[], parallel: boolean): Promise<Round> {
   const armed = await Promise.all(vms.map((vm) => to.arm(vm, { address: "127.0.0.1", secret: SECRET })));
   const one = async (i: number): Promise<MigrationResult> => {
     const r = await from.migrate(vms[i], { uri: armed[i].uri, secret: SECRET }, OPTS).done;
@@ -87,16 +93,60 @@ interface Row {
   par: Round;
 }
 
-/** One table: every N, with or without TLS-PSK on the migration streams. */
-async function measure(guest: GuestFiles, accel: AccelChoice, migrationTls: boolean, dirs: string[]): Promise<Row[]> {
-  const rows: Row[] = [];
-  for (const n of SIZES) {
-    const names = Array.from({ length: n }, (_, i) => `b${n}-${i + 1}`);
+/** Two hosts' drivers for N guests, and where each guest's console goes on dc1. */
+interface Hosts {
+  dc1: HypervisorDriver;
+  dc2: HypervisorDriver;
+  serial(vm: string): string;
+}
+type Setup = (names: string[]) => Promise<Hosts>;
+
+/** QEMU processes in two run dirs, with or without TLS-PSK on the migration streams. */
+function qemuHosts(guest: GuestFiles, accel: AccelChoice, migrationTls: boolean, dirs: string[]): Setup {
+  return async (names) => {
     const defs = names.map((name) => guestVm(guest, name, { memoryMib: MEMORY_MIB }));
     const dc1 = new QemuDriver({ runDir: dirs[0], inventory: defs, accel, migrationTls });
     const dc2 = new QemuDriver({ runDir: dirs[1], inventory: defs, accel, migrationTls });
+    return { dc1, dc2, serial: (vm) => dc1.files(vm).serial };
+  };
+}
+
+/** The same guests as libvirt domains defined alike in the lab's two libvirtd, through the libvirt driver. */
+function libvirtHosts(lab: LibvirtLab, dirs: string[]): Setup {
+  return async (names) => {
+    const serial = (vm: string) => path.join(lab.dc1.dir, `${vm}.serial.log`);
+    for (const vm of names) {
+      const xml = domainXml(lab.guest, vm, crypto.randomUUID(), MEMORY_MIB, 1, serial(vm));
+      await defineDomain(lab.dc1, xml);
+      await defineDomain(lab.dc2, xml);
+    }
+    const defs = (uri: string) =>
+      names.map((name): VmDefinition => ({
+        name,
+        hypervisor: "libvirt",
+        role: "server",
+        memoryMib: MEMORY_MIB,
+        cpus: 1,
+        disks: [],
+        nics: [],
+        libvirt: { uri, domain: name, defineFromSource: false },
+      }));
+    return {
+      dc1: new LibvirtDriver({ runDir: dirs[0], inventory: defs(lab.dc1.uri) }),
+      dc2: new LibvirtDriver({ runDir: dirs[1], inventory: defs(lab.dc2.uri) }),
+      serial,
+    };
+  };
+}
+
+/** One table: every N on the given hosts. */
+async function measure(label: string, setup: Setup): Promise<Row[]> {
+  const rows: Row[] = [];
+  for (const n of SIZES) {
+    const names = Array.from({ length: n }, (_, i) => `b${n}-${i + 1}`);
+    const { dc1, dc2, serial } = await setup(names);
     for (const vm of names) await dc1.start(vm);
-    await Promise.all(names.map((vm) => waitBooted(dc1, vm)));
+    await Promise.all(names.map((vm) => waitBooted(serial(vm), vm)));
     await sleep(1000); // let the guests settle into idle
     // A VM's first migration after boot costs QEMU extra (hundreds of ms under TCG): it is
     // measured apart, so that sequential and parallel compare like with like.
@@ -113,12 +163,35 @@ async function measure(guest: GuestFiles, accel: AccelChoice, migrationTls: bool
     const row = { n, first, seq: pool(seq), par: pool(par) };
     rows.push(row);
     process.stderr.write(
-      `  ${migrationTls ? "TLS" : "TCP"} N=${n}: first ${first.wallMs.toFixed(0)} ms, sequential ` +
+      `  ${label} N=${n}: first ${first.wallMs.toFixed(0)} ms, sequential ` +
         `${row.seq.wallMs.toFixed(0)} ms, parallel ${row.par.wallMs.toFixed(0)} ms\n`,
     );
     for (const vm of names) await from.stop(vm);
   }
   return rows;
+}
+
+/** libvirt beside QEMU (TLS-PSK, the drivers' defaults), N by N: wall times and downtimes. */
+function sideBySide(qemu: Row[], libvirt: Row[]): string[] {
+  const med = (xs: number[]) => median(xs).toFixed(0);
+  return [
+    "libvirt driver beside the QEMU driver (TLS-PSK), same guests, same moves:",
+    "",
+    "| N | sequential wall ms QEMU / libvirt | libvirt/QEMU | parallel wall ms QEMU / libvirt | libvirt/QEMU | " +
+      "downtime ms median QEMU / libvirt | MiB per round QEMU / libvirt |",
+    "|---|---|---|---|---|---|---|",
+    ...qemu.flatMap((q) => {
+      const l = libvirt.find((r) => r.n === q.n);
+      if (!l) return [];
+      const pair = (a: number, b: number) => `${a.toFixed(0)} / ${b.toFixed(0)} | ${(b / a).toFixed(2)}`;
+      const downs = (r: Row) => med([...r.seq.downtimesMs, ...r.par.downtimesMs]);
+      return [
+        `| ${q.n} | ${pair(q.seq.wallMs, l.seq.wallMs)} | ${pair(q.par.wallMs, l.par.wallMs)} ` +
+          `| ${downs(q)} / ${downs(l)} | ${q.seq.mib.toFixed(0)} / ${l.seq.mib.toFixed(0)} |`,
+      ];
+    }),
+    "",
+  ];
 }
 
 function table(title: string, rows: Row[]): string[] {
@@ -141,34 +214,41 @@ function table(title: string, rows: Row[]): string[] {
   ];
 }
 
+const TITLES: Record<string, string> = {
+  tcp: "QEMU driver, migration stream plain TCP (migrationTls: false):",
+  tls: "QEMU driver, migration stream TLS-PSK (the driver's default):",
+  libvirt: "libvirt driver (virsh migrate --live --p2p --tunnelled through the armed TLS-PSK tunnel):",
+};
+
 async function main(): Promise<void> {
   const guest = await ensureGuest();
   const accel = chooseAccel();
   const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-bench-"));
   const dirs = [path.join(base, "dc1"), path.join(base, "dc2")];
-  const modes = (process.env.BENCH_MODES ?? "tcp,tls").split(",");
+  const modes = (process.env.BENCH_MODES ?? "tcp,tls,libvirt").split(",");
   const results: Record<string, Row[]> = {};
   process.stderr.write(`bench:driver: ${accel.reason}; ${os.cpus().length} CPUs; ${MEMORY_MIB} MiB idle guests\n`);
+  let lab: LibvirtLab | undefined;
   try {
-    for (const mode of modes) results[mode] = await measure(guest, accel, mode === "tls", dirs);
+    for (const mode of modes) {
+      if (mode === "libvirt") {
+        lab = await startLibvirtLab();
+        results[mode] = await measure("libvirt", libvirtHosts(lab, dirs));
+      } else results[mode] = await measure(mode.toUpperCase(), qemuHosts(guest, accel, mode === "tls", dirs));
+    }
   } finally {
     await killAll(dirs);
+    await lab?.close();
     fs.rmSync(base, { recursive: true, force: true });
   }
   const lines = [
-    `QEMU live migration on loopback, ${accel.accel.toUpperCase()}, ${MEMORY_MIB} MiB idle ` +
+    `Live migration on loopback, ${accel.accel.toUpperCase()}, ${MEMORY_MIB} MiB idle ` +
       `guests, ${os.cpus().length} CPUs, downtime-limit ${OPTS.downtimeLimitMs} ms, no bandwidth cap.`,
     `Wall time: first migrate to last VM running at its destination, median of ${REPEAT} rounds ` +
-      `per mode. Downtime: QEMU's figure for every VM in every round.`,
+      `per mode. Downtime: the hypervisor's figure for every VM in every round.`,
     "",
-    ...modes.flatMap((m) =>
-      table(
-        m === "tls"
-          ? "Migration stream TLS-PSK (the driver's default):"
-          : "Migration stream plain TCP (migrationTls: false):",
-        results[m],
-      ),
-    ),
+    ...modes.flatMap((m) => table(TITLES[m] ?? m, results[m])),
+    ...(results.tls && results.libvirt ? sideBySide(results.tls, results.libvirt) : []),
   ];
   process.stdout.write(lines.join("\n"));
   const out = path.join(repoRoot(), "bench", "out");

@@ -205,8 +205,15 @@ export class SourceCall {
   }
 
   private async sendBye(report: Report): Promise<Report | undefined> {
+    let body: SipBody | undefined;
     try {
-      const res = await this.dialog.bye(nrdlBody({ version: this.call.version, id: this.migrationId, body: report }));
+      body = nrdlBody({ version: this.call.version, id: this.migrationId, body: report });
+    } catch (err) {
+      // a report NRDL cannot carry must not keep the dialog open: hang up without it
+      this.log.error("cannot build the BYE's report; hanging up without it", { error: String(err) });
+    }
+    try {
+      const res = await this.dialog.bye(body);
       const parsed = res.body ? parseNrdl(res.body.content) : undefined;
       return parsed?.ok && parsed.doc.body.kind === "report" ? parsed.doc.body : undefined;
     } catch (err) {

@@ -58,6 +58,8 @@ export class LibvirtMigration implements MigrationHandle {
   private cancelReason: TeleportError | undefined;
   private abortRequested = false;
   private released = false;
+  /** When converge() suspended the VM (epoch ms): the group's pause starts here, not at libvirt's stop. */
+  private stoppedAt: number | undefined;
   private held = false;
   private timer: NodeJS.Timeout | undefined;
   private bytes = { transferred: 0, remaining: 0, total: 0 };
@@ -89,22 +91,34 @@ export class LibvirtMigration implements MigrationHandle {
   }
 
   /**
-   * Release a held migration: the downtime limit and bandwidth let libvirt converge and switch
-   * over. libvirt cannot stop the VM and wait before switchover (no pause-before-switchover), so
-   * this resolves once released, not once the VM is stopped: the wave switches over as each VM
-   * converges.
+   * Stop a held migration's VM for the group's switchover. libvirt has no pause-before-switchover
+   * (it never waits between the stop and the last pages), so this suspends the VM here itself —
+   * libvirt allows `suspend` during an outgoing migration — and restores the bandwidth: the group
+   * stops together, as with QEMU, but each VM's rest is sent at once and it resumes at the
+   * destination when that is done, not when the executor calls switchover() wave by wave.
    */
   async converge(downtimeLimitMs = this.opts.downtimeLimitMs): Promise<void> {
+    if (this.phase === "completed") return; // it converged on its own before it could be held
     if (!this.opts.pauseBeforeSwitchover || this.released || this.phase !== "active")
       throw new TeleportError(400, `VM ${this.ctx.vm} is not waiting for switchover (phase ${this.phase})`);
     this.released = true;
     this.armTimeout();
+    const { virsh, domain, vm, log } = this.ctx;
+    try {
+      await virsh.run(["suspend", domain]);
+      this.stoppedAt = Date.now();
+      log.info(`${vm} stopped for switchover`, { domain });
+    } catch (err) {
+      // it converged on its own meanwhile: nothing left to stop
+      log.warn(`could not stop ${vm} for switchover`, { error: TeleportError.from(err).message });
+    }
     await this.setLimits(downtimeLimitMs, this.mibPerS);
   }
 
-  /** Released by converge() already, or now. */
+  /** Released by converge() already, or now; resolves when the VM runs at the destination. */
   async switchover(): Promise<void> {
     if (!this.released) await this.converge();
+    await this.done;
   }
 
   async abort(): Promise<void> {
@@ -123,15 +137,22 @@ export class LibvirtMigration implements MigrationHandle {
     if (!st) throw new TeleportError(404, `VM ${vm}: libvirt at ${virsh.uri} does not define domain ${domain}`);
     if (st.state !== "running")
       throw new TeleportError(486, `VM ${vm} is ${st.state}, not running: nothing to migrate`);
+    if (this.opts.convergence === "postcopy")
+      throw new TeleportError(488, `VM ${vm}: the libvirt driver cannot switch to post-copy`, [
+        "libvirt does not combine post-copy with tunnelled migration (the only kind the armed port carries)",
+        'use convergence "auto-converge" or "none" for libvirt VMs',
+      ]);
     const { host, port } = parseTcpUri(this.target.uri);
     // the downtime limit is a per-domain setting libvirt applies to its next migration
     const holding = !!this.opts.pauseBeforeSwitchover;
     await virsh.run(["migrate-setmaxdowntime", domain, String(holding ? HOLD_DOWNTIME_MS : this.opts.downtimeLimitMs)]);
     if (this.abortRequested) throw this.cancelReason;
     const tunnel: TunnelClient = await openTunnel(host, port, this.target.secret, this.ctx.tunnelDir);
-    let poller: NodeJS.Timeout | undefined;
+    let polling = true;
     try {
       const args = ["migrate", "--live", "--p2p", "--tunnelled", "--persistent", "--bandwidth", String(this.mibPerS)];
+      // auto-converge: QEMU throttles the vCPUs of a guest that outwrites the link
+      if (this.opts.convergence === "auto-converge") args.push("--auto-converge");
       args.push(domain, `qemu+unix:///system?socket=${tunnel.socket}`);
       this.proc = execa("virsh", ["-q", "-c", virsh.uri, ...args], { reject: false, stdin: "ignore" });
       log.info(`migrating ${vm}`, {
@@ -141,10 +162,17 @@ export class LibvirtMigration implements MigrationHandle {
         downtimeLimitMs: this.opts.downtimeLimitMs,
       });
       this.armTimeout();
-      poller = setInterval(() => void this.poll(), holding ? HOLD_POLL_MS : PROGRESS_INTERVAL_MS);
+      // one domjobinfo at a time: on a loaded host virsh outlasts the interval, and calls must not pile up
+      void (async () => {
+        while (polling) {
+          await new Promise((r) => setTimeout(r, holding ? HOLD_POLL_MS : PROGRESS_INTERVAL_MS));
+          if (polling) await this.poll();
+        }
+      })();
       const r = await this.proc;
-      clearInterval(poller);
-      if (r.exitCode === 0) return await this.completed(started);
+      const ended = Date.now();
+      polling = false;
+      if (r.exitCode === 0) return await this.completed(started, ended);
       const aborted = this.abortRequested || this.cancelReason !== undefined;
       this.report(aborted ? "cancelled" : "failed");
       throw await this.failure(
@@ -153,22 +181,28 @@ export class LibvirtMigration implements MigrationHandle {
           .trim(),
       );
     } finally {
-      clearInterval(poller);
+      polling = false;
       await tunnel.close();
     }
   }
 
-  private async completed(started: number): Promise<MigrationResult> {
+  private async completed(started: number, ended: number): Promise<MigrationResult> {
     const info = await this.ctx.virsh.jobInfo(this.ctx.domain, true).catch(() => new Map() as JobInfo);
     const num = (k: string) => (typeof info.get(k) === "number" ? (info.get(k) as number) : undefined);
     const result: MigrationResult = {
       vm: this.ctx.vm,
-      totalMs: num("Time elapsed") ?? Date.now() - started,
+      totalMs: num("Time elapsed") ?? ended - started,
       downtimeMs: num("Total downtime") ?? -1,
       transferredBytes: num("Data processed") ?? this.bytes.transferred,
     };
+    if (this.stoppedAt !== undefined) {
+      // libvirt counts downtime from its own stop; the VM stood still since our suspend
+      result.stoppedAt = this.stoppedAt;
+      result.downtimeMs = Math.max(result.downtimeMs, ended - this.stoppedAt);
+    }
     this.bytes = { transferred: result.transferredBytes, remaining: 0, total: num("Data total") ?? this.bytes.total };
     this.phase = "completed";
+    this.resolveReady(); // a wave waiting to be held must not wait for a VM that already arrived
     this.report("completed");
     this.ctx.log.info(`migrated ${this.ctx.vm}`, { ...result });
     return result;
@@ -234,6 +268,7 @@ export class LibvirtMigration implements MigrationHandle {
       this.held = true;
       clearTimeout(this.timer); // waiting for the wave is not slowness
       await this.setLimits(HOLD_DOWNTIME_MS, HOLD_MIB_PER_S).catch(() => undefined);
+      this.ctx.log.info(`${this.ctx.vm} held for switchover`, { remainingBytes: this.bytes.remaining });
       this.resolveReady();
     }
     this.report("active");

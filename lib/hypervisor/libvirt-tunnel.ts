@@ -4,13 +4,15 @@
  * socket and hands it to its own libvirtd as the peer-to-peer destination
  * (`qemu+unix:///system?socket=...`); with `--tunnelled` the whole migration stream travels
  * inside libvirt's RPC connection, so inside this tunnel. Without the secret the TLS handshake
- * fails and nothing reaches libvirtd.
+ * fails and nothing reaches libvirtd; with it, one connection gets in, and only the calls of a
+ * migration of the armed domain pass (libvirt-rpc-gate.ts).
  */
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
 import { TeleportError } from "../errors";
+import { MIGRATION_PROCEDURES, RpcGate, type ParamsCheck } from "./libvirt-rpc-gate";
 import { migrationPsk, PSK_USER } from "./qemu-tls";
 
 /** TLS 1.2 PSK suites (Node's pskCallback does not do TLS 1.3 PSK). */
@@ -20,9 +22,8 @@ const PSK_TLS = {
   maxVersion: "TLSv1.2",
 } as const;
 
-function pipe(a: net.Socket, b: net.Socket): void {
-  a.pipe(b);
-  b.pipe(a);
+/** Either side closing or failing closes both. */
+function closeTogether(a: net.Socket, b: net.Socket): void {
   const end = () => {
     a.destroy();
     b.destroy();
@@ -31,40 +32,87 @@ function pipe(a: net.Socket, b: net.Socket): void {
   b.on("error", end).on("close", end);
 }
 
+function pipe(a: net.Socket, b: net.Socket): void {
+  a.pipe(b);
+  b.pipe(a);
+  closeTogether(a, b);
+}
+
 export interface TunnelServer {
-  /** Connections that passed the handshake so far. */
+  /** Connections that passed the handshake so far (at most one). */
   readonly accepted: number;
   close(): Promise<void>;
 }
 
-/** Destination: listen on ADDRESS:PORT; each connection that proves the secret reaches `libvirtSocket`. */
-export function listenTunnel(
-  address: string,
-  port: number,
-  secret: string,
-  libvirtSocket: string,
-  onRefused: (why: string) => void,
-): Promise<TunnelServer> {
-  const psk = migrationPsk(secret);
+export interface TunnelOptions {
+  address: string;
+  port: number;
+  secret: string;
+  /** The local libvirtd's Unix socket. */
+  libvirtSocket: string;
+  /** Judges the migration calls' parameters (which domain may come in). */
+  check: ParamsCheck;
+  /** A connection was refused or cut: wrong secret, a second connection, a call outside the migration. */
+  onRefused(why: string): void;
+  onProcedures?(names: string[]): void;
+}
+
+/** Client to libvirtd through the gate, libvirtd to client as is; backpressure both ways. */
+function gatedPipe(clear: net.Socket, upstream: net.Socket, gate: RpcGate, refuse: (why: string) => void): void {
+  clear.on("data", (chunk: Buffer) => {
+    let out: Buffer[];
+    try {
+      out = gate.push(chunk);
+    } catch (err) {
+      refuse((err as Error).message);
+      clear.destroy();
+      upstream.destroy();
+      return;
+    }
+    let full = false;
+    for (const b of out) full = !upstream.write(b) || full;
+    if (full) {
+      clear.pause();
+      upstream.once("drain", () => clear.resume());
+    }
+  });
+  upstream.pipe(clear);
+  closeTogether(clear, upstream);
+}
+
+/**
+ * Destination: listen on ADDRESS:PORT for exactly one connection that proves the secret; it
+ * reaches `libvirtSocket` through an RpcGate (migration calls only, for the domain `check`
+ * admits). The listening socket closes as soon as that connection is in: a second one is refused.
+ */
+export function listenTunnel(opts: TunnelOptions): Promise<TunnelServer> {
+  const psk = migrationPsk(opts.secret);
   const sockets = new Set<net.Socket>();
   let accepted = 0;
   const server = tls.createServer(
     { ...PSK_TLS, pskCallback: (_socket, identity) => (identity === PSK_USER ? psk : null) },
     (clear) => {
-      accepted++;
-      const upstream = net.connect(libvirtSocket);
+      if (accepted++ > 0) {
+        // two handshakes raced past listen(): only the first one counts
+        opts.onRefused("a second connection for a dialog that already has its one");
+        return clear.destroy();
+      }
+      server.close(); // one connection per dialog: from now on the port refuses
+      const upstream = net.connect(opts.libvirtSocket);
       sockets.add(clear).add(upstream);
       clear.on("close", () => sockets.delete(clear));
       upstream.on("close", () => sockets.delete(upstream));
-      pipe(clear, upstream);
+      const gate = new RpcGate(opts.check);
+      gatedPipe(clear, upstream, gate, opts.onRefused);
+      clear.on("close", () => opts.onProcedures?.(gate.seen.map((p) => MIGRATION_PROCEDURES.get(p) ?? String(p))));
     },
   );
-  server.on("tlsClientError", (err) => onRefused(err.message));
+  server.on("tlsClientError", (err) => opts.onRefused(`TLS handshake failed (wrong secret?): ${err.message}`));
   return new Promise((resolve, reject) => {
     server.once("error", (err) =>
-      reject(new TeleportError(503, `cannot listen on ${address}:${port}`, [(err as Error).message])),
+      reject(new TeleportError(503, `cannot listen on ${opts.address}:${opts.port}`, [(err as Error).message])),
     );
-    server.listen(port, address, () =>
+    server.listen(opts.port, opts.address, () =>
       resolve({
         get accepted() {
           return accepted;
@@ -72,6 +120,7 @@ export function listenTunnel(
         close: () =>
           new Promise<void>((done) => {
             for (const s of sockets) s.destroy();
+            if (!server.listening) return done();
             server.close(() => done());
           }),
       }),

@@ -15,6 +15,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { TeleportError } from "../errors";
+import type { DiskSpec } from "../../nrdl/types";
 import { silentLogger, type Logger } from "../log/logger";
 import type {
   ArmedListener,
@@ -28,9 +29,10 @@ import type {
   VmRunState,
 } from "./driver";
 import { LibvirtMigration } from "./libvirt-migration";
+import { PREPARE_TUNNEL3_PARAMS, type MigrationCall, type ParamsCheck } from "./libvirt-rpc-gate";
 import { listenTunnel, type TunnelServer } from "./libvirt-tunnel";
 import { freePort, tcpUri } from "./net";
-import { Virsh, type DomainState } from "./virsh";
+import { parseDomainXml, Virsh, type DomainShape, type DomainState } from "./virsh";
 
 export interface LibvirtDriverOptions {
   /** This host's run directory (the tunnels' private sockets). */
@@ -46,6 +48,9 @@ interface Armed {
   tunnel: TunnelServer;
 }
 
+/** `domstate --reason` of a domain waiting for an incoming migration ("paused (migrating)", "(starting up)"). */
+const INCOMING = /migrat|starting up/;
+
 /** The libvirtd socket a local URI names (`?socket=`), else the system daemon's. */
 export function libvirtSocket(uri: string): string {
   const m = /[?&]socket=([^&]+)/.exec(uri);
@@ -56,6 +61,40 @@ export function libvirtSocket(uri: string): string {
   return !fs.existsSync(monolithic) && fs.existsSync(modular) ? modular : monolithic;
 }
 
+/**
+ * What the armed port lets in: the migration of `domain` and of nothing else. Every domain
+ * definition a migration call carries (the live XML, the persistent one, the one inside the
+ * cookie) must name this domain and, when this host defines it (`local`), have its UUID, its
+ * emulator and no disk this host's definition does not have: the secret cannot start another
+ * domain here, another binary, or a domain on other files.
+ */
+export function incomingDomainCheck(domain: string, local: DomainShape | undefined): ParamsCheck {
+  const judge = (xml: string, what: string): string | undefined => {
+    const got = parseDomainXml(xml);
+    if (got.name !== domain) return `${what} is domain ${got.name || "(unnamed)"}, armed for ${domain}`;
+    if (!local) return undefined;
+    if (got.uuid && got.uuid !== local.uuid) return `${what} has UUID ${got.uuid}, ${domain} here ${local.uuid}`;
+    if (got.emulator && got.emulator !== local.emulator)
+      return `${what} runs ${got.emulator}, ${domain} here ${local.emulator}`;
+    const foreign = got.disks.filter((d) => !local.disks.includes(d));
+    if (foreign.length) return `${what} has disks ${foreign.join(", ")} that ${domain} here does not`;
+    return undefined;
+  };
+  return (call: MigrationCall) => {
+    const name = call.params.get("destination_name");
+    if (name !== undefined && name !== domain) return `renames the domain to ${name}`;
+    const xml = call.params.get("destination_xml");
+    if (call.procedure === PREPARE_TUNNEL3_PARAMS && !xml) return "carries no domain XML";
+    const persistent = call.params.get("persistent_xml");
+    const inCookie = [...call.cookie.matchAll(/<domain\b[\s\S]*?<\/domain>/g)].map((m) => m[0]);
+    return (
+      (xml && judge(xml, "the domain XML")) ||
+      (persistent && judge(persistent, "the persistent XML")) ||
+      inCookie.map((x) => judge(x, "the cookie's domain")).find(Boolean)
+    );
+  };
+}
+
 /** libvirt's domain state in the driver's words; `armed`: this agent waits for the VM. */
 function runState(st: DomainState | undefined, armed: boolean): VmRunState {
   if (!st) return armed ? "incoming" : "absent";
@@ -64,7 +103,7 @@ function runState(st: DomainState | undefined, armed: boolean): VmRunState {
       return "running";
     case "paused":
       // the destination's copy during an incoming migration
-      return armed && /migrat/.test(st.reason) ? "incoming" : "paused";
+      return armed && INCOMING.test(st.reason) ? "incoming" : "paused";
     case "pmsuspended":
       return "paused";
     case "shut off":
@@ -173,6 +212,21 @@ export class LibvirtDriver implements HypervisorDriver {
     return problems.length ? problems.join("; ") : undefined;
   }
 
+  /**
+   * libvirt copies no disk here: `--copy-storage-all` drives QEMU's NBD server on a port of its
+   * own, which a tunnelled migration (the only kind the armed port carries) cannot reach.
+   */
+  async vetDisks(vm: string, disks: DiskSpec[]): Promise<string[]> {
+    this.definition(vm);
+    return disks
+      .filter((d) => d.mode !== "shared")
+      .map(
+        (d) =>
+          `disk ${d.target} (mode ${d.mode}): the libvirt driver copies no disks (libvirt's tunnelled ` +
+          "migration cannot carry --copy-storage-all); put it on storage both hosts see (mode shared)",
+      );
+  }
+
   async arm(vm: string, opts: ArmOptions): Promise<ArmedListener> {
     const def = this.definition(vm);
     if (this.armed.has(vm)) throw new TeleportError(486, `VM ${vm} is already armed here`);
@@ -180,9 +234,17 @@ export class LibvirtDriver implements HypervisorDriver {
     if (why) throw new TeleportError(488, `VM ${vm} cannot be received here`, [why]);
     const port = opts.port ?? (await freePort(opts.address));
     const uri = tcpUri(opts.address, port);
-    const tunnel = await listenTunnel(opts.address, port, opts.secret, libvirtSocket(def.libvirt.uri), (reason) =>
-      this.log.warn(`refused a connection to the armed port of ${vm}`, { uri, reason }),
-    );
+    const { domain } = def.libvirt;
+    const local = (await this.virsh(def).domState(domain)) ? await this.virsh(def).shape(domain) : undefined;
+    const tunnel = await listenTunnel({
+      address: opts.address,
+      port,
+      secret: opts.secret,
+      libvirtSocket: libvirtSocket(def.libvirt.uri),
+      check: incomingDomainCheck(domain, local),
+      onRefused: (reason) => this.log.warn(`refused on the armed port of ${vm}`, { uri, reason }),
+      onProcedures: (procedures) => this.log.debug(`migration calls through the armed port of ${vm}`, { procedures }),
+    });
     this.armed.set(vm, { uri, tunnel });
     this.log.info(`armed ${vm}`, { uri, domain: def.libvirt.domain });
     return { vm, uri, exports: [] };
@@ -195,6 +257,16 @@ export class LibvirtDriver implements HypervisorDriver {
     if (st?.state === "running" && st.reason !== "migration")
       throw new TeleportError(486, `VM ${vm} is running here, not waiting for a migration: not disarming it`);
     await this.closeTunnel(vm);
+    if (st?.state === "paused" && INCOMING.test(st.reason)) {
+      // libvirt keeps an incoming copy whose source vanished mid-stream (the source agent, and
+      // with it the tunnel, killed) waiting for ever. It is never the VM: libvirt's source keeps
+      // its copy until the destination's Finish succeeded, and resumes it when Finish fails.
+      await this.virsh(def)
+        .run(["destroy", def.libvirt.domain])
+        .catch((err: unknown) =>
+          this.log.warn(`could not remove the incoming copy of ${vm}`, { error: TeleportError.from(err).message }),
+        );
+    }
     this.log.info(`disarmed ${vm}`);
   }
 

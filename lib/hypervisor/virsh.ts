@@ -15,14 +15,17 @@ export interface DomainState {
 
 /** What the receiving side compares with the offer. */
 export interface DomainShape {
+  name: string;
   memoryKib: number;
   vcpus: number;
   uuid: string;
+  /** The QEMU binary libvirt runs for it. */
+  emulator: string;
   /** Source files of the domain's disks, in XML order. */
   disks: string[];
 }
 
-/** `virsh domjobinfo`'s "Key: value unit" lines, values converted to numbers (bytes, ms). */
+/** `virsh domjobinfo`'s "Key: value unit" lines, values converted to whole numbers (bytes, ms). */
 export type JobInfo = Map<string, number | string>;
 
 const UNITS: Record<string, number> = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4 };
@@ -34,7 +37,8 @@ export function parseJobInfo(text: string): JobInfo {
     if (!m) continue;
     const [, key, raw] = m;
     const num = /^(-?[\d.]+)\s*(B|KiB|MiB|GiB|TiB|ms|bytes|pages\/s)?$/.exec(raw);
-    info.set(key.trim(), num ? Number(num[1]) * (UNITS[num[2] ?? ""] ?? 1) : raw);
+    // "98.523 MiB" is not a whole number of bytes: NRDL carries integers, so round here
+    info.set(key.trim(), num ? Math.round(Number(num[1]) * (UNITS[num[2] ?? ""] ?? 1)) : raw);
   }
   return info;
 }
@@ -48,9 +52,11 @@ export function parseDomainXml(xml: string): DomainShape {
     .map((d) => /<source\s+(?:file|dev|name)='([^']+)'/.exec(d[0])?.[1])
     .filter((s): s is string => !!s);
   return {
+    name: /<name>([^<]+)<\/name>/.exec(xml)?.[1] ?? "",
     memoryKib: Math.round(Number(memory?.[2] ?? 0) * (factor ?? 1)),
     vcpus: Number(vcpus?.[1] ?? 0),
     uuid: /<uuid>([^<]+)<\/uuid>/.exec(xml)?.[1] ?? "",
+    emulator: /<emulator>([^<]+)<\/emulator>/.exec(xml)?.[1] ?? "",
     disks,
   };
 }

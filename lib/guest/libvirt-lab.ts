@@ -1,0 +1,110 @@
+/**
+ * Two real libvirt hosts on this machine, for the libvirt driver's tests and bench:driver: each
+ * libvirtd (with its virtlogd) in a network namespace and a mount namespace of its own, with a
+ * host_uuid of its own (libvirtd-host.sh). Names carry the pid and a random suffix: other runs
+ * share the machine. The test guest is defined in both as the same libvirt domain (same name and
+ * UUID, like an operator's two hosts), plain TCG with no devices beyond a serial port.
+ */
+import crypto from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import execa from "execa";
+import { Virsh } from "../hypervisor/virsh";
+import { repoRoot } from "../version";
+import { ensureGuest, type GuestFiles } from "./guest";
+
+const SCRIPT = path.join(repoRoot(), "lib", "guest", "libvirtd-host.sh");
+
+export interface LibvirtHost {
+  name: "dc1" | "dc2";
+  dir: string;
+  uri: string;
+  virsh: Virsh;
+  /** Stop libvirtd (its domains run on) and start it again in the same namespaces. */
+  restart(): Promise<void>;
+}
+
+export interface LibvirtLab {
+  dc1: LibvirtHost;
+  dc2: LibvirtHost;
+  guest: GuestFiles;
+  close(): Promise<void>;
+}
+
+export async function startLibvirtLab(): Promise<LibvirtLab> {
+  const guest = await ensureGuest();
+  const tag = `${process.pid}-${crypto.randomBytes(3).toString("hex")}`;
+  const base = fs.mkdtempSync(path.join(os.tmpdir(), `stlv-${tag}-`));
+  const up: LibvirtHost[] = [];
+  const close = async () => {
+    for (const h of up) await execa("bash", [SCRIPT, "down", h.dir], { reject: false });
+    fs.rmSync(base, { recursive: true, force: true });
+  };
+  try {
+    for (const name of ["dc1", "dc2"] as const) {
+      const dir = path.join(base, name);
+      const host: LibvirtHost = {
+        name,
+        dir,
+        uri: `qemu:///system?socket=${dir}/run/libvirt-sock`,
+        virsh: new Virsh(`qemu:///system?socket=${dir}/run/libvirt-sock`),
+        restart: async () => void (await execa("bash", [SCRIPT, "restart", dir])),
+      };
+      up.push(host);
+      await execa("bash", [SCRIPT, "up", dir, `stlv-${tag}-${name}`]);
+    }
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { dc1: up[0], dc2: up[1], guest, close };
+}
+
+/** The test guest as a libvirt domain; `uuid` identical on both hosts; `serialLog`: its console to a file. */
+export function domainXml(
+  guest: GuestFiles,
+  name: string,
+  uuid: string,
+  memoryMib = 96,
+  cpus = 1,
+  serialLog?: string,
+): string {
+  const serial = serialLog ? `<serial type='file'><source path='${serialLog}'/></serial>` : "<serial type='pty'/>";
+  return `<domain type='qemu'>
+  <name>${name}</name>
+  <uuid>${uuid}</uuid>
+  <memory unit='KiB'>${memoryMib * 1024}</memory>
+  <vcpu>${cpus}</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>${guest.kernel}</kernel>
+    <initrd>${guest.initrd}</initrd>
+    <cmdline>console=ttyS0 quiet panic=-1 init_on_free=1 st.name=${name}</cmdline>
+  </os>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    ${serial}
+    <memballoon model='none'/>
+  </devices>
+</domain>`;
+}
+
+/** Define `name` in a host's libvirt (written to its dir, as an operator would with virsh define). */
+export async function defineDomain(host: LibvirtHost, xml: string): Promise<void> {
+  const file = path.join(host.dir, `define-${crypto.randomBytes(4).toString("hex")}.xml`);
+  fs.writeFileSync(file, xml);
+  await host.virsh.run(["define", file]);
+}
+
+/** Where each domain runs, asked of libvirt itself: the invariant is exactly one host per VM. */
+export async function domainPlacement(lab: LibvirtLab, names: string[]): Promise<Record<string, string[]>> {
+  const running = async (h: LibvirtHost) => (await h.virsh.run(["list", "--name"])).split("\n").filter(Boolean);
+  const [on1, on2] = await Promise.all([running(lab.dc1), running(lab.dc2)]);
+  return Object.fromEntries(
+    names.map((n) => [n, [on1.includes(n) && "dc1", on2.includes(n) && "dc2"].filter((h): h is string => !!h)]),
+  );
+}

@@ -1,0 +1,161 @@
+/**
+ * What a connection through the armed libvirt port may ask of the destination's libvirtd: the
+ * few RPC procedures of one peer-to-peer tunnelled migration, and nothing else. The tunnel
+ * (libvirt-tunnel.ts) feeds every byte the source sends through `RpcGate.push` before it reaches
+ * libvirtd; the first message outside the list closes the connection.
+ *
+ * libvirt's RPC framing (src/rpc/virnetprotocol.x): each message is a big-endian u32 length
+ * (counting itself), then a header of six u32 (program, version, procedure, type, serial,
+ * status), then the XDR payload.
+ */
+
+/** libvirt's remote driver program and the keepalive program (PING/PONG). */
+export const REMOTE_PROGRAM = 0x20008086;
+export const KEEPALIVE_PROGRAM = 0x6b656570;
+
+/** Message types (virNetMessageType). */
+const CALL = 0;
+const STREAM = 3;
+
+/** Procedures a p2p tunnelled migration (protocol v3 with parameters) needs on the destination. */
+export const MIGRATION_PROCEDURES: ReadonlyMap<number, string> = new Map([
+  [1, "CONNECT_OPEN"],
+  [2, "CONNECT_CLOSE"],
+  [60, "CONNECT_SUPPORTS_FEATURE"],
+  [66, "AUTH_LIST"],
+  [304, "DOMAIN_MIGRATE_PREPARE_TUNNEL3_PARAMS"],
+  [306, "DOMAIN_MIGRATE_FINISH3_PARAMS"],
+  [360, "CONNECT_REGISTER_CLOSE_CALLBACK"],
+  [361, "CONNECT_UNREGISTER_CLOSE_CALLBACK"],
+]);
+export const PREPARE_TUNNEL3_PARAMS = 304;
+export const FINISH3_PARAMS = 306;
+
+const HEADER = 28;
+/** libvirt's own limit on one message (VIR_NET_MESSAGE_MAX) plus its length word. */
+const MAX_MESSAGE = 32 * 1024 * 1024 + 4;
+
+/** A migration call's string-valued typed parameters (destination_xml, ...) and its cookie. */
+export interface MigrationCall {
+  procedure: number;
+  params: Map<string, string>;
+  /** libvirt's migration cookie: XML that may carry the persistent domain definition. */
+  cookie: string;
+}
+
+/** Decide on a migration call: a reason to refuse, or undefined. */
+export type ParamsCheck = (call: MigrationCall) => string | undefined;
+
+/**
+ * A *_PARAMS call's payload: `remote_typed_param params<>; opaque cookie_in<>; ...` (XDR).
+ * Non-string parameters are skipped.
+ */
+export function parseMigrationCall(procedure: number, payload: Buffer): MigrationCall {
+  const params = new Map<string, string>();
+  let at = 0;
+  const u32 = (): number => {
+    if (at + 4 > payload.length) throw new Error("truncated typed parameters");
+    const v = payload.readUInt32BE(at);
+    at += 4;
+    return v;
+  };
+  const str = (): string => {
+    const len = u32();
+    if (at + len > payload.length) throw new Error("truncated string");
+    const s = payload.toString("utf8", at, at + len);
+    at += len + ((4 - (len % 4)) % 4);
+    return s;
+  };
+  const count = u32();
+  if (count > 64) throw new Error(`${count} parameters (libvirt allows 64)`);
+  for (let i = 0; i < count; i++) {
+    const field = str();
+    const type = u32();
+    if (type === 7) params.set(field, str());
+    else if (type === 1 || type === 2 || type === 6) at += 4;
+    else if (type >= 3 && type <= 5) at += 8;
+    else throw new Error(`parameter ${field} has unknown type ${type}`);
+  }
+  return { procedure, params, cookie: str() };
+}
+
+export class RpcGate {
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  /** Bytes of an admitted message still to come. */
+  private passing = 0;
+  private refused: string | undefined;
+  /** Procedure numbers admitted, in order (first call of each), for the debug log. */
+  readonly seen: number[] = [];
+
+  constructor(private readonly check: ParamsCheck) {}
+
+  /** Bytes to forward to libvirtd now; throws with the reason when the connection must close. */
+  push(chunk: Buffer): Buffer[] {
+    if (this.refused) throw new Error(this.refused);
+    const out: Buffer[] = [];
+    let rest = chunk;
+    while (rest.length) {
+      if (this.passing > 0) {
+        const n = Math.min(this.passing, rest.length);
+        out.push(rest.subarray(0, n));
+        this.passing -= n;
+        rest = rest.subarray(n);
+        continue;
+      }
+      this.pending.push(rest);
+      this.pendingBytes += rest.length;
+      rest = Buffer.alloc(0);
+      if (this.pendingBytes < HEADER) break;
+      const head = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending);
+      const len = head.readUInt32BE(0);
+      const whole = this.needsWhole(head);
+      if (whole && head.length < len) {
+        this.pending = [head];
+        break;
+      }
+      const why = this.judge(head, len);
+      if (why) {
+        this.refused = why;
+        throw new Error(why);
+      }
+      this.pending = [];
+      this.pendingBytes = 0;
+      const take = Math.min(len, head.length);
+      out.push(head.subarray(0, take));
+      this.passing = len - take;
+      rest = head.subarray(take);
+    }
+    return out;
+  }
+
+  /** Calls whose parameters are checked must be seen whole before a byte goes on. */
+  private needsWhole(head: Buffer): boolean {
+    const [prog, proc, type] = [head.readUInt32BE(4), head.readInt32BE(12), head.readInt32BE(16)];
+    return prog === REMOTE_PROGRAM && type === CALL && (proc === PREPARE_TUNNEL3_PARAMS || proc === FINISH3_PARAMS);
+  }
+
+  private judge(msg: Buffer, len: number): string | undefined {
+    if (len < HEADER || len > MAX_MESSAGE) return `not a libvirt RPC message (length ${len})`;
+    const prog = msg.readUInt32BE(4);
+    const proc = msg.readInt32BE(12);
+    const type = msg.readInt32BE(16);
+    if (prog === KEEPALIVE_PROGRAM) return undefined;
+    if (prog !== REMOTE_PROGRAM) return `RPC program 0x${prog.toString(16)} is not libvirt's remote driver`;
+    // the migration stream: data the source pushes into PREPARE_TUNNEL3's stream
+    if (type === STREAM) return proc === PREPARE_TUNNEL3_PARAMS ? undefined : `stream of procedure ${proc}`;
+    if (type !== CALL) return `message type ${type} of procedure ${proc}`;
+    const name = MIGRATION_PROCEDURES.get(proc);
+    if (!name) return `procedure ${proc} is not part of a migration`;
+    if (!this.seen.includes(proc)) this.seen.push(proc);
+    if (proc !== PREPARE_TUNNEL3_PARAMS && proc !== FINISH3_PARAMS) return undefined;
+    let call: MigrationCall;
+    try {
+      call = parseMigrationCall(proc, msg.subarray(HEADER, len));
+    } catch (err) {
+      return `${name}: ${(err as Error).message}`;
+    }
+    const why = this.check(call);
+    return why && `${name}: ${why}`;
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * The libvirt pieces that need no daemon: the RPC gate in front of the armed port (framing split
+ * anywhere, procedures outside a migration, the domain a migration call carries) and domjobinfo's
+ * figures as whole numbers (NRDL carries integers; fractions of a byte once cost the BYE's report).
+ */
+import { incomingDomainCheck } from "../../lib/hypervisor/libvirt";
+import { KEEPALIVE_PROGRAM, REMOTE_PROGRAM, RpcGate } from "../../lib/hypervisor/libvirt-rpc-gate";
+import { parseDomainXml, parseJobInfo } from "../../lib/hypervisor/virsh";
+
+const xdrString = (s: string): Buffer => {
+  const b = Buffer.from(s, "utf8");
+  const len = Buffer.alloc(4);
+  len.writeUInt32BE(b.length);
+  return Buffer.concat([len, b, Buffer.alloc((4 - (b.length % 4)) % 4)]);
+};
+
+function message(prog: number, proc: number, type: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const head = Buffer.alloc(28);
+  head.writeUInt32BE(28 + payload.length, 0);
+  head.writeUInt32BE(prog, 4);
+  head.writeUInt32BE(1, 8);
+  head.writeInt32BE(proc, 12);
+  head.writeInt32BE(type, 16);
+  return Buffer.concat([head, payload]);
+}
+
+/** PREPARE_TUNNEL3_PARAMS with destination_xml and an empty cookie. */
+function prepare(xml: string): Buffer {
+  const count = Buffer.alloc(4);
+  count.writeUInt32BE(1);
+  const type = Buffer.alloc(4);
+  type.writeUInt32BE(7);
+  const flags = Buffer.alloc(4);
+  return message(
+    REMOTE_PROGRAM,
+    304,
+    0,
+    Buffer.concat([count, xdrString("destination_xml"), type, xdrString(xml), xdrString(""), flags]),
+  );
+}
+
+const domain = (name: string, emulator = "/usr/bin/qemu-system-x86_64") =>
+  `<domain type='qemu'><name>${name}</name><uuid>u-1</uuid><memory unit='KiB'>98304</memory>` +
+  `<devices><emulator>${emulator}</emulator></devices></domain>`;
+
+/** Feed `bytes` in chunks of `size`; what was forwarded, or the refusal. */
+function feed(gate: RpcGate, bytes: Buffer, size: number): Buffer | Error {
+  const out: Buffer[] = [];
+  try {
+    for (let i = 0; i < bytes.length; i += size) out.push(...gate.push(bytes.subarray(i, i + size)));
+  } catch (err) {
+    return err as Error;
+  }
+  return Buffer.concat(out);
+}
+
+describe("libvirt RPC gate", () => {
+  const check = incomingDomainCheck("web1", parseDomainXml(domain("web1")));
+  const stream = Buffer.alloc(5000, 7);
+
+  it.each([1, 5, 28, 4096, 1 << 20])("forwards a migration byte for byte, split in chunks of %i", (size) => {
+    const flow = Buffer.concat([
+      message(REMOTE_PROGRAM, 66, 0), // AUTH_LIST
+      message(REMOTE_PROGRAM, 1, 0, xdrString("qemu:///system")), // CONNECT_OPEN
+      message(KEEPALIVE_PROGRAM, 1, 2), // PING
+      prepare(domain("web1")),
+      message(REMOTE_PROGRAM, 304, 3, stream), // the migration stream
+      message(REMOTE_PROGRAM, 2, 0), // CONNECT_CLOSE
+    ]);
+    expect(feed(new RpcGate(check), flow, size)).toEqual(flow);
+  });
+
+  it("closes on a call outside a migration, before a byte of it goes on", () => {
+    const gate = new RpcGate(check);
+    const open = message(REMOTE_PROGRAM, 1, 0);
+    expect(gate.push(open)).toEqual([open]);
+    expect(() => gate.push(message(REMOTE_PROGRAM, 234, 0))).toThrow(/procedure 234 is not part of a migration/);
+    expect(() => gate.push(open)).toThrow(); // and stays closed
+  });
+
+  it("refuses another domain, another emulator, another program, and garbage", () => {
+    expect(feed(new RpcGate(check), prepare(domain("db1")), 64)).toEqual(
+      new Error("DOMAIN_MIGRATE_PREPARE_TUNNEL3_PARAMS: the domain XML is domain db1, armed for web1"),
+    );
+    expect(String(feed(new RpcGate(check), prepare(domain("web1", "/tmp/evil")), 64))).toMatch(
+      /runs \/tmp\/evil, web1 here \/usr\/bin\/qemu-system-x86_64/,
+    );
+    expect(String(feed(new RpcGate(check), message(0x1234, 1, 0), 64))).toMatch(/program 0x1234/);
+    expect(String(feed(new RpcGate(check), Buffer.from("GET / HTTP/1.1\r\nHost: example\r\n\r\n"), 64))).toMatch(
+      /not a libvirt RPC message/,
+    );
+  });
+});
+
+describe("virsh domjobinfo", () => {
+  it("gives whole bytes and milliseconds", () => {
+    const info = parseJobInfo(
+      "Job type:         Completed\nTime elapsed:     2345 ms\nData processed:   98.523 MiB\n" +
+        "Data total:       96.008 MiB\nTotal downtime:   31 ms\nMemory bandwidth: 12.5 MiB/s\n",
+    );
+    expect(info.get("Data processed")).toBe(Math.round(98.523 * 2 ** 20));
+    expect(Number.isInteger(info.get("Data total"))).toBe(true);
+    expect(info.get("Time elapsed")).toBe(2345);
+    expect(info.get("Total downtime")).toBe(31);
+    expect(info.get("Job type")).toBe("Completed");
+  });
+});
