@@ -1,8 +1,8 @@
 /**
  * The libvirt driver end to end over SIP, against two real libvirtd instances (hosts.ts): exp2
  * as libvirt domains moves dc1 -> dc2 and back (the way back as a whole-group switchover);
- * refusals; the armed port's limits; abort; libvirtd restarted mid-dialog; a group of one QEMU
- * and one libvirt VM; either agent killed mid-migration. Every test ends with the invariant,
+ * with a QEMU VM in the same group; refusals; the armed port's limits; abort; libvirtd restarted
+ * mid-dialog; either agent killed mid-migration. Every test ends with the invariant,
  * asked of libvirt itself: each domain runs on exactly one host.
  */
 import crypto from "node:crypto";
@@ -10,7 +10,7 @@ import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import execa from "execa";
-import type { MigrationProgress } from "../../lib/hypervisor/driver";
+import type { MigrationProgress, VmDefinition } from "../../lib/hypervisor/driver";
 import { LibvirtDriver } from "../../lib/hypervisor/libvirt";
 import { parseTcpUri } from "../../lib/hypervisor/libvirt-migration";
 import { openTunnel } from "../../lib/hypervisor/libvirt-tunnel";
@@ -56,21 +56,27 @@ async function boot(p: Pair, names: string[]): Promise<void> {
 const journal = (p: Pair): string[] => journalOf(p.dc2.cfg.stateDir);
 
 describe("libvirt driver over SIP (two libvirtd in their own namespaces)", () => {
-  it("moves exp2 (router1, video) as libvirt domains dc1 -> dc2, and back as a whole-group switchover", async () => {
+  it("moves exp2 as libvirt domains plus a QEMU VM dc1 -> dc2, and back as a whole-group switchover", async () => {
     const names = ["lv-router1", "lv-video"];
-    pair = await pairFor([
+    const lv = await libvirtVms(lab, [
       ["lv-video", "server"],
       ["lv-router1", "router"],
     ]);
-    await boot(pair, names);
+    // one QEMU VM in the same dialog: each VM moves with its own driver
+    const [qemu] = await guestDefs([["q-mixed", "server"]], { driver: "qemu" });
+    pair = await startPair([qemu, ...lv.dc1], {
+      dc1: { inventory: [qemu, ...lv.dc1] },
+      dc2: { inventory: [qemu, ...lv.dc2] },
+    });
+    await boot(pair, [...names, "q-mixed"]);
     expect(await domainPlacement(lab, names)).toEqual({ "lv-router1": ["dc1"], "lv-video": ["dc1"] });
     const progress: MigrationProgress[] = [];
     const started: string[] = [];
     const there = await pair.dc1.agent.migrate(
-      { to: pair.dc2.uri, vms: names, policy: { ...policy, bandwidthMbps: 400 } },
+      { to: pair.dc2.uri, vms: [...names, "q-mixed"], policy: { ...policy, bandwidthMbps: 400 } },
       { onStart: (vm) => started.push(vm), onProgress: (p) => progress.push(p) },
     );
-    expect(started).toEqual(["lv-router1", "lv-video"]); // the network function first
+    expect(started[0]).toBe("lv-router1"); // the network function first
     expect(there.outcome).toBe("completed");
     for (const v of there.vms) {
       expect(v.state).toBe("completed");
@@ -78,22 +84,23 @@ describe("libvirt driver over SIP (two libvirtd in their own namespaces)", () =>
       expect(v.downtimeMs).toBeGreaterThanOrEqual(0);
       expect(v.transferredBytes).toBeGreaterThan(1 << 20);
     }
-    expect(progress.some((p) => p.phase === "active" && p.progress > 0 && p.progress < 1)).toBe(true);
+    expect(progress.some((p) => p.vm === "lv-video" && p.phase === "active" && p.progress > 0 && p.progress < 1)).toBe(
+      true,
+    );
     // the destination saw the same: its report in the 200 to our BYE (libvirt's byte counts are whole numbers)
     expect(there.destinationReport?.outcome).toBe("completed");
     expect(there.destinationReport?.results.map((r) => [r.vm, r.state, r.host])).toEqual([
       ["lv-router1", "completed", "dc2"],
       ["lv-video", "completed", "dc2"],
+      ["q-mixed", "completed", "dc2"],
     ]);
     expect(await domainPlacement(lab, names)).toEqual({ "lv-router1": ["dc2"], "lv-video": ["dc2"] });
+    expect(placement(pair)["q-mixed"]).toEqual(["dc2"]);
     expect(await pair.dc1.host.find("lv-video")?.driver.state("lv-video")).toBe("stopped");
     expect(await pair.dc2.host.find("lv-video")?.driver.state("lv-video")).toBe("running");
 
     // and back, dc2's agent calling dc1's, as one switchover: both stop together (suspended by the driver)
-    const back = await startPair(pair.dc2.host.inventory(), {
-      dc1: { inventory: pair.dc2.host.inventory() },
-      dc2: { inventory: pair.dc1.host.inventory() },
-    });
+    const back = await startPair(lv.dc2, { dc1: { inventory: lv.dc2 }, dc2: { inventory: lv.dc1 } });
     try {
       const home = await back.dc1.agent.migrate({
         to: back.dc2.uri,
@@ -111,53 +118,42 @@ describe("libvirt driver over SIP (two libvirtd in their own namespaces)", () =>
 
   it("refuses with 488 and a reason per domain it cannot receive, and changes nothing", async () => {
     const names = ["lv-bigmem", "lv-undefined", "lv-busy", "lv-copydisk"];
-    pair = await pairFor([
+    const lv = await libvirtVms(lab, [
       ["lv-bigmem", "server"],
       ["lv-undefined", "server"],
       ["lv-busy", "server"],
       ["lv-copydisk", "server"],
     ]);
+    // lv-copydisk's inventory says to copy its disk, which libvirt's tunnelled migration cannot
+    const image = path.join(lab.dc1.dir, "copydisk.raw");
+    fs.writeFileSync(image, Buffer.alloc(1 << 20));
+    const disk = { target: "vda", file: image, format: "raw" as const, mode: "copy" as const };
+    const withDisk = (defs: VmDefinition[]) =>
+      defs.map((d) => (d.name === "lv-copydisk" ? { ...d, disks: [disk] } : d));
+    pair = await startPair(withDisk(lv.dc1), {
+      dc1: { inventory: withDisk(lv.dc1) },
+      dc2: { inventory: withDisk(lv.dc2) },
+    });
     // dc2's lv-bigmem has other memory; dc2 forgets lv-undefined; lv-busy already runs on dc2
     await lab.dc2.virsh.run(["undefine", "lv-bigmem"]);
     await defineDomain(lab.dc2, domainXml(lab.guest, "lv-bigmem", crypto.randomUUID(), 128));
     await lab.dc2.virsh.run(["undefine", "lv-undefined"]);
-    await boot(pair, ["lv-bigmem", "lv-undefined"]);
+    await boot(pair, ["lv-bigmem", "lv-undefined", "lv-copydisk"]);
     await lab.dc2.virsh.run(["start", "lv-busy"]);
     const before = await domainPlacement(lab, names);
     const err = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["lv-bigmem", "lv-undefined"], policy }));
     expect(err.status).toBe(488);
     expect(err.message).toMatch(/lv-bigmem: domain lv-bigmem has 128 MiB, the offer 96 MiB/);
     expect(err.message).toMatch(/lv-undefined: libvirt at .* does not define domain lv-undefined/);
+    const copy = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["lv-copydisk"], policy }));
+    expect(copy.status).toBe(488);
+    expect(copy.message).toMatch(/lv-copydisk: disk vda \(mode copy\): the libvirt driver copies no disks/);
     await pair.dc1.host.find("lv-busy")?.driver.start("lv-busy"); // now it would run twice: refused
     const busy = await refusal(pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["lv-busy"], policy }));
     expect(busy.status).toBe(488);
     expect(busy.message).toMatch(/lv-busy: already running on this host/);
     await lab.dc1.virsh.run(["destroy", "lv-busy"]);
     expect(await domainPlacement(lab, names)).toEqual(before);
-
-    // a disk the inventory says to copy: libvirt's tunnelled migration cannot, and says so
-    const image = path.join(lab.dc1.dir, "copydisk.raw");
-    fs.writeFileSync(image, Buffer.alloc(1 << 20));
-    const withDisk = (defs: Pair["defs"]) =>
-      defs.map((d) =>
-        d.name === "lv-copydisk"
-          ? { ...d, disks: [{ target: "vda", file: image, format: "raw" as const, mode: "copy" as const }] }
-          : d,
-      );
-    const copying = await startPair(withDisk(pair.dc1.host.inventory()), {
-      dc1: { inventory: withDisk(pair.dc1.host.inventory()) },
-      dc2: { inventory: withDisk(pair.dc2.host.inventory()) },
-    });
-    try {
-      await boot(copying, ["lv-copydisk"]);
-      const copy = await refusal(copying.dc1.agent.migrate({ to: copying.dc2.uri, vms: ["lv-copydisk"], policy }));
-      expect(copy.status).toBe(488);
-      expect(copy.message).toMatch(/lv-copydisk: disk vda \(mode copy\): the libvirt driver copies no disks/);
-      expect(await domainPlacement(lab, ["lv-copydisk"])).toEqual({ "lv-copydisk": ["dc1"] });
-    } finally {
-      await copying.close();
-      await lab.dc1.virsh.run(["destroy", "lv-copydisk"]);
-    }
   });
 
   it("armed port: wrong secret, second connection refused; the admitted one moves the armed domain only", async () => {
@@ -237,24 +233,6 @@ describe("libvirt driver over SIP (two libvirtd in their own namespaces)", () =>
     expect(where).toHaveLength(1);
     // the report tells the truth about where it runs
     expect(summary.vms[0].state === "completed" ? ["dc2"] : ["dc1"]).toEqual(where);
-  });
-
-  it("a group of one QEMU VM and one libvirt domain moves in one dialog", async () => {
-    const lv = await libvirtVms(lab, [["lv-mixed", "server"]]);
-    const [qemu] = await guestDefs([["q-mixed", "router"]], { driver: "qemu" });
-    pair = await startPair([qemu, ...lv.dc1], {
-      dc1: { inventory: [qemu, ...lv.dc1] },
-      dc2: { inventory: [qemu, ...lv.dc2] },
-    });
-    await boot(pair, ["q-mixed", "lv-mixed"]);
-    const summary = await pair.dc1.agent.migrate({ to: pair.dc2.uri, vms: ["lv-mixed", "q-mixed"], policy });
-    expect(summary.vms.map((v) => [v.vm, v.state])).toEqual([
-      ["lv-mixed", "completed"],
-      ["q-mixed", "completed"],
-    ]);
-    expect(summary.destinationReport?.outcome).toBe("completed");
-    expect(placement(pair)["q-mixed"]).toEqual(["dc2"]);
-    expect(await domainPlacement(lab, ["lv-mixed"])).toEqual({ "lv-mixed": ["dc2"] });
   });
 
   it("source agent killed mid-migration: its tunnel dies with it, the VM stays on dc1, dc2 disarms", async () => {
