@@ -26,6 +26,7 @@ import { RealmDigest } from "./sipjs/digest-client";
 import { looseRoute, parseUri, type PeerMap } from "./sipjs/messages";
 import { Registration } from "./sipjs/registration";
 import { sendInvite, sendMessage, sendOptions, sendQuery } from "./sipjs/uac";
+import { IndexedServers } from "./sipjs/server-index";
 import { receiveInvite, receiveMessage, receiveOptions, refusedInDialog } from "./sipjs/uas";
 import { NodeTransport, PLACEHOLDER_HOST, type BoundListener, type TransportOptions } from "./transport";
 
@@ -35,6 +36,7 @@ export class SipJsBackend implements SipBackend {
   private readonly logger: Logger;
   private readonly transport: NodeTransport;
   private core?: Core.UserAgentCore;
+  private servers = new IndexedServers<Core.UserAgentServer>();
   private handlers: SipHandlers = {};
   private readonly peers: PeerMap = new WeakMap();
   /** What the UAC, UAS and registration parts see of this user agent. */
@@ -136,6 +138,8 @@ export class SipJsBackend implements SipBackend {
         onMessage: (req) => receiveMessage(this.ua, req),
       },
     );
+    this.servers = new IndexedServers<Core.UserAgentServer>();
+    this.core.userAgentServers = this.servers; // indexed: the core's merged-request check (server-index.ts)
     this.transport.onMessage = (text, source) => this.receive(text, source);
   }
 
@@ -214,7 +218,7 @@ export class SipJsBackend implements SipBackend {
         refusedInDialog(this.ua, core, message)
       )
         return;
-      core.receiveIncomingRequestFromTransport(message);
+      this.servers.focus(message, () => core.receiveIncomingRequestFromTransport(message));
     } catch (err) {
       this.logger.warn("sip message processing failed", {
         from: `${source.address}:${source.port}`,
