@@ -27,7 +27,9 @@ import { looseRoute, parseUri, type PeerMap } from "./sipjs/messages";
 import { Registration } from "./sipjs/registration";
 import { sendInvite, sendMessage, sendOptions, sendQuery } from "./sipjs/uac";
 import { IndexedServers } from "./sipjs/server-index";
+import { DEFAULT_T1_MS, useT1 } from "./sipjs/timers";
 import { receiveInvite, receiveMessage, receiveOptions, refusedInDialog } from "./sipjs/uas";
+import { DEFAULT_TIMERS } from "./udp-reliability";
 import { NodeTransport, PLACEHOLDER_HOST, type BoundListener, type TransportOptions } from "./transport";
 
 export class SipJsBackend implements SipBackend {
@@ -51,6 +53,7 @@ export class SipJsBackend implements SipBackend {
     this.aorUri = parseUri(config.aor);
     this.logger = config.logger ?? silentLogger;
     this.transport = new NodeTransport({
+      timers: { ...DEFAULT_TIMERS, t1: config.timerT1Ms ?? DEFAULT_T1_MS },
       listen: config.listen,
       tls: config.tls,
       logger: this.logger,
@@ -99,6 +102,7 @@ export class SipJsBackend implements SipBackend {
   }
 
   async start(): Promise<void> {
+    useT1(this.config.timerT1Ms ?? DEFAULT_T1_MS);
     const grammar = useCachedSipGrammar(); // sip.js rebuilds its grammar per parse otherwise (grammar-cache.ts)
     if (!grammar.cached) this.logger.warn(grammar.reason);
     await this.transport.start();
