@@ -24,6 +24,8 @@ const HOLD_POLL_MS = 100;
 /** Held for a switchover: 1 ms x 1 MiB/s is below one page, so pre-copy goes on (see QemuMigration). */
 const HOLD_DOWNTIME_MS = 1;
 const HOLD_MIB_PER_S = 1;
+/** How long converge() lets a held VM send the rest of its first pass before stopping it anyway. */
+const CATCH_UP_MS = 5000;
 /** libvirt's bandwidth is in MiB/s; "unlimited" is far above any link. */
 const UNLIMITED_MIB_PER_S = 1 << 20;
 
@@ -58,6 +60,8 @@ export class LibvirtMigration implements MigrationHandle {
   private cancelReason: TeleportError | undefined;
   private abortRequested = false;
   private released = false;
+  /** Pre-copy pass libvirt is in (domjobinfo "Iteration"). */
+  private iteration = 0;
   /** When converge() suspended the VM (epoch ms): the group's pause starts here, not at libvirt's stop. */
   private stoppedAt: number | undefined;
   private held = false;
@@ -104,6 +108,13 @@ export class LibvirtMigration implements MigrationHandle {
     this.released = true;
     this.armTimeout();
     const { virsh, domain, vm, log } = this.ctx;
+    // held with up to a quarter of its first pass unsent: send that live first (the 1 ms limit
+    // still keeps it from switching over), so the group's stop has only the last dirty pages left
+    await virsh.run(["migrate-setspeed", domain, String(this.mibPerS)]).catch(() => undefined);
+    const caughtUp = () => this.iteration >= 2 || this.bytes.remaining <= this.bytes.total / 32;
+    for (const end = Date.now() + CATCH_UP_MS; this.phase === "active" && !caughtUp() && Date.now() < end;)
+      await new Promise((r) => setTimeout(r, HOLD_POLL_MS / 2));
+    if (this.phase !== "active") return; // it switched over on its own meanwhile
     try {
       await virsh.run(["suspend", domain]);
       this.stoppedAt = Date.now();
@@ -112,7 +123,11 @@ export class LibvirtMigration implements MigrationHandle {
       // it converged on its own meanwhile: nothing left to stop
       log.warn(`could not stop ${vm} for switchover`, { error: TeleportError.from(err).message });
     }
-    await this.setLimits(downtimeLimitMs, this.mibPerS);
+    // stopped is what the group waits for (within its window); the bandwidth follows unawaited:
+    // on a loaded host two more virsh calls per VM would spread the group's stops past the window
+    void this.setLimits(downtimeLimitMs, this.mibPerS).catch((err: unknown) =>
+      log.warn(`could not restore ${vm}'s migration limits`, { error: TeleportError.from(err).message }),
+    );
   }
 
   /** Released by converge() already, or now; resolves when the VM runs at the destination. */
@@ -263,7 +278,8 @@ export class LibvirtMigration implements MigrationHandle {
     if (info.get("Job type") !== "Unbounded" || this.phase === "completed") return;
     this.phase = "active";
     this.bytes = { transferred: num("Data processed"), remaining: num("Data remaining"), total: num("Data total") };
-    const nearlySent = num("Iteration") >= 2 || (this.bytes.total > 0 && this.bytes.remaining <= this.bytes.total / 4);
+    this.iteration = num("Iteration");
+    const nearlySent = this.iteration >= 2 || (this.bytes.total > 0 && this.bytes.remaining <= this.bytes.total / 4);
     if (this.opts.pauseBeforeSwitchover && !this.released && !this.held && nearlySent) {
       this.held = true;
       clearTimeout(this.timer); // waiting for the wave is not slowness

