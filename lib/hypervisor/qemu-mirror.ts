@@ -22,7 +22,7 @@ export interface MirrorDisk {
 }
 
 /** How long an abort waits for the mirrors to end before it lets the move fail without them. */
-const ABORT_WAIT_MS = 5000;
+const ABORT_WAIT_MS = 3000;
 
 interface BlockJob {
   device: string;
