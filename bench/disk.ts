@@ -168,7 +168,7 @@ async function main(): Promise<void> {
             mib(median(xs.map((x) => x.diskBytes))),
             mib(median(xs.map((x) => x.memoryBytes))),
             Math.max(...xs.map((x) => x.stallMs)).toFixed(0),
-            xs.every((x) => x.dataOk) ? "clean, no gap" : "BROKEN",
+            xs.every((x) => x.dataOk) ? "clean, every record" : "BROKEN",
           ];
         }),
       ),
