@@ -12,20 +12,21 @@ import { EXIT } from "./migrate";
 import { policyFrom, withPolicyOptions, type PolicyOptions } from "./policy-options";
 
 interface EvacuateOptions extends CommonOptions, PolicyOptions {
-  to: string[];
-  plan: string[];
+  to?: string[];
+  plan?: string[];
   proxy?: string;
   json?: boolean;
   allowUnlistedDestination?: boolean;
 }
 
-const repeat = (v: string, acc: string[]) => [...acc, v];
+/** A repeatable option (no default: commander would print "(default: [])"). */
+const repeat = (v: string, acc: string[] | undefined) => [...(acc ?? []), v];
 
 export function registerEvacuateCommand(program: Command): void {
   const cmd = withCommonOptions(program.command("evacuate"))
     .description("move every VM running on this host to one or more destinations (host maintenance)")
-    .option("--to <sip-uri>", "a destination agent (repeatable; default: console.destinations)", repeat, [])
-    .option("--plan <file>", "an NRDL offer whose depends-on ties VMs together (repeatable)", repeat, [])
+    .option("--to <sip-uri>", "a destination agent (repeatable; default: console.destinations)", repeat)
+    .option("--plan <file>", "an NRDL offer whose depends-on ties VMs together (repeatable)", repeat)
     .option("--proxy <sip-uri>", "send every request through this outbound proxy (e.g. Kamailio)");
   withPolicyOptions(cmd)
     .option("--json", "JSON lines (the last one the whole report) instead of text")
@@ -69,14 +70,14 @@ function readPlan(file: string): Offer {
 async function runEvacuate(o: EvacuateOptions): Promise<number> {
   try {
     const { cfg, logger } = setup(o);
-    const to = o.to.length ? o.to : cfg.console.destinations;
+    const to = o.to ?? cfg.console.destinations;
     if (to.length === 0)
       throw new TeleportError(400, "no destinations", [
         "give --to URI (repeatable), or list them in console.destinations of the config",
       ]);
     const destinations = permittedDestinations(cfg, to, o.allowUnlistedDestination, logger);
     const policy = policyFrom(o, cfg.defaults);
-    const links = o.plan.map(readPlan);
+    const links = (o.plan ?? []).map(readPlan);
     const sip = sipOf(cfg, logger, { ephemeral: true, outboundProxy: o.proxy, trace: o.sipTrace });
     const host = hostOf(cfg, logger);
     const agent = new SourceAgent({

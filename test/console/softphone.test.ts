@@ -13,7 +13,7 @@ import type { HistoryEntry } from "../../agents/console/history";
 import { startConsole, type RunningConsole } from "../../agents/console";
 import { randomPort } from "../../bench/sipp";
 import { silentLogger } from "../../lib/log/logger";
-import { NOT_A_PHONE_REASON } from "../../lib/sip/not-a-phone";
+import { NOT_A_PHONE, NOT_A_PHONE_REASON } from "../../lib/sip/not-a-phone";
 import { startSoftphone, type Softphone } from "../sip/baresip";
 import { tempDir } from "../sip/helpers";
 import { DOMAIN, KAMAILIO_USERS, kamailioReady, startKamailio, writeUsers } from "../sip/kamailio-server";
@@ -91,6 +91,11 @@ test("eve, registered but not in the console's allowlist, is refused and nothing
   phone.type(`/uafind sip:eve@${DOMAIN}`);
   phone.type(`/message migrate exp2 to sip:dc2@${DOMAIN}`);
   await phone.waitFor(/403 Forbidden/, 15_000, from);
+  // the console refused it (not the proxy), on the identity Kamailio asserted
+  const refusal = pair.dc1.trace.find((e) => e.direction === "sent" && e.message.startsWith("SIP/2.0 403"));
+  expect(refusal?.message).toMatch(
+    /^Warning: 399 sip-teleport "sip:eve@teleport\.test \(proxy\) .*not in this host's allowlist/m,
+  );
   expect(placement(pair)).toEqual({ router1: ["dc1"], video: ["dc1"] });
   expect(consoleRunning.line.snapshot().phase).toBe("idle");
 });
@@ -115,4 +120,7 @@ test("calling the console like a phone gets 415 with what to send instead", asyn
   const from = phone.output().length;
   phone.type(`/dial sip:dc1@${DOMAIN}`);
   await phone.waitFor(new RegExp(`415 ${NOT_A_PHONE_REASON.replace(/[.:]/g, "\\$&")}`), 15_000, from);
+  // and the whole sentence went with it, for phones that show a Warning
+  const refusal = pair.dc1.trace.find((e) => e.direction === "sent" && e.message.startsWith("SIP/2.0 415"));
+  expect(refusal?.message).toContain(NOT_A_PHONE);
 });

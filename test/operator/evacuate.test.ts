@@ -119,3 +119,11 @@ test("with nothing left to move it says so, and the table lists every VM with wh
   expect(out).toContain("evacuation completed: 0 of 0 running VMs moved off dc1");
   expect(where()).toEqual({ router1: ["dc3"], video: ["dc3"], solo: ["dc2"] });
 });
+
+test("a destination outside security.destinations is refused before anything is sent", async () => {
+  const cli = runCli(["evacuate", "-c", configFile(pair, "dc1"), "--to", pair.dc2.uri, "--to", "sip:dc9@192.0.2.66"]);
+  expect(await cli.exited).toBe(2);
+  expect(cli.output()).toContain("sip-teleport: 403 destination not permitted");
+  expect(cli.output()).toContain("sip:dc9@192.0.2.66 is not a permitted destination");
+  expect(cli.output()).not.toContain("offering");
+});

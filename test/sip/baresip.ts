@@ -59,8 +59,8 @@ export async function startSoftphone(o: SoftphoneOptions): Promise<Softphone> {
       .join("\n") + "\n",
   );
   fs.writeFileSync(path.join(conf, "contacts"), o.contacts.map((c) => `<${c}>`).join("\n") + "\n");
-  // -n lo: no other interface in its Contact or SDP
-  const child = spawn("baresip", ["-f", conf, "-n", "lo"], { stdio: ["pipe", "pipe", "pipe"] });
+  // -n 127.0.0.1: no other address in its Contact or SDP
+  const child = spawn("baresip", ["-f", conf, "-n", "127.0.0.1"], { stdio: ["pipe", "pipe", "pipe"] });
   let out = "";
   const waiters = new Set<() => void>();
   const keep = (d: Buffer) => {
@@ -69,7 +69,14 @@ export async function startSoftphone(o: SoftphoneOptions): Promise<Softphone> {
   };
   child.stdout.on("data", keep);
   child.stderr.on("data", keep);
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  let gone = false;
+  const exited = new Promise<void>((r) =>
+    child.once("exit", () => {
+      gone = true;
+      for (const w of waiters) w();
+      r();
+    }),
+  );
   const phone: Softphone = {
     type: (command) => void child.stdin.write(command + "\n"),
     output: () => out,
@@ -77,9 +84,9 @@ export async function startSoftphone(o: SoftphoneOptions): Promise<Softphone> {
       new Promise((resolve, reject) => {
         const check = () => {
           const m = out.slice(from).match(pattern);
-          if (!m) return;
-          done();
-          resolve(m);
+          if (m || gone) done();
+          if (m) resolve(m);
+          else if (gone) reject(new Error(`baresip exited before showing ${pattern}; it showed:\n${out}`));
         };
         const timer = setTimeout(() => {
           done();
