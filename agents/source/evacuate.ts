@@ -91,7 +91,14 @@ interface DialogResult {
   drop?: string;
 }
 
-const errorText = (e: TeleportError) => [`${e.status} ${e.reason}`, ...e.details].join(": ");
+/** A Warning's text without its code and agent ('399 dc4 "Busy Here; ..."' -> 'Busy Here; ...'). */
+const warningText = (w: string) => w.replace(/^\d{3} \S+ "(.*)"$/, "$1");
+
+/** "503 Service Unavailable: ..." from an error, however the backend worded the status line. */
+function errorText(e: TeleportError): string {
+  const reason = e.reason.replace(/^.* failed: \d{3} /, ""); // "INVITE sip:... failed: 503 Service Unavailable"
+  return [`${e.status} ${reason}`, ...e.details.map(warningText)].join(": ");
+}
 
 export class Evacuation {
   private readonly log: Logger;
@@ -253,7 +260,7 @@ export class Evacuation {
         // a verdict per VM: only those are refused here; the rest may come back in the next dialog
         if (rejected.length)
           return { moved: [], refused: rejected.map((r) => ({ vm: r.vm, why: `${status}: ${r.reason}` })) };
-        const why = verdict.warning ? `${status}: ${verdict.warning}` : status;
+        const why = verdict.warning ? `${status}: ${warningText(verdict.warning)}` : status;
         return all(why, why);
       }
     } catch (err) {

@@ -1,9 +1,11 @@
 /**
- * Evacuate across two destinations, for real: dc1 runs router1 and video (tied by exp2's
- * depends-on) and solo; dc3 advertises the most room but was provisioned with solo at another
- * size, so it refuses solo (488, definition differs) and takes the router1+video group;
- * solo goes to the next destination, dc2, in a dialog running alongside. `sip-teleport
- * evacuate` runs as its own process; at the end every VM runs on exactly one of the three hosts.
+ * Evacuate across several destinations, for real: dc1 runs router1 and video (tied by exp2's
+ * depends-on) and solo. dc4 advertises the most room but is busy (it takes one offer from us per
+ * 10 s): it answers the dry run and refuses the INVITE with 503, so it gets nothing. dc3 comes
+ * next but was provisioned with solo at another size: it refuses solo (488, definition differs)
+ * and takes the router1+video group; solo goes to the next destination, dc2, in a dialog running
+ * alongside. `sip-teleport evacuate` runs as its own process; at the end every VM runs on exactly
+ * one of the four hosts.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -25,6 +27,7 @@ jest.setTimeout(90_000);
 
 let pair: Pair;
 let dc3: ExtraDestination;
+let dc4: ExtraDestination;
 
 beforeAll(async () => {
   ensureBuilt();
@@ -33,23 +36,27 @@ beforeAll(async () => {
     ["video", "server"],
     ["solo", "server"],
   ]);
-  // dc2 keeps 4 GiB in reserve, dc3 none: dc3 advertises the most free memory, so it is offered everything first
+  // Memory kept in reserve orders the destinations by free memory: dc4 (none), dc3 (1 GiB), dc2 (4 GiB).
   pair = await startPair(defs, { dc2: { migration: { memoryReserveMib: 4096 } } });
   dc3 = await extraDestination(pair, "dc3", {
     defs: defs.map((d) => (d.name === "solo" ? { ...d, memoryMib: 128 } : d)),
-    config: { migration: { memoryReserveMib: 0 } },
+    config: { migration: { memoryReserveMib: 1024 } },
+  });
+  dc4 = await extraDestination(pair, "dc4", {
+    config: { migration: { memoryReserveMib: 0 }, limits: { invitesPerSecond: 0.1 } },
   });
   await bootOnSource(pair);
 });
 
 afterAll(async () => {
+  await dc4?.stop();
   await dc3?.stop();
   await pair?.close();
 });
 
 /** Run dirs where each VM has a live QEMU: the invariant wants exactly one per VM. */
 function where(): Record<string, string[]> {
-  const dirs = { dc1: pair.dc1.runDir, dc2: pair.dc2.runDir, dc3: dc3.runDir };
+  const dirs = { dc1: pair.dc1.runDir, dc2: pair.dc2.runDir, dc3: dc3.runDir, dc4: dc4.runDir };
   return Object.fromEntries(
     pair.defs.map((d) => [
       d.name,
@@ -60,11 +67,19 @@ function where(): Record<string, string[]> {
   );
 }
 
-test("a refused VM goes to the next destination, groups stay together, every VM ends on exactly one host", async () => {
+test("refused VMs go to the next destination, groups stay together, every VM ends on exactly one host", async () => {
   const plan = path.join(pair.base, "exp2.xml");
   fs.writeFileSync(plan, buildNrdl(exampleOffer("exp2")));
   const config = configFile(pair, "dc1");
-  const cli = runCli(["evacuate", "-c", config, "--plan", plan, "--to", dc3.uri, "--to", pair.dc2.uri, "--json"]);
+  const cli = runCli([
+    "evacuate",
+    "-c",
+    config,
+    "--plan",
+    plan,
+    ...["--to", dc3.uri, "--to", pair.dc2.uri, "--to", dc4.uri],
+    "--json",
+  ]);
   const code = await cli.exited;
   const lines = cli
     .output()
@@ -73,19 +88,29 @@ test("a refused VM goes to the next destination, groups stay together, every VM 
     .map((l) => JSON.parse(l) as { event: string } & Record<string, unknown>);
   expect({ code, output: code === 0 ? "" : cli.output() }).toEqual({ code: 0, output: "" });
 
-  // dc3 was offered everything first and refused solo alone; solo was then offered to dc2
+  // dc4 was offered everything and refused the INVITE; dc3 everything next, and it refused solo alone
   const offers = lines.filter((l) => l.event === "offer").map((l) => [l.to, l.vms]);
-  expect(offers[0]).toEqual([dc3.uri, ["router1", "video", "solo"]]);
-  expect(offers.slice(1)).toEqual(
+  const all = ["router1", "video", "solo"];
+  expect(offers.slice(0, 2)).toEqual([
+    [dc4.uri, all],
+    [dc3.uri, all],
+  ]);
+  expect(offers.slice(2)).toEqual(
     expect.arrayContaining([
       [dc3.uri, ["router1", "video"]],
       [pair.dc2.uri, ["solo"]],
     ]),
   );
-  expect(offers).toHaveLength(3);
-  const refusal = lines.find((l) => l.event === "refused");
-  expect(refusal).toMatchObject({ to: dc3.uri, vms: ["solo"] });
-  expect(refusal?.why).toMatch(/^488 Not Acceptable Here: definition differs: memory 96 MiB offered, 128 MiB defined/);
+  expect(offers).toHaveLength(4);
+  const refusals = lines.filter((l) => l.event === "refused");
+  expect(refusals.map((l) => [l.to, l.vms])).toEqual([
+    [dc4.uri, all],
+    [dc3.uri, ["solo"]],
+  ]);
+  expect(refusals[0].why).toMatch(/^INVITE refused: 503 Service Unavailable: .*more than 0\.1 INVITEs per second from/);
+  expect(refusals[1].why).toMatch(
+    /^488 Not Acceptable Here: definition differs: memory 96 MiB offered, 128 MiB defined/,
+  );
 
   const report = lines.at(-1) as unknown as EvacuationReport & { event: string };
   expect(report.event).toBe("evacuated");
@@ -96,10 +121,14 @@ test("a refused VM goes to the next destination, groups stay together, every VM 
     video: ["moved", "dc3", dc3.uri],
     solo: ["moved", "dc2", pair.dc2.uri],
   });
-  expect(report.vms.find((v) => v.vm === "solo")?.attempts).toEqual([expect.stringMatching(/^sip:dc3@.*: 488 /)]);
-  expect(report.destinations.map((d) => [d.uri, d.dialogs, d.received])).toEqual([
-    [dc3.uri, 2, ["router1", "video"]],
-    [pair.dc2.uri, 1, ["solo"]],
+  expect(report.vms.find((v) => v.vm === "solo")?.attempts).toEqual([
+    expect.stringMatching(/^sip:dc4@.*: INVITE refused: 503 /),
+    expect.stringMatching(/^sip:dc3@.*: 488 /),
+  ]);
+  expect(report.destinations.map((d) => [d.uri, d.dialogs, d.received, d.dropped?.slice(0, 19)])).toEqual([
+    [dc3.uri, 2, ["router1", "video"], undefined],
+    [pair.dc2.uri, 1, ["solo"], undefined],
+    [dc4.uri, 1, [], "INVITE refused: 503"],
   ]);
   // where the report says they run is where they run, and nowhere else
   expect(where()).toEqual({ router1: ["dc3"], video: ["dc3"], solo: ["dc2"] });
