@@ -120,6 +120,12 @@ export const configSchema = z
           .optional(),
         /** Log every SIP message sent and received (credentials masked). */
         trace: z.boolean().default(false),
+        /**
+         * RFC 3261 T1, the round-trip estimate, in ms: retransmissions start at T1 and a peer that stays
+         * silent is given up after 64 x T1 (32 s at the default 500). Lower it only on links whose round
+         * trip is known to be far below it; the sipjs backend only (drachtio-server has its own timers).
+         */
+        timerT1Ms: z.number().int().min(10).max(5000).default(500),
         /** Refuse anything but TLS: every listener must be TLS, and a request that arrives otherwise gets 403. */
         tlsOnly: z.boolean().default(false),
         /**
@@ -137,6 +143,12 @@ export const configSchema = z
             code: "custom",
             path: ["drachtio"],
             message: 'sip.backend "drachtio" needs sip.drachtio (host, port, secretFile or secretEnv)',
+          });
+        if (sip.backend === "drachtio" && sip.timerT1Ms !== 500)
+          ctx.addIssue({
+            code: "custom",
+            path: ["timerT1Ms"],
+            message: "sip.timerT1Ms is the sipjs backend's: with drachtio, set T1 in drachtio-server's own config",
           });
         if (!sip.tlsOnly) return;
         sip.listen.forEach((l, i) => {

@@ -32,6 +32,16 @@ describe("host configuration", () => {
     expect(problems).toHaveLength(4);
   });
 
+  it("takes a T1 for the sipjs backend, refuses one with drachtio and one out of range", () => {
+    expect(parseConfig({ sip: { timerT1Ms: 100 } }).sip.timerT1Ms).toBe(100);
+    expect(parseConfig({}).sip.timerT1Ms).toBe(500);
+    const drachtio = { host: "127.0.0.1", port: 9022, secretEnv: "X" };
+    expect(configProblems({ sip: { backend: "drachtio", drachtio, timerT1Ms: 100 } })).toEqual([
+      expect.stringMatching(/^sip\.timerT1Ms: .*drachtio-server's own config/),
+    ]);
+    expect(configProblems({ sip: { timerT1Ms: 5 } })).toEqual([expect.stringMatching(/^sip\.timerT1Ms: /)]);
+  });
+
   it("resolves relative paths against the config file's folder", () => {
     const dir = mkdtempSync(join(tmpdir(), "st-config-"));
     const file = join(dir, "dc2.json");

@@ -77,6 +77,11 @@ export class RawSipClient {
     this.sendBytes(data);
   }
 
+  /** Every response received so far for a Call-ID, in arrival order. */
+  all(callId: string): RawResponse[] {
+    return this.received.filter((x) => x.header("call-id")[0] === callId);
+  }
+
   /** The first final response (>= 200) for a Call-ID (and CSeq, e.g. "2 BYE"), or undefined after `timeoutMs`. */
   async final(callId: string, timeoutMs = 3000, cseq?: string): Promise<RawResponse | undefined> {
     const deadline = Date.now() + timeoutMs;
