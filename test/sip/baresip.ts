@@ -32,6 +32,8 @@ export interface SoftphoneOptions {
 }
 
 export async function startSoftphone(o: SoftphoneOptions): Promise<Softphone> {
+  if (!fs.existsSync("/usr/bin/baresip"))
+    throw new Error("baresip is missing: apt-get install -y baresip (scripts/bootstrap.sh installs it)");
   const conf = fs.mkdtempSync(path.join(o.dir, "baresip-"));
   fs.writeFileSync(
     path.join(conf, "config"),
