@@ -132,7 +132,7 @@ export function place(groups: readonly Group[], rooms: readonly Room[], opts: Pl
     }
     if (!best) {
       const why = [...left.values()].map((r) => `${r.uri} ${misfit(group, r, opts)}`).join("; ");
-      unplaced.push({ group, why: why || "no destination answered" });
+      unplaced.push({ group, why: why || "no destination left to offer it to" });
       continue;
     }
     left.set(best.uri, take(best, group));
