@@ -53,7 +53,7 @@ const portRange = z
   }, "expected 1024 <= low <= high <= 65535");
 
 interface SecurityParts {
-  sip: { listen: Array<{ transport: string }>; tls?: { clientCa?: string | string[] } };
+  sip: { backend: string; listen: Array<{ transport: string }>; tls?: { clientCa?: string | string[] } };
   security: { allow: string[]; users: Record<string, string>; destinations: string[] };
   limits: { trustedProxies: string[] };
   console: { destinations: string[] };
@@ -63,7 +63,10 @@ interface SecurityParts {
 function provableAllowlist(cfg: SecurityParts, ctx: z.RefinementCtx): void {
   const uriEntries = cfg.security.allow.filter((e) => /^sips?:/i.test(e));
   const digest = Object.keys(cfg.security.users).length > 0;
-  const certificates = cfg.sip.tls?.clientCa !== undefined && cfg.sip.listen.some((l) => l.transport === "tls");
+  const certificates =
+    cfg.sip.backend !== "drachtio" &&
+    cfg.sip.tls?.clientCa !== undefined &&
+    cfg.sip.listen.some((l) => l.transport === "tls");
   const proxies = cfg.limits.trustedProxies.length > 0;
   if (uriEntries.length === 0 || digest || certificates || proxies) return;
   ctx.addIssue({
@@ -73,6 +76,22 @@ function provableAllowlist(cfg: SecurityParts, ctx: z.RefinementCtx): void {
       `${uriEntries.join(", ")}: a SIP URI entry matches only a proven identity, and this configuration has no way ` +
       "to prove one (a From header proves nothing). Add security.users (digest), sip.tls.clientCa with a tls " +
       "listener (client certificates), or limits.trustedProxies (a proxy's P-Asserted-Identity); or allow addresses",
+  });
+}
+
+/**
+ * drachtio-server (v0.9.4) can demand a client certificate (DRACHTIO_TLS_VERIFY_CLIENT_CERT=1) but
+ * never tells its apps which one came: on that backend a certificate can prove no identity.
+ */
+function drachtioCertificates(cfg: SecurityParts, ctx: z.RefinementCtx): void {
+  if (cfg.sip.backend !== "drachtio" || cfg.sip.tls?.clientCa === undefined) return;
+  ctx.addIssue({
+    code: "custom",
+    path: ["sip", "tls", "clientCa"],
+    message:
+      'sip.backend "drachtio" cannot take identities from client certificates: drachtio-server does not pass ' +
+      "the certificate to its apps. Remove sip.tls.clientCa and prove callers with security.users (digest) or " +
+      "limits.trustedProxies (a proxy's P-Asserted-Identity), or use the sipjs backend",
   });
 }
 
@@ -324,6 +343,7 @@ export const configSchema = z
   })
   .strict()
   .superRefine(provableAllowlist)
+  .superRefine(drachtioCertificates)
   .superRefine(choosableDestinations);
 
 export type HostConfig = z.infer<typeof configSchema>;

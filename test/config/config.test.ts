@@ -78,6 +78,11 @@ describe("config check: destinations reached without TLS", () => {
     expect(configWarnings(cfg({ tls: { ...tls, verify: false } }, ["sip:dc2@dc2.example;transport=tls"]))).toEqual([
       "sip:dc2@dc2.example;transport=tls is reached over TLS with sip.tls.verify false: its certificate is not checked",
     ]);
+    const drachtio = { backend: "drachtio", drachtio: { host: "127.0.0.1", port: 9022, secretEnv: "S" } };
+    expect(configWarnings(cfg(drachtio, ["sip:dc2@dc2.example;transport=tls"]))).toEqual([
+      "sip:dc2@dc2.example;transport=tls is reached over TLS made by drachtio-server: sip.tls (ca, verify) does " +
+        "not apply, and the agent cannot see whether the server checked the destination's certificate",
+    ]);
     expect(configWarnings(cfg({ outboundProxy: "sip:10.0.0.5" }, ["sip:dc2@ops.example"]))).toEqual([
       "sip:dc2@ops.example is reached through sip.outboundProxy sip:10.0.0.5 without TLS: nothing proves the peer " +
         "is the real destination (use ;transport=tls on the proxy URI and sip.tls.ca to verify its certificate)",
