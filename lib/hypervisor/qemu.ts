@@ -19,6 +19,7 @@ import type {
   MigrationHandle,
   MigrationOptions,
   MigrationTarget,
+  RecoveryOptions,
   VmDefinition,
   VmRunState,
 } from "./driver";
@@ -177,7 +178,25 @@ export class QemuDriver implements HypervisorDriver {
     const status = await this.queryStatus(vm);
     if (status === undefined) return "absent";
     if (status === "finish-migrate" && this.outgoing.get(vm)?.phase === "pre-switchover") return "pre-switchover";
+    // the destination's half runs (or waits for pages), the source's is stopped: either way it is split
+    if (status !== "inmigrate" && status !== "shutdown" && (await this.inPostcopy(vm))) return "postcopy";
     return runState(status);
+  }
+
+  /** Whether this VM's migration (outgoing, or incoming here) is in post-copy: its memory is split. */
+  private async inPostcopy(vm: string): Promise<boolean> {
+    const migration = await this.queryMigration(vm).catch(() => undefined);
+    return migration?.startsWith("postcopy-") ?? false;
+  }
+
+  /** query-migrate's status on the short-query monitor (the incoming side's own, on a destination). */
+  private async queryMigration(vm: string): Promise<string | undefined> {
+    const client = await QmpClient.connect(this.files(vm).mon);
+    try {
+      return (await client.execute<{ status?: string }>("query-migrate")).status;
+    } finally {
+      await client.close();
+    }
   }
 
   async settleOrphanedMigration(vm: string): Promise<string | undefined> {
@@ -193,6 +212,8 @@ export class QemuDriver implements HypervisorDriver {
     const client = await QmpClient.connect(this.files(vm).mon);
     try {
       const migration = (await client.execute<{ status?: string }>("query-migrate")).status;
+      if (migration?.startsWith("postcopy-"))
+        return `its migration is in post-copy (${migration}): its memory is split with the destination, left untouched`;
       // held in pre-copy (running) or paused at pre-switchover (finish-migrate) for a dead agent's wave
       const held = migration === "active" || migration === "pre-switchover";
       if (held) {
@@ -237,6 +258,10 @@ export class QemuDriver implements HypervisorDriver {
     // Killing a source mid-migration would leave the VM on neither host.
     if (this.outgoing.has(vm))
       throw new TeleportError(486, `VM ${vm} is migrating out; abort the migration before stopping it`);
+    if ((await this.queryStatus(vm)) !== undefined && (await this.inPostcopy(vm)))
+      throw new TeleportError(409, `VM ${vm} is in post-copy: its memory is split between two hosts`, [
+        "stopping either half loses the VM; recover the migration (docs/operators.md, post-copy recovery)",
+      ]);
     await this.dropListener(vm);
     await this.quit(vm);
     this.log.info(`stopped ${vm}`);
@@ -384,6 +409,63 @@ export class QemuDriver implements HypervisorDriver {
     const migration = new QemuMigration(vm, target, opts, hooks, this.log);
     if (!this.outgoing.has(vm)) this.outgoing.set(vm, migration);
     return migration;
+  }
+
+  async recoverIncoming(vm: string, opts: RecoveryOptions): Promise<string> {
+    this.definition(vm);
+    if (this.pid(vm) === undefined)
+      throw new TeleportError(404, `VM ${vm} has no QEMU on this host: nothing to recover`);
+    // the listener's monitor went when the VM resumed here (at the switch to post-copy): it is free
+    const client = await QmpClient.connect(this.files(vm).qmp);
+    try {
+      let status = await this.incomingStatus(client);
+      if (status === "postcopy-active") {
+        // the source saw the link break; this half may still wait on a dead socket for minutes
+        await client.execute("migrate-pause");
+        for (let i = 0; i < 100 && status === "postcopy-active"; i++) {
+          await new Promise((r) => setTimeout(r, 50));
+          status = await this.incomingStatus(client);
+        }
+      }
+      if (status !== "postcopy-paused")
+        throw new TeleportError(409, `VM ${vm} is not paused in post-copy here (its migration is ${status})`);
+      const tlsId = `st-recover-${Date.now().toString(36)}`;
+      // a key folder per attempt: an earlier attempt's cleanup must not take this one's key
+      const keyDir = `${this.files(vm).pskIn}.${tlsId}`;
+      if (this.migrationTls) await useMigrationSecret(client, "server", tlsId, opts.secret, keyDir);
+      const uri = tcpUri(opts.address, opts.port);
+      try {
+        await client.execute("migrate-recover", { uri });
+      } catch (err) {
+        throw new TeleportError(503, `cannot listen again for ${vm} on ${uri}`, [TeleportError.from(err).message]);
+      }
+      this.log.info(`listening for the post-copy recovery of ${vm}`, { uri });
+      void this.forgetRecoveryKey(keyDir, client);
+      return uri;
+    } catch (err) {
+      await client.close();
+      throw TeleportError.from(err);
+    }
+  }
+
+  private async incomingStatus(client: QmpClient): Promise<string> {
+    return (await client.execute<{ status?: string }>("query-migrate")).status ?? "none";
+  }
+
+  /** Once the source has resumed (or a minute passed), the recovery's key file and monitor go. */
+  private async forgetRecoveryKey(keyDir: string, client: QmpClient): Promise<void> {
+    try {
+      for (let i = 0; i < 300; i++) {
+        const status = await this.incomingStatus(client);
+        if (status !== "postcopy-paused" && status !== "postcopy-recover") break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    } catch {
+      // QEMU went away: nothing left to protect
+    } finally {
+      fs.rmSync(keyDir, { recursive: true, force: true });
+      await client.close();
+    }
   }
 
   /** The copied disks of `vm`, each with the export the destination armed for it. */
@@ -536,5 +618,10 @@ export class QemuDriver implements HypervisorDriver {
   private removeRunFiles(vm: string): void {
     const f = this.files(vm);
     for (const p of [f.pid, f.qmp, f.mon, f.pskIn, f.pskOut, f.pskNbd]) fs.rmSync(p, { force: true, recursive: true });
+    // post-copy recovery keys (NAME.psk-in.st-recover-*)
+    const recoveryKey = `${path.basename(f.pskIn)}.`;
+    const names = fs.existsSync(this.runDir) ? fs.readdirSync(this.runDir) : [];
+    for (const name of names.filter((n) => n.startsWith(recoveryKey)))
+      fs.rmSync(path.join(this.runDir, name), { force: true, recursive: true });
   }
 }
