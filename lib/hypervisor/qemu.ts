@@ -440,11 +440,13 @@ export class QemuDriver implements HypervisorDriver {
         throw new TeleportError(503, `cannot listen again for ${vm} on ${uri}`, [TeleportError.from(err).message]);
       }
       this.log.info(`listening for the post-copy recovery of ${vm}`, { uri });
-      void this.forgetRecoveryKey(keyDir, client);
+      void this.forgetRecoveryKey(vm, keyDir);
       return uri;
     } catch (err) {
-      await client.close();
       throw TeleportError.from(err);
+    } finally {
+      // free for the next attempt: a QMP monitor serves one client at a time
+      await client.close();
     }
   }
 
@@ -452,11 +454,11 @@ export class QemuDriver implements HypervisorDriver {
     return (await client.execute<{ status?: string }>("query-migrate")).status ?? "none";
   }
 
-  /** Once the source has resumed (or a minute passed), the recovery's key file and monitor go. */
-  private async forgetRecoveryKey(keyDir: string, client: QmpClient): Promise<void> {
+  /** Once the source has resumed (or a minute passed), the recovery's key file goes. */
+  private async forgetRecoveryKey(vm: string, keyDir: string): Promise<void> {
     try {
       for (let i = 0; i < 300; i++) {
-        const status = await this.incomingStatus(client);
+        const status = await this.queryMigration(vm);
         if (status !== "postcopy-paused" && status !== "postcopy-recover") break;
         await new Promise((r) => setTimeout(r, 200));
       }
@@ -464,7 +466,6 @@ export class QemuDriver implements HypervisorDriver {
       // QEMU went away: nothing left to protect
     } finally {
       fs.rmSync(keyDir, { recursive: true, force: true });
-      await client.close();
     }
   }
 
