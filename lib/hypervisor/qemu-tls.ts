@@ -13,8 +13,11 @@ import type { QmpClient } from "./qmp";
 
 const PSK_USER = "sip-teleport";
 
-/** Write keys.psk (mode 0600) into a fresh private folder. */
-function writeKeyDir(dir: string, secret: string): void {
+/**
+ * Write keys.psk (mode 0600) into a fresh private folder. Server credentials read it at each
+ * handshake, so rewriting it gives an existing listener a new secret (post-copy recovery).
+ */
+export function writeKeyDir(dir: string, secret: string): void {
   if (!secret) throw new TeleportError(400, "a migration needs a non-empty secret");
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { mode: 0o700 });

@@ -30,7 +30,7 @@ import { dropOrphanedMirrors, type MirrorDisk } from "./qemu-mirror";
 import { freePort, tcpUri } from "./net";
 import { livePid, terminate, waitExit } from "./pidfile";
 import { QmpClient } from "./qmp";
-import { addPskCredentials, useMigrationSecret } from "./qemu-tls";
+import { addPskCredentials, useMigrationSecret, writeKeyDir } from "./qemu-tls";
 
 export interface QemuDriverOptions {
   /** This host's run directory (pidfiles, QMP sockets, serial logs). Created when missing. */
@@ -89,6 +89,8 @@ export interface VmFiles {
 interface Listener {
   uri: string;
   client: QmpClient;
+  /** Armed for post-copy: its monitor negotiated out-of-band commands, for a recovery. */
+  postcopy: boolean;
 }
 
 /** QEMU run states (query-status "status") in the driver's words. */
@@ -122,6 +124,8 @@ export class QemuDriver implements HypervisorDriver {
   private readonly listeners = new Map<string, Listener>();
   /** VMs currently migrating out through this driver instance. */
   private readonly outgoing = new Map<string, QemuMigration>();
+  /** Incoming VMs running here in post-copy: their monitor (out-of-band) and migration status. */
+  private readonly halves = new Map<string, { client: QmpClient; status: string }>();
 
   constructor(opts: QemuDriverOptions) {
     this.runDir = path.resolve(opts.runDir);
@@ -175,6 +179,8 @@ export class QemuDriver implements HypervisorDriver {
 
   async state(vm: string): Promise<VmRunState> {
     this.definition(vm);
+    // without asking QEMU, whose main loop may wait for a page that cannot come
+    if (this.halves.get(vm)?.status.startsWith("postcopy-") && this.pid(vm) !== undefined) return "postcopy";
     const status = await this.queryStatus(vm);
     if (status === undefined) return "absent";
     if (status === "finish-migrate" && this.outgoing.get(vm)?.phase === "pre-switchover") return "pre-switchover";
@@ -258,7 +264,7 @@ export class QemuDriver implements HypervisorDriver {
     // Killing a source mid-migration would leave the VM on neither host.
     if (this.outgoing.has(vm))
       throw new TeleportError(486, `VM ${vm} is migrating out; abort the migration before stopping it`);
-    if ((await this.queryStatus(vm)) !== undefined && (await this.inPostcopy(vm)))
+    if ((await this.state(vm)) === "postcopy")
       throw new TeleportError(409, `VM ${vm} is in post-copy: its memory is split between two hosts`, [
         "stopping either half loses the VM; recover the migration (docs/operators.md, post-copy recovery)",
       ]);
@@ -289,7 +295,7 @@ export class QemuDriver implements HypervisorDriver {
     }
     let client: QmpClient | undefined;
     try {
-      client = await QmpClient.connect(this.files(vm).qmp);
+      client = await QmpClient.connect(this.files(vm).qmp, { oob: !!opts.postcopy });
       await client.execute("migrate-set-capabilities", {
         capabilities: [
           { capability: "events", state: true },
@@ -301,7 +307,7 @@ export class QemuDriver implements HypervisorDriver {
         await useMigrationSecret(client, "server", "st-incoming", opts.secret, this.files(vm).pskIn);
       const uri = await this.listen(client, vm, opts);
       const exports = copied.length ? await this.exportDisks(client, vm, copied, opts) : [];
-      this.listeners.set(vm, { uri, client });
+      this.listeners.set(vm, { uri, client, postcopy: !!opts.postcopy });
       // Once the VM has arrived and runs, the listener is over: free the monitor.
       const off = client.onEvent((ev) => {
         if (ev.event !== "RESUME") return;
@@ -351,6 +357,7 @@ export class QemuDriver implements HypervisorDriver {
 
   async disarm(vm: string): Promise<void> {
     this.definition(vm);
+    if (this.halves.has(vm)) throw new TeleportError(486, `VM ${vm} runs here in post-copy: not disarming it`);
     const status = await this.queryStatus(vm);
     if (status === undefined) {
       await this.dropListener(vm);
@@ -413,60 +420,55 @@ export class QemuDriver implements HypervisorDriver {
 
   async recoverIncoming(vm: string, opts: RecoveryOptions): Promise<string> {
     this.definition(vm);
-    if (this.pid(vm) === undefined)
-      throw new TeleportError(404, `VM ${vm} has no QEMU on this host: nothing to recover`);
-    // the listener's monitor went when the VM resumed here (at the switch to post-copy): it is free
-    const client = await QmpClient.connect(this.files(vm).qmp);
+    const half = this.halves.get(vm);
+    if (!half)
+      throw new TeleportError(409, `VM ${vm} has no post-copy in progress that this agent received`, [
+        "only the agent process that received it holds the monitor connection recovery needs",
+      ]);
+    // Out-of-band only: a TCG vCPU waiting for a page that cannot come may hold QEMU's main lock.
+    if (half.status === "postcopy-active") {
+      // the source saw the link break; this half may wait on a dead socket for minutes
+      const paused = half.client.waitForEvent(
+        (ev) => ev.event === "MIGRATION" && ev.data.status === "postcopy-paused",
+        5000,
+        `postcopy-paused of ${vm}`,
+      );
+      await half.client.executeOob("migrate-pause").catch(() => undefined); // it may have paused meanwhile
+      await paused.catch(() => undefined);
+    }
+    if (half.status !== "postcopy-paused")
+      throw new TeleportError(409, `VM ${vm} is not paused in post-copy here (its migration is ${half.status})`);
+    // the listener's credentials read their key at each handshake: the new secret replaces the old
+    if (this.migrationTls) writeKeyDir(this.files(vm).pskIn, opts.secret);
+    const uri = tcpUri(opts.address, opts.port);
     try {
-      let status = await this.incomingStatus(client);
-      if (status === "postcopy-active") {
-        // the source saw the link break; this half may still wait on a dead socket for minutes
-        await client.execute("migrate-pause");
-        for (let i = 0; i < 100 && status === "postcopy-active"; i++) {
-          await new Promise((r) => setTimeout(r, 50));
-          status = await this.incomingStatus(client);
-        }
-      }
-      if (status !== "postcopy-paused")
-        throw new TeleportError(409, `VM ${vm} is not paused in post-copy here (its migration is ${status})`);
-      const tlsId = `st-recover-${Date.now().toString(36)}`;
-      // a key folder per attempt: an earlier attempt's cleanup must not take this one's key
-      const keyDir = `${this.files(vm).pskIn}.${tlsId}`;
-      if (this.migrationTls) await useMigrationSecret(client, "server", tlsId, opts.secret, keyDir);
-      const uri = tcpUri(opts.address, opts.port);
-      try {
-        await client.execute("migrate-recover", { uri });
-      } catch (err) {
-        throw new TeleportError(503, `cannot listen again for ${vm} on ${uri}`, [TeleportError.from(err).message]);
-      }
-      this.log.info(`listening for the post-copy recovery of ${vm}`, { uri });
-      void this.forgetRecoveryKey(vm, keyDir);
-      return uri;
+      await half.client.executeOob("migrate-recover", { uri });
     } catch (err) {
-      throw TeleportError.from(err);
-    } finally {
-      // free for the next attempt: a QMP monitor serves one client at a time
-      await client.close();
+      throw new TeleportError(503, `cannot listen again for ${vm} on ${uri}`, [TeleportError.from(err).message]);
     }
+    this.log.info(`listening for the post-copy recovery of ${vm}`, { uri });
+    return uri;
   }
 
-  private async incomingStatus(client: QmpClient): Promise<string> {
-    return (await client.execute<{ status?: string }>("query-migrate")).status ?? "none";
-  }
-
-  /** Once the source has resumed (or a minute passed), the recovery's key file goes. */
-  private async forgetRecoveryKey(vm: string, keyDir: string): Promise<void> {
-    try {
-      for (let i = 0; i < 300; i++) {
-        const status = await this.queryMigration(vm);
-        if (status !== "postcopy-paused" && status !== "postcopy-recover") break;
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    } catch {
-      // QEMU went away: nothing left to protect
-    } finally {
-      fs.rmSync(keyDir, { recursive: true, force: true });
-    }
+  /**
+   * An incoming VM switched to post-copy here: keep its (out-of-band) monitor and follow its
+   * migration until it completes, so a broken link can be recovered even when QEMU's main loop
+   * waits for a page; the recovery key goes once the stream runs again.
+   */
+  private keepPostcopyHalf(vm: string, client: QmpClient, status: string): void {
+    const half = { client, status };
+    this.halves.set(vm, half);
+    const off = client.onEvent((ev) => {
+      if (ev.event !== "MIGRATION") return;
+      half.status = String(ev.data.status);
+      if (half.status === "postcopy-active" || half.status === "completed" || half.status === "failed")
+        fs.rmSync(this.files(vm).pskIn, { recursive: true, force: true });
+      if (half.status === "completed" || half.status === "failed") void client.close();
+    });
+    void client.closed.then(() => {
+      off();
+      if (this.halves.get(vm) === half) this.halves.delete(vm);
+    });
   }
 
   /** The copied disks of `vm`, each with the export the destination armed for it. */
@@ -592,6 +594,16 @@ export class QemuDriver implements HypervisorDriver {
       new CreatedImages(this.files(vm).createdImages).keep();
     }
     fs.rmSync(this.files(vm).pskNbd, { recursive: true, force: true });
+    if (listener?.postcopy) {
+      const status = await listener.client
+        .execute<{ status?: string }>("query-migrate")
+        .then((q) => q.status ?? "none")
+        .catch(() => "none");
+      if (status.startsWith("postcopy-")) {
+        this.listeners.delete(vm);
+        return this.keepPostcopyHalf(vm, listener.client, status);
+      }
+    }
     await this.dropListener(vm);
   }
 
@@ -619,10 +631,5 @@ export class QemuDriver implements HypervisorDriver {
   private removeRunFiles(vm: string): void {
     const f = this.files(vm);
     for (const p of [f.pid, f.qmp, f.mon, f.pskIn, f.pskOut, f.pskNbd]) fs.rmSync(p, { force: true, recursive: true });
-    // post-copy recovery keys (NAME.psk-in.st-recover-*)
-    const recoveryKey = `${path.basename(f.pskIn)}.`;
-    const names = fs.existsSync(this.runDir) ? fs.readdirSync(this.runDir) : [];
-    for (const name of names.filter((n) => n.startsWith(recoveryKey)))
-      fs.rmSync(path.join(this.runDir, name), { force: true, recursive: true });
   }
 }

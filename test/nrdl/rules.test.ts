@@ -106,7 +106,7 @@ const cases: Array<[string, string, string]> = [
     "unknown element at the root",
     offer(A).replace("</nrdl>", "<extension/></nrdl>"),
     "/nrdl/extension: unexpected element <extension>; <nrdl> contains " +
-      "<offer>, <answer>, <report>, <status>, <preview>, <capacity>",
+      "<offer>, <answer>, <report>, <status>, <preview>, <capacity>, <recover>, <recovery>",
   ],
   [
     "element inside a leaf",
