@@ -91,6 +91,8 @@ interface Listener {
   client: QmpClient;
   /** Armed for post-copy: its monitor negotiated out-of-band commands, for a recovery. */
   postcopy: boolean;
+  /** The incoming migration's status, from its MIGRATION events (never asked: see keepPostcopyHalf). */
+  status: string;
 }
 
 /** QEMU run states (query-status "status") in the driver's words. */
@@ -307,9 +309,11 @@ export class QemuDriver implements HypervisorDriver {
         await useMigrationSecret(client, "server", "st-incoming", opts.secret, this.files(vm).pskIn);
       const uri = await this.listen(client, vm, opts);
       const exports = copied.length ? await this.exportDisks(client, vm, copied, opts) : [];
-      this.listeners.set(vm, { uri, client, postcopy: !!opts.postcopy });
+      const listener: Listener = { uri, client, postcopy: !!opts.postcopy, status: "setup" };
+      this.listeners.set(vm, listener);
       // Once the VM has arrived and runs, the listener is over: free the monitor.
       const off = client.onEvent((ev) => {
+        if (ev.event === "MIGRATION") listener.status = String(ev.data.status);
         if (ev.event !== "RESUME") return;
         off();
         void this.arrived(vm);
@@ -594,15 +598,10 @@ export class QemuDriver implements HypervisorDriver {
       new CreatedImages(this.files(vm).createdImages).keep();
     }
     fs.rmSync(this.files(vm).pskNbd, { recursive: true, force: true });
-    if (listener?.postcopy) {
-      const status = await listener.client
-        .execute<{ status?: string }>("query-migrate")
-        .then((q) => q.status ?? "none")
-        .catch(() => "none");
-      if (status.startsWith("postcopy-")) {
-        this.listeners.delete(vm);
-        return this.keepPostcopyHalf(vm, listener.client, status);
-      }
+    // it resumed in post-copy (QEMU says postcopy-active before it starts the VM): keep its monitor
+    if (listener?.postcopy && listener.status.startsWith("postcopy-")) {
+      this.listeners.delete(vm);
+      return this.keepPostcopyHalf(vm, listener.client, listener.status);
     }
     await this.dropListener(vm);
   }
