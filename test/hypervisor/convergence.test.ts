@@ -1,10 +1,10 @@
 /**
  * A guest that dirties memory faster than the link carries (the test guest's writer, st.dirty=24:
- * 24 MiB rewritten every second, over a 120 Mbit/s cap = 15 MB/s, under a 50 ms downtime limit). One guest, booted once, goes
- * through all three policies: plain pre-copy never converges, times out and leaves it running at
- * dc1; auto-converge throttles it until it converges and moves to dc2; post-copy brings it back
- * to dc1 once pre-copy stops gaining. Its writer's pass counter, kept in guest memory, goes on
- * across both moves. Real QEMU (TCG) migrations over TLS-PSK.
+ * 24 MiB rewritten every second, over a 120 Mbit/s cap = 15 MB/s, with a 50 ms downtime limit).
+ * One guest, booted once, goes through all three policies: plain pre-copy never converges, times
+ * out and leaves it running at dc1; auto-converge throttles it until it converges and moves to
+ * dc2; post-copy brings it back to dc1 once pre-copy stops gaining. Its writer's pass counter,
+ * kept in guest memory, goes on across both moves. Real QEMU (TCG) migrations over TLS-PSK.
  */
 import type { MigrationOptions, MigrationPhase } from "../../lib/hypervisor/driver";
 import { ensureGuest, guestVm } from "../../lib/guest/guest";
