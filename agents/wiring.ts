@@ -62,6 +62,7 @@ export function sipConfigOf(cfg: HostConfig, logger: Logger, o: SipOverrides = {
     registrar: cfg.sip.registrar,
     credentials: cfg.sip.credentials,
     sipTrace: o.trace ?? cfg.sip.trace,
+    timerT1Ms: cfg.sip.timerT1Ms,
     logger,
     limits: {
       maxMessageBytes: cfg.limits.maxMessageBytes,

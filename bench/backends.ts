@@ -18,9 +18,9 @@ import { silentLogger } from "../lib/log/logger";
 import type { SipBackend } from "../lib/sip";
 import { DrachtioWithOwnServer } from "../lib/sip/drachtio/own-server";
 import { drachtioBinary } from "../lib/sip/drachtio/server-process";
-import { runSipp } from "./sipp";
+import type { HostConfig } from "../lib/config/schema";
+import { percentile, runNrdlLoad } from "./sipp";
 
-const SCENARIO = path.resolve(__dirname, "..", "..", "test", "fixtures", "sipp", "nrdl-uac.xml");
 const ANSWER =
   '<nrdl xmlns="urn:sip-teleport:nrdl:1" version="1"><answer><vm name="router1" accepted="true"/></answer></nrdl>';
 
@@ -35,11 +35,6 @@ interface Column {
   serverRssMiB?: number;
 }
 
-function percentile(sorted: number[], p: number): number {
-  if (!sorted.length) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
-
 /** Peak RSS of a process (VmHWM), MiB. */
 function peakRssMiB(pid: number): number | undefined {
   try {
@@ -50,16 +45,15 @@ function peakRssMiB(pid: number): number | undefined {
   }
 }
 
-/** The destination under test: a bare UAS answering everything (bench:sip) or the real agent (bench:load). */
-async function destination(
-  kind: Kind,
-  what: "uas" | "agent",
-  maxCalls: number,
-): Promise<{ port: number; serverPid?: number; stop(): Promise<void> }> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "st-bench-backends-"));
+/**
+ * A destination on an ephemeral UDP port, state in `dir`, for sipp calling from one address: the
+ * per-address limits would measure themselves, not the agent. Dialogs sipp gives up on end by
+ * the short idle timer, so steps start clean.
+ */
+export function benchDestinationConfig(dir: string, host: string): HostConfig {
   const low = 30000 + Math.floor(Math.random() * 20000);
-  const config = parseConfig({
-    host: "bench-dc2",
+  return parseConfig({
+    host,
     sip: { aor: "sip:dc2@127.0.0.1", listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }] },
     stateDir: path.join(dir, "state"),
     runDir: path.join(dir, "run"),
@@ -67,6 +61,27 @@ async function destination(
     limits: { invitesPerSecond: 1e6, dialogsPerCaller: 1e6 },
     timers: { idleTimeoutS: 10 },
   });
+}
+
+/** A bare UAS: answers every INVITE with an NRDL answer, every INFO and BYE with 200 (bench:sip). */
+export function answerEverything(uas: SipBackend): void {
+  uas.setHandlers({
+    onInvite: (_req, res) => {
+      const { dialog } = res.accept({ contentType: "application/nrdl+xml", content: ANSWER });
+      dialog.onInfo((_r, reply) => reply.send(200));
+      dialog.onBye((_r, reply) => reply.send(200));
+    },
+  });
+}
+
+/** The destination under test: a bare UAS answering everything (bench:sip) or the real agent (bench:load). */
+async function destination(
+  kind: Kind,
+  what: "uas" | "agent",
+  maxCalls: number,
+): Promise<{ port: number; serverPid?: number; stop(): Promise<void> }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "st-bench-backends-"));
+  const config = benchDestinationConfig(dir, "bench-dc2");
   const sip: SipBackend & { listeners: Array<{ port: number }> } =
     kind === "drachtio" ? new DrachtioWithOwnServer(sipConfigOf(config, silentLogger)) : sipOf(config, silentLogger);
   let agent: DestinationAgent | undefined;
@@ -76,13 +91,7 @@ async function destination(
     await agent.start();
   } else {
     await sip.start();
-    sip.setHandlers({
-      onInvite: (_req, res) => {
-        const { dialog } = res.accept({ contentType: "application/nrdl+xml", content: ANSWER });
-        dialog.onInfo((_r, reply) => reply.send(200));
-        dialog.onBye((_r, reply) => reply.send(200));
-      },
-    });
+    answerEverything(sip);
   }
   const serverPid = sip instanceof DrachtioWithOwnServer ? sip.ownServer?.pid : undefined;
   return {
@@ -99,20 +108,14 @@ async function destination(
 async function column(kind: Kind, what: "uas" | "agent", rates: number[], seconds: number): Promise<Column> {
   const maxCalls = Math.max(...rates) * seconds * 2;
   const d = await destination(kind, what, maxCalls);
-  const args = (rate: number, calls: number): string[] => [
-    `127.0.0.1:${d.port}`,
-    ...["-sf", SCENARIO, "-s", "dc2", "-t", "u1", "-i", "127.0.0.1"],
-    ...["-r", String(rate), "-m", String(calls), "-l", String(Math.max(50, rate * 2))],
-    ...["-recv_timeout", "5000", "-timeout", String(Math.ceil(calls / rate) * 3 + 30), "-trace_rtt", "-rtt_freq", "1"],
-  ];
   let best = 0;
   let times: number[] = [];
   let serverRssMiB: number | undefined;
   try {
-    await runSipp(args(20, 40)); // warm-up
+    await runNrdlLoad(d.port, 20, 40); // warm-up
     for (const rate of rates) {
       const calls = rate * seconds;
-      const r = await runSipp(args(rate, calls), (Math.ceil(calls / rate) * 3 + 60) * 1000);
+      const r = await runNrdlLoad(d.port, rate, calls);
       console.log(
         `  ${kind.padEnd(8)} ${String(rate).padStart(5)}/s  ${r.successful}/${calls} completed, ${r.failed} failed`,
       );

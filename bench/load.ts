@@ -9,8 +9,8 @@
  * The climb runs twice in the same process, side by side: sip.js' grammar as shipped (rebuilt for
  * every parse) and the grammar built once (lib/sip/grammar-cache.ts, what the agent uses); the
  * memory figures are the cached grammar's.
- * Usage: npm run bench:load -- [--seconds N] [--rates 50,100,200] [--dialogs 10000] [--grammar both|cached]
- *        LOAD_STEP_SECONDS=5 npm run bench:load   (short steps: a check that it works, not the figures)
+ * Then the drachtio column: the same steps against the agent on each SIP backend (bench/backends.ts).
+ * Usage: see USAGE (`npm run bench:load -- --help`).
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -19,32 +19,45 @@ import v8 from "node:v8";
 import vm from "node:vm";
 import { DestinationAgent } from "../agents/destination/agent";
 import { sipOf } from "../agents/wiring";
-import { parseConfig } from "../lib/config/load";
 import { createBenchmarkDriver } from "../lib/hypervisor/drivers";
 import { Host } from "../lib/hypervisor/host";
 import type { LoadDriver } from "../lib/hypervisor/load";
 import { silentLogger } from "../lib/log/logger";
 import { useCachedSipGrammar, useSipJsGrammar } from "../lib/sip/grammar-cache";
-import { compareBackends } from "./backends";
-import { runSipp, type SippResult } from "./sipp";
+import { benchDestinationConfig, compareBackends } from "./backends";
+import { benchFlags, positive, rateList } from "./lib/flags";
+import { percentile, runNrdlLoad } from "./sipp";
 
-const SCENARIO = path.resolve(__dirname, "..", "..", "test", "fixtures", "sipp", "nrdl-uac.xml");
+const USAGE = `npm run bench:load -- [--seconds N] [--rates 50,100,...] [--dialogs N] [--grammar both|cached]
+  The destination agent (admission, NRDL, journal, timers; VMs armed by a driver that arms
+  nothing) under sipp's NRDL dialog (INVITE/200/ACK/INFO/BYE over UDP) at increasing rates:
+    --seconds N     seconds per rate step (default 60, the issue's figure; or LOAD_STEP_SECONDS)
+    --rates LIST    call rates to climb, stopping at the first with a failed call
+                    (default 50,100,200,300,400,600,800)
+    --dialogs N     dialogs for the memory figure (heap after 1,000, or N/2 when smaller, and
+                    after N; default 10000)
+    --grammar G     both (sip.js as shipped, then the cached grammar; default) or cached only
+  Prints per step: calls, completed, failed, p50/p99/max INVITE->200 (ms), listeners left armed,
+  agent CPU per dialog; then the highest zero-failure rate per grammar, the heap figures, and
+  sip.js vs drachtio side by side (the same steps on each backend; skipped without the binary).
+  Each step waits for the previous one's dialogs to end; the memory runs wait 40 s each.
+  A quick check that it works (a few minutes): npm run bench:load -- --seconds 10 --rates 50,100 --dialogs 500`;
 
-function flag(name: string, fallback: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : fallback;
+const flags = benchFlags(USAGE, ["seconds", "rates", "dialogs", "grammar"]);
+const SECONDS = positive(flags.seconds ?? process.env.LOAD_STEP_SECONDS ?? "60", "seconds");
+const RATES = rateList(flags.rates ?? "50,100,200,300,400,600,800", "rates");
+const DIALOGS = Number(flags.dialogs ?? "10000");
+if (!Number.isInteger(DIALOGS) || DIALOGS < 2) {
+  console.error(`--dialogs ${flags.dialogs}: expected a whole number of at least 2`);
+  process.exit(2);
 }
-
-// 60 s per step is the issue's figure; LOAD_STEP_SECONDS (or --seconds) shortens it for a quick check
-const SECONDS = Number(flag("seconds", process.env.LOAD_STEP_SECONDS ?? "60"));
-const RATES = flag("rates", "50,100,200,300,400,600,800").split(",").map(Number);
-const DIALOGS = Number(flag("dialogs", "10000"));
-const GRAMMARS = flag("grammar", "both") === "cached" ? ["cached"] : ["sip.js", "cached"];
-
-function percentile(sorted: number[], p: number): number {
-  if (!sorted.length) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+/** The first memory point: what the heap holds after this many dialogs is the baseline for the growth. */
+const BASELINE = Math.min(1000, Math.floor(DIALOGS / 2));
+if (flags.grammar !== undefined && !["both", "cached"].includes(flags.grammar)) {
+  console.error(`--grammar ${flags.grammar}: expected both or cached`);
+  process.exit(2);
 }
+const GRAMMARS = flags.grammar === "cached" ? ["cached"] : ["sip.js", "cached"];
 
 /** A full GC without --expose-gc on the command line (so `npm run bench load` works too). */
 function collector(): () => void {
@@ -62,18 +75,7 @@ function heapMiB(): number {
 async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), "sip-teleport-load-"));
   const maxCalls = Math.max(DIALOGS, ...RATES.map((r) => r * SECONDS));
-  const low = 30000 + Math.floor(Math.random() * 20000);
-  const config = parseConfig({
-    host: "load-dc2",
-    sip: { aor: "sip:dc2@127.0.0.1", listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }] },
-    stateDir: path.join(dir, "state"),
-    runDir: path.join(dir, "run"),
-    migration: { address: "127.0.0.1", ports: `${low}-${low + 255}` },
-    // sipp calls from one address: the per-address limits would measure themselves, not the agent
-    limits: { invitesPerSecond: 1e6, dialogsPerCaller: 1e6 },
-    // calls sipp gives up on leave dialogs that these timers end; short, so steps start clean
-    timers: { idleTimeoutS: 10 },
-  });
+  const config = benchDestinationConfig(dir, "load-dc2");
   const driver = createBenchmarkDriver("load", { count: maxCalls }) as LoadDriver;
   const sip = sipOf(config, silentLogger);
   const agent = new DestinationAgent({ config, sip, host: new Host([driver]), logger: silentLogger });
@@ -84,34 +86,7 @@ async function main(): Promise<void> {
     const deadline = Date.now() + 1000 * (config.timers.idleTimeoutS + 40);
     while (driver.armedCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
   };
-  const sipp = (rate: number, calls: number): Promise<SippResult> =>
-    runSipp(
-      [
-        `127.0.0.1:${port}`,
-        "-sf",
-        SCENARIO,
-        "-s",
-        "dc2",
-        "-t",
-        "u1",
-        "-i",
-        "127.0.0.1",
-        "-r",
-        String(rate),
-        "-m",
-        String(calls),
-        "-l",
-        String(Math.max(50, rate * 2)),
-        "-recv_timeout",
-        "5000",
-        "-timeout",
-        String(Math.ceil(calls / rate) * 3 + 30),
-        "-trace_rtt",
-        "-rtt_freq",
-        "1",
-      ],
-      (Math.ceil(calls / rate) * 3 + 60) * 1000,
-    );
+  const sipp = (rate: number, calls: number) => runNrdlLoad(port, rate, calls);
   try {
     console.log(
       `destination agent + LoadDriver (arms nothing), full NRDL dialog over UDP, ${SECONDS} s per ` +
@@ -175,13 +150,13 @@ async function main(): Promise<void> {
       await new Promise((res) => setTimeout(res, 40_000));
       return heapMiB();
     };
-    const after1k = await batch(1000);
-    const after10k = await batch(DIALOGS - 1000);
+    const after1k = await batch(BASELINE);
+    const after10k = await batch(DIALOGS - BASELINE);
     console.log(
-      `heap after 1,000 dialogs: ${after1k.toFixed(1)} MiB; after ` +
+      `heap after ${BASELINE.toLocaleString("en")} dialogs: ${after1k.toFixed(1)} MiB; after ` +
         `${DIALOGS.toLocaleString("en")}: ${after10k.toFixed(1)} MiB ` +
         `(growth ${(after10k - after1k).toFixed(1)} MiB, ` +
-        `${(((after10k - after1k) * 2 ** 20) / (DIALOGS - 1000)).toFixed(0)} bytes/dialog)`,
+        `${(((after10k - after1k) * 2 ** 20) / (DIALOGS - BASELINE)).toFixed(0)} bytes/dialog)`,
     );
     await settle();
     console.log(`listeners left armed after the agent's timers ran: ${driver.armedCount}`);

@@ -2,29 +2,27 @@
  * bench:sip — how many migration-shaped calls per second our UAS sustains over UDP.
  * sipp plays the source agent (INVITE with an NRDL offer, 200 with the answer, ACK, one
  * INFO status report, BYE) at increasing call rates against a UAS in this process; the
- * highest rate with zero failed calls and this process's peak RSS are printed.
+ * highest rate with zero failed calls and this process's peak RSS are printed, then the same
+ * load against a bare UAS on each SIP backend (sip.js, drachtio) side by side.
  */
-import path from "node:path";
-import { createSipBackend, type SipJsBackend } from "../lib/sip";
-import { compareBackends } from "./backends";
-import { runSipp } from "./sipp";
+import { createSipBackend } from "../lib/sip";
+import { answerEverything, compareBackends } from "./backends";
+import { benchFlags, positive, rateList } from "./lib/flags";
+import { runNrdlLoad } from "./sipp";
 
-const SCENARIO = path.resolve(__dirname, "..", "..", "test", "fixtures", "sipp", "nrdl-uac.xml");
-const RATES = [25, 50, 75, 100, 125, 150, 200, 250, 300, 400, 500, 700, 1000];
-/** Seconds of traffic per rate step. */
-const STEP_SECONDS = 4;
-const ANSWER =
-  '<nrdl xmlns="urn:sip-teleport:nrdl:1" version="1"><answer><vm name="router1" accepted="true"/></answer></nrdl>';
+const USAGE = `npm run bench:sip -- [--seconds N] [--rates 25,50,...] [--backend-rates 50,100,...]
+  sipp (the NRDL dialog INVITE/200/ACK/INFO/BYE over UDP) against a bare UAS (answers everything)
+  at increasing call rates, N seconds a step (default 4), stopping at the first step with a failed
+  call; then the same load on each SIP backend, sip.js and drachtio, side by side (--backend-rates,
+  default 50,100,200,300,400,500; skipped without a drachtio-server binary).
+  Prints per step: calls, completed, failed, sipp retransmissions, RSS; then the highest rate with
+  zero failed calls, and per backend: that rate, p50/p99 INVITE->200, agent and server RSS.
+  A quick check that it works: npm run bench:sip -- --seconds 2 --rates 50,100 --backend-rates 50,100`;
 
-function answerEverything(uas: SipJsBackend): void {
-  uas.setHandlers({
-    onInvite: (_req, res) => {
-      const { dialog } = res.accept({ contentType: "application/nrdl+xml", content: ANSWER });
-      dialog.onInfo((_r, reply) => reply.send(200));
-      dialog.onBye((_r, reply) => reply.send(200));
-    },
-  });
-}
+const flags = benchFlags(USAGE, ["seconds", "rates", "backend-rates"]);
+const STEP_SECONDS = positive(flags.seconds ?? "4", "seconds");
+const RATES = rateList(flags.rates ?? "25,50,75,100,125,150,200,250,300,400,500,700,1000", "rates");
+const BACKEND_RATES = rateList(flags["backend-rates"] ?? "50,100,200,300,400,500", "backend-rates");
 
 async function main(): Promise<void> {
   const uas = createSipBackend({
@@ -34,33 +32,14 @@ async function main(): Promise<void> {
   await uas.start();
   answerEverything(uas);
   const port = uas.listeners[0].port;
-  const sippArgs = (rate: number, calls: number): string[] => [
-    `127.0.0.1:${port}`,
-    "-sf",
-    SCENARIO,
-    "-s",
-    "dc2",
-    "-t",
-    "u1",
-    "-i",
-    "127.0.0.1",
-    "-r",
-    String(rate),
-    "-m",
-    String(calls),
-    "-recv_timeout",
-    "5000",
-    "-timeout",
-    String(STEP_SECONDS * 4 + 10),
-  ];
   // Warm up V8 (JIT, sip.js grammar) so the first step does not pay for it.
-  await runSipp(sippArgs(20, 40));
+  await runNrdlLoad(port, 20, 40);
   let best = 0;
   console.log("rate/s  calls  completed  failed  sipp-retransmissions  rss-MiB");
   try {
     for (const rate of RATES) {
       const calls = rate * STEP_SECONDS;
-      const r = await runSipp(sippArgs(rate, calls), (STEP_SECONDS * 4 + 20) * 1000);
+      const r = await runNrdlLoad(port, rate, calls);
       const rss = (process.memoryUsage().rss / 2 ** 20).toFixed(0);
       console.log(
         `${String(rate).padStart(6)}  ${String(calls).padStart(5)}  ` +
@@ -80,7 +59,7 @@ async function main(): Promise<void> {
   );
   console.log(`agent peak RSS: ${peakMiB} MiB`);
   // the drachtio column: the same load on a bare UAS of each backend (bench/backends.ts)
-  await compareBackends("uas", [50, 100, 200, 300, 400, 500], STEP_SECONDS);
+  await compareBackends("uas", BACKEND_RATES, STEP_SECONDS);
 }
 
 main().catch((err: unknown) => {

@@ -1,4 +1,7 @@
-/** Runs sipp to completion and reads its final cumulative statistics (used by the SIP tests and bench:sip). */
+/**
+ * Runs sipp to completion and reads its final cumulative statistics (used by the SIP tests and the
+ * benchmarks), and the one sipp load the SIP benchmarks share: the NRDL dialog as a source agent plays it.
+ */
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -14,6 +17,37 @@ export interface SippResult {
   responseTimesMs: number[];
   /** The tail of sipp's output and error log, for failure messages. */
   output: string;
+}
+
+/** sipp as a source agent: INVITE with an NRDL offer (one VM router<call number> per call), ACK, INFO, BYE. */
+export const NRDL_UAC_SCENARIO = path.resolve(__dirname, "..", "..", "test", "fixtures", "sipp", "nrdl-uac.xml");
+
+/** How long sipp may run for `calls` at `rate` before it gives up (s): three times the nominal time, plus 30. */
+function stepTimeoutS(rate: number, calls: number): number {
+  return Math.ceil(calls / rate) * 3 + 30;
+}
+
+/**
+ * One load step against a destination on 127.0.0.1:`port` (UDP): `calls` NRDL dialogs at `rate`
+ * calls/s, at most twice the rate at once, with each call's INVITE -> 200 time.
+ */
+export function runNrdlLoad(port: number, rate: number, calls: number): Promise<SippResult> {
+  const timeoutS = stepTimeoutS(rate, calls);
+  return runSipp(
+    [
+      `127.0.0.1:${port}`,
+      ...["-sf", NRDL_UAC_SCENARIO, "-s", "dc2", "-t", "u1", "-i", "127.0.0.1"],
+      ...["-r", String(rate), "-m", String(calls), "-l", String(Math.max(50, rate * 2))],
+      ...["-recv_timeout", "5000", "-timeout", String(timeoutS), "-trace_rtt", "-rtt_freq", "1"],
+    ],
+    (timeoutS + 30) * 1000,
+  );
+}
+
+/** The p-th percentile of ascending `sorted` (NaN when empty). */
+export function percentile(sorted: number[], p: number): number {
+  if (!sorted.length) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
 /** A random high port: sipp would otherwise bind 5060, which other users of this machine may hold. */

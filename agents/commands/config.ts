@@ -42,6 +42,11 @@ export function configWarnings(cfg: HostConfig): string[] {
         `${target} is reached${via} without TLS: nothing proves the peer is the real destination ` +
           `(use ;transport=tls${proxy ? " on the proxy URI" : ""} and sip.tls.ca to verify its certificate)`,
       ];
+    if (cfg.sip.backend === "drachtio")
+      return [
+        `${target} is reached${via} over TLS made by drachtio-server: sip.tls (ca, verify) does not apply, ` +
+          "and the agent cannot see whether the server checked the destination's certificate",
+      ];
     if (cfg.sip.tls?.verify === false)
       return [`${target} is reached${via} over TLS with sip.tls.verify false: its certificate is not checked`];
     return [];

@@ -26,6 +26,7 @@ import { NRDL_MIME } from "../../nrdl/types";
 import type { AgentMetrics } from "../../lib/metrics/metrics";
 import { capacityOf, resources, shortageRejections, shortages } from "./capacity";
 import { CallerGate } from "../../lib/access/gate";
+import type { DialogAdmission } from "../../lib/access/in-dialog";
 import { Journal } from "./journal";
 import { RateLimiter } from "../../lib/sip/rate";
 
@@ -49,6 +50,8 @@ interface DialogState {
   phase: Phase;
   /** Digest user that opened the dialog: in-dialog requests must come from the same one. */
   user?: string;
+  /** What admitted the INVITE (address, certificate, proxy assertion): INFO and BYE must prove it too. */
+  admission: DialogAdmission;
   /** Who the dialogs-per-caller limit counts against: the user, else the source address. */
   caller: string;
   armed: Set<string>;
@@ -153,7 +156,9 @@ export class DestinationAgent {
   }
 
   /** The checks that need no arming; returns the offer or throws the refusal. */
-  private async admit(req: IncomingRequest): Promise<{ doc: NrdlDocument<Offer>; user?: string }> {
+  private async admit(
+    req: IncomingRequest,
+  ): Promise<{ doc: NrdlDocument<Offer>; user?: string; admission: DialogAdmission }> {
     this.requireTls(req);
     // Behind a trusted proxy every caller shares its address: count them one by one.
     const relayed = this.opts.config.limits.trustedProxies.includes(req.source.address);
@@ -164,7 +169,7 @@ export class DestinationAgent {
         wait,
         `more than ${this.opts.config.limits.invitesPerSecond} INVITEs per second from ${sender}`,
       );
-    const { user } = this.gate.admit(req);
+    const { user, admission } = this.gate.admit(req);
     const caller = user ?? sender;
     const open = [...this.dialogs.values()].filter((d) => d.caller === caller).length;
     if (open >= this.opts.config.limits.dialogsPerCaller) {
@@ -182,7 +187,7 @@ export class DestinationAgent {
     if (!parsed.ok) throw new TeleportError(400, "Invalid NRDL", parsed.violations.map(formatViolation));
     if (parsed.doc.body.kind !== "offer")
       throw new TeleportError(400, "Invalid NRDL", [`an INVITE carries an <offer>, not <${parsed.doc.body.kind}>`]);
-    return { doc: parsed.doc as NrdlDocument<Offer>, user };
+    return { doc: parsed.doc as NrdlDocument<Offer>, user, admission };
   }
 
   private requireTls(req: IncomingRequest): void {
@@ -193,13 +198,19 @@ export class DestinationAgent {
     }
   }
 
-  /** INFO and BYE: TLS when required, and the same digest user as the INVITE (challenged like it). */
+  /**
+   * INFO and BYE: TLS when required, and the INVITE's proof again: the same digest user (challenged
+   * like it), else what admitted it (lib/access/in-dialog.ts). A refusal changes nothing.
+   */
   private authorizeInDialog(req: IncomingRequest): RequestRefusal | undefined {
     const state = this.dialogs.get(req.callId);
     if (!state) return undefined; // not ours: the core answers 481
     try {
       this.requireTls(req);
-      if (!this.opts.config.security.digestInDialog || state.user === undefined) return undefined;
+      if (!this.opts.config.security.digestInDialog || state.user === undefined) {
+        this.gate.inDialog(req, state.admission);
+        return undefined;
+      }
       const user = this.gate.authenticate(req);
       if (user !== state.user)
         throw new TeleportError(403, "Forbidden", [
@@ -336,7 +347,7 @@ export class DestinationAgent {
       cancelled = true;
       log.info("CANCEL received");
     });
-    let admitted: { doc: NrdlDocument<Offer>; user?: string };
+    let admitted: { doc: NrdlDocument<Offer>; user?: string; admission: DialogAdmission };
     try {
       admitted = await this.admit(req);
     } catch (err) {
@@ -352,7 +363,7 @@ export class DestinationAgent {
       this.opts.metrics?.refused(cancelled ? 487 : e.status);
       return;
     }
-    const { doc, user } = admitted;
+    const { doc, user, admission } = admitted;
     const offer = doc.body;
     let rejected: Rejected[];
     try {
@@ -393,6 +404,7 @@ export class DestinationAgent {
       offer,
       phase: "arming",
       user,
+      admission,
       caller,
       armed: new Set(),
       statuses: new Map(),

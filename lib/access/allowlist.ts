@@ -29,6 +29,8 @@ function addressList(entries: readonly string[]): BlockList {
   return list;
 }
 
+export type Verdict = { by: "address" } | { by: "identity"; matched: ProvenIdentity[] } | { denied: string };
+
 export class AccessPolicy {
   private readonly addresses: BlockList;
   private readonly uris: RegExp[];
@@ -40,25 +42,35 @@ export class AccessPolicy {
     this.uris = allow.filter((e) => !isAddressEntry(e)).map(uriPattern);
   }
 
-  private addressAllowed(address: string): boolean {
+  addressAllowed(address: string): boolean {
     const plain = address.replace(/^::ffff:/i, "");
     const family = isIP(plain);
     return family !== 0 && this.addresses.check(plain, family === 6 ? "ipv6" : "ipv4");
   }
 
+  /** How `caller` is admitted: by its address, by the proven identities that match an entry, or not (why). */
+  judge(caller: Caller): Verdict {
+    if (this.addressAllowed(caller.address)) return { by: "address" };
+    const matched = caller.identities.filter((id) => this.uris.some((re) => re.test(id.uri)));
+    if (matched.length) return { by: "identity", matched };
+    if (this.loopbackOnly)
+      return {
+        denied: `${caller.address} is not loopback and this host allows no other caller (configure security.allow)`,
+      };
+    if (caller.identities.length === 0)
+      return {
+        denied:
+          `no proven identity from ${caller.address} (From ${bareUri(caller.fromUri)} proves nothing: ` +
+          "authenticate with digest, a TLS client certificate or through a trusted proxy), " +
+          "and the address is not in this host's allowlist",
+      };
+    const who = caller.identities.map((id) => `${id.uri} (${id.proof})`).join(", ");
+    return { denied: `${who} from ${caller.address} is not in this host's allowlist` };
+  }
+
   /** undefined when allowed, else the reason for a 403. */
   check(caller: Caller): string | undefined {
-    if (this.addressAllowed(caller.address)) return undefined;
-    if (caller.identities.some((id) => this.uris.some((re) => re.test(id.uri)))) return undefined;
-    if (this.loopbackOnly)
-      return `${caller.address} is not loopback and this host allows no other caller (configure security.allow)`;
-    if (caller.identities.length === 0)
-      return (
-        `no proven identity from ${caller.address} (From ${bareUri(caller.fromUri)} proves nothing: ` +
-        "authenticate with digest, a TLS client certificate or through a trusted proxy), " +
-        "and the address is not in this host's allowlist"
-      );
-    const who = caller.identities.map((id) => `${id.uri} (${id.proof})`).join(", ");
-    return `${who} from ${caller.address} is not in this host's allowlist`;
+    const verdict = this.judge(caller);
+    return "denied" in verdict ? verdict.denied : undefined;
   }
 }

@@ -10,6 +10,7 @@ import type { IncomingRequest } from "../sip/backend";
 import { DigestServer } from "../sip/digest";
 import { AccessPolicy } from "./allowlist";
 import { isTrustedProxy, provenIdentities, type ProvenIdentity } from "./identity";
+import { dialogAdmission, inDialogRefusal, unprovableDialog, type DialogAdmission } from "./in-dialog";
 
 /** A 401 whose challenge says whether the nonce was merely stale (the caller may retry at once). */
 export class DigestRefusal extends TeleportError {
@@ -25,6 +26,8 @@ export interface Admitted {
   /** The digest user, when the request authenticated. */
   user?: string;
   identities: ProvenIdentity[];
+  /** What admitted the request: its dialog's INFO and BYE are held to it (`inDialog`). */
+  admission: DialogAdmission;
 }
 
 export class CallerGate {
@@ -58,9 +61,18 @@ export class CallerGate {
   admit(req: IncomingRequest): Admitted {
     const user = this.authenticate(req);
     const identities = provenIdentities(req, user, this.trustedProxies);
-    const denied = this.policy.check({ address: req.source.address, fromUri: req.fromUri, identities });
+    const verdict = this.policy.judge({ address: req.source.address, fromUri: req.fromUri, identities });
+    if ("denied" in verdict) throw new TeleportError(403, "Forbidden", [verdict.denied]);
+    const admission = dialogAdmission(req, verdict, this.trustedProxies);
+    const unprovable = req.method === "INVITE" ? unprovableDialog(admission) : undefined;
+    if (unprovable) throw new TeleportError(403, "Forbidden", [unprovable]);
+    return { user, identities, admission };
+  }
+
+  /** An in-dialog INFO or BYE that does not prove what admitted its dialog's INVITE: throws 403. */
+  inDialog(req: IncomingRequest, admission: DialogAdmission): void {
+    const denied = inDialogRefusal(req, admission, this.policy, this.trustedProxies);
     if (denied) throw new TeleportError(403, "Forbidden", [denied]);
-    return { user, identities };
   }
 
   /** Extra response headers a refusal needs (the digest challenge of a 401). */

@@ -53,7 +53,7 @@ const portRange = z
   }, "expected 1024 <= low <= high <= 65535");
 
 interface SecurityParts {
-  sip: { listen: Array<{ transport: string }>; tls?: { clientCa?: string | string[] } };
+  sip: { backend: string; listen: Array<{ transport: string }>; tls?: { clientCa?: string | string[] } };
   security: { allow: string[]; users: Record<string, string>; destinations: string[] };
   limits: { trustedProxies: string[] };
   console: { destinations: string[] };
@@ -63,7 +63,10 @@ interface SecurityParts {
 function provableAllowlist(cfg: SecurityParts, ctx: z.RefinementCtx): void {
   const uriEntries = cfg.security.allow.filter((e) => /^sips?:/i.test(e));
   const digest = Object.keys(cfg.security.users).length > 0;
-  const certificates = cfg.sip.tls?.clientCa !== undefined && cfg.sip.listen.some((l) => l.transport === "tls");
+  const certificates =
+    cfg.sip.backend !== "drachtio" &&
+    cfg.sip.tls?.clientCa !== undefined &&
+    cfg.sip.listen.some((l) => l.transport === "tls");
   const proxies = cfg.limits.trustedProxies.length > 0;
   if (uriEntries.length === 0 || digest || certificates || proxies) return;
   ctx.addIssue({
@@ -73,6 +76,22 @@ function provableAllowlist(cfg: SecurityParts, ctx: z.RefinementCtx): void {
       `${uriEntries.join(", ")}: a SIP URI entry matches only a proven identity, and this configuration has no way ` +
       "to prove one (a From header proves nothing). Add security.users (digest), sip.tls.clientCa with a tls " +
       "listener (client certificates), or limits.trustedProxies (a proxy's P-Asserted-Identity); or allow addresses",
+  });
+}
+
+/**
+ * drachtio-server (v0.9.4) can demand a client certificate (DRACHTIO_TLS_VERIFY_CLIENT_CERT=1) but
+ * never tells its apps which one came: on that backend a certificate can prove no identity.
+ */
+function drachtioCertificates(cfg: SecurityParts, ctx: z.RefinementCtx): void {
+  if (cfg.sip.backend !== "drachtio" || cfg.sip.tls?.clientCa === undefined) return;
+  ctx.addIssue({
+    code: "custom",
+    path: ["sip", "tls", "clientCa"],
+    message:
+      'sip.backend "drachtio" cannot take identities from client certificates: drachtio-server does not pass ' +
+      "the certificate to its apps. Remove sip.tls.clientCa and prove callers with security.users (digest) or " +
+      "limits.trustedProxies (a proxy's P-Asserted-Identity), or use the sipjs backend",
   });
 }
 
@@ -120,6 +139,12 @@ export const configSchema = z
           .optional(),
         /** Log every SIP message sent and received (credentials masked). */
         trace: z.boolean().default(false),
+        /**
+         * RFC 3261 T1, the round-trip estimate, in ms: retransmissions start at T1 and a peer that stays
+         * silent is given up after 64 x T1 (32 s at the default 500). Lower it only on links whose round
+         * trip is known to be far below it; the sipjs backend only (drachtio-server has its own timers).
+         */
+        timerT1Ms: z.number().int().min(10).max(5000).default(500),
         /** Refuse anything but TLS: every listener must be TLS, and a request that arrives otherwise gets 403. */
         tlsOnly: z.boolean().default(false),
         /**
@@ -137,6 +162,12 @@ export const configSchema = z
             code: "custom",
             path: ["drachtio"],
             message: 'sip.backend "drachtio" needs sip.drachtio (host, port, secretFile or secretEnv)',
+          });
+        if (sip.backend === "drachtio" && sip.timerT1Ms !== 500)
+          ctx.addIssue({
+            code: "custom",
+            path: ["timerT1Ms"],
+            message: "sip.timerT1Ms is the sipjs backend's: with drachtio, set T1 in drachtio-server's own config",
           });
         if (!sip.tlsOnly) return;
         sip.listen.forEach((l, i) => {
@@ -317,6 +348,7 @@ export const configSchema = z
   })
   .strict()
   .superRefine(provableAllowlist)
+  .superRefine(drachtioCertificates)
   .superRefine(choosableDestinations);
 
 export type HostConfig = z.infer<typeof configSchema>;

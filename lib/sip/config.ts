@@ -84,6 +84,8 @@ export interface SipConfig {
   credentials?: SipCredentials;
   /** Log every message sent and received (credentials masked). */
   sipTrace?: boolean;
+  /** RFC 3261 T1 in ms (default 500): retransmission start and, x64, every transaction give-up timer. */
+  timerT1Ms?: number;
   logger?: Logger;
   limits?: SipLimits;
 }

@@ -21,7 +21,8 @@ import type {
   SipHandlers,
   TraceEvent,
 } from "./backend";
-import { INFO_PACKAGE, NRDL_CONTENT_TYPE, type SipConfig } from "./config";
+import { DEFAULT_LIMITS, INFO_PACKAGE, NRDL_CONTENT_TYPE, type SipConfig } from "./config";
+import { InviteFloodGuard } from "./rate";
 import { answerChallenges } from "./digest";
 import type { BoundListener } from "./transport";
 import { DrachtioDialog, type DialogContext } from "./drachtio/dialog";
@@ -84,10 +85,13 @@ export class DrachtioBackend implements SipBackend {
   private connected = false;
   private stopping = false;
   private nc = 0;
+  /** limits.invitesPerSecond: answered before the agent sees the INVITE, as the sip.js transport does. */
+  private readonly inviteFlood: InviteFloodGuard;
 
   constructor(protected readonly config: DrachtioSipConfig) {
     this.aor = config.aor;
     this.logger = config.logger;
+    this.inviteFlood = new InviteFloodGuard({ ...DEFAULT_LIMITS, ...config.limits }, this.logger ?? silentLogger);
   }
 
   setHandlers(handlers: SipHandlers): void {
@@ -223,6 +227,8 @@ export class DrachtioBackend implements SipBackend {
       this.respond(res, status, reason, {
         headers: text ? { ...headers, Warning: warningValue(host, text) } : headers,
       });
+    const flood = this.inviteFlood.refuse(req.source_address ?? "");
+    if (flood) return refuse(503, "Service Unavailable", flood.warning, { "Retry-After": String(flood.retryAfterS) });
     if (req.body && mediaType(req.get("Content-Type")) !== NRDL_CONTENT_TYPE)
       return refuse(415, NOT_A_PHONE_REASON, NOT_A_PHONE, { Accept: NRDL_CONTENT_TYPE });
     if (!req.body) return refuse(400, "Missing NRDL Offer", "INVITE carries no NRDL offer");

@@ -26,7 +26,10 @@ import { RealmDigest } from "./sipjs/digest-client";
 import { looseRoute, parseUri, type PeerMap } from "./sipjs/messages";
 import { Registration } from "./sipjs/registration";
 import { sendInvite, sendMessage, sendOptions, sendQuery } from "./sipjs/uac";
+import { IndexedServers } from "./sipjs/server-index";
+import { DEFAULT_T1_MS, useT1 } from "./sipjs/timers";
 import { receiveInvite, receiveMessage, receiveOptions, refusedInDialog } from "./sipjs/uas";
+import { DEFAULT_TIMERS } from "./udp-reliability";
 import { NodeTransport, PLACEHOLDER_HOST, type BoundListener, type TransportOptions } from "./transport";
 
 export class SipJsBackend implements SipBackend {
@@ -35,6 +38,7 @@ export class SipJsBackend implements SipBackend {
   private readonly logger: Logger;
   private readonly transport: NodeTransport;
   private core?: Core.UserAgentCore;
+  private servers = new IndexedServers<Core.UserAgentServer>();
   private handlers: SipHandlers = {};
   private readonly peers: PeerMap = new WeakMap();
   /** What the UAC, UAS and registration parts see of this user agent. */
@@ -49,6 +53,7 @@ export class SipJsBackend implements SipBackend {
     this.aorUri = parseUri(config.aor);
     this.logger = config.logger ?? silentLogger;
     this.transport = new NodeTransport({
+      timers: { ...DEFAULT_TIMERS, t1: config.timerT1Ms ?? DEFAULT_T1_MS },
       listen: config.listen,
       tls: config.tls,
       logger: this.logger,
@@ -97,6 +102,7 @@ export class SipJsBackend implements SipBackend {
   }
 
   async start(): Promise<void> {
+    useT1(this.config.timerT1Ms ?? DEFAULT_T1_MS);
     const grammar = useCachedSipGrammar(); // sip.js rebuilds its grammar per parse otherwise (grammar-cache.ts)
     if (!grammar.cached) this.logger.warn(grammar.reason);
     await this.transport.start();
@@ -136,6 +142,8 @@ export class SipJsBackend implements SipBackend {
         onMessage: (req) => receiveMessage(this.ua, req),
       },
     );
+    this.servers = new IndexedServers<Core.UserAgentServer>();
+    this.core.userAgentServers = this.servers; // indexed: the core's merged-request check (server-index.ts)
     this.transport.onMessage = (text, source) => this.receive(text, source);
   }
 
@@ -214,7 +222,7 @@ export class SipJsBackend implements SipBackend {
         refusedInDialog(this.ua, core, message)
       )
         return;
-      core.receiveIncomingRequestFromTransport(message);
+      this.servers.focus(message, () => core.receiveIncomingRequestFromTransport(message));
     } catch (err) {
       this.logger.warn("sip message processing failed", {
         from: `${source.address}:${source.port}`,

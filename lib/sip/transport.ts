@@ -16,7 +16,7 @@ import { maskSecrets, type Logger } from "../log/logger";
 import type { Peer, TraceEvent, TransportKind } from "./backend";
 import { DEFAULT_LIMITS, type ListenSpec, type SipLimits, type TlsFiles } from "./config";
 import { InboundConnections } from "./connection-limits";
-import { RateLimiter } from "./rate";
+import { InviteFloodGuard } from "./rate";
 import { serverTlsOptions, verifiedCertificate } from "./peer-certificate";
 import { UdpReliability, type ReliabilityTimers, DEFAULT_TIMERS } from "./udp-reliability";
 import {
@@ -81,14 +81,13 @@ export class NodeTransport {
   private readonly reliability: UdpReliability;
   private readonly limits: Required<SipLimits>;
   private readonly inbound: InboundConnections;
-  private readonly inviteRate?: RateLimiter;
-  private overRate = { count: 0, loggedAt: 0 };
+  private readonly inviteFlood: InviteFloodGuard;
 
   constructor(private readonly opts: TransportOptions) {
     this.reliability = new UdpReliability(opts.timers ?? DEFAULT_TIMERS);
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.inbound = new InboundConnections(this.limits, opts.logger);
-    if (this.limits.invitesPerSecond > 0) this.inviteRate = new RateLimiter(this.limits.invitesPerSecond);
+    this.inviteFlood = new InviteFloodGuard(this.limits, opts.logger);
   }
 
   /** Inbound TCP/TLS connections held now (bounded by limits.maxConnections). */
@@ -386,28 +385,19 @@ export class NodeTransport {
    * before sip.js parses it (a flood must cost little). Logged as one summary a second.
    */
   private refusedOverRate(text: string, source: Peer): boolean {
-    if (!this.inviteRate || !text.startsWith("INVITE ")) return false;
-    if (this.limits.trustedProxies.includes(source.address)) return false;
+    if (!text.startsWith("INVITE ")) return false;
     if (/;\s*tag=/i.test(firstHeader(headOf(text), "to") ?? "")) return false; // in-dialog re-INVITE
-    const wait = this.inviteRate.take(source.address);
-    if (wait === undefined) return false;
+    const refusal = this.inviteFlood.refuse(source.address);
+    if (!refusal) return false;
     const response = rawResponse(text, 503, "Service Unavailable");
-    const why = `more than ${this.limits.invitesPerSecond} INVITEs per second from ${source.address}`;
-    const warning = `Warning: 399 sip-teleport "Service Unavailable; ${why}"`;
+    const warning = `Warning: 399 sip-teleport "${refusal.warning}"`;
     if (response)
       this.send(
-        response.replace("\r\nContent-Length: 0", `\r\nRetry-After: ${wait}\r\n${warning}\r\nContent-Length: 0`),
+        response.replace(
+          "\r\nContent-Length: 0",
+          `\r\nRetry-After: ${refusal.retryAfterS}\r\n${warning}\r\nContent-Length: 0`,
+        ),
       ).catch((err: unknown) => this.opts.logger.debug("sip refusal not sent", { error: String(err) }));
-    this.overRate.count++;
-    const now = Date.now();
-    if (now - this.overRate.loggedAt >= 1000) {
-      this.opts.logger.warn("INVITEs refused over the rate limit", {
-        refused: this.overRate.count,
-        lastFrom: source.address,
-        limitPerSecond: this.limits.invitesPerSecond,
-      });
-      this.overRate = { count: 0, loggedAt: now };
-    }
     return true;
   }
 

@@ -1,6 +1,7 @@
 import { AccessPolicy } from "../../lib/access/allowlist";
 import { DestinationPolicy } from "../../lib/access/destinations";
 import { assertedUris, provenIdentities, type ProvenIdentity } from "../../lib/access/identity";
+import { dialogAdmission, inDialogRefusal, unprovableDialog } from "../../lib/access/in-dialog";
 import { bareUri } from "../../lib/access/uri";
 import type { IncomingRequest } from "../../lib/sip/backend";
 import { parseConfig } from "../../lib/config/load";
@@ -81,6 +82,68 @@ describe("proven identities", () => {
   });
 });
 
+describe("in-dialog requests are held to what admitted the INVITE", () => {
+  const policy = new AccessPolicy(["10.0.0.0/24", "sip:dc1@*"]);
+  const judged = (req: IncomingRequest, user?: string, proxies: string[] = []) => {
+    const verdict = policy.judge({
+      address: req.source.address,
+      fromUri: req.fromUri,
+      identities: provenIdentities(req, user, proxies),
+    });
+    if ("denied" in verdict) throw new Error(verdict.denied);
+    return dialogAdmission(req, verdict, proxies);
+  };
+  const withCert = (address: string, uris: string[]) => {
+    const req = request(address, "sip:x@y");
+    req.source.certificate = { subject: "CN=x", sipUris: uris };
+    return req;
+  };
+
+  it("address: any address the allowlist admits", () => {
+    const a = judged(request("10.0.0.5", "sip:x@y"));
+    expect(a).toEqual({ by: "address" });
+    expect(inDialogRefusal(request("10.0.0.9", "sip:x@y"), a, policy, [])).toBeUndefined();
+    expect(inDialogRefusal(request("192.0.2.9", "sip:x@y"), a, policy, [])).toMatch(/not in this host's allowlist/);
+  });
+
+  it("certificate: the same SIP URI from a verified certificate, never the same URI by another proof", () => {
+    const a = judged(withCert("192.0.2.9", ["sip:dc1@dc1.example"]));
+    expect(inDialogRefusal(withCert("192.0.2.7", ["sip:dc1@dc1.example"]), a, policy, [])).toBeUndefined();
+    expect(inDialogRefusal(withCert("192.0.2.9", ["sip:dc1@other.example"]), a, policy, [])).toMatch(
+      /proves sip:dc1@other\.example \(certificate\), but sip:dc1@dc1\.example \(certificate\) opened/,
+    );
+    const pai = { "p-asserted-identity": "<sip:dc1@dc1.example>" };
+    expect(inDialogRefusal(request("192.0.2.1", "sip:x@y", pai), a, policy, ["192.0.2.1"])).toMatch(
+      /proves sip:dc1@dc1\.example \(proxy\)/,
+    );
+  });
+
+  it("proxy: the same assertion from a trusted proxy, or nothing asserted from the proxy that record-routed", () => {
+    const proxies = ["192.0.2.1", "192.0.2.2"];
+    const pai = (uri: string) => ({ "p-asserted-identity": `<${uri}>` });
+    const invite = request("192.0.2.1", "sip:x@y", { ...pai("sip:dc1@ops"), "record-route": "<sip:192.0.2.1;lr>" });
+    const a = judged(invite, undefined, proxies);
+    expect(a).toEqual({ by: "identity", identities: [{ uri: "sip:dc1@ops", proof: "proxy" }], relay: "192.0.2.1" });
+    expect(unprovableDialog(a)).toBeUndefined();
+    expect(inDialogRefusal(request("192.0.2.2", "sip:x@y", pai("sip:dc1@ops")), a, policy, proxies)).toBeUndefined();
+    expect(inDialogRefusal(request("192.0.2.1", "sip:x@y"), a, policy, proxies)).toBeUndefined();
+    expect(inDialogRefusal(request("192.0.2.2", "sip:x@y"), a, policy, proxies)).toMatch(/proves no identity/);
+    expect(inDialogRefusal(request("192.0.2.1", "sip:x@y", pai("sip:dc1@x")), a, policy, proxies)).toMatch(
+      /proves sip:dc1@x \(proxy\)/,
+    );
+    expect(inDialogRefusal(request("192.0.2.9", "sip:x@y", pai("sip:dc1@ops")), a, policy, proxies)).toMatch(
+      /from 192\.0\.2\.9 over UDP proves no identity/,
+    );
+    const direct = judged(request("192.0.2.1", "sip:x@y", pai("sip:dc1@ops")), undefined, proxies);
+    expect(unprovableDialog(direct)).toMatch(/did not Record-Route/);
+  });
+
+  it("digest: left to the re-challenge (security.digestInDialog)", () => {
+    const a = judged(request("192.0.2.9", "sip:x@y"), "dc1");
+    expect(inDialogRefusal(request("192.0.2.8", "sip:x@y"), a, policy, [])).toBeUndefined();
+  });
+});
+
 describe("where VMs may go", () => {
   it("an empty list permits loopback targets only", () => {
     const p = new DestinationPolicy([]);
@@ -112,6 +175,22 @@ describe("config: an allowlist URI must be provable", () => {
     expect(() =>
       parseConfig({ security: { allow: ["sip:dc1@*"] }, limits: { trustedProxies: ["10.0.0.5"] } }),
     ).not.toThrow();
+  });
+
+  it("drachtio backend: refuses client certificates as identities (drachtio-server never passes them on)", () => {
+    const tls = { cert: "c.pem", key: "k.pem", clientCa: "ca.pem" };
+    const drachtio = { host: "127.0.0.1", port: 9022, secretEnv: "DRACHTIO_SECRET" };
+    const listen = [{ transport: "tls", address: "127.0.0.1", port: 5061 }];
+    const sip = { backend: "drachtio", drachtio, listen, tls };
+    expect(() => parseConfig({ sip, security: { users: { dc1: "pw" } } })).toThrow(
+      /sip\.tls\.clientCa: sip\.backend "drachtio" cannot take identities from client certificates/,
+    );
+    // the same URI entry that a client certificate proves on sip.js has nothing to prove it on drachtio
+    const { clientCa: _ca, ...serverOnly } = tls;
+    expect(() =>
+      parseConfig({ sip: { ...sip, tls: serverOnly }, security: { allow: ["sip:dc1@dc1.example"] } }),
+    ).toThrow(/a SIP URI entry matches only a proven identity/);
+    expect(() => parseConfig({ sip: { listen, tls }, security: { allow: ["sip:dc1@dc1.example"] } })).not.toThrow();
   });
 
   it("refuses console destinations that security.destinations forbids", () => {

@@ -32,6 +32,16 @@ describe("host configuration", () => {
     expect(problems).toHaveLength(4);
   });
 
+  it("takes a T1 for the sipjs backend, refuses one with drachtio and one out of range", () => {
+    expect(parseConfig({ sip: { timerT1Ms: 100 } }).sip.timerT1Ms).toBe(100);
+    expect(parseConfig({}).sip.timerT1Ms).toBe(500);
+    const drachtio = { host: "127.0.0.1", port: 9022, secretEnv: "X" };
+    expect(configProblems({ sip: { backend: "drachtio", drachtio, timerT1Ms: 100 } })).toEqual([
+      expect.stringMatching(/^sip\.timerT1Ms: .*drachtio-server's own config/),
+    ]);
+    expect(configProblems({ sip: { timerT1Ms: 5 } })).toEqual([expect.stringMatching(/^sip\.timerT1Ms: /)]);
+  });
+
   it("resolves relative paths against the config file's folder", () => {
     const dir = mkdtempSync(join(tmpdir(), "st-config-"));
     const file = join(dir, "dc2.json");
@@ -67,6 +77,11 @@ describe("config check: destinations reached without TLS", () => {
     expect(configWarnings(cfg({ tls }, ["sip:dc2@dc2.example;transport=tls"]))).toEqual([]);
     expect(configWarnings(cfg({ tls: { ...tls, verify: false } }, ["sip:dc2@dc2.example;transport=tls"]))).toEqual([
       "sip:dc2@dc2.example;transport=tls is reached over TLS with sip.tls.verify false: its certificate is not checked",
+    ]);
+    const drachtio = { backend: "drachtio", drachtio: { host: "127.0.0.1", port: 9022, secretEnv: "S" } };
+    expect(configWarnings(cfg(drachtio, ["sip:dc2@dc2.example;transport=tls"]))).toEqual([
+      "sip:dc2@dc2.example;transport=tls is reached over TLS made by drachtio-server: sip.tls (ca, verify) does " +
+        "not apply, and the agent cannot see whether the server checked the destination's certificate",
     ]);
     expect(configWarnings(cfg({ outboundProxy: "sip:10.0.0.5" }, ["sip:dc2@ops.example"]))).toEqual([
       "sip:dc2@ops.example is reached through sip.outboundProxy sip:10.0.0.5 without TLS: nothing proves the peer " +

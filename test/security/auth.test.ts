@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import { parseConfig } from "../../lib/config/load";
 import { buildNrdl, offerDocument } from "../../nrdl";
 import { bootOnSource, expectAllOn, guestDefs, placement, pairPerTest, extraSource, move } from "../harness";
-import { RawSipClient, digestAnswer, rawInvite, type RawResponse } from "./raw-sip";
+import { RawSipClient, digestAnswer, rawInDialog, rawInvite, type RawResponse } from "./raw-sip";
 
 const offer = (vm: string) =>
   buildNrdl(
@@ -115,22 +115,8 @@ describe("digest authentication over SIP", () => {
       const ok = await raw.final(inv.callId, 15000);
       expect(ok?.status).toBe(200);
       expect(placement(pair).router1).toEqual(["dc2"]);
-      const toTag = /;tag=([^;>\s]+)/.exec(ok?.header("to")[0] ?? "")?.[1];
-      const fromHdr = /^From: (.*)$/m.exec(inv.text)?.[1];
-      const inDialog = (method: string, cseq: number, extra: string[] = [], body = ""): string =>
-        [
-          `${method} ${target} SIP/2.0`,
-          `Via: SIP/2.0/UDP 127.0.0.1:${raw.localPort};branch=z9hG4bK${randomBytes(6).toString("hex")};rport`,
-          "Max-Forwards: 70",
-          `From: ${fromHdr}`,
-          `To: <${target}>;tag=${toTag}`,
-          `Call-ID: ${inv.callId}`,
-          `CSeq: ${cseq} ${method}`,
-          ...extra,
-          `Content-Length: ${Buffer.byteLength(body)}`,
-          "",
-          body,
-        ].join("\r\n");
+      const inDialog = (method: string, cseq: number, extra: string[] = []): string =>
+        rawInDialog(inv, ok, method, cseq, { localPort: raw.localPort, extra });
       raw.send(inDialog("ACK", 1));
       const reply = async (text: string): Promise<RawResponse | undefined> => {
         raw.send(text);

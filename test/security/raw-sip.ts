@@ -4,7 +4,9 @@
  */
 import { createHash, randomBytes } from "node:crypto";
 import dgram from "node:dgram";
+import fs from "node:fs";
 import net from "node:net";
+import tls from "node:tls";
 import { parseDigestHeader } from "../../lib/sip/digest";
 import { StreamFramer } from "../../lib/sip/wire";
 
@@ -56,6 +58,24 @@ export class RawSipClient {
   static async tcp(port: number, host = "127.0.0.1", local?: string): Promise<RawSipClient> {
     const sock = net.connect({ port, host, localAddress: local });
     await new Promise<void>((resolve, reject) => sock.once("connect", resolve).once("error", reject));
+    return RawSipClient.stream(sock);
+  }
+
+  /** Over TLS, with a client certificate when `client` has one (verifying the server against `ca`). */
+  static async tls(port: number, client: { ca: string; cert?: string; key?: string }): Promise<RawSipClient> {
+    const read = (f?: string) => (f ? fs.readFileSync(f) : undefined);
+    const sock = tls.connect({
+      port,
+      host: "127.0.0.1",
+      ca: read(client.ca),
+      cert: read(client.cert),
+      key: read(client.key),
+    });
+    await new Promise<void>((resolve, reject) => sock.once("secureConnect", resolve).once("error", reject));
+    return RawSipClient.stream(sock);
+  }
+
+  private static stream(sock: net.Socket): RawSipClient {
     sock.on("error", () => undefined);
     const framer = new StreamFramer(1 << 22);
     const client = new RawSipClient(
@@ -75,6 +95,11 @@ export class RawSipClient {
 
   send(data: Buffer | string): void {
     this.sendBytes(data);
+  }
+
+  /** Every response received so far for a Call-ID, in arrival order. */
+  all(callId: string): RawResponse[] {
+    return this.received.filter((x) => x.header("call-id")[0] === callId);
   }
 
   /** The first final response (>= 200) for a Call-ID (and CSeq, e.g. "2 BYE"), or undefined after `timeoutMs`. */
@@ -153,4 +178,36 @@ export function digestAnswer(
     `Digest username="${user}", realm="${c.realm}", nonce="${c.nonce}", uri="${uri}", ` +
     `response="${response}", algorithm=${alg}, qop=auth, nc=${nc}, cnonce="${cnonce}"`
   );
+}
+
+/**
+ * A request inside the dialog `invite` opened (its From, the To tag of `ok`, its Call-ID), as the
+ * caller would send it, or as a forger who read the dialog's identifiers off the wire would.
+ */
+export function rawInDialog(
+  invite: RawInvite,
+  ok: RawResponse | undefined,
+  method: string,
+  cseq: number,
+  opts: { localPort: number; transport?: string; extra?: string[]; body?: { type: string; content: string } },
+): string {
+  const target = /^INVITE (\S+) /.exec(invite.text)?.[1] ?? "";
+  const toTag = /;tag=([^;>\s]+)/.exec(ok?.header("to")[0] ?? "")?.[1];
+  const from = /^From: (.*)$/m.exec(invite.text)?.[1];
+  const body = opts.body?.content ?? "";
+  const branch = `z9hG4bK${randomBytes(6).toString("hex")}`;
+  return [
+    `${method} ${target} SIP/2.0`,
+    `Via: SIP/2.0/${opts.transport ?? "UDP"} 127.0.0.1:${opts.localPort};branch=${branch};rport`,
+    "Max-Forwards: 70",
+    `From: ${from}`,
+    `To: <${target}>;tag=${toTag}`,
+    `Call-ID: ${invite.callId}`,
+    `CSeq: ${cseq} ${method}`,
+    ...(opts.extra ?? []),
+    ...(opts.body ? [`Content-Type: ${opts.body.type}`] : []),
+    `Content-Length: ${Buffer.byteLength(body)}`,
+    "",
+    body,
+  ].join("\r\n");
 }

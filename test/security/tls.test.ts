@@ -3,7 +3,6 @@
  * migration when the destination's certificate verifies, a refusal (nothing moved) when it does
  * not, and `sip.tlsOnly`, which refuses non-TLS listeners at load time and non-TLS requests at run time.
  */
-import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { DestinationAgent } from "../../agents/destination/agent";
@@ -12,62 +11,8 @@ import { parseConfig } from "../../lib/config/load";
 import { silentLogger } from "../../lib/log/logger";
 import { bootOnSource, expectAllOn, guestDefs, refusal, SEQUENTIAL, pairPerTest, move } from "../harness";
 import { tempDir } from "../sip/helpers";
+import { makeCa } from "./certs";
 import { RawSipClient, rawInvite } from "./raw-sip";
-
-const openssl = (args: string[]) => execFileSync("openssl", args, { stdio: "ignore" });
-
-/** A CA (ca.pem) and, per name, a key and a certificate it signed for the given subjectAltName. */
-function makeCa(
-  dir: string,
-  label: string,
-): { ca: string; issue(name: string, san: string): { cert: string; key: string } } {
-  const caKey = path.join(dir, `${label}-ca.key`);
-  const ca = path.join(dir, `${label}-ca.pem`);
-  openssl([
-    "req",
-    "-x509",
-    "-newkey",
-    "rsa:2048",
-    "-nodes",
-    "-days",
-    "1",
-    "-subj",
-    `/CN=${label} test CA`,
-    "-keyout",
-    caKey,
-    "-out",
-    ca,
-  ]);
-  return {
-    ca,
-    issue(name, san) {
-      const key = path.join(dir, `${label}-${name}.key`);
-      const csr = path.join(dir, `${label}-${name}.csr`);
-      const cert = path.join(dir, `${label}-${name}.pem`);
-      const ext = path.join(dir, `${label}-${name}.ext`);
-      fs.writeFileSync(ext, `subjectAltName=${san}\n`);
-      openssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", `/CN=${name}`, "-keyout", key, "-out", csr]);
-      openssl([
-        "x509",
-        "-req",
-        "-in",
-        csr,
-        "-CA",
-        ca,
-        "-CAkey",
-        caKey,
-        "-CAcreateserial",
-        "-days",
-        "1",
-        "-extfile",
-        ext,
-        "-out",
-        cert,
-      ]);
-      return { cert, key };
-    },
-  };
-}
 
 describe("TLS between the agents", () => {
   const dir = tempDir("tls-agents");

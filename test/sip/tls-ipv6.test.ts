@@ -1,36 +1,13 @@
 /** TLS loopback between two of our agents (self-signed certificate made by openssl now), and IPv6. */
-import { execFileSync } from "node:child_process";
 import fs from "node:fs";
-import path from "node:path";
 import type { SipJsBackend } from "../../lib/sip";
+import { selfSigned } from "../security/certs";
 import { ANSWER, NRDL, OFFER, answerEverything, listenerPort, startAgent, tempDir } from "./helpers";
 
-function selfSigned(dir: string): { cert: string; key: string } {
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1,DNS:localhost",
-      "-keyout",
-      path.join(dir, "key.pem"),
-      "-out",
-      path.join(dir, "cert.pem"),
-    ],
-    { stdio: "ignore" },
-  );
-  return {
-    cert: fs.readFileSync(path.join(dir, "cert.pem"), "utf8"),
-    key: fs.readFileSync(path.join(dir, "key.pem"), "utf8"),
-  };
+/** A self-signed certificate for 127.0.0.1 and localhost, as PEM text. */
+function selfSignedPem(dir: string): { cert: string; key: string } {
+  const files = selfSigned(dir, "localhost", "localhost", "IP:127.0.0.1,DNS:localhost");
+  return { cert: fs.readFileSync(files.cert, "utf8"), key: fs.readFileSync(files.key, "utf8") };
 }
 
 async function callAndHangUp(a: SipJsBackend, b: SipJsBackend, target: string): Promise<void> {
@@ -51,7 +28,7 @@ describe("TLS and IPv6", () => {
   it("calls over TLS with a verified self-signed certificate, by host name", async () => {
     const dir = tempDir("tls");
     try {
-      const { cert, key } = selfSigned(dir);
+      const { cert, key } = selfSignedPem(dir);
       const tls = { cert, key, ca: cert };
       const a = await startAgent("dc1", ["tls"], { tls });
       const b = await startAgent("dc2", ["tls"], { tls });
@@ -66,7 +43,7 @@ describe("TLS and IPv6", () => {
   it("refuses a TLS peer whose certificate it cannot verify", async () => {
     const dir = tempDir("tls");
     try {
-      const { cert, key } = selfSigned(dir);
+      const { cert, key } = selfSignedPem(dir);
       const a = await startAgent("dc1", ["tls"], { tls: { cert, key } }); // no CA: the system store does not know it
       const b = await startAgent("dc2", ["tls"], { tls: { cert, key, ca: cert } });
       agents.push(a, b);

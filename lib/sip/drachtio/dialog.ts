@@ -6,7 +6,8 @@
  */
 import { TeleportError } from "../../errors";
 import type { Logger } from "../../log/logger";
-import type { Dialog, IncomingRequest, Responder, ResponseInfo, ResponseOptions, SipBody } from "../backend";
+import type { Dialog, IncomingRequest, ResponseInfo, ResponseOptions, SipBody } from "../backend";
+import { DialogBase } from "../dialog-base";
 import { INFO_PACKAGE, type SipCredentials } from "../config";
 import { answerChallenges } from "../digest";
 import {
@@ -45,20 +46,17 @@ interface AgentLike {
   ): void;
 }
 
-export class DrachtioDialog implements Dialog {
+export class DrachtioDialog extends DialogBase implements Dialog {
   readonly id: string;
   readonly callId: string;
   readonly remoteUri: string;
-  private infoHandler?: (req: IncomingRequest, res: Responder) => void;
-  private byeHandler?: (req: IncomingRequest, res: Responder) => void;
-  private readonly terminatedHandlers: Array<(reason: string) => void> = [];
-  private ended?: string;
   private nc = 0;
 
   constructor(
     private readonly d: SrfDialog,
     private readonly ctx: DialogContext,
   ) {
+    super(ctx.logger);
     this.id = d.id;
     this.callId = d.sip.callId;
     this.remoteUri = d.remote.uri;
@@ -154,19 +152,6 @@ export class DrachtioDialog implements Dialog {
     }
   }
 
-  onInfo(handler: (req: IncomingRequest, res: Responder) => void): void {
-    this.infoHandler = handler;
-  }
-
-  onBye(handler: (req: IncomingRequest, res: Responder) => void): void {
-    this.byeHandler = handler;
-  }
-
-  onTerminated(handler: (reason: string) => void): void {
-    if (this.ended) handler(this.ended);
-    else this.terminatedHandlers.push(handler);
-  }
-
   private receiveInfo(req: SrfIncomingRequest, res: SrfResponse): void {
     this.ctx.trace("received", req);
     const seam = incomingRequest(req);
@@ -174,19 +159,7 @@ export class DrachtioDialog implements Dialog {
     if (refusal) return this.ctx.respond(res, refusal.status, refusal.reason, { headers: refusal.headers });
     const pkg = (req.get("Info-Package") ?? "").split(";")[0].trim().toLowerCase();
     if (pkg !== INFO_PACKAGE) return this.ctx.respond(res, 469, undefined, { headers: { "Recv-Info": INFO_PACKAGE } });
-    if (!this.infoHandler) return this.ctx.respond(res, 200);
-    let answered = false;
-    try {
-      this.infoHandler(seam, {
-        send: (status, reason, opts) => {
-          answered = true;
-          this.ctx.respond(res, status, reason, opts);
-        },
-      });
-    } catch (err) {
-      this.ctx.logger.warn("sip INFO handler failed", { error: String(err) });
-      if (!answered) this.ctx.respond(res, 500);
-    }
+    this.dispatch("INFO", seam, (status, reason, opts) => this.ctx.respond(res, status, reason, opts));
   }
 
   /**
@@ -210,13 +183,7 @@ export class DrachtioDialog implements Dialog {
         callId: this.callId,
         from: `${req.source_address}:${req.source_port}/${req.protocol}`,
       });
-    if (!this.byeHandler) return respond(200);
-    try {
-      this.byeHandler(seam, { send: respond });
-    } catch (err) {
-      this.ctx.logger.warn("sip BYE handler failed", { error: String(err) });
-      respond(500);
-    }
+    this.dispatch("BYE", seam, respond);
   }
 
   /**
@@ -235,9 +202,6 @@ export class DrachtioDialog implements Dialog {
 
   /** Ends our side without signalling (drachtio-server gone, or the dialog already over there). */
   terminate(reason: string): void {
-    if (this.ended) return;
-    this.ended = reason;
-    this.ctx.forget(this);
-    for (const h of this.terminatedHandlers.splice(0)) h(reason);
+    this.end(reason, () => this.ctx.forget(this));
   }
 }

@@ -29,12 +29,19 @@ export interface DrachtioServerOptions {
   sipPort?: number;
   /** SIP transports the contact lists (default udp and tcp). */
   transports?: Array<"udp" | "tcp">;
+  /**
+   * A TLS contact too (on a free port), with this certificate and key (PEM files). sofia-sip will
+   * not open it without a CA list, `cafile.pem` in the server's working directory: `ca`, else `cert`.
+   */
+  tls?: { cert: string; key: string; ca?: string };
 }
 
 export interface DrachtioServer {
   readonly address: string;
   readonly adminPort: number;
   readonly sipPort: number;
+  /** The TLS contact's port, when started with `tls`. */
+  readonly tlsPort?: number;
   readonly secret: string;
   readonly pid: number;
   /** The server's console log so far (for test failures). */
@@ -96,12 +103,22 @@ export async function startDrachtioServer(opts: DrachtioServerOptions = {}): Pro
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `st-drachtio-${process.pid}-`));
   const conf = path.join(dir, "drachtio.conf.xml");
   const transports = (opts.transports ?? ["udp", "tcp"]).join(",");
+  const tlsPort = opts.tls ? await freeSipPort(address) : undefined;
+  if (opts.tls) fs.copyFileSync(opts.tls.ca ?? opts.tls.cert, path.join(dir, "cafile.pem"));
+  const tls = opts.tls
+    ? [
+        `    <contact>sips:${address}:${tlsPort};transport=tls</contact>`,
+        `  </contacts><tls><key-file>${opts.tls.key}</key-file><cert-file>${opts.tls.cert}</cert-file></tls>`,
+      ]
+    : ["  </contacts>"];
   fs.writeFileSync(
     conf,
     [
       "<drachtio>",
       `  <admin port="${adminPort}" secret="${secret}">${address}</admin>`,
-      `  <sip><contacts><contact>sip:${address}:${sipPort};transport=${transports}</contact></contacts></sip>`,
+      `  <sip><contacts><contact>sip:${address}:${sipPort};transport=${transports}</contact>`,
+      ...tls,
+      "  </sip>",
       "  <logging><console/><loglevel>notice</loglevel><sofia-loglevel>1</sofia-loglevel></logging>",
       "</drachtio>",
       "",
@@ -111,7 +128,7 @@ export async function startDrachtioServer(opts: DrachtioServerOptions = {}): Pro
   let output = "";
   let child: ChildProcess;
   const launch = async (): Promise<void> => {
-    child = spawn(bin, ["-f", conf], { stdio: ["ignore", "pipe", "pipe"] });
+    child = spawn(bin, ["-f", conf], { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
     const keep = (b: Buffer): void => {
       output = (output + b.toString()).slice(-20_000);
     };
@@ -130,6 +147,7 @@ export async function startDrachtioServer(opts: DrachtioServerOptions = {}): Pro
     address,
     adminPort,
     sipPort,
+    tlsPort,
     secret,
     get pid() {
       return child.pid ?? 0;

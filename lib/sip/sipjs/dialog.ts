@@ -2,7 +2,8 @@
 import { Core } from "sip.js";
 import { TeleportError } from "../../errors";
 import type { Logger } from "../../log/logger";
-import type { Dialog, IncomingRequest, ResponseInfo, ResponseOptions, Responder, SipBody } from "../backend";
+import type { Dialog, ResponseInfo, ResponseOptions, SipBody } from "../backend";
+import { DialogBase } from "../dialog-base";
 import { INFO_PACKAGE } from "../config";
 import {
   answer,
@@ -14,21 +15,18 @@ import {
   type PeerMap,
 } from "./messages";
 
-export class CoreDialog implements Dialog {
+export class CoreDialog extends DialogBase implements Dialog {
   readonly id: string;
   readonly callId: string;
   readonly remoteUri: string;
-  private infoHandler?: (req: IncomingRequest, res: Responder) => void;
-  private byeHandler?: (req: IncomingRequest, res: Responder) => void;
-  private readonly terminatedHandlers: Array<(reason: string) => void> = [];
-  private ended?: string;
   private ack?: { resolve: () => void; reject: (err: TeleportError) => void };
 
   constructor(
     private readonly session: Core.Session,
     private readonly peers: PeerMap,
-    private readonly logger: Logger,
+    logger: Logger,
   ) {
+    super(logger);
     this.id = session.id;
     this.callId = session.callId;
     this.remoteUri = session.remoteURI.toString();
@@ -102,39 +100,15 @@ export class CoreDialog implements Dialog {
     });
   }
 
-  onInfo(handler: (req: IncomingRequest, res: Responder) => void): void {
-    this.infoHandler = handler;
-  }
-
-  onBye(handler: (req: IncomingRequest, res: Responder) => void): void {
-    this.byeHandler = handler;
-  }
-
-  onTerminated(handler: (reason: string) => void): void {
-    if (this.ended) handler(this.ended);
-    else this.terminatedHandlers.push(handler);
-  }
-
   private receiveInfo(uas: Core.IncomingRequest): void {
     const pkg = (uas.message.getHeader("info-package") ?? "").split(";")[0].trim().toLowerCase();
     if (pkg !== INFO_PACKAGE) {
       uas.reject({ statusCode: 469, extraHeaders: [`Recv-Info: ${INFO_PACKAGE}`] });
       return;
     }
-    const req = incomingRequest(uas.message, this.peers);
-    if (!this.infoHandler) return void uas.accept({ statusCode: 200 });
-    let answered = false;
-    try {
-      this.infoHandler(req, {
-        send: (status, reason, opts) => {
-          answered = true;
-          answer(uas, status, reason, opts);
-        },
-      });
-    } catch (err) {
-      this.logger.warn("sip INFO handler failed", { error: String(err) });
-      if (!answered) uas.reject({ statusCode: 500 });
-    }
+    this.dispatch("INFO", incomingRequest(uas.message, this.peers), (status, reason, opts) =>
+      answer(uas, status, reason, opts),
+    );
   }
 
   private receiveBye(uas: Core.IncomingRequest): void {
@@ -143,19 +117,10 @@ export class CoreDialog implements Dialog {
       answer(uas, status, reason, opts);
       this.terminate("BYE received");
     };
-    if (!this.byeHandler) return respond(200);
-    try {
-      this.byeHandler(req, { send: respond });
-    } catch (err) {
-      this.logger.warn("sip BYE handler failed", { error: String(err) });
-      respond(500);
-    }
+    this.dispatch("BYE", req, respond);
   }
 
   private terminate(reason: string): void {
-    if (this.ended) return;
-    this.ended = reason;
-    this.ack?.reject(new TeleportError(481, `dialog ended before ACK (${reason})`));
-    for (const h of this.terminatedHandlers.splice(0)) h(reason);
+    this.end(reason, () => this.ack?.reject(new TeleportError(481, `dialog ended before ACK (${reason})`)));
   }
 }
