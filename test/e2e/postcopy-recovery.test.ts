@@ -113,6 +113,9 @@ async function moveWithOutage(
   outageMs: number,
   recoveryS: number,
 ): Promise<{ summary: MigrateSummary; phases: MigrationPhase[]; timeline: string }> {
+  // a writer that just made a pass: a starved guest would let even a 1 ms limit converge
+  const seen = passes("dc1", vm).length;
+  await until(`a fresh pass of ${vm}'s writer`, () => passes("dc1", vm).length > seen, 20_000);
   const agent = new SourceAgent({
     sip: dc1.sip,
     host: dc1.host,
