@@ -9,6 +9,7 @@ import { registerConfigCommands } from "./commands/config";
 import { registerConsoleCommand } from "./commands/console";
 import { registerDemoCommand } from "./commands/demo";
 import { registerDestinationsCommand } from "./commands/destinations";
+import { registerEvacuateCommand } from "./commands/evacuate";
 import { registerListenCommand } from "./commands/listen";
 import { registerMigrateCommand } from "./commands/migrate";
 import { registerNrdlCommands } from "./commands/nrdl";
@@ -39,6 +40,7 @@ Examples:
   registerDemoCommand(program);
   registerListenCommand(program);
   registerMigrateCommand(program);
+  registerEvacuateCommand(program);
   registerDestinationsCommand(program);
   registerVmCommands(program);
   registerConfigCommands(program);

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(qemu-system-x86 busybox-static cpio iputils-ping socat jq iproute2 sip-tester kamailio openssl docker-compose systemd chromium librsvg2-bin nftables qemu-utils e2fsprogs
+APT_PACKAGES=(qemu-system-x86 busybox-static cpio iputils-ping socat jq iproute2 sip-tester kamailio baresip openssl docker-compose systemd chromium librsvg2-bin nftables qemu-utils e2fsprogs
   # drachtio-server's runtime (the binary is in ../shared/drachtio, see lib/sip/README.md)
   libcurl4 libboost-log1.74.0 libboost-thread1.74.0 libboost-filesystem1.74.0)
 

@@ -1,4 +1,5 @@
 import type { Command } from "commander";
+import { DestinationPolicy } from "../../lib/access/destinations";
 import { loadConfig } from "../../lib/config/load";
 import type { HostConfig } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
@@ -72,4 +73,28 @@ export async function metricsFor(
   const server = await serveMetrics(metrics.registry, listen);
   process.stdout.write(`metrics at ${server.url}\n`);
   return { metrics, server };
+}
+
+/**
+ * security.destinations for a command's --to targets: a target it does not permit is refused (403)
+ * before anything is sent, unless the operator said --allow-unlisted-destination (then a warning).
+ * Returns the policy, which redirects are checked against too.
+ */
+export function permittedDestinations(
+  cfg: HostConfig,
+  targets: readonly string[],
+  allowUnlisted: boolean | undefined,
+  logger: Logger,
+): DestinationPolicy {
+  const destinations = new DestinationPolicy(cfg.security.destinations);
+  for (const to of targets) {
+    const unlisted = destinations.check(to);
+    if (unlisted && !allowUnlisted)
+      throw new TeleportError(403, "destination not permitted", [
+        unlisted,
+        "add it to security.destinations, or pass --allow-unlisted-destination to send there this once",
+      ]);
+    if (unlisted) logger.warn("sending to an unlisted destination (--allow-unlisted-destination)", { to });
+  }
+  return destinations;
 }

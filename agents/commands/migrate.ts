@@ -1,27 +1,20 @@
 import { readFileSync } from "node:fs";
-import { Option, type Command } from "commander";
-import { DestinationPolicy } from "../../lib/access/destinations";
+import type { Command } from "commander";
 import { TeleportError } from "../../lib/errors";
 import { ladderSteps, renderLadder, type TraceEvent } from "../../lib/sip/ladder";
 import { parseNrdlOrThrow } from "../../nrdl";
-import { CONVERGENCE, ON_ERROR, STRATEGIES, type Convergence, type Offer, type Policy } from "../../nrdl/types";
+import type { Offer } from "../../nrdl/types";
 import { SourceAgent } from "../source/agent";
 import { dryRun, renderDryRun } from "../source/dry-run";
 import { ProgressDisplay, type DisplayMode } from "../source/progress-display";
 import { hostOf, sipOf } from "../wiring";
-import { reportError, setup, withCommonOptions, type CommonOptions } from "./common";
+import { permittedDestinations, reportError, setup, withCommonOptions, type CommonOptions } from "./common";
+import { policyFrom, withPolicyOptions, type PolicyOptions } from "./policy-options";
 
-interface MigrateOptions extends CommonOptions {
+interface MigrateOptions extends CommonOptions, PolicyOptions {
   to: string;
   proxy?: string;
   plan?: string;
-  strategy?: Policy["strategy"];
-  maxParallel?: string;
-  bandwidthMbps?: string;
-  downtimeLimitMs?: string;
-  timeoutS?: string;
-  onError?: Policy["onError"];
-  convergence?: Convergence;
   json?: boolean;
   ladder?: boolean;
   dryRun?: boolean;
@@ -31,38 +24,14 @@ interface MigrateOptions extends CommonOptions {
 /** Exit codes an operator's script can act on. */
 export const EXIT = { moved: 0, notAllMoved: 1, invalid: 2, refused: 3 } as const;
 
-function num(name: string, v: string | undefined): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isFinite(n) || n < 0)
-    throw new TeleportError(400, "invalid option", [`--${name} expects a non-negative number, got "${v}"`]);
-  return n;
-}
-
 export function registerMigrateCommand(program: Command): void {
-  withCommonOptions(program.command("migrate"))
+  const cmd = withCommonOptions(program.command("migrate"))
     .description("move VMs of this host to a destination agent over SIP (the source agent)")
     .argument("[vm...]", "VMs from this host's inventory")
     .requiredOption("--to <sip-uri>", "the destination agent, e.g. sip:dc2@10.10.10.67")
     .option("--proxy <sip-uri>", "send the INVITE through this outbound proxy (e.g. Kamailio)")
-    .option("--plan <file>", "an NRDL offer to run instead of VM names (its policy and dependencies apply)")
-    .addOption(new Option("--strategy <s>", "sequential | parallel | switchover").choices([...STRATEGIES]))
-    .option("--max-parallel <n>", "at most n migrations at once (parallel)")
-    .option("--bandwidth-mbps <n>", "cap each migration's bandwidth (0 = unlimited)")
-    .option("--downtime-limit-ms <n>", "the longest pause QEMU may take at switchover")
-    .option("--timeout-s <n>", "give up on a VM that has not moved in n seconds (it keeps running here)")
-    .addOption(
-      new Option(
-        "--convergence <c>",
-        "for guests that write faster than the link: none (pre-copy only) | auto-converge (throttle the " +
-          "guest) | postcopy (switch to post-copy when pre-copy stops gaining); not none needs NRDL 2",
-      ).choices([...CONVERGENCE]),
-    )
-    .addOption(
-      new Option("--on-error <rule>", "abort: stop everything on the first failure; continue: move the rest").choices([
-        ...ON_ERROR,
-      ]),
-    )
+    .option("--plan <file>", "an NRDL offer to run instead of VM names (its policy and dependencies apply)");
+  withPolicyOptions(cmd)
     .option("--json", "JSON lines instead of a progress display (for scripts)")
     .option("--ladder", "print the SIP ladder of the dialog at the end")
     .option(
@@ -106,14 +75,7 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
   const trace: TraceEvent[] = [];
   try {
     const { cfg, logger } = setup(o);
-    const destinations = new DestinationPolicy(cfg.security.destinations);
-    const unlisted = destinations.check(o.to);
-    if (unlisted && !o.allowUnlistedDestination)
-      throw new TeleportError(403, "destination not permitted", [
-        unlisted,
-        "add it to security.destinations, or pass --allow-unlisted-destination to send there this once",
-      ]);
-    if (unlisted) logger.warn("sending to an unlisted destination (--allow-unlisted-destination)", { to: o.to });
+    const destinations = permittedDestinations(cfg, [o.to], o.allowUnlistedDestination, logger);
     let plan: Offer | undefined;
     if (o.plan) {
       const doc = parseNrdlOrThrow(readFileSync(o.plan, "utf8"));
@@ -123,18 +85,7 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
     } else if (vms.length === 0) {
       throw new TeleportError(400, "nothing to migrate", ["name VMs, or give --plan FILE"]);
     }
-    const d = cfg.defaults;
-    const strategy = o.strategy ?? d.strategy;
-    const policy: Policy = {
-      strategy,
-      // sequential means one at a time, whatever the default width
-      maxParallel: strategy === "sequential" ? 1 : (num("max-parallel", o.maxParallel) ?? d.maxParallel),
-      bandwidthMbps: num("bandwidth-mbps", o.bandwidthMbps) ?? d.bandwidthMbps,
-      downtimeLimitMs: num("downtime-limit-ms", o.downtimeLimitMs) ?? d.downtimeLimitMs,
-      timeoutS: num("timeout-s", o.timeoutS) ?? d.timeoutS,
-      onError: o.onError ?? d.onError,
-      convergence: o.convergence ?? "none",
-    };
+    const policy = policyFrom(o, cfg.defaults);
     const sip = sipOf(cfg, logger, { ephemeral: true, outboundProxy: o.proxy, trace: o.sipTrace });
     sip.onTrace((e) => trace.push(e));
     const agent = new SourceAgent({

@@ -10,6 +10,7 @@ import type { Logger } from "../../lib/log/logger";
 import type { AgentMetrics } from "../../lib/metrics/metrics";
 import type { SipBackend } from "../../lib/sip/backend";
 import { SourceAgent } from "../source/agent";
+import { Evacuation } from "../source/evacuate";
 import { HistoryStore } from "./history";
 import { MessageTrigger } from "./message-trigger";
 import { ConsoleServer } from "./server";
@@ -60,6 +61,7 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
     config: o.config,
     host: o.host,
     line,
+    evacuation: new Evacuation({ agent, sip: o.sip, host: o.host, hostName: o.config.host, logger }),
     history,
     logger,
     listen: o.listen ?? o.config.console.http,

@@ -15,6 +15,8 @@ import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
 import { ON_ERROR, STRATEGIES } from "../../nrdl/types";
 import type { MigrateRequest } from "../source/agent";
+import type { Evacuation } from "../source/evacuate";
+import { renderEvacuation } from "../source/evacuate-display";
 import { ApiAuth } from "./auth";
 import type { HistoryStore } from "./history";
 import { namedPlan, planNames, policyOf } from "./plans";
@@ -55,10 +57,21 @@ const callBody = z
   })
   .strict();
 
+const evacuateBody = z
+  .object({
+    to: z
+      .array(z.string().regex(/^sips?:\S+$/, "expected SIP URIs"))
+      .min(1)
+      .optional(),
+  })
+  .strict();
+
 export interface ConsoleServerOptions {
   config: HostConfig;
   host: Host;
   line: ConsoleLine;
+  /** Empties the host (the Evacuate button), with the console's source agent. */
+  evacuation: Evacuation;
   history: HistoryStore;
   logger: Logger;
   /** "address:port"; port 0 picks a free one. */
@@ -94,6 +107,17 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
 }
 
+/** A request body by its schema, or 400 with one line per problem. */
+function parseBody<T>(schema: z.ZodType<T>, raw: unknown, what: string): T {
+  const parsed = schema.safeParse(raw);
+  if (parsed.success) return parsed.data;
+  throw new TeleportError(
+    400,
+    what,
+    parsed.error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`),
+  );
+}
+
 export class ConsoleServer {
   private readonly server: Server;
   private readonly auth: ApiAuth;
@@ -102,6 +126,8 @@ export class ConsoleServer {
   private readonly dir = staticDir();
   private readonly streams = new Set<ServerResponse>();
   private readonly destinations: DestinationPolicy;
+  /** An evacuation is running: no second one, and no call on the line meanwhile. */
+  private evacuating = false;
 
   constructor(private readonly opts: ConsoleServerOptions) {
     const m = /^\[?(.*?)\]?:(\d+)$/.exec(opts.listen);
@@ -179,7 +205,10 @@ export class ConsoleServer {
       case "GET /api/events":
         return this.events(req, res);
       case "POST /api/call":
+        this.notEvacuating();
         return send(res, 200, await line.dial(this.callRequest(await readJson(req))));
+      case "POST /api/evacuate":
+        return send(res, 200, await this.evacuate(await readJson(req)));
       case "POST /api/dry-run":
         return send(res, 200, await line.dryRun(this.callRequest(await readJson(req))));
       case "POST /api/migrate":
@@ -202,18 +231,38 @@ export class ConsoleServer {
   }
 
   private callRequest(raw: unknown): MigrateRequest {
-    const parsed = callBody.safeParse(raw);
-    if (!parsed.success)
-      throw new TeleportError(
-        400,
-        "invalid call",
-        parsed.error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`),
-      );
-    const { to, vms, plan, policy } = parsed.data;
+    const { to, vms, plan, policy } = parseBody(callBody, raw, "invalid call");
     const unlisted = this.destinations.check(to);
     if (unlisted) throw new TeleportError(403, "Forbidden", [unlisted]);
     if (plan) return namedPlan(this.opts.config, this.opts.host, plan, to);
     return { to, vms, policy: policyOf(this.opts.config, policy) };
+  }
+
+  private notEvacuating(): void {
+    if (this.evacuating)
+      throw new TeleportError(409, "the host is being evacuated", ["wait for the evacuation to end"]);
+  }
+
+  /**
+   * Every VM running here to the given destinations (default: console.destinations), as
+   * `sip-teleport evacuate` does; answers when it is over, with the report and its table.
+   */
+  private async evacuate(raw: unknown) {
+    const { config, line, evacuation } = this.opts;
+    const to = parseBody(evacuateBody, raw, "invalid evacuation").to ?? config.console.destinations;
+    if (to.length === 0) throw new TeleportError(400, "no destinations", ["console.destinations is empty: give to"]);
+    const unlisted = to.map((uri) => this.destinations.check(uri)).filter((u): u is string => u !== undefined);
+    if (unlisted.length) throw new TeleportError(403, "Forbidden", unlisted);
+    this.notEvacuating();
+    if (!ALLOWED.call.includes(line.snapshot().phase))
+      throw new TeleportError(409, "a migration is on the line", ["hang up (Bye) first"]);
+    this.evacuating = true;
+    try {
+      const report = await evacuation.run({ destinations: to, policy: policyOf(config) });
+      return { report, text: renderEvacuation(report) };
+    } finally {
+      this.evacuating = false;
+    }
   }
 
   private async inventory() {

@@ -103,6 +103,14 @@ describe("before the VM runs", () => {
     expect((await api.post("/api/migrate")).status).toBe(409);
     expect((await api.post("/api/bye")).status).toBe(409);
     expect((await api.get("/api/history/1-nope")).status).toBe(404);
+    const evacuate = await api.post<{ error: { status: number; details: string[] } }>("/api/evacuate", {
+      to: ["sip:dc9@192.0.2.66"],
+    });
+    expect([evacuate.status, evacuate.body.error.details]).toEqual([
+      403,
+      [expect.stringMatching(/^sip:dc9@192\.0\.2\.66 is not a permitted destination/)],
+    ]);
+    expect((await api.post("/api/evacuate", { to: "sip:dc2@127.0.0.1" })).status).toBe(400);
   });
 });
 

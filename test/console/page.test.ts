@@ -2,7 +2,8 @@
  * The console page in a real browser (Debian's chromium driven by playwright-core, headless,
  * empty profile), through real migrations of the exp2 VMs (router1, video) under QEMU to a
  * destination agent on loopback: a refusal shown on the page, an abort, then Call, Migrate
- * (progress moves, both VMs completed), Bye and the report. The finished page is saved as
+ * (progress moves, both VMs completed), Bye and the report; then Evacuate host moves solo, the VM
+ * still running here, to the destination that answers. The finished page is saved as
  * .cache/artifacts/console.png.
  */
 import fs from "node:fs";
@@ -32,8 +33,8 @@ let page: Page;
 beforeAll(async () => {
   if (!fs.existsSync(CHROMIUM))
     throw new Error("chromium is missing: apt-get install -y chromium (scripts/bootstrap.sh installs it)");
-  stack = await startStack({ vms: ["router1", "video"] });
-  await Promise.all([stack.boot("router1"), stack.boot("video")]);
+  stack = await startStack({ vms: ["router1", "video", "solo"] });
+  await Promise.all([stack.boot("router1"), stack.boot("video"), stack.boot("solo")]);
   profile = fs.mkdtempSync(path.join(os.tmpdir(), "st-chromium-"));
   context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -196,4 +197,19 @@ test("Call, Migrate, Bye: progress moves, both VMs complete, the report and char
   const shot = path.join(repoRoot(), ".cache", "artifacts", "console.png");
   fs.mkdirSync(path.dirname(shot), { recursive: true });
   await page.screenshot({ path: shot, fullPage: true });
+});
+
+test("Evacuate host moves what still runs here to the destination that takes it, after a confirmation", async () => {
+  page.once("dialog", (d) => void d.accept());
+  await page.click("#evacuate");
+  const result = page.locator("#evacuate-result").filter({ hasText: "evacuation completed" });
+  await result.waitFor({ timeout: 60_000 });
+  const text = (await result.textContent()) ?? "";
+  expect(text).toMatch(new RegExp(`^solo +dc2 ${stack.dest.uri.replace(/[.;]/g, "\\$&")} +moved +\\d+ ms`, "m"));
+  expect(text).toMatch(/^router1 +dc1 \(this host\) +not running/m);
+  expect(text).toContain("evacuation completed: 1 of 1 running VMs moved off dc1");
+  // the strict destination refused to say what it can take (403): it was not used
+  expect(await stack.whereRuns("solo")).toEqual(["dc2"]);
+  await vmState("solo").filter({ hasText: "absent" }).waitFor();
+  expect(await page.locator("#line").textContent()).toBe("ended");
 });

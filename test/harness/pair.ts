@@ -52,7 +52,7 @@ export interface Pair {
 
 export interface PairOptions {
   transport?: Transport;
-  /** Overrides for dc2's config (security, timers, ...). */
+  /** Overrides for dc2's config (security, timers, ...); `sip` and `migration` fields are merged into theirs. */
   dc2?: Record<string, unknown>;
   /** Overrides for dc1's config; `sip` fields are merged into its sip section (e.g. tls). */
   dc1?: Record<string, unknown>;
@@ -88,14 +88,14 @@ function side(
 ): HostConfig {
   const ports = portBase;
   portBase += 50;
-  const { sip, ...rest } = extra as { sip?: Record<string, unknown> };
+  const { sip, migration, ...rest } = extra as { sip?: Record<string, unknown>; migration?: Record<string, unknown> };
   return parseConfig({
     host: name,
     sip: { aor: `sip:${name}@127.0.0.1`, listen: [{ transport, address: "127.0.0.1", port: sipPort }], ...sip },
     inventory: defs,
     runDir: path.join(base, name),
     stateDir: path.join(base, `${name}-state`),
-    migration: { address: "127.0.0.1", ports: `${ports}-${ports + 49}` },
+    migration: { address: "127.0.0.1", ports: `${ports}-${ports + 49}`, ...migration },
     ...rest,
   });
 }
@@ -262,4 +262,33 @@ async function killAll(base: string): Promise<void> {
       .map((d) => path.join(base, d))
       .filter((d) => fs.statSync(d).isDirectory()),
   );
+}
+
+export interface ExtraDestination {
+  cfg: HostConfig;
+  host: Host;
+  uri: string;
+  runDir: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * One more destination agent for a pair (evacuating to several hosts): `name`'s run and state
+ * dirs in the pair's base (so `pair.close()` kills its guests), its own SIP endpoint and migration
+ * ports; `defs` replaces its inventory (a host provisioned differently), `config` adds settings.
+ */
+export async function extraDestination(
+  pair: Pair,
+  name: string,
+  opts: { defs?: VmDefinition[]; config?: Record<string, unknown>; logger?: Logger } = {},
+): Promise<ExtraDestination> {
+  const transport = pair.dc2.cfg.sip.listen[0].transport;
+  const cfg = side(pair.base, name, opts.defs ?? pair.defs, transport, opts.config);
+  const logger = opts.logger ?? silentLogger;
+  const sip = sipBackend(cfg, logger, {}, pair.backend.dc2);
+  const host = hostOf(cfg, logger);
+  const agent = new DestinationAgent({ config: cfg, sip, host, logger });
+  await agent.start();
+  const uri = `sip:${name}@127.0.0.1:${sip.listeners[0].port};transport=${transport}`;
+  return { cfg, host, uri, runDir: cfg.runDir, stop: () => agent.stop().catch(() => undefined) };
 }

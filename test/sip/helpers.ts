@@ -4,6 +4,7 @@ import os from "node:os";
 import path from "node:path";
 import { createSipBackend, type SipConfig, type SipJsBackend, type TransportKind } from "../../lib/sip";
 import type { TransportOptions } from "../../lib/sip/transport";
+import { RawSipClient } from "../security/raw-sip";
 
 export { runSipp } from "../../bench/sipp";
 
@@ -73,4 +74,20 @@ export function listenerPort(backend: SipJsBackend, kind: TransportKind): number
   const l = backend.listeners.find((x) => x.transport === kind);
   if (!l) throw new Error(`no ${kind} listener`);
   return l.port;
+}
+
+/** An answer-everything agent and a raw UDP client facing it, for tests that write the peer's SIP by hand. */
+export async function withRawUas(
+  run: (t: { raw: RawSipClient; target: string; seen: ReturnType<typeof answerEverything> }) => Promise<void>,
+): Promise<void> {
+  const uas = await startAgent("dc2", ["udp"]);
+  const seen = answerEverything(uas);
+  const port = listenerPort(uas, "udp");
+  const raw = await RawSipClient.udp(port);
+  try {
+    await run({ raw, target: `sip:dc2@127.0.0.1:${port}`, seen });
+  } finally {
+    raw.close();
+    await uas.stop();
+  }
 }

@@ -12,8 +12,9 @@ export const KAMAILIO_CFG = path.join(__dirname, "..", "..", "deploy", "kamailio
 export const DOMAIN = "teleport.test";
 export const KAMAILIO_USERS: Record<string, string> = { dc1: "dc1-secret-pw", dc2: "dc2-secret-pw" };
 
-export function writeUsers(dir: string): void {
-  const rows = Object.entries(KAMAILIO_USERS).map(([u, p], i) => `${i + 1}:${u}:${DOMAIN}:${p}:::`);
+/** The subscriber table: `users` (user -> password) at DOMAIN, the agents' by default. */
+export function writeUsers(dir: string, users: Record<string, string> = KAMAILIO_USERS): void {
+  const rows = Object.entries(users).map(([u, p], i) => `${i + 1}:${u}:${DOMAIN}:${p}:::`);
   fs.writeFileSync(
     path.join(dir, "subscriber"),
     [

@@ -2,18 +2,13 @@
  * RFC 6026: a retransmitted INVITE that crosses our 200 OK, or arrives after its dialog already
  * ended, is absorbed, never taken for a new call (which would arm the VMs a second time).
  */
-import { RawSipClient, rawInvite } from "../security/raw-sip";
-import { OFFER, answerEverything, listenerPort, startAgent } from "./helpers";
+import { rawInvite } from "../security/raw-sip";
+import { OFFER, withRawUas } from "./helpers";
 
 test.each(["before ACK", "after BYE"])(
   "an INVITE retransmission arriving %s is absorbed: one dialog, acknowledged and ended",
   async (when) => {
-    const uas = await startAgent("dc2", ["udp"]);
-    const seen = answerEverything(uas);
-    const port = listenerPort(uas, "udp");
-    const raw = await RawSipClient.udp(port);
-    try {
-      const target = `sip:dc2@127.0.0.1:${port}`;
+    await withRawUas(async ({ raw, target, seen }) => {
       const inv = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, OFFER);
       raw.send(inv.text);
       const ok = await raw.final(inv.callId);
@@ -40,9 +35,6 @@ test.each(["before ACK", "after BYE"])(
       if (when === "after BYE") raw.send(inv.text);
       await new Promise((r) => setTimeout(r, 300));
       expect(seen).toEqual({ invites: 1, acks: 1, infos: 0, byes: 1, ended: 1 });
-    } finally {
-      raw.close();
-      await uas.stop();
-    }
+    });
   },
 );

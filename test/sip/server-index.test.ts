@@ -4,8 +4,8 @@
  * other requests are not taken for it.
  */
 import { IndexedServers } from "../../lib/sip/sipjs/server-index";
-import { RawSipClient, rawInvite } from "../security/raw-sip";
-import { OFFER, answerEverything, listenerPort, startAgent } from "./helpers";
+import { rawInvite } from "../security/raw-sip";
+import { OFFER, withRawUas } from "./helpers";
 
 const server = (fromTag: string, callId: string, cseq: number) => ({
   transaction: { request: { fromTag, callId, cseq } },
@@ -32,12 +32,7 @@ describe("IndexedServers", () => {
 });
 
 test("an INVITE merged from a second path gets 482; another call is answered", async () => {
-  const uas = await startAgent("dc2", ["udp"]);
-  const seen = answerEverything(uas);
-  const port = listenerPort(uas, "udp");
-  const raw = await RawSipClient.udp(port);
-  try {
-    const target = `sip:dc2@127.0.0.1:${port}`;
+  await withRawUas(async ({ raw, target, seen }) => {
     const first = rawInvite(target, "sip:dc1@127.0.0.1", raw.localPort, OFFER);
     raw.send(first.text);
     expect((await raw.final(first.callId))?.status).toBe(200);
@@ -51,8 +46,5 @@ test("an INVITE merged from a second path gets 482; another call is answered", a
     raw.send(other.text);
     expect((await raw.final(other.callId))?.status).toBe(200);
     expect(seen.invites).toBe(2);
-  } finally {
-    raw.close();
-    await uas.stop();
-  }
+  });
 });

@@ -154,6 +154,23 @@ $("dry-run").addEventListener("click", async () => {
     out.textContent = `dry run: ${e.message}`;
   }
 });
+// Empty the host for maintenance: every VM running here to the configured destinations.
+$("evacuate").addEventListener("click", async () => {
+  if (!confirm("Move every VM running on this host to the configured destinations?")) return;
+  const out = $("evacuate-result");
+  out.hidden = false;
+  out.textContent = "evacuating… (asking the destinations, then moving)";
+  $("evacuate").disabled = true;
+  try {
+    out.textContent = (await api("POST", "/api/evacuate", {})).text;
+  } catch (e) {
+    const details = (e.info && e.info.details) || [];
+    out.textContent = [`evacuate: ${e.info ? e.info.status : ""} ${e.message}`, ...details].join("\n");
+  } finally {
+    $("evacuate").disabled = false;
+    loadInventory().catch(() => undefined);
+  }
+});
 $("call").addEventListener("click", () => act("call", callRequest()));
 $("cancel").addEventListener("click", () => act("cancel", {}));
 $("migrate").addEventListener("click", () => act("migrate", {}));

@@ -34,16 +34,29 @@ export function refusedInDialog(
   return true;
 }
 
+/** Per UA, the OPTIONS being answered now, by Call-ID, CSeq and Via branch. */
+const optionsInProgress = new WeakMap<UserAgentContext, Set<string>>();
+
 /**
  * OPTIONS outside a dialog, answered statelessly as the core would: by the agent's onOptions
  * (capacity, dry run) when it has one, else 200 with our capabilities (the core's own lists SDP).
+ * A UDP retransmission that arrives while the first is still being answered (a dry run takes a
+ * while on a busy host) is dropped, as a server transaction would (RFC 3261 17.2.2): a dry run
+ * must not run twice, it counts against the caller's INVITE rate. Once answered, the UDP layer
+ * replays the answer to retransmissions.
  */
 export function receiveOptions(
   ua: UserAgentContext,
   core: Core.UserAgentCore,
   message: Core.IncomingRequestMessage,
 ): void {
+  const busy = optionsInProgress.get(ua) ?? new Set<string>();
+  optionsInProgress.set(ua, busy);
+  const key = `${message.callId} ${message.cseq} ${message.viaBranch}`;
+  if (busy.has(key)) return;
+  busy.add(key);
   const reply = (status: number, reason?: string, opts?: ResponseOptions) => {
+    busy.delete(key);
     const options = responseOptions(status, reason, opts, "render");
     options.extraHeaders = [...CAPABILITIES, "Supported: ", ...(options.extraHeaders ?? [])];
     core.replyStateless(message, options);
