@@ -11,6 +11,10 @@
  * are bound by bytes, ~24 s for exp3's 207 MiB; 5 there add about 5 minutes),
  * BENCH_EXPERIMENTS=exp1,exp2,exp3, BENCH_LINKS=0,1000,100, BENCH_MIGRATOR=sip|direct
  * (direct: the same QMP migrations with no SIP, the baseline), BENCH_STRATEGIES=sequential,parallel,switchover.
+ * BENCH_DISKS=1: exp3's web and storage servers get disks local to each host (a qcow2 image of
+ * BENCH_DISK_MIB, default 256, holding BENCH_DISK_DATA_MIB, default 64, of data; mode copy), which
+ * every move copies, their guests writing numbered records to them throughout; at the end each
+ * disk is checked (clean filesystem, every record the guest wrote in place).
  * Needs root.
  */
 import fs from "node:fs";
@@ -36,6 +40,12 @@ const EXPS = (env.BENCH_EXPERIMENTS ?? EXPERIMENTS.join(",")).split(",") as Expe
 const LINKS = (env.BENCH_LINKS ?? "0,1000,100").split(",").map(Number);
 const MIGRATOR = env.BENCH_MIGRATOR ?? "sip";
 const STRATS = (env.BENCH_STRATEGIES ?? STRATEGIES.join(",")).split(",") as Strategy[];
+const DISKS =
+  env.BENCH_DISKS === "1"
+    ? { mib: Number(env.BENCH_DISK_MIB ?? 256), dataMib: Number(env.BENCH_DISK_DATA_MIB ?? 64) }
+    : undefined;
+/** The disk checks of every testbed closed so far (BENCH_DISKS=1). */
+const diskChecks: { lines: string[]; problems: string[] } = { lines: [], problems: [] };
 
 const OUT = path.join(repoRoot(), "bench", "out", "thesis");
 
@@ -65,11 +75,14 @@ interface Bed {
 let current: Bed | undefined;
 
 async function openBed(name: ExperimentName): Promise<Bed> {
-  const lab = await Lab.create(EXPERIMENT[name], await ensureGuest());
+  const lab = await Lab.create(EXPERIMENT[name], await ensureGuest(), DISKS ? { disks: DISKS } : {});
   let agents: AgentPair | undefined;
   const close = async () => {
     current = undefined;
     await agents?.stop();
+    const checked = await lab.checkDisks().catch((err: unknown) => ({ lines: [], problems: [String(err)] }));
+    diskChecks.lines.push(...checked.lines.map((l) => `${name}: ${l}`));
+    diskChecks.problems.push(...checked.problems.map((l) => `${name}: ${l}`));
     await lab.destroy();
   };
   current = { lab, migrator: directMigrator, close };
@@ -104,7 +117,7 @@ async function runExperiment(
             { linkMbit, warmupMs: 400, tailMs: 1000 },
           );
           at = to;
-          const id = `${name}-${strategy}-${linkMbit || "unshaped"}-${i + 1}`;
+          const id = `${name}${DISKS ? "-disks" : ""}-${strategy}-${linkMbit || "unshaped"}-${i + 1}`;
           fs.writeFileSync(path.join(OUT, `${id}.json`), JSON.stringify(r));
           const f = runFigures(r);
           group.runs.push(f);
@@ -114,6 +127,7 @@ async function runExperiment(
           process.stderr.write(
             `${id}: interruption ${f.interruptionMs} ms (any down ${f.anyDownMs} ms), ping gap ` +
               `${f.longestPingGapMs} ms, lost ${f.pingsLost}, wall ${f.wallMs} ms` +
+              (f.diskMib !== undefined ? `, disks ${f.diskMib.toFixed(1)} MiB` : "") +
               (r.violations.length ? `  VIOLATIONS: ${r.violations.join("; ")}` : "") +
               "\n",
           );
@@ -167,11 +181,19 @@ async function main(): Promise<void> {
     if (rsvg) await execa("rsvg-convert", ["-b", "white", "-o", svgFile.replace(/\.svg$/, ".png"), svgFile]);
   }
   const minutes = ((Date.now() - t0) / 60000).toFixed(1);
-  const violations = groups.flatMap((g) => g.violations);
+  const violations = [...groups.flatMap((g) => g.violations), ...diskChecks.problems];
   const md = [
     `# bench:thesis (${MIGRATOR === "sip" ? "agents over SIP" : "direct QMP, no SIP"}), ` +
       `${new Date(t0).toISOString()}, ${minutes} min`,
     "",
+    ...(DISKS
+      ? [
+          `With disks (BENCH_DISKS=1): exp3's web and storage copy a ${DISKS.mib} MiB qcow2 image holding ` +
+            `${DISKS.dataMib} MiB of data on every move (mode copy). Data check at the end:`,
+          ...diskChecks.lines.map((l) => `- ${l}`),
+          "",
+        ]
+      : []),
     "Medians (min-max) over the repeats; times in ms. Ratios: thesis' user-seen loss / our lost " +
       "pings x 5 ms (the thesis' measure),",
     "and / our total any-probe-down time (strictest); for exp2 also the thesis' video " +

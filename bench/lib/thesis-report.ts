@@ -25,6 +25,8 @@ export interface RunFigures {
   stopToResumeMs?: number;
   wallMs: number;
   mib?: number;
+  /** Copied disks' bytes, all VMs (BENCH_DISKS=1). */
+  diskMib?: number;
   sipArmingMs?: number;
   ackMs?: number;
   byeMs?: number;
@@ -53,6 +55,8 @@ export function runFigures(r: RunResult): RunFigures {
   const s2r = maxOf(r.vms.flatMap((v) => (v.stopToResumeMs !== undefined ? [v.stopToResumeMs] : [])));
   if (s2r !== undefined) f.stopToResumeMs = Math.round(s2r);
   if (completed.length) f.mib = completed.reduce((s, v) => s + v.bytes, 0) / 2 ** 20;
+  const disk = completed.reduce((s, v) => s + (v.diskBytes ?? 0), 0);
+  if (disk > 0) f.diskMib = disk / 2 ** 20;
   if (r.report.phases) {
     f.sipArmingMs = r.report.phases.arming;
     if (r.report.phases.ackToFirstMigrate !== undefined) f.ackMs = r.report.phases.ackToFirstMigrate;
@@ -109,6 +113,7 @@ export function markdownTable(groups: readonly Group[]): string {
     "STOP->RESUME ms (worst VM)",
     "move wall ms",
     "MiB moved",
+    "disk MiB copied",
     "SIP INVITE->200 ms",
     "SIP ACK->1st migrate ms",
     "SIP last done->BYE 200 ms",
@@ -142,6 +147,7 @@ export function markdownTable(groups: readonly Group[]): string {
       cell(g.runs, "stopToResumeMs"),
       cell(g.runs, "wallMs"),
       cell(g.runs, "mib", 1),
+      cell(g.runs, "diskMib", 1),
       cell(g.runs, "sipArmingMs"),
       cell(g.runs, "ackMs"),
       cell(g.runs, "byeMs"),

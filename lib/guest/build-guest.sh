@@ -6,16 +6,17 @@
 # st.addr=CIDR[,CIDR] more addresses, st.gw=IP a default route, st.fwd=1 forward between subnets
 # (routers, firewalls), st.udpecho=PORT a UDP echo (needs socat: the second output, socat.cpio.gz,
 # is a cpio overlay to append to initramfs.gz), st.disk=1 mounts the ext4 filesystem on the first
-# virtio disk at /mnt and appends a sequence number to /mnt/seq every few ms (a 512-byte record:
-# every few records fill a new filesystem block, so a lost write leaves a gap), syncing each and then
-# printing "SEQ n" on the console (the disk tests' writer), st.dirty=MIBS a memory writer dirtying
+# virtio disk at /mnt and appends a sequence number to /mnt/seq every few ms (a 4 KiB record, one
+# filesystem block of its own written once and never again: a write the disk copy lost is never
+# healed by a later rewrite of the same block), fsyncing each and then printing "SEQ n" on the
+# console (the disk tests' writer), st.dirty=MIBS a memory writer dirtying
 # MIBS MiB/s (also started, changed or stopped at run time by GET /cgi-bin/dirty?rate=MIBS; GET
 # /cgi-bin/dirty says how it goes: passes and the longest gap between two of them, in ms).
 # Idempotent: does nothing when this version is built.
 set -euo pipefail
 OUT=${1:-"$(cd "$(dirname "$0")/../.." && pwd)/.cache/guest"}
 # Bump when the image changes, so cached builds are redone.
-VERSION=7
+VERSION=8
 [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.gz" ] && [ -s "$OUT/socat.cpio.gz" ] && [ "$(cat "$OUT/version" 2>/dev/null)" = "$VERSION" ] && exit 0
 mkdir -p "$OUT"
 WORK=$(mktemp -d "$OUT/build.XXXXXX")
@@ -62,12 +63,16 @@ for c in \$(echo "\$ADDRS" | tr , " "); do ip addr add "\$c" dev eth0; done
 if [ -n "\$FWD" ]; then for f in /proc/sys/net/ipv4/conf/*/send_redirects; do echo 0 > \$f; done; echo 1 > /proc/sys/net/ipv4/ip_forward; fi
 # socat serves one peer per run; -T restarts it for the next peer after 10 s of silence.
 if [ -n "\$UDP" ] && [ -x /bin/socat ]; then (while :; do socat -T 10 UDP-LISTEN:\$UDP,reuseaddr PIPE; done) </dev/null >/dev/null 2>&1 & fi
-# The writer: a number is printed only once it is on the disk (sync returned), so every number the
-# console shows must be in /mnt/seq, whichever host the disk is on by then.
+# The writer: record n is block n-1 of /mnt/seq; a number is printed only once it is on the disk
+# (dd's fsync returned), so every number the console shows must be in /mnt/seq, whichever host the
+# disk is on by then. The record is made in RAM first: dd reading a pipe could split it.
 if [ -n "\$DISK" ]; then
   mkdir -p /mnt
   if mount -t ext4 /dev/vda /mnt; then
-    (i=\$(wc -l < /mnt/seq 2>/dev/null || echo 0); while :; do i=\$((i+1)); printf "%-511s\\n" \$i >> /mnt/seq; sync; echo "SEQ \$i"; usleep 5000; done) </dev/null >/dev/console 2>&1 &
+    (i=\$(( \$(stat -c %s /mnt/seq 2>/dev/null || echo 0) / 4096 )); while :; do i=\$((i+1))
+      printf "%-4095s\\n" \$i > /tmp/rec
+      dd if=/tmp/rec of=/mnt/seq bs=4096 seek=\$((i-1)) conv=notrunc,fsync 2>/dev/null || { echo "SEQ-FAILED \$i"; break; }
+      echo "SEQ \$i"; usleep 5000; done) </dev/null >/dev/console 2>&1 &
     echo "DISK-READY \$N"
   else echo "DISK-FAILED \$N"; fi
 fi

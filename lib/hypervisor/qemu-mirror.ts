@@ -21,11 +21,15 @@ export interface MirrorDisk {
   export: DiskExport;
 }
 
+/** How long an abort waits for the mirrors to end before it lets the move fail without them. */
+const ABORT_WAIT_MS = 3000;
+
 interface BlockJob {
   device: string;
   len: number;
   offset: number;
   ready?: boolean;
+  paused?: boolean;
 }
 
 /** "nbd://HOST:PORT/EXPORT" as QEMU's nbd driver options. */
@@ -65,6 +69,7 @@ export class DiskMirrors {
 
   /** Connect to every export and start every mirror at `bytesPerS` in all (0 = unlimited). */
   async start(bytesPerS: number): Promise<void> {
+    await this.clearEarlierAttempt();
     this.off = this.client.onEvent((ev) => this.onEvent(ev));
     const speed = bytesPerS > 0 ? Math.max(1, Math.floor(bytesPerS / this.disks.length)) : 0;
     for (const d of this.disks) {
@@ -122,6 +127,10 @@ export class DiskMirrors {
    */
   async complete(): Promise<number> {
     await this.setSpeed(0).catch(() => undefined); // the guest waits: no cap on the last blocks
+    // QEMU refuses to complete a paused job (someone's block-job-pause): it has blocks to copy too
+    const jobs = await this.client.execute<BlockJob[]>("query-block-jobs");
+    for (const job of jobs.filter((j) => this.jobs.includes(j.device) && j.paused))
+      await this.client.execute("block-job-resume", { device: job.device });
     for (const job of this.jobs) await this.client.execute("block-job-cancel", { device: job, force: false });
     await this.until(() => this.jobs.every((j) => this.completed.has(j)));
     await this.detach();
@@ -129,17 +138,40 @@ export class DiskMirrors {
     return this.bytes;
   }
 
-  /** Stop every mirror at once; the source image is the VM's and was never touched. */
+  /**
+   * Stop every mirror at once; the source image is the VM's and was never touched. A mirror whose
+   * destination became unreachable (link cut) cannot end before its pending writes fail: QEMU
+   * ends it when the connection does, the guest meanwhile runs on its own disk, and the next
+   * move clears what is left (clearEarlierAttempt).
+   */
   async abort(): Promise<void> {
     this.aborting = true;
     for (const job of this.jobs)
       if (!this.completed.has(job))
         await this.client.execute("block-job-cancel", { device: job, force: true }).catch(() => undefined);
-    await Promise.race([
-      this.until(() => this.jobs.every((j) => this.completed.has(j))).catch(() => undefined),
-      new Promise((r) => setTimeout(r, 5000).unref()),
+    const ended = await Promise.race([
+      this.until(() => this.jobs.every((j) => this.completed.has(j))).then(
+        () => true,
+        () => true,
+      ),
+      new Promise<boolean>((r) => setTimeout(() => r(false), ABORT_WAIT_MS).unref()),
     ]);
+    if (!ended)
+      this.log.warn(`disk mirror of ${this.vm} still waits for its unreachable destination`, {
+        why: "its writes in flight end when the connection fails; the VM runs on its own disk meanwhile",
+      });
     await this.detach();
+  }
+
+  /** What an earlier move of this VM left in its QEMU (a mirror that outlived its abort): gone, or a clear refusal. */
+  private async clearEarlierAttempt(): Promise<void> {
+    if ((await dropOrphanedMirrors(this.client)) === 0) return;
+    const left = await this.client.execute<BlockJob[]>("query-block-jobs");
+    if (left.some((j) => this.jobs.includes(j.device)))
+      throw new TeleportError(503, `a disk mirror of an earlier move of ${this.vm} is still running`, [
+        "it waits for a destination that became unreachable; QEMU ends it when that connection fails",
+        "the VM runs here on its own disk; try again in a while",
+      ]);
   }
 
   private async detach(): Promise<void> {

@@ -1,9 +1,12 @@
 /**
  * The guest data check for disk moves: a test guest (lib/guest, st.disk=1) mounts an ext4
- * filesystem on its first disk and appends a sequence number (a 512-byte record) to /mnt/seq every few ms, printing
- * "SEQ n" on its console once n is synced. After a move: the destination's image holds a clean
- * filesystem (after the journal replay any power cut needs) and every number from 1 on, no gap,
- * at least up to the last one the guest printed anywhere.
+ * filesystem on its first disk and writes sequence numbers to /mnt/seq every few ms, number n as
+ * record n (4 KiB, a filesystem block of its own, written once and fsynced), printing "SEQ n" on
+ * its console once n is on the disk. Since no block is ever rewritten, a write the disk copy lost
+ * (a mirror not completed, or completed before the guest stopped) stays lost. After a move: the
+ * destination's image holds a clean filesystem (after the journal replay any power cut needs) and
+ * record n holds n for every n, in order, nothing missing, at least up to the last number the
+ * guest printed anywhere (on the source's console: every write before the STOP).
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -11,6 +14,7 @@ import execa from "execa";
 import type { DiskDefinition, VmDefinition } from "../../lib/hypervisor/driver";
 import type { GuestFiles } from "../../lib/guest/guest";
 import { guestVm } from "../../lib/guest/guest";
+import { QmpClient } from "../../lib/hypervisor/qmp";
 
 /**
  * An ext4 filesystem in a new image of `mib` MiB (qcow2 or raw), as the guest's disk, with a file
@@ -61,37 +65,75 @@ export async function waitForWriter(serialLog: string, n = 20, timeoutMs = 30_00
   }
 }
 
+/** Bytes of one record of /mnt/seq: the number, padded with spaces, and a newline. */
+export const RECORD_BYTES = 4096;
+
 export interface ImageCheck {
   /** e2fsck's verdict after the journal replay: 0 = clean. */
   fsckExit: number;
   fsckOutput: string;
-  seqs: number[];
-  /** Numbers missing between 1 and the last one found. */
-  gaps: number[];
+  /** Records in /mnt/seq (its size / RECORD_BYTES). */
+  records: number;
+  /** Positions n whose record does not hold n (a lost write reads back as zeros): none when intact. */
+  wrong: number[];
 }
 
 /** Check a (stopped) guest's image on a scratch raw copy; the image itself is not touched. */
 export async function checkImage(image: string, scratchDir: string): Promise<ImageCheck> {
-  const raw = path.join(scratchDir, `check-${process.pid}-${Date.now()}.raw`);
+  const stamp = `${process.pid}-${Date.now()}`;
+  const raw = path.join(scratchDir, `check-${stamp}.raw`);
+  const seq = path.join(scratchDir, `check-${stamp}.seq`);
   try {
     await execa("qemu-img", ["convert", "-q", "-O", "raw", image, raw]);
     // the VM was powered off, not unmounted: replay the journal as the next mount would
     await execa("e2fsck", ["-y", "-E", "journal_only", raw], { reject: false });
     const fsck = await execa("e2fsck", ["-f", "-n", raw], { reject: false });
-    const cat = await execa("debugfs", ["-R", "cat /seq", raw], { reject: false });
-    // 512-byte records: the number, padded with spaces; a lost block reads back as zeros
-    const seqs = cat.stdout
-      .split("\n")
-      .map((l) => l.trim())
-      .filter((l) => /^\d+$/.test(l))
-      .map(Number);
-    const gaps: number[] = [];
-    for (let i = 1, j = 0; i <= (seqs.at(-1) ?? 0); i++) {
-      if (seqs[j] === i) j++;
-      else gaps.push(i);
+    await execa("debugfs", ["-R", `dump /seq ${seq}`, raw], { reject: false });
+    const data = fs.existsSync(seq) ? fs.readFileSync(seq) : Buffer.alloc(0);
+    const records = Math.floor(data.length / RECORD_BYTES);
+    const wrong: number[] = [];
+    for (let n = 1; n <= records; n++) {
+      const rec = data.subarray((n - 1) * RECORD_BYTES, n * RECORD_BYTES).toString("latin1");
+      if (rec.trim() !== String(n)) wrong.push(n);
     }
-    return { fsckExit: fsck.exitCode, fsckOutput: `${fsck.stdout}\n${fsck.stderr}`, seqs, gaps };
+    return { fsckExit: fsck.exitCode, fsckOutput: `${fsck.stdout}\n${fsck.stderr}`, records, wrong };
   } finally {
     fs.rmSync(raw, { force: true });
+    fs.rmSync(seq, { force: true });
   }
+}
+
+/**
+ * The verdict the disk tests expect: clean, every record in its place, and at least every number
+ * the guest printed (on the source before the STOP, on the destination after it).
+ */
+export function dataVerdict(check: ImageCheck, printed: number): { fsck: number; wrong: number[]; missing: number } {
+  return {
+    fsck: check.fsckExit,
+    wrong: check.wrong.slice(0, 20),
+    missing: Math.max(0, printed - check.records),
+  };
+}
+
+/**
+ * Hold the source's mirror of vda (block-job-pause, through the VM's monitor socket) and wait until
+ * the guest has written past it (two more numbers on its console, `serialLog`): from then on the
+ * destination lacks blocks the guest wrote, and only the completion of the mirror at the switchover
+ * (block-job-cancel of a ready job, which resumes a paused one and copies what is left) carries
+ * them. Slowing the mirror would not do: QEMU ignores its speed limit once it is in sync. False
+ * when the guest wrote nothing more within `timeoutMs`.
+ */
+export async function holdMirror(monitor: string, serialLog: string, timeoutMs = 10_000): Promise<boolean> {
+  const mon = await QmpClient.connect(monitor);
+  const before = printedSeqs(serialLog).at(-1) ?? 0;
+  try {
+    await mon.execute("block-job-pause", { device: "st-mirror-vda" });
+  } finally {
+    await mon.close(); // the driver asks this socket too
+  }
+  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline;) {
+    if ((printedSeqs(serialLog).at(-1) ?? 0) >= before + 2) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return false;
 }

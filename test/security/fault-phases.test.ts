@@ -34,9 +34,9 @@
  * does not help a source whose destination died after its 100 Trying: timers.answerTimeoutS
  * (4 s here) does.
  * VMs with copied disks (NRDL 2) have a phase more, the disk mirror before pre-copy: its cells
- * (destination QEMU, source QEMU and destination agent killed, operator abort, destination disk
- * full) are in fault-disks.test.ts; the source agent dying during the mirror is settled by the next
- * agent (test/disks/driver.test.ts).
+ * (source and destination agents, source and destination QEMUs killed, the link cut, operator
+ * abort, destination disk full) are in fault-disks.test.ts; the mirror a dead source agent left
+ * is stopped by the next agent (test/disks/driver.test.ts).
  */
 import fs from "node:fs";
 import type { MigrateSummary } from "../../agents/source/agent";

@@ -23,6 +23,7 @@ interface SummaryLine {
     totalMs?: number;
     downtimeMs?: number;
     transferredBytes?: number;
+    diskTransferredBytes?: number;
     reason?: string;
   }>;
   phases: NonNullable<MigrationReport["phases"]>;
@@ -155,6 +156,7 @@ export class AgentPair implements Migrator {
             totalMs: v.totalMs ?? -1,
             downtimeMs: v.downtimeMs ?? -1,
             bytes: v.transferredBytes ?? -1,
+            diskBytes: v.diskTransferredBytes,
           }
         : { vm: v.vm, outcome: v.state === "aborted" ? "aborted" : "failed", reason: v.reason ?? v.state },
     );

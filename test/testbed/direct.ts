@@ -1,10 +1,13 @@
 /**
  * The same plan and the same QEMU migrations the agents run, issued directly with no SIP:
  * arm every VM on the destination first (as the destination agent does before its 200 OK),
- * then run the plan's waves with the executor. The baseline the SIP figures are compared to,
- * and what the testbed used before the agents could run.
+ * then run the plan's waves with the executor. Copied disks are created and exported by the
+ * arming and mirrored by the migration, as in the agents' dialog. The baseline the SIP figures are
+ * compared to, and what the testbed used before the agents could run.
  */
 import { randomBytes } from "node:crypto";
+import type { MigrationTarget } from "../../lib/hypervisor/driver";
+import { diskSpecOf } from "../../lib/hypervisor/qemu-disks";
 import { executePlan } from "../../lib/plan/execute";
 import { planWaves } from "../../lib/plan/waves";
 import type { Policy } from "../../nrdl/types";
@@ -22,11 +25,18 @@ export const directMigrator: Migrator = {
   async migrate(lab: Lab, req: MoveRequest): Promise<MigrationReport> {
     const src = lab.driver(req.from);
     const dst = lab.driver(req.to);
-    const targets = new Map<string, { uri: string; secret: string }>();
+    const targets = new Map<string, MigrationTarget>();
     for (const g of lab.exp.guests) {
       const secret = randomBytes(16).toString("hex");
-      const armed = await dst.arm(g.name, { address: SEGMENT[req.to], port: randomPort(), secret });
-      targets.set(g.name, { uri: armed.uri, secret });
+      const def = lab.inventory(req.from).find((d) => d.name === g.name);
+      const disks = await Promise.all((def?.disks ?? []).map(diskSpecOf));
+      const armed = await dst.arm(g.name, {
+        address: SEGMENT[req.to],
+        port: randomPort(),
+        secret,
+        ...(disks.length ? { disks, nbdSecret: randomBytes(16).toString("hex") } : {}),
+      });
+      targets.set(g.name, { uri: armed.uri, secret, exports: armed.exports });
     }
     const policy: Policy = { ...req.policy };
     const plan = planWaves(
@@ -65,6 +75,7 @@ export const directMigrator: Migrator = {
               totalMs: o.result.totalMs,
               downtimeMs: o.result.downtimeMs,
               bytes: o.result.transferredBytes,
+              diskBytes: o.result.diskTransferredBytes,
             }
           : { vm: o.vm, outcome: o.state, reason: o.reason },
       ),

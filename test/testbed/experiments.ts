@@ -23,6 +23,11 @@ export interface GuestSpec {
   udpEcho?: boolean;
   /** Probes the user runs against this guest. */
   probes: ProbeKind[];
+  /**
+   * Has a disk local to its host (a qcow2 image on each, mode copy) when the lab is built with
+   * disks (LabOptions.disks, bench:thesis with BENCH_DISKS=1); its guest writes to it throughout.
+   */
+  disk?: boolean;
 }
 
 /** What the thesis reported, for the comparison table. */
@@ -85,8 +90,8 @@ export const EXPERIMENT: Record<ExperimentName, Experiment> = {
         probes: ["ping"],
       },
       { name: "router", role: "router", ip: "10.10.0.22/24", forward: true, probes: ["ping"] },
-      { name: "web", role: "server", ip: "10.30.0.10/24", gw: "10.30.0.1", probes: ["ping", "tcp"] },
-      { name: "storage", role: "storage", ip: "10.10.0.24/24", probes: ["ping", "tcp"] },
+      { name: "web", role: "server", ip: "10.30.0.10/24", gw: "10.30.0.1", probes: ["ping", "tcp"], disk: true },
+      { name: "storage", role: "storage", ip: "10.10.0.24/24", probes: ["ping", "tcp"], disk: true },
     ],
     userRoutes: { "10.30.0.0/24": "10.10.0.21" },
     thesis: { pingsLost: 3, pingIntervalMs: 500, lossMs: 1500 },

@@ -3,6 +3,10 @@
  * definitions on both (only the tap names differ), QEMU drivers that start QEMU inside their
  * data center's namespace, and a QMP event recorder per VM (a third monitor socket that only
  * listens, so STOP/RESUME/MIGRATION timestamps are seen whoever drives the migration).
+ * With disks, the guests marked `disk` have a qcow2 image per host (mode copy: the agents copy it
+ * on every move) that their writer fills with numbered records (test/disks/guest-disk.ts); after
+ * a move the source's old image is removed, as the operator does once the VM runs at the
+ * destination, so the next move back finds no image in its way.
  * destroy() kills every QEMU and relay it started and removes the namespaces, even after a failure.
  */
 import fs from "node:fs";
@@ -15,6 +19,7 @@ import { QemuDriver } from "../../lib/hypervisor/qemu";
 import { QmpClient } from "../../lib/hypervisor/qmp";
 import { type Experiment, type GuestSpec, guestAppend, hostAddress } from "./experiments";
 import { type GuestFiles, guestVm } from "../../lib/guest/guest";
+import { checkImage, dataVerdict, ext4Image, printedSeqs } from "../disks/guest-disk";
 import { HOSTS, type HostName, tapName, TestbedNetwork } from "./network";
 
 export interface RecordedEvent {
@@ -31,6 +36,8 @@ export interface LabOptions {
   memoryMib?: number;
   /** Pad TCG guests' RAM against QEMU < 9.0's lost dirty pages (QemuDriverOptions decides the default). */
   tcgDirtyWorkaround?: boolean;
+  /** Local disks for the guests marked `disk`: an ext4 image of `mib` MiB holding `dataMib` MiB of data. */
+  disks?: { mib: number; dataMib: number };
 }
 
 /** Locally administered, unique per guest index, identical on both hosts. */
@@ -87,10 +94,18 @@ export class Lab {
             def.append = `${def.append} ${guestAppend(g)}`;
             if (g.udpEcho) def.initrd = withSocat;
             def.extraArgs = ["-qmp", `unix:${path.join(runDir, `${g.name}.ev`)},server=on,wait=off`];
+            if (opts.disks && g.disk) {
+              def.disks = [{ target: "vda", file: Lab.imageFile(dir, host, g.name), format: "qcow2", mode: "copy" }];
+              def.append = `${def.append} st.disk=1`;
+            }
             return def;
           }),
         );
+        if (opts.disks) fs.mkdirSync(path.dirname(Lab.imageFile(dir, host, "x")), { recursive: true });
       }
+      const withDisk = opts.disks ? exp.guests.filter((g) => g.disk) : [];
+      for (const g of withDisk)
+        await ext4Image(Lab.imageFile(dir, "dc1", g.name), opts.disks!.mib, "qcow2", opts.disks!.dataMib);
       return new Lab(exp, net, dir, defs, opts.tcgDirtyWorkaround);
     } catch (err) {
       await net?.destroy();
@@ -101,6 +116,64 @@ export class Lab {
 
   runDir(host: HostName): string {
     return path.join(this.dir, host);
+  }
+
+  private static imageFile(dir: string, host: HostName, vm: string): string {
+    return path.join(dir, `${host}-img`, `${vm}.qcow2`);
+  }
+
+  /** Guests with a copied disk in this lab. */
+  private diskGuests(): GuestSpec[] {
+    return this.exp.guests.filter((g) => this.inventory("dc1").find((d) => d.name === g.name)?.disks.length);
+  }
+
+  private serial(host: HostName, vm: string): string {
+    return path.join(this.runDir(host), `${vm}.serial.log`);
+  }
+
+  /**
+   * After a move: each disk guest's writer goes on at the destination (a number past the last one
+   * the source's console showed, within `timeoutMs`), and its old image on the source is removed.
+   * Returns what went wrong, in words.
+   */
+  async disksAfterMove(from: HostName, to: HostName, timeoutMs = 5000): Promise<string[]> {
+    const problems: string[] = [];
+    for (const g of this.diskGuests()) {
+      if (this.runningOn(g.name).join() !== to) continue; // the placement check reports it
+      const last = Math.max(0, ...printedSeqs(this.serial(from, g.name)));
+      const deadline = Date.now() + timeoutMs;
+      while (Math.max(0, ...printedSeqs(this.serial(to, g.name))) <= last && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 100));
+      if (Math.max(0, ...printedSeqs(this.serial(to, g.name))) <= last)
+        problems.push(`${g.name}'s disk writer did not go on at ${to} after number ${last}`);
+      fs.rmSync(Lab.imageFile(this.dir, from, g.name), { force: true });
+    }
+    return problems;
+  }
+
+  /**
+   * The disk guests' data check, at the end: each is stopped where it runs and its image checked
+   * (clean filesystem, every record in place up to the last number any console showed). Returns
+   * a line per guest and the problems.
+   */
+  async checkDisks(): Promise<{ lines: string[]; problems: string[] }> {
+    const lines: string[] = [];
+    const problems: string[] = [];
+    for (const g of this.diskGuests()) {
+      const [host] = this.runningOn(g.name);
+      if (!host) continue;
+      await this.driver(host).stop(g.name);
+      const printed = Math.max(0, ...HOSTS.flatMap((h) => printedSeqs(this.serial(h, g.name))));
+      const check = await checkImage(Lab.imageFile(this.dir, host, g.name), this.dir);
+      const verdict = dataVerdict(check, printed);
+      const ok = verdict.fsck === 0 && verdict.wrong.length === 0 && verdict.missing === 0;
+      lines.push(
+        `${g.name} on ${host}: ${check.records} records, last printed ${printed}, ` +
+          (ok ? "filesystem clean, every record in place" : `BROKEN ${JSON.stringify(verdict)}`),
+      );
+      if (!ok) problems.push(`${g.name}'s disk on ${host}: ${JSON.stringify(verdict)}`);
+    }
+    return { lines, problems };
   }
 
   inventory(host: HostName): VmDefinition[] {

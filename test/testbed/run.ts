@@ -25,7 +25,7 @@ export interface MoveRequest {
 }
 
 export type VmReport =
-  | { vm: string; outcome: "completed"; totalMs: number; downtimeMs: number; bytes: number }
+  | { vm: string; outcome: "completed"; totalMs: number; downtimeMs: number; bytes: number; diskBytes?: number }
   | { vm: string; outcome: "failed" | "aborted"; reason: string };
 
 export interface MigrationReport {
@@ -188,6 +188,8 @@ export async function measureMove(
     vms.push(run);
   }
   for (const r of report.vms) if (r.outcome !== "completed") violations.push(`${r.vm} ${r.outcome}: ${r.reason}`);
+  // guests with copied disks: their writer goes on at the destination, and the old images go
+  violations.push(...(await lab.disksAfterMove(from, to)));
   const figures = groupFigures(records, startedAt);
   // A probe silent only for the last moments is this loaded machine not scheduling the prober
   // (every probe stops together); a guest that is really gone stays silent for the whole tail.
