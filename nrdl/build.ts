@@ -70,6 +70,10 @@ function body(b: NrdlBody, attrs: Attrs): string[] {
       ]);
     case "capacity":
       return element("capacity", attrs(b, ATTRS.capacity));
+    case "recover":
+      return element("recover", attrs(b, ATTRS.recover));
+    case "recovery":
+      return element("recovery", attrs(b, ATTRS.recovery));
     case "status":
       return b.statuses.flatMap((s) => element("status", attrs(s, ATTRS.status)));
     case "report":

@@ -43,7 +43,12 @@ export function minimumVersion(body: NrdlBody): number {
       elements("status", body.statuses, ATTRS.status);
       break;
     case "report":
+      attrs(body, ATTRS.report);
       elements("result", body.results, ATTRS.result);
+      break;
+    case "recover":
+    case "recovery":
+      version = Math.max(version, ELEMENT_SINCE[body.kind] ?? 1);
       break;
   }
   return version;

@@ -31,7 +31,7 @@ import {
 import { formatViolation, validateNrdl } from "./validate";
 import { unescapeAttr } from "./xmltext";
 
-const ONE_BODIES = "<offer>, <answer>, <report>, <preview> or <capacity>";
+const ONE_BODIES = "<offer>, <answer>, <report>, <preview>, <capacity>, <recover> or <recovery>";
 
 export type ParseResult = { ok: true; doc: NrdlDocument } | { ok: false; violations: Violation[] };
 
@@ -222,7 +222,16 @@ function readDocument(root: XNode, ctx: Context): NrdlDocument {
   }
   const groups = childrenOf(
     root,
-    { offer: "many", answer: "many", report: "many", status: "many", preview: "many", capacity: "many" },
+    {
+      offer: "many",
+      answer: "many",
+      report: "many",
+      status: "many",
+      preview: "many",
+      capacity: "many",
+      recover: "many",
+      recovery: "many",
+    },
     ctx,
   );
 
@@ -238,6 +247,10 @@ function readDocument(root: XNode, ctx: Context): NrdlDocument {
   else if (kinds.has("preview")) body = readPreview(present[0], ctx);
   else if (kinds.has("capacity"))
     body = { kind: "capacity", ...leaf(present[0], ATTRS.capacity, ctx) } as unknown as NrdlBody;
+  else if (kinds.has("recover"))
+    body = { kind: "recover", ...leaf(present[0], ATTRS.recover, ctx) } as unknown as NrdlBody;
+  else if (kinds.has("recovery"))
+    body = { kind: "recovery", ...leaf(present[0], ATTRS.recovery, ctx) } as unknown as NrdlBody;
   else body = { kind: "status", statuses: present.map((n) => leaf(n, ATTRS.status, ctx)) } as unknown as NrdlBody;
   return { ...head, body } as unknown as NrdlDocument;
 }

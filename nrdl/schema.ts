@@ -125,7 +125,7 @@ function attr(name: string, codec: Codec, use: AttrUse, since = 1): AttrSpec {
 }
 
 /** Elements newer than v1, with the version that introduced them (the rest exist since 1). */
-export const ELEMENT_SINCE: Readonly<Record<string, number>> = { disk: 2, export: 2 };
+export const ELEMENT_SINCE: Readonly<Record<string, number>> = { disk: 2, export: 2, recover: 2, recovery: 2 };
 
 /** Whether `version` may carry this attribute or element. */
 export function speaks(version: number, since: number): boolean {
@@ -205,7 +205,16 @@ export const ATTRS = {
     attr("disk-transferred-bytes", NON_NEGATIVE_INT, "optional", 2),
     attr("disk-total-bytes", NON_NEGATIVE_INT, "optional", 2),
   ],
-  report: [attr("outcome", enumCodec(OUTCOMES), "required")],
+  report: [
+    attr("outcome", enumCodec(OUTCOMES), "required"),
+    attr("group-downtime-ms", NON_NEGATIVE_INT, "optional", 2),
+  ],
+  recover: [attr("vm", NAME, "required", 2)],
+  recovery: [
+    attr("vm", NAME, "required", 2),
+    attr("uri", MIGRATION_URI, "required", 2),
+    attr("secret", SECRET, "required", 2),
+  ],
   result: [
     attr("vm", NAME, "required"),
     attr("state", enumCodec(VM_STATES), "required"),

@@ -191,10 +191,31 @@ export interface VmResult {
 export interface Report {
   kind: "report";
   outcome: Outcome;
+  /**
+   * Since NRDL 2, strategy switchover: the group's interruption, from the first VM stopped to the
+   * last one's state loaded at the destination (the source's view only).
+   */
+  groupDowntimeMs?: number;
   results: VmResult[];
 }
 
-export type NrdlBody = Offer | Answer | StatusReport | Report | Preview | Capacity;
+/** Since NRDL 2, INFO body: the post-copy link of this VM broke; the source asks for a new listener. */
+export interface RecoverRequest {
+  kind: "recover";
+  vm: string;
+}
+
+/** Since NRDL 2, the 200 OK body to a `<recover>` INFO: where to resume, with a new one-time secret. */
+export interface Recovery {
+  kind: "recovery";
+  vm: string;
+  /** "tcp:HOST:PORT", listening for the resumed migration stream. */
+  uri: string;
+  /** One-time, for this recovery only. Never logged. */
+  secret: string;
+}
+
+export type NrdlBody = Offer | Answer | StatusReport | Report | Preview | Capacity | RecoverRequest | Recovery;
 
 export interface NrdlDocument<B extends NrdlBody = NrdlBody> {
   version: number;

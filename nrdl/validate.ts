@@ -23,6 +23,8 @@ import {
   type NrdlDocument,
   type Offer,
   type Preview,
+  type RecoverRequest,
+  type Recovery,
   type Report,
   type StatusReport,
   type Violation,
@@ -54,12 +56,25 @@ export function validateNrdl(doc: NrdlDocument): Violation[] {
   else if (body?.kind === "report") validateReport(body as Report, out);
   else if (body?.kind === "preview") validatePreview(body as Preview, out);
   else if (body?.kind === "capacity") checkAttrs(body, ATTRS.capacity, "/nrdl/capacity", out);
+  else if (body?.kind === "recover" || body?.kind === "recovery")
+    validateRecovery(body as RecoverRequest | Recovery, out);
   else
     out.push({
       path: "/nrdl",
-      message: "expected a body: <offer>, <answer>, <report>, <preview>, <capacity> or one or more <status>",
+      message:
+        "expected a body: <offer>, <answer>, <report>, <preview>, <capacity>, <recover>, <recovery> " +
+        "or one or more <status>",
     });
   return out;
+}
+
+/** `<recover>` and `<recovery>` (post-copy recovery, version 2): one element, its attributes. */
+function validateRecovery(body: RecoverRequest | Recovery, out: Out): void {
+  const path = `/nrdl/${body.kind}`;
+  const since = ELEMENT_SINCE[body.kind] ?? 1;
+  const version = out.version ?? NRDL_VERSION;
+  if (!speaks(version, since)) out.push({ path, message: tooNew(`element <${body.kind}>`, since, version) });
+  else checkAttrs(body, body.kind === "recover" ? ATTRS.recover : ATTRS.recovery, path, out);
 }
 
 /** Throws TeleportError(400, "invalid NRDL", one line per violation) unless `doc` is valid. */

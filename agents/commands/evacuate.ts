@@ -86,6 +86,7 @@ async function runEvacuate(o: EvacuateOptions): Promise<number> {
       hostName: cfg.host,
       logger,
       answerTimeoutS: cfg.timers.answerTimeoutS,
+      postcopyRecoveryS: cfg.timers.postcopyRecoveryS,
       redirectAllowed: (target) => destinations.check(target),
     });
     const display = new EvacuationDisplay(!!o.json);

@@ -94,6 +94,7 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
       hostName: cfg.host,
       logger,
       answerTimeoutS: cfg.timers.answerTimeoutS,
+      postcopyRecoveryS: cfg.timers.postcopyRecoveryS,
       redirectAllowed: (target) => destinations.check(target),
     });
     const mode: DisplayMode = o.json ? "json" : process.stdout.isTTY ? "tty" : "plain";

@@ -100,5 +100,9 @@ export function summary(doc: NrdlDocument): string {
         `${head}: ${b.host} ${b.memoryFreeMib} MiB free, ${b.diskFreeMib} MiB disk, ${b.portsFree} ports, ` +
         `hypervisors ${b.hypervisors || "none"}`
       );
+    case "recover":
+      return `${head}: resume the post-copy migration of ${b.vm}`;
+    case "recovery":
+      return `${head}: ${b.vm} may resume to ${b.uri}`;
   }
 }

@@ -45,6 +45,7 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
     hostName: o.config.host,
     logger,
     answerTimeoutS: o.config.timers.answerTimeoutS,
+    postcopyRecoveryS: o.config.timers.postcopyRecoveryS,
     redirectAllowed: (target) => destinations.check(target),
   });
   await agent.recover();

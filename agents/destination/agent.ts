@@ -21,6 +21,7 @@ import type {
 } from "../../lib/sip/backend";
 import { buildNrdl, formatViolation, humanText, parseNrdl } from "../../nrdl";
 import type { Armed, NrdlDocument, Offer, Rejected, Report, VmResult, VmStatus } from "../../nrdl/types";
+import type { StatusReport } from "../../nrdl/types";
 import { NRDL_MIME } from "../../nrdl/types";
 import type { AgentMetrics } from "../../lib/metrics/metrics";
 import { capacityOf, resources, shortageRejections, shortages } from "./capacity";
@@ -525,15 +526,54 @@ export class DestinationAgent {
 
   private async onInfo(state: DialogState, req: IncomingRequest, res: Responder): Promise<void> {
     const parsed = req.body ? parseNrdl(req.body.content) : undefined;
-    if (!parsed?.ok || parsed.doc.body.kind !== "status") {
+    const kind = parsed?.ok ? parsed.doc.body.kind : undefined;
+    if (!parsed?.ok || (kind !== "status" && kind !== "recover")) {
       const why =
-        parsed && !parsed.ok ? parsed.violations.map(formatViolation).join("; ") : "INFO must carry an NRDL <status>";
+        parsed && !parsed.ok
+          ? parsed.violations.map(formatViolation).join("; ")
+          : "INFO must carry an NRDL <status> or <recover>";
       return res.send(400, "Invalid NRDL", {
         headers: { Warning: `399 sip-teleport "${why.slice(0, 200).replace(/"/g, "'")}"` },
       });
     }
     this.touch(state);
-    for (const s of parsed.doc.body.statuses) {
+    if (parsed.doc.body.kind === "recover") return this.onRecover(state, parsed.doc.body.vm, res);
+    await this.takeStatuses(state, parsed.doc.body as StatusReport);
+    res.send(200, "OK");
+  }
+
+  /**
+   * The source lost the post-copy link of `vm` and asks to resume it: this host's half is paused
+   * (if it had not noticed yet) and listens again on a free port with a new one-time secret.
+   */
+  private async onRecover(state: DialogState, vm: string, res: Responder): Promise<void> {
+    try {
+      if (!state.armed.has(vm)) throw new TeleportError(404, "Not Found", [`${vm} is not part of this dialog`]);
+      if (state.offer.policy.convergence !== "postcopy")
+        throw new TeleportError(409, "Conflict", [
+          `${vm} was offered without convergence=postcopy: nothing to recover`,
+        ]);
+      const driver = this.opts.host.find(vm)?.driver;
+      if (!driver?.recoverIncoming)
+        throw new TeleportError(501, "Not Implemented", [`the ${driver?.kind ?? "?"} driver cannot recover post-copy`]);
+      const { address, ports } = this.opts.config.migration;
+      const port = await freePortInRange(address, ports, new Set());
+      if (port === undefined)
+        throw new TeleportError(503, "Service Unavailable", [`no free migration port in ${ports}`]);
+      const secret = randomBytes(32).toString("base64url");
+      const uri = await driver.recoverIncoming(vm, { address, port, secret });
+      this.log.warn("post-copy link broke: listening again", { callId: state.callId, vm, uri });
+      const body = { kind: "recovery" as const, vm, uri, secret };
+      res.send(200, "OK", { body: nrdlBody({ version: state.version, id: state.migrationId, body }) });
+    } catch (err) {
+      const e = TeleportError.from(err);
+      this.log.error("post-copy recovery refused", { vm, status: e.status, reason: e.reason, details: e.details });
+      res.send(e.status, e.reason, { headers: { Warning: warningOf(this.opts.config.host, e) } });
+    }
+  }
+
+  private async takeStatuses(state: DialogState, report: StatusReport): Promise<void> {
+    for (const s of report.statuses) {
       if (!state.offer.vms.some((v) => v.name === s.vm)) continue;
       const already = state.statuses.get(s.vm)?.state === "completed"; // reported again: counted once
       state.statuses.set(s.vm, s);
@@ -546,7 +586,6 @@ export class DestinationAgent {
         } else this.log.error("source reports completion but the VM does not run here", { vm: s.vm, state: here });
       }
     }
-    res.send(200, "OK");
   }
 
   private async onBye(state: DialogState, res: Responder): Promise<void> {
@@ -579,6 +618,12 @@ export class DestinationAgent {
         here.set(vm.name, true);
         continue;
       }
+      if (s === "postcopy") {
+        // a post-copy that did not finish: this half is the VM's running state, never disarm it
+        here.set(vm.name, false);
+        this.log.error("VM left split in post-copy: keeping this half paused", { vm: vm.name, callId: state.callId });
+        continue;
+      }
       await local.driver
         .disarm(vm.name)
         .catch((err: unknown) => this.log.error("disarm failed", { vm: vm.name, error: String(err) }));
@@ -586,7 +631,11 @@ export class DestinationAgent {
     state.offer.vms.forEach((v) => this.holders.get(v.name) === state.callId && this.holders.delete(v.name));
     this.dialogs.delete(state.callId);
     this.journal.remove(state.callId);
-    this.log.info("dialog finished", { callId: state.callId, why, resumedHere: [...here.keys()] });
+    this.log.info("dialog finished", {
+      callId: state.callId,
+      why,
+      resumedHere: [...here].filter(([, ran]) => ran).map(([vm]) => vm),
+    });
     state.lastReport = this.reportOf(state, here);
     this.opts.metrics?.armedChanged(-state.armed.size);
     if (state.dialog) this.opts.metrics?.dialogEnded(state.lastReport.outcome, 200);
@@ -608,6 +657,13 @@ export class DestinationAgent {
           diskTransferredBytes: state.version >= 2 ? s?.diskTransferredBytes : undefined,
         };
       }
+      if (here.get(vm.name) === false)
+        return {
+          vm: vm.name,
+          state: "failed",
+          host: humanText(`split: ${this.opts.config.host} + ${state.offer.sourceUri}`, 256),
+          reason: "post-copy did not finish: its memory is split between both hosts, both halves kept paused",
+        };
       const lost = s?.state === "failed" ? "failed" : "aborted";
       return {
         vm: vm.name,

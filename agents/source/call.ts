@@ -4,6 +4,7 @@
  * CLI does the three at once (`SourceAgent.migrate`); the console has a button for each.
  */
 import { TeleportError } from "../../lib/errors";
+import type { MigrationTarget } from "../../lib/hypervisor/driver";
 import type { Logger } from "../../lib/log/logger";
 import { executePlan, type VmOutcome } from "../../lib/plan/execute";
 import { planOffer } from "../../lib/plan/waves";
@@ -102,6 +103,8 @@ export class SourceCall {
             timeoutS: offer.policy.timeoutS,
             pauseBeforeSwitchover: pause,
             convergence: offer.policy.convergence ?? "none",
+            recover: (v) => this.recoveryListener(v, reporter),
+            recoverWithinS: this.opts.postcopyRecoveryS,
             onProgress: (p) => {
               reporter.progress(p);
               events.onProgress?.(p);
@@ -126,6 +129,23 @@ export class SourceCall {
     return this.outcomes;
   }
 
+  /**
+   * Post-copy recovery over this dialog: an INFO asking the destination to listen again for `vm`,
+   * answered 200 with where and a new one-time secret (NRDL/SPEC.md, 5.5).
+   */
+  private async recoveryListener(vm: string, reporter: StatusReporter): Promise<MigrationTarget> {
+    if (this.call.version < 2)
+      throw new TeleportError(501, `this dialog speaks NRDL ${this.call.version}: post-copy recovery needs 2`);
+    const doc = { version: this.call.version, id: this.migrationId, body: { kind: "recover" as const, vm } };
+    this.log.warn("asking the destination to listen again for a broken post-copy", { vm });
+    const res = await reporter.request(buildNrdl(doc));
+    const parsed = res.body ? parseNrdl(res.body.content) : undefined;
+    const body = parsed?.ok ? parsed.doc.body : undefined;
+    if (body?.kind !== "recovery" || body.vm !== vm)
+      throw new TeleportError(502, `the destination answered the recovery of ${vm} without a <recovery> for it`);
+    return { uri: body.uri, secret: body.secret };
+  }
+
   /** Hang up: BYE with our report, and the destination's report from its 200. Waits for a running plan first. */
   async bye(): Promise<MigrateSummary> {
     if (this.closing) throw new TeleportError(409, "already hung up");
@@ -135,8 +155,12 @@ export class SourceCall {
     events.onPhase?.("closing");
     const here = this.opts.hostName;
     const notRun = this.running ? "not started" : "hung up before migration";
+    const split = await this.splitVms();
     const vms: VmSummary[] = offer.vms.map((vm) => {
       const o = this.outcomes.find((x) => x.vm === vm.name);
+      // a post-copy that could not recover: both halves paused, neither host runs it alone
+      if (o?.state === "failed" && split.has(vm.name))
+        return { vm: vm.name, state: "failed", host: `split: ${here} + ${offer.destinationUri}`, reason: o.reason };
       if (!o) return { vm: vm.name, state: "aborted", host: here, reason: notRun };
       if (o.state === "completed") {
         return {
@@ -152,9 +176,11 @@ export class SourceCall {
       return { vm: vm.name, state: o.state, host: here, reason: o.reason, ...this.diskSummary(vm.name) };
     });
     const outcome = outcomeOf(vms);
+    const group = offer.policy.strategy === "switchover" ? groupDowntimeMs(this.outcomes) : undefined;
     const report: Report = {
       kind: "report",
       outcome,
+      groupDowntimeMs: this.call.version >= 2 ? group : undefined,
       results: vms.map((v) => ({
         vm: v.vm,
         state: v.state,
@@ -183,9 +209,22 @@ export class SourceCall {
     }
     events.onPhase?.("done", outcome);
     const summary: MigrateSummary = { migrationId, outcome, vms, destinationReport, phases };
-    const group = offer.policy.strategy === "switchover" ? groupDowntimeMs(this.outcomes) : undefined;
     if (group !== undefined) summary.groupDowntimeMs = group;
     return summary;
+  }
+
+  /** VMs that failed in post-copy and are still split between this host and the destination. */
+  private async splitVms(): Promise<Set<string>> {
+    const split = new Set<string>();
+    for (const o of this.outcomes) {
+      if (o.state !== "failed") continue;
+      const state = await this.opts.host
+        .find(o.vm)
+        ?.driver.state(o.vm)
+        .catch(() => undefined);
+      if (state === "postcopy") split.add(o.vm);
+    }
+    return split;
   }
 
   /** Where a VM's copied disks are now: the destination's new image after a move, else still here. */

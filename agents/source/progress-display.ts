@@ -27,6 +27,13 @@ function bar(p: number, width = 24): string {
   return "[" + "#".repeat(full) + "-".repeat(width - full) + "]";
 }
 
+/** What a plain log says when a VM's post-copy changes course (a break in the link must be seen). */
+const POSTCOPY_NEWS: Partial<Record<MigrationProgress["phase"], string>> = {
+  postcopy: "post-copy: runs at the destination, its last pages follow",
+  "postcopy-paused": "post-copy link broke: both halves paused, recovering over the SIP dialog",
+  "postcopy-recover": "post-copy: resuming on a new connection",
+};
+
 export class ProgressDisplay implements SourceEvents {
   private readonly rows = new Map<string, Row>();
   private drawn = 0;
@@ -101,6 +108,8 @@ export class ProgressDisplay implements SourceEvents {
 
   onProgress(p: MigrationProgress): void {
     const disk = p.disk && { progress: p.disk.progress, bytes: p.disk.transferredBytes };
+    const said = POSTCOPY_NEWS[p.phase];
+    if (this.mode === "plain" && said && this.rows.get(p.vm)?.phase !== p.phase) this.line(`  ${p.vm}: ${said}`);
     this.update(p.vm, { phase: p.phase, progress: p.progress, bytes: p.transferredBytes, disk });
     if (this.mode === "json") return this.emit("progress", { ...p });
     if (this.mode === "plain") {

@@ -5,7 +5,7 @@
  */
 import type { MigrationProgress } from "../../lib/hypervisor/driver";
 import type { Logger } from "../../lib/log/logger";
-import type { Dialog } from "../../lib/sip/backend";
+import type { Dialog, ResponseInfo } from "../../lib/sip/backend";
 import { buildNrdl } from "../../nrdl";
 import { NRDL_MIME, type VmStatus } from "../../nrdl/types";
 
@@ -14,6 +14,8 @@ export class StatusReporter {
   private readonly migrating = new Map<string, VmStatus>();
   private inFlight: Promise<void> = Promise.resolve();
   private sending = false;
+  /** Requests (request()) waiting for their turn: they go before the next status INFO. */
+  private requests = 0;
   private readonly ticker: NodeJS.Timeout;
 
   constructor(
@@ -50,8 +52,33 @@ export class StatusReporter {
     this.flush();
   }
 
+  /**
+   * Send an INFO of another kind (a post-copy recovery request) in turn with the status INFOs,
+   * ahead of the next one; resolves with its answer, rejects on a non-2xx or a dead dialog.
+   */
+  async request(content: string): Promise<ResponseInfo> {
+    this.requests++;
+    try {
+      while (this.sending) await this.inFlight;
+      this.sending = true;
+    } finally {
+      this.requests--;
+    }
+    const answer = this.dialog.info({ contentType: NRDL_MIME, content });
+    this.inFlight = answer
+      .then(
+        () => undefined,
+        () => undefined,
+      )
+      .finally(() => {
+        this.sending = false;
+        this.flush();
+      });
+    return answer;
+  }
+
   private flush(): void {
-    if (this.sending || this.pending.size === 0) return;
+    if (this.sending || this.requests > 0 || this.pending.size === 0) return;
     const statuses = [...this.pending.values()];
     this.pending.clear();
     let content: string;

@@ -67,4 +67,6 @@ export interface SourceOptions {
   answerTimeoutS?: number;
   /** Vets a 3xx redirect's target before the INVITE follows it (security.destinations): a reason refuses it. */
   redirectAllowed?: (target: string) => string | undefined;
+  /** How long a broken post-copy keeps trying to recover (timers.postcopyRecoveryS; driver default 30 s). */
+  postcopyRecoveryS?: number;
 }

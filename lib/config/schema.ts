@@ -295,6 +295,11 @@ export const configSchema = z
         answerTimeoutS: z.number().min(1).default(DEFAULT_ANSWER_TIMEOUT_S),
         /** Destination: disarm a dialog that lasts longer than this without activity (session timer). */
         sessionTimeoutS: z.number().int().min(10).default(900),
+        /**
+         * Source: how long a post-copy whose link broke keeps trying to recover over the SIP dialog;
+         * after it both halves stay paused (a post-copy VM cannot go back to the source).
+         */
+        postcopyRecoveryS: z.number().int().min(1).default(30),
       })
       .strict()
       .prefault({}),

@@ -59,6 +59,11 @@ export type VmRunState =
   | "incoming"
   /** paused at the end of pre-copy, waiting for switchover */
   | "pre-switchover"
+  /**
+   * in post-copy: its memory is split between this host and the other (running at the destination
+   * while pages follow, or paused there after a link failure); neither half may be stopped or run alone
+   */
+  | "postcopy"
   | "stopped"
   /** defined but no process */
   | "absent";
@@ -95,9 +100,23 @@ export interface MigrationTarget {
   exports?: DiskExport[];
 }
 
-/** "disks": copied disks are being mirrored; memory follows once every mirror is in sync. */
+/**
+ * "disks": copied disks are being mirrored; memory follows once every mirror is in sync.
+ * "postcopy": the VM runs at the destination, its last pages follow on demand; "postcopy-paused":
+ * the link broke in post-copy and both halves wait; "postcopy-recover": a new link is being set up.
+ */
 export type MigrationPhase =
-  "setup" | "disks" | "active" | "pre-switchover" | "device" | "completed" | "failed" | "cancelled";
+  | "setup"
+  | "disks"
+  | "active"
+  | "pre-switchover"
+  | "device"
+  | "postcopy"
+  | "postcopy-paused"
+  | "postcopy-recover"
+  | "completed"
+  | "failed"
+  | "cancelled";
 
 /** Byte counts are -1 when the hypervisor reports only a percentage (VirtualBox). */
 export interface MigrationProgress {
@@ -136,6 +155,22 @@ export interface MigrationOptions {
    */
   convergence?: Convergence;
   onProgress?: (p: MigrationProgress) => void;
+  /**
+   * Post-copy recovery: when the link breaks after the switch to post-copy, ask the destination for
+   * a new listener (a new one-time secret with it). Called again until the migration runs on or
+   * `recoverWithinS` has passed. Without it a broken post-copy cannot recover.
+   */
+  recover?: (vm: string) => Promise<MigrationTarget>;
+  /** How long a broken post-copy keeps trying to recover (default 30 s); then both halves stay paused. */
+  recoverWithinS?: number;
+}
+
+/** Destination side of a post-copy recovery: where to listen again, with a new one-time secret. */
+export interface RecoveryOptions {
+  address: string;
+  port: number;
+  /** Never logged. */
+  secret: string;
 }
 
 export interface MigrationResult {
@@ -171,7 +206,10 @@ export interface MigrationHandle {
   converge(downtimeLimitMs?: number): Promise<void>;
   /** Send the rest (converging first if needed); resolves when the destination has the VM. */
   switchover(): Promise<void>;
-  /** Cancel; the VM keeps running on the source. */
+  /**
+   * Cancel; the VM keeps running on the source. Refused (the migration goes on) once in post-copy:
+   * the VM already runs at the destination and the source's copy is stale.
+   */
   abort(): Promise<void>;
 }
 
@@ -210,6 +248,12 @@ export interface HypervisorDriver {
    * has other memory, or a disk file is missing), undefined when it can. Changes nothing.
    */
   checkIncoming?(vm: string): Promise<string | undefined>;
+  /**
+   * Destination side, post-copy recovery: pause this host's half if it has not noticed the broken
+   * link yet, then listen for the source's resumed stream on `opts.port` with the new secret.
+   * Resolves with the URI the source resumes to; refuses (409) a VM not in post-copy here.
+   */
+  recoverIncoming?(vm: string, opts: RecoveryOptions): Promise<string>;
   /**
    * Source side, after its agent crashed: settle an outgoing migration the agent left behind. A
    * copy whose migration completed without it is quit (what the agent does after every move); a

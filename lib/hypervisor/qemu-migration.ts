@@ -50,6 +50,15 @@ const HOLD_BYTES_PER_S = 40_960;
 const HOLD_POLL_MS = 100;
 /** Once the disks are in sync, their mirrors keep this share of the cap for the guest's new writes. */
 const DISK_SHARE_IN_SYNC = 0.25;
+/**
+ * Post-copy with no byte sent for this long while pages remain: the link is gone. A dropped link
+ * breaks no socket until TCP gives up (many minutes), so the source pauses the migration itself.
+ */
+const POSTCOPY_STALL_MS = 2000;
+const RECOVER_WITHIN_S = 30;
+/** Between two recovery attempts, and between looks at QEMU's state while one runs. */
+const RECOVERY_RETRY_MS = 1000;
+const RECOVERY_POLL_MS = 200;
 
 function phaseOf(status: string): MigrationPhase | undefined {
   switch (status) {
@@ -61,9 +70,13 @@ function phaseOf(status: string): MigrationPhase | undefined {
     case "cancelled":
       return status;
     case "active":
-    case "postcopy-active":
     case "wait-unplug":
       return "active";
+    case "postcopy-active":
+      return "postcopy";
+    case "postcopy-paused":
+    case "postcopy-recover":
+      return status;
     case "cancelling":
       return "cancelled";
     default:
@@ -75,6 +88,15 @@ function phaseOf(status: string): MigrationPhase | undefined {
 function quiet<T>(p: Promise<T>): Promise<T> {
   p.catch(() => undefined);
   return p;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Resolves with `p`'s outcome, or rejects after `ms`. */
+function within<T>(p: Promise<T>, ms: number, why: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new TeleportError(504, why)), ms)));
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 /** A promise settled from outside, already marked handled. */
@@ -117,6 +139,13 @@ export class QemuMigration implements MigrationHandle {
   private postcopyStarted = false;
   /** QEMU's own words when it would not switch to post-copy. */
   private postcopyRefused: string | undefined;
+  /** Post-copy's link watch: the byte count last seen moving, and when. */
+  private lastMoved = { bytes: -1, at: 0 };
+  /** migrate-pause was sent for the current stall. */
+  private pausing = false;
+  private recovering = false;
+  /** Rejects when a broken post-copy could not be recovered in time: both halves stay paused. */
+  private readonly stranded = signal();
   /** QOM id of this migration's TLS credentials (unique: a VM may leave, come back, leave again). */
   private readonly tlsId = `st-outgoing-${Date.now().toString(36)}`;
   private disks: MirrorDisk[] = [];
@@ -185,6 +214,11 @@ export class QemuMigration implements MigrationHandle {
   }
 
   async abort(): Promise<void> {
+    if (this.postcopyStarted) {
+      // cancelling now would lose the VM: it runs at the destination, and the source's copy is stale
+      this.log.warn(`not aborting ${this.vm}: it is in post-copy and can only go forward`);
+      return;
+    }
     this.abortRequested = true;
     this.cancelReason ??= new TeleportError(487, `migration of ${this.vm} aborted`, [
       "the VM keeps running on the source",
@@ -237,6 +271,8 @@ export class QemuMigration implements MigrationHandle {
       await client.execute("migrate-set-parameters", {
         "max-bandwidth": this.bytesPerS,
         "downtime-limit": downtimeLimit,
+        // post-copy has its own cap, unlimited unless told: the policy's cap holds there too
+        ...(convergence === "postcopy" ? { "max-postcopy-bandwidth": this.bytesPerS } : {}),
       });
       if (this.hooks.pskDir)
         await useMigrationSecret(client, "client", this.tlsId, this.target.secret, this.hooks.pskDir);
@@ -260,7 +296,7 @@ export class QemuMigration implements MigrationHandle {
       );
       let outcome: string;
       try {
-        outcome = await finished;
+        outcome = await Promise.race([finished, this.stranded.promise.then(() => "failed")]);
       } finally {
         clearInterval(poller);
       }
@@ -370,6 +406,8 @@ export class QemuMigration implements MigrationHandle {
             this.stopped.resolve();
           }
         }
+        if (status === "postcopy-active") this.postcopyStarted = true;
+        if (status === "postcopy-paused") void this.recoverPostcopy(client);
         if (status === "completed") this.arrived.resolve();
         if (status === "completed" || status === "failed" || status === "cancelled") {
           off();
@@ -437,10 +475,96 @@ export class QemuMigration implements MigrationHandle {
           this.log.warn(`QEMU refused post-copy for ${this.vm}; pre-copy goes on`, { error: this.postcopyRefused });
         });
       }
+      if (this.phase === "postcopy") await this.watchPostcopyLink(client, q);
       if (this.mirrors) this.disk = await this.mirrors.progress();
       this.report(this.phase);
     } catch {
       // the connection is closing: the event follower reports that
+    }
+  }
+
+  /**
+   * In post-copy, bytes that stop moving while pages remain mean the link is gone: pause the
+   * migration (QEMU then shuts its socket and goes to postcopy-paused, whence it can recover).
+   */
+  private async watchPostcopyLink(client: QmpClient, q: QueryMigrate): Promise<void> {
+    const bytes = q.ram?.transferred ?? 0;
+    const now = Date.now();
+    if (bytes !== this.lastMoved.bytes || (q.ram?.remaining ?? 0) === 0) {
+      this.lastMoved = { bytes, at: now };
+      return;
+    }
+    if (this.pausing || now - this.lastMoved.at < POSTCOPY_STALL_MS) return;
+    this.pausing = true;
+    this.log.warn(`post-copy of ${this.vm} stalled for ${now - this.lastMoved.at} ms: pausing it to recover`, {
+      remainingBytes: q.ram?.remaining,
+    });
+    await client.execute("migrate-pause").catch((err: unknown) => {
+      this.pausing = false; // it paused itself meanwhile, or QEMU refused: the next stall tries again
+      this.log.warn(`migrate-pause of ${this.vm} refused`, { error: TeleportError.from(err).message });
+    });
+  }
+
+  /**
+   * QEMU's postcopy recovery, driven from here: ask the destination (through `opts.recover`, over
+   * SIP) for a new listener and secret, then resume the migration there. Tried again until the
+   * deadline; after it, both halves stay paused (neither may run alone) and `done` rejects.
+   */
+  private async recoverPostcopy(client: QmpClient): Promise<void> {
+    if (this.recovering) return;
+    this.recovering = true;
+    const withinS = this.opts.recoverWithinS ?? RECOVER_WITHIN_S;
+    const deadline = Date.now() + withinS * 1000;
+    this.log.warn(`post-copy link of ${this.vm} broke: recovering (at most ${withinS} s)`);
+    let lastError = "no attempt finished";
+    try {
+      for (let attempt = 1; Date.now() < deadline; attempt++) {
+        if (client.isClosed) return; // the source QEMU is gone: `done` says so
+        try {
+          if (!this.opts.recover) throw new TeleportError(501, "no way to ask the destination for a new listener");
+          const target = await within(
+            this.opts.recover(this.vm),
+            deadline - Date.now(),
+            "the destination did not answer in time",
+          );
+          if (this.hooks.pskDir)
+            await useMigrationSecret(client, "client", `${this.tlsId}-r${attempt}`, target.secret, this.hooks.pskDir);
+          await client.execute("migrate", { uri: target.uri, resume: true });
+          this.log.info(`resuming post-copy of ${this.vm}`, { uri: target.uri, attempt });
+          const status = await this.recoveryOutcome(client, deadline);
+          if (status === "postcopy-active" || status === "completed") {
+            this.pausing = false;
+            this.lastMoved = { bytes: -1, at: Date.now() };
+            this.log.info(`post-copy of ${this.vm} recovered`, { attempt });
+            return;
+          }
+          lastError = `QEMU is ${status} after resuming`;
+        } catch (err) {
+          lastError = TeleportError.from(err).message;
+          this.log.warn(`post-copy recovery attempt ${attempt} for ${this.vm} failed`, { error: lastError });
+        }
+        await sleep(Math.max(0, Math.min(RECOVERY_RETRY_MS, deadline - Date.now())));
+      }
+      this.stranded.reject(
+        new TeleportError(504, `post-copy of ${this.vm} could not be recovered within ${withinS} s`, [
+          "its memory is split: the destination holds the running state, this host the pages not sent yet",
+          "both halves stay paused and are kept; neither may be stopped or started alone",
+          "restore the link, then resume by hand: QMP migrate-recover on the destination, migrate with " +
+            "resume=true on the source (docs/operators.md, post-copy recovery)",
+          `last attempt: ${lastError}`,
+        ]),
+      );
+    } finally {
+      this.recovering = false;
+    }
+  }
+
+  /** After `migrate resume`: QEMU's status once it has left postcopy-recover (or at the deadline). */
+  private async recoveryOutcome(client: QmpClient, deadline: number): Promise<string> {
+    for (;;) {
+      const { status = "unknown" } = await client.execute<QueryMigrate>("query-migrate");
+      if (status !== "postcopy-recover" || Date.now() >= deadline) return status;
+      await sleep(RECOVERY_POLL_MS);
     }
   }
 
@@ -482,6 +606,12 @@ export class QemuMigration implements MigrationHandle {
 
   /** Make sure the VM runs on the source again, then say what happened. */
   private async failure(client: QmpClient, outcome: string, q: QueryMigrate): Promise<TeleportError> {
+    if (this.postcopyStarted)
+      // the destination ran the VM: the source's copy is stale and must never run again
+      return new TeleportError(500, `post-copy of ${this.vm} failed after the switch: the VM is lost`, [
+        q["error-desc"] ?? `migration ${outcome}`,
+        "the source's copy is stale and stays stopped; restore the VM from a backup",
+      ]);
     let { status } = await client.execute<{ status: string }>("query-status");
     if (status !== "running" && status !== "shutdown") {
       // QEMU restarts a VM that was running when the migration failed; make sure of it.

@@ -19,8 +19,11 @@ export function migrationPsk(secret: string): Buffer {
   return crypto.createHash("sha256").update(secret, "utf8").digest();
 }
 
-/** Write keys.psk (mode 0600) into a fresh private folder. */
-function writeKeyDir(dir: string, secret: string): void {
+/**
+ * Write keys.psk (mode 0600) into a fresh private folder. Server credentials read it at each
+ * handshake, so rewriting it gives an existing listener a new secret (post-copy recovery).
+ */
+export function writeKeyDir(dir: string, secret: string): void {
   const key = migrationPsk(secret).toString("hex");
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { mode: 0o700 });

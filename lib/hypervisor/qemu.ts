@@ -19,6 +19,7 @@ import type {
   MigrationHandle,
   MigrationOptions,
   MigrationTarget,
+  RecoveryOptions,
   VmDefinition,
   VmRunState,
 } from "./driver";
@@ -29,7 +30,7 @@ import { dropOrphanedMirrors, type MirrorDisk } from "./qemu-mirror";
 import { freePort, tcpUri } from "./net";
 import { livePid, terminate, waitExit } from "./pidfile";
 import { QmpClient } from "./qmp";
-import { addPskCredentials, useMigrationSecret } from "./qemu-tls";
+import { addPskCredentials, useMigrationSecret, writeKeyDir } from "./qemu-tls";
 
 export interface QemuDriverOptions {
   /** This host's run directory (pidfiles, QMP sockets, serial logs). Created when missing. */
@@ -88,6 +89,10 @@ export interface VmFiles {
 interface Listener {
   uri: string;
   client: QmpClient;
+  /** Armed for post-copy: its monitor negotiated out-of-band commands, for a recovery. */
+  postcopy: boolean;
+  /** The incoming migration's status, from its MIGRATION events (never asked: see keepPostcopyHalf). */
+  status: string;
 }
 
 /** QEMU run states (query-status "status") in the driver's words. */
@@ -121,6 +126,8 @@ export class QemuDriver implements HypervisorDriver {
   private readonly listeners = new Map<string, Listener>();
   /** VMs currently migrating out through this driver instance. */
   private readonly outgoing = new Map<string, QemuMigration>();
+  /** Incoming VMs running here in post-copy: their monitor (out-of-band) and migration status. */
+  private readonly halves = new Map<string, { client: QmpClient; status: string }>();
 
   constructor(opts: QemuDriverOptions) {
     this.runDir = path.resolve(opts.runDir);
@@ -174,10 +181,30 @@ export class QemuDriver implements HypervisorDriver {
 
   async state(vm: string): Promise<VmRunState> {
     this.definition(vm);
+    // without asking QEMU, whose main loop may wait for a page that cannot come
+    if (this.halves.get(vm)?.status.startsWith("postcopy-") && this.pid(vm) !== undefined) return "postcopy";
     const status = await this.queryStatus(vm);
     if (status === undefined) return "absent";
     if (status === "finish-migrate" && this.outgoing.get(vm)?.phase === "pre-switchover") return "pre-switchover";
+    // the destination's half runs (or waits for pages), the source's is stopped: either way it is split
+    if (status !== "inmigrate" && status !== "shutdown" && (await this.inPostcopy(vm))) return "postcopy";
     return runState(status);
+  }
+
+  /** Whether this VM's migration (outgoing, or incoming here) is in post-copy: its memory is split. */
+  private async inPostcopy(vm: string): Promise<boolean> {
+    const migration = await this.queryMigration(vm).catch(() => undefined);
+    return migration?.startsWith("postcopy-") ?? false;
+  }
+
+  /** query-migrate's status on the short-query monitor (the incoming side's own, on a destination). */
+  private async queryMigration(vm: string): Promise<string | undefined> {
+    const client = await QmpClient.connect(this.files(vm).mon);
+    try {
+      return (await client.execute<{ status?: string }>("query-migrate")).status;
+    } finally {
+      await client.close();
+    }
   }
 
   async settleOrphanedMigration(vm: string): Promise<string | undefined> {
@@ -193,6 +220,8 @@ export class QemuDriver implements HypervisorDriver {
     const client = await QmpClient.connect(this.files(vm).mon);
     try {
       const migration = (await client.execute<{ status?: string }>("query-migrate")).status;
+      if (migration?.startsWith("postcopy-"))
+        return `its migration is in post-copy (${migration}): its memory is split with the destination, left untouched`;
       // held in pre-copy (running) or paused at pre-switchover (finish-migrate) for a dead agent's wave
       const held = migration === "active" || migration === "pre-switchover";
       if (held) {
@@ -237,6 +266,10 @@ export class QemuDriver implements HypervisorDriver {
     // Killing a source mid-migration would leave the VM on neither host.
     if (this.outgoing.has(vm))
       throw new TeleportError(486, `VM ${vm} is migrating out; abort the migration before stopping it`);
+    if ((await this.state(vm)) === "postcopy")
+      throw new TeleportError(409, `VM ${vm} is in post-copy: its memory is split between two hosts`, [
+        "stopping either half loses the VM; recover the migration (docs/operators.md, post-copy recovery)",
+      ]);
     await this.dropListener(vm);
     await this.quit(vm);
     this.log.info(`stopped ${vm}`);
@@ -264,7 +297,7 @@ export class QemuDriver implements HypervisorDriver {
     }
     let client: QmpClient | undefined;
     try {
-      client = await QmpClient.connect(this.files(vm).qmp);
+      client = await QmpClient.connect(this.files(vm).qmp, { oob: !!opts.postcopy });
       await client.execute("migrate-set-capabilities", {
         capabilities: [
           { capability: "events", state: true },
@@ -276,9 +309,11 @@ export class QemuDriver implements HypervisorDriver {
         await useMigrationSecret(client, "server", "st-incoming", opts.secret, this.files(vm).pskIn);
       const uri = await this.listen(client, vm, opts);
       const exports = copied.length ? await this.exportDisks(client, vm, copied, opts) : [];
-      this.listeners.set(vm, { uri, client });
+      const listener: Listener = { uri, client, postcopy: !!opts.postcopy, status: "setup" };
+      this.listeners.set(vm, listener);
       // Once the VM has arrived and runs, the listener is over: free the monitor.
       const off = client.onEvent((ev) => {
+        if (ev.event === "MIGRATION") listener.status = String(ev.data.status);
         if (ev.event !== "RESUME") return;
         off();
         void this.arrived(vm);
@@ -326,6 +361,7 @@ export class QemuDriver implements HypervisorDriver {
 
   async disarm(vm: string): Promise<void> {
     this.definition(vm);
+    if (this.halves.has(vm)) throw new TeleportError(486, `VM ${vm} runs here in post-copy: not disarming it`);
     const status = await this.queryStatus(vm);
     if (status === undefined) {
       await this.dropListener(vm);
@@ -384,6 +420,59 @@ export class QemuDriver implements HypervisorDriver {
     const migration = new QemuMigration(vm, target, opts, hooks, this.log);
     if (!this.outgoing.has(vm)) this.outgoing.set(vm, migration);
     return migration;
+  }
+
+  async recoverIncoming(vm: string, opts: RecoveryOptions): Promise<string> {
+    this.definition(vm);
+    const half = this.halves.get(vm);
+    if (!half)
+      throw new TeleportError(409, `VM ${vm} has no post-copy in progress that this agent received`, [
+        "only the agent process that received it holds the monitor connection recovery needs",
+      ]);
+    // Out-of-band only: a TCG vCPU waiting for a page that cannot come may hold QEMU's main lock.
+    if (half.status === "postcopy-active") {
+      // the source saw the link break; this half may wait on a dead socket for minutes
+      const paused = half.client.waitForEvent(
+        (ev) => ev.event === "MIGRATION" && ev.data.status === "postcopy-paused",
+        5000,
+        `postcopy-paused of ${vm}`,
+      );
+      await half.client.executeOob("migrate-pause").catch(() => undefined); // it may have paused meanwhile
+      await paused.catch(() => undefined);
+    }
+    if (half.status !== "postcopy-paused")
+      throw new TeleportError(409, `VM ${vm} is not paused in post-copy here (its migration is ${half.status})`);
+    // the listener's credentials read their key at each handshake: the new secret replaces the old
+    if (this.migrationTls) writeKeyDir(this.files(vm).pskIn, opts.secret);
+    const uri = tcpUri(opts.address, opts.port);
+    try {
+      await half.client.executeOob("migrate-recover", { uri });
+    } catch (err) {
+      throw new TeleportError(503, `cannot listen again for ${vm} on ${uri}`, [TeleportError.from(err).message]);
+    }
+    this.log.info(`listening for the post-copy recovery of ${vm}`, { uri });
+    return uri;
+  }
+
+  /**
+   * An incoming VM switched to post-copy here: keep its (out-of-band) monitor and follow its
+   * migration until it completes, so a broken link can be recovered even when QEMU's main loop
+   * waits for a page; the recovery key goes once the stream runs again.
+   */
+  private keepPostcopyHalf(vm: string, client: QmpClient, status: string): void {
+    const half = { client, status };
+    this.halves.set(vm, half);
+    const off = client.onEvent((ev) => {
+      if (ev.event !== "MIGRATION") return;
+      half.status = String(ev.data.status);
+      if (half.status === "postcopy-active" || half.status === "completed" || half.status === "failed")
+        fs.rmSync(this.files(vm).pskIn, { recursive: true, force: true });
+      if (half.status === "completed" || half.status === "failed") void client.close();
+    });
+    void client.closed.then(() => {
+      off();
+      if (this.halves.get(vm) === half) this.halves.delete(vm);
+    });
   }
 
   /** The copied disks of `vm`, each with the export the destination armed for it. */
@@ -509,6 +598,11 @@ export class QemuDriver implements HypervisorDriver {
       new CreatedImages(this.files(vm).createdImages).keep();
     }
     fs.rmSync(this.files(vm).pskNbd, { recursive: true, force: true });
+    // it resumed in post-copy (QEMU says postcopy-active before it starts the VM): keep its monitor
+    if (listener?.postcopy && listener.status.startsWith("postcopy-")) {
+      this.listeners.delete(vm);
+      return this.keepPostcopyHalf(vm, listener.client, listener.status);
+    }
     await this.dropListener(vm);
   }
 

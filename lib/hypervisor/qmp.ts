@@ -28,6 +28,11 @@ export class QmpCommandError extends TeleportError {
 export interface QmpConnectOptions {
   /** How long to wait for the socket and the greeting; a monitor another client holds never greets. */
   timeoutMs?: number;
+  /**
+   * Negotiate out-of-band execution (executeOob): commands QEMU runs on the monitor's own thread,
+   * without the lock a vCPU may hold while it waits for a post-copy page that cannot come.
+   */
+  oob?: boolean;
 }
 
 interface Pending {
@@ -117,7 +122,7 @@ export class QmpClient {
         const client = new QmpClient(socket, path);
         client.onData(early.slice(nl + 1));
         client
-          .execute("qmp_capabilities", undefined, { timeoutMs })
+          .execute("qmp_capabilities", opts.oob ? { enable: ["oob"] } : undefined, { timeoutMs })
           .then(() => {
             clearTimeout(timer);
             resolve(client);
@@ -133,16 +138,25 @@ export class QmpClient {
 
   /** Send one command and resolve with its `return` value; QEMU errors reject with QmpCommandError. */
   execute<T = unknown>(command: string, args?: Record<string, unknown>, opts: { timeoutMs?: number } = {}): Promise<T> {
+    return this.send("execute", command, args, opts.timeoutMs);
+  }
+
+  /** An out-of-band command (the client must have connected with `oob`; the command must allow it). */
+  executeOob<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
+    return this.send("exec-oob", command, args);
+  }
+
+  private send<T>(verb: "execute" | "exec-oob", command: string, args?: Record<string, unknown>, timeout?: number) {
     if (this.closedReason) return Promise.reject(this.closedReason);
     const id = String(this.nextId++);
-    const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const timeoutMs = timeout ?? DEFAULT_TIMEOUT_MS;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         reject(new TeleportError(504, `QMP ${command} got no reply within ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(id, { command, resolve: (v) => resolve(v as T), reject, timer });
-      const msg: Record<string, unknown> = { execute: command, id };
+      const msg: Record<string, unknown> = { [verb]: command, id };
       if (args) msg.arguments = args;
       this.socket.write(JSON.stringify(msg) + "\n");
     });

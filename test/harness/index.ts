@@ -3,3 +3,4 @@ export * from "./backends";
 export * from "./drivers";
 export * from "./pair";
 export * from "./hosts";
+export * from "./writer";

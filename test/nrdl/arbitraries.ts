@@ -168,24 +168,28 @@ const status: fc.Arbitrary<StatusReport> = names(1, 6).chain((vms) =>
 );
 
 const report: fc.Arbitrary<Report> = names(1, 6).chain((vms) =>
-  record({
-    kind: fc.constant("report" as const),
-    outcome: fc.constantFrom(...OUTCOMES),
-    results: fc.tuple(
-      ...vms.map((vm) =>
-        record(
-          {
-            vm: fc.constant(vm),
-            state: fc.constantFrom(...VM_STATES),
-            host: text(HOST_TEXT, 30),
-            ...optionalStats,
-            diskTransferredBytes: natural,
-          },
-          { requiredKeys: ["vm", "state", "host"] },
+  record(
+    {
+      kind: fc.constant("report" as const),
+      outcome: fc.constantFrom(...OUTCOMES),
+      groupDowntimeMs: natural,
+      results: fc.tuple(
+        ...vms.map((vm) =>
+          record(
+            {
+              vm: fc.constant(vm),
+              state: fc.constantFrom(...VM_STATES),
+              host: text(HOST_TEXT, 30),
+              ...optionalStats,
+              diskTransferredBytes: natural,
+            },
+            { requiredKeys: ["vm", "state", "host"] },
+          ),
         ),
       ),
-    ),
-  }),
+    },
+    { requiredKeys: ["kind", "outcome", "results"] },
+  ),
 );
 
 const preview: fc.Arbitrary<Preview> = names(1, 8).chain((vms) =>
@@ -209,6 +213,9 @@ const capacity: fc.Arbitrary<Capacity> = record({
   versions: fc.constant("1"),
 });
 
+const recover = record({ kind: fc.constant("recover" as const), vm: name });
+const recovery = record({ kind: fc.constant("recovery" as const), vm: name, uri: migrationUri, secret });
+
 export const BODIES: Record<NrdlBody["kind"], fc.Arbitrary<NrdlBody>> = {
   offer,
   answer,
@@ -216,6 +223,8 @@ export const BODIES: Record<NrdlBody["kind"], fc.Arbitrary<NrdlBody>> = {
   report,
   preview,
   capacity,
+  recover,
+  recovery,
 };
 
 /** Any version from the lowest that can say the body to the newest. */

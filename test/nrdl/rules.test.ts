@@ -15,7 +15,8 @@ import {
 import { NS, doc, offer, violationsOf, vm } from "./helpers";
 
 const ONE_BODY =
-  "/nrdl: expected one body: one <offer>, <answer>, <report>, <preview> or <capacity>, or one or more <status>; found";
+  "/nrdl: expected one body: one <offer>, <answer>, <report>, <preview>, <capacity>, <recover> or <recovery>, " +
+  "or one or more <status>; found";
 
 const A = vm("a");
 const armed = (vmName: string) => `<armed vm="${vmName}" uri="tcp:10.0.0.2:49152" secret="0123456789abcdef"/>`;
@@ -105,7 +106,7 @@ const cases: Array<[string, string, string]> = [
     "unknown element at the root",
     offer(A).replace("</nrdl>", "<extension/></nrdl>"),
     "/nrdl/extension: unexpected element <extension>; <nrdl> contains " +
-      "<offer>, <answer>, <report>, <status>, <preview>, <capacity>",
+      "<offer>, <answer>, <report>, <status>, <preview>, <capacity>, <recover>, <recovery>",
   ],
   [
     "element inside a leaf",

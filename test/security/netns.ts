@@ -42,6 +42,11 @@ export class StrangerNet {
     return { code: r.exitCode ?? -1, output: r.all ?? "" };
   }
 
+  /** Take the stranger's end of the link down (a blackout both ways) or up again. */
+  async setLink(up: boolean): Promise<void> {
+    await execa("ip", ["-n", this.ns, "link", "set", "eth0", up ? "up" : "down"]);
+  }
+
   async destroy(): Promise<void> {
     await execa("ip", ["link", "del", this.hostIf], { reject: false });
     await execa("ip", ["netns", "del", this.ns], { reject: false });
