@@ -59,6 +59,8 @@ const RECOVER_WITHIN_S = 30;
 /** Between two recovery attempts, and between looks at QEMU's state while one runs. */
 const RECOVERY_RETRY_MS = 1000;
 const RECOVERY_POLL_MS = 200;
+/** How long a just-resumed migration may still read postcopy-paused before the attempt counts as failed. */
+const RECOVERY_SETTLE_MS = 2000;
 
 function phaseOf(status: string): MigrationPhase | undefined {
   switch (status) {
@@ -521,6 +523,10 @@ export class QemuMigration implements MigrationHandle {
       for (let attempt = 1; Date.now() < deadline; attempt++) {
         if (client.isClosed) return; // the source QEMU is gone: `done` says so
         try {
+          // An earlier attempt may have resumed after all: asking the destination again would make it
+          // pause a stream that runs.
+          const now = attempt > 1 ? await this.recoveryOutcome(client, deadline) : "postcopy-paused";
+          if (now === "postcopy-active" || now === "completed") return this.recovered(attempt);
           if (!this.opts.recover) throw new TeleportError(501, "no way to ask the destination for a new listener");
           const target = await within(
             this.opts.recover(this.vm),
@@ -531,13 +537,8 @@ export class QemuMigration implements MigrationHandle {
             await useMigrationSecret(client, "client", `${this.tlsId}-r${attempt}`, target.secret, this.hooks.pskDir);
           await client.execute("migrate", { uri: target.uri, resume: true });
           this.log.info(`resuming post-copy of ${this.vm}`, { uri: target.uri, attempt });
-          const status = await this.recoveryOutcome(client, deadline);
-          if (status === "postcopy-active" || status === "completed") {
-            this.pausing = false;
-            this.lastMoved = { bytes: -1, at: Date.now() };
-            this.log.info(`post-copy of ${this.vm} recovered`, { attempt });
-            return;
-          }
+          const status = await this.recoveryOutcome(client, deadline, Date.now() + RECOVERY_SETTLE_MS);
+          if (status === "postcopy-active" || status === "completed") return this.recovered(attempt);
           lastError = `QEMU is ${status} after resuming`;
         } catch (err) {
           lastError = TeleportError.from(err).message;
@@ -560,10 +561,24 @@ export class QemuMigration implements MigrationHandle {
   }
 
   /** After `migrate resume`: QEMU's status once it has left postcopy-recover (or at the deadline). */
-  private async recoveryOutcome(client: QmpClient, deadline: number): Promise<string> {
+  private recovered(attempt: number): void {
+    this.pausing = false;
+    this.lastMoved = { bytes: -1, at: Date.now() };
+    this.log.info(`post-copy of ${this.vm} recovered`, { attempt });
+  }
+
+  /**
+   * Where a resume went: postcopy-recover is still under way. Right after `migrate resume` QEMU may
+   * still say postcopy-paused for a moment; until `settleUntil` only a pause seen after the recovery
+   * began counts as a failed attempt.
+   */
+  private async recoveryOutcome(client: QmpClient, deadline: number, settleUntil = 0): Promise<string> {
+    let began = false;
     for (;;) {
       const { status = "unknown" } = await client.execute<QueryMigrate>("query-migrate");
-      if (status !== "postcopy-recover" || Date.now() >= deadline) return status;
+      if (status === "postcopy-recover") began = true;
+      const settling = status === "postcopy-paused" && !began && Date.now() < settleUntil;
+      if (!(status === "postcopy-recover" || settling) || Date.now() >= deadline) return status;
       await sleep(RECOVERY_POLL_MS);
     }
   }

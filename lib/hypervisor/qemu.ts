@@ -112,6 +112,13 @@ function runState(status: string): VmRunState {
   }
 }
 
+/** An incoming VM in post-copy here: its out-of-band monitor, its migration status, its recovery listener. */
+interface PostcopyHalf {
+  client: QmpClient;
+  status: string;
+  recoverUri?: string;
+}
+
 export class QemuDriver implements HypervisorDriver {
   readonly kind = "qemu" as const;
   readonly runDir: string;
@@ -127,7 +134,7 @@ export class QemuDriver implements HypervisorDriver {
   /** VMs currently migrating out through this driver instance. */
   private readonly outgoing = new Map<string, QemuMigration>();
   /** Incoming VMs running here in post-copy: their monitor (out-of-band) and migration status. */
-  private readonly halves = new Map<string, { client: QmpClient; status: string }>();
+  private readonly halves = new Map<string, PostcopyHalf>();
 
   constructor(opts: QemuDriverOptions) {
     this.runDir = path.resolve(opts.runDir);
@@ -444,12 +451,16 @@ export class QemuDriver implements HypervisorDriver {
       throw new TeleportError(409, `VM ${vm} is not paused in post-copy here (its migration is ${half.status})`);
     // the listener's credentials read their key at each handshake: the new secret replaces the old
     if (this.migrationTls) writeKeyDir(this.files(vm).pskIn, opts.secret);
+    // QEMU listens once per pause: a source that asks again (its resume failed) gets that listener,
+    // which now takes the new secret
+    if (half.recoverUri) return half.recoverUri;
     const uri = tcpUri(opts.address, opts.port);
     try {
       await half.client.executeOob("migrate-recover", { uri });
     } catch (err) {
       throw new TeleportError(503, `cannot listen again for ${vm} on ${uri}`, [TeleportError.from(err).message]);
     }
+    half.recoverUri = uri;
     this.log.info(`listening for the post-copy recovery of ${vm}`, { uri });
     return uri;
   }
@@ -460,11 +471,15 @@ export class QemuDriver implements HypervisorDriver {
    * waits for a page; the recovery key goes once the stream runs again.
    */
   private keepPostcopyHalf(vm: string, client: QmpClient, status: string): void {
-    const half = { client, status };
+    const half: PostcopyHalf = { client, status };
     this.halves.set(vm, half);
     const off = client.onEvent((ev) => {
       if (ev.event !== "MIGRATION") return;
-      half.status = String(ev.data.status);
+      const next = String(ev.data.status);
+      // a recovery's listener reports its own setup: the half stays in post-copy until it ends
+      if (!next.startsWith("postcopy-") && next !== "completed" && next !== "failed") return;
+      half.status = next;
+      if (next === "postcopy-active") half.recoverUri = undefined; // the next break listens anew
       if (half.status === "postcopy-active" || half.status === "completed" || half.status === "failed")
         fs.rmSync(this.files(vm).pskIn, { recursive: true, force: true });
       if (half.status === "completed" || half.status === "failed") void client.close();
