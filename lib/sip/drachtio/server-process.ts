@@ -90,7 +90,25 @@ function waitForPort(address: string, port: number, child: ChildProcess, ms: num
   });
 }
 
+/** drachtio-server quit before its admin port opened. */
+class ServerExited extends Error {}
+
+/**
+ * Start a drachtio-server on free loopback ports. The ports are found free and then bound by the
+ * server: another process may take one in between, and the server then quits at once. A start that
+ * ends so is tried again on other ports (three times in all).
+ */
 export async function startDrachtioServer(opts: DrachtioServerOptions = {}): Promise<DrachtioServer> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startOnce(opts);
+    } catch (err) {
+      if (attempt >= 3 || !(err instanceof ServerExited)) throw err;
+    }
+  }
+}
+
+async function startOnce(opts: DrachtioServerOptions): Promise<DrachtioServer> {
   const bin = drachtioBinary();
   if (!bin)
     throw new Error(
@@ -142,7 +160,14 @@ export async function startDrachtioServer(opts: DrachtioServerOptions = {}): Pro
     child.kill("SIGKILL");
     await exited;
   };
-  await launch();
+  try {
+    await launch();
+  } catch (err) {
+    await kill();
+    fs.rmSync(dir, { recursive: true, force: true });
+    const why = `${(err as Error).message}; its last output: ${output.slice(-600).trim() || "(none)"}`;
+    throw child!.exitCode !== null ? new ServerExited(why) : new Error(why);
+  }
   return {
     address,
     adminPort,
