@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import { DestinationPolicy } from "../access/destinations";
+import { DEFAULT_TIMERS } from "../sip/udp-reliability";
 import { ON_ERROR, STRATEGIES } from "../../nrdl/types";
 
 /** 64*T1, RFC 3261's Timer B: how long a source waits for the answer to its INVITE by default. */
@@ -144,7 +145,7 @@ export const configSchema = z
          * silent is given up after 64 x T1 (32 s at the default 500). Lower it only on links whose round
          * trip is known to be far below it; the sipjs backend only (drachtio-server has its own timers).
          */
-        timerT1Ms: z.number().int().min(10).max(5000).default(500),
+        timerT1Ms: z.number().int().min(10).max(5000).default(DEFAULT_TIMERS.t1),
         /** Refuse anything but TLS: every listener must be TLS, and a request that arrives otherwise gets 403. */
         tlsOnly: z.boolean().default(false),
         /**
@@ -163,7 +164,7 @@ export const configSchema = z
             path: ["drachtio"],
             message: 'sip.backend "drachtio" needs sip.drachtio (host, port, secretFile or secretEnv)',
           });
-        if (sip.backend === "drachtio" && sip.timerT1Ms !== 500)
+        if (sip.backend === "drachtio" && sip.timerT1Ms !== DEFAULT_TIMERS.t1)
           ctx.addIssue({
             code: "custom",
             path: ["timerT1Ms"],

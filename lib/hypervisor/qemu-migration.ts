@@ -525,8 +525,8 @@ export class QemuMigration implements MigrationHandle {
         try {
           // An earlier attempt may have resumed after all: asking the destination again would make it
           // pause a stream that runs.
-          const now = attempt > 1 ? await this.recoveryOutcome(client, deadline) : "postcopy-paused";
-          if (now === "postcopy-active" || now === "completed") return this.recovered(attempt);
+          const current = attempt > 1 ? await this.recoveryOutcome(client, deadline) : "postcopy-paused";
+          if (current === "postcopy-active" || current === "completed") return this.recovered(attempt);
           if (!this.opts.recover) throw new TeleportError(501, "no way to ask the destination for a new listener");
           const target = await within(
             this.opts.recover(this.vm),

@@ -479,10 +479,12 @@ export class QemuDriver implements HypervisorDriver {
       // a recovery's listener reports its own setup: the half stays in post-copy until it ends
       if (!next.startsWith("postcopy-") && next !== "completed" && next !== "failed") return;
       half.status = next;
-      if (next === "postcopy-active") half.recoverUri = undefined; // the next break listens anew
-      if (half.status === "postcopy-active" || half.status === "completed" || half.status === "failed")
+      const ended = next === "completed" || next === "failed";
+      if (next === "postcopy-active" || ended) {
+        half.recoverUri = undefined; // the next break listens anew
         fs.rmSync(this.files(vm).pskIn, { recursive: true, force: true });
-      if (half.status === "completed" || half.status === "failed") void client.close();
+      }
+      if (ended) void client.close();
     });
     void client.closed.then(() => {
       off();

@@ -27,7 +27,7 @@ import { looseRoute, parseUri, type PeerMap } from "./sipjs/messages";
 import { Registration } from "./sipjs/registration";
 import { sendInvite, sendMessage, sendOptions, sendQuery } from "./sipjs/uac";
 import { IndexedServers } from "./sipjs/server-index";
-import { DEFAULT_T1_MS, useT1 } from "./sipjs/timers";
+import { useT1 } from "./sipjs/timers";
 import { receiveInvite, receiveMessage, receiveOptions, refusedInDialog } from "./sipjs/uas";
 import { DEFAULT_TIMERS } from "./udp-reliability";
 import { NodeTransport, PLACEHOLDER_HOST, type BoundListener, type TransportOptions } from "./transport";
@@ -39,6 +39,8 @@ export class SipJsBackend implements SipBackend {
   private readonly transport: NodeTransport;
   private core?: Core.UserAgentCore;
   private servers = new IndexedServers<Core.UserAgentServer>();
+  /** RFC 3261 T1 for this agent: our UDP retransmissions and sip.js' timers alike. */
+  private readonly t1: number;
   private handlers: SipHandlers = {};
   private readonly peers: PeerMap = new WeakMap();
   /** What the UAC, UAS and registration parts see of this user agent. */
@@ -52,8 +54,9 @@ export class SipJsBackend implements SipBackend {
     this.aor = config.aor;
     this.aorUri = parseUri(config.aor);
     this.logger = config.logger ?? silentLogger;
+    this.t1 = config.timerT1Ms ?? DEFAULT_TIMERS.t1;
     this.transport = new NodeTransport({
-      timers: { ...DEFAULT_TIMERS, t1: config.timerT1Ms ?? DEFAULT_T1_MS },
+      timers: { ...DEFAULT_TIMERS, t1: this.t1 },
       listen: config.listen,
       tls: config.tls,
       logger: this.logger,
@@ -102,7 +105,7 @@ export class SipJsBackend implements SipBackend {
   }
 
   async start(): Promise<void> {
-    useT1(this.config.timerT1Ms ?? DEFAULT_T1_MS);
+    useT1(this.t1);
     const grammar = useCachedSipGrammar(); // sip.js rebuilds its grammar per parse otherwise (grammar-cache.ts)
     if (!grammar.cached) this.logger.warn(grammar.reason);
     await this.transport.start();

@@ -6,8 +6,6 @@
  */
 import { Core } from "sip.js";
 
-export const DEFAULT_T1_MS = 500;
-
 type MutableTimers = { -readonly [K in keyof typeof Core.Timers]: number };
 
 export function useT1(t1Ms: number): void {
