@@ -1,6 +1,7 @@
 /**
  * A drachtio-server of our own (tests, demo, benchmarks): generated config, free ports, started
- * from the shared build or the project's own (drachtioCandidates). Operators run their own server and only point the agent at it.
+ * from the shared build or the project's own (drachtioCandidates). Operators run their own server
+ * and only point the agent at it.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
