@@ -29,6 +29,7 @@ class SummaryReporter {
       out.push(`NOT RUN: ${group} suites in ${files.length} files (${files.join(", ")}): ${entries[0].why}`);
     }
     const timed = results.testResults
+      .filter((r) => !r.skipped)
       .map((r) => ({
         file: path.relative(process.cwd(), r.testFilePath),
         s: (r.perfStats.end - r.perfStats.start) / 1000,
