@@ -65,7 +65,7 @@ describe("docker-compose.yml", () => {
     expect(configArg(services["dc2-drachtio"])).toBe("/etc/sip-teleport/dc2-drachtio.json");
   });
 
-  it("dc2-drachtio's config is valid; all config check misses is the server, which runs in its own container", async () => {
+  it("dc2-drachtio's config is valid; config check misses only the server (its own container)", async () => {
     process.env.DRACHTIO_SECRET ??= "test-only";
     const problems = await checkConfig(path.join(ROOT, "deploy", "config", "dc2-drachtio.json"), { images: false });
     expect(problems).toEqual([
