@@ -28,8 +28,9 @@ export function registerConsoleCommand(program: Command): void {
     .addHelpText(
       "after",
       `
-Off loopback the API requires a bearer token: console.token of the config, or one generated
-at start and printed with the page's address.
+The API requires a bearer token, on loopback too: console.token of the config, or one generated
+at start, printed with the page's address (open that URL) and written to STATEDIR/console.token
+(mode 0600) for scripts run as the console's user.
 
 Examples:
   $ sip-teleport console --config dc1.json
@@ -46,10 +47,11 @@ Examples:
         const running = await startConsole({ config: cfg, sip, host, logger, listen: o.http, metrics });
         await sip.start();
         const where = listenersText(sip.listeners);
-        const page = running.token ? `${running.url}#token=${running.token}` : running.url;
-        process.stdout.write(`console at ${page}\nSIP as ${cfg.sip.aor} on ${where}\n`);
-        if (running.tokenGenerated)
-          process.stdout.write(`API token (generated; set console.token to keep one): ${running.token}\n`);
+        process.stdout.write(`console at ${running.url}#token=${running.token}\nSIP as ${cfg.sip.aor} on ${where}\n`);
+        if (running.tokenFile)
+          process.stdout.write(
+            `API token generated (set console.token to keep one), also in ${running.tokenFile}: ${running.token}\n`,
+          );
         stopOnSignals(async () => {
           await running.stop();
           await sip.stop();

@@ -5,6 +5,7 @@
  * over SIP, with the progress display, the final table and the SIP ladder. Nothing external.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type { Command } from "commander";
@@ -54,11 +55,19 @@ function writeHosts(
     })),
   };
   fs.writeFileSync(path.join(dir, "inventory.json"), JSON.stringify(inventory, null, 2));
+  // Loopback proves nothing (any local account reaches it): dc1 proves itself to dc2 with digest, a password
+  // made for this run only, in files only this user reads.
+  const password = randomBytes(18).toString("base64url");
+  const trust = {
+    dc1: { sip: { credentials: { username: "dc1", password } }, security: {} },
+    dc2: { sip: {}, security: { users: { dc1: password }, allow: ["sip:dc1@127.0.0.1"] } },
+  };
   const host = (name: "dc1" | "dc2", port: number, ports: string) => ({
     host: name,
     sip: {
       aor: `sip:${name}@127.0.0.1`,
       listen: [{ transport: "udp", address: "127.0.0.1", port }],
+      ...trust[name].sip,
       ...(servers && {
         backend: "drachtio",
         drachtio: { host: "127.0.0.1", port: servers[name].adminPort, secretEnv: servers[name].secretEnv },
@@ -68,10 +77,11 @@ function writeHosts(
     runDir: `${name}/run`,
     stateDir: `${name}/state`,
     migration: { address: "127.0.0.1", ports },
+    security: trust[name].security,
   });
   const files = { dc1: path.join(dir, "dc1.json"), dc2: path.join(dir, "dc2.json") };
-  fs.writeFileSync(files.dc1, JSON.stringify(host("dc1", 0, "49300-49349"), null, 2));
-  fs.writeFileSync(files.dc2, JSON.stringify(host("dc2", sipPort, "49350-49399"), null, 2));
+  fs.writeFileSync(files.dc1, JSON.stringify(host("dc1", 0, "49300-49349"), null, 2), { mode: 0o600 });
+  fs.writeFileSync(files.dc2, JSON.stringify(host("dc2", sipPort, "49350-49399"), null, 2), { mode: 0o600 });
   return files;
 }
 

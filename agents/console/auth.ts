@@ -1,7 +1,8 @@
 /**
- * Who may use the console's API. On loopback, anyone on this host (as for the CLI) unless a
- * token is configured; anywhere else, only with the bearer token. Two browser-borne attacks
- * are closed on loopback too: a foreign page posting forms (POSTs must be JSON, which a
+ * Who may use the console's API: only who shows the bearer token, on loopback too (every local
+ * account reaches loopback, and the console moves VMs with the agent's rights). The token is
+ * console.token of the config, else generated at each start and written where only the agent's
+ * user reads it (tokenFile). Two browser-borne attacks are closed as well: a foreign page posting forms (POSTs must be JSON, which a
  * cross-origin page cannot send without a preflight we never answer) and DNS rebinding (the
  * Host header must name the address we are bound to).
  */
@@ -20,16 +21,16 @@ export interface AccessDecision {
 }
 
 export class ApiAuth {
-  /** The token the API requires, or undefined when it requires none (loopback without a configured token). */
-  readonly token: string | undefined;
+  /** The token the API requires. */
+  readonly token: string;
   readonly generated: boolean;
 
   constructor(
     private readonly bindAddress: string,
     configured: string | undefined,
   ) {
-    this.generated = !configured && !isLoopback(bindAddress);
-    this.token = configured ?? (this.generated ? randomBytes(24).toString("base64url") : undefined);
+    this.generated = !configured;
+    this.token = configured ?? randomBytes(24).toString("base64url");
   }
 
   private tokenOf(req: IncomingMessage, url: URL): string | undefined {
@@ -48,7 +49,6 @@ export class ApiAuth {
     if (req.method === "POST" && !/^application\/json\b/i.test(req.headers["content-type"] ?? "")) {
       return { status: 415, reason: "POST bodies must be application/json" };
     }
-    if (!this.token) return undefined;
     const given = this.tokenOf(req, url);
     if (!given) return { status: 401, reason: "this console requires a bearer token (Authorization: Bearer TOKEN)" };
     const a = Buffer.from(given);

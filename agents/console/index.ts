@@ -3,6 +3,8 @@
  * call at a time on its line (session.ts), past dialogs on disk (history.ts), and SIP MESSAGE
  * as a trigger (message-trigger.ts). `startConsole` wires them onto a started SIP backend.
  */
+import fs from "node:fs";
+import path from "node:path";
 import { DestinationPolicy } from "../../lib/access/destinations";
 import type { HostConfig } from "../../lib/config/schema";
 import type { Host } from "../../lib/hypervisor/host";
@@ -29,9 +31,11 @@ export interface ConsoleOptions {
 
 export interface RunningConsole {
   url: string;
-  /** The bearer token clients must send, when one is required. */
-  token?: string;
+  /** The bearer token clients must send. */
+  token: string;
   tokenGenerated: boolean;
+  /** Where a generated token was written (mode 0600), for local scripts run as the agent's user. */
+  tokenFile?: string;
   line: ConsoleLine;
   stop(): Promise<void>;
 }
@@ -67,18 +71,35 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
     listen: o.listen ?? o.config.console.http,
   });
   const url = await server.start();
-  logger.info("console ready", { url });
+  const tokenFile = server.tokenGenerated ? writeTokenFile(o.config.stateDir, server.token) : undefined;
+  logger.info("console ready", { url, tokenFile });
   return {
     url,
     token: server.token,
     tokenGenerated: server.tokenGenerated,
+    tokenFile,
     line,
     stop: async () => {
       stopTrace();
       stopMetrics();
       await server.stop();
+      if (tokenFile) fs.rmSync(tokenFile, { force: true });
     },
   };
+}
+
+/** The generated token, readable by the agent's own user only (a fresh file each start: no other owner's). */
+function writeTokenFile(stateDir: string, token: string): string {
+  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const file = path.join(stateDir, "console.token");
+  fs.rmSync(file, { force: true });
+  const fd = fs.openSync(file, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+  try {
+    fs.writeSync(fd, `${token}\n`);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return file;
 }
 
 /** Console metrics: SIP messages from the trace, dialogs and moves from each history record. */

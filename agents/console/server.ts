@@ -139,8 +139,8 @@ export class ConsoleServer {
     this.server = createServer((req, res) => void this.handle(req, res));
   }
 
-  /** The token a client must send, when one is required. */
-  get token(): string | undefined {
+  /** The token a client must send. */
+  get token(): string {
     return this.auth.token;
   }
 

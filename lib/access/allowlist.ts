@@ -2,8 +2,8 @@
  * Who may send this host a migration (`security.allow`). An entry is either a source address
  * (IPv4/IPv6, optionally with a /prefix), matched against the request's network source, or a SIP
  * URI pattern where `*` matches any run of characters ("sip:dc1@*", "sip:*@ops.example.net"),
- * matched only against proven identities (identity.ts), never against the From header. With an
- * empty list only loopback may call.
+ * matched only against proven identities (identity.ts), never against the From header. An empty
+ * list admits no one: loopback is no identity (on a hypervisor host every local account can use it).
  */
 import { BlockList, isIP } from "node:net";
 import type { ProvenIdentity } from "./identity";
@@ -34,11 +34,11 @@ export type Verdict = { by: "address" } | { by: "identity"; matched: ProvenIdent
 export class AccessPolicy {
   private readonly addresses: BlockList;
   private readonly uris: RegExp[];
-  private readonly loopbackOnly: boolean;
+  private readonly empty: boolean;
 
   constructor(allow: readonly string[]) {
-    this.loopbackOnly = allow.length === 0;
-    this.addresses = addressList(this.loopbackOnly ? ["127.0.0.0/8", "::1"] : allow);
+    this.empty = allow.length === 0;
+    this.addresses = addressList(allow);
     this.uris = allow.filter((e) => !isAddressEntry(e)).map(uriPattern);
   }
 
@@ -53,9 +53,11 @@ export class AccessPolicy {
     if (this.addressAllowed(caller.address)) return { by: "address" };
     const matched = caller.identities.filter((id) => this.uris.some((re) => re.test(id.uri)));
     if (matched.length) return { by: "identity", matched };
-    if (this.loopbackOnly)
+    if (this.empty)
       return {
-        denied: `${caller.address} is not loopback and this host allows no other caller (configure security.allow)`,
+        denied:
+          "security.allow is empty: this host admits no caller (list the source's address, or its SIP URI " +
+          "proven by digest, a TLS client certificate or a trusted proxy)",
       };
     if (caller.identities.length === 0)
       return {

@@ -45,8 +45,10 @@ export class CallerGate {
   /** Refuse requests without valid credentials (else they are judged by the allowlist alone). */
   private readonly digestRequired: boolean;
   private readonly trustedProxies: readonly string[];
+  private readonly aor: string;
 
   constructor(config: HostConfig) {
+    this.aor = config.sip.aor;
     const { users, realm, nonceTtlS, digestRequired, allow, digestAlgorithms, allowLegacyDigest } = config.security;
     this.policy = new AccessPolicy(allow);
     if (Object.keys(users).length > 0)
@@ -65,8 +67,9 @@ export class CallerGate {
   authenticate(req: IncomingRequest): string | undefined {
     const authorization = req.header("Authorization");
     if (!this.digest || (!authorization && !this.digestRequired)) return undefined;
-    // A proxy retargets the Request-URI to the registered Contact: the caller signed the AOR it addressed (To).
-    const uris = isTrustedProxy(req.source.address, this.trustedProxies) ? [req.ruri, req.toUri] : [req.ruri];
+    // A proxy retargets the Request-URI to the registered Contact: the caller signed the AOR it addressed, this
+    // agent's own (credentials computed for us, whoever relayed them), or the To of a trusted proxy's request.
+    const uris = [req.ruri, this.aor, ...(isTrustedProxy(req.source.address, this.trustedProxies) ? [req.toUri] : [])];
     const verdict = this.digest.verify(authorization, req.method, uris);
     if (verdict.ok) return verdict.user;
     if (verdict.badRequest) throw new TeleportError(400, "Bad Request", [verdict.reason]);

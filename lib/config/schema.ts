@@ -195,7 +195,7 @@ export const configSchema = z
       .object({
         /**
          * Who may send us migrations (and console MESSAGE triggers): source IP addresses/prefixes, or SIP URI
-         * patterns (`*` wildcards) matched only against proven identities. Empty = loopback only.
+         * patterns (`*` wildcards) matched only against proven identities. Empty = no one (loopback is no identity).
          */
         allow: z.array(z.string().min(1)).default([]),
         /** Source side: where VMs may be sent (SIP URI patterns, `*` wildcards). Empty = loopback targets only. */

@@ -53,7 +53,7 @@ describe("who may use the API", () => {
     expect(form.status).toBe(415);
   });
 
-  test("off loopback a token is generated when none is configured, and required", () => {
+  test("a token is generated when none is configured, off loopback and on it, and required", () => {
     const auth = new ApiAuth("10.10.10.66", undefined);
     expect(auth.generated).toBe(true);
     expect(auth.token).toMatch(/^[\w-]{32}$/);
@@ -64,7 +64,9 @@ describe("who may use the API", () => {
     expect(
       auth.check(req({ host: "10.10.10.66:8080" }), new URL(`${url.href}?access_token=${auth.token}`)),
     ).toBeUndefined();
-    expect(new ApiAuth("127.0.0.1", undefined).token).toBeUndefined();
+    const local = new ApiAuth("127.0.0.1", undefined);
+    expect(local.token).toMatch(/^[\w-]{32}$/);
+    expect(local.check(req({ host: "127.0.0.1:8080" }), new URL("http://127.0.0.1:8080/api/state"))?.status).toBe(401);
   });
 
   test("only the page's own files are served", async () => {

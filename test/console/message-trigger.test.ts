@@ -91,7 +91,9 @@ test("MESSAGE 'migrate solo to URI' moves router1 and the outcome comes back as 
   expect(r).toMatchObject({ code: 0, successful: 1, failed: 0 });
   expect(r.log).toMatch(/outcome: completed mig-[0-9a-f]+: router1 completed \(downtime \d+ ms\)/);
   expect(await stack.whereRuns("router1")).toEqual(["dc2"]);
-  const { dialogs } = (await apiClient(stack.console.url).get<{ dialogs: HistoryEntry[] }>("/api/history")).body;
+  const { dialogs } = (
+    await apiClient(stack.console.url, stack.console.token).get<{ dialogs: HistoryEntry[] }>("/api/history")
+  ).body;
   expect(dialogs).toEqual([
     expect.objectContaining({
       by: "127.0.0.1 (From sip:ops@127.0.0.1, unproven)",

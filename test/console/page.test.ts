@@ -43,7 +43,7 @@ beforeAll(async () => {
     viewport: { width: 1400, height: 1000 },
   });
   page = await context.newPage();
-  await page.goto(stack.console.url);
+  await page.goto(`${stack.console.url}#token=${stack.console.token}`); // the address the console prints
 });
 
 afterAll(async () => {

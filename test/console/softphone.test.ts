@@ -111,7 +111,9 @@ test("ops's MESSAGE moves exp2 to dc2 and the outcome comes back to the softphon
   );
   await phone.waitFor(outcome, 90_000, from);
   await expectAllOn(pair, "dc2");
-  const { dialogs } = (await apiClient(consoleRunning.url).get<{ dialogs: HistoryEntry[] }>("/api/history")).body;
+  const { dialogs } = (
+    await apiClient(consoleRunning.url, consoleRunning.token).get<{ dialogs: HistoryEntry[] }>("/api/history")
+  ).body;
   // the history names the identity Kamailio asserted, proven by where it came from
   expect(dialogs).toEqual([expect.objectContaining({ by: `sip:ops@${DOMAIN}`, outcome: "completed" })]);
 });

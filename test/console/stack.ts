@@ -49,6 +49,8 @@ function sideConfig(base: string, name: string, raw: Record<string, unknown> = {
       sip: { aor: `sip:${name}@127.0.0.1`, listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }] },
       runDir: path.join(base, name),
       stateDir: path.join(base, `${name}-state`),
+      // the lab's hosts trust each other's loopback explicitly (no default trusts an address)
+      security: { allow: ["127.0.0.0/8"] },
       ...raw,
     },
     base,

@@ -88,7 +88,11 @@ function side(
 ): HostConfig {
   const ports = portBase;
   portBase += 50;
-  const { sip, migration, ...rest } = extra as { sip?: Record<string, unknown>; migration?: Record<string, unknown> };
+  const { sip, migration, security, ...rest } = extra as {
+    sip?: Record<string, unknown>;
+    migration?: Record<string, unknown>;
+    security?: Record<string, unknown>;
+  };
   return parseConfig({
     host: name,
     sip: { aor: `sip:${name}@127.0.0.1`, listen: [{ transport, address: "127.0.0.1", port: sipPort }], ...sip },
@@ -96,6 +100,8 @@ function side(
     runDir: path.join(base, name),
     stateDir: path.join(base, `${name}-state`),
     migration: { address: "127.0.0.1", ports: `${ports}-${ports + 49}`, ...migration },
+    // A lab on one machine trusts its loopback explicitly (no default does); a test's own allow replaces it.
+    security: { allow: ["127.0.0.0/8", "::1"], ...security },
     ...rest,
   });
 }

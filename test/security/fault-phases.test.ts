@@ -99,8 +99,9 @@ async function consoleOf(w: World): Promise<{ proc: CliProcess; api: ApiClient }
   const proc = runCli(["console", "-c", configFile(w.pair, "dc1"), "--http", "127.0.0.1:0"]);
   w.procs.push(proc);
   await proc.waitFor(/console at http:\/\/\S+/);
-  const url = /console at (http:\/\/\S+)/.exec(proc.output())?.[1] ?? "";
-  return { proc, api: apiClient(url) };
+  // the page's address as printed: the URL, then #token=TOKEN (as a notebook server prints it)
+  const [, url, token] = /console at (http:\/\/[^\s#]+)#token=(\S+)/.exec(proc.output()) ?? [];
+  return { proc, api: apiClient(url ?? "", token) };
 }
 
 /** The destination as `sip-teleport listen` on the port the pair gave it. */
