@@ -2,9 +2,9 @@
  * Who may use the console's API: only who shows the bearer token, on loopback too (every local
  * account reaches loopback, and the console moves VMs with the agent's rights). The token is
  * console.token of the config, else generated at each start and written where only the agent's
- * user reads it (tokenFile). Two browser-borne attacks are closed as well: a foreign page posting forms (POSTs must be JSON, which a
- * cross-origin page cannot send without a preflight we never answer) and DNS rebinding (the
- * Host header must name the address we are bound to).
+ * user reads it (tokenFile). Two browser-borne attacks are closed as well: a foreign page posting
+ * forms (POSTs must be JSON, which a cross-origin page cannot send without a preflight we never
+ * answer) and DNS rebinding (the Host header must name the address we are bound to).
  */
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import type { IncomingMessage } from "node:http";
