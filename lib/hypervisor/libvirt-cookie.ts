@@ -33,7 +33,8 @@ export interface MigrationCookie {
 export type CookieResult = { ok: true; cookie: MigrationCookie } | { ok: false; why: string };
 
 export function parseMigrationCookie(xml: string): CookieResult {
-  const doc = parseLibvirtXml(xml);
+  // libvirt sends the cookie as a C string: its terminating NUL is part of the opaque bytes
+  const doc = parseLibvirtXml(xml.endsWith("\0") ? xml.slice(0, -1) : xml);
   if (!doc.ok) return doc;
   const root = doc.root;
   if (root.name !== "qemu-migration") return { ok: false, why: `its root element is <${root.name}>` };
