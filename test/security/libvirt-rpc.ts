@@ -40,6 +40,8 @@ export interface RpcPeer {
   /** Send a call: its reply's status (0 OK, 1 error), "closed" when the connection ends first, or "timeout". */
   call(msg: Buffer, timeoutMs?: number): Promise<Outcome>;
   send(bytes: Buffer): void;
+  /** The message of the last error reply (remote_error), for a test's failure output. */
+  lastError(): string;
   closed: Promise<void>;
   end(): void;
 }
@@ -48,6 +50,7 @@ export function rpcPeer(socketPath: string): Promise<RpcPeer> {
   return new Promise((resolve, reject) => {
     const sock = net.connect(socketPath);
     let buf = Buffer.alloc(0);
+    let lastError = "";
     const waiting: Array<(r: Outcome) => void> = [];
     const closed = new Promise<void>((done) => sock.once("close", () => done()));
     void closed.then(() => waiting.splice(0).forEach((w) => w("closed")));
@@ -56,6 +59,9 @@ export function rpcPeer(socketPath: string): Promise<RpcPeer> {
       buf = Buffer.concat([buf, d]);
       while (buf.length >= 28 && buf.length >= buf.readUInt32BE(0)) {
         const status = buf.readUInt32BE(24);
+        // remote_error: int code, int domain, remote_string message (present flag, length, bytes)
+        if (status === 1 && buf.length >= 44 && buf.readUInt32BE(36) === 1)
+          lastError = buf.toString("utf8", 44, 44 + buf.readUInt32BE(40));
         buf = buf.subarray(buf.readUInt32BE(0));
         waiting.shift()?.(status);
       }
@@ -72,6 +78,7 @@ export function rpcPeer(socketPath: string): Promise<RpcPeer> {
             sock.write(msg);
           }),
         send: (bytes) => void sock.write(bytes),
+        lastError: () => lastError,
         closed,
         end: () => sock.destroy(),
       }),
