@@ -169,6 +169,7 @@ function difference(got: XmlElement, here: XmlElement, path: string): string | u
     const [a, b] = [mine[i], theirs[i]];
     if (!b) return `/${path}/${a.name} is not in the definition here`;
     if (!a) return `/${path}/${b.name} of the definition here is missing`;
+    if (a.name !== b.name) return `/${path}/${a.name} is not in the definition here (it has <${b.name}> there)`;
     const d = difference(a, b, `${path}/${a.name}`);
     if (d) return d;
   }

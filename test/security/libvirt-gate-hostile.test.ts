@@ -26,9 +26,10 @@ let honest: string;
 let uuid: string;
 let runDir: string;
 
+/** A cookie like libvirt's: a C string (libvirtd refuses one without its NUL). */
 const cookie = (name = VM, id = uuid) =>
   `<qemu-migration>\n  <name>${name}</name>\n  <uuid>${id}</uuid>\n  <hostname>elsewhere</hostname>\n` +
-  `  <hostuuid>${crypto.randomUUID()}</hostuuid>\n  <feature name='lockstate'/>\n</qemu-migration>\n\0`; // a C string, as libvirt sends it
+  `  <hostuuid>${crypto.randomUUID()}</hostuuid>\n  <feature name='lockstate'/>\n</qemu-migration>\n\0`;
 
 beforeAll(async () => {
   lab = await startLibvirtLab();
