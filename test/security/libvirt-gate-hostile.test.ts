@@ -54,7 +54,7 @@ const qemuPids = () => {
 async function throughArmedPort(
   prepare: Buffer,
   trailer?: Buffer,
-): Promise<{ outcome: Outcome; refused: string; libvirtError: string }> {
+): Promise<{ outcome: Outcome; refused: string; libvirtError: string; qemuAtAnswer: string[] }> {
   const secret = crypto.randomBytes(32).toString("base64url");
   const armed = await driver.arm(VM, { address: "127.0.0.1", secret });
   const { host, port } = parseTcpUri(armed.uri);
@@ -66,6 +66,8 @@ async function throughArmedPort(
     const pending = peer.call(prepare, 5000);
     if (trailer) peer.send(trailer);
     const outcome = await pending;
+    // before the connection goes (libvirt then tears down what it prepared): did a QEMU start?
+    const qemuAtAnswer = qemuPids();
     peer.end();
     const refused = log.lines
       .slice(mark)
@@ -73,7 +75,7 @@ async function throughArmedPort(
       .filter((l) => l.message.startsWith("refused on the armed port"))
       .map((l) => l.reason)
       .join("\n");
-    return { outcome, refused, libvirtError: peer.lastError() };
+    return { outcome, refused, libvirtError: peer.lastError(), qemuAtAnswer };
   } finally {
     await tunnel.close();
     await driver.disarm(VM).catch(() => undefined);
@@ -185,20 +187,22 @@ const hostile: Array<[string, () => Array<[string, string]>, () => string, RegEx
 
 describe("the armed libvirt port against a hostile holder of the secret (real libvirtd)", () => {
   it("an honest PREPARE through the same client is prepared by libvirtd (the client is real)", async () => {
-    const { outcome, refused, libvirtError } = await throughArmedPort(
+    const { outcome, refused, libvirtError, qemuAtAnswer } = await throughArmedPort(
       prepareCall(3, [["destination_xml", honest]], cookie()),
     );
     expect(refused).toBe("");
     expect([outcome, libvirtError]).toEqual([0, ""]);
+    expect(qemuAtAnswer).toHaveLength(1); // libvirtd started the incoming QEMU
     // the connection is gone: libvirt (or disarm) removes the incoming copy
     for (let i = 0; i < 100 && qemuPids().length; i++) await new Promise((r) => setTimeout(r, 100));
     await expectNothingStarted();
   });
 
   it.each(hostile)("refuses %s and starts nothing", async (_what, params, cookieXml, reason) => {
-    const { outcome, refused } = await throughArmedPort(prepareCall(3, params(), cookieXml()));
+    const { outcome, refused, qemuAtAnswer } = await throughArmedPort(prepareCall(3, params(), cookieXml()));
     expect(refused).toMatch(reason);
     expect(outcome).toBe("closed");
+    expect(qemuAtAnswer).toEqual([]);
     await expectNothingStarted();
   });
 
