@@ -11,4 +11,6 @@ module.exports = {
   },
   transformIgnorePatterns: ["/node_modules/(?!sip\\.js/)"],
   testTimeout: 60000,
+  // jest's own output, then what did not run here and the ten slowest files
+  reporters: ["default", "<rootDir>/test/reporters/summary.js"],
 };

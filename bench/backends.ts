@@ -17,7 +17,7 @@ import type { LoadDriver } from "../lib/hypervisor/load";
 import { silentLogger } from "../lib/log/logger";
 import type { SipBackend } from "../lib/sip";
 import { DrachtioWithOwnServer } from "../lib/sip/drachtio/own-server";
-import { drachtioBinary } from "../lib/sip/drachtio/server-process";
+import { drachtioBinary, drachtioMissing } from "../lib/sip/drachtio/server-process";
 import type { HostConfig } from "../lib/config/schema";
 import { percentile, runNrdlLoad } from "./sipp";
 
@@ -140,9 +140,7 @@ async function column(kind: Kind, what: "uas" | "agent", rates: number[], second
 /** Runs the same load on both backends and prints them side by side. */
 export async function compareBackends(what: "uas" | "agent", rates: number[], seconds: number): Promise<void> {
   if (!drachtioBinary()) {
-    console.log(
-      "drachtio column skipped: no drachtio-server binary (../shared/drachtio/bin or $SIP_TELEPORT_DRACHTIO_BIN)",
-    );
+    console.log(`drachtio column skipped: ${drachtioMissing()}`);
     return;
   }
   console.log(`\nsip.js vs drachtio, same sipp load against the destination (${what}), ${seconds} s per step:`);

@@ -2,7 +2,7 @@
  * Constructors for documents in code, with the same defaults the parser fills in (SPEC.md),
  * so an offer written here and one read off the wire compare equal.
  */
-import { ATTRS, ELEMENT_SINCE, POLICY_DEFAULTS, VM_DEFAULTS, type AttrSpec } from "./schema";
+import { ATTRS, elementSince, POLICY_DEFAULTS, VM_DEFAULTS, type AttrSpec } from "./schema";
 import type { NrdlBody, NrdlDocument, Offer, Policy, VmSpec } from "./types";
 
 /**
@@ -26,7 +26,7 @@ export function minimumVersion(body: NrdlBody): number {
     }
   };
   const elements = (name: string, items: readonly object[], specs: readonly AttrSpec[]): void => {
-    if (items.length > 0) version = Math.max(version, ELEMENT_SINCE[name] ?? 1);
+    if (items.length > 0) version = Math.max(version, elementSince(name));
     items.forEach((item) => attrs(item, specs));
   };
   switch (body.kind) {
@@ -48,7 +48,7 @@ export function minimumVersion(body: NrdlBody): number {
       break;
     case "recover":
     case "recovery":
-      version = Math.max(version, ELEMENT_SINCE[body.kind] ?? 1);
+      version = Math.max(version, elementSince(body.kind));
       break;
   }
   return version;

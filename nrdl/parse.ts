@@ -9,7 +9,7 @@ import { guardHostileInput } from "./guard";
 import {
   ATTRS,
   DEPENDS_ON_ATTR,
-  ELEMENT_SINCE,
+  elementSince,
   ROOT_ATTRS,
   URI_ATTR,
   shown,
@@ -180,7 +180,7 @@ function childrenOf(node: XNode, allowed: Record<string, Cardinality>, ctx: Cont
   const names = Object.keys(allowed).map((n) => `<${n}>`);
   for (const child of node.children) {
     const group = groups.get(child.name);
-    const since = ELEMENT_SINCE[child.name] ?? 1;
+    const since = elementSince(child.name);
     if (group && !speaks(ctx.version, since))
       ctx.add(child.path, tooNew(`element <${child.name}>`, since, ctx.version));
     else if (group) group.push(child);

@@ -125,7 +125,17 @@ function attr(name: string, codec: Codec, use: AttrUse, since = 1): AttrSpec {
 }
 
 /** Elements newer than v1, with the version that introduced them (the rest exist since 1). */
-export const ELEMENT_SINCE: Readonly<Record<string, number>> = { disk: 2, export: 2, recover: 2, recovery: 2 };
+const ELEMENT_SINCE: ReadonlyMap<string, number> = new Map([
+  ["disk", 2],
+  ["export", 2],
+  ["recover", 2],
+  ["recovery", 2],
+]);
+
+/** The version an element name entered NRDL in (1 for the rest); a Map, as the name comes from the network. */
+export function elementSince(name: string): number {
+  return ELEMENT_SINCE.get(name) ?? 1;
+}
 
 /** Whether `version` may carry this attribute or element. */
 export function speaks(version: number, since: number): boolean {

@@ -8,7 +8,7 @@ import { TeleportError } from "./errors";
 import {
   ATTRS,
   DEPENDS_ON_ATTR,
-  ELEMENT_SINCE,
+  elementSince,
   ROOT_ATTRS,
   URI_ATTR,
   shown,
@@ -71,7 +71,7 @@ export function validateNrdl(doc: NrdlDocument): Violation[] {
 /** `<recover>` and `<recovery>` (post-copy recovery, version 2): one element, its attributes. */
 function validateRecovery(body: RecoverRequest | Recovery, out: Out): void {
   const path = `/nrdl/${body.kind}`;
-  const since = ELEMENT_SINCE[body.kind] ?? 1;
+  const since = elementSince(body.kind);
   const version = out.version ?? NRDL_VERSION;
   if (!speaks(version, since)) out.push({ path, message: tooNew(`element <${body.kind}>`, since, version) });
   else checkAttrs(body, body.kind === "recover" ? ATTRS.recover : ATTRS.recovery, path, out);
@@ -112,7 +112,7 @@ function checkAttrs(obj: object, specs: readonly AttrSpec[], path: string, out: 
 
 /** Elements of a newer version than the document's: one violation for the first. */
 function checkElementVersion(items: unknown, name: string, path: string, out: Out): boolean {
-  const since = ELEMENT_SINCE[name] ?? 1;
+  const since = elementSince(name);
   const version = out.version ?? NRDL_VERSION;
   if (!Array.isArray(items) || items.length === 0 || speaks(version, since)) return true;
   out.push({ path: `${path}/${name}[1]`, message: tooNew(`element <${name}>`, since, version) });

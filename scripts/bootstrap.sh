@@ -38,3 +38,18 @@ if [ ! -f dist/.built ] || [ -n "$(find agents nrdl lib bench index.ts tsconfig*
   npx tsc -p tsconfig.build.json
   touch dist/.built
 fi
+
+# drachtio-server for the drachtio backend's tests: the shared build, else our own in .cache (built when its
+# source is reachable). Without one the drachtio suites are reported as not run (under CI=true: failed).
+drachtio_found=""
+for c in "${SIP_TELEPORT_DRACHTIO_BIN:-}" ../shared/drachtio/bin/drachtio ../../shared/drachtio/bin/drachtio \
+  .cache/drachtio/bin/drachtio; do
+  if [ -n "$c" ] && [ -x "$c" ]; then drachtio_found="$c"; break; fi
+done
+if [ -z "$drachtio_found" ]; then
+  if bash scripts/build-drachtio.sh --check >/dev/null 2>&1; then
+    bash scripts/build-drachtio.sh >&2 || echo "bootstrap: building drachtio-server failed (see above)" >&2
+  else
+    echo "bootstrap: no drachtio-server and its source is not reachable: the drachtio tests will not run" >&2
+  fi
+fi

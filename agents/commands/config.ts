@@ -28,10 +28,27 @@ function missingImages(vms: readonly VmDefinition[]): string[] {
 const isTls = (uri: string) => /^sips:/i.test(uri) || /;transport=tls\b/i.test(uri);
 
 /**
- * What is allowed but unsafe: destinations reached without TLS certificate verification, where
- * nothing proves the peer that answers (and receives the VMs' memory) is the real destination.
+ * What is allowed but unsafe: every setting that weakens a default, e.g. destinations reached without TLS
+ * certificate verification, where nothing proves the peer that answers (and receives the memory) is the real one.
  */
 export function configWarnings(cfg: HostConfig): string[] {
+  return [...digestWarnings(cfg), ...destinationWarnings(cfg)];
+}
+
+/** Digest weaker than its defaults (SHA-256 only, qop=auth required), for a legacy peer. */
+function digestWarnings(cfg: HostConfig): string[] {
+  const { digestAlgorithms, allowLegacyDigest } = cfg.security;
+  return [
+    ...(digestAlgorithms.includes("MD5")
+      ? ["security.digestAlgorithms includes MD5: a captured challenge and answer can be brute-forced far faster"]
+      : []),
+    ...(allowLegacyDigest
+      ? ["security.allowLegacyDigest is true: digest answers without qop=auth (no client nonce) are accepted"]
+      : []),
+  ];
+}
+
+function destinationWarnings(cfg: HostConfig): string[] {
   const targets = [...new Set([...cfg.security.destinations, ...cfg.console.destinations])];
   const proxy = cfg.sip.outboundProxy;
   return targets.flatMap((target) => {
@@ -97,7 +114,7 @@ export function registerConfigCommands(program: Command): void {
     .option("--no-images", "do not require the VMs' kernel, initrd and disk files to exist on this machine")
     .description(
       "explain every problem in a configuration, its inventory, its VM images and its hypervisors; " +
-        "warn about destinations reached without TLS certificate verification",
+        "warn about every setting that weakens a default (destinations without TLS verification, legacy digest)",
     )
     .addHelpText(
       "after",

@@ -215,7 +215,7 @@ export function registerDemoCommand(program: Command): void {
     .option(
       "--backend <kind>",
       "SIP stack of both agents: sipjs (built in) or drachtio (drachtio-srf apps on two drachtio-servers " +
-        "the demo starts from ../shared/drachtio/bin/drachtio or $SIP_TELEPORT_DRACHTIO_BIN)",
+        "the demo starts: $SIP_TELEPORT_DRACHTIO_BIN, ../shared/drachtio/bin/drachtio or scripts/build-drachtio.sh's)",
       "sipjs",
     )
     .addHelpText(

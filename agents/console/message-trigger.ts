@@ -12,7 +12,7 @@ import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
 import type { IncomingRequest, Responder, SipBackend } from "../../lib/sip/backend";
 import { DestinationPolicy } from "../../lib/access/destinations";
-import { CallerGate } from "../../lib/access/gate";
+import { CallerGate, loggedDetails } from "../../lib/access/gate";
 import { bareUri } from "../../lib/access/uri";
 import type { MigrateSummary } from "../source/agent";
 import { namedPlan } from "./plans";
@@ -52,8 +52,15 @@ export class MessageTrigger {
   }
 
   handle(req: IncomingRequest, res: Responder): void {
-    const refuse = (status: number, reason: string, why: string, headers: Record<string, string | string[]> = {}) => {
-      this.opts.logger.warn("MESSAGE trigger refused", { from: req.fromUri, address: req.source.address, status, why });
+    const refuse = (
+      status: number,
+      reason: string,
+      why: string,
+      headers: Record<string, string | string[]> = {},
+      logged = why,
+    ) => {
+      const { address } = req.source;
+      this.opts.logger.warn("MESSAGE trigger refused", { from: req.fromUri, address, status, why: logged });
       res.send(status, reason, { headers: { ...headers, Warning: `399 sip-teleport "${why.replace(/"/g, "'")}"` } });
     };
     let admitted;
@@ -61,7 +68,7 @@ export class MessageTrigger {
       admitted = this.gate.admit(req);
     } catch (err) {
       const e = TeleportError.from(err);
-      return refuse(e.status, e.reason, e.details.join("; "), this.gate.headers(e));
+      return refuse(e.status, e.reason, e.details.join("; "), this.gate.headers(e), loggedDetails(e).join("; "));
     }
     const type = (req.body?.contentType ?? "").split(";")[0].trim().toLowerCase();
     if (type !== "text/plain") return refuse(415, "Unsupported Media Type", "send text/plain: migrate PLAN to SIP-URI");

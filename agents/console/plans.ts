@@ -36,7 +36,8 @@ const isExample = (name: string): name is ExampleName => (EXAMPLES as readonly s
 
 /** The request for plan `name` towards `to`; 404 when no such plan exists. */
 export function namedPlan(cfg: HostConfig, host: Host, name: string, to: string): MigrateRequest {
-  const configured = cfg.console.plans[name];
+  // own entries only: a plan name arrives from the network (console, MESSAGE trigger)
+  const configured = Object.hasOwn(cfg.console.plans, name) ? cfg.console.plans[name] : undefined;
   if (configured) {
     return {
       to,

@@ -25,7 +25,7 @@ import type { StatusReport } from "../../nrdl/types";
 import { NRDL_MIME } from "../../nrdl/types";
 import type { AgentMetrics } from "../../lib/metrics/metrics";
 import { capacityOf, resources, shortageRejections, shortages } from "./capacity";
-import { CallerGate } from "../../lib/access/gate";
+import { CallerGate, loggedDetails } from "../../lib/access/gate";
 import type { DialogAdmission } from "../../lib/access/in-dialog";
 import { Journal } from "./journal";
 import { RateLimiter } from "../../lib/sip/rate";
@@ -219,7 +219,11 @@ export class DestinationAgent {
       return undefined;
     } catch (err) {
       const error = TeleportError.from(err);
-      this.log.warn(`${req.method} refused`, { callId: req.callId, status: error.status, details: error.details });
+      this.log.warn(`${req.method} refused`, {
+        callId: req.callId,
+        status: error.status,
+        details: loggedDetails(error),
+      });
       return { error, headers: this.refusalHeaders(error) };
     }
   }
@@ -297,7 +301,7 @@ export class DestinationAgent {
     const log = this.log.child({ callId: req.callId });
     const refuse = (err: unknown, body?: SipBody) => {
       const e = TeleportError.from(err);
-      log.warn("OPTIONS refused", { status: e.status, reason: e.reason, details: e.details, from: req.fromUri });
+      log.warn("OPTIONS refused", { status: e.status, reason: e.reason, details: loggedDetails(e), from: req.fromUri });
       const headers = { ...this.refusalHeaders(e), Warning: warningOf(this.opts.config.host, e) };
       res.send(e.status, e.reason, { headers, body });
     };
@@ -359,7 +363,7 @@ export class DestinationAgent {
       log.warn("INVITE refused", {
         status: e.status,
         reason: e.reason,
-        details: e.details,
+        details: loggedDetails(e),
         from: req.fromUri,
         address: req.source.address,
       });

@@ -12,14 +12,23 @@ import { AccessPolicy } from "./allowlist";
 import { isTrustedProxy, provenIdentities, type ProvenIdentity } from "./identity";
 import { dialogAdmission, inDialogRefusal, unprovableDialog, type DialogAdmission } from "./in-dialog";
 
-/** A 401 whose challenge says whether the nonce was merely stale (the caller may retry at once). */
+/**
+ * A 401 whose challenge says whether the nonce was merely stale (the caller may retry at once).
+ * `logDetail` is for the log only: it tells an unknown user from a wrong password, the caller must not.
+ */
 export class DigestRefusal extends TeleportError {
   constructor(
     readonly stale: boolean,
     reason: string,
+    readonly logDetail?: string,
   ) {
     super(401, "Unauthorized", [reason]);
   }
+}
+
+/** A refusal's details for the log: with what the caller was not told (see DigestRefusal). */
+export function loggedDetails(e: TeleportError): readonly string[] {
+  return e instanceof DigestRefusal && e.logDetail ? [...e.details, e.logDetail] : e.details;
 }
 
 export interface Admitted {
@@ -38,9 +47,16 @@ export class CallerGate {
   private readonly trustedProxies: readonly string[];
 
   constructor(config: HostConfig) {
-    const { users, realm, nonceTtlS, digestRequired, allow } = config.security;
+    const { users, realm, nonceTtlS, digestRequired, allow, digestAlgorithms, allowLegacyDigest } = config.security;
     this.policy = new AccessPolicy(allow);
-    if (Object.keys(users).length > 0) this.digest = new DigestServer({ realm, users, nonceTtlMs: nonceTtlS * 1000 });
+    if (Object.keys(users).length > 0)
+      this.digest = new DigestServer({
+        realm,
+        users,
+        algorithms: digestAlgorithms,
+        allowNoQop: allowLegacyDigest,
+        nonceTtlMs: nonceTtlS * 1000,
+      });
     this.digestRequired = this.digest !== undefined && digestRequired !== false;
     this.trustedProxies = config.limits.trustedProxies;
   }
@@ -54,7 +70,7 @@ export class CallerGate {
     const verdict = this.digest.verify(authorization, req.method, uris);
     if (verdict.ok) return verdict.user;
     if (verdict.badRequest) throw new TeleportError(400, "Bad Request", [verdict.reason]);
-    throw new DigestRefusal(verdict.stale ?? false, verdict.reason);
+    throw new DigestRefusal(verdict.stale ?? false, verdict.reason, verdict.detail);
   }
 
   /** Authenticate, then judge the allowlist; throws 401/403. */

@@ -213,6 +213,20 @@ export const configSchema = z
         digestRequired: z.boolean().optional(),
         /** Challenge in-dialog INFO and BYE too (not only the INVITE), and require the INVITE's user. */
         digestInDialog: z.boolean().default(true),
+        /**
+         * Digest algorithms offered and accepted, strongest first. MD5 only for a legacy peer that cannot do
+         * SHA-256 (RFC 8760); `config check` warns about it.
+         */
+        digestAlgorithms: z
+          .array(z.enum(["SHA-256", "MD5"]))
+          .min(1)
+          .refine((a) => new Set(a).size === a.length, "each algorithm once")
+          .default(["SHA-256"]),
+        /**
+         * Accept digest answers without qop=auth (RFC 2069: no client nonce or count, weaker against replay and
+         * chosen-plaintext). Only for a legacy peer; `config check` warns about it.
+         */
+        allowLegacyDigest: z.boolean().default(false),
         /** How long a digest nonce is accepted (each (nonce, nc) only once). */
         nonceTtlS: z.number().int().min(1).max(3600).default(60),
       })

@@ -15,6 +15,20 @@ import { repoRoot } from "../version";
 import { ensureGuest, type GuestFiles } from "./guest";
 
 const SCRIPT = path.join(repoRoot(), "lib", "guest", "libvirtd-host.sh");
+/**
+ * libvirtd probes QEMU's capabilities (~4 s) on the first domain it defines, once per cache: a lab's
+ * daemons start with a copy of the last probe (libvirtd re-probes by itself when QEMU or libvirt changed).
+ */
+const CAPS_SEED = path.join(repoRoot(), ".cache", "libvirt-qemu-capabilities");
+
+/** The first host's probe, kept as every later host's starting cache. */
+async function seedCapabilities(host: LibvirtHost): Promise<void> {
+  if (fs.existsSync(CAPS_SEED) && fs.readdirSync(CAPS_SEED).some((f) => f.endsWith(".xml"))) return;
+  await host.virsh.run(["domcapabilities"]);
+  const probed = path.join(host.dir, "cache", "qemu", "capabilities");
+  fs.mkdirSync(CAPS_SEED, { recursive: true });
+  for (const f of fs.readdirSync(probed)) fs.copyFileSync(path.join(probed, f), path.join(CAPS_SEED, f));
+}
 
 export interface LibvirtHost {
   name: "dc1" | "dc2";
@@ -29,6 +43,8 @@ export interface LibvirtLab {
   dc1: LibvirtHost;
   dc2: LibvirtHost;
   guest: GuestFiles;
+  /** Destroy every running domain on both hosts (between tests: idle TCG guests still cost CPU). */
+  reset(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -38,7 +54,7 @@ export async function startLibvirtLab(): Promise<LibvirtLab> {
   const base = fs.mkdtempSync(path.join(os.tmpdir(), `stlv-${tag}-`));
   const up: LibvirtHost[] = [];
   const close = async () => {
-    for (const h of up) await execa("bash", [SCRIPT, "down", h.dir], { reject: false });
+    await Promise.all(up.map((h) => execa("bash", [SCRIPT, "down", h.dir], { reject: false })));
     fs.rmSync(base, { recursive: true, force: true });
   };
   try {
@@ -52,13 +68,17 @@ export async function startLibvirtLab(): Promise<LibvirtLab> {
         restart: async () => void (await execa("bash", [SCRIPT, "restart", dir])),
       };
       up.push(host);
-      await execa("bash", [SCRIPT, "up", dir, `stlv-${tag}-${name}`]);
+      await execa("bash", [SCRIPT, "up", dir, `stlv-${tag}-${name}`, CAPS_SEED]);
+      await seedCapabilities(host);
     }
   } catch (err) {
     await close();
     throw err;
   }
-  return { dc1: up[0], dc2: up[1], guest, close };
+  const reset = async () => {
+    await Promise.all(up.map(async (h) => Promise.all((await running(h)).map((d) => h.virsh.run(["destroy", d])))));
+  };
+  return { dc1: up[0], dc2: up[1], guest, reset, close };
 }
 
 /** The test guest as a libvirt domain; `uuid` identical on both hosts; `serialLog`: its console to a file. */
@@ -101,8 +121,9 @@ export async function defineDomain(host: LibvirtHost, xml: string): Promise<void
 }
 
 /** Where each domain runs, asked of libvirt itself: the invariant is exactly one host per VM. */
+const running = async (h: LibvirtHost) => (await h.virsh.run(["list", "--name"])).split("\n").filter(Boolean);
+
 export async function domainPlacement(lab: LibvirtLab, names: string[]): Promise<Record<string, string[]>> {
-  const running = async (h: LibvirtHost) => (await h.virsh.run(["list", "--name"])).split("\n").filter(Boolean);
   const [on1, on2] = await Promise.all([running(lab.dc1), running(lab.dc2)]);
   return Object.fromEntries(
     names.map((n) => [n, [on1.includes(n) && "dc1", on2.includes(n) && "dc2"].filter((h): h is string => !!h)]),

@@ -3,7 +3,8 @@
 # namespace and mount namespace, with private /run/libvirt, /var/lib/libvirt, /var/log/libvirt,
 # /var/cache/libvirt and /etc/libvirt (domain definitions) bound from DIR, and a host_uuid of
 # their own (libvirt refuses a migration to a host with its own UUID).
-#   up DIR NETNS   start it; the socket is DIR/run/libvirt-sock
+#   up DIR NETNS [CAPS]  start it; the socket is DIR/run/libvirt-sock; CAPS: a folder of QEMU
+#                  capabilities probed before, its starting cache (else libvirtd probes, ~4 s)
 #   restart DIR    stop libvirtd only (domains keep running) and start it again in the same namespaces
 #   down DIR       destroy its domains, stop the daemons, delete the netns (DIR stays for the caller)
 set -euo pipefail
@@ -28,6 +29,10 @@ case $cmd in
 up)
   ns=$3
   mkdir -p "$dir"/{run,lib,log,cache,etc}
+  if [ -n "${4:-}" ] && compgen -G "$4/*.xml" >/dev/null; then
+    mkdir -p "$dir/cache/qemu/capabilities"
+    cp "$4"/*.xml "$dir/cache/qemu/capabilities/"
+  fi
   cp -a /etc/libvirt/. "$dir/etc/"
   rm -rf "$dir/etc/qemu/networks/autostart" "$dir/etc/qemu/"*.xml
   cat >> "$dir/etc/libvirtd.conf" <<CONF
@@ -63,7 +68,9 @@ restart)
 down)
   uri="qemu:///system?socket=$dir/run/libvirt-sock"
   if [ -S "$dir/run/libvirt-sock" ]; then
-    for d in $(virsh -c "$uri" list --name 2>/dev/null); do virsh -c "$uri" destroy "$d" >/dev/null 2>&1 || true; done
+    # in parallel: each destroy waits for its QEMU to exit (~2 s for a TCG guest)
+    for d in $(virsh -c "$uri" list --name 2>/dev/null); do virsh -c "$uri" destroy "$d" >/dev/null 2>&1 & done
+    wait
   fi
   # QEMUs whose libvirtd is gone
   for p in "$dir"/run/qemu/*.pid; do [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true; done

@@ -29,6 +29,38 @@ export function refusalReason(status: number): string {
   return known[status] ?? `status_${status}`;
 }
 
+/** The methods an agent speaks (RFC 3261, 3262, 3311, 3428, 3515, 6086, 6665): any other token is "other". */
+const METHODS = new Set([
+  "INVITE",
+  "ACK",
+  "BYE",
+  "CANCEL",
+  "OPTIONS",
+  "REGISTER",
+  "INFO",
+  "MESSAGE",
+  "PRACK",
+  "UPDATE",
+  "SUBSCRIBE",
+  "NOTIFY",
+  "REFER",
+]);
+
+/** A label from the wire: a message's method, from a fixed set (a stranger's token must not add a series). */
+export function methodLabel(token: string | undefined): string {
+  if (token === undefined) return "unknown";
+  return METHODS.has(token) ? token : "other";
+}
+
+/** A response's status code as a label: 100-699, the codes SIP defines; anything else "other". */
+export function statusLabel(code: string): string {
+  const n = Number(code);
+  return n >= 100 && n <= 699 ? code : "other";
+}
+
+/** Messages remembered for spotting retransmissions: enough for Timer B/F, bounded under a flood. */
+const SEEN_MAX = 5000;
+
 export class AgentMetrics {
   readonly registry = new Registry();
   private readonly dialogs: Counter<"outcome" | "status">;
@@ -117,18 +149,20 @@ export class AgentMetrics {
   observe(e: TraceEvent): void {
     const first = e.message.slice(0, e.message.indexOf("\r\n")).trim();
     const cseq = /^CSeq:\s*(\d+)\s+(\S+)/im.exec(e.message);
-    const method = cseq?.[2] ?? "unknown";
+    const method = methodLabel(cseq?.[2]);
     const response = /^SIP\/2\.0 (\d{3})/.exec(first);
     const kind = response ? "response" : "request";
-    this.sip.inc({ direction: e.direction, kind, method, status: response?.[1] ?? "" });
+    this.sip.inc({ direction: e.direction, kind, method, status: response ? statusLabel(response[1]) : "" });
     const branch = /^(?:Via|v):[^\r\n]*;branch=([^;,\s]+)/im.exec(e.message)?.[1];
     if (!branch || !cseq) return;
     const key = `${e.direction} ${first} ${branch} ${cseq[1]} ${method}`;
     if (this.seen.has(key)) this.retransmissions.inc({ direction: e.direction, method });
+    this.seen.delete(key); // re-inserted last: the Map's order is then oldest first
     this.seen.set(key, e.at);
-    if (this.seen.size > 5000) {
-      // keep the last minute or so: retransmissions end after Timer B/F (32 s)
-      for (const [k, at] of this.seen) if (at < e.at - 64_000) this.seen.delete(k);
+    // Keep the last minute or so (retransmissions end after Timer B/F, 32 s), at most SEEN_MAX: oldest go first.
+    for (const [k, at] of this.seen) {
+      if (at >= e.at - 64_000 && this.seen.size <= SEEN_MAX) break;
+      this.seen.delete(k);
     }
   }
 }

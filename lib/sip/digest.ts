@@ -1,6 +1,7 @@
 /**
  * Server side of SIP digest authentication (RFC 3261 §22, RFC 7616 / RFC 8760): challenges
- * with SHA-256 and MD5, verifies responses, and refuses expired or replayed nonces.
+ * with SHA-256 (MD5 and answers without qop only for a configured legacy peer), verifies responses,
+ * and refuses expired or replayed nonces.
  * Nonces are stateless (timestamp + HMAC) so a restart does not need a nonce store; replay
  * is caught by remembering the (nonce, nc) pairs already accepted while the nonce lives.
  */
@@ -11,16 +12,25 @@ export type DigestAlgorithm = "SHA-256" | "MD5";
 
 export interface DigestOptions {
   realm: string;
-  /** user name -> password */
+  /** user name -> password; only the record's own entries count (a name from the network indexes it). */
   users: Readonly<Record<string, string>>;
-  /** Offered in this order (RFC 8760: strongest first). */
+  /** Offered in this order (RFC 8760: strongest first). Default: SHA-256 only. */
   algorithms?: DigestAlgorithm[];
+  /** Accept RFC 2069 answers without qop=auth (no client nonce, no count): only for a legacy peer. */
+  allowNoQop?: boolean;
   nonceTtlMs?: number;
 }
 
-/** `badRequest`: the credentials were computed for another URI (RFC 2617 §3.2.2.5: answer 400). */
+/**
+ * `badRequest`: the credentials were computed for another URI (RFC 2617 §3.2.2.5: answer 400).
+ * `reason` goes to the caller; `detail`, for the log only, tells what the caller must not learn
+ * (whether the user name exists).
+ */
 export type DigestVerdict =
-  { ok: true; user: string } | { ok: false; reason: string; stale?: boolean; badRequest?: boolean };
+  { ok: true; user: string } | { ok: false; reason: string; detail?: string; stale?: boolean; badRequest?: boolean };
+
+/** One answer for an unknown user and a wrong password, so a 401 does not enumerate users. */
+export const BAD_CREDENTIALS = "wrong user name or password";
 
 /** Compare URIs as sip.js prints them (host case, parameter spelling), falling back to the text. */
 function sameUri(a: string, b: string): boolean {
@@ -35,7 +45,8 @@ const hash = (alg: DigestAlgorithm, s: string) =>
 
 /** Parse `Digest a="b", c=d` into a map (quoted values unescaped). */
 export function parseDigestHeader(value: string): Record<string, string> {
-  const out: Record<string, string> = {};
+  // null prototype: a parameter named __proto__ or constructor is a plain entry, nothing inherited
+  const out: Record<string, string> = Object.create(null) as Record<string, string>;
   const body = value.replace(/^\s*Digest\s+/i, "");
   const re = /([a-zA-Z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))/g;
   for (let m = re.exec(body); m; m = re.exec(body))
@@ -55,10 +66,14 @@ export class DigestServer {
   private readonly seenNc = new Map<string, Set<string>>();
   private readonly algorithms: DigestAlgorithm[];
   private readonly ttl: number;
+  private readonly users: ReadonlyMap<string, string>;
+  /** Hashed for unknown users, so they cost what a wrong password costs. */
+  private readonly decoy = randomBytes(16).toString("hex");
 
   constructor(private readonly opts: DigestOptions) {
-    this.algorithms = opts.algorithms ?? ["SHA-256", "MD5"];
+    this.algorithms = opts.algorithms ?? ["SHA-256"];
     this.ttl = opts.nonceTtlMs ?? 60_000;
+    this.users = new Map(Object.entries(opts.users));
   }
 
   private nonce(now = Date.now()): string {
@@ -97,27 +112,28 @@ export class DigestServer {
   ): DigestVerdict {
     if (!authorization) return { ok: false, reason: "authentication required" };
     const p = parseDigestHeader(authorization);
-    const alg =
-      (p.algorithm ?? "MD5").toUpperCase() === "SHA-256"
-        ? "SHA-256"
-        : (p.algorithm ?? "MD5").toUpperCase() === "MD5"
-          ? "MD5"
-          : undefined;
+    const named = (p.algorithm ?? "MD5").toUpperCase();
+    const alg = named === "SHA-256" || named === "MD5" ? named : undefined;
     if (!alg || !this.algorithms.includes(alg))
-      return { ok: false, reason: `digest algorithm ${p.algorithm} not accepted` };
+      return { ok: false, reason: `digest algorithm ${p.algorithm ?? "MD5 (none named)"} not accepted` };
+    if (p.qop === undefined ? !this.opts.allowNoQop : p.qop !== "auth" || !p.cnonce || !p.nc)
+      return { ok: false, reason: "digest answer without qop=auth, cnonce and nc not accepted" };
     if (p.realm !== this.opts.realm) return { ok: false, reason: `wrong realm ${JSON.stringify(p.realm ?? "")}` };
-    const password = p.username !== undefined ? this.opts.users[p.username] : undefined;
-    if (password === undefined) return { ok: false, reason: `unknown user ${JSON.stringify(p.username ?? "")}` };
     const age = p.nonce ? this.nonceAge(p.nonce, now) : undefined;
     if (age === undefined) return { ok: false, reason: "nonce not issued by this host" };
     if (age > this.ttl || age < -5_000) return { ok: false, reason: "nonce expired", stale: true };
-    const ha1 = hash(alg, `${p.username}:${this.opts.realm}:${password}`);
+    const username = p.username ?? "";
+    const password = this.users.get(username);
+    const ha1 = hash(alg, `${username}:${this.opts.realm}:${password ?? this.decoy}`);
     const ha2 = hash(alg, `${method}:${p.uri ?? ""}`);
     const expected = p.qop
       ? hash(alg, `${ha1}:${p.nonce}:${p.nc}:${p.cnonce}:${p.qop}:${ha2}`)
       : hash(alg, `${ha1}:${p.nonce}:${ha2}`);
-    if (!p.response || !safeEqual(p.response.toLowerCase(), expected))
-      return { ok: false, reason: `wrong credentials for ${p.username}` };
+    const matches = p.response !== undefined && safeEqual(p.response.toLowerCase(), expected);
+    if (password === undefined || !matches) {
+      const detail = `${password === undefined ? "unknown user" : "wrong password for"} ${JSON.stringify(username)}`;
+      return { ok: false, reason: BAD_CREDENTIALS, detail };
+    }
     if (requestUris.length && !requestUris.some((u) => sameUri(u, p.uri ?? "")))
       return {
         ok: false,
@@ -126,7 +142,7 @@ export class DigestServer {
       };
     if (!this.fresh(p.nonce as string, p.nc ?? "", now))
       return { ok: false, reason: "replayed request (nonce and count already used)", stale: true };
-    return { ok: true, user: p.username as string };
+    return { ok: true, user: username };
   }
 
   /** Accept each (nonce, nc) once; forget nonces once they expire. */

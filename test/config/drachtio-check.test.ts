@@ -8,8 +8,9 @@ import path from "node:path";
 import { checkConfig } from "../../agents/commands/config";
 import { parseConfig } from "../../lib/config/load";
 import { startDrachtioServer, type DrachtioServer } from "../../lib/sip/drachtio/server-process";
+import { describeDrachtio } from "../harness/drachtio";
 
-describe("config check: drachtio backend", () => {
+describeDrachtio("config check: drachtio backend", () => {
   let server: DrachtioServer;
   let dir: string;
   beforeAll(async () => {

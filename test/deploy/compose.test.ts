@@ -13,6 +13,10 @@ const ROOT = path.join(__dirname, "..", "..");
 
 interface Service {
   command?: string[];
+  entrypoint?: string[];
+  profiles?: string[];
+  environment?: Record<string, string | null>;
+  image?: string;
   volumes?: string[];
   devices?: string[];
   network_mode?: string;
@@ -47,8 +51,26 @@ describe("docker-compose.yml", () => {
     services = (await composeModel()).services;
   });
 
-  it("has the proxy, both agents and the console", () => {
-    expect(Object.keys(services).sort()).toEqual(["console", "dc1", "dc2", "proxy"]);
+  it("has the proxy, both agents and the console; the drachtio profile adds drachtio-server and a dc2 on it", () => {
+    const byDefault = Object.keys(services).filter((n) => !services[n].profiles?.length);
+    expect(byDefault.sort()).toEqual(["console", "dc1", "dc2", "proxy"]);
+    const drachtio = Object.keys(services).filter((n) => services[n].profiles?.includes("drachtio"));
+    expect(drachtio.sort()).toEqual(["dc2-drachtio", "drachtio"]);
+    expect(services.drachtio.image).toBe("drachtio/drachtio-server:0.9.4");
+    // the admin secret comes from the environment at start, never from this file
+    for (const n of drachtio) expect(services[n].environment).toEqual({ DRACHTIO_SECRET: null });
+    expect(services.drachtio.entrypoint?.join(" ")).toMatch(/--port 9022 --secret "\$\$\{DRACHTIO_SECRET:\?/);
+    const cfg = JSON.parse(fs.readFileSync(path.join(ROOT, "deploy", "config", "dc2-drachtio.json"), "utf8"));
+    expect(cfg.sip.drachtio).toEqual({ host: "127.0.0.1", port: 9022, secretEnv: "DRACHTIO_SECRET" });
+    expect(configArg(services["dc2-drachtio"])).toBe("/etc/sip-teleport/dc2-drachtio.json");
+  });
+
+  it("dc2-drachtio's config is valid; config check misses only the server (its own container)", async () => {
+    process.env.DRACHTIO_SECRET ??= "test-only";
+    const problems = await checkConfig(path.join(ROOT, "deploy", "config", "dc2-drachtio.json"), { images: false });
+    expect(problems).toEqual([
+      expect.stringMatching(/^sip\.drachtio: drachtio-server does not answer: 127\.0\.0\.1:9022/),
+    ]);
   });
 
   it("mounts the Kamailio config the test suite runs", () => {

@@ -4,3 +4,4 @@ export * from "./drivers";
 export * from "./pair";
 export * from "./hosts";
 export * from "./writer";
+export * from "./drachtio";

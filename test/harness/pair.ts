@@ -116,42 +116,56 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
     sip.onTrace((e) => trace.push(e));
     return { cfg, host: hostOf(cfg, logger), sip, runDir: cfg.runDir, trace, kind };
   };
-  // a destination run as its own process needs a port known in advance
-  const d2 = mk(
-    "dc2",
-    opts.dc2,
-    opts.destination === false ? await freePortInRange("127.0.0.1", `${portBase}-${portBase + 49}`) : 0,
-  );
-  portBase += 50;
-  // a drachtio destination run as its own process attaches to a server started for it here
-  const servers: Pair["servers"] = {};
-  if (opts.destination === false && d2.kind === "drachtio")
-    servers.dc2 = await startDrachtioServer({ sipPort: d2.cfg.sip.listen[0].port });
-  const dest =
-    opts.destination === false
-      ? undefined
-      : new DestinationAgent({ config: d2.cfg, sip: d2.sip, host: d2.host, logger });
-  await dest?.start();
-  const port = dest ? d2.sip.listeners[0].port : d2.cfg.sip.listen[0].port;
-  const d1 = mk("dc1", opts.dc1);
-  await d1.sip.start();
-  const source = new SourceAgent({ sip: d1.sip, host: d1.host, hostName: "dc1", logger });
-  const pair: Pair = {
-    base,
-    defs,
-    dc1: { ...d1, agent: source },
-    dc2: { ...d2, agent: dest, uri: `sip:dc2@127.0.0.1:${port};transport=${transport}` },
-    backend: { dc1: d1.kind, dc2: d2.kind },
-    servers,
-    close: async () => {
-      await servers.dc2?.stop();
-      await dest?.stop().catch(() => undefined);
-      await d1.sip.stop().catch(() => undefined);
-      await killAll(base);
-      fs.rmSync(base, { recursive: true, force: true });
-    },
+  // What is started is stopped again when a later step fails (a drachtio-server that would not start, a port
+  // taken): a half-built pair that no test can close would keep jest alive after the run.
+  const started: Array<() => Promise<unknown>> = [];
+  const close = async () => {
+    for (const stop of started.reverse()) await stop().catch(() => undefined);
+    started.length = 0;
+    await killAll(base);
+    fs.rmSync(base, { recursive: true, force: true });
   };
-  return pair;
+  try {
+    // a destination run as its own process needs a port known in advance
+    const d2 = mk(
+      "dc2",
+      opts.dc2,
+      opts.destination === false ? await freePortInRange("127.0.0.1", `${portBase}-${portBase + 49}`) : 0,
+    );
+    portBase += 50;
+    // a drachtio destination run as its own process attaches to a server started for it here
+    const servers: Pair["servers"] = {};
+    if (opts.destination === false && d2.kind === "drachtio") {
+      servers.dc2 = await startDrachtioServer({ sipPort: d2.cfg.sip.listen[0].port });
+      started.push(() => servers.dc2?.stop() ?? Promise.resolve());
+    }
+    const dest =
+      opts.destination === false
+        ? undefined
+        : new DestinationAgent({ config: d2.cfg, sip: d2.sip, host: d2.host, logger });
+    if (dest) {
+      // stop() as well when start() fails halfway: it releases whatever start() had opened
+      started.push(() => dest.stop());
+      await dest.start();
+    }
+    const port = dest ? d2.sip.listeners[0].port : d2.cfg.sip.listen[0].port;
+    const d1 = mk("dc1", opts.dc1);
+    started.push(() => d1.sip.stop());
+    await d1.sip.start();
+    const source = new SourceAgent({ sip: d1.sip, host: d1.host, hostName: "dc1", logger });
+    return {
+      base,
+      defs,
+      dc1: { ...d1, agent: source },
+      dc2: { ...d2, agent: dest, uri: `sip:dc2@127.0.0.1:${port};transport=${transport}` },
+      backend: { dc1: d1.kind, dc2: d2.kind },
+      servers,
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
 }
 
 /** One pair per test, closed (agents, VMs, run dirs) after each: `const start = pairPerTest()` in a describe. */

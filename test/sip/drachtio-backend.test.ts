@@ -8,12 +8,13 @@ import { startDrachtioServer, type DrachtioServer } from "../../lib/sip/drachtio
 import { DigestServer } from "../../lib/sip/digest";
 import { TeleportError } from "../../lib/errors";
 import type { TraceEvent } from "../../lib/sip";
+import { describeDrachtio } from "../harness/drachtio";
 
 jest.setTimeout(30_000);
 
 const NRDL = { contentType: "application/nrdl+xml", content: "<nrdl/>" };
 
-describe("DrachtioBackend on drachtio-server", () => {
+describeDrachtio("DrachtioBackend on drachtio-server", () => {
   let s1: DrachtioServer;
   let s2: DrachtioServer;
   let uac: DrachtioBackend;

@@ -12,12 +12,13 @@ import { startDrachtioServer, type DrachtioServer } from "../../lib/sip/drachtio
 import { makeCa } from "../security/certs";
 import { RawSipClient, rawInvite } from "../security/raw-sip";
 import { tempDir } from "./helpers";
+import { describeDrachtio } from "../harness/drachtio";
 
 jest.setTimeout(30_000);
 
 const NRDL = { contentType: "application/nrdl+xml", content: "<nrdl/>" };
 
-describe("drachtio backend: defences on drachtio-server", () => {
+describeDrachtio("drachtio backend: defences on drachtio-server", () => {
   const started: Array<{ stop(): Promise<void> }> = [];
   afterEach(async () => {
     for (const s of started.splice(0).reverse()) await s.stop();

@@ -1,6 +1,7 @@
 /**
  * A drachtio-server of our own (tests, demo, benchmarks): generated config, free ports, started
- * from the shared build. Operators run their own server and only point the agent at it.
+ * from the shared build or the project's own (drachtioCandidates). Operators run their own server
+ * and only point the agent at it.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -11,15 +12,33 @@ import os from "node:os";
 import path from "node:path";
 import { repoRoot } from "../../version";
 
-/** Where the drachtio-server binary is: $SIP_TELEPORT_DRACHTIO_BIN, else `../shared/drachtio/bin/drachtio`. */
-export function drachtioBinary(): string | undefined {
-  const candidates = [
-    process.env.SIP_TELEPORT_DRACHTIO_BIN,
-    path.join(repoRoot(), "..", "shared", "drachtio", "bin", "drachtio"),
-    // a git worktree lives one level deeper than a clone beside ../shared
-    path.join(repoRoot(), "..", "..", "shared", "drachtio", "bin", "drachtio"),
+/**
+ * Where a drachtio-server binary may be, in order: $SIP_TELEPORT_DRACHTIO_BIN, the shared build beside the
+ * clone (`../shared/drachtio/bin/drachtio`, one level up again from a git worktree), then the project's own
+ * build in its cache (`scripts/build-drachtio.sh`).
+ */
+export function drachtioCandidates(): string[] {
+  const root = repoRoot();
+  return [
+    ...(process.env.SIP_TELEPORT_DRACHTIO_BIN ? [process.env.SIP_TELEPORT_DRACHTIO_BIN] : []),
+    path.join(root, "..", "shared", "drachtio", "bin", "drachtio"),
+    path.join(root, "..", "..", "shared", "drachtio", "bin", "drachtio"),
+    path.join(root, ".cache", "drachtio", "bin", "drachtio"),
   ];
-  return candidates.find((c): c is string => c !== undefined && fs.existsSync(c));
+}
+
+/** The first drachtio-server binary found (see drachtioCandidates), or undefined. */
+export function drachtioBinary(): string | undefined {
+  return drachtioCandidates().find((c) => fs.existsSync(c));
+}
+
+/** One line for a missing drachtio-server: where it was looked for and the command that fixes it. */
+export function drachtioMissing(): string {
+  const looked = drachtioCandidates().map((c) => path.relative(process.cwd(), c) || c);
+  return (
+    `no drachtio-server binary (looked at ${looked.join(", ")}): run \`bash scripts/build-drachtio.sh\` ` +
+    "or set SIP_TELEPORT_DRACHTIO_BIN"
+  );
 }
 
 export interface DrachtioServerOptions {
@@ -110,10 +129,7 @@ export async function startDrachtioServer(opts: DrachtioServerOptions = {}): Pro
 
 async function startOnce(opts: DrachtioServerOptions): Promise<DrachtioServer> {
   const bin = drachtioBinary();
-  if (!bin)
-    throw new Error(
-      "drachtio-server binary not found: set SIP_TELEPORT_DRACHTIO_BIN or put it at ../shared/drachtio/bin/drachtio",
-    );
+  if (!bin) throw new Error(drachtioMissing());
   const address = opts.address ?? "127.0.0.1";
   const adminPort = await freeSipPort(address);
   const sipPort = opts.sipPort ?? (await freeSipPort(address));
