@@ -8,6 +8,7 @@
  * (counting itself), then a header of six u32 (program, version, procedure, type, serial,
  * status), then the XDR payload.
  */
+import { LIBVIRT_XML_MAX_BYTES } from "./libvirt-xml";
 
 /** libvirt's remote driver program and the keepalive program (PING/PONG). */
 export const REMOTE_PROGRAM = 0x20008086;
@@ -33,7 +34,12 @@ export const FINISH3_PARAMS = 306;
 
 const HEADER = 28;
 /** libvirt's own limit on one message (VIR_NET_MESSAGE_MAX) plus its length word. */
-const MAX_MESSAGE = 32 * 1024 * 1024 + 4;
+export const MAX_MESSAGE = 32 * 1024 * 1024 + 4;
+/**
+ * The most a checked call (buffered whole before a byte goes on) can hold and still pass: three
+ * XML documents (destination_xml, persistent_xml, the cookie) and a few short parameters.
+ */
+export const MAX_MIGRATION_CALL = 3 * LIBVIRT_XML_MAX_BYTES + 64 * 1024;
 
 /** A migration call's string-valued typed parameters (destination_xml, ...) and its cookie. */
 export interface MigrationCall {
@@ -71,6 +77,8 @@ export function parseMigrationCall(procedure: number, payload: Buffer): Migratio
   for (let i = 0; i < count; i++) {
     const field = str();
     const type = u32();
+    // libvirt reads the first of a repeated parameter: one value per name, or what we judged is not what it runs
+    if (type === 7 && params.has(field)) throw new Error(`parameter ${field} is repeated`);
     if (type === 7) params.set(field, str());
     else if (type === 1 || type === 2 || type === 6) at += 4;
     else if (type >= 3 && type <= 5) at += 8;
@@ -106,27 +114,40 @@ export class RpcGate {
       this.pending.push(rest);
       this.pendingBytes += rest.length;
       rest = Buffer.alloc(0);
+      if (this.pendingBytes < 4) break;
+      // the declared length is judged before anything is buffered for it
+      const len = this.peek(4).readUInt32BE(0);
+      if (len < HEADER || len > MAX_MESSAGE) this.refuse(`not a libvirt RPC message (length ${len})`);
       if (this.pendingBytes < HEADER) break;
-      const head = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending);
-      const len = head.readUInt32BE(0);
-      const whole = this.needsWhole(head);
-      if (whole && head.length < len) {
-        this.pending = [head];
-        break;
+      const head = this.peek(HEADER);
+      if (this.needsWhole(head)) {
+        if (len > MAX_MIGRATION_CALL)
+          this.refuse(`a migration call of ${len} bytes (at most ${MAX_MIGRATION_CALL} can pass)`);
+        if (this.pendingBytes < len) break; // chunks kept as they came: one copy when the call is whole
       }
-      const why = this.judge(head, len);
-      if (why) {
-        this.refused = why;
-        throw new Error(why);
-      }
+      const msg = this.pending.length === 1 ? this.pending[0] : Buffer.concat(this.pending);
       this.pending = [];
       this.pendingBytes = 0;
-      const take = Math.min(len, head.length);
-      out.push(head.subarray(0, take));
+      const why = this.judge(msg, len);
+      if (why) this.refuse(why);
+      const take = Math.min(len, msg.length);
+      out.push(msg.subarray(0, take));
       this.passing = len - take;
-      rest = head.subarray(take);
+      rest = msg.subarray(take);
     }
     return out;
+  }
+
+  private refuse(why: string): never {
+    this.refused = why;
+    this.pending = [];
+    throw new Error(why);
+  }
+
+  /** At least the first `n` pending bytes in one buffer (n is small: the header). */
+  private peek(n: number): Buffer {
+    if (this.pending[0].length < n) this.pending = [Buffer.concat(this.pending)];
+    return this.pending[0];
   }
 
   /** Calls whose parameters are checked must be seen whole before a byte goes on. */
@@ -136,7 +157,6 @@ export class RpcGate {
   }
 
   private judge(msg: Buffer, len: number): string | undefined {
-    if (len < HEADER || len > MAX_MESSAGE) return `not a libvirt RPC message (length ${len})`;
     const prog = msg.readUInt32BE(4);
     const proc = msg.readInt32BE(12);
     const type = msg.readInt32BE(16);

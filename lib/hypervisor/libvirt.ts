@@ -29,10 +29,10 @@ import type {
   VmRunState,
 } from "./driver";
 import { LibvirtMigration } from "./libvirt-migration";
-import { PREPARE_TUNNEL3_PARAMS, type MigrationCall, type ParamsCheck } from "./libvirt-rpc-gate";
+import { incomingDomainCheck } from "./libvirt-incoming";
 import { listenTunnel, type TunnelServer } from "./libvirt-tunnel";
 import { freePort, tcpUri } from "./net";
-import { parseDomainXml, Virsh, type DomainShape, type DomainState } from "./virsh";
+import { Virsh, type DomainState } from "./virsh";
 
 export interface LibvirtDriverOptions {
   /** This host's run directory (the tunnels' private sockets). */
@@ -59,40 +59,6 @@ export function libvirtSocket(uri: string): string {
   const monolithic = "/run/libvirt/libvirt-sock";
   const modular = "/run/libvirt/virtqemud-sock";
   return !fs.existsSync(monolithic) && fs.existsSync(modular) ? modular : monolithic;
-}
-
-/**
- * What the armed port lets in: the migration of `domain` and of nothing else. Every domain
- * definition a migration call carries (the live XML, the persistent one, the one inside the
- * cookie) must name this domain and, when this host defines it (`local`), have its UUID, its
- * emulator and no disk this host's definition does not have: the secret cannot start another
- * domain here, another binary, or a domain on other files.
- */
-export function incomingDomainCheck(domain: string, local: DomainShape | undefined): ParamsCheck {
-  const judge = (xml: string, what: string): string | undefined => {
-    const got = parseDomainXml(xml);
-    if (got.name !== domain) return `${what} is domain ${got.name || "(unnamed)"}, armed for ${domain}`;
-    if (!local) return undefined;
-    if (got.uuid && got.uuid !== local.uuid) return `${what} has UUID ${got.uuid}, ${domain} here ${local.uuid}`;
-    if (got.emulator && got.emulator !== local.emulator)
-      return `${what} runs ${got.emulator}, ${domain} here ${local.emulator}`;
-    const foreign = got.disks.filter((d) => !local.disks.includes(d));
-    if (foreign.length) return `${what} has disks ${foreign.join(", ")} that ${domain} here does not`;
-    return undefined;
-  };
-  return (call: MigrationCall) => {
-    const name = call.params.get("destination_name");
-    if (name !== undefined && name !== domain) return `renames the domain to ${name}`;
-    const xml = call.params.get("destination_xml");
-    if (call.procedure === PREPARE_TUNNEL3_PARAMS && !xml) return "carries no domain XML";
-    const persistent = call.params.get("persistent_xml");
-    const inCookie = [...call.cookie.matchAll(/<domain\b[\s\S]*?<\/domain>/g)].map((m) => m[0]);
-    return (
-      (xml && judge(xml, "the domain XML")) ||
-      (persistent && judge(persistent, "the persistent XML")) ||
-      inCookie.map((x) => judge(x, "the cookie's domain")).find(Boolean)
-    );
-  };
 }
 
 /** libvirt's domain state in the driver's words; `armed`: this agent waits for the VM. */
@@ -235,7 +201,7 @@ export class LibvirtDriver implements HypervisorDriver {
     const port = opts.port ?? (await freePort(opts.address));
     const uri = tcpUri(opts.address, port);
     const { domain } = def.libvirt;
-    const local = (await this.virsh(def).domState(domain)) ? await this.virsh(def).shape(domain) : undefined;
+    const local = (await this.virsh(def).domState(domain)) ? await this.virsh(def).migratable(domain) : undefined;
     const tunnel = await listenTunnel({
       address: opts.address,
       port,

@@ -6,6 +6,10 @@
  */
 import execa from "execa";
 import { TeleportError } from "../errors";
+import { domainShape, parseDomain, type DomainShape } from "./libvirt-domain-xml";
+import type { XmlElement } from "./libvirt-xml";
+
+export type { DomainShape };
 
 /** `virsh domstate --reason`: "running (booted)", "shut off (migrated)", "paused (migration)". */
 export interface DomainState {
@@ -13,22 +17,16 @@ export interface DomainState {
   reason: string;
 }
 
-/** What the receiving side compares with the offer. */
-export interface DomainShape {
-  name: string;
-  memoryKib: number;
-  vcpus: number;
-  uuid: string;
-  /** The QEMU binary libvirt runs for it. */
-  emulator: string;
-  /** Source files of the domain's disks, in XML order. */
-  disks: string[];
-}
-
 /** `virsh domjobinfo`'s "Key: value unit" lines, values converted to whole numbers (bytes, ms). */
 export type JobInfo = Map<string, number | string>;
 
-const UNITS: Record<string, number> = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4 };
+const UNITS: ReadonlyMap<string, number> = new Map([
+  ["B", 1],
+  ["KiB", 1024],
+  ["MiB", 1024 ** 2],
+  ["GiB", 1024 ** 3],
+  ["TiB", 1024 ** 4],
+]);
 
 export function parseJobInfo(text: string): JobInfo {
   const info: JobInfo = new Map();
@@ -38,27 +36,17 @@ export function parseJobInfo(text: string): JobInfo {
     const [, key, raw] = m;
     const num = /^(-?[\d.]+)\s*(B|KiB|MiB|GiB|TiB|ms|bytes|pages\/s)?$/.exec(raw);
     // "98.523 MiB" is not a whole number of bytes: NRDL carries integers, so round here
-    info.set(key.trim(), num ? Math.round(Number(num[1]) * (UNITS[num[2] ?? ""] ?? 1)) : raw);
+    info.set(key.trim(), num ? Math.round(Number(num[1]) * (UNITS.get(num[2] ?? "") ?? 1)) : raw);
   }
   return info;
 }
 
-export function parseDomainXml(xml: string): DomainShape {
-  const memory = /<memory(?:\s+unit='(\w+)')?>(\d+)<\/memory>/.exec(xml);
-  const unit = memory?.[1] ?? "KiB";
-  const factor = { b: 1 / 1024, bytes: 1 / 1024, KiB: 1, k: 1, MiB: 1024, M: 1024, GiB: 1024 ** 2, G: 1024 ** 2 }[unit];
-  const vcpus = /<vcpu[^>]*>(\d+)<\/vcpu>/.exec(xml);
-  const disks = [...xml.matchAll(/<disk\b[\s\S]*?<\/disk>/g)]
-    .map((d) => /<source\s+(?:file|dev|name)='([^']+)'/.exec(d[0])?.[1])
-    .filter((s): s is string => !!s);
-  return {
-    name: /<name>([^<]+)<\/name>/.exec(xml)?.[1] ?? "",
-    memoryKib: Math.round(Number(memory?.[2] ?? 0) * (factor ?? 1)),
-    vcpus: Number(vcpus?.[1] ?? 0),
-    uuid: /<uuid>([^<]+)<\/uuid>/.exec(xml)?.[1] ?? "",
-    emulator: /<emulator>([^<]+)<\/emulator>/.exec(xml)?.[1] ?? "",
-    disks,
-  };
+/** A definition virsh printed; parsed like any other (virsh's output is no reason to grep). */
+export function parseDomainXml(xml: string, uri = "libvirt"): XmlElement {
+  const parsed = parseDomain(xml);
+  if (!parsed.ok)
+    throw new TeleportError(500, `${uri} printed a domain definition this agent cannot read`, [parsed.why]);
+  return parsed.domain;
 }
 
 export class Virsh {
@@ -92,7 +80,12 @@ export class Virsh {
   }
 
   async shape(domain: string): Promise<DomainShape> {
-    return parseDomainXml(await this.run(["dumpxml", "--inactive", domain]));
+    return domainShape(parseDomainXml(await this.run(["dumpxml", "--inactive", domain]), this.uri));
+  }
+
+  /** The definition libvirt would send for it when migrating: what an incoming one is compared with. */
+  async migratable(domain: string): Promise<XmlElement> {
+    return parseDomainXml(await this.run(["dumpxml", "--inactive", "--migratable", domain]), this.uri);
   }
 
   async jobInfo(domain: string, completed = false): Promise<JobInfo> {

@@ -3,7 +3,7 @@
  * anywhere, procedures outside a migration, the domain a migration call carries) and domjobinfo's
  * figures as whole numbers (NRDL carries integers; fractions of a byte once cost the BYE's report).
  */
-import { incomingDomainCheck } from "../../lib/hypervisor/libvirt";
+import { incomingDomainCheck } from "../../lib/hypervisor/libvirt-incoming";
 import { KEEPALIVE_PROGRAM, REMOTE_PROGRAM, RpcGate } from "../../lib/hypervisor/libvirt-rpc-gate";
 import { parseDomainXml, parseJobInfo } from "../../lib/hypervisor/virsh";
 
@@ -24,8 +24,11 @@ function message(prog: number, proc: number, type: number, payload: Buffer = Buf
   return Buffer.concat([head, payload]);
 }
 
-/** PREPARE_TUNNEL3_PARAMS with destination_xml and an empty cookie. */
-function prepare(xml: string): Buffer {
+const cookie = (name: string) =>
+  `<qemu-migration><name>${name}</name><uuid>u-1</uuid><hostname>h</hostname><hostuuid>h-1</hostuuid></qemu-migration>`;
+
+/** PREPARE_TUNNEL3_PARAMS with destination_xml and a cookie like libvirt's. */
+function prepare(xml: string, cookieXml = cookie("web1")): Buffer {
   const count = Buffer.alloc(4);
   count.writeUInt32BE(1);
   const type = Buffer.alloc(4);
@@ -35,7 +38,7 @@ function prepare(xml: string): Buffer {
     REMOTE_PROGRAM,
     304,
     0,
-    Buffer.concat([count, xdrString("destination_xml"), type, xdrString(xml), xdrString(""), flags]),
+    Buffer.concat([count, xdrString("destination_xml"), type, xdrString(xml), xdrString(cookieXml), flags]),
   );
 }
 
@@ -83,7 +86,7 @@ describe("libvirt RPC gate", () => {
       new Error("DOMAIN_MIGRATE_PREPARE_TUNNEL3_PARAMS: the domain XML is domain db1, armed for web1"),
     );
     expect(String(feed(new RpcGate(check), prepare(domain("web1", "/tmp/evil")), 64))).toMatch(
-      /runs \/tmp\/evil, web1 here \/usr\/bin\/qemu-system-x86_64/,
+      /names host resources the definition here does not: emulator \/tmp\/evil/,
     );
     expect(String(feed(new RpcGate(check), message(0x1234, 1, 0), 64))).toMatch(/program 0x1234/);
     expect(String(feed(new RpcGate(check), Buffer.from("GET / HTTP/1.1\r\nHost: example\r\n\r\n"), 64))).toMatch(

@@ -1,0 +1,56 @@
+/**
+ * What the armed port lets in: the migration of `domain`, as this host defines it, and nothing
+ * else. Every domain definition a migration call carries (the live XML, a persistent one, the one
+ * inside the cookie) is parsed and compared whole with the local definition (libvirt-domain-xml.ts):
+ * the secret cannot start another domain here, another binary, or a domain on other host resources.
+ */
+import { checkDomainElement, domainMismatch, parseDomain } from "./libvirt-domain-xml";
+import { parseMigrationCookie } from "./libvirt-cookie";
+import { PREPARE_TUNNEL3_PARAMS, type MigrationCall, type ParamsCheck } from "./libvirt-rpc-gate";
+import { child, type XmlElement } from "./libvirt-xml";
+
+/** The string parameters a p2p tunnelled migration sends the destination (others: a disk copy, a listen address). */
+const STRING_PARAMS = new Set(["destination_xml", "persistent_xml", "destination_name"]);
+
+/** `local`: the domain's `virsh dumpxml --migratable` here; undefined when this host does not define it. */
+export function incomingDomainCheck(domain: string, local: XmlElement | undefined): ParamsCheck {
+  const localUuid = local && child(local, "uuid")?.text;
+  const judge = (el: XmlElement, what: string): string | undefined => {
+    const name = child(el, "name")?.text ?? "";
+    if (name !== domain) return `${what} is domain ${name || "(unnamed)"}, armed for ${domain}`;
+    const uuid = child(el, "uuid")?.text;
+    if (localUuid && uuid !== localUuid) return `${what} has UUID ${uuid ?? "(none)"}, ${domain} here ${localUuid}`;
+    const why = domainMismatch(el, local);
+    return why && `${what} is not ${domain} as defined here: ${why}`;
+  };
+  const judgeXml = (xml: string, what: string): string | undefined => {
+    const parsed = parseDomain(xml);
+    return parsed.ok ? judge(parsed.domain, what) : `${what} is not a domain definition: ${parsed.why}`;
+  };
+  return (call: MigrationCall) => {
+    const odd = [...call.params.keys()].find((k) => !STRING_PARAMS.has(k));
+    if (odd !== undefined) return `carries the parameter ${odd}, which a tunnelled migration does not send`;
+    const name = call.params.get("destination_name");
+    if (name !== undefined && name !== domain) return `renames the domain to ${name}`;
+    const xml = call.params.get("destination_xml");
+    if (call.procedure === PREPARE_TUNNEL3_PARAMS && !xml) return "carries no domain XML";
+    // libvirtd 9.0 was seen to crash on a prepare call without one
+    if (call.procedure === PREPARE_TUNNEL3_PARAMS && !call.cookie) return "carries no migration cookie";
+    const persistent = call.params.get("persistent_xml");
+    const problem =
+      (xml && judgeXml(xml, "the domain XML")) || (persistent && judgeXml(persistent, "the persistent XML"));
+    if (problem || !call.cookie) return problem || undefined;
+    const cookie = parseMigrationCookie(call.cookie);
+    if (!cookie.ok) return `the migration cookie is not one: ${cookie.why}`;
+    if (cookie.cookie.name !== domain)
+      return `the migration cookie is for domain ${cookie.cookie.name}, armed for ${domain}`;
+    if (localUuid && cookie.cookie.uuid !== localUuid)
+      return `the migration cookie has UUID ${cookie.cookie.uuid}, ${domain} here ${localUuid}`;
+    for (const d of cookie.cookie.domains) {
+      const one = checkDomainElement(d);
+      const why = one.ok ? judge(d, "the cookie's domain") : `the cookie's domain is not a definition: ${one.why}`;
+      if (why) return why;
+    }
+    return undefined;
+  };
+}
