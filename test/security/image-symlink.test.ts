@@ -29,7 +29,7 @@ beforeEach(() => {
   def = {
     name: "vm1",
     hypervisor: "qemu",
-    role: "app",
+    role: "server",
     memoryMib: 96,
     cpus: 1,
     disks: [{ target: "vda", file, format: "qcow2", mode: "copy" }],
