@@ -62,13 +62,12 @@ async function until(what: string, check: () => Promise<boolean>, ms = 10_000): 
   }
 }
 
-/** Start vm1 at dc1, pause it, move it (memory and disk) to dc2; the copy arrives paused. */
+/**
+ * Start vm1 at dc1 and move it (memory and disk) to dc2, the source paused by an operator's
+ * "stop" once the move is under way (a paused VM is not offered): the copy arrives paused.
+ */
 async function movePaused(): Promise<{ nbdPort: number }> {
   await dc1.start("vm1");
-  const mon = await QmpClient.connect(dc1.files("vm1").mon); // an operator's "stop"
-  await mon.execute("stop");
-  await mon.close();
-  expect(await dc1.state("vm1")).toBe("paused");
   const spec = await diskSpecOf(dc1.inventory()[0].disks[0]);
   const armed = await dc2.arm("vm1", {
     address: "127.0.0.1",
@@ -80,11 +79,18 @@ async function movePaused(): Promise<{ nbdPort: number }> {
   expect(await portOpen(nbdPort)).toBe(true);
   expect(fs.existsSync(dc2.files("vm1").pskIn)).toBe(true);
   expect(fs.existsSync(dc2.files("vm1").pskNbd)).toBe(true);
+  let paused: Promise<void> | undefined;
+  const pause = async (): Promise<void> => {
+    const mon = await QmpClient.connect(dc1.files("vm1").mon);
+    await mon.execute("stop");
+    await mon.close();
+  };
   await dc1.migrate(
     "vm1",
     { uri: armed.uri, secret: "migration-secret-0123", exports: armed.exports },
-    { bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60 },
+    { bandwidthMbps: 0, downtimeLimitMs: 300, timeoutS: 60, onProgress: () => void (paused ??= pause()) },
   ).done;
+  await paused;
   expect(await dc2.state("vm1")).toBe("paused");
   return { nbdPort };
 }
