@@ -1,5 +1,6 @@
 import { existsSync } from "node:fs";
 import type { Command } from "commander";
+import { destinationUri } from "../../lib/access/destinations";
 import { loadConfig } from "../../lib/config/load";
 import type { HostConfig } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
@@ -32,7 +33,7 @@ const isTls = (uri: string) => /^sips:/i.test(uri) || /;transport=tls\b/i.test(u
  * nothing proves the peer that answers (and receives the VMs' memory) is the real destination.
  */
 export function configWarnings(cfg: HostConfig): string[] {
-  const targets = [...new Set([...cfg.security.destinations, ...cfg.console.destinations])];
+  const targets = [...new Set([...cfg.security.destinations.map(destinationUri), ...cfg.console.destinations])];
   const proxy = cfg.sip.outboundProxy;
   return targets.flatMap((target) => {
     const hop = proxy ?? target;

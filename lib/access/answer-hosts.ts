@@ -10,7 +10,9 @@
 import { lookup } from "node:dns/promises";
 import { BlockList, isIP } from "node:net";
 import { TeleportError } from "../errors";
+import type { ResponseInfo } from "../sip/backend";
 import type { Answer } from "../../nrdl/types";
+import { bareUri } from "./uri";
 
 /** Every address a host name resolves to (IP literals resolve to themselves). */
 export type Resolver = (host: string) => Promise<string[]>;
@@ -102,6 +104,20 @@ export class AnswerHosts {
     );
     return { ...answer, armed };
   }
+}
+
+/**
+ * The addresses of the destination that was called: where its 200 OK came from, and what the
+ * host of the URI that answered resolves to (a name that does not resolve adds nothing).
+ */
+export async function calledAddresses(
+  target: string,
+  response: ResponseInfo,
+  resolve: Resolver = systemResolver,
+): Promise<string[]> {
+  const host = plain(bareUri(target).replace(/^sips?:(?:[^@]*@)?/i, ""));
+  const named = await resolve(host).catch(() => []);
+  return [...(response.source?.address ? [plain(response.source.address)] : []), ...named];
 }
 
 function refused(details: string[]): TeleportError {
