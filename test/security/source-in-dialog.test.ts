@@ -48,14 +48,14 @@ function dialogOf(pair: Pair) {
   };
 }
 
-describe("in-dialog requests to the source", () => {
+describe.each(["sipjs", "drachtio"] as const)("in-dialog requests to the source (%s)", (backend) => {
   const start = pairPerTest();
   let pair: Pair;
   let call: SourceCall;
   let dc1Port: number;
 
   beforeEach(async () => {
-    pair = await start(await guestDefs([["router1", "router"]]), { transport: "udp" });
+    pair = await start(await guestDefs([["router1", "router"]]), { transport: "udp", backend });
     await bootOnSource(pair);
     call = await pair.dc1.agent.call({ to: pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL });
     dc1Port = pair.dc1.sip.listeners[0].port;
@@ -65,17 +65,19 @@ describe("in-dialog requests to the source", () => {
     const dialog = dialogOf(pair);
     const forger = await RawSipClient.udp(dc1Port, "127.0.0.1", "127.0.0.2");
     try {
-      forger.send(dialog.request("BYE", 900, forger, "127.0.0.2"));
-      const bye = await forger.final(dialog.callId, 3000, "900 BYE");
+      forger.send(dialog.request("INFO", 900, forger, "127.0.0.2"));
+      expect((await forger.final(dialog.callId, 3000, "900 INFO"))?.status).toBe(403);
+      forger.send(dialog.request("BYE", 901, forger, "127.0.0.2"));
+      const bye = await forger.final(dialog.callId, 3000, "901 BYE");
       expect(bye?.status).toBe(403);
       expect(bye?.header("warning")[0]).toMatch(
         /BYE from 127\.0\.0\.2 over UDP, but the dialog's 200 OK came from 127\.0\.0\.1 over UDP/,
       );
-      forger.send(dialog.request("INFO", 901, forger, "127.0.0.2"));
-      expect((await forger.final(dialog.callId, 3000, "901 INFO"))?.status).toBe(403);
     } finally {
       forger.close();
     }
+    // drachtio-server drops a dialog on any BYE before its app answers (README, Security): refused, yet over
+    if (backend === "drachtio") return void expect((await call.bye()).destinationReport).toBeUndefined();
     // the dialog is intact: our BYE reaches the destination, whose report comes back in its 200
     const summary = await call.bye();
     expect(summary.destinationReport?.kind).toBe("report");

@@ -171,9 +171,9 @@ export class DrachtioDialog extends DialogBase implements Dialog {
   private receiveBye(req: SrfIncomingRequest, res: SrfResponse): void {
     this.ctx.trace("received", req);
     const seam = incomingRequest(req);
-    if (this.refusedOwn(seam, res)) return; // not the peer's BYE: our side of the dialog goes on
     this.d.connected = false;
     this.ctx.srf.removeDialog(this.d);
+    if (this.refusedOwn(seam, res)) return this.terminate("BYE refused with 403 (drachtio-server dropped the dialog)");
     const respond = (status: number, reason?: string, opts?: ResponseOptions): void => {
       this.ctx.respond(res, status, reason, opts);
       this.terminate(status < 300 ? "BYE received" : `BYE refused with ${status}`);
