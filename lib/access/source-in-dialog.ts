@@ -36,7 +36,8 @@ export function sourceInDialogRefusal(req: IncomingRequest, proof: AnswerProof |
   const from = `${req.method} from ${plain(req.source.address)} over ${req.source.transport.toUpperCase()}`;
   if (!proof) return `${from}: the 200 OK's network source is unknown, so nothing can prove this request`;
   const addresses = [plain(proof.peer.address), ...(proof.target ? [proof.target] : [])];
-  const opened = `the dialog's 200 OK came from ${plain(proof.peer.address)} over ${proof.peer.transport.toUpperCase()}`;
+  const over = proof.peer.transport.toUpperCase();
+  const opened = `the dialog's 200 OK came from ${plain(proof.peer.address)} over ${over}`;
   if (!addresses.includes(plain(req.source.address)) || req.source.transport !== proof.peer.transport)
     return `${from}, but ${opened}`;
   const want = proof.peer.certificate;

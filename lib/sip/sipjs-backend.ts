@@ -201,7 +201,8 @@ export class SipJsBackend implements SipBackend {
     // One bad message (or a throwing handler) must not take the agent and its other dialogs down.
     try {
       if (message instanceof Core.IncomingResponseMessage) {
-        this.peers.set(message, source); // a 200 OK's source proves the dialog's later requests (access/source-in-dialog.ts)
+        // a 200 OK's source proves the dialog's later requests (access/source-in-dialog.ts)
+        this.peers.set(message, source);
         core.receiveIncomingResponseFromTransport(message);
         return;
       }
