@@ -35,7 +35,7 @@ const isTls = (uri: string) => /^sips:/i.test(uri) || /;transport=tls\b/i.test(u
 export function configWarnings(cfg: HostConfig): string[] {
   const targets = [...new Set([...cfg.security.destinations.map(destinationUri), ...cfg.console.destinations])];
   const proxy = cfg.sip.outboundProxy;
-  return targets.flatMap((target) => {
+  const tls = targets.flatMap((target) => {
     const hop = proxy ?? target;
     const via = proxy ? ` through sip.outboundProxy ${proxy}` : "";
     if (!isTls(hop))
@@ -52,6 +52,19 @@ export function configWarnings(cfg: HostConfig): string[] {
       return [`${target} is reached${via} over TLS with sip.tls.verify false: its certificate is not checked`];
     return [];
   });
+  return [...tls, ...migrationNetworkWarnings(cfg)];
+}
+
+/** migrationNetworks widen where a destination's answer may send the VMs' memory and disks: say where. */
+function migrationNetworkWarnings(cfg: HostConfig): string[] {
+  return cfg.security.destinations.flatMap((e) =>
+    typeof e !== "string" && e.migrationNetworks.length
+      ? [
+          `security.destinations: ${e.uri} may put its listeners and NBD exports in ` +
+            `${e.migrationNetworks.join(", ")} besides the address it is called on (migrationNetworks)`,
+        ]
+      : [],
+  );
 }
 
 /**

@@ -6,6 +6,7 @@
 import net from "node:net";
 import { AnswerHosts, calledAddresses, type Resolver } from "../../lib/access/answer-hosts";
 import { DestinationPolicy } from "../../lib/access/destinations";
+import { configWarnings } from "../../agents/commands/config";
 import { parseConfig } from "../../lib/config/load";
 import type { ResponseInfo } from "../../lib/sip/backend";
 import type { Answer } from "../../nrdl/types";
@@ -88,5 +89,15 @@ describe("the answer's hosts", () => {
     expect(() =>
       parseConfig({ security: { destinations: [{ uri: "sip:dc2@*", migrationNetworks: ["10.20.0.0/40"] }] } }),
     ).toThrow(/expected an address or CIDR/);
+  });
+
+  it("config check names every destination whose migrationNetworks widen where VMs may go", () => {
+    const cfg = parseConfig({
+      security: { destinations: ["sip:dc3@*", { uri: "sip:dc2@*", migrationNetworks: ["10.20.0.0/16"] }] },
+    });
+    expect(configWarnings(cfg).filter((w) => w.includes("migrationNetworks"))).toEqual([
+      "security.destinations: sip:dc2@* may put its listeners and NBD exports in 10.20.0.0/16 besides " +
+        "the address it is called on (migrationNetworks)",
+    ]);
   });
 });
