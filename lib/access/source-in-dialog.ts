@@ -2,8 +2,10 @@
  * In-dialog requests to the source (#23, point 6): a forged BYE would end its dialog (and the
  * migration with it), a forged INFO steer a post-copy recovery. The destination's INFO and BYE
  * must arrive the way its 200 OK did: from the same network address over the same transport
- * (the dialog's remote target, or the proxy of its route set, which relayed that 200), and over
- * TLS with the same verified certificate. Anything else is refused with 403; the dialog goes on.
+ * (the dialog's remote target, or the proxy of its route set, which relayed that 200); over TLS,
+ * a connection other than the 200's that shows a certificate must show the 200's (the source's
+ * listener asks for one only with sip.tls.clientCa). Anything else is refused with 403; the dialog
+ * goes on.
  */
 import { isIP } from "node:net";
 import type { IncomingRequest, Peer, ResponseInfo } from "../sip/backend";
@@ -41,12 +43,14 @@ export function sourceInDialogRefusal(req: IncomingRequest, proof: AnswerProof |
   if (!addresses.includes(plain(req.source.address)) || req.source.transport !== proof.peer.transport)
     return `${from}, but ${opened}`;
   const want = proof.peer.certificate;
-  if (!want) return undefined;
+  // the very connection the verified 200 came over, or a new one from the same address
+  if (!want || req.source.port === proof.peer.port) return undefined;
   const got = req.source.certificate;
+  // a new connection is asked for a certificate only with sip.tls.clientCa; one it shows must be the 200's
+  if (!got) return undefined;
   const same =
-    got !== undefined &&
     got.subject === want.subject &&
     got.sipUris.length === want.sipUris.length &&
     got.sipUris.every((u, i) => u === want.sipUris[i]);
-  return same ? undefined : `${from} without the certificate (${want.subject}) the dialog's 200 OK proved`;
+  return same ? undefined : `${from} with a certificate (${got.subject}) other than the 200 OK's (${want.subject})`;
 }
