@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { BlockList, isIP } from "node:net";
 import type { Command } from "commander";
+import { destinationUri } from "../../lib/access/destinations";
 import { loadConfig } from "../../lib/config/load";
 import type { HostConfig } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
@@ -86,9 +87,9 @@ function digestWarnings(cfg: HostConfig): string[] {
 }
 
 function destinationWarnings(cfg: HostConfig): string[] {
-  const targets = [...new Set([...cfg.security.destinations, ...cfg.console.destinations])];
+  const targets = [...new Set([...cfg.security.destinations.map(destinationUri), ...cfg.console.destinations])];
   const proxy = cfg.sip.outboundProxy;
-  return targets.flatMap((target) => {
+  const tls = targets.flatMap((target) => {
     const hop = proxy ?? target;
     const via = proxy ? ` through sip.outboundProxy ${proxy}` : "";
     if (!isTls(hop))
@@ -105,6 +106,19 @@ function destinationWarnings(cfg: HostConfig): string[] {
       return [`${target} is reached${via} over TLS with sip.tls.verify false: its certificate is not checked`];
     return [];
   });
+  return [...tls, ...migrationNetworkWarnings(cfg)];
+}
+
+/** migrationNetworks widen where a destination's answer may send the VMs' memory and disks: say where. */
+function migrationNetworkWarnings(cfg: HostConfig): string[] {
+  return cfg.security.destinations.flatMap((e) =>
+    typeof e !== "string" && e.migrationNetworks.length
+      ? [
+          `security.destinations: ${e.uri} may put its listeners and NBD exports in ` +
+            `${e.migrationNetworks.join(", ")} besides the address it is called on (migrationNetworks)`,
+        ]
+      : [],
+  );
 }
 
 /**

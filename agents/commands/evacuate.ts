@@ -88,6 +88,7 @@ async function runEvacuate(o: EvacuateOptions): Promise<number> {
       answerTimeoutS: cfg.timers.answerTimeoutS,
       postcopyRecoveryS: cfg.timers.postcopyRecoveryS,
       redirectAllowed: (target) => destinations.check(target),
+      migrationNetworks: (target) => destinations.migrationNetworks(target),
     });
     const display = new EvacuationDisplay(!!o.json);
     const ac = new AbortController();

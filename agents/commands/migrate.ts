@@ -96,6 +96,7 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
       answerTimeoutS: cfg.timers.answerTimeoutS,
       postcopyRecoveryS: cfg.timers.postcopyRecoveryS,
       redirectAllowed: (target) => destinations.check(target),
+      migrationNetworks: (target) => destinations.migrationNetworks(target),
     });
     const mode: DisplayMode = o.json ? "json" : process.stdout.isTTY ? "tty" : "plain";
     const display = new ProgressDisplay(mode);

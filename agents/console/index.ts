@@ -51,6 +51,7 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
     answerTimeoutS: o.config.timers.answerTimeoutS,
     postcopyRecoveryS: o.config.timers.postcopyRecoveryS,
     redirectAllowed: (target) => destinations.check(target),
+    migrationNetworks: (target) => destinations.migrationNetworks(target),
   });
   await agent.recover();
   const history = new HistoryStore(o.config.stateDir);

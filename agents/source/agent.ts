@@ -5,6 +5,8 @@
  * (Call, Migrate and Bye as separate steps, through `call()` and its SourceCall).
  */
 import { randomBytes } from "node:crypto";
+import { AnswerHosts, calledAddresses } from "../../lib/access/answer-hosts";
+import { answerProof, sourceInDialogRefusal } from "../../lib/access/source-in-dialog";
 import { DEFAULT_ANSWER_TIMEOUT_S } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
 import type { Logger } from "../../lib/log/logger";
@@ -141,13 +143,22 @@ export class SourceAgent {
     req.signal?.addEventListener("abort", onAbort, { once: true });
     let dialog: Dialog;
     let answer: Answer;
+    let hosts: AnswerHosts;
     try {
       const est = await invite.established;
       dialog = est.dialog;
+      // the destination's INFO and BYE must come the way this 200 did (access/source-in-dialog.ts)
+      const proof = answerProof(est.response);
+      dialog.vetRequests((r) => sourceInDialogRefusal(r, proof));
       try {
-        answer = this.answerOf(est.response.body, offer);
+        hosts = new AnswerHosts({
+          called: await calledAddresses(est.target, est.response),
+          networks: this.opts.migrationNetworks?.(est.target) ?? [],
+        });
+        answer = await hosts.pinAnswer(this.answerOf(est.response.body, offer));
       } catch (err) {
-        // an answer we cannot use (a listener or an NBD export missing): hang up, so the destination disarms now
+        // an answer we cannot use (a listener or an NBD export missing, or on a host we may not send to):
+        // hang up, so the destination disarms now
         void est.dialog.bye().catch(() => undefined);
         throw err;
       }
@@ -164,7 +175,7 @@ export class SourceAgent {
     log.info("destination armed", { vms: answer.armed.map((a) => a.vm), ms: arming });
     return new SourceCall(
       { ...this.opts, logger: log },
-      { migrationId, version: doc.version, offer, answer, dialog, events, answeredAt: t0 + arming, arming },
+      { migrationId, version: doc.version, offer, answer, dialog, hosts, events, answeredAt: t0 + arming, arming },
     );
   }
 

@@ -3,6 +3,7 @@
  * plan runs when the operator says so (`run`, once), and `bye` hangs up with the report. The
  * CLI does the three at once (`SourceAgent.migrate`); the console has a button for each.
  */
+import type { AnswerHosts } from "../../lib/access/answer-hosts";
 import { TeleportError } from "../../lib/errors";
 import type { MigrationTarget } from "../../lib/hypervisor/driver";
 import type { Logger } from "../../lib/log/logger";
@@ -24,6 +25,8 @@ export interface AnsweredCall {
   offer: Offer;
   answer: Answer;
   dialog: Dialog;
+  /** Where this destination may put listeners: a recovery's new one is vetted like the answer's. */
+  hosts: AnswerHosts;
   events: SourceEvents;
   /** When the 200 OK arrived (ms since the epoch), and how long arming took. */
   answeredAt: number;
@@ -143,7 +146,7 @@ export class SourceCall {
     const body = parsed?.ok ? parsed.doc.body : undefined;
     if (body?.kind !== "recovery" || body.vm !== vm)
       throw new TeleportError(502, `the destination answered the recovery of ${vm} without a <recovery> for it`);
-    return { uri: body.uri, secret: body.secret };
+    return { uri: await this.call.hosts.pin(body.uri, `${vm}'s recovery listener`), secret: body.secret };
   }
 
   /** Hang up: BYE with our report, and the destination's report from its 200. Waits for a running plan first. */

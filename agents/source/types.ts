@@ -67,6 +67,11 @@ export interface SourceOptions {
   answerTimeoutS?: number;
   /** Vets a 3xx redirect's target before the INVITE follows it (security.destinations): a reason refuses it. */
   redirectAllowed?: (target: string) => string | undefined;
+  /**
+   * The migration networks (CIDRs) where a destination's answer may put its listeners besides the
+   * address it was called on (security.destinations' migrationNetworks); none when absent.
+   */
+  migrationNetworks?: (target: string) => readonly string[];
   /** How long a broken post-copy keeps trying to recover (timers.postcopyRecoveryS; driver default 30 s). */
   postcopyRecoveryS?: number;
 }

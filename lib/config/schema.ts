@@ -2,8 +2,9 @@
  * One configuration file per host (JSON). Every field has a default that works on loopback,
  * so `sip-teleport listen` with no file at all is a working destination on 127.0.0.1.
  */
+import { isIP } from "node:net";
 import { z } from "zod";
-import { DestinationPolicy } from "../access/destinations";
+import { DestinationPolicy, type DestinationEntry } from "../access/destinations";
 import { DEFAULT_TIMERS } from "../sip/udp-reliability";
 import { ON_ERROR, STRATEGIES } from "../../nrdl/types";
 
@@ -11,6 +12,18 @@ import { ON_ERROR, STRATEGIES } from "../../nrdl/types";
 export const DEFAULT_ANSWER_TIMEOUT_S = 32;
 
 const sipUri = z.string().regex(/^sips?:[^\s<>"]+$/, 'expected a SIP URI such as "sip:dc2@127.0.0.1"');
+
+const destinationPattern = z.string().regex(/^sips?:\S+$/, 'expected a SIP URI pattern such as "sip:dc2@*"');
+
+/** "10.20.0.0/16", "2001:db8::/48" or a single address. */
+const cidr = z.string().refine((v) => {
+  const [addr, prefix, extra] = v.split("/");
+  const family = isIP(addr);
+  if (!family || extra !== undefined) return false;
+  return prefix === undefined || (/^\d{1,3}$/.test(prefix) && Number(prefix) <= (family === 6 ? 128 : 32));
+}, 'expected an address or CIDR such as "10.20.0.0/16"');
+
+const destinationEntry = z.object({ uri: destinationPattern, migrationNetworks: z.array(cidr).default([]) }).strict();
 
 const listen = z
   .object({
@@ -55,7 +68,7 @@ const portRange = z
 
 interface SecurityParts {
   sip: { backend: string; listen: Array<{ transport: string }>; tls?: { clientCa?: string | string[] } };
-  security: { allow: string[]; users: Record<string, string>; destinations: string[] };
+  security: { allow: string[]; users: Record<string, string>; destinations: DestinationEntry[] };
   limits: { trustedProxies: string[] };
   console: { destinations: string[] };
 }
@@ -198,10 +211,11 @@ export const configSchema = z
          * patterns (`*` wildcards) matched only against proven identities. Empty = no one (loopback is no identity).
          */
         allow: z.array(z.string().min(1)).default([]),
-        /** Source side: where VMs may be sent (SIP URI patterns, `*` wildcards). Empty = loopback targets only. */
-        destinations: z
-          .array(z.string().regex(/^sips?:\S+$/, 'expected a SIP URI pattern such as "sip:dc2@*"'))
-          .default([]),
+        /**
+         * Source side: where VMs may be sent (SIP URI patterns, `*` wildcards). Empty = loopback targets only.
+         * `{ uri, migrationNetworks }`: also where that destination's answer may put its listeners (CIDRs).
+         */
+        destinations: z.array(z.union([destinationPattern, destinationEntry])).default([]),
         /** Digest users (name -> password) required of callers; empty = no authentication. */
         users: z.record(z.string(), z.string().min(1)).default({}),
         realm: z.string().default("sip-teleport"),

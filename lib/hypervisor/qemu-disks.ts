@@ -1,8 +1,9 @@
 /**
  * A QEMU VM's disk images on this host: how QEMU opens them (-blockdev, identical node names on
  * both hosts so a mirror and a migration find them), and on a destination the images a dialog
- * creates for copied disks. What was created is written down next to the VM's run files before
- * the image exists, so a restarted agent deletes exactly those and never a file that was there.
+ * creates for copied disks. Each image file is created exclusively, never through a symlink, and
+ * written down next to the VM's run files before qemu-img fills it, so a restarted agent deletes
+ * exactly those and never a file that was there.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -85,8 +86,9 @@ export function vetIncomingDisks(def: VmDefinition, offered: DiskSpec[]): string
         problems.push(`disk ${o.target}: shared image ${local.file} is not visible on this host`);
       continue;
     }
-    if (fs.existsSync(local.file)) {
-      problems.push(`disk ${o.target}: ${local.file} exists already on this host (never overwritten; remove it first)`);
+    const there = notFree(local.file);
+    if (there) {
+      problems.push(`disk ${o.target}: ${there}`);
       continue;
     }
     const dir = path.dirname(local.file);
@@ -143,12 +145,19 @@ export class CreatedImages {
         const args = ["create", "-q", "-f", o.format];
         if (o.mode === "copy-top" && local.backing)
           args.push("-b", local.backing, "-F", await baseFormat(local.backing));
-        // qemu-img would truncate an existing file: check at the last moment, and note only what we create
-        if (fs.existsSync(local.file)) throw new TeleportError(488, `disk ${o.target}: ${local.file} exists already`);
-        this.note(local.file);
-        const r = await execa("qemu-img", [...args, local.file, String(o.sizeBytes)], { reject: false });
-        if (r.exitCode !== 0)
-          throw new TeleportError(488, `disk ${o.target}: cannot create ${local.file}`, [r.stderr.split("\n")[0]]);
+        const fd = createExclusive(local.file, o.target);
+        try {
+          this.note(local.file);
+          // qemu-img opens the file we created through our descriptor: nothing at the path can redirect it
+          const r = await execa("qemu-img", [...args, "/proc/self/fd/3", String(o.sizeBytes)], {
+            reject: false,
+            stdio: ["ignore", "pipe", "pipe", fd],
+          });
+          if (r.exitCode !== 0)
+            throw new TeleportError(488, `disk ${o.target}: cannot create ${local.file}`, [r.stderr.split("\n")[0]]);
+        } finally {
+          fs.closeSync(fd);
+        }
       }
     } catch (err) {
       this.remove();
@@ -171,6 +180,31 @@ export class CreatedImages {
 
   private note(file: string): void {
     fs.writeFileSync(this.ledger, JSON.stringify([...this.list(), file]));
+  }
+}
+
+/**
+ * Why `file` cannot become a new image, or undefined when nothing is there. lstat, not exists: a
+ * dangling symlink "does not exist" yet qemu-img would follow it and create its target, letting
+ * whoever can write the image folder choose where an incoming disk lands.
+ */
+function notFree(file: string): string | undefined {
+  const st = fs.lstatSync(file, { throwIfNoEntry: false });
+  if (!st) return undefined;
+  if (st.isSymbolicLink())
+    return `${file} is a symbolic link on this host (refused: an image path is never followed; remove it first)`;
+  return `${file} exists already on this host (never overwritten; remove it first)`;
+}
+
+/** A new, empty image file at exactly `file`: never through a symlink, never over an existing file. */
+function createExclusive(file: string, target: string): number {
+  const { O_CREAT, O_EXCL, O_NOFOLLOW, O_RDWR } = fs.constants;
+  try {
+    return fs.openSync(file, O_CREAT | O_EXCL | O_NOFOLLOW | O_RDWR, 0o600);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === "EEXIST" || code === "ELOOP" ? notFree(file) : undefined;
+    throw new TeleportError(488, `disk ${target}: cannot create ${file}`, [why ?? String(err)]);
   }
 }
 

@@ -318,10 +318,11 @@ export class QemuDriver implements HypervisorDriver {
       const exports = copied.length ? await this.exportDisks(client, vm, copied, opts) : [];
       const listener: Listener = { uri, client, postcopy: !!opts.postcopy, status: "setup" };
       this.listeners.set(vm, listener);
-      // Once the VM has arrived and runs, the listener is over: free the monitor.
+      // Once the VM has arrived the listener is over: free the monitor. It arrives running (RESUME),
+      // or paused when the source was paused: then QEMU says only that the migration completed.
       const off = client.onEvent((ev) => {
         if (ev.event === "MIGRATION") listener.status = String(ev.data.status);
-        if (ev.event !== "RESUME") return;
+        if (ev.event !== "RESUME" && listener.status !== "completed") return;
         off();
         void this.arrived(vm);
       });
@@ -376,7 +377,9 @@ export class QemuDriver implements HypervisorDriver {
       return;
     }
     if (status !== "inmigrate") {
-      // The VM arrived (or is being switched over): it is the only copy now. Never kill it.
+      // The VM arrived (or is being switched over): it is the only copy now. Never kill it, but
+      // close what its arrival no longer needs (a paused arrival has no RESUME to do it).
+      await this.arrived(vm);
       throw new TeleportError(486, `VM ${vm} is ${status} here, not waiting for a migration: not disarming it`);
     }
     await this.dropListener(vm);
@@ -388,6 +391,7 @@ export class QemuDriver implements HypervisorDriver {
   async waitResumed(vm: string, timeoutMs: number): Promise<void> {
     this.definition(vm);
     const deadline = Date.now() + timeoutMs;
+    let settled = false;
     for (;;) {
       const status = await this.queryStatus(vm);
       if (status === undefined) {
@@ -399,6 +403,11 @@ export class QemuDriver implements HypervisorDriver {
         );
       }
       if (status === "running") return this.arrived(vm);
+      // arrived but not running (paused like the source was, or worse): its listener is done with either way
+      if (status !== "inmigrate" && !settled) {
+        settled = true;
+        await this.arrived(vm);
+      }
       if (status !== "inmigrate" && status !== "paused")
         throw new TeleportError(500, `VM ${vm} arrived but is ${status}, not running`);
       if (Date.now() > deadline)
@@ -605,13 +614,17 @@ export class QemuDriver implements HypervisorDriver {
     }
   }
 
-  /** The incoming VM runs here: the listener, its monitor and its key are done with. */
+  /**
+   * The incoming VM is here (running, or paused as the source was): the listener, its monitor, its
+   * NBD server and its keys are done with. Safe to call again; without our listener (an agent
+   * restart) the NBD server is stopped through the query monitor.
+   */
   private async arrived(vm: string): Promise<void> {
     fs.rmSync(this.files(vm).pskIn, { recursive: true, force: true });
     const listener = this.listeners.get(vm);
     if (this.definition(vm).disks.some(isCopied)) {
       // the mirrors are done: no more writes from outside, and the images are the VM's own now
-      await listener?.client.execute("nbd-server-stop").catch(() => undefined);
+      await this.stopNbd(vm, listener?.client);
       new CreatedImages(this.files(vm).createdImages).keep();
     }
     fs.rmSync(this.files(vm).pskNbd, { recursive: true, force: true });
@@ -621,6 +634,13 @@ export class QemuDriver implements HypervisorDriver {
       return this.keepPostcopyHalf(vm, listener.client, listener.status);
     }
     await this.dropListener(vm);
+  }
+
+  private async stopNbd(vm: string, client: QmpClient | undefined): Promise<void> {
+    if (client) return void (await client.execute("nbd-server-stop").catch(() => undefined));
+    const mon = await QmpClient.connect(this.files(vm).mon, { timeoutMs: 2000 }).catch(() => undefined);
+    await mon?.execute("nbd-server-stop").catch(() => undefined); // "not running" when it was stopped already
+    await mon?.close();
   }
 
   private async dropListener(vm: string): Promise<void> {

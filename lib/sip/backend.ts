@@ -45,6 +45,8 @@ export interface ResponseInfo {
   reason: string;
   header(name: string): string | undefined;
   body?: SipBody;
+  /** Where the response came from on the network, when the stack says. */
+  source?: Peer;
 }
 
 export interface ResponseOptions {
@@ -76,6 +78,11 @@ export interface Dialog {
   onBye(handler: (req: IncomingRequest, res: Responder) => void): void;
   /** The dialog ended for any reason (BYE either way, transport error, timeout). */
   onTerminated(handler: (reason: string) => void): void;
+  /**
+   * Vets every later INFO and BYE of this dialog before it is handled: a reason refuses it with
+   * 403 (stateless on sip.js) and leaves the dialog as it was. One check per dialog; a new one replaces it.
+   */
+  vetRequests(check: (req: IncomingRequest) => string | undefined): void;
 }
 
 /** The UAS side of an INVITE before it is answered. */
@@ -112,10 +119,10 @@ export interface OutgoingInviteOptions {
 /** The UAC side of an INVITE. */
 export interface OutgoingInvite {
   /**
-   * Resolves on 2xx (after ACK is sent) with the dialog and the answer; rejects with a TeleportError on a final
-   * failure.
+   * Resolves on 2xx (after ACK is sent) with the dialog, the answer and the URI that answered (after redirects);
+   * rejects with a TeleportError on a final failure.
    */
-  readonly established: Promise<{ dialog: Dialog; response: ResponseInfo }>;
+  readonly established: Promise<{ dialog: Dialog; response: ResponseInfo; target: string }>;
   /** CANCEL while no final response has arrived. */
   cancel(): void;
 }

@@ -15,6 +15,8 @@ export abstract class DialogBase {
   private readonly terminatedHandlers: Array<(reason: string) => void> = [];
   /** Why the dialog ended, once it has. */
   protected ended?: string;
+  /** The agent's check of this dialog's incoming INFO and BYE (Dialog.vetRequests). */
+  protected vetter?: (req: IncomingRequest) => string | undefined;
 
   constructor(protected readonly logger: Logger) {}
 
@@ -24,6 +26,21 @@ export abstract class DialogBase {
 
   onBye(handler: RequestHandler): void {
     this.byeHandler = handler;
+  }
+
+  vetRequests(check: (req: IncomingRequest) => string | undefined): void {
+    this.vetter = check;
+  }
+
+  /** The vetter's reason to refuse `req`, if any (a throwing vetter refuses). */
+  refusal(req: IncomingRequest): string | undefined {
+    if (!this.vetter) return undefined;
+    try {
+      return this.vetter(req);
+    } catch (err) {
+      this.logger.warn("in-dialog vetting failed", { error: String(err) });
+      return "the request could not be vetted";
+    }
   }
 
   onTerminated(handler: (reason: string) => void): void {

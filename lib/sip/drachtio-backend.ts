@@ -340,52 +340,54 @@ export class DrachtioBackend implements SipBackend {
           },
         },
       );
-    const established = new Promise<{ dialog: DrachtioDialog; response: ResponseInfo }>((resolve, reject) => {
-      failPending = (err) => {
-        if (settled) return;
-        settled = true;
-        reject(err);
-      };
-      this.pending.add(failPending);
-      const timer =
-        opts.answerTimeoutMs !== undefined
-          ? setTimeout(() => {
-              failPending?.(new TeleportError(408, `no final answer in ${opts.answerTimeoutMs} ms`));
-              cancel();
-            }, opts.answerTimeoutMs)
-          : undefined;
-      const run = async (): Promise<void> => {
-        let extra: Record<string, string> = {};
-        for (let round = 0; ; round++) {
-          try {
-            const d = await attempt(extra);
-            const res = (d as unknown as { res: SrfMessage }).res;
-            this.trace("received", res);
-            const dialog = this.adopt(d);
-            if (settled) {
-              // a 200 after we gave up (timeout, lost connection): ACKed by srf, hung up here
-              void dialog.bye().catch(() => undefined);
+    const established = new Promise<{ dialog: DrachtioDialog; response: ResponseInfo; target: string }>(
+      (resolve, reject) => {
+        failPending = (err) => {
+          if (settled) return;
+          settled = true;
+          reject(err);
+        };
+        this.pending.add(failPending);
+        const timer =
+          opts.answerTimeoutMs !== undefined
+            ? setTimeout(() => {
+                failPending?.(new TeleportError(408, `no final answer in ${opts.answerTimeoutMs} ms`));
+                cancel();
+              }, opts.answerTimeoutMs)
+            : undefined;
+        const run = async (): Promise<void> => {
+          let extra: Record<string, string> = {};
+          for (let round = 0; ; round++) {
+            try {
+              const d = await attempt(extra);
+              const res = (d as unknown as { res: SrfMessage }).res;
+              this.trace("received", res);
+              const dialog = this.adopt(d);
+              if (settled) {
+                // a 200 after we gave up (timeout, lost connection): ACKed by srf, hung up here
+                void dialog.bye().catch(() => undefined);
+                return;
+              }
+              settled = true;
+              resolve({ dialog, response: responseInfo(res), target });
               return;
+            } catch (err) {
+              if (!isSipError(err)) throw new TeleportError(503, `INVITE not sent: ${String(err)}`);
+              if (err.res) this.trace("received", err.res);
+              const auth = err.res && round === 0 && !cancelled ? this.answer(err.res, "INVITE", target) : undefined;
+              if (!auth) throw failure(err.res, err.status, "INVITE failed");
+              extra = auth;
             }
-            settled = true;
-            resolve({ dialog, response: responseInfo(res) });
-            return;
-          } catch (err) {
-            if (!isSipError(err)) throw new TeleportError(503, `INVITE not sent: ${String(err)}`);
-            if (err.res) this.trace("received", err.res);
-            const auth = err.res && round === 0 && !cancelled ? this.answer(err.res, "INVITE", target) : undefined;
-            if (!auth) throw failure(err.res, err.status, "INVITE failed");
-            extra = auth;
           }
-        }
-      };
-      run()
-        .catch((err: unknown) => failPending?.(TeleportError.from(err)))
-        .finally(() => {
-          clearTimeout(timer);
-          if (failPending) this.pending.delete(failPending);
-        });
-    });
+        };
+        run()
+          .catch((err: unknown) => failPending?.(TeleportError.from(err)))
+          .finally(() => {
+            clearTimeout(timer);
+            if (failPending) this.pending.delete(failPending);
+          });
+      },
+    );
     established.catch(() => undefined);
     return { established, cancel };
   }
@@ -542,6 +544,10 @@ class DeferredDialog {
 
   onBye(handler: (req: IncomingRequest, res: Responder) => void): void {
     this.with((d) => d.onBye(handler));
+  }
+
+  vetRequests(check: (req: IncomingRequest) => string | undefined): void {
+    this.with((d) => d.vetRequests(check));
   }
 
   onTerminated(handler: (reason: string) => void): void {

@@ -69,6 +69,7 @@ export class SipJsBackend implements SipBackend {
       config,
       logger: this.logger,
       peers: this.peers,
+      dialogs: new Map(),
       handlers: () => this.handlers,
       requireCore: () => this.requireCore(),
       contactHeader: () => this.contactHeader(),
@@ -200,6 +201,8 @@ export class SipJsBackend implements SipBackend {
     // One bad message (or a throwing handler) must not take the agent and its other dialogs down.
     try {
       if (message instanceof Core.IncomingResponseMessage) {
+        // a 200 OK's source proves the dialog's later requests (access/source-in-dialog.ts)
+        this.peers.set(message, source);
         core.receiveIncomingResponseFromTransport(message);
         return;
       }

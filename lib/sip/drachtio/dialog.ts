@@ -17,6 +17,7 @@ import {
   ownDialog,
   srfDefault,
   responseInfo,
+  warningValue,
   type SrfApi,
   type SrfDialog,
   type SrfIncomingRequest,
@@ -155,6 +156,7 @@ export class DrachtioDialog extends DialogBase implements Dialog {
   private receiveInfo(req: SrfIncomingRequest, res: SrfResponse): void {
     this.ctx.trace("received", req);
     const seam = incomingRequest(req);
+    if (this.refusedOwn(seam, res)) return;
     const refusal = this.ctx.authorize(seam);
     if (refusal) return this.ctx.respond(res, refusal.status, refusal.reason, { headers: refusal.headers });
     const pkg = (req.get("Info-Package") ?? "").split(";")[0].trim().toLowerCase();
@@ -168,9 +170,10 @@ export class DrachtioDialog extends DialogBase implements Dialog {
    */
   private receiveBye(req: SrfIncomingRequest, res: SrfResponse): void {
     this.ctx.trace("received", req);
+    const seam = incomingRequest(req);
     this.d.connected = false;
     this.ctx.srf.removeDialog(this.d);
-    const seam = incomingRequest(req);
+    if (this.refusedOwn(seam, res)) return this.terminate("BYE refused with 403 (drachtio-server dropped the dialog)");
     const respond = (status: number, reason?: string, opts?: ResponseOptions): void => {
       this.ctx.respond(res, status, reason, opts);
       this.terminate(status < 300 ? "BYE received" : `BYE refused with ${status}`);
@@ -184,6 +187,16 @@ export class DrachtioDialog extends DialogBase implements Dialog {
         from: `${req.source_address}:${req.source_port}/${req.protocol}`,
       });
     this.dispatch("BYE", seam, respond);
+  }
+
+  /** This dialog's own vetting (Dialog.vetRequests): true when `req` was refused with 403. */
+  private refusedOwn(req: IncomingRequest, res: SrfResponse): boolean {
+    const why = this.refusal(req);
+    if (!why) return false;
+    this.ctx.logger.warn("in-dialog request refused", { method: req.method, callId: this.callId, reason: why });
+    const host = req.ruri.replace(/^sips?:([^@]*@)?/, "").split(/[;:>?]/)[0] || "sip-teleport";
+    this.ctx.respond(res, 403, "Forbidden", { headers: { Warning: warningValue(host, why) } });
+    return true;
   }
 
   /**

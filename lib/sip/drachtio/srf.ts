@@ -247,6 +247,7 @@ export function responseInfo(m: SrfMessage): ResponseInfo {
     reason: m.reason ?? "",
     header: (name) => headerValues(m, name)[0],
     body: m.body ? { contentType: m.get("Content-Type") ?? "", content: m.body } : undefined,
+    source: m.source_address ? peerOf(m) : undefined,
   };
 }
 

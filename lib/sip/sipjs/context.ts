@@ -1,7 +1,7 @@
 /** What the UAC, UAS and registration parts need from the user agent (sipjs-backend.ts) that owns them. */
 import type { Core, URI } from "sip.js";
 import type { Logger } from "../../log/logger";
-import type { SipHandlers } from "../backend";
+import type { IncomingRequest, SipHandlers } from "../backend";
 import type { SipConfig } from "../config";
 import type { PeerMap } from "./messages";
 
@@ -10,6 +10,8 @@ export interface UserAgentContext {
   readonly config: SipConfig;
   readonly logger: Logger;
   readonly peers: PeerMap;
+  /** Open dialogs by the core's dialog id (Call-ID + local tag + remote tag), for their own vetting. */
+  readonly dialogs: Map<string, { refusal(req: IncomingRequest): string | undefined }>;
   /** The agent's current handlers (setHandlers may replace them at any time). */
   handlers(): SipHandlers;
   /** The started core; throws 500 before start() or after stop(). */

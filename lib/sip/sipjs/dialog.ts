@@ -1,10 +1,10 @@
 /** A confirmed INVITE dialog (either side) on the core's Session: INFO, BYE, ACK wait, in-dialog CSeq. */
 import { Core } from "sip.js";
 import { TeleportError } from "../../errors";
-import type { Logger } from "../../log/logger";
 import type { Dialog, ResponseInfo, ResponseOptions, SipBody } from "../backend";
 import { DialogBase } from "../dialog-base";
 import { INFO_PACKAGE } from "../config";
+import type { UserAgentContext } from "./context";
 import {
   answer,
   coreBody,
@@ -21,13 +21,16 @@ export class CoreDialog extends DialogBase implements Dialog {
   readonly remoteUri: string;
   private ack?: { resolve: () => void; reject: (err: TeleportError) => void };
 
+  private readonly peers: PeerMap;
+
   constructor(
     private readonly session: Core.Session,
-    private readonly peers: PeerMap,
-    logger: Logger,
+    private readonly ua: UserAgentContext,
   ) {
-    super(logger);
+    super(ua.logger);
+    this.peers = ua.peers;
     this.id = session.id;
+    ua.dialogs.set(session.id, this);
     this.callId = session.callId;
     this.remoteUri = session.remoteURI.toString();
     session.delegate = {
@@ -68,7 +71,7 @@ export class CoreDialog extends DialogBase implements Dialog {
         {
           onAccept: (r) => {
             this.syncCseq(request.message);
-            resolve(responseInfo(r.message));
+            resolve(responseInfo(r.message, this.peers));
           },
           onReject: (r) => {
             this.syncCseq(request.message);
@@ -90,7 +93,7 @@ export class CoreDialog extends DialogBase implements Dialog {
     return new Promise((resolve, reject) => {
       const done = (r: AnyIncomingResponse, ok: boolean): void => {
         this.terminate("BYE sent");
-        if (ok) resolve(responseInfo(r.message));
+        if (ok) resolve(responseInfo(r.message, this.peers));
         else reject(failure(r.message, "BYE failed"));
       };
       this.session.bye(
@@ -121,6 +124,9 @@ export class CoreDialog extends DialogBase implements Dialog {
   }
 
   private terminate(reason: string): void {
-    this.end(reason, () => this.ack?.reject(new TeleportError(481, `dialog ended before ACK (${reason})`)));
+    this.end(reason, () => {
+      this.ua.dialogs.delete(this.id);
+      this.ack?.reject(new TeleportError(481, `dialog ended before ACK (${reason})`));
+    });
   }
 }

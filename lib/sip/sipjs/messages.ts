@@ -9,7 +9,7 @@ const ALLOW = "INVITE, ACK, CANCEL, BYE, INFO, OPTIONS, MESSAGE";
 export const CAPABILITIES = [`Allow: ${ALLOW}`, `Accept: ${NRDL_CONTENT_TYPE}`, `Recv-Info: ${INFO_PACKAGE}`];
 
 /** Where each request the core handles came from (set by the user agent as it parses). */
-export type PeerMap = WeakMap<Core.IncomingRequestMessage, Peer>;
+export type PeerMap = WeakMap<Core.IncomingRequestMessage | Core.IncomingResponseMessage, Peer>;
 
 export type AnyIncomingResponse = { message: Core.IncomingResponseMessage };
 
@@ -40,12 +40,13 @@ export function headerLines(headers: Record<string, string | string[]> | undefin
   );
 }
 
-export function responseInfo(message: Core.IncomingResponseMessage): ResponseInfo {
+export function responseInfo(message: Core.IncomingResponseMessage, peers?: PeerMap): ResponseInfo {
   return {
     status: message.statusCode ?? 0,
     reason: message.reasonPhrase ?? "",
     header: (name) => message.getHeader(name),
     body: message.body ? { contentType: message.getHeader("content-type") ?? "", content: message.body } : undefined,
+    source: peers?.get(message),
   };
 }
 

@@ -17,7 +17,7 @@ export function sendInvite(
 ): OutgoingInvite {
   let current: Core.OutgoingInviteRequest | undefined;
   let cancelled = false;
-  const established = new Promise<{ dialog: Dialog; response: ResponseInfo }>((resolve, reject) => {
+  const established = new Promise<{ dialog: Dialog; response: ResponseInfo; target: string }>((resolve, reject) => {
     let settled = false;
     const limit = opts.answerTimeoutMs;
     const timer =
@@ -52,7 +52,11 @@ export function sendInvite(
           r.ack();
           if (settled) return void r.session.bye(); // a second fork answered: hang it up
           settled = true;
-          resolve({ dialog: new CoreDialog(r.session, ua.peers, ua.logger), response: responseInfo(r.message) });
+          resolve({
+            dialog: new CoreDialog(r.session, ua),
+            response: responseInfo(r.message, ua.peers),
+            target: uri.toString(),
+          });
         },
         onRedirect: (r) => {
           const contact = r.message.parseHeader("contact") as { uri?: URI } | undefined;

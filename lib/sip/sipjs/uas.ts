@@ -17,14 +17,21 @@ import {
 } from "./messages";
 import { NOT_A_PHONE, NOT_A_PHONE_REASON } from "../not-a-phone";
 
-/** Runs the agent's `authorize` on an in-dialog request; true when it was refused (answered statelessly). */
+/**
+ * Runs the dialog's own vetting, then the agent's `authorize`, on an in-dialog request; true when
+ * it was refused (answered statelessly, the dialog untouched).
+ */
 export function refusedInDialog(
   ua: UserAgentContext,
   core: Core.UserAgentCore,
   message: Core.IncomingRequestMessage,
 ): boolean {
-  const refusal = ua.handlers().authorize?.(incomingRequest(message, ua.peers));
+  const req = incomingRequest(message, ua.peers);
+  // the dialog's own check first: the core would end the dialog on any BYE it is handed
+  const own = ua.dialogs.get(message.callId + (message.toTag ?? "") + (message.fromTag ?? ""))?.refusal(req);
+  const refusal = own ? { error: new TeleportError(403, "Forbidden", [own]) } : ua.handlers().authorize?.(req);
   if (!refusal) return false;
+  if (own) ua.logger.warn("in-dialog request refused", { method: req.method, callId: req.callId, reason: own });
   const { error, headers } = refusal;
   const extraHeaders = [
     ...headerLines(headers),
@@ -136,7 +143,7 @@ export function receiveInvite(ua: UserAgentContext, uas: Core.IncomingInviteRequ
       let session: Core.Session | undefined;
       once("accept", () => (session = uas.accept(options).session));
       if (!session) throw new TeleportError(500, "core returned no session");
-      const dialog = new CoreDialog(session, ua.peers, ua.logger);
+      const dialog = new CoreDialog(session, ua);
       const acked = new Promise<void>((resolve, reject) => dialog.awaitAck(resolve, reject));
       acked.catch(() => undefined); // callers that ignore `acked` still see onTerminated
       return { dialog, acked };
