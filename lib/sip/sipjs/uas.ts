@@ -17,20 +17,21 @@ import {
 } from "./messages";
 import { NOT_A_PHONE, NOT_A_PHONE_REASON } from "../not-a-phone";
 
-/** Runs the agent's `authorize` on an in-dialog request; true when it was refused (answered statelessly). */
-export function refusedInDialog(
-  ua: UserAgentContext,
-  core: Core.UserAgentCore,
-  message: Core.IncomingRequestMessage,
-): boolean {
-  const refusal = ua.handlers().authorize?.(incomingRequest(message, ua.peers));
+/**
+ * Runs the agent's `admit` on a new INVITE or MESSAGE, or its `authorize` on an in-dialog request;
+ * true when it was refused (answered once, statelessly: the core never sees the request).
+ */
+export function refusedStatelessly(ua: UserAgentContext, message: Core.IncomingRequestMessage): boolean {
+  const req = incomingRequest(message, ua.peers);
+  const handlers = ua.handlers();
+  const refusal = message.toTag ? handlers.authorize?.(req) : handlers.admit?.(req);
   if (!refusal) return false;
   const { error, headers } = refusal;
   const extraHeaders = [
     ...headerLines(headers),
     warning(message.ruri?.host ?? "sip-teleport", [error.reason, ...error.details].join("; ")),
   ];
-  core.replyStateless(message, { statusCode: error.status, reasonPhrase: error.reason, extraHeaders });
+  ua.replyStateless(message, { statusCode: error.status, reasonPhrase: error.reason, extraHeaders });
   return true;
 }
 
