@@ -76,17 +76,18 @@ describe("the MESSAGE trigger gets the INVITE's rules", () => {
       body: { contentType: "text/plain", content: "please move everything" },
       source: { address: "127.0.0.1", port: 5060, transport: "udp" },
     };
-    const refusal = trigger.admit(overUdp);
-    expect(refusal?.error.status).toBe(403);
-    expect(refusal?.error.reason).toBe("TLS Required");
-    expect(refusal?.error.details.join("; ")).toMatch(/accepts only TLS, got MESSAGE over UDP/);
-    // and the handler itself, for a backend that hands the request over without the hook
+    // the handler, for a backend that hands the request over without the hook ...
     const sent: Array<{ status: number; reason?: string; opts?: ResponseOptions }> = [];
     trigger.handle(
       { ...overUdp, callId: "tls-only-2" },
       { send: (status, reason, opts) => sent.push({ status, reason, opts }) },
     );
     expect(sent.map((s) => [s.status, s.reason])).toEqual([[403, "TLS Required"]]);
+    // ... and the hook a backend calls before any transaction
+    const refusal = trigger.admit(overUdp);
+    expect(refusal?.error.status).toBe(403);
+    expect(refusal?.error.reason).toBe("TLS Required");
+    expect(refusal?.error.details.join("; ")).toMatch(/accepts only TLS, got MESSAGE over UDP/);
   });
 
   describe("over real UDP", () => {
