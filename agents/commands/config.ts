@@ -7,6 +7,7 @@ import type { VmDefinition } from "../../lib/hypervisor/driver";
 import { silentLogger } from "../../lib/log/logger";
 import { probeDrachtio } from "../../lib/sip/drachtio/probe";
 import { drachtioOf, hostOf } from "../wiring";
+import { weakenedDoorSettings } from "../../lib/config/weakened";
 
 /** Kernels, initrds and disks the inventory names but this machine does not hold. */
 function missingImages(vms: readonly VmDefinition[]): string[] {
@@ -34,7 +35,7 @@ const isTls = (uri: string) => /^sips:/i.test(uri) || /;transport=tls\b/i.test(u
 export function configWarnings(cfg: HostConfig): string[] {
   const targets = [...new Set([...cfg.security.destinations, ...cfg.console.destinations])];
   const proxy = cfg.sip.outboundProxy;
-  return targets.flatMap((target) => {
+  const reached = targets.flatMap((target) => {
     const hop = proxy ?? target;
     const via = proxy ? ` through sip.outboundProxy ${proxy}` : "";
     if (!isTls(hop))
@@ -51,6 +52,7 @@ export function configWarnings(cfg: HostConfig): string[] {
       return [`${target} is reached${via} over TLS with sip.tls.verify false: its certificate is not checked`];
     return [];
   });
+  return [...reached, ...weakenedDoorSettings(cfg)];
 }
 
 /**

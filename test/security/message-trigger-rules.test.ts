@@ -115,7 +115,7 @@ describe("the MESSAGE trigger gets the INVITE's rules", () => {
       await sip?.stop();
     });
 
-    it("limits.invitesPerSecond: a burst of triggers from one sender gets 503 with Retry-After, each once", async () => {
+    it("limits.invitesPerSecond: a burst from one sender gets 503 with Retry-After, each once", async () => {
       const phone = await RawSipClient.udp(port);
       try {
         const target = `sip:dc1@127.0.0.1:${port}`;
