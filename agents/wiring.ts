@@ -72,6 +72,7 @@ export function sipConfigOf(cfg: HostConfig, logger: Logger, o: SipOverrides = {
       connectionIdleS: cfg.limits.connectionIdleS,
       invitesPerSecond: cfg.limits.invitesPerSecond,
       trustedProxies: cfg.limits.trustedProxies,
+      maxRetransmissionTimers: cfg.limits.maxRetransmissionTimers,
     },
   };
 }

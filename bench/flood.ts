@@ -1,12 +1,14 @@
 /**
  * bench:flood — a real exp2 move (router1, video) while its destination is flooded: 1000
  * INVITE/s from a stranger (not in the allowlist), 200 INVITE/s with wrong digest credentials,
- * garbage UDP and 1000 idle TCP connections, each from its own loopback address. Prints the move's
+ * garbage UDP and 1000 idle TCP connections, each from its own loopback address, and 100 INVITE/s
+ * for 5 s from a raw stranger socket whose answers are counted for 33 s (responses per refused
+ * INVITE: 1.0 when refusals are sent once, about 7 with Timer G). Prints the move's
  * figures beside a quiet run of the same move, INVITE->200 of second, legitimate dialogs opened
  * during each, the destination's RSS before, during and after, what the flooders got, and what
  * was left armed. Bounded: the flooders stop by themselves after FLOOD_SECONDS (40).
  * Usage: npm run bench:flood   (root: QEMU guests; env FLOOD_SECONDS, FLOOD_STRANGER, FLOOD_DIGEST,
- *        FLOOD_GARBAGE, FLOOD_IDLE, FLOOD_PROBES override the rates)
+ *        FLOOD_GARBAGE, FLOOD_IDLE, FLOOD_PROBES, FLOOD_COUNTED override the rates)
  */
 import { execFileSync } from "node:child_process";
 import { floodedMove, type MoveFigures } from "./lib/flood-run";
@@ -21,6 +23,7 @@ async function main(): Promise<void> {
     garbagePerS: env("FLOOD_GARBAGE", 1000),
     idleConnections: env("FLOOD_IDLE", 1000),
     probesPerS: env("FLOOD_PROBES", 5),
+    countedPerS: env("FLOOD_COUNTED", 100),
   };
   const load = (): string =>
     execFileSync("uptime")
@@ -53,6 +56,12 @@ async function main(): Promise<void> {
   console.log(sippRow(`wrong digest ${rates.wrongDigestPerS}/s from 127.0.0.3`, r.wrongDigest));
   for (const s of [r.stranger, r.wrongDigest]) if (!s.successful) console.log(s.output.slice(-1500));
   console.log(`garbage UDP: ${r.garbageSent} datagrams from 127.0.0.4`);
+  if (r.reflection)
+    console.log(
+      `counted stranger 127.0.0.5: ${r.reflection.invites} INVITEs, ${r.reflection.responses} responses in 33 s ` +
+        `after the last: ${(r.reflection.responses / Math.max(1, r.reflection.invites)).toFixed(2)} responses ` +
+        "per refused INVITE",
+    );
   console.log(
     `idle TCP: ${r.idle.opened} opened from 127.0.0.10-29, ${r.idle.refusedAtOnce} closed within 1 s, ` +
       `at most ${r.idle.agentHeldMax} held by the agent, ${r.idle.openAtEnd} still open after ${rates.seconds} s`,

@@ -9,6 +9,7 @@ import type { VmDefinition } from "../../lib/hypervisor/driver";
 import { silentLogger } from "../../lib/log/logger";
 import { probeDrachtio } from "../../lib/sip/drachtio/probe";
 import { drachtioOf, hostOf } from "../wiring";
+import { weakenedDoorSettings } from "../../lib/config/weakened";
 
 /** Kernels, initrds and disks the inventory names but this machine does not hold. */
 function missingImages(vms: readonly VmDefinition[]): string[] {
@@ -89,7 +90,7 @@ function digestWarnings(cfg: HostConfig): string[] {
 function destinationWarnings(cfg: HostConfig): string[] {
   const targets = [...new Set([...cfg.security.destinations.map(destinationUri), ...cfg.console.destinations])];
   const proxy = cfg.sip.outboundProxy;
-  const tls = targets.flatMap((target) => {
+  const reached = targets.flatMap((target) => {
     const hop = proxy ?? target;
     const via = proxy ? ` through sip.outboundProxy ${proxy}` : "";
     if (!isTls(hop))
@@ -106,7 +107,7 @@ function destinationWarnings(cfg: HostConfig): string[] {
       return [`${target} is reached${via} over TLS with sip.tls.verify false: its certificate is not checked`];
     return [];
   });
-  return [...tls, ...migrationNetworkWarnings(cfg)];
+  return [...reached, ...migrationNetworkWarnings(cfg), ...weakenedDoorSettings(cfg)];
 }
 
 /** migrationNetworks widen where a destination's answer may send the VMs' memory and disks: say where. */

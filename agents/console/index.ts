@@ -61,7 +61,7 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
   const stopTrace = o.sip.onTrace((e) => line.trace(e));
   const metrics = o.metrics;
   const stopMetrics = metrics ? countDialogs(metrics, o.sip, line) : () => undefined;
-  o.sip.setHandlers({ onMessage: (req, res) => trigger.handle(req, res) });
+  o.sip.setHandlers({ admit: (req) => trigger.admit(req), onMessage: (req, res) => trigger.handle(req, res) });
   const server = new ConsoleServer({
     config: o.config,
     host: o.host,

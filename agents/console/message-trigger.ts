@@ -1,8 +1,9 @@
 /**
  * SIP devices as triggers (RFC 3428): a MESSAGE "migrate exp2 to sip:dc2@10.10.10.67" from an
  * allowed sender runs the named plan on the console's line (so the page shows it live) and the
- * outcome goes back to the sender in a MESSAGE of its own. The sender is judged like a caller of
- * the destination (digest, allowlist on proven identities), and the URI must be a permitted
+ * outcome goes back to the sender in a MESSAGE of its own. The sender goes through the INVITE's
+ * own gate (lib/access/gate.ts: TLS when required, the rate limit, digest, allowlist on proven
+ * identities), refused statelessly before any transaction, and the URI must be a permitted
  * destination. The MESSAGE itself is answered at once: 202 when the migration starts, or the reason
  * it will not.
  */
@@ -10,9 +11,9 @@ import type { HostConfig } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
 import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
-import type { IncomingRequest, Responder, SipBackend } from "../../lib/sip/backend";
+import type { IncomingRequest, RequestRefusal, Responder, SipBackend } from "../../lib/sip/backend";
 import { DestinationPolicy } from "../../lib/access/destinations";
-import { CallerGate, loggedDetails } from "../../lib/access/gate";
+import { CallerGate, loggedDetails, type Admitted } from "../../lib/access/gate";
 import { bareUri } from "../../lib/access/uri";
 import type { MigrateSummary } from "../source/agent";
 import { namedPlan } from "./plans";
@@ -43,12 +44,31 @@ function replyTarget(req: IncomingRequest): string {
 export class MessageTrigger {
   private readonly gate: CallerGate;
   private readonly destinations: DestinationPolicy;
+  /** MESSAGEs `admit` let in, for `handle` (the backend passes the same request object). */
+  private readonly passes = new WeakMap<IncomingRequest, Admitted>();
 
   constructor(
     private readonly opts: { config: HostConfig; host: Host; sip: SipBackend; line: ConsoleLine; logger: Logger },
   ) {
     this.gate = new CallerGate(opts.config);
     this.destinations = new DestinationPolicy(opts.config.security.destinations);
+  }
+
+  /** SipHandlers.admit: the sender of a new MESSAGE through the gate; a refusal is sent once, statelessly. */
+  admit(req: IncomingRequest): RequestRefusal | undefined {
+    if (req.method !== "MESSAGE") return undefined;
+    try {
+      this.passes.set(req, this.gate.admit(req));
+      return undefined;
+    } catch (err) {
+      const error = TeleportError.from(err);
+      this.refused(req, error.status, loggedDetails(error).join("; "));
+      return { error, headers: this.gate.headers(error) };
+    }
+  }
+
+  private refused(req: IncomingRequest, status: number, why: string): void {
+    this.opts.logger.warn("MESSAGE trigger refused", { from: req.fromUri, address: req.source.address, status, why });
   }
 
   handle(req: IncomingRequest, res: Responder): void {
@@ -59,13 +79,12 @@ export class MessageTrigger {
       headers: Record<string, string | string[]> = {},
       logged = why,
     ) => {
-      const { address } = req.source;
-      this.opts.logger.warn("MESSAGE trigger refused", { from: req.fromUri, address, status, why: logged });
+      this.refused(req, status, logged);
       res.send(status, reason, { headers: { ...headers, Warning: `399 sip-teleport "${why.replace(/"/g, "'")}"` } });
     };
-    let admitted;
+    let admitted: Admitted;
     try {
-      admitted = this.gate.admit(req);
+      admitted = this.passes.get(req) ?? this.gate.admit(req);
     } catch (err) {
       const e = TeleportError.from(err);
       return refuse(e.status, e.reason, e.details.join("; "), this.gate.headers(e), loggedDetails(e).join("; "));

@@ -25,10 +25,9 @@ import type { StatusReport } from "../../nrdl/types";
 import { NRDL_MIME } from "../../nrdl/types";
 import type { AgentMetrics } from "../../lib/metrics/metrics";
 import { capacityOf, resources, shortageRejections, shortages } from "./capacity";
-import { CallerGate, loggedDetails } from "../../lib/access/gate";
+import { CallerGate, loggedDetails, Overload, type Admitted } from "../../lib/access/gate";
 import type { DialogAdmission } from "../../lib/access/in-dialog";
 import { Journal } from "./journal";
-import { RateLimiter } from "../../lib/sip/rate";
 
 export interface DestinationOptions {
   config: HostConfig;
@@ -52,7 +51,7 @@ interface DialogState {
   user?: string;
   /** What admitted the INVITE (address, certificate, proxy assertion): INFO and BYE must prove it too. */
   admission: DialogAdmission;
-  /** Who the dialogs-per-caller limit counts against: the user, else the source address. */
+  /** Who the dialogs-per-caller limit counts against (lib/access/identity.ts `callerOf`). */
   caller: string;
   armed: Set<string>;
   statuses: Map<string, VmStatus>;
@@ -73,29 +72,19 @@ function warningOf(host: string, e: TeleportError): string {
 
 const nrdlBody = (doc: NrdlDocument): SipBody => ({ contentType: NRDL_MIME, content: buildNrdl(doc) });
 
-/** A 503 that tells the caller when to come back. */
-class Overload extends TeleportError {
-  constructor(
-    readonly retryAfterS: number,
-    reason: string,
-  ) {
-    super(503, "Service Unavailable", [reason]);
-  }
-}
-
 export class DestinationAgent {
   private readonly dialogs = new Map<string, DialogState>();
   /** VM name -> Call-ID of the dialog that holds it (armed or moving). */
   private readonly holders = new Map<string, string>();
   private readonly gate: CallerGate;
-  private readonly inviteRate: RateLimiter;
+  /** INVITEs the backend's `admit` hook let in, for onInvite (the same request object). */
+  private readonly passes = new WeakMap<IncomingRequest, Admitted>();
   private readonly journal: Journal;
   private readonly log: Logger;
 
   constructor(private readonly opts: DestinationOptions) {
     this.log = opts.logger.child({ agent: "destination" });
     this.gate = new CallerGate(opts.config);
-    this.inviteRate = new RateLimiter(opts.config.limits.invitesPerSecond);
     this.journal = new Journal(opts.config.stateDir);
   }
 
@@ -114,6 +103,7 @@ export class DestinationAgent {
           this.log.error("OPTIONS handling failed", { callId: req.callId, error: String(err) });
           res.send(500, "Server Internal Error");
         }),
+      admit: (req) => this.admitInvite(req),
       authorize: (req) => this.authorizeInDialog(req),
     });
     await this.opts.sip.start();
@@ -155,29 +145,42 @@ export class DestinationAgent {
     }
   }
 
-  /** The checks that need no arming; returns the offer or throws the refusal. */
-  private async admit(
-    req: IncomingRequest,
-  ): Promise<{ doc: NrdlDocument<Offer>; user?: string; admission: DialogAdmission }> {
-    this.requireTls(req);
-    // Behind a trusted proxy every caller shares its address: count them one by one.
-    const relayed = this.opts.config.limits.trustedProxies.includes(req.source.address);
-    const sender = relayed ? `${req.fromUri} via ${req.source.address}` : req.source.address;
-    const wait = this.inviteRate.take(sender);
-    if (wait !== undefined)
-      throw new Overload(
-        wait,
-        `more than ${this.opts.config.limits.invitesPerSecond} INVITEs per second from ${sender}`,
-      );
-    const { user, admission } = this.gate.admit(req);
-    const caller = user ?? sender;
-    const open = [...this.dialogs.values()].filter((d) => d.caller === caller).length;
-    if (open >= this.opts.config.limits.dialogsPerCaller) {
-      throw new Overload(
-        5,
-        `${caller} already holds ${open} open dialogs (limit ${this.opts.config.limits.dialogsPerCaller})`,
-      );
+  /**
+   * A new INVITE's caller checks, before the backend keeps any transaction: a stranger's refusal
+   * (403, 401, 503) is sent once, statelessly. Admitted INVITEs go on to onInvite.
+   */
+  private admitInvite(req: IncomingRequest): RequestRefusal | undefined {
+    if (req.method !== "INVITE") return undefined;
+    try {
+      this.passes.set(req, this.admitCaller(req));
+      return undefined;
+    } catch (err) {
+      const e = TeleportError.from(err);
+      this.log.warn("INVITE refused", {
+        callId: req.callId,
+        status: e.status,
+        reason: e.reason,
+        details: e.details,
+        from: req.fromUri,
+        address: req.source.address,
+      });
+      this.opts.metrics?.refused(e.status);
+      return { error: e, headers: this.refusalHeaders(e) };
     }
+  }
+
+  /** The gate (TLS, rate, digest, allowlist; lib/access/gate.ts), then the caller's open dialogs. Throws. */
+  private admitCaller(req: IncomingRequest): Admitted {
+    const admitted = this.gate.admit(req);
+    const { caller } = admitted;
+    const open = [...this.dialogs.values()].filter((d) => d.caller === caller).length;
+    const limit = this.opts.config.limits.dialogsPerCaller;
+    if (open >= limit) throw new Overload(5, `${caller} already holds ${open} open dialogs (limit ${limit})`);
+    return admitted;
+  }
+
+  /** The NRDL offer an admitted INVITE or dry run carries; throws 415/400. */
+  private offerOf(req: IncomingRequest): NrdlDocument<Offer> {
     if (!req.body || req.body.contentType.split(";")[0].trim().toLowerCase() !== NRDL_MIME) {
       throw new TeleportError(415, "Unsupported Media Type", [
         `body must be ${NRDL_MIME}, got ${req.body?.contentType ?? "no body"}`,
@@ -187,35 +190,15 @@ export class DestinationAgent {
     if (!parsed.ok) throw new TeleportError(400, "Invalid NRDL", parsed.violations.map(formatViolation));
     if (parsed.doc.body.kind !== "offer")
       throw new TeleportError(400, "Invalid NRDL", [`an INVITE carries an <offer>, not <${parsed.doc.body.kind}>`]);
-    return { doc: parsed.doc as NrdlDocument<Offer>, user, admission };
+    return parsed.doc as NrdlDocument<Offer>;
   }
 
-  private requireTls(req: IncomingRequest): void {
-    if (this.opts.config.sip.tlsOnly && req.source.transport !== "tls") {
-      throw new TeleportError(403, "TLS Required", [
-        `this host accepts only TLS, got ${req.method} over ${req.source.transport.toUpperCase()}`,
-      ]);
-    }
-  }
-
-  /**
-   * INFO and BYE: TLS when required, and the INVITE's proof again: the same digest user (challenged
-   * like it), else what admitted it (lib/access/in-dialog.ts). A refusal changes nothing.
-   */
+  /** INFO and BYE: held to what admitted the INVITE (lib/access/gate.ts `inDialog`). A refusal changes nothing. */
   private authorizeInDialog(req: IncomingRequest): RequestRefusal | undefined {
     const state = this.dialogs.get(req.callId);
     if (!state) return undefined; // not ours: the core answers 481
     try {
-      this.requireTls(req);
-      if (!this.opts.config.security.digestInDialog || state.user === undefined) {
-        this.gate.inDialog(req, state.admission);
-        return undefined;
-      }
-      const user = this.gate.authenticate(req);
-      if (user !== state.user)
-        throw new TeleportError(403, "Forbidden", [
-          `${req.method} from digest user ${user ?? "(none)"}, but ${state.user} opened this dialog`,
-        ]);
+      this.gate.inDialog(req, state);
       return undefined;
     } catch (err) {
       const error = TeleportError.from(err);
@@ -230,7 +213,6 @@ export class DestinationAgent {
 
   private refusalHeaders(e: TeleportError): Record<string, string | string[]> {
     const headers = this.gate.headers(e);
-    if (e instanceof Overload) headers["Retry-After"] = String(e.retryAfterS);
     if (e.status === 415) headers["Accept"] = NRDL_MIME;
     return headers;
   }
@@ -307,8 +289,7 @@ export class DestinationAgent {
     };
     if (!req.body) {
       try {
-        this.requireTls(req);
-        this.gate.admit(req); // digest and the allowlist, exactly as for an INVITE
+        this.gate.identify(req); // TLS, digest and the allowlist as for an INVITE; a capacity query is not counted
       } catch (err) {
         return refuse(err);
       }
@@ -320,7 +301,8 @@ export class DestinationAgent {
     let doc: NrdlDocument<Offer>;
     let verdict: { rejected: Rejected[]; ports: number[] };
     try {
-      doc = (await this.admit(req)).doc;
+      this.admitCaller(req);
+      doc = this.offerOf(req);
       verdict = await this.vet(doc.body);
     } catch (err) {
       return refuse(err);
@@ -355,9 +337,10 @@ export class DestinationAgent {
       cancelled = true;
       log.info("CANCEL received");
     });
-    let admitted: { doc: NrdlDocument<Offer>; user?: string; admission: DialogAdmission };
+    let admitted: Admitted & { doc: NrdlDocument<Offer> };
     try {
-      admitted = await this.admit(req);
+      // a backend's admit hook has already judged the caller; the offer is judged in the transaction
+      admitted = { ...(this.passes.get(req) ?? this.admitCaller(req)), doc: this.offerOf(req) };
     } catch (err) {
       const e = TeleportError.from(err);
       log.warn("INVITE refused", {
@@ -371,7 +354,7 @@ export class DestinationAgent {
       this.opts.metrics?.refused(cancelled ? 487 : e.status);
       return;
     }
-    const { doc, user, admission } = admitted;
+    const { doc, user, admission, caller } = admitted;
     const offer = doc.body;
     let rejected: Rejected[];
     try {
@@ -404,7 +387,6 @@ export class DestinationAgent {
       this.opts.metrics?.refused(486);
       return res.reject(new TeleportError(486, "Busy Here", [`${clash.name} is being moved by another dialog`]));
     }
-    const caller = user ?? req.source.address;
     const state: DialogState = {
       callId: req.callId,
       migrationId: doc.id,

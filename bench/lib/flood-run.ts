@@ -54,6 +54,11 @@ export interface FloodRates {
   idleConnections: number;
   /** Legitimate second dialogs per second during the flood (and the quiet run). */
   probesPerS: number;
+  /**
+   * INVITEs per second from a raw stranger socket (127.0.0.5) during the flood's first 5 s, whose
+   * answers are counted for 33 s after its last one (past Timer G's 32 s); 0: not measured.
+   */
+  countedPerS?: number;
 }
 
 export interface MoveFigures {
@@ -71,6 +76,8 @@ export interface FloodReport {
   stranger: SippResult;
   wrongDigest: SippResult;
   garbageSent: number;
+  /** The counted stranger's INVITEs and the datagrams that came back to its socket (1.0 each: sent once). */
+  reflection?: { invites: number; responses: number };
   idle: { opened: number; refusedAtOnce: number; openAtEnd: number; agentHeldMax: number };
   rssMiB: { before: number; duringMax: number; after: number };
   /** After the flood and the agent's timers: probe listeners armed, journal entries, the VMs' placement. */
@@ -200,6 +207,47 @@ async function garbage(from: string, port: number, perS: number, seconds: number
   }
   socket.close();
   return sent;
+}
+
+/** Stranger INVITEs for `seconds` (a fresh transaction each, never ACKed); counts what comes back until 33 s later. */
+async function countedStranger(port: number, perS: number, seconds: number) {
+  const socket = dgram.createSocket("udp4");
+  await new Promise<void>((r) => socket.bind(0, "127.0.0.5", r));
+  let responses = 0;
+  socket.on("message", (m) => void (m.subarray(0, 8).toString() === "SIP/2.0 " && responses++));
+  const local = socket.address().port;
+  const offer = fs
+    .readFileSync(path.join(FIXTURES, "flood-stranger.xml"), "utf8")
+    .match(/<nrdl[^]*?<\/nrdl>/)?.[0]
+    .replace(/\[service\]/g, "dc2")
+    .replace(/\[remote_ip\]/g, "127.0.0.1")
+    .replace(/\[call_number\]/g, "counted");
+  if (!offer) throw new Error("flood-stranger.xml carries no NRDL offer");
+  let invites = 0;
+  const end = Date.now() + seconds * 1000;
+  while (Date.now() < end) {
+    for (let i = 0; i < perS / 50; i++) {
+      const id = `counted-${invites++}-${Math.random().toString(36).slice(2)}`;
+      const text = [
+        `INVITE sip:dc2@127.0.0.1:${port} SIP/2.0`,
+        `Via: SIP/2.0/UDP 127.0.0.5:${local};branch=z9hG4bK${id};rport`,
+        "Max-Forwards: 70",
+        `From: <sip:dc1@operator.example>;tag=${id}`,
+        `To: <sip:dc2@127.0.0.1:${port}>`,
+        `Call-ID: ${id}`,
+        "CSeq: 1 INVITE",
+        "Content-Type: application/nrdl+xml",
+        `Content-Length: ${Buffer.byteLength(offer)}`,
+        "",
+        offer,
+      ].join("\r\n");
+      socket.send(text, port, "127.0.0.1");
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await new Promise((r) => setTimeout(r, 33_000)); // Timer G would have resent each answer within 32 s
+  socket.close();
+  return { invites, responses };
 }
 
 /** `count` TCP connections that never send a byte, spread over 20 loopback addresses, held `seconds`. */
@@ -349,6 +397,9 @@ export async function floodedMove(
       rates.seconds,
     );
     const noise = garbage("127.0.0.4", udpPort, rates.garbagePerS, rates.seconds);
+    const counted = rates.countedPerS
+      ? countedStranger(udpPort, rates.countedPerS, Math.min(5, rates.seconds))
+      : Promise.resolve(undefined);
     const idle = idleConnections(
       tcpPort,
       rates.idleConnections,
@@ -360,7 +411,7 @@ export async function floodedMove(
     log("flooded move dc1 -> dc2 ...");
     const m = await move();
     const flooded = figures(m.summary, m.wallMs, await probing);
-    const [s, d, g, i] = await Promise.all([stranger, wrongDigest, noise, idle]);
+    const [s, d, g, i, reflection] = await Promise.all([stranger, wrongDigest, noise, idle, counted]);
     clearInterval(sampler);
     // nothing may stay armed once the agent's timers ran (a dialog whose caller gave up: idleTimeoutS)
     const settled = Date.now();
@@ -377,6 +428,7 @@ export async function floodedMove(
       stranger: s,
       wrongDigest: d,
       garbageSent: g,
+      reflection,
       idle: i,
       rssMiB: { before, duringMax, after },
       leftArmed: status.armed,

@@ -48,3 +48,17 @@ export function provenIdentities(
     for (const uri of assertedUris(req.header("P-Asserted-Identity"))) out.push({ uri: bareUri(uri), proof: "proxy" });
   return out;
 }
+
+/**
+ * Who a per-caller limit counts against: the digest user, else a certificate's or trusted proxy's
+ * identity (many callers behind one proxy are many callers), else the source address.
+ */
+export function callerOf(
+  address: string,
+  digestUser: string | undefined,
+  identities: readonly ProvenIdentity[],
+): string {
+  if (digestUser !== undefined) return `digest user ${digestUser}`;
+  const proven = identities.find((id) => id.proof !== "digest");
+  return proven ? `${proven.uri} (${proven.proof})` : address.replace(/^::ffff:/i, "");
+}

@@ -5,7 +5,7 @@
 import { isIP } from "node:net";
 import { z } from "zod";
 import { DestinationPolicy, type DestinationEntry } from "../access/destinations";
-import { DEFAULT_TIMERS } from "../sip/udp-reliability";
+import { DEFAULT_TIMERS, DEFAULT_MAX_TIMERS } from "../sip/udp-reliability";
 import { ON_ERROR, STRATEGIES } from "../../nrdl/types";
 
 /** 64*T1, RFC 3261's Timer B: how long a source waits for the answer to its INVITE by default. */
@@ -286,6 +286,11 @@ export const configSchema = z
          * and set P-Asserted-Identity itself, as deploy/kamailio/kamailio.cfg does.
          */
         trustedProxies: z.array(z.string().min(1)).default([]),
+        /**
+         * UDP retransmission timers (ours and Timer G's) held at once; beyond it new INVITEs get 503
+         * statelessly. Refusals before admission (403, 401, the rate limit's 503) never hold one.
+         */
+        maxRetransmissionTimers: z.number().int().min(1).max(1_000_000).default(DEFAULT_MAX_TIMERS),
       })
       .strict()
       .prefault({}),

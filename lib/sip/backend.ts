@@ -143,6 +143,13 @@ export interface RequestRefusal {
 }
 
 export interface SipHandlers {
+  /**
+   * Vets a new INVITE or MESSAGE (outside a dialog) before the backend keeps anything of it. The
+   * sip.js backend answers a refusal once, statelessly (RFC 3261 8.2, 17.2.1: no transaction, no
+   * Timer G), so a stranger's request costs one response; drachtio-server answers it in its own
+   * transaction. An admitted request reaches onInvite/onMessage as the same `req` object.
+   */
+  admit?(req: IncomingRequest): RequestRefusal | undefined;
   onInvite?(req: IncomingRequest, res: InviteResponder): void;
   onMessage?(req: IncomingRequest, res: Responder): void;
   /**

@@ -1,6 +1,7 @@
 /** Configuration of the sip.js-core backend: who we are, where we listen, whom we lean on. */
 import type { Logger } from "../log/logger";
 import type { TransportKind } from "./backend";
+import { DEFAULT_MAX_TIMERS } from "./udp-reliability";
 
 export interface ListenSpec {
   transport: TransportKind;
@@ -57,6 +58,11 @@ export interface SipLimits {
   invitesPerSecond?: number;
   /** Addresses exempt from `invitesPerSecond` (proxies relaying many callers; the agent counts those per caller). */
   trustedProxies?: string[];
+  /**
+   * UDP retransmission timers (our requests', Timer G's) held at once; at the cap new INVITEs get 503
+   * statelessly instead of another timer. Refusals of strangers never take one (they are sent once).
+   */
+  maxRetransmissionTimers?: number;
 }
 
 export const DEFAULT_LIMITS: Required<SipLimits> = {
@@ -67,6 +73,7 @@ export const DEFAULT_LIMITS: Required<SipLimits> = {
   connectionIdleS: 120,
   invitesPerSecond: 0,
   trustedProxies: [],
+  maxRetransmissionTimers: DEFAULT_MAX_TIMERS,
 };
 
 export interface SipConfig {

@@ -15,6 +15,7 @@ import type {
   Peer,
   Responder,
   ResponseInfo,
+  RequestRefusal,
   ResponseOptions,
   SipBackend,
   SipBody,
@@ -213,11 +214,23 @@ export class DrachtioBackend implements SipBackend {
     return dialog;
   }
 
+  /** SipHandlers.admit's refusal, in drachtio-server's own transaction (an app cannot answer statelessly). */
+  private refuse(res: SrfResponse, req: IncomingRequest, r: RequestRefusal): void {
+    const headers = {
+      ...r.headers,
+      Warning: warningValue(hostOf(req.ruri), [r.error.reason, ...r.error.details].join("; ")),
+    };
+    this.respond(res, r.error.status, r.error.reason, { headers });
+  }
+
   private receivePlain(req: SrfIncomingRequest, res: SrfResponse): void {
     this.trace("received", req);
+    const seam = incomingRequest(req);
+    const refusal = this.handlers.admit?.(seam);
+    if (refusal) return this.refuse(res, seam, refusal);
     const handler = this.handlers.onMessage;
     if (!handler) return this.respond(res, 405);
-    handler(incomingRequest(req), { send: (status, reason, opts) => this.respond(res, status, reason, opts) });
+    handler(seam, { send: (status, reason, opts) => this.respond(res, status, reason, opts) });
   }
 
   private receiveInvite(req: SrfIncomingRequest, res: SrfResponse): void {
@@ -229,6 +242,9 @@ export class DrachtioBackend implements SipBackend {
       });
     const flood = this.inviteFlood.refuse(req.source_address ?? "");
     if (flood) return refuse(503, "Service Unavailable", flood.warning, { "Retry-After": String(flood.retryAfterS) });
+    const seam = incomingRequest(req);
+    const refusal = this.handlers.admit?.(seam);
+    if (refusal) return this.refuse(res, seam, refusal);
     if (req.body && mediaType(req.get("Content-Type")) !== NRDL_CONTENT_TYPE)
       return refuse(415, NOT_A_PHONE_REASON, NOT_A_PHONE, { Accept: NRDL_CONTENT_TYPE });
     if (!req.body) return refuse(400, "Missing NRDL Offer", "INVITE carries no NRDL offer");
@@ -289,7 +305,7 @@ export class DrachtioBackend implements SipBackend {
       onCancel: (h) => cancelHandlers.push(h),
     };
     try {
-      handler(incomingRequest(req), responder);
+      handler(seam, responder);
     } catch (err) {
       if (!answered) responder.reject(TeleportError.from(err));
       else throw err;

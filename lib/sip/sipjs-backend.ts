@@ -28,7 +28,7 @@ import { Registration } from "./sipjs/registration";
 import { sendInvite, sendMessage, sendOptions, sendQuery } from "./sipjs/uac";
 import { IndexedServers } from "./sipjs/server-index";
 import { useT1 } from "./sipjs/timers";
-import { receiveInvite, receiveMessage, receiveOptions, refusedInDialog } from "./sipjs/uas";
+import { receiveInvite, receiveMessage, receiveOptions, refusedStatelessly } from "./sipjs/uas";
 import { DEFAULT_TIMERS } from "./udp-reliability";
 import { NodeTransport, PLACEHOLDER_HOST, type BoundListener, type TransportOptions } from "./transport";
 
@@ -74,6 +74,7 @@ export class SipJsBackend implements SipBackend {
       requireCore: () => this.requireCore(),
       contactHeader: () => this.contactHeader(),
       sendError: (callId) => this.transport.sendError(callId),
+      replyStateless: (message, options) => this.replyStateless(message, options),
     };
     this.registration = new Registration(this.ua);
   }
@@ -91,6 +92,11 @@ export class SipJsBackend implements SipBackend {
   /** Inbound TCP/TLS connections held now (bounded by limits.maxConnections). */
   get inboundConnections(): number {
     return this.transport.inboundConnections;
+  }
+
+  /** UDP retransmission timers running now (bounded by limits.maxRetransmissionTimers). */
+  get retransmissionTimers(): number {
+    return this.transport.retransmissionTimers;
   }
 
   /** Our Contact URI for one of the listeners, e.g. to put into a peer's configuration. */
@@ -187,9 +193,31 @@ export class SipJsBackend implements SipBackend {
     return `<sip:${this.aorUri.user ?? "teleport"}@${PLACEHOLDER_HOST}>`;
   }
 
+  /** As the core's replyStateless, but written straight to the transport: sent once, never retransmitted. */
+  private replyStateless(message: Core.IncomingRequestMessage, options: Core.ResponseOptions): void {
+    const core = this.requireCore();
+    const response = Core.constructOutgoingResponse(message, {
+      ...options,
+      userAgent: core.configuration.userAgentHeaderFieldValue,
+      supported: [],
+    });
+    this.transport
+      .sendStateless(response.message)
+      .catch((err: unknown) => this.logger.debug("stateless reply not sent", { error: String(err) }));
+  }
+
   private requireCore(): Core.UserAgentCore {
     if (!this.core) throw new TeleportError(500, "SIP backend not started");
     return this.core;
+  }
+
+  /**
+   * Whether the agent vets `message` before the core: in-dialog INFO, BYE (not ACK, CANCEL), and a
+   * new INVITE or MESSAGE that no server transaction holds yet (a retransmission belongs to its own).
+   */
+  private vetted(message: Core.IncomingRequestMessage): boolean {
+    if (message.toTag) return message.method !== "ACK" && message.method !== "CANCEL";
+    return (message.method === "INVITE" || message.method === "MESSAGE") && !this.servers.has(message.viaBranch);
   }
 
   /** From the transport: parse once, answer OPTIONS ourselves, hand the rest to the core. */
@@ -221,13 +249,7 @@ export class SipJsBackend implements SipBackend {
         // Health check: advertise what we accept; the core's own answer would list SDP.
         return receiveOptions(this.ua, core, message);
       }
-      if (
-        message.toTag &&
-        message.method !== "ACK" &&
-        message.method !== "CANCEL" &&
-        refusedInDialog(this.ua, core, message)
-      )
-        return;
+      if (this.vetted(message) && refusedStatelessly(this.ua, message)) return;
       this.servers.focus(message, () => core.receiveIncomingRequestFromTransport(message));
     } catch (err) {
       this.logger.warn("sip message processing failed", {

@@ -3,7 +3,9 @@
  * the core knows. It routes each message itself (requests: top Route, else Request-URI;
  * responses: top Via received/rport, on the connection the request came in on), writes our
  * real address into the Via and Contact the core leaves as a placeholder, stamps
- * received/rport on incoming requests, and adds UDP retransmissions.
+ * received/rport on incoming requests, and adds UDP retransmissions. A refusal made before any
+ * transaction exists goes out through `sendStateless`: once, no Timer G, no cached answer
+ * (RFC 3261 8.2, 17.2.1), so a spoofed source cannot make the agent a reflector.
  */
 import dgram from "node:dgram";
 import dns from "node:dns/promises";
@@ -82,10 +84,11 @@ export class NodeTransport {
   private readonly limits: Required<SipLimits>;
   private readonly inbound: InboundConnections;
   private readonly inviteFlood: InviteFloodGuard;
+  private saturatedLoggedAt = 0;
 
   constructor(private readonly opts: TransportOptions) {
-    this.reliability = new UdpReliability(opts.timers ?? DEFAULT_TIMERS);
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.reliability = new UdpReliability(opts.timers ?? DEFAULT_TIMERS, this.limits.maxRetransmissionTimers);
     this.inbound = new InboundConnections(this.limits, opts.logger);
     this.inviteFlood = new InviteFloodGuard(this.limits, opts.logger);
   }
@@ -93,6 +96,11 @@ export class NodeTransport {
   /** Inbound TCP/TLS connections held now (bounded by limits.maxConnections). */
   get inboundConnections(): number {
     return this.inbound.size;
+  }
+
+  /** UDP retransmission timers running now (bounded by limits.maxRetransmissionTimers). */
+  get retransmissionTimers(): number {
+    return this.reliability.live;
   }
 
   get bound(): BoundListener[] {
@@ -137,6 +145,11 @@ export class NodeTransport {
     }
   }
 
+  /** A response written once, with no retransmission and no cached copy (a stateless UAS's answer). */
+  async sendStateless(response: string): Promise<void> {
+    await this.sendResponse(response, headOf(response), true);
+  }
+
   /** Why the last message of this Call-ID could not be sent (TLS verification, refused connection...). */
   sendError(callId: string): string | undefined {
     return this.sendErrors.get(callId);
@@ -156,7 +169,7 @@ export class NodeTransport {
     }
   }
 
-  private async sendResponse(message: string, head: string): Promise<void> {
+  private async sendResponse(message: string, head: string, stateless = false): Promise<void> {
     const via = topVia(head);
     if (!via) throw new TeleportError(500, "response without Via");
     const transport = via.protocol.toLowerCase() as TransportKind;
@@ -166,7 +179,7 @@ export class NodeTransport {
     const listener = this.listenerFor(transport, family);
     const text = this.fillPlaceholder(message, listener, false);
     await this.write(listener, address, port, text);
-    if (listener.transport === "udp" && !this.opts.unreliable) {
+    if (listener.transport === "udp" && !this.opts.unreliable && !stateless) {
       this.reliability.responseSent(via.branch ?? "", cseqMethod(head), statusOf(message), () =>
         this.rewrite(listener, address, port, text),
       );
@@ -336,7 +349,7 @@ export class NodeTransport {
       reason,
     );
     if (response)
-      await this.send(response).catch((err: unknown) =>
+      await this.sendStateless(response).catch((err: unknown) =>
         this.opts.logger.debug("sip refusal not sent", { error: String(err) }),
       );
   }
@@ -369,7 +382,7 @@ export class NodeTransport {
         const method = text.slice(0, text.indexOf(" "));
         if (this.reliability.requestReceived(topVia(headOf(stamped))?.branch ?? "", method)) return;
       }
-      if (this.refusedOverRate(stamped, source)) return;
+      if (this.refusedNewInvite(stamped, source)) return;
       this.onMessage(stamped, source);
     } else {
       if (source.transport === "udp" && !this.opts.unreliable) {
@@ -381,24 +394,42 @@ export class NodeTransport {
   }
 
   /**
-   * A new INVITE over `invitesPerSecond` from its address: 503 with Retry-After, statelessly and
-   * before sip.js parses it (a flood must cost little). Logged as one summary a second.
+   * A new INVITE the stack will not take, answered 503 with Retry-After statelessly and before sip.js
+   * parses it (a flood must cost little): over `invitesPerSecond` from its address (logged as one
+   * summary a second), or while the UDP retransmission timers are at their cap.
    */
-  private refusedOverRate(text: string, source: Peer): boolean {
+  private refusedNewInvite(text: string, source: Peer): boolean {
     if (!text.startsWith("INVITE ")) return false;
     if (/;\s*tag=/i.test(firstHeader(headOf(text), "to") ?? "")) return false; // in-dialog re-INVITE
-    const refusal = this.inviteFlood.refuse(source.address);
+    const refusal =
+      this.inviteFlood.refuse(source.address) ??
+      (source.transport === "udp" && this.reliability.saturated ? this.saturatedRefusal() : undefined);
     if (!refusal) return false;
     const response = rawResponse(text, 503, "Service Unavailable");
     const warning = `Warning: 399 sip-teleport "${refusal.warning}"`;
     if (response)
-      this.send(
+      this.sendStateless(
         response.replace(
           "\r\nContent-Length: 0",
           `\r\nRetry-After: ${refusal.retryAfterS}\r\n${warning}\r\nContent-Length: 0`,
         ),
       ).catch((err: unknown) => this.opts.logger.debug("sip refusal not sent", { error: String(err) }));
     return true;
+  }
+
+  /** Why an INVITE waits while the timers are at their cap; logged at most once a second. */
+  private saturatedRefusal(): { retryAfterS: number; warning: string } {
+    const why = `${this.reliability.live} UDP retransmissions pending (limits.maxRetransmissionTimers)`;
+    const now = Date.now();
+    if (now - this.saturatedLoggedAt >= 1000) {
+      this.saturatedLoggedAt = now;
+      this.opts.logger.warn("new INVITEs refused: retransmission timers at their cap", {
+        pending: this.reliability.live,
+      });
+    }
+    // the oldest timers end within 64 x T1
+    const retryAfterS = Math.max(1, Math.ceil((64 * (this.opts.timers ?? DEFAULT_TIMERS).t1) / 1000));
+    return { retryAfterS, warning: `Service Unavailable; ${why}` };
   }
 
   private trace(

@@ -2,6 +2,8 @@
  * RFC 3261 reliability over UDP that the sip.js core leaves out (its Timers A/E/G are TODO
  * and J is 0): request retransmission, Timer G for non-2xx INVITE answers, and a cache of
  * final responses replayed when the peer retransmits a request we have already answered.
+ * Live retransmission timers are capped (`maxTimers`): a flood must not grow them without end.
+ * Stateless refusals never come here (transport.ts `sendStateless`).
  */
 export interface ReliabilityTimers {
   t1: number;
@@ -9,6 +11,9 @@ export interface ReliabilityTimers {
 }
 
 export const DEFAULT_TIMERS: ReliabilityTimers = { t1: 500, t2: 4000 };
+
+/** Live retransmissions (ours and Timer G's) held at once by default: far above any real load. */
+export const DEFAULT_MAX_TIMERS = 4096;
 
 interface Retransmission {
   timer: NodeJS.Timeout;
@@ -33,7 +38,20 @@ export class UdpReliability {
   private readonly answered = new Map<string, CachedResponse>();
   private sweeper?: NodeJS.Timeout;
 
-  constructor(private readonly timers: ReliabilityTimers = DEFAULT_TIMERS) {}
+  constructor(
+    private readonly timers: ReliabilityTimers = DEFAULT_TIMERS,
+    private readonly maxTimers = DEFAULT_MAX_TIMERS,
+  ) {}
+
+  /** Retransmission timers running now. */
+  get live(): number {
+    return this.requests.size + this.unacked.size;
+  }
+
+  /** At the cap: new INVITEs are refused statelessly (transport.ts) rather than given a timer. */
+  get saturated(): boolean {
+    return this.live >= this.maxTimers;
+  }
 
   /** We sent a request over UDP: retransmit it until a response arrives (ACK is never retransmitted). */
   requestSent(branch: string, method: string, resend: () => void): void {
@@ -98,6 +116,7 @@ export class UdpReliability {
   }
 
   private schedule(table: Map<string, Retransmission>, key: string, resend: () => void, invite: boolean): void {
+    if (this.saturated) return; // sent once; the peer's own retransmissions (or our Timer B/F) recover
     const { t1, t2 } = this.timers;
     const r: Retransmission = {
       interval: t1,

@@ -99,21 +99,24 @@ describe("in-dialog requests are held to what admitted the INVITE", () => {
     return req;
   };
 
-  it("address: any address the allowlist admits", () => {
+  it("address: only the address that was admitted, not any other the allowlist admits", () => {
     const a = judged(request("10.0.0.5", "sip:x@y"));
-    expect(a).toEqual({ by: "address" });
-    expect(inDialogRefusal(request("10.0.0.9", "sip:x@y"), a, policy, [])).toBeUndefined();
-    expect(inDialogRefusal(request("192.0.2.9", "sip:x@y"), a, policy, [])).toMatch(/not in this host's allowlist/);
+    expect(a).toEqual({ by: "address", peer: "10.0.0.5" });
+    expect(inDialogRefusal(request("10.0.0.5", "sip:x@y"), a, [], false)).toBeUndefined();
+    expect(inDialogRefusal(request("10.0.0.9", "sip:x@y"), a, [], false)).toMatch(
+      /admitted by the address 10\.0\.0\.5/,
+    );
+    expect(inDialogRefusal(request("192.0.2.9", "sip:x@y"), a, [], false)).toMatch(/admitted by the address/);
   });
 
   it("certificate: the same SIP URI from a verified certificate, never the same URI by another proof", () => {
     const a = judged(withCert("192.0.2.9", ["sip:dc1@dc1.example"]));
-    expect(inDialogRefusal(withCert("192.0.2.7", ["sip:dc1@dc1.example"]), a, policy, [])).toBeUndefined();
-    expect(inDialogRefusal(withCert("192.0.2.9", ["sip:dc1@other.example"]), a, policy, [])).toMatch(
+    expect(inDialogRefusal(withCert("192.0.2.7", ["sip:dc1@dc1.example"]), a, [], false)).toBeUndefined();
+    expect(inDialogRefusal(withCert("192.0.2.9", ["sip:dc1@other.example"]), a, [], false)).toMatch(
       /proves sip:dc1@other\.example \(certificate\), but sip:dc1@dc1\.example \(certificate\) opened/,
     );
     const pai = { "p-asserted-identity": "<sip:dc1@dc1.example>" };
-    expect(inDialogRefusal(request("192.0.2.1", "sip:x@y", pai), a, policy, ["192.0.2.1"])).toMatch(
+    expect(inDialogRefusal(request("192.0.2.1", "sip:x@y", pai), a, ["192.0.2.1"], false)).toMatch(
       /proves sip:dc1@dc1\.example \(proxy\)/,
     );
   });
@@ -123,24 +126,31 @@ describe("in-dialog requests are held to what admitted the INVITE", () => {
     const pai = (uri: string) => ({ "p-asserted-identity": `<${uri}>` });
     const invite = request("192.0.2.1", "sip:x@y", { ...pai("sip:dc1@ops"), "record-route": "<sip:192.0.2.1;lr>" });
     const a = judged(invite, undefined, proxies);
-    expect(a).toEqual({ by: "identity", identities: [{ uri: "sip:dc1@ops", proof: "proxy" }], relay: "192.0.2.1" });
+    expect(a).toEqual({
+      by: "identity",
+      peer: "192.0.2.1",
+      identities: [{ uri: "sip:dc1@ops", proof: "proxy" }],
+      relay: "192.0.2.1",
+    });
     expect(unprovableDialog(a)).toBeUndefined();
-    expect(inDialogRefusal(request("192.0.2.2", "sip:x@y", pai("sip:dc1@ops")), a, policy, proxies)).toBeUndefined();
-    expect(inDialogRefusal(request("192.0.2.1", "sip:x@y"), a, policy, proxies)).toBeUndefined();
-    expect(inDialogRefusal(request("192.0.2.2", "sip:x@y"), a, policy, proxies)).toMatch(/proves no identity/);
-    expect(inDialogRefusal(request("192.0.2.1", "sip:x@y", pai("sip:dc1@x")), a, policy, proxies)).toMatch(
+    expect(inDialogRefusal(request("192.0.2.2", "sip:x@y", pai("sip:dc1@ops")), a, proxies, false)).toBeUndefined();
+    expect(inDialogRefusal(request("192.0.2.1", "sip:x@y"), a, proxies, false)).toBeUndefined();
+    expect(inDialogRefusal(request("192.0.2.2", "sip:x@y"), a, proxies, false)).toMatch(/proves no identity/);
+    expect(inDialogRefusal(request("192.0.2.1", "sip:x@y", pai("sip:dc1@x")), a, proxies, false)).toMatch(
       /proves sip:dc1@x \(proxy\)/,
     );
-    expect(inDialogRefusal(request("192.0.2.9", "sip:x@y", pai("sip:dc1@ops")), a, policy, proxies)).toMatch(
+    expect(inDialogRefusal(request("192.0.2.9", "sip:x@y", pai("sip:dc1@ops")), a, proxies, false)).toMatch(
       /from 192\.0\.2\.9 over UDP proves no identity/,
     );
     const direct = judged(request("192.0.2.1", "sip:x@y", pai("sip:dc1@ops")), undefined, proxies);
     expect(unprovableDialog(direct)).toMatch(/did not Record-Route/);
   });
 
-  it("digest: left to the re-challenge (security.digestInDialog)", () => {
+  it("digest: the re-challenge (security.digestInDialog), else the admitted peer's address", () => {
     const a = judged(request("192.0.2.9", "sip:x@y"), "dc1");
-    expect(inDialogRefusal(request("192.0.2.8", "sip:x@y"), a, policy, [])).toBeUndefined();
+    expect(inDialogRefusal(request("192.0.2.8", "sip:x@y"), a, [], true)).toBeUndefined();
+    expect(inDialogRefusal(request("192.0.2.9", "sip:x@y"), a, [], false)).toBeUndefined();
+    expect(inDialogRefusal(request("192.0.2.8", "sip:x@y"), a, [], false)).toMatch(/digestInDialog is off/);
   });
 });
 

@@ -20,4 +20,6 @@ export interface UserAgentContext {
   contactHeader(): string;
   /** Why the transport could not send the request of this Call-ID, if it could not. */
   sendError(callId: string): string | undefined;
+  /** Answers a request once, without a transaction, retransmission or cached copy (a stateless refusal). */
+  replyStateless(message: Core.IncomingRequestMessage, options: Core.ResponseOptions): void;
 }

@@ -94,8 +94,13 @@ export function warning(host: string, text: string): string {
   return `Warning: 399 ${host} "${text.replace(/["\\]/g, "'").replace(/[\r\n]+/g, " ")}"`;
 }
 
+/** One seam object per core message: what SipHandlers.admit was shown is what onInvite gets. */
+const seamRequests = new WeakMap<Core.IncomingRequestMessage, IncomingRequest>();
+
 export function incomingRequest(msg: Core.IncomingRequestMessage, peers: PeerMap): IncomingRequest {
-  return {
+  const known = seamRequests.get(msg);
+  if (known) return known;
+  const req: IncomingRequest = {
     method: msg.method,
     ruri: msg.ruri?.toString() ?? "",
     callId: msg.callId,
@@ -105,4 +110,6 @@ export function incomingRequest(msg: Core.IncomingRequestMessage, peers: PeerMap
     body: msg.body ? { contentType: msg.getHeader("content-type") ?? "", content: msg.body } : undefined,
     source: peers.get(msg) ?? { address: "", port: 0, transport: "udp" },
   };
+  seamRequests.set(msg, req);
+  return req;
 }

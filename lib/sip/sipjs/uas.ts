@@ -18,18 +18,22 @@ import {
 import { NOT_A_PHONE, NOT_A_PHONE_REASON } from "../not-a-phone";
 
 /**
- * Runs the dialog's own vetting, then the agent's `authorize`, on an in-dialog request; true when
- * it was refused (answered statelessly, the dialog untouched).
+ * Runs the agent's `admit` on a new INVITE or MESSAGE; on an in-dialog request the dialog's own
+ * vetting, then the agent's `authorize`. True when it was refused (answered once, statelessly: the
+ * core never sees the request, so the dialog is untouched).
  */
-export function refusedInDialog(
-  ua: UserAgentContext,
-  core: Core.UserAgentCore,
-  message: Core.IncomingRequestMessage,
-): boolean {
+export function refusedStatelessly(ua: UserAgentContext, message: Core.IncomingRequestMessage): boolean {
   const req = incomingRequest(message, ua.peers);
+  const handlers = ua.handlers();
   // the dialog's own check first: the core would end the dialog on any BYE it is handed
-  const own = ua.dialogs.get(message.callId + (message.toTag ?? "") + (message.fromTag ?? ""))?.refusal(req);
-  const refusal = own ? { error: new TeleportError(403, "Forbidden", [own]) } : ua.handlers().authorize?.(req);
+  const own = message.toTag
+    ? ua.dialogs.get(message.callId + (message.toTag ?? "") + (message.fromTag ?? ""))?.refusal(req)
+    : undefined;
+  const refusal = own
+    ? { error: new TeleportError(403, "Forbidden", [own]) }
+    : message.toTag
+      ? handlers.authorize?.(req)
+      : handlers.admit?.(req);
   if (!refusal) return false;
   if (own) ua.logger.warn("in-dialog request refused", { method: req.method, callId: req.callId, reason: own });
   const { error, headers } = refusal;
@@ -37,7 +41,7 @@ export function refusedInDialog(
     ...headerLines(headers),
     warning(message.ruri?.host ?? "sip-teleport", [error.reason, ...error.details].join("; ")),
   ];
-  core.replyStateless(message, { statusCode: error.status, reasonPhrase: error.reason, extraHeaders });
+  ua.replyStateless(message, { statusCode: error.status, reasonPhrase: error.reason, extraHeaders });
   return true;
 }
 
