@@ -38,3 +38,14 @@ export function runnableBackends<T extends string>(kinds: readonly T[], suite: s
   noteNotRun(`${suite} (drachtio)`, why);
   return kinds.filter((k) => k !== "drachtio");
 }
+
+/**
+ * One of the e2e suites again, unchanged, with both agents as drachtio-srf apps on drachtio-servers of
+ * their own: `load` requires the suite (it registers its tests when loaded). One suite per file keeps
+ * each file's time its own.
+ */
+export function onDrachtio(suite: string, load: () => void): void {
+  process.env.SIP_TELEPORT_TEST_BACKEND = "drachtio";
+  if (drachtioUnavailable() === undefined) load();
+  else describeDrachtio(`${suite} on drachtio`, () => test("needs a drachtio-server", () => undefined));
+}

@@ -138,6 +138,7 @@ describe("agents as processes", () => {
         stateDir: path.join(base, "dc2-state"),
         migration: { address: "127.0.0.1", ports },
         timers: { idleTimeoutS: 300 },
+        security: { allow: ["127.0.0.1"] }, // the lab's loopback, trusted explicitly
       };
       const dc2File = writeConfig(path.join(base, "dc2.json"), dc2);
       const dc1Cfg = parseConfig({
