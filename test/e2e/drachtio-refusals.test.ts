@@ -1,6 +1,7 @@
 /**
  * The contract of two backends: refusals.test.ts (the refusals 400/403/415/486/488, CANCEL while
- * arming, digest) again, unchanged, with both agents as drachtio-srf apps, each on its own drachtio-server. Any suite runs so: SIP_TELEPORT_TEST_BACKEND=drachtio.
+ * arming, digest) again, unchanged, with both agents as drachtio-srf apps, each on its own
+ * drachtio-server. Any suite runs so: SIP_TELEPORT_TEST_BACKEND=drachtio.
  */
 import { onDrachtio } from "../harness/drachtio";
 
