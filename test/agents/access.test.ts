@@ -22,12 +22,12 @@ function request(address: string, from: string, headers: Record<string, string> 
 }
 
 describe("destination access policy", () => {
-  it("allows only loopback when nothing is configured", () => {
+  it("admits no one when nothing is configured: loopback is no identity", () => {
     const p = new AccessPolicy([]);
-    expect(p.check({ address: "127.0.0.1", fromUri: "sip:anyone@x", identities: [] })).toBeUndefined();
-    expect(p.check({ address: "::1", fromUri: "sip:anyone@x", identities: [] })).toBeUndefined();
-    expect(p.check({ address: "::ffff:127.0.0.5", fromUri: "sip:anyone@x", identities: [] })).toBeUndefined();
-    expect(p.check({ address: "10.0.0.9", fromUri: "sip:dc1@x", identities: [] })).toMatch(/not loopback/);
+    for (const address of ["127.0.0.1", "::1", "::ffff:127.0.0.5", "10.0.0.9"])
+      expect(p.check({ address, fromUri: "sip:anyone@x", identities: [] })).toMatch(/security\.allow is empty/);
+    const proven = [{ uri: "sip:dc1@x", proof: "digest" as const }];
+    expect(p.check({ address: "127.0.0.1", fromUri: "sip:dc1@x", identities: proven })).toMatch(/is empty/);
   });
 
   it("matches addresses and subnets on the network source, URI patterns on proven identities only", () => {

@@ -94,7 +94,7 @@ test("eve, registered but not in the console's allowlist, is refused and nothing
   // the console refused it (not the proxy), on the identity Kamailio asserted
   const refusal = pair.dc1.trace.find((e) => e.direction === "sent" && e.message.startsWith("SIP/2.0 403"));
   expect(refusal?.message).toMatch(
-    /^Warning: 399 sip-teleport "sip:eve@teleport\.test \(proxy\) .*not in this host's allowlist/m,
+    /^Warning: 399 \S+ "Forbidden; sip:eve@teleport\.test \(proxy\) .*not in this host's allowlist/m,
   );
   expect(placement(pair)).toEqual({ router1: ["dc1"], video: ["dc1"] });
   expect(consoleRunning.line.snapshot().phase).toBe("idle");

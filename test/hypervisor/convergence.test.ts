@@ -63,6 +63,9 @@ test("auto-converge: the throttled guest converges and moves", async () => {
 });
 
 test("postcopy: pre-copy stops gaining, post-copy completes the move back", async () => {
+  // the writer dirties at full speed again on dc2 (two passes, as before the first move): else pre-copy may converge
+  const before = passes("dc2").length;
+  await until("two more passes on dc2", () => passes("dc2").length >= before + 2, 20_000);
   const { result, phases } = await move("dc2", "dc1", { ...dirtying, convergence: "postcopy" });
   expect(phases).toContain("postcopy");
   expect(result.transferredBytes).toBeGreaterThan(0);
