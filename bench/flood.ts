@@ -56,12 +56,14 @@ async function main(): Promise<void> {
   console.log(sippRow(`wrong digest ${rates.wrongDigestPerS}/s from 127.0.0.3`, r.wrongDigest));
   for (const s of [r.stranger, r.wrongDigest]) if (!s.successful) console.log(s.output.slice(-1500));
   console.log(`garbage UDP: ${r.garbageSent} datagrams from 127.0.0.4`);
-  if (r.reflection)
+  if (r.reflection) {
+    const { invites, answered, responses, mostCopies } = r.reflection;
     console.log(
-      `counted stranger 127.0.0.5: ${r.reflection.invites} INVITEs, ${r.reflection.responses} responses in 33 s ` +
-        `after the last: ${(r.reflection.responses / Math.max(1, r.reflection.invites)).toFixed(2)} responses ` +
-        "per refused INVITE",
+      `counted stranger 127.0.0.5: ${invites} INVITEs sent, ${answered} refused (the rest unanswered: dropped before the agent read them) ` +
+        `${responses} responses in 33 s after the last: ` +
+        `${(responses / Math.max(1, answered)).toFixed(2)} responses per refused INVITE (most to one: ${mostCopies})`,
     );
+  }
   console.log(
     `idle TCP: ${r.idle.opened} opened from 127.0.0.10-29, ${r.idle.refusedAtOnce} closed within 1 s, ` +
       `at most ${r.idle.agentHeldMax} held by the agent, ${r.idle.openAtEnd} still open after ${rates.seconds} s`,

@@ -76,8 +76,12 @@ export interface FloodReport {
   stranger: SippResult;
   wrongDigest: SippResult;
   garbageSent: number;
-  /** The counted stranger's INVITEs and the datagrams that came back to its socket (1.0 each: sent once). */
-  reflection?: { invites: number; responses: number };
+  /**
+   * The counted stranger's INVITEs, those the agent answered (distinct Call-IDs: what it refused; the rest were
+   * lost in a full socket before it read them), every datagram that came back (responses / answered = copies per
+   * refusal, 1.0 when sent once) and the most copies any one got.
+   */
+  reflection?: { invites: number; answered: number; responses: number; mostCopies: number };
   idle: { opened: number; refusedAtOnce: number; openAtEnd: number; agentHeldMax: number };
   rssMiB: { before: number; duringMax: number; after: number };
   /** After the flood and the agent's timers: probe listeners armed, journal entries, the VMs' placement. */
@@ -214,7 +218,14 @@ async function countedStranger(port: number, perS: number, seconds: number) {
   const socket = dgram.createSocket("udp4");
   await new Promise<void>((r) => socket.bind(0, "127.0.0.5", r));
   let responses = 0;
-  socket.on("message", (m) => void (m.subarray(0, 8).toString() === "SIP/2.0 " && responses++));
+  const copies = new Map<string, number>();
+  socket.on("message", (m) => {
+    const text = m.toString("utf8");
+    if (!text.startsWith("SIP/2.0 ")) return;
+    responses++;
+    const callId = /^Call-ID:\s*(\S+)/im.exec(text)?.[1] ?? "";
+    copies.set(callId, (copies.get(callId) ?? 0) + 1);
+  });
   const local = socket.address().port;
   const offer = fs
     .readFileSync(path.join(FIXTURES, "flood-stranger.xml"), "utf8")
@@ -247,7 +258,7 @@ async function countedStranger(port: number, perS: number, seconds: number) {
   }
   await new Promise((r) => setTimeout(r, 33_000)); // Timer G would have resent each answer within 32 s
   socket.close();
-  return { invites, responses };
+  return { invites, answered: copies.size, responses, mostCopies: Math.max(0, ...copies.values()) };
 }
 
 /** `count` TCP connections that never send a byte, spread over 20 loopback addresses, held `seconds`. */
