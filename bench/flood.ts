@@ -59,8 +59,8 @@ async function main(): Promise<void> {
   if (r.reflection) {
     const { invites, answered, responses, mostCopies } = r.reflection;
     console.log(
-      `counted stranger 127.0.0.5: ${invites} INVITEs sent, ${answered} refused (the rest unanswered: dropped before the agent read them) ` +
-        `${responses} responses in 33 s after the last: ` +
+      `counted stranger 127.0.0.5: ${invites} INVITEs sent, ${answered} refused (the rest unanswered: ` +
+        `dropped before the agent read them), ${responses} responses in 33 s after the last: ` +
         `${(responses / Math.max(1, answered)).toFixed(2)} responses per refused INVITE (most to one: ${mostCopies})`,
     );
   }

@@ -26,7 +26,7 @@ import { silentLogger } from "../../lib/log/logger";
 import { buildNrdl, offerDocument, parseNrdl } from "../../nrdl";
 import { NRDL_MIME } from "../../nrdl/types";
 import { bootOnSource, guestDefs, startPair, type Pair, SEQUENTIAL } from "../harness";
-import { ensureBuilt, runCli, type CliProcess } from "../e2e/cli-process";
+import { ensureBuilt, runCli } from "../e2e/cli-process";
 import { FaultMatrix, journalOf, killQemu, pidIn, until, type HostDirs } from "./fault-report";
 
 jest.setTimeout(180_000);
