@@ -3,27 +3,19 @@
  * that expire and cannot be replayed, and an allowlist that judges the authenticated user, not
  * the From header. Raw requests are written by hand so forged and replayed ones can be sent.
  */
-import { randomBytes } from "node:crypto";
 import { parseConfig } from "../../lib/config/load";
-import { buildNrdl, offerDocument } from "../../nrdl";
 import { bootOnSource, expectAllOn, guestDefs, placement, pairPerTest, extraSource, move } from "../harness";
-import { RawSipClient, digestAnswer, rawInDialog, rawInvite, type RawResponse } from "./raw-sip";
+import {
+  RawSipClient,
+  digestAnswer,
+  rawInDialog,
+  rawInvite,
+  type RawResponse,
+  rawOffer,
+  sha256Challenge,
+} from "./raw-sip";
 
-const offer = (vm: string) =>
-  buildNrdl(
-    offerDocument({
-      id: `mig-${randomBytes(3).toString("hex")}`,
-      sourceUri: "sip:dc1@127.0.0.1",
-      destinationUri: "sip:dc2@127.0.0.1",
-      vms: [{ name: vm, memoryMib: 96 }],
-    }),
-  );
-
-function sha256Challenge(r: RawResponse | undefined): string {
-  const c = r?.header("www-authenticate").find((h) => /SHA-256/.test(h));
-  if (!c) throw new Error(`no SHA-256 challenge in ${r?.text ?? "(no response)"}`);
-  return c;
-}
+const offer = rawOffer;
 
 describe("digest authentication over SIP", () => {
   const start = pairPerTest();

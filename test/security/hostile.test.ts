@@ -7,23 +7,14 @@
  */
 import { randomBytes } from "node:crypto";
 import fc from "fast-check";
-import { buildNrdl, offerDocument } from "../../nrdl";
 import { NRDL_MIME } from "../../nrdl/types";
 import { bootOnSource, expectAllOn, guestDefs, placement, refusal, SEQUENTIAL, pairPerTest } from "../harness";
-import { RawSipClient, rawInvite, type RawInvite } from "./raw-sip";
+import { RawSipClient, rawInvite, type RawInvite, rawOffer } from "./raw-sip";
 
 const SEED = Number(process.env.FUZZ_SEED ?? 20261125);
 const RUNS = 300;
 
-const offerOf = (vm: string) =>
-  buildNrdl(
-    offerDocument({
-      id: `mig-${randomBytes(3).toString("hex")}`,
-      sourceUri: "sip:dc1@127.0.0.1",
-      destinationUri: "sip:dc2@127.0.0.1",
-      vms: [{ name: vm, memoryMib: 96 }],
-    }),
-  );
+const offerOf = rawOffer;
 
 /** Insert `lines` right after the request line (they come before the headers a response needs). */
 const withLines = (inv: RawInvite, lines: string[], after = 0): string => {

@@ -7,23 +7,14 @@
  * still ends the dialog. Raw requests, written by hand, play the caller, the proxy and the forger.
  */
 import fs from "node:fs";
-import { randomBytes } from "node:crypto";
-import { buildNrdl, offerDocument } from "../../nrdl";
+import { buildNrdl } from "../../nrdl";
 import { NRDL_MIME } from "../../nrdl/types";
 import { guestDefs, pairPerTest, placement, runnableBackends, type Pair } from "../harness";
 import { tempDir } from "../sip/helpers";
 import { makeCa } from "./certs";
-import { RawSipClient, rawInDialog, rawInvite, type RawInvite, type RawResponse } from "./raw-sip";
+import { RawSipClient, rawInDialog, rawInvite, type RawInvite, type RawResponse, rawOffer } from "./raw-sip";
 
-const offer = (vm: string, sourceUri: string) =>
-  buildNrdl(
-    offerDocument({
-      id: `mig-${randomBytes(3).toString("hex")}`,
-      sourceUri,
-      destinationUri: "sip:dc2@127.0.0.1",
-      vms: [{ name: vm, memoryMib: 96 }],
-    }),
-  );
+const offer = rawOffer;
 
 /** An INFO body the destination accepts (an NRDL status), so only the identity decides. */
 const status = (vm: string) => ({

@@ -6,22 +6,20 @@
  * the callers a trusted proxy relays one by one, by the identity it asserts. Raw UDP sockets play
  * the caller, a second allowlisted host, the proxy and the forger; router1 is armed for real.
  */
-import { randomBytes } from "node:crypto";
-import { buildNrdl, offerDocument } from "../../nrdl";
 import { guestDefs, pairPerTest, placement, type Pair } from "../harness";
-import { RawSipClient, digestAnswer, rawInDialog, rawInvite, type RawInvite, type RawResponse } from "./raw-sip";
+import {
+  RawSipClient,
+  digestAnswer,
+  rawInDialog,
+  rawInvite,
+  type RawInvite,
+  type RawResponse,
+  rawOffer,
+} from "./raw-sip";
 
 jest.setTimeout(90_000);
 
-const offer = (vm: string, sourceUri: string) =>
-  buildNrdl(
-    offerDocument({
-      id: `mig-${randomBytes(3).toString("hex")}`,
-      sourceUri,
-      destinationUri: "sip:dc2@127.0.0.1",
-      vms: [{ name: vm, memoryMib: 96 }],
-    }),
-  );
+const offer = rawOffer;
 
 interface Opened {
   invite: RawInvite;

@@ -9,29 +9,19 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { randomBytes } from "node:crypto";
 import { configWarnings } from "../../agents/commands/config";
 import { startConsole } from "../../agents/console";
 import { loadConfig, parseConfig } from "../../lib/config/load";
 import { silentLogger } from "../../lib/log/logger";
-import { buildNrdl, offerDocument } from "../../nrdl";
 import { hostOf } from "../../agents/wiring";
 import { guestDefs, pairPerTest, sipBackend } from "../harness";
 import { request } from "../console/http";
 import { tempDir } from "../sip/helpers";
-import { RawSipClient, rawInvite } from "./raw-sip";
+import { RawSipClient, rawInvite, rawOffer } from "./raw-sip";
 
 const ROOT = path.join(__dirname, "..", "..");
 
-const offer = (vm: string) =>
-  buildNrdl(
-    offerDocument({
-      id: `mig-${randomBytes(3).toString("hex")}`,
-      sourceUri: "sip:dc1@127.0.0.1",
-      destinationUri: "sip:dc2@127.0.0.1",
-      vms: [{ name: vm, memoryMib: 96 }],
-    }),
-  );
+const offer = rawOffer;
 
 describe("the destination's default config", () => {
   const start = pairPerTest();

@@ -4,34 +4,19 @@
  * or entity is refused like any unknown name. The first case is the exploit that voided digest:
  * user `constructor` with the text of Object as its password was admitted.
  */
-import { randomBytes } from "node:crypto";
 import { namedPlan } from "../../agents/console/plans";
 import { parseConfig } from "../../lib/config/load";
 import { DigestServer, parseDigestHeader } from "../../lib/sip/digest";
-import { buildNrdl, offerDocument, parseNrdl } from "../../nrdl";
+import { parseNrdl } from "../../nrdl";
 import { guestDefs, pairPerTest } from "../harness";
-import { RawSipClient, digestAnswer, rawInvite, type RawResponse } from "./raw-sip";
+import { RawSipClient, digestAnswer, rawInvite, rawOffer, sha256Challenge } from "./raw-sip";
 
 /** Every inherited name, and the text a forger would give as its "password" (what String() of it prints). */
 const INHERITED: Array<[string, string]> = [...Object.getOwnPropertyNames(Object.prototype), "__proto__"].map(
   (name) => [name, String((Object.prototype as unknown as Record<string, unknown>)[name])],
 );
 
-const offer = (vm: string) =>
-  buildNrdl(
-    offerDocument({
-      id: `mig-${randomBytes(3).toString("hex")}`,
-      sourceUri: "sip:dc1@127.0.0.1",
-      destinationUri: "sip:dc2@127.0.0.1",
-      vms: [{ name: vm, memoryMib: 96 }],
-    }),
-  );
-
-function sha256Challenge(r: RawResponse | undefined): string {
-  const c = r?.header("www-authenticate").find((h) => /SHA-256/.test(h));
-  if (!c) throw new Error(`no SHA-256 challenge in ${r?.text ?? "(no response)"}`);
-  return c;
-}
+const offer = rawOffer;
 
 test("the digest server knows only its own users", () => {
   const server = new DigestServer({ realm: "r", users: { dc1: "pw" } });

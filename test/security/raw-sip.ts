@@ -9,6 +9,7 @@ import net from "node:net";
 import tls from "node:tls";
 import { parseDigestHeader } from "../../lib/sip/digest";
 import { StreamFramer } from "../../lib/sip/wire";
+import { buildNrdl, offerDocument } from "../../nrdl";
 
 export interface RawResponse {
   status: number;
@@ -210,4 +211,23 @@ export function rawInDialog(
     "",
     body,
   ].join("\r\n");
+}
+
+/** An NRDL offer of one 96 MiB VM to dc2 on loopback, with a fresh migration id. */
+export function rawOffer(vm: string, sourceUri = "sip:dc1@127.0.0.1"): string {
+  return buildNrdl(
+    offerDocument({
+      id: `mig-${randomBytes(3).toString("hex")}`,
+      sourceUri,
+      destinationUri: "sip:dc2@127.0.0.1",
+      vms: [{ name: vm, memoryMib: 96 }],
+    }),
+  );
+}
+
+/** The SHA-256 challenge of a 401, or a failure that shows what came instead. */
+export function sha256Challenge(r: RawResponse | undefined): string {
+  const c = r?.header("www-authenticate").find((h) => /SHA-256/.test(h));
+  if (!c) throw new Error(`no SHA-256 challenge in ${r?.text ?? "(no response)"}`);
+  return c;
 }

@@ -5,22 +5,12 @@
  * 64 x T1 = 1.28 s) lets the test wait out every copy the old code sent. Raw UDP sockets play the
  * stranger (127.0.0.2, outside the allowlist) and an allowed caller that never ACKs.
  */
-import { randomBytes } from "node:crypto";
-import { buildNrdl, offerDocument } from "../../nrdl";
 import { guestDefs, pairPerTest, type Pair } from "../harness";
-import { RawSipClient, rawInvite, type RawInvite } from "./raw-sip";
+import { RawSipClient, rawInvite, type RawInvite, rawOffer } from "./raw-sip";
 
 jest.setTimeout(60_000);
 
-const offerOf = (vm: string) =>
-  buildNrdl(
-    offerDocument({
-      id: `mig-${randomBytes(3).toString("hex")}`,
-      sourceUri: "sip:dc1@127.0.0.1",
-      destinationUri: "sip:dc2@127.0.0.1",
-      vms: [{ name: vm, memoryMib: 96 }],
-    }),
-  );
+const offerOf = rawOffer;
 
 /** The destination's live UDP retransmission timers (the sip.js backend's count). */
 const timersOf = (pair: Pair): number | undefined =>
