@@ -6,7 +6,7 @@
  * request from the destination's own address and transport is still taken.
  */
 import type { SourceCall } from "../../agents/source/call";
-import { bootOnSource, guestDefs, pairPerTest, SEQUENTIAL, type Pair } from "../harness";
+import { bootOnSource, guestDefs, pairPerTest, runnableBackends, SEQUENTIAL, type Pair } from "../harness";
 import { RawSipClient } from "./raw-sip";
 
 jest.setTimeout(120_000);
@@ -48,51 +48,54 @@ function dialogOf(pair: Pair) {
   };
 }
 
-describe.each(["sipjs", "drachtio"] as const)("in-dialog requests to the source (%s)", (backend) => {
-  const start = pairPerTest();
-  let pair: Pair;
-  let call: SourceCall;
-  let dc1Port: number;
+describe.each(runnableBackends(["sipjs", "drachtio"] as const, "in-dialog requests to the source"))(
+  "in-dialog requests to the source (%s)",
+  (backend) => {
+    const start = pairPerTest();
+    let pair: Pair;
+    let call: SourceCall;
+    let dc1Port: number;
 
-  beforeEach(async () => {
-    pair = await start(await guestDefs([["router1", "router"]]), { transport: "udp", backend });
-    await bootOnSource(pair);
-    call = await pair.dc1.agent.call({ to: pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL });
-    dc1Port = pair.dc1.sip.listeners[0].port;
-  });
+    beforeEach(async () => {
+      pair = await start(await guestDefs([["router1", "router"]]), { transport: "udp", backend });
+      await bootOnSource(pair);
+      call = await pair.dc1.agent.call({ to: pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL });
+      dc1Port = pair.dc1.sip.listeners[0].port;
+    });
 
-  it("refuses a forged BYE and INFO from another address with 403; the dialog survives", async () => {
-    const dialog = dialogOf(pair);
-    const forger = await RawSipClient.udp(dc1Port, "127.0.0.1", "127.0.0.2");
-    try {
-      forger.send(dialog.request("INFO", 900, forger, "127.0.0.2"));
-      expect((await forger.final(dialog.callId, 3000, "900 INFO"))?.status).toBe(403);
-      forger.send(dialog.request("BYE", 901, forger, "127.0.0.2"));
-      const bye = await forger.final(dialog.callId, 3000, "901 BYE");
-      expect(bye?.status).toBe(403);
-      expect(bye?.header("warning")[0]).toMatch(
-        /BYE from 127\.0\.0\.2 over UDP, but the dialog's 200 OK came from 127\.0\.0\.1 over UDP/,
-      );
-    } finally {
-      forger.close();
-    }
-    // drachtio-server drops a dialog on any BYE before its app answers (README, Security): refused, yet over
-    if (backend === "drachtio") return void expect((await call.bye()).destinationReport).toBeUndefined();
-    // the dialog is intact: our BYE reaches the destination, whose report comes back in its 200
-    const summary = await call.bye();
-    expect(summary.destinationReport?.kind).toBe("report");
-    expect(summary.vms).toEqual([expect.objectContaining({ vm: "router1", state: "aborted", host: "dc1" })]);
-  });
+    it("refuses a forged BYE and INFO from another address with 403; the dialog survives", async () => {
+      const dialog = dialogOf(pair);
+      const forger = await RawSipClient.udp(dc1Port, "127.0.0.1", "127.0.0.2");
+      try {
+        forger.send(dialog.request("INFO", 900, forger, "127.0.0.2"));
+        expect((await forger.final(dialog.callId, 3000, "900 INFO"))?.status).toBe(403);
+        forger.send(dialog.request("BYE", 901, forger, "127.0.0.2"));
+        const bye = await forger.final(dialog.callId, 3000, "901 BYE");
+        expect(bye?.status).toBe(403);
+        expect(bye?.header("warning")[0]).toMatch(
+          /BYE from 127\.0\.0\.2 over UDP, but the dialog's 200 OK came from 127\.0\.0\.1 over UDP/,
+        );
+      } finally {
+        forger.close();
+      }
+      // drachtio-server drops a dialog on any BYE before its app answers (README, Security): refused, yet over
+      if (backend === "drachtio") return void expect((await call.bye()).destinationReport).toBeUndefined();
+      // the dialog is intact: our BYE reaches the destination, whose report comes back in its 200
+      const summary = await call.bye();
+      expect(summary.destinationReport?.kind).toBe("report");
+      expect(summary.vms).toEqual([expect.objectContaining({ vm: "router1", state: "aborted", host: "dc1" })]);
+    });
 
-  it("takes a BYE from the destination's own address and transport (it ends the dialog)", async () => {
-    const dialog = dialogOf(pair);
-    const peer = await RawSipClient.udp(dc1Port, "127.0.0.1", "127.0.0.1");
-    try {
-      peer.send(dialog.request("BYE", 902, peer, "127.0.0.1"));
-      expect((await peer.final(dialog.callId, 3000, "902 BYE"))?.status).toBe(200);
-    } finally {
-      peer.close();
-    }
-    expect((await call.bye()).destinationReport).toBeUndefined(); // over already: no BYE of ours went out
-  });
-});
+    it("takes a BYE from the destination's own address and transport (it ends the dialog)", async () => {
+      const dialog = dialogOf(pair);
+      const peer = await RawSipClient.udp(dc1Port, "127.0.0.1", "127.0.0.1");
+      try {
+        peer.send(dialog.request("BYE", 902, peer, "127.0.0.1"));
+        expect((await peer.final(dialog.callId, 3000, "902 BYE"))?.status).toBe(200);
+      } finally {
+        peer.close();
+      }
+      expect((await call.bye()).destinationReport).toBeUndefined(); // over already: no BYE of ours went out
+    });
+  },
+);
