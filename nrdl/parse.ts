@@ -6,6 +6,7 @@
 import { XMLParser, XMLValidator } from "fast-xml-parser";
 import { TeleportError } from "./errors";
 import { guardHostileInput } from "./guard";
+import { ORDERED_XML_OPTIONS } from "./xml-guard";
 import {
   ATTRS,
   DEPENDS_ON_ATTR,
@@ -49,20 +50,7 @@ type OrderedEntry = Record<string, unknown>;
 /** Elements that repeat get an XPath index in paths (vm[2]); singletons do not. */
 const REPEATABLE = new Set(["vm", "depends-on", "disk", "armed", "export", "rejected", "status", "result"]);
 
-const xmlParser = new XMLParser({
-  preserveOrder: true,
-  ignoreAttributes: false,
-  attributeNamePrefix: "",
-  allowBooleanAttributes: false,
-  parseTagValue: false,
-  parseAttributeValue: false,
-  trimValues: false,
-  processEntities: false, // xmltext.ts resolves the five predefined entities; nothing else exists
-  htmlEntities: false,
-  ignoreDeclaration: true,
-  commentPropName: "#comment",
-  cdataPropName: "#cdata",
-});
+const xmlParser = new XMLParser({ ...ORDERED_XML_OPTIONS, cdataPropName: "#cdata" });
 
 class Context {
   readonly violations: Violation[] = [];

@@ -133,3 +133,22 @@ function position(xml: string, at: number): string {
   }
   return `line ${line}, column ${at - lineStart + 1}`;
 }
+
+/**
+ * fast-xml-parser's options for a guarded document, in document order: attributes as written (no type
+ * coercion, no trimming), no entity processing (resolveReferences does the five predefined ones), comments kept
+ * apart so they never count as content.
+ */
+export const ORDERED_XML_OPTIONS = {
+  preserveOrder: true,
+  ignoreAttributes: false,
+  attributeNamePrefix: "",
+  allowBooleanAttributes: false,
+  parseTagValue: false,
+  parseAttributeValue: false,
+  trimValues: false,
+  processEntities: false,
+  htmlEntities: false,
+  ignoreDeclaration: true,
+  commentPropName: "#comment",
+} as const;

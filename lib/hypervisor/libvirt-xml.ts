@@ -5,7 +5,7 @@
  * style are the same, and nothing is picked out of the text by pattern.
  */
 import { XMLParser, XMLValidator } from "fast-xml-parser";
-import { guardXml, resolveReferences, type XmlGuardRules } from "../../nrdl/xml-guard";
+import { guardXml, ORDERED_XML_OPTIONS, resolveReferences, type XmlGuardRules } from "../../nrdl/xml-guard";
 
 export interface XmlElement {
   name: string;
@@ -30,19 +30,7 @@ const RULES: XmlGuardRules = {
   dtdHint: "libvirt XML has no DTD and no entities",
 };
 
-const parser = new XMLParser({
-  preserveOrder: true,
-  ignoreAttributes: false,
-  attributeNamePrefix: "",
-  allowBooleanAttributes: false,
-  parseTagValue: false,
-  parseAttributeValue: false,
-  trimValues: false,
-  processEntities: false, // resolveReferences does the five predefined ones; nothing else exists
-  htmlEntities: false,
-  ignoreDeclaration: true,
-  commentPropName: "#comment",
-});
+const parser = new XMLParser(ORDERED_XML_OPTIONS);
 
 /** fast-xml-parser's preserveOrder shape: { tag: children, ":@": attributes } or { "#text": ... }. */
 type Entry = Record<string, unknown>;

@@ -15,20 +15,14 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
-import { terminateRunDirs } from "../../lib/hypervisor/pidfile";
 import { guestDefs } from "../harness";
 import { ensureBuilt, runCli, type CliProcess } from "../e2e/cli-process";
-import { FaultMatrix, pidIn, until, type HostDirs } from "./fault-report";
+import { FaultMatrix, pidIn, until, dirsOf, killPids, writeConfig } from "./fault-report";
 
 jest.setTimeout(180_000);
 
 const matrix = new FaultMatrix();
 afterAll(() => matrix.print());
-
-const dirsOf = (base: string): Record<"dc1" | "dc2", HostDirs> => ({
-  dc1: { runDir: path.join(base, "dc1"), stateDir: path.join(base, "dc1-state") },
-  dc2: { runDir: path.join(base, "dc2"), stateDir: path.join(base, "dc2-state") },
-});
 
 /** The JSON lines a `migrate --json` process printed so far. */
 function jsonEvents(p: CliProcess): Array<Record<string, unknown>> {
@@ -37,15 +31,6 @@ function jsonEvents(p: CliProcess): Array<Record<string, unknown>> {
     .split("\n")
     .filter((l) => l.startsWith("{"))
     .map((l) => JSON.parse(l) as Record<string, unknown>);
-}
-
-function writeConfig(file: string, cfg: Record<string, unknown>): string {
-  fs.writeFileSync(file, JSON.stringify(cfg, null, 2));
-  return file;
-}
-
-async function killPids(...runDirs: string[]): Promise<void> {
-  await terminateRunDirs(runDirs);
 }
 
 let defs: VmDefinition[];

@@ -21,24 +21,18 @@ import path from "node:path";
 import { hostOf, sipOf } from "../../agents/wiring";
 import { parseConfig } from "../../lib/config/load";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
-import { terminateRunDirs } from "../../lib/hypervisor/pidfile";
 import { silentLogger } from "../../lib/log/logger";
 import { buildNrdl, offerDocument, parseNrdl } from "../../nrdl";
 import { NRDL_MIME } from "../../nrdl/types";
 import { bootOnSource, guestDefs, startPair, type Pair, SEQUENTIAL } from "../harness";
 import { ensureBuilt, runCli } from "../e2e/cli-process";
-import { FaultMatrix, journalOf, killQemu, pidIn, until, type HostDirs } from "./fault-report";
+import { FaultMatrix, journalOf, killQemu, pidIn, until, dirsOf, killPids, writeConfig } from "./fault-report";
 
 jest.setTimeout(180_000);
 
 const policy = { ...SEQUENTIAL, bandwidthMbps: 100 };
 const matrix = new FaultMatrix();
 afterAll(() => matrix.print());
-
-const dirsOf = (base: string): Record<"dc1" | "dc2", HostDirs> => ({
-  dc1: { runDir: path.join(base, "dc1"), stateDir: path.join(base, "dc1-state") },
-  dc2: { runDir: path.join(base, "dc2"), stateDir: path.join(base, "dc2-state") },
-});
 
 describe("QEMU killed", () => {
   let pair: Pair | undefined;
@@ -93,15 +87,6 @@ describe("QEMU killed", () => {
     if (whose === "destination") expect(await pair.dc1.host.find("router1")?.driver.state("router1")).toBe("running");
   });
 });
-
-function writeConfig(file: string, cfg: Record<string, unknown>): string {
-  fs.writeFileSync(file, JSON.stringify(cfg, null, 2));
-  return file;
-}
-
-async function killPids(...runDirs: string[]): Promise<void> {
-  await terminateRunDirs(runDirs);
-}
 
 describe("agents as processes", () => {
   let defs: VmDefinition[];

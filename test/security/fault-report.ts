@@ -9,7 +9,7 @@ import path from "node:path";
 import { Writable } from "node:stream";
 import winston from "winston";
 import { readJournal } from "../../agents/destination/journal";
-import { livePid } from "../../lib/hypervisor/pidfile";
+import { livePid, terminateRunDirs } from "../../lib/hypervisor/pidfile";
 import type { Logger } from "../../lib/log/logger";
 
 export type HostName = "dc1" | "dc2";
@@ -113,4 +113,21 @@ export function capturingLogger(): { logger: Logger; lines: string[] } {
     }),
     lines,
   };
+}
+
+/** dc1's and dc2's run and state folders under one test's base folder. */
+export const dirsOf = (base: string): Record<HostName, HostDirs> => ({
+  dc1: { runDir: path.join(base, "dc1"), stateDir: path.join(base, "dc1-state") },
+  dc2: { runDir: path.join(base, "dc2"), stateDir: path.join(base, "dc2-state") },
+});
+
+/** A host config (or inventory) written as JSON; returns its path. */
+export function writeConfig(file: string, cfg: Record<string, unknown>): string {
+  fs.writeFileSync(file, JSON.stringify(cfg, null, 2));
+  return file;
+}
+
+/** Every QEMU whose pidfile is in these run folders, stopped. */
+export async function killPids(...runDirs: string[]): Promise<void> {
+  await terminateRunDirs(runDirs);
 }
