@@ -1,5 +1,4 @@
 import { existsSync } from "node:fs";
-import { BlockList, isIP } from "node:net";
 import type { Command } from "commander";
 import { destinationUri } from "../../lib/access/destinations";
 import { loadConfig } from "../../lib/config/load";
@@ -35,56 +34,7 @@ const isTls = (uri: string) => /^sips:/i.test(uri) || /;transport=tls\b/i.test(u
  * certificate verification, where nothing proves the peer that answers (and receives the memory) is the real one.
  */
 export function configWarnings(cfg: HostConfig): string[] {
-  return [...localTrustWarnings(cfg), ...digestWarnings(cfg), ...destinationWarnings(cfg)];
-}
-
-const LOOPBACK = new BlockList();
-LOOPBACK.addSubnet("127.0.0.0", 8, "ipv4");
-LOOPBACK.addAddress("::1", "ipv6");
-
-/** An address entry (IP or prefix) that covers a loopback address: every local account can send from it. */
-function coversLoopback(entry: string): boolean {
-  const [addr, prefix] = entry.split("/");
-  const family = isIP(addr);
-  if (!family) return false;
-  const type = family === 6 ? "ipv6" : "ipv4";
-  if (prefix === undefined) return LOOPBACK.check(addr, type);
-  const wide = new BlockList();
-  wide.addSubnet(addr, Number(prefix), type);
-  return type === "ipv4" ? wide.check("127.0.0.1", "ipv4") : wide.check("::1", "ipv6");
-}
-
-/** Trust given to loopback, which proves nothing on a host with other accounts (the normal case for a hypervisor). */
-function localTrustWarnings(cfg: HostConfig): string[] {
-  const allowed = cfg.security.allow.filter(coversLoopback);
-  const proxies = cfg.limits.trustedProxies.filter(coversLoopback);
-  return [
-    ...(allowed.length
-      ? [
-          `security.allow admits ${allowed.join(", ")}: every local account on this host can arm, receive and ` +
-            "inject VMs (prove callers with digest, a client certificate or a trusted proxy instead)",
-        ]
-      : []),
-    ...(proxies.length
-      ? [
-          `limits.trustedProxies trusts ${proxies.join(", ")}: every local account can assert any ` +
-            "P-Asserted-Identity (run the proxy on an address of its own, or use digest between the agents)",
-        ]
-      : []),
-  ];
-}
-
-/** Digest weaker than its defaults (SHA-256 only, qop=auth required), for a legacy peer. */
-function digestWarnings(cfg: HostConfig): string[] {
-  const { digestAlgorithms, allowLegacyDigest } = cfg.security;
-  return [
-    ...(digestAlgorithms.includes("MD5")
-      ? ["security.digestAlgorithms includes MD5: a captured challenge and answer can be brute-forced far faster"]
-      : []),
-    ...(allowLegacyDigest
-      ? ["security.allowLegacyDigest is true: digest answers without qop=auth (no client nonce) are accepted"]
-      : []),
-  ];
+  return [...weakenedDoorSettings(cfg), ...destinationWarnings(cfg)];
 }
 
 function destinationWarnings(cfg: HostConfig): string[] {
@@ -107,7 +57,7 @@ function destinationWarnings(cfg: HostConfig): string[] {
       return [`${target} is reached${via} over TLS with sip.tls.verify false: its certificate is not checked`];
     return [];
   });
-  return [...reached, ...migrationNetworkWarnings(cfg), ...weakenedDoorSettings(cfg)];
+  return [...reached, ...migrationNetworkWarnings(cfg)];
 }
 
 /** migrationNetworks widen where a destination's answer may send the VMs' memory and disks: say where. */
