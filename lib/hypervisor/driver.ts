@@ -64,6 +64,11 @@ export type VmRunState =
    * while pages follow, or paused there after a link failure); neither half may be stopped or run alone
    */
   | "postcopy"
+  /**
+   * group commit, destination: the whole state arrived (QEMU -S), paused until the group's decision;
+   * resumeArrived() runs it (commit), discardArrived() removes it (abort)
+   */
+  | "arrived"
   | "stopped"
   /** defined but no process */
   | "absent";
@@ -83,6 +88,11 @@ export interface ArmOptions {
   nbdSecret?: string;
   /** The source may switch this migration to post-copy (QEMU needs postcopy-ram on both ends). */
   postcopy?: boolean;
+  /**
+   * Group commit (NRDL 2 `commit="group"`): the VM must not run when its state has arrived (QEMU `-S`);
+   * it waits in state "arrived" until resumeArrived() or discardArrived().
+   */
+  holdOnArrival?: boolean;
 }
 
 export interface ArmedListener {
@@ -144,10 +154,16 @@ export interface MigrationOptions {
   downtimeLimitMs: number;
   timeoutS: number;
   /**
-   * Coordinated switchover of a wave: after the first full pass, hold the VM running in pre-copy
-   * (never stopping it) until `switchover()` lets it converge and switch over.
+   * Coordinated switchover of a group: after the first full pass, hold the VM running in pre-copy
+   * (never stopping it) until prime() and stop(); switchover() then sends the rest.
    */
   pauseBeforeSwitchover?: boolean;
+  /**
+   * Group commit: when the migration completes, keep the source's stopped copy (never quit it);
+   * the executor quits it (commit) or resumes it (abort) when the destination has decided. A
+   * migration that fails after switchover() leaves the VM stopped here too, for the same decision.
+   */
+  awaitCommit?: boolean;
   /**
    * For a guest that writes faster than the link carries: "auto-converge" throttles its vCPUs;
    * "postcopy" switches to post-copy once pre-copy stops gaining (the destination must be armed
@@ -183,6 +199,8 @@ export interface MigrationResult {
   transferredBytes: number;
   /** When the source stopped the VM for switchover (epoch ms), when the hypervisor says; for the group's pause. */
   stoppedAt?: number;
+  /** When switchover() released the last pages and device state (epoch ms). */
+  continuedAt?: number;
   /** Bytes of disk mirrored, when the VM had copied disks. */
   diskTransferredBytes?: number;
 }
@@ -199,12 +217,21 @@ export interface MigrationHandle {
    */
   readonly readyToSwitch: Promise<void>;
   /**
-   * After readyToSwitch: let the migration converge (with `downtimeLimitMs`, default the migration's
-   * own limit); resolves when the source has stopped the VM with only its last pages and device
-   * state left to send (it waits there).
+   * After readyToSwitch: lift the hold's bandwidth so the migration thread is awake and sending
+   * (QEMU sleeps out its 100 ms rate-limit window otherwise), while the VM still runs. Resolves
+   * when it is awake, or when the VM stopped on its own meanwhile (then stoppedAt is set).
    */
-  converge(downtimeLimitMs?: number): Promise<void>;
-  /** Send the rest (converging first if needed); resolves when the destination has the VM. */
+  prime(): Promise<void>;
+  /**
+   * Stop the VM now (QMP stop), for a coordinated switchover; resolves with when it stopped (epoch ms,
+   * the hypervisor's own timestamp when it gives one). Before switchover() a failure or abort()
+   * resumes the VM here: its state has not left.
+   */
+  stop(): Promise<number>;
+  /**
+   * After stop(): send the last pages and the device state (migrate-continue); resolves when the
+   * destination has loaded the VM (with holdOnArrival there it waits "arrived", not running).
+   */
   switchover(): Promise<void>;
   /**
    * Cancel; the VM keeps running on the source. Refused (the migration goes on) once in post-copy:
@@ -254,6 +281,25 @@ export interface HypervisorDriver {
    * Resolves with the URI the source resumes to; refuses (409) a VM not in post-copy here.
    */
   recoverIncoming?(vm: string, opts: RecoveryOptions): Promise<string>;
+  /** Group commit, destination: resolves when the VM's state arrived (state "arrived"); rejects if it cannot. */
+  waitArrived?(vm: string, timeoutMs: number): Promise<void>;
+  /** Group commit, destination (commit): run an arrived VM here. */
+  resumeArrived?(vm: string): Promise<void>;
+  /**
+   * Group commit, destination (abort): remove an arrived copy that never ran, and the disk images
+   * its arming created. Refuses (486) a VM that runs here.
+   */
+  discardArrived?(vm: string): Promise<void>;
+  /**
+   * Source side, group commit (abort): run a copy stopped here for the switchover again (paused at
+   * or after its migration, which completed or failed) and announce its MACs from here.
+   */
+  resumeHere?(vm: string): Promise<void>;
+  /**
+   * Announce the VM's MACs from this host (gratuitous RARP from its NICs, QMP announce-self), so the
+   * network sends its frames here: at the group's stop they queue in the paused copy's tap.
+   */
+  announce?(vm: string): Promise<void>;
   /**
    * Source side, after its agent crashed: settle an outgoing migration the agent left behind. A
    * copy whose migration completed without it is quit (what the agent does after every move); a

@@ -22,6 +22,25 @@ export interface PlanEvents {
   onSwitchover?(vms: string[]): void;
 }
 
+/** The destination's verdict on a group under group commit (NRDL 2 `commit="group"`, SPEC.md). */
+export type GroupDecision = { outcome: "commit" } | { outcome: "abort"; reason: string };
+
+/**
+ * Group commit, the source's half: once any VM of the group got switchover() (its device state may
+ * have left), the source never resumes a VM on its own; only the destination's decision settles them.
+ */
+export interface GroupCommit {
+  /** Every VM of the group stopped (first to last STOP, epoch ms): the destination may announce them. */
+  onStopped?(vms: string[], firstStopAt: number, lastStopAt: number): void;
+  /**
+   * The destination's decision, after every switchover was sent or the group was called off after
+   * some (`calledOff`: why; the destination is told to abort). Resolves only with a decision.
+   */
+  decision(calledOff?: string): Promise<GroupDecision>;
+  /** Apply the decision to one VM here: commit quits the source's stopped copy, abort runs it again. */
+  settle(vm: string, decision: GroupDecision): Promise<void>;
+}
+
 export interface ExecuteOptions {
   plan: Plan;
   policy: Policy;
@@ -30,6 +49,8 @@ export interface ExecuteOptions {
   events?: PlanEvents;
   /** Operator abort (Ctrl-C, console Abort): running migrations are cancelled, the rest stays put. */
   signal?: AbortSignal;
+  /** Strategy switchover with a destination that decides for the group (start() then sets awaitCommit). */
+  groupCommit?: GroupCommit;
 }
 
 function reasonOf(err: unknown): string {
