@@ -53,7 +53,7 @@ function body(b: NrdlBody, attrs: Attrs): string[] {
         ),
       ]);
     case "answer":
-      return element("answer", "", [
+      return element("answer", attrs(b, ATTRS.answer), [
         ...b.armed.flatMap((a) =>
           element(
             "armed",
@@ -69,11 +69,13 @@ function body(b: NrdlBody, attrs: Attrs): string[] {
         ...b.rejected.flatMap((r) => element("rejected", attrs(r, ATTRS.rejected))),
       ]);
     case "capacity":
-      return element("capacity", attrs(b, ATTRS.capacity));
     case "recover":
-      return element("recover", attrs(b, ATTRS.recover));
     case "recovery":
-      return element("recovery", attrs(b, ATTRS.recovery));
+    case "switchover":
+    case "abort":
+    case "decision":
+    case "decision-query":
+      return element(b.kind, attrs(b, ATTRS[b.kind]));
     case "status":
       return b.statuses.flatMap((s) => element("status", attrs(s, ATTRS.status)));
     case "report":

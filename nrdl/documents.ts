@@ -36,6 +36,7 @@ export function minimumVersion(body: NrdlBody): number {
       body.vms.forEach((vm) => elements("disk", vm.disks, ATTRS.disk));
       break;
     case "answer":
+      attrs(body, ATTRS.answer);
       elements("armed", body.armed, ATTRS.armed);
       body.armed.forEach((a) => elements("export", a.exports, ATTRS.export));
       break;
@@ -48,6 +49,10 @@ export function minimumVersion(body: NrdlBody): number {
       break;
     case "recover":
     case "recovery":
+    case "switchover":
+    case "abort":
+    case "decision":
+    case "decision-query":
       version = Math.max(version, elementSince(body.kind));
       break;
   }

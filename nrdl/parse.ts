@@ -32,7 +32,11 @@ import {
 import { formatViolation, validateNrdl } from "./validate";
 import { unescapeAttr } from "./xmltext";
 
-const ONE_BODIES = "<offer>, <answer>, <report>, <preview>, <capacity>, <recover> or <recovery>";
+const ONE_BODIES =
+  "<offer>, <answer>, <report>, <preview>, <capacity>, <recover>, <recovery>, <switchover>, <abort>, " +
+  "<decision> or <decision-query>";
+/** Bodies that are one element with attributes only, each with its attribute table. */
+const LEAF_BODIES = ["capacity", "recover", "recovery", "switchover", "abort", "decision", "decision-query"] as const;
 
 export type ParseResult = { ok: true; doc: NrdlDocument } | { ok: false; violations: Violation[] };
 
@@ -217,8 +221,7 @@ function readDocument(root: XNode, ctx: Context): NrdlDocument {
       status: "many",
       preview: "many",
       capacity: "many",
-      recover: "many",
-      recovery: "many",
+      ...Object.fromEntries(LEAF_BODIES.map((name) => [name, "many" as const])),
     },
     ctx,
   );
@@ -233,13 +236,10 @@ function readDocument(root: XNode, ctx: Context): NrdlDocument {
   else if (kinds.has("answer")) body = readAnswer(present[0], ctx);
   else if (kinds.has("report")) body = readReport(present[0], ctx);
   else if (kinds.has("preview")) body = readPreview(present[0], ctx);
-  else if (kinds.has("capacity"))
-    body = { kind: "capacity", ...leaf(present[0], ATTRS.capacity, ctx) } as unknown as NrdlBody;
-  else if (kinds.has("recover"))
-    body = { kind: "recover", ...leaf(present[0], ATTRS.recover, ctx) } as unknown as NrdlBody;
-  else if (kinds.has("recovery"))
-    body = { kind: "recovery", ...leaf(present[0], ATTRS.recovery, ctx) } as unknown as NrdlBody;
-  else body = { kind: "status", statuses: present.map((n) => leaf(n, ATTRS.status, ctx)) } as unknown as NrdlBody;
+  else if (LEAF_BODIES.some((name) => kinds.has(name))) {
+    const name = LEAF_BODIES.find((n) => kinds.has(n)) as (typeof LEAF_BODIES)[number];
+    body = { kind: name, ...leaf(present[0], ATTRS[name], ctx) } as unknown as NrdlBody;
+  } else body = { kind: "status", statuses: present.map((n) => leaf(n, ATTRS.status, ctx)) } as unknown as NrdlBody;
   return { ...head, body } as unknown as NrdlDocument;
 }
 
@@ -278,10 +278,11 @@ function readOffer(node: XNode, ctx: Context): Offer {
 }
 
 function readAnswer(node: XNode, ctx: Context): NrdlBody {
-  readAttrs(node, [], ctx);
+  const head = readAttrs(node, ATTRS.answer, ctx);
   const groups = childrenOf(node, { armed: "many", rejected: "many" }, ctx);
   return {
     kind: "answer",
+    ...head,
     armed: (groups.get("armed") ?? []).map((n) => ({
       ...readAttrs(n, ATTRS.armed, ctx),
       exports: (childrenOf(n, { export: "many" }, ctx).get("export") ?? []).map((e) => leaf(e, ATTRS.export, ctx)),

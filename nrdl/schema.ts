@@ -6,7 +6,9 @@
  * parse.ts / build.ts / validate.ts.
  */
 import {
+  COMMITS,
   CONVERGENCE,
+  DECISION_OUTCOMES,
   DISK_FORMATS,
   DISK_MODES,
   HYPERVISORS,
@@ -101,6 +103,11 @@ function freeText(max: number): Codec {
   );
 }
 export const REASON = freeText(1024);
+/** VM names separated by single spaces, at most 64. */
+export const NAME_LIST = textCodec(
+  "VM names separated by single spaces",
+  new RegExp(`^${NAME_PATTERN.source.slice(1, -1)}( ${NAME_PATTERN.source.slice(1, -1)}){0,63}$`),
+);
 export const HOST_TEXT = freeText(256);
 
 /**
@@ -130,6 +137,10 @@ const ELEMENT_SINCE: ReadonlyMap<string, number> = new Map([
   ["export", 2],
   ["recover", 2],
   ["recovery", 2],
+  ["switchover", 2],
+  ["abort", 2],
+  ["decision", 2],
+  ["decision-query", 2],
 ]);
 
 /** The version an element name entered NRDL in (1 for the rest); a Map, as the name comes from the network. */
@@ -167,7 +178,10 @@ export const ATTRS = {
     attr("timeout-s", POSITIVE_INT, { default: POLICY_DEFAULTS.timeoutS }),
     attr("on-error", enumCodec(ON_ERROR), { default: POLICY_DEFAULTS.onError }),
     attr("convergence", enumCodec(CONVERGENCE), { default: POLICY_DEFAULTS.convergence }, 2),
+    // optional, not defaulted: absent means "source", and documents read before group commit compare equal
+    attr("commit", enumCodec(COMMITS), "optional", 2),
   ],
+  answer: [attr("commit", enumCodec(COMMITS), "optional", 2)],
   vm: [
     attr("name", NAME, "required"),
     attr("hypervisor", enumCodec(HYPERVISORS), { default: VM_DEFAULTS.hypervisor }),
@@ -225,6 +239,14 @@ export const ATTRS = {
     attr("uri", MIGRATION_URI, "required", 2),
     attr("secret", SECRET, "required", 2),
   ],
+  switchover: [],
+  abort: [attr("reason", REASON, "required", 2)],
+  decision: [
+    attr("outcome", enumCodec(DECISION_OUTCOMES), "required", 2),
+    attr("reason", REASON, "optional", 2),
+    attr("returned", NAME_LIST, "optional", 2),
+  ],
+  "decision-query": [],
   result: [
     attr("vm", NAME, "required"),
     attr("state", enumCodec(VM_STATES), "required"),

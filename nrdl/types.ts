@@ -34,6 +34,18 @@ export type Strategy = (typeof STRATEGIES)[number];
 export const CONVERGENCE = ["none", "auto-converge", "postcopy"] as const;
 export type Convergence = (typeof CONVERGENCE)[number];
 
+/**
+ * Who decides that a switchover happened (NRDL 2, SPEC.md 5.6): "source", each VM runs at the
+ * destination as it arrives (versions before group commit); "group", the destination holds every
+ * arrived VM paused and runs all or none.
+ */
+export const COMMITS = ["source", "group"] as const;
+export type Commit = (typeof COMMITS)[number];
+
+/** The destination's verdict on a group (SPEC.md 5.6); "unknown" only answers a query it cannot answer. */
+export const DECISION_OUTCOMES = ["commit", "abort", "unknown"] as const;
+export type DecisionOutcome = (typeof DECISION_OUTCOMES)[number];
+
 export const ON_ERROR = ["abort", "continue"] as const;
 export type OnError = (typeof ON_ERROR)[number];
 
@@ -73,6 +85,8 @@ export interface Policy {
   onError: OnError;
   /** NRDL 2; absent means "none" (plain pre-copy). */
   convergence?: Convergence;
+  /** NRDL 2, strategy switchover; absent means "source" (SPEC.md 5.6). */
+  commit?: Commit;
 }
 
 export interface VmSpec {
@@ -123,6 +137,8 @@ export interface Rejected {
 /** 200 OK body (armed only) or 488 body (rejected, possibly with what had been armed and was disarmed). */
 export interface Answer {
   kind: "answer";
+  /** NRDL 2: "group" when the destination holds the group for its decision (SPEC.md 5.6); absent means "source". */
+  commit?: Commit;
   armed: Armed[];
   rejected: Rejected[];
 }
@@ -215,7 +231,47 @@ export interface Recovery {
   secret: string;
 }
 
-export type NrdlBody = Offer | Answer | StatusReport | Report | Preview | Capacity | RecoverRequest | Recovery;
+/** Since NRDL 2, group commit, INFO from the source: every VM of the group is stopped; the rest follows. */
+export interface SwitchoverNotice {
+  kind: "switchover";
+}
+
+/** Since NRDL 2, group commit, INFO from the source: call the group off (nothing of it may run there). */
+export interface GroupAbort {
+  kind: "abort";
+  reason: string;
+}
+
+/**
+ * Since NRDL 2, group commit: the destination's decision for the whole group. Sent by the destination
+ * in an INFO once it decided, and in the 200 OK to `<abort>` and to `<decision-query>`.
+ */
+export interface Decision {
+  kind: "decision";
+  outcome: DecisionOutcome;
+  reason?: string;
+  /** commit: VMs (space-separated) whose arrived copy died before it ran; their source copy resumes. */
+  returned?: string;
+}
+
+/** Since NRDL 2, OPTIONS outside the dialog (document id = the migration's): what did you decide? */
+export interface DecisionQuery {
+  kind: "decision-query";
+}
+
+export type NrdlBody =
+  | Offer
+  | Answer
+  | StatusReport
+  | Report
+  | Preview
+  | Capacity
+  | RecoverRequest
+  | Recovery
+  | SwitchoverNotice
+  | GroupAbort
+  | Decision
+  | DecisionQuery;
 
 export interface NrdlDocument<B extends NrdlBody = NrdlBody> {
   version: number;

@@ -20,6 +20,10 @@ import {
   NRDL_VERSION,
   SUPPORTED_VERSIONS,
   type Answer,
+  type Decision,
+  type DecisionQuery,
+  type GroupAbort,
+  type SwitchoverNotice,
   type NrdlDocument,
   type Offer,
   type Preview,
@@ -56,25 +60,34 @@ export function validateNrdl(doc: NrdlDocument): Violation[] {
   else if (body?.kind === "report") validateReport(body as Report, out);
   else if (body?.kind === "preview") validatePreview(body as Preview, out);
   else if (body?.kind === "capacity") checkAttrs(body, ATTRS.capacity, "/nrdl/capacity", out);
-  else if (body?.kind === "recover" || body?.kind === "recovery")
-    validateRecovery(body as RecoverRequest | Recovery, out);
+  else if (body?.kind !== undefined && V2_LEAVES.has(body.kind)) validateLeaf(body as V2Leaf, out);
   else
     out.push({
       path: "/nrdl",
       message:
-        "expected a body: <offer>, <answer>, <report>, <preview>, <capacity>, <recover>, <recovery> " +
-        "or one or more <status>",
+        "expected a body: <offer>, <answer>, <report>, <preview>, <capacity>, <recover>, <recovery>, " +
+        "<switchover>, <abort>, <decision>, <decision-query> or one or more <status>",
     });
   return out;
 }
 
-/** `<recover>` and `<recovery>` (post-copy recovery, version 2): one element, its attributes. */
-function validateRecovery(body: RecoverRequest | Recovery, out: Out): void {
+type V2Leaf = RecoverRequest | Recovery | SwitchoverNotice | GroupAbort | Decision | DecisionQuery;
+const V2_LEAVES: ReadonlySet<string> = new Set([
+  "recover",
+  "recovery",
+  "switchover",
+  "abort",
+  "decision",
+  "decision-query",
+]);
+
+/** The version-2 bodies that are one element with attributes (recovery 5.5, group commit 5.6). */
+function validateLeaf(body: V2Leaf, out: Out): void {
   const path = `/nrdl/${body.kind}`;
   const since = elementSince(body.kind);
   const version = out.version ?? NRDL_VERSION;
   if (!speaks(version, since)) out.push({ path, message: tooNew(`element <${body.kind}>`, since, version) });
-  else checkAttrs(body, body.kind === "recover" ? ATTRS.recover : ATTRS.recovery, path, out);
+  else checkAttrs(body, ATTRS[body.kind], path, out);
 }
 
 /** Throws TeleportError(400, "invalid NRDL", one line per violation) unless `doc` is valid. */
@@ -245,6 +258,7 @@ function findCycles(edges: number[][]): number[][] {
 }
 
 function validateAnswer(answer: Answer, out: Out): void {
+  checkAttrs(answer, ATTRS.answer, "/nrdl/answer", out);
   const armed = indexed<Answer["armed"][number]>(answer.armed, "/nrdl/answer/armed");
   const rejected = indexed<Answer["rejected"][number]>(answer.rejected, "/nrdl/answer/rejected");
   if (armed.length + rejected.length === 0) {

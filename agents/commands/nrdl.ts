@@ -104,5 +104,13 @@ export function summary(doc: NrdlDocument): string {
       return `${head}: resume the post-copy migration of ${b.vm}`;
     case "recovery":
       return `${head}: ${b.vm} may resume to ${b.uri}`;
+    case "switchover":
+      return `${head}: the group is stopped at the source, its last pages follow`;
+    case "abort":
+      return `${head}: call the group off (${b.reason})`;
+    case "decision":
+      return `${head}: the destination decided ${b.outcome}${b.reason ? ` (${b.reason})` : ""}`;
+    case "decision-query":
+      return `${head}: what did the destination decide for this group?`;
   }
 }

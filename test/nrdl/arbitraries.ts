@@ -8,7 +8,9 @@ import {
   NRDL_VERSION,
   HYPERVISORS,
   NAME_PATTERN,
+  COMMITS,
   CONVERGENCE,
+  DECISION_OUTCOMES,
   ON_ERROR,
   OUTCOMES,
   ROLES,
@@ -98,6 +100,7 @@ const offer: fc.Arbitrary<Offer> = names(1, 8).chain((vmNames) =>
         timeoutS: positive,
         onError: fc.constantFrom(...ON_ERROR),
         convergence: fc.constantFrom(...CONVERGENCE),
+        commit: fc.constantFrom(...COMMITS),
       }),
     ),
     // Dependencies only point backwards, so the graph is acyclic.
@@ -121,6 +124,7 @@ const answer: fc.Arbitrary<Answer> = names(1, 8).chain((vms) =>
   fc.integer({ min: 0, max: vms.length }).chain((split) =>
     record({
       kind: fc.constant("answer" as const),
+      commit: fc.constantFrom(...COMMITS),
       armed: fc.tuple(
         ...vms.slice(0, split).map((vm) =>
           record({
@@ -216,6 +220,19 @@ const capacity: fc.Arbitrary<Capacity> = record({
 const recover = record({ kind: fc.constant("recover" as const), vm: name });
 const recovery = record({ kind: fc.constant("recovery" as const), vm: name, uri: migrationUri, secret });
 
+const switchover = record({ kind: fc.constant("switchover" as const) });
+const groupAbort = record({ kind: fc.constant("abort" as const), reason });
+const decision = record(
+  {
+    kind: fc.constant("decision" as const),
+    outcome: fc.constantFrom(...DECISION_OUTCOMES),
+    reason,
+    returned: names(1, 3).map((n) => n.join(" ")),
+  },
+  { requiredKeys: ["kind", "outcome"] },
+);
+const decisionQuery = record({ kind: fc.constant("decision-query" as const) });
+
 export const BODIES: Record<NrdlBody["kind"], fc.Arbitrary<NrdlBody>> = {
   offer,
   answer,
@@ -225,6 +242,10 @@ export const BODIES: Record<NrdlBody["kind"], fc.Arbitrary<NrdlBody>> = {
   capacity,
   recover,
   recovery,
+  switchover,
+  abort: groupAbort,
+  decision,
+  "decision-query": decisionQuery,
 };
 
 /** Any version from the lowest that can say the body to the newest. */

@@ -15,8 +15,8 @@ import {
 import { NS, doc, offer, violationsOf, vm } from "./helpers";
 
 const ONE_BODY =
-  "/nrdl: expected one body: one <offer>, <answer>, <report>, <preview>, <capacity>, <recover> or <recovery>, " +
-  "or one or more <status>; found";
+  "/nrdl: expected one body: one <offer>, <answer>, <report>, <preview>, <capacity>, <recover>, <recovery>, " +
+  "<switchover>, <abort>, <decision> or <decision-query>, or one or more <status>; found";
 
 const A = vm("a");
 const armed = (vmName: string) => `<armed vm="${vmName}" uri="tcp:10.0.0.2:49152" secret="0123456789abcdef"/>`;
@@ -106,7 +106,8 @@ const cases: Array<[string, string, string]> = [
     "unknown element at the root",
     offer(A).replace("</nrdl>", "<extension/></nrdl>"),
     "/nrdl/extension: unexpected element <extension>; <nrdl> contains " +
-      "<offer>, <answer>, <report>, <status>, <preview>, <capacity>, <recover>, <recovery>",
+      "<offer>, <answer>, <report>, <status>, <preview>, <capacity>, <recover>, <recovery>, " +
+      "<switchover>, <abort>, <decision>, <decision-query>",
   ],
   [
     "element inside a leaf",
@@ -389,7 +390,7 @@ test("every violation comes back at once, each once", () => {
       "/nrdl/offer/x: unexpected element <x>; <offer> contains <source>, <destination>, <policy>, <vm>",
       '/nrdl/offer/policy/@strategy: expected one of sequential, parallel, switchover, got "fast"',
       "/nrdl/offer/policy/@foo: unexpected attribute; <policy> takes strategy, max-parallel, " +
-        "bandwidth-mbps, downtime-limit-ms, timeout-s, on-error, convergence",
+        "bandwidth-mbps, downtime-limit-ms, timeout-s, on-error, convergence, commit",
       '/nrdl/offer/vm[1]/@name: expected a name matching [A-Za-z0-9][A-Za-z0-9._-]{0,63}, got "../a"',
       '/nrdl/offer/vm[1]/@role: expected one of router, switch, firewall, nat, server, storage, other, got "king"',
       '/nrdl/offer/vm[2]/@memory-mib: expected a positive integer, got "-5"',

@@ -12,9 +12,22 @@ const examples = [...spec.matchAll(/```xml\n([\s\S]*?)```/g)]
   );
 
 test("SPEC.md has an example for every body kind", () => {
-  expect(examples.map((x) => /<(offer|answer|preview|capacity|status|report|recover|recovery)\b/.exec(x)?.[1])).toEqual(
-    ["offer", "answer", "preview", "capacity", "status", "report", "recover", "recovery"],
-  );
+  const kinds =
+    /<(offer|answer|preview|capacity|status|report|recover|recovery|switchover|abort|decision-query|decision)\b/;
+  expect(examples.map((x) => kinds.exec(x)?.[1])).toEqual([
+    "offer",
+    "answer",
+    "preview",
+    "capacity",
+    "status",
+    "report",
+    "recover",
+    "recovery",
+    "switchover",
+    "abort",
+    "decision",
+    "decision-query",
+  ]);
 });
 
 test.each(examples.map((x, i) => [i + 1, x]))("SPEC.md example %i is valid", (_i, xml) => {
