@@ -86,6 +86,7 @@ async function runEvacuate(o: EvacuateOptions): Promise<number> {
       hostName: cfg.host,
       logger,
       answerTimeoutS: cfg.timers.answerTimeoutS,
+      stateDir: cfg.stateDir,
       postcopyRecoveryS: cfg.timers.postcopyRecoveryS,
       redirectAllowed: (target) => destinations.check(target),
       migrationNetworks: (target) => destinations.migrationNetworks(target),

@@ -94,6 +94,7 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
       hostName: cfg.host,
       logger,
       answerTimeoutS: cfg.timers.answerTimeoutS,
+      stateDir: cfg.stateDir,
       postcopyRecoveryS: cfg.timers.postcopyRecoveryS,
       redirectAllowed: (target) => destinations.check(target),
       migrationNetworks: (target) => destinations.migrationNetworks(target),

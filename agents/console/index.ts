@@ -47,6 +47,7 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
     sip: o.sip,
     host: o.host,
     hostName: o.config.host,
+    stateDir: o.config.stateDir,
     logger,
     answerTimeoutS: o.config.timers.answerTimeoutS,
     postcopyRecoveryS: o.config.timers.postcopyRecoveryS,

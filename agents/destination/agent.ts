@@ -20,14 +20,26 @@ import type {
   SipBody,
 } from "../../lib/sip/backend";
 import { buildNrdl, formatViolation, humanText, parseNrdl } from "../../nrdl";
-import type { Armed, NrdlDocument, Offer, Rejected, Report, VmResult, VmStatus } from "../../nrdl/types";
+import type {
+  Answer,
+  Armed,
+  Decision,
+  NrdlDocument,
+  Offer,
+  Rejected,
+  Report,
+  VmResult,
+  VmStatus,
+} from "../../nrdl/types";
 import type { StatusReport } from "../../nrdl/types";
 import { NRDL_MIME } from "../../nrdl/types";
 import type { AgentMetrics } from "../../lib/metrics/metrics";
 import { capacityOf, resources, shortageRejections, shortages } from "./capacity";
 import { CallerGate, loggedDetails, Overload, type Admitted } from "../../lib/access/gate";
 import type { DialogAdmission } from "../../lib/access/in-dialog";
-import { Journal } from "./journal";
+import { Journal, type JournalEntry } from "./journal";
+import { DecisionLog } from "./decisions";
+import { canHoldArrivals, decisionOf, GroupDecider, removeGroup, resumeGroup } from "./group-decider";
 
 export interface DestinationOptions {
   config: HostConfig;
@@ -59,6 +71,9 @@ interface DialogState {
   idleTimer?: NodeJS.Timeout;
   expiryTimer?: NodeJS.Timeout;
   lastReport?: Report;
+  /** Group commit (SPEC.md 5.6): arrivals are held, and this host decides the group. */
+  groupCommit: boolean;
+  group?: GroupDecider;
 }
 
 /** The Warning header the backend puts on INVITE refusals, for answers we build ourselves. */
@@ -80,12 +95,14 @@ export class DestinationAgent {
   /** INVITEs the backend's `admit` hook let in, for onInvite (the same request object). */
   private readonly passes = new WeakMap<IncomingRequest, Admitted>();
   private readonly journal: Journal;
+  private readonly decisions: DecisionLog;
   private readonly log: Logger;
 
   constructor(private readonly opts: DestinationOptions) {
     this.log = opts.logger.child({ agent: "destination" });
     this.gate = new CallerGate(opts.config);
     this.journal = new Journal(opts.config.stateDir);
+    this.decisions = new DecisionLog(opts.config.stateDir);
   }
 
   async start(): Promise<void> {
@@ -121,6 +138,11 @@ export class DestinationAgent {
   /** After a crash: disarm listeners of dialogs that no longer exist; keep VMs that resumed here. */
   private async recover(): Promise<void> {
     for (const entry of this.journal.all()) {
+      if (entry.commit === "group") {
+        await this.finishGroup(entry);
+        this.journal.remove(entry.callId);
+        continue;
+      }
       for (const vm of entry.vms) {
         const local = this.opts.host.find(vm);
         if (!local) continue;
@@ -143,6 +165,32 @@ export class DestinationAgent {
       }
       this.journal.remove(entry.callId);
     }
+  }
+
+  /**
+   * A group-commit dialog the agent had open when it died (SPEC.md 5.6): `commit` written, every VM
+   * of it runs here; anything else is aborted (written first), its arrived copies removed.
+   */
+  private async finishGroup(entry: JournalEntry): Promise<void> {
+    const vms = entry.vms.flatMap((name) => {
+      const local = this.opts.host.find(name);
+      return local ? [{ name, role: local.def.role }] : [];
+    });
+    const rec =
+      this.decisions.get(entry.migrationId) ??
+      this.decisions.write({
+        migrationId: entry.migrationId,
+        callId: entry.callId,
+        caller: entry.caller ?? "",
+        outcome: "abort",
+        reason: "the destination agent restarted before the group was decided",
+        vms: entry.vms,
+      });
+    this.log.warn(`recovered: finishing group ${entry.migrationId} from the journal: ${rec.outcome}`, {
+      vms: entry.vms,
+    });
+    if (rec.outcome === "commit") await resumeGroup(this.opts.host, vms, this.log);
+    else await removeGroup(this.opts.host, vms, this.log);
   }
 
   /**
@@ -298,6 +346,17 @@ export class DestinationAgent {
       const capacity = await capacityOf(this.opts.config, this.opts.host);
       return res.send(200, "OK", { body: nrdlBody({ version: 1, id: "capacity", body: capacity }) });
     }
+    const query = parseNrdl(req.body.content);
+    if (query.ok && query.doc.body.kind === "decision-query") {
+      try {
+        const decision = await this.answerQuery(query.doc.id, this.gate.identify(req).caller);
+        log.info("decision query answered", { migrationId: query.doc.id, outcome: decision.outcome });
+        const body = nrdlBody({ version: query.doc.version, id: query.doc.id, body: decision });
+        return res.send(200, "OK", { body });
+      } catch (err) {
+        return refuse(err);
+      }
+    }
     let doc: NrdlDocument<Offer>;
     let verdict: { rejected: Rejected[]; ports: number[] };
     try {
@@ -327,6 +386,20 @@ export class DestinationAgent {
         preview,
       );
     res.send(200, "OK", { body: preview });
+  }
+
+  /**
+   * A source that lost its dialog asks what became of its group (SPEC.md 5.6): a group still open
+   * here is decided now; only the caller that opened the dialog may ask.
+   */
+  private async answerQuery(migrationId: string, caller: string): Promise<Decision> {
+    const open = [...this.dialogs.values()].find((d) => d.migrationId === migrationId && d.group);
+    const owner = open?.caller ?? this.decisions.get(migrationId)?.caller;
+    if (owner === undefined) return { kind: "decision", outcome: "unknown" };
+    if (owner !== caller)
+      throw new TeleportError(403, "Forbidden", [`migration ${migrationId} was not opened by ${caller}`]);
+    if (open?.group) return open.group.decide("the source asked from outside the dialog: it lost it");
+    return decisionOf(this.decisions.get(migrationId)!);
   }
 
   private async onInvite(req: IncomingRequest, res: InviteResponder): Promise<void> {
@@ -387,11 +460,18 @@ export class DestinationAgent {
       this.opts.metrics?.refused(486);
       return res.reject(new TeleportError(486, "Busy Here", [`${clash.name} is being moved by another dialog`]));
     }
+    // group commit only when asked for and every VM's driver can hold its arrival (SPEC.md 5.6)
+    const groupCommit =
+      doc.version >= 2 &&
+      offer.policy.strategy === "switchover" &&
+      offer.policy.commit === "group" &&
+      canHoldArrivals(this.opts.host, offer.vms);
     const state: DialogState = {
       callId: req.callId,
       migrationId: doc.id,
       version: doc.version,
       offer,
+      groupCommit,
       phase: "arming",
       user,
       admission,
@@ -406,6 +486,7 @@ export class DestinationAgent {
       migrationId: doc.id,
       vms: offer.vms.map((v) => v.name),
       armedAt: new Date().toISOString(),
+      ...(groupCommit ? { commit: "group" as const, caller } : {}),
     });
 
     const armedList = await this.armAll(state, log);
@@ -431,11 +512,12 @@ export class DestinationAgent {
         },
       );
     }
-    const { dialog, acked } = res.accept(
-      nrdlBody({ version: doc.version, id: doc.id, body: { kind: "answer", armed: armedList.armed, rejected: [] } }),
-    );
+    const answer: Answer = { kind: "answer", armed: armedList.armed, rejected: [] };
+    if (groupCommit) answer.commit = "group";
+    const { dialog, acked } = res.accept(nrdlBody({ version: doc.version, id: doc.id, body: answer }));
     state.phase = "answered";
     state.dialog = dialog;
+    if (groupCommit) this.holdGroup(state, log);
     log.info("armed and answered", {
       migrationId: doc.id,
       vms: armedList.armed.map((a) => ({ vm: a.vm, uri: a.uri })),
@@ -454,6 +536,37 @@ export class DestinationAgent {
         this.touch(state);
       },
       () => void this.expire(state, "no ACK for our 200 OK"),
+    );
+  }
+
+  /** Group commit: every arrival waits paused; this dialog's GroupDecider runs all or none (SPEC.md 5.6). */
+  private holdGroup(state: DialogState, log: Logger): void {
+    const { policy } = state.offer;
+    state.group = new GroupDecider({
+      callId: state.callId,
+      migrationId: state.migrationId,
+      caller: state.caller,
+      vms: state.offer.vms,
+      host: this.opts.host,
+      decisions: this.decisions,
+      log,
+      arrivalDeadlineMs: Math.max(10_000, 20 * policy.downtimeLimitMs),
+      arrivalTimeoutMs: this.opts.config.timers.sessionTimeoutS * 1000,
+      tell: (decision) => this.tell(state, decision),
+    });
+    state.group.watch();
+  }
+
+  /** The group's decision to the source, in an INFO while the dialog lasts (the source may also ask). */
+  private tell(state: DialogState, decision: Decision): void {
+    if (state.phase === "ended" || !state.dialog) return;
+    const body = nrdlBody({ version: state.version, id: state.migrationId, body: decision });
+    state.dialog.info(body).catch((err: unknown) =>
+      this.log.warn("the source did not take the group's decision", {
+        callId: state.callId,
+        outcome: decision.outcome,
+        error: TeleportError.from(err).message,
+      }),
     );
   }
 
@@ -485,6 +598,7 @@ export class DestinationAgent {
           nbdPort,
           nbdSecret,
           postcopy: state.offer.policy.convergence === "postcopy",
+          holdOnArrival: state.groupCommit,
         });
         return { vm: vm.name, uri: listener.uri, secret, exports: listener.exports };
       }),
@@ -513,17 +627,32 @@ export class DestinationAgent {
   private async onInfo(state: DialogState, req: IncomingRequest, res: Responder): Promise<void> {
     const parsed = req.body ? parseNrdl(req.body.content) : undefined;
     const kind = parsed?.ok ? parsed.doc.body.kind : undefined;
-    if (!parsed?.ok || (kind !== "status" && kind !== "recover")) {
+    const kinds = ["status", "recover", "switchover", "abort"];
+    if (!parsed?.ok || !kinds.includes(kind ?? "")) {
       const why =
         parsed && !parsed.ok
           ? parsed.violations.map(formatViolation).join("; ")
-          : "INFO must carry an NRDL <status> or <recover>";
+          : "INFO must carry an NRDL <status>, <recover>, <switchover> or <abort>";
       return res.send(400, "Invalid NRDL", {
         headers: { Warning: `399 sip-teleport "${why.slice(0, 200).replace(/"/g, "'")}"` },
       });
     }
     this.touch(state);
-    if (parsed.doc.body.kind === "recover") return this.onRecover(state, parsed.doc.body.vm, res);
+    const body = parsed.doc.body;
+    if (body.kind === "recover") return this.onRecover(state, body.vm, res);
+    if (body.kind === "switchover" || body.kind === "abort") {
+      if (!state.group)
+        return res.send(409, "Conflict", {
+          headers: { Warning: `399 sip-teleport "this dialog did not agree on commit=group (SPEC.md 5.6)"` },
+        });
+      if (body.kind === "switchover") {
+        res.send(200, "OK");
+        return void (await state.group.switchover());
+      }
+      this.log.warn("the source calls the group off", { callId: state.callId, reason: body.reason });
+      const decision = await state.group.decide(`the source called it off: ${body.reason}`);
+      return res.send(200, "OK", { body: nrdlBody({ version: state.version, id: state.migrationId, body: decision }) });
+    }
     await this.takeStatuses(state, parsed.doc.body as StatusReport);
     res.send(200, "OK");
   }
@@ -595,6 +724,8 @@ export class DestinationAgent {
     state.phase = "ended";
     clearTimeout(state.idleTimer);
     clearTimeout(state.expiryTimer);
+    // a group not decided yet is decided now (the dialog's end calls it off unless all arrived)
+    await state.group?.decide(`the dialog ended: ${why}`);
     const here = new Map<string, boolean>();
     for (const vm of state.offer.vms) {
       const local = this.opts.host.find(vm.name);

@@ -17,6 +17,10 @@ export interface JournalEntry {
   migrationId: string;
   vms: string[];
   armedAt: string;
+  /** Group commit (SPEC.md 5.6): a restart finishes the group from the decision journal. */
+  commit?: "group";
+  /** Who opened the dialog: the decision written at a restart is theirs to ask for. */
+  caller?: string;
 }
 
 type Line = { add: JournalEntry } | { remove: string };

@@ -17,6 +17,8 @@ import { formatViolation, nrdlDocument, parseNrdl } from "../../nrdl";
 import type { Answer, DiskSpec, Offer, VmSpec } from "../../nrdl/types";
 import { nrdlBody, SourceCall } from "./call";
 import { dryRun, type DryRun } from "./dry-run";
+import { GroupJournal } from "./group-journal";
+import { askDecision, groupDecisionOf } from "./source-group";
 
 // The types live in types.ts so that call.ts can use them without importing this file back.
 export type { MigrateRequest, MigrateSummary, SourceEvents, SourceOptions, SourcePhase, VmSummary } from "./types";
@@ -30,11 +32,19 @@ export class SourceAgent {
   }
 
   /**
-   * After a crash: quit the paused copies of VMs whose migration completed without their agent
-   * (the destination runs them).
+   * After a crash: groups stopped under group commit are settled by the destination's decision
+   * (nrdl/SPEC.md 5.6); then the paused copies of VMs whose migration completed without their
+   * agent are quit (the destination runs them).
    */
   async recover(): Promise<void> {
+    const pending = new Set<string>();
+    if (this.opts.stateDir) {
+      for (const vm of await settleStoppedGroups(this.opts, new GroupJournal(this.opts.stateDir), this.log))
+        pending.add(vm);
+    }
     for (const def of this.opts.host.inventory()) {
+      if (pending.has(def.name)) continue; // stopped for a group that is not decided: never touched
+
       const driver = this.opts.host.find(def.name)?.driver;
       const done = await driver?.settleOrphanedMigration?.(def.name).catch((err: unknown) => {
         this.log.warn("recovery: could not check a VM", { vm: def.name, error: TeleportError.from(err).message });
@@ -129,6 +139,24 @@ export class SourceAgent {
     // Cancelled while the offer was being checked: nothing has gone on the wire yet.
     if (req.signal?.aborted)
       throw new TeleportError(487, "Request Terminated", ["cancelled before the INVITE was sent"]);
+    // a switchover is offered for the destination to decide, when this host can journal its half
+    const askCommit = offer.policy.strategy === "switchover" && !offer.policy.commit && !!this.opts.stateDir;
+    if (!askCommit) return this.dial(req, offer, events);
+    try {
+      return await this.dial(req, { ...offer, policy: { ...offer.policy, commit: "group" } }, events);
+    } catch (err) {
+      const e = TeleportError.from(err);
+      if (!refusesCommit(e)) throw e;
+      // only who decides changes, not what moves (nrdl/SPEC.md 5.6): ask again the way it understands
+      this.log.warn("the destination does not speak group commit: each VM will run there as it arrives", {
+        to: req.to,
+        details: e.details,
+      });
+      return this.dial(req, offer, events);
+    }
+  }
+
+  private async dial(req: MigrateRequest, offer: Offer, events: SourceEvents): Promise<SourceCall> {
     const migrationId = `mig-${randomBytes(4).toString("hex")}`;
     const log = this.log.child({ migrationId });
     events.onPhase?.("inviting", req.to);
@@ -204,6 +232,43 @@ export class SourceAgent {
     if (noExport.length) throw new TeleportError(502, "Bad Gateway", noExport);
     return answer;
   }
+}
+
+/**
+ * The groups a killed source agent left stopped: ask each destination what it decided and act on
+ * it. Returns the VMs of groups still undecided (unreachable destination): they stay as they are.
+ */
+async function settleStoppedGroups(opts: SourceOptions, journal: GroupJournal, log: Logger): Promise<string[]> {
+  const pending: string[] = [];
+  for (const g of journal.all()) {
+    const d = await askDecision(opts.sip, g.to, g.migrationId, log);
+    const decision = d && groupDecisionOf(d);
+    if (!decision) {
+      log.error("recovery: a stopped group is not decided yet; its VMs stay stopped here", { ...g });
+      pending.push(...g.vms);
+      continue;
+    }
+    const returned = new Set(d.returned?.split(" ") ?? []);
+    for (const vm of g.vms) {
+      const driver = opts.host.find(vm)?.driver;
+      const state = await driver?.state(vm).catch(() => "absent" as const);
+      if (!driver || state === "absent" || state === "running") continue;
+      try {
+        if (decision.outcome === "commit" && !returned.has(vm)) await driver.stop(vm);
+        else await driver.resumeHere?.(vm);
+      } catch (err) {
+        log.error("recovery: could not settle a VM", { vm, error: TeleportError.from(err).message });
+      }
+    }
+    log.warn(`recovered: group ${g.migrationId} was decided ${decision.outcome} at the destination`, { vms: g.vms });
+    journal.remove(g.migrationId);
+  }
+  return pending;
+}
+
+/** A 400 to an offer with commit="group" from a destination that predates group commit (or NRDL 2). */
+function refusesCommit(e: TeleportError): boolean {
+  return e.status === 400 && e.details.some((d) => d.includes("@commit") || d.includes("unsupported version 2"));
 }
 
 /** A destination that does not speak the offer's version: say so plainly, and what to do. */

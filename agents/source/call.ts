@@ -15,6 +15,8 @@ import type { Answer, NrdlDocument, Offer, Outcome, Report, VmStatus } from "../
 import { NRDL_MIME } from "../../nrdl/types";
 import type { MigrateSummary, SourceEvents, SourceOptions, VmSummary } from "./types";
 import { StatusReporter } from "./status-reporter";
+import { GroupJournal } from "./group-journal";
+import { SourceGroup } from "./source-group";
 
 export const nrdlBody = (doc: NrdlDocument): SipBody => ({ contentType: NRDL_MIME, content: buildNrdl(doc) });
 
@@ -87,11 +89,13 @@ export class SourceCall {
     const { offer, events } = this;
     const reporter = new StatusReporter(this.dialog, this.migrationId, this.call.version, this.log);
     const targets = new Map(this.answer.armed.map((a) => [a.vm, a]));
+    const group = this.groupOf(reporter);
     events.onPhase?.("migrating");
     this.outcomes = await executePlan({
       plan: planOffer(offer),
       policy: offer.policy,
       signal,
+      groupCommit: group,
       start: (vm, pause) => {
         this.firstStart ??= Date.now();
         const local = this.opts.host.find(vm);
@@ -105,6 +109,7 @@ export class SourceCall {
             downtimeLimitMs: offer.policy.downtimeLimitMs,
             timeoutS: offer.policy.timeoutS,
             pauseBeforeSwitchover: pause,
+            awaitCommit: !!group,
             convergence: offer.policy.convergence ?? "none",
             recover: (v) => this.recoveryListener(v, reporter),
             recoverWithinS: this.opts.postcopyRecoveryS,
@@ -130,6 +135,26 @@ export class SourceCall {
     });
     await reporter.close();
     return this.outcomes;
+  }
+
+  /** Group commit, when the destination agreed to it (nrdl/SPEC.md 5.6): the source's half of it. */
+  private groupOf(reporter: StatusReporter): SourceGroup | undefined {
+    const stateDir = this.opts.stateDir;
+    if (this.answer.commit !== "group" || !stateDir) return undefined;
+    const group = new SourceGroup({
+      migrationId: this.migrationId,
+      version: this.call.version,
+      to: this.offer.destinationUri,
+      vms: this.offer.vms.map((v) => v.name),
+      host: this.opts.host,
+      sip: this.opts.sip,
+      reporter,
+      journal: new GroupJournal(stateDir),
+      log: this.log,
+      decisionTimeoutMs: Math.max(60, this.offer.policy.timeoutS) * 1000,
+    });
+    this.dialog.onInfo((req, res) => group.onInfo(req, res));
+    return group;
   }
 
   /**

@@ -74,4 +74,9 @@ export interface SourceOptions {
   migrationNetworks?: (target: string) => readonly string[];
   /** How long a broken post-copy keeps trying to recover (timers.postcopyRecoveryS; driver default 30 s). */
   postcopyRecoveryS?: number;
+  /**
+   * Where the source journals groups stopped under group commit (nrdl/SPEC.md 5.6). Without it the
+   * source does not offer group commit: a group it stopped could not be settled after a crash.
+   */
+  stateDir?: string;
 }

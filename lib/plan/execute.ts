@@ -31,7 +31,7 @@ export type GroupDecision = { outcome: "commit" } | { outcome: "abort"; reason: 
  */
 export interface GroupCommit {
   /** Every VM of the group stopped (first to last STOP, epoch ms): the destination may announce them. */
-  onStopped?(vms: string[], firstStopAt: number, lastStopAt: number): void;
+  onStopped?(vms: string[], firstStopAt: number, lastStopAt: number): Promise<void> | void;
   /**
    * The destination's decision, after every switchover was sent or the group was called off after
    * some (`calledOff`: why; the destination is told to abort). Resolves only with a decision.

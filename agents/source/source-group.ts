@@ -1,0 +1,172 @@
+/**
+ * The source's half of group commit (nrdl/SPEC.md 5.6) for one dialog: it tells the destination
+ * when the group is stopped (<switchover>) or called off (<abort>), waits for the destination's
+ * <decision>, and applies it to its own stopped copies. Once any VM's rest was sent it resumes
+ * nothing unless the destination said abort: without a decision it asks (<decision-query>) until
+ * one comes, and keeps its VMs stopped and journaled if none does.
+ */
+import { TeleportError } from "../../lib/errors";
+import type { Host } from "../../lib/hypervisor/host";
+import type { Logger } from "../../lib/log/logger";
+import type { GroupCommit, GroupDecision } from "../../lib/plan/execute";
+import type { IncomingRequest, Responder, SipBackend } from "../../lib/sip/backend";
+import { buildNrdl, parseNrdl } from "../../nrdl";
+import type { Decision, NrdlBody } from "../../nrdl/types";
+import { NRDL_MIME } from "../../nrdl/types";
+import { crashPoint } from "../../lib/plan/crash-point";
+import type { GroupJournal } from "./group-journal";
+import type { StatusReporter } from "./status-reporter";
+
+/** How long the source waits for the destination's INFO before it starts asking. */
+const DECISION_INFO_WAIT_MS = 5000;
+const QUERY_INTERVAL_MS = 2000;
+
+/** The decision a response body carries, if it carries one. */
+export function decisionIn(content: string | undefined): Decision | undefined {
+  const parsed = content ? parseNrdl(content) : undefined;
+  return parsed?.ok && parsed.doc.body.kind === "decision" ? parsed.doc.body : undefined;
+}
+
+/** Ask a destination, outside any dialog, what it decided for a group; undefined when it did not answer. */
+export async function askDecision(
+  sip: SipBackend,
+  to: string,
+  migrationId: string,
+  log: Logger,
+): Promise<Decision | undefined> {
+  const doc = { version: 2, id: migrationId, body: { kind: "decision-query" } as NrdlBody };
+  try {
+    const res = await sip.query(to, { contentType: NRDL_MIME, content: buildNrdl(doc) });
+    const decision = decisionIn(res.body?.content);
+    if (!decision) log.warn("the decision query got no <decision>", { to, status: res.status, reason: res.reason });
+    return decision;
+  } catch (err) {
+    log.warn("the decision query failed", { to, migrationId, error: TeleportError.from(err).message });
+    return undefined;
+  }
+}
+
+export function groupDecisionOf(d: Decision): GroupDecision | undefined {
+  if (d.outcome === "commit") return { outcome: "commit" };
+  if (d.outcome === "abort") return { outcome: "abort", reason: d.reason ?? "the destination aborted the group" };
+  return undefined;
+}
+
+export interface SourceGroupOptions {
+  migrationId: string;
+  version: number;
+  to: string;
+  vms: readonly string[];
+  host: Host;
+  sip: SipBackend;
+  reporter: StatusReporter;
+  journal: GroupJournal;
+  log: Logger;
+  /** Give up waiting for a decision after this long (the VMs stay stopped and journaled). */
+  decisionTimeoutMs: number;
+}
+
+export class SourceGroup implements GroupCommit {
+  private told: ((d: Decision) => void) | undefined;
+  private readonly fromInfo: Promise<Decision>;
+  private returned = new Set<string>();
+  private readonly unsettled: Set<string>;
+
+  constructor(private readonly opts: SourceGroupOptions) {
+    this.fromInfo = new Promise((resolve) => (this.told = resolve));
+    this.unsettled = new Set(opts.vms);
+  }
+
+  /** The dialog's INFO handler: the destination's <decision>. */
+  onInfo(req: IncomingRequest, res: Responder): void {
+    const decision = decisionIn(req.body?.content);
+    if (!decision || decision.outcome === "unknown")
+      return res.send(400, "Bad Request", {
+        headers: { Warning: '399 sip-teleport "expected an NRDL <decision> of commit or abort"' },
+      });
+    this.opts.log.info("the destination decided", { outcome: decision.outcome, reason: decision.reason });
+    res.send(200, "OK");
+    this.told?.(decision);
+  }
+
+  async onStopped(vms: string[], firstStopAt: number, lastStopAt: number): Promise<void> {
+    // journaled before any rest is sent: from then on only the destination's decision settles them
+    this.opts.journal.add({
+      migrationId: this.opts.migrationId,
+      to: this.opts.to,
+      vms: [...this.opts.vms],
+      stoppedAt: new Date(firstStopAt).toISOString(),
+    });
+    this.opts.log.info("group stopped", { vms, stopSpreadMs: Math.round(lastStopAt - firstStopAt) });
+    this.send({ kind: "switchover" }).catch((err: unknown) =>
+      this.opts.log.warn("<switchover> not taken", { error: TeleportError.from(err).message }),
+    );
+    await crashPoint("source:stopped");
+  }
+
+  async decision(calledOff?: string): Promise<GroupDecision> {
+    await crashPoint("source:sent");
+    if (calledOff) {
+      this.opts.log.warn("calling the group off", { reason: calledOff });
+      const d = await this.send({ kind: "abort", reason: calledOff.slice(0, 1024) }).then(
+        (res) => decisionIn(res.body?.content),
+        () => undefined,
+      );
+      const taken = d && this.take(d);
+      if (taken) return taken;
+    } else {
+      const d = await Promise.race([this.fromInfo, sleep(DECISION_INFO_WAIT_MS).then(() => undefined)]);
+      const taken = d && this.take(d);
+      if (taken) return taken;
+    }
+    return this.ask();
+  }
+
+  async settle(vm: string, decision: GroupDecision): Promise<void> {
+    if (this.unsettled.size === this.opts.vms.length) await crashPoint("source:decided");
+    const driver = this.opts.host.find(vm)?.driver;
+    if (!driver) throw new TeleportError(404, `VM ${vm} is not defined on this host`);
+    if (decision.outcome === "commit" && !this.returned.has(vm)) await driver.stop(vm);
+    else if (driver.resumeHere) await driver.resumeHere(vm);
+    else throw new TeleportError(501, `the ${driver.kind} driver cannot resume ${vm} here`);
+    this.unsettled.delete(vm);
+    if (this.unsettled.size === 0) this.opts.journal.remove(this.opts.migrationId);
+  }
+
+  /** VMs not in this dialog's switchover (called off before it): nothing to settle for them. */
+  forget(vm: string): void {
+    this.unsettled.delete(vm);
+    if (this.unsettled.size === 0) this.opts.journal.remove(this.opts.migrationId);
+  }
+
+  private take(d: Decision): GroupDecision | undefined {
+    const g = groupDecisionOf(d);
+    if (g?.outcome === "commit") this.returned = new Set((d.returned ?? "").split(" ").filter(Boolean));
+    return g;
+  }
+
+  /** No decision came in the dialog: ask outside it until one does, or give up with the group stopped. */
+  private async ask(): Promise<GroupDecision> {
+    const until = Date.now() + this.opts.decisionTimeoutMs;
+    for (;;) {
+      const d = await Promise.race([
+        askDecision(this.opts.sip, this.opts.to, this.opts.migrationId, this.opts.log),
+        this.fromInfo,
+      ]);
+      const taken = d && this.take(d);
+      if (taken) return taken;
+      if (Date.now() >= until)
+        throw new TeleportError(504, "no decision from the destination: the group stays stopped here", [
+          `the destination did not say whether it runs ${this.opts.vms.join(", ")}`,
+          "sip-teleport asks again when it next starts on this host (its journal keeps the group)",
+        ]);
+      await Promise.race([sleep(QUERY_INTERVAL_MS), this.fromInfo]);
+    }
+  }
+
+  private send(body: NrdlBody) {
+    return this.opts.reporter.request(buildNrdl({ version: this.opts.version, id: this.opts.migrationId, body }));
+  }
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
