@@ -132,7 +132,11 @@ export class GroupDecider {
     await crashPoint("destination:arrived");
     // an arrived copy that died before the decision makes it abort: its source copy is intact
     const states = await Promise.all(
-      this.opts.vms.map((vm) => this.driver(vm.name).state(vm.name).catch(() => "absent" as const)),
+      this.opts.vms.map((vm) =>
+        this.driver(vm.name)
+          .state(vm.name)
+          .catch(() => "absent" as const),
+      ),
     );
     const gone = this.opts.vms.filter((_, i) => states[i] !== "arrived").map((vm) => vm.name);
     if (gone.length) return this.abort(`${gone.join(", ")} arrived but is gone here before the group was decided`);

@@ -27,13 +27,11 @@ export const CRASH_POINTS = [
 ] as const;
 export type CrashPoint = (typeof CRASH_POINTS)[number];
 
-const listed = (name: string): ReadonlySet<string> => new Set((process.env[name] ?? "").split(",").filter(Boolean));
-const crashAt = listed("SIP_TELEPORT_CRASH_AT");
-const holdAt = listed("SIP_TELEPORT_HOLD_AT");
+const listed = (name: string, point: string): boolean => (process.env[name] ?? "").split(",").includes(point);
 
 export async function crashPoint(point: CrashPoint): Promise<void> {
-  if (crashAt.has(point)) process.kill(process.pid, "SIGKILL");
-  if (!holdAt.has(point)) return;
+  if (listed("SIP_TELEPORT_CRASH_AT", point)) process.kill(process.pid, "SIGKILL");
+  if (!listed("SIP_TELEPORT_HOLD_AT", point)) return;
   const file = join(process.env.SIP_TELEPORT_HOLD_DIR ?? ".", point.replace(":", "-"));
   fs.writeFileSync(file, `${process.pid}\n`);
   while (fs.existsSync(file)) await new Promise((r) => setTimeout(r, 20));

@@ -23,13 +23,17 @@ export interface CliProcess {
   exited: Promise<number | null>;
 }
 
-/** `netns`: run inside that network namespace (`ip netns exec`), for tests that shape the link. */
-export function runCli(args: string[], opts: { netns?: string } = {}): CliProcess {
+/**
+ * `netns`: run inside that network namespace (`ip netns exec`), for tests that shape the link;
+ * `env`: added to this process's environment (e.g. lib/plan/crash-point.ts's).
+ */
+export function runCli(args: string[], opts: { netns?: string; env?: Record<string, string> } = {}): CliProcess {
   let out = "";
   const [cmd, argv] = opts.netns
     ? ["ip", ["netns", "exec", opts.netns, process.execPath, CLI, ...args]]
     : [process.execPath, [CLI, ...args]];
-  const child = spawn(cmd, argv, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  const env = opts.env ? { ...process.env, ...opts.env } : process.env;
+  const child = spawn(cmd, argv, { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"], env });
   const waiters = new Set<() => void>();
   const onData = (d: Buffer) => {
     out += d.toString();

@@ -158,7 +158,8 @@ export async function startPair(defs: VmDefinition[], opts: PairOptions = {}): P
     const d1 = mk("dc1", opts.dc1);
     started.push(() => d1.sip.stop());
     await d1.sip.start();
-    const source = new SourceAgent({ sip: d1.sip, host: d1.host, hostName: "dc1", logger });
+    // stateDir: a switchover is offered with group commit, as the CLI does (nrdl/SPEC.md 5.6)
+    const source = new SourceAgent({ sip: d1.sip, host: d1.host, hostName: "dc1", logger, stateDir: d1.cfg.stateDir });
     return {
       base,
       defs,
@@ -189,11 +190,13 @@ export async function extraSource(
   pair: Pair,
   sip: Partial<HostConfig["sip"]>,
   logger: Logger = silentLogger,
-): Promise<{ agent: SourceAgent; stop(): Promise<void> }> {
+): Promise<{ agent: SourceAgent; sip: TestSipBackend; stop(): Promise<void> }> {
   const backend = sipBackend({ ...pair.dc1.cfg, sip: { ...pair.dc1.cfg.sip, ...sip } }, logger, { ephemeral: true });
   await backend.start();
+  const stateDir = pair.dc1.cfg.stateDir;
   return {
-    agent: new SourceAgent({ sip: backend, host: pair.dc1.host, hostName: "dc1", logger }),
+    agent: new SourceAgent({ sip: backend, host: pair.dc1.host, hostName: "dc1", logger, stateDir }),
+    sip: backend,
     stop: () => backend.stop(),
   };
 }

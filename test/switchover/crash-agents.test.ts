@@ -1,0 +1,99 @@
+/**
+ * nrdl/SPEC.md 5.6's crash-point table, the agent rows: kill -9 of the source agent and of the
+ * destination agent at each crash point of a group switchover under group commit (real agents as
+ * processes, real QEMU). Every case ends with the whole group running on one host, no copy paused
+ * anywhere, once the killed agent has been started again.
+ */
+import type { VmDefinition } from "../../lib/hypervisor/driver";
+import type { CrashPoint } from "../../lib/plan/crash-point";
+import {
+  closeWorld,
+  decisionsOf,
+  groupDefs,
+  groupWorld,
+  kill9,
+  listen,
+  migrate,
+  nothingPending,
+  reached,
+  release,
+  settledOn,
+  states,
+  type World,
+} from "./world";
+
+jest.setTimeout(120_000);
+
+let defs: VmDefinition[];
+beforeAll(async () => {
+  defs = await groupDefs();
+});
+
+let w: World | undefined;
+afterEach(async () => {
+  await closeWorld(w);
+  w = undefined;
+});
+
+describe("the source agent killed", () => {
+  it.each<[CrashPoint, "dc1" | "dc2", string]>([
+    ["source:stopped", "dc1", "abort"],
+    ["source:sent", "dc2", "commit"],
+    ["source:decided", "dc2", "commit"],
+  ])("at %s: once it starts again, the whole group runs on %s (%s)", async (point, host, outcome) => {
+    w = await groupWorld(defs);
+    await listen(w);
+    const source = migrate(w, { crashAt: point });
+    await source.exited; // killed itself at the point
+    if (host === "dc2") {
+      // the destination commits on its own when everything arrived; the source's copies wait stopped
+      await until(async () => Object.values(await states(w as World)).every((s) => s.endsWith("dc2:running")));
+      expect(Object.values(await states(w)).filter((s) => s.startsWith("dc1:running"))).toEqual([]);
+    }
+    // started again: it asks the destination what it decided, and acts on that alone
+    await w.pair.dc1.agent.recover();
+    await settledOn(w, host);
+    expect(decisionsOf(w).map((d) => d.outcome)).toEqual([outcome]);
+    await until(() => nothingPending(w as World).armed.length === 0);
+    expect(nothingPending(w)).toEqual({ armed: [], stoppedGroups: [] });
+  });
+});
+
+describe("the destination agent killed", () => {
+  it.each<[CrashPoint, "dc1" | "dc2", string]>([
+    ["destination:arrived", "dc1", "abort"],
+    ["destination:committed", "dc2", "commit"],
+    ["destination:resuming", "dc2", "commit"],
+  ])("at %s: once it starts again, the whole group runs on %s (%s)", async (point, host, outcome) => {
+    w = await groupWorld(defs);
+    const dest = await listen(w, { crashAt: point });
+    const source = migrate(w);
+    await dest.exited; // killed itself at the point; the source waits for a decision, asking
+    await listen(w); // started again: it finishes the group from its journal, then answers the source
+    expect(await source.exited).toBe(host === "dc2" ? 0 : 1);
+    await settledOn(w, host);
+    expect(decisionsOf(w).map((d) => d.outcome)).toEqual([outcome]);
+    expect(nothingPending(w).stoppedGroups).toEqual([]);
+  });
+
+  it("at the stop: the group is sent, arrives paused, waits undecided, and the restarted agent aborts it", async () => {
+    w = await groupWorld(defs);
+    const dest = await listen(w);
+    const source = migrate(w, { holdAt: "source:stopped" });
+    await reached(w, "source:stopped");
+    await kill9(dest);
+    release(w, "source:stopped");
+    // the incoming QEMUs outlive their agent and receive the group, paused; nobody may run them yet
+    await new Promise((r) => setTimeout(r, 2000));
+    await listen(w);
+    expect(await source.exited).toBe(1);
+    await settledOn(w, "dc1");
+    expect(decisionsOf(w).map((d) => d.outcome)).toEqual(["abort"]);
+    expect(nothingPending(w)).toEqual({ armed: [], stoppedGroups: [] });
+  });
+});
+
+async function until(check: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check()) && Date.now() < end) await new Promise((r) => setTimeout(r, 100));
+}
