@@ -181,6 +181,12 @@ export interface MigrationOptions {
   recoverWithinS?: number;
 }
 
+/** How settleOrphanedMigration treats a copy stopped for a switchover. */
+export interface SettleOptions {
+  /** Group commit: the decision is pending in a journal; leave a stopped copy (postmigrate or paused) as it is. */
+  keepStopped?: boolean;
+}
+
 /** Destination side of a post-copy recovery: where to listen again, with a new one-time secret. */
 export interface RecoveryOptions {
   address: string;
@@ -228,6 +234,12 @@ export interface MigrationHandle {
    * resumes the VM here: its state has not left.
    */
   stop(): Promise<number>;
+  /**
+   * Settles when the VM stopped at the source for the switchover, by stop() or on its own (QEMU
+   * converged), with when (epoch ms): the executor stops the whole group at the first STOP.
+   * Optional: a handle without it is stopped when all are primed.
+   */
+  readonly stopped?: Promise<number>;
   /**
    * After stop(): send the last pages and the device state (migrate-continue); resolves when the
    * destination has loaded the VM (with holdOnArrival there it waits "arrived", not running).
@@ -305,7 +317,9 @@ export interface HypervisorDriver {
    * copy whose migration completed without it is quit (what the agent does after every move); a
    * migration still going (held for a switchover nobody will call, or paused at pre-switchover)
    * is cancelled, so the VM runs here. Says what it did, undefined when nothing was left;
-   * never touches a migration this process is running.
+   * never touches a migration this process is running. A copy stopped for a switchover whose
+   * migration then failed runs here again, unless `opts.keepStopped` (a group-commit journal
+   * still has to decide it: the copy is left paused, completed or not).
    */
-  settleOrphanedMigration?(vm: string): Promise<string | undefined>;
+  settleOrphanedMigration?(vm: string, opts?: SettleOptions): Promise<string | undefined>;
 }

@@ -24,7 +24,7 @@ const HOLD_POLL_MS = 100;
 /** Held for a switchover: 1 ms x 1 MiB/s is below one page, so pre-copy goes on (see QemuMigration). */
 const HOLD_DOWNTIME_MS = 1;
 const HOLD_MIB_PER_S = 1;
-/** How long converge() lets a held VM send the rest of its first pass before stopping it anyway. */
+/** How long prime() lets a held VM send the rest of its first pass before stopping it anyway. */
 const CATCH_UP_MS = 5000;
 /** libvirt's bandwidth is in MiB/s; "unlimited" is far above any link. */
 const UNLIMITED_MIB_PER_S = 1 << 20;
@@ -62,7 +62,7 @@ export class LibvirtMigration implements MigrationHandle {
   private released = false;
   /** Pre-copy pass libvirt is in (domjobinfo "Iteration"). */
   private iteration = 0;
-  /** When converge() suspended the VM (epoch ms): the group's pause starts here, not at libvirt's stop. */
+  /** When stop() suspended the VM (epoch ms): the group's pause starts here, not at libvirt's stop. */
   private stoppedAt: number | undefined;
   private held = false;
   private timer: NodeJS.Timeout | undefined;
@@ -95,26 +95,34 @@ export class LibvirtMigration implements MigrationHandle {
   }
 
   /**
-   * Stop a held migration's VM for the group's switchover. libvirt has no pause-before-switchover
-   * (it never waits between the stop and the last pages), so this suspends the VM here itself —
-   * libvirt allows `suspend` during an outgoing migration — and restores the bandwidth: the group
-   * stops together, as with QEMU, but each VM's rest is sent at once and it resumes at the
-   * destination when that is done, not when the executor calls switchover() wave by wave.
+   * Lift a held migration's bandwidth and let the VM finish its first pass live (at most
+   * CATCH_UP_MS; the 1 ms limit still keeps it from switching over unless it has next to nothing
+   * dirty), so the group's stop has only the last dirty pages left.
    */
-  async converge(downtimeLimitMs = this.opts.downtimeLimitMs): Promise<void> {
-    if (this.phase === "completed") return; // it converged on its own before it could be held
-    if (!this.opts.pauseBeforeSwitchover || this.released || this.phase !== "active")
+  async prime(): Promise<void> {
+    if (this.phase === "completed" || this.released) return; // it converged on its own before it could be held
+    if (!this.opts.pauseBeforeSwitchover || this.phase !== "active")
       throw new TeleportError(400, `VM ${this.ctx.vm} is not waiting for switchover (phase ${this.phase})`);
     this.released = true;
     this.armTimeout();
-    const { virsh, domain, vm, log } = this.ctx;
-    // held with up to a quarter of its first pass unsent: send that live first (the 1 ms limit
-    // still keeps it from switching over), so the group's stop has only the last dirty pages left
-    await virsh.run(["migrate-setspeed", domain, String(this.mibPerS)]).catch(() => undefined);
+    await this.ctx.virsh.run(["migrate-setspeed", this.ctx.domain, String(this.mibPerS)]).catch(() => undefined);
     const caughtUp = () => this.iteration >= 2 || this.bytes.remaining <= this.bytes.total / 32;
     for (const end = Date.now() + CATCH_UP_MS; this.phase === "active" && !caughtUp() && Date.now() < end;)
       await new Promise((r) => setTimeout(r, HOLD_POLL_MS / 2));
-    if (this.phase !== "active") return; // it switched over on its own meanwhile
+  }
+
+  /**
+   * Stop the VM for the group's switchover. libvirt has no pause-before-switchover (it never waits
+   * between the stop and the last pages), so this suspends the VM here itself — libvirt allows
+   * `suspend` during an outgoing migration — and restores the downtime limit: the group stops
+   * together, as with QEMU, but each VM's rest is sent at once and it resumes at the destination
+   * when that is done, not when the executor calls switchover().
+   */
+  async stop(): Promise<number> {
+    if (this.stoppedAt !== undefined) return this.stoppedAt;
+    if (!this.released) await this.prime();
+    const { virsh, domain, vm, log } = this.ctx;
+    if (this.phase !== "active") return Date.now(); // it switched over on its own meanwhile
     try {
       await virsh.run(["suspend", domain]);
       this.stoppedAt = Date.now();
@@ -123,16 +131,16 @@ export class LibvirtMigration implements MigrationHandle {
       // it converged on its own meanwhile: nothing left to stop
       log.warn(`could not stop ${vm} for switchover`, { error: TeleportError.from(err).message });
     }
-    // stopped is what the group waits for (within its window); the bandwidth follows unawaited:
-    // on a loaded host two more virsh calls per VM would spread the group's stops past the window
-    void this.setLimits(downtimeLimitMs, this.mibPerS).catch((err: unknown) =>
+    // the limits follow unawaited: on a loaded host two more virsh calls per VM would spread the group's stops
+    void this.setLimits(this.opts.downtimeLimitMs, this.mibPerS).catch((err: unknown) =>
       log.warn(`could not restore ${vm}'s migration limits`, { error: TeleportError.from(err).message }),
     );
+    return this.stoppedAt ?? Date.now();
   }
 
-  /** Released by converge() already, or now; resolves when the VM runs at the destination. */
+  /** Stopped by stop() already, or now; resolves when the VM runs at the destination. */
   async switchover(): Promise<void> {
-    if (!this.released) await this.converge();
+    if (this.stoppedAt === undefined) await this.stop();
     await this.done;
   }
 

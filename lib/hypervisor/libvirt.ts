@@ -260,7 +260,8 @@ export class LibvirtDriver implements HypervisorDriver {
       return {
         done: fail,
         readyToSwitch: fail,
-        converge: () => fail,
+        prime: () => fail,
+        stop: () => fail,
         switchover: () => fail,
         abort: async () => undefined,
       };

@@ -48,6 +48,20 @@ const HOLD_DOWNTIME_MS = 1;
 const HOLD_BYTES_PER_S = 40_960;
 /** How often a held migration asks whether its first full pass is done. */
 const HOLD_POLL_MS = 100;
+/** prime(): how often to look whether the migration thread woke up (QEMU re-decides once per 100 ms window). */
+const PRIME_POLL_MS = 4;
+/** prime(): a thread showing no sign of life within one 100 ms rate-limit window and a margin is not waited for. */
+const PRIME_AWAKE_MS = 160;
+/** prime(): bytes beyond the trickle's one page a window that show the thread sends at full speed. */
+const PRIME_AWAKE_BYTES = 16_384;
+/** prime(): at most this long for a held VM to send the rest of its first pass live before it is stopped. */
+const PRIME_CATCH_UP_MS = 5000;
+/** stop(): how long QEMU may take to report the STOP of a `stop` it answered. */
+const STOP_EVENT_WAIT_MS = 2000;
+/** stop(): the least time from STOP to pre-switchover before the migration is cancelled (see boundDrain). */
+const DRAIN_MIN_MS = 3000;
+/** A cancelled migration leaves finish-migrate (where `cont` is refused) a moment after its event. */
+const SETTLE_WAIT_MS = 3000;
 /** Once the disks are in sync, their mirrors keep this share of the cap for the guest's new writes. */
 const DISK_SHARE_IN_SYNC = 0.25;
 /**
@@ -121,7 +135,11 @@ export class QemuMigration implements MigrationHandle {
   private client: QmpClient | undefined;
   private readonly ready = signal();
   /** Stopped at pre-switchover: only the last pages and the device state are left to send. */
-  private readonly stopped = signal();
+  private readonly atSwitchover = signal();
+  /** The VM stopped (QMP STOP, ours or QEMU's own at convergence). */
+  private readonly halted = signal();
+  /** Resolves with when the VM stopped at the source (by stop() or on its own), for the group's first STOP. */
+  readonly stopped: Promise<number>;
   /** The destination has the VM (QEMU's "completed"). */
   private readonly arrived = signal();
   /** When the source stopped the VM (QMP STOP), epoch ms. */
@@ -132,10 +150,16 @@ export class QemuMigration implements MigrationHandle {
   private timer: NodeJS.Timeout | undefined;
   private bytes = { transferred: 0, remaining: 0, total: 0 };
   private bytesPerS: number;
-  /** converge() was called: the real downtime limit and bandwidth are back. */
-  private released = false;
-  /** switchover() sent migrate-continue. */
+  /** prime() lifted the hold's bandwidth (the 1 ms downtime limit stays: only stop() ends pre-copy). */
+  private primed = false;
+  /** stop() was called: the VM is stopped by us, so QEMU will not restart it on a failure (vm_was_running). */
+  private stopRequested = false;
+  /** switchover() was called: from now on the device state may leave (migrate-continue). */
   private continued = false;
+  /** When migrate-continue was sent (epoch ms). */
+  private continuedAt: number | undefined;
+  /** Bounds the drain from our STOP to pre-switchover (a dirty set the link cannot carry soon). */
+  private drainTimer: NodeJS.Timeout | undefined;
   private held = false;
   /** migrate-start-postcopy was sent: from then on the VM's memory is on both hosts. */
   private postcopyStarted = false;
@@ -171,48 +195,106 @@ export class QemuMigration implements MigrationHandle {
   ) {
     this.bytesPerS = opts.bandwidthMbps > 0 ? Math.floor((opts.bandwidthMbps * 1_000_000) / 8) : UNLIMITED_BYTES_PER_S;
     this.readyToSwitch = this.ready.promise;
+    this.stopped = quiet(this.halted.promise.then(() => this.stoppedAt ?? Date.now()));
     if (!opts.pauseBeforeSwitchover)
       this.ready.reject(new TeleportError(400, `migration of ${vm} was not asked to pause before switchover`));
     this.done = quiet(
       this.run().finally(() => {
         clearTimeout(this.timer);
+        clearTimeout(this.drainTimer);
         hooks.settled();
       }),
     );
     this.done.catch((err: Error) => {
-      for (const s of [this.ready, this.stopped, this.arrived]) s.reject(err);
+      for (const s of [this.ready, this.atSwitchover, this.halted, this.arrived]) s.reject(err);
     });
   }
 
   /**
-   * Release a held migration: the real downtime limit and bandwidth let QEMU converge in its next
-   * pass; it then stops the VM at pre-switchover and waits there. Every VM of a group released
-   * together stops within about one pass of each other, while each kept running until then.
+   * A held migration sleeps out its 100 ms rate-limit windows at a trickle. Lift the bandwidth (the
+   * 1 ms downtime limit stays, so QEMU still does not stop the VM unless next to nothing is dirty)
+   * and wait until the thread is seen awake and, for one held before its first pass ended, until
+   * that pass is sent live; then stop() finds it sending and the stopped VM has only its dirty set left.
    */
-  async converge(downtimeLimitMs = this.opts.downtimeLimitMs): Promise<void> {
-    const client = this.client;
-    if (!this.released) {
-      if (!this.opts.pauseBeforeSwitchover || !client || !(this.phase === "active" || this.phase === "pre-switchover"))
-        throw new TeleportError(400, `VM ${this.vm} is not waiting for switchover (phase ${this.phase})`);
-      this.released = true;
-      this.armTimeout();
-      if (this.phase === "active")
-        await client.execute("migrate-set-parameters", {
-          "max-bandwidth": this.bytesPerS,
-          "downtime-limit": Math.max(1, Math.round(downtimeLimitMs)),
-        });
+  async prime(): Promise<void> {
+    const client = this.heldClient("prime");
+    if (this.primed || this.phase !== "active" || this.stoppedAt !== undefined) return;
+    this.primed = true;
+    this.armTimeout();
+    const before = await client.execute<QueryMigrate>("query-migrate");
+    await client.execute("migrate-set-parameters", { "max-bandwidth": this.bytesPerS });
+    const t0 = Date.now();
+    const sent0 = before.ram?.transferred ?? 0;
+    const sync0 = before.ram?.["dirty-sync-count"] ?? 0;
+    for (;;) {
+      await sleep(PRIME_POLL_MS);
+      // stopped on its own (an idle guest converges at full bandwidth), failed, or at pre-switchover
+      if (this.stoppedAt !== undefined || this.phase !== "active" || client.isClosed) return;
+      const q = await client.execute<QueryMigrate>("query-migrate").catch(() => undefined);
+      const ram = q?.ram ?? {};
+      const sync = ram["dirty-sync-count"] ?? 0;
+      const awake = (ram.transferred ?? 0) - sent0 > PRIME_AWAKE_BYTES || sync > sync0;
+      const elapsed = Date.now() - t0;
+      if ((awake && sync >= 2) || (!awake && elapsed > PRIME_AWAKE_MS) || elapsed > PRIME_CATCH_UP_MS) return;
     }
-    await this.stopped.promise;
   }
 
-  /** Send what is left of a VM stopped at pre-switchover; resolves when the destination has it. */
+  /**
+   * Stop the VM now (QMP stop: immediate, unlike QEMU's own decision at its window's end). The
+   * migration thread then sends the dirty set and waits at pre-switchover. QEMU keeps
+   * vm_was_running=false for a VM we stopped, so a failure leaves it paused: run() resumes it here
+   * as long as switchover() was not called.
+   */
+  async stop(): Promise<number> {
+    if (this.stoppedAt !== undefined) return this.stoppedAt;
+    const client = this.heldClient("stop");
+    if (!this.stopRequested) {
+      this.stopRequested = true;
+      await client.execute("stop"); // a no-op when QEMU stopped it itself meanwhile
+      if (!this.primed && this.phase === "active") {
+        this.primed = true; // the dirty set must not drain at the hold's trickle
+        await client.execute("migrate-set-parameters", { "max-bandwidth": this.bytesPerS });
+      }
+      this.boundDrain();
+    }
+    await within(this.halted.promise, STOP_EVENT_WAIT_MS, `no STOP event from the source QEMU of ${this.vm}`);
+    return this.stoppedAt ?? Date.now();
+  }
+
+  /** Send what is left of a VM stopped at pre-switchover (stopping it first if needed); resolves when completed. */
   async switchover(): Promise<void> {
-    await this.converge();
     if (!this.continued) {
+      if (this.stoppedAt === undefined && this.phase === "active") await this.stop();
+      await this.atSwitchover.promise;
       this.continued = true;
+      clearTimeout(this.drainTimer);
       if (this.client) await this.continueSwitchover(this.client);
     }
     await this.arrived.promise;
+  }
+
+  /** The monitor of a migration held for a group switchover, or a 400 saying why it is not. */
+  private heldClient(what: string): QmpClient {
+    const client = this.client;
+    if (!this.opts.pauseBeforeSwitchover || !client || !(this.phase === "active" || this.phase === "pre-switchover"))
+      throw new TeleportError(400, `VM ${this.vm} is not waiting for switchover (phase ${this.phase}): cannot ${what}`);
+    return client;
+  }
+
+  /**
+   * A stopped VM whose dirty set does not reach pre-switchover soon (a writer the link cannot carry)
+   * would make a long pause: cancel it before any device state left; it resumes here.
+   */
+  private boundDrain(): void {
+    const ms = Math.max(DRAIN_MIN_MS, 10 * this.opts.downtimeLimitMs);
+    this.drainTimer = setTimeout(() => {
+      if (this.continued || this.phase !== "active") return;
+      this.cancelReason ??= new TeleportError(504, `${this.vm} did not reach switchover within ${ms} ms of its stop`, [
+        "its dirty memory did not fit the link in time; the migration was cancelled and the VM resumes on the source",
+      ]);
+      this.cancelled(this.cancelReason);
+      void this.client?.execute("migrate_cancel").catch(() => undefined);
+    }, ms);
   }
 
   async abort(): Promise<void> {
@@ -316,11 +398,13 @@ export class QemuMigration implements MigrationHandle {
         transferredBytes: q.ram?.transferred ?? this.bytes.transferred,
       };
       if (this.stoppedAt !== undefined) result.stoppedAt = this.stoppedAt;
+      if (this.continuedAt !== undefined) result.continuedAt = this.continuedAt;
       if (this.diskBytes !== undefined) result.diskTransferredBytes = this.diskBytes;
       this.report("completed");
       await client.close();
-      await this.hooks.quitSource();
-      this.log.info(`migrated ${this.vm}`, { ...result });
+      // group commit: the paused copy (postmigrate) waits for the destination's decision
+      if (!this.opts.awaitCommit) await this.hooks.quitSource();
+      this.log.info(`migrated ${this.vm}${this.opts.awaitCommit ? " (source copy kept paused)" : ""}`, { ...result });
       return result;
     } catch (err) {
       await this.mirrors?.abort();
@@ -381,6 +465,7 @@ export class QemuMigration implements MigrationHandle {
     try {
       if (this.mirrors) this.diskBytes = await this.mirrors.complete();
       await client.execute("migrate-continue", { state: "pre-switchover" });
+      this.continuedAt = Date.now();
     } catch (err) {
       this.cancelReason ??= TeleportError.from(err);
       await client.execute("migrate_cancel").catch(() => undefined);
@@ -391,7 +476,10 @@ export class QemuMigration implements MigrationHandle {
   private followEvents(client: QmpClient): Promise<string> {
     return new Promise((resolve, reject) => {
       const off = client.onEvent((ev: QmpEvent) => {
-        if (ev.event === "STOP") this.stoppedAt = ev.timestamp.seconds * 1000 + ev.timestamp.microseconds / 1000;
+        if (ev.event === "STOP") {
+          this.stoppedAt = ev.timestamp.seconds * 1000 + ev.timestamp.microseconds / 1000;
+          this.halted.resolve();
+        }
         if (ev.event !== "MIGRATION") return;
         const status = String(ev.data.status);
         const phase = phaseOf(status);
@@ -404,8 +492,9 @@ export class QemuMigration implements MigrationHandle {
           if (!this.opts.pauseBeforeSwitchover) void this.continueSwitchover(client);
           else {
             // converged before the group was ready: it waits stopped (a guest that writes nothing)
-            if (!this.released) this.holding(client);
-            this.stopped.resolve();
+            if (!this.primed && !this.stopRequested) this.holding(client);
+            clearTimeout(this.drainTimer);
+            this.atSwitchover.resolve();
           }
         }
         if (status === "postcopy-active") this.postcopyStarted = true;
@@ -462,8 +551,8 @@ export class QemuMigration implements MigrationHandle {
       const nearlySent =
         (ram["dirty-sync-count"] ?? 0) >= 2 ||
         ((ram.total ?? 0) > 0 && (ram.remaining ?? Infinity) <= (ram.total ?? 0) / 4);
-      if (this.opts.pauseBeforeSwitchover && !this.released && this.phase === "active" && nearlySent)
-        this.holding(client);
+      const releasing = this.primed || this.stopRequested;
+      if (this.opts.pauseBeforeSwitchover && !releasing && this.phase === "active" && nearlySent) this.holding(client);
       // Post-copy once pre-copy stops gaining: two passes after the first and still not converged.
       const stuck = (ram["dirty-sync-count"] ?? 0) >= 3;
       if (this.opts.convergence === "postcopy" && !this.postcopyStarted && !this.postcopyRefused && stuck) {
@@ -619,7 +708,15 @@ export class QemuMigration implements MigrationHandle {
     }
   }
 
-  /** Make sure the VM runs on the source again, then say what happened. */
+  /** The run state once QEMU has left finish-migrate (migration_iteration_finish runs after the event). */
+  private async settledStatus(client: QmpClient): Promise<string> {
+    for (const end = Date.now() + SETTLE_WAIT_MS; ; await sleep(20)) {
+      const { status } = await client.execute<{ status: string }>("query-status");
+      if (status !== "finish-migrate" || Date.now() > end) return status;
+    }
+  }
+
+  /** Make sure the VM runs on the source again (unless the group decides), then say what happened. */
   private async failure(client: QmpClient, outcome: string, q: QueryMigrate): Promise<TeleportError> {
     if (this.postcopyStarted)
       // the destination ran the VM: the source's copy is stale and must never run again
@@ -627,9 +724,16 @@ export class QemuMigration implements MigrationHandle {
         q["error-desc"] ?? `migration ${outcome}`,
         "the source's copy is stale and stays stopped; restore the VM from a backup",
       ]);
-    let { status } = await client.execute<{ status: string }>("query-status");
+    if (this.opts.awaitCommit && this.continued)
+      // its device state may have left: only the group's decision may run it here again
+      return new TeleportError(
+        503,
+        `migration of ${this.vm} failed after its switchover: ${q["error-desc"] ?? outcome}`,
+        ["the VM stays paused on the source until the group's decision"],
+      );
+    let status = await this.settledStatus(client);
     if (status !== "running" && status !== "shutdown") {
-      // QEMU restarts a VM that was running when the migration failed; make sure of it.
+      // QEMU restarts a VM that was running when the migration failed, not one we stopped (stop()): run it
       await client.execute("cont").catch(() => undefined);
       ({ status } = await client.execute<{ status: string }>("query-status"));
     }

@@ -20,6 +20,7 @@ import type {
   MigrationOptions,
   MigrationTarget,
   RecoveryOptions,
+  SettleOptions,
   VmDefinition,
   VmRunState,
 } from "./driver";
@@ -67,6 +68,9 @@ export function tcgSafeMemory(memoryMib: number, accel: AccelChoice["accel"], wo
   return accel === "tcg" && workaround ? `${memoryMib * 1024 + 8}k` : `${memoryMib}M`;
 }
 
+/** announce-self: a RARP per NIC at once and twice more, 50 ms apart (QEMU's migration default is 5 rounds). */
+const ANNOUNCE = { initial: 0, max: 100, rounds: 3, step: 50 };
+
 /** Longest Unix socket path Linux accepts (sun_path is 108 bytes with the terminating NUL). */
 const MAX_SOCKET_PATH = 107;
 
@@ -84,6 +88,11 @@ export interface VmFiles {
   pskNbd: string;
   /** Images an arming created for copied disks, deleted if the VM does not arrive. */
   createdImages: string;
+  /**
+   * Marker: armed with holdOnArrival (QEMU -S); an arrival waits paused for the group's decision.
+   * On disk like the pidfile, so a restarted agent tells an arrived VM from one paused otherwise.
+   */
+  hold: string;
 }
 
 interface Listener {
@@ -175,6 +184,7 @@ export class QemuDriver implements HypervisorDriver {
       pskOut: `${base}.psk-out`,
       pskNbd: `${base}.psk-nbd`,
       createdImages: `${base}.created-images.json`,
+      hold: `${base}.hold`,
     };
   }
 
@@ -193,9 +203,16 @@ export class QemuDriver implements HypervisorDriver {
     const status = await this.queryStatus(vm);
     if (status === undefined) return "absent";
     if (status === "finish-migrate" && this.outgoing.get(vm)?.phase === "pre-switchover") return "pre-switchover";
+    if (status === "paused" && (await this.isArrived(vm))) return "arrived";
     // the destination's half runs (or waits for pages), the source's is stopped: either way it is split
     if (status !== "inmigrate" && status !== "shutdown" && (await this.inPostcopy(vm))) return "postcopy";
     return runState(status);
+  }
+
+  /** Held on arrival (its marker) and its incoming migration completed, as QEMU says now. */
+  private async isArrived(vm: string): Promise<boolean> {
+    if (!fs.existsSync(this.files(vm).hold)) return false;
+    return (await this.queryMigration(vm).catch(() => undefined)) === "completed";
   }
 
   /** Whether this VM's migration (outgoing, or incoming here) is in post-copy: its memory is split. */
@@ -214,19 +231,30 @@ export class QemuDriver implements HypervisorDriver {
     }
   }
 
-  async settleOrphanedMigration(vm: string): Promise<string | undefined> {
+  async settleOrphanedMigration(vm: string, opts: SettleOptions = {}): Promise<string | undefined> {
     this.definition(vm);
     if (this.outgoing.has(vm)) return undefined;
     const status = await this.queryStatus(vm);
-    if (status === "postmigrate") {
-      // QEMU handed the VM over and the destination runs it: this paused copy is stale
-      await this.quit(vm);
-      return "it had moved away: quit its stale paused copy";
-    }
-    if (status !== "running" && status !== "finish-migrate") return undefined;
+    if (status === undefined || !["running", "finish-migrate", "postmigrate", "paused"].includes(status))
+      return undefined;
     const client = await QmpClient.connect(this.files(vm).mon);
     try {
       const migration = (await client.execute<{ status?: string }>("query-migrate")).status;
+      if (status === "postmigrate" || status === "paused") {
+        const ended = migration === "completed" || migration === "failed" || migration === "cancelled";
+        if (!ended || (status === "paused" && migration === "completed")) return undefined; // not ours to settle
+        if (opts.keepStopped)
+          return `its migration ${migration} with the VM stopped here: kept paused for the group's decision`;
+        if (migration === "completed") {
+          // QEMU handed the VM over and the destination runs it: this paused copy is stale
+          await client.close();
+          await this.quit(vm);
+          return "it had moved away: quit its stale paused copy";
+        }
+        // stopped for a switchover (QMP stop), then the migration failed: QEMU does not restart it
+        await client.execute("cont");
+        return `its migration ${migration} after it was stopped for a switchover: the VM runs here again`;
+      }
       if (migration?.startsWith("postcopy-"))
         return `its migration is in post-copy (${migration}): its memory is split with the destination, left untouched`;
       // held in pre-copy (running) or paused at pre-switchover (finish-migrate) for a dead agent's wave
@@ -296,8 +324,10 @@ export class QemuDriver implements HypervisorDriver {
       if (problems.length) throw new TeleportError(488, `cannot receive the disks of ${vm}`, problems);
       await images.create(def, copied);
     }
+    const hold = !!opts.holdOnArrival;
     try {
-      await this.spawn(def, true);
+      await this.spawn(def, true, hold);
+      if (hold) fs.writeFileSync(this.files(vm).hold, "");
     } catch (err) {
       images.remove();
       throw err;
@@ -319,14 +349,21 @@ export class QemuDriver implements HypervisorDriver {
       const listener: Listener = { uri, client, postcopy: !!opts.postcopy, status: "setup" };
       this.listeners.set(vm, listener);
       // Once the VM has arrived the listener is over: free the monitor. It arrives running (RESUME),
-      // or paused when the source was paused: then QEMU says only that the migration completed.
+      // or paused when the source was stopped for a group switchover (QEMU carries the source's run
+      // state): then QEMU says only that the migration completed, and we run it. Held on arrival
+      // (-S), it waits with its listener for resumeArrived() or discardArrived().
       const off = client.onEvent((ev) => {
         if (ev.event === "MIGRATION") listener.status = String(ev.data.status);
         if (ev.event !== "RESUME" && listener.status !== "completed") return;
+        if (hold && ev.event !== "RESUME") return;
         off();
-        void this.arrived(vm);
+        void (ev.event === "RESUME" ? Promise.resolve() : this.runPausedArrival(vm))
+          .catch((err: unknown) =>
+            this.log.warn(`could not run ${vm}, which arrived paused`, { error: TeleportError.from(err).message }),
+          )
+          .then(() => this.arrived(vm));
       });
-      this.log.info(`armed ${vm}`, { uri, exports: exports.map((e) => e.uri) });
+      this.log.info(`armed ${vm}`, { uri, exports: exports.map((e) => e.uri), holdOnArrival: hold });
       return { vm, uri, exports };
     } catch (err) {
       await client?.close();
@@ -334,6 +371,114 @@ export class QemuDriver implements HypervisorDriver {
       images.remove();
       throw TeleportError.from(err);
     }
+  }
+
+  /**
+   * A VM that arrived paused without a hold: its source was stopped for a switchover (QMP stop),
+   * and QEMU gives the destination the source's run state. Every VM is running when its migration
+   * starts (migrate refuses others), so it runs here.
+   */
+  private async runPausedArrival(vm: string): Promise<void> {
+    if (fs.existsSync(this.files(vm).hold)) return;
+    await this.onMonitor(vm, async (mon) => {
+      const { status } = await mon.execute<{ status: string }>("query-status");
+      const migration = (await mon.execute<{ status?: string }>("query-migrate")).status;
+      if (status === "paused" && migration === "completed") await mon.execute("cont");
+    });
+  }
+
+  /** Run `fn` on the VM's short-query monitor. */
+  private async onMonitor<T>(vm: string, fn: (mon: QmpClient) => Promise<T>): Promise<T> {
+    const mon = await QmpClient.connect(this.files(vm).mon);
+    try {
+      return await fn(mon);
+    } finally {
+      await mon.close();
+    }
+  }
+
+  async waitArrived(vm: string, timeoutMs: number): Promise<void> {
+    this.definition(vm);
+    if (!fs.existsSync(this.files(vm).hold))
+      throw new TeleportError(409, `VM ${vm} was not armed to wait on arrival (holdOnArrival)`);
+    const listener = this.listeners.get(vm);
+    const deadline = Date.now() + timeoutMs;
+    const gone = () =>
+      new TeleportError(503, `VM ${vm} will not arrive here: its incoming QEMU is gone or its migration failed`);
+    if (listener && !listener.client.isClosed && listener.status !== "completed") {
+      // the listener's own events: no polling of a QEMU busy loading the state
+      const ev = await listener.client
+        .waitForEvent(
+          (e) => e.event === "MIGRATION" && ["completed", "failed", "cancelled"].includes(String(e.data.status)),
+          timeoutMs,
+          `the arrival of ${vm}`,
+        )
+        .catch((err: unknown) => {
+          if (listener.client.isClosed) throw gone();
+          throw new TeleportError(504, `VM ${vm} did not arrive here within ${timeoutMs} ms`, [
+            TeleportError.from(err).message,
+          ]);
+        });
+      if (ev.data.status !== "completed") throw gone();
+    }
+    // decided from QEMU (also after an agent restart, with no listener of ours)
+    for (;;) {
+      const state = await this.state(vm);
+      if (state === "arrived") return;
+      if (state === "absent" || state === "stopped") throw gone();
+      if (state !== "incoming") throw new TeleportError(409, `VM ${vm} is ${state} here, not waiting on arrival`);
+      if (Date.now() > deadline) throw new TeleportError(504, `VM ${vm} did not arrive here within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  async resumeArrived(vm: string): Promise<void> {
+    this.definition(vm);
+    const state = await this.state(vm);
+    if (state === "running" && !fs.existsSync(this.files(vm).hold)) return; // resumed already
+    if (state !== "arrived") throw new TeleportError(409, `VM ${vm} is ${state} here, not arrived: cannot resume it`);
+    await this.onMonitor(vm, (mon) => mon.execute("cont"));
+    fs.rmSync(this.files(vm).hold, { force: true });
+    await this.arrived(vm);
+    this.log.info(`resumed ${vm}, which had arrived held`);
+  }
+
+  async discardArrived(vm: string): Promise<void> {
+    this.definition(vm);
+    const state = await this.state(vm);
+    if (state === "running" || state === "postcopy")
+      throw new TeleportError(486, `VM ${vm} runs here (${state}): not discarding it`);
+    if (state !== "arrived" && state !== "incoming" && state !== "absent")
+      throw new TeleportError(409, `VM ${vm} is ${state} here, not an arrival that never ran: not discarding it`);
+    // it never ran here: the source's copy is the VM
+    await this.dropListener(vm);
+    await this.quit(vm);
+    fs.rmSync(this.files(vm).hold, { force: true });
+    this.removeCreatedImages(vm);
+    this.log.info(`discarded the arrived copy of ${vm}`);
+  }
+
+  async announce(vm: string): Promise<void> {
+    this.definition(vm);
+    if (this.pid(vm) === undefined) throw new TeleportError(404, `VM ${vm} has no QEMU on this host`);
+    // a few RARPs now and shortly after; QEMU sends them whatever the run state (net/announce.c)
+    await this.onMonitor(vm, (mon) => mon.execute("announce-self", { ...ANNOUNCE, id: `st-${vm}` }));
+  }
+
+  async resumeHere(vm: string): Promise<void> {
+    this.definition(vm);
+    if (this.outgoing.has(vm))
+      throw new TeleportError(486, `VM ${vm} is still migrating out: abort its migration first`);
+    const status = await this.queryStatus(vm);
+    if (status === undefined) throw new TeleportError(404, `VM ${vm} has no QEMU on this host`);
+    if (await this.inPostcopy(vm))
+      throw new TeleportError(409, `VM ${vm} is in post-copy: its memory is split between two hosts`);
+    if (status === "finish-migrate" || status === "inmigrate")
+      throw new TeleportError(409, `VM ${vm} is ${status} here: its migration is not over`);
+    // qmp_cont re-activates the block devices a completed migration handed over
+    if (status !== "running") await this.onMonitor(vm, (mon) => mon.execute("cont"));
+    await this.announce(vm);
+    this.log.info(`resumed ${vm} here (${status} before)`);
   }
 
   /** QEMU's own NBD server, TLS-PSK from its one-time secret, one writable export per copied disk. */
@@ -376,6 +521,9 @@ export class QemuDriver implements HypervisorDriver {
       this.removeCreatedImages(vm);
       return;
     }
+    if (status !== "inmigrate" && (await this.state(vm)) === "arrived")
+      // held for the group's decision: discardArrived() removes it (and its images), resumeArrived() runs it
+      throw new TeleportError(486, `VM ${vm} arrived here and waits for the group's decision: not disarming it`);
     if (status !== "inmigrate") {
       // The VM arrived (or is being switched over): it is the only copy now. Never kill it, but
       // close what its arrival no longer needs (a paused arrival has no RESUME to do it).
@@ -404,8 +552,11 @@ export class QemuDriver implements HypervisorDriver {
       }
       if (status === "running") return this.arrived(vm);
       // arrived but not running (paused like the source was, or worse): its listener is done with either way
-      if (status !== "inmigrate" && !settled) {
+      // held on arrival: the group's decision settles it (resumeArrived / discardArrived), not this wait
+      if (status !== "inmigrate" && !settled && !fs.existsSync(this.files(vm).hold)) {
         settled = true;
+        // stopped at the source for a switchover, and no listener of ours ran it (an agent restart)
+        if (status === "paused" && !this.listeners.has(vm)) await this.runPausedArrival(vm);
         await this.arrived(vm);
       }
       if (status !== "inmigrate" && status !== "paused")
@@ -519,7 +670,7 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   /** The QEMU command line: identical on both hosts apart from run-dir paths and tap names. */
-  qemuArgs(def: VmDefinition, incoming: boolean): string[] {
+  qemuArgs(def: VmDefinition, incoming: boolean, hold = false): string[] {
     const f = this.files(def.name);
     const args = [
       "-name",
@@ -547,6 +698,8 @@ export class QemuDriver implements HypervisorDriver {
     args.push("-pidfile", f.pid, "-daemonize");
     args.push(...(def.extraArgs ?? []));
     if (incoming) args.push("-incoming", "defer");
+    // held on arrival: QEMU does not start the vCPUs when the migration completes (autostart off)
+    if (hold) args.push("-S");
     return args;
   }
 
@@ -562,7 +715,7 @@ export class QemuDriver implements HypervisorDriver {
     throw new TeleportError(486, `VM ${vm} already has a QEMU on this host (${runState(status)})`);
   }
 
-  private async spawn(def: VmDefinition, incoming: boolean): Promise<void> {
+  private async spawn(def: VmDefinition, incoming: boolean, hold = false): Promise<void> {
     const f = this.files(def.name);
     if (f.mon.length > MAX_SOCKET_PATH || f.qmp.length > MAX_SOCKET_PATH)
       throw new TeleportError(
@@ -570,7 +723,7 @@ export class QemuDriver implements HypervisorDriver {
         `run dir path too long for QMP sockets (${f.mon.length} > ${MAX_SOCKET_PATH} bytes): ${this.runDir}`,
       );
     this.removeRunFiles(def.name);
-    const r = await execa(this.qemu, this.qemuArgs(def, incoming), { reject: false, stdin: "ignore" });
+    const r = await execa(this.qemu, this.qemuArgs(def, incoming, hold), { reject: false, stdin: "ignore" });
     if (r.exitCode !== 0 || livePid(f.pid) === undefined) {
       const why = (r.stderr || r.stdout || `exit code ${r.exitCode}`).split("\n").filter(Boolean);
       throw new TeleportError(500, `QEMU did not start VM ${def.name}`, why.slice(0, 5));
@@ -666,6 +819,7 @@ export class QemuDriver implements HypervisorDriver {
 
   private removeRunFiles(vm: string): void {
     const f = this.files(vm);
-    for (const p of [f.pid, f.qmp, f.mon, f.pskIn, f.pskOut, f.pskNbd]) fs.rmSync(p, { force: true, recursive: true });
+    for (const p of [f.pid, f.qmp, f.mon, f.pskIn, f.pskOut, f.pskNbd, f.hold])
+      fs.rmSync(p, { force: true, recursive: true });
   }
 }

@@ -269,7 +269,8 @@ export class VirtualBoxDriver implements HypervisorDriver {
     return {
       done,
       readyToSwitch,
-      converge: noPause,
+      prime: noPause,
+      stop: noPause,
       switchover: noPause,
       abort: async () => {
         cancel(new TeleportError(487, `teleport of ${vm} aborted`));

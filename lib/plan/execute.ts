@@ -18,7 +18,7 @@ export interface PlanEvents {
   onStart?(vm: string): void;
   /** A VM reached its final state. */
   onOutcome?(outcome: VmOutcome): void;
-  /** Switchover strategy: every VM of the group pre-copied and is told to converge and switch over. */
+  /** Switchover strategy: every VM of the group pre-copied and is told to stop and switch over. */
   onSwitchover?(vms: string[]): void;
 }
 
@@ -58,21 +58,11 @@ function reasonOf(err: unknown): string {
 }
 
 /**
- * How long the VMs of a group stopped at the source wait (from the first STOP) for the last one to
- * converge before the switchover is called off (and all resume at the source): the group's pause
- * when one cannot follow.
+ * How long the group waits for every VM to stop once it told them (QMP stop is immediate; a slow
+ * or dead source QEMU is not), before the switchover is called off and all run on at the source.
  */
 export function switchoverWindowMs(policy: Policy): number {
   return Math.max(3000, 10 * policy.downtimeLimitMs);
-}
-
-/**
- * The downtime limit each VM converges with in a whole-group switchover. The group's pause is the
- * spread of its STOPs plus one final copy per wave (waves are sent one after the other), so each
- * gets an equal share of the limit: the group as a whole, and so every VM in it, stays near it.
- */
-export function convergeLimitMs(policy: Policy, waves: number): number {
-  return Math.max(10, Math.floor(policy.downtimeLimitMs / (waves + 1)));
 }
 
 /** Resolves with `p`'s outcome, or rejects after `ms`. */
@@ -88,6 +78,10 @@ class Run {
   /** VMs we cancelled on purpose, with why: their failure is reported as "aborted". */
   private readonly cancelled = new Map<string, string>();
   private stopReason: string | undefined;
+  /** Group commit: VMs whose switchover was sent; their outcome is the destination's decision, not their handle's. */
+  private readonly committing = new Set<string>();
+  /** How the handles of committing VMs ended, for the decision's outcome. */
+  private readonly ended = new Map<string, { result: MigrationResult } | { error: unknown }>();
 
   constructor(private readonly opts: ExecuteOptions) {
     opts.signal?.addEventListener("abort", () => this.stop("aborted by operator"), { once: true });
@@ -101,6 +95,7 @@ class Run {
 
   /** Cancel one running migration; its VM keeps running at the source. */
   private cancel(vm: string, reason: string): void {
+    if (this.committing.has(vm)) return; // its switchover was sent: the group's decision settles it
     if (!this.cancelled.has(vm)) this.cancelled.set(vm, reason);
     void this.running
       .get(vm)
@@ -149,9 +144,11 @@ class Run {
   private async finish(vm: string, handle: MigrationHandle): Promise<void> {
     try {
       const result = await handle.done;
-      this.record({ vm, state: "completed", result });
+      if (this.committing.has(vm)) this.ended.set(vm, { result });
+      else this.record({ vm, state: "completed", result });
     } catch (err) {
-      this.fail(vm, err);
+      if (this.committing.has(vm)) this.ended.set(vm, { error: err });
+      else this.fail(vm, err);
     } finally {
       this.running.delete(vm);
     }
@@ -172,18 +169,71 @@ class Run {
 
   /**
    * The whole group pre-copies (at most max-parallel in their first pass at once), each VM held
-   * running once it could switch over; then all converge and wait stopped at the source, and only
-   * when every one is there do they switch over, in dependency order (a wave reaches the
-   * destination before the next is sent). Anything short of that: all resume at the source.
+   * running once it could switch over. Then one coordinated step: all are primed (their migration
+   * threads awake), all stopped at once (when every one is primed, or at the first that stopped on
+   * its own), and all switched over in parallel. Anything short of every STOP: all run on at the
+   * source. With group commit, once switchovers were sent only the destination's decision settles them.
    */
   private async group(): Promise<void> {
+    const { policy, groupCommit } = this.opts;
+    const group = await this.precopyGroup();
+    if (!group) return;
+    const { started, finished } = group;
+    const names = started.map(([vm]) => vm);
+    const handles = started.map(([, h]) => h);
+    const callOff = (why: string): Promise<void> => {
+      for (const vm of names) this.cancel(vm, why);
+      return Promise.all(finished).then(() => undefined);
+    };
+    if (this.stopReason) return callOff(this.stopReason);
+    this.opts.events?.onSwitchover?.(names);
+    const window = switchoverWindowMs(policy);
+    let stoppedAt: number[];
+    try {
+      const primed = Promise.all(handles.map((h) => h.prime()));
+      const selfStop = handles.map((h) => h.stopped).filter((p): p is Promise<number> => p !== undefined);
+      primed.catch(() => undefined);
+      await Promise.race([primed, ...selfStop.map((p) => p.catch(() => new Promise<never>(() => undefined)))]);
+      stoppedAt = await within(
+        Promise.all(handles.map((h) => h.stop())),
+        window,
+        `not every VM stopped within ${window} ms`,
+      );
+    } catch (err) {
+      return callOff(`switchover of the group cancelled: ${reasonOf(err)}`);
+    }
+    groupCommit?.onStopped?.(names, Math.min(...stoppedAt), Math.max(...stoppedAt));
+    if (this.stopReason) return callOff(this.stopReason);
+    // from here a VM's device state may leave: under group commit only the decision may run it at the source
+    // (one that failed already was resumed at the source by its driver: its own outcome stands)
+    const committed = groupCommit ? names.filter((vm) => !this.outcomes.has(vm)) : [];
+    for (const vm of committed) this.committing.add(vm);
+    const sent = await Promise.allSettled(handles.map((h) => h.switchover()));
+    const lost = names.filter((_, i) => sent[i].status === "rejected");
+    if (!groupCommit) {
+      await Promise.all(finished);
+      return;
+    }
+    const calledOff = lost.length ? `not switched over: ${lost.join(", ")} failed in its switchover` : this.stopReason;
+    await Promise.all(finished); // each settles: completed (source kept paused), or failed and paused
+    const decision = await groupCommit.decision(calledOff);
+    await Promise.all(committed.map((vm) => this.settle(vm, decision)));
+  }
+
+  /**
+   * Pre-copy the whole group, a VM keeping its slot until it is held (or failed). Resolves with the
+   * held migrations (and their outcomes to come) when every VM of the group is held, else calls
+   * them all off (they run on at the source), waits for their outcomes and resolves undefined.
+   */
+  private async precopyGroup(): Promise<
+    { started: Array<[string, MigrationHandle]>; finished: Array<Promise<void>> } | undefined
+  > {
     const { plan, policy } = this.opts;
     const started: Array<[string, MigrationHandle]> = [];
     const finished: Array<Promise<void>> = [];
     const callOff = (why: string): void => {
       for (const [vm] of started) this.cancel(vm, why);
     };
-    // Pre-copy: a VM keeps its slot until it is held (or failed).
     let free = Math.max(1, policy.maxParallel);
     const waiting: Array<() => void> = [];
     const release = (): void => {
@@ -219,37 +269,28 @@ class Run {
       );
     }
     const ready = await Promise.allSettled(readies);
-    const names = started.map(([vm]) => vm);
-    if (ready.some((r) => r.status === "rejected") || this.stopReason || started.length < this.groupSize()) {
-      callOff(this.stopReason ?? `switchover of the group cancelled: ${failures.join("; ") || "not every VM started"}`);
-      await Promise.all(finished);
-      return;
-    }
-    this.opts.events?.onSwitchover?.(names);
-    const window = switchoverWindowMs(policy);
-    const stops = started.map(([, h]) => h.converge(convergeLimitMs(policy, plan.waves.length)));
-    for (const stop of stops) stop.catch(() => undefined); // seen by race/all below; never unhandled
-    try {
-      // The window bounds the group's pause, so it runs from the first STOP: until then every VM still
-      // runs, sending its last pass (bounded by its own timeout), which on a slow link outlasts any window.
-      await Promise.race(stops);
-      await within(Promise.all(stops), window, `not every VM stopped for switchover within ${window} ms`);
-    } catch (err) {
-      callOff(`switchover of the group cancelled: ${reasonOf(err)}`);
-      await Promise.all(finished);
-      return;
-    }
-    const handles = new Map(started);
-    for (const wave of plan.waves) {
-      const sent = await Promise.allSettled(wave.vms.map((vm) => (handles.get(vm) as MigrationHandle).switchover()));
-      const lost = wave.vms.filter((_, i) => sent[i].status === "rejected");
-      if (lost.length) {
-        // earlier waves are on the destination already; what depends on the lost ones stays with them
-        callOff(`not switched over: ${lost.join(", ")} failed in its switchover`);
-        break;
-      }
-    }
+    if (ready.every((r) => r.status === "fulfilled") && !this.stopReason && started.length === this.groupSize())
+      return { started, finished };
+    callOff(this.stopReason ?? `switchover of the group cancelled: ${failures.join("; ") || "not every VM started"}`);
     await Promise.all(finished);
+    return undefined;
+  }
+
+  /** Group commit: a VM whose switchover was sent ends as the destination decided, whatever its handle said. */
+  private async settle(vm: string, decision: GroupDecision): Promise<void> {
+    const groupCommit = this.opts.groupCommit as GroupCommit;
+    const ended = this.ended.get(vm);
+    try {
+      await groupCommit.settle(vm, decision);
+    } catch (err) {
+      const reason = `the group's decision (${decision.outcome}) could not be applied here: ${reasonOf(err)}`;
+      return this.record({ vm, state: "failed", reason });
+    }
+    if (decision.outcome === "abort") return this.record({ vm, state: "aborted", reason: decision.reason });
+    // the destination runs it: QEMU's figures when the source saw it complete, none when its end was lost
+    const result =
+      ended && "result" in ended ? ended.result : { vm, totalMs: -1, downtimeMs: -1, transferredBytes: -1 };
+    this.record({ vm, state: "completed", result });
   }
 
   private groupSize(): number {

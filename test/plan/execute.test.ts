@@ -6,7 +6,7 @@
 import type { Policy, Role, VmSpec } from "../../nrdl/types";
 import type { MigrationHandle, MigrationResult } from "../../lib/hypervisor/driver";
 import { TeleportError } from "../../lib/errors";
-import { executePlan, type VmOutcome } from "../../lib/plan/execute";
+import { executePlan, type GroupCommit, type GroupDecision, type VmOutcome } from "../../lib/plan/execute";
 import { planWaves } from "../../lib/plan/waves";
 
 const vm = (name: string, role: Role, dependsOn: string[] = []): VmSpec => ({
@@ -29,10 +29,19 @@ const policy = (p: Partial<Policy>): Policy => ({
 });
 
 interface Script {
-  /** precopy: never ready; converge: never stops for switchover (keeps pre-copying). */
-  failAt?: "precopy" | "converge";
+  /**
+   * precopy: never ready; stop: never stops; drain: fails once stopped, before its switchover is
+   * sent; switchover: fails after its switchover was sent (its device state may have left).
+   */
+  failAt?: "precopy" | "stop" | "drain" | "switchover";
+  /** Stops on its own as soon as it is primed (an idle guest at full bandwidth). */
+  selfStop?: boolean;
+  /** How long prime() takes. */
+  primeMs?: number;
   ms?: number;
 }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A handle that completes after `ms`, or fails, and logs what happened to it. */
 class Recorder {
@@ -52,23 +61,41 @@ class Recorder {
     let aborted = false;
     let release!: () => void;
     const switched = new Promise<void>((r) => (release = r));
+    let stoppedAt: number | undefined;
+    let markStopped!: (t: number) => void;
+    const stopped = new Promise<number>((r) => (markStopped = r));
+    const halt = (): number => {
+      if (stoppedAt === undefined) {
+        stoppedAt = Date.now();
+        this.log.push(`stop ${name}`);
+        markStopped(stoppedAt);
+      }
+      return stoppedAt;
+    };
     this.precopying++;
     this.precopyPeak = Math.max(this.precopyPeak, this.precopying);
     const done = (async (): Promise<MigrationResult> => {
       try {
-        await new Promise((r) => setTimeout(r, s.ms ?? 5));
+        await sleep(s.ms ?? 5);
         if (aborted) throw new TeleportError(487, "migration cancelled");
         if (s.failAt === "precopy") throw new TeleportError(500, `${name} lost its listener`);
-        if (pause) await switched;
+        if (s.failAt === "drain" && pause) {
+          await stopped;
+          await sleep(5);
+          throw new TeleportError(503, `${name} lost its destination while stopped`);
+        }
+        if (pause) await Promise.race([switched, stopped.then(() => switched)]);
         if (aborted) throw new TeleportError(487, "migration cancelled");
+        if (s.failAt === "switchover") throw new TeleportError(503, `${name} failed after its switchover`);
         this.log.push(`done ${name}`);
-        return { vm: name, totalMs: 5, downtimeMs: 1, transferredBytes: 100 };
+        return { vm: name, totalMs: 5, downtimeMs: 1, transferredBytes: 100, stoppedAt };
       } finally {
         this.running--;
       }
     })();
+    done.catch(() => undefined);
     const readyToSwitch = (async () => {
-      await new Promise((r) => setTimeout(r, s.ms ?? 5));
+      await sleep(s.ms ?? 5);
       this.precopying--;
       if (s.failAt === "precopy" || aborted) throw new TeleportError(500, `${name} did not converge`);
     })();
@@ -76,9 +103,16 @@ class Recorder {
     return {
       done,
       readyToSwitch,
-      converge: async () => {
-        if (s.failAt === "converge") return new Promise<void>(() => undefined);
-        this.log.push(`stop ${name}`);
+      stopped,
+      prime: async () => {
+        this.log.push(`prime ${name}`);
+        if (s.selfStop) halt();
+        await sleep(s.primeMs ?? 1);
+        this.log.push(`primed ${name}`);
+      },
+      stop: async () => {
+        if (s.failAt === "stop") return new Promise<number>(() => undefined);
+        return halt();
       },
       switchover: async () => {
         this.log.push(`switch ${name}`);
@@ -92,6 +126,38 @@ class Recorder {
       },
     };
   };
+}
+
+/** The destination's side of group commit, scripted: it decides `outcome` unless the group was called off. */
+function commitBy(outcome: "commit" | "abort") {
+  const calls: string[] = [];
+  const stops: number[][] = [];
+  const gc: GroupCommit = {
+    onStopped: (vms, first, last) => {
+      calls.push(`stopped ${vms.join(",")}`);
+      stops.push([first, last]);
+    },
+    decision: async (calledOff) => {
+      calls.push(`decide ${calledOff ?? "-"}`);
+      return calledOff || outcome === "abort"
+        ? { outcome: "abort", reason: `group aborted: ${calledOff ?? "destination said so"}` }
+        : { outcome: "commit" };
+    },
+    settle: async (vm, d: GroupDecision) => {
+      calls.push(`settle ${vm} ${d.outcome}`);
+    },
+  };
+  return { gc, calls, stops };
+}
+
+/** Two servers a and b moved as one group by the switchover strategy, with or without group commit. */
+function moveGroupAB(r: Recorder, groupCommit?: GroupCommit, onError: Policy["onError"] = "abort") {
+  return executePlan({
+    plan: planWaves([vm("a", "server"), vm("b", "server")]),
+    policy: policy({ strategy: "switchover", maxParallel: 2, onError }),
+    start: r.start,
+    ...(groupCommit ? { groupCommit } : {}),
+  });
 }
 
 const states = (o: VmOutcome[]) => Object.fromEntries(o.map((x) => [x.vm, x.state]));
@@ -144,7 +210,7 @@ describe("executePlan", () => {
     expect(out.find((o) => o.vm === "video")).toMatchObject({ reason: expect.stringMatching(/r1.*did not move/) });
   });
 
-  it("switchover: the whole group pre-copies at once, stops together, then switches over by dependencies", async () => {
+  it("switchover: the whole group pre-copies, is primed, stops at once, then all switch over in parallel", async () => {
     const r = new Recorder({ r1: { ms: 40 }, video: { ms: 5 }, web: { ms: 20 } });
     const out = await executePlan({
       plan: planWaves([vm("video", "server", ["r1"]), vm("web", "server"), vm("r1", "router")]),
@@ -152,13 +218,29 @@ describe("executePlan", () => {
       start: r.start,
     });
     expect(states(out)).toEqual({ r1: "completed", video: "completed", web: "completed" });
+    const steps = (verb: string) => r.log.filter((l) => l.startsWith(`${verb} `));
     const at = (l: string) => r.log.indexOf(l);
-    // every VM pre-copies before any stops, every VM stops before any switches over
+    // every VM pre-copies before any is primed, every one is primed before any stops, ...
     expect(r.log.slice(0, 3).sort()).toEqual(["start r1", "start video", "start web"]);
-    expect(r.log.slice(3, 6).sort()).toEqual(["stop r1", "stop video", "stop web"]);
-    // the router reaches the destination before the servers behind it are sent
-    expect(at("done r1")).toBeLessThan(at("switch video"));
-    expect(at("done r1")).toBeLessThan(at("switch web"));
+    expect(steps("prime").sort()).toEqual(["prime r1", "prime video", "prime web"]);
+    expect(Math.max(...steps("primed").map(at))).toBeLessThan(Math.min(...steps("stop").map(at)));
+    // ... every one stops before any switches over, and all are sent before any arrives (no waves)
+    expect(Math.max(...steps("stop").map(at))).toBeLessThan(Math.min(...steps("switch").map(at)));
+    expect(steps("switch")).toHaveLength(3);
+    expect(Math.max(...steps("switch").map(at))).toBeLessThan(Math.min(...steps("done").map(at)));
+  });
+
+  it("switchover: the first VM that stops on its own stops the whole group at once", async () => {
+    const r = new Recorder({ a: { selfStop: true }, b: { primeMs: 400 } });
+    const t0 = Date.now();
+    const out = await moveGroupAB(r);
+    expect(states(out)).toEqual({ a: "completed", b: "completed" });
+    // b is stopped right after a's own STOP, without waiting for b's prime
+    expect(r.log).toContain("stop b");
+    expect(r.log).not.toContain("primed b"); // still priming when the whole group had moved
+    const stopsAt = out.map((o) => (o.state === "completed" ? (o.result.stoppedAt as number) : NaN));
+    expect(Math.max(...stopsAt) - Math.min(...stopsAt)).toBeLessThan(100);
+    expect(stopsAt[1] - t0).toBeLessThan(300);
   });
 
   it("switchover: max-parallel bounds the first passes, held VMs free their slot", async () => {
@@ -181,11 +263,11 @@ describe("executePlan", () => {
       start: r.start,
     });
     expect(states(out)).toEqual({ a: "failed", b: "aborted", r: "aborted" });
-    expect(r.log.some((l) => l.startsWith("switch") || l.startsWith("stop"))).toBe(false);
+    expect(r.log.some((l) => /^(prime|stop|switch) /.test(l))).toBe(false);
   });
 
   it("switchover: if one VM does not stop within the window, the stopped ones resume at the source", async () => {
-    const r = new Recorder({ b: { failAt: "converge" } });
+    const r = new Recorder({ b: { failAt: "stop" } });
     const t0 = Date.now();
     const out = await executePlan({
       plan: planWaves([vm("a", "server"), vm("b", "server")]),
@@ -194,11 +276,61 @@ describe("executePlan", () => {
     });
     expect(Date.now() - t0).toBeGreaterThanOrEqual(3000);
     expect(states(out)).toEqual({ a: "aborted", b: "aborted" });
-    expect(out[0]).toMatchObject({
-      reason: expect.stringMatching(/not every VM stopped for switchover within 3000 ms/),
-    });
+    expect(out[0]).toMatchObject({ reason: expect.stringMatching(/not every VM stopped within 3000 ms/) });
     expect(r.log).toContain("stop a");
+    expect(r.log).toContain("abort a");
     expect(r.log.some((l) => l.startsWith("switch"))).toBe(false);
+  });
+
+  it("switchover without group commit: one failing once stopped fails alone, the others move", async () => {
+    const r = new Recorder({ b: { failAt: "drain" } });
+    const out = await moveGroupAB(r, undefined, "continue");
+    expect(states(out)).toEqual({ a: "completed", b: "failed" });
+    expect(out[1]).toMatchObject({ reason: expect.stringMatching(/lost its destination while stopped/) });
+  });
+
+  it("group commit: every VM stopped is announced, then the destination's commit settles all", async () => {
+    const r = new Recorder({ a: { ms: 10 }, b: { ms: 20 } });
+    const { gc, calls, stops } = commitBy("commit");
+    const out = await moveGroupAB(r, gc);
+    expect(states(out)).toEqual({ a: "completed", b: "completed" });
+    expect(out[0]).toMatchObject({ result: { transferredBytes: 100 } });
+    expect(calls).toEqual(["stopped a,b", "decide -", "settle a commit", "settle b commit"]);
+    expect(stops[0][0]).toBeLessThanOrEqual(stops[0][1]);
+    // the decision comes after every switchover was sent
+    expect(r.log.filter((l) => l.startsWith("switch "))).toHaveLength(2);
+  });
+
+  it("group commit: a VM failing after its switchover calls the group off; abort settles every VM sent", async () => {
+    const r = new Recorder({ b: { failAt: "switchover" } });
+    const { gc, calls } = commitBy("commit");
+    const out = await moveGroupAB(r, gc);
+    expect(states(out)).toEqual({ a: "aborted", b: "aborted" });
+    expect(out[0]).toMatchObject({ reason: expect.stringMatching(/group aborted: not switched over: b failed/) });
+    expect(calls).toEqual([
+      "stopped a,b",
+      "decide not switched over: b failed in its switchover",
+      "settle a abort",
+      "settle b abort",
+    ]);
+    expect(r.log.some((l) => l.startsWith("abort"))).toBe(false); // no source resumes on its own
+  });
+
+  it("group commit: the destination's abort settles every VM, none resumes by itself", async () => {
+    const r = new Recorder();
+    const { gc, calls } = commitBy("abort");
+    const out = await moveGroupAB(r, gc);
+    expect(states(out)).toEqual({ a: "aborted", b: "aborted" });
+    expect(calls.slice(-2)).toEqual(["settle a abort", "settle b abort"]);
+  });
+
+  it("group commit: a VM failing in pre-copy calls the group off before any stop; no decision is asked", async () => {
+    const r = new Recorder({ a: { failAt: "precopy" }, b: { ms: 20 } });
+    const { gc, calls } = commitBy("commit");
+    const out = await moveGroupAB(r, gc, "continue");
+    expect(states(out)).toEqual({ a: "failed", b: "aborted" });
+    expect(calls).toEqual([]);
+    expect(r.log.some((l) => /^(prime|stop|switch) /.test(l))).toBe(false);
   });
 
   it("operator abort: running migrations are cancelled, the rest never starts", async () => {
