@@ -249,6 +249,7 @@ async function settleStoppedGroups(opts: SourceOptions, journal: GroupJournal, l
       continue;
     }
     const returned = new Set(d.returned?.split(" ") ?? []);
+    let settled = true;
     for (const vm of g.vms) {
       const driver = opts.host.find(vm)?.driver;
       const state = await driver?.state(vm).catch(() => "absent" as const);
@@ -257,11 +258,13 @@ async function settleStoppedGroups(opts: SourceOptions, journal: GroupJournal, l
         if (decision.outcome === "commit" && !returned.has(vm)) await driver.stop(vm);
         else await driver.resumeHere?.(vm);
       } catch (err) {
+        settled = false;
         log.error("recovery: could not settle a VM", { vm, error: TeleportError.from(err).message });
       }
     }
     log.warn(`recovered: group ${g.migrationId} was decided ${decision.outcome} at the destination`, { vms: g.vms });
-    journal.remove(g.migrationId);
+    if (settled) journal.remove(g.migrationId);
+    else pending.push(...g.vms);
   }
   return pending;
 }

@@ -71,6 +71,7 @@ export class SourceGroup implements GroupCommit {
   private readonly fromInfo: Promise<Decision>;
   private returned = new Set<string>();
   private readonly unsettled: Set<string>;
+  private decidedOnce = false;
 
   constructor(private readonly opts: SourceGroupOptions) {
     this.fromInfo = new Promise((resolve) => (this.told = resolve));
@@ -104,8 +105,11 @@ export class SourceGroup implements GroupCommit {
     await crashPoint("source:stopped");
   }
 
-  async decision(calledOff?: string): Promise<GroupDecision> {
+  async decision(sent: string[], calledOff?: string): Promise<GroupDecision> {
     await crashPoint("source:sent");
+    // only the VMs whose rest may have left wait for the decision; the journal goes once they are settled
+    for (const vm of [...this.unsettled]) if (!sent.includes(vm)) this.unsettled.delete(vm);
+    if (this.unsettled.size === 0) this.opts.journal.remove(this.opts.migrationId);
     if (calledOff) {
       this.opts.log.warn("calling the group off", { reason: calledOff });
       const d = await this.send({ kind: "abort", reason: calledOff.slice(0, 1024) }).then(
@@ -123,18 +127,23 @@ export class SourceGroup implements GroupCommit {
   }
 
   async settle(vm: string, decision: GroupDecision): Promise<void> {
-    if (this.unsettled.size === this.opts.vms.length) await crashPoint("source:decided");
+    if (!this.decidedOnce) {
+      this.decidedOnce = true;
+      await crashPoint("source:decided");
+    }
     const driver = this.opts.host.find(vm)?.driver;
     if (!driver) throw new TeleportError(404, `VM ${vm} is not defined on this host`);
-    if (decision.outcome === "commit" && !this.returned.has(vm)) await driver.stop(vm);
+    // a copy that is gone here (its QEMU died) has nothing left to settle
+    const gone = (await driver.state(vm).catch(() => "absent")) === "absent";
+    if (gone && decision.outcome === "abort") {
+      this.unsettled.delete(vm);
+      if (this.unsettled.size === 0) this.opts.journal.remove(this.opts.migrationId);
+      throw new TeleportError(500, `${vm} was called back, but its QEMU here is gone`);
+    }
+    if (gone) this.opts.log.warn("the source copy is gone already", { vm });
+    else if (decision.outcome === "commit" && !this.returned.has(vm)) await driver.stop(vm);
     else if (driver.resumeHere) await driver.resumeHere(vm);
     else throw new TeleportError(501, `the ${driver.kind} driver cannot resume ${vm} here`);
-    this.unsettled.delete(vm);
-    if (this.unsettled.size === 0) this.opts.journal.remove(this.opts.migrationId);
-  }
-
-  /** VMs not in this dialog's switchover (called off before it): nothing to settle for them. */
-  forget(vm: string): void {
     this.unsettled.delete(vm);
     if (this.unsettled.size === 0) this.opts.journal.remove(this.opts.migrationId);
   }

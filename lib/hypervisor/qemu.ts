@@ -121,6 +121,17 @@ function runState(status: string): VmRunState {
   }
 }
 
+/** Cancel an outgoing migration and wait until QEMU says it is over (at most 5 s). */
+async function cancelMigration(mon: QmpClient): Promise<void> {
+  await mon.execute("migrate_cancel");
+  for (let i = 0; i < 100; i++) {
+    const { status } = await mon.execute<{ status?: string }>("query-migrate");
+    if (status === "cancelled" || status === "failed" || status === "completed") return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new TeleportError(504, "the migration did not end within 5 s of migrate_cancel");
+}
+
 /** An incoming VM in post-copy here: its out-of-band monitor, its migration status, its recovery listener. */
 interface PostcopyHalf {
   client: QmpClient;
@@ -473,10 +484,14 @@ export class QemuDriver implements HypervisorDriver {
     if (status === undefined) throw new TeleportError(404, `VM ${vm} has no QEMU on this host`);
     if (await this.inPostcopy(vm))
       throw new TeleportError(409, `VM ${vm} is in post-copy: its memory is split between two hosts`);
-    if (status === "finish-migrate" || status === "inmigrate")
-      throw new TeleportError(409, `VM ${vm} is ${status} here: its migration is not over`);
+    if (status === "inmigrate") throw new TeleportError(409, `VM ${vm} is ${status} here: its migration is not over`);
     // qmp_cont re-activates the block devices a completed migration handed over
-    if (status !== "running") await this.onMonitor(vm, (mon) => mon.execute("cont"));
+    if (status !== "running")
+      await this.onMonitor(vm, async (mon) => {
+        // a dead agent's migration still waiting at pre-switchover: the group was aborted, so end it first
+        if (status === "finish-migrate") await cancelMigration(mon);
+        await mon.execute("cont");
+      });
     await this.announce(vm);
     this.log.info(`resumed ${vm} here (${status} before)`);
   }

@@ -36,7 +36,7 @@ export interface GroupCommit {
    * The destination's decision, after every switchover was sent or the group was called off after
    * some (`calledOff`: why; the destination is told to abort). Resolves only with a decision.
    */
-  decision(calledOff?: string): Promise<GroupDecision>;
+  decision(sent: string[], calledOff?: string): Promise<GroupDecision>;
   /** Apply the decision to one VM here: commit quits the source's stopped copy, abort runs it again. */
   settle(vm: string, decision: GroupDecision): Promise<void>;
 }
@@ -202,7 +202,8 @@ class Run {
     } catch (err) {
       return callOff(`switchover of the group cancelled: ${reasonOf(err)}`);
     }
-    groupCommit?.onStopped?.(names, Math.min(...stoppedAt), Math.max(...stoppedAt));
+    // awaited: the source journals the group before any rest leaves (nrdl/SPEC.md 5.6)
+    await groupCommit?.onStopped?.(names, Math.min(...stoppedAt), Math.max(...stoppedAt));
     if (this.stopReason) return callOff(this.stopReason);
     // from here a VM's device state may leave: under group commit only the decision may run it at the source
     // (one that failed already was resumed at the source by its driver: its own outcome stands)
@@ -216,7 +217,14 @@ class Run {
     }
     const calledOff = lost.length ? `not switched over: ${lost.join(", ")} failed in its switchover` : this.stopReason;
     await Promise.all(finished); // each settles: completed (source kept paused), or failed and paused
-    const decision = await groupCommit.decision(calledOff);
+    let decision: GroupDecision;
+    try {
+      decision = await groupCommit.decision(committed, calledOff);
+    } catch (err) {
+      // no decision: the VMs stay stopped here, journaled for the next start (never resumed blindly)
+      for (const vm of committed) this.record({ vm, state: "failed", reason: reasonOf(err) });
+      return;
+    }
     await Promise.all(committed.map((vm) => this.settle(vm, decision)));
   }
 
