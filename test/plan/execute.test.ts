@@ -137,8 +137,8 @@ function commitBy(outcome: "commit" | "abort") {
       calls.push(`stopped ${vms.join(",")}`);
       stops.push([first, last]);
     },
-    decision: async (calledOff) => {
-      calls.push(`decide ${calledOff ?? "-"}`);
+    decision: async (sent, calledOff) => {
+      calls.push(`decide ${calledOff ?? "-"} (sent ${sent.join(",")})`);
       return calledOff || outcome === "abort"
         ? { outcome: "abort", reason: `group aborted: ${calledOff ?? "destination said so"}` }
         : { outcome: "commit" };
@@ -295,7 +295,7 @@ describe("executePlan", () => {
     const out = await moveGroupAB(r, gc);
     expect(states(out)).toEqual({ a: "completed", b: "completed" });
     expect(out[0]).toMatchObject({ result: { transferredBytes: 100 } });
-    expect(calls).toEqual(["stopped a,b", "decide -", "settle a commit", "settle b commit"]);
+    expect(calls).toEqual(["stopped a,b", "decide - (sent a,b)", "settle a commit", "settle b commit"]);
     expect(stops[0][0]).toBeLessThanOrEqual(stops[0][1]);
     // the decision comes after every switchover was sent
     expect(r.log.filter((l) => l.startsWith("switch "))).toHaveLength(2);
@@ -309,7 +309,7 @@ describe("executePlan", () => {
     expect(out[0]).toMatchObject({ reason: expect.stringMatching(/group aborted: not switched over: b failed/) });
     expect(calls).toEqual([
       "stopped a,b",
-      "decide not switched over: b failed in its switchover",
+      "decide not switched over: b failed in its switchover (sent a,b)",
       "settle a abort",
       "settle b abort",
     ]);
