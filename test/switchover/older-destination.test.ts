@@ -1,0 +1,75 @@
+/**
+ * A destination from before group commit refuses an offer that names `commit` (its parser rejects
+ * the unknown attribute with 400, or NRDL 2 altogether): the source calls again with the same
+ * offer without it (nrdl/SPEC.md 5.6), and never resends for any other 400. The destination here
+ * is the real SIP stack with a handler that answers as such a peer did.
+ */
+import type { SipJsBackend } from "../../lib/sip";
+import { TeleportError } from "../../lib/errors";
+import { parseNrdl } from "../../nrdl";
+import { bootOnSource, guestDefs, pairPerTest, refusal } from "../harness";
+import { startAgent } from "../sip/helpers";
+
+jest.setTimeout(60_000);
+
+const policy = {
+  strategy: "switchover" as const,
+  maxParallel: 1,
+  bandwidthMbps: 0,
+  downtimeLimitMs: 300,
+  timeoutS: 30,
+  onError: "abort" as const,
+};
+
+/** A UAS that refuses every INVITE: the first with `firstRefusal` when it names commit, the rest with 488. */
+function olderDestination(uas: SipJsBackend, firstDetails: string[]): string[] {
+  const offers: string[] = [];
+  uas.setHandlers({
+    onInvite: (req, res) => {
+      offers.push(req.body?.content ?? "");
+      const parsed = parseNrdl(req.body?.content ?? "");
+      const named = parsed.ok && parsed.doc.body.kind === "offer" && parsed.doc.body.policy.commit !== undefined;
+      if (named) return res.reject(new TeleportError(400, "Invalid NRDL", firstDetails));
+      res.reject(new TeleportError(488, "Not Acceptable Here", ["router1: test destination refuses everything"]));
+    },
+  });
+  return offers;
+}
+
+describe("calling a destination that predates group commit", () => {
+  const start = pairPerTest();
+  let uas: SipJsBackend | undefined;
+  afterEach(async () => {
+    await uas?.stop();
+    uas = undefined;
+  });
+
+  it.each([
+    ["an earlier NRDL 2", "/nrdl/offer/policy/@commit: unexpected attribute; <policy> takes strategy, convergence"],
+    ["NRDL 1 only", "/nrdl/@version: unsupported version 2; this build speaks NRDL versions 1"],
+  ])("%s: the offer goes again without commit, as NRDL 1 when it needs nothing newer", async (_what, detail) => {
+    const pair = await start(await guestDefs([["router1", "router"]]));
+    await bootOnSource(pair);
+    uas = await startAgent("dc2", ["udp"]);
+    const offers = olderDestination(uas, [detail]);
+    const to = `sip:dc2@127.0.0.1:${uas.listeners[0].port}`;
+    const e = await refusal(pair.dc1.agent.call({ to, vms: ["router1"], policy }));
+    expect([e.status, e.details.join(" ")]).toEqual([488, expect.stringContaining("refuses everything")]);
+    expect(offers).toHaveLength(2);
+    expect(offers[0]).toContain('commit="group"');
+    expect(offers[0]).toContain('version="2"');
+    expect(offers[1]).not.toContain("commit=");
+    expect(offers[1]).toContain('version="1"');
+  });
+
+  it("any other 400 is not a reason to call again", async () => {
+    const pair = await start(await guestDefs([["router1", "router"]]));
+    await bootOnSource(pair);
+    uas = await startAgent("dc2", ["udp"]);
+    const offers = olderDestination(uas, ["/nrdl/offer/vm[1]/@memory-mib: expected a positive integer"]);
+    const to = `sip:dc2@127.0.0.1:${uas.listeners[0].port}`;
+    const e = await refusal(pair.dc1.agent.call({ to, vms: ["router1"], policy }));
+    expect(e.status).toBe(400);
+    expect(offers).toHaveLength(1);
+  });
+});
