@@ -180,12 +180,10 @@ export async function resumeGroup(host: Host, vms: readonly GroupVm[], log: Logg
       tier.map(async (vm) => {
         const driver = host.find(vm.name)?.driver;
         if (!driver?.resumeArrived) return void returned.push(vm.name);
-        const state = await driver.state(vm.name).catch(() => "absent" as const);
-        if (state === "running") return;
         try {
-          if (state !== "arrived") throw new TeleportError(500, `${vm.name} is ${state} here, not arrived`);
-          await driver.resumeArrived(vm.name);
+          await driver.resumeArrived(vm.name); // it says when it is not arrived (and leaves one that runs)
         } catch (err) {
+          if ((await driver.state(vm.name).catch(() => "absent")) === "running") return;
           log.error("an arrived VM could not run here: giving it back to the source", {
             vm: vm.name,
             error: TeleportError.from(err).message,
