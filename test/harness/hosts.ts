@@ -8,7 +8,6 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { TeleportError } from "../../lib/errors";
-import { ensureGuest, type GuestFiles } from "../../lib/guest/guest";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
 import { livePid, terminateRunDirs } from "../../lib/hypervisor/pidfile";
 import { QemuDriver } from "../../lib/hypervisor/qemu";
@@ -58,31 +57,4 @@ export async function rejection(p: Promise<unknown>): Promise<TeleportError> {
     return TeleportError.from(err);
   }
   throw new Error("expected a rejection");
-}
-
-/**
- * A QEMU driver test file's setup: the guest built once (beforeAll) and each test's two hosts
- * torn down after it (afterEach). `hosts` is the current test's, once `make` was called.
- */
-export function qemuHostsPerTest(): { guest(): GuestFiles; make(defs: VmDefinition[]): Hosts; readonly hosts: Hosts } {
-  let guest: GuestFiles | undefined;
-  let current: Hosts | undefined;
-  beforeAll(async () => {
-    guest = await ensureGuest();
-  });
-  afterEach(async () => {
-    if (current) await tearDown(current);
-    current = undefined;
-  });
-  return {
-    guest: () => {
-      if (!guest) throw new Error("the guest is built in beforeAll");
-      return guest;
-    },
-    make: (defs) => (current = makeHosts(defs)),
-    get hosts() {
-      if (!current) throw new Error("no hosts made in this test");
-      return current;
-    },
-  };
 }

@@ -7,8 +7,8 @@
 import type { MigrationOptions, MigrationResult } from "../../lib/hypervisor/driver";
 import { freePort } from "../../lib/hypervisor/net";
 import { guestVm, type GuestFiles } from "../../lib/guest/guest";
-import { hostsRunning, qemuHostsPerTest, type Hosts } from "../harness/hosts";
-import { booted, guestUptime, qemuStatus, SECRET } from "./group-qemu";
+import { hostsRunning, type Hosts } from "../harness/hosts";
+import { booted, guestUptime, qemuHostsPerTest, qemuStatus, SECRET } from "./group-qemu";
 
 jest.setTimeout(50_000);
 

@@ -2,6 +2,9 @@
 import http from "node:http";
 import type { QemuDriver } from "../../lib/hypervisor/qemu";
 import { QmpClient } from "../../lib/hypervisor/qmp";
+import type { VmDefinition } from "../../lib/hypervisor/driver";
+import { ensureGuest, type GuestFiles } from "../../lib/guest/guest";
+import { makeHosts, tearDown, type Hosts } from "../harness/hosts";
 
 export const SECRET = "group-one-time-secret";
 
@@ -55,4 +58,31 @@ export async function guestUptime(driver: QemuDriver, vm: string, port: number):
       await new Promise((r) => setTimeout(r, 300));
     }
   }
+}
+
+/**
+ * A QEMU driver test file's setup: the guest built once (beforeAll) and each test's two hosts
+ * torn down after it (afterEach). `hosts` is the current test's, once `make` was called.
+ */
+export function qemuHostsPerTest(): { guest(): GuestFiles; make(defs: VmDefinition[]): Hosts; readonly hosts: Hosts } {
+  let guest: GuestFiles | undefined;
+  let current: Hosts | undefined;
+  beforeAll(async () => {
+    guest = await ensureGuest();
+  });
+  afterEach(async () => {
+    if (current) await tearDown(current);
+    current = undefined;
+  });
+  return {
+    guest: () => {
+      if (!guest) throw new Error("the guest is built in beforeAll");
+      return guest;
+    },
+    make: (defs) => (current = makeHosts(defs)),
+    get hosts() {
+      if (!current) throw new Error("no hosts made in this test");
+      return current;
+    },
+  };
 }

@@ -7,8 +7,8 @@ import os from "node:os";
 import type { MigrationHandle, MigrationOptions } from "../../lib/hypervisor/driver";
 import { QmpClient, type QmpEvent } from "../../lib/hypervisor/qmp";
 import { guestVm, type GuestFiles } from "../../lib/guest/guest";
-import { hostsRunning, qemuHostsPerTest, rejection, type Hosts } from "../harness/hosts";
-import { qemuStatus, SECRET } from "./group-qemu";
+import { hostsRunning, rejection, type Hosts } from "../harness/hosts";
+import { qemuHostsPerTest, qemuStatus, SECRET } from "./group-qemu";
 
 jest.setTimeout(50_000);
 
