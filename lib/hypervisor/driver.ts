@@ -241,6 +241,12 @@ export interface MigrationHandle {
    */
   readonly stopped?: Promise<number>;
   /**
+   * Settles when the stopped VM waits with only its last pages and device state left (QEMU
+   * pre-switchover): the executor sends no VM of the group before every one is there. Optional: a
+   * handle without it (libvirt, which cannot wait there) is sent right after its stop.
+   */
+  readonly atSwitchover?: Promise<void>;
+  /**
    * After stop(): send the last pages and the device state (migrate-continue); resolves when the
    * destination has loaded the VM (with holdOnArrival there it waits "arrived", not running).
    */

@@ -135,7 +135,8 @@ export class QemuMigration implements MigrationHandle {
   private client: QmpClient | undefined;
   private readonly ready = signal();
   /** Stopped at pre-switchover: only the last pages and the device state are left to send. */
-  private readonly atSwitchover = signal();
+  private readonly waiting = signal();
+  readonly atSwitchover: Promise<void> = this.waiting.promise;
   /** The VM stopped (QMP STOP, ours or QEMU's own at convergence). */
   private readonly halted = signal();
   /** Resolves with when the VM stopped at the source (by stop() or on its own), for the group's first STOP. */
@@ -206,7 +207,7 @@ export class QemuMigration implements MigrationHandle {
       }),
     );
     this.done.catch((err: Error) => {
-      for (const s of [this.ready, this.atSwitchover, this.halted, this.arrived]) s.reject(err);
+      for (const s of [this.ready, this.waiting, this.halted, this.arrived]) s.reject(err);
     });
   }
 
@@ -265,7 +266,7 @@ export class QemuMigration implements MigrationHandle {
   async switchover(): Promise<void> {
     if (!this.continued) {
       if (this.stoppedAt === undefined && this.phase === "active") await this.stop();
-      await this.atSwitchover.promise;
+      await this.waiting.promise;
       this.continued = true;
       clearTimeout(this.drainTimer);
       if (this.client) await this.continueSwitchover(this.client);
@@ -494,7 +495,7 @@ export class QemuMigration implements MigrationHandle {
             // converged before the group was ready: it waits stopped (a guest that writes nothing)
             if (!this.primed && !this.stopRequested) this.holding(client);
             clearTimeout(this.drainTimer);
-            this.atSwitchover.resolve();
+            this.waiting.resolve();
           }
         }
         if (status === "postcopy-active") this.postcopyStarted = true;

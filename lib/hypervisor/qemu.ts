@@ -368,7 +368,7 @@ export class QemuDriver implements HypervisorDriver {
         if (ev.event !== "RESUME" && listener.status !== "completed") return;
         if (hold && ev.event !== "RESUME") return;
         off();
-        void (ev.event === "RESUME" ? Promise.resolve() : this.runPausedArrival(vm))
+        void (ev.event === "RESUME" ? Promise.resolve() : this.runPausedArrival(vm, client))
           .catch((err: unknown) =>
             this.log.warn(`could not run ${vm}, which arrived paused`, { error: TeleportError.from(err).message }),
           )
@@ -389,13 +389,15 @@ export class QemuDriver implements HypervisorDriver {
    * and QEMU gives the destination the source's run state. Every VM is running when its migration
    * starts (migrate refuses others), so it runs here.
    */
-  private async runPausedArrival(vm: string): Promise<void> {
+  private async runPausedArrival(vm: string, listener?: QmpClient): Promise<void> {
     if (fs.existsSync(this.files(vm).hold)) return;
-    await this.onMonitor(vm, async (mon) => {
+    const run = async (mon: QmpClient): Promise<void> => {
       const { status } = await mon.execute<{ status: string }>("query-status");
       const migration = (await mon.execute<{ status?: string }>("query-migrate")).status;
       if (status === "paused" && migration === "completed") await mon.execute("cont");
-    });
+    };
+    // the listener's monitor when it is still ours: at once, and the query monitor stays free
+    await (listener ? run(listener) : this.onMonitor(vm, run));
   }
 
   /** Run `fn` on the VM's short-query monitor. */
@@ -410,12 +412,13 @@ export class QemuDriver implements HypervisorDriver {
 
   async waitArrived(vm: string, timeoutMs: number): Promise<void> {
     this.definition(vm);
+    const gone = () =>
+      new TeleportError(503, `VM ${vm} will not arrive here: its incoming QEMU is gone or its migration failed`);
+    if (this.pid(vm) === undefined) throw gone();
     if (!fs.existsSync(this.files(vm).hold))
       throw new TeleportError(409, `VM ${vm} was not armed to wait on arrival (holdOnArrival)`);
     const listener = this.listeners.get(vm);
     const deadline = Date.now() + timeoutMs;
-    const gone = () =>
-      new TeleportError(503, `VM ${vm} will not arrive here: its incoming QEMU is gone or its migration failed`);
     if (listener && !listener.client.isClosed && listener.status !== "completed") {
       // the listener's own events: no polling of a QEMU busy loading the state
       const ev = await listener.client

@@ -181,8 +181,15 @@ class Run {
     const { started, finished } = group;
     const names = started.map(([vm]) => vm);
     const handles = started.map(([, h]) => h);
+    /** VMs whose own stop or drain failed: their failure is theirs, not the group's cancellation. */
+    const failing = new Set<string>();
+    const own = <T>(vm: string, p: Promise<T>): Promise<T> =>
+      p.catch((err: unknown) => {
+        failing.add(vm);
+        throw err;
+      });
     const callOff = (why: string): Promise<void> => {
-      for (const vm of names) this.cancel(vm, why);
+      for (const vm of names) if (!failing.has(vm)) this.cancel(vm, why);
       return Promise.all(finished).then(() => undefined);
     };
     if (this.stopReason) return callOff(this.stopReason);
@@ -194,15 +201,16 @@ class Run {
       const selfStop = handles.map((h) => h.stopped).filter((p): p is Promise<number> => p !== undefined);
       primed.catch(() => undefined);
       await Promise.race([primed, ...selfStop.map((p) => p.catch(() => new Promise<never>(() => undefined)))]);
-      stoppedAt = await within(
-        Promise.all(handles.map((h) => h.stop())),
-        window,
-        `not every VM stopped within ${window} ms`,
-      );
+      const stops = Promise.all(handles.map((h, i) => own(names[i], h.stop())));
+      stoppedAt = await within(stops, window, `not every VM stopped within ${window} ms`);
+      // none is sent before all can be: a VM whose dirty memory does not get there in time calls the group off
+      const there = Promise.all(handles.map((h, i) => h.atSwitchover && own(names[i], h.atSwitchover)));
+      await within(there, window, `not every stopped VM was ready to switch over within ${window} ms`);
     } catch (err) {
       return callOff(`switchover of the group cancelled: ${reasonOf(err)}`);
     }
-    // awaited: the source journals the group before any rest leaves (nrdl/SPEC.md 5.6)
+    // only now (a group still called off is never announced), and awaited: the source journals the
+    // group before any rest leaves (nrdl/SPEC.md 5.6)
     await groupCommit?.onStopped?.(names, Math.min(...stoppedAt), Math.max(...stoppedAt));
     if (this.stopReason) return callOff(this.stopReason);
     // from here a VM's device state may leave: under group commit only the decision may run it at the source

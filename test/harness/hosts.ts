@@ -7,6 +7,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { TeleportError } from "../../lib/errors";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
 import { livePid, terminateRunDirs } from "../../lib/hypervisor/pidfile";
 import { QemuDriver } from "../../lib/hypervisor/qemu";
@@ -46,4 +47,14 @@ export function hostsRunning(hosts: Hosts<unknown>, vm: string): string[] {
 export async function tearDown(hosts: Hosts<unknown>): Promise<void> {
   await terminateRunDirs(Object.values(hosts.dirs));
   fs.rmSync(hosts.base, { recursive: true, force: true });
+}
+
+/** The TeleportError a promise rejects with; throws when it resolves. */
+export async function rejection(p: Promise<unknown>): Promise<TeleportError> {
+  try {
+    await p;
+  } catch (err) {
+    return TeleportError.from(err);
+  }
+  throw new Error("expected a rejection");
 }

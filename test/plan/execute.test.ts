@@ -72,6 +72,12 @@ class Recorder {
       }
       return stoppedAt;
     };
+    const atSwitchover = stopped.then(async () => {
+      if (s.failAt !== "drain") return;
+      await sleep(5);
+      throw new TeleportError(503, `${name} lost its destination while stopped`);
+    });
+    atSwitchover.catch(() => undefined);
     this.precopying++;
     this.precopyPeak = Math.max(this.precopyPeak, this.precopying);
     const done = (async (): Promise<MigrationResult> => {
@@ -79,11 +85,7 @@ class Recorder {
         await sleep(s.ms ?? 5);
         if (aborted) throw new TeleportError(487, "migration cancelled");
         if (s.failAt === "precopy") throw new TeleportError(500, `${name} lost its listener`);
-        if (s.failAt === "drain" && pause) {
-          await stopped;
-          await sleep(5);
-          throw new TeleportError(503, `${name} lost its destination while stopped`);
-        }
+        if (s.failAt === "drain" && pause) await atSwitchover;
         if (pause) await Promise.race([switched, stopped.then(() => switched)]);
         if (aborted) throw new TeleportError(487, "migration cancelled");
         if (s.failAt === "switchover") throw new TeleportError(503, `${name} failed after its switchover`);
@@ -104,6 +106,7 @@ class Recorder {
       done,
       readyToSwitch,
       stopped,
+      atSwitchover,
       prime: async () => {
         this.log.push(`prime ${name}`);
         if (s.selfStop) halt();
@@ -282,11 +285,18 @@ describe("executePlan", () => {
     expect(r.log.some((l) => l.startsWith("switch"))).toBe(false);
   });
 
-  it("switchover without group commit: one failing once stopped fails alone, the others move", async () => {
+  it("switchover: one failing once stopped, before any is sent, calls the group off: nobody moves", async () => {
     const r = new Recorder({ b: { failAt: "drain" } });
-    const out = await moveGroupAB(r, undefined, "continue");
-    expect(states(out)).toEqual({ a: "completed", b: "failed" });
+    const { gc, calls } = commitBy("commit");
+    const out = await moveGroupAB(r, gc, "continue");
+    expect(states(out)).toEqual({ a: "aborted", b: "failed" });
+    expect(out[0]).toMatchObject({
+      reason: expect.stringMatching(/group cancelled: .*b lost its destination while stopped/),
+    });
     expect(out[1]).toMatchObject({ reason: expect.stringMatching(/lost its destination while stopped/) });
+    expect(r.log).toContain("abort a"); // a resumes at the source by its driver, no decision needed
+    expect(r.log.some((l) => l.startsWith("switch "))).toBe(false);
+    expect(calls).toEqual([]); // not announced at the destination, no decision: nothing was sent
   });
 
   it("group commit: every VM stopped is announced, then the destination's commit settles all", async () => {
