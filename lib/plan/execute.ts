@@ -212,7 +212,11 @@ class Run {
     // only now (a group still called off is never announced), and awaited: the source journals the
     // group before any rest leaves (nrdl/SPEC.md 5.6)
     await groupCommit?.onStopped?.(names, Math.min(...stoppedAt), Math.max(...stoppedAt));
-    if (this.stopReason) return callOff(this.stopReason);
+    if (this.stopReason) {
+      // called off before any rest left: the destination is told at once (nothing of it may run there)
+      await groupCommit?.decision([], this.stopReason).catch(() => undefined);
+      return callOff(this.stopReason);
+    }
     // from here a VM's device state may leave: under group commit only the decision may run it at the source
     // (one that failed already was resumed at the source by its driver: its own outcome stands)
     const committed = groupCommit ? names.filter((vm) => !this.outcomes.has(vm)) : [];
