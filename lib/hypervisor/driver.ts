@@ -229,6 +229,12 @@ export interface MigrationHandle {
    */
   prime(): Promise<void>;
   /**
+   * After every VM of the group was primed: lift a cap prime() put back (it holds a caught-up VM
+   * again, so that it cannot stop alone while the others catch up); resolves when the migration
+   * thread is awake. Optional: a handle whose prime() leaves the cap lifted needs none.
+   */
+  wake?(): Promise<void>;
+  /**
    * Stop the VM now (QMP stop), for a coordinated switchover; resolves with when it stopped (epoch ms,
    * the hypervisor's own timestamp when it gives one). Before switchover() a failure or abort()
    * resumes the VM here: its state has not left.

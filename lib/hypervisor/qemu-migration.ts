@@ -56,6 +56,10 @@ const PRIME_AWAKE_MS = 160;
 const PRIME_AWAKE_BYTES = 16_384;
 /** prime(): at most this long for a held VM to send the rest of its first pass live before it is stopped. */
 const PRIME_CATCH_UP_MS = 5000;
+/** wake(): one 100 ms rate-limit window and a margin; polled often, the thread sends at once when it wakes. */
+const WAKE_MS = 110;
+const WAKE_POLL_MS = 2;
+const PAGE = 4096;
 /** stop(): how long QEMU may take to report the STOP of a `stop` it answered. */
 const STOP_EVENT_WAIT_MS = 2000;
 /** stop(): the least time from STOP to pre-switchover before the migration is cancelled (see boundDrain). */
@@ -153,6 +157,8 @@ export class QemuMigration implements MigrationHandle {
   private bytesPerS: number;
   /** prime() lifted the hold's bandwidth (the 1 ms downtime limit stays: only stop() ends pre-copy). */
   private primed = false;
+  /** prime() caught it up and held it again: wake() lifts the cap for good. */
+  private rehold = false;
   /** stop() was called: the VM is stopped by us, so QEMU will not restart it on a failure (vm_was_running). */
   private stopRequested = false;
   /** switchover() was called: from now on the device state may leave (migrate-continue). */
@@ -236,7 +242,35 @@ export class QemuMigration implements MigrationHandle {
       const sync = ram["dirty-sync-count"] ?? 0;
       const awake = (ram.transferred ?? 0) - sent0 > PRIME_AWAKE_BYTES || sync > sync0;
       const elapsed = Date.now() - t0;
-      if ((awake && sync >= 2) || (!awake && elapsed > PRIME_AWAKE_MS) || elapsed > PRIME_CATCH_UP_MS) return;
+      if (awake && sync >= 2) {
+        // caught up: held again, so that it cannot converge (and stop) alone while the others catch up
+        this.rehold = true;
+        await client.execute("migrate-set-parameters", { "max-bandwidth": HOLD_BYTES_PER_S }).catch(() => undefined);
+        return;
+      }
+      if ((!awake && elapsed > PRIME_AWAKE_MS) || elapsed > PRIME_CATCH_UP_MS) return;
+    }
+  }
+
+  /**
+   * After prime() held a caught-up VM again: lift the cap for good, and resolve once its migration
+   * thread is awake (it wakes at its own window's end, within 100 ms), so that the group's stop
+   * finds every thread sending, none asleep with its dirty set.
+   */
+  async wake(): Promise<void> {
+    const client = this.client;
+    if (!this.rehold || !client || this.stoppedAt !== undefined || this.phase !== "active") return;
+    this.rehold = false;
+    const before = await client.execute<QueryMigrate>("query-migrate");
+    await client.execute("migrate-set-parameters", { "max-bandwidth": this.bytesPerS });
+    const t0 = Date.now();
+    const sent0 = before.ram?.transferred ?? 0;
+    const sync0 = before.ram?.["dirty-sync-count"] ?? 0;
+    while (Date.now() - t0 < WAKE_MS) {
+      await sleep(WAKE_POLL_MS);
+      if (this.stoppedAt !== undefined || this.phase !== "active" || client.isClosed) return;
+      const ram = (await client.execute<QueryMigrate>("query-migrate").catch(() => undefined))?.ram ?? {};
+      if ((ram.transferred ?? 0) - sent0 > 2 * PAGE || (ram["dirty-sync-count"] ?? 0) > sync0) return;
     }
   }
 
@@ -252,8 +286,9 @@ export class QemuMigration implements MigrationHandle {
     if (!this.stopRequested) {
       this.stopRequested = true;
       await client.execute("stop"); // a no-op when QEMU stopped it itself meanwhile
-      if (!this.primed && this.phase === "active") {
+      if ((!this.primed || this.rehold) && this.phase === "active") {
         this.primed = true; // the dirty set must not drain at the hold's trickle
+        this.rehold = false;
         await client.execute("migrate-set-parameters", { "max-bandwidth": this.bytesPerS });
       }
       this.boundDrain();

@@ -200,7 +200,12 @@ class Run {
       const primed = Promise.all(handles.map((h) => h.prime()));
       const selfStop = handles.map((h) => h.stopped).filter((p): p is Promise<number> => p !== undefined);
       primed.catch(() => undefined);
-      await Promise.race([primed, ...selfStop.map((p) => p.catch(() => new Promise<never>(() => undefined)))]);
+      const firstStop = selfStop.map((p) => p.catch(() => new Promise<never>(() => undefined)));
+      await Promise.race([primed, ...firstStop]);
+      // every VM caught up and held again: all woken together, stopped when all are awake or one stopped itself
+      const woken = Promise.all(handles.map((h) => h.wake?.()));
+      woken.catch(() => undefined);
+      await Promise.race([woken, ...firstStop]);
       const stops = Promise.all(handles.map((h, i) => own(names[i], h.stop())));
       stoppedAt = await within(stops, window, `not every VM stopped within ${window} ms`);
       // none is sent before all can be: a VM whose dirty memory does not get there in time calls the group off
