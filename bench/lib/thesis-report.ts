@@ -33,6 +33,7 @@ export interface RunFigures {
   /** From QEMU's events (run.ts SwitchoverTimes): the group's STOPs and RESUMEs. */
   stopSpreadMs?: number;
   stopToLastResumeMs?: number;
+  stopToLastPreSwitchoverMs?: number;
   stopToLastCompletedMs?: number;
   lastCompletedToFirstResumeMs?: number;
   resumeSpreadMs?: number;
@@ -68,6 +69,7 @@ export function runFigures(r: RunResult): RunFigures {
     f.stopSpreadMs = t.stopSpreadMs;
     f.stopToLastResumeMs = t.stopToLastResumeMs;
     f.resumeSpreadMs = t.resumeSpreadMs;
+    if (t.stopToLastPreSwitchoverMs !== undefined) f.stopToLastPreSwitchoverMs = t.stopToLastPreSwitchoverMs;
     if (t.stopToLastCompletedMs !== undefined) f.stopToLastCompletedMs = t.stopToLastCompletedMs;
     if (t.lastCompletedToFirstResumeMs !== undefined) f.lastCompletedToFirstResumeMs = t.lastCompletedToFirstResumeMs;
   }
@@ -126,6 +128,7 @@ const COLUMNS: Array<[string, keyof RunFigures, number]> = [
   ["STOP->RESUME ms (worst VM)", "stopToResumeMs", 0],
   ["STOP spread ms (first->last source STOP)", "stopSpreadMs", 1],
   ["first STOP->last RESUME ms", "stopToLastResumeMs", 1],
+  ["first STOP->last pre-switchover ms", "stopToLastPreSwitchoverMs", 1],
   ["first STOP->last source completed ms", "stopToLastCompletedMs", 1],
   ["last completed->first RESUME ms", "lastCompletedToFirstResumeMs", 1],
   ["first->last RESUME ms", "resumeSpreadMs", 1],

@@ -60,6 +60,8 @@ export interface VmRun {
 export interface SwitchoverTimes {
   stopSpreadMs: number;
   stopToLastResumeMs: number;
+  /** Switchover strategy: to the last source pre-switchover (every VM's dirty set sent; the rest waits). */
+  stopToLastPreSwitchoverMs?: number;
   stopToLastCompletedMs?: number;
   lastCompletedToFirstResumeMs?: number;
   resumeSpreadMs: number;
@@ -162,12 +164,17 @@ export function switchoverTimes(
     stopToLastResumeMs: ms(lastResume - firstStop),
     resumeSpreadMs: ms(lastResume - firstResume),
   };
-  // each VM's last "completed" at the source: its switchover's (earlier moves' are not in these events)
-  const completed = vms.map((v) =>
-    events
-      .filter((e) => e.vm === v.vm && e.host === from && e.event === "MIGRATION" && e.data.status === "completed")
-      .reduce<number | undefined>((last, e) => Math.max(last ?? e.t, e.t), undefined),
-  );
+  // each VM's last such MIGRATION event at the source: its switchover's (earlier moves' are not in these events)
+  const lastAtSource = (status: string) =>
+    vms.map((v) =>
+      events
+        .filter((e) => e.vm === v.vm && e.host === from && e.event === "MIGRATION" && e.data.status === status)
+        .reduce<number | undefined>((last, e) => Math.max(last ?? e.t, e.t), undefined),
+    );
+  const preSwitchover = lastAtSource("pre-switchover");
+  if (!preSwitchover.includes(undefined))
+    t.stopToLastPreSwitchoverMs = ms(Math.max(...(preSwitchover as number[])) - firstStop);
+  const completed = lastAtSource("completed");
   if (!completed.includes(undefined)) {
     const lastCompleted = Math.max(...(completed as number[]));
     t.stopToLastCompletedMs = ms(lastCompleted - firstStop);
