@@ -9,8 +9,10 @@
  * Environment: BENCH_REPEATS (unshaped, default 5), BENCH_REPEATS_1G (default 5), BENCH_REPEATS_100M
  * (default 3: the whole bench must stay under 20 minutes on 2 cores, and at 100 Mbit/s the moves
  * are bound by bytes, ~24 s for exp3's 207 MiB; 5 there add about 5 minutes),
- * BENCH_EXPERIMENTS=exp1,exp2,exp3, BENCH_LINKS=0,1000,100, BENCH_MIGRATOR=sip|direct
- * (direct: the same QMP migrations with no SIP, the baseline), BENCH_STRATEGIES=sequential,parallel,switchover.
+ * BENCH_EXPERIMENTS=exp1,exp2,exp3, BENCH_LINKS=0,1000,100, BENCH_MIGRATORS=sip,direct (default
+ * both, on the same booted testbed, each repeat by one then the other; direct: the same plan and QMP
+ * migrations from this process with no SIP, the baseline; BENCH_MIGRATOR=direct is BENCH_MIGRATORS=direct),
+ * BENCH_STRATEGIES=sequential,parallel,switchover.
  * BENCH_DISKS=1: exp3's web and storage servers get disks local to each host (a qcow2 image of
  * BENCH_DISK_MIB, default 256, holding BENCH_DISK_DATA_MIB, default 64, of data; mode copy), which
  * every move copies, their guests writing numbered records to them throughout; at the end each
@@ -18,6 +20,7 @@
  * Needs root.
  */
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
 import execa from "execa";
 import { STRATEGIES, type Strategy } from "../nrdl/types";
@@ -30,7 +33,7 @@ import { Lab } from "../test/testbed/lab";
 import { HOSTS, type HostName } from "../test/testbed/network";
 import { measureMove, type Migrator, type RunResult } from "../test/testbed/run";
 import { timelineSvg } from "../test/testbed/svg";
-import { type Group, markdownTable, median, runFigures, timelineOf } from "./lib/thesis-report";
+import { type Group, markdownTable, median, runFigures, switchoverTargets, timelineOf } from "./lib/thesis-report";
 
 const env = process.env;
 const REPEATS = Number(env.BENCH_REPEATS ?? 5);
@@ -38,7 +41,8 @@ const REPEATS_1G = Number(env.BENCH_REPEATS_1G ?? 5);
 const REPEATS_100M = Number(env.BENCH_REPEATS_100M ?? 3);
 const EXPS = (env.BENCH_EXPERIMENTS ?? EXPERIMENTS.join(",")).split(",") as ExperimentName[];
 const LINKS = (env.BENCH_LINKS ?? "0,1000,100").split(",").map(Number);
-const MIGRATOR = env.BENCH_MIGRATOR ?? "sip";
+const MIGRATORS = (env.BENCH_MIGRATORS ?? env.BENCH_MIGRATOR ?? "sip,direct").split(",");
+for (const m of MIGRATORS) if (m !== "sip" && m !== "direct") throw new Error(`BENCH_MIGRATORS: unknown migrator ${m}`);
 const STRATS = (env.BENCH_STRATEGIES ?? STRATEGIES.join(",")).split(",") as Strategy[];
 const DISKS =
   env.BENCH_DISKS === "1"
@@ -48,6 +52,14 @@ const DISKS =
 const diskChecks: { lines: string[]; problems: string[] } = { lines: [], problems: [] };
 
 const OUT = path.join(repoRoot(), "bench", "out", "thesis");
+
+/** The 1, 5 and 15 minute load averages: the figures mean little without them on a shared 2-core machine. */
+const loadAverage = () =>
+  os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(" ");
+const LOAD_START = loadAverage();
 
 function policyFor(strategy: Strategy) {
   // The agents' configuration defaults (lib/config/schema.ts).
@@ -65,10 +77,11 @@ async function hasRsvg(): Promise<boolean> {
   return (await execa("rsvg-convert", ["--version"], { reject: false })).exitCode === 0;
 }
 
-/** A booted lab with agents on both hosts; `close` is also what SIGINT/SIGTERM run. */
+/** A booted lab, with agents on both hosts when SIP is measured; `close` is also what SIGINT/SIGTERM run. */
 interface Bed {
   lab: Lab;
-  migrator: Migrator;
+  /** In BENCH_MIGRATORS' order. */
+  migrators: Migrator[];
   close(): Promise<void>;
 }
 
@@ -85,10 +98,12 @@ async function openBed(name: ExperimentName): Promise<Bed> {
     diskChecks.problems.push(...checked.problems.map((l) => `${name}: ${l}`));
     await lab.destroy();
   };
-  current = { lab, migrator: directMigrator, close };
+  current = { lab, migrators: [], close };
   try {
     await lab.bootAll();
-    if (MIGRATOR === "sip") current.migrator = agents = await AgentPair.start(lab);
+    if (MIGRATORS.includes("sip")) agents = await AgentPair.start(lab);
+    const sip = agents;
+    current.migrators = MIGRATORS.map((m) => (m === "sip" && sip ? sip : directMigrator));
     return current;
   } catch (err) {
     await close();
@@ -106,45 +121,58 @@ async function runExperiment(
     let at: HostName = "dc1";
     for (const linkMbit of LINKS) {
       for (const strategy of STRATS) {
-        const group: Group = { experiment: name, strategy, linkMbit, runs: [], violations: [] };
+        const byMigrator = MIGRATORS.map((migrator): Group => ({
+          experiment: name,
+          strategy,
+          linkMbit,
+          migrator,
+          runs: [],
+          violations: [],
+        }));
         const repeats = linkMbit === 0 ? REPEATS : linkMbit <= 100 ? REPEATS_100M : REPEATS_1G;
-        for (let i = 0; i < repeats; i++) {
-          const to: HostName = at === "dc1" ? "dc2" : "dc1";
-          const r = await measureMove(
-            bed.lab,
-            bed.migrator,
-            { from: at, to, policy: policyFor(strategy) },
-            { linkMbit, warmupMs: 400, tailMs: 1000 },
-          );
-          at = to;
-          const id = `${name}${DISKS ? "-disks" : ""}-${strategy}-${linkMbit || "unshaped"}-${i + 1}`;
-          fs.writeFileSync(path.join(OUT, `${id}.json`), JSON.stringify(r));
-          const f = runFigures(r);
-          group.runs.push(f);
-          group.violations.push(...r.violations.map((v) => `${id}: ${v}`));
-          if (linkMbit === 0)
-            timelines.set(`${name}-${strategy}`, [...(timelines.get(`${name}-${strategy}`) ?? []), r]);
-          process.stderr.write(
-            `${id}: interruption ${f.interruptionMs} ms (any down ${f.anyDownMs} ms), ping gap ` +
-              `${f.longestPingGapMs} ms, lost ${f.pingsLost}, wall ${f.wallMs} ms` +
-              (f.diskMib !== undefined ? `, disks ${f.diskMib.toFixed(1)} MiB` : "") +
-              (r.violations.length ? `  VIOLATIONS: ${r.violations.join("; ")}` : "") +
-              "\n",
-          );
-          if (r.violations.length) {
-            // A guest that did not survive the move would spoil every later run: start afresh.
-            for (const host of HOSTS)
-              for (const log of fs.readdirSync(bed.lab.runDir(host)).filter((f) => f.endsWith(".serial.log")))
-                fs.copyFileSync(path.join(bed.lab.runDir(host), log), path.join(OUT, `${id}-${host}-${log}`));
-            process.stderr.write(
-              `${id}: guests' serial logs kept in ${path.relative(repoRoot(), OUT)}/${id}-*; rebuilding the testbed\n`,
+        // interleaved, so that both migrators see the same machine load over the repeats
+        for (let i = 0; i < repeats; i++)
+          for (const [k, group] of byMigrator.entries()) {
+            const migrator = bed.migrators[k];
+            const to: HostName = at === "dc1" ? "dc2" : "dc1";
+            const r = await measureMove(
+              bed.lab,
+              migrator,
+              { from: at, to, policy: policyFor(strategy) },
+              { linkMbit, warmupMs: 400, tailMs: 1000 },
             );
-            await bed.close();
-            bed = await openBed(name);
-            at = "dc1";
+            at = to;
+            const link = linkMbit || "unshaped";
+            const id = `${name}${DISKS ? "-disks" : ""}-${migrator.name}-${strategy}-${link}-${i + 1}`;
+            const f = runFigures(r);
+            fs.writeFileSync(path.join(OUT, `${id}.json`), JSON.stringify({ ...r, runFigures: f }));
+            group.runs.push(f);
+            group.violations.push(...r.violations.map((v) => `${id}: ${v}`));
+            const key = `${name}-${migrator.name}-${strategy}`;
+            if (linkMbit === 0) timelines.set(key, [...(timelines.get(key) ?? []), r]);
+            process.stderr.write(
+              `${id}: interruption ${f.interruptionMs} ms (any down ${f.anyDownMs} ms), ping gap ` +
+                `${f.longestPingGapMs} ms, lost ${f.pingsLost}, wall ${f.wallMs} ms` +
+                (f.diskMib !== undefined ? `, disks ${f.diskMib.toFixed(1)} MiB` : "") +
+                (f.stopSpreadMs !== undefined
+                  ? `, STOP spread ${f.stopSpreadMs} ms, STOP->last RESUME ${f.stopToLastResumeMs} ms`
+                  : "") +
+                (r.violations.length ? `  VIOLATIONS: ${r.violations.join("; ")}` : "") +
+                "\n",
+            );
+            if (r.violations.length) {
+              // A guest that did not survive the move would spoil every later run: start afresh.
+              for (const host of HOSTS)
+                for (const log of fs.readdirSync(bed.lab.runDir(host)).filter((f) => f.endsWith(".serial.log")))
+                  fs.copyFileSync(path.join(bed.lab.runDir(host), log), path.join(OUT, `${id}-${host}-${log}`));
+              const kept = `${path.relative(repoRoot(), OUT)}/${id}-*`;
+              process.stderr.write(`${id}: guests' serial logs kept in ${kept}; rebuilding the testbed\n`);
+              await bed.close();
+              bed = await openBed(name);
+              at = "dc1";
+            }
           }
-        }
-        groups.push(group);
+        groups.push(...byMigrator);
       }
     }
   } finally {
@@ -182,10 +210,14 @@ async function main(): Promise<void> {
   }
   const minutes = ((Date.now() - t0) / 60000).toFixed(1);
   const violations = [...groups.flatMap((g) => g.violations), ...diskChecks.problems];
+  const who = MIGRATORS.map((m) => (m === "sip" ? "agents over SIP" : "direct QMP, no SIP")).join(" / ");
+  const cells = MIGRATORS.map((m) => (m === "sip" ? "SIP" : "direct")).join(" / ");
+  const targets = switchoverTargets(groups, MIGRATORS);
   const md = [
-    `# bench:thesis (${MIGRATOR === "sip" ? "agents over SIP" : "direct QMP, no SIP"}), ` +
-      `${new Date(t0).toISOString()}, ${minutes} min`,
+    `# bench:thesis (${who}), ${new Date(t0).toISOString()}, ${minutes} min, load average ${LOAD_START} at the ` +
+      `start, ${loadAverage()} at the end`,
     "",
+    ...(MIGRATORS.length > 1 ? [`Each cell: ${cells}, on the same testbed, their repeats interleaved.`, ""] : []),
     ...(DISKS
       ? [
           `With disks (BENCH_DISKS=1): exp3's web and storage copy a ${DISKS.mib} MiB qcow2 image holding ` +
@@ -199,7 +231,10 @@ async function main(): Promise<void> {
     "and / our total any-probe-down time (strictest); for exp2 also the thesis' video " +
       "interruption / our UDP zero-bandwidth interval.",
     "",
-    markdownTable(groups),
+    markdownTable(groups, MIGRATORS),
+    ...(targets.length
+      ? ["Issue 24's targets (switchover, unshaped, medians, ms):", ...targets.map((l) => `- ${l}`), ""]
+      : []),
     violations.length
       ? `Invariant violations:\n${violations.map((v) => `- ${v}`).join("\n")}\n`
       : "Invariants held in every run.\n",

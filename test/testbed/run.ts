@@ -51,6 +51,22 @@ export interface VmRun {
   runningOn: HostName[];
 }
 
+/**
+ * Where a group's interruption goes, from QEMU's own timestamps (ms): first source STOP to last
+ * source STOP (spread) and to the last destination RESUME, split into the rest's transfer (first
+ * STOP -> last MIGRATION completed at the source), the destination's wait (-> first RESUME;
+ * negative when a VM ran before another arrived) and its resumes (first -> last RESUME).
+ */
+export interface SwitchoverTimes {
+  stopSpreadMs: number;
+  stopToLastResumeMs: number;
+  /** Switchover strategy: to the last source pre-switchover (every VM's dirty set sent; the rest waits). */
+  stopToLastPreSwitchoverMs?: number;
+  stopToLastCompletedMs?: number;
+  lastCompletedToFirstResumeMs?: number;
+  resumeSpreadMs: number;
+}
+
 export interface RunResult {
   experiment: string;
   migrator: string;
@@ -65,6 +81,8 @@ export interface RunResult {
   report: MigrationReport;
   vms: VmRun[];
   figures: GroupFigures;
+  /** Undefined unless every VM has a source STOP and a destination RESUME. */
+  switchover?: SwitchoverTimes;
   /** Every invariant that failed, in words; empty when the move was clean. */
   violations: string[];
   link: Array<{ t: number; mbit: number }>;
@@ -127,6 +145,42 @@ function marksOf(events: readonly RecordedEvent[], vm: string, from: HostName, t
   if (switchover !== undefined) marks.switchover = switchover;
   if (end !== undefined) marks.end = end;
   return marks;
+}
+
+/** The group's STOP/RESUME timings, when every VM stopped at the source and resumed at the destination. */
+export function switchoverTimes(
+  events: readonly RecordedEvent[],
+  vms: readonly VmRun[],
+  from: HostName,
+): SwitchoverTimes | undefined {
+  const stops = vms.map((v) => v.marks.switchover);
+  const resumes = vms.map((v) => v.marks.end);
+  if (!vms.length || stops.includes(undefined) || resumes.includes(undefined)) return undefined;
+  const firstStop = Math.min(...(stops as number[]));
+  const [firstResume, lastResume] = [Math.min(...(resumes as number[])), Math.max(...(resumes as number[]))];
+  const ms = (x: number) => Math.round(x * 10) / 10; // QEMU stamps microseconds; 0.1 ms is plenty
+  const t: SwitchoverTimes = {
+    stopSpreadMs: ms(Math.max(...(stops as number[])) - firstStop),
+    stopToLastResumeMs: ms(lastResume - firstStop),
+    resumeSpreadMs: ms(lastResume - firstResume),
+  };
+  // each VM's last such MIGRATION event at the source: its switchover's (earlier moves' are not in these events)
+  const lastAtSource = (status: string) =>
+    vms.map((v) =>
+      events
+        .filter((e) => e.vm === v.vm && e.host === from && e.event === "MIGRATION" && e.data.status === status)
+        .reduce<number | undefined>((last, e) => Math.max(last ?? e.t, e.t), undefined),
+    );
+  const preSwitchover = lastAtSource("pre-switchover");
+  if (!preSwitchover.includes(undefined))
+    t.stopToLastPreSwitchoverMs = ms(Math.max(...(preSwitchover as number[])) - firstStop);
+  const completed = lastAtSource("completed");
+  if (!completed.includes(undefined)) {
+    const lastCompleted = Math.max(...(completed as number[]));
+    t.stopToLastCompletedMs = ms(lastCompleted - firstStop);
+    t.lastCompletedToFirstResumeMs = ms(firstResume - lastCompleted);
+  }
+  return t;
 }
 
 /** Move the lab's whole group `from` -> `to` once and measure it. */
@@ -203,6 +257,7 @@ export async function measureMove(
       );
 
   const udpRec = records.find((r) => r.kind === "udp");
+  const switchover = switchoverTimes(events, vms, from);
   const result: RunResult = {
     experiment: lab.exp.name,
     migrator: migrator.name,
@@ -215,6 +270,7 @@ export async function measureMove(
     report,
     vms,
     figures,
+    ...(switchover ? { switchover } : {}),
     violations,
     link: linkSamples,
     probes: records,
