@@ -42,7 +42,9 @@ const REPEATS_100M = Number(env.BENCH_REPEATS_100M ?? 3);
 const EXPS = (env.BENCH_EXPERIMENTS ?? EXPERIMENTS.join(",")).split(",") as ExperimentName[];
 const LINKS = (env.BENCH_LINKS ?? "0,1000,100").split(",").map(Number);
 const MIGRATORS = (env.BENCH_MIGRATORS ?? env.BENCH_MIGRATOR ?? "sip,direct").split(",");
-for (const m of MIGRATORS) if (m !== "sip" && m !== "direct") throw new Error(`BENCH_MIGRATORS: unknown migrator ${m}`);
+const KNOWN_MIGRATORS = ["sip", "sip-noannounce", "direct"];
+for (const m of MIGRATORS)
+  if (!KNOWN_MIGRATORS.includes(m)) throw new Error(`BENCH_MIGRATORS: unknown migrator ${m} (${KNOWN_MIGRATORS})`);
 const STRATS = (env.BENCH_STRATEGIES ?? STRATEGIES.join(",")).split(",") as Strategy[];
 const DISKS =
   env.BENCH_DISKS === "1"
@@ -89,10 +91,10 @@ let current: Bed | undefined;
 
 async function openBed(name: ExperimentName): Promise<Bed> {
   const lab = await Lab.create(EXPERIMENT[name], await ensureGuest(), DISKS ? { disks: DISKS } : {});
-  let agents: AgentPair | undefined;
+  const agents: AgentPair[] = [];
   const close = async () => {
     current = undefined;
-    await agents?.stop();
+    for (const a of agents) await a.stop();
     const checked = await lab.checkDisks().catch((err: unknown) => ({ lines: [], problems: [String(err)] }));
     diskChecks.lines.push(...checked.lines.map((l) => `${name}: ${l}`));
     diskChecks.problems.push(...checked.problems.map((l) => `${name}: ${l}`));
@@ -101,9 +103,10 @@ async function openBed(name: ExperimentName): Promise<Bed> {
   current = { lab, migrators: [], close };
   try {
     await lab.bootAll();
-    if (MIGRATORS.includes("sip")) agents = await AgentPair.start(lab);
-    const sip = agents;
-    current.migrators = MIGRATORS.map((m) => (m === "sip" && sip ? sip : directMigrator));
+    // sip-noannounce: the same agents without the announce at the stop, to measure what it does for the probes
+    for (const m of MIGRATORS.filter((x) => x.startsWith("sip")))
+      agents.push(await AgentPair.start(lab, { announce: m !== "sip-noannounce" }));
+    current.migrators = MIGRATORS.map((m) => agents.find((a) => a.name === m) ?? directMigrator);
     return current;
   } catch (err) {
     await close();
@@ -210,8 +213,13 @@ async function main(): Promise<void> {
   }
   const minutes = ((Date.now() - t0) / 60000).toFixed(1);
   const violations = [...groups.flatMap((g) => g.violations), ...diskChecks.problems];
-  const who = MIGRATORS.map((m) => (m === "sip" ? "agents over SIP" : "direct QMP, no SIP")).join(" / ");
-  const cells = MIGRATORS.map((m) => (m === "sip" ? "SIP" : "direct")).join(" / ");
+  const WHO: Record<string, [string, string]> = {
+    sip: ["agents over SIP", "SIP"],
+    "sip-noannounce": ["agents over SIP without the announce at the stop", "SIP no announce"],
+    direct: ["direct QMP, no SIP", "direct"],
+  };
+  const who = MIGRATORS.map((m) => WHO[m][0]).join(" / ");
+  const cells = MIGRATORS.map((m) => WHO[m][1]).join(" / ");
   const targets = switchoverTargets(groups, MIGRATORS);
   const md = [
     `# bench:thesis (${who}), ${new Date(t0).toISOString()}, ${minutes} min, load average ${LOAD_START} at the ` +

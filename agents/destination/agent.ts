@@ -552,6 +552,7 @@ export class DestinationAgent {
       log,
       arrivalDeadlineMs: Math.max(10_000, 20 * policy.downtimeLimitMs),
       arrivalTimeoutMs: this.opts.config.timers.sessionTimeoutS * 1000,
+      announce: this.opts.config.migration.announceAtSwitchover,
       tell: (decision) => this.tell(state, decision),
     });
     state.group.watch();

@@ -38,6 +38,8 @@ export interface GroupDeciderOptions {
   arrivalDeadlineMs: number;
   /** How long an arrival may take at all (the dialog's life). */
   arrivalTimeoutMs: number;
+  /** Announce the group's MACs from here at <switchover> (migration.announceAtSwitchover). */
+  announce: boolean;
   /** Tell the source, best effort (an INFO while the dialog lasts). */
   tell(decision: Decision): void;
 }
@@ -89,6 +91,7 @@ export class GroupDecider {
     this.state = "stopped";
     const ms = this.opts.arrivalDeadlineMs;
     this.deadline = setTimeout(() => void this.decide(`the group did not arrive within ${ms} ms`), ms);
+    if (!this.opts.announce) return;
     await Promise.all(
       this.opts.vms.map((vm) =>
         this.driver(vm.name)

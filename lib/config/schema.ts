@@ -307,6 +307,11 @@ export const configSchema = z
         memoryReserveMib: z.number().int().min(0).default(256),
         /** Destination: free space its run and state dirs must keep (logs, journal, incoming state). */
         minFreeDiskMib: z.number().int().min(0).default(256),
+        /**
+         * Destination, group commit: announce the group's MACs from here when the source says it stopped
+         * (nrdl/SPEC.md 5.6), so its frames wait in the paused copies' taps instead of being lost.
+         */
+        announceAtSwitchover: z.boolean().default(true),
       })
       .strict()
       .prefault({}),

@@ -38,16 +38,26 @@ export async function ensureBuilt(): Promise<void> {
   await execa("bash", [path.join(repoRoot(), "scripts", "bootstrap.sh")], { stdio: ["ignore", "ignore", "inherit"] });
 }
 
+export interface AgentPairOptions {
+  /** migration.announceAtSwitchover of both agents (default true); false names the pair "sip-noannounce". */
+  announce?: boolean;
+}
+
 export class AgentPair implements Migrator {
-  readonly name = "sip";
+  readonly name: string;
   private readonly listeners = new Map<HostName, ChildProcess>();
   private readonly sipPort = 20000 + Math.floor(Math.random() * 20000);
 
-  private constructor(private readonly lab: Lab) {}
+  private constructor(
+    private readonly lab: Lab,
+    private readonly opts: AgentPairOptions,
+  ) {
+    this.name = opts.announce === false ? "sip-noannounce" : "sip";
+  }
 
   /** Start a destination agent on both hosts (moves go both ways) and wait until each listens. */
-  static async start(lab: Lab): Promise<AgentPair> {
-    const pair = new AgentPair(lab);
+  static async start(lab: Lab, opts: AgentPairOptions = {}): Promise<AgentPair> {
+    const pair = new AgentPair(lab, opts);
     try {
       for (const host of HOSTS) await pair.listen(host);
       return pair;
@@ -58,7 +68,7 @@ export class AgentPair implements Migrator {
   }
 
   private configFile(host: HostName): string {
-    return path.join(this.lab.dir, `${host}.json`);
+    return path.join(this.lab.dir, `${host}-${this.name}.json`);
   }
 
   private uri(host: HostName): string {
@@ -76,8 +86,8 @@ export class AgentPair implements Migrator {
       security: { allow: [SEGMENT.dc1, SEGMENT.dc2], destinations: [`sip:*@${SEGMENT.dc1}`, `sip:*@${SEGMENT.dc2}`] },
       inventory: this.lab.inventory(host),
       runDir: this.lab.runDir(host),
-      stateDir: path.join(this.lab.dir, `${host}-state`),
-      migration: { address: SEGMENT[host], ports: "49152-49407" },
+      stateDir: path.join(this.lab.dir, `${host}-${this.name}-state`),
+      migration: { address: SEGMENT[host], ports: "49152-49407", announceAtSwitchover: this.opts.announce !== false },
       log: { level: "warn" },
     };
     fs.writeFileSync(this.configFile(host), JSON.stringify(cfg, null, 2));
