@@ -513,7 +513,8 @@ export class DestinationAgent {
       );
     }
     const answer: Answer = { kind: "answer", armed: armedList.armed, rejected: [] };
-    if (groupCommit) answer.commit = "group";
+    // a source that asked learns either way (one that did not may predate the attribute)
+    if (offer.policy.commit !== undefined) answer.commit = groupCommit ? "group" : "source";
     const { dialog, acked } = res.accept(nrdlBody({ version: doc.version, id: doc.id, body: answer }));
     state.phase = "answered";
     state.dialog = dialog;

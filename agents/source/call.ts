@@ -110,6 +110,8 @@ export class SourceCall {
             timeoutS: offer.policy.timeoutS,
             pauseBeforeSwitchover: pause,
             awaitCommit: !!group,
+            // a destination that did not answer `commit` predates group commit (nrdl/SPEC.md 5.6)
+            stopByQemu: this.answer.commit === undefined,
             convergence: offer.policy.convergence ?? "none",
             recover: (v) => this.recoveryListener(v, reporter),
             recoverWithinS: this.opts.postcopyRecoveryS,

@@ -165,6 +165,12 @@ export interface MigrationOptions {
    */
   awaitCommit?: boolean;
   /**
+   * stop() lets QEMU stop the VM itself (its downtime limit and bandwidth restored) instead of QMP
+   * `stop`: a destination from before group commit runs an arrival only if the source VM was still
+   * running when its last pass began, and would leave one stopped by QMP paused.
+   */
+  stopByQemu?: boolean;
+  /**
    * For a guest that writes faster than the link carries: "auto-converge" throttles its vCPUs;
    * "postcopy" switches to post-copy once pre-copy stops gaining (the destination must be armed
    * with `postcopy`). Default "none": plain pre-copy, which such a guest makes run until timeout.

@@ -285,7 +285,15 @@ export class QemuMigration implements MigrationHandle {
     const client = this.heldClient("stop");
     if (!this.stopRequested) {
       this.stopRequested = true;
-      await client.execute("stop"); // a no-op when QEMU stopped it itself meanwhile
+      if (this.opts.stopByQemu && this.phase === "active") {
+        // QEMU stops it when what is left fits the downtime limit: the stored run state stays "running"
+        this.primed = true;
+        this.rehold = false;
+        await client.execute("migrate-set-parameters", {
+          "max-bandwidth": this.bytesPerS,
+          "downtime-limit": Math.max(1, Math.round(this.opts.downtimeLimitMs)),
+        });
+      } else await client.execute("stop"); // a no-op when QEMU stopped it itself meanwhile
       if ((!this.primed || this.rehold) && this.phase === "active") {
         this.primed = true; // the dirty set must not drain at the hold's trickle
         this.rehold = false;
@@ -293,7 +301,9 @@ export class QemuMigration implements MigrationHandle {
       }
       this.boundDrain();
     }
-    await within(this.halted.promise, STOP_EVENT_WAIT_MS, `no STOP event from the source QEMU of ${this.vm}`);
+    // QEMU's own stop comes when it converges: as long as the group's window
+    const wait = this.opts.stopByQemu ? Math.max(3000, 10 * this.opts.downtimeLimitMs) : STOP_EVENT_WAIT_MS;
+    await within(this.halted.promise, wait, `no STOP event from the source QEMU of ${this.vm}`);
     return this.stoppedAt ?? Date.now();
   }
 

@@ -11,6 +11,8 @@ import { NRDL_MIME, type Policy } from "../../nrdl/types";
 import { extraSource, move, pairPerTest, bootOnSource, expectAllOn } from "../harness";
 import { groupDefs, GROUP } from "./world";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
+import { SourceAgent } from "../../agents/source/agent";
+import { silentLogger } from "../../lib/log/logger";
 
 jest.setTimeout(120_000);
 
@@ -60,6 +62,19 @@ describe("a switchover group under group commit", () => {
     const res = await pair.dc1.sip.query(pair.dc2.uri, query(summary.migrationId));
     const answered = res.body ? parseNrdl(res.body.content) : undefined;
     expect(answered?.ok && answered.doc.body).toEqual({ kind: "decision", outcome: "commit" });
+  });
+
+  it("without group commit (a source with no state dir): no commit asked or answered, QEMU stops each VM", async () => {
+    const pair = await start(defs);
+    await bootOnSource(pair);
+    const agent = new SourceAgent({ sip: pair.dc1.sip, host: pair.dc1.host, hostName: "dc1", logger: silentLogger });
+    const summary = await move(pair, { policy: SWITCHOVER, agent });
+    expect(summary.vms.map((v) => [v.vm, v.state])).toEqual(GROUP.map((vm) => [vm, "completed"]));
+    await expectAllOn(pair, "dc2");
+    expect(bodies(pair.dc2.trace, "received", "offer")[0]).not.toContain("commit=");
+    expect(bodies(pair.dc2.trace, "sent", "answer")[0]).not.toContain("commit=");
+    expect(bodies(pair.dc2.trace, "received", "switchover")).toEqual([]);
+    expect(fs.existsSync(path.join(pair.dc2.cfg.stateDir, "decisions.jsonl"))).toBe(false);
   });
 
   it("answers a query for a migration it never saw with unknown, and another caller's with 403", async () => {
