@@ -18,8 +18,8 @@ import type { GroupJournal } from "./group-journal";
 import type { StatusReporter } from "./status-reporter";
 
 /** How long the source waits for the destination's INFO before it starts asking. */
-const DECISION_INFO_WAIT_MS = 5000;
-const QUERY_INTERVAL_MS = 2000;
+const DECISION_INFO_WAIT_MS = 1000;
+const QUERY_INTERVAL_MS = 1000;
 
 /** The decision a response body carries, if it carries one. */
 export function decisionIn(content: string | undefined): Decision | undefined {
