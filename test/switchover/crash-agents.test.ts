@@ -4,13 +4,9 @@
  * processes, real QEMU). Every case ends with the whole group running on one host, no copy paused
  * anywhere, once the killed agent has been started again.
  */
-import type { VmDefinition } from "../../lib/hypervisor/driver";
 import type { CrashPoint } from "../../lib/plan/crash-point";
 import {
-  closeWorld,
   decisionsOf,
-  groupDefs,
-  groupWorld,
   kill9,
   listen,
   migrate,
@@ -19,21 +15,11 @@ import {
   release,
   settledOn,
   states,
-  type World,
+  worldPerTest,
 } from "./world";
 
 jest.setTimeout(120_000);
-
-let defs: VmDefinition[];
-beforeAll(async () => {
-  defs = await groupDefs();
-});
-
-let w: World | undefined;
-afterEach(async () => {
-  await closeWorld(w);
-  w = undefined;
-});
+const newWorld = worldPerTest();
 
 describe("the source agent killed", () => {
   it.each<[CrashPoint, "dc1" | "dc2", string]>([
@@ -41,20 +27,20 @@ describe("the source agent killed", () => {
     ["source:sent", "dc2", "commit"],
     ["source:decided", "dc2", "commit"],
   ])("at %s: once it starts again, the whole group runs on %s (%s)", async (point, host, outcome) => {
-    w = await groupWorld(defs);
+    const w = await newWorld();
     await listen(w);
     const source = migrate(w, { crashAt: point });
     await source.exited; // killed itself at the point
     if (host === "dc2") {
       // the destination commits on its own when everything arrived; the source's copies wait stopped
-      await until(async () => Object.values(await states(w as World)).every((s) => s.endsWith("dc2:running")));
+      await until(async () => Object.values(await states(w)).every((s) => s.endsWith("dc2:running")));
       expect(Object.values(await states(w)).filter((s) => s.startsWith("dc1:running"))).toEqual([]);
     }
     // started again: it asks the destination what it decided, and acts on that alone
     await w.pair.dc1.agent.recover();
     await settledOn(w, host);
     expect(decisionsOf(w).map((d) => d.outcome)).toEqual([outcome]);
-    await until(() => nothingPending(w as World).armed.length === 0);
+    await until(() => nothingPending(w).armed.length === 0);
     expect(nothingPending(w)).toEqual({ armed: [], stoppedGroups: [] });
   });
 });
@@ -65,7 +51,7 @@ describe("the destination agent killed", () => {
     ["destination:committed", "dc2", "commit"],
     ["destination:resuming", "dc2", "commit"],
   ])("at %s: once it starts again, the whole group runs on %s (%s)", async (point, host, outcome) => {
-    w = await groupWorld(defs);
+    const w = await newWorld();
     const dest = await listen(w, { crashAt: point });
     const source = migrate(w);
     await dest.exited; // killed itself at the point; the source waits for a decision, asking
@@ -77,7 +63,7 @@ describe("the destination agent killed", () => {
   });
 
   it("at the stop: the group is sent, arrives paused, waits undecided, and the restarted agent aborts it", async () => {
-    w = await groupWorld(defs);
+    const w = await newWorld();
     const dest = await listen(w);
     const source = migrate(w, { holdAt: "source:stopped" });
     await reached(w, "source:stopped");

@@ -5,12 +5,8 @@
  * was killed, nowhere), no copy paused anywhere, and nothing left armed or journaled.
  */
 import { execFileSync } from "node:child_process";
-import type { VmDefinition } from "../../lib/hypervisor/driver";
 import {
-  closeWorld,
   decisionsOf,
-  groupDefs,
-  groupWorld,
   killQemuOf,
   listen,
   migrate,
@@ -19,25 +15,14 @@ import {
   release,
   settledOn,
   states,
-  type World,
+  worldPerTest,
 } from "./world";
 
 jest.setTimeout(120_000);
-
-let defs: VmDefinition[];
-beforeAll(async () => {
-  defs = await groupDefs();
-});
-
-let w: World | undefined;
-afterEach(async () => {
-  await closeWorld(w);
-  w = undefined;
-});
+const newWorld = worldPerTest();
 
 async function start(point: Parameters<typeof reached>[1], on: "source" | "destination") {
-  const world = await groupWorld(defs);
-  w = world;
+  const world = await newWorld();
   await listen(world, on === "destination" ? { holdAt: point } : {});
   const source = migrate(world, on === "source" ? { holdAt: point } : {});
   await reached(world, point);

@@ -42,6 +42,20 @@ export async function groupWorld(defs: VmDefinition[]): Promise<World> {
   return { pair, procs: [], holdDir };
 }
 
+/** One world per test, closed after each: `const newWorld = worldPerTest()` at the top of a test file. */
+export function worldPerTest(): () => Promise<World> {
+  let defs: VmDefinition[] = [];
+  let w: World | undefined;
+  beforeAll(async () => {
+    defs = await groupDefs();
+  });
+  afterEach(async () => {
+    await closeWorld(w);
+    w = undefined;
+  });
+  return async () => (w = await groupWorld(defs));
+}
+
 export async function closeWorld(w: World | undefined): Promise<void> {
   if (!w) return;
   for (const f of fs.existsSync(w.holdDir) ? fs.readdirSync(w.holdDir) : []) fs.rmSync(path.join(w.holdDir, f));
