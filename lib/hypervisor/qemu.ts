@@ -12,6 +12,7 @@ import execa from "execa";
 import { TeleportError } from "../errors";
 import { silentLogger, type Logger } from "../log/logger";
 import { chooseAccel, type AccelChoice } from "./accel";
+import { ExecutableProbe } from "./executable";
 import type {
   ArmedListener,
   ArmOptions,
@@ -135,6 +136,8 @@ export class QemuDriver implements HypervisorDriver {
   private readonly outgoing = new Map<string, QemuMigration>();
   /** Incoming VMs running here in post-copy: their monitor (out-of-band) and migration status. */
   private readonly halves = new Map<string, PostcopyHalf>();
+  /** `--version`, once per binary file rather than once per VM of every offer. */
+  private readonly binaryProbe: ExecutableProbe;
 
   constructor(opts: QemuDriverOptions) {
     this.runDir = path.resolve(opts.runDir);
@@ -145,6 +148,7 @@ export class QemuDriver implements HypervisorDriver {
     this.startTimeoutMs = opts.startTimeoutMs ?? 10_000;
     this.migrationTls = opts.migrationTls ?? true;
     this.tcgDirtyWorkaround = opts.tcgDirtyWorkaround ?? true;
+    this.binaryProbe = new ExecutableProbe(this.qemu, () => this.probeBinary());
     fs.mkdirSync(this.runDir, { recursive: true });
     this.log.info(`qemu driver: ${this.accel.reason}`, {
       runDir: this.runDir,
@@ -153,7 +157,11 @@ export class QemuDriver implements HypervisorDriver {
     });
   }
 
-  async available(): Promise<{ ok: boolean; detail: string }> {
+  available(): Promise<{ ok: boolean; detail: string }> {
+    return this.binaryProbe.check();
+  }
+
+  private async probeBinary(): Promise<{ ok: boolean; detail: string }> {
     const r = await execa(this.qemu, ["--version"], { reject: false });
     if (r.exitCode !== 0)
       return { ok: false, detail: `${this.qemu} not found or not working; apt-get install qemu-system-x86` };
