@@ -73,9 +73,8 @@ export async function addPskCredentials(
   secret: string,
   dir: string,
 ): Promise<void> {
-  writeKeyDir(dir, secret);
-  // a server loads its DH parameters once, here (a recovery's new key needs none)
-  if (endpoint === "server") fs.writeFileSync(path.join(dir, "dh-params.pem"), FFDHE2048_PEM, { mode: 0o600 });
+  if (endpoint === "server") writeServerKeyDir(dir, secret);
+  else writeKeyDir(dir, secret);
   try {
     const args: Record<string, unknown> = { "qom-type": "tls-creds-psk", id, endpoint, dir };
     if (endpoint === "client") args.username = PSK_USER;
@@ -83,6 +82,22 @@ export async function addPskCredentials(
   } finally {
     if (endpoint === "client") fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The folder of server credentials: keys.psk and the DH parameters, which a server loads once,
+ * in object-add (a recovery's new key needs none). Written apart so an arming can write it while
+ * its QEMU starts.
+ */
+export function writeServerKeyDir(dir: string, secret: string): void {
+  writeKeyDir(dir, secret);
+  fs.writeFileSync(path.join(dir, "dh-params.pem"), FFDHE2048_PEM, { mode: 0o600 });
+}
+
+/** Server credentials `id` from the folder writeServerKeyDir wrote, for this QEMU's incoming migration. */
+export async function useServerKeyDir(client: QmpClient, id: string, dir: string): Promise<void> {
+  await client.execute("object-add", { "qom-type": "tls-creds-psk", id, endpoint: "server", dir });
+  await client.execute("migrate-set-parameters", { "tls-creds": id });
 }
 
 /** Forget credentials after a failed outgoing migration, so a retry starts clean. */

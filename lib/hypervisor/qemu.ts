@@ -31,7 +31,7 @@ import { dropOrphanedMirrors, type MirrorDisk } from "./qemu-mirror";
 import { freePort, tcpUri } from "./net";
 import { livePid, terminate, waitExit } from "./pidfile";
 import { QmpClient } from "./qmp";
-import { addPskCredentials, useMigrationSecret, writeKeyDir } from "./qemu-tls";
+import { addPskCredentials, useServerKeyDir, writeKeyDir, writeServerKeyDir } from "./qemu-tls";
 
 export interface QemuDriverOptions {
   /** This host's run directory (pidfiles, QMP sockets, serial logs). Created when missing. */
@@ -304,24 +304,43 @@ export class QemuDriver implements HypervisorDriver {
       if (problems.length) throw new TeleportError(488, `cannot receive the disks of ${vm}`, problems);
       await images.create(def, copied);
     }
+    const t0 = performance.now();
+    const pskIn = this.files(vm).pskIn;
+    // spawn() removes the last run's files (its key folder too) before its first await, then QEMU
+    // starts; the key is written meanwhile, off the arming's critical path
+    const spawned = this.spawn(def, true);
     try {
-      await this.spawn(def, true);
+      if (this.migrationTls) writeServerKeyDir(pskIn, opts.secret);
     } catch (err) {
+      await spawned.catch(() => undefined);
+      await this.quit(vm);
+      images.remove();
+      throw TeleportError.from(err);
+    }
+    try {
+      await spawned;
+    } catch (err) {
+      fs.rmSync(pskIn, { recursive: true, force: true });
       images.remove();
       throw err;
     }
+    const t1 = performance.now();
     let client: QmpClient | undefined;
     try {
-      client = await QmpClient.connect(this.files(vm).qmp, { oob: !!opts.postcopy });
-      await client.execute("migrate-set-capabilities", {
-        capabilities: [
-          { capability: "events", state: true },
-          { capability: "return-path", state: true },
-          { capability: "postcopy-ram", state: !!opts.postcopy },
-        ],
-      });
-      if (this.migrationTls)
-        await useMigrationSecret(client, "server", "st-incoming", opts.secret, this.files(vm).pskIn);
+      const qmp = await QmpClient.connect(this.files(vm).qmp, { oob: !!opts.postcopy });
+      client = qmp;
+      // independent, so sent together; the listener opens only once every one has succeeded
+      const setup = await Promise.allSettled([
+        qmp.execute("migrate-set-capabilities", {
+          capabilities: [
+            { capability: "events", state: true },
+            { capability: "return-path", state: true },
+            { capability: "postcopy-ram", state: !!opts.postcopy },
+          ],
+        }),
+        this.migrationTls ? useServerKeyDir(qmp, "st-incoming", pskIn) : undefined,
+      ]);
+      for (const r of setup) if (r.status === "rejected") throw r.reason;
       const uri = await this.listen(client, vm, opts);
       const exports = copied.length ? await this.exportDisks(client, vm, copied, opts) : [];
       const listener: Listener = { uri, client, postcopy: !!opts.postcopy, status: "setup" };
@@ -334,7 +353,8 @@ export class QemuDriver implements HypervisorDriver {
         off();
         void this.arrived(vm);
       });
-      this.log.info(`armed ${vm}`, { uri, exports: exports.map((e) => e.uri) });
+      const ms = { spawn: Math.round(t1 - t0), setup: Math.round(performance.now() - t1) };
+      this.log.info(`armed ${vm}`, { uri, exports: exports.map((e) => e.uri), ms });
       return { vm, uri, exports };
     } catch (err) {
       await client?.close();
