@@ -31,6 +31,7 @@ import { dropOrphanedMirrors, type MirrorDisk } from "./qemu-mirror";
 import { freePort, tcpUri } from "./net";
 import { livePid, terminate, waitExit } from "./pidfile";
 import { QmpClient } from "./qmp";
+import { connectOnCreate } from "./qmp-early";
 import { addPskCredentials, useServerKeyDir, writeKeyDir, writeServerKeyDir } from "./qemu-tls";
 
 export interface QemuDriverOptions {
@@ -306,28 +307,20 @@ export class QemuDriver implements HypervisorDriver {
     }
     const t0 = performance.now();
     const pskIn = this.files(vm).pskIn;
-    // spawn() removes the last run's files (its key folder too) before its first await, then QEMU
-    // starts; the key is written meanwhile, off the arming's critical path
+    // spawn() removes the last run's files (key folder and sockets too) before its first await, then
+    // QEMU starts; meanwhile the key is written and the monitor is connected once its socket appears
     const spawned = this.spawn(def, true);
-    try {
-      if (this.migrationTls) writeServerKeyDir(pskIn, opts.secret);
-    } catch (err) {
-      await spawned.catch(() => undefined);
-      await this.quit(vm);
-      images.remove();
-      throw TeleportError.from(err);
-    }
-    try {
-      await spawned;
-    } catch (err) {
-      fs.rmSync(pskIn, { recursive: true, force: true });
-      images.remove();
-      throw err;
-    }
-    const t1 = performance.now();
+    const early = connectOnCreate(this.files(vm).qmp, { oob: !!opts.postcopy });
+    let t1 = t0;
+    void spawned.then(() => (t1 = performance.now())).catch(() => undefined);
     let client: QmpClient | undefined;
     try {
-      const qmp = await QmpClient.connect(this.files(vm).qmp, { oob: !!opts.postcopy });
+      if (this.migrationTls) writeServerKeyDir(pskIn, opts.secret);
+      // QEMU greets once its main loop runs, often well before its daemonizing parent has been reaped
+      // (up to 15 ms on a busy host): the monitor is set up then, the listener only once the start is confirmed
+      const first = await Promise.race([early.connected, spawned.then(() => undefined)]);
+      const qmp =
+        first ?? (await early.finish(true)) ?? (await QmpClient.connect(this.files(vm).qmp, { oob: !!opts.postcopy }));
       client = qmp;
       // independent, so sent together; the listener opens only once every one has succeeded
       const setup = await Promise.allSettled([
@@ -341,6 +334,7 @@ export class QemuDriver implements HypervisorDriver {
         this.migrationTls ? useServerKeyDir(qmp, "st-incoming", pskIn) : undefined,
       ]);
       for (const r of setup) if (r.status === "rejected") throw r.reason;
+      await spawned;
       const uri = await this.listen(client, vm, opts);
       const exports = copied.length ? await this.exportDisks(client, vm, copied, opts) : [];
       const listener: Listener = { uri, client, postcopy: !!opts.postcopy, status: "setup" };
@@ -357,6 +351,8 @@ export class QemuDriver implements HypervisorDriver {
       this.log.info(`armed ${vm}`, { uri, exports: exports.map((e) => e.uri), ms });
       return { vm, uri, exports };
     } catch (err) {
+      void early.finish(false);
+      await spawned.catch(() => undefined); // a QEMU still starting is quit once it has
       await client?.close();
       await this.quit(vm);
       images.remove();
