@@ -8,8 +8,9 @@
  *
  * Beside them, in the same pairs: INVITE->200 (the destination vets the offer and arms one
  * incoming QEMU per VM) and what it is held to, the same incoming QEMUs started in parallel on the
- * same destination with the driver's own command line and nothing else (no SIP, no QMP), moments
- * before that SIP move. BENCH_GROUP=exp3 moves four VMs instead of two; BENCH_PAIRS=N repeats.
+ * same machine with the QEMU driver's own command line and nothing else (no SIP, no QMP), right
+ * before and right after that SIP move (their mean). BENCH_GROUP=exp3 moves four VMs instead of
+ * two; BENCH_PAIRS=N repeats.
  */
 import execa from "execa";
 import fs from "node:fs";
@@ -61,23 +62,17 @@ interface Side {
 }
 
 /**
- * The group's incoming QEMUs started at once on `side`, each exactly as its driver arms it
- * (`qemuArgs(def, true)`: -daemonize -incoming defer), until every one has daemonized; then
- * quit again through the driver. What arming cannot go below: the time its QEMUs take to start.
+ * The group's incoming QEMUs started at once, each exactly as the QEMU driver arms it
+ * (`qemuArgs(def, true)`: -daemonize -incoming defer), until every one has daemonized; then quit
+ * again. What arming cannot go below: the time its QEMUs take to start. `bare` is a QEMU driver of
+ * its own run dir on the destinations' machine, so it can start them while the VMs are armed or run.
  */
-async function parallelStart(side: Side, names: string[]): Promise<number> {
-  const vms = names.map((vm) => {
-    const local = side.host.find(vm);
-    if (!local || !(local.driver instanceof QemuDriver)) throw new Error(`${vm} is not a QEMU VM on ${side.name}`);
-    if (local.driver.pid(vm) !== undefined) throw new Error(`${vm} still has a QEMU on ${side.name}`);
-    return { vm, def: local.def, driver: local.driver };
-  });
+async function parallelStart(bare: QemuDriver): Promise<number> {
+  const defs = bare.inventory();
   const t0 = performance.now();
-  await Promise.all(
-    vms.map(({ def, driver }) => execa("qemu-system-x86_64", driver.qemuArgs(def, true), { stdin: "ignore" })),
-  );
+  await Promise.all(defs.map((def) => execa("qemu-system-x86_64", bare.qemuArgs(def, true), { stdin: "ignore" })));
   const ms = performance.now() - t0;
-  await Promise.all(vms.map(({ vm, driver }) => driver.stop(vm)));
+  await Promise.all(defs.map((def) => bare.stop(def.name)));
   return ms;
 }
 
@@ -123,6 +118,8 @@ async function main(): Promise<void> {
     const directMs: number[] = [];
     const arming: number[] = [];
     const starts: number[] = [];
+    const bracket: Array<[number, number]> = [];
+    const bare = new QemuDriver({ runDir: path.join(base, "bare"), inventory, logger: silentLogger });
     let here = dc1;
     let there = dc2;
     const hop = () => ([here, there] = [there, here]);
@@ -131,10 +128,14 @@ async function main(): Promise<void> {
     hop();
     process.stdout.write(`bench:e2e: ${GROUP} (${names.join(", ")}), ${PAIRS} pairs, alternating SIP and direct\n`);
     for (let i = 0; i < PAIRS; i++) {
-      starts.push(await parallelStart(there, names));
+      // right before and right after the SIP move, so a load that drifts meanwhile weighs on both figures
+      const before = await parallelStart(bare);
       let t0 = performance.now();
       const summary = await here.agent.migrate({ to: there.uri, vms: names, policy: POLICY });
       sipMs.push(performance.now() - t0);
+      const after = await parallelStart(bare);
+      bracket.push([before, after]);
+      starts.push((before + after) / 2);
       arming.push(summary.phases.arming);
       if (summary.outcome !== "completed")
         throw new Error(`SIP run ${i} did not complete: ${JSON.stringify(summary.vms)}`);
@@ -198,6 +199,7 @@ async function main(): Promise<void> {
           directMs,
           armingMs: arming,
           parallelStartMs: starts,
+          parallelStartBeforeAfterMs: bracket,
           medianSipMs: s,
           medianDirectMs: d,
           ratio: s / d,
@@ -212,7 +214,7 @@ async function main(): Promise<void> {
     );
   } finally {
     for (const d of destinations) await d.stop().catch(() => undefined);
-    await terminateRunDirs(["dc1", "dc2"].map((n) => path.join(base, n)));
+    await terminateRunDirs(["dc1", "dc2", "bare"].map((n) => path.join(base, n)));
     fs.rmSync(base, { recursive: true, force: true });
   }
 }
