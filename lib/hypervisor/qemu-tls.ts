@@ -94,10 +94,18 @@ export function writeServerKeyDir(dir: string, secret: string): void {
   fs.writeFileSync(path.join(dir, "dh-params.pem"), FFDHE2048_PEM, { mode: 0o600 });
 }
 
-/** Server credentials `id` from the folder writeServerKeyDir wrote, for this QEMU's incoming migration. */
+/**
+ * Server credentials `id` from the folder writeServerKeyDir wrote, for this QEMU's incoming
+ * migration. Both commands go out at once and QEMU runs them in order; it takes the parameter even
+ * without the object (it looks only when a migration starts), so the first failure is thrown and
+ * nothing may listen before this has resolved.
+ */
 export async function useServerKeyDir(client: QmpClient, id: string, dir: string): Promise<void> {
-  await client.execute("object-add", { "qom-type": "tls-creds-psk", id, endpoint: "server", dir });
-  await client.execute("migrate-set-parameters", { "tls-creds": id });
+  const done = await Promise.allSettled([
+    client.execute("object-add", { "qom-type": "tls-creds-psk", id, endpoint: "server", dir }),
+    client.execute("migrate-set-parameters", { "tls-creds": id }),
+  ]);
+  for (const r of done) if (r.status === "rejected") throw r.reason;
 }
 
 /** Forget credentials after a failed outgoing migration, so a retry starts clean. */
