@@ -30,8 +30,8 @@ import { QemuMigration, type MigrationHooks } from "./qemu-migration";
 import { dropOrphanedMirrors, type MirrorDisk } from "./qemu-mirror";
 import { freePort, tcpUri } from "./net";
 import { livePid, terminate, waitExit } from "./pidfile";
-import { QmpClient } from "./qmp";
-import { connectOnCreate } from "./qmp-early";
+import { QmpClient, type QmpConnectOptions } from "./qmp";
+import { connectOnCreate, type EarlyQmp } from "./qmp-early";
 import { addPskCredentials, useServerKeyDir, writeKeyDir, writeServerKeyDir } from "./qemu-tls";
 
 export interface QemuDriverOptions {
@@ -310,30 +310,31 @@ export class QemuDriver implements HypervisorDriver {
     // spawn() removes the last run's files (key folder and sockets too) before its first await, then
     // QEMU starts; meanwhile the key is written and the monitor is connected once its socket appears
     const spawned = this.spawn(def, true);
-    const early = connectOnCreate(this.files(vm).qmp, { oob: !!opts.postcopy });
     let t1 = t0;
     void spawned.then(() => (t1 = performance.now())).catch(() => undefined);
+    // capabilities and credentials go out right behind the monitor's negotiation, on whichever connection
+    const setups = new Map<QmpClient, Promise<void>>();
+    const monitor: QmpConnectOptions = {
+      oob: !!opts.postcopy,
+      onNegotiating: (c) => {
+        const setup = this.prepareIncoming(c, pskIn, !!opts.postcopy);
+        setup.catch(() => undefined); // awaited below for the connection that is kept
+        setups.set(c, setup);
+      },
+    };
+    let early: EarlyQmp | undefined;
     let client: QmpClient | undefined;
     try {
-      if (this.migrationTls) writeServerKeyDir(pskIn, opts.secret);
+      if (this.migrationTls) writeServerKeyDir(pskIn, opts.secret); // before the monitor can greet
+      early = connectOnCreate(this.files(vm).qmp, monitor);
       // QEMU greets once its main loop runs, often well before its daemonizing parent has been reaped
       // (up to 15 ms on a busy host): the monitor is set up then, the listener only once the start is confirmed
       const first = await Promise.race([early.connected, spawned.then(() => undefined)]);
-      const qmp =
-        first ?? (await early.finish(true)) ?? (await QmpClient.connect(this.files(vm).qmp, { oob: !!opts.postcopy }));
+      const qmp = first ?? (await early.finish(true)) ?? (await QmpClient.connect(this.files(vm).qmp, monitor));
       client = qmp;
-      // independent, so sent together; the listener opens only once every one has succeeded
-      const setup = await Promise.allSettled([
-        qmp.execute("migrate-set-capabilities", {
-          capabilities: [
-            { capability: "events", state: true },
-            { capability: "return-path", state: true },
-            { capability: "postcopy-ram", state: !!opts.postcopy },
-          ],
-        }),
-        this.migrationTls ? useServerKeyDir(qmp, "st-incoming", pskIn) : undefined,
-      ]);
-      for (const r of setup) if (r.status === "rejected") throw r.reason;
+      const setup = setups.get(qmp);
+      if (!setup) throw new TeleportError(500, `the monitor of ${vm} connected without its setup`); // never listen bare
+      await setup;
       await spawned;
       const uri = await this.listen(client, vm, opts);
       const exports = copied.length ? await this.exportDisks(client, vm, copied, opts) : [];
@@ -351,13 +352,28 @@ export class QemuDriver implements HypervisorDriver {
       this.log.info(`armed ${vm}`, { uri, exports: exports.map((e) => e.uri), ms });
       return { vm, uri, exports };
     } catch (err) {
-      void early.finish(false);
+      void early?.finish(false);
       await spawned.catch(() => undefined); // a QEMU still starting is quit once it has
       await client?.close();
       await this.quit(vm);
       images.remove();
       throw TeleportError.from(err);
     }
+  }
+
+  /** An incoming QEMU's migration capabilities and TLS-PSK credentials, sent at once; the first failure is thrown. */
+  private async prepareIncoming(client: QmpClient, pskIn: string, postcopy: boolean): Promise<void> {
+    const done = await Promise.allSettled([
+      client.execute("migrate-set-capabilities", {
+        capabilities: [
+          { capability: "events", state: true },
+          { capability: "return-path", state: true },
+          { capability: "postcopy-ram", state: postcopy },
+        ],
+      }),
+      this.migrationTls ? useServerKeyDir(client, "st-incoming", pskIn) : undefined,
+    ]);
+    for (const r of done) if (r.status === "rejected") throw r.reason;
   }
 
   /** QEMU's own NBD server, TLS-PSK from its one-time secret, one writable export per copied disk. */
