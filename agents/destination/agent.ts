@@ -430,6 +430,7 @@ export class DestinationAgent {
     const { doc, user, admission, caller } = admitted;
     const offer = doc.body;
     let rejected: Rejected[];
+    const vetAt = performance.now(); // where INVITE->200 goes: the answer's log says (vet, arming)
     try {
       ({ rejected } = await this.vet(offer));
     } catch (err) {
@@ -489,6 +490,7 @@ export class DestinationAgent {
       ...(groupCommit ? { commit: "group" as const, caller } : {}),
     });
 
+    const armAt = performance.now();
     const armedList = await this.armAll(state, log);
     if (cancelled) {
       await this.finish(state, "cancelled by the caller");
@@ -522,6 +524,7 @@ export class DestinationAgent {
     log.info("armed and answered", {
       migrationId: doc.id,
       vms: armedList.armed.map((a) => ({ vm: a.vm, uri: a.uri })),
+      ms: { vet: Math.round(armAt - vetAt), arm: Math.round(performance.now() - armAt) },
     });
     dialog.onInfo((r, rs) => void this.onInfo(state, r, rs));
     dialog.onBye((_r, rs) => void this.onBye(state, rs));

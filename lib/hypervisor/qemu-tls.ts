@@ -13,6 +13,23 @@ import type { QmpClient } from "./qmp";
 
 export const PSK_USER = "sip-teleport";
 
+/**
+ * RFC 7919's ffdhe2048 group (PKCS#3, as `openssl genpkey -genparam -algorithm DH -pkeyopt
+ * group:ffdhe2048` writes it), the size QEMU would generate. Without a dh-params.pem in its folder
+ * QEMU's server credentials generate fresh parameters in object-add: 50-450 ms of CPU per listener
+ * (2.2 s with four at once on 2 cores), most of an INVITE's arming. A published safe-prime group is
+ * what TLS uses anyway (RFC 7919); the secret is the PSK, not these public parameters.
+ */
+const FFDHE2048_PEM = `-----BEGIN DH PARAMETERS-----
+MIIBCAKCAQEA//////////+t+FRYortKmq/cViAnPTzx2LnFg84tNpWp4TZBFGQz
++8yTnc4kmz75fS/jY2MMddj2gbICrsRhetPfHtXV/WVhJDP1H18GbtCFY2VVPe0a
+87VXE15/V8k1mE8McODmi3fipona8+/och3xWKE2rec1MKzKT0g6eXq8CrGCsyT7
+YdEIqUuyyOP7uWrat2DX9GgdT0Kj3jlN9K5W7edjcrsZCwenyO4KbXCeAvzhzffi
+7MA0BM0oNC9hkXL+nOmFg/+OTxIy7vKBg8P+OxtMb61zO7X8vC7CIAXFjvGDfRaD
+ssbzSibBsu/6iGtCOGEoXJf//////////wIBAg==
+-----END DH PARAMETERS-----
+`;
+
 /** The pre-shared key both ends derive from the one-time secret (QEMU's and libvirt's tunnel). */
 export function migrationPsk(secret: string): Buffer {
   if (!secret) throw new TeleportError(400, "a migration needs a non-empty secret");
@@ -56,7 +73,8 @@ export async function addPskCredentials(
   secret: string,
   dir: string,
 ): Promise<void> {
-  writeKeyDir(dir, secret);
+  if (endpoint === "server") writeServerKeyDir(dir, secret);
+  else writeKeyDir(dir, secret);
   try {
     const args: Record<string, unknown> = { "qom-type": "tls-creds-psk", id, endpoint, dir };
     if (endpoint === "client") args.username = PSK_USER;
@@ -64,6 +82,30 @@ export async function addPskCredentials(
   } finally {
     if (endpoint === "client") fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The folder of server credentials: keys.psk and the DH parameters, which a server loads once,
+ * in object-add (a recovery's new key needs none). Written apart so an arming can write it while
+ * its QEMU starts.
+ */
+export function writeServerKeyDir(dir: string, secret: string): void {
+  writeKeyDir(dir, secret);
+  fs.writeFileSync(path.join(dir, "dh-params.pem"), FFDHE2048_PEM, { mode: 0o600 });
+}
+
+/**
+ * Server credentials `id` from the folder writeServerKeyDir wrote, for this QEMU's incoming
+ * migration. Both commands go out at once and QEMU runs them in order; it takes the parameter even
+ * without the object (it looks only when a migration starts), so the first failure is thrown and
+ * nothing may listen before this has resolved.
+ */
+export async function useServerKeyDir(client: QmpClient, id: string, dir: string): Promise<void> {
+  const done = await Promise.allSettled([
+    client.execute("object-add", { "qom-type": "tls-creds-psk", id, endpoint: "server", dir }),
+    client.execute("migrate-set-parameters", { "tls-creds": id }),
+  ]);
+  for (const r of done) if (r.status === "rejected") throw r.reason;
 }
 
 /** Forget credentials after a failed outgoing migration, so a retry starts clean. */

@@ -12,6 +12,7 @@ import execa from "execa";
 import { TeleportError } from "../errors";
 import { silentLogger, type Logger } from "../log/logger";
 import { chooseAccel, type AccelChoice } from "./accel";
+import { ExecutableProbe } from "./executable";
 import type {
   ArmedListener,
   ArmOptions,
@@ -30,8 +31,9 @@ import { QemuMigration, type MigrationHooks } from "./qemu-migration";
 import { dropOrphanedMirrors, type MirrorDisk } from "./qemu-mirror";
 import { freePort, tcpUri } from "./net";
 import { livePid, terminate, waitExit } from "./pidfile";
-import { QmpClient } from "./qmp";
-import { addPskCredentials, useMigrationSecret, writeKeyDir } from "./qemu-tls";
+import { QmpClient, type QmpConnectOptions } from "./qmp";
+import { connectOnCreate, type EarlyQmp } from "./qmp-early";
+import { addPskCredentials, useServerKeyDir, writeKeyDir, writeServerKeyDir } from "./qemu-tls";
 
 export interface QemuDriverOptions {
   /** This host's run directory (pidfiles, QMP sockets, serial logs). Created when missing. */
@@ -155,6 +157,8 @@ export class QemuDriver implements HypervisorDriver {
   private readonly outgoing = new Map<string, QemuMigration>();
   /** Incoming VMs running here in post-copy: their monitor (out-of-band) and migration status. */
   private readonly halves = new Map<string, PostcopyHalf>();
+  /** `--version`, once per binary file rather than once per VM of every offer. */
+  private readonly binaryProbe: ExecutableProbe;
 
   constructor(opts: QemuDriverOptions) {
     this.runDir = path.resolve(opts.runDir);
@@ -165,6 +169,7 @@ export class QemuDriver implements HypervisorDriver {
     this.startTimeoutMs = opts.startTimeoutMs ?? 10_000;
     this.migrationTls = opts.migrationTls ?? true;
     this.tcgDirtyWorkaround = opts.tcgDirtyWorkaround ?? true;
+    this.binaryProbe = new ExecutableProbe(this.qemu, () => this.probeBinary());
     fs.mkdirSync(this.runDir, { recursive: true });
     this.log.info(`qemu driver: ${this.accel.reason}`, {
       runDir: this.runDir,
@@ -173,7 +178,11 @@ export class QemuDriver implements HypervisorDriver {
     });
   }
 
-  async available(): Promise<{ ok: boolean; detail: string }> {
+  available(): Promise<{ ok: boolean; detail: string }> {
+    return this.binaryProbe.check();
+  }
+
+  private async probeBinary(): Promise<{ ok: boolean; detail: string }> {
     const r = await execa(this.qemu, ["--version"], { reject: false });
     if (r.exitCode !== 0)
       return { ok: false, detail: `${this.qemu} not found or not working; apt-get install qemu-system-x86` };
@@ -335,26 +344,39 @@ export class QemuDriver implements HypervisorDriver {
       if (problems.length) throw new TeleportError(488, `cannot receive the disks of ${vm}`, problems);
       await images.create(def, copied);
     }
+    const t0 = performance.now();
+    const pskIn = this.files(vm).pskIn;
+    // spawn() removes the last run's files (key folder and sockets too) before its first await, then
+    // QEMU starts; meanwhile the key is written and the monitor is connected once its socket appears
     const hold = !!opts.holdOnArrival;
-    try {
-      await this.spawn(def, true, hold);
-      if (hold) fs.writeFileSync(this.files(vm).hold, "");
-    } catch (err) {
-      images.remove();
-      throw err;
-    }
+    const spawned = this.spawn(def, true, hold);
+    let t1 = t0;
+    void spawned.then(() => (t1 = performance.now())).catch(() => undefined);
+    // capabilities and credentials go out right behind the monitor's negotiation, on whichever connection
+    const setups = new Map<QmpClient, Promise<void>>();
+    const monitor: QmpConnectOptions = {
+      oob: !!opts.postcopy,
+      onNegotiating: (c) => {
+        const setup = this.prepareIncoming(c, pskIn, !!opts.postcopy);
+        setup.catch(() => undefined); // awaited below for the connection that is kept
+        setups.set(c, setup);
+      },
+    };
+    let early: EarlyQmp | undefined;
     let client: QmpClient | undefined;
     try {
-      client = await QmpClient.connect(this.files(vm).qmp, { oob: !!opts.postcopy });
-      await client.execute("migrate-set-capabilities", {
-        capabilities: [
-          { capability: "events", state: true },
-          { capability: "return-path", state: true },
-          { capability: "postcopy-ram", state: !!opts.postcopy },
-        ],
-      });
-      if (this.migrationTls)
-        await useMigrationSecret(client, "server", "st-incoming", opts.secret, this.files(vm).pskIn);
+      if (this.migrationTls) writeServerKeyDir(pskIn, opts.secret); // before the monitor can greet
+      early = connectOnCreate(this.files(vm).qmp, monitor);
+      // QEMU greets once its main loop runs, often well before its daemonizing parent has been reaped
+      // (up to 15 ms on a busy host): the monitor is set up then, the listener only once the start is confirmed
+      const first = await Promise.race([early.connected, spawned.then(() => undefined)]);
+      const qmp = first ?? (await early.finish(true)) ?? (await QmpClient.connect(this.files(vm).qmp, monitor));
+      client = qmp;
+      const setup = setups.get(qmp);
+      if (!setup) throw new TeleportError(500, `the monitor of ${vm} connected without its setup`); // never listen bare
+      await setup;
+      await spawned;
+      if (hold) fs.writeFileSync(this.files(vm).hold, ""); // spawn() removed the last run's files first
       const uri = await this.listen(client, vm, opts);
       const exports = copied.length ? await this.exportDisks(client, vm, copied, opts) : [];
       const listener: Listener = { uri, client, postcopy: !!opts.postcopy, status: "setup" };
@@ -374,9 +396,12 @@ export class QemuDriver implements HypervisorDriver {
           )
           .then(() => this.arrived(vm));
       });
-      this.log.info(`armed ${vm}`, { uri, exports: exports.map((e) => e.uri), holdOnArrival: hold });
+      const ms = { spawn: Math.round(t1 - t0), setup: Math.round(performance.now() - t1) };
+      this.log.info(`armed ${vm}`, { uri, exports: exports.map((e) => e.uri), ms, holdOnArrival: hold });
       return { vm, uri, exports };
     } catch (err) {
+      void early?.finish(false);
+      await spawned.catch(() => undefined); // a QEMU still starting is quit once it has
       await client?.close();
       await this.quit(vm);
       images.remove();
@@ -497,6 +522,21 @@ export class QemuDriver implements HypervisorDriver {
       });
     await this.announce(vm);
     this.log.info(`resumed ${vm} here (${status} before)`);
+  }
+
+  /** An incoming QEMU's migration capabilities and TLS-PSK credentials, sent at once; the first failure is thrown. */
+  private async prepareIncoming(client: QmpClient, pskIn: string, postcopy: boolean): Promise<void> {
+    const done = await Promise.allSettled([
+      client.execute("migrate-set-capabilities", {
+        capabilities: [
+          { capability: "events", state: true },
+          { capability: "return-path", state: true },
+          { capability: "postcopy-ram", state: postcopy },
+        ],
+      }),
+      this.migrationTls ? useServerKeyDir(client, "st-incoming", pskIn) : undefined,
+    ]);
+    for (const r of done) if (r.status === "rejected") throw r.reason;
   }
 
   /** QEMU's own NBD server, TLS-PSK from its one-time secret, one writable export per copied disk. */

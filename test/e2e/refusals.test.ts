@@ -101,15 +101,35 @@ describe("destination refusals", () => {
   });
 
   it("CANCEL while arming: 487, and every listener armed meanwhile is removed", async () => {
-    const invite = pair.dc1.sip.invite(pair.dc2.uri, {
-      contentType: NRDL_MIME,
-      content: offerFor([{ name: "router1" }, { name: "video" }]),
-    });
-    await new Promise((r) => setTimeout(r, 150));
-    invite.cancel();
-    const e = await refusal(invite.established);
-    expect(e.status).toBe(487);
+    // arming takes less than a SIP round trip may: hold it from its start until the source has its 487
+    const driver = pair.dc2.host.find("router1")!.driver;
+    const arm = driver.arm.bind(driver);
+    let entered!: () => void;
+    let release!: () => void;
+    const arming = new Promise<void>((r) => (entered = r));
+    const held = new Promise<void>((r) => (release = r));
+    const calls: Array<Promise<unknown>> = [];
+    driver.arm = (vm, o) => {
+      entered();
+      const call = held.then(() => arm(vm, o));
+      calls.push(call);
+      return call;
+    };
+    try {
+      const invite = pair.dc1.sip.invite(pair.dc2.uri, {
+        contentType: NRDL_MIME,
+        content: offerFor([{ name: "router1" }, { name: "video" }]),
+      });
+      await arming;
+      invite.cancel();
+      const e = await refusal(invite.established);
+      expect(e.status).toBe(487);
+    } finally {
+      release();
+      driver.arm = arm;
+    }
     // arming finishes in the background, then disarms
+    await Promise.allSettled(calls);
     for (let i = 0; i < 100 && Object.values(placement(pair)).some((h) => h.includes("dc2")); i++)
       await new Promise((r) => setTimeout(r, 100));
   });

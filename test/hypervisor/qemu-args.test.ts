@@ -3,6 +3,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
+import { executableIdentity } from "../../lib/hypervisor/executable";
 import { QemuDriver } from "../../lib/hypervisor/qemu";
 
 const def: VmDefinition = {
@@ -117,4 +118,52 @@ test("a run dir too deep for Unix sockets is refused before QEMU starts", async 
     status: 400,
     reason: expect.stringMatching(/run dir path too long/),
   });
+});
+
+test("available() runs --version once per binary file, again when it is replaced, removed or put back", async () => {
+  const bin = path.join(dir, "fake-qemu");
+  const calls = path.join(dir, "fake-qemu.calls");
+  const install = (version: string) =>
+    fs.writeFileSync(bin, `#!/bin/sh\necho x >> ${calls}\necho "QEMU emulator version ${version}"\n`, { mode: 0o755 });
+  const runs = () => (fs.existsSync(calls) ? fs.readFileSync(calls, "utf8").split("\n").filter(Boolean).length : 0);
+  install("7.2.1");
+  const d = new QemuDriver({ runDir: dir, inventory: [def], qemuBinary: bin, accel: { accel: "tcg", reason: "t" } });
+  // one offer of three VMs asks at once, the next offer asks again: one process
+  await Promise.all([d.available(), d.available(), d.available()]);
+  expect(await d.available()).toMatchObject({
+    ok: true,
+    detail: expect.stringMatching(/^QEMU emulator version 7\.2\.1;/),
+  });
+  expect(runs()).toBe(1);
+  // an upgrade replaces the file: asked again, the new version is told
+  fs.rmSync(bin);
+  install("9.2.10");
+  expect(await d.available()).toMatchObject({ ok: true, detail: expect.stringMatching(/version 9\.2\.10;/) });
+  expect(runs()).toBe(2);
+  // removed: refused at once, whatever was probed before
+  fs.rmSync(bin);
+  expect(await d.available()).toMatchObject({ ok: false, detail: expect.stringMatching(/not found or not working/) });
+  // a binary that fails is not remembered: once it works again, it is taken
+  fs.writeFileSync(bin, `#!/bin/sh\necho x >> ${calls}\nexit 1\n`, { mode: 0o755 });
+  expect((await d.available()).ok).toBe(false);
+  expect((await d.available()).ok).toBe(false);
+  expect(runs()).toBe(4);
+  fs.rmSync(bin);
+  install("9.2.11");
+  expect((await d.available()).ok).toBe(true);
+  expect((await d.available()).ok).toBe(true);
+  expect(runs()).toBe(5);
+});
+
+test("a QEMU found on PATH is known by the file PATH finds, first match first", () => {
+  const a = fs.mkdtempSync(path.join(dir, "path-a-"));
+  const b = fs.mkdtempSync(path.join(dir, "path-b-"));
+  const searchPath = [a, b].join(path.delimiter);
+  expect(executableIdentity("qemu-x", searchPath)).toBeUndefined();
+  fs.writeFileSync(path.join(b, "qemu-x"), "#!/bin/sh\n", { mode: 0o755 });
+  expect(executableIdentity("qemu-x", searchPath)).toMatch(new RegExp(`^${b}/qemu-x:`));
+  fs.writeFileSync(path.join(a, "qemu-x"), "not executable\n", { mode: 0o644 });
+  expect(executableIdentity("qemu-x", searchPath)).toMatch(new RegExp(`^${b}/qemu-x:`));
+  fs.chmodSync(path.join(a, "qemu-x"), 0o755);
+  expect(executableIdentity("qemu-x", searchPath)).toMatch(new RegExp(`^${a}/qemu-x:`));
 });

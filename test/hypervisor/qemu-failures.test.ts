@@ -197,3 +197,18 @@ test("refusals: unknown VM, VM already here, not running, disarming a VM that ar
   await expect(hosts.dc2.disarm("vm1")).rejects.toMatchObject({ status: 486 });
   expect(hostsRunning(hosts, "vm1")).toEqual(["dc2"]);
 });
+
+test("an incoming QEMU that fails to start (after binding its monitor): 500 with its words, nothing left", async () => {
+  const broken = new QemuDriver({
+    runDir: hosts.dirs.dc2,
+    inventory: [{ ...guestVm(guest, "vm1"), extraArgs: ["-device", "no-such-device"] }],
+  });
+  const e = await rejection(broken.arm("vm1", { address: "127.0.0.1", secret: SECRET }));
+  expect(e.status).toBe(500);
+  expect(e.message).toMatch(/QEMU did not start VM vm1.*no-such-device/s);
+  expect(await broken.state("vm1")).toBe("absent");
+  expect(fs.readdirSync(hosts.dirs.dc2).filter((f) => !f.endsWith(".log"))).toEqual([]);
+  // the host arms it as soon as QEMU can start it: nothing of the failed start is in the way
+  const armed = await hosts.dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET });
+  expect(armed.uri).toMatch(/^tcp:127\.0\.0\.1:\d+$/);
+});

@@ -56,6 +56,16 @@ test("greets, negotiates, and answers commands by id, also when several are in f
   await qmp.close();
 });
 
+test("commands sent while the capabilities are negotiated go out behind them and run after them", async () => {
+  let status: Promise<{ status: string }> | undefined;
+  const qmp = await QmpClient.connect(sock, {
+    onNegotiating: (c) => (status = c.execute<{ status: string }>("query-status")),
+  });
+  // QEMU would answer CommandNotFound to a command that ran before the negotiation
+  expect(await status).toMatchObject({ status: "prelaunch" });
+  await qmp.close();
+});
+
 test("a QEMU error rejects with its class and description", async () => {
   const qmp = await QmpClient.connect(sock);
   const err = await qmp.execute("no-such-command").catch((e: unknown) => e);
