@@ -118,12 +118,16 @@ export function forgetExpected(callId: string): void {
   early.delete(callId);
 }
 
-/** From now on `handler` sees this dialog's requests (those that waited first). */
+/**
+ * From now on `handler` sees this dialog's requests. Those that waited go on the next turn of the
+ * event loop, not now: the agent attaches its BYE and INFO handlers once the dialog is adopted (a
+ * promise later), and a BYE handed over before that would be answered bare, without the report.
+ */
 export function ownDialog(d: SrfDialog, handler: InDialogHandler): void {
   owners.set(d, handler);
   const waiting = early.get(d.sip.callId) ?? [];
   early.delete(d.sip.callId);
-  for (const [req, res] of waiting) handler(req, res);
+  if (waiting.length) setImmediate(() => waiting.forEach(([req, res]) => handler(req, res)));
 }
 
 /** srf's own handling of an in-dialog request (ACK events, re-INVITE, ...). */
