@@ -196,6 +196,7 @@ class Run {
     this.opts.events?.onSwitchover?.(names);
     const window = switchoverWindowMs(policy);
     let stoppedAt: number[];
+    let told = false;
     try {
       const primed = Promise.all(handles.map((h) => h.prime()));
       const selfStop = handles.map((h) => h.stopped).filter((p): p is Promise<number> => p !== undefined);
@@ -208,15 +209,19 @@ class Run {
       await Promise.race([woken, ...firstStop]);
       const stops = Promise.all(handles.map((h, i) => own(names[i], h.stop())));
       stoppedAt = await within(stops, window, `not every VM stopped within ${window} ms`);
+      // at once, for the destination's announce (the group's frames then wait in its taps, not in the
+      // stopped source's), and awaited: the source journals the group before any rest leaves (SPEC.md 5.6)
+      told = true;
+      await groupCommit?.onStopped?.(names, Math.min(...stoppedAt), Math.max(...stoppedAt));
       // none is sent before all can be: a VM whose dirty memory does not get there in time calls the group off
       const there = Promise.all(handles.map((h, i) => h.atSwitchover && own(names[i], h.atSwitchover)));
       await within(there, window, `not every stopped VM was ready to switch over within ${window} ms`);
     } catch (err) {
-      return callOff(`switchover of the group cancelled: ${reasonOf(err)}`);
+      const why = `switchover of the group cancelled: ${reasonOf(err)}`;
+      // told it stopped, the destination hears at once that nothing of it will come (and announces nothing more)
+      if (told) await groupCommit?.decision([], why).catch(() => undefined);
+      return callOff(why);
     }
-    // only now (a group still called off is never announced), and awaited: the source journals the
-    // group before any rest leaves (nrdl/SPEC.md 5.6)
-    await groupCommit?.onStopped?.(names, Math.min(...stoppedAt), Math.max(...stoppedAt));
     if (this.stopReason) {
       // called off before any rest left: the destination is told at once (nothing of it may run there)
       await groupCommit?.decision([], this.stopReason).catch(() => undefined);

@@ -296,7 +296,11 @@ describe("executePlan", () => {
     expect(out[1]).toMatchObject({ reason: expect.stringMatching(/lost its destination while stopped/) });
     expect(r.log).toContain("abort a"); // a resumes at the source by its driver, no decision needed
     expect(r.log.some((l) => l.startsWith("switch "))).toBe(false);
-    expect(calls).toEqual([]); // not announced at the destination, no decision: nothing was sent
+    // announced at the stop, then told at once that nothing of the group will come (nothing was sent)
+    expect(calls).toEqual([
+      "stopped a,b",
+      expect.stringMatching(/^decide switchover of the group cancelled: .*b lost its destination.* \(sent \)$/),
+    ]);
   });
 
   it("group commit: every VM stopped is announced, then the destination's commit settles all", async () => {
