@@ -18,7 +18,7 @@ import type { Answer, DiskSpec, Offer, VmSpec } from "../../nrdl/types";
 import { nrdlBody, SourceCall } from "./call";
 import { dryRun, type DryRun } from "./dry-run";
 import { GroupJournal } from "./group-journal";
-import { askDecision, groupDecisionOf } from "./source-group";
+import { askDecision, groupDecisionOf, returnedOf, settleCopy } from "./source-group";
 
 // The types live in types.ts so that call.ts can use them without importing this file back.
 export type { MigrateRequest, MigrateSummary, SourceEvents, SourceOptions, SourcePhase, VmSummary } from "./types";
@@ -248,15 +248,14 @@ async function settleStoppedGroups(opts: SourceOptions, journal: GroupJournal, l
       pending.push(...g.vms);
       continue;
     }
-    const returned = new Set(d.returned?.split(" ") ?? []);
+    const returned = returnedOf(d);
     let settled = true;
     for (const vm of g.vms) {
       const driver = opts.host.find(vm)?.driver;
       const state = await driver?.state(vm).catch(() => "absent" as const);
       if (!driver || state === "absent" || state === "running") continue;
       try {
-        if (decision.outcome === "commit" && !returned.has(vm)) await driver.stop(vm);
-        else await driver.resumeHere?.(vm);
+        await settleCopy(driver, vm, decision.outcome === "commit" && !returned.has(vm));
       } catch (err) {
         settled = false;
         log.error("recovery: could not settle a VM", { vm, error: TeleportError.from(err).message });

@@ -6,6 +6,7 @@
  * one comes, and keeps its VMs stopped and journaled if none does.
  */
 import { TeleportError } from "../../lib/errors";
+import type { HypervisorDriver } from "../../lib/hypervisor/driver";
 import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
 import type { GroupCommit, GroupDecision } from "../../lib/plan/execute";
@@ -44,6 +45,21 @@ export async function askDecision(
     log.warn("the decision query failed", { to, migrationId, error: TeleportError.from(err).message });
     return undefined;
   }
+}
+
+/** The VMs a commit gives back (their arrived copy died before it ran), from `returned`. */
+export function returnedOf(d: Decision): Set<string> {
+  return new Set((d.returned ?? "").split(" ").filter(Boolean));
+}
+
+/**
+ * Apply a decision to this host's stopped copy of `vm`: quit it when the destination runs the VM,
+ * else run it here again (abort, or a VM the commit gave back).
+ */
+export async function settleCopy(driver: HypervisorDriver, vm: string, runsThere: boolean): Promise<void> {
+  if (runsThere) return driver.stop(vm);
+  if (!driver.resumeHere) throw new TeleportError(501, `the ${driver.kind} driver cannot resume ${vm} here`);
+  await driver.resumeHere(vm);
 }
 
 export function groupDecisionOf(d: Decision): GroupDecision | undefined {
@@ -141,16 +157,14 @@ export class SourceGroup implements GroupCommit {
       throw new TeleportError(500, `${vm} was called back, but its QEMU here is gone`);
     }
     if (gone) this.opts.log.warn("the source copy is gone already", { vm });
-    else if (decision.outcome === "commit" && !this.returned.has(vm)) await driver.stop(vm);
-    else if (driver.resumeHere) await driver.resumeHere(vm);
-    else throw new TeleportError(501, `the ${driver.kind} driver cannot resume ${vm} here`);
+    else await settleCopy(driver, vm, decision.outcome === "commit" && !this.returned.has(vm));
     this.unsettled.delete(vm);
     if (this.unsettled.size === 0) this.opts.journal.remove(this.opts.migrationId);
   }
 
   private take(d: Decision): GroupDecision | undefined {
     const g = groupDecisionOf(d);
-    if (g?.outcome === "commit") this.returned = new Set((d.returned ?? "").split(" ").filter(Boolean));
+    if (g?.outcome === "commit") this.returned = returnedOf(d);
     return g;
   }
 
