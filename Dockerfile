@@ -27,6 +27,10 @@ COPY deploy deploy
 RUN npm pack --pack-destination /tmp \
  && mkdir -p /opt/sip-teleport \
  && npm install --prefix /opt/sip-teleport --omit=dev --no-audit --no-fund /tmp/sip-teleport-*.tgz
+# The switchover's MAC claim helper, built here where there is a compiler, named as the agent looks it up
+RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev \
+ && pkg=/opt/sip-teleport/node_modules/sip-teleport && mkdir -p $pkg/.cache/bin \
+ && gcc -O2 -Wall -o $pkg/.cache/bin/host-announce-$(sha256sum lib/net/host-announce.c | cut -c1-12) lib/net/host-announce.c
 
 # 2. Runtime: Node, QEMU and the tools for taps; no compiler, no npm, no sources.
 FROM debian:trixie-slim AS agent

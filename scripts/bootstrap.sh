@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(qemu-system-x86 busybox-static cpio iputils-ping socat jq iproute2 sip-tester kamailio baresip openssl docker-compose systemd chromium librsvg2-bin nftables qemu-utils e2fsprogs libvirt-daemon-system libvirt-clients
+  # the switchover's MAC claim (lib/net/host-announce.c), built on first use
+  gcc libc6-dev
   # drachtio-server's runtime (the binary is in ../shared/drachtio, see lib/sip/README.md)
   libcurl4 libboost-log1.74.0 libboost-thread1.74.0 libboost-filesystem1.74.0)
 

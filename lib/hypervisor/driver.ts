@@ -326,10 +326,16 @@ export interface HypervisorDriver {
    */
   resumeHere?(vm: string): Promise<void>;
   /**
-   * Announce the VM's MACs from this host (gratuitous RARP from its NICs, QMP announce-self), so the
-   * network sends its frames here: at the group's stop they queue in the paused copy's tap.
+   * Announce the VM's MACs from this host (claimNetwork, and QEMU's own RARPs, which a paused QEMU
+   * sends only once it runs), so the network sends its frames here.
    */
   announce?(vm: string): Promise<void>;
+  /**
+   * Point this host's network at the VM's MACs now, even while it is paused: its bridge forwards
+   * them to the VM's tap and a RARP from each MAC tells the switches beyond. Frames for a paused
+   * copy then wait in its tap until it runs. Resolves when done (nothing when the host cannot).
+   */
+  claimNetwork?(vm: string): Promise<void>;
   /**
    * Source side, after its agent crashed: settle an outgoing migration the agent left behind. A
    * copy whose migration completed without it is quit (what the agent does after every move); a

@@ -30,6 +30,7 @@ import { CreatedImages, diskArgs, diskNode, isCopied, vetIncomingDisks } from ".
 import { QemuMigration, type MigrationHooks } from "./qemu-migration";
 import { dropOrphanedMirrors, type MirrorDisk } from "./qemu-mirror";
 import { freePort, tcpUri } from "./net";
+import { HostAnnouncer } from "../net/host-announcer";
 import { livePid, terminate, waitExit } from "./pidfile";
 import { QmpClient, type QmpConnectOptions } from "./qmp";
 import { connectOnCreate, type EarlyQmp } from "./qmp-early";
@@ -159,6 +160,8 @@ export class QemuDriver implements HypervisorDriver {
   private readonly halves = new Map<string, PostcopyHalf>();
   /** `--version`, once per binary file rather than once per VM of every offer. */
   private readonly binaryProbe: ExecutableProbe;
+  /** Claims paused arrivals' MACs at this host's bridge; started with the first VM armed to wait. */
+  private announcer?: Promise<HostAnnouncer | undefined>;
 
   constructor(opts: QemuDriverOptions) {
     this.runDir = path.resolve(opts.runDir);
@@ -252,6 +255,19 @@ export class QemuDriver implements HypervisorDriver {
   }
 
   async settleOrphanedMigration(vm: string, opts: SettleOptions = {}): Promise<string | undefined> {
+    const done = await this.settleOrphan(vm, opts);
+    // a group's destination may have claimed its frames before the agent died: they come back here
+    if (done?.runsHere)
+      await this.announce(vm).catch((err: unknown) =>
+        this.log.warn(`could not announce ${vm}`, { error: TeleportError.from(err).message }),
+      );
+    return done?.what;
+  }
+
+  private async settleOrphan(
+    vm: string,
+    opts: SettleOptions,
+  ): Promise<{ what: string; runsHere?: boolean } | undefined> {
     this.definition(vm);
     if (this.outgoing.has(vm)) return undefined;
     const status = await this.queryStatus(vm);
@@ -264,19 +280,24 @@ export class QemuDriver implements HypervisorDriver {
         const ended = migration === "completed" || migration === "failed" || migration === "cancelled";
         if (!ended || (status === "paused" && migration === "completed")) return undefined; // not ours to settle
         if (opts.keepStopped)
-          return `its migration ${migration} with the VM stopped here: kept paused for the group's decision`;
+          return { what: `its migration ${migration} with the VM stopped here: kept paused for the group's decision` };
         if (migration === "completed") {
           // QEMU handed the VM over and the destination runs it: this paused copy is stale
           await client.close();
           await this.quit(vm);
-          return "it had moved away: quit its stale paused copy";
+          return { what: "it had moved away: quit its stale paused copy" };
         }
         // stopped for a switchover (QMP stop), then the migration failed: QEMU does not restart it
         await client.execute("cont");
-        return `its migration ${migration} after it was stopped for a switchover: the VM runs here again`;
+        return {
+          what: `its migration ${migration} after it was stopped for a switchover: the VM runs here again`,
+          runsHere: true,
+        };
       }
       if (migration?.startsWith("postcopy-"))
-        return `its migration is in post-copy (${migration}): its memory is split with the destination, left untouched`;
+        return {
+          what: `its migration is in post-copy (${migration}): its memory is split with the destination, left as is`,
+        };
       // held in pre-copy (running) or paused at pre-switchover (finish-migrate) for a dead agent's wave
       const held = migration === "active" || migration === "pre-switchover";
       if (held) {
@@ -290,7 +311,7 @@ export class QemuDriver implements HypervisorDriver {
         held && `its migration (${migration}) had no agent any more: cancelled, the VM runs here`,
         mirrors > 0 && `${mirrors} disk mirror(s) without an agent stopped, its disk is its own again`,
       ].filter((w): w is string => typeof w === "string");
-      return what.length ? what.join("; ") : undefined;
+      return what.length ? { what: what.join("; "), runsHere: held } : undefined;
     } finally {
       await client.close();
     }
@@ -377,6 +398,7 @@ export class QemuDriver implements HypervisorDriver {
       await setup;
       await spawned;
       if (hold) fs.writeFileSync(this.files(vm).hold, ""); // spawn() removed the last run's files first
+      if (hold && def.nics.some((n) => n.kind === "tap")) void this.hostAnnouncer();
       const uri = await this.listen(client, vm, opts);
       const exports = copied.length ? await this.exportDisks(client, vm, copied, opts) : [];
       const listener: Listener = { uri, client, postcopy: !!opts.postcopy, status: "setup" };
@@ -500,8 +522,35 @@ export class QemuDriver implements HypervisorDriver {
   async announce(vm: string): Promise<void> {
     this.definition(vm);
     if (this.pid(vm) === undefined) throw new TeleportError(404, `VM ${vm} has no QEMU on this host`);
-    // a few RARPs now and shortly after; QEMU sends them whatever the run state (net/announce.c)
-    await this.onMonitor(vm, (mon) => mon.execute("announce-self", { ...ANNOUNCE, id: `st-${vm}` }));
+    const qemuOwn = this.onMonitor(vm, (mon) => mon.execute("announce-self", { ...ANNOUNCE, id: `st-${vm}` }));
+    await Promise.all([this.claimNetwork(vm), qemuOwn]);
+  }
+
+  async claimNetwork(vm: string): Promise<void> {
+    const taps = this.definition(vm).nics.flatMap((n) => (n.kind === "tap" && n.ifname ? [[n.ifname, n.mac]] : []));
+    if (!taps.length) return;
+    const announcer = await this.hostAnnouncer();
+    if (!announcer) return;
+    const done = await Promise.allSettled(taps.map(([tap, mac]) => announcer.claim(tap, mac)));
+    for (const d of done)
+      if (d.status === "rejected")
+        this.log.warn(`could not claim the MACs of ${vm} at this host's bridge`, {
+          error: TeleportError.from(d.reason).message,
+        });
+  }
+
+  /** The announcer, started once; undefined (said once) when this host cannot run it. */
+  private hostAnnouncer(): Promise<HostAnnouncer | undefined> {
+    this.announcer ??= HostAnnouncer.start().catch((err: unknown) => {
+      this.log.warn(
+        "paused arrivals are announced only when they run: frames sent to a group during its switchover are lost",
+        {
+          error: TeleportError.from(err).message,
+        },
+      );
+      return undefined;
+    });
+    return this.announcer;
   }
 
   async resumeHere(vm: string): Promise<void> {

@@ -50,8 +50,11 @@ describe("npm package", () => {
         "deploy/kamailio/kamailio.cfg",
       ]),
     );
-    // `sip-teleport demo` builds its guest with lib/guest's script: the one non-JavaScript file of lib/ shipped.
-    expect(files).toEqual(expect.arrayContaining(["lib/guest/build-guest.sh", "dist/lib/guest/guest.js"]));
+    // `sip-teleport demo` builds its guest with lib/guest's script, and a destination builds its MAC claim
+    // helper from lib/net's C source: the non-JavaScript files of lib/ shipped
+    expect(files).toEqual(
+      expect.arrayContaining(["lib/guest/build-guest.sh", "dist/lib/guest/guest.js", "lib/net/host-announce.c"]),
+    );
     const unwanted = files.filter(
       (f) =>
         /^(test|\.cache|bench|node_modules|dist\/(test|bench))\//.test(f) ||
