@@ -651,8 +651,9 @@ export class DestinationAgent {
           headers: { Warning: `399 sip-teleport "this dialog did not agree on commit=group (SPEC.md 5.6)"` },
         });
       if (body.kind === "switchover") {
-        res.send(200, "OK");
-        return void (await state.group.switchover());
+        // answered once the group's MACs are claimed here: the source stops the group on the answer
+        await state.group.switchover();
+        return res.send(200, "OK");
       }
       this.log.warn("the source calls the group off", { callId: state.callId, reason: body.reason });
       const decision = await state.group.decide(`the source called it off: ${body.reason}`);

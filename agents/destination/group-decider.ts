@@ -24,6 +24,12 @@ import type { DecisionLog, DecisionRecord } from "./decisions";
 /** What acting on a decision needs to know of a VM. */
 export type GroupVm = Pick<VmSpec, "name" | "role">;
 
+/**
+ * Claims again after <switchover> (ms), while the group is undecided: a source copy answers what it
+ * got before the claim for a few ms, and each such frame draws its MAC back until the next claim.
+ */
+const RECLAIM_AFTER_MS = [3, 6, 10, 15, 25, 40];
+
 export type GroupState = "held" | "stopped" | "arrived" | "committed" | "aborted";
 
 export interface GroupDeciderOptions {
@@ -85,22 +91,36 @@ export class GroupDecider {
     }
   }
 
-  /** <switchover>: the group is stopped at the source; its frames come here from now on. */
+  /**
+   * <switchover>: the source stops the group as soon as this is answered. The group's MACs are
+   * claimed for this host first, so that no frame for it goes to a source copy that is about to
+   * stop; claimed again while it is undecided, because a source copy still running for a moment
+   * can draw them back with a frame of its own.
+   */
   async switchover(): Promise<void> {
     if (this.state !== "held") return;
     this.state = "stopped";
     const ms = this.opts.arrivalDeadlineMs;
     this.deadline = setTimeout(() => void this.decide(`the group did not arrive within ${ms} ms`), ms);
     if (!this.opts.announce) return;
-    await Promise.all(
-      this.opts.vms.map((vm) =>
-        this.driver(vm.name)
-          .announce?.(vm.name)
-          .catch((err: unknown) =>
-            this.opts.log.warn("announce failed", { vm: vm.name, error: TeleportError.from(err).message }),
-          ),
-      ),
-    );
+    // (QEMU's own announce cannot help: a paused QEMU holds it back, and sends it when it runs)
+    await this.claim();
+    for (const after of RECLAIM_AFTER_MS)
+      setTimeout(() => {
+        if (this.state === "stopped" || this.state === "arrived") void this.claim();
+      }, after).unref();
+  }
+
+  private async claim(): Promise<void> {
+    await Promise.all(this.opts.vms.map((vm) => this.claimOne(vm.name)));
+  }
+
+  private async claimOne(vm: string): Promise<void> {
+    try {
+      await this.driver(vm).claimNetwork?.(vm);
+    } catch (err) {
+      this.opts.log.warn("announce failed", { vm, error: TeleportError.from(err).message });
+    }
   }
 
   /**

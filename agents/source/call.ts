@@ -132,7 +132,11 @@ export class SourceCall {
           reporter.state(statusOf(o, this.call.version));
           events.onOutcome?.(o);
         },
-        onSwitchover: (vms) => events.onSwitchover?.(vms),
+        onSwitchover: (vms) => {
+          // the group's own INFOs (<switchover>, <abort>) then never wait behind a status
+          if (group) reporter.holdStatuses();
+          events.onSwitchover?.(vms);
+        },
       },
     });
     await reporter.close();

@@ -88,6 +88,8 @@ export class SourceGroup implements GroupCommit {
   private returned = new Set<string>();
   private readonly unsettled: Set<string>;
   private decidedOnce = false;
+  /** When <switchover> was sent and answered (epoch ms): the claim of the group's frames, for the log. */
+  private claimed?: { askedAt: number; answeredAt: number };
 
   constructor(private readonly opts: SourceGroupOptions) {
     this.fromInfo = new Promise((resolve) => (this.told = resolve));
@@ -106,6 +108,20 @@ export class SourceGroup implements GroupCommit {
     this.told?.(decision);
   }
 
+  /** <switchover>, answered once the destination claimed the group's MACs (at most CLAIM_WAIT_MS). */
+  async onStopping(): Promise<void> {
+    const asked = Date.now();
+    const answered = this.send({ kind: "switchover" }).then(
+      (res) => {
+        if (res.status >= 300) this.opts.log.warn("<switchover> refused", { status: res.status, reason: res.reason });
+      },
+      (err: unknown) => this.opts.log.warn("<switchover> not taken", { error: TeleportError.from(err).message }),
+    );
+    await Promise.race([answered, sleep(CLAIM_WAIT_MS)]);
+    this.claimed = { askedAt: asked, answeredAt: Date.now() };
+    await crashPoint("source:claimed");
+  }
+
   async onStopped(vms: string[], firstStopAt: number, lastStopAt: number): Promise<void> {
     // journaled before any rest is sent: from then on only the destination's decision settles them
     this.opts.journal.add({
@@ -114,14 +130,27 @@ export class SourceGroup implements GroupCommit {
       vms: [...this.opts.vms],
       stoppedAt: new Date(firstStopAt).toISOString(),
     });
-    this.opts.log.info("group stopped", { vms, stopSpreadMs: Math.round(lastStopAt - firstStopAt) });
-    this.send({ kind: "switchover" }).catch((err: unknown) =>
-      this.opts.log.warn("<switchover> not taken", { error: TeleportError.from(err).message }),
-    );
+    this.opts.log.info("group stopped", {
+      vms,
+      stopSpreadMs: Math.round(lastStopAt - firstStopAt),
+      // how long the destination took to claim the group's frames, and how long they waited there before the stop
+      ...(this.claimed && {
+        claimMs: this.claimed.answeredAt - this.claimed.askedAt,
+        claimedBeforeStopMs: Math.round(firstStopAt - this.claimed.answeredAt),
+      }),
+    });
     await crashPoint("source:stopped");
   }
 
   async decision(sent: string[], calledOff?: string): Promise<GroupDecision> {
+    try {
+      return await this.awaitDecision(sent, calledOff);
+    } finally {
+      this.opts.reporter.releaseStatuses(); // held since the switchover began (call.ts)
+    }
+  }
+
+  private async awaitDecision(sent: string[], calledOff?: string): Promise<GroupDecision> {
     await crashPoint("source:sent");
     // only the VMs whose rest may have left wait for the decision; the journal goes once they are settled
     for (const vm of [...this.unsettled]) if (!sent.includes(vm)) this.unsettled.delete(vm);
@@ -132,6 +161,9 @@ export class SourceGroup implements GroupCommit {
         (res) => decisionIn(res.body?.content),
         () => undefined,
       );
+      // the destination claimed their MACs at <switchover>: the copies that stay here take them back
+      // (a stopped one's own RARPs leave when it runs again, its bridge's claim at once)
+      await Promise.all(this.opts.vms.filter((vm) => !sent.includes(vm)).map((vm) => this.announceHere(vm)));
       const taken = d && this.take(d);
       if (taken) return taken;
     } else {
@@ -140,6 +172,13 @@ export class SourceGroup implements GroupCommit {
       if (taken) return taken;
     }
     return this.ask();
+  }
+
+  private async announceHere(vm: string): Promise<void> {
+    await this.opts.host
+      .find(vm)
+      ?.driver.announce?.(vm)
+      .catch((err: unknown) => this.opts.log.warn("announce failed", { vm, error: TeleportError.from(err).message }));
   }
 
   async settle(vm: string, decision: GroupDecision): Promise<void> {
@@ -191,5 +230,11 @@ export class SourceGroup implements GroupCommit {
     return this.opts.reporter.request(buildNrdl({ version: this.opts.version, id: this.opts.migrationId, body }));
   }
 }
+
+/**
+ * How long the stop waits for the destination's claim of the group's MACs: a slow answer costs the
+ * group its frames during the stop, a stop much later costs it more (the guests run on meanwhile).
+ */
+const CLAIM_WAIT_MS = 50;
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());

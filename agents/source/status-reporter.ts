@@ -1,7 +1,9 @@
 /**
  * In-dialog progress for the destination (INFO, Info-Package sip-teleport-status): every state
  * change at once, progress at least once a second while anything moves. One INFO in flight at
- * a time (RFC 6086 ordering); what changes meanwhile is coalesced into the next one.
+ * a time (RFC 6086 ordering); what changes meanwhile is coalesced into the next one. During a
+ * group's switchover statuses are held back (holdStatuses): the group's own INFOs must not wait
+ * behind one, nor share the two cores with its parsing while the group is stopped.
  */
 import type { MigrationProgress } from "../../lib/hypervisor/driver";
 import type { Logger } from "../../lib/log/logger";
@@ -17,6 +19,8 @@ export class StatusReporter {
   /** Requests (request()) waiting for their turn: they go before the next status INFO. */
   private requests = 0;
   private readonly ticker: NodeJS.Timeout;
+  /** Statuses wait (holdStatuses) until this clears: released, or its time is up. */
+  private held?: NodeJS.Timeout;
 
   constructor(
     private readonly dialog: Dialog,
@@ -77,8 +81,21 @@ export class StatusReporter {
     return answer;
   }
 
+  /** Send no status INFO until releaseStatuses(), or at most `maxMs`; request()s still go. */
+  holdStatuses(maxMs = 5000): void {
+    clearTimeout(this.held);
+    this.held = setTimeout(() => this.releaseStatuses(), maxMs);
+    this.held.unref();
+  }
+
+  releaseStatuses(): void {
+    clearTimeout(this.held);
+    this.held = undefined;
+    this.flush();
+  }
+
   private flush(): void {
-    if (this.sending || this.requests > 0 || this.pending.size === 0) return;
+    if (this.sending || this.requests > 0 || this.pending.size === 0 || this.held) return;
     const statuses = [...this.pending.values()];
     this.pending.clear();
     let content: string;
@@ -113,6 +130,7 @@ export class StatusReporter {
    */
   async close(maxWaitMs = 3000): Promise<void> {
     clearInterval(this.ticker);
+    this.releaseStatuses();
     const deadline = Date.now() + maxWaitMs;
     while ((this.sending || this.pending.size) && Date.now() < deadline) {
       this.flush();

@@ -12,6 +12,8 @@ import fs from "node:fs";
 import { join } from "node:path";
 
 export const CRASH_POINTS = [
+  /** the destination claimed the group's MACs (<switchover> answered); no VM stopped yet */
+  "source:claimed",
   /** every VM of the group stopped at the source; no rest sent yet */
   "source:stopped",
   /** every VM's rest sent (migrate-continue); no decision known */

@@ -30,7 +30,12 @@ export type GroupDecision = { outcome: "commit" } | { outcome: "abort"; reason: 
  * have left), the source never resumes a VM on its own; only the destination's decision settles them.
  */
 export interface GroupCommit {
-  /** Every VM of the group stopped (first to last STOP, epoch ms): the destination may announce them. */
+  /**
+   * The group is about to stop: the destination claims its MACs (so that no frame goes to a copy
+   * that stops); the stop follows when this settles, which it does within a short bound.
+   */
+  onStopping?(vms: string[]): Promise<void>;
+  /** Every VM of the group stopped (first to last STOP, epoch ms): journaled before any rest is sent. */
   onStopped?(vms: string[], firstStopAt: number, lastStopAt: number): Promise<void> | void;
   /**
    * The destination's decision, after every switchover was sent or the group was called off after
@@ -203,14 +208,18 @@ class Run {
       primed.catch(() => undefined);
       const firstStop = selfStop.map((p) => p.catch(() => new Promise<never>(() => undefined)));
       await Promise.race([primed, ...firstStop]);
-      // every VM caught up and held again: all woken together, stopped when all are awake or one stopped itself
+      // every VM caught up and held again: all woken together, stopped when all are awake or one stopped
+      // itself, and once the destination claimed the group's frames (they then wait in its taps, not in
+      // the stopped source's): after the wake, which may take a rate-limit window, so that the claim
+      // holds back the group's frames for as short a time as it can
       const woken = Promise.all(handles.map((h) => h.wake?.()));
       woken.catch(() => undefined);
       await Promise.race([woken, ...firstStop]);
+      told = !!groupCommit?.onStopping;
+      await Promise.race([groupCommit?.onStopping?.(names), ...firstStop]);
       const stops = Promise.all(handles.map((h, i) => own(names[i], h.stop())));
       stoppedAt = await within(stops, window, `not every VM stopped within ${window} ms`);
-      // at once, for the destination's announce (the group's frames then wait in its taps, not in the
-      // stopped source's), and awaited: the source journals the group before any rest leaves (SPEC.md 5.6)
+      // awaited: the source journals the group before any rest leaves (SPEC.md 5.6)
       told = true;
       await groupCommit?.onStopped?.(names, Math.min(...stoppedAt), Math.max(...stoppedAt));
       // none is sent before all can be: a VM whose dirty memory does not get there in time calls the group off

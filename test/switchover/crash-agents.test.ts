@@ -23,6 +23,7 @@ const newWorld = worldPerTest();
 
 describe("the source agent killed", () => {
   it.each<[CrashPoint, "dc1" | "dc2", string]>([
+    ["source:claimed", "dc1", "abort"],
     ["source:stopped", "dc1", "abort"],
     ["source:sent", "dc2", "commit"],
     ["source:decided", "dc2", "commit"],
@@ -39,6 +40,8 @@ describe("the source agent killed", () => {
     // started again: it asks the destination what it decided, and acts on that alone
     await w.pair.dc1.agent.recover();
     await settledOn(w, host);
+    // before the stop (claimed) nothing was journaled: the destination decides alone, at its deadline
+    await until(() => decisionsOf(w).length > 0);
     expect(decisionsOf(w).map((d) => d.outcome)).toEqual([outcome]);
     await until(() => nothingPending(w).armed.length === 0);
     expect(nothingPending(w)).toEqual({ armed: [], stoppedGroups: [] });
@@ -62,21 +65,24 @@ describe("the destination agent killed", () => {
     expect(nothingPending(w).stoppedGroups).toEqual([]);
   });
 
-  it("at the stop: the group is sent, arrives paused, waits undecided, and the restarted agent aborts it", async () => {
-    const w = await newWorld();
-    const dest = await listen(w);
-    const source = migrate(w, { holdAt: "source:stopped" });
-    await reached(w, "source:stopped");
-    await kill9(dest);
-    release(w, "source:stopped");
-    // the incoming QEMUs outlive their agent and receive the group, paused; nobody may run them yet
-    await new Promise((r) => setTimeout(r, 2000));
-    await listen(w);
-    expect(await source.exited).toBe(1);
-    await settledOn(w, "dc1");
-    expect(decisionsOf(w).map((d) => d.outcome)).toEqual(["abort"]);
-    expect(nothingPending(w)).toEqual({ armed: [], stoppedGroups: [] });
-  });
+  it.each(["source:claimed", "source:stopped"] as const)(
+    "at %s: the group is sent, arrives paused, waits undecided, and the restarted agent aborts it",
+    async (point) => {
+      const w = await newWorld();
+      const dest = await listen(w);
+      const source = migrate(w, { holdAt: point });
+      await reached(w, point);
+      await kill9(dest);
+      release(w, point);
+      // the incoming QEMUs outlive their agent and receive the group, paused; nobody may run them yet
+      await new Promise((r) => setTimeout(r, 2000));
+      await listen(w);
+      expect(await source.exited).toBe(1);
+      await settledOn(w, "dc1");
+      expect(decisionsOf(w).map((d) => d.outcome)).toEqual(["abort"]);
+      expect(nothingPending(w)).toEqual({ armed: [], stoppedGroups: [] });
+    },
+  );
 });
 
 async function until(check: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {

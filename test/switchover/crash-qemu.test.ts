@@ -30,16 +30,19 @@ async function start(point: Parameters<typeof reached>[1], on: "source" | "desti
 }
 
 describe("a source QEMU killed", () => {
-  it("at the stop: the group is called off, the other VM runs on at the source", async () => {
-    const { world, source } = await start("source:stopped", "source");
-    killQemuOf(world, "dc1", "video");
-    release(world, "source:stopped");
-    expect(await source.exited).toBe(1);
-    await settledOn(world, "dc1", ["router1"]);
-    expect(await states(world, ["video"])).toEqual({ video: "dc1:absent dc2:absent" });
-    expect(decisionsOf(world).map((d) => d.outcome)).toEqual(["abort"]);
-    expect(nothingPending(world)).toEqual({ armed: [], stoppedGroups: [] });
-  });
+  it.each(["source:claimed", "source:stopped"] as const)(
+    "at %s: the group is called off, the other VM runs on at the source",
+    async (point) => {
+      const { world, source } = await start(point, "source");
+      killQemuOf(world, "dc1", "video");
+      release(world, point);
+      expect(await source.exited).toBe(1);
+      await settledOn(world, "dc1", ["router1"]);
+      expect(await states(world, ["video"])).toEqual({ video: "dc1:absent dc2:absent" });
+      expect(decisionsOf(world).map((d) => d.outcome)).toEqual(["abort"]);
+      expect(nothingPending(world)).toEqual({ armed: [], stoppedGroups: [] });
+    },
+  );
 
   it("once its rest was sent: its state arrived whole, the group commits and runs at the destination", async () => {
     const { world, source } = await start("source:sent", "source");
@@ -53,15 +56,18 @@ describe("a source QEMU killed", () => {
 });
 
 describe("a destination QEMU killed", () => {
-  it("at the stop: its VM cannot arrive, the group is aborted and runs on at the source", async () => {
-    const { world, source } = await start("source:stopped", "source");
-    killQemuOf(world, "dc2", "video");
-    release(world, "source:stopped");
-    expect(await source.exited).toBe(1);
-    await settledOn(world, "dc1");
-    expect(decisionsOf(world).map((d) => d.outcome)).toEqual(["abort"]);
-    expect(nothingPending(world)).toEqual({ armed: [], stoppedGroups: [] });
-  });
+  it.each(["source:claimed", "source:stopped"] as const)(
+    "at %s: its VM cannot arrive, the group is aborted and runs on at the source",
+    async (point) => {
+      const { world, source } = await start(point, "source");
+      killQemuOf(world, "dc2", "video");
+      release(world, point);
+      expect(await source.exited).toBe(1);
+      await settledOn(world, "dc1");
+      expect(decisionsOf(world).map((d) => d.outcome)).toEqual(["abort"]);
+      expect(nothingPending(world)).toEqual({ armed: [], stoppedGroups: [] });
+    },
+  );
 
   it("after it arrived, before the decision: abort, and the source resumes every VM, that one included", async () => {
     const { world, source } = await start("destination:arrived", "destination");
@@ -87,30 +93,33 @@ describe("a destination QEMU killed", () => {
 
 const asRoot = process.getuid?.() === 0 ? describe : describe.skip;
 
-asRoot("the link cut at the stop", () => {
-  it("the rest waits in TCP; when the link returns the group is decided once and lands on one host", async () => {
-    const { world, source } = await start("source:stopped", "source");
-    // dc1 and dc2 share loopback: their link is dc2's SIP port and migration ports
-    const table = `st_cut_${process.pid}`;
-    const [lo, hi] = world.pair.dc2.cfg.migration.ports.split("-");
-    const sipPort = world.pair.dc2.uri.replace(/.*:(\d+);.*/, "$1");
-    const nft = (...args: string[]) => execFileSync("nft", args, { stdio: "pipe" });
-    nft("add", "table", "inet", table);
-    nft("add", "chain", "inet", table, "out", "{ type filter hook output priority 0 ; }");
-    for (const dir of ["dport", "sport"]) {
-      nft("add", "rule", "inet", table, "out", "tcp", dir, `${lo}-${hi}`, "drop");
-      nft("add", "rule", "inet", table, "out", "udp", dir, sipPort, "drop");
-    }
-    try {
-      release(world, "source:stopped");
-      await new Promise((r) => setTimeout(r, 3000));
-    } finally {
-      nft("delete", "table", "inet", table);
-    }
-    await source.exited;
-    const outcome = decisionsOf(world).map((d) => d.outcome);
-    expect(outcome).toHaveLength(1);
-    await settledOn(world, outcome[0] === "commit" ? "dc2" : "dc1");
-    expect(nothingPending(world)).toEqual({ armed: [], stoppedGroups: [] });
-  });
+asRoot("the link cut", () => {
+  it.each(["source:claimed", "source:stopped"] as const)(
+    "at %s: the rest waits in TCP; when the link returns the group is decided once and lands on one host",
+    async (point) => {
+      const { world, source } = await start(point, "source");
+      // dc1 and dc2 share loopback: their link is dc2's SIP port and migration ports
+      const table = `st_cut_${process.pid}`;
+      const [lo, hi] = world.pair.dc2.cfg.migration.ports.split("-");
+      const sipPort = world.pair.dc2.uri.replace(/.*:(\d+);.*/, "$1");
+      const nft = (...args: string[]) => execFileSync("nft", args, { stdio: "pipe" });
+      nft("add", "table", "inet", table);
+      nft("add", "chain", "inet", table, "out", "{ type filter hook output priority 0 ; }");
+      for (const dir of ["dport", "sport"]) {
+        nft("add", "rule", "inet", table, "out", "tcp", dir, `${lo}-${hi}`, "drop");
+        nft("add", "rule", "inet", table, "out", "udp", dir, sipPort, "drop");
+      }
+      try {
+        release(world, point);
+        await new Promise((r) => setTimeout(r, 3000));
+      } finally {
+        nft("delete", "table", "inet", table);
+      }
+      await source.exited;
+      const outcome = decisionsOf(world).map((d) => d.outcome);
+      expect(outcome).toHaveLength(1);
+      await settledOn(world, outcome[0] === "commit" ? "dc2" : "dc1");
+      expect(nothingPending(world)).toEqual({ armed: [], stoppedGroups: [] });
+    },
+  );
 });
