@@ -232,10 +232,20 @@ export class QemuDriver implements HypervisorDriver {
     return runState(status);
   }
 
-  /** Held on arrival (its marker) and its incoming migration completed, as QEMU says now. */
+  /** Held on arrival (its marker) and its incoming migration completed, as QEMU says now (or said, in an event). */
   private async isArrived(vm: string): Promise<boolean> {
     if (!fs.existsSync(this.files(vm).hold)) return false;
+    if (this.heldMonitor(vm)) return this.listeners.get(vm)?.status === "completed";
     return (await this.queryMigration(vm).catch(() => undefined)) === "completed";
+  }
+
+  /**
+   * The listener's monitor while it is open (until the arrival runs or is removed): a group's
+   * decision asks and resumes through it, with no monitor connection of its own on that path.
+   */
+  private heldMonitor(vm: string): QmpClient | undefined {
+    const client = this.listeners.get(vm)?.client;
+    return client && !client.isClosed ? client : undefined;
   }
 
   /** Whether this VM's migration (outgoing, or incoming here) is in post-copy: its memory is split. */
@@ -498,7 +508,8 @@ export class QemuDriver implements HypervisorDriver {
     const state = await this.state(vm);
     if (state === "running" && !fs.existsSync(this.files(vm).hold)) return; // resumed already
     if (state !== "arrived") throw new TeleportError(409, `VM ${vm} is ${state} here, not arrived: cannot resume it`);
-    await this.onMonitor(vm, (mon) => mon.execute("cont"));
+    const held = this.heldMonitor(vm);
+    await (held ? held.execute("cont") : this.onMonitor(vm, (mon) => mon.execute("cont")));
     fs.rmSync(this.files(vm).hold, { force: true });
     await this.arrived(vm);
     this.log.info(`resumed ${vm}, which had arrived held`);
@@ -858,6 +869,14 @@ export class QemuDriver implements HypervisorDriver {
   private async queryStatus(vm: string): Promise<string | undefined> {
     const pid = this.pid(vm);
     if (pid === undefined) return undefined;
+    const held = this.heldMonitor(vm);
+    if (held) {
+      const status = await held.execute<{ status: string }>("query-status").then(
+        (r) => r.status,
+        () => undefined, // closed under us (QEMU went): ask as for any other VM
+      );
+      if (status) return status;
+    }
     try {
       const client = await QmpClient.connect(this.files(vm).mon);
       try {
