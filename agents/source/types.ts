@@ -2,6 +2,7 @@
 import type { MigrationProgress } from "../../lib/hypervisor/driver";
 import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
+import type { CompressChoice } from "../../lib/plan/compress";
 import type { VmOutcome } from "../../lib/plan/execute";
 import type { SipBackend } from "../../lib/sip/backend";
 import type { Answer, Offer, Outcome, Policy, Report, VmStatus } from "../../nrdl/types";
@@ -13,6 +14,11 @@ export interface MigrateRequest {
   vms?: string[];
   policy?: Policy;
   plan?: Offer;
+  /**
+   * Stream reductions to offer (nrdl/SPEC.md 5.7): "auto" (the default) offers what this host's
+   * drivers can do when the policy caps bandwidth; "none" the plain stream; a method, that one alone.
+   */
+  compress?: CompressChoice;
   /** Ctrl-C / console Abort: CANCEL before the answer, abort migrations after it. */
   signal?: AbortSignal;
 }
