@@ -92,7 +92,8 @@ export function renderDryRun(d: DryRun): string {
     ...d.waves,
   ];
   const verdict = new Map<string, string>();
-  for (const a of d.preview?.accepted ?? []) verdict.set(a.vm, `would arm ${a.uri}`);
+  for (const a of d.preview?.accepted ?? [])
+    verdict.set(a.vm, `would arm ${a.uri}${a.compress ? ` with ${a.compress}` : ""}`);
   for (const r of d.preview?.rejected ?? []) verdict.set(r.vm, `refused: ${r.reason}`);
   const rows = d.estimate.vms.map((v) => [
     String(v.wave),
