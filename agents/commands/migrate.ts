@@ -39,7 +39,8 @@ export function registerMigrateCommand(program: Command): void {
         "--compress <method>",
         "reduce each VM's migration stream: zstd or zlib (compressed over multifd channels), xbzrle " +
           "(re-sent pages as differences), none; auto (default: defaults.compress) offers what both hosts can " +
-          "do when --bandwidth-mbps caps the move. Needs NRDL 2; a destination without it gets the plain stream",
+          "do when --bandwidth-mbps caps the move (not with post-copy). Needs NRDL 2; a destination without it " +
+          "gets the plain stream",
       ).choices([...COMPRESS_CHOICES]),
     )
     .option("--json", "JSON lines instead of a progress display (for scripts)")

@@ -53,8 +53,9 @@ export function offeredMethods(policy: Offer["policy"]): CompressMethod[] {
 }
 
 /**
- * Multifd cannot carry post-copy in QEMU 7.2 ("Postcopy is not yet compatible with multifd"):
- * with convergence=postcopy only XBZRLE is possible.
+ * Multifd does not go with post-copy in QEMU 7.2: post-copy pages never use its channels, and a
+ * post-copy recovery (`migrate` with resume) reconnects the main channel only. With
+ * convergence=postcopy only XBZRLE is possible.
  */
 export function possibleWith(convergence: Convergence | undefined, method: CompressMethod): boolean {
   return !(convergence === "postcopy" && MULTIFD_METHODS.has(method));
@@ -63,8 +64,9 @@ export function possibleWith(convergence: Convergence | undefined, method: Compr
 /**
  * Source: the `compress` attribute of an offer, or undefined for none. "auto" offers what every
  * offered VM's driver can do when a bandwidth cap is set (the policy's default, SPEC.md 5.7), and
- * nothing without a cap; a method named explicitly is offered alone, and refused here when no
- * driver of these VMs can do it.
+ * nothing without a cap, nor with post-copy (XBZRLE across a post-copy recovery is not tested
+ * here: that stays an explicit choice); a method named explicitly is offered alone, and refused
+ * here when no driver of these VMs can do it.
  */
 export function offerCompress(
   choice: CompressChoice,
@@ -74,8 +76,8 @@ export function offerCompress(
   if (choice === "none") return undefined;
   const all = (m: CompressMethod) => drivers.every((d) => d?.has(m) ?? false);
   if (choice === "auto") {
-    if (policy.bandwidthMbps <= 0) return undefined;
-    const methods = AUTO_ORDER.filter((m) => all(m) && possibleWith(policy.convergence, m));
+    if (policy.bandwidthMbps <= 0 || policy.convergence === "postcopy") return undefined;
+    const methods = AUTO_ORDER.filter(all);
     return methods.length ? methods.join(" ") : undefined;
   }
   if (!drivers.some((d) => d?.has(choice)))
@@ -84,7 +86,7 @@ export function offerCompress(
     ]);
   if (!possibleWith(policy.convergence, choice))
     throw new TeleportError(400, "invalid option", [
-      `--compress ${choice} runs over multifd, which QEMU 7.2 cannot combine with convergence postcopy; ` +
+      `--compress ${choice} runs over multifd, which QEMU 7.2 does not combine with post-copy; ` +
         "use --compress xbzrle or another convergence",
     ]);
   return choice;

@@ -8,6 +8,7 @@
  * destination after the VM arrived; the plain stream reads multifd and xbzrle off.
  */
 import path from "node:path";
+import { livePid } from "../../lib/hypervisor/pidfile";
 import { DestinationAgent } from "../../agents/destination/agent";
 import { TeleportError } from "../../lib/errors";
 import type { IncomingRequest } from "../../lib/sip/backend";
@@ -23,6 +24,8 @@ const ZSTD = "cz1";
 const XBZRLE = "cx1";
 const PLAIN = "cp1";
 const OLDER = "co1";
+const KILLED = "ck1";
+const GROUP = ["cs1", "cs2"];
 
 let pair: Pair;
 
@@ -62,6 +65,9 @@ beforeAll(async () => {
       [XBZRLE, "server"],
       [PLAIN, "server"],
       [OLDER, "server"],
+      [KILLED, "server"],
+      [GROUP[0], "router"],
+      [GROUP[1], "server"],
     ])
   ).map((d) => ({ ...d, append: `${d.append ?? ""} st.dirty=8` }));
   pair = await startPair(defs);
@@ -161,5 +167,51 @@ test("a destination from before compression refuses the attribute (400): called 
     expect(destination.multifd).toBe(false);
   } finally {
     spy.mockRestore();
+  }
+});
+
+test("the destination's QEMU killed mid-stream over zstd: the move fails, the guest runs on at the source", async () => {
+  let killed = false;
+  // 8 Mbit/s: 96 MiB take over a minute, so the kill lands mid-stream
+  const summary = await pair.dc1.agent.migrate(
+    { to: pair.dc2.uri, vms: [KILLED], policy: { ...SEQUENTIAL, bandwidthMbps: 8 }, compress: "zstd" },
+    {
+      onStart: () =>
+        void setTimeout(() => {
+          const pid = livePid(path.join(pair.dc2.runDir, `${KILLED}.pid`));
+          if (pid !== undefined) process.kill(pid, "SIGKILL");
+          killed = pid !== undefined;
+        }, 1500),
+    },
+  );
+  expect(killed).toBe(true);
+  expect(summary.outcome).toBe("failed");
+  expect(summary.vms[0]).toMatchObject({ vm: KILLED, state: "failed", host: "dc1" });
+  expectOneHostEach(pair);
+  expect(await pair.dc1.host.find(KILLED)?.driver.state(KILLED)).toBe("running");
+  const seen = passes("dc1", KILLED).length;
+  await until(`${KILLED}'s writer at dc1 after the failed move`, () => passes("dc1", KILLED).length > seen, 30_000);
+});
+
+test("a capped switchover group moves over zstd, held and released together, both running at dc2", async () => {
+  let answer: Answer | undefined;
+  const summary = await pair.dc1.agent.migrate(
+    {
+      to: pair.dc2.uri,
+      vms: GROUP,
+      policy: { ...SEQUENTIAL, strategy: "switchover", maxParallel: 2, bandwidthMbps: 400 },
+      compress: "auto",
+    },
+    { onAnswer: (a) => (answer = a) },
+  );
+  expectOneHostEach(pair);
+  expect(summary.outcome).toBe("completed");
+  expect(summary.groupDowntimeMs).toBeGreaterThan(0);
+  expect(answer?.commit).toBe("group");
+  for (const vm of GROUP) {
+    expect(answer?.armed.find((a) => a.vm === vm)).toMatchObject({ compress: "zstd", channels: 2 });
+    expect(sourceTold.get(answer?.armed.find((a) => a.vm === vm)?.uri ?? "")).toMatchObject({ multifd: true });
+    expect(await pair.dc2.host.find(vm)?.driver.state(vm)).toBe("running");
+    await until(`${vm}'s writer at dc2`, () => passes("dc2", vm).length >= 2, 30_000);
   }
 });
