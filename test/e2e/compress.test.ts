@@ -170,7 +170,7 @@ test("a destination from before compression refuses the attribute (400): called 
   }
 });
 
-test("the destination's QEMU killed mid-stream over zstd: the move fails, the guest runs on at the source", async () => {
+test("the destination's QEMU killed mid-stream over zstd: the move fails, the guest runs on at dc1", async () => {
   let killed = false;
   // 8 Mbit/s: 96 MiB take over a minute, so the kill lands mid-stream
   const summary = await pair.dc1.agent.migrate(
