@@ -115,6 +115,7 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
       logger,
       answerTimeoutS: cfg.timers.answerTimeoutS,
       stateDir: cfg.stateDir,
+      compress: cfg.defaults.compress,
       postcopyRecoveryS: cfg.timers.postcopyRecoveryS,
       redirectAllowed: (target) => destinations.check(target),
       migrationNetworks: (target) => destinations.migrationNetworks(target),

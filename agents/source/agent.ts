@@ -96,12 +96,13 @@ export class SourceAgent {
 
   /**
    * The stream reductions to offer (nrdl/SPEC.md 5.7): a plan file's own `compress` stands; else
-   * the request's choice, "auto" by default (what every VM's driver here can do, when capped).
+   * the request's choice, else the host's default (config `defaults.compress`), else "auto" (what
+   * every VM's driver here can do, when capped).
    */
   private withCompress(offer: Offer, req: MigrateRequest): Offer {
     if (offer.policy.compress !== undefined) return offer;
     const drivers = offer.vms.map((vm) => this.opts.host.find(vm.name)?.driver.compression);
-    const compress = offerCompress(req.compress ?? "auto", offer.policy, drivers);
+    const compress = offerCompress(req.compress ?? this.opts.compress ?? "auto", offer.policy, drivers);
     return compress === undefined ? offer : { ...offer, policy: { ...offer.policy, compress } };
   }
 

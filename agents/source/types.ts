@@ -69,6 +69,8 @@ export interface SourceOptions {
   /** This host's name or URI, written into reports for VMs that stayed here. */
   hostName: string;
   logger: Logger;
+  /** Stream reductions a request that does not say offers (config `defaults.compress`; "auto" when absent). */
+  compress?: CompressChoice;
   /** CANCEL an INVITE with no final answer after this long (the destination crashed while arming). */
   answerTimeoutS?: number;
   /** Vets a 3xx redirect's target before the INVITE follows it (security.destinations): a reason refuses it. */

@@ -64,6 +64,10 @@ test("the CLI's dry run prints the plan and the destination's verdict, and chang
   );
   expect(out).toContain("compressed streams assume 0.39x of the memory on the link");
   expect(out).toContain("estimated total ~18 s at 100 Mbit/s per migration (the cap)");
+  // --compress none: nothing offered, the plain stream's bytes (96 * 1.1 = 106 MiB); uncapped, 1 Gbit/s assumed
+  const plain = runCli(["migrate", "--dry-run", "-c", config, "--to", pair.dc2.uri, "--compress", "none", "router1"]);
+  expect(await plain.exited).toBe(0);
+  expect(plain.output()).toMatch(/^1\s+router1\s+96 MiB\s+~0\.9 s\s+<= 300 ms\s+plain ~106 MiB\s+would arm tcp:\S+$/m);
   expect(snapshot()).toEqual(before);
   await expectAllOn(pair, "dc1");
 });
