@@ -62,8 +62,9 @@ export function possibleWith(convergence: Convergence | undefined, method: Compr
 }
 
 /**
- * Source: the `compress` attribute of an offer, or undefined for none. "auto" offers what every
- * offered VM's driver can do when a bandwidth cap is set (the policy's default, SPEC.md 5.7), and
+ * Source: the `compress` attribute of an offer, or undefined for none. "auto" offers what any
+ * offered VM's driver can do (the destination answers per VM, and never a method the VM's driver
+ * lacks: a libvirt VM in the group moves plain, the QEMU VMs compressed) when a bandwidth cap is set (the policy's default, SPEC.md 5.7), and
  * nothing without a cap, nor with post-copy (XBZRLE across a post-copy recovery is not tested
  * here: that stays an explicit choice); a method named explicitly is offered alone, and refused
  * here when no driver of these VMs can do it.
@@ -74,13 +75,13 @@ export function offerCompress(
   drivers: ReadonlyArray<ReadonlySet<CompressMethod> | undefined>,
 ): string | undefined {
   if (choice === "none") return undefined;
-  const all = (m: CompressMethod) => drivers.every((d) => d?.has(m) ?? false);
+  const any = (m: CompressMethod) => drivers.some((d) => d?.has(m) ?? false);
   if (choice === "auto") {
     if (policy.bandwidthMbps <= 0 || policy.convergence === "postcopy") return undefined;
-    const methods = AUTO_ORDER.filter(all);
+    const methods = AUTO_ORDER.filter(any);
     return methods.length ? methods.join(" ") : undefined;
   }
-  if (!drivers.some((d) => d?.has(choice)))
+  if (!any(choice))
     throw new TeleportError(400, "invalid option", [
       `--compress ${choice}: no driver of these VMs can apply it (only the QEMU driver compresses)`,
     ]);

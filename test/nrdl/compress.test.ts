@@ -117,10 +117,12 @@ describe("the source's offer and its check of the answer", () => {
   const capped = { bandwidthMbps: 100, convergence: "none" as const };
   const free = { bandwidthMbps: 0, convergence: "none" as const };
 
-  test("auto offers what every VM's driver can do only when a cap is set", () => {
+  test("auto offers what any VM's driver can do, only when a cap is set", () => {
     expect(offerCompress("auto", capped, [QEMU_COMPRESSION, QEMU_COMPRESSION])).toBe("zstd zlib xbzrle");
     expect(offerCompress("auto", free, [QEMU_COMPRESSION])).toBeUndefined();
-    expect(offerCompress("auto", capped, [QEMU_COMPRESSION, NONE])).toBeUndefined();
+    // a libvirt VM beside QEMU ones: offered all the same, the destination arms it plain (per VM)
+    expect(offerCompress("auto", capped, [QEMU_COMPRESSION, NONE])).toBe("zstd zlib xbzrle");
+    expect(offerCompress("auto", capped, [NONE, undefined])).toBeUndefined();
     // post-copy moves stay plain unless a method is asked for
     expect(offerCompress("auto", { bandwidthMbps: 100, convergence: "postcopy" }, [QEMU_COMPRESSION])).toBeUndefined();
     expect(offerCompress("xbzrle", { bandwidthMbps: 100, convergence: "postcopy" }, [QEMU_COMPRESSION])).toBe("xbzrle");
