@@ -62,12 +62,12 @@ export function possibleWith(convergence: Convergence | undefined, method: Compr
 }
 
 /**
- * Source: the `compress` attribute of an offer, or undefined for none. "auto" offers what any
- * offered VM's driver can do (the destination answers per VM, and never a method the VM's driver
- * lacks: a libvirt VM in the group moves plain, the QEMU VMs compressed) when a bandwidth cap is set (the policy's default, SPEC.md 5.7), and
- * nothing without a cap, nor with post-copy (XBZRLE across a post-copy recovery is not tested
- * here: that stays an explicit choice); a method named explicitly is offered alone, and refused
- * here when no driver of these VMs can do it.
+ * Source: the `compress` attribute of an offer, or undefined for none. "auto" (the policy's
+ * default, SPEC.md 5.7) offers, when a bandwidth cap is set, what any offered VM's driver can do:
+ * the destination answers per VM and never with a method the VM's driver lacks, so a libvirt VM
+ * of the group moves plain beside compressed QEMU ones. Nothing without a cap, nor with post-copy
+ * (XBZRLE across a post-copy recovery is not tested here: that stays an explicit choice). A method
+ * named explicitly is offered alone, and refused here when no driver of these VMs can do it.
  */
 export function offerCompress(
   choice: CompressChoice,
