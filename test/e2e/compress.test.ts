@@ -15,8 +15,9 @@ import type { IncomingRequest } from "../../lib/sip/backend";
 import type { Answer } from "../../nrdl/types";
 import type { CompressChoice } from "../../lib/plan/compress";
 import { QmpClient } from "../../lib/hypervisor/qmp";
-import { expectOneHostEach, guestDefs, SEQUENTIAL, startPair, writerPasses, type Pair } from "../harness";
+import { configFile, expectOneHostEach, guestDefs, SEQUENTIAL, startPair, writerPasses, type Pair } from "../harness";
 import { until } from "../security/fault-report";
+import { ensureBuilt, runCli } from "./cli-process";
 
 jest.setTimeout(120_000);
 
@@ -26,6 +27,7 @@ const PLAIN = "cp1";
 const OLDER = "co1";
 const KILLED = "ck1";
 const GROUP = ["cs1", "cs2"];
+const BY_CLI = "cc1";
 
 let pair: Pair;
 
@@ -59,6 +61,7 @@ async function told(mon: QmpClient): Promise<Told> {
 const passes = (host: "dc1" | "dc2", vm: string) => writerPasses(pair[host].runDir, vm);
 
 beforeAll(async () => {
+  ensureBuilt();
   const defs = (
     await guestDefs([
       [ZSTD, "server"],
@@ -68,6 +71,7 @@ beforeAll(async () => {
       [KILLED, "server"],
       [GROUP[0], "router"],
       [GROUP[1], "server"],
+      [BY_CLI, "server"],
     ])
   ).map((d) => ({ ...d, append: `${d.append ?? ""} st.dirty=8` }));
   pair = await startPair(defs);
@@ -214,4 +218,14 @@ test("a capped switchover group moves over zstd, held and released together, bot
     expect(await pair.dc2.host.find(vm)?.driver.state(vm)).toBe("running");
     await until(`${vm}'s writer at dc2`, () => passes("dc2", vm).length >= 2, 30_000);
   }
+});
+
+test("the CLI's --compress zlib: its progress says the stream, dc2's QEMU ran multifd zlib", async () => {
+  const cli = runCli(["migrate", "-c", configFile(pair, "dc1"), "--to", pair.dc2.uri, "--compress", "zlib", BY_CLI]);
+  expect(await cli.exited).toBe(0);
+  expect(cli.output()).toContain(`${BY_CLI}: stream compressed: zlib over 2 multifd channels`);
+  expectOneHostEach(pair);
+  expect(await pair.dc2.host.find(BY_CLI)?.driver.state(BY_CLI)).toBe("running");
+  expect(await destinationTold(BY_CLI)).toMatchObject({ multifd: true, compression: "zlib", channels: 2 });
+  await until(`${BY_CLI}'s writer at dc2`, () => passes("dc2", BY_CLI).length >= 2, 30_000);
 });
