@@ -106,7 +106,6 @@ function phaseOf(status: string): MigrationPhase | undefined {
   }
 }
 
-/** Mark a promise handled (callers may never await it) while keeping it rejectable. */
 /** The guest's RAM, asked only for XBZRLE (its cache is sized from it). */
 async function guestBytes(client: QmpClient, r: StreamReduction | undefined): Promise<number | undefined> {
   if (r?.method !== "xbzrle") return undefined;
@@ -114,6 +113,7 @@ async function guestBytes(client: QmpClient, r: StreamReduction | undefined): Pr
   return q["base-memory"];
 }
 
+/** Mark a promise handled (callers may never await it) while keeping it rejectable. */
 function quiet<T>(p: Promise<T>): Promise<T> {
   p.catch(() => undefined);
   return p;
