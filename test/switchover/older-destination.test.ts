@@ -21,14 +21,21 @@ const policy = {
   onError: "abort" as const,
 };
 
-/** A UAS that refuses every INVITE: the first with `firstRefusal` when it names commit, the rest with 488. */
-function olderDestination(uas: SipJsBackend, firstDetails: string[]): string[] {
+/**
+ * A UAS that refuses every INVITE: with `firstDetails` (400) when the offer names the attribute it
+ * predates (commit, or compress), the rest with 488.
+ */
+function olderDestination(
+  uas: SipJsBackend,
+  firstDetails: string[],
+  predates: "commit" | "compress" = "commit",
+): string[] {
   const offers: string[] = [];
   uas.setHandlers({
     onInvite: (req, res) => {
       offers.push(req.body?.content ?? "");
       const parsed = parseNrdl(req.body?.content ?? "");
-      const named = parsed.ok && parsed.doc.body.kind === "offer" && parsed.doc.body.policy.commit !== undefined;
+      const named = parsed.ok && parsed.doc.body.kind === "offer" && parsed.doc.body.policy[predates] !== undefined;
       if (named) return res.reject(new TeleportError(400, "Invalid NRDL", firstDetails));
       res.reject(new TeleportError(488, "Not Acceptable Here", ["router1: test destination refuses everything"]));
     },
@@ -71,5 +78,47 @@ describe("calling a destination that predates group commit", () => {
     const e = await refusal(pair.dc1.agent.call({ to, vms: ["router1"], policy }));
     expect(e.status).toBe(400);
     expect(offers).toHaveLength(1);
+  });
+});
+
+describe("calling a destination that predates stream compression (nrdl/SPEC.md 5.7, 8)", () => {
+  const start = pairPerTest();
+  let uas: SipJsBackend | undefined;
+  afterEach(async () => {
+    await uas?.stop();
+    uas = undefined;
+  });
+
+  it.each([
+    ["an earlier NRDL 2", "/nrdl/offer/policy/@compress: unexpected attribute; <policy> takes strategy, commit"],
+    ["NRDL 1 only", "/nrdl/@version: unsupported version 2; this build speaks NRDL versions 1"],
+  ])("%s: a capped offer goes again without compress, as NRDL 1", async (_what, detail) => {
+    const pair = await start(await guestDefs([["router1", "router"]]));
+    await bootOnSource(pair);
+    uas = await startAgent("dc2", ["udp"]);
+    const offers = olderDestination(uas, [detail], "compress");
+    const to = `sip:dc2@127.0.0.1:${uas.listeners[0].port}`;
+    const capped = { ...policy, strategy: "sequential" as const, bandwidthMbps: 100 };
+    const e = await refusal(pair.dc1.agent.call({ to, vms: ["router1"], policy: capped }));
+    expect([e.status, e.details.join(" ")]).toEqual([488, expect.stringContaining("refuses everything")]);
+    expect(offers).toHaveLength(2);
+    expect(offers[0]).toContain('compress="zstd zlib xbzrle"');
+    expect(offers[0]).toContain('version="2"');
+    expect(offers[1]).not.toContain("compress=");
+    expect(offers[1]).toContain('version="1"');
+  });
+
+  it("a switchover that only compress was refused for keeps asking for group commit", async () => {
+    const pair = await start(await guestDefs([["router1", "router"]]));
+    await bootOnSource(pair);
+    uas = await startAgent("dc2", ["udp"]);
+    const offers = olderDestination(uas, ["/nrdl/offer/policy/@compress: unexpected attribute"], "compress");
+    const to = `sip:dc2@127.0.0.1:${uas.listeners[0].port}`;
+    const e = await refusal(pair.dc1.agent.call({ to, vms: ["router1"], policy: { ...policy, bandwidthMbps: 100 } }));
+    expect(e.status).toBe(488);
+    expect(offers).toHaveLength(2);
+    expect(offers[0]).toMatch(/commit="group" compress="zstd zlib xbzrle"/);
+    expect(offers[1]).toContain('commit="group"');
+    expect(offers[1]).not.toContain("compress=");
   });
 });
