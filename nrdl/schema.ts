@@ -7,6 +7,7 @@
  */
 import {
   COMMITS,
+  COMPRESS_METHODS,
   CONVERGENCE,
   DECISION_OUTCOMES,
   DISK_FORMATS,
@@ -61,6 +62,20 @@ function WORD_LIST(values: readonly string[]): Codec {
   const word = `(${values.join("|")})`;
   return textCodec(`space-separated words from ${values.join(", ")}`, new RegExp(`^(${word}( ${word})*)?$`));
 }
+
+/** One or more stream reductions, single spaces between (SPEC.md 5.7); duplicates are checked in validate.ts. */
+const METHOD_LIST = textCodec(
+  `space-separated stream reductions from ${COMPRESS_METHODS.join(", ")}`,
+  new RegExp(`^(${COMPRESS_METHODS.join("|")})( (${COMPRESS_METHODS.join("|")})){0,${COMPRESS_METHODS.length - 1}}$`),
+);
+
+/** Multifd channels of one migration: QEMU 7.2 takes 1 to 255; this profile keeps it to 1-16. */
+const CHANNELS: Codec = {
+  expected: "an integer from 1 to 16",
+  decode: (raw) => (/^([1-9]|1[0-6])$/.test(raw) ? Number(raw) : undefined),
+  accepts: (v) => Number.isSafeInteger(v) && (v as number) >= 1 && (v as number) <= 16,
+  encode: String,
+};
 
 export const NAME = textCodec(`a name matching ${NAME_PATTERN.source.slice(1, -1)}`, NAME_PATTERN);
 export const POSITIVE_INT = integerCodec("a positive integer", 1);
@@ -180,6 +195,8 @@ export const ATTRS = {
     attr("convergence", enumCodec(CONVERGENCE), { default: POLICY_DEFAULTS.convergence }, 2),
     // optional, not defaulted: absent means "source", and documents read before group commit compare equal
     attr("commit", enumCodec(COMMITS), "optional", 2),
+    // optional, not defaulted: absent means no reduction offered, and older documents compare equal
+    attr("compress", METHOD_LIST, "optional", 2),
   ],
   answer: [attr("commit", enumCodec(COMMITS), "optional", 2)],
   vm: [
@@ -196,14 +213,24 @@ export const ATTRS = {
     attr("mode", enumCodec(DISK_MODES), "required", 2),
     attr("backing-bytes", POSITIVE_INT, "optional", 2),
   ],
-  armed: [attr("vm", NAME, "required"), attr("uri", MIGRATION_URI, "required"), attr("secret", SECRET, "required")],
+  armed: [
+    attr("vm", NAME, "required"),
+    attr("uri", MIGRATION_URI, "required"),
+    attr("secret", SECRET, "required"),
+    attr("compress", enumCodec(COMPRESS_METHODS), "optional", 2),
+    attr("channels", CHANNELS, "optional", 2),
+  ],
   export: [
     attr("disk", NAME, "required", 2),
     attr("uri", NBD_URI, "required", 2),
     attr("secret", SECRET, "required", 2),
   ],
   rejected: [attr("vm", NAME, "required"), attr("reason", REASON, "required")],
-  accepted: [attr("vm", NAME, "required"), attr("uri", MIGRATION_URI, "required")],
+  accepted: [
+    attr("vm", NAME, "required"),
+    attr("uri", MIGRATION_URI, "required"),
+    attr("compress", enumCodec(COMPRESS_METHODS), "optional", 2),
+  ],
   capacity: [
     attr("host", HOST_TEXT, "required"),
     attr("memory-free-mib", NON_NEGATIVE_INT, "required"),

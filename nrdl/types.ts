@@ -46,6 +46,16 @@ export type Commit = (typeof COMMITS)[number];
 export const DECISION_OUTCOMES = ["commit", "abort", "unknown"] as const;
 export type DecisionOutcome = (typeof DECISION_OUTCOMES)[number];
 
+/**
+ * Per-stream reductions of a VM's migration stream (NRDL 2, SPEC.md 5.7), as QEMU 7.2 does them:
+ * "zstd" and "zlib", multifd channels that compress each page batch; "xbzrle", a cache of pages
+ * sent that encodes a re-sent page as its difference from the copy sent before.
+ */
+export const COMPRESS_METHODS = ["zstd", "zlib", "xbzrle"] as const;
+export type CompressMethod = (typeof COMPRESS_METHODS)[number];
+/** The methods that run over multifd channels (the destination listens for `channels` connections). */
+export const MULTIFD_METHODS: ReadonlySet<CompressMethod> = new Set<CompressMethod>(["zstd", "zlib"]);
+
 export const ON_ERROR = ["abort", "continue"] as const;
 export type OnError = (typeof ON_ERROR)[number];
 
@@ -87,6 +97,11 @@ export interface Policy {
   convergence?: Convergence;
   /** NRDL 2, strategy switchover; absent means "source" (SPEC.md 5.6). */
   commit?: Commit;
+  /**
+   * NRDL 2 (SPEC.md 5.7): the stream reductions the source can apply, space-separated, in its order
+   * of preference (e.g. "zstd zlib xbzrle"); absent means none is offered (today's plain stream).
+   */
+  compress?: string;
 }
 
 export interface VmSpec {
@@ -117,6 +132,10 @@ export interface Armed {
   secret: string;
   /** Since NRDL 2: one NBD export per copied disk; always empty in a v1 document. */
   exports: DiskExport[];
+  /** NRDL 2 (SPEC.md 5.7): the offered reduction this VM's stream uses; absent means the plain stream. */
+  compress?: CompressMethod;
+  /** NRDL 2: with a multifd method (zstd, zlib), how many channels the listener takes. */
+  channels?: number;
 }
 
 /** Where the source mirrors one disk: the destination's NBD server, TLS-PSK from the secret. */
@@ -149,7 +168,8 @@ export interface Answer {
  */
 export interface Preview {
   kind: "preview";
-  accepted: Array<{ vm: string; uri: string }>;
+  /** `compress`: the reduction an INVITE would agree to for this VM (NRDL 2), absent for none. */
+  accepted: Array<{ vm: string; uri: string; compress?: CompressMethod }>;
   rejected: Rejected[];
 }
 

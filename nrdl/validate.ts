@@ -17,9 +17,11 @@ import {
   type AttrSpec,
 } from "./schema";
 import {
+  MULTIFD_METHODS,
   NRDL_VERSION,
   SUPPORTED_VERSIONS,
   type Answer,
+  type CompressMethod,
   type Decision,
   type DecisionQuery,
   type GroupAbort,
@@ -161,6 +163,11 @@ function validateOffer(offer: Offer, out: Out): void {
         message: `expected 1 when strategy is sequential, got ${shown(policy.maxParallel)}`,
       });
     }
+    if (typeof policy.compress === "string") {
+      const words = policy.compress.split(" ");
+      if (new Set(words).size !== words.length)
+        out.push({ path: "/nrdl/offer/policy/@compress", message: `expected each method once, got ${shown(words)}` });
+    }
   }
   const vms = indexed<Offer["vms"][number]>(offer.vms, "/nrdl/offer/vm");
   if (vms.length === 0)
@@ -266,6 +273,7 @@ function validateAnswer(answer: Answer, out: Out): void {
   }
   for (const a of armed) {
     checkAttrs(a.item, ATTRS.armed, a.path, out);
+    checkChannels(a.item.compress, a.item.channels, a.path, out);
     if (!checkElementVersion(a.item.exports, "export", a.path, out)) continue;
     const exports = indexed<Answer["armed"][number]["exports"][number]>(a.item.exports, `${a.path}/export`);
     for (const e of exports) checkAttrs(e.item, ATTRS.export, e.path, out);
@@ -281,6 +289,15 @@ function validateAnswer(answer: Answer, out: Out): void {
     "VM",
     out,
   );
+}
+
+/** Multifd methods name their channel count (the listener takes that many connections); the others none. */
+function checkChannels(compress: unknown, channels: unknown, path: string, out: Out): void {
+  const multifd = typeof compress === "string" && MULTIFD_METHODS.has(compress as CompressMethod);
+  if (multifd && channels === undefined)
+    out.push({ path: `${path}/@channels`, message: `required when compress is ${compress}; expected 1 to 16` });
+  if (!multifd && channels !== undefined)
+    out.push({ path: `${path}/@channels`, message: "allowed only with compress zstd or zlib (multifd)" });
 }
 
 function validatePreview(preview: Preview, out: Out): void {

@@ -87,6 +87,7 @@ async function runEvacuate(o: EvacuateOptions): Promise<number> {
       logger,
       answerTimeoutS: cfg.timers.answerTimeoutS,
       stateDir: cfg.stateDir,
+      compress: cfg.defaults.compress,
       postcopyRecoveryS: cfg.timers.postcopyRecoveryS,
       redirectAllowed: (target) => destinations.check(target),
       migrationNetworks: (target) => destinations.migrationNetworks(target),

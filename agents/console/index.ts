@@ -48,6 +48,7 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
     host: o.host,
     hostName: o.config.host,
     stateDir: o.config.stateDir,
+    compress: o.config.defaults.compress,
     logger,
     answerTimeoutS: o.config.timers.answerTimeoutS,
     postcopyRecoveryS: o.config.timers.postcopyRecoveryS,

@@ -13,6 +13,7 @@ import type { HostConfig } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
 import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
+import { COMPRESS_CHOICES } from "../../lib/plan/compress";
 import { ON_ERROR, STRATEGIES } from "../../nrdl/types";
 import type { MigrateRequest } from "../source/agent";
 import type { Evacuation } from "../source/evacuate";
@@ -43,6 +44,8 @@ const callBody = z
     to: z.string().regex(/^sips?:\S+$/, "expected a SIP URI such as sip:dc2@127.0.0.1"),
     vms: z.array(z.string().min(1)).optional(),
     plan: z.string().optional(),
+    /** Stream reductions to offer (nrdl/SPEC.md 5.7); absent: the host's defaults.compress. */
+    compress: z.enum(COMPRESS_CHOICES).optional(),
     policy: z
       .object({
         strategy: z.enum(STRATEGIES),
@@ -231,11 +234,11 @@ export class ConsoleServer {
   }
 
   private callRequest(raw: unknown): MigrateRequest {
-    const { to, vms, plan, policy } = parseBody(callBody, raw, "invalid call");
+    const { to, vms, plan, policy, compress } = parseBody(callBody, raw, "invalid call");
     const unlisted = this.destinations.check(to);
     if (unlisted) throw new TeleportError(403, "Forbidden", [unlisted]);
-    if (plan) return namedPlan(this.opts.config, this.opts.host, plan, to);
-    return { to, vms, policy: policyOf(this.opts.config, policy) };
+    if (plan) return { ...namedPlan(this.opts.config, this.opts.host, plan, to), compress };
+    return { to, vms, policy: policyOf(this.opts.config, policy), compress };
   }
 
   private notEvacuating(): void {

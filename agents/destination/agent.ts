@@ -39,6 +39,7 @@ import { CallerGate, loggedDetails, Overload, type Admitted } from "../../lib/ac
 import type { DialogAdmission } from "../../lib/access/in-dialog";
 import { Journal, type JournalEntry } from "./journal";
 import { DecisionLog } from "./decisions";
+import { acceptCompress } from "../../lib/plan/compress";
 import { canHoldArrivals, decisionOf, GroupDecider, removeGroup, resumeGroup } from "./group-decider";
 
 export interface DestinationOptions {
@@ -369,7 +370,10 @@ export class DestinationAgent {
     const { address } = this.opts.config.migration;
     const accepted = doc.body.vms
       .filter((vm) => !verdict.rejected.some((r) => r.vm === vm.name))
-      .map((vm, i) => ({ vm: vm.name, uri: `tcp:${address}:${verdict.ports[i]}` }));
+      .map((vm, i) => {
+        const { compress } = acceptCompress(doc.body, this.opts.host.find(vm.name)?.driver.compression);
+        return { vm: vm.name, uri: `tcp:${address}:${verdict.ports[i]}`, ...(compress ? { compress } : {}) };
+      });
     const preview = nrdlBody({
       version: doc.version,
       id: doc.id,
@@ -592,6 +596,8 @@ export class DestinationAgent {
         if (copies && nbdPort === undefined) throw new TeleportError(503, `no free NBD port in ${ports}`);
         if (nbdPort !== undefined) taken.add(nbdPort);
         const nbdSecret = copies ? randomBytes(32).toString("base64url") : undefined;
+        // the source's first offered method this driver can do, or the plain stream (nrdl/SPEC.md 5.7)
+        const reduction = acceptCompress(state.offer, local.driver.compression);
         // marked armed before arming ends: a failure half-way must still be disarmed (images deleted)
         state.armed.add(vm.name);
         this.opts.metrics?.armedChanged(1);
@@ -604,8 +610,9 @@ export class DestinationAgent {
           nbdSecret,
           postcopy: state.offer.policy.convergence === "postcopy",
           holdOnArrival: state.groupCommit,
+          compress: reduction.compress ? { method: reduction.compress, channels: reduction.channels } : undefined,
         });
-        return { vm: vm.name, uri: listener.uri, secret, exports: listener.exports };
+        return { vm: vm.name, uri: listener.uri, secret, exports: listener.exports, ...reduction };
       }),
     );
     const failed = results.flatMap((r, i) =>

@@ -10,6 +10,7 @@ import { answerProof, sourceInDialogRefusal } from "../../lib/access/source-in-d
 import { DEFAULT_ANSWER_TIMEOUT_S } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
 import type { Logger } from "../../lib/log/logger";
+import { answeredReduction, offerCompress, withoutCompress } from "../../lib/plan/compress";
 import { planOffer } from "../../lib/plan/waves";
 import type { Dialog, SipBody } from "../../lib/sip/backend";
 import { diskSpecOf, isCopied } from "../../lib/hypervisor/qemu-disks";
@@ -90,7 +91,19 @@ export class SourceAgent {
     const problems = found.filter((p): p is string => p !== undefined);
     if (problems.length) throw new TeleportError(409, "cannot migrate", problems);
     planOffer(offer); // refuses cycles before anything goes on the wire
-    return this.withDisks(offer);
+    return this.withCompress(await this.withDisks(offer), req);
+  }
+
+  /**
+   * The stream reductions to offer (nrdl/SPEC.md 5.7): a plan file's own `compress` stands; else
+   * the request's choice, else the host's default (config `defaults.compress`), else "auto" (what
+   * every VM's driver here can do, when capped).
+   */
+  private withCompress(offer: Offer, req: MigrateRequest): Offer {
+    if (offer.policy.compress !== undefined) return offer;
+    const drivers = offer.vms.map((vm) => this.opts.host.find(vm.name)?.driver.compression);
+    const compress = offerCompress(req.compress ?? this.opts.compress ?? "auto", offer.policy, drivers);
+    return compress === undefined ? offer : { ...offer, policy: { ...offer.policy, compress } };
   }
 
   /**
@@ -141,18 +154,24 @@ export class SourceAgent {
       throw new TeleportError(487, "Request Terminated", ["cancelled before the INVITE was sent"]);
     // a switchover is offered for the destination to decide, when this host can journal its half
     const askCommit = offer.policy.strategy === "switchover" && !offer.policy.commit && !!this.opts.stateDir;
-    if (!askCommit) return this.dial(req, offer, events);
+    const asked = askCommit ? { ...offer, policy: { ...offer.policy, commit: "group" as const } } : offer;
+    if (asked === offer && offer.policy.compress === undefined) return this.dial(req, offer, events);
     try {
-      return await this.dial(req, { ...offer, policy: { ...offer.policy, commit: "group" } }, events);
+      return await this.dial(req, asked, events);
     } catch (err) {
       const e = TeleportError.from(err);
-      if (!refusesCommit(e)) throw e;
-      // only who decides changes, not what moves (nrdl/SPEC.md 5.6): ask again the way it understands
-      this.log.warn("the destination does not speak group commit: each VM will run there as it arrives", {
+      const commit = askCommit && refuses(e, "@commit");
+      const compress = asked.policy.compress !== undefined && refuses(e, "@compress");
+      if (!commit && !compress) throw e;
+      // only who decides (5.6) or how the bytes are carried (5.7) changes, not what moves (nrdl/SPEC.md 8):
+      // ask again the way it understands
+      const unknown = [commit ? "group commit" : "", compress ? "stream compression" : ""].filter(Boolean);
+      this.log.warn(`the destination does not speak ${unknown.join(" or ")}: asking again without`, {
         to: req.to,
         details: e.details,
       });
-      return this.dial(req, offer, events);
+      const again = commit ? offer : asked;
+      return this.dial(req, compress ? withoutCompress(again) : again, events);
     }
   }
 
@@ -230,6 +249,10 @@ export class SourceAgent {
         .map((d) => `${v.name}: no NBD export armed for disk ${d.target}`),
     );
     if (noExport.length) throw new TeleportError(502, "Bad Gateway", noExport);
+    const badReduction = answer.armed.flatMap(
+      (a) => answeredReduction(offer, a, this.opts.host.find(a.vm)?.driver.compression) ?? [],
+    );
+    if (badReduction.length) throw new TeleportError(502, "Bad Gateway", badReduction);
     return answer;
   }
 }
@@ -268,9 +291,12 @@ async function settleStoppedGroups(opts: SourceOptions, journal: GroupJournal, l
   return pending;
 }
 
-/** A 400 to an offer with commit="group" from a destination that predates group commit (or NRDL 2). */
-function refusesCommit(e: TeleportError): boolean {
-  return e.status === 400 && e.details.some((d) => d.includes("@commit") || d.includes("unsupported version 2"));
+/**
+ * A 400 to an offer with `commit` or `compress` from a destination that predates that attribute
+ * (it names it) or NRDL 2 altogether.
+ */
+function refuses(e: TeleportError, attribute: "@commit" | "@compress"): boolean {
+  return e.status === 400 && e.details.some((d) => d.includes(attribute) || d.includes("unsupported version 2"));
 }
 
 /** A destination that does not speak the offer's version: say so plainly, and what to do. */

@@ -113,6 +113,8 @@ export class SourceCall {
             // a destination that did not answer `commit` predates group commit (nrdl/SPEC.md 5.6)
             stopByQemu: this.answer.commit === undefined,
             convergence: offer.policy.convergence ?? "none",
+            // checked against the offer and this driver when the answer came (nrdl/SPEC.md 5.7)
+            compress: target.compress ? { method: target.compress, channels: target.channels } : undefined,
             recover: (v) => this.recoveryListener(v, reporter),
             recoverWithinS: this.opts.postcopyRecoveryS,
             onProgress: (p) => {

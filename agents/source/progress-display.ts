@@ -90,9 +90,18 @@ export class ProgressDisplay implements SourceEvents {
   }
 
   onAnswer(answer: Answer): void {
-    for (const a of answer.armed) this.rows.set(a.vm, { vm: a.vm, phase: "armed", progress: 0, bytes: 0, note: "" });
-    if (this.mode === "json") this.emit("answer", { armed: answer.armed.map((a) => ({ vm: a.vm, uri: a.uri })) });
-    else this.draw();
+    // the stream's reduction, as the destination agreed to it per VM (nrdl/SPEC.md 5.7)
+    const stream = (a: Answer["armed"][number]) =>
+      a.compress ? `${a.compress}${a.channels ? ` over ${a.channels} multifd channels` : ""}` : "";
+    for (const a of answer.armed)
+      this.rows.set(a.vm, { vm: a.vm, phase: "armed", progress: 0, bytes: 0, note: stream(a) });
+    if (this.mode === "json")
+      return this.emit("answer", {
+        armed: answer.armed.map((a) => ({ vm: a.vm, uri: a.uri, ...(a.compress ? { compress: a.compress } : {}) })),
+      });
+    if (this.mode === "plain")
+      for (const a of answer.armed.filter((x) => x.compress)) this.line(`  ${a.vm}: stream compressed: ${stream(a)}`);
+    this.draw();
   }
 
   onStart(vm: string): void {

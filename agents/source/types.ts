@@ -2,6 +2,7 @@
 import type { MigrationProgress } from "../../lib/hypervisor/driver";
 import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
+import type { CompressChoice } from "../../lib/plan/compress";
 import type { VmOutcome } from "../../lib/plan/execute";
 import type { SipBackend } from "../../lib/sip/backend";
 import type { Answer, Offer, Outcome, Policy, Report, VmStatus } from "../../nrdl/types";
@@ -13,6 +14,11 @@ export interface MigrateRequest {
   vms?: string[];
   policy?: Policy;
   plan?: Offer;
+  /**
+   * Stream reductions to offer (nrdl/SPEC.md 5.7): "auto" (the default) offers what this host's
+   * drivers can do when the policy caps bandwidth; "none" the plain stream; a method, that one alone.
+   */
+  compress?: CompressChoice;
   /** Ctrl-C / console Abort: CANCEL before the answer, abort migrations after it. */
   signal?: AbortSignal;
 }
@@ -63,6 +69,8 @@ export interface SourceOptions {
   /** This host's name or URI, written into reports for VMs that stayed here. */
   hostName: string;
   logger: Logger;
+  /** Stream reductions a request that does not say offers (config `defaults.compress`; "auto" when absent). */
+  compress?: CompressChoice;
   /** CANCEL an INVITE with no final answer after this long (the destination crashed while arming). */
   answerTimeoutS?: number;
   /** Vets a 3xx redirect's target before the INVITE follows it (security.destinations): a reason refuses it. */

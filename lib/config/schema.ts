@@ -7,6 +7,7 @@ import { z } from "zod";
 import { DestinationPolicy, type DestinationEntry } from "../access/destinations";
 import { DEFAULT_TIMERS, DEFAULT_MAX_TIMERS } from "../sip/udp-reliability";
 import { ON_ERROR, STRATEGIES } from "../../nrdl/types";
+import { COMPRESS_CHOICES } from "../plan/compress";
 
 /** 64*T1, RFC 3261's Timer B: how long a source waits for the answer to its INVITE by default. */
 export const DEFAULT_ANSWER_TIMEOUT_S = 32;
@@ -323,6 +324,11 @@ export const configSchema = z
         downtimeLimitMs: z.number().int().min(1).default(300),
         timeoutS: z.number().int().min(1).default(600),
         onError: z.enum(ON_ERROR).default("abort"),
+        /**
+         * Stream reduction a migration offers (nrdl/SPEC.md 5.7): auto, what both hosts can do when
+         * the policy caps bandwidth; none; or one of zstd, zlib, xbzrle. `migrate --compress` overrides.
+         */
+        compress: z.enum(COMPRESS_CHOICES).default("auto"),
       })
       .strict()
       .prefault({}),

@@ -2,7 +2,25 @@
  * One interface, many drivers (libvirt's design): the agents never know which hypervisor
  * moves a VM. A new hypervisor is one new file implementing HypervisorDriver.
  */
-import type { Convergence, DiskExport, DiskFormat, DiskMode, DiskSpec, Hypervisor, Role } from "../../nrdl/types";
+import { TeleportError } from "../errors";
+import type {
+  CompressMethod,
+  Convergence,
+  DiskExport,
+  DiskFormat,
+  DiskMode,
+  DiskSpec,
+  Hypervisor,
+  Role,
+} from "../../nrdl/types";
+
+/**
+ * For drivers that carry no stream reduction (libvirt, VirtualBox: their `compression` is empty,
+ * so a destination never accepts one for them): arming with one anyway is a bug, refused loudly.
+ */
+export function refuseReduction(kind: Hypervisor, vm: string, r: StreamReduction | undefined): void {
+  if (r) throw new TeleportError(488, `the ${kind} driver cannot apply compress ${r.method} to ${vm}`);
+}
 
 export interface NicDefinition {
   /** "tap": an existing tap device on a bridge (named per host); "user": QEMU user-mode networking. */
@@ -93,6 +111,15 @@ export interface ArmOptions {
    * it waits in state "arrived" until resumeArrived() or discardArrived().
    */
   holdOnArrival?: boolean;
+  /** The stream reduction agreed for this VM (NRDL 2 `<armed compress>`): the listener decodes it. */
+  compress?: StreamReduction;
+}
+
+/** How one VM's migration stream is reduced (nrdl/SPEC.md 5.7); absent everywhere means the plain stream. */
+export interface StreamReduction {
+  method: CompressMethod;
+  /** zstd, zlib: multifd channels, the same number on both ends. */
+  channels?: number;
 }
 
 export interface ArmedListener {
@@ -176,6 +203,8 @@ export interface MigrationOptions {
    * with `postcopy`). Default "none": plain pre-copy, which such a guest makes run until timeout.
    */
   convergence?: Convergence;
+  /** The stream reduction the destination agreed to for this VM (it armed its listener for it). */
+  compress?: StreamReduction;
   onProgress?: (p: MigrationProgress) => void;
   /**
    * Post-copy recovery: when the link breaks after the switch to post-copy, ask the destination for
@@ -272,6 +301,11 @@ export interface MigrationHandle {
 
 export interface HypervisorDriver {
   readonly kind: Hypervisor;
+  /**
+   * The stream reductions this driver applies on both ends (nrdl/SPEC.md 5.7). A destination never
+   * accepts, and a source never offers, a method its driver lacks; absent means none.
+   */
+  readonly compression?: ReadonlySet<CompressMethod>;
   /**
    * Whether this host can run the driver, with a human explanation (e.g. "qemu-system-x86_64 not found; apt-get install
    * qemu-system-x86").

@@ -15,7 +15,8 @@
 import fs from "node:fs";
 import path from "node:path";
 import { TeleportError } from "../errors";
-import type { DiskSpec } from "../../nrdl/types";
+import { refuseReduction } from "./driver";
+import type { CompressMethod, DiskSpec } from "../../nrdl/types";
 import { silentLogger, type Logger } from "../log/logger";
 import type {
   ArmedListener,
@@ -81,6 +82,8 @@ function runState(st: DomainState | undefined, armed: boolean): VmRunState {
 
 export class LibvirtDriver implements HypervisorDriver {
   readonly kind = "libvirt" as const;
+  /** No stream reduction (nrdl/SPEC.md 5.7): its migrations keep the plain stream, and none is accepted for it. */
+  readonly compression: ReadonlySet<CompressMethod> = new Set();
   readonly runDir: string;
   private readonly defs: Map<string, VmDefinition & { libvirt: LibvirtDomainRef }>;
   private readonly log: Logger;
@@ -194,6 +197,7 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   async arm(vm: string, opts: ArmOptions): Promise<ArmedListener> {
+    refuseReduction(this.kind, vm, opts.compress);
     const def = this.definition(vm);
     if (this.armed.has(vm)) throw new TeleportError(486, `VM ${vm} is already armed here`);
     const why = await this.checkIncoming(vm);

@@ -15,8 +15,10 @@ import type {
   MigrationProgress,
   MigrationResult,
   MigrationTarget,
+  StreamReduction,
 } from "./driver";
 import type { QmpClient, QmpEvent } from "./qmp";
+import { reductionCapabilities, reductionParameters } from "./qemu-compress";
 import { DiskMirrors, type MirrorDisk } from "./qemu-mirror";
 import { dropMigrationSecret, useMigrationSecret } from "./qemu-tls";
 
@@ -102,6 +104,13 @@ function phaseOf(status: string): MigrationPhase | undefined {
     default:
       return undefined;
   }
+}
+
+/** The guest's RAM, asked only for XBZRLE (its cache is sized from it). */
+async function guestBytes(client: QmpClient, r: StreamReduction | undefined): Promise<number | undefined> {
+  if (r?.method !== "xbzrle") return undefined;
+  const q = await client.execute<{ "base-memory": number }>("query-memory-size-summary");
+  return q["base-memory"];
 }
 
 /** Mark a promise handled (callers may never await it) while keeping it rejectable. */
@@ -385,8 +394,11 @@ export class QemuMigration implements MigrationHandle {
           },
           { capability: "auto-converge", state: convergence === "auto-converge" },
           { capability: "postcopy-ram", state: convergence === "postcopy" },
+          // the reduction the destination armed for (nrdl/SPEC.md 5.7); off for the plain stream
+          ...reductionCapabilities(this.opts.compress, true),
         ],
       });
+      const reduction = reductionParameters(this.opts.compress, await guestBytes(client, this.opts.compress));
       // Held for a coordinated switchover: QEMU stops a VM as soon as what is left fits in
       // bandwidth x downtime limit. A 1 ms limit during the first pass, and once every page was sent
       // a trickle of bandwidth, keep that product below one page, so the VM runs on in pre-copy
@@ -401,6 +413,7 @@ export class QemuMigration implements MigrationHandle {
       await client.execute("migrate-set-parameters", {
         "max-bandwidth": this.bytesPerS,
         "downtime-limit": downtimeLimit,
+        ...reduction,
         // post-copy has its own cap, unlimited unless told: the policy's cap holds there too
         ...(convergence === "postcopy" ? { "max-postcopy-bandwidth": this.bytesPerS } : {}),
       });
@@ -416,6 +429,7 @@ export class QemuMigration implements MigrationHandle {
       if (this.abortRequested) await client.execute("migrate_cancel"); // abort() came while migrate was on its way
       this.log.info(`migrating ${this.vm}`, {
         uri: this.target.uri,
+        compress: this.opts.compress?.method ?? "none",
         maxBandwidth: this.bytesPerS,
         downtimeLimitMs: this.opts.downtimeLimitMs,
       });

@@ -27,6 +27,7 @@ import type {
 } from "./driver";
 import type { DiskExport, DiskSpec } from "../../nrdl/types";
 import { CreatedImages, diskArgs, diskNode, isCopied, vetIncomingDisks } from "./qemu-disks";
+import { QEMU_COMPRESSION, reductionCapabilities, reductionParameters } from "./qemu-compress";
 import { QemuMigration, type MigrationHooks } from "./qemu-migration";
 import { dropOrphanedMirrors, type MirrorDisk } from "./qemu-mirror";
 import { freePort, tcpUri } from "./net";
@@ -144,6 +145,8 @@ interface PostcopyHalf {
 
 export class QemuDriver implements HypervisorDriver {
   readonly kind = "qemu" as const;
+  /** zstd, zlib (multifd) and XBZRLE, QEMU 7.2's own (nrdl/SPEC.md 5.7). */
+  readonly compression = QEMU_COMPRESSION;
   readonly runDir: string;
   private readonly defs: Map<string, VmDefinition>;
   private readonly log: Logger;
@@ -388,7 +391,7 @@ export class QemuDriver implements HypervisorDriver {
     const monitor: QmpConnectOptions = {
       oob: !!opts.postcopy,
       onNegotiating: (c) => {
-        const setup = this.prepareIncoming(c, pskIn, !!opts.postcopy);
+        const setup = this.prepareIncoming(c, pskIn, opts);
         setup.catch(() => undefined); // awaited below for the connection that is kept
         setups.set(c, setup);
       },
@@ -584,16 +587,23 @@ export class QemuDriver implements HypervisorDriver {
     this.log.info(`resumed ${vm} here (${status} before)`);
   }
 
-  /** An incoming QEMU's migration capabilities and TLS-PSK credentials, sent at once; the first failure is thrown. */
-  private async prepareIncoming(client: QmpClient, pskIn: string, postcopy: boolean): Promise<void> {
+  /**
+   * An incoming QEMU's migration capabilities (post-copy, multifd for a compressed stream) and
+   * TLS-PSK credentials, sent at once; the first failure is thrown. All of it before migrate-incoming:
+   * QEMU sizes its listener's backlog by multifd-channels when it starts listening.
+   */
+  private async prepareIncoming(client: QmpClient, pskIn: string, opts: ArmOptions): Promise<void> {
+    const reduction = reductionParameters(opts.compress, undefined);
     const done = await Promise.allSettled([
       client.execute("migrate-set-capabilities", {
         capabilities: [
           { capability: "events", state: true },
           { capability: "return-path", state: true },
-          { capability: "postcopy-ram", state: postcopy },
+          { capability: "postcopy-ram", state: !!opts.postcopy },
+          ...reductionCapabilities(opts.compress, false),
         ],
       }),
+      Object.keys(reduction).length ? client.execute("migrate-set-parameters", reduction) : undefined,
       this.migrationTls ? useServerKeyDir(client, "st-incoming", pskIn) : undefined,
     ]);
     for (const r of done) if (r.status === "rejected") throw r.reason;

@@ -19,6 +19,7 @@ import path from "node:path";
 import execa from "execa";
 import { TeleportError } from "../errors";
 import { maskSecrets, silentLogger, type Logger } from "../log/logger";
+import { refuseReduction } from "./driver";
 import type {
   ArmedListener,
   ArmOptions,
@@ -32,6 +33,7 @@ import type {
   VmRunState,
 } from "./driver";
 import { freePort, tcpUri } from "./net";
+import type { CompressMethod } from "../../nrdl/types";
 
 export interface VirtualBoxDriverOptions {
   /** Where short-lived password files live (a private sub-folder is made per use). */
@@ -83,6 +85,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class VirtualBoxDriver implements HypervisorDriver {
   readonly kind = "virtualbox" as const;
+  /** No stream reduction (nrdl/SPEC.md 5.7): its migrations keep the plain stream, and none is accepted for it. */
+  readonly compression: ReadonlySet<CompressMethod> = new Set();
   private readonly defs: Map<string, VmDefinition>;
   private readonly log: Logger;
   private readonly bin: string;
@@ -128,6 +132,7 @@ export class VirtualBoxDriver implements HypervisorDriver {
   }
 
   async arm(vm: string, opts: ArmOptions): Promise<ArmedListener> {
+    refuseReduction(this.kind, vm, opts.compress);
     const state = await this.vmState(vm);
     if (vboxRunState(state) !== "absent")
       throw new TeleportError(486, `VM ${vm} is ${state} here: cannot arm a teleport target`);

@@ -58,6 +58,12 @@ describe("host configuration", () => {
     expect(() => loadConfig(file)).toThrow(/broken\.json is not valid JSON/);
   });
 
+  it("defaults.compress: auto unless set; a method name it does not know is a problem", () => {
+    expect(parseConfig({}).defaults.compress).toBe("auto");
+    expect(parseConfig({ defaults: { compress: "none" } }).defaults.compress).toBe("none");
+    expect(() => parseConfig({ defaults: { compress: "lz4" } })).toThrow(/defaults\.compress/);
+  });
+
   it("throws a 500 TeleportError listing the problems", () => {
     expect(() => parseConfig({ defaults: { strategy: "teleport" } })).toThrow(
       /invalid configuration: defaults\.strategy/,

@@ -124,12 +124,23 @@ describe("a dialog", () => {
   test("Dry run asks the destination (OPTIONS) and leaves the line, the VM and the history as they were", async () => {
     const before = await state();
     const ok = await api.post<{
-      dryRun: { status: number; preview: { accepted: Array<{ vm: string }> } };
+      dryRun: { status: number; preview: { accepted: Array<{ vm: string; compress?: string }> } };
       text: string;
     }>("/api/dry-run", { to: stack.dest.uri, vms: ["router1"], policy: { bandwidthMbps: 100 } });
     expect(ok.status).toBe(200);
     expect(ok.body.dryRun.status).toBe(200);
-    expect(ok.body.dryRun.preview.accepted.map((a) => a.vm)).toEqual(["router1"]);
+    // capped: the host's defaults.compress (auto) offers compression, and the destination's QEMU takes zstd
+    expect(ok.body.dryRun.preview.accepted).toMatchObject([{ vm: "router1", compress: "zstd" }]);
+    const plain = await api.post<{ dryRun: { preview: { accepted: Array<{ compress?: string }> } } }>("/api/dry-run", {
+      to: stack.dest.uri,
+      vms: ["router1"],
+      policy: { bandwidthMbps: 100 },
+      compress: "none",
+    });
+    expect(plain.body.dryRun.preview.accepted[0].compress).toBeUndefined();
+    expect((await api.post("/api/dry-run", { to: stack.dest.uri, vms: ["router1"], compress: "lz4" })).status).toBe(
+      400,
+    );
     expect(ok.body.text).toContain("would accept the offer (200 OK); nothing was armed or moved");
     expect(ok.body.text).toMatch(/^1\s+router1\s+96 MiB\s+~8\.9 s/m);
     // the same access control as an INVITE: the strict destination refuses the question too

@@ -9,6 +9,7 @@ import {
   HYPERVISORS,
   NAME_PATTERN,
   COMMITS,
+  COMPRESS_METHODS,
   CONVERGENCE,
   DECISION_OUTCOMES,
   ON_ERROR,
@@ -101,6 +102,7 @@ const offer: fc.Arbitrary<Offer> = names(1, 8).chain((vmNames) =>
         onError: fc.constantFrom(...ON_ERROR),
         convergence: fc.constantFrom(...CONVERGENCE),
         commit: fc.constantFrom(...COMMITS),
+        compress: fc.subarray([...COMPRESS_METHODS], { minLength: 1 }).map((m) => m.join(" ")),
       }),
     ),
     // Dependencies only point backwards, so the graph is acyclic.
@@ -120,6 +122,13 @@ const offer: fc.Arbitrary<Offer> = names(1, 8).chain((vmNames) =>
   }),
 );
 
+/** An armed VM's reduction: none, xbzrle, or a multifd method with its channels (SPEC.md 5.7). */
+const reduction: fc.Arbitrary<Pick<Answer["armed"][number], "compress" | "channels">> = fc.oneof(
+  fc.constant({}),
+  fc.constant({ compress: "xbzrle" as const }),
+  fc.record({ compress: fc.constantFrom("zstd" as const, "zlib" as const), channels: fc.integer({ min: 1, max: 16 }) }),
+);
+
 const answer: fc.Arbitrary<Answer> = names(1, 8).chain((vms) =>
   fc.integer({ min: 0, max: vms.length }).chain((split) =>
     record({
@@ -127,14 +136,19 @@ const answer: fc.Arbitrary<Answer> = names(1, 8).chain((vms) =>
       commit: fc.constantFrom(...COMMITS),
       armed: fc.tuple(
         ...vms.slice(0, split).map((vm) =>
-          record({
-            vm: fc.constant(vm),
-            uri: migrationUri,
-            secret,
-            exports: names(0, 3).chain((targets) =>
-              fc.tuple(...targets.map((t) => record({ disk: fc.constant(t), uri: nbdUri, secret }))),
-            ),
-          }),
+          fc
+            .tuple(
+              record({
+                vm: fc.constant(vm),
+                uri: migrationUri,
+                secret,
+                exports: names(0, 3).chain((targets) =>
+                  fc.tuple(...targets.map((t) => record({ disk: fc.constant(t), uri: nbdUri, secret }))),
+                ),
+              }),
+              reduction,
+            )
+            .map(([armed, r]) => ({ ...armed, ...r })),
         ),
       ),
       rejected: fc.tuple(...vms.slice(split).map((vm) => record({ vm: fc.constant(vm), reason }))),

@@ -27,6 +27,8 @@ test("SPEC.md has an example for every body kind", () => {
     "abort",
     "decision",
     "decision-query",
+    "offer",
+    "answer",
   ]);
 });
 
