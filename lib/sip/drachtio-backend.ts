@@ -288,10 +288,9 @@ export class DrachtioBackend implements SipBackend {
             "Recv-Info": INFO_PACKAGE,
             Accept: NRDL_CONTENT_TYPE,
           };
-          const callId = req.get("Call-ID") ?? "";
-          expectDialog(callId);
+          expectDialog(req);
           const created = this.api.createUAS(req, res, { localSdp: body.content, headers });
-          created.catch(() => forgetExpected(callId));
+          created.catch(() => forgetExpected(req));
           dialog = new DeferredDialog(
             created.then((d) => this.adopt(d)),
             req,

@@ -4,10 +4,8 @@
  * run in one process here, as in the e2e suites; the destination reads its drachtio-server's
  * socket late (a loaded machine), so the source has taken its side of the same Call-ID before the
  * destination hears that its 200 went out, then the ACK and the BYE, all in one read.
- *
- * Fails today (test.failing): lib/sip/drachtio/srf.ts keeps the requests of a dialog about to be
- * adopted by Call-ID; the source adopting its own dialog of that Call-ID empties the destination's
- * entry, so srf's own Dialog.handle answers the BYE bare and the agent never hears of it.
+ * (When srf.ts kept those waiting requests by Call-ID, the source's adoption took them away and
+ * srf's own Dialog.handle answered the BYE bare.)
  */
 import type { Socket } from "node:net";
 import { DrachtioBackend } from "../../lib/sip/drachtio-backend";
@@ -45,7 +43,7 @@ describeDrachtio("a BYE right behind the ACK (drachtio)", () => {
 
   const target = () => `sip:dc2@127.0.0.1:${s2.sipPort};transport=udp`;
 
-  test.failing.each(Array.from({ length: Number(process.env.ROUNDS ?? 3) }, (_, i) => i))(
+  test.each(Array.from({ length: Number(process.env.ROUNDS ?? 3) }, (_, i) => i))(
     "reaches the agent's BYE handler, whose report is the answer (round %i)",
     async () => {
       const socket = adminSocket(uas);

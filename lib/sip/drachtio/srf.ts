@@ -103,19 +103,30 @@ type InDialogHandler = (req: SrfIncomingRequest, res: SrfResponse) => void;
 
 /** Our handler for each srf dialog we own; requests of a dialog we are about to own wait here. */
 const owners = new WeakMap<object, InDialogHandler>();
-const early = new Map<string, Array<[SrfIncomingRequest, SrfResponse]>>();
+/**
+ * Keyed by the INVITE we answer (srf's UAS Dialog keeps it as `req`), not by Call-ID: the source's
+ * dialog has the same Call-ID, and when both agents share a process (tests, demo) the source
+ * adopting its dialog first took the destination's waiting list away, so the BYE right behind
+ * the ACK went to srf's own handler (a bare 200, the agent never told, the VMs left armed).
+ */
+const early = new Map<object, Array<[SrfIncomingRequest, SrfResponse]>>();
 let srfHandle: ((this: SrfDialog, req: SrfIncomingRequest, res: SrfResponse) => void) | undefined;
 
-/**
- * The 200 we send, the ACK and the first INFO can reach srf in one read: srf then dispatches the
- * INFO to its dialog before our code has adopted it. Requests for a Call-ID we are answering wait.
- */
-export function expectDialog(callId: string): void {
-  early.set(callId, []);
+/** The invite of an srf Dialog (the one we answered for a UAS dialog). */
+function inviteOf(d: SrfDialog): object | undefined {
+  return (d as unknown as { req?: object }).req;
 }
 
-export function forgetExpected(callId: string): void {
-  early.delete(callId);
+/**
+ * The 200 we send, the ACK and the first INFO or BYE can reach srf in one read: srf then dispatches
+ * them to its dialog before our code has adopted it. Requests of the dialog `invite` opens wait.
+ */
+export function expectDialog(invite: SrfIncomingRequest): void {
+  early.set(invite, []);
+}
+
+export function forgetExpected(invite: SrfIncomingRequest): void {
+  early.delete(invite);
 }
 
 /**
@@ -125,8 +136,9 @@ export function forgetExpected(callId: string): void {
  */
 export function ownDialog(d: SrfDialog, handler: InDialogHandler): void {
   owners.set(d, handler);
-  const waiting = early.get(d.sip.callId) ?? [];
-  early.delete(d.sip.callId);
+  const invite = inviteOf(d);
+  const waiting = (invite && early.get(invite)) ?? [];
+  if (invite) early.delete(invite);
   if (waiting.length) setImmediate(() => waiting.forEach(([req, res]) => handler(req, res)));
 }
 
@@ -143,7 +155,8 @@ function hookDialogs(): void {
   Dialog.prototype.handle = function (this: SrfDialog, req: SrfIncomingRequest, res: SrfResponse) {
     const own = owners.get(this);
     if (own) return own(req, res);
-    const waiting = early.get(this.sip.callId);
+    const invite = inviteOf(this);
+    const waiting = invite && early.get(invite);
     if (waiting) return void waiting.push([req, res]);
     srfHandle?.call(this, req, res);
   };
