@@ -40,6 +40,7 @@ import {
   rawText,
   responseInfo,
   srfHeaders,
+  strayInDialog,
   traceAckOf,
   warningValue,
   type SrfApi,
@@ -141,6 +142,7 @@ export class DrachtioBackend implements SipBackend {
       else send(200);
     });
     srf.message((req, res) => this.receivePlain(req, res));
+    srf.use((req, res, next) => strayInDialog(req, res, next, (rs) => this.noDialog(req, rs)));
     const { host, port, secret } = this.config.drachtio;
     const first = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
@@ -162,6 +164,11 @@ export class DrachtioBackend implements SipBackend {
     srf.on("reconnecting", () => this.connectionLost());
     srf.connect({ host, port, secret });
     await first;
+  }
+
+  private noDialog(req: SrfIncomingRequest, res: SrfResponse): void {
+    this.trace("received", req);
+    this.respond(res, 481, "Call/Transaction Does Not Exist");
   }
 
   /** Every dialog in flight ends now (the agents disarm and leave VMs where they are). */
@@ -290,7 +297,9 @@ export class DrachtioBackend implements SipBackend {
           };
           expectDialog(req);
           const created = this.api.createUAS(req, res, { localSdp: body.content, headers });
-          created.catch(() => forgetExpected(req));
+          created.catch(() => {
+            for (const [r, rs] of forgetExpected(req)) if (r.method !== "ACK") this.noDialog(r, rs);
+          });
           dialog = new DeferredDialog(
             created.then((d) => this.adopt(d)),
             req,

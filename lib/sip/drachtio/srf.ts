@@ -70,6 +70,7 @@ export interface SrfApi {
   invite(handler: (req: SrfIncomingRequest, res: SrfResponse) => void): void;
   options(handler: (req: SrfIncomingRequest, res: SrfResponse) => void): void;
   message(handler: (req: SrfIncomingRequest, res: SrfResponse) => void): void;
+  use(middleware: (req: SrfIncomingRequest, res: SrfResponse, next: () => void) => void): void;
   createUAS(
     req: SrfIncomingRequest,
     res: SrfResponse,
@@ -109,12 +110,12 @@ const owners = new WeakMap<object, InDialogHandler>();
  * adopting its dialog first took the destination's waiting list away, so the BYE right behind
  * the ACK went to srf's own handler (a bare 200, the agent never told, the VMs left armed).
  */
-const early = new Map<object, Array<[SrfIncomingRequest, SrfResponse]>>();
+const early = new Map<SrfIncomingRequest, Array<[SrfIncomingRequest, SrfResponse]>>();
 let srfHandle: ((this: SrfDialog, req: SrfIncomingRequest, res: SrfResponse) => void) | undefined;
 
 /** The invite of an srf Dialog (the one we answered for a UAS dialog). */
-function inviteOf(d: SrfDialog): object | undefined {
-  return (d as unknown as { req?: object }).req;
+function inviteOf(d: SrfDialog): SrfIncomingRequest | undefined {
+  return (d as unknown as { req?: SrfIncomingRequest }).req;
 }
 
 /**
@@ -125,8 +126,34 @@ export function expectDialog(invite: SrfIncomingRequest): void {
   early.set(invite, []);
 }
 
-export function forgetExpected(invite: SrfIncomingRequest): void {
+/** No dialog after all (200 not sent, CANCEL): the requests that waited for it, to be refused. */
+export function forgetExpected(invite: SrfIncomingRequest): Array<[SrfIncomingRequest, SrfResponse]> {
+  const waiting = early.get(invite) ?? [];
   early.delete(invite);
+  return waiting;
+}
+
+const fromTag = (m: SrfMessage): string | undefined => m.getParsedHeader("From").params.tag;
+
+/**
+ * Our middleware after srf's dialog(), which passes on an in-dialog request of a dialog srf does
+ * not have. srf makes the Dialog of our 200 when the server confirms it went out; were the ACK or
+ * a BYE/INFO ever told before that confirmation, it waits for that dialog like the requests above
+ * (matched by Call-ID and the caller's From tag). A BYE or INFO of no dialog of ours is `refuse`d
+ * (481 from us, rather than srf's 404); anything else goes on.
+ */
+export function strayInDialog(
+  req: SrfIncomingRequest,
+  res: SrfResponse,
+  next: () => void,
+  refuse: (res: SrfResponse) => void,
+): void {
+  if (!req.stackDialogId || !["ACK", "BYE", "INFO"].includes(req.method ?? "")) return next();
+  const callId = req.get("Call-ID");
+  for (const [invite, waiting] of early)
+    if (invite.get("Call-ID") === callId && fromTag(invite) === fromTag(req)) return void waiting.push([req, res]);
+  if (req.method === "ACK") return next();
+  refuse(res);
 }
 
 /**
