@@ -14,6 +14,7 @@
 import path from "node:path";
 import type { ArmedListener, MigrationOptions, MigrationResult } from "../../lib/hypervisor/driver";
 import type { LibvirtHost } from "../../lib/guest/libvirt-lab";
+import { parseJobInfo } from "../../lib/hypervisor/virsh";
 
 /** What bench:driver asks of a host: the HypervisorDriver calls it makes, the libvirt and QEMU drivers included. */
 export interface BenchHost {
@@ -56,7 +57,8 @@ export class PlainVirshHost implements BenchHost {
       if (!peer) throw new Error("plain virsh: no destination host");
       const dest = peer.host.uri.replace(/^qemu:/, "qemu+unix:");
       await this.host.virsh.run(["migrate", "--live", "--p2p", "--persistent", vm, dest, "--migrateuri", target.uri]);
-      const info = await this.host.virsh.jobInfo(vm, true);
+      // a process each, as a user's virsh would be (not the driver's long-lived session)
+      const info = parseJobInfo(await this.host.virsh.run(["domjobinfo", "--completed", vm]));
       const num = (k: string) => {
         const v = info.get(k);
         return typeof v === "number" ? v : -1;
@@ -73,8 +75,8 @@ export class PlainVirshHost implements BenchHost {
 
   /** `virsh migrate` returns once the destination's Finish resumed the domain: one look confirms it. */
   async waitResumed(vm: string): Promise<void> {
-    const st = await this.host.virsh.domState(vm);
-    if (st?.state !== "running") throw new Error(`plain virsh: ${vm} is ${st?.state ?? "absent"} after its migration`);
+    const st = (await this.host.virsh.run(["domstate", vm])).trim();
+    if (st !== "running") throw new Error(`plain virsh: ${vm} is ${st} after its migration`);
   }
 }
 

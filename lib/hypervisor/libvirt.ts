@@ -110,7 +110,7 @@ export class LibvirtDriver implements HypervisorDriver {
     let version = "";
     for (const uri of uris.length ? uris : ["qemu:///system"]) {
       try {
-        version = (await new Virsh(uri, this.binary).run(["version", "--daemon"])).split("\n").pop() ?? "";
+        version = (await new Virsh(uri, this.binary).ask(["version", "--daemon"])).split("\n").pop() ?? "";
       } catch (err) {
         problems.push(`${uri}: ${TeleportError.from(err).details.join("; ") || TeleportError.from(err).message}`);
       }
