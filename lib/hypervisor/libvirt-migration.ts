@@ -16,7 +16,7 @@ import type {
   MigrationResult,
   MigrationTarget,
 } from "./driver";
-import { openTunnel, type TunnelClient } from "./libvirt-tunnel";
+import { openTunnel, type DataChannel, type TunnelClient } from "./libvirt-tunnel";
 import type { JobInfo, Virsh } from "./virsh";
 
 const PROGRESS_INTERVAL_MS = 500;
@@ -35,6 +35,8 @@ export interface LibvirtMigrationContext {
   virsh: Virsh;
   /** Private folder for the tunnel's Unix socket. */
   tunnelDir: string;
+  /** Native migration: the stream on its own connection (`--migrateuri`); else tunnelled. */
+  data?: DataChannel;
   log: Logger;
   settled(): void;
 }
@@ -170,10 +172,12 @@ export class LibvirtMigration implements MigrationHandle {
     const holding = !!this.opts.pauseBeforeSwitchover;
     await virsh.ask(["migrate-setmaxdowntime", domain, String(holding ? HOLD_DOWNTIME_MS : this.opts.downtimeLimitMs)]);
     if (this.abortRequested) throw this.cancelReason;
-    const tunnel: TunnelClient = await openTunnel(host, port, this.target.secret, this.ctx.tunnelDir);
+    const { data } = this.ctx;
+    const tunnel: TunnelClient = await openTunnel(host, port, this.target.secret, this.ctx.tunnelDir, data?.localPath);
     let polling = true;
     try {
-      const args = ["migrate", "--live", "--p2p", "--tunnelled", "--persistent", "--bandwidth", String(this.mibPerS)];
+      const args = ["migrate", "--live", "--p2p", "--persistent", "--bandwidth", String(this.mibPerS)];
+      args.push(...(data ? ["--migrateuri", data.migrateUri] : ["--tunnelled"]));
       // auto-converge: QEMU throttles the vCPUs of a guest that outwrites the link
       if (this.opts.convergence === "auto-converge") args.push("--auto-converge");
       args.push(domain, `qemu+unix:///system?socket=${tunnel.socket}`);

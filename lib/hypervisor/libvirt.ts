@@ -30,7 +30,7 @@ import type {
 } from "./driver";
 import { LibvirtMigration } from "./libvirt-migration";
 import { incomingDomainCheck } from "./libvirt-incoming";
-import { listenTunnel, type TunnelServer } from "./libvirt-tunnel";
+import { dataChannel, listenTunnel, type TunnelServer } from "./libvirt-tunnel";
 import { freePort, tcpUri } from "./net";
 import { Virsh, type DomainState } from "./virsh";
 
@@ -41,6 +41,12 @@ export interface LibvirtDriverOptions {
   logger?: Logger;
   /** Default "virsh" from PATH. */
   virsh?: string;
+  /**
+   * Outgoing migrations: "native" sends the memory on its own TLS-PSK connection to the armed port
+   * (`--migrateuri`, see libvirt-tunnel.ts), "tunnelled" (the default) inside libvirt's RPC connection.
+   * A destination accepts either.
+   */
+  stream?: "native" | "tunnelled";
 }
 
 interface Armed {
@@ -88,6 +94,7 @@ export class LibvirtDriver implements HypervisorDriver {
   private readonly defs: Map<string, VmDefinition & { libvirt: LibvirtDomainRef }>;
   private readonly log: Logger;
   private readonly binary: string;
+  private readonly stream: "native" | "tunnelled";
   private readonly armed = new Map<string, Armed>();
   private readonly outgoing = new Map<string, LibvirtMigration>();
 
@@ -95,6 +102,7 @@ export class LibvirtDriver implements HypervisorDriver {
     this.runDir = path.resolve(opts.runDir);
     this.log = opts.logger ?? silentLogger;
     this.binary = opts.virsh ?? "virsh";
+    this.stream = opts.stream ?? "tunnelled";
     this.defs = new Map(
       opts.inventory
         .filter((d) => d.hypervisor === "libvirt")
@@ -205,12 +213,14 @@ export class LibvirtDriver implements HypervisorDriver {
     const uri = tcpUri(opts.address, port);
     const { domain } = def.libvirt;
     const local = (await this.virsh(def).domState(domain)) ? await this.virsh(def).migratable(domain) : undefined;
+    const data = dataChannel(opts.secret, domain, libvirtSocket(def.libvirt.uri));
     const tunnel = await listenTunnel({
       address: opts.address,
       port,
       secret: opts.secret,
       libvirtSocket: libvirtSocket(def.libvirt.uri),
-      check: incomingDomainCheck(domain, local),
+      check: incomingDomainCheck(domain, local, data.migrateUri),
+      dataPath: data.localPath,
       onRefused: (reason) => this.log.warn(`refused on the armed port of ${vm}`, { uri, reason }),
       onProcedures: (procedures) => this.log.debug(`migration calls through the armed port of ${vm}`, { procedures }),
     });
@@ -301,6 +311,10 @@ export class LibvirtDriver implements HypervisorDriver {
         domain: def.libvirt.domain,
         virsh: this.virsh(def),
         tunnelDir: path.join(this.runDir, `${vm}.tunnel-${process.pid}-${Date.now().toString(36)}`),
+        data:
+          this.stream === "native"
+            ? dataChannel(target.secret, def.libvirt.domain, libvirtSocket(def.libvirt.uri))
+            : undefined,
         log: this.log,
         settled: () => {
           if (this.outgoing.get(vm) === migration) this.outgoing.delete(vm);
