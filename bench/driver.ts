@@ -8,7 +8,8 @@
  * libvirtd (lib/guest/libvirt-lab.ts) through the libvirt driver, one with plain native
  * `virsh migrate --live --p2p` between the same two libvirtd (the baseline a libvirt user would pick,
  * bench/lib/plain-virsh.ts), and the libvirt driver beside QEMU TLS-PSK and plain virsh
- * (BENCH_MODES=tcp,tls,libvirt,virsh). Writes bench/out/driver.json too.
+ * (BENCH_MODES=tcp,tls,libvirt,virsh; `native`: the libvirt driver with stream: "native"). Writes
+ * bench/out/driver.json too.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -131,7 +132,7 @@ function plainVirshHosts(lab: LibvirtLab): Setup {
 }
 
 /** The same guests as libvirt domains defined alike in the lab's two libvirtd, through the libvirt driver. */
-function libvirtHosts(lab: LibvirtLab, dirs: string[]): Setup {
+function libvirtHosts(lab: LibvirtLab, dirs: string[], stream: "native" | "tunnelled" = "tunnelled"): Setup {
   return async (names) => {
     const serial = await defineLabGuests(lab, names);
     const defs = (uri: string) =>
@@ -146,8 +147,8 @@ function libvirtHosts(lab: LibvirtLab, dirs: string[]): Setup {
         libvirt: { uri, domain: name, defineFromSource: false },
       }));
     return {
-      dc1: new LibvirtDriver({ runDir: dirs[0], inventory: defs(lab.dc1.uri) }),
-      dc2: new LibvirtDriver({ runDir: dirs[1], inventory: defs(lab.dc2.uri) }),
+      dc1: new LibvirtDriver({ runDir: dirs[0], inventory: defs(lab.dc1.uri), stream }),
+      dc2: new LibvirtDriver({ runDir: dirs[1], inventory: defs(lab.dc2.uri), stream }),
       serial,
     };
   };
@@ -241,6 +242,7 @@ const TITLES: Record<string, string> = {
   tcp: "QEMU driver, migration stream plain TCP (migrationTls: false):",
   tls: "QEMU driver, migration stream TLS-PSK (the driver's default):",
   libvirt: "libvirt driver (virsh migrate --live --p2p --tunnelled through the armed TLS-PSK tunnel):",
+  native: "libvirt driver, stream: native (control through the gate, the stream on its own TLS-PSK connection):",
   virsh: "plain virsh migrate --live --p2p (native, no sip-teleport; --migrateuri unix:// between the lab's hosts):",
 };
 
@@ -258,6 +260,9 @@ async function main(): Promise<void> {
       if (mode === "libvirt") {
         lab ??= await startLibvirtLab();
         results[mode] = await measure("libvirt", libvirtHosts(lab, dirs));
+      } else if (mode === "native") {
+        lab ??= await startLibvirtLab();
+        results[mode] = await measure("libvirt native", libvirtHosts(lab, dirs, "native"), "n");
       } else if (mode === "virsh") {
         lab ??= await startLibvirtLab();
         results[mode] = await measure("plain virsh", plainVirshHosts(lab), "v");
