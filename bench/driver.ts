@@ -5,14 +5,17 @@
  * the first `migrate` to the last VM running at its destination. Downtime per VM is the
  * hypervisor's own figure (QEMU's query-migrate, libvirt's domjobinfo). One table with plain TCP
  * migration streams, one with TLS-PSK, one with the same guests as libvirt domains between two
- * libvirtd (lib/guest/libvirt-lab.ts) through the libvirt driver, and libvirt beside QEMU TLS-PSK
- * (BENCH_MODES=tcp,tls,libvirt). Writes bench/out/driver.json too.
+ * libvirtd (lib/guest/libvirt-lab.ts) through the libvirt driver, one with plain native
+ * `virsh migrate --live --p2p` between the same two libvirtd (the baseline a libvirt user would pick,
+ * bench/lib/plain-virsh.ts), and the libvirt driver beside QEMU TLS-PSK and plain virsh
+ * (BENCH_MODES=tcp,tls,libvirt,virsh; `native`: the libvirt driver with stream: "native"). Writes
+ * bench/out/driver.json too.
  */
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import crypto from "node:crypto";
-import type { HypervisorDriver, MigrationOptions, MigrationResult, VmDefinition } from "../lib/hypervisor/driver";
+import type { MigrationOptions, MigrationResult, VmDefinition } from "../lib/hypervisor/driver";
 import { LibvirtDriver } from "../lib/hypervisor/libvirt";
 import { terminateRunDirs } from "../lib/hypervisor/pidfile";
 import { QemuDriver } from "../lib/hypervisor/qemu";
@@ -20,6 +23,7 @@ import { chooseAccel, type AccelChoice } from "../lib/hypervisor/accel";
 import { ensureGuest, guestVm, type GuestFiles } from "../lib/guest/guest";
 import { defineDomain, domainXml, startLibvirtLab, type LibvirtLab } from "../lib/guest/libvirt-lab";
 import { repoRoot } from "../lib/version";
+import { plainVirshPair, type BenchHost } from "./lib/plain-virsh";
 
 const SIZES = (process.env.BENCH_SIZES ?? "1,2,4,8").split(",").map(Number);
 const MEMORY_MIB = 128;
@@ -47,7 +51,7 @@ async function waitBooted(serial: string, vm: string): Promise<void> {
   }
 }
 
-async function moveAll(from: HypervisorDriver, to: HypervisorDriver, vms: string[], parallel: boolean): Promise<Round> {
+async function moveAll(from: BenchHost, to: BenchHost, vms: string[], parallel: boolean): Promise<Round> {
   const armed = await Promise.all(vms.map((vm) => to.arm(vm, { address: "127.0.0.1", secret: SECRET })));
   const one = async (i: number): Promise<MigrationResult> => {
     const r = await from.migrate(vms[i], { uri: armed[i].uri, secret: SECRET }, OPTS).done;
@@ -95,8 +99,8 @@ interface Row {
 
 /** Two hosts' drivers for N guests, and where each guest's console goes on dc1. */
 interface Hosts {
-  dc1: HypervisorDriver;
-  dc2: HypervisorDriver;
+  dc1: BenchHost;
+  dc2: BenchHost;
   serial(vm: string): string;
 }
 type Setup = (names: string[]) => Promise<Hosts>;
@@ -111,15 +115,26 @@ function qemuHosts(guest: GuestFiles, accel: AccelChoice, migrationTls: boolean,
   };
 }
 
+/** The guests as libvirt domains defined alike in the lab's two libvirtd; where each one's console goes. */
+async function defineLabGuests(lab: LibvirtLab, names: string[]): Promise<(vm: string) => string> {
+  const serial = (vm: string) => path.join(lab.dc1.dir, `${vm}.serial.log`);
+  for (const vm of names) {
+    const xml = domainXml(lab.guest, vm, crypto.randomUUID(), MEMORY_MIB, 1, serial(vm));
+    await defineDomain(lab.dc1, xml);
+    await defineDomain(lab.dc2, xml);
+  }
+  return serial;
+}
+
+/** The same guests as libvirt domains, native `virsh migrate --live --p2p` with no sip-teleport at all. */
+function plainVirshHosts(lab: LibvirtLab): Setup {
+  return async (names) => ({ ...plainVirshPair(lab.dc1, lab.dc2), serial: await defineLabGuests(lab, names) });
+}
+
 /** The same guests as libvirt domains defined alike in the lab's two libvirtd, through the libvirt driver. */
-function libvirtHosts(lab: LibvirtLab, dirs: string[]): Setup {
+function libvirtHosts(lab: LibvirtLab, dirs: string[], stream: "native" | "tunnelled" = "tunnelled"): Setup {
   return async (names) => {
-    const serial = (vm: string) => path.join(lab.dc1.dir, `${vm}.serial.log`);
-    for (const vm of names) {
-      const xml = domainXml(lab.guest, vm, crypto.randomUUID(), MEMORY_MIB, 1, serial(vm));
-      await defineDomain(lab.dc1, xml);
-      await defineDomain(lab.dc2, xml);
-    }
+    const serial = await defineLabGuests(lab, names);
     const defs = (uri: string) =>
       names.map((name): VmDefinition => ({
         name,
@@ -132,18 +147,19 @@ function libvirtHosts(lab: LibvirtLab, dirs: string[]): Setup {
         libvirt: { uri, domain: name, defineFromSource: false },
       }));
     return {
-      dc1: new LibvirtDriver({ runDir: dirs[0], inventory: defs(lab.dc1.uri) }),
-      dc2: new LibvirtDriver({ runDir: dirs[1], inventory: defs(lab.dc2.uri) }),
+      dc1: new LibvirtDriver({ runDir: dirs[0], inventory: defs(lab.dc1.uri), stream }),
+      dc2: new LibvirtDriver({ runDir: dirs[1], inventory: defs(lab.dc2.uri), stream }),
       serial,
     };
   };
 }
 
 /** One table: every N on the given hosts. */
-async function measure(label: string, setup: Setup): Promise<Row[]> {
+async function measure(label: string, setup: Setup, prefix = "b"): Promise<Row[]> {
   const rows: Row[] = [];
   for (const n of SIZES) {
-    const names = Array.from({ length: n }, (_, i) => `b${n}-${i + 1}`);
+    // one libvirt lab serves two modes: each defines its own domains (a name is one UUID)
+    const names = Array.from({ length: n }, (_, i) => `${prefix}${n}-${i + 1}`);
     const { dc1, dc2, serial } = await setup(names);
     for (const vm of names) await dc1.start(vm);
     await Promise.all(names.map((vm) => waitBooted(serial(vm), vm)));
@@ -171,24 +187,32 @@ async function measure(label: string, setup: Setup): Promise<Row[]> {
   return rows;
 }
 
-/** libvirt beside QEMU (TLS-PSK, the drivers' defaults), N by N: wall times and downtimes. */
-function sideBySide(qemu: Row[], libvirt: Row[]): string[] {
+/**
+ * The libvirt driver beside the QEMU driver (TLS-PSK, the drivers' defaults) and, when measured, plain
+ * native `virsh migrate`, N by N: wall times, the ratios the issue's "done when" is about, downtimes.
+ */
+function sideBySide(qemu: Row[], libvirt: Row[], virsh: Row[] | undefined): string[] {
   const med = (xs: number[]) => median(xs).toFixed(0);
+  const downs = (r: Row | undefined) => (r ? med([...r.seq.downtimesMs, ...r.par.downtimesMs]) : "-");
+  const ratio = (a: number | undefined, b: number) => (a ? (b / a).toFixed(2) : "-");
+  const wall = (r: Row | undefined, k: "seq" | "par") => (r ? r[k].wallMs.toFixed(0) : "-");
   return [
-    "libvirt driver beside the QEMU driver (TLS-PSK), same guests, same moves:",
+    "libvirt driver beside the QEMU driver (TLS-PSK) and plain native virsh migrate --live --p2p, same guests, " +
+      "same moves:",
     "",
-    "| N | sequential wall ms QEMU / libvirt | libvirt/QEMU | parallel wall ms QEMU / libvirt | libvirt/QEMU | " +
-      "downtime ms median QEMU / libvirt | MiB per round QEMU / libvirt |",
-    "|---|---|---|---|---|---|---|",
+    "| N | sequential wall ms QEMU / virsh / libvirt | libvirt/virsh | libvirt/QEMU | " +
+      "parallel wall ms QEMU / virsh / libvirt | libvirt/virsh | libvirt/QEMU | " +
+      "downtime ms median QEMU / virsh / libvirt | MiB per round QEMU / virsh / libvirt |",
+    "|---|---|---|---|---|---|---|---|---|",
     ...qemu.flatMap((q) => {
       const l = libvirt.find((r) => r.n === q.n);
       if (!l) return [];
-      const pair = (a: number, b: number) => `${a.toFixed(0)} / ${b.toFixed(0)} | ${(b / a).toFixed(2)}`;
-      const downs = (r: Row) => med([...r.seq.downtimesMs, ...r.par.downtimesMs]);
-      return [
-        `| ${q.n} | ${pair(q.seq.wallMs, l.seq.wallMs)} | ${pair(q.par.wallMs, l.par.wallMs)} ` +
-          `| ${downs(q)} / ${downs(l)} | ${q.seq.mib.toFixed(0)} / ${l.seq.mib.toFixed(0)} |`,
-      ];
+      const v = virsh?.find((r) => r.n === q.n);
+      const cols = (k: "seq" | "par") =>
+        `${wall(q, k)} / ${wall(v, k)} / ${wall(l, k)} | ${ratio(v?.[k].wallMs, l[k].wallMs)} ` +
+        `| ${ratio(q[k].wallMs, l[k].wallMs)}`;
+      const mib = [q, v, l].map((r) => (r ? r.seq.mib.toFixed(0) : "-")).join(" / ");
+      return [`| ${q.n} | ${cols("seq")} | ${cols("par")} | ${downs(q)} / ${downs(v)} / ${downs(l)} | ${mib} |`];
     }),
     "",
   ];
@@ -218,6 +242,8 @@ const TITLES: Record<string, string> = {
   tcp: "QEMU driver, migration stream plain TCP (migrationTls: false):",
   tls: "QEMU driver, migration stream TLS-PSK (the driver's default):",
   libvirt: "libvirt driver (virsh migrate --live --p2p --tunnelled through the armed TLS-PSK tunnel):",
+  native: "libvirt driver, stream: native (control through the gate, the stream on its own TLS-PSK connection):",
+  virsh: "plain virsh migrate --live --p2p (native, no sip-teleport; --migrateuri unix:// between the lab's hosts):",
 };
 
 async function main(): Promise<void> {
@@ -225,15 +251,21 @@ async function main(): Promise<void> {
   const accel = chooseAccel();
   const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-bench-"));
   const dirs = [path.join(base, "dc1"), path.join(base, "dc2")];
-  const modes = (process.env.BENCH_MODES ?? "tcp,tls,libvirt").split(",");
+  const modes = (process.env.BENCH_MODES ?? "tcp,tls,libvirt,virsh").split(",");
   const results: Record<string, Row[]> = {};
   process.stderr.write(`bench:driver: ${accel.reason}; ${os.cpus().length} CPUs; ${MEMORY_MIB} MiB idle guests\n`);
   let lab: LibvirtLab | undefined;
   try {
     for (const mode of modes) {
       if (mode === "libvirt") {
-        lab = await startLibvirtLab();
+        lab ??= await startLibvirtLab();
         results[mode] = await measure("libvirt", libvirtHosts(lab, dirs));
+      } else if (mode === "native") {
+        lab ??= await startLibvirtLab();
+        results[mode] = await measure("libvirt native", libvirtHosts(lab, dirs, "native"), "n");
+      } else if (mode === "virsh") {
+        lab ??= await startLibvirtLab();
+        results[mode] = await measure("plain virsh", plainVirshHosts(lab), "v");
       } else results[mode] = await measure(mode.toUpperCase(), qemuHosts(guest, accel, mode === "tls", dirs));
     }
   } finally {
@@ -248,7 +280,7 @@ async function main(): Promise<void> {
       `per mode. Downtime: the hypervisor's figure for every VM in every round.`,
     "",
     ...modes.flatMap((m) => table(TITLES[m] ?? m, results[m])),
-    ...(results.tls && results.libvirt ? sideBySide(results.tls, results.libvirt) : []),
+    ...(results.tls && results.libvirt ? sideBySide(results.tls, results.libvirt, results.virsh) : []),
   ];
   process.stdout.write(lines.join("\n"));
   const out = path.join(repoRoot(), "bench", "out");

@@ -10,7 +10,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import execa from "execa";
-import { Virsh } from "../hypervisor/virsh";
+import { closeVirshSessions, Virsh } from "../hypervisor/virsh";
 import { repoRoot } from "../version";
 import { ensureGuest, type GuestFiles } from "./guest";
 
@@ -55,6 +55,7 @@ export async function startLibvirtLab(): Promise<LibvirtLab> {
   const up: LibvirtHost[] = [];
   const close = async () => {
     await Promise.all(up.map((h) => execa("bash", [SCRIPT, "down", h.dir], { reject: false })));
+    for (const h of up) closeVirshSessions(h.uri);
     fs.rmSync(base, { recursive: true, force: true });
   };
   try {

@@ -6,14 +6,18 @@
  */
 import { checkDomainElement, domainMismatch, parseDomain } from "./libvirt-domain-xml";
 import { parseMigrationCookie } from "./libvirt-cookie";
-import { PREPARE_TUNNEL3_PARAMS, type MigrationCall, type ParamsCheck } from "./libvirt-rpc-gate";
+import { PREPARE3_PARAMS, PREPARE_TUNNEL3_PARAMS, type MigrationCall, type ParamsCheck } from "./libvirt-rpc-gate";
 import { child, type XmlElement } from "./libvirt-xml";
 
 /** The string parameters a p2p tunnelled migration sends the destination (others: a disk copy, a listen address). */
 const STRING_PARAMS = new Set(["destination_xml", "persistent_xml", "destination_name"]);
 
-/** `local`: the domain's `virsh dumpxml --migratable` here; undefined when this host does not define it. */
-export function incomingDomainCheck(domain: string, local: XmlElement | undefined): ParamsCheck {
+/**
+ * `local`: the domain's `virsh dumpxml --migratable` here; undefined when this host does not define it.
+ * `migrateUri`: the one data URI a native (not tunnelled) migration may have QEMU listen on here;
+ * without it only tunnelled migration passes.
+ */
+export function incomingDomainCheck(domain: string, local: XmlElement | undefined, migrateUri?: string): ParamsCheck {
   const localUuid = local && child(local, "uuid")?.text;
   const judge = (el: XmlElement, what: string): string | undefined => {
     const name = child(el, "name")?.text ?? "";
@@ -28,14 +32,23 @@ export function incomingDomainCheck(domain: string, local: XmlElement | undefine
     return parsed.ok ? judge(parsed.domain, what) : `${what} is not a domain definition: ${parsed.why}`;
   };
   return (call: MigrationCall) => {
-    const odd = [...call.params.keys()].find((k) => !STRING_PARAMS.has(k));
+    // native: QEMU listens on migrate_uri, which must be the one armed (absent, libvirtd would pick a TCP port)
+    const native =
+      call.procedure === PREPARE3_PARAMS ||
+      (call.procedure !== PREPARE_TUNNEL3_PARAMS && call.params.has("migrate_uri"));
+    const odd = [...call.params.keys()].find((k) => !STRING_PARAMS.has(k) && !(native && k === "migrate_uri"));
     if (odd !== undefined) return `carries the parameter ${odd}, which a tunnelled migration does not send`;
+    if (native && !migrateUri) return "asks for a native migration, armed for tunnelled only";
+    const asked = call.params.get("migrate_uri");
+    if (native && asked !== migrateUri)
+      return `asks QEMU to listen on ${asked ?? "a port of libvirtd's choice"}, armed for ${migrateUri}`;
+    const prepare = call.procedure === PREPARE_TUNNEL3_PARAMS || call.procedure === PREPARE3_PARAMS;
     const name = call.params.get("destination_name");
     if (name !== undefined && name !== domain) return `renames the domain to ${name}`;
     const xml = call.params.get("destination_xml");
-    if (call.procedure === PREPARE_TUNNEL3_PARAMS && !xml) return "carries no domain XML";
+    if (prepare && !xml) return "carries no domain XML";
     // libvirtd 9.0 was seen to crash on a prepare call without one
-    if (call.procedure === PREPARE_TUNNEL3_PARAMS && !call.cookie) return "carries no migration cookie";
+    if (prepare && !call.cookie) return "carries no migration cookie";
     const persistent = call.params.get("persistent_xml");
     const problem =
       (xml && judgeXml(xml, "the domain XML")) || (persistent && judgeXml(persistent, "the persistent XML"));

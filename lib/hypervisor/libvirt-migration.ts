@@ -2,10 +2,10 @@
  * One outgoing libvirt live migration: `virsh migrate --live --p2p --tunnelled --persistent` to
  * the destination's armed port, reached through this agent's TLS-PSK tunnel (libvirt-tunnel.ts).
  * Progress from `virsh domjobinfo`, abort with `virsh domjobabort`, final figures from
- * `domjobinfo --completed`. libvirt itself keeps the VM on exactly one host: a failed or aborted
+ * `domjobinfo --completed`, all through the URI's long-lived virsh session (virsh.ts); `migrate`
+ * itself is a virsh process of its own. libvirt itself keeps the VM on exactly one host: a failed or aborted
  * migration resumes it on the source, and the destination kills its incoming copy.
  */
-import execa from "execa";
 import { TeleportError } from "../errors";
 import type { Logger } from "../log/logger";
 import type {
@@ -16,7 +16,7 @@ import type {
   MigrationResult,
   MigrationTarget,
 } from "./driver";
-import { openTunnel, type TunnelClient } from "./libvirt-tunnel";
+import { openTunnel, type DataChannel, type TunnelClient } from "./libvirt-tunnel";
 import type { JobInfo, Virsh } from "./virsh";
 
 const PROGRESS_INTERVAL_MS = 500;
@@ -35,6 +35,8 @@ export interface LibvirtMigrationContext {
   virsh: Virsh;
   /** Private folder for the tunnel's Unix socket. */
   tunnelDir: string;
+  /** Native migration: the stream on its own connection (`--migrateuri`); else tunnelled. */
+  data?: DataChannel;
   log: Logger;
   settled(): void;
 }
@@ -68,7 +70,7 @@ export class LibvirtMigration implements MigrationHandle {
   private timer: NodeJS.Timeout | undefined;
   private bytes = { transferred: 0, remaining: 0, total: 0 };
   private readonly mibPerS: number;
-  private proc: execa.ExecaChildProcess | undefined;
+  private proc: ReturnType<Virsh["spawn"]> | undefined;
 
   constructor(
     private readonly ctx: LibvirtMigrationContext,
@@ -105,7 +107,7 @@ export class LibvirtMigration implements MigrationHandle {
       throw new TeleportError(400, `VM ${this.ctx.vm} is not waiting for switchover (phase ${this.phase})`);
     this.released = true;
     this.armTimeout();
-    await this.ctx.virsh.run(["migrate-setspeed", this.ctx.domain, String(this.mibPerS)]).catch(() => undefined);
+    await this.ctx.virsh.ask(["migrate-setspeed", this.ctx.domain, String(this.mibPerS)]).catch(() => undefined);
     const caughtUp = () => this.iteration >= 2 || this.bytes.remaining <= this.bytes.total / 32;
     for (const end = Date.now() + CATCH_UP_MS; this.phase === "active" && !caughtUp() && Date.now() < end;)
       await new Promise((r) => setTimeout(r, HOLD_POLL_MS / 2));
@@ -124,7 +126,7 @@ export class LibvirtMigration implements MigrationHandle {
     const { virsh, domain, vm, log } = this.ctx;
     if (this.phase !== "active") return Date.now(); // it switched over on its own meanwhile
     try {
-      await virsh.run(["suspend", domain]);
+      await virsh.ask(["suspend", domain]);
       this.stoppedAt = Date.now();
       log.info(`${vm} stopped for switchover`, { domain });
     } catch (err) {
@@ -168,16 +170,18 @@ export class LibvirtMigration implements MigrationHandle {
     const { host, port } = parseTcpUri(this.target.uri);
     // the downtime limit is a per-domain setting libvirt applies to its next migration
     const holding = !!this.opts.pauseBeforeSwitchover;
-    await virsh.run(["migrate-setmaxdowntime", domain, String(holding ? HOLD_DOWNTIME_MS : this.opts.downtimeLimitMs)]);
+    await virsh.ask(["migrate-setmaxdowntime", domain, String(holding ? HOLD_DOWNTIME_MS : this.opts.downtimeLimitMs)]);
     if (this.abortRequested) throw this.cancelReason;
-    const tunnel: TunnelClient = await openTunnel(host, port, this.target.secret, this.ctx.tunnelDir);
+    const { data } = this.ctx;
+    const tunnel: TunnelClient = await openTunnel(host, port, this.target.secret, this.ctx.tunnelDir, data?.localPath);
     let polling = true;
     try {
-      const args = ["migrate", "--live", "--p2p", "--tunnelled", "--persistent", "--bandwidth", String(this.mibPerS)];
+      const args = ["migrate", "--live", "--p2p", "--persistent", "--bandwidth", String(this.mibPerS)];
+      args.push(...(data ? ["--migrateuri", data.migrateUri] : ["--tunnelled"]));
       // auto-converge: QEMU throttles the vCPUs of a guest that outwrites the link
       if (this.opts.convergence === "auto-converge") args.push("--auto-converge");
       args.push(domain, `qemu+unix:///system?socket=${tunnel.socket}`);
-      this.proc = execa("virsh", ["-q", "-c", virsh.uri, ...args], { reject: false, stdin: "ignore" });
+      this.proc = virsh.spawn(args);
       log.info(`migrating ${vm}`, {
         domain,
         to: this.target.uri,
@@ -236,7 +240,7 @@ export class LibvirtMigration implements MigrationHandle {
     const { virsh, domain, vm } = this.ctx;
     let st = await virsh.domState(domain).catch(() => undefined);
     if (st?.state === "paused") {
-      await virsh.run(["resume", domain]).catch(() => undefined);
+      await virsh.ask(["resume", domain]).catch(() => undefined);
       st = await virsh.domState(domain).catch(() => undefined);
     }
     const where =
@@ -264,15 +268,15 @@ export class LibvirtMigration implements MigrationHandle {
   }
 
   private async jobAbort(): Promise<void> {
-    await this.ctx.virsh.run(["domjobabort", this.ctx.domain]).catch((err: unknown) => {
+    await this.ctx.virsh.ask(["domjobabort", this.ctx.domain]).catch((err: unknown) => {
       this.ctx.log.warn(`domjobabort of ${this.ctx.vm} failed`, { error: TeleportError.from(err).message });
     });
   }
 
   private async setLimits(downtimeMs: number, mibPerS: number): Promise<void> {
     const { virsh, domain } = this.ctx;
-    await virsh.run(["migrate-setmaxdowntime", domain, String(downtimeMs)]);
-    await virsh.run(["migrate-setspeed", domain, String(mibPerS)]);
+    await virsh.ask(["migrate-setmaxdowntime", domain, String(downtimeMs)]);
+    await virsh.ask(["migrate-setspeed", domain, String(mibPerS)]);
   }
 
   private async poll(): Promise<void> {

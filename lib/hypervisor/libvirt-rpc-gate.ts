@@ -24,13 +24,18 @@ export const MIGRATION_PROCEDURES: ReadonlyMap<number, string> = new Map([
   [2, "CONNECT_CLOSE"],
   [60, "CONNECT_SUPPORTS_FEATURE"],
   [66, "AUTH_LIST"],
+  [303, "DOMAIN_MIGRATE_PREPARE3_PARAMS"],
   [304, "DOMAIN_MIGRATE_PREPARE_TUNNEL3_PARAMS"],
   [306, "DOMAIN_MIGRATE_FINISH3_PARAMS"],
   [360, "CONNECT_REGISTER_CLOSE_CALLBACK"],
   [361, "CONNECT_UNREGISTER_CLOSE_CALLBACK"],
 ]);
+/** Native (not tunnelled) p2p: libvirtd prepares QEMU to listen on the call's migrate_uri; the stream goes apart. */
+export const PREPARE3_PARAMS = 303;
 export const PREPARE_TUNNEL3_PARAMS = 304;
 export const FINISH3_PARAMS = 306;
+/** The calls whose parameters are checked (and so buffered whole). */
+const CHECKED: ReadonlySet<number> = new Set([PREPARE3_PARAMS, PREPARE_TUNNEL3_PARAMS, FINISH3_PARAMS]);
 
 const HEADER = 28;
 /** libvirt's own limit on one message (VIR_NET_MESSAGE_MAX) plus its length word. */
@@ -153,7 +158,7 @@ export class RpcGate {
   /** Calls whose parameters are checked must be seen whole before a byte goes on. */
   private needsWhole(head: Buffer): boolean {
     const [prog, proc, type] = [head.readUInt32BE(4), head.readInt32BE(12), head.readInt32BE(16)];
-    return prog === REMOTE_PROGRAM && type === CALL && (proc === PREPARE_TUNNEL3_PARAMS || proc === FINISH3_PARAMS);
+    return prog === REMOTE_PROGRAM && type === CALL && CHECKED.has(proc);
   }
 
   private judge(msg: Buffer, len: number): string | undefined {
@@ -168,7 +173,7 @@ export class RpcGate {
     const name = MIGRATION_PROCEDURES.get(proc);
     if (!name) return `procedure ${proc} is not part of a migration`;
     if (!this.seen.includes(proc)) this.seen.push(proc);
-    if (proc !== PREPARE_TUNNEL3_PARAMS && proc !== FINISH3_PARAMS) return undefined;
+    if (!CHECKED.has(proc)) return undefined;
     let call: MigrationCall;
     try {
       call = parseMigrationCall(proc, msg.subarray(HEADER, len));

@@ -6,13 +6,22 @@
  * inside libvirt's RPC connection, so inside this tunnel. Without the secret the TLS handshake
  * fails and nothing reaches libvirtd; with it, one connection gets in, and only the calls of a
  * migration of the armed domain pass (libvirt-rpc-gate.ts).
+ *
+ * Native (not tunnelled) migration puts the stream beside the control connection: the source
+ * passes `--migrateuri unix:///run/libvirt/qemu/st-H.sock` (H from the dialog's secret and the
+ * domain, so both agents know it), the gate lets PREPARE3 through only with that URI, the
+ * destination's QEMU listens on that path in its libvirtd's /run/libvirt, and the source's QEMU
+ * connects to the same path on its own host, where the source agent listens. That agent carries the
+ * stream over a second TLS-PSK connection to the same armed port, which the destination admits only
+ * after the gate passed the armed domain's PREPARE3, only once, and only to that QEMU's socket.
  */
+import crypto from "node:crypto";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
 import { TeleportError } from "../errors";
-import { MIGRATION_PROCEDURES, RpcGate, type ParamsCheck } from "./libvirt-rpc-gate";
+import { MIGRATION_PROCEDURES, PREPARE3_PARAMS, RpcGate, type ParamsCheck } from "./libvirt-rpc-gate";
 import { migrationPsk, PSK_USER } from "./qemu-tls";
 
 /** TLS 1.2 PSK suites (Node's pskCallback does not do TLS 1.3 PSK). */
@@ -38,8 +47,27 @@ function pipe(a: net.Socket, b: net.Socket): void {
   closeTogether(a, b);
 }
 
+/**
+ * A native migration's stream on one host: the URI libvirt is given (the same on both hosts) and that
+ * path as this agent sees it. libvirtd is taken to see the folder of its socket as /run/libvirt (the
+ * system daemon does; the lab's daemons have their run folder bound there).
+ */
+export interface DataChannel {
+  migrateUri: string;
+  localPath: string;
+}
+
+export function dataChannel(secret: string, domain: string, libvirtSocket: string): DataChannel {
+  const h = crypto.createHash("sha256").update(`sip-teleport libvirt stream\0${secret}\0${domain}`).digest("hex");
+  const name = `st-${h.slice(0, 20)}.sock`;
+  return {
+    migrateUri: `unix:///run/libvirt/qemu/${name}`,
+    localPath: path.join(path.dirname(libvirtSocket), "qemu", name),
+  };
+}
+
 export interface TunnelServer {
-  /** Connections that passed the handshake so far (at most one). */
+  /** Connections that passed the handshake so far (the control one, and a native stream's). */
   readonly accepted: number;
   close(): Promise<void>;
 }
@@ -52,6 +80,8 @@ export interface TunnelOptions {
   libvirtSocket: string;
   /** Judges the migration calls' parameters (which domain may come in). */
   check: ParamsCheck;
+  /** A native migration's stream: where this host's QEMU listens for it (DataChannel.localPath). */
+  dataPath?: string;
   /** A connection was refused or cut: wrong secret, a second connection, a call outside the migration. */
   onRefused(why: string): void;
   onProcedures?(names: string[]): void;
@@ -83,26 +113,44 @@ function gatedPipe(clear: net.Socket, upstream: net.Socket, gate: RpcGate, refus
 /**
  * Destination: listen on ADDRESS:PORT for exactly one connection that proves the secret; it
  * reaches `libvirtSocket` through an RpcGate (migration calls only, for the domain `check`
- * admits). The listening socket closes as soon as that connection is in: a second one is refused.
+ * admits). The listening socket closes as soon as that connection is in (with `dataPath`: once the
+ * second, the stream, is in, or the first closed): any other connection is refused.
  */
 export function listenTunnel(opts: TunnelOptions): Promise<TunnelServer> {
   const psk = migrationPsk(opts.secret);
   const sockets = new Set<net.Socket>();
   let accepted = 0;
+  let control: { gate: RpcGate; closed: boolean } | undefined;
   const server = tls.createServer(
     { ...PSK_TLS, pskCallback: (_socket, identity) => (identity === PSK_USER ? psk : null) },
     (clear) => {
-      if (accepted++ > 0) {
-        // two handshakes raced past listen(): only the first one counts
+      const n = accepted++;
+      if (n === 1 && opts.dataPath && control && !control.closed && control.gate.seen.includes(PREPARE3_PARAMS)) {
+        // the native stream of the migration the gate let in: to that QEMU's socket only, once
+        server.close();
+        const qemu = net.connect(opts.dataPath);
+        sockets.add(clear).add(qemu);
+        clear.on("close", () => sockets.delete(clear));
+        qemu.on("close", () => sockets.delete(qemu));
+        return pipe(clear, qemu);
+      }
+      if (n > 0) {
+        // two handshakes raced past listen(), or no native migration was let in: only the first one counts
         opts.onRefused("a second connection for a dialog that already has its one");
         return clear.destroy();
       }
-      server.close(); // one connection per dialog: from now on the port refuses
+      if (!opts.dataPath) server.close(); // one connection per dialog: from now on the port refuses
       const upstream = net.connect(opts.libvirtSocket);
       sockets.add(clear).add(upstream);
-      clear.on("close", () => sockets.delete(clear));
-      upstream.on("close", () => sockets.delete(upstream));
       const gate = new RpcGate(opts.check);
+      const ctl = { gate, closed: false };
+      control = ctl;
+      clear.on("close", () => {
+        sockets.delete(clear);
+        ctl.closed = true;
+        server.close(); // the dialog's control connection is over: so is the port
+      });
+      upstream.on("close", () => sockets.delete(upstream));
       gatedPipe(clear, upstream, gate, opts.onRefused);
       clear.on("close", () => opts.onProcedures?.(gate.seen.map((p) => MIGRATION_PROCEDURES.get(p) ?? String(p))));
     },
@@ -134,14 +182,23 @@ export interface TunnelClient {
   close(): Promise<void>;
 }
 
-/** Source: a Unix socket in the private folder `dir`; each connection is carried to the armed port. */
-export function openTunnel(host: string, port: number, secret: string, dir: string): Promise<TunnelClient> {
+/**
+ * Source: a Unix socket in the private folder `dir`; each connection is carried to the armed port.
+ * With `dataPath` (a native migration's DataChannel.localPath here) the source QEMU's stream too.
+ */
+export async function openTunnel(
+  host: string,
+  port: number,
+  secret: string,
+  dir: string,
+  dataPath?: string,
+): Promise<TunnelClient> {
   const psk = migrationPsk(secret);
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { mode: 0o700 });
   const socket = path.join(dir, "peer.sock");
   const sockets = new Set<net.Socket>();
-  const server = net.createServer((local) => {
+  const carry = (local: net.Socket) => {
     const remote = tls.connect({
       ...PSK_TLS,
       host,
@@ -153,21 +210,26 @@ export function openTunnel(host: string, port: number, secret: string, dir: stri
     local.on("close", () => sockets.delete(local));
     remote.on("close", () => sockets.delete(remote));
     pipe(local, remote);
-  });
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(socket, () =>
-      resolve({
-        socket,
-        close: () =>
-          new Promise<void>((done) => {
-            for (const s of sockets) s.destroy();
-            server.close(() => {
-              fs.rmSync(dir, { recursive: true, force: true });
-              done();
-            });
-          }),
-      }),
-    );
-  });
+  };
+  const listen = (where: string) =>
+    new Promise<net.Server>((resolve, reject) => {
+      const server = net.createServer(carry);
+      server.once("error", reject);
+      server.listen(where, () => resolve(server));
+    });
+  const stop = (server: net.Server) => new Promise<void>((done) => server.close(() => done()));
+  const servers = [await listen(socket)];
+  if (dataPath) {
+    fs.rmSync(dataPath, { force: true }); // a stale one of a killed agent
+    servers.push(await listen(dataPath).catch(async (err: Error) => (await stop(servers[0]), Promise.reject(err))));
+  }
+  return {
+    socket,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await Promise.all(servers.map(stop));
+      fs.rmSync(dir, { recursive: true, force: true });
+      if (dataPath) fs.rmSync(dataPath, { force: true });
+    },
+  };
 }

@@ -31,7 +31,7 @@ import type {
 } from "./driver";
 import { LibvirtMigration } from "./libvirt-migration";
 import { incomingDomainCheck } from "./libvirt-incoming";
-import { listenTunnel, type TunnelServer } from "./libvirt-tunnel";
+import { dataChannel, listenTunnel, type TunnelServer } from "./libvirt-tunnel";
 import { freePort, tcpUri } from "./net";
 import { Virsh, type DomainState } from "./virsh";
 
@@ -42,12 +42,21 @@ export interface LibvirtDriverOptions {
   logger?: Logger;
   /** Default "virsh" from PATH. */
   virsh?: string;
+  /**
+   * Outgoing migrations: "native" sends the memory on its own TLS-PSK connection to the armed port
+   * (`--migrateuri`, see libvirt-tunnel.ts), "tunnelled" (the default) inside libvirt's RPC connection.
+   * A destination accepts either.
+   */
+  stream?: "native" | "tunnelled";
 }
 
 interface Armed {
   uri: string;
   tunnel: TunnelServer;
 }
+
+/** waitResumed's domstate between lifecycle events (each through the URI's long-lived virsh session). */
+const RESUME_POLL_MS = 250;
 
 /** `domstate --reason` of a domain waiting for an incoming migration ("paused (migrating)", "(starting up)"). */
 const INCOMING = /migrat|starting up/;
@@ -88,6 +97,7 @@ export class LibvirtDriver implements HypervisorDriver {
   private readonly defs: Map<string, VmDefinition & { libvirt: LibvirtDomainRef }>;
   private readonly log: Logger;
   private readonly binary: string;
+  private readonly stream: "native" | "tunnelled";
   private readonly armed = new Map<string, Armed>();
   private readonly outgoing = new Map<string, LibvirtMigration>();
 
@@ -95,6 +105,7 @@ export class LibvirtDriver implements HypervisorDriver {
     this.runDir = path.resolve(opts.runDir);
     this.log = opts.logger ?? silentLogger;
     this.binary = opts.virsh ?? "virsh";
+    this.stream = opts.stream ?? "tunnelled";
     this.defs = new Map(
       opts.inventory
         .filter((d) => d.hypervisor === "libvirt")
@@ -113,7 +124,7 @@ export class LibvirtDriver implements HypervisorDriver {
     let version = "";
     for (const uri of uris.length ? uris : ["qemu:///system"]) {
       try {
-        version = (await new Virsh(uri, this.binary).run(["version", "--daemon"])).split("\n").pop() ?? "";
+        version = (await new Virsh(uri, this.binary).ask(["version", "--daemon"])).split("\n").pop() ?? "";
       } catch (err) {
         problems.push(`${uri}: ${TeleportError.from(err).details.join("; ") || TeleportError.from(err).message}`);
       }
@@ -206,16 +217,19 @@ export class LibvirtDriver implements HypervisorDriver {
     const uri = tcpUri(opts.address, port);
     const { domain } = def.libvirt;
     const local = (await this.virsh(def).domState(domain)) ? await this.virsh(def).migratable(domain) : undefined;
+    const data = dataChannel(opts.secret, domain, libvirtSocket(def.libvirt.uri));
     const tunnel = await listenTunnel({
       address: opts.address,
       port,
       secret: opts.secret,
       libvirtSocket: libvirtSocket(def.libvirt.uri),
-      check: incomingDomainCheck(domain, local),
+      check: incomingDomainCheck(domain, local, data.migrateUri),
+      dataPath: data.localPath,
       onRefused: (reason) => this.log.warn(`refused on the armed port of ${vm}`, { uri, reason }),
       onProcedures: (procedures) => this.log.debug(`migration calls through the armed port of ${vm}`, { procedures }),
     });
     this.armed.set(vm, { uri, tunnel });
+    this.virsh(def).followLifecycle(); // connected before the arrival resumes: waitResumed hears it
     this.log.info(`armed ${vm}`, { uri, domain: def.libvirt.domain });
     return { vm, uri, exports: [] };
   }
@@ -240,18 +254,43 @@ export class LibvirtDriver implements HypervisorDriver {
     this.log.info(`disarmed ${vm}`);
   }
 
+  /**
+   * libvirt's lifecycle events wake this at once when the arrival starts or resumes; domstate through
+   * the URI's session decides, and is asked again every RESUME_POLL_MS in case an event was missed
+   * (the stream restarting with libvirtd) or the VM was disarmed meanwhile.
+   */
   async waitResumed(vm: string, timeoutMs: number): Promise<void> {
     const def = this.definition(vm);
     const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const st = await this.virsh(def).domState(def.libvirt.domain);
-      if (st?.state === "running") return this.closeTunnel(vm);
-      const armed = this.armed.get(vm);
-      if (!armed)
-        throw new TeleportError(503, `VM ${vm} is not here and nothing waits for it (${st?.state ?? "not defined"})`);
-      if (Date.now() > deadline)
-        throw new TeleportError(504, `VM ${vm} did not resume here within ${timeoutMs} ms (${st?.state ?? "absent"})`);
-      await new Promise((r) => setTimeout(r, 100));
+    let wake: (() => void) | undefined;
+    let woken = false; // an event while domstate was being asked: ask again at once
+    const off = this.virsh(def).onLifecycle(def.libvirt.domain, (event) => {
+      if (event !== "Resumed" && event !== "Started") return;
+      woken = true;
+      wake?.();
+    });
+    try {
+      for (;;) {
+        const st = await this.virsh(def).domState(def.libvirt.domain);
+        if (st?.state === "running") return await this.closeTunnel(vm);
+        const armed = this.armed.get(vm);
+        if (!armed)
+          throw new TeleportError(503, `VM ${vm} is not here and nothing waits for it (${st?.state ?? "not defined"})`);
+        if (Date.now() > deadline)
+          throw new TeleportError(
+            504,
+            `VM ${vm} did not resume here within ${timeoutMs} ms (${st?.state ?? "absent"})`,
+          );
+        if (!woken)
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, RESUME_POLL_MS);
+            wake = () => (clearTimeout(timer), resolve());
+          });
+        wake = undefined;
+        woken = false;
+      }
+    } finally {
+      off();
     }
   }
 
@@ -276,6 +315,10 @@ export class LibvirtDriver implements HypervisorDriver {
         domain: def.libvirt.domain,
         virsh: this.virsh(def),
         tunnelDir: path.join(this.runDir, `${vm}.tunnel-${process.pid}-${Date.now().toString(36)}`),
+        data:
+          this.stream === "native"
+            ? dataChannel(target.secret, def.libvirt.domain, libvirtSocket(def.libvirt.uri))
+            : undefined,
         log: this.log,
         settled: () => {
           if (this.outgoing.get(vm) === migration) this.outgoing.delete(vm);

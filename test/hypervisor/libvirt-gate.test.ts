@@ -57,6 +57,45 @@ function feed(gate: RpcGate, bytes: Buffer, size: number): Buffer | Error {
   return Buffer.concat(out);
 }
 
+describe("native migration's prepare (the stream on the armed path only)", () => {
+  const uri = "unix:///run/libvirt/qemu/st-0123456789abcdef0123.sock";
+  const call = (params: Array<[string, string]>) => ({
+    procedure: 303,
+    params: new Map([["destination_xml", domain("web1")], ...params]),
+    cookie: cookie("web1"),
+  });
+
+  it("passes the armed domain with the armed URI; refuses another URI, none, or a tunnelled-only host", () => {
+    const armed = incomingDomainCheck("web1", parseDomainXml(domain("web1")), uri);
+    expect(armed(call([["migrate_uri", uri]]))).toBeUndefined();
+    expect(armed(call([["migrate_uri", "unix:///tmp/x.sock"]]))).toMatch(
+      /asks QEMU to listen on unix:\/\/\/tmp\/x.sock/,
+    );
+    // without migrate_uri libvirtd would have QEMU listen on a TCP port of its choice, past the agents
+    expect(armed(call([]))).toMatch(/a port of libvirtd's choice/);
+    expect(
+      armed(
+        call([
+          ["migrate_uri", uri],
+          ["listen_address", "0.0.0.0"],
+        ]),
+      ),
+    ).toMatch(/parameter listen_address/);
+    const tunnelledOnly = incomingDomainCheck("web1", parseDomainXml(domain("web1")));
+    expect(tunnelledOnly(call([["migrate_uri", uri]]))).toMatch(/armed for tunnelled only/);
+    expect(
+      armed({
+        ...call([]),
+        procedure: 304,
+        params: new Map([
+          ["destination_xml", domain("web1")],
+          ["migrate_uri", uri],
+        ]),
+      }),
+    ).toMatch(/parameter migrate_uri/);
+  });
+});
+
 describe("libvirt RPC gate", () => {
   const check = incomingDomainCheck("web1", parseDomainXml(domain("web1")));
   const stream = Buffer.alloc(5000, 7);

@@ -1,0 +1,131 @@
+/**
+ * The libvirt driver's native stream (stream: "native"), between two real libvirtd: the memory on
+ * its own TLS-PSK connection to the armed port (`--migrateuri unix:///run/libvirt/qemu/st-H.sock`,
+ * see libvirt-tunnel.ts), the control connection through the RPC gate as before; and the armed
+ * port's refusals for that stream: a URI other than the armed one, another domain, a stream
+ * connection the gate did not let a native PREPARE3 precede.
+ */
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import tls from "node:tls";
+import execa from "execa";
+import { LibvirtDriver } from "../../lib/hypervisor/libvirt";
+import { parseTcpUri } from "../../lib/hypervisor/libvirt-migration";
+import { dataChannel, openTunnel } from "../../lib/hypervisor/libvirt-tunnel";
+import { migrationPsk, PSK_USER } from "../../lib/hypervisor/qemu-tls";
+import { refusal } from "../harness";
+import { capturingLogger, until } from "../security/fault-report";
+import { domainPlacement, libvirtVms, startLibvirtLab, type LibvirtLab } from "./hosts";
+import { policy } from "./lab-per-file";
+
+jest.setTimeout(120_000);
+
+let lab: LibvirtLab;
+beforeAll(async () => (lab = await startLibvirtLab()));
+afterAll(async () => lab?.close());
+afterEach(async () => lab?.reset());
+
+async function drivers(names: string[]) {
+  const defs = await libvirtVms(
+    lab,
+    names.map((n) => [n, "server"]),
+  );
+  const log = capturingLogger();
+  log.logger.level = "debug"; // the calls the gate let through
+  const runDir = fs.mkdtempSync(path.join(lab.dc1.dir, "native-"));
+  const dc1 = new LibvirtDriver({ runDir: path.join(runDir, "dc1"), inventory: defs.dc1, stream: "native" });
+  const dc2 = new LibvirtDriver({
+    runDir: path.join(runDir, "dc2"),
+    inventory: defs.dc2,
+    logger: log.logger,
+    stream: "native",
+  });
+  return { dc1, dc2, log, runDir };
+}
+
+describe("libvirt driver, native stream (two libvirtd in their own namespaces)", () => {
+  it("moves a domain dc1 -> dc2 and back with the stream beside the gated control connection", async () => {
+    const { dc1, dc2, log } = await drivers(["lv-native"]);
+    await dc1.start("lv-native");
+    for (const [from, to, where] of [
+      [dc1, dc2, "dc2"],
+      [dc2, dc1, "dc1"],
+    ] as const) {
+      const secret = crypto.randomBytes(32).toString("base64url");
+      const armed = await to.arm("lv-native", { address: "127.0.0.1", secret });
+      const r = await from.migrate("lv-native", { uri: armed.uri, secret }, policy).done;
+      await to.waitResumed("lv-native", 30_000);
+      expect(r.transferredBytes).toBeGreaterThan(1 << 20);
+      expect(r.downtimeMs).toBeGreaterThanOrEqual(0);
+      expect(await domainPlacement(lab, ["lv-native"])).toEqual({ "lv-native": [where] });
+    }
+    // dc2's gate saw the native prepare, not the tunnelled one
+    await until("dc2 logged its calls", async () => /DOMAIN_MIGRATE_PREPARE3_PARAMS/.test(log.lines.join("")));
+    expect(log.lines.join("")).not.toMatch(/PREPARE_TUNNEL3/);
+  });
+
+  it("refuses a stream URI other than the armed one, another domain, and a stream without its prepare", async () => {
+    const { dc1, dc2, log, runDir } = await drivers(["lv-nat-gate", "lv-nat-other"]);
+    const secret = crypto.randomBytes(32).toString("base64url");
+    await dc1.start("lv-nat-gate");
+    await dc1.start("lv-nat-other");
+    // 1. the armed domain, but QEMU asked to listen elsewhere
+    let armed = await dc2.arm("lv-nat-gate", { address: "127.0.0.1", secret });
+    let { host, port } = parseTcpUri(armed.uri);
+    const tunnel = await openTunnel(host, port, secret, path.join(runDir, "t1"));
+    const elsewhere = await execa(
+      "virsh",
+      ["-c", lab.dc1.uri, "migrate", "--live", "--p2p", "--persistent", "lv-nat-gate"].concat([
+        `qemu+unix:///system?socket=${tunnel.socket}`,
+        "--migrateuri",
+        "unix:///run/libvirt/qemu/x.sock",
+      ]),
+      { reject: false },
+    );
+    await tunnel.close();
+    expect(elsewhere.exitCode).not.toBe(0);
+    expect(log.lines.join("")).toMatch(/asks QEMU to listen on unix:\/\/\/run\/libvirt\/qemu\/x\.sock, armed for unix/);
+    await dc2.disarm("lv-nat-gate");
+
+    // 2. another domain through the armed domain's port: refused at its prepare, no stream gets in
+    armed = await dc2.arm("lv-nat-gate", { address: "127.0.0.1", secret });
+    const other = await refusal(dc1.migrate("lv-nat-other", { uri: armed.uri, secret }, policy).done);
+    expect(other.status).toBe(503);
+    // the stream's URI is the domain's: another domain's asks for another path, refused before its XML is judged
+    expect(log.lines.join("")).toMatch(/PREPARE3_PARAMS: asks QEMU to listen on unix:\/\/\/run\/libvirt\/qemu\/st-/);
+    await dc2.disarm("lv-nat-gate");
+
+    // 3. a second connection while the first has not prepared a native migration: refused
+    armed = await dc2.arm("lv-nat-gate", { address: "127.0.0.1", secret });
+    ({ host, port } = parseTcpUri(armed.uri));
+    const psk = migrationPsk(secret);
+    const connect = () =>
+      tls.connect({
+        host,
+        port,
+        ciphers: "PSK-AES256-GCM-SHA384",
+        minVersion: "TLSv1.2",
+        maxVersion: "TLSv1.2",
+        pskCallback: () => ({ psk, identity: PSK_USER }),
+        checkServerIdentity: () => undefined,
+      });
+    const control = connect();
+    await new Promise((r, j) => control.once("secureConnect", r).once("error", j));
+    // the right secret, but the first connection prepared nothing: closed during or right after the handshake
+    const stream = connect().on("error", () => undefined);
+    await new Promise((r) => stream.once("close", r));
+    expect(log.lines.join("")).toMatch(/a second connection for a dialog that already has its one/);
+    control.destroy();
+    await dc2.disarm("lv-nat-gate");
+
+    // nothing moved; the stream's path is the one both agents derive from the dialog's secret
+    expect(await domainPlacement(lab, ["lv-nat-gate", "lv-nat-other"])).toEqual({
+      "lv-nat-gate": ["dc1"],
+      "lv-nat-other": ["dc1"],
+    });
+    expect(dataChannel(secret, "lv-nat-gate", "/run/libvirt/libvirt-sock").migrateUri).toMatch(
+      /^unix:\/\/\/run\/libvirt\/qemu\/st-[0-9a-f]{20}\.sock$/,
+    );
+  });
+});
