@@ -25,3 +25,13 @@ export function writerPasses(runDir: string, vm: string): number[] {
 export function writerGaps(runDir: string, vm: string): number[] {
   return passLines(runDir, vm).map((m) => Number(m[2]));
 }
+
+/**
+ * How often the guest's kernel killed a process for want of memory, from the same log. The writer's
+ * dd is the usual victim in a small guest: its loop then goes on at its pace but writes nothing.
+ */
+export function guestOomKills(runDir: string, vm: string): number {
+  const file = path.join(runDir, `${vm}.serial.log`);
+  const log = fs.existsSync(file) ? fs.readFileSync(file, "utf8") : "";
+  return [...log.matchAll(/Out of memory: Killed process/g)].length;
+}

@@ -10,6 +10,10 @@
  * lets pre-copy converge on its own, whatever the downtime limit (each pass then leaves less dirty
  * than the one before). A TCG guest on a loaded machine can be that slow, so every move first waits
  * for the writer at full pace and checks its pace during the move too, and says so when it was not.
+ * A writer that writes nothing looks just as fast: at 96 MiB the guest ran out of memory in about
+ * half the runs (its 28 MiB of tmpfs, dd's 4 MiB buffers) and its kernel killed every dd, so QEMU
+ * found no dirty page and pre-copy converged at once, even under 5 ms (2026-12-07). The guest gets
+ * 192 MiB here, and any OOM kill in its console fails the test.
  * The move back also compares QEMU's dirty-page rate on the VM that arrived by migration with the
  * freshly booted one's: a much lower rate there would be lost dirty tracking (guest writes never
  * resent: memory corruption), the QEMU < 9.0 TCG fault tcgSafeMemory works around.
@@ -21,7 +25,7 @@ import { ensureGuest, guestVm } from "../../lib/guest/guest";
 import { QmpClient } from "../../lib/hypervisor/qmp";
 import { TeleportError } from "../../lib/errors";
 import { hostsRunning, makeHosts, tearDown, type Hosts } from "../harness/hosts";
-import { writerGaps, writerPasses } from "../harness/writer";
+import { guestOomKills, writerGaps, writerPasses } from "../harness/writer";
 import { until } from "../security/fault-report";
 
 jest.setTimeout(60_000);
@@ -44,8 +48,21 @@ const load = () =>
     .map((l) => l.toFixed(1))
     .join(" ");
 
+/** The writer writes only while its dd runs: fails when the guest's kernel killed any for want of memory. */
+function noOomKills(): void {
+  for (const host of ["dc1", "dc2"] as const) {
+    const kills = guestOomKills(hosts.dirs[host], "vm1");
+    if (kills > 0)
+      throw new Error(
+        `the guest ran out of memory on ${host}: its kernel killed ${kills} processes (the writer's dd): ` +
+          `its passes go on at their pace but write nothing, so the moves prove nothing`,
+      );
+  }
+}
+
 /** Waits for three passes in a row at full pace on `host`; fails, saying why, when the guest is too slow. */
 async function fullPace(host: "dc1" | "dc2"): Promise<void> {
+  noOomKills();
   const from = gaps(host).length;
   const fast = () => {
     const g = gaps(host).slice(from);
@@ -123,6 +140,7 @@ async function move(from: "dc1" | "dc2", to: "dc1" | "dc2", opts: MigrationOptio
   const outcome = await hosts[from]
     .migrate("vm1", { uri: armed.uri, secret: SECRET }, { ...opts, onProgress })
     .done.finally(() => watch.stop());
+  noOomKills();
   const during = gaps(from).slice(before);
   /** What a failure message needs: the writer's pace and QEMU's figures during this move. */
   const why = () =>
@@ -135,7 +153,8 @@ async function move(from: "dc1" | "dc2", to: "dc1" | "dc2", opts: MigrationOptio
 let bootRate = 0;
 
 beforeAll(async () => {
-  const def = guestVm(await ensureGuest(), "vm1");
+  // 96 MiB (the default) ran out of memory with the writer's 28 MiB of tmpfs: see above
+  const def = guestVm(await ensureGuest(), "vm1", { memoryMib: 192 });
   def.append = `${def.append} st.dirty=${DIRTY_MIB}`;
   hosts = makeHosts([def]);
   await hosts.dc1.start("vm1");
