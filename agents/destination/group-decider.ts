@@ -70,6 +70,8 @@ export class GroupDecider {
   private readonly arrived = new Set<string>();
   private decided: Promise<Decision> | undefined;
   private deadline: NodeJS.Timeout | undefined;
+  /** Set once abort() starts removing: a copy that arrives from then on is removed as it arrives. */
+  private aborting = false;
 
   constructor(private readonly opts: GroupDeciderOptions) {}
 
@@ -79,6 +81,9 @@ export class GroupDecider {
       const driver = this.driver(vm.name);
       driver.waitArrived!(vm.name, this.opts.arrivalTimeoutMs).then(
         () => {
+          // its rest was on its way when the group was called off: removeGroup may have seen it still
+          // loading (or paused, just before QEMU said it completed), so it is removed here
+          if (this.aborting) return void this.discardLate(vm);
           this.arrived.add(vm.name);
           this.opts.log.info("arrived, paused for the group's decision", { vm: vm.name });
           if (this.arrived.size === this.opts.vms.length && this.state !== "aborted") void this.decide();
@@ -176,10 +181,16 @@ export class GroupDecider {
   private async abort(reason: string): Promise<Decision> {
     const rec = this.record("abort", reason);
     if (rec.outcome !== "abort") return decisionOf(rec);
+    this.aborting = true;
     this.opts.log.warn("group aborted: removing what arrived", { reason, vms: rec.vms });
     await removeGroup(this.opts.host, this.opts.vms, this.opts.log);
     this.state = "aborted";
     return decisionOf(rec);
+  }
+
+  private async discardLate(vm: GroupVm): Promise<void> {
+    this.opts.log.warn("arrived after the group was aborted: removing it", { vm: vm.name });
+    await removeGroup(this.opts.host, [vm], this.opts.log);
   }
 
   private driver(vm: string): HypervisorDriver {
