@@ -740,24 +740,24 @@ export class DestinationAgent {
     // a group not decided yet is decided now (the dialog's end calls it off unless all arrived)
     await state.group?.decide(`the dialog ended: ${why}`);
     const here = new Map<string, boolean>();
-    for (const vm of state.offer.vms) {
-      const local = this.opts.host.find(vm.name);
-      if (!local || !state.armed.has(vm.name)) continue;
-      const s = await local.driver.state(vm.name).catch(() => "absent" as const);
-      if (s === "running") {
-        here.set(vm.name, true);
-        continue;
-      }
-      if (s === "postcopy") {
-        // a post-copy that did not finish: this half is the VM's running state, never disarm it
-        here.set(vm.name, false);
-        this.log.error("VM left split in post-copy: keeping this half paused", { vm: vm.name, callId: state.callId });
-        continue;
-      }
-      await local.driver
-        .disarm(vm.name)
-        .catch((err: unknown) => this.log.error("disarm failed", { vm: vm.name, error: String(err) }));
-    }
+    // every VM at once: the BYE's answer waits for this, and each state is a monitor round trip
+    await Promise.all(
+      state.offer.vms.map(async (vm) => {
+        const local = this.opts.host.find(vm.name);
+        if (!local || !state.armed.has(vm.name)) return;
+        const s = await local.driver.state(vm.name).catch(() => "absent" as const);
+        if (s === "running") return void here.set(vm.name, true);
+        if (s === "postcopy") {
+          // a post-copy that did not finish: this half is the VM's running state, never disarm it
+          here.set(vm.name, false);
+          this.log.error("VM left split in post-copy: keeping this half paused", { vm: vm.name, callId: state.callId });
+          return;
+        }
+        await local.driver
+          .disarm(vm.name)
+          .catch((err: unknown) => this.log.error("disarm failed", { vm: vm.name, error: String(err) }));
+      }),
+    );
     state.offer.vms.forEach((v) => this.holders.get(v.name) === state.callId && this.holders.delete(v.name));
     this.dialogs.delete(state.callId);
     this.journal.remove(state.callId);
