@@ -39,7 +39,7 @@ import { CallerGate, loggedDetails, Overload, type Admitted } from "../../lib/ac
 import type { DialogAdmission } from "../../lib/access/in-dialog";
 import { Journal, type JournalEntry } from "./journal";
 import { DecisionLog } from "./decisions";
-import { acceptCompress } from "../../lib/plan/compress";
+import { acceptCompress, streamReductionOf } from "../../lib/plan/compress";
 import { canHoldArrivals, decisionOf, GroupDecider, removeGroup, resumeGroup } from "./group-decider";
 
 export interface DestinationOptions {
@@ -610,7 +610,7 @@ export class DestinationAgent {
           nbdSecret,
           postcopy: state.offer.policy.convergence === "postcopy",
           holdOnArrival: state.groupCommit,
-          compress: reduction.compress ? { method: reduction.compress, channels: reduction.channels } : undefined,
+          compress: streamReductionOf(reduction),
         });
         return { vm: vm.name, uri: listener.uri, secret, exports: listener.exports, ...reduction };
       }),

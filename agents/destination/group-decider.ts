@@ -124,7 +124,7 @@ export class GroupDecider {
     try {
       await this.driver(vm).claimNetwork?.(vm);
     } catch (err) {
-      this.opts.log.warn("announce failed", { vm, error: TeleportError.from(err).message });
+      this.opts.log.warn("could not claim its MACs here", { vm, error: TeleportError.from(err).message });
     }
   }
 

@@ -7,6 +7,7 @@ import type { AnswerHosts } from "../../lib/access/answer-hosts";
 import { TeleportError } from "../../lib/errors";
 import type { MigrationTarget } from "../../lib/hypervisor/driver";
 import type { Logger } from "../../lib/log/logger";
+import { streamReductionOf } from "../../lib/plan/compress";
 import { executePlan, type VmOutcome } from "../../lib/plan/execute";
 import { planOffer } from "../../lib/plan/waves";
 import type { Dialog, SipBody } from "../../lib/sip/backend";
@@ -114,7 +115,7 @@ export class SourceCall {
             stopByQemu: this.answer.commit === undefined,
             convergence: offer.policy.convergence ?? "none",
             // checked against the offer and this driver when the answer came (nrdl/SPEC.md 5.7)
-            compress: target.compress ? { method: target.compress, channels: target.channels } : undefined,
+            compress: streamReductionOf(target),
             recover: (v) => this.recoveryListener(v, reporter),
             recoverWithinS: this.opts.postcopyRecoveryS,
             onProgress: (p) => {

@@ -7,6 +7,7 @@
  * index a plain object.
  */
 import { TeleportError } from "../errors";
+import type { StreamReduction } from "../hypervisor/driver";
 import {
   COMPRESS_METHODS,
   MULTIFD_METHODS,
@@ -98,6 +99,11 @@ export function offerCompress(
 
 /** A destination's choice for one VM: how its stream is reduced (absent: the plain stream). */
 export type Reduction = Pick<Armed, "compress" | "channels">;
+
+/** The same choice in the drivers' terms (ArmOptions, MigrationOptions); undefined for the plain stream. */
+export function streamReductionOf(r: Reduction): StreamReduction | undefined {
+  return r.compress ? { method: r.compress, channels: r.channels } : undefined;
+}
 
 /**
  * Destination: the first offered method (the source's order of preference) this VM's driver can
