@@ -137,11 +137,18 @@ export async function defineDomain(host: LibvirtHost, xml: string): Promise<void
   await host.virsh.run(["define", file]);
 }
 
-/** Where each domain runs, asked of libvirt itself: the invariant is exactly one host per VM. */
+/** Every active domain of a host, paused ones too. */
 const running = async (h: LibvirtHost) => (await h.virsh.run(["list", "--name"])).split("\n").filter(Boolean);
+/**
+ * Domains whose vCPUs run. Not the paused ones: after a move the source's stopped copy stays
+ * active while libvirt's Confirm removes it, which the driver does not wait for.
+ */
+const runningNow = async (h: LibvirtHost) =>
+  (await h.virsh.run(["list", "--name", "--state-running"])).split("\n").filter(Boolean);
 
+/** Where each domain runs, asked of libvirt itself: the invariant is exactly one host per VM. */
 export async function domainPlacement(lab: LibvirtLab, names: string[]): Promise<Record<string, string[]>> {
-  const [on1, on2] = await Promise.all([running(lab.dc1), running(lab.dc2)]);
+  const [on1, on2] = await Promise.all([runningNow(lab.dc1), runningNow(lab.dc2)]);
   return Object.fromEntries(
     names.map((n) => [n, [on1.includes(n) && "dc1", on2.includes(n) && "dc2"].filter((h): h is string => !!h)]),
   );
