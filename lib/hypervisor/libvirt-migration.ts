@@ -1,10 +1,12 @@
 /**
- * One outgoing libvirt live migration: `virsh migrate --live --p2p --tunnelled --persistent` to
- * the destination's armed port, reached through this agent's TLS-PSK tunnel (libvirt-tunnel.ts).
- * Progress from `virsh domjobinfo`, abort with `virsh domjobabort`, final figures from
- * `domjobinfo --completed`, all through the URI's long-lived virsh session (virsh.ts); `migrate`
- * itself is a virsh process of its own. libvirt itself keeps the VM on exactly one host: a failed or aborted
- * migration resumes it on the source, and the destination kills its incoming copy.
+ * One outgoing libvirt live migration: `virsh migrate --live --p2p --persistent` (the stream on
+ * its own connection, `--migrateuri`, or `--tunnelled`) to the destination's armed port, reached
+ * through this agent's TLS-PSK tunnel (libvirt-tunnel.ts). Progress from `virsh domjobinfo`, abort
+ * with `virsh domjobabort`, all through the URI's long-lived virsh session (virsh.ts); `migrate`
+ * itself is a virsh process of its own. The move is done at the destination's Finish
+ * (libvirt-finish-watch.ts; tunnelled: when virsh exits, figures from `domjobinfo --completed`).
+ * libvirt itself keeps the VM on exactly one host: a failed or aborted migration resumes it on the
+ * source, and the destination kills its incoming copy.
  */
 import { TeleportError } from "../errors";
 import type { Logger } from "../log/logger";

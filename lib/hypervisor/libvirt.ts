@@ -5,10 +5,11 @@
  * checks against its own domain.
  *
  * Armed, for libvirt, means: this agent listens on the chosen migration port with a TLS-PSK
- * tunnel keyed by the dialog's one-time secret, in front of the local libvirtd socket; libvirt
- * itself is not touched. The source's libvirtd reaches it through the source agent's end of the
- * tunnel and runs a managed peer-to-peer tunnelled migration (migration protocol v3: libvirt
- * prepares the incoming domain here, streams it over its RPC connection, finishes and confirms).
+ * tunnel keyed by the dialog's one-time secret, in front of the local libvirtd socket (and of the
+ * incoming QEMU's stream socket, and with copied disks an NBD port keyed by the NBD secret);
+ * libvirt itself is not touched. The source's libvirtd reaches it through the source agent's end
+ * of the tunnel and runs a managed peer-to-peer migration (protocol v3: libvirt prepares the
+ * incoming domain here, the stream goes beside the RPC connection, or inside it when tunnelled).
  * What the secret protects is therefore a libvirt RPC connection with this agent's rights, not
  * one QEMU migration stream: see lib/hypervisor/README.md for what that means and its limits.
  */
