@@ -24,7 +24,9 @@ export function inventoryOf(cfg: HostConfig): VmDefinition[] {
 export function hostOf(cfg: HostConfig, logger: Logger): Host {
   const inventory = inventoryOf(cfg);
   const kinds = new Set<Hypervisor>(["qemu", ...inventory.map((v) => v.hypervisor)]);
-  return new Host([...kinds].map((kind) => createDriver(kind, { runDir: cfg.runDir, inventory, logger })));
+  return new Host(
+    [...kinds].map((kind) => createDriver(kind, { runDir: cfg.runDir, inventory, logger, libvirt: cfg.libvirt })),
+  );
 }
 
 export interface SipOverrides {

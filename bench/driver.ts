@@ -3,12 +3,12 @@
  * on loopback: a first move after boot (one after the other), then rounds of one-after-the-other
  * and all-at-once moves, back and forth. Listeners are armed beforehand; the wall time runs from
  * the first `migrate` to the last VM running at its destination. Downtime per VM is the
- * hypervisor's own figure (QEMU's query-migrate, libvirt's domjobinfo). One table with plain TCP
+ * hypervisor's own figure (QEMU's query-migrate, libvirt's domjobinfo or Finish3 cookie). One table with plain TCP
  * migration streams, one with TLS-PSK, one with the same guests as libvirt domains between two
  * libvirtd (lib/guest/libvirt-lab.ts) through the libvirt driver, one with plain native
  * `virsh migrate --live --p2p` between the same two libvirtd (the baseline a libvirt user would pick,
  * bench/lib/plain-virsh.ts), and the libvirt driver beside QEMU TLS-PSK and plain virsh
- * (BENCH_MODES=tcp,tls,libvirt,virsh; `native`: the libvirt driver with stream: "native"). Writes
+ * (BENCH_MODES=tcp,tls,libvirt,virsh; `tunnelled`: the libvirt driver with stream: "tunnelled"). Writes
  * bench/out/driver.json too.
  */
 import fs from "node:fs";
@@ -132,7 +132,7 @@ function plainVirshHosts(lab: LibvirtLab): Setup {
 }
 
 /** The same guests as libvirt domains defined alike in the lab's two libvirtd, through the libvirt driver. */
-function libvirtHosts(lab: LibvirtLab, dirs: string[], stream: "native" | "tunnelled" = "tunnelled"): Setup {
+function libvirtHosts(lab: LibvirtLab, dirs: string[], stream: "native" | "tunnelled" = "native"): Setup {
   return async (names) => {
     const serial = await defineLabGuests(lab, names);
     const defs = (uri: string) =>
@@ -241,8 +241,9 @@ function table(title: string, rows: Row[]): string[] {
 const TITLES: Record<string, string> = {
   tcp: "QEMU driver, migration stream plain TCP (migrationTls: false):",
   tls: "QEMU driver, migration stream TLS-PSK (the driver's default):",
-  libvirt: "libvirt driver (virsh migrate --live --p2p --tunnelled through the armed TLS-PSK tunnel):",
-  native: "libvirt driver, stream: native (control through the gate, the stream on its own TLS-PSK connection):",
+  libvirt:
+    "libvirt driver (its default, stream native: control through the gate, the stream on a TLS-PSK connection apart):",
+  tunnelled: "libvirt driver, stream: tunnelled (virsh migrate --live --p2p --tunnelled through the armed tunnel):",
   virsh: "plain virsh migrate --live --p2p (native, no sip-teleport; --migrateuri unix:// between the lab's hosts):",
 };
 
@@ -260,9 +261,9 @@ async function main(): Promise<void> {
       if (mode === "libvirt") {
         lab ??= await startLibvirtLab();
         results[mode] = await measure("libvirt", libvirtHosts(lab, dirs));
-      } else if (mode === "native") {
+      } else if (mode === "tunnelled") {
         lab ??= await startLibvirtLab();
-        results[mode] = await measure("libvirt native", libvirtHosts(lab, dirs, "native"), "n");
+        results[mode] = await measure("libvirt tunnelled", libvirtHosts(lab, dirs, "tunnelled"), "t");
       } else if (mode === "virsh") {
         lab ??= await startLibvirtLab();
         results[mode] = await measure("plain virsh", plainVirshHosts(lab), "v");

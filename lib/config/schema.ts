@@ -299,6 +299,18 @@ export const configSchema = z
     inventory: z.union([z.string(), z.array(z.unknown())]).default([]),
     runDir: z.string().default(".cache/run"),
     stateDir: z.string().default(".cache/state"),
+    libvirt: z
+      .object({
+        /**
+         * How this host's libvirt domains send their memory: "native" (the default) on a TLS-PSK
+         * connection of its own beside the gated control connection, which copied disks and post-copy
+         * need; "tunnelled" inside libvirt's RPC connection, for an agent that cannot create sockets in
+         * libvirtd's run folder (/run/libvirt/qemu). A destination accepts either.
+         */
+        stream: z.enum(["native", "tunnelled"]).default("native"),
+      })
+      .strict()
+      .prefault({}),
     migration: z
       .object({
         /** Address the destination's migration listeners bind to and announce. */

@@ -82,7 +82,12 @@ export async function startLibvirtLab(): Promise<LibvirtLab> {
   return { dc1: up[0], dc2: up[1], guest, reset, close };
 }
 
-/** The test guest as a libvirt domain; `uuid` identical on both hosts; `serialLog`: its console to a file. */
+/**
+ * The test guest as a libvirt domain; `uuid` identical on both hosts; `serialLog`: its console to
+ * a file (appended to: both hosts' QEMUs write the one file); `extra.disk`: a qcow2 image as vda,
+ * which the guest's disk writer uses (st.disk=1, test/disks/guest-disk.ts); `extra.append`: more
+ * of the kernel command line (st.dirty=MIBS).
+ */
 export function domainXml(
   guest: GuestFiles,
   name: string,
@@ -90,8 +95,18 @@ export function domainXml(
   memoryMib = 96,
   cpus = 1,
   serialLog?: string,
+  extra: { disk?: string; append?: string } = {},
 ): string {
-  const serial = serialLog ? `<serial type='file'><source path='${serialLog}'/></serial>` : "<serial type='pty'/>";
+  const { disk } = extra;
+  const args = ["console=ttyS0 quiet panic=-1 init_on_free=1", `st.name=${name}`, disk && "st.disk=1", extra.append];
+  const cmdline = args.filter(Boolean).join(" ");
+  const serial = serialLog
+    ? `<serial type='file'><source path='${serialLog}' append='on'/></serial>`
+    : "<serial type='pty'/>";
+  const drive = disk
+    ? `<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${disk}'/>` +
+      "<target dev='vda' bus='virtio'/></disk>"
+    : "";
   return `<domain type='qemu'>
   <name>${name}</name>
   <uuid>${uuid}</uuid>
@@ -101,13 +116,14 @@ export function domainXml(
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>${guest.kernel}</kernel>
     <initrd>${guest.initrd}</initrd>
-    <cmdline>console=ttyS0 quiet panic=-1 init_on_free=1 st.name=${name}</cmdline>
+    <cmdline>${cmdline}</cmdline>
   </os>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    ${drive}
     ${serial}
     <memballoon model='none'/>
   </devices>
@@ -121,11 +137,18 @@ export async function defineDomain(host: LibvirtHost, xml: string): Promise<void
   await host.virsh.run(["define", file]);
 }
 
-/** Where each domain runs, asked of libvirt itself: the invariant is exactly one host per VM. */
+/** Every active domain of a host, paused ones too. */
 const running = async (h: LibvirtHost) => (await h.virsh.run(["list", "--name"])).split("\n").filter(Boolean);
+/**
+ * Domains whose vCPUs run. Not the paused ones: after a move the source's stopped copy stays
+ * active while libvirt's Confirm removes it, which the driver does not wait for.
+ */
+const runningNow = async (h: LibvirtHost) =>
+  (await h.virsh.run(["list", "--name", "--state-running"])).split("\n").filter(Boolean);
 
+/** Where each domain runs, asked of libvirt itself: the invariant is exactly one host per VM. */
 export async function domainPlacement(lab: LibvirtLab, names: string[]): Promise<Record<string, string[]>> {
-  const [on1, on2] = await Promise.all([running(lab.dc1), running(lab.dc2)]);
+  const [on1, on2] = await Promise.all([runningNow(lab.dc1), runningNow(lab.dc2)]);
   return Object.fromEntries(
     names.map((n) => [n, [on1.includes(n) && "dc1", on2.includes(n) && "dc2"].filter((h): h is string => !!h)]),
   );

@@ -20,7 +20,7 @@ export interface DriverOptions {
   logger?: Logger;
   qemu?: { binary?: string; accel?: AccelChoice; startTimeoutMs?: number; migrationTls?: boolean };
   virtualbox?: { vboxManage?: string };
-  libvirt?: { virsh?: string };
+  libvirt?: { virsh?: string; stream?: "native" | "tunnelled" };
 }
 
 type Factory = (opts: DriverOptions) => HypervisorDriver;
@@ -44,7 +44,13 @@ const FACTORIES: Partial<Record<Hypervisor, Factory>> = {
       vboxManage: o.virtualbox?.vboxManage,
     }),
   libvirt: (o) =>
-    new LibvirtDriver({ runDir: o.runDir, inventory: o.inventory, logger: o.logger, virsh: o.libvirt?.virsh }),
+    new LibvirtDriver({
+      runDir: o.runDir,
+      inventory: o.inventory,
+      logger: o.logger,
+      virsh: o.libvirt?.virsh,
+      stream: o.libvirt?.stream,
+    }),
 };
 
 export function createDriver(kind: Hypervisor, opts: DriverOptions): HypervisorDriver {

@@ -1,7 +1,8 @@
 /**
  * libvirt's migration cookie (qemu_migration_cookie.c) read as a document: the domain it is for
- * and the persistent definition it may carry. Parts this gate does not know are refused, and so
- * is <nbd> (a disk copy, which a tunnelled migration cannot carry and the driver never asks for).
+ * and the persistent definition it may carry. Parts this gate does not know are refused. <nbd>
+ * (a disk copy: the disks the source will mirror, and their sizes) is read out for the caller
+ * to judge against what was armed.
  */
 import { childrenNamed, parseLibvirtXml, type XmlElement } from "./libvirt-xml";
 
@@ -21,6 +22,7 @@ const PARTS = new Set([
   "allowReboot",
   "capabilities",
   "blockDirtyBitmaps",
+  "nbd",
 ]);
 
 export interface MigrationCookie {
@@ -28,6 +30,8 @@ export interface MigrationCookie {
   uuid: string;
   /** The persistent definition (feature "persistent"), as a <domain> element. */
   domains: XmlElement[];
+  /** The disk targets of an <nbd> part (a copy of those disks), undefined without one. */
+  nbd?: string[];
 }
 
 export type CookieResult = { ok: true; cookie: MigrationCookie } | { ok: false; why: string };
@@ -43,8 +47,31 @@ export function parseMigrationCookie(xml: string): CookieResult {
   const [names, uuids] = [childrenNamed(root, "name"), childrenNamed(root, "uuid")];
   if (names.length !== 1 || uuids.length !== 1)
     return { ok: false, why: `it has ${names.length} <name> and ${uuids.length} <uuid> elements` };
-  return {
-    ok: true,
-    cookie: { name: names[0].text, uuid: uuids[0].text, domains: childrenNamed(root, "domain") },
-  };
+  const cookie: MigrationCookie = { name: names[0].text, uuid: uuids[0].text, domains: childrenNamed(root, "domain") };
+  const nbds = childrenNamed(root, "nbd");
+  if (nbds.length > 1) return { ok: false, why: `it has ${nbds.length} <nbd> parts` };
+  if (nbds.length) {
+    const nbd = readNbd(nbds[0]);
+    if (typeof nbd === "string") return { ok: false, why: nbd };
+    cookie.nbd = nbd;
+  }
+  return { ok: true, cookie };
+}
+
+/**
+ * `<nbd [port='N']><disk target='vda' capacity='BYTES'/>...</nbd>` (qemuMigrationCookieNBDXMLFormat):
+ * the targets, or why it is not that.
+ */
+function readNbd(nbd: XmlElement): string[] | string {
+  const odd = [...nbd.attrs.keys()].find((k) => k !== "port");
+  if (odd !== undefined) return `its <nbd> has an attribute ${odd}`;
+  const targets: string[] = [];
+  for (const d of nbd.children) {
+    const [target, capacity] = [d.attrs.get("target"), d.attrs.get("capacity")];
+    if (d.name !== "disk" || d.children.length || d.attrs.size !== 2 || !target || !/^\d+$/.test(capacity ?? ""))
+      return "its <nbd> holds something other than <disk target capacity/>";
+    if (targets.includes(target)) return `its <nbd> names disk ${target} twice`;
+    targets.push(target);
+  }
+  return targets;
 }

@@ -16,8 +16,8 @@ export interface DomainShape {
   uuid: string;
   /** The QEMU binary libvirt runs for it. */
   emulator: string;
-  /** Source files of the domain's disks, in XML order. */
-  disks: string[];
+  /** The domain's disks with a source, in XML order: target ("vda") and source file. */
+  disks: Array<{ target: string; source: string }>;
 }
 
 export type DomainResult = { ok: true; domain: XmlElement } | { ok: false; why: string };
@@ -52,12 +52,11 @@ export function domainShape(domain: XmlElement): DomainShape {
   const memory = child(domain, "memory");
   const factor = KIB_PER_UNIT.get(memory?.attrs.get("unit") ?? "KiB") ?? 1;
   const devices = child(domain, "devices");
-  const disks = childrenNamed(devices, "disk")
-    .map((d) => {
-      const source = child(d, "source");
-      return source?.attrs.get("file") ?? source?.attrs.get("dev") ?? source?.attrs.get("name");
-    })
-    .filter((s): s is string => !!s);
+  const disks = childrenNamed(devices, "disk").flatMap((d) => {
+    const src = child(d, "source");
+    const source = src?.attrs.get("file") ?? src?.attrs.get("dev") ?? src?.attrs.get("name");
+    return source ? [{ target: child(d, "target")?.attrs.get("dev") ?? "", source }] : [];
+  });
   return {
     name: child(domain, "name")?.text ?? "",
     memoryKib: Math.round(Number(memory?.text ?? 0) * factor),
@@ -71,7 +70,8 @@ export function domainShape(domain: XmlElement): DomainShape {
 /**
  * What libvirt itself changes between a domain's migratable definition on the source and the
  * destination's (seen with libvirt 9.0: the cgroup partition of a running domain; the implicit
- * controllers, PS/2 inputs and audio backend that other libvirt versions write out or drop).
+ * controllers, PS/2 inputs and audio backend that other libvirt versions write out or drop; the
+ * empty <backingStore/> of a running domain's disk).
  * None of them names a host resource.
  */
 const MAY_DIFFER: ReadonlyArray<{ parent: string; name: string; when(el: XmlElement): boolean }> = [
@@ -83,6 +83,12 @@ const MAY_DIFFER: ReadonlyArray<{ parent: string; name: string; when(el: XmlElem
   },
   { parent: "domain/devices", name: "input", when: (el) => el.attrs.get("bus") === "ps2" },
   { parent: "domain/devices", name: "audio", when: (el) => el.attrs.get("type") === "none" },
+  // a running domain's disk without a backing chain says so (an empty <backingStore/>): nothing of the host
+  {
+    parent: "domain/devices/disk",
+    name: "backingStore",
+    when: (el) => !el.children.length && !el.attrs.size && !el.text,
+  },
 ];
 
 function mayDiffer(parent: string, el: XmlElement): boolean {

@@ -1,10 +1,12 @@
 /**
- * One outgoing libvirt live migration: `virsh migrate --live --p2p --tunnelled --persistent` to
- * the destination's armed port, reached through this agent's TLS-PSK tunnel (libvirt-tunnel.ts).
- * Progress from `virsh domjobinfo`, abort with `virsh domjobabort`, final figures from
- * `domjobinfo --completed`, all through the URI's long-lived virsh session (virsh.ts); `migrate`
- * itself is a virsh process of its own. libvirt itself keeps the VM on exactly one host: a failed or aborted
- * migration resumes it on the source, and the destination kills its incoming copy.
+ * One outgoing libvirt live migration: `virsh migrate --live --p2p --persistent` (the stream on
+ * its own connection, `--migrateuri`, or `--tunnelled`) to the destination's armed port, reached
+ * through this agent's TLS-PSK tunnel (libvirt-tunnel.ts). Progress from `virsh domjobinfo`, abort
+ * with `virsh domjobabort`, all through the URI's long-lived virsh session (virsh.ts); `migrate`
+ * itself is a virsh process of its own. The move is done at the destination's Finish
+ * (libvirt-finish-watch.ts; tunnelled: when virsh exits, figures from `domjobinfo --completed`).
+ * libvirt itself keeps the VM on exactly one host: a failed or aborted migration resumes it on the
+ * source, and the destination kills its incoming copy.
  */
 import { TeleportError } from "../errors";
 import type { Logger } from "../log/logger";
@@ -16,6 +18,7 @@ import type {
   MigrationResult,
   MigrationTarget,
 } from "./driver";
+import { FinishWatch, type FinishStats } from "./libvirt-finish-watch";
 import { openTunnel, type DataChannel, type TunnelClient } from "./libvirt-tunnel";
 import type { JobInfo, Virsh } from "./virsh";
 
@@ -37,8 +40,20 @@ export interface LibvirtMigrationContext {
   tunnelDir: string;
   /** Native migration: the stream on its own connection (`--migrateuri`); else tunnelled. */
   data?: DataChannel;
+  /** Copied disks (native only): what libvirt mirrors, and the armed NBD port it reaches through this agent. */
+  disks?: DiskCopy;
   log: Logger;
   settled(): void;
+}
+
+export interface DiskCopy {
+  targets: string[];
+  /** copy-top: only the overlay moves (`--copy-storage-inc`), onto the destination's own base. */
+  incremental: boolean;
+  /** The NBD server's URI libvirt is given (DataChannel.migrateUri of kind "nbd"). */
+  disksUri: string;
+  /** The armed NBD port and its secret; `path`: where this host's QEMU connects for it. */
+  nbd: { host: string; port: number; secret: string; path: string };
 }
 
 function quiet<T>(p: Promise<T>): Promise<T> {
@@ -56,7 +71,14 @@ export function parseTcpUri(uri: string): { host: string; port: number } {
 export class LibvirtMigration implements MigrationHandle {
   readonly done: Promise<MigrationResult>;
   readonly readyToSwitch: Promise<void>;
+  /**
+   * Settles once libvirt is done with the source's copy too (`virsh migrate` exited, the tunnel
+   * closed): `done` may settle before, when the destination's Finish succeeded.
+   */
+  readonly gone: Promise<void>;
   phase: MigrationPhase = "setup";
+  /** The virsh process's end and the tunnel's closing, after `done` (see FinishWatch). */
+  private cleanup: Promise<void> = Promise.resolve();
   private resolveReady!: () => void;
   private rejectReady!: (err: Error) => void;
   private cancelReason: TeleportError | undefined;
@@ -69,6 +91,8 @@ export class LibvirtMigration implements MigrationHandle {
   private held = false;
   private timer: NodeJS.Timeout | undefined;
   private bytes = { transferred: 0, remaining: 0, total: 0 };
+  /** Copied disks: domjobinfo's "File processed" / "File total" (libvirt's disk counters). */
+  private disk = { transferred: 0, total: 0 };
   private readonly mibPerS: number;
   private proc: ReturnType<Virsh["spawn"]> | undefined;
 
@@ -87,13 +111,12 @@ export class LibvirtMigration implements MigrationHandle {
     );
     if (!opts.pauseBeforeSwitchover)
       this.rejectReady(new TeleportError(400, `migration of ${ctx.vm} was not asked to pause before switchover`));
-    this.done = quiet(
-      this.run().finally(() => {
-        clearTimeout(this.timer);
-        ctx.settled();
-      }),
-    );
+    this.done = quiet(this.run().finally(() => clearTimeout(this.timer)));
     this.done.catch((err: Error) => this.rejectReady(err));
+    this.gone = this.done
+      .catch(() => undefined)
+      .then(() => this.cleanup)
+      .finally(() => ctx.settled());
   }
 
   /**
@@ -147,6 +170,11 @@ export class LibvirtMigration implements MigrationHandle {
   }
 
   async abort(): Promise<void> {
+    if (this.phase === "postcopy") {
+      // cancelling now would lose the VM: it runs at the destination, and the source's copy is stale
+      this.ctx.log.warn(`not aborting ${this.ctx.vm}: it is in post-copy and can only go forward`);
+      return;
+    }
     this.abortRequested = true;
     this.cancelReason ??= new TeleportError(487, `migration of ${this.ctx.vm} aborted`, [
       "the VM keeps running on the source",
@@ -162,24 +190,40 @@ export class LibvirtMigration implements MigrationHandle {
     if (!st) throw new TeleportError(404, `VM ${vm}: libvirt at ${virsh.uri} does not define domain ${domain}`);
     if (st.state !== "running")
       throw new TeleportError(486, `VM ${vm} is ${st.state}, not running: nothing to migrate`);
-    if (this.opts.convergence === "postcopy")
-      throw new TeleportError(488, `VM ${vm}: the libvirt driver cannot switch to post-copy`, [
-        "libvirt does not combine post-copy with tunnelled migration (the only kind the armed port carries)",
-        'use convergence "auto-converge" or "none" for libvirt VMs',
-      ]);
+    const { data, disks } = this.ctx;
+    if (!data && (this.opts.convergence === "postcopy" || disks))
+      throw new TeleportError(
+        488,
+        `VM ${vm}: a tunnelled libvirt migration cannot ${disks ? "copy disks" : "switch to post-copy"}`,
+        [
+          "libvirt combines neither post-copy nor --copy-storage-* with --tunnelled",
+          'set libvirt.stream "native" in the source\'s configuration',
+        ],
+      );
     const { host, port } = parseTcpUri(this.target.uri);
     // the downtime limit is a per-domain setting libvirt applies to its next migration
     const holding = !!this.opts.pauseBeforeSwitchover;
     await virsh.ask(["migrate-setmaxdowntime", domain, String(holding ? HOLD_DOWNTIME_MS : this.opts.downtimeLimitMs)]);
     if (this.abortRequested) throw this.cancelReason;
-    const { data } = this.ctx;
-    const tunnel: TunnelClient = await openTunnel(host, port, this.target.secret, this.ctx.tunnelDir, data?.localPath);
+    // native: the destination's Finish seen on the control connection is the arrival (libvirt-finish-watch.ts)
+    const watch = data ? new FinishWatch() : undefined;
+    const tunnel: TunnelClient = await openTunnel(host, port, this.target.secret, this.ctx.tunnelDir, {
+      dataPath: data?.localPath,
+      nbd: disks?.nbd,
+      watch,
+    });
     let polling = true;
     try {
       const args = ["migrate", "--live", "--p2p", "--persistent", "--bandwidth", String(this.mibPerS)];
       args.push(...(data ? ["--migrateuri", data.migrateUri] : ["--tunnelled"]));
       // auto-converge: QEMU throttles the vCPUs of a guest that outwrites the link
       if (this.opts.convergence === "auto-converge") args.push("--auto-converge");
+      // post-copy allowed; poll() switches to it (migrate-postcopy) when pre-copy stops gaining
+      if (this.opts.convergence === "postcopy") args.push("--postcopy");
+      if (disks) {
+        const copy = disks.incremental ? "--copy-storage-inc" : "--copy-storage-all";
+        args.push(copy, "--migrate-disks", disks.targets.join(","), "--disks-uri", disks.disksUri);
+      }
       args.push(domain, `qemu+unix:///system?socket=${tunnel.socket}`);
       this.proc = virsh.spawn(args);
       log.info(`migrating ${vm}`, {
@@ -196,9 +240,22 @@ export class LibvirtMigration implements MigrationHandle {
           if (polling) await this.poll();
         }
       })();
-      const r = await this.proc;
-      const ended = Date.now();
+      const proc = this.proc;
+      const first = await Promise.race([
+        proc.then((r) => ({ r })),
+        ...(watch ? [watch.finished.then((stats) => ({ stats, at: Date.now() }))] : []),
+      ]);
       polling = false;
+      if ("stats" in first) {
+        // the VM runs at the destination; libvirt removes the source's copy meanwhile (Confirm)
+        this.cleanup = proc.then(
+          (r) => this.confirmed(r.exitCode, String(r.stderr)).finally(() => tunnel.close()),
+          () => tunnel.close(),
+        );
+        return this.arrived(first.stats, started, first.at);
+      }
+      const { r } = first;
+      const ended = Date.now();
       if (r.exitCode === 0) return await this.completed(started, ended);
       const aborted = this.abortRequested || this.cancelReason !== undefined;
       this.report(aborted ? "cancelled" : "failed");
@@ -207,10 +264,37 @@ export class LibvirtMigration implements MigrationHandle {
           .replace(/^error: /gm, "")
           .trim(),
       );
+    } catch (err) {
+      await tunnel.close();
+      throw err;
     } finally {
       polling = false;
-      await tunnel.close();
     }
+  }
+
+  /** After an arrival seen at Finish: libvirt's Confirm ended; a failure there is only worth a warning. */
+  private async confirmed(exitCode: number | undefined, stderr: string): Promise<void> {
+    if (exitCode !== 0)
+      this.ctx.log.warn(`virsh migrate of ${this.ctx.vm} failed after the destination's Finish`, {
+        error: stderr.replace(/^error: /gm, "").trim(),
+      });
+  }
+
+  /** The figures the source libvirtd sent with Finish3; downtime until its success came back. */
+  private arrived(stats: FinishStats, started: number, at: number): MigrationResult {
+    // the cookie's disk figure is QEMU's own block migration (0 with NBD); the mirror's is the last poll's
+    const diskBytes = Math.max(stats.diskBytes ?? 0, this.disk.transferred);
+    const result: MigrationResult = {
+      vm: this.ctx.vm,
+      totalMs: stats.timeElapsedMs ?? at - started,
+      downtimeMs: Math.max(stats.downtimeMs ?? -1, stats.stoppedAt !== undefined ? at - stats.stoppedAt : -1),
+      transferredBytes: (stats.memoryBytes ?? this.bytes.transferred) + (this.ctx.disks ? diskBytes : 0),
+    };
+    if (this.ctx.disks) {
+      this.disk = { transferred: diskBytes, total: this.disk.total };
+      result.diskTransferredBytes = diskBytes;
+    }
+    return this.conclude(result, at, this.bytes.total);
   }
 
   private async completed(started: number, ended: number): Promise<MigrationResult> {
@@ -222,12 +306,20 @@ export class LibvirtMigration implements MigrationHandle {
       downtimeMs: num("Total downtime") ?? -1,
       transferredBytes: num("Data processed") ?? this.bytes.transferred,
     };
+    if (this.ctx.disks) {
+      this.disk = { transferred: num("File processed") ?? this.disk.transferred, total: num("File total") ?? 0 };
+      result.diskTransferredBytes = this.disk.transferred;
+    }
+    return this.conclude(result, ended, num("Data total") ?? this.bytes.total);
+  }
+
+  private conclude(result: MigrationResult, ended: number, total: number): MigrationResult {
     if (this.stoppedAt !== undefined) {
       // libvirt counts downtime from its own stop; the VM stood still since our suspend
       result.stoppedAt = this.stoppedAt;
       result.downtimeMs = Math.max(result.downtimeMs, ended - this.stoppedAt);
     }
-    this.bytes = { transferred: result.transferredBytes, remaining: 0, total: num("Data total") ?? this.bytes.total };
+    this.bytes = { transferred: result.transferredBytes, remaining: 0, total };
     this.phase = "completed";
     this.resolveReady(); // a wave waiting to be held must not wait for a VM that already arrived
     this.report("completed");
@@ -258,6 +350,7 @@ export class LibvirtMigration implements MigrationHandle {
     clearTimeout(this.timer);
     if (!(this.opts.timeoutS > 0)) return;
     this.timer = setTimeout(() => {
+      if (this.phase === "postcopy") return; // it can only go forward now
       this.cancelReason ??= new TeleportError(
         504,
         `migration of ${this.ctx.vm} timed out after ${this.opts.timeoutS} s and was cancelled`,
@@ -288,8 +381,9 @@ export class LibvirtMigration implements MigrationHandle {
     }
     const num = (k: string) => (typeof info.get(k) === "number" ? (info.get(k) as number) : 0);
     if (info.get("Job type") !== "Unbounded" || this.phase === "completed") return;
-    this.phase = "active";
+    if (this.phase !== "postcopy") this.phase = "active";
     this.bytes = { transferred: num("Data processed"), remaining: num("Data remaining"), total: num("Data total") };
+    this.disk = { transferred: num("File processed"), total: num("File total") };
     this.iteration = num("Iteration");
     const nearlySent = this.iteration >= 2 || (this.bytes.total > 0 && this.bytes.remaining <= this.bytes.total / 4);
     if (this.opts.pauseBeforeSwitchover && !this.released && !this.held && nearlySent) {
@@ -299,7 +393,26 @@ export class LibvirtMigration implements MigrationHandle {
       this.ctx.log.info(`${this.ctx.vm} held for switchover`, { remainingBytes: this.bytes.remaining });
       this.resolveReady();
     }
-    this.report("active");
+    // post-copy once pre-copy stops gaining (two passes after the first), as the QEMU driver does
+    if (this.opts.convergence === "postcopy" && this.phase === "active" && this.iteration >= 3) await this.postcopy();
+    this.report(this.phase);
+  }
+
+  /**
+   * `virsh migrate-postcopy`: from now on the VM runs at the destination while its last pages
+   * follow, so abort() and the timeout no longer cancel (that would lose the VM). libvirt has no
+   * post-copy recovery through this driver: a link broken now leaves both halves paused (504).
+   */
+  private async postcopy(): Promise<void> {
+    const { virsh, domain, vm, log } = this.ctx;
+    log.info(`pre-copy of ${vm} does not converge: switching to post-copy`, { remainingBytes: this.bytes.remaining });
+    this.phase = "postcopy";
+    clearTimeout(this.timer);
+    await virsh.ask(["migrate-postcopy", domain]).catch((err: unknown) => {
+      this.phase = "active";
+      this.armTimeout();
+      log.warn(`libvirt refused post-copy for ${vm}; pre-copy goes on`, { error: TeleportError.from(err).message });
+    });
   }
 
   private report(phase: MigrationPhase): void {
@@ -313,6 +426,14 @@ export class LibvirtMigration implements MigrationHandle {
       totalBytes: total,
       progress,
     };
+    if (this.ctx.disks) {
+      const { transferred: t, total: n } = this.disk;
+      p.disk = {
+        transferredBytes: t,
+        totalBytes: n,
+        progress: phase === "completed" ? 1 : n > 0 ? Math.min(1, t / n) : 0,
+      };
+    }
     try {
       this.opts.onProgress?.(p);
     } catch (err) {

@@ -50,6 +50,8 @@ export const MAX_MIGRATION_CALL = 3 * LIBVIRT_XML_MAX_BYTES + 64 * 1024;
 export interface MigrationCall {
   procedure: number;
   params: Map<string, string>;
+  /** The disks a copy names (`migrate_disks`, the one string parameter libvirt repeats), in order. */
+  disks?: string[];
   /** libvirt's migration cookie: XML that may carry the persistent domain definition. */
   cookie: string;
 }
@@ -57,12 +59,16 @@ export interface MigrationCall {
 /** Decide on a migration call: a reason to refuse, or undefined. */
 export type ParamsCheck = (call: MigrationCall) => string | undefined;
 
+/** The disks to copy: a list, one parameter per disk (VIR_MIGRATE_PARAM_MIGRATE_DISKS). */
+const MIGRATE_DISKS = "migrate_disks";
+
 /**
  * A *_PARAMS call's payload: `remote_typed_param params<>; opaque cookie_in<>; ...` (XDR).
  * Non-string parameters are skipped.
  */
 export function parseMigrationCall(procedure: number, payload: Buffer): MigrationCall {
   const params = new Map<string, string>();
+  const disks: string[] = [];
   let at = 0;
   const u32 = (): number => {
     if (at + 4 > payload.length) throw new Error("truncated typed parameters");
@@ -82,14 +88,15 @@ export function parseMigrationCall(procedure: number, payload: Buffer): Migratio
   for (let i = 0; i < count; i++) {
     const field = str();
     const type = u32();
+    if (type === 7 && field === MIGRATE_DISKS) disks.push(str());
     // libvirt reads the first of a repeated parameter: one value per name, or what we judged is not what it runs
-    if (type === 7 && params.has(field)) throw new Error(`parameter ${field} is repeated`);
-    if (type === 7) params.set(field, str());
+    else if (type === 7 && params.has(field)) throw new Error(`parameter ${field} is repeated`);
+    else if (type === 7) params.set(field, str());
     else if (type === 1 || type === 2 || type === 6) at += 4;
     else if (type >= 3 && type <= 5) at += 8;
     else throw new Error(`parameter ${field} has unknown type ${type}`);
   }
-  return { procedure, params, cookie: str() };
+  return { procedure, params, disks, cookie: str() };
 }
 
 export class RpcGate {

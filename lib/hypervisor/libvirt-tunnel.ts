@@ -21,6 +21,7 @@ import net from "node:net";
 import path from "node:path";
 import tls from "node:tls";
 import { TeleportError } from "../errors";
+import type { FinishWatch } from "./libvirt-finish-watch";
 import { MIGRATION_PROCEDURES, PREPARE3_PARAMS, RpcGate, type ParamsCheck } from "./libvirt-rpc-gate";
 import { migrationPsk, PSK_USER } from "./qemu-tls";
 
@@ -57,14 +58,46 @@ export interface DataChannel {
   localPath: string;
 }
 
-export function dataChannel(secret: string, domain: string, libvirtSocket: string): DataChannel {
-  const h = crypto.createHash("sha256").update(`sip-teleport libvirt stream\0${secret}\0${domain}`).digest("hex");
-  const name = `st-${h.slice(0, 20)}.sock`;
+/**
+ * `kind` "st": the memory stream's path, from the dialog's secret; "nbd": the copied disks' NBD
+ * server, from the NBD secret. Distinct per dialog and per domain; both agents derive the same.
+ */
+export function dataChannel(secret: string, domain: string, libvirtSocket: string, kind = "st"): DataChannel {
+  const purpose = kind === "st" ? "stream" : kind;
+  const h = crypto.createHash("sha256").update(`sip-teleport libvirt ${purpose}\0${secret}\0${domain}`).digest("hex");
+  const name = `${kind}-${h.slice(0, 20)}.sock`;
   return {
     migrateUri: `unix:///run/libvirt/qemu/${name}`,
     localPath: path.join(path.dirname(libvirtSocket), "qemu", name),
   };
 }
+
+/** A TLS-PSK server keyed by `secret` (a wrong one fails the handshake: `refused` says so, nothing is used up). */
+function pskServer(
+  secret: string,
+  refused: (why: string) => void,
+  onSecure: (clear: tls.TLSSocket) => void,
+): tls.Server {
+  const psk = migrationPsk(secret);
+  const server = tls.createServer(
+    { ...PSK_TLS, pskCallback: (_socket, identity) => (identity === PSK_USER ? psk : null) },
+    onSecure,
+  );
+  server.on("tlsClientError", (err) => refused(`TLS handshake failed (wrong secret?): ${err.message}`));
+  return server;
+}
+
+function listenOn(server: net.Server, address: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once("error", (err) =>
+      reject(new TeleportError(503, `cannot listen on ${address}:${port}`, [(err as Error).message])),
+    );
+    server.listen(port, address, () => resolve());
+  });
+}
+
+const closeServer = (server: net.Server): Promise<void> =>
+  new Promise<void>((done) => (server.listening ? server.close(() => done()) : done()));
 
 export interface TunnelServer {
   /** Connections that passed the handshake so far (the control one, and a native stream's). */
@@ -82,6 +115,13 @@ export interface TunnelOptions {
   check: ParamsCheck;
   /** A native migration's stream: where this host's QEMU listens for it (DataChannel.localPath). */
   dataPath?: string;
+  /**
+   * Copied disks (native only): a second port, keyed by the NBD secret, in front of the NBD server
+   * libvirtd has this host's QEMU start on `path` (DataChannel.localPath of kind "nbd"). It admits
+   * `connections` connections (QEMU's mirror opens one per disk), only after the gate let the armed
+   * domain's PREPARE3 through, and none once the control connection ended.
+   */
+  nbd?: { port: number; secret: string; path: string; connections: number };
   /** A connection was refused or cut: wrong secret, a second connection, a call outside the migration. */
   onRefused(why: string): void;
   onProcedures?(names: string[]): void;
@@ -116,64 +156,75 @@ function gatedPipe(clear: net.Socket, upstream: net.Socket, gate: RpcGate, refus
  * admits). The listening socket closes as soon as that connection is in (with `dataPath`: once the
  * second, the stream, is in, or the first closed): any other connection is refused.
  */
-export function listenTunnel(opts: TunnelOptions): Promise<TunnelServer> {
-  const psk = migrationPsk(opts.secret);
+export async function listenTunnel(opts: TunnelOptions): Promise<TunnelServer> {
   const sockets = new Set<net.Socket>();
   let accepted = 0;
   let control: { gate: RpcGate; closed: boolean } | undefined;
-  const server = tls.createServer(
-    { ...PSK_TLS, pskCallback: (_socket, identity) => (identity === PSK_USER ? psk : null) },
-    (clear) => {
-      const n = accepted++;
-      if (n === 1 && opts.dataPath && control && !control.closed && control.gate.seen.includes(PREPARE3_PARAMS)) {
-        // the native stream of the migration the gate let in: to that QEMU's socket only, once
-        server.close();
-        const qemu = net.connect(opts.dataPath);
-        sockets.add(clear).add(qemu);
-        clear.on("close", () => sockets.delete(clear));
-        qemu.on("close", () => sockets.delete(qemu));
-        return pipe(clear, qemu);
-      }
-      if (n > 0) {
-        // two handshakes raced past listen(), or no native migration was let in: only the first one counts
-        opts.onRefused("a second connection for a dialog that already has its one");
+  /** The native migration the gate let in, its control connection still open. */
+  const prepared = () => !!control && !control.closed && control.gate.seen.includes(PREPARE3_PARAMS);
+  const toQemu = (clear: net.Socket, where: string) => {
+    const qemu = net.connect(where);
+    sockets.add(clear).add(qemu);
+    clear.on("close", () => sockets.delete(clear));
+    qemu.on("close", () => sockets.delete(qemu));
+    pipe(clear, qemu);
+  };
+  const nbd = opts.nbd;
+  let disks = 0;
+  const nbdServer =
+    nbd &&
+    pskServer(nbd.secret, opts.onRefused, (clear) => {
+      if (!prepared() || disks >= nbd.connections) {
+        opts.onRefused(`an NBD connection ${prepared() ? "beyond the copied disks" : "before the armed prepare"}`);
         return clear.destroy();
       }
-      if (!opts.dataPath) server.close(); // one connection per dialog: from now on the port refuses
-      const upstream = net.connect(opts.libvirtSocket);
-      sockets.add(clear).add(upstream);
-      const gate = new RpcGate(opts.check);
-      const ctl = { gate, closed: false };
-      control = ctl;
-      clear.on("close", () => {
-        sockets.delete(clear);
-        ctl.closed = true;
-        server.close(); // the dialog's control connection is over: so is the port
-      });
-      upstream.on("close", () => sockets.delete(upstream));
-      gatedPipe(clear, upstream, gate, opts.onRefused);
-      clear.on("close", () => opts.onProcedures?.(gate.seen.map((p) => MIGRATION_PROCEDURES.get(p) ?? String(p))));
-    },
-  );
-  server.on("tlsClientError", (err) => opts.onRefused(`TLS handshake failed (wrong secret?): ${err.message}`));
-  return new Promise((resolve, reject) => {
-    server.once("error", (err) =>
-      reject(new TeleportError(503, `cannot listen on ${opts.address}:${opts.port}`, [(err as Error).message])),
-    );
-    server.listen(opts.port, opts.address, () =>
-      resolve({
-        get accepted() {
-          return accepted;
-        },
-        close: () =>
-          new Promise<void>((done) => {
-            for (const s of sockets) s.destroy();
-            if (!server.listening) return done();
-            server.close(() => done());
-          }),
-      }),
-    );
+      if (++disks === nbd.connections) nbdServer?.close();
+      toQemu(clear, nbd.path);
+    });
+  const server = pskServer(opts.secret, opts.onRefused, (clear) => {
+    const n = accepted++;
+    if (n === 1 && opts.dataPath && prepared()) {
+      // the native stream of the migration the gate let in: to that QEMU's socket only, once
+      server.close();
+      return toQemu(clear, opts.dataPath);
+    }
+    if (n > 0) {
+      // two handshakes raced past listen(), or no native migration was let in: only the first one counts
+      opts.onRefused("a second connection for a dialog that already has its one");
+      return clear.destroy();
+    }
+    if (!opts.dataPath) server.close(); // one connection per dialog: from now on the port refuses
+    const upstream = net.connect(opts.libvirtSocket);
+    sockets.add(clear).add(upstream);
+    const gate = new RpcGate(opts.check);
+    const ctl = { gate, closed: false };
+    control = ctl;
+    clear.on("close", () => {
+      sockets.delete(clear);
+      ctl.closed = true;
+      // the dialog's control connection is over: so are its ports
+      server.close();
+      nbdServer?.close();
+    });
+    upstream.on("close", () => sockets.delete(upstream));
+    gatedPipe(clear, upstream, gate, opts.onRefused);
+    clear.on("close", () => opts.onProcedures?.(gate.seen.map((p) => MIGRATION_PROCEDURES.get(p) ?? String(p))));
   });
+  await listenOn(server, opts.address, opts.port);
+  if (nbd && nbdServer)
+    await listenOn(nbdServer, opts.address, nbd.port).catch(async (err: Error) => {
+      await closeServer(server);
+      throw err;
+    });
+  return {
+    get accepted() {
+      return accepted;
+    },
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await Promise.all([server, ...(nbdServer ? [nbdServer] : [])].map(closeServer));
+    },
+  };
 }
 
 export interface TunnelClient {
@@ -186,50 +237,67 @@ export interface TunnelClient {
  * Source: a Unix socket in the private folder `dir`; each connection is carried to the armed port.
  * With `dataPath` (a native migration's DataChannel.localPath here) the source QEMU's stream too.
  */
+export interface TunnelExtras {
+  /** A native migration's DataChannel.localPath here: the source QEMU's stream, to the armed port. */
+  dataPath?: string;
+  /** Copied disks: where this host's QEMU connects for the NBD server, carried to the armed NBD port. */
+  nbd?: { host: string; port: number; secret: string; path: string };
+  /** Sees the control connection's bytes both ways (the destination's Finish). */
+  watch?: FinishWatch;
+}
+
 export async function openTunnel(
   host: string,
   port: number,
   secret: string,
   dir: string,
-  dataPath?: string,
+  { dataPath, nbd, watch }: TunnelExtras = {},
 ): Promise<TunnelClient> {
-  const psk = migrationPsk(secret);
   fs.rmSync(dir, { recursive: true, force: true });
   fs.mkdirSync(dir, { mode: 0o700 });
   const socket = path.join(dir, "peer.sock");
   const sockets = new Set<net.Socket>();
-  const carry = (local: net.Socket) => {
-    const remote = tls.connect({
-      ...PSK_TLS,
-      host,
-      port,
-      pskCallback: () => ({ psk, identity: PSK_USER }),
-      checkServerIdentity: () => undefined,
-    });
-    sockets.add(local).add(remote);
-    local.on("close", () => sockets.delete(local));
-    remote.on("close", () => sockets.delete(remote));
-    pipe(local, remote);
+  const carrier = (to: { host: string; port: number; secret: string }, seen?: FinishWatch) => {
+    const psk = migrationPsk(to.secret);
+    return (local: net.Socket) => {
+      const remote = tls.connect({
+        ...PSK_TLS,
+        host: to.host,
+        port: to.port,
+        pskCallback: () => ({ psk, identity: PSK_USER }),
+        checkServerIdentity: () => undefined,
+      });
+      sockets.add(local).add(remote);
+      local.on("close", () => sockets.delete(local));
+      remote.on("close", () => sockets.delete(remote));
+      if (seen) {
+        local.on("data", (b: Buffer) => seen.sent(b));
+        remote.on("data", (b: Buffer) => seen.answered(b));
+      }
+      pipe(local, remote);
+    };
   };
-  const listen = (where: string) =>
+  const armed = carrier({ host, port, secret });
+  const listen = (where: string, carry: (local: net.Socket) => void) =>
     new Promise<net.Server>((resolve, reject) => {
       const server = net.createServer(carry);
       server.once("error", reject);
       server.listen(where, () => resolve(server));
     });
-  const stop = (server: net.Server) => new Promise<void>((done) => server.close(() => done()));
-  const servers = [await listen(socket)];
-  if (dataPath) {
-    fs.rmSync(dataPath, { force: true }); // a stale one of a killed agent
-    servers.push(await listen(dataPath).catch(async (err: Error) => (await stop(servers[0]), Promise.reject(err))));
-  }
-  return {
-    socket,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await Promise.all(servers.map(stop));
-      fs.rmSync(dir, { recursive: true, force: true });
-      if (dataPath) fs.rmSync(dataPath, { force: true });
-    },
+  const servers = [await listen(socket, carrier({ host, port, secret }, watch))];
+  // the native stream's and the disks' sockets where this host's libvirtd and QEMU connect
+  const beside: Array<[string, (local: net.Socket) => void]> = [];
+  if (dataPath) beside.push([dataPath, armed]);
+  if (nbd) beside.push([nbd.path, carrier(nbd)]);
+  const close = async () => {
+    for (const s of sockets) s.destroy();
+    await Promise.all(servers.map(closeServer));
+    fs.rmSync(dir, { recursive: true, force: true });
+    for (const [where] of beside) fs.rmSync(where, { force: true });
   };
+  for (const [where, carry] of beside) {
+    fs.rmSync(where, { force: true }); // a stale one of a killed agent
+    servers.push(await listen(where, carry).catch(async (err: Error) => (await close(), Promise.reject(err))));
+  }
+  return { socket, close };
 }

@@ -5,10 +5,11 @@
  * checks against its own domain.
  *
  * Armed, for libvirt, means: this agent listens on the chosen migration port with a TLS-PSK
- * tunnel keyed by the dialog's one-time secret, in front of the local libvirtd socket; libvirt
- * itself is not touched. The source's libvirtd reaches it through the source agent's end of the
- * tunnel and runs a managed peer-to-peer tunnelled migration (migration protocol v3: libvirt
- * prepares the incoming domain here, streams it over its RPC connection, finishes and confirms).
+ * tunnel keyed by the dialog's one-time secret, in front of the local libvirtd socket (and of the
+ * incoming QEMU's stream socket, and with copied disks an NBD port keyed by the NBD secret);
+ * libvirt itself is not touched. The source's libvirtd reaches it through the source agent's end
+ * of the tunnel and runs a managed peer-to-peer migration (protocol v3: libvirt prepares the
+ * incoming domain here, the stream goes beside the RPC connection, or inside it when tunnelled).
  * What the secret protects is therefore a libvirt RPC connection with this agent's rights, not
  * one QEMU migration stream: see lib/hypervisor/README.md for what that means and its limits.
  */
@@ -29,10 +30,11 @@ import type {
   VmDefinition,
   VmRunState,
 } from "./driver";
-import { LibvirtMigration } from "./libvirt-migration";
+import { LibvirtMigration, type DiskCopy } from "./libvirt-migration";
 import { incomingDomainCheck } from "./libvirt-incoming";
 import { dataChannel, listenTunnel, type TunnelServer } from "./libvirt-tunnel";
 import { freePort, tcpUri } from "./net";
+import { CreatedImages, isCopied, vetIncomingDisks } from "./qemu-disks";
 import { Virsh, type DomainState } from "./virsh";
 
 export interface LibvirtDriverOptions {
@@ -49,6 +51,8 @@ export interface LibvirtDriverOptions {
    */
   stream?: "native" | "tunnelled";
 }
+
+type Definition = VmDefinition & { libvirt: LibvirtDomainRef };
 
 interface Armed {
   uri: string;
@@ -89,6 +93,45 @@ function runState(st: DomainState | undefined, armed: boolean): VmRunState {
   }
 }
 
+/** A migration refused before it began. */
+function refusedHandle(refused: TeleportError): MigrationHandle {
+  const fail = Promise.reject(refused);
+  fail.catch(() => undefined);
+  return {
+    done: fail,
+    readyToSwitch: fail,
+    prime: () => fail,
+    stop: () => fail,
+    switchover: () => fail,
+    abort: async () => undefined,
+  };
+}
+
+/**
+ * The source's half of a disk copy: the inventory's copied disks, all copy or all copy-top (libvirt
+ * has one flag for every disk it copies), each with its export; undefined without copied disks.
+ */
+function diskCopy(def: Definition, target: MigrationTarget): DiskCopy | undefined {
+  const copied = def.disks.filter(isCopied);
+  if (!copied.length) return undefined;
+  const modes = new Set(copied.map((d) => d.mode));
+  if (modes.size > 1)
+    throw new TeleportError(488, `VM ${def.name}: libvirt copies every disk alike, not some copy and some copy-top`);
+  const exports = copied.map((d) => target.exports?.find((e) => e.disk === d.target));
+  const first = exports[0];
+  if (!first || exports.some((e) => !e || e.uri.replace(/\/[^/]*$/, "") !== first.uri.replace(/\/[^/]*$/, "")))
+    throw new TeleportError(502, `VM ${def.name}: the destination armed no NBD port for each copied disk`);
+  const m = /^nbd:\/\/(?:\[([^\]]+)\]|([^:/]+)):(\d+)\//.exec(first.uri);
+  if (!m) throw new TeleportError(502, `VM ${def.name}: not an NBD export URI: ${first.uri}`);
+  const channel = dataChannel(first.secret, def.libvirt.domain, libvirtSocket(def.libvirt.uri), "nbd");
+  return {
+    targets: copied.map((d) => d.target),
+    incremental: modes.has("copy-top"),
+    disksUri: channel.migrateUri,
+    nbd: { host: m[1] ?? m[2], port: Number(m[3]), secret: first.secret, path: channel.localPath },
+  };
+}
+
 export class LibvirtDriver implements HypervisorDriver {
   readonly kind = "libvirt" as const;
   /** No stream reduction (nrdl/SPEC.md 5.7): its migrations keep the plain stream, and none is accepted for it. */
@@ -105,7 +148,7 @@ export class LibvirtDriver implements HypervisorDriver {
     this.runDir = path.resolve(opts.runDir);
     this.log = opts.logger ?? silentLogger;
     this.binary = opts.virsh ?? "virsh";
-    this.stream = opts.stream ?? "tunnelled";
+    this.stream = opts.stream ?? "native";
     this.defs = new Map(
       opts.inventory
         .filter((d) => d.hypervisor === "libvirt")
@@ -186,52 +229,90 @@ export class LibvirtDriver implements HypervisorDriver {
     if (Math.floor(shape.memoryKib / 1024) !== def.memoryMib)
       problems.push(`domain ${domain} has ${Math.floor(shape.memoryKib / 1024)} MiB, the offer ${def.memoryMib} MiB`);
     if (shape.vcpus !== def.cpus) problems.push(`domain ${domain} has ${shape.vcpus} vCPUs, the offer ${def.cpus}`);
-    for (const disk of shape.disks)
-      if (disk.startsWith("/") && !fs.existsSync(disk))
-        problems.push(`disk ${disk} of domain ${domain} is missing here (libvirt moves no disks: shared storage)`);
+    // a copied disk's image is created by arm(); the others must be on storage both hosts see
+    const copied = new Set(def.disks.filter(isCopied).map((d) => d.target));
+    for (const { target, source } of shape.disks)
+      if (!copied.has(target) && source.startsWith("/") && !fs.existsSync(source))
+        problems.push(`disk ${source} of domain ${domain} is missing here (not copied: shared storage)`);
     return problems.length ? problems.join("; ") : undefined;
   }
 
   /**
-   * libvirt copies no disk here: `--copy-storage-all` drives QEMU's NBD server on a port of its
-   * own, which a tunnelled migration (the only kind the armed port carries) cannot reach.
+   * Copied disks as the QEMU driver vets them (qemu-disks.ts: no file at the image's path, room
+   * for it, copy-top's base), and each one a disk of the domain here.
    */
   async vetDisks(vm: string, disks: DiskSpec[]): Promise<string[]> {
-    this.definition(vm);
-    return disks
-      .filter((d) => d.mode !== "shared")
-      .map(
-        (d) =>
-          `disk ${d.target} (mode ${d.mode}): the libvirt driver copies no disks (libvirt's tunnelled ` +
-          "migration cannot carry --copy-storage-all); put it on storage both hosts see (mode shared)",
-      );
+    const def = this.definition(vm);
+    const problems = vetIncomingDisks(def, disks);
+    const copied = disks.filter(isCopied);
+    if (!copied.length || !(await this.virsh(def).domState(def.libvirt.domain))) return problems;
+    const targets = new Set((await this.virsh(def).shape(def.libvirt.domain)).disks.map((d) => d.target));
+    for (const d of copied)
+      if (!targets.has(d.target)) problems.push(`disk ${d.target}: domain ${def.libvirt.domain} has no such disk here`);
+    return problems;
   }
 
   async arm(vm: string, opts: ArmOptions): Promise<ArmedListener> {
     refuseReduction(this.kind, vm, opts.compress);
     const def = this.definition(vm);
     if (this.armed.has(vm)) throw new TeleportError(486, `VM ${vm} is already armed here`);
+    // a move back right after one from here: libvirt may still be removing the copy it left (Confirm)
+    await this.outgoing.get(vm)?.gone;
     const why = await this.checkIncoming(vm);
     if (why) throw new TeleportError(488, `VM ${vm} cannot be received here`, [why]);
     const port = opts.port ?? (await freePort(opts.address));
     const uri = tcpUri(opts.address, port);
     const { domain } = def.libvirt;
     const local = (await this.virsh(def).domState(domain)) ? await this.virsh(def).migratable(domain) : undefined;
-    const data = dataChannel(opts.secret, domain, libvirtSocket(def.libvirt.uri));
-    const tunnel = await listenTunnel({
-      address: opts.address,
-      port,
-      secret: opts.secret,
-      libvirtSocket: libvirtSocket(def.libvirt.uri),
-      check: incomingDomainCheck(domain, local, data.migrateUri),
-      dataPath: data.localPath,
-      onRefused: (reason) => this.log.warn(`refused on the armed port of ${vm}`, { uri, reason }),
-      onProcedures: (procedures) => this.log.debug(`migration calls through the armed port of ${vm}`, { procedures }),
-    });
+    const socket = libvirtSocket(def.libvirt.uri);
+    const data = dataChannel(opts.secret, domain, socket);
+    const copied = (opts.disks ?? []).filter(isCopied);
+    const nbd = copied.length ? await this.armDisks(vm, def, copied, opts) : undefined;
+    let tunnel: TunnelServer;
+    try {
+      tunnel = await listenTunnel({
+        address: opts.address,
+        port,
+        secret: opts.secret,
+        libvirtSocket: socket,
+        check: incomingDomainCheck(domain, local, data.migrateUri, nbd?.armed),
+        dataPath: data.localPath,
+        nbd: nbd?.listen,
+        onRefused: (reason) => this.log.warn(`refused on the armed ports of ${vm}`, { uri, reason }),
+        onProcedures: (procedures) => this.log.debug(`migration calls through the armed port of ${vm}`, { procedures }),
+      });
+    } catch (err) {
+      this.images(vm).remove();
+      throw err;
+    }
     this.armed.set(vm, { uri, tunnel });
     this.virsh(def).followLifecycle(); // connected before the arrival resumes: waitResumed hears it
-    this.log.info(`armed ${vm}`, { uri, domain: def.libvirt.domain });
-    return { vm, uri, exports: [] };
+    this.log.info(`armed ${vm}`, { uri, domain: def.libvirt.domain, copiedDisks: copied.length });
+    return { vm, uri, exports: nbd?.exports ?? [] };
+  }
+
+  /**
+   * Copied disks: their images created here (all or none, written down first: qemu-disks.ts), and
+   * the NBD port in front of the NBD server libvirtd will have the incoming QEMU start on a
+   * Unix socket named from the NBD secret.
+   */
+  private async armDisks(vm: string, def: Definition, copied: DiskSpec[], opts: ArmOptions) {
+    if (!opts.nbdSecret) throw new TeleportError(500, `VM ${vm}: copied disks need an NBD secret`);
+    const nbdPort = opts.nbdPort ?? (await freePort(opts.address));
+    const channel = dataChannel(opts.nbdSecret, def.libvirt.domain, libvirtSocket(def.libvirt.uri), "nbd");
+    await this.images(vm).create(def, copied);
+    const targets = copied.map((d) => d.target);
+    const host = tcpUri(opts.address, nbdPort).slice("tcp:".length);
+    return {
+      armed: { uri: channel.migrateUri, targets },
+      listen: { port: nbdPort, secret: opts.nbdSecret, path: channel.localPath, connections: targets.length },
+      exports: targets.map((disk) => ({ disk, uri: `nbd://${host}/${disk}`, secret: opts.nbdSecret ?? "" })),
+    };
+  }
+
+  /** The images arming created for `vm`'s copied disks (deleted unless it arrived). */
+  private images(vm: string): CreatedImages {
+    return new CreatedImages(path.join(this.runDir, `${vm}.created-images.json`));
   }
 
   async disarm(vm: string): Promise<void> {
@@ -251,6 +332,8 @@ export class LibvirtDriver implements HypervisorDriver {
           this.log.warn(`could not remove the incoming copy of ${vm}`, { error: TeleportError.from(err).message }),
         );
     }
+    const removed = this.images(vm).remove(); // the VM did not arrive: only the images its arming created
+    if (removed.length) this.log.info(`removed the images created for ${vm}`, { files: removed });
     this.log.info(`disarmed ${vm}`);
   }
 
@@ -272,7 +355,10 @@ export class LibvirtDriver implements HypervisorDriver {
     try {
       for (;;) {
         const st = await this.virsh(def).domState(def.libvirt.domain);
-        if (st?.state === "running") return await this.closeTunnel(vm);
+        if (st?.state === "running") {
+          this.images(vm).keep(); // its disks now
+          return await this.closeTunnel(vm);
+        }
         const armed = this.armed.get(vm);
         if (!armed)
           throw new TeleportError(503, `VM ${vm} is not here and nothing waits for it (${st?.state ?? "not defined"})`);
@@ -296,18 +382,12 @@ export class LibvirtDriver implements HypervisorDriver {
 
   migrate(vm: string, target: MigrationTarget, opts: MigrationOptions): MigrationHandle {
     const def = this.definition(vm);
-    if (this.outgoing.has(vm)) {
-      const refused = new TeleportError(486, `VM ${vm} is already migrating`);
-      const fail = Promise.reject(refused);
-      fail.catch(() => undefined);
-      return {
-        done: fail,
-        readyToSwitch: fail,
-        prime: () => fail,
-        stop: () => fail,
-        switchover: () => fail,
-        abort: async () => undefined,
-      };
+    if (this.outgoing.has(vm)) return refusedHandle(new TeleportError(486, `VM ${vm} is already migrating`));
+    let disks: DiskCopy | undefined;
+    try {
+      disks = diskCopy(def, target);
+    } catch (err) {
+      return refusedHandle(TeleportError.from(err));
     }
     const migration = new LibvirtMigration(
       {
@@ -319,6 +399,7 @@ export class LibvirtDriver implements HypervisorDriver {
           this.stream === "native"
             ? dataChannel(target.secret, def.libvirt.domain, libvirtSocket(def.libvirt.uri))
             : undefined,
+        disks,
         log: this.log,
         settled: () => {
           if (this.outgoing.get(vm) === migration) this.outgoing.delete(vm);
@@ -335,7 +416,7 @@ export class LibvirtDriver implements HypervisorDriver {
     return new Virsh(def.libvirt.uri, this.binary);
   }
 
-  private definition(vm: string): VmDefinition & { libvirt: LibvirtDomainRef } {
+  private definition(vm: string): Definition {
     const def = this.defs.get(vm);
     if (!def) throw new TeleportError(404, `VM ${vm} is not defined in this host's inventory`);
     return def;

@@ -64,6 +64,12 @@ describe("host configuration", () => {
     expect(() => parseConfig({ defaults: { compress: "lz4" } })).toThrow(/defaults\.compress/);
   });
 
+  it("libvirt.stream: native unless set; tunnelled may be chosen, nothing else", () => {
+    expect(parseConfig({}).libvirt.stream).toBe("native");
+    expect(parseConfig({ libvirt: { stream: "tunnelled" } }).libvirt.stream).toBe("tunnelled");
+    expect(() => parseConfig({ libvirt: { stream: "rdma" } })).toThrow(/libvirt\.stream/);
+  });
+
   it("throws a 500 TeleportError listing the problems", () => {
     expect(() => parseConfig({ defaults: { strategy: "teleport" } })).toThrow(
       /invalid configuration: defaults\.strategy/,

@@ -140,10 +140,18 @@ describe("libvirt's migration cookie, parsed", () => {
     expect(domainMismatch(parsed.cookie.domains[0], local)).toBeUndefined();
   });
 
-  it("refuses a disk copy, unknown parts, and a second name", () => {
-    expect(parseMigrationCookie(cookie.replace("</qemu-migration>", "<nbd port='1'/></qemu-migration>"))).toEqual({
+  it("reads a disk copy's targets; refuses unknown parts and a second name", () => {
+    const nbd = parseMigrationCookie(
+      cookie.replace("</qemu-migration>", "<nbd><disk target='vda' capacity='25165824'/></nbd></qemu-migration>"),
+    );
+    expect(nbd.ok && nbd.cookie.nbd).toEqual(["vda"]);
+    expect(parseMigrationCookie(cookie.replace("</qemu-migration>", "<nbd size='1'/></qemu-migration>"))).toEqual({
       ok: false,
-      why: "it has a <nbd> part",
+      why: "its <nbd> has an attribute size",
+    });
+    expect(parseMigrationCookie(cookie.replace("</qemu-migration>", "<x/></qemu-migration>"))).toEqual({
+      ok: false,
+      why: "it has a <x> part",
     });
     expect(parseMigrationCookie(cookie.replace("<hostname>", "<name>x</name><hostname>"))).toEqual({
       ok: false,

@@ -96,6 +96,44 @@ describe("native migration's prepare (the stream on the armed path only)", () =>
   });
 });
 
+describe("native migration's disk copy (the armed disks onto the armed NBD path only)", () => {
+  const uri = "unix:///run/libvirt/qemu/st-0123456789abcdef0123.sock";
+  const nbd = "unix:///run/libvirt/qemu/nbd-0123456789abcdef0123.sock";
+  const withNbd = (targets: string[]) =>
+    cookie("web1").replace(
+      "</qemu-migration>",
+      `<nbd>${targets.map((t) => `<disk target='${t}' capacity='1048576'/>`).join("")}</nbd></qemu-migration>`,
+    );
+  const call = (disks: string[], disksUri: string | undefined, c = withNbd(disks)) => ({
+    procedure: 303,
+    params: new Map([
+      ["destination_xml", domain("web1")],
+      ["migrate_uri", uri],
+      ...(disksUri ? [["disks_uri", disksUri] as [string, string]] : []),
+    ]),
+    disks,
+    cookie: c,
+  });
+  const armed = incomingDomainCheck("web1", parseDomainXml(domain("web1")), uri, { uri: nbd, targets: ["vda"] });
+  const unarmed = incomingDomainCheck("web1", parseDomainXml(domain("web1")), uri);
+
+  it("passes the armed disks onto the armed path; refuses other disks, paths, or a copy nobody armed", () => {
+    expect(armed(call(["vda"], nbd))).toBeUndefined();
+    expect(armed(call(["vda"], undefined))).toMatch(/serve its disks on a port of libvirtd's choice/);
+    expect(armed(call(["vda"], "unix:///tmp/n.sock"))).toMatch(/serve its disks on unix:\/\/\/tmp\/n.sock/);
+    expect(armed(call(["vda", "vdb"], nbd))).toMatch(/copies disks vda, vdb, armed for vda/);
+    expect(armed(call(["vda", "vda"], nbd, withNbd(["vda"])))).toMatch(/copies disks vda, vda/);
+    // without migrate_disks libvirt would copy every disk it deems local
+    expect(armed(call([], nbd, withNbd(["vda"])))).toMatch(/\(unnamed: every local one\)/);
+    expect(armed(call(["vda"], nbd, withNbd(["vda", "vdb"])))).toMatch(/cookie copies disk vdb/);
+    expect(unarmed(call(["vda"], nbd))).toMatch(/parameter disks_uri/);
+    expect(unarmed(call([], undefined, withNbd(["vda"])))).toMatch(/a disk copy, which this dialog did not arm/);
+    expect(armed(call([], undefined, withNbd(["vda"]).replace("capacity='1048576'", "capacity='x'")))).toMatch(
+      /holds something other than <disk target capacity\/>/,
+    );
+  });
+});
+
 describe("libvirt RPC gate", () => {
   const check = incomingDomainCheck("web1", parseDomainXml(domain("web1")));
   const stream = Buffer.alloc(5000, 7);

@@ -1,0 +1,115 @@
+/**
+ * What the native stream lets libvirt domains do over SIP, between the two real libvirtd: a copied
+ * qcow2 disk (the destination creates the image and deletes it when the move fails; the disk
+ * moves over the armed NBD port; every write the guest synced arrives, filesystem clean), and
+ * post-copy for a guest that outwrites the link.
+ */
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import type { DiskDefinition, MigrationProgress, VmDefinition } from "../../lib/hypervisor/driver";
+import { startPair } from "../harness";
+import { until } from "../security/fault-report";
+import { checkImage, dataVerdict, ext4Image, printedSeqs, waitForWriter } from "../disks/guest-disk";
+import { defineDomain, domainPlacement, domainXml, type LibvirtHost, type LibvirtLab } from "./hosts";
+import { labPerFile, policy } from "./lab-per-file";
+
+jest.setTimeout(120_000);
+
+const f = labPerFile();
+let lab: LibvirtLab;
+beforeAll(() => (lab = f.lab()));
+
+/** The domain defined alike on both hosts; its console in one file both hosts' QEMUs append to. */
+async function define(name: string, extra: { disk?: string; append?: string }): Promise<string> {
+  const serial = path.join(path.dirname(lab.dc1.dir), `${name}.serial.log`);
+  const xml = domainXml(lab.guest, name, crypto.randomUUID(), 96, 1, serial, extra);
+  await defineDomain(lab.dc1, xml);
+  await defineDomain(lab.dc2, xml);
+  return serial;
+}
+
+const entry = (name: string, h: LibvirtHost, disks: DiskDefinition[] = []): VmDefinition => ({
+  name,
+  hypervisor: "libvirt",
+  role: "server",
+  memoryMib: 96,
+  cpus: 1,
+  nics: [],
+  disks,
+  libvirt: { uri: h.uri, domain: name, defineFromSource: false },
+});
+
+async function pairOf(dc1: VmDefinition, dc2: VmDefinition) {
+  return f.keep(await startPair([dc1], { dc1: { inventory: [dc1] }, dc2: { inventory: [dc2] } }));
+}
+
+describe("libvirt driver over SIP: copied disks and post-copy (native stream)", () => {
+  it("copies a qcow2 disk: an aborted move deletes the image it created, the next one brings every write", async () => {
+    const name = "lv-disk";
+    // the same path in both domain definitions; each libvirtd sees its own /var/lib/libvirt
+    const image = (h: LibvirtHost) => path.join(h.dir, "lib", "images", `${name}.qcow2`);
+    for (const h of [lab.dc1, lab.dc2]) fs.mkdirSync(path.dirname(image(h)), { recursive: true });
+    await ext4Image(image(lab.dc1), 24);
+    const serial = await define(name, { disk: `/var/lib/libvirt/images/${name}.qcow2` });
+    const disk = (h: LibvirtHost): DiskDefinition[] => [
+      { target: "vda", file: image(h), format: "qcow2", mode: "copy" },
+    ];
+    const pair = await pairOf(entry(name, lab.dc1, disk(lab.dc1)), entry(name, lab.dc2, disk(lab.dc2)));
+    await pair.dc1.host.find(name)?.driver.start(name);
+    await waitForWriter(serial);
+
+    // 1. aborted while the disk is being copied: the VM stays, the image dc2 created is gone again
+    const ac = new AbortController();
+    let created = false;
+    const aborted = await pair.dc1.agent.migrate(
+      { to: pair.dc2.uri, vms: [name], policy: { ...policy, bandwidthMbps: 40 }, signal: ac.signal },
+      { onProgress: () => ((created ||= fs.existsSync(image(lab.dc2))), ac.abort()) },
+    );
+    expect(created).toBe(true);
+    expect(aborted.vms[0].state).toBe("aborted");
+    await until("dc2 deleted the image it created", async () => !fs.existsSync(image(lab.dc2)));
+    expect(await domainPlacement(lab, [name])).toEqual({ [name]: ["dc1"] });
+
+    // 2. the move: the disk over the armed NBD port, then the memory
+    const progress: MigrationProgress[] = [];
+    const summary = await pair.dc1.agent.migrate(
+      { to: pair.dc2.uri, vms: [name], policy: { ...policy, bandwidthMbps: 200 } },
+      { onProgress: (p) => progress.push(p) },
+    );
+    expect(summary.outcome).toBe("completed");
+    expect(summary.vms[0].diskTransferredBytes).toBeGreaterThan(1 << 20);
+    expect(progress.some((p) => p.disk !== undefined && p.disk.totalBytes > 0)).toBe(true);
+    expect(await domainPlacement(lab, [name])).toEqual({ [name]: ["dc2"] });
+    // the guest writes on at dc2, on its new disk; then it is powered off and its image checked
+    const atSource = Math.max(...printedSeqs(serial));
+    await waitForWriter(serial, atSource + 20);
+    await pair.dc2.host.find(name)?.driver.stop(name);
+    const check = await checkImage(image(lab.dc2), lab.dc2.dir);
+    expect(dataVerdict(check, Math.max(...printedSeqs(serial)))).toEqual({ fsck: 0, wrong: [], missing: 0 });
+    // the image is the VM's now, and the source keeps its old one
+    expect(fs.existsSync(image(lab.dc2))).toBe(true);
+    expect(fs.existsSync(image(lab.dc1))).toBe(true);
+  });
+
+  it("post-copy: a guest that outwrites the link switches to post-copy and runs on dc2", async () => {
+    const name = "lv-postcopy";
+    const serial = await define(name, { append: "st.dirty=24" });
+    const pair = await pairOf(entry(name, lab.dc1), entry(name, lab.dc2));
+    await pair.dc1.host.find(name)?.driver.start(name);
+    await until("booted", async () => fs.existsSync(serial) && fs.readFileSync(serial, "utf8").includes("GUEST-READY"));
+    const phases = new Set<string>();
+    const summary = await pair.dc1.agent.migrate(
+      {
+        to: pair.dc2.uri,
+        vms: [name],
+        policy: { ...policy, bandwidthMbps: 120, downtimeLimitMs: 1, convergence: "postcopy" },
+      },
+      { onProgress: (p) => phases.add(p.phase) },
+    );
+    expect(summary.outcome).toBe("completed");
+    expect(phases.has("postcopy")).toBe(true);
+    expect(await domainPlacement(lab, [name])).toEqual({ [name]: ["dc2"] });
+    expect(await pair.dc2.host.find(name)?.driver.state(name)).toBe("running");
+  });
+});
