@@ -1,28 +1,25 @@
 /**
- * The framing between a dialog's two dedup relays (nrdl/SPEC.md 5.8), all of a dialog's streams on
- * one connection so both ends see every page in one order and agree on what the index holds:
- * type (u8), stream (u16), then per type: OPEN a u8-length VM name; DATA a u32 length and bytes;
- * STORE a page the destination keeps; PAGE a page it does not (index full); REF the SHA-256 of a
- * page it keeps; END the source's stream ended; FAIL (either way) the stream failed.
+ * The framing of one VM's stream between the dedup relays (nrdl/SPEC.md 5.8), source to
+ * destination: type (u8), then per type: OPEN a u32 length and the VM's name; DATA a u32 length
+ * and bytes; STORE a page the destination keeps; PAGE a page it does not (index full); REF the
+ * SHA-256 of a page it keeps; END the stream ended (a connection closed without it failed).
  */
 import { TeleportError } from "../errors";
 import { PAGE_SIZE } from "./ram-stream";
 
 export const DIGEST_BYTES = 32;
-export const FRAME = { open: 1, data: 2, store: 3, page: 4, ref: 5, end: 6, fail: 7 } as const;
+export const FRAME = { open: 1, data: 2, store: 3, page: 4, ref: 5, end: 6 } as const;
 export type FrameType = (typeof FRAME)[keyof typeof FRAME];
 
 export interface Frame {
   type: FrameType;
-  stream: number;
   body: Buffer;
 }
 
-export function frame(type: FrameType, stream: number, body: Buffer = Buffer.alloc(0)): Buffer {
-  const head = Buffer.alloc(type === FRAME.data || type === FRAME.open ? 7 : 3);
+export function frame(type: FrameType, body: Buffer = Buffer.alloc(0)): Buffer {
+  const head = Buffer.alloc(type === FRAME.data || type === FRAME.open ? 5 : 1);
   head[0] = type;
-  head.writeUInt16BE(stream, 1);
-  if (head.length === 7) head.writeUInt32BE(body.length, 3);
+  if (head.length === 5) head.writeUInt32BE(body.length, 1);
   return Buffer.concat([head, body]);
 }
 
@@ -30,7 +27,7 @@ export function frame(type: FrameType, stream: number, body: Buffer = Buffer.all
 function fixedLength(type: number): number | undefined {
   if (type === FRAME.store || type === FRAME.page) return PAGE_SIZE;
   if (type === FRAME.ref) return DIGEST_BYTES;
-  if (type === FRAME.end || type === FRAME.fail) return 0;
+  if (type === FRAME.end) return 0;
   return undefined;
 }
 
@@ -44,20 +41,19 @@ export class FrameReader {
     let buf = this.pending.length ? Buffer.concat([this.pending, chunk]) : chunk;
     const out: Frame[] = [];
     for (;;) {
-      if (buf.length < 3) break;
+      if (buf.length < 1) break;
       const type = buf[0];
-      const stream = buf.readUInt16BE(1);
-      let head = 3;
+      let head = 1;
       let len = fixedLength(type);
       if (len === undefined) {
         if (type !== FRAME.data && type !== FRAME.open) throw new TeleportError(502, `dedup link: frame type ${type}`);
-        if (buf.length < 7) break;
-        len = buf.readUInt32BE(3);
+        if (buf.length < 5) break;
+        len = buf.readUInt32BE(1);
         if (len > MAX_DATA) throw new TeleportError(502, "dedup link: an oversized frame");
-        head = 7;
+        head = 5;
       }
       if (buf.length < head + len) break;
-      out.push({ type: type as FrameType, stream, body: buf.subarray(head, head + len) });
+      out.push({ type: type as FrameType, body: buf.subarray(head, head + len) });
       buf = buf.subarray(head + len);
     }
     this.pending = Buffer.from(buf);

@@ -1,19 +1,21 @@
 /**
  * Destination side of group page dedup: rebuilds each VM's exact QEMU stream from the dialog's
  * frames. STORE pages enter the index (digest computed here, never taken from the peer); a REF is
- * looked up and the stored page's digest checked again before its bytes are used. An unknown or
- * forged reference fails that stream only; its later STOREs still enter the index, which must
- * stay what the source believes it is for the dialog's other streams.
+ * looked up and the stored page's digest checked again before its bytes are used. Each VM's stream
+ * has its own connection, so a page sent in full on one may arrive after another's reference to
+ * it: a reference to a page not here yet waits for it (bounded by waitMs). An unknown or forged
+ * reference fails that stream only (its relay then drops the connection, and a reference of
+ * another stream to a page that was on its way there times out: that VM fails too, never corrupts).
  */
 import { TeleportError } from "../errors";
 import { pageDigest } from "./encoder";
 import { FRAME, type Frame } from "./frames";
 
 export type Rebuilt =
-  | { kind: "open"; stream: number; vm: string }
-  | { kind: "data"; stream: number; bytes: Buffer }
-  | { kind: "end"; stream: number }
-  | { kind: "fail"; stream: number; error: TeleportError };
+  | { kind: "open"; vm: string }
+  | { kind: "data"; bytes: Buffer }
+  | { kind: "end" }
+  | { kind: "fail"; error: TeleportError };
 
 export interface IndexStats {
   stored: number;
@@ -26,53 +28,84 @@ export interface IndexStats {
 export class DedupRebuilder {
   private readonly index = new Map<string, Buffer>();
   private readonly failed = new Set<number>();
+  /** References waiting for their page, by digest. */
+  private readonly waiting = new Map<string, Array<() => void>>();
   readonly stats: IndexStats;
 
-  constructor(capPages: number) {
+  constructor(
+    capPages: number,
+    private readonly waitMs = 10_000,
+  ) {
     this.stats = { stored: 0, capPages, hits: 0, bytesSaved: 0 };
   }
 
-  /** What one frame from the source means for its stream (nothing for a failed stream). */
-  apply(f: Frame): Rebuilt | undefined {
+  /**
+   * What one frame of a stream (the relay's number for its connection) means for it: nothing
+   * once the stream failed; a promise while a reference waits for its page.
+   */
+  apply(stream: number, f: Frame): Rebuilt | undefined | Promise<Rebuilt | undefined> {
     try {
+      if (f.type === FRAME.ref && !this.index.has(f.body.toString("latin1")) && !this.failed.has(stream))
+        return this.arrival(f.body).then(
+          () => this.apply(stream, f),
+          (err: unknown) => this.failure(stream, err),
+        );
       const out = this.rebuild(f);
-      return this.failed.has(f.stream) ? undefined : out;
+      return this.failed.has(stream) ? undefined : out;
     } catch (err) {
-      if (this.failed.has(f.stream)) return undefined;
-      this.failed.add(f.stream);
-      return { kind: "fail", stream: f.stream, error: TeleportError.from(err) };
+      return this.failure(stream, err);
     }
   }
 
-  /** Stops delivering a stream (its QEMU went away); the index keeps following it. */
-  fail(stream: number): void {
+  /** A stream's first failure, once. */
+  private failure(stream: number, err: unknown): Rebuilt | undefined {
+    if (this.failed.has(stream)) return undefined;
     this.failed.add(stream);
+    return { kind: "fail", error: TeleportError.from(err) };
+  }
+
+  /** Settles when the page of `digest` is stored, or fails after waitMs. */
+  private arrival(digest: Buffer): Promise<void> {
+    const key = digest.toString("latin1");
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const list = this.waiting.get(key)?.filter((w) => w !== done);
+        if (list?.length) this.waiting.set(key, list);
+        else this.waiting.delete(key);
+        reject(new TeleportError(502, "dedup: a reference to a page this dialog never received"));
+      }, this.waitMs);
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.waiting.set(key, [...(this.waiting.get(key) ?? []), done]);
+    });
   }
 
   private rebuild(f: Frame): Rebuilt | undefined {
     switch (f.type) {
       case FRAME.open:
-        this.failed.delete(f.stream);
-        return { kind: "open", stream: f.stream, vm: f.body.toString("utf8") };
+        return { kind: "open", vm: f.body.toString("utf8") };
       case FRAME.data:
       case FRAME.page:
-        return { kind: "data", stream: f.stream, bytes: f.body };
+        return { kind: "data", bytes: f.body };
       case FRAME.store:
-        return { kind: "data", stream: f.stream, bytes: this.store(f.body) };
+        return { kind: "data", bytes: this.store(f.body) };
       case FRAME.ref:
-        return { kind: "data", stream: f.stream, bytes: this.lookup(f.body) };
+        return { kind: "data", bytes: this.lookup(f.body) };
       case FRAME.end:
-        return { kind: "end", stream: f.stream };
-      case FRAME.fail:
-        throw new TeleportError(503, "the source's stream failed");
+        return { kind: "end" };
     }
   }
 
   private store(page: Buffer): Buffer {
     if (this.index.size >= this.stats.capPages) throw new TeleportError(502, "dedup: a page beyond the index cap");
     const own = Buffer.from(page); // not a view that would keep the whole received chunk alive
-    this.index.set(pageDigest(own).toString("latin1"), own);
+    const key = pageDigest(own).toString("latin1");
+    this.index.set(key, own);
     this.stats.stored = this.index.size;
+    for (const done of this.waiting.get(key) ?? []) done();
+    this.waiting.delete(key);
     return own;
   }
 

@@ -5,10 +5,15 @@
  * fails that stream only.
  */
 import crypto from "node:crypto";
-import { DedupEncoder } from "../../lib/dedup/encoder";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { SentPages, StreamEncoder } from "../../lib/dedup/encoder";
 import { FRAME, frame, FrameReader } from "../../lib/dedup/frames";
 import { PAGE_SIZE, RamStreamSplitter } from "../../lib/dedup/ram-stream";
 import { DedupRebuilder, type Rebuilt } from "../../lib/dedup/rebuild";
+import { listenDestinationRelay, startSourceRelay } from "../../lib/dedup/relay";
 import { captureStreams } from "./capture";
 
 jest.setTimeout(60_000);
@@ -19,31 +24,32 @@ beforeAll(async () => {
   streams = await captureStreams(["vm1", "vm2"], 4000);
 });
 
-/** Feeds each stream in chunks of `chunk` bytes (interleaved), as sockets would. */
-function roundTrip(inputs: Buffer[], chunk: number, cap = 1 << 20) {
-  const enc = new DedupEncoder(cap);
-  const dec = new DedupRebuilder(cap);
-  const reader = new FrameReader();
+/** Feeds each stream in chunks of `chunk` bytes (interleaved), as sockets would, one reader each. */
+async function roundTrip(inputs: Buffer[], chunk: number, cap = 1 << 20) {
+  const pages = new SentPages(cap);
+  const dec = new DedupRebuilder(cap, 50);
+  const encoders = inputs.map(() => new StreamEncoder(pages));
+  const readers = inputs.map(() => new FrameReader());
   const out = inputs.map(() => [] as Buffer[]);
   const events: Rebuilt[] = [];
-  const deliver = (bytes: Buffer) => {
-    for (const f of reader.push(bytes)) {
-      const r = dec.apply(f);
+  const deliver = async (i: number, bytes: Buffer) => {
+    for (const f of readers[i].push(bytes)) {
+      const r = await dec.apply(i, f);
       if (r) events.push(r);
-      if (r?.kind === "data") out[r.stream].push(Buffer.from(r.bytes));
+      if (r?.kind === "data") out[i].push(Buffer.from(r.bytes));
     }
   };
-  inputs.forEach((_, i) => deliver(enc.open(i, `vm${i + 1}`)));
-  for (let at = 0; inputs.some((b) => at < b.length); at += chunk) {
-    inputs.forEach((b, i) => at < b.length && deliver(enc.encode(i, b.subarray(at, at + chunk))));
-  }
-  inputs.forEach((_, i) => deliver(enc.end(i)));
-  return { enc, dec, events, out: out.map((parts) => Buffer.concat(parts)) };
+  for (let i = 0; i < inputs.length; i++) await deliver(i, encoders[i].open(`vm${i + 1}`));
+  for (let at = 0; inputs.some((b) => at < b.length); at += chunk)
+    for (let i = 0; i < inputs.length; i++)
+      if (at < inputs[i].length) await deliver(i, encoders[i].encode(inputs[i].subarray(at, at + chunk)));
+  for (let i = 0; i < inputs.length; i++) await deliver(i, encoders[i].end());
+  return { enc: pages, dec, events, out: out.map((parts) => Buffer.concat(parts)) };
 }
 
-test("two real streams on one dialog rebuild byte for byte; the group's shared pages go as references", () => {
+test("two real streams on one dialog rebuild byte for byte; the group's shared pages go as references", async () => {
   const inputs = [streams.get("vm1") as Buffer, streams.get("vm2") as Buffer];
-  const { enc, dec, out } = roundTrip(inputs, 65_536);
+  const { enc, dec, out } = await roundTrip(inputs, 65_536);
   expect(out[0].equals(inputs[0])).toBe(true);
   expect(out[1].equals(inputs[1])).toBe(true);
   const total = inputs[0].length + inputs[1].length;
@@ -58,36 +64,118 @@ test("two real streams on one dialog rebuild byte for byte; the group's shared p
   expect(s.pages).toBeGreaterThan(1000);
 });
 
-test("odd chunk sizes and a tiny index cap still rebuild exactly", () => {
+test("odd chunk sizes and a tiny index cap still rebuild exactly", async () => {
   const inputs = [streams.get("vm1") as Buffer, streams.get("vm2") as Buffer];
-  const { enc, out } = roundTrip(inputs, 4093, 500);
+  const { enc, out } = await roundTrip(inputs, 4093, 500);
   expect(out[0].equals(inputs[0]) && out[1].equals(inputs[1])).toBe(true);
   expect(enc.stats.stored).toBe(500);
 });
 
-test("a garbled or cut stream passes through unchanged", () => {
+test("a garbled or cut stream passes through unchanged", async () => {
   const real = streams.get("vm1") as Buffer;
   const garbled = Buffer.from(real);
   crypto.randomFillSync(garbled, 200_000, 64); // inside the ram records
   const cut = real.subarray(0, 1_000_003);
-  const { out, events } = roundTrip([garbled, cut], 10_000);
+  const { out, events } = await roundTrip([garbled, cut], 10_000);
   expect(out[0].equals(garbled)).toBe(true);
   expect(out[1].equals(cut)).toBe(true);
   expect(events.filter((e) => e.kind === "fail")).toEqual([]);
 });
 
-test("a forged or unknown reference fails that stream only; the other one rebuilds", () => {
+test("a forged reference fails that stream only; a reference waits for its page from another stream", async () => {
   const real = streams.get("vm1") as Buffer;
-  const dec = new DedupRebuilder(1000);
+  const dec = new DedupRebuilder(1000, 100);
   const page = Buffer.alloc(PAGE_SIZE, 7);
-  expect(dec.apply({ type: FRAME.open, stream: 0, body: Buffer.from("a") })?.kind).toBe("open");
-  expect(dec.apply({ type: FRAME.open, stream: 1, body: Buffer.from("b") })?.kind).toBe("open");
-  expect(dec.apply({ type: FRAME.store, stream: 1, body: page })?.kind).toBe("data");
-  const forged = crypto.createHash("sha256").update("not a page we have").digest();
-  const failed = dec.apply({ type: FRAME.ref, stream: 0, body: forged });
-  expect(failed).toMatchObject({ kind: "fail", stream: 0, error: { status: 502 } });
-  expect(dec.apply({ type: FRAME.data, stream: 0, body: real.subarray(0, 10) })).toBeUndefined();
   const digest = crypto.createHash("sha256").update(page).digest();
-  expect(dec.apply({ type: FRAME.ref, stream: 1, body: digest })).toMatchObject({ kind: "data", bytes: page });
-  expect(() => new FrameReader().push(frame(FRAME.end, 0).fill(99, 0, 1))).toThrow(/frame type 99/);
+  expect(await dec.apply(0, { type: FRAME.open, body: Buffer.from("a") })).toMatchObject({ kind: "open", vm: "a" });
+  const early = dec.apply(1, { type: FRAME.ref, body: digest }); // its page is still on stream 0's way
+  expect(await dec.apply(0, { type: FRAME.store, body: page })).toMatchObject({ kind: "data", bytes: page });
+  expect(await early).toMatchObject({ kind: "data", bytes: page });
+  const forged = crypto.createHash("sha256").update("not a page we have").digest();
+  const t0 = Date.now();
+  expect(await dec.apply(0, { type: FRAME.ref, body: forged })).toMatchObject({ kind: "fail", error: { status: 502 } });
+  expect(Date.now() - t0).toBeGreaterThanOrEqual(90);
+  expect(await dec.apply(0, { type: FRAME.data, body: real.subarray(0, 10) })).toBeUndefined();
+  expect(await dec.apply(1, { type: FRAME.ref, body: digest })).toMatchObject({ kind: "data", bytes: page });
+  expect(dec.stats).toMatchObject({ stored: 1, hits: 2 });
+  expect(() => new FrameReader().push(Buffer.from([99]))).toThrow(/frame type 99/);
+  expect(frame(FRAME.end)).toEqual(Buffer.from([FRAME.end]));
+});
+
+/** A unix socket that collects what it is sent, like an incoming QEMU, and answers on its return path. */
+async function fakeIncoming(file: string, expected: number, reply: Buffer) {
+  const got: Buffer[] = [];
+  let size = 0;
+  const closed = new Promise<Buffer>((resolve) => {
+    const server = net.createServer((s) => {
+      s.on("data", (b: Buffer) => {
+        got.push(b);
+        size += b.length;
+        if (size === expected) s.write(reply); // QEMU's SHUT once it has loaded the whole stream
+      });
+      s.on("close", () => (server.close(), resolve(Buffer.concat(got))));
+    });
+    server.listen(file);
+  });
+  await new Promise((r) => setTimeout(r, 50));
+  return closed;
+}
+
+test("TLS-PSK relays: a stream arrives whole, its return path flows back, strangers get nothing in", async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), "st-dd-"));
+  const real = streams.get("vm1") as Buffer;
+  const refused: string[] = [];
+  const incoming = path.join(dir, "in.sock");
+  const arrived = fakeIncoming(incoming, real.length, Buffer.from("rp"));
+  const index = new DedupRebuilder(1 << 20);
+  const dest = await listenDestinationRelay({
+    vm: "vm1",
+    index,
+    address: "127.0.0.1",
+    port: 0,
+    secret: "s",
+    incoming,
+    onRefused: (w) => refused.push(w),
+  });
+  try {
+    // a stranger with the wrong secret is refused, and the relay still takes the right one
+    const wrong = await startSourceRelay({
+      vm: "vm1",
+      pages: new SentPages(10),
+      host: "127.0.0.1",
+      port: dest.port,
+      secret: "guess",
+      dir: path.join(dir, "w"),
+    });
+    const w = net.connect(wrong.uri.slice(5));
+    w.write(real.subarray(0, 100_000));
+    await expect(wrong.done).rejects.toMatchObject({ status: 503 });
+    w.destroy();
+    await wrong.close();
+    expect(refused.length).toBe(1);
+    const pages = new SentPages(1 << 20);
+    const src = await startSourceRelay({
+      vm: "vm1",
+      pages,
+      host: "127.0.0.1",
+      port: dest.port,
+      secret: "s",
+      dir: path.join(dir, "r"),
+    });
+    const back: Buffer[] = [];
+    const qemu = net.connect(src.uri.slice(5), () => qemu.write(real));
+    qemu.on("data", (b: Buffer) => (back.push(b), qemu.end())); // the source quits once told
+    const answered = new Promise((resolve) => qemu.on("close", resolve));
+    expect((await arrived).equals(real)).toBe(true);
+    await answered;
+    await src.done;
+    await dest.done;
+    expect(Buffer.concat(back).toString()).toBe("rp");
+    expect(pages.stats.hits).toBeGreaterThan(100); // pages within the one VM repeat too
+    expect(index.stats.hits).toBe(pages.stats.hits);
+    await src.close();
+  } finally {
+    await dest.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
