@@ -72,6 +72,7 @@ export async function startSourceRelay(opts: {
       checkServerIdentity: () => undefined,
     });
     sockets.add(qemu).add(link);
+    // the destination's QEMU closes once it loaded the stream (its return path said how it went)
     let ended = false;
     const fail = (why: string) => {
       qemu.destroy();
@@ -82,10 +83,10 @@ export async function startSourceRelay(opts: {
     qemu.on("data", (chunk: Buffer) => paced(qemu, link, encoder.encode(chunk)));
     qemu.on("end", () => {
       ended = true;
-      link.end(encoder.end());
+      if (link.writable) link.end(encoder.end());
     });
     link.on("data", (chunk: Buffer) => paced(link, qemu, chunk)); // the return path
-    link.on("end", () => qemu.end());
+    link.on("end", () => ((ended = true), qemu.end()));
     qemu.on("error", (e) => fail(`QEMU's side: ${e.message}`));
     link.on("error", (e) => fail(`the link: ${e.message}`));
     link.on("close", () => (ended ? end.ok() : fail("the link closed mid-stream")));
@@ -165,10 +166,17 @@ export async function listenDestinationRelay(opts: {
       });
       link.on("end", () => void queue.then(() => (ended ? qemu.end() : fail("the link closed mid-stream"))));
       qemu.on("data", (chunk: Buffer) => paced(qemu, link, chunk)); // the return path
-      qemu.on("end", () => link.end());
-      qemu.on("close", () => (ended ? end.ok() : fail("QEMU's side closed mid-stream")));
+      // QEMU closes once it loaded the stream, before the source's END: its return path said how it
+      // went, so the link is ended (never destroyed, which would drop that answer) and a write to
+      // the closed socket (EPIPE) is no failure of ours
+      let qemuError: Error | undefined;
+      qemu.on("error", (e) => (qemuError = e));
+      qemu.on("close", () => {
+        link.end();
+        if (qemuError && !ended) end.fail(new TeleportError(503, `dedup relay of ${opts.vm}: ${qemuError.message}`));
+        else end.ok();
+      });
       link.on("error", (e) => fail(`the link: ${e.message}`));
-      qemu.on("error", (e) => fail(`QEMU's side: ${e.message}`));
     },
   );
   server.on("tlsClientError", (e) => opts.onRefused(`a connection without the secret: ${e.message}`));

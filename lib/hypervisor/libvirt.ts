@@ -208,7 +208,7 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   async arm(vm: string, opts: ArmOptions): Promise<ArmedListener> {
-    refuseReduction(this.kind, vm, opts.compress);
+    refuseReduction(this.kind, vm, opts);
     const def = this.definition(vm);
     if (this.armed.has(vm)) throw new TeleportError(486, `VM ${vm} is already armed here`);
     const why = await this.checkIncoming(vm);

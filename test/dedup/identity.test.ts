@@ -111,7 +111,7 @@ async function fakeIncoming(file: string, expected: number, reply: Buffer) {
       s.on("data", (b: Buffer) => {
         got.push(b);
         size += b.length;
-        if (size === expected) s.write(reply); // QEMU's SHUT once it has loaded the whole stream
+        if (size === expected) s.end(reply); // QEMU: SHUT on the return path once loaded, then it closes
       });
       s.on("close", () => (server.close(), resolve(Buffer.concat(got))));
     });
