@@ -318,8 +318,6 @@ export interface HypervisorDriver {
    * accepts, and a source never offers, a method its driver lacks; absent means none.
    */
   readonly compression?: ReadonlySet<CompressMethod>;
-  /** Whether this driver does group page dedup (SPEC.md 5.8) on both ends. */
-  readonly dedup?: boolean;
   /**
    * Whether this host can run the driver, with a human explanation (e.g. "qemu-system-x86_64 not found; apt-get install
    * qemu-system-x86").
