@@ -11,12 +11,15 @@
 # healed by a later rewrite of the same block), fsyncing each and then printing "SEQ n" on the
 # console (the disk tests' writer), st.dirty=MIBS a memory writer dirtying
 # MIBS MiB/s (also started, changed or stopped at run time by GET /cgi-bin/dirty?rate=MIBS; GET
-# /cgi-bin/dirty says how it goes: passes and the longest gap between two of them, in ms).
+# /cgi-bin/dirty says how it goes: passes and the longest gap between two of them, in ms),
+# st.fill=SHARED,OWN fills RAM files with SHARED MiB that every guest holds alike and OWN MiB of
+# its own (the dedup tests' patterns: distinct pages within each), prints "FILL NAME SUM" on the
+# console once written and "FILL-CHECK NAME SUM" every second after (the same SUM while memory is whole).
 # Idempotent: does nothing when this version is built.
 set -euo pipefail
 OUT=${1:-"$(cd "$(dirname "$0")/../.." && pwd)/.cache/guest"}
 # Bump when the image changes, so cached builds are redone.
-VERSION=8
+VERSION=9
 [ -s "$OUT/vmlinuz" ] && [ -s "$OUT/initramfs.gz" ] && [ -s "$OUT/socat.cpio.gz" ] && [ "$(cat "$OUT/version" 2>/dev/null)" = "$VERSION" ] && exit 0
 mkdir -p "$OUT"
 WORK=$(mktemp -d "$OUT/build.XXXXXX")
@@ -47,14 +50,15 @@ cat > root/init <<INIT
 export PATH=/bin
 mount -t proc p /proc; mount -t sysfs s /sys; mount -t devtmpfs d /dev
 for m in $MODS; do insmod /lib/\$m.ko 2>/dev/null; done
-IP=; N=guest; ADDRS=; GW=; FWD=; UDP=; DISK=
+IP=; N=guest; ADDRS=; GW=; FWD=; UDP=; DISK=; FILL=
 for a in \$(cat /proc/cmdline); do case \$a in st.ip=*) IP=\${a#st.ip=};; st.name=*) N=\${a#st.name=};;
   st.addr=*) ADDRS=\${a#st.addr=};; st.gw=*) GW=\${a#st.gw=};; st.fwd=1) FWD=1;; st.udpecho=*) UDP=\${a#st.udpecho=};;
-  st.disk=1) DISK=1;;
+  st.disk=1) DISK=1;; st.fill=*) FILL=\${a#st.fill=};;
   st.dirty=*) QUERY_STRING=rate=\${a#st.dirty=} /www/cgi-bin/dirty >/dev/null;; esac; done
 hostname "\$N"; echo "hello from \$N" > /www/index.html
 printf '#!/bin/sh\necho "Content-Type: text/plain"; echo; echo "\$(hostname) up \$(cut -d" " -f1 /proc/uptime)s"\n' > /www/cgi-bin/up
 chmod +x /www/cgi-bin/up
+[ -n "\$FILL" ] && (fill "\$FILL" </dev/null >/dev/console 2>&1 &)
 ip link set lo up
 if [ -n "\$IP" ] && [ -e /sys/class/net/eth0 ]; then ip addr add "\$IP" dev eth0; ip link set eth0 up; fi
 for c in \$(echo "\$ADDRS" | tr , " "); do ip addr add "\$c" dev eth0; done
@@ -116,7 +120,19 @@ case "$QUERY_STRING" in rate=*)
 esac
 cat /run/dirty/stats 2>/dev/null || echo "rate 0"
 CGI
-chmod +x root/bin/dirty root/www/cgi-bin/dirty
+# The filler: distinct numbered lines, so every 4 KiB page differs from its neighbours; the
+# shared part is the same text in every guest, the own part starts with the guest's name.
+cat > root/bin/fill <<'FILL'
+#!/bin/sh
+S=${1%,*}; O=${1#*,}; D=/run/fill; N=$(hostname)
+mkdir -p $D; mount -t tmpfs -o size=100% fill $D
+seq 1 99999999 | head -c $((S * 1048576)) > $D/shared
+seq 1 99999999 | sed "s/^/$N /" | head -c $((O * 1048576)) > $D/own
+sum() { cat $D/shared $D/own | md5sum | cut -d" " -f1; }
+echo "FILL $N $(sum)"
+while :; do sleep 1; echo "FILL-CHECK $N $(sum)"; done
+FILL
+chmod +x root/bin/dirty root/www/cgi-bin/dirty root/bin/fill
 (cd root && find . | cpio -o -H newc --quiet | gzip -1) > initramfs.gz
 cp kernel/boot/vmlinuz-* "$OUT/vmlinuz.tmp" && mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
 mv initramfs.gz "$OUT/initramfs.gz"

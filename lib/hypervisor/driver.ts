@@ -2,6 +2,8 @@
  * One interface, many drivers (libvirt's design): the agents never know which hypervisor
  * moves a VM. A new hypervisor is one new file implementing HypervisorDriver.
  */
+import type { SentPages } from "../dedup/encoder";
+import type { DedupRebuilder } from "../dedup/rebuild";
 import { TeleportError } from "../errors";
 import type {
   CompressMethod,
@@ -15,11 +17,14 @@ import type {
 } from "../../nrdl/types";
 
 /**
- * For drivers that carry no stream reduction (libvirt, VirtualBox: their `compression` is empty,
- * so a destination never accepts one for them): arming with one anyway is a bug, refused loudly.
+ * For drivers that carry no stream reduction (libvirt, VirtualBox: their `compression` is empty
+ * and they have no `dedup`, so a destination never accepts one for them): arming with one anyway
+ * is a bug, refused loudly.
  */
-export function refuseReduction(kind: Hypervisor, vm: string, r: StreamReduction | undefined): void {
+export function refuseReduction(kind: Hypervisor, vm: string, opts: Pick<ArmOptions, "compress" | "dedup">): void {
+  const r = opts.compress;
   if (r) throw new TeleportError(488, `the ${kind} driver cannot apply compress ${r.method} to ${vm}`);
+  if (opts.dedup) throw new TeleportError(488, `the ${kind} driver cannot apply group page dedup to ${vm}`);
 }
 
 export interface NicDefinition {
@@ -113,6 +118,11 @@ export interface ArmOptions {
   holdOnArrival?: boolean;
   /** The stream reduction agreed for this VM (NRDL 2 `<armed compress>`): the listener decodes it. */
   compress?: StreamReduction;
+  /**
+   * Group page dedup agreed for this VM (NRDL 2 `<armed dedup="on">`, SPEC.md 5.8): the dialog's
+   * index, shared by its VMs; a relay listens and rebuilds the stream for the incoming QEMU.
+   */
+  dedup?: DedupRebuilder;
 }
 
 /** How one VM's migration stream is reduced (nrdl/SPEC.md 5.7); absent everywhere means the plain stream. */
@@ -205,6 +215,8 @@ export interface MigrationOptions {
   convergence?: Convergence;
   /** The stream reduction the destination agreed to for this VM (it armed its listener for it). */
   compress?: StreamReduction;
+  /** Group page dedup the destination agreed to: the dialog's pages sent, shared by its VMs. */
+  dedup?: SentPages;
   onProgress?: (p: MigrationProgress) => void;
   /**
    * Post-copy recovery: when the link breaks after the switch to post-copy, ask the destination for

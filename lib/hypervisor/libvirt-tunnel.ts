@@ -23,14 +23,7 @@ import tls from "node:tls";
 import { TeleportError } from "../errors";
 import type { FinishWatch } from "./libvirt-finish-watch";
 import { MIGRATION_PROCEDURES, PREPARE3_PARAMS, RpcGate, type ParamsCheck } from "./libvirt-rpc-gate";
-import { migrationPsk, PSK_USER } from "./qemu-tls";
-
-/** TLS 1.2 PSK suites (Node's pskCallback does not do TLS 1.3 PSK). */
-const PSK_TLS = {
-  ciphers: "PSK-AES256-GCM-SHA384:PSK-CHACHA20-POLY1305",
-  minVersion: "TLSv1.2",
-  maxVersion: "TLSv1.2",
-} as const;
+import { migrationPsk, PSK_TLS, PSK_USER } from "./qemu-tls";
 
 /** Either side closing or failing closes both. */
 function closeTogether(a: net.Socket, b: net.Socket): void {

@@ -253,7 +253,7 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   async arm(vm: string, opts: ArmOptions): Promise<ArmedListener> {
-    refuseReduction(this.kind, vm, opts.compress);
+    refuseReduction(this.kind, vm, opts);
     const def = this.definition(vm);
     if (this.armed.has(vm)) throw new TeleportError(486, `VM ${vm} is already armed here`);
     // a move back right after one from here: libvirt may still be removing the copy it left (Confirm)

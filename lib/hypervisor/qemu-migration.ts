@@ -20,6 +20,8 @@ import type {
 import type { QmpClient, QmpEvent } from "./qmp";
 import { reductionCapabilities, reductionParameters } from "./qemu-compress";
 import { DiskMirrors, type MirrorDisk } from "./qemu-mirror";
+import { startDedupOutgoing, vetDedupMove } from "./qemu-dedup";
+import type { SourceRelay } from "../dedup/relay";
 import { dropMigrationSecret, useMigrationSecret } from "./qemu-tls";
 
 export interface MigrationHooks {
@@ -27,6 +29,8 @@ export interface MigrationHooks {
   connect(): Promise<QmpClient>;
   /** Private folder for the moment the TLS key file exists; undefined for plain TCP. */
   pskDir: string | undefined;
+  /** Private folder of the dedup relay's socket (SPEC.md 5.8), while it migrates with one. */
+  dedupDir: string;
   /** Quit the source QEMU once the destination has everything. */
   quitSource(): Promise<void>;
   /** Called once, when `done` settles. */
@@ -191,6 +195,7 @@ export class QemuMigration implements MigrationHandle {
   /** QOM id of this migration's TLS credentials (unique: a VM may leave, come back, leave again). */
   private readonly tlsId = `st-outgoing-${Date.now().toString(36)}`;
   private disks: MirrorDisk[] = [];
+  private relay: SourceRelay | undefined;
   private mirrors: DiskMirrors | undefined;
   private disk: MigrationProgress["disk"];
   private diskBytes: number | undefined;
@@ -376,6 +381,7 @@ export class QemuMigration implements MigrationHandle {
       const { status } = await client.execute<{ status: string }>("query-status");
       if (status !== "running")
         throw new TeleportError(486, `VM ${this.vm} is ${status}, not running: nothing to migrate`);
+      if (this.opts.dedup) vetDedupMove(this.vm, this.opts);
       const convergence = this.opts.convergence ?? "none";
       if (convergence === "postcopy" && this.opts.pauseBeforeSwitchover)
         throw new TeleportError(488, `convergence=postcopy cannot hold ${this.vm} for a group switchover`, [
@@ -386,7 +392,9 @@ export class QemuMigration implements MigrationHandle {
           { capability: "events", state: true },
           // the destination confirms it loaded the state before the source counts the move as done;
           // a destination that fails to load makes the migration fail and the source VM resume
-          { capability: "return-path", state: true },
+          // (not through the dedup relays yet, where QEMU 7.2's SHUT never arrives: dedup moves are
+          // group commits, whose source copy waits for the destination's word; see qemu-dedup.ts)
+          { capability: "return-path", state: !this.opts.dedup },
           // copied disks: the mirrors are completed with the VM stopped, before its device state goes
           {
             capability: "pause-before-switchover",
@@ -417,7 +425,8 @@ export class QemuMigration implements MigrationHandle {
         // post-copy has its own cap, unlimited unless told: the policy's cap holds there too
         ...(convergence === "postcopy" ? { "max-postcopy-bandwidth": this.bytesPerS } : {}),
       });
-      if (this.hooks.pskDir)
+      // dedup: the relay does TLS, QEMU's own stream stays on this host
+      if (this.hooks.pskDir && !this.opts.dedup)
         await useMigrationSecret(client, "client", this.tlsId, this.target.secret, this.hooks.pskDir);
       // a VM that arrived over TLS keeps its incoming tls-creds: clear them when this move is plain
       else await client.execute("migrate-set-parameters", { "tls-creds": "" });
@@ -425,7 +434,7 @@ export class QemuMigration implements MigrationHandle {
       if (this.disks.length > 0) await this.mirrorDisks(client);
       if (this.abortRequested) throw this.cancelReason;
       const finished = this.followEvents(client);
-      await client.execute("migrate", { uri: this.target.uri });
+      await client.execute("migrate", { uri: await this.streamUri() });
       if (this.abortRequested) await client.execute("migrate_cancel"); // abort() came while migrate was on its way
       this.log.info(`migrating ${this.vm}`, {
         uri: this.target.uri,
@@ -471,7 +480,23 @@ export class QemuMigration implements MigrationHandle {
       throw err;
     } finally {
       await client.close();
+      await this.closeRelay();
     }
+  }
+
+  /** Where QEMU sends its stream: the destination, or with dedup the local relay to it. */
+  private async streamUri(): Promise<string> {
+    if (!this.opts.dedup) return this.target.uri;
+    this.relay = await startDedupOutgoing(this.vm, this.opts.dedup, this.target, this.hooks.dedupDir);
+    return this.relay.uri;
+  }
+
+  private async closeRelay(): Promise<void> {
+    if (!this.relay || !this.opts.dedup) return;
+    const { fallback } = this.relay;
+    await this.relay.close();
+    this.relay = undefined;
+    this.log.info(`dedup stream of ${this.vm} closed`, { ...this.opts.dedup.stats, fallback: fallback() });
   }
 
   /** Mirror every copied disk and wait until all are in sync, reporting progress meanwhile. */

@@ -13,6 +13,13 @@ import type { QmpClient } from "./qmp";
 
 export const PSK_USER = "sip-teleport";
 
+/** TLS 1.2 PSK suites for Node's own ends (its pskCallback does not do TLS 1.3 PSK). */
+export const PSK_TLS = {
+  ciphers: "PSK-AES256-GCM-SHA384:PSK-CHACHA20-POLY1305",
+  minVersion: "TLSv1.2",
+  maxVersion: "TLSv1.2",
+} as const;
+
 /**
  * RFC 7919's ffdhe2048 group (PKCS#3, as `openssl genpkey -genparam -algorithm DH -pkeyopt
  * group:ffdhe2048` writes it), the size QEMU would generate. Without a dh-params.pem in its folder

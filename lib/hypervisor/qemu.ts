@@ -35,6 +35,8 @@ import { HostAnnouncer } from "../net/host-announcer";
 import { livePid, terminate, waitExit } from "./pidfile";
 import { QmpClient, type QmpConnectOptions } from "./qmp";
 import { connectOnCreate, type EarlyQmp } from "./qmp-early";
+import { listenDedupIncoming, vetDedup } from "./qemu-dedup";
+import type { DestinationRelay } from "../dedup/relay";
 import { addPskCredentials, useServerKeyDir, writeKeyDir, writeServerKeyDir } from "./qemu-tls";
 
 export interface QemuDriverOptions {
@@ -92,6 +94,9 @@ export interface VmFiles {
   pskNbd: string;
   /** Images an arming created for copied disks, deleted if the VM does not arrive. */
   createdImages: string;
+  /** Group page dedup: the incoming QEMU's local socket, the outgoing relay's private folder. */
+  dedupIn: string;
+  dedupOut: string;
   /**
    * Marker: armed with holdOnArrival (QEMU -S); an arrival waits paused for the group's decision.
    * On disk like the pidfile, so a restarted agent tells an arrived VM from one paused otherwise.
@@ -147,6 +152,8 @@ export class QemuDriver implements HypervisorDriver {
   readonly kind = "qemu" as const;
   /** zstd, zlib (multifd) and XBZRLE, QEMU 7.2's own (nrdl/SPEC.md 5.7). */
   readonly compression = QEMU_COMPRESSION;
+  /** Dedup relays of incoming VMs, until the VM arrived or its listener went. */
+  private readonly relays = new Map<string, DestinationRelay>();
   readonly runDir: string;
   private readonly defs: Map<string, VmDefinition>;
   private readonly log: Logger;
@@ -210,6 +217,8 @@ export class QemuDriver implements HypervisorDriver {
       pskOut: `${base}.psk-out`,
       pskNbd: `${base}.psk-nbd`,
       createdImages: `${base}.created-images.json`,
+      dedupIn: `${base}.dedup-in.sock`,
+      dedupOut: `${base}.dedup-out`,
       hold: `${base}.hold`,
     };
   }
@@ -370,6 +379,7 @@ export class QemuDriver implements HypervisorDriver {
 
   async arm(vm: string, opts: ArmOptions): Promise<ArmedListener> {
     const def = this.definition(vm);
+    if (opts.dedup) vetDedup(vm, opts.compress, !!opts.postcopy);
     await this.requireAbsent(vm);
     const copied = (opts.disks ?? []).filter(isCopied);
     const images = new CreatedImages(this.files(vm).createdImages);
@@ -604,7 +614,8 @@ export class QemuDriver implements HypervisorDriver {
         ],
       }),
       Object.keys(reduction).length ? client.execute("migrate-set-parameters", reduction) : undefined,
-      this.migrationTls ? useServerKeyDir(client, "st-incoming", pskIn) : undefined,
+      // a dedup stream's TLS is its relay's: QEMU's own socket is local
+      this.migrationTls && !opts.dedup ? useServerKeyDir(client, "st-incoming", pskIn) : undefined,
     ]);
     for (const r of done) if (r.status === "rejected") throw r.reason;
   }
@@ -704,6 +715,7 @@ export class QemuDriver implements HypervisorDriver {
         return QmpClient.connect(this.files(vm).qmp);
       },
       pskDir: this.migrationTls ? this.files(vm).pskOut : undefined,
+      dedupDir: this.files(vm).dedupOut,
       quitSource: () => this.quit(vm),
       disks: () => this.mirrorDisks(vm, target.exports ?? []),
       settled: () => {
@@ -860,6 +872,15 @@ export class QemuDriver implements HypervisorDriver {
 
   /** Listen for the incoming migration; a port picked by us may be taken by someone else first. */
   private async listen(client: QmpClient, vm: string, opts: ArmOptions): Promise<string> {
+    if (opts.dedup) {
+      const { address, secret } = opts;
+      const port = opts.port ?? 0;
+      const socket = this.files(vm).dedupIn;
+      const incoming = { vm, index: opts.dedup, address, port, secret, socket };
+      const { uri, relay } = await listenDedupIncoming(client, incoming, this.log);
+      this.relays.set(vm, relay);
+      return uri;
+    }
     for (let attempt = 1; ; attempt++) {
       const uri = tcpUri(opts.address, opts.port ?? (await freePort(opts.address)));
       try {
@@ -936,6 +957,13 @@ export class QemuDriver implements HypervisorDriver {
     const l = this.listeners.get(vm);
     this.listeners.delete(vm);
     await l?.client.close();
+    await this.dropRelay(vm);
+  }
+
+  private async dropRelay(vm: string): Promise<void> {
+    const relay = this.relays.get(vm);
+    this.relays.delete(vm);
+    await relay?.close();
   }
 
   /** Quit this host's QEMU for the VM (QMP quit, SIGTERM/SIGKILL if it does not go) and remove its files. */
@@ -950,12 +978,13 @@ export class QemuDriver implements HypervisorDriver {
       this.log.warn(`QMP quit of ${vm} failed, terminating pid ${pid}`, { error: TeleportError.from(err).message });
     }
     if (!(await waitExit(pid, 3000))) await terminate(pid);
+    await this.dropRelay(vm);
     this.removeRunFiles(vm);
   }
 
   private removeRunFiles(vm: string): void {
     const f = this.files(vm);
-    for (const p of [f.pid, f.qmp, f.mon, f.pskIn, f.pskOut, f.pskNbd, f.hold])
+    for (const p of [f.pid, f.qmp, f.mon, f.pskIn, f.pskOut, f.pskNbd, f.hold, f.dedupIn, f.dedupOut])
       fs.rmSync(p, { force: true, recursive: true });
   }
 }

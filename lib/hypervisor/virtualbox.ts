@@ -132,7 +132,7 @@ export class VirtualBoxDriver implements HypervisorDriver {
   }
 
   async arm(vm: string, opts: ArmOptions): Promise<ArmedListener> {
-    refuseReduction(this.kind, vm, opts.compress);
+    refuseReduction(this.kind, vm, opts);
     const state = await this.vmState(vm);
     if (vboxRunState(state) !== "absent")
       throw new TeleportError(486, `VM ${vm} is ${state} here: cannot arm a teleport target`);

@@ -1,0 +1,195 @@
+/**
+ * The dedup relays of one VM's migration (nrdl/SPEC.md 5.8). Source: QEMU migrates in plain to a
+ * unix socket in a private (0700) folder; the relay encodes the stream (encoder.ts) onto a TLS-PSK
+ * connection keyed by the VM's one-time secret, as QEMU's own TLS would be. Destination: the armed
+ * port takes exactly one connection that proves the secret, and the rebuilt stream goes into the
+ * incoming QEMU's unix socket; QEMU's return path flows back unchanged. Any failure on either side
+ * drops both connections, which QEMU reports as a failed migration: the VM runs on at the source.
+ */
+import { once } from "node:events";
+import fs from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import tls from "node:tls";
+import { TeleportError } from "../errors";
+import { migrationPsk, PSK_TLS, PSK_USER } from "../hypervisor/qemu-tls";
+import { type SentPages, StreamEncoder } from "./encoder";
+import { FrameReader } from "./frames";
+import type { DedupRebuilder } from "./rebuild";
+
+export interface RelayEnd {
+  /** Settles when the stream ended: resolves when it went through whole, rejects when it failed. */
+  done: Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface SourceRelay extends RelayEnd {
+  /** QEMU's migration URI: `unix:` the relay's socket. */
+  uri: string;
+  /** Why the stream passed through plain from some point on (the splitter's reason), once it did. */
+  fallback(): string | undefined;
+}
+
+function settle(): { done: Promise<void>; ok: () => void; fail: (e: unknown) => void } {
+  let ok = () => {};
+  let fail: (e: unknown) => void = () => {};
+  const done = new Promise<void>((resolve, reject) => ((ok = resolve), (fail = reject)));
+  done.catch(() => undefined); // a caller that only closes need not await it
+  return { done, ok, fail };
+}
+
+/** Writes and pauses the reader while the writer's buffer is full (the slow side sets the pace). */
+function paced(reader: net.Socket, writer: net.Socket, bytes: Buffer): void {
+  if (bytes.length && !writer.write(bytes) && !reader.isPaused()) {
+    reader.pause();
+    writer.once("drain", () => reader.resume());
+  }
+}
+
+/** Source: a relay for one VM's outgoing stream to `host:port`; the folder `dir` is its own. */
+export async function startSourceRelay(opts: {
+  vm: string;
+  pages: SentPages;
+  host: string;
+  port: number;
+  secret: string;
+  dir: string;
+}): Promise<SourceRelay> {
+  const psk = migrationPsk(opts.secret);
+  fs.rmSync(opts.dir, { recursive: true, force: true });
+  fs.mkdirSync(opts.dir, { mode: 0o700 });
+  const socket = path.join(opts.dir, "out.sock");
+  const end = settle();
+  const encoder = new StreamEncoder(opts.pages);
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((qemu) => {
+    server.close(); // one stream per relay
+    const link = tls.connect({
+      ...PSK_TLS,
+      host: opts.host,
+      port: opts.port,
+      pskCallback: () => ({ psk, identity: PSK_USER }),
+      checkServerIdentity: () => undefined,
+    });
+    sockets.add(qemu).add(link);
+    // the destination's QEMU closes once it loaded the stream (its return path said how it went)
+    let ended = false;
+    const fail = (why: string) => {
+      qemu.destroy();
+      link.destroy();
+      end.fail(new TeleportError(503, `dedup relay of ${opts.vm}: ${why}`));
+    };
+    link.write(encoder.open(opts.vm));
+    qemu.on("data", (chunk: Buffer) => paced(qemu, link, encoder.encode(chunk)));
+    qemu.on("end", () => {
+      ended = true;
+      if (link.writable) link.end(encoder.end());
+    });
+    link.on("data", (chunk: Buffer) => paced(link, qemu, chunk)); // the return path
+    link.on("end", () => ((ended = true), qemu.end()));
+    qemu.on("error", (e) => fail(`QEMU's side: ${e.message}`));
+    link.on("error", (e) => fail(`the link: ${e.message}`));
+    link.on("close", () => (ended ? end.ok() : fail("the link closed mid-stream")));
+    qemu.on("close", () => ended || fail("QEMU's side closed mid-stream"));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(socket, () => resolve());
+  });
+  return {
+    uri: `unix:${socket}`,
+    done: end.done,
+    fallback: () => encoder.fallback,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      fs.rmSync(opts.dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface DestinationRelay extends RelayEnd {
+  port: number;
+}
+
+let streams = 0;
+
+/**
+ * Destination: listen on address:port for the one connection of `vm` that proves the secret and
+ * rebuild its stream into `incoming` (QEMU's `-incoming unix:` socket). Others are refused.
+ */
+export async function listenDestinationRelay(opts: {
+  vm: string;
+  index: DedupRebuilder;
+  address: string;
+  port: number;
+  secret: string;
+  incoming: string;
+  onRefused: (why: string) => void;
+}): Promise<DestinationRelay> {
+  const psk = migrationPsk(opts.secret);
+  const end = settle();
+  const sockets = new Set<net.Socket>();
+  const server = tls.createServer(
+    { ...PSK_TLS, pskCallback: (_socket, identity) => (identity === PSK_USER ? psk : null) },
+    (link) => {
+      server.close();
+      const stream = streams++;
+      const qemu = net.connect(opts.incoming);
+      sockets.add(link).add(qemu);
+      const reader = new FrameReader();
+      let queue = Promise.resolve();
+      let ended = false;
+      const fail = (why: string) => {
+        link.destroy();
+        qemu.destroy();
+        end.fail(new TeleportError(503, `dedup relay of ${opts.vm}: ${why}`));
+      };
+      // frames in order, one at a time: a reference may wait for its page from another stream
+      const take = async (chunk: Buffer) => {
+        for (const f of reader.push(chunk)) {
+          const r = await opts.index.apply(stream, f);
+          if (r?.kind === "data" && !qemu.write(r.bytes)) await once(qemu, "drain");
+          else if (r?.kind === "open" && r.vm !== opts.vm) throw new TeleportError(403, `a stream for ${r.vm}`);
+          else if (r?.kind === "fail") throw r.error;
+          else if (r?.kind === "end") ended = true;
+        }
+      };
+      link.on("data", (chunk: Buffer) => {
+        link.pause();
+        queue = queue
+          .then(() => take(chunk))
+          .then(
+            () => void link.resume(),
+            (e: unknown) => fail(TeleportError.from(e).message),
+          );
+      });
+      link.on("end", () => void queue.then(() => (ended ? qemu.end() : fail("the link closed mid-stream"))));
+      qemu.on("data", (chunk: Buffer) => paced(qemu, link, chunk)); // the return path
+      // QEMU closes once it loaded the stream, before the source's END: its return path said how it
+      // went, so the link is ended (never destroyed, which would drop that answer) and a write to
+      // the closed socket (EPIPE) is no failure of ours
+      let qemuError: Error | undefined;
+      qemu.on("error", (e) => (qemuError = e));
+      qemu.on("close", () => {
+        link.end();
+        if (qemuError && !ended) end.fail(new TeleportError(503, `dedup relay of ${opts.vm}: ${qemuError.message}`));
+        else end.ok();
+      });
+      link.on("error", (e) => fail(`the link: ${e.message}`));
+    },
+  );
+  server.on("tlsClientError", (e) => opts.onRefused(`a connection without the secret: ${e.message}`));
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.address, () => resolve());
+  });
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    done: end.done,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
