@@ -216,7 +216,9 @@ class Run {
       woken.catch(() => undefined);
       await Promise.race([woken, ...firstStop]);
       told = !!groupCommit?.onStopping;
-      await Promise.race([groupCommit?.onStopping?.(names), ...firstStop]);
+      // not raced with a VM that stopped itself: the claim is bounded (CLAIM_WAIT_MS), and no rest may
+      // leave before it was asked for, or a crash at the claim would find the group already sent
+      await groupCommit?.onStopping?.(names);
       const stops = Promise.all(handles.map((h, i) => own(names[i], h.stop())));
       stoppedAt = await within(stops, window, `not every VM stopped within ${window} ms`);
       // awaited: the source journals the group before any rest leaves (SPEC.md 5.6)
