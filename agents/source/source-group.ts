@@ -119,7 +119,6 @@ export class SourceGroup implements GroupCommit {
     );
     await Promise.race([answered, sleep(CLAIM_WAIT_MS)]);
     this.claimed = { askedAt: asked, answeredAt: Date.now() };
-    await crashPoint("source:claimed");
   }
 
   async onStopped(vms: string[], firstStopAt: number, lastStopAt: number): Promise<void> {

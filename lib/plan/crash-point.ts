@@ -12,7 +12,7 @@ import fs from "node:fs";
 import { join } from "node:path";
 
 export const CRASH_POINTS = [
-  /** the destination claimed the group's MACs (<switchover> answered); no VM stopped yet */
+  /** the group's MACs claimed (<switchover> answered, its 50 ms up, or a VM stopped itself); none stopped by us */
   "source:claimed",
   /** every VM of the group stopped at the source; no rest sent yet */
   "source:stopped",

@@ -3,6 +3,7 @@
  * The executor only schedules; moving a VM is the caller's `start` function (a hypervisor
  * migration towards the destination's armed listener), so the same code drives any driver.
  */
+import { crashPoint } from "./crash-point";
 import type { Policy } from "../../nrdl/types";
 import type { MigrationHandle, MigrationResult } from "../hypervisor/driver";
 import { TeleportError } from "../errors";
@@ -216,9 +217,10 @@ class Run {
       woken.catch(() => undefined);
       await Promise.race([woken, ...firstStop]);
       told = !!groupCommit?.onStopping;
-      // not raced with a VM that stopped itself: the claim is bounded (CLAIM_WAIT_MS), and no rest may
-      // leave before it was asked for, or a crash at the claim would find the group already sent
-      await groupCommit?.onStopping?.(names);
+      await Promise.race([groupCommit?.onStopping?.(names), ...firstStop]);
+      // here, not inside the claim: a VM that stopped itself ends the race before the claim is answered,
+      // and a crash point there would let the group be sent past it
+      await crashPoint("source:claimed");
       const stops = Promise.all(handles.map((h, i) => own(names[i], h.stop())));
       stoppedAt = await within(stops, window, `not every VM stopped within ${window} ms`);
       // awaited: the source journals the group before any rest leaves (SPEC.md 5.6)
