@@ -586,15 +586,19 @@ export class DestinationAgent {
       state.offer.vms.map(async (vm): Promise<Armed> => {
         const local = this.opts.host.find(vm.name);
         if (!local) throw new TeleportError(488, "not defined on this host");
-        const port = await freePortInRange(address, ports, taken);
+        // a port of the range no other VM of this dialog holds; another one if a bind finds it taken
+        const anotherPort = async (): Promise<number | undefined> => {
+          const p = await freePortInRange(address, ports, taken);
+          if (p !== undefined) taken.add(p);
+          return p;
+        };
+        const port = await anotherPort();
         if (port === undefined) throw new TeleportError(503, `no free migration port in ${ports}`);
-        taken.add(port);
         const secret = randomBytes(32).toString("base64url");
         const copies = vm.disks.some((d) => d.mode !== "shared");
         // copied disks: one NBD server per VM, with a one-time secret of its own, from the same port range
-        const nbdPort = copies ? await freePortInRange(address, ports, taken) : undefined;
+        const nbdPort = copies ? await anotherPort() : undefined;
         if (copies && nbdPort === undefined) throw new TeleportError(503, `no free NBD port in ${ports}`);
-        if (nbdPort !== undefined) taken.add(nbdPort);
         const nbdSecret = copies ? randomBytes(32).toString("base64url") : undefined;
         // the source's first offered method this driver can do, or the plain stream (nrdl/SPEC.md 5.7)
         const reduction = acceptCompress(state.offer, local.driver.compression);
@@ -604,6 +608,7 @@ export class DestinationAgent {
         const listener = await local.driver.arm(vm.name, {
           address,
           port,
+          anotherPort,
           secret,
           disks: vm.disks,
           nbdPort,

@@ -105,6 +105,11 @@ export interface ArmOptions {
   secret: string;
   /** The offered disks to receive: the copied ones are created here and exported over NBD. */
   disks?: DiskSpec[];
+  /**
+   * Another port of the caller's range, for when `port` or `nbdPort` was taken by someone else
+   * between the caller's check and the hypervisor's bind (undefined: none left).
+   */
+  anotherPort?: () => Promise<number | undefined>;
   /** Port of the NBD server for copied disks (a free one when omitted). */
   nbdPort?: number;
   /** One-time secret of the NBD server (never logged). */

@@ -18,3 +18,28 @@ export function freePort(address: string): Promise<number> {
     });
   });
 }
+
+/**
+ * Binds a listener with `bind(port)`, starting from `first` (a free one when omitted). A port found
+ * free may be taken before the hypervisor binds it (the agent's range may overlap the kernel's
+ * ephemeral ports): then `another` (the caller's range), or any free port when the caller had none,
+ * is tried, three binds at most. The last bind error is thrown.
+ */
+export async function bindWithRetry<T>(
+  address: string,
+  first: number | undefined,
+  another: (() => Promise<number | undefined>) | undefined,
+  bind: (port: number) => Promise<T>,
+): Promise<T> {
+  const next = first === undefined ? () => freePort(address) : another;
+  let port = first ?? (await freePort(address));
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await bind(port);
+    } catch (err) {
+      const retry = attempt < 3 && next ? await next() : undefined;
+      if (retry === undefined) throw err;
+      port = retry;
+    }
+  }
+}

@@ -15,7 +15,7 @@ import { listenDestinationRelay, startSourceRelay, type DestinationRelay, type S
 import type { SentPages } from "../dedup/encoder";
 import type { DedupRebuilder } from "../dedup/rebuild";
 import type { MigrationOptions, StreamReduction } from "./driver";
-import { tcpUri } from "./net";
+import { bindWithRetry, tcpUri } from "./net";
 import type { QmpClient } from "./qmp";
 
 export function vetDedup(vm: string, compress: StreamReduction | undefined, postcopy: boolean): void {
@@ -46,23 +46,33 @@ function hostPort(uri: string): { host: string; port: number } {
  */
 export async function listenDedupIncoming(
   client: QmpClient,
-  opts: { vm: string; index: DedupRebuilder; address: string; port: number; secret: string; socket: string },
+  opts: {
+    vm: string;
+    index: DedupRebuilder;
+    address: string;
+    port?: number;
+    anotherPort?: () => Promise<number | undefined>;
+    secret: string;
+    socket: string;
+  },
   log: Logger,
 ): Promise<{ uri: string; relay: DestinationRelay }> {
   await client.execute("migrate-incoming", { uri: `unix:${opts.socket}` });
-  const relay = await listenDestinationRelay({
-    vm: opts.vm,
-    index: opts.index,
-    address: opts.address,
-    port: opts.port,
-    secret: opts.secret,
-    incoming: opts.socket,
-    onRefused: (why) => log.warn(`dedup listener of ${opts.vm} refused a connection`, { why }),
-  }).catch((err: unknown) => {
-    throw new TeleportError(503, `cannot listen for VM ${opts.vm} on port ${opts.port}`, [
-      TeleportError.from(err).message,
-    ]);
-  });
+  const relay = await bindWithRetry(opts.address, opts.port, opts.anotherPort, (port) =>
+    listenDestinationRelay({
+      vm: opts.vm,
+      index: opts.index,
+      address: opts.address,
+      port,
+      secret: opts.secret,
+      incoming: opts.socket,
+      onRefused: (why) => log.warn(`dedup listener of ${opts.vm} refused a connection`, { why }),
+    }).catch((err: unknown) => {
+      throw new TeleportError(503, `cannot listen for VM ${opts.vm} on port ${port}`, [
+        TeleportError.from(err).message,
+      ]);
+    }),
+  );
   relay.done.then(
     () => log.info(`dedup stream of ${opts.vm} rebuilt`, { ...opts.index.stats }),
     (err: unknown) => log.warn(`dedup stream of ${opts.vm} failed`, { error: TeleportError.from(err).message }),

@@ -30,7 +30,7 @@ import { CreatedImages, diskArgs, diskNode, isCopied, vetIncomingDisks } from ".
 import { QEMU_COMPRESSION, reductionCapabilities, reductionParameters } from "./qemu-compress";
 import { QemuMigration, type MigrationHooks } from "./qemu-migration";
 import { dropOrphanedMirrors, type MirrorDisk } from "./qemu-mirror";
-import { freePort, tcpUri } from "./net";
+import { bindWithRetry, tcpUri } from "./net";
 import { HostAnnouncer } from "../net/host-announcer";
 import { livePid, terminate, waitExit } from "./pidfile";
 import { QmpClient, type QmpConnectOptions } from "./qmp";
@@ -624,21 +624,19 @@ export class QemuDriver implements HypervisorDriver {
   private async exportDisks(client: QmpClient, vm: string, disks: DiskSpec[], opts: ArmOptions): Promise<DiskExport[]> {
     const secret = opts.nbdSecret;
     if (!secret) throw new TeleportError(500, `no NBD secret to export the disks of ${vm}`);
-    const port = opts.nbdPort ?? (await freePort(opts.address));
-    const start: Record<string, unknown> = {
-      addr: { type: "inet", data: { host: opts.address, port: String(port) } },
-    };
-    if (this.migrationTls) {
-      await addPskCredentials(client, "server", "st-nbd", secret, this.files(vm).pskNbd);
-      start["tls-creds"] = "st-nbd";
-    }
-    try {
-      await client.execute("nbd-server-start", start);
-    } catch (err) {
-      throw new TeleportError(503, `cannot serve the disks of ${vm} on port ${port}`, [
-        TeleportError.from(err).message,
-      ]);
-    }
+    const tls = this.migrationTls;
+    if (tls) await addPskCredentials(client, "server", "st-nbd", secret, this.files(vm).pskNbd);
+    const port = await bindWithRetry(opts.address, opts.nbdPort, opts.anotherPort, async (port) => {
+      const addr = { type: "inet", data: { host: opts.address, port: String(port) } };
+      try {
+        await client.execute("nbd-server-start", tls ? { addr, "tls-creds": "st-nbd" } : { addr });
+        return port;
+      } catch (err) {
+        throw new TeleportError(503, `cannot serve the disks of ${vm} on port ${port}`, [
+          TeleportError.from(err).message,
+        ]);
+      }
+    });
     const host = opts.address.includes(":") ? `[${opts.address}]` : opts.address;
     for (const d of disks)
       await client.execute("block-export-add", {
@@ -873,24 +871,22 @@ export class QemuDriver implements HypervisorDriver {
   /** Listen for the incoming migration; a port picked by us may be taken by someone else first. */
   private async listen(client: QmpClient, vm: string, opts: ArmOptions): Promise<string> {
     if (opts.dedup) {
-      const { address, secret } = opts;
-      const port = opts.port ?? 0;
+      const { address, port, anotherPort, secret } = opts;
       const socket = this.files(vm).dedupIn;
-      const incoming = { vm, index: opts.dedup, address, port, secret, socket };
+      const incoming = { vm, index: opts.dedup, address, port, anotherPort, secret, socket };
       const { uri, relay } = await listenDedupIncoming(client, incoming, this.log);
       this.relays.set(vm, relay);
       return uri;
     }
-    for (let attempt = 1; ; attempt++) {
-      const uri = tcpUri(opts.address, opts.port ?? (await freePort(opts.address)));
+    return bindWithRetry(opts.address, opts.port, opts.anotherPort, async (port) => {
+      const uri = tcpUri(opts.address, port);
       try {
         await client.execute("migrate-incoming", { uri });
         return uri;
       } catch (err) {
-        if (opts.port !== undefined || attempt >= 3)
-          throw new TeleportError(503, `cannot listen for VM ${vm} on ${uri}`, [TeleportError.from(err).message]);
+        throw new TeleportError(503, `cannot listen for VM ${vm} on ${uri}`, [TeleportError.from(err).message]);
       }
-    }
+    });
   }
 
   /**

@@ -76,7 +76,8 @@ export const SEQUENTIAL: Policy = {
   onError: "abort",
 };
 
-let portBase = 20000 + Math.floor(Math.random() * 20000);
+// below the kernel's ephemeral ports (32768-60999), which outgoing connections take at random
+let portBase = 20000 + Math.floor(Math.random() * 12000);
 
 function side(
   base: string,

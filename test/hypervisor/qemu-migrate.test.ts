@@ -2,7 +2,9 @@
  * Real QEMU live migrations between two run dirs ("hosts") on loopback, TCG, NIC-less 96 MiB guests.
  */
 import fs from "node:fs";
+import net from "node:net";
 import type { MigrationOptions, MigrationProgress } from "../../lib/hypervisor/driver";
+import { freePort } from "../../lib/hypervisor/net";
 import { QmpClient } from "../../lib/hypervisor/qmp";
 import { ensureGuest, guestVm, type GuestFiles } from "../../lib/guest/guest";
 import { hostsRunning, makeHosts, tearDown, type Hosts } from "../harness/hosts";
@@ -119,6 +121,34 @@ test("bandwidth and downtime limits reach QEMU", async () => {
   expect(result.downtimeMs).toBeGreaterThanOrEqual(0);
   await hosts.dc2.waitResumed("vm1", 10_000);
   expectOnlyOn("vm1", "dc2");
+});
+
+test("a port taken between the agent's check and QEMU's bind: the listener takes another of the range", async () => {
+  hosts = makeHosts([guestVm(guest, "vm1")]);
+  await hosts.dc1.start("vm1");
+  // someone else binds the port the agent found free (an outgoing connection's ephemeral port, say)
+  const squatter = net.createServer();
+  await new Promise<void>((r) => squatter.listen(0, "127.0.0.1", r));
+  const taken = (squatter.address() as net.AddressInfo).port;
+  try {
+    const alone = { address: "127.0.0.1", port: taken, secret: SECRET };
+    await expect(hosts.dc2.arm("vm1", alone)).rejects.toMatchObject({ status: 503 });
+    await hosts.dc2.disarm("vm1");
+    const offered: number[] = [];
+    const anotherPort = async () => {
+      const p = await freePort("127.0.0.1");
+      offered.push(p);
+      return p;
+    };
+    const armed = await hosts.dc2.arm("vm1", { ...alone, anotherPort });
+    expect(offered).toHaveLength(1);
+    expect(armed.uri).toBe(`tcp:127.0.0.1:${offered[0]}`);
+    await hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, fast).done;
+    await hosts.dc2.waitResumed("vm1", 10_000);
+    expectOnlyOn("vm1", "dc2");
+  } finally {
+    squatter.close();
+  }
 });
 
 test("held for switchover: the VM keeps running in pre-copy until switchover()", async () => {
