@@ -72,25 +72,35 @@ export async function startSourceRelay(opts: {
       checkServerIdentity: () => undefined,
     });
     sockets.add(qemu).add(link);
-    // the destination's QEMU closes once it loaded the stream (its return path said how it went)
-    let ended = false;
+    // The destination's QEMU closes once it loaded the stream (its return path said how it went):
+    // then QEMU here has nothing left to send. A link that ends while QEMU still sends, or with
+    // QEMU's bytes still queued for it, was cut (a FIN, not only a reset): QEMU's socket is
+    // destroyed so that its migration fails at once instead of blocking on a full socket.
+    let qemuEnded = false;
+    let linkEnded = false;
     const fail = (why: string) => {
       qemu.destroy();
       link.destroy();
       end.fail(new TeleportError(503, `dedup relay of ${opts.vm}: ${why}`));
     };
+    const cut = () => fail("the link closed mid-stream");
     link.write(encoder.open(opts.vm));
-    qemu.on("data", (chunk: Buffer) => paced(qemu, link, encoder.encode(chunk)));
+    qemu.on("data", (chunk: Buffer) => (linkEnded ? cut() : paced(qemu, link, encoder.encode(chunk))));
     qemu.on("end", () => {
-      ended = true;
+      qemuEnded = true;
       if (link.writable) link.end(encoder.end());
     });
     link.on("data", (chunk: Buffer) => paced(link, qemu, chunk)); // the return path
-    link.on("end", () => ((ended = true), qemu.end()));
+    link.on("end", () => {
+      linkEnded = true;
+      if (!qemuEnded && link.writableLength > 0) return cut();
+      qemu.resume();
+      qemu.end();
+    });
     qemu.on("error", (e) => fail(`QEMU's side: ${e.message}`));
     link.on("error", (e) => fail(`the link: ${e.message}`));
-    link.on("close", () => (ended ? end.ok() : fail("the link closed mid-stream")));
-    qemu.on("close", () => ended || fail("QEMU's side closed mid-stream"));
+    link.on("close", () => (qemuEnded ? end.ok() : linkEnded || cut()));
+    qemu.on("close", () => (qemuEnded || linkEnded ? end.ok() : fail("QEMU's side closed mid-stream")));
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
