@@ -33,7 +33,7 @@ import type {
 import { LibvirtMigration, type DiskCopy } from "./libvirt-migration";
 import { incomingDomainCheck } from "./libvirt-incoming";
 import { dataChannel, listenTunnel, type TunnelServer } from "./libvirt-tunnel";
-import { freePort, tcpUri } from "./net";
+import { bindWithRetry, freePort, tcpUri } from "./net";
 import { CreatedImages, isCopied, vetIncomingDisks } from "./qemu-disks";
 import { Virsh, type DomainState } from "./virsh";
 
@@ -260,31 +260,35 @@ export class LibvirtDriver implements HypervisorDriver {
     await this.outgoing.get(vm)?.gone;
     const why = await this.checkIncoming(vm);
     if (why) throw new TeleportError(488, `VM ${vm} cannot be received here`, [why]);
-    const port = opts.port ?? (await freePort(opts.address));
-    const uri = tcpUri(opts.address, port);
     const { domain } = def.libvirt;
     const local = (await this.virsh(def).domState(domain)) ? await this.virsh(def).migratable(domain) : undefined;
     const socket = libvirtSocket(def.libvirt.uri);
     const data = dataChannel(opts.secret, domain, socket);
     const copied = (opts.disks ?? []).filter(isCopied);
     const nbd = copied.length ? await this.armDisks(vm, def, copied, opts) : undefined;
-    let tunnel: TunnelServer;
+    let bound: { tunnel: TunnelServer; port: number };
     try {
-      tunnel = await listenTunnel({
-        address: opts.address,
+      bound = await bindWithRetry(opts.address, opts.port, opts.anotherPort, async (port) => ({
         port,
-        secret: opts.secret,
-        libvirtSocket: socket,
-        check: incomingDomainCheck(domain, local, data.migrateUri, nbd?.armed),
-        dataPath: data.localPath,
-        nbd: nbd?.listen,
-        onRefused: (reason) => this.log.warn(`refused on the armed ports of ${vm}`, { uri, reason }),
-        onProcedures: (procedures) => this.log.debug(`migration calls through the armed port of ${vm}`, { procedures }),
-      });
+        tunnel: await listenTunnel({
+          address: opts.address,
+          port,
+          secret: opts.secret,
+          libvirtSocket: socket,
+          check: incomingDomainCheck(domain, local, data.migrateUri, nbd?.armed),
+          dataPath: data.localPath,
+          nbd: nbd?.listen,
+          onRefused: (reason) => this.log.warn(`refused on the armed ports of ${vm}`, { port, reason }),
+          onProcedures: (procedures) =>
+            this.log.debug(`migration calls through the armed port of ${vm}`, { procedures }),
+        }),
+      }));
     } catch (err) {
       this.images(vm).remove();
       throw err;
     }
+    const { tunnel, port } = bound;
+    const uri = tcpUri(opts.address, port);
     this.armed.set(vm, { uri, tunnel });
     this.virsh(def).followLifecycle(); // connected before the arrival resumes: waitResumed hears it
     this.log.info(`armed ${vm}`, { uri, domain: def.libvirt.domain, copiedDisks: copied.length });

@@ -1,12 +1,14 @@
 /**
  * What the native stream lets libvirt domains do over SIP, between the two real libvirtd: a copied
  * qcow2 disk (the destination creates the image and deletes it when the move fails; the disk
- * moves over the armed NBD port; every write the guest synced arrives, filesystem clean), and
+ * moves over the armed NBD port; every write the guest synced arrives, filesystem clean), a copied
+ * overlay onto the destination's own base (copy-top), and
  * post-copy for a guest that outwrites the link.
  */
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import execa from "execa";
 import type { DiskDefinition, MigrationProgress, VmDefinition } from "../../lib/hypervisor/driver";
 import { startPair } from "../harness";
 import { until } from "../security/fault-report";
@@ -100,6 +102,46 @@ describe("libvirt driver over SIP: copied disks and post-copy (native stream)", 
     // the image is the VM's now, and the source keeps its old one
     expect(fs.existsSync(image(lab.dc2))).toBe(true);
     expect(fs.existsSync(image(lab.dc1))).toBe(true);
+  });
+
+  it("copy-top: only the overlay moves, onto dc2's own copy of the base, and every write arrives", async () => {
+    const name = "lv-top";
+    const images = (h: LibvirtHost) => path.join(h.dir, "lib", "images");
+    const base = (h: LibvirtHost) => path.join(images(h), `${name}-base.qcow2`);
+    const top = (h: LibvirtHost) => path.join(images(h), `${name}.qcow2`);
+    for (const h of [lab.dc1, lab.dc2]) fs.mkdirSync(images(h), { recursive: true });
+    // the base, 8 MiB of it data, on both hosts; the guest writes into an overlay that only dc1 has
+    await ext4Image(base(lab.dc1), 24, "qcow2", 8);
+    fs.copyFileSync(base(lab.dc1), base(lab.dc2));
+    await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base(lab.dc1), "-F", "qcow2", top(lab.dc1)]);
+    const serial = await define(name, { disk: `/var/lib/libvirt/images/${name}.qcow2` });
+    const disk = (h: LibvirtHost): DiskDefinition[] => [
+      { target: "vda", file: top(h), format: "qcow2", mode: "copy-top", backing: base(h) },
+    ];
+    const pair = await pairOf(entry(name, lab.dc1, disk(lab.dc1)), entry(name, lab.dc2, disk(lab.dc2)));
+    await pair.dc1.host.find(name)?.driver.start(name);
+    await waitForWriter(serial);
+    const summary = await pair.dc1.agent.migrate({
+      to: pair.dc2.uri,
+      vms: [name],
+      policy: { ...policy, bandwidthMbps: 200 },
+    });
+    expect(summary.outcome).toBe("completed");
+    // the overlay crossed, not the base's 8 MiB of data
+    const moved = summary.vms[0].diskTransferredBytes ?? 0;
+    expect(moved).toBeGreaterThan(0);
+    expect(moved).toBeLessThan(8 << 20);
+    await placedOn(name, "dc2");
+    const atSource = Math.max(...printedSeqs(serial));
+    await waitForWriter(serial, atSource + 20);
+    await pair.dc2.host.find(name)?.driver.stop(name);
+    // dc2's overlay stands on dc2's base; with it, the guest's filesystem is whole
+    const info = JSON.parse((await execa("qemu-img", ["info", "--output=json", "-U", top(lab.dc2)])).stdout) as {
+      "backing-filename"?: string;
+    };
+    expect(info["backing-filename"]).toBe(base(lab.dc2));
+    const check = await checkImage(top(lab.dc2), lab.dc2.dir);
+    expect(dataVerdict(check, Math.max(...printedSeqs(serial)))).toEqual({ fsck: 0, wrong: [], missing: 0 });
   });
 
   it("post-copy: a guest that outwrites the link switches to post-copy and runs on dc2", async () => {
