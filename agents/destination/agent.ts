@@ -751,7 +751,16 @@ export class DestinationAgent {
         const local = this.opts.host.find(vm.name);
         if (!local || !state.armed.has(vm.name)) return;
         const s = await local.driver.state(vm.name).catch(() => "absent" as const);
-        if (s === "running") return void here.set(vm.name, true);
+        if (s === "running") {
+          here.set(vm.name, true);
+          // arrived: what the listener left (libvirt's armed port, QEMU's migration key) goes now,
+          // or the driver would still count the VM armed here once it has moved on
+          return void (await local.driver
+            .waitResumed(vm.name, 0)
+            .catch((err: unknown) =>
+              this.log.warn("settling an arrived VM failed", { vm: vm.name, error: String(err) }),
+            ));
+        }
         if (s === "postcopy") {
           // a post-copy that did not finish: this half is the VM's running state, never disarm it
           here.set(vm.name, false);

@@ -87,6 +87,8 @@ describe("libvirt driver over SIP (two libvirtd in their own namespaces)", () =>
       await back.close();
     }
     expect(await domainPlacement(lab, names)).toEqual({ "lv-router1": ["dc1"], "lv-video": ["dc1"] });
+    // the first dialog's end closed dc2's armed port for what arrived: its agent would take the VM again
+    for (const vm of names) expect(await pair.dc2.host.find(vm)?.driver.state(vm)).toBe("stopped");
   });
 
   it("refuses with 488 and a reason per domain it cannot receive, and changes nothing", async () => {
