@@ -8,8 +8,11 @@
  * Per cell: total time (until the VM runs at the destination), QEMU's downtime, disk and memory
  * bytes, the guest writer's longest stall (seen from the host, on its consoles), and the data
  * check (clean filesystem, no number missing). Prints a table and the ratio sip/direct; writes
- * bench/out/disk.json.
+ * bench/out/disk.json. BENCH_DRIVERS=qemu,libvirt (the default): the same moves with the VM as a
+ * libvirt domain between the two libvirtd of lib/guest/libvirt-lab.ts (root), through the libvirt
+ * driver (libvirt's --copy-storage-all / --copy-storage-inc onto the armed NBD port).
  */
+import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -24,6 +27,7 @@ import { terminateRunDirs } from "../lib/hypervisor/pidfile";
 import { diskSpecOf } from "../lib/hypervisor/qemu-disks";
 import { silentLogger } from "../lib/log/logger";
 import { ensureGuest, type GuestFiles } from "../lib/guest/guest";
+import { defineDomain, domainXml, startLibvirtLab, type LibvirtHost, type LibvirtLab } from "../lib/guest/libvirt-lab";
 import { repoRoot } from "../lib/version";
 import { checkImage, ext4Image, printedSeqs, waitForWriter, writerVm } from "../test/disks/guest-disk";
 
@@ -31,6 +35,7 @@ const REPEAT = Number(process.env.BENCH_REPEAT ?? 2);
 const DISK_MIB = Number(process.env.BENCH_DISK_MIB ?? 1024);
 const DATA_MIB = Number(process.env.BENCH_DATA_MIB ?? 256);
 const MODES = (process.env.BENCH_MODES ?? "copy,copy-top").split(",") as Array<"copy" | "copy-top">;
+const DRIVERS = (process.env.BENCH_DRIVERS ?? "qemu,libvirt").split(",") as Array<"qemu" | "libvirt">;
 const POLICY = {
   strategy: "sequential" as const,
   maxParallel: 1,
@@ -55,8 +60,18 @@ interface Side {
   uri: string;
   agent: SourceAgent;
   dest: DestinationAgent;
+  /** Where this host's images are, as the agent sees them. */
   images: string;
-  runDir: string;
+  /** The guest's console log on this host (libvirt's two QEMUs append to one file). */
+  serial(vm: string): string;
+}
+
+/** Two hosts of one driver, each with its agents. */
+interface Pair {
+  driver: "qemu" | "libvirt";
+  dc1: Side;
+  dc2: Side;
+  close(): Promise<void>;
 }
 
 const median = (xs: number[]) => {
@@ -101,67 +116,128 @@ class StallWatch {
   }
 }
 
+/** The agents of one host, whose inventory is `inventory`. */
+async function sideOf(base: string, name: "dc1" | "dc2", inventory: VmDefinition[], ports: string) {
+  const cfg = parseConfig({
+    host: name,
+    sip: { aor: `sip:${name}@127.0.0.1`, listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }] },
+    inventory,
+    runDir: path.join(base, name),
+    stateDir: path.join(base, `${name}-state`),
+    migration: { address: "127.0.0.1", ports },
+    // both hosts are this machine's loopback: the bench's callers are admitted by address, as a lab's are
+    security: { allow: ["127.0.0.0/8"] },
+  });
+  const host = hostOf(cfg, silentLogger);
+  const sip = sipOf(cfg, silentLogger);
+  const dest = new DestinationAgent({ config: cfg, sip, host, logger: silentLogger });
+  await dest.start();
+  const uri = `sip:${name}@127.0.0.1:${sip.listeners[0].port}`;
+  return {
+    host,
+    dest,
+    uri,
+    runDir: cfg.runDir,
+    agent: new SourceAgent({ sip, host, hostName: name, logger: silentLogger }),
+  };
+}
+
+/** The QEMU driver's two hosts: a folder each for run dir and images. */
+async function qemuPair(base: string, guest: GuestFiles): Promise<Pair> {
+  const sides: Side[] = [];
+  for (const [i, name] of (["dc1", "dc2"] as const).entries()) {
+    const images = path.join(base, `${name}-img`);
+    fs.mkdirSync(images);
+    const inventory = MODES.map((m) => vmFor(m, images, guest));
+    const side = await sideOf(base, name, inventory, `${47500 + i * 100}-${47599 + i * 100}`);
+    sides.push({ ...side, images, serial: (vm) => path.join(side.runDir, `${vm}.serial.log`) });
+  }
+  const close = async () => {
+    for (const s of sides) await s.dest.stop().catch(() => undefined);
+    await terminateRunDirs(["dc1", "dc2"].map((n) => path.join(base, n)));
+  };
+  return { driver: "qemu", dc1: sides[0], dc2: sides[1], close };
+}
+
+/**
+ * The libvirt driver's two hosts: the lab's libvirtd, each VM a domain defined alike on both, its
+ * disk at /var/lib/libvirt/images (the host's own folder, bind-mounted in its libvirtd's namespace).
+ */
+async function libvirtPair(base: string, lab: LibvirtLab): Promise<Pair> {
+  const serial = (vm: string) => path.join(base, `${vm}.serial.log`);
+  const imagesOf = (h: LibvirtHost) => path.join(h.dir, "lib", "images");
+  for (const mode of MODES) {
+    const vm = `${VM}-${mode}`;
+    const xml = domainXml(lab.guest, vm, crypto.randomUUID(), 128, 1, serial(vm), {
+      disk: `/var/lib/libvirt/images/${mode}.qcow2`,
+    });
+    for (const h of [lab.dc1, lab.dc2]) await defineDomain(h, xml);
+  }
+  const sides: Side[] = [];
+  for (const [i, h] of [lab.dc1, lab.dc2].entries()) {
+    const images = imagesOf(h);
+    fs.mkdirSync(images, { recursive: true });
+    const inventory = MODES.map((m): VmDefinition => ({
+      name: `${VM}-${m}`,
+      hypervisor: "libvirt",
+      role: "server",
+      memoryMib: 128,
+      cpus: 1,
+      nics: [],
+      disks: [diskFor(m, images)],
+      libvirt: { uri: h.uri, domain: `${VM}-${m}`, defineFromSource: false },
+    }));
+    const side = await sideOf(path.join(base, "libvirt"), h.name, inventory, `${47700 + i * 100}-${47799 + i * 100}`);
+    sides.push({ ...side, images, serial });
+  }
+  const close = async () => {
+    for (const s of sides) await s.dest.stop().catch(() => undefined);
+    await lab.reset();
+  };
+  return { driver: "libvirt", dc1: sides[0], dc2: sides[1], close };
+}
+
 async function main(): Promise<void> {
   const guest = await ensureGuest();
   const base = fs.mkdtempSync(path.join(os.tmpdir(), "st-bench-disk-"));
-  const sides: Side[] = [];
+  const pairs: Pair[] = [];
+  let lab: LibvirtLab | undefined;
   try {
-    for (const [i, name] of (["dc1", "dc2"] as const).entries()) {
-      const images = path.join(base, `${name}-img`);
-      fs.mkdirSync(images);
-      const cfg = parseConfig({
-        host: name,
-        sip: { aor: `sip:${name}@127.0.0.1`, listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }] },
-        inventory: MODES.map((m) => vmFor(m, images, guest)),
-        runDir: path.join(base, name),
-        stateDir: path.join(base, `${name}-state`),
-        migration: { address: "127.0.0.1", ports: `${47500 + i * 100}-${47599 + i * 100}` },
-      });
-      const host = hostOf(cfg, silentLogger);
-      const sip = sipOf(cfg, silentLogger);
-      const dest = new DestinationAgent({ config: cfg, sip, host, logger: silentLogger });
-      await dest.start();
-      sides.push({
-        host,
-        dest,
-        images,
-        runDir: cfg.runDir,
-        uri: `sip:${name}@127.0.0.1:${sip.listeners[0].port}`,
-        agent: new SourceAgent({ sip, host, hostName: name, logger: silentLogger }),
-      });
-    }
-    const [dc1, dc2] = sides;
-    // the base image of copy-top: the data, on both hosts (identical copies)
-    const baseImage = path.join(dc1.images, "base.qcow2");
-    if (MODES.includes("copy-top")) {
-      await dataImage(baseImage);
-      fs.copyFileSync(baseImage, path.join(dc2.images, "base.qcow2"));
-    }
+    if (DRIVERS.includes("qemu")) pairs.push(await qemuPair(base, guest));
+    if (DRIVERS.includes("libvirt")) pairs.push(await libvirtPair(base, (lab = await startLibvirtLab())));
     process.stdout.write(
-      `bench:disk: ${DISK_MIB} MiB qcow2 with ${DATA_MIB} MiB of data, modes ${MODES.join(", ")}, ` +
-        `${REPEAT} run(s) each, sip and direct alternating\n`,
+      `bench:disk: ${DISK_MIB} MiB qcow2 with ${DATA_MIB} MiB of data, drivers ${DRIVERS.join(", ")}, ` +
+        `modes ${MODES.join(", ")}, ${REPEAT} run(s) each, sip and direct alternating\n`,
     );
     const results: Record<string, { sip: Sample[]; direct: Sample[] }> = {};
-    for (const mode of MODES) {
-      results[mode] = { sip: [], direct: [] };
+    const cells = pairs.flatMap((pair) => MODES.map((mode) => ({ pair, mode, key: `${pair.driver} ${mode}` })));
+    for (const { pair, mode, key } of cells) {
+      // the base image of copy-top: the data, on both hosts (identical copies)
+      const baseImage = path.join(pair.dc1.images, "base.qcow2");
+      if (mode === "copy-top") {
+        await dataImage(baseImage);
+        fs.copyFileSync(baseImage, path.join(pair.dc2.images, "base.qcow2"));
+      }
+      results[key] = { sip: [], direct: [] };
       for (let r = 0; r < REPEAT; r++)
         for (const via of ["sip", "direct"] as const) {
-          const s = await oneMove(mode, via, dc1, dc2, baseImage);
-          results[mode][via].push(s);
+          const s = await oneMove(mode, via, pair.dc1, pair.dc2, baseImage);
+          results[key][via].push(s);
           process.stdout.write(
-            `  ${mode} ${via}: ${s.totalMs.toFixed(0)} ms, downtime ${s.downtimeMs} ms, disk ` +
+            `  ${key} ${via}: ${s.totalMs.toFixed(0)} ms, downtime ${s.downtimeMs} ms, disk ` +
               `${mib(s.diskBytes)} MiB, memory ${mib(s.memoryBytes)} MiB, stall ${s.stallMs.toFixed(0)} ms, ` +
               `data ${s.dataOk ? "ok" : "BROKEN"}\n`,
           );
         }
     }
     const rows = [
-      ["mode", "via", "total ms", "downtime ms", "disk MiB", "memory MiB", "writer stall ms", "data"],
-      ...MODES.flatMap((m) =>
+      ["driver", "mode", "via", "total ms", "downtime ms", "disk MiB", "memory MiB", "writer stall ms", "data"],
+      ...cells.flatMap(({ pair, mode, key }) =>
         (["sip", "direct"] as const).map((v) => {
-          const xs = results[m][v];
+          const xs = results[key][v];
           return [
-            m,
+            pair.driver,
+            mode,
             v,
             median(xs.map((x) => x.totalMs)).toFixed(0),
             median(xs.map((x) => x.downtimeMs)).toFixed(0),
@@ -177,9 +253,10 @@ async function main(): Promise<void> {
     table.splice(1, 0, `|${"---|".repeat(rows[0].length)}`);
     process.stdout.write(`\n${table.join("\n")}\n\n`);
     const ratios: Record<string, number> = {};
-    for (const m of MODES) {
-      ratios[m] = median(results[m].sip.map((x) => x.totalMs)) / median(results[m].direct.map((x) => x.totalMs));
-      process.stdout.write(`ratio sip/direct (${m}, median total): ${ratios[m].toFixed(3)} (target <= 1.05)\n`);
+    for (const { key } of cells) {
+      const r = results[key];
+      ratios[key] = median(r.sip.map((x) => x.totalMs)) / median(r.direct.map((x) => x.totalMs));
+      process.stdout.write(`ratio sip/direct (${key}, median total): ${ratios[key].toFixed(3)} (target <= 1.05)\n`);
     }
     process.stdout.write(
       `load average: ${os
@@ -198,17 +275,21 @@ async function main(): Promise<void> {
       ),
     );
   } finally {
-    for (const s of sides) await s.dest.stop().catch(() => undefined);
-    await terminateRunDirs(["dc1", "dc2"].map((n) => path.join(base, n)));
+    for (const p of pairs) await p.close().catch(() => undefined);
+    await lab?.close();
     fs.rmSync(base, { recursive: true, force: true });
   }
 }
 
 /** The VM of one mode, with its image in this host's folder. */
 function vmFor(mode: "copy" | "copy-top", images: string, guest: GuestFiles): VmDefinition {
+  return writerVm(guest, `${VM}-${mode}`, diskFor(mode, images), 128);
+}
+
+function diskFor(mode: "copy" | "copy-top", images: string): DiskDefinition {
   const disk: DiskDefinition = { target: "vda", file: path.join(images, `${mode}.qcow2`), format: "qcow2", mode };
   if (mode === "copy-top") disk.backing = path.join(images, "base.qcow2");
-  return writerVm(guest, `${VM}-${mode}`, disk, 128);
+  return disk;
 }
 
 /** An ext4 image of DISK_MIB holding a file of DATA_MIB random bytes. */
@@ -234,9 +315,9 @@ async function oneMove(
   const srcDriver = dc1.host.find(vm)!.driver;
   const dstDriver = dc2.host.find(vm)!.driver;
   await srcDriver.start(vm);
-  const serial = (s: Side) => path.join(s.runDir, `${vm}.serial.log`);
+  const serial = (s: Side) => s.serial(vm);
   await waitForWriter(serial(dc1), 50, 60_000);
-  const watch = new StallWatch([serial(dc1), serial(dc2)]);
+  const watch = new StallWatch([...new Set([serial(dc1), serial(dc2)])]);
   const t0 = performance.now();
   let result: MigrationResult;
   if (via === "sip") {
