@@ -17,18 +17,13 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import execa from "execa";
-import { DestinationAgent } from "../agents/destination/agent";
-import { SourceAgent } from "../agents/source/agent";
-import { hostOf, sipOf } from "../agents/wiring";
-import { parseConfig } from "../lib/config/load";
 import type { DiskDefinition, MigrationResult, VmDefinition } from "../lib/hypervisor/driver";
-import type { Host } from "../lib/hypervisor/host";
 import { terminateRunDirs } from "../lib/hypervisor/pidfile";
 import { diskSpecOf } from "../lib/hypervisor/qemu-disks";
-import { silentLogger } from "../lib/log/logger";
 import { ensureGuest, type GuestFiles } from "../lib/guest/guest";
 import { defineDomain, domainXml, startLibvirtLab, type LibvirtHost, type LibvirtLab } from "../lib/guest/libvirt-lab";
 import { repoRoot } from "../lib/version";
+import { loopbackHost, type LoopbackHost } from "./lib/loopback-host";
 import { checkImage, ext4Image, printedSeqs, waitForWriter, writerVm } from "../test/disks/guest-disk";
 
 const REPEAT = Number(process.env.BENCH_REPEAT ?? 2);
@@ -55,11 +50,7 @@ interface Sample {
   dataOk: boolean;
 }
 
-interface Side {
-  host: Host;
-  uri: string;
-  agent: SourceAgent;
-  dest: DestinationAgent;
+interface Side extends LoopbackHost {
   /** Where this host's images are, as the agent sees them. */
   images: string;
   /** The guest's console log on this host (libvirt's two QEMUs append to one file). */
@@ -116,32 +107,6 @@ class StallWatch {
   }
 }
 
-/** The agents of one host, whose inventory is `inventory`. */
-async function sideOf(base: string, name: "dc1" | "dc2", inventory: VmDefinition[], ports: string) {
-  const cfg = parseConfig({
-    host: name,
-    sip: { aor: `sip:${name}@127.0.0.1`, listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }] },
-    inventory,
-    runDir: path.join(base, name),
-    stateDir: path.join(base, `${name}-state`),
-    migration: { address: "127.0.0.1", ports },
-    // both hosts are this machine's loopback: the bench's callers are admitted by address, as a lab's are
-    security: { allow: ["127.0.0.0/8"] },
-  });
-  const host = hostOf(cfg, silentLogger);
-  const sip = sipOf(cfg, silentLogger);
-  const dest = new DestinationAgent({ config: cfg, sip, host, logger: silentLogger });
-  await dest.start();
-  const uri = `sip:${name}@127.0.0.1:${sip.listeners[0].port}`;
-  return {
-    host,
-    dest,
-    uri,
-    runDir: cfg.runDir,
-    agent: new SourceAgent({ sip, host, hostName: name, logger: silentLogger }),
-  };
-}
-
 /** The QEMU driver's two hosts: a folder each for run dir and images. */
 async function qemuPair(base: string, guest: GuestFiles): Promise<Pair> {
   const sides: Side[] = [];
@@ -149,7 +114,7 @@ async function qemuPair(base: string, guest: GuestFiles): Promise<Pair> {
     const images = path.join(base, `${name}-img`);
     fs.mkdirSync(images);
     const inventory = MODES.map((m) => vmFor(m, images, guest));
-    const side = await sideOf(base, name, inventory, `${47500 + i * 100}-${47599 + i * 100}`);
+    const side = await loopbackHost(base, name, inventory, `${47500 + i * 100}-${47599 + i * 100}`);
     sides.push({ ...side, images, serial: (vm) => path.join(side.runDir, `${vm}.serial.log`) });
   }
   const close = async () => {
@@ -187,7 +152,12 @@ async function libvirtPair(base: string, lab: LibvirtLab): Promise<Pair> {
       disks: [diskFor(m, images)],
       libvirt: { uri: h.uri, domain: `${VM}-${m}`, defineFromSource: false },
     }));
-    const side = await sideOf(path.join(base, "libvirt"), h.name, inventory, `${47700 + i * 100}-${47799 + i * 100}`);
+    const side = await loopbackHost(
+      path.join(base, "libvirt"),
+      h.name,
+      inventory,
+      `${47700 + i * 100}-${47799 + i * 100}`,
+    );
     sides.push({ ...side, images, serial });
   }
   const close = async () => {
@@ -310,6 +280,7 @@ async function oneMove(
   if (mode === "copy") await dataImage(src);
   else {
     await execa("qemu-img", ["create", "-q", "-f", "qcow2", "-b", baseImage, "-F", "qcow2", src]);
+    // 16 MiB that only the overlay holds (64 MiB in: data blocks, for a disk of 256 MiB or more)
     await execa("qemu-io", ["-f", "qcow2", "-c", "write -P 0x77 64M 16M", src]);
   }
   const srcDriver = dc1.host.find(vm)!.driver;

@@ -17,16 +17,12 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { DestinationAgent } from "../agents/destination/agent";
-import { SourceAgent } from "../agents/source/agent";
-import { hostOf, sipOf } from "../agents/wiring";
-import { parseConfig } from "../lib/config/load";
-import type { Host } from "../lib/hypervisor/host";
 import { terminateRunDirs } from "../lib/hypervisor/pidfile";
 import { QemuDriver } from "../lib/hypervisor/qemu";
 import { silentLogger } from "../lib/log/logger";
-import type { AgentSip } from "../agents/wiring";
 import { ensureGuest, guestVm } from "../lib/guest/guest";
 import { repoRoot } from "../lib/version";
+import { loopbackHost, type LoopbackHost } from "./lib/loopback-host";
 
 const PAIRS = Number(process.env.BENCH_PAIRS ?? 10);
 const GROUPS = {
@@ -53,13 +49,7 @@ const POLICY = {
   onError: "abort" as const,
 };
 
-interface Side {
-  name: "dc1" | "dc2";
-  host: Host;
-  sip: AgentSip;
-  agent: SourceAgent;
-  uri: string;
-}
+type Side = LoopbackHost;
 
 /**
  * The group's incoming QEMUs started at once, each exactly as the QEMU driver arms it
@@ -88,27 +78,9 @@ async function main(): Promise<void> {
   const sides: Side[] = [];
   const destinations: DestinationAgent[] = [];
   for (const [i, name] of (["dc1", "dc2"] as const).entries()) {
-    const cfg = parseConfig({
-      host: name,
-      sip: { aor: `sip:${name}@127.0.0.1`, listen: [{ transport: "udp", address: "127.0.0.1", port: 0 }] },
-      inventory,
-      runDir: path.join(base, name),
-      stateDir: path.join(base, `${name}-state`),
-      migration: { address: "127.0.0.1", ports: `${49500 + i * 100}-${49599 + i * 100}` },
-      security: { allow: ["127.0.0.0/8"] }, // both hosts are this machine: trust its loopback (no default does)
-    });
-    const host = hostOf(cfg, silentLogger);
-    const sip = sipOf(cfg, silentLogger);
-    const dest = new DestinationAgent({ config: cfg, sip, host, logger: silentLogger });
-    await dest.start(); // one SIP endpoint per host: its destination agent and its source agent share it
-    destinations.push(dest);
-    sides.push({
-      name,
-      host,
-      sip,
-      agent: new SourceAgent({ sip, host, hostName: name, logger: silentLogger }),
-      uri: `sip:${name}@127.0.0.1:${sip.listeners[0].port}`,
-    });
+    const side = await loopbackHost(base, name, inventory, `${49500 + i * 100}-${49599 + i * 100}`);
+    destinations.push(side.dest);
+    sides.push(side);
   }
   const [dc1, dc2] = sides;
   try {
