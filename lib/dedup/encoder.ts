@@ -20,6 +20,8 @@ export interface DedupStats {
   capPages: number;
   /** CPU time spent encoding (splitting and hashing), ms. */
   cpuMs: number;
+  /** Bytes on the link after the relay's deflate (bytesOut when the link is not deflated). */
+  linkBytes: number;
 }
 
 export function pageDigest(page: Buffer): Buffer {
@@ -31,8 +33,15 @@ export class SentPages {
   private readonly sent = new Set<string>();
   readonly stats: DedupStats;
 
-  constructor(capPages: number) {
-    this.stats = { bytesIn: 0, bytesOut: 0, pages: 0, hits: 0, stored: 0, capPages, cpuMs: 0 };
+  /**
+   * `deflate`: the dialog's relays also deflate the frames on the link (zlib level 1, SPEC.md 5.8),
+   * for the bytes dedup leaves; the destination's DedupRebuilder must say the same.
+   */
+  constructor(
+    capPages: number,
+    readonly deflate = false,
+  ) {
+    this.stats = { bytesIn: 0, bytesOut: 0, pages: 0, hits: 0, stored: 0, capPages, cpuMs: 0, linkBytes: 0 };
   }
 
   /** The frame that carries this page. */

@@ -32,9 +32,11 @@ export class DedupRebuilder {
   private readonly waiting = new Map<string, Array<() => void>>();
   readonly stats: IndexStats;
 
+  /** `inflate`: the dialog's links carry deflated frames (the source's SentPages `deflate`). */
   constructor(
     capPages: number,
     private readonly waitMs = 10_000,
+    readonly inflate = false,
   ) {
     this.stats = { stored: 0, capPages, hits: 0, bytesSaved: 0 };
   }

@@ -10,7 +10,9 @@ import { once } from "node:events";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
+import type { Readable, Writable } from "node:stream";
 import tls from "node:tls";
+import zlib from "node:zlib";
 import { TeleportError } from "../errors";
 import { migrationPsk, PSK_TLS, PSK_USER } from "../hypervisor/qemu-tls";
 import { type SentPages, StreamEncoder } from "./encoder";
@@ -39,11 +41,31 @@ function settle(): { done: Promise<void>; ok: () => void; fail: (e: unknown) => 
 }
 
 /** Writes and pauses the reader while the writer's buffer is full (the slow side sets the pace). */
-function paced(reader: net.Socket, writer: net.Socket, bytes: Buffer): void {
-  if (bytes.length && !writer.write(bytes) && !reader.isPaused()) {
+function paced(reader: Readable, writer: Writable, bytes: Buffer, flush?: () => void): void {
+  if (!bytes.length) return;
+  const room = writer.write(bytes);
+  flush?.();
+  if (!room && !reader.isPaused()) {
     reader.pause();
     writer.once("drain", () => reader.resume());
   }
+}
+
+/**
+ * The link's sending side: the link itself, or a deflater in front of it (level 1: the relay must
+ * keep up with QEMU). Each write is flushed at once (Z_SYNC_FLUSH, 5 bytes): the switchover's last
+ * bytes may not wait in the deflater. `sent` counts the bytes the link carries.
+ */
+function sender(link: net.Socket, deflate: boolean, sent: (n: number) => void) {
+  if (!deflate) return { wire: link as Writable, flush: undefined, queued: () => link.writableLength };
+  const z = zlib.createDeflateRaw({ level: 1 });
+  z.on("data", (c: Buffer) => sent(c.length));
+  z.pipe(link);
+  return {
+    wire: z as Writable,
+    flush: () => z.flush(zlib.constants.Z_SYNC_FLUSH),
+    queued: () => z.writableLength + link.writableLength,
+  };
 }
 
 /** Source: a relay for one VM's outgoing stream to `host:port`; the folder `dir` is its own. */
@@ -78,29 +100,42 @@ export async function startSourceRelay(opts: {
     // destroyed so that its migration fails at once instead of blocking on a full socket.
     let qemuEnded = false;
     let linkEnded = false;
+    const { deflate, stats } = opts.pages;
+    const out = sender(link, deflate, (n) => (stats.linkBytes += n));
+    const send = (bytes: Buffer) => {
+      if (!deflate) stats.linkBytes += bytes.length;
+      return bytes;
+    };
     const fail = (why: string) => {
       qemu.destroy();
+      out.wire.destroy();
       link.destroy();
       end.fail(new TeleportError(503, `dedup relay of ${opts.vm}: ${why}`));
     };
     const cut = () => fail("the link closed mid-stream");
-    link.write(encoder.open(opts.vm));
-    qemu.on("data", (chunk: Buffer) => (linkEnded ? cut() : paced(qemu, link, encoder.encode(chunk))));
+    if (deflate) out.wire.on("error", (e) => fail(`the deflater: ${e.message}`));
+    out.wire.write(send(encoder.open(opts.vm)));
+    qemu.on("data", (chunk: Buffer) =>
+      linkEnded ? cut() : paced(qemu, out.wire, send(encoder.encode(chunk)), out.flush),
+    );
     qemu.on("end", () => {
       qemuEnded = true;
-      if (link.writable) link.end(encoder.end());
+      if (link.writable) out.wire.end(send(encoder.end()));
     });
     link.on("data", (chunk: Buffer) => paced(link, qemu, chunk)); // the return path
     link.on("end", () => {
       linkEnded = true;
-      if (!qemuEnded && link.writableLength > 0) return cut();
+      if (!qemuEnded && out.queued() > 0) return cut();
       qemu.resume();
       qemu.end();
     });
     qemu.on("error", (e) => fail(`QEMU's side: ${e.message}`));
     link.on("error", (e) => fail(`the link: ${e.message}`));
-    link.on("close", () => (qemuEnded ? end.ok() : linkEnded || cut()));
-    qemu.on("close", () => (qemuEnded || linkEnded ? end.ok() : fail("QEMU's side closed mid-stream")));
+    // through whole once both sockets closed after an end: QEMU's closing alone leaves bytes on their way
+    let closed = 0;
+    const closedOne = () => ++closed === 2 && end.ok();
+    link.on("close", () => (qemuEnded || linkEnded ? closedOne() : cut()));
+    qemu.on("close", () => (qemuEnded || linkEnded ? closedOne() : fail("QEMU's side closed mid-stream")));
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -165,16 +200,19 @@ export async function listenDestinationRelay(opts: {
           else if (r?.kind === "end") ended = true;
         }
       };
-      link.on("data", (chunk: Buffer) => {
-        link.pause();
+      // the frames as they came, or inflated (a corrupt deflate stream fails it like a bad frame)
+      const input: Readable = opts.index.inflate ? link.pipe(zlib.createInflateRaw()) : link;
+      if (input !== link) input.on("error", (e) => fail(`the inflater: ${e.message}`));
+      input.on("data", (chunk: Buffer) => {
+        input.pause();
         queue = queue
           .then(() => take(chunk))
           .then(
-            () => void link.resume(),
+            () => void input.resume(),
             (e: unknown) => fail(TeleportError.from(e).message),
           );
       });
-      link.on("end", () => void queue.then(() => (ended ? qemu.end() : fail("the link closed mid-stream"))));
+      input.on("end", () => void queue.then(() => (ended ? qemu.end() : fail("the link closed mid-stream"))));
       qemu.on("data", (chunk: Buffer) => paced(qemu, link, chunk)); // the return path
       // QEMU closes once it loaded the stream, before the source's END: its return path said how it
       // went, so the link is ended (never destroyed, which would drop that answer) and a write to

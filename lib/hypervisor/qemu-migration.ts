@@ -123,6 +123,9 @@ function quiet<T>(p: Promise<T>): Promise<T> {
   return p;
 }
 
+/** How long a completed dedup move waits for its relay to hand the destination the last bytes. */
+const RELAY_DRAIN_MS = 10_000;
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Resolves with `p`'s outcome, or rejects after `ms`. */
@@ -469,6 +472,7 @@ export class QemuMigration implements MigrationHandle {
       if (this.stoppedAt !== undefined) result.stoppedAt = this.stoppedAt;
       if (this.continuedAt !== undefined) result.continuedAt = this.continuedAt;
       if (this.diskBytes !== undefined) result.diskTransferredBytes = this.diskBytes;
+      await this.drainRelay();
       this.report("completed");
       await client.close();
       // group commit: the paused copy (postmigrate) waits for the destination's decision
@@ -489,6 +493,16 @@ export class QemuMigration implements MigrationHandle {
     if (!this.opts.dedup) return this.target.uri;
     this.relay = await startDedupOutgoing(this.vm, this.opts.dedup, this.target, this.hooks.dedupDir);
     return this.relay.uri;
+  }
+
+  /**
+   * QEMU completes once it wrote its last byte to the local relay, which may still hold some (the
+   * deflater's, the link's queue): closing the relay then would cut the destination's stream. The
+   * relay settles when the destination has it all (its QEMU closed) or the stream failed, which the
+   * destination's decision then reports; bounded, as a dead link must not hold the move.
+   */
+  private async drainRelay(): Promise<void> {
+    if (this.relay) await within(this.relay.done, RELAY_DRAIN_MS, "").catch(() => undefined);
   }
 
   private async closeRelay(): Promise<void> {

@@ -105,3 +105,12 @@ test.each(["reset", "FIN"])("the link cut mid-stream (%s): the VM runs on at the
     cable.close();
   }
 });
+
+test("the ends disagree on deflate: the stream fails, the VM runs on at the source", async () => {
+  const armed = await hosts.dc2.arm("vm1", { address: "127.0.0.1", secret: SECRET, dedup: new DedupRebuilder(CAP) });
+  const err = await rejection(
+    hosts.dc1.migrate("vm1", { uri: armed.uri, secret: SECRET }, { ...opts, dedup: new SentPages(CAP, true) }).done,
+  );
+  expect(err.status).toBe(503);
+  await stayedAtSource();
+});
