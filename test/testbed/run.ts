@@ -86,6 +86,8 @@ export interface RunResult {
   /** Every invariant that failed, in words; empty when the move was clean. */
   violations: string[];
   link: Array<{ t: number; mbit: number }>;
+  /** Bytes the inter-DC link carried from the first sample to the last (both directions, probes too). */
+  linkBytes: number;
   udp?: { startedAt: number; bucketMs: number; bytes: number[] };
   probes: ProbeRecord[];
   events: RecordedEvent[];
@@ -118,11 +120,13 @@ async function startProbes(lab: Lab): Promise<Probe[]> {
 }
 
 /** The inter-DC link's throughput (Mbit/s) per sampling interval, until stopped. */
-function sampleLink(lab: Lab, everyMs: number): { stop(): Array<{ t: number; mbit: number }> } {
+function sampleLink(lab: Lab, everyMs: number): { stop(): Array<{ t: number; mbit: number }>; bytes(): number } {
   const samples: Array<{ t: number; mbit: number }> = [];
+  let first: number | undefined;
   let last: { t: number; bytes: number } | undefined;
   const watcher = lab.net.watchInterDcBytes(everyMs, (t, bytes) => {
     if (last && t > last.t) samples.push({ t, mbit: ((bytes - last.bytes) * 8) / ((t - last.t) * 1000) });
+    first ??= bytes;
     last = { t, bytes };
   });
   return {
@@ -130,6 +134,7 @@ function sampleLink(lab: Lab, everyMs: number): { stop(): Array<{ t: number; mbi
       watcher.stop();
       return samples;
     },
+    bytes: () => (last && first !== undefined ? last.bytes - first : 0),
   };
 }
 
@@ -273,6 +278,7 @@ export async function measureMove(
     ...(switchover ? { switchover } : {}),
     violations,
     link: linkSamples,
+    linkBytes: link.bytes(),
     probes: records,
     events,
   };
