@@ -11,8 +11,17 @@ import { QemuDriver } from "../../lib/hypervisor/qemu";
 import type { MigrateSummary } from "../../agents/source/types";
 import type { Answer, Policy } from "../../nrdl/types";
 import type { Host } from "../../lib/hypervisor/host";
-import { expectOneHostEach, extraDestination, guestDefs, SEQUENTIAL, startPair, type Pair } from "../harness";
+import {
+  configFile,
+  expectOneHostEach,
+  extraDestination,
+  guestDefs,
+  SEQUENTIAL,
+  startPair,
+  type Pair,
+} from "../harness";
 import { fillSum } from "../dedup/fill";
+import { ensureBuilt, runCli } from "./cli-process";
 
 jest.setTimeout(60_000);
 
@@ -32,6 +41,7 @@ function qemuOf(host: Host, vm: string): QemuDriver {
 }
 
 beforeAll(async () => {
+  ensureBuilt();
   const names = [...DEDUPED, ...REFUSED];
   const defs = (await guestDefs(names.map((n) => [n, "server"]))).map((d) => ({
     ...d,
@@ -39,7 +49,8 @@ beforeAll(async () => {
   }));
   pair = await startPair(defs);
   await Promise.all(defs.map((d) => qemuOf(pair.dc1.host, d.name).start(d.name)));
-  for (const d of defs) sums.set(d.name, await fillSum(qemuOf(pair.dc1.host, d.name), d.name, "FILL"));
+  const filled = await Promise.all(defs.map((d) => fillSum(qemuOf(pair.dc1.host, d.name), d.name, "FILL")));
+  defs.forEach((d, i) => sums.set(d.name, filled[i]));
 });
 
 afterAll(async () => {
@@ -65,6 +76,14 @@ async function expectArrivedWhole(host: Host, vms: string[]): Promise<void> {
     expect(await fillSum(qemuOf(host, vm), vm, "FILL-CHECK")).toBe(sums.get(vm));
   }
 }
+
+test("the CLI's --dedup on without a group commit is a usage error (exit 2), and nothing is sent", async () => {
+  const cli = runCli(["migrate", "-c", configFile(pair, "dc1"), "--to", pair.dc2.uri, "--dedup", "on", DEDUPED[0]]);
+  expect(await cli.exited).toBe(2);
+  expect(cli.output()).toContain('--dedup on: it needs a group commit (commit="group")');
+  expect(pair.dc2.trace.filter((e) => e.message.startsWith("INVITE "))).toEqual([]);
+  expect(await pair.dc1.host.find(DEDUPED[0])?.driver.state(DEDUPED[0])).toBe("running");
+});
 
 test('dedup on: each VM is armed dedup="on", the pages alike cross as references, memory arrives whole', async () => {
   const { answer, summary } = await moveGroup(pair.dc2.uri, DEDUPED);
