@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { Option, type Command } from "commander";
 import { TeleportError } from "../../lib/errors";
 import { COMPRESS_CHOICES, type CompressChoice } from "../../lib/plan/compress";
-import { DEDUP_CHOICES, type DedupChoice } from "../../lib/plan/dedup";
+import { DEDUP_CHOICES, withAskedCommit, type DedupChoice } from "../../lib/plan/dedup";
 import { ladderSteps, renderLadder, type TraceEvent } from "../../lib/sip/ladder";
 import { parseNrdlOrThrow } from "../../nrdl";
 import type { Offer } from "../../nrdl/types";
@@ -155,7 +155,8 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
       await sip.start();
       invited = true;
       try {
-        const d = await dryRun(sip, o.to, offer);
+        // as the INVITE would ask: group commit decides what the destination accepts (dedup, SPEC.md 5.8)
+        const d = await dryRun(sip, o.to, withAskedCommit(offer, cfg.stateDir));
         process.stdout.write(o.json ? JSON.stringify(d) + "\n" : renderDryRun(d));
         return d.status >= 200 && d.status < 300 ? EXIT.moved : EXIT.refused;
       } finally {

@@ -11,7 +11,14 @@ import { DEFAULT_ANSWER_TIMEOUT_S } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
 import type { Logger } from "../../lib/log/logger";
 import { answeredReduction, offerCompress, withoutCompress } from "../../lib/plan/compress";
-import { answeredDedup, asksGroupCommit, DEDUP_INDEX_PAGES, offerDedup, withoutDedup } from "../../lib/plan/dedup";
+import {
+  answeredDedup,
+  asksGroupCommit,
+  DEDUP_INDEX_PAGES,
+  offerDedup,
+  withAskedCommit,
+  withoutDedup,
+} from "../../lib/plan/dedup";
 import { planOffer } from "../../lib/plan/waves";
 import type { Dialog, SipBody } from "../../lib/sip/backend";
 import { diskSpecOf, isCopied } from "../../lib/hypervisor/qemu-disks";
@@ -151,7 +158,8 @@ export class SourceAgent {
 
   /** Ask first: the offer for `req`, checked here and by the destination (OPTIONS), nothing armed or moved. */
   async dryRun(req: MigrateRequest): Promise<DryRun> {
-    return dryRun(this.opts.sip, req.to, await this.buildOffer(req));
+    // as the INVITE would ask: group commit decides what the destination accepts (dedup, SPEC.md 5.8)
+    return dryRun(this.opts.sip, req.to, withAskedCommit(await this.buildOffer(req), this.opts.stateDir));
   }
 
   /** Call, run the plan, hang up: the CLI's one-shot migration. `req.signal` cancels or aborts. */
@@ -172,8 +180,8 @@ export class SourceAgent {
     if (req.signal?.aborted)
       throw new TeleportError(487, "Request Terminated", ["cancelled before the INVITE was sent"]);
     // a switchover is offered for the destination to decide, when this host can journal its half
-    const askCommit = !offer.policy.commit && asksGroupCommit(offer.policy, this.opts.stateDir);
-    const asked = askCommit ? { ...offer, policy: { ...offer.policy, commit: "group" as const } } : offer;
+    const asked = withAskedCommit(offer, this.opts.stateDir);
+    const askCommit = asked !== offer;
     const { compress: offered, dedup: offeredDedup } = offer.policy;
     if (asked === offer && offered === undefined && offeredDedup === undefined) return this.dial(req, offer, events);
     try {

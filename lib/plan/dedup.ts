@@ -54,6 +54,12 @@ export function asksGroupCommit(policy: Pick<Offer["policy"], "strategy" | "comm
   return !!stateDir && policy.strategy === "switchover" && policy.commit !== "source";
 }
 
+/** The offer with commit="group" when it asks for a group commit and does not say so yet. */
+export function withAskedCommit(offer: Offer, stateDir?: string): Offer {
+  if (offer.policy.commit || !asksGroupCommit(offer.policy, stateDir)) return offer;
+  return { ...offer, policy: { ...offer.policy, commit: "group" } };
+}
+
 /** A driver's stream reductions that go with dedup: multifd sends pages on channels the relays never see. */
 function withDedup(methods: ReadonlySet<CompressMethod> | undefined): ReadonlySet<CompressMethod> {
   return new Set([...(methods ?? [])].filter((m) => !MULTIFD_METHODS.has(m)));
