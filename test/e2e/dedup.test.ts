@@ -7,6 +7,9 @@
  * destination that keeps no index (migration.dedupIndexPages 0) answers without dedup, and a
  * group (of one, to keep the file short) moves over the plain stream.
  */
+import { Writable } from "node:stream";
+import winston from "winston";
+import { formatSummary } from "../../agents/source/progress-display";
 import { QemuDriver } from "../../lib/hypervisor/qemu";
 import type { MigrateSummary } from "../../agents/source/types";
 import type { Answer, Policy } from "../../nrdl/types";
@@ -31,6 +34,22 @@ const REFUSED = ["dr1"];
 const GROUP: Policy = { ...SEQUENTIAL, strategy: "switchover", maxParallel: 2 };
 
 let pair: Pair;
+/** What both agents logged, as JSON objects. */
+const logged: Array<Record<string, unknown>> = [];
+const logger = winston.createLogger({
+  level: "info",
+  format: winston.format.json(),
+  transports: [
+    new winston.transports.Stream({
+      stream: new Writable({
+        write(chunk: Buffer, _enc, next) {
+          logged.push(JSON.parse(chunk.toString()) as Record<string, unknown>);
+          next();
+        },
+      }),
+    }),
+  ],
+});
 /** Each guest's FILL sum, written at dc1 before it moves. */
 const sums = new Map<string, string>();
 
@@ -47,7 +66,7 @@ beforeAll(async () => {
     ...d,
     append: `${d.append ?? ""} st.fill=4,1`,
   }));
-  pair = await startPair(defs);
+  pair = await startPair(defs, { logger });
   await Promise.all(defs.map((d) => qemuOf(pair.dc1.host, d.name).start(d.name)));
   const filled = await Promise.all(defs.map((d) => fillSum(qemuOf(pair.dc1.host, d.name), d.name, "FILL")));
   defs.forEach((d, i) => sums.set(d.name, filled[i]));
@@ -99,6 +118,15 @@ test('dedup on: each VM is armed dedup="on", the pages alike cross as references
   expect(stats.hits).toBeGreaterThan(1024);
   expect(stats.stored).toBeLessThanOrEqual(stats.capPages);
   expect(stats.bytesOut).toBeLessThan(stats.bytesIn);
+  expect(formatSummary(summary)).toContain(`group dedup: ${stats.hits} of ${stats.pages} pages sent as references`);
+  // the destination's half of the index, logged when the dialog ended: the same hits, every stored page held whole
+  const index = logged.filter((l) => l.message === "dedup index of the dialog");
+  expect(index.find((l) => l.agent === "destination")).toMatchObject({
+    hits: stats.hits,
+    stored: stats.stored,
+    indexBytes: stats.stored * 4096,
+  });
+  expect(index.find((l) => l.agent === "source")).toMatchObject({ hits: stats.hits, indexBytes: stats.stored * 32 });
 });
 
 test("a destination that keeps no dedup index answers without it: the group moves over the plain stream", async () => {
