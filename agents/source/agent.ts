@@ -104,20 +104,21 @@ export class SourceAgent {
 
   /**
    * Group page dedup to offer (nrdl/SPEC.md 5.8), only with the group commit the call asks for: a
-   * plan file's own `dedup` stands; else the request's choice, else the host's default (config
-   * `defaults.dedup`), else "auto" (on when capped).
+   * plan file's own `dedup` stands, "on" checked as `--dedup on` is (a move this host cannot dedup
+   * would fail only once its stream went to a relay); else the request's choice, else the host's
+   * default (config `defaults.dedup`), else "auto" (on when capped).
    */
   private withDedup(offer: Offer, req: MigrateRequest): Offer {
-    if (offer.policy.dedup !== undefined) return offer;
+    const planned = offer.policy.dedup;
     const drivers = offer.vms.map((vm) => this.opts.host.find(vm.name)?.driver.dedup);
     const dedup = offerDedup(
-      req.dedup ?? this.opts.dedup ?? "auto",
+      planned ?? req.dedup ?? this.opts.dedup ?? "auto",
       offer.policy,
       asksGroupCommit(offer.policy, this.opts.stateDir),
       drivers,
       this.opts.dedupIndexPages ?? DEDUP_INDEX_PAGES,
     );
-    return dedup === undefined ? offer : { ...offer, policy: { ...offer.policy, dedup } };
+    return planned !== undefined || dedup === undefined ? offer : { ...offer, policy: { ...offer.policy, dedup } };
   }
 
   /**

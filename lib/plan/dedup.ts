@@ -42,7 +42,7 @@ export function offerDedup(
         : capPages <= 0
           ? "this host's migration.dedupIndexPages is 0"
           : undefined;
-  if (why) throw new TeleportError(400, "invalid option", [`--dedup on: ${why}`]);
+  if (why) throw new TeleportError(400, "invalid option", [`dedup on: ${why}`]);
   return "on";
 }
 
@@ -61,7 +61,7 @@ export function withAskedCommit(offer: Offer, stateDir?: string): Offer {
 }
 
 /** A driver's stream reductions that go with dedup: multifd sends pages on channels the relays never see. */
-function withDedup(methods: ReadonlySet<CompressMethod> | undefined): ReadonlySet<CompressMethod> {
+function methodsBesideDedup(methods: ReadonlySet<CompressMethod> | undefined): ReadonlySet<CompressMethod> {
   return new Set([...(methods ?? [])].filter((m) => !MULTIFD_METHODS.has(m)));
 }
 
@@ -86,7 +86,7 @@ export function acceptReductions(
     driver?.dedup === true &&
     offer.policy.convergence !== "postcopy";
   if (!dedup) return acceptCompress(offer, driver?.compression);
-  return { ...acceptCompress(offer, withDedup(driver.compression)), dedup: "on" };
+  return { ...acceptCompress(offer, methodsBesideDedup(driver.compression)), dedup: "on" };
 }
 
 /**

@@ -19,6 +19,7 @@ import {
   expectOneHostEach,
   extraDestination,
   guestDefs,
+  refusal,
   SEQUENTIAL,
   startPair,
   type Pair,
@@ -96,12 +97,18 @@ async function expectArrivedWhole(host: Host, vms: string[]): Promise<void> {
   }
 }
 
-test("the CLI's --dedup on without a group commit is a usage error (exit 2), and nothing is sent", async () => {
+test("--dedup on without a group commit is a usage error (the CLI exits 2), and nothing is sent", async () => {
   const cli = runCli(["migrate", "-c", configFile(pair, "dc1"), "--to", pair.dc2.uri, "--dedup", "on", DEDUPED[0]]);
   expect(await cli.exited).toBe(2);
-  expect(cli.output()).toContain('--dedup on: it needs a group commit (commit="group")');
+  expect(cli.output()).toContain('dedup on: it needs a group commit (commit="group")');
   expect(pair.dc2.trace.filter((e) => e.message.startsWith("INVITE "))).toEqual([]);
   expect(await pair.dc1.host.find(DEDUPED[0])?.driver.state(DEDUPED[0])).toBe("running");
+  // a plan file's own dedup="on" is checked the same way
+  const offer = await pair.dc1.agent.buildOffer({ to: pair.dc2.uri, vms: [DEDUPED[0]], policy: SEQUENTIAL });
+  const plan = { ...offer, policy: { ...offer.policy, dedup: "on" as const } };
+  const e = await refusal(pair.dc1.agent.call({ to: pair.dc2.uri, plan }));
+  expect([e.status, e.details]).toEqual([400, [expect.stringMatching(/^dedup on: it needs a group commit/)]]);
+  expect(pair.dc2.trace.filter((t) => t.message.startsWith("INVITE "))).toEqual([]);
 });
 
 test('dedup on: each VM is armed dedup="on", the pages alike cross as references, memory arrives whole', async () => {

@@ -132,7 +132,7 @@ describe("the source's offer and its check of the answer", () => {
   test("off offers nothing; on offers it capped or not, and is a usage error where it cannot be done", () => {
     expect(offerDedup("off", capped, true, [true], CAP)).toBeUndefined();
     expect(offerDedup("on", free, true, [true], CAP)).toBe("on");
-    expect(() => offerDedup("on", free, false, [true], CAP)).toThrow(/--dedup on: it needs a group commit/);
+    expect(() => offerDedup("on", free, false, [true], CAP)).toThrow(/: dedup on: it needs a group commit/);
     expect(() => offerDedup("on", { bandwidthMbps: 0, convergence: "postcopy" }, true, [true], CAP)).toThrow(
       /post-copy/,
     );
