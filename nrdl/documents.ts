@@ -40,6 +40,9 @@ export function minimumVersion(body: NrdlBody): number {
       elements("armed", body.armed, ATTRS.armed);
       body.armed.forEach((a) => elements("export", a.exports, ATTRS.export));
       break;
+    case "preview":
+      elements("accepted", body.accepted, ATTRS.accepted);
+      break;
     case "status":
       elements("status", body.statuses, ATTRS.status);
       break;

@@ -10,6 +10,7 @@ import {
   COMPRESS_METHODS,
   CONVERGENCE,
   DECISION_OUTCOMES,
+  DEDUP_MODES,
   DISK_FORMATS,
   DISK_MODES,
   HYPERVISORS,
@@ -76,6 +77,9 @@ const CHANNELS: Codec = {
   accepts: (v) => Number.isSafeInteger(v) && (v as number) >= 1 && (v as number) <= 16,
   encode: String,
 };
+
+/** An answer's dedup: "on" only (absent is the plain stream). */
+const DEDUP_ON = enumCodec(["on"]);
 
 export const NAME = textCodec(`a name matching ${NAME_PATTERN.source.slice(1, -1)}`, NAME_PATTERN);
 export const POSITIVE_INT = integerCodec("a positive integer", 1);
@@ -197,8 +201,10 @@ export const ATTRS = {
     attr("commit", enumCodec(COMMITS), "optional", 2),
     // optional, not defaulted: absent means no reduction offered, and older documents compare equal
     attr("compress", METHOD_LIST, "optional", 2),
+    // optional, not defaulted, as compress: absent means off, and older documents compare equal
+    attr("dedup", enumCodec(DEDUP_MODES), "optional", 2),
   ],
-  answer: [attr("commit", enumCodec(COMMITS), "optional", 2)],
+  answer: [attr("commit", enumCodec(COMMITS), "optional", 2), attr("dedup-pages", POSITIVE_INT, "optional", 2)],
   vm: [
     attr("name", NAME, "required"),
     attr("hypervisor", enumCodec(HYPERVISORS), { default: VM_DEFAULTS.hypervisor }),
@@ -219,6 +225,8 @@ export const ATTRS = {
     attr("secret", SECRET, "required"),
     attr("compress", enumCodec(COMPRESS_METHODS), "optional", 2),
     attr("channels", CHANNELS, "optional", 2),
+    // one spelling per meaning: "on", or no attribute for the plain stream
+    attr("dedup", DEDUP_ON, "optional", 2),
   ],
   export: [
     attr("disk", NAME, "required", 2),
@@ -230,6 +238,7 @@ export const ATTRS = {
     attr("vm", NAME, "required"),
     attr("uri", MIGRATION_URI, "required"),
     attr("compress", enumCodec(COMPRESS_METHODS), "optional", 2),
+    attr("dedup", DEDUP_ON, "optional", 2),
   ],
   capacity: [
     attr("host", HOST_TEXT, "required"),

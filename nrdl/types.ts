@@ -56,6 +56,10 @@ export type CompressMethod = (typeof COMPRESS_METHODS)[number];
 /** The methods that run over multifd channels (the destination listens for `channels` connections). */
 export const MULTIFD_METHODS: ReadonlySet<CompressMethod> = new Set<CompressMethod>(["zstd", "zlib"]);
 
+/** Group page dedup in an offer (NRDL 2, SPEC.md 5.8): "on", the source can and wants it; absent or "off", not. */
+export const DEDUP_MODES = ["on", "off"] as const;
+export type DedupMode = (typeof DEDUP_MODES)[number];
+
 export const ON_ERROR = ["abort", "continue"] as const;
 export type OnError = (typeof ON_ERROR)[number];
 
@@ -102,6 +106,8 @@ export interface Policy {
    * of preference (e.g. "zstd zlib xbzrle"); absent means none is offered (today's plain stream).
    */
   compress?: string;
+  /** NRDL 2 (SPEC.md 5.8): "on", the source offers group page dedup (with commit="group" only); absent: off. */
+  dedup?: DedupMode;
 }
 
 export interface VmSpec {
@@ -136,6 +142,8 @@ export interface Armed {
   compress?: CompressMethod;
   /** NRDL 2: with a multifd method (zstd, zlib), how many channels the listener takes. */
   channels?: number;
+  /** NRDL 2 (SPEC.md 5.8): "on", this VM's stream goes through the dialog's dedup index; absent: it does not. */
+  dedup?: "on";
 }
 
 /** Where the source mirrors one disk: the destination's NBD server, TLS-PSK from the secret. */
@@ -158,6 +166,8 @@ export interface Answer {
   kind: "answer";
   /** NRDL 2: "group" when the destination holds the group for its decision (SPEC.md 5.6); absent means "source". */
   commit?: Commit;
+  /** NRDL 2 (SPEC.md 5.8): the dialog's dedup index cap in pages, when some `<armed>` says dedup="on". */
+  dedupPages?: number;
   armed: Armed[];
   rejected: Rejected[];
 }
@@ -168,8 +178,8 @@ export interface Answer {
  */
 export interface Preview {
   kind: "preview";
-  /** `compress`: the reduction an INVITE would agree to for this VM (NRDL 2), absent for none. */
-  accepted: Array<{ vm: string; uri: string; compress?: CompressMethod }>;
+  /** `compress`, `dedup`: the reductions an INVITE would agree to for this VM (NRDL 2), absent for none. */
+  accepted: Array<{ vm: string; uri: string; compress?: CompressMethod; dedup?: "on" }>;
   rejected: Rejected[];
 }
 

@@ -274,6 +274,9 @@ function validateAnswer(answer: Answer, out: Out): void {
   for (const a of armed) {
     checkAttrs(a.item, ATTRS.armed, a.path, out);
     checkChannels(a.item.compress, a.item.channels, a.path, out);
+    // the dedup relays never see multifd's channels (SPEC.md 5.8)
+    if (a.item.dedup === "on" && typeof a.item.compress === "string" && MULTIFD_METHODS.has(a.item.compress))
+      out.push({ path: `${a.path}/@dedup`, message: `cannot go with compress ${a.item.compress} (multifd)` });
     if (!checkElementVersion(a.item.exports, "export", a.path, out)) continue;
     const exports = indexed<Answer["armed"][number]["exports"][number]>(a.item.exports, `${a.path}/export`);
     for (const e of exports) checkAttrs(e.item, ATTRS.export, e.path, out);
@@ -289,6 +292,12 @@ function validateAnswer(answer: Answer, out: Out): void {
     "VM",
     out,
   );
+  // the source sizes its half of the dialog's index by the destination's cap: with dedup, and only then
+  const dedup = armed.some((a) => a.item.dedup === "on");
+  if (dedup && answer.dedupPages === undefined)
+    out.push({ path: "/nrdl/answer/@dedup-pages", message: 'required when an <armed> says dedup="on"' });
+  if (!dedup && answer.dedupPages !== undefined)
+    out.push({ path: "/nrdl/answer/@dedup-pages", message: 'allowed only when an <armed> says dedup="on"' });
 }
 
 /** Multifd methods name their channel count (the listener takes that many connections); the others none. */

@@ -175,14 +175,15 @@ export async function runDemo(opts: { keep?: boolean; backend?: string }): Promi
       answerTimeoutS: dc1.timers.answerTimeoutS,
     });
     const display = new ProgressDisplay(process.stdout.isTTY ? "tty" : "plain");
-    // the defaults hold the host's compress choice, which is the request's, not a policy attribute
-    const { compress, ...defaults } = dc1.defaults;
+    // the defaults hold the host's compress and dedup choices, which are the request's, not policy attributes
+    const { compress, dedup, ...defaults } = dc1.defaults;
     const summary = await agent.migrate(
       {
         to: `sip:dc2@127.0.0.1:${sipPort}`,
         vms: VMS.map((v) => v.name),
         policy: { ...defaults, maxParallel: 1 },
         compress,
+        dedup,
       },
       display,
     );

@@ -88,6 +88,8 @@ async function runEvacuate(o: EvacuateOptions): Promise<number> {
       answerTimeoutS: cfg.timers.answerTimeoutS,
       stateDir: cfg.stateDir,
       compress: cfg.defaults.compress,
+      dedup: cfg.defaults.dedup,
+      dedupIndexPages: cfg.migration.dedupIndexPages,
       postcopyRecoveryS: cfg.timers.postcopyRecoveryS,
       redirectAllowed: (target) => destinations.check(target),
       migrationNetworks: (target) => destinations.migrationNetworks(target),

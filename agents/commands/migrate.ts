@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { Option, type Command } from "commander";
 import { TeleportError } from "../../lib/errors";
 import { COMPRESS_CHOICES, type CompressChoice } from "../../lib/plan/compress";
+import { DEDUP_CHOICES, withAskedCommit, type DedupChoice } from "../../lib/plan/dedup";
 import { ladderSteps, renderLadder, type TraceEvent } from "../../lib/sip/ladder";
 import { parseNrdlOrThrow } from "../../nrdl";
 import type { Offer } from "../../nrdl/types";
@@ -21,6 +22,7 @@ interface MigrateOptions extends CommonOptions, PolicyOptions {
   dryRun?: boolean;
   allowUnlistedDestination?: boolean;
   compress?: CompressChoice;
+  dedup?: DedupChoice;
 }
 
 /** Exit codes an operator's script can act on. */
@@ -42,6 +44,15 @@ export function registerMigrateCommand(program: Command): void {
           "do when --bandwidth-mbps caps the move (not with post-copy). Needs NRDL 2; a destination without it " +
           "gets the plain stream",
       ).choices([...COMPRESS_CHOICES]),
+    )
+    .addOption(
+      new Option(
+        "--dedup <mode>",
+        "group page dedup: a page the destination already received for any VM of this move crosses the " +
+          "link as its SHA-256; on, off; auto (default: defaults.dedup) when --bandwidth-mbps caps the move. " +
+          "Only with --strategy switchover (a group commit; not with post-copy); a destination that cannot " +
+          "gets the plain stream",
+      ).choices([...DEDUP_CHOICES]),
     )
     .option("--json", "JSON lines instead of a progress display (for scripts)")
     .option("--ladder", "print the SIP ladder of the dialog at the end")
@@ -71,7 +82,14 @@ Compression: a capped move is bound by the bytes it carries, and guest memory co
 offered zstd, zlib and xbzrle and picks the first its hypervisor driver can do (QEMU: all three;
 libvirt and VirtualBox: none, their streams stay plain). Note that QEMU 7.2 counts the cap before
 multifd compression: zstd/zlib then save link bytes, not time; they save time on a link slower
-than the cap. Group page dedup (issue 26) is not implemented yet.
+than the cap.
+
+Group page dedup: guests that boot the same kernel hold many equal pages, and within one dialog
+each such page crosses the link once; after that it goes as its SHA-256 and the destination
+copies it from the dialog's index (migration.dedupIndexPages pages, 256 MiB by default). It needs
+--strategy switchover with group commit (the source's copy waits paused for the destination's
+word), so --dedup on with another strategy is refused; it goes with xbzrle but not with zstd/zlib
+(the destination then picks xbzrle or none). The summary says how many pages went as references.
 
 Exit status: 0 every VM moved, 1 some did not, 2 invalid input, 3 the destination refused.
 With --dry-run: 0 the destination would accept, 3 it would refuse.
@@ -80,6 +98,7 @@ Examples:
   $ sip-teleport migrate --to sip:dc2@10.10.10.67 router1 video
   $ sip-teleport migrate --dry-run --bandwidth-mbps 100 --to sip:dc2@10.10.10.67 router1 video
   $ sip-teleport migrate --compress zstd --to sip:dc2@10.10.10.67 router1 video
+  $ sip-teleport migrate --strategy switchover --dedup on --to sip:dc2@10.10.10.67 router1 video
   $ sip-teleport migrate --to sip:dc2@example.net --proxy sip:10.0.0.5;transport=tcp --strategy switchover router1 video
   $ sip-teleport nrdl example exp3 > exp3.xml && sip-teleport migrate --to sip:dc2@10.10.10.67 --plan exp3.xml`,
     )
@@ -106,6 +125,7 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
     }
     const policy = policyFrom(o, cfg.defaults);
     const compress = o.compress ?? cfg.defaults.compress;
+    const dedup = o.dedup ?? cfg.defaults.dedup;
     const sip = sipOf(cfg, logger, { ephemeral: true, outboundProxy: o.proxy, trace: o.sipTrace });
     sip.onTrace((e) => trace.push(e));
     const agent = new SourceAgent({
@@ -116,6 +136,8 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
       answerTimeoutS: cfg.timers.answerTimeoutS,
       stateDir: cfg.stateDir,
       compress: cfg.defaults.compress,
+      dedup: cfg.defaults.dedup,
+      dedupIndexPages: cfg.migration.dedupIndexPages,
       postcopyRecoveryS: cfg.timers.postcopyRecoveryS,
       redirectAllowed: (target) => destinations.check(target),
       migrationNetworks: (target) => destinations.migrationNetworks(target),
@@ -129,11 +151,12 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
     };
     process.once("SIGINT", onSigint);
     if (o.dryRun) {
-      const offer = await agent.buildOffer({ to: o.to, vms, policy, plan, compress });
+      const offer = await agent.buildOffer({ to: o.to, vms, policy, plan, compress, dedup });
       await sip.start();
       invited = true;
       try {
-        const d = await dryRun(sip, o.to, offer);
+        // as the INVITE would ask: group commit decides what the destination accepts (dedup, SPEC.md 5.8)
+        const d = await dryRun(sip, o.to, withAskedCommit(offer, cfg.stateDir));
         process.stdout.write(o.json ? JSON.stringify(d) + "\n" : renderDryRun(d));
         return d.status >= 200 && d.status < 300 ? EXIT.moved : EXIT.refused;
       } finally {
@@ -148,7 +171,8 @@ async function runMigrate(vms: string[], o: MigrateOptions): Promise<number> {
         if (phase === "inviting") invited = true;
         onPhase(phase, detail);
       };
-      const summary = await agent.migrate({ to: o.to, vms, policy, plan, compress, signal: ac.signal }, display);
+      const request = { to: o.to, vms, policy, plan, compress, dedup, signal: ac.signal };
+      const summary = await agent.migrate(request, display);
       display.summary(summary);
       if (o.ladder) process.stdout.write("\n" + renderLadder(ladderSteps(trace), cfg.sip.aor, o.to));
       return summary.outcome === "completed" ? EXIT.moved : EXIT.notAllMoved;

@@ -49,6 +49,8 @@ export async function startConsole(o: ConsoleOptions): Promise<RunningConsole> {
     hostName: o.config.host,
     stateDir: o.config.stateDir,
     compress: o.config.defaults.compress,
+    dedup: o.config.defaults.dedup,
+    dedupIndexPages: o.config.migration.dedupIndexPages,
     logger,
     answerTimeoutS: o.config.timers.answerTimeoutS,
     postcopyRecoveryS: o.config.timers.postcopyRecoveryS,

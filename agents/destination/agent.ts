@@ -39,7 +39,9 @@ import { CallerGate, loggedDetails, Overload, type Admitted } from "../../lib/ac
 import type { DialogAdmission } from "../../lib/access/in-dialog";
 import { Journal, type JournalEntry } from "./journal";
 import { DecisionLog } from "./decisions";
-import { acceptCompress, streamReductionOf } from "../../lib/plan/compress";
+import { streamReductionOf } from "../../lib/plan/compress";
+import { acceptReductions } from "../../lib/plan/dedup";
+import { DedupRebuilder } from "../../lib/dedup/rebuild";
 import { canHoldArrivals, decisionOf, GroupDecider, removeGroup, resumeGroup } from "./group-decider";
 
 export interface DestinationOptions {
@@ -75,6 +77,8 @@ interface DialogState {
   /** Group commit (SPEC.md 5.6): arrivals are held, and this host decides the group. */
   groupCommit: boolean;
   group?: GroupDecider;
+  /** Group page dedup (SPEC.md 5.8): the dialog's index, shared by its VMs armed with dedup="on". */
+  dedup?: DedupRebuilder;
 }
 
 /** The Warning header the backend puts on INVITE refusals, for answers we build ourselves. */
@@ -367,12 +371,15 @@ export class DestinationAgent {
     } catch (err) {
       return refuse(err);
     }
-    const { address } = this.opts.config.migration;
+    const { address, dedupIndexPages } = this.opts.config.migration;
+    const groupCommit = this.agreesGroupCommit(doc);
     const accepted = doc.body.vms
       .filter((vm) => !verdict.rejected.some((r) => r.vm === vm.name))
       .map((vm, i) => {
-        const { compress } = acceptCompress(doc.body, this.opts.host.find(vm.name)?.driver.compression);
-        return { vm: vm.name, uri: `tcp:${address}:${verdict.ports[i]}`, ...(compress ? { compress } : {}) };
+        const driver = this.opts.host.find(vm.name)?.driver;
+        const { compress, dedup } = acceptReductions(doc.body, driver, groupCommit, dedupIndexPages);
+        const uri = `tcp:${address}:${verdict.ports[i]}`;
+        return { vm: vm.name, uri, ...(compress ? { compress } : {}), ...(dedup ? { dedup } : {}) };
       });
     const preview = nrdlBody({
       version: doc.version,
@@ -465,12 +472,8 @@ export class DestinationAgent {
       this.opts.metrics?.refused(486);
       return res.reject(new TeleportError(486, "Busy Here", [`${clash.name} is being moved by another dialog`]));
     }
-    // group commit only when asked for and every VM's driver can hold its arrival (SPEC.md 5.6)
-    const groupCommit =
-      doc.version >= 2 &&
-      offer.policy.strategy === "switchover" &&
-      offer.policy.commit === "group" &&
-      canHoldArrivals(this.opts.host, offer.vms);
+    const groupCommit = this.agreesGroupCommit(doc);
+    const { dedupIndexPages } = this.opts.config.migration;
     const state: DialogState = {
       callId: req.callId,
       migrationId: doc.id,
@@ -483,6 +486,11 @@ export class DestinationAgent {
       caller,
       armed: new Set(),
       statuses: new Map(),
+      // dedup only under group commit (its moves run without QEMU's return path), bounded by this host's cap
+      dedup:
+        offer.policy.dedup === "on" && groupCommit && dedupIndexPages > 0
+          ? new DedupRebuilder(dedupIndexPages)
+          : undefined,
     };
     offer.vms.forEach((v) => this.holders.set(v.name, req.callId));
     this.dialogs.set(req.callId, state);
@@ -519,6 +527,7 @@ export class DestinationAgent {
       );
     }
     const answer: Answer = { kind: "answer", armed: armedList.armed, rejected: [] };
+    if (state.dedup && answer.armed.some((a) => a.dedup === "on")) answer.dedupPages = state.dedup.stats.capPages;
     // a source that asked learns either way (one that did not may predate the attribute)
     if (offer.policy.commit !== undefined) answer.commit = groupCommit ? "group" : "source";
     const { dialog, acked } = res.accept(nrdlBody({ version: doc.version, id: doc.id, body: answer }));
@@ -544,6 +553,17 @@ export class DestinationAgent {
         this.touch(state);
       },
       () => void this.expire(state, "no ACK for our 200 OK"),
+    );
+  }
+
+  /** Group commit only when asked for and every VM's driver can hold its arrival (SPEC.md 5.6). */
+  private agreesGroupCommit(doc: NrdlDocument<Offer>): boolean {
+    const { policy, vms } = doc.body;
+    return (
+      doc.version >= 2 &&
+      policy.strategy === "switchover" &&
+      policy.commit === "group" &&
+      canHoldArrivals(this.opts.host, vms)
     );
   }
 
@@ -600,8 +620,10 @@ export class DestinationAgent {
         const nbdPort = copies ? await anotherPort() : undefined;
         if (copies && nbdPort === undefined) throw new TeleportError(503, `no free NBD port in ${ports}`);
         const nbdSecret = copies ? randomBytes(32).toString("base64url") : undefined;
-        // the source's first offered method this driver can do, or the plain stream (nrdl/SPEC.md 5.7)
-        const reduction = acceptCompress(state.offer, local.driver.compression);
+        // the source's first offered method this driver can do, or the plain stream (nrdl/SPEC.md 5.7);
+        // dedup when offered and the dialog holds an index, with only the methods that go with it (5.8)
+        const cap = state.dedup?.stats.capPages ?? 0;
+        const { dedup, ...reduction } = acceptReductions(state.offer, local.driver, state.groupCommit, cap);
         // marked armed before arming ends: a failure half-way must still be disarmed (images deleted)
         state.armed.add(vm.name);
         this.opts.metrics?.armedChanged(1);
@@ -616,8 +638,10 @@ export class DestinationAgent {
           postcopy: state.offer.policy.convergence === "postcopy",
           holdOnArrival: state.groupCommit,
           compress: streamReductionOf(reduction),
+          dedup: dedup ? state.dedup : undefined,
         });
-        return { vm: vm.name, uri: listener.uri, secret, exports: listener.exports, ...reduction };
+        const accepted = { ...reduction, ...(dedup ? { dedup } : {}) };
+        return { vm: vm.name, uri: listener.uri, secret, exports: listener.exports, ...accepted };
       }),
     );
     const failed = results.flatMap((r, i) =>
@@ -780,6 +804,13 @@ export class DestinationAgent {
       why,
       resumedHere: [...here].filter(([, ran]) => ran).map(([vm]) => vm),
     });
+    // the index's memory: every stored page is held whole here
+    if (state.dedup)
+      this.log.info("dedup index of the dialog", {
+        callId: state.callId,
+        ...state.dedup.stats,
+        indexBytes: state.dedup.stats.stored * 4096,
+      });
     state.lastReport = this.reportOf(state, here);
     this.opts.metrics?.armedChanged(-state.armed.size);
     if (state.dialog) this.opts.metrics?.dialogEnded(state.lastReport.outcome, 200);

@@ -11,6 +11,14 @@ import { DEFAULT_ANSWER_TIMEOUT_S } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
 import type { Logger } from "../../lib/log/logger";
 import { answeredReduction, offerCompress, withoutCompress } from "../../lib/plan/compress";
+import {
+  answeredDedup,
+  asksGroupCommit,
+  DEDUP_INDEX_PAGES,
+  offerDedup,
+  withAskedCommit,
+  withoutDedup,
+} from "../../lib/plan/dedup";
 import { planOffer } from "../../lib/plan/waves";
 import type { Dialog, SipBody } from "../../lib/sip/backend";
 import { diskSpecOf, isCopied } from "../../lib/hypervisor/qemu-disks";
@@ -91,7 +99,26 @@ export class SourceAgent {
     const problems = found.filter((p): p is string => p !== undefined);
     if (problems.length) throw new TeleportError(409, "cannot migrate", problems);
     planOffer(offer); // refuses cycles before anything goes on the wire
-    return this.withCompress(await this.withDisks(offer), req);
+    return this.withDedup(this.withCompress(await this.withDisks(offer), req), req);
+  }
+
+  /**
+   * Group page dedup to offer (nrdl/SPEC.md 5.8), only with the group commit the call asks for: a
+   * plan file's own `dedup` stands, "on" checked as `--dedup on` is (a move this host cannot dedup
+   * would fail only once its stream went to a relay); else the request's choice, else the host's
+   * default (config `defaults.dedup`), else "auto" (on when capped).
+   */
+  private withDedup(offer: Offer, req: MigrateRequest): Offer {
+    const planned = offer.policy.dedup;
+    const drivers = offer.vms.map((vm) => this.opts.host.find(vm.name)?.driver.dedup);
+    const dedup = offerDedup(
+      planned ?? req.dedup ?? this.opts.dedup ?? "auto",
+      offer.policy,
+      asksGroupCommit(offer.policy, this.opts.stateDir),
+      drivers,
+      this.opts.dedupIndexPages ?? DEDUP_INDEX_PAGES,
+    );
+    return planned !== undefined || dedup === undefined ? offer : { ...offer, policy: { ...offer.policy, dedup } };
   }
 
   /**
@@ -132,7 +159,8 @@ export class SourceAgent {
 
   /** Ask first: the offer for `req`, checked here and by the destination (OPTIONS), nothing armed or moved. */
   async dryRun(req: MigrateRequest): Promise<DryRun> {
-    return dryRun(this.opts.sip, req.to, await this.buildOffer(req));
+    // as the INVITE would ask: group commit decides what the destination accepts (dedup, SPEC.md 5.8)
+    return dryRun(this.opts.sip, req.to, withAskedCommit(await this.buildOffer(req), this.opts.stateDir));
   }
 
   /** Call, run the plan, hang up: the CLI's one-shot migration. `req.signal` cancels or aborts. */
@@ -153,25 +181,29 @@ export class SourceAgent {
     if (req.signal?.aborted)
       throw new TeleportError(487, "Request Terminated", ["cancelled before the INVITE was sent"]);
     // a switchover is offered for the destination to decide, when this host can journal its half
-    const askCommit = offer.policy.strategy === "switchover" && !offer.policy.commit && !!this.opts.stateDir;
-    const asked = askCommit ? { ...offer, policy: { ...offer.policy, commit: "group" as const } } : offer;
-    if (asked === offer && offer.policy.compress === undefined) return this.dial(req, offer, events);
+    const asked = withAskedCommit(offer, this.opts.stateDir);
+    const askCommit = asked !== offer;
+    const { compress: offered, dedup: offeredDedup } = offer.policy;
+    if (asked === offer && offered === undefined && offeredDedup === undefined) return this.dial(req, offer, events);
     try {
       return await this.dial(req, asked, events);
     } catch (err) {
       const e = TeleportError.from(err);
       const commit = askCommit && refuses(e, "@commit");
-      const compress = asked.policy.compress !== undefined && refuses(e, "@compress");
-      if (!commit && !compress) throw e;
-      // only who decides (5.6) or how the bytes are carried (5.7) changes, not what moves (nrdl/SPEC.md 8):
+      const compress = offered !== undefined && refuses(e, "@compress");
+      // dedup goes only with group commit: without one, without it too
+      const dedup = offeredDedup !== undefined && (commit || refuses(e, "@dedup"));
+      if (!commit && !compress && !dedup) throw e;
+      // only who decides (5.6) or how the bytes are carried (5.7, 5.8) changes, not what moves (nrdl/SPEC.md 8):
       // ask again the way it understands
-      const unknown = [commit ? "group commit" : "", compress ? "stream compression" : ""].filter(Boolean);
-      this.log.warn(`the destination does not speak ${unknown.join(" or ")}: asking again without`, {
+      const unknown = [commit && "group commit", compress && "stream compression", dedup && "group page dedup"];
+      this.log.warn(`the destination does not speak ${unknown.filter(Boolean).join(" or ")}: asking again without`, {
         to: req.to,
         details: e.details,
       });
       const again = commit ? offer : asked;
-      return this.dial(req, compress ? withoutCompress(again) : again, events);
+      const plainer = compress ? withoutCompress(again) : again;
+      return this.dial(req, dedup ? withoutDedup(plainer) : plainer, events);
     }
   }
 
@@ -252,6 +284,9 @@ export class SourceAgent {
     const badReduction = answer.armed.flatMap(
       (a) => answeredReduction(offer, a, this.opts.host.find(a.vm)?.driver.compression) ?? [],
     );
+    badReduction.push(
+      ...answer.armed.flatMap((a) => answeredDedup(offer, answer, a, this.opts.host.find(a.vm)?.driver.dedup) ?? []),
+    );
     if (badReduction.length) throw new TeleportError(502, "Bad Gateway", badReduction);
     return answer;
   }
@@ -292,10 +327,10 @@ async function settleStoppedGroups(opts: SourceOptions, journal: GroupJournal, l
 }
 
 /**
- * A 400 to an offer with `commit` or `compress` from a destination that predates that attribute
+ * A 400 to an offer with `commit`, `compress` or `dedup` from a destination that predates that attribute
  * (it names it) or NRDL 2 altogether.
  */
-function refuses(e: TeleportError, attribute: "@commit" | "@compress"): boolean {
+function refuses(e: TeleportError, attribute: "@commit" | "@compress" | "@dedup"): boolean {
   return e.status === 400 && e.details.some((d) => d.includes(attribute) || d.includes("unsupported version 2"));
 }
 

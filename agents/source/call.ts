@@ -8,6 +8,8 @@ import { TeleportError } from "../../lib/errors";
 import type { MigrationTarget } from "../../lib/hypervisor/driver";
 import type { Logger } from "../../lib/log/logger";
 import { streamReductionOf } from "../../lib/plan/compress";
+import { DEDUP_INDEX_PAGES } from "../../lib/plan/dedup";
+import { SentPages } from "../../lib/dedup/encoder";
 import { executePlan, type VmOutcome } from "../../lib/plan/execute";
 import { planOffer } from "../../lib/plan/waves";
 import type { Dialog, SipBody } from "../../lib/sip/backend";
@@ -50,6 +52,11 @@ export class SourceCall {
   private closing = false;
   /** Why the dialog ended without our BYE, when the destination or the network ended it. */
   private endedRemotely: string | undefined;
+  /**
+   * Group page dedup (nrdl/SPEC.md 5.8): the dialog's pages sent, shared by the VMs whose <armed>
+   * says dedup="on"; never more than the destination's cap (its answer's dedup-pages) nor this host's.
+   */
+  private readonly pages: SentPages | undefined;
 
   constructor(
     private readonly opts: SourceOptions,
@@ -63,6 +70,8 @@ export class SourceCall {
       events: this.events,
     } = call);
     this.log = opts.logger;
+    const cap = Math.min(this.answer.dedupPages ?? 0, opts.dedupIndexPages ?? DEDUP_INDEX_PAGES);
+    if (this.answer.armed.some((a) => a.dedup === "on") && cap > 0) this.pages = new SentPages(cap);
     this.dialog.onTerminated((reason) => {
       if (this.closing) return;
       this.endedRemotely = reason;
@@ -116,6 +125,8 @@ export class SourceCall {
             convergence: offer.policy.convergence ?? "none",
             // checked against the offer and this driver when the answer came (nrdl/SPEC.md 5.7)
             compress: streamReductionOf(target),
+            // checked against the offer, the answer's commit and this driver when the answer came (5.8)
+            dedup: target.dedup === "on" ? this.pages : undefined,
             recover: (v) => this.recoveryListener(v, reporter),
             recoverWithinS: this.opts.postcopyRecoveryS,
             onProgress: (p) => {
@@ -247,6 +258,11 @@ export class SourceCall {
     events.onPhase?.("done", outcome);
     const summary: MigrateSummary = { migrationId, outcome, vms, destinationReport, phases };
     if (group !== undefined) summary.groupDowntimeMs = group;
+    if (this.pages) {
+      summary.dedup = { ...this.pages.stats };
+      // the source's half holds a 32-byte digest per stored page
+      this.log.info("dedup index of the dialog", { ...summary.dedup, indexBytes: summary.dedup.stored * 32 });
+    }
     return summary;
   }
 

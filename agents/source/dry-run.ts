@@ -10,6 +10,7 @@ import { describePlan, planOffer } from "../../lib/plan/waves";
 import type { SipBackend } from "../../lib/sip/backend";
 import { formatViolation, nrdlDocument, parseNrdl } from "../../nrdl";
 import { offeredMethods, withoutCompress } from "../../lib/plan/compress";
+import { withoutDedup } from "../../lib/plan/dedup";
 import type { CompressMethod, Offer, Preview } from "../../nrdl/types";
 import { nrdlBody } from "./call";
 import { tableLines } from "./table";
@@ -32,9 +33,16 @@ export async function dryRun(sip: SipBackend, to: string, offer: Offer): Promise
   const id = `dry-${randomBytes(4).toString("hex")}`;
   // the lowest version that says it all: a v1 destination still reads an offer without v2 vocabulary
   let res = await sip.query(to, nrdlBody(nrdlDocument(id, offer)));
-  // a destination from before stream compression refuses the attribute: ask as the INVITE would (SPEC.md 8)
-  if (offer.policy.compress !== undefined && res.status === 400 && refusesCompress(res.header("Warning"))) {
-    offer = withoutCompress(offer);
+  // a destination from before group commit, stream compression or dedup refuses the attribute: ask as the
+  // INVITE would (SPEC.md 8), without dedup when without commit
+  const warning = res.status === 400 ? res.header("Warning") : undefined;
+  const commit = offer.policy.commit !== undefined && refusesAttr(warning, "@commit");
+  const compress = offer.policy.compress !== undefined && refusesAttr(warning, "@compress");
+  const dedup = offer.policy.dedup !== undefined && (commit || refusesAttr(warning, "@dedup"));
+  if (commit || compress || dedup) {
+    if (commit) offer = withoutCommit(offer);
+    if (compress) offer = withoutCompress(offer);
+    if (dedup) offer = withoutDedup(offer);
     res = await sip.query(to, nrdlBody(nrdlDocument(id, offer)));
   }
   let preview: Preview | undefined;
@@ -64,8 +72,8 @@ export async function dryRun(sip: SipBackend, to: string, offer: Offer): Promise
   };
 }
 
-function refusesCompress(warning: string | undefined): boolean {
-  return !!warning && (warning.includes("@compress") || warning.includes("unsupported version 2"));
+function refusesAttr(warning: string | undefined, attribute: "@commit" | "@compress" | "@dedup"): boolean {
+  return !!warning && (warning.includes(attribute) || warning.includes("unsupported version 2"));
 }
 
 /**
@@ -76,6 +84,18 @@ function methodsOf(offer: Offer, preview: Preview | undefined): Map<string, Comp
   if (preview) return new Map(preview.accepted.map((a) => [a.vm, a.compress]));
   const first = offeredMethods(offer.policy)[0];
   return new Map(offer.vms.map((v) => [v.name, first]));
+}
+
+/** What the destination said of the offered group page dedup (nrdl/SPEC.md 5.8); the estimates leave it out. */
+function withoutCommit(offer: Offer): Offer {
+  const { commit: _dropped, ...policy } = offer.policy;
+  return { ...offer, policy };
+}
+
+function dedupLine(preview: Preview | undefined): string {
+  const on = (preview?.accepted ?? []).filter((a) => a.dedup === "on").map((a) => a.vm);
+  if (on.length === 0) return "group dedup: offered, refused by the destination (plain streams, or compression alone)";
+  return `group dedup: negotiated for ${on.join(", ")} (the estimates assume no page is deduplicated)`;
 }
 
 const seconds = (s: number) => (s < 10 ? s.toFixed(1) : Math.round(s).toString());
@@ -114,6 +134,7 @@ export function renderDryRun(d: DryRun): string {
         "zstd alike; xbzrle 1x for one pass); QEMU 7.2 counts a cap before multifd compression, so under a cap " +
         "zstd/zlib save bytes, not time",
     );
+  if (p.dedup === "on") lines.push(dedupLine(d.preview));
   if (!ok && d.warning && !d.preview?.rejected.length) lines.push(`refusal: ${d.warning}`);
   return lines.join("\n") + "\n";
 }

@@ -90,17 +90,25 @@ export class ProgressDisplay implements SourceEvents {
   }
 
   onAnswer(answer: Answer): void {
-    // the stream's reduction, as the destination agreed to it per VM (nrdl/SPEC.md 5.7)
-    const stream = (a: Answer["armed"][number]) =>
+    // the stream's reductions, as the destination agreed to them per VM (nrdl/SPEC.md 5.7, 5.8)
+    const compressed = (a: Answer["armed"][number]) =>
       a.compress ? `${a.compress}${a.channels ? ` over ${a.channels} multifd channels` : ""}` : "";
+    const stream = (a: Answer["armed"][number]) =>
+      [compressed(a), a.dedup === "on" ? "group dedup" : ""].filter(Boolean).join(", ");
     for (const a of answer.armed)
       this.rows.set(a.vm, { vm: a.vm, phase: "armed", progress: 0, bytes: 0, note: stream(a) });
     if (this.mode === "json")
       return this.emit("answer", {
-        armed: answer.armed.map((a) => ({ vm: a.vm, uri: a.uri, ...(a.compress ? { compress: a.compress } : {}) })),
+        armed: answer.armed.map((a) => ({
+          vm: a.vm,
+          uri: a.uri,
+          ...(a.compress ? { compress: a.compress } : {}),
+          ...(a.dedup ? { dedup: a.dedup } : {}),
+        })),
       });
-    if (this.mode === "plain")
-      for (const a of answer.armed.filter((x) => x.compress)) this.line(`  ${a.vm}: stream compressed: ${stream(a)}`);
+    const plain = this.mode === "plain" ? answer.armed : [];
+    for (const a of plain.filter((x) => x.compress)) this.line(`  ${a.vm}: stream compressed: ${compressed(a)}`);
+    for (const a of plain.filter((x) => x.dedup)) this.line(`  ${a.vm}: stream deduplicated across the group`);
     this.draw();
   }
 
@@ -182,6 +190,12 @@ export function formatSummary(s: MigrateSummary): string {
     const copied = v.diskTransferredBytes !== undefined ? ` (${mib(v.diskTransferredBytes)} copied)` : "";
     lines.push(`${v.vm} disks: ${v.disks}${copied}`);
   }
+  if (s.dedup)
+    lines.push(
+      `group dedup: ${s.dedup.hits} of ${s.dedup.pages} pages sent as references, ${mib(s.dedup.bytesOut)} on the ` +
+        `link for ${mib(s.dedup.bytesIn)} of streams (index ${s.dedup.stored} of ${s.dedup.capPages} pages, ` +
+        `relay CPU ${Math.round(s.dedup.cpuMs)} ms)`,
+    );
   if (s.groupDowntimeMs !== undefined)
     lines.push(
       `group downtime ${s.groupDowntimeMs} ms (first VM stopped to the last one's state loaded at the destination)`,

@@ -3,6 +3,8 @@ import type { MigrationProgress } from "../../lib/hypervisor/driver";
 import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
 import type { CompressChoice } from "../../lib/plan/compress";
+import type { DedupChoice } from "../../lib/plan/dedup";
+import type { DedupStats } from "../../lib/dedup/encoder";
 import type { VmOutcome } from "../../lib/plan/execute";
 import type { SipBackend } from "../../lib/sip/backend";
 import type { Answer, Offer, Outcome, Policy, Report, VmStatus } from "../../nrdl/types";
@@ -19,6 +21,11 @@ export interface MigrateRequest {
    * drivers can do when the policy caps bandwidth; "none" the plain stream; a method, that one alone.
    */
   compress?: CompressChoice;
+  /**
+   * Group page dedup to offer (nrdl/SPEC.md 5.8): "auto" (the default) when the policy caps bandwidth
+   * and the move is a group commit; "on" whenever it is a group commit (refused otherwise); "off".
+   */
+  dedup?: DedupChoice;
   /** Ctrl-C / console Abort: CANCEL before the answer, abort migrations after it. */
   signal?: AbortSignal;
 }
@@ -61,6 +68,8 @@ export interface MigrateSummary {
    * stopped to the last one's end of downtime (its state loaded at the destination).
    */
   groupDowntimeMs?: number;
+  /** Group page dedup, when the destination agreed to it for some VM: the dialog's index and relays. */
+  dedup?: DedupStats;
 }
 
 export interface SourceOptions {
@@ -71,6 +80,10 @@ export interface SourceOptions {
   logger: Logger;
   /** Stream reductions a request that does not say offers (config `defaults.compress`; "auto" when absent). */
   compress?: CompressChoice;
+  /** Group page dedup a request that does not say offers (config `defaults.dedup`; "auto" when absent). */
+  dedup?: DedupChoice;
+  /** This host's cap of a dialog's dedup index, in pages (migration.dedupIndexPages; 0 offers none). */
+  dedupIndexPages?: number;
   /** CANCEL an INVITE with no final answer after this long (the destination crashed while arming). */
   answerTimeoutS?: number;
   /** Vets a 3xx redirect's target before the INVITE follows it (security.destinations): a reason refuses it. */

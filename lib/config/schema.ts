@@ -8,6 +8,7 @@ import { DestinationPolicy, type DestinationEntry } from "../access/destinations
 import { DEFAULT_TIMERS, DEFAULT_MAX_TIMERS } from "../sip/udp-reliability";
 import { ON_ERROR, STRATEGIES } from "../../nrdl/types";
 import { COMPRESS_CHOICES } from "../plan/compress";
+import { DEDUP_CHOICES, DEDUP_INDEX_PAGES } from "../plan/dedup";
 
 /** 64*T1, RFC 3261's Timer B: how long a source waits for the answer to its INVITE by default. */
 export const DEFAULT_ANSWER_TIMEOUT_S = 32;
@@ -325,6 +326,12 @@ export const configSchema = z
          * (nrdl/SPEC.md 5.6), so its frames wait in the paused copies' taps instead of being lost.
          */
         announceAtSwitchover: z.boolean().default(true),
+        /**
+         * Group page dedup (nrdl/SPEC.md 5.8): the cap of one dialog's index, in 4 KiB pages (the
+         * destination holds up to this many pages in memory, the source as many digests); 0: this
+         * host accepts no dedup as a destination and offers none as a source.
+         */
+        dedupIndexPages: z.number().int().min(0).default(DEDUP_INDEX_PAGES),
       })
       .strict()
       .prefault({}),
@@ -341,6 +348,11 @@ export const configSchema = z
          * the policy caps bandwidth; none; or one of zstd, zlib, xbzrle. `migrate --compress` overrides.
          */
         compress: z.enum(COMPRESS_CHOICES).default("auto"),
+        /**
+         * Group page dedup a migration offers (nrdl/SPEC.md 5.8): auto, when the policy caps bandwidth
+         * and the move is a group commit; on; off. `migrate --dedup` overrides.
+         */
+        dedup: z.enum(DEDUP_CHOICES).default("auto"),
       })
       .strict()
       .prefault({}),

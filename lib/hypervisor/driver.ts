@@ -324,6 +324,11 @@ export interface HypervisorDriver {
    */
   readonly compression?: ReadonlySet<CompressMethod>;
   /**
+   * Whether this driver does group page dedup on both ends (nrdl/SPEC.md 5.8: ArmOptions.dedup,
+   * MigrationOptions.dedup). A destination never accepts it, and a source never offers it, without.
+   */
+  readonly dedup?: boolean;
+  /**
    * Whether this host can run the driver, with a human explanation (e.g. "qemu-system-x86_64 not found; apt-get install
    * qemu-system-x86").
    */

@@ -152,6 +152,7 @@ export class QemuDriver implements HypervisorDriver {
   readonly kind = "qemu" as const;
   /** zstd, zlib (multifd) and XBZRLE, QEMU 7.2's own (nrdl/SPEC.md 5.7). */
   readonly compression = QEMU_COMPRESSION;
+  readonly dedup = true;
   /** Dedup relays of incoming VMs, until the VM arrived or its listener went. */
   private readonly relays = new Map<string, DestinationRelay>();
   readonly runDir: string;

@@ -64,6 +64,17 @@ describe("host configuration", () => {
     expect(() => parseConfig({ defaults: { compress: "lz4" } })).toThrow(/defaults\.compress/);
   });
 
+  it("defaults.dedup: auto unless set; migration.dedupIndexPages 65536 unless set, 0 for none", () => {
+    const cfg = parseConfig({});
+    expect([cfg.defaults.dedup, cfg.migration.dedupIndexPages]).toEqual(["auto", 65_536]);
+    expect(parseConfig({ defaults: { dedup: "off" }, migration: { dedupIndexPages: 0 } })).toMatchObject({
+      defaults: { dedup: "off" },
+      migration: { dedupIndexPages: 0 },
+    });
+    expect(() => parseConfig({ defaults: { dedup: "yes" } })).toThrow(/defaults\.dedup/);
+    expect(() => parseConfig({ migration: { dedupIndexPages: -1 } })).toThrow(/migration\.dedupIndexPages/);
+  });
+
   it("libvirt.stream: native unless set; tunnelled may be chosen, nothing else", () => {
     expect(parseConfig({}).libvirt.stream).toBe("native");
     expect(parseConfig({ libvirt: { stream: "tunnelled" } }).libvirt.stream).toBe("tunnelled");

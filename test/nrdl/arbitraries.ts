@@ -12,6 +12,7 @@ import {
   COMPRESS_METHODS,
   CONVERGENCE,
   DECISION_OUTCOMES,
+  DEDUP_MODES,
   ON_ERROR,
   OUTCOMES,
   ROLES,
@@ -103,6 +104,7 @@ const offer: fc.Arbitrary<Offer> = names(1, 8).chain((vmNames) =>
         convergence: fc.constantFrom(...CONVERGENCE),
         commit: fc.constantFrom(...COMMITS),
         compress: fc.subarray([...COMPRESS_METHODS], { minLength: 1 }).map((m) => m.join(" ")),
+        dedup: fc.constantFrom(...DEDUP_MODES),
       }),
     ),
     // Dependencies only point backwards, so the graph is acyclic.
@@ -122,39 +124,49 @@ const offer: fc.Arbitrary<Offer> = names(1, 8).chain((vmNames) =>
   }),
 );
 
-/** An armed VM's reduction: none, xbzrle, or a multifd method with its channels (SPEC.md 5.7). */
-const reduction: fc.Arbitrary<Pick<Answer["armed"][number], "compress" | "channels">> = fc.oneof(
+/**
+ * An armed VM's reduction: none, xbzrle, or a multifd method with its channels (SPEC.md 5.7);
+ * dedup alone or with xbzrle, never with multifd (5.8).
+ */
+const reduction: fc.Arbitrary<Pick<Answer["armed"][number], "compress" | "channels" | "dedup">> = fc.oneof(
   fc.constant({}),
   fc.constant({ compress: "xbzrle" as const }),
   fc.record({ compress: fc.constantFrom("zstd" as const, "zlib" as const), channels: fc.integer({ min: 1, max: 16 }) }),
+  fc.constant({ dedup: "on" as const }),
+  fc.constant({ compress: "xbzrle" as const, dedup: "on" as const }),
 );
 
-const answer: fc.Arbitrary<Answer> = names(1, 8).chain((vms) =>
-  fc.integer({ min: 0, max: vms.length }).chain((split) =>
-    record({
-      kind: fc.constant("answer" as const),
-      commit: fc.constantFrom(...COMMITS),
-      armed: fc.tuple(
-        ...vms.slice(0, split).map((vm) =>
-          fc
-            .tuple(
-              record({
-                vm: fc.constant(vm),
-                uri: migrationUri,
-                secret,
-                exports: names(0, 3).chain((targets) =>
-                  fc.tuple(...targets.map((t) => record({ disk: fc.constant(t), uri: nbdUri, secret }))),
-                ),
-              }),
-              reduction,
-            )
-            .map(([armed, r]) => ({ ...armed, ...r })),
+const answer: fc.Arbitrary<Answer> = names(1, 8)
+  .chain((vms) =>
+    fc.integer({ min: 0, max: vms.length }).chain((split) =>
+      record({
+        kind: fc.constant("answer" as const),
+        commit: fc.constantFrom(...COMMITS),
+        armed: fc.tuple(
+          ...vms.slice(0, split).map((vm) =>
+            fc
+              .tuple(
+                record({
+                  vm: fc.constant(vm),
+                  uri: migrationUri,
+                  secret,
+                  exports: names(0, 3).chain((targets) =>
+                    fc.tuple(...targets.map((t) => record({ disk: fc.constant(t), uri: nbdUri, secret }))),
+                  ),
+                }),
+                reduction,
+              )
+              .map(([armed, r]) => ({ ...armed, ...r })),
+          ),
         ),
-      ),
-      rejected: fc.tuple(...vms.slice(split).map((vm) => record({ vm: fc.constant(vm), reason }))),
-    }),
-  ),
-);
+        rejected: fc.tuple(...vms.slice(split).map((vm) => record({ vm: fc.constant(vm), reason }))),
+      }),
+    ),
+  )
+  .chain((a) =>
+    // the dialog's index cap, exactly when some VM is armed with dedup (SPEC.md 5.8)
+    a.armed.some((x) => x.dedup === "on") ? positive.map((dedupPages) => ({ ...a, dedupPages })) : fc.constant(a),
+  );
 
 const optionalStats = {
   transferredBytes: natural,
@@ -214,7 +226,16 @@ const preview: fc.Arbitrary<Preview> = names(1, 8).chain((vms) =>
   fc.integer({ min: 0, max: vms.length }).chain((split) =>
     record({
       kind: fc.constant("preview" as const),
-      accepted: fc.tuple(...vms.slice(0, split).map((vm) => record({ vm: fc.constant(vm), uri: migrationUri }))),
+      accepted: fc.tuple(
+        ...vms
+          .slice(0, split)
+          .map((vm) =>
+            record(
+              { vm: fc.constant(vm), uri: migrationUri, dedup: fc.constant("on" as const) },
+              { requiredKeys: ["vm", "uri"] },
+            ),
+          ),
+      ),
       rejected: fc.tuple(...vms.slice(split).map((vm) => record({ vm: fc.constant(vm), reason }))),
     }),
   ),

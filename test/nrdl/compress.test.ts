@@ -8,19 +8,10 @@ import { acceptCompress, answeredReduction, offerCompress, withoutCompress } fro
 import { QEMU_COMPRESSION } from "../../lib/hypervisor/qemu-compress";
 import { buildNrdl, minimumVersion, offerDocument, parseNrdl } from "../../nrdl";
 import { COMPRESS_METHODS, type CompressMethod, type Offer } from "../../nrdl/types";
-import { doc, offer, violationsOf, vm } from "./helpers";
+import { ARMED, doc, offer, parsedOffer, V2, v2offer, violationsOf, vm } from "./helpers";
 
-const V2 = 'xmlns="urn:sip-teleport:nrdl:2" version="2" id="mig-1"';
-const v2offer = (policy: string) => offer(vm("a"), policy).replace(/<nrdl [^>]*>/, `<nrdl ${V2}>`);
 const v2answer = (armed: string) => doc(`<answer>${armed}</answer>`, V2);
-const ARMED = 'vm="a" uri="tcp:10.0.0.2:49152" secret="Qd8rT1mZ4xW7nB2vK5sL"';
 const NONE: ReadonlySet<CompressMethod> = new Set(); // libvirt, VirtualBox
-
-function parsedOffer(xml: string): Offer {
-  const parsed = parseNrdl(xml);
-  if (!parsed.ok) throw new Error(parsed.violations.map((v) => v.message).join("; "));
-  return parsed.doc.body as Offer;
-}
 
 describe("vocabulary", () => {
   test("a v2 offer lists methods in the source's order, and builds them back byte for byte", () => {

@@ -27,6 +27,9 @@ test("SPEC.md has an example for every body kind", () => {
     "abort",
     "decision",
     "decision-query",
+    // stream reductions (5.7), group page dedup (5.8)
+    "offer",
+    "answer",
     "offer",
     "answer",
   ]);

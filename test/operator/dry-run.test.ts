@@ -72,6 +72,28 @@ test("the CLI's dry run prints the plan and the destination's verdict, and chang
   await expectAllOn(pair, "dc1");
 });
 
+test("a capped switchover asks as the INVITE would: group commit, so dedup auto is agreed, with xbzrle", async () => {
+  const before = snapshot();
+  const config = configFile(pair, "dc1");
+  const args = ["--to", pair.dc2.uri, "--strategy", "switchover", "--bandwidth-mbps", "100", "router1", "video"];
+  const cli = runCli(["migrate", "--dry-run", "-c", config, ...args]);
+  expect(await cli.exited).toBe(0);
+  expect(cli.output()).toContain("group dedup: negotiated for router1, video");
+  expect(cli.output()).toMatch(/^1\s+router1\s+.*would arm tcp:\S+ with xbzrle$/m);
+  // a destination without an index refuses it; the dry run says so
+  const pages = pair.dc2.cfg.migration.dedupIndexPages;
+  pair.dc2.cfg.migration.dedupIndexPages = 0;
+  try {
+    const refused = runCli(["migrate", "--dry-run", "-c", config, "--dedup", "on", ...args]);
+    expect(await refused.exited).toBe(0);
+    expect(refused.output()).toContain("group dedup: offered, refused by the destination");
+    expect(refused.output()).toMatch(/^1\s+router1\s+.*would arm tcp:\S+ with zstd$/m);
+  } finally {
+    pair.dc2.cfg.migration.dedupIndexPages = pages;
+  }
+  expect(snapshot()).toEqual(before);
+});
+
 test("refusals come with the status an INVITE would get, and still change nothing", async () => {
   const before = snapshot();
   // a VM the destination does not define: 488 with the reason per VM

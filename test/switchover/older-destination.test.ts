@@ -24,12 +24,12 @@ const policy = {
 
 /**
  * A UAS that refuses every INVITE: with `firstDetails` (400) when the offer names the attribute it
- * predates (commit, or compress), the rest with 488.
+ * predates (commit, compress or dedup), the rest with 488.
  */
 function olderDestination(
   uas: SipJsBackend,
   firstDetails: string[],
-  predates: "commit" | "compress" = "commit",
+  predates: "commit" | "compress" | "dedup" = "commit",
 ): string[] {
   const offers: string[] = [];
   uas.setHandlers({
@@ -62,7 +62,11 @@ describe("calling a destination that predates group commit", () => {
   });
 
   /** Call an older destination refusing with `details` when the offer names `predates`; every offer it got. */
-  async function callOlder(details: string[], predates: "commit" | "compress" = "commit", p: Policy = policy) {
+  async function callOlder(
+    details: string[],
+    predates: "commit" | "compress" | "dedup" = "commit",
+    p: Policy = policy,
+  ) {
     const pair = await start(await guestDefs([["router1", "router"]]));
     await bootOnSource(pair);
     uas = await startAgent("dc2", ["udp"]);
@@ -106,5 +110,14 @@ describe("calling a destination that predates group commit", () => {
       expect(offers[1]).toContain('commit="group"');
       expect(offers[1]).not.toContain("compress=");
     });
+  });
+
+  it("or group page dedup (SPEC.md 5.8): a capped group goes again without it, commit and compress kept", async () => {
+    const refused = ["/nrdl/offer/policy/@dedup: unexpected attribute; <policy> takes strategy, commit, compress"];
+    const { e, offers } = await callOlder(refused, "dedup", { ...policy, bandwidthMbps: 100 });
+    expect(e.status).toBe(488);
+    expect(offers).toHaveLength(2);
+    expect(offers[0]).toMatch(/commit="group" compress="zstd zlib xbzrle" dedup="on"/);
+    expect(offers[1]).toMatch(/commit="group" compress="zstd zlib xbzrle"\/>/);
   });
 });
