@@ -10,6 +10,7 @@ import {
   COMPRESS_METHODS,
   CONVERGENCE,
   DECISION_OUTCOMES,
+  DEDUP_LINKS,
   DEDUP_MODES,
   DISK_FORMATS,
   DISK_MODES,
@@ -203,8 +204,13 @@ export const ATTRS = {
     attr("compress", METHOD_LIST, "optional", 2),
     // optional, not defaulted, as compress: absent means off, and older documents compare equal
     attr("dedup", enumCodec(DEDUP_MODES), "optional", 2),
+    attr("dedup-link", enumCodec(DEDUP_LINKS), "optional", 2),
   ],
-  answer: [attr("commit", enumCodec(COMMITS), "optional", 2), attr("dedup-pages", POSITIVE_INT, "optional", 2)],
+  answer: [
+    attr("commit", enumCodec(COMMITS), "optional", 2),
+    attr("dedup-pages", POSITIVE_INT, "optional", 2),
+    attr("dedup-link", enumCodec(DEDUP_LINKS), "optional", 2),
+  ],
   vm: [
     attr("name", NAME, "required"),
     attr("hypervisor", enumCodec(HYPERVISORS), { default: VM_DEFAULTS.hypervisor }),

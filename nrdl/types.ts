@@ -59,6 +59,12 @@ export const MULTIFD_METHODS: ReadonlySet<CompressMethod> = new Set<CompressMeth
 /** Group page dedup in an offer (NRDL 2, SPEC.md 5.8): "on", the source can and wants it; absent or "off", not. */
 export const DEDUP_MODES = ["on", "off"] as const;
 export type DedupMode = (typeof DEDUP_MODES)[number];
+/**
+ * How the dedup relays code their links (SPEC.md 5.8): "deflate", zlib level 1 over the frames. An
+ * offer lists it when its source can; an answer names it when the destination wants it.
+ */
+export const DEDUP_LINKS = ["deflate"] as const;
+export type DedupLink = (typeof DEDUP_LINKS)[number];
 
 export const ON_ERROR = ["abort", "continue"] as const;
 export type OnError = (typeof ON_ERROR)[number];
@@ -108,6 +114,8 @@ export interface Policy {
   compress?: string;
   /** NRDL 2 (SPEC.md 5.8): "on", the source offers group page dedup (with commit="group" only); absent: off. */
   dedup?: DedupMode;
+  /** NRDL 2 (SPEC.md 5.8): with dedup="on", "deflate" when the source can deflate its dedup links. */
+  dedupLink?: DedupLink;
 }
 
 export interface VmSpec {
@@ -168,6 +176,8 @@ export interface Answer {
   commit?: Commit;
   /** NRDL 2 (SPEC.md 5.8): the dialog's dedup index cap in pages, when some `<armed>` says dedup="on". */
   dedupPages?: number;
+  /** NRDL 2 (SPEC.md 5.8): "deflate" when the dialog's dedup links are deflated (offered by the source). */
+  dedupLink?: DedupLink;
   armed: Armed[];
   rejected: Rejected[];
 }

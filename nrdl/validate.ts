@@ -168,6 +168,8 @@ function validateOffer(offer: Offer, out: Out): void {
       if (new Set(words).size !== words.length)
         out.push({ path: "/nrdl/offer/policy/@compress", message: `expected each method once, got ${shown(words)}` });
     }
+    if (policy.dedupLink !== undefined && policy.dedup !== "on")
+      out.push({ path: "/nrdl/offer/policy/@dedup-link", message: 'allowed only with dedup="on"' });
   }
   const vms = indexed<Offer["vms"][number]>(offer.vms, "/nrdl/offer/vm");
   if (vms.length === 0)
@@ -298,6 +300,8 @@ function validateAnswer(answer: Answer, out: Out): void {
     out.push({ path: "/nrdl/answer/@dedup-pages", message: 'required when an <armed> says dedup="on"' });
   if (!dedup && answer.dedupPages !== undefined)
     out.push({ path: "/nrdl/answer/@dedup-pages", message: 'allowed only when an <armed> says dedup="on"' });
+  if (!dedup && answer.dedupLink !== undefined)
+    out.push({ path: "/nrdl/answer/@dedup-link", message: 'allowed only when an <armed> says dedup="on"' });
 }
 
 /** Multifd methods name their channel count (the listener takes that many connections); the others none. */

@@ -473,7 +473,9 @@ export class DestinationAgent {
       return res.reject(new TeleportError(486, "Busy Here", [`${clash.name} is being moved by another dialog`]));
     }
     const groupCommit = this.agreesGroupCommit(doc);
-    const { dedupIndexPages } = this.opts.config.migration;
+    const { dedupIndexPages, dedupDeflate } = this.opts.config.migration;
+    // the links deflated when the source can and this host wants it (its CPU for the link's bytes)
+    const inflate = offer.policy.dedupLink === "deflate" && dedupDeflate;
     const state: DialogState = {
       callId: req.callId,
       migrationId: doc.id,
@@ -489,7 +491,7 @@ export class DestinationAgent {
       // dedup only under group commit (its moves run without QEMU's return path), bounded by this host's cap
       dedup:
         offer.policy.dedup === "on" && groupCommit && dedupIndexPages > 0
-          ? new DedupRebuilder(dedupIndexPages)
+          ? new DedupRebuilder(dedupIndexPages, undefined, inflate)
           : undefined,
     };
     offer.vms.forEach((v) => this.holders.set(v.name, req.callId));
@@ -527,7 +529,10 @@ export class DestinationAgent {
       );
     }
     const answer: Answer = { kind: "answer", armed: armedList.armed, rejected: [] };
-    if (state.dedup && answer.armed.some((a) => a.dedup === "on")) answer.dedupPages = state.dedup.stats.capPages;
+    if (state.dedup && answer.armed.some((a) => a.dedup === "on")) {
+      answer.dedupPages = state.dedup.stats.capPages;
+      if (state.dedup.inflate) answer.dedupLink = "deflate";
+    }
     // a source that asked learns either way (one that did not may predate the attribute)
     if (offer.policy.commit !== undefined) answer.commit = groupCommit ? "group" : "source";
     const { dialog, acked } = res.accept(nrdlBody({ version: doc.version, id: doc.id, body: answer }));

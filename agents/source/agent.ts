@@ -13,6 +13,7 @@ import type { Logger } from "../../lib/log/logger";
 import { answeredReduction, offerCompress, withoutCompress } from "../../lib/plan/compress";
 import {
   answeredDedup,
+  answeredDedupLink,
   asksGroupCommit,
   DEDUP_INDEX_PAGES,
   offerDedup,
@@ -118,7 +119,9 @@ export class SourceAgent {
       drivers,
       this.opts.dedupIndexPages ?? DEDUP_INDEX_PAGES,
     );
-    return planned !== undefined || dedup === undefined ? offer : { ...offer, policy: { ...offer.policy, dedup } };
+    if (planned !== undefined || dedup === undefined) return offer;
+    // this source's relays can deflate their links: the destination chooses (SPEC.md 5.8)
+    return { ...offer, policy: { ...offer.policy, dedup, dedupLink: "deflate" } };
   }
 
   /**
@@ -286,6 +289,7 @@ export class SourceAgent {
     );
     badReduction.push(
       ...answer.armed.flatMap((a) => answeredDedup(offer, answer, a, this.opts.host.find(a.vm)?.driver.dedup) ?? []),
+      ...(answeredDedupLink(offer, answer) ?? []),
     );
     if (badReduction.length) throw new TeleportError(502, "Bad Gateway", badReduction);
     return answer;

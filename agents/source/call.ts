@@ -71,7 +71,8 @@ export class SourceCall {
     } = call);
     this.log = opts.logger;
     const cap = Math.min(this.answer.dedupPages ?? 0, opts.dedupIndexPages ?? DEDUP_INDEX_PAGES);
-    if (this.answer.armed.some((a) => a.dedup === "on") && cap > 0) this.pages = new SentPages(cap);
+    if (this.answer.armed.some((a) => a.dedup === "on") && cap > 0)
+      this.pages = new SentPages(cap, this.answer.dedupLink === "deflate");
     this.dialog.onTerminated((reason) => {
       if (this.closing) return;
       this.endedRemotely = reason;

@@ -192,9 +192,10 @@ export function formatSummary(s: MigrateSummary): string {
   }
   if (s.dedup)
     lines.push(
-      `group dedup: ${s.dedup.hits} of ${s.dedup.pages} pages sent as references, ${mib(s.dedup.bytesOut)} on the ` +
-        `link for ${mib(s.dedup.bytesIn)} of streams (index ${s.dedup.stored} of ${s.dedup.capPages} pages, ` +
-        `relay CPU ${Math.round(s.dedup.cpuMs)} ms)`,
+      `group dedup: ${s.dedup.hits} of ${s.dedup.pages} pages sent as references, ${mib(s.dedup.linkBytes)} on the ` +
+        `link for ${mib(s.dedup.bytesIn)} of streams` +
+        (s.dedup.linkBytes !== s.dedup.bytesOut ? ` (${mib(s.dedup.bytesOut)} of frames, deflated)` : "") +
+        ` (index ${s.dedup.stored} of ${s.dedup.capPages} pages, relay CPU ${Math.round(s.dedup.cpuMs)} ms)`,
     );
   if (s.groupDowntimeMs !== undefined)
     lines.push(

@@ -332,6 +332,11 @@ export const configSchema = z
          * host accepts no dedup as a destination and offers none as a source.
          */
         dedupIndexPages: z.number().int().min(0).default(DEDUP_INDEX_PAGES),
+        /**
+         * Group page dedup: ask a source that can for deflated dedup links (zlib level 1 over the
+         * frames, SPEC.md 5.8), which the destination's relays inflate; false: frames as they are.
+         */
+        dedupDeflate: z.boolean().default(true),
       })
       .strict()
       .prefault({}),

@@ -106,8 +106,14 @@ export function answeredDedup(
   return undefined;
 }
 
+/** Source: the answer's dedup-link is one the offer listed (else a broken answer, 502), or none. */
+export function answeredDedupLink(offer: Offer, answer: Pick<Answer, "dedupLink">): string | undefined {
+  if (answer.dedupLink === undefined || answer.dedupLink === offer.policy.dedupLink) return undefined;
+  return `the answer chose dedup-link="${answer.dedupLink}", which the offer did not list`;
+}
+
 /** Remove what older destinations refuse (SPEC.md 8): the offer again, without `dedup`. */
 export function withoutDedup(offer: Offer): Offer {
-  const { dedup: _dropped, ...policy } = offer.policy;
+  const { dedup: _dropped, dedupLink: _alsoDropped, ...policy } = offer.policy;
   return { ...offer, policy };
 }

@@ -31,6 +31,7 @@ jest.setTimeout(60_000);
 
 const DEDUPED = ["dd1", "dd2"];
 const REFUSED = ["dr1"];
+const FRAMES_AS_THEY_ARE = ["df1"];
 // a group commit: the destination holds the arrivals and decides the group (SPEC.md 5.6)
 const GROUP: Policy = { ...SEQUENTIAL, strategy: "switchover", maxParallel: 2 };
 
@@ -62,7 +63,7 @@ function qemuOf(host: Host, vm: string): QemuDriver {
 
 beforeAll(async () => {
   ensureBuilt();
-  const names = [...DEDUPED, ...REFUSED];
+  const names = [...DEDUPED, ...REFUSED, ...FRAMES_AS_THEY_ARE];
   const defs = (await guestDefs(names.map((n) => [n, "server"]))).map((d) => ({
     ...d,
     append: `${d.append ?? ""} st.fill=4,1`,
@@ -115,6 +116,7 @@ test('dedup on: each VM is armed dedup="on", the pages alike cross as references
   const { answer, summary } = await moveGroup(pair.dc2.uri, DEDUPED);
   expect(answer.commit).toBe("group");
   expect(answer.dedupPages).toBe(65_536);
+  expect(answer.dedupLink).toBe("deflate"); // offered by the source, wanted by default (dedupDeflate)
   for (const vm of DEDUPED) expect(answer.armed.find((a) => a.vm === vm)?.dedup).toBe("on");
   expect(summary.outcome).toBe("completed");
   expectOneHostEach(pair);
@@ -125,6 +127,9 @@ test('dedup on: each VM is armed dedup="on", the pages alike cross as references
   expect(stats.hits).toBeGreaterThan(1024);
   expect(stats.stored).toBeLessThanOrEqual(stats.capPages);
   expect(stats.bytesOut).toBeLessThan(stats.bytesIn);
+  // and the frames deflated on the link: patterns and kernel pages shrink well
+  expect(stats.linkBytes).toBeGreaterThan(0);
+  expect(stats.linkBytes).toBeLessThan(0.7 * stats.bytesOut);
   expect(formatSummary(summary)).toContain(`group dedup: ${stats.hits} of ${stats.pages} pages sent as references`);
   // the destination's half of the index, logged when the dialog ended: the same hits, every stored page held whole
   const index = logged.filter((l) => l.message === "dedup index of the dialog");
@@ -146,6 +151,20 @@ test("a destination that keeps no dedup index answers without it: the group move
     expect(summary.outcome).toBe("completed");
     expect(summary.dedup).toBeUndefined();
     await expectArrivedWhole(dc3.host, REFUSED);
+  } finally {
+    await dc3.stop();
+  }
+});
+
+test("a destination that wants no deflate answers dedup without dedup-link: the frames cross as they are", async () => {
+  const dc3 = await extraDestination(pair, "dc3", { config: { migration: { dedupDeflate: false } } });
+  try {
+    const { answer, summary } = await moveGroup(dc3.uri, FRAMES_AS_THEY_ARE);
+    expect(answer.armed.map((a) => a.dedup)).toEqual(["on"]);
+    expect(answer.dedupLink).toBeUndefined();
+    expect(summary.outcome).toBe("completed");
+    expect(summary.dedup?.linkBytes).toBe(summary.dedup?.bytesOut);
+    await expectArrivedWhole(dc3.host, FRAMES_AS_THEY_ARE);
   } finally {
     await dc3.stop();
   }

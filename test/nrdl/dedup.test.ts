@@ -4,7 +4,7 @@
  * both ends (lib/plan/dedup.ts): v1 offers and v2 offers without the attribute keep the plain
  * stream, dedup goes only with group commit, and a driver without it never gets it.
  */
-import { acceptReductions, answeredDedup, offerDedup, withoutDedup } from "../../lib/plan/dedup";
+import { acceptReductions, answeredDedup, answeredDedupLink, offerDedup, withoutDedup } from "../../lib/plan/dedup";
 import { QEMU_COMPRESSION } from "../../lib/hypervisor/qemu-compress";
 import { buildNrdl, minimumVersion, offerDocument, parseNrdl } from "../../nrdl";
 import type { Answer, Offer } from "../../nrdl/types";
@@ -155,5 +155,37 @@ describe("the source's offer and its check of the answer", () => {
     expect(answeredDedup(on, group, armed, undefined)).toBe(
       "a: the answer chose dedup, which this host's driver cannot apply",
     );
+  });
+});
+
+describe("dedup-link: the relays' links deflated (SPEC.md 5.8)", () => {
+  test("an offer lists deflate only with dedup on; an answer names it only with an armed dedup", () => {
+    const parsed = parseNrdl(v2offer(`<policy ${GROUP} dedup="on" dedup-link="deflate"/>`));
+    expect(parsed.ok && (parsed.doc.body as Offer).policy.dedupLink).toBe("deflate");
+    if (parsed.ok) expect(buildNrdl(parsed.doc)).toContain('dedup="on" dedup-link="deflate"');
+    expect(violationsOf(v2offer(`<policy ${GROUP} dedup="off" dedup-link="deflate"/>`))).toEqual([
+      '/nrdl/offer/policy/@dedup-link: allowed only with dedup="on"',
+    ]);
+    expect(violationsOf(v2offer(`<policy ${GROUP} dedup="on" dedup-link="zstd"/>`))).toEqual([
+      '/nrdl/offer/policy/@dedup-link: expected one of deflate, got "zstd"',
+    ]);
+    expect(violationsOf(offer(vm("a"), '<policy dedup-link="deflate"/>'))[0]).toMatch(/needs NRDL version 2/);
+    const head = 'commit="group" dedup-pages="65536" dedup-link="deflate"';
+    const answer = parseNrdl(v2answer(`<armed ${ARMED} dedup="on"/>`, head));
+    expect(answer.ok && (answer.doc.body as Answer).dedupLink).toBe("deflate");
+    expect(violationsOf(v2answer(`<armed ${ARMED}/>`, 'commit="group" dedup-link="deflate"'))).toEqual([
+      '/nrdl/answer/@dedup-link: allowed only when an <armed> says dedup="on"',
+    ]);
+  });
+
+  test("the source accepts a deflated link only when it offered one (else 502's reason)", () => {
+    const offered = parsedOffer(v2offer(`<policy ${GROUP} dedup="on" dedup-link="deflate"/>`));
+    const plain = parsedOffer(v2offer(`<policy ${GROUP} dedup="on"/>`));
+    expect(answeredDedupLink(offered, { dedupLink: "deflate" })).toBeUndefined();
+    expect(answeredDedupLink(offered, {})).toBeUndefined();
+    expect(answeredDedupLink(plain, { dedupLink: "deflate" })).toBe(
+      'the answer chose dedup-link="deflate", which the offer did not list',
+    );
+    expect(withoutDedup(offered).policy.dedupLink).toBeUndefined();
   });
 });

@@ -390,7 +390,7 @@ test("every violation comes back at once, each once", () => {
       "/nrdl/offer/x: unexpected element <x>; <offer> contains <source>, <destination>, <policy>, <vm>",
       '/nrdl/offer/policy/@strategy: expected one of sequential, parallel, switchover, got "fast"',
       "/nrdl/offer/policy/@foo: unexpected attribute; <policy> takes strategy, max-parallel, " +
-        "bandwidth-mbps, downtime-limit-ms, timeout-s, on-error, convergence, commit, compress, dedup",
+        "bandwidth-mbps, downtime-limit-ms, timeout-s, on-error, convergence, commit, compress, dedup, dedup-link",
       '/nrdl/offer/vm[1]/@name: expected a name matching [A-Za-z0-9][A-Za-z0-9._-]{0,63}, got "../a"',
       '/nrdl/offer/vm[1]/@role: expected one of router, switch, firewall, nat, server, storage, other, got "king"',
       '/nrdl/offer/vm[2]/@memory-mib: expected a positive integer, got "-5"',
