@@ -12,7 +12,11 @@
  * BENCH_EXPERIMENTS=exp1,exp2,exp3, BENCH_LINKS=0,1000,100, BENCH_MIGRATORS=sip,direct (default
  * both, on the same booted testbed, each repeat by one then the other; direct: the same plan and QMP
  * migrations from this process with no SIP, the baseline; BENCH_MIGRATOR=direct is BENCH_MIGRATORS=direct),
- * BENCH_STRATEGIES=sequential,parallel,switchover.
+ * BENCH_STRATEGIES=sequential,parallel,switchover; BENCH_LINKS=none skips these rows.
+ * BENCH_REDUCTIONS=none,zstd,dedup (default: none of them): each experiment is also moved as a switchover by
+ * the agents with each reduction (migrate --compress / --dedup; dedup's links deflated) over each link of
+ * BENCH_REDUCTION_LINKS (default 100,0), BENCH_REPEATS_REDUCE times (default 3) interleaved: bytes on the
+ * inter-DC link, wall time and downtime beside the plain stream's of the same run (bench/lib/reductions.ts).
  * BENCH_DISKS=1: exp3's web and storage servers get disks local to each host (a qcow2 image of
  * BENCH_DISK_MIB, default 256, holding BENCH_DISK_DATA_MIB, default 64, of data; mode copy), which
  * every move copies, their guests writing numbered records to them throughout; at the end each
@@ -34,13 +38,21 @@ import { HOSTS, type HostName } from "../test/testbed/network";
 import { measureMove, type Migrator, type RunResult } from "../test/testbed/run";
 import { timelineSvg } from "../test/testbed/svg";
 import { type Group, markdownTable, median, runFigures, switchoverTargets, timelineOf } from "./lib/thesis-report";
+import { REDUCTIONS, reductionRun, reductionsTable, type ReductionRun } from "./lib/reductions";
 
 const env = process.env;
 const REPEATS = Number(env.BENCH_REPEATS ?? 5);
 const REPEATS_1G = Number(env.BENCH_REPEATS_1G ?? 5);
 const REPEATS_100M = Number(env.BENCH_REPEATS_100M ?? 3);
 const EXPS = (env.BENCH_EXPERIMENTS ?? EXPERIMENTS.join(",")).split(",") as ExperimentName[];
-const LINKS = (env.BENCH_LINKS ?? "0,1000,100").split(",").map(Number);
+const LINKS = env.BENCH_LINKS === "none" ? [] : (env.BENCH_LINKS ?? "0,1000,100").split(",").map(Number);
+const REDUCE = (env.BENCH_REDUCTIONS ?? "").split(",").filter(Boolean);
+for (const r of REDUCE)
+  if (!(r in REDUCTIONS)) throw new Error(`BENCH_REDUCTIONS: unknown ${r} (${Object.keys(REDUCTIONS)})`);
+const REDUCE_LINKS = (env.BENCH_REDUCTION_LINKS ?? "100,0").split(",").map(Number);
+const REPEATS_REDUCE = Number(env.BENCH_REPEATS_REDUCE ?? 3);
+/** Every reductions run so far (BENCH_REDUCTIONS). */
+const reductionRuns: ReductionRun[] = [];
 const MIGRATORS = (env.BENCH_MIGRATORS ?? env.BENCH_MIGRATOR ?? "sip,direct").split(",");
 const KNOWN_MIGRATORS = ["sip", "sip-noannounce", "direct"];
 for (const m of MIGRATORS)
@@ -178,9 +190,37 @@ async function runExperiment(
         groups.push(...byMigrator);
       }
     }
+    await moveReduced(name, bed, at);
   } finally {
     await bed.close();
   }
+}
+
+/** BENCH_REDUCTIONS: the group as a switchover by the agents, each reduction in turn over each link. */
+async function moveReduced(name: ExperimentName, bed: Bed, from: HostName): Promise<void> {
+  const sip = bed.migrators.find((m) => m.name === "sip");
+  if (!REDUCE.length) return;
+  if (!sip) throw new Error("BENCH_REDUCTIONS needs the sip migrator (BENCH_MIGRATORS)");
+  let at = from;
+  for (const linkMbit of REDUCE_LINKS)
+    for (let i = 0; i < REPEATS_REDUCE; i++)
+      for (const reduction of REDUCE) {
+        const to: HostName = at === "dc1" ? "dc2" : "dc1";
+        const req = { from: at, to, policy: policyFor("switchover"), reductions: REDUCTIONS[reduction] };
+        const r = await measureMove(bed.lab, sip, req, { linkMbit, warmupMs: 400, tailMs: 1000 });
+        const run = reductionRun(name, linkMbit, reduction, r);
+        reductionRuns.push(run);
+        if (run.completed) at = to;
+        const id = `${name}-reduce-${reduction}-${linkMbit || "unshaped"}-${i + 1}`;
+        fs.writeFileSync(path.join(OUT, `${id}.json`), JSON.stringify({ ...r, reductionRun: run }));
+        process.stderr.write(
+          `${id}: link ${(run.linkBytes / 2 ** 20).toFixed(1)} MiB, QEMU ${(run.qemuBytes / 2 ** 20).toFixed(1)} MiB` +
+            (run.frameBytes !== undefined ? `, frames ${(run.frameBytes / 2 ** 20).toFixed(1)} MiB` : "") +
+            `, wall ${run.wallMs} ms, downtime ${run.downtimeMs} ms` +
+            (r.violations.length ? `  VIOLATIONS: ${r.violations.join("; ")}` : "") +
+            "\n",
+        );
+      }
 }
 
 /** The clean run (no violation, when there is one) whose group interruption is the median: the typical one to plot. */
@@ -239,7 +279,17 @@ async function main(): Promise<void> {
     "and / our total any-probe-down time (strictest); for exp2 also the thesis' video " +
       "interruption / our UDP zero-bandwidth interval.",
     "",
-    markdownTable(groups, MIGRATORS),
+    ...(LINKS.length ? [markdownTable(groups, MIGRATORS)] : []),
+    ...(reductionRuns.length
+      ? [
+          "Reductions (issue 26): switchover by the agents over SIP; medians over the repeats; x plain: to the " +
+            "plain stream (none) of the same run and link. dedup saved: 1 - frames / QEMU's bytes; deflate saved: " +
+            "1 - link / frames (the dedup relays' own counts).",
+          "",
+          ...reductionsTable(reductionRuns),
+          "",
+        ]
+      : []),
     ...(targets.length
       ? ["Issue 24's targets (switchover, unshaped, medians, ms):", ...targets.map((l) => `- ${l}`), ""]
       : []),

@@ -27,6 +27,7 @@ interface SummaryLine {
     reason?: string;
   }>;
   phases: NonNullable<MigrationReport["phases"]>;
+  dedup?: MigrationReport["dedup"];
 }
 
 function cliPath(): string {
@@ -151,6 +152,7 @@ export class AgentPair implements Migrator {
       String(p.timeoutS),
       "--on-error",
       p.onError,
+      ...(req.reductions ? ["--compress", req.reductions.compress, "--dedup", req.reductions.dedup] : []),
       ...this.lab.exp.guests.map((g) => g.name),
     ];
     const r = await execa(ns[0], args, { reject: false, timeout: (p.timeoutS + 30) * 1000 });
@@ -170,7 +172,7 @@ export class AgentPair implements Migrator {
           }
         : { vm: v.vm, outcome: v.state === "aborted" ? "aborted" : "failed", reason: v.reason ?? v.state },
     );
-    return { vms, phases: s.phases };
+    return { vms, phases: s.phases, ...(s.dedup ? { dedup: s.dedup } : {}) };
   }
 
   /** Stop both destination agents (SIGTERM: they disarm what they armed and exit). */

@@ -23,6 +23,9 @@ function randomPort(): number {
 export const directMigrator: Migrator = {
   name: "direct",
   async migrate(lab: Lab, req: MoveRequest): Promise<MigrationReport> {
+    // reductions are negotiated over SIP: this baseline moves the plain stream only
+    if (req.reductions && (req.reductions.compress !== "none" || req.reductions.dedup !== "off"))
+      throw new Error("the direct migrator moves the plain stream only (no --compress, no --dedup)");
     const src = lab.driver(req.from);
     const dst = lab.driver(req.to);
     const targets = new Map<string, MigrationTarget>();

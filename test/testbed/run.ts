@@ -5,6 +5,9 @@
  * and its uptime kept counting, so it was moved and not rebooted). Guests stay booted between
  * runs and move back and forth, so a benchmark pays the boot once per experiment.
  */
+import type { DedupStats } from "../../lib/dedup/encoder";
+import type { CompressChoice } from "../../lib/plan/compress";
+import type { DedupChoice } from "../../lib/plan/dedup";
 import fs from "node:fs";
 import path from "node:path";
 import type { Policy } from "../../nrdl/types";
@@ -22,6 +25,8 @@ export interface MoveRequest {
   from: HostName;
   to: HostName;
   policy: Policy;
+  /** What the agents are asked to offer (`migrate --compress`, `--dedup`); absent: their defaults. */
+  reductions?: { compress: CompressChoice; dedup: DedupChoice };
 }
 
 export type VmReport =
@@ -30,6 +35,8 @@ export type VmReport =
 
 export interface MigrationReport {
   vms: VmReport[];
+  /** The dialog's dedup index, when the agents deduplicated (their summary's). */
+  dedup?: DedupStats;
   /** SIP phases (ms), when the move went through the agents. */
   phases?: { arming: number; ackToFirstMigrate?: number; lastCompletionToByeOk?: number };
 }
