@@ -1,8 +1,9 @@
 /**
  * npm run bench:dedup — three test guests booted alike (a stand-in for exp3's group: the same
  * kernel and initramfs, st.fill=4,1 as in test/dedup) move between two run dirs on loopback, all at
- * once: first with the plain TLS-PSK stream, then back with group page dedup (SPEC.md 5.8). Prints
- * bytes on the link (plain: QEMU's transferred bytes; dedup: the relays' frames), the ratio, the
+ * once: first with the plain TLS-PSK stream, then back with group page dedup (SPEC.md 5.8), then
+ * again with dedup over deflated links (dedup-link="deflate"). Prints
+ * bytes on the link (plain: QEMU's transferred bytes; dedup: the relays' bytes on the link), the ratio, the
  * destination index's memory, the source relay's CPU per GiB of QEMU stream, wall time and the
  * longest QEMU downtime, with the load average.
  */
@@ -29,9 +30,14 @@ interface Row {
   downtimeMs: number;
 }
 
-async function move(from: QemuDriver, to: QemuDriver, dedup: boolean): Promise<Row & { stats?: string }> {
-  const index = new DedupRebuilder(CAP);
-  const pages = new SentPages(CAP);
+async function move(
+  from: QemuDriver,
+  to: QemuDriver,
+  dedup: boolean,
+  deflate = false,
+): Promise<Row & { stats?: string }> {
+  const index = new DedupRebuilder(CAP, undefined, deflate);
+  const pages = new SentPages(CAP, deflate);
   const armed = await Promise.all(
     NAMES.map((n) => to.arm(n, { address: "127.0.0.1", secret: SECRET, ...(dedup ? { dedup: index } : {}) })),
   );
@@ -52,8 +58,9 @@ async function move(from: QemuDriver, to: QemuDriver, dedup: boolean): Promise<R
   const stats =
     `hits ${s.hits} of ${s.pages} pages; ` +
     `index ${index.stats.stored} pages = ${((index.stats.stored * 4096) / MIB).toFixed(0)} MiB; ` +
-    `relay CPU ${((s.cpuMs * 2 ** 30) / s.bytesIn).toFixed(0)} ms/GiB; QEMU stream ${(s.bytesIn / MIB).toFixed(1)} MiB`;
-  return { mode: "dedup", linkBytes: s.bytesOut, wallMs, downtimeMs, stats };
+    `relay CPU ${((s.cpuMs * 2 ** 30) / s.bytesIn).toFixed(0)} ms/GiB; ` +
+    `QEMU stream ${(s.bytesIn / MIB).toFixed(1)} MiB, frames ${(s.bytesOut / MIB).toFixed(1)} MiB`;
+  return { mode: deflate ? "dedup+deflate" : "dedup", linkBytes: s.linkBytes, wallMs, downtimeMs, stats };
 }
 
 async function main(): Promise<void> {
@@ -70,20 +77,22 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 15_000)); // booted and filled
     const plain = await move(dc1, dc2, false);
     const dedup = await move(dc2, dc1, true);
+    const deflated = await move(dc1, dc2, true, true);
     console.log(
       `load average ${os
         .loadavg()
         .map((l) => l.toFixed(2))
         .join(" ")}`,
     );
-    console.log("mode   link MiB  ratio  wall ms  max downtime ms");
-    for (const r of [plain, dedup])
+    console.log("mode           link MiB  ratio  wall ms  max downtime ms");
+    for (const r of [plain, dedup, deflated])
       console.log(
-        `${r.mode.padEnd(6)} ${(r.linkBytes / MIB).toFixed(1).padStart(8)}` +
+        `${r.mode.padEnd(14)} ${(r.linkBytes / MIB).toFixed(1).padStart(8)}` +
           `  ${(r.linkBytes / plain.linkBytes).toFixed(2)}x` +
           `  ${String(r.wallMs).padStart(7)}  ${String(r.downtimeMs).padStart(15)}`,
       );
-    console.log(dedup.stats);
+    console.log(`dedup: ${dedup.stats}`);
+    console.log(`dedup+deflate: ${deflated.stats}`);
   } finally {
     await terminateRunDirs(dirs);
     fs.rmSync(base, { recursive: true, force: true });

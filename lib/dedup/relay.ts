@@ -10,7 +10,7 @@ import { once } from "node:events";
 import fs from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import type { Readable, Writable } from "node:stream";
+import type { Readable, TransformOptions, Writable } from "node:stream";
 import tls from "node:tls";
 import zlib from "node:zlib";
 import { TeleportError } from "../errors";
@@ -40,6 +40,9 @@ function settle(): { done: Promise<void>; ok: () => void; fail: (e: unknown) => 
   return { done, ok, fail };
 }
 
+/** zlib's output chunks and the deflater's buffer: frames in chunks as large as QEMU's writes. */
+const ZLIB_CHUNK = 256 * 1024;
+
 /** Writes and pauses the reader while the writer's buffer is full (the slow side sets the pace). */
 function paced(reader: Readable, writer: Writable, bytes: Buffer, flush?: () => void): void {
   if (!bytes.length) return;
@@ -58,7 +61,14 @@ function paced(reader: Readable, writer: Writable, bytes: Buffer, flush?: () => 
  */
 function sender(link: net.Socket, deflate: boolean, sent: (n: number) => void) {
   if (!deflate) return { wire: link as Writable, flush: undefined, queued: () => link.writableLength };
-  const z = zlib.createDeflateRaw({ level: 1 });
+  // QEMU's chunks whole (its default 16 KiB would turn each into a write-drain round trip)
+  // (zlib hands its options to its Transform, whose buffer bound @types/node does not list)
+  const options: zlib.ZlibOptions & TransformOptions = {
+    level: 1,
+    chunkSize: ZLIB_CHUNK,
+    writableHighWaterMark: ZLIB_CHUNK * 4,
+  };
+  const z = zlib.createDeflateRaw(options);
   z.on("data", (c: Buffer) => sent(c.length));
   z.pipe(link);
   return {
@@ -191,17 +201,31 @@ export async function listenDestinationRelay(opts: {
         end.fail(new TeleportError(503, `dedup relay of ${opts.vm}: ${why}`));
       };
       // frames in order, one at a time: a reference may wait for its page from another stream
+      // a chunk's rebuilt bytes go to QEMU in one write (one per page cost a syscall each), and
+      // before any wait for a page from another stream, so that QEMU never waits on what is here
+      let rebuilt: Buffer[] = [];
+      const flush = async () => {
+        if (!rebuilt.length) return;
+        const bytes = rebuilt.length === 1 ? rebuilt[0] : Buffer.concat(rebuilt);
+        rebuilt = [];
+        if (!qemu.write(bytes)) await once(qemu, "drain");
+      };
       const take = async (chunk: Buffer) => {
         for (const f of reader.push(chunk)) {
-          const r = await opts.index.apply(stream, f);
-          if (r?.kind === "data" && !qemu.write(r.bytes)) await once(qemu, "drain");
+          let r = opts.index.apply(stream, f);
+          if (r instanceof Promise) {
+            await flush();
+            r = await r;
+          }
+          if (r?.kind === "data") rebuilt.push(r.bytes);
           else if (r?.kind === "open" && r.vm !== opts.vm) throw new TeleportError(403, `a stream for ${r.vm}`);
           else if (r?.kind === "fail") throw r.error;
           else if (r?.kind === "end") ended = true;
         }
+        await flush();
       };
       // the frames as they came, or inflated (a corrupt deflate stream fails it like a bad frame)
-      const input: Readable = opts.index.inflate ? link.pipe(zlib.createInflateRaw()) : link;
+      const input: Readable = opts.index.inflate ? link.pipe(zlib.createInflateRaw({ chunkSize: ZLIB_CHUNK })) : link;
       if (input !== link) input.on("error", (e) => fail(`the inflater: ${e.message}`));
       input.on("data", (chunk: Buffer) => {
         input.pause();
