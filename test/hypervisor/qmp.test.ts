@@ -147,3 +147,25 @@ test("a command without a reply times out", async () => {
   await qmp.close();
   srv.close();
 });
+
+test("what QEMU still owed a monitor's previous client, before the greeting, is skipped; anything else fails", async () => {
+  const serve = (file: string, before: string) =>
+    net
+      .createServer((c) => {
+        c.write(before + '{"QMP": {"version": {}, "capabilities": []}}\r\n');
+        c.on("data", (d) => {
+          const msg = JSON.parse(d.toString().trim().split("\n")[0]) as { execute: string; id: string };
+          if (msg.execute === "qmp_capabilities") c.write(JSON.stringify({ return: {}, id: msg.id }) + "\r\n");
+        });
+      })
+      .listen(file);
+  const stale = '{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "STOP"}\r\n{"return": {}, "id": "q9"}\r\n';
+  const owed = serve(path.join(dir, "owed.sock"), stale);
+  const foreign = serve(path.join(dir, "foreign.sock"), '{"hello": "not QEMU"}\r\n');
+  await Promise.all([owed, foreign].map((s) => new Promise((r) => s.once("listening", r))));
+  const qmp = await QmpClient.connect(path.join(dir, "owed.sock"));
+  await qmp.close();
+  await expect(QmpClient.connect(path.join(dir, "foreign.sock"))).rejects.toMatchObject({ status: 502 });
+  owed.close();
+  foreign.close();
+});
