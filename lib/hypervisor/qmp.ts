@@ -120,7 +120,8 @@ export class QmpClient {
           }
           // what QEMU still owed the monitor's previous client (an event, a late answer) may come
           // before this one's greeting: it is skipped, not taken for a foreign socket (seen once)
-          if (isRecord(greeting) && !("QMP" in greeting) && ("event" in greeting || "return" in greeting || "error" in greeting)) {
+          const owed = isRecord(greeting) && ("event" in greeting || "return" in greeting || "error" in greeting);
+          if (owed && !("QMP" in (greeting as object))) {
             early = early.slice(nl + 1);
             continue;
           }
