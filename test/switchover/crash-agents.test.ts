@@ -85,6 +85,21 @@ describe("the destination agent killed", () => {
   );
 });
 
+describe("the source agent killed mid-stream of a deduplicated group (its relays die with it)", () => {
+  it("the source QEMUs' migrations fail, the group runs on at dc1, dc2 disarms", async () => {
+    const w = await newWorld();
+    await listen(w);
+    // 16 Mbit/s: the streams run for many seconds, so the kill lands in them
+    const source = migrate(w, {}, ["--dedup", "on", "--bandwidth-mbps", "16"]);
+    await source.waitFor(/"phase":"active"/);
+    await kill9(source);
+    await w.pair.dc1.agent.recover(); // started again: nothing of the move is left to settle but QEMU's
+    await settledOn(w, "dc1");
+    await until(() => nothingPending(w).armed.length === 0);
+    expect(nothingPending(w)).toEqual({ armed: [], stoppedGroups: [] });
+  });
+});
+
 async function until(check: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
   const end = Date.now() + ms;
   while (!(await check()) && Date.now() < end) await new Promise((r) => setTimeout(r, 100));

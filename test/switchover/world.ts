@@ -83,10 +83,13 @@ export async function listen(w: World, points: Points = {}): Promise<CliProcess>
   return proc;
 }
 
-/** `sip-teleport migrate` of the group from dc1, strategy switchover (group commit is the default). */
-export function migrate(w: World, points: Points = {}): CliProcess {
+/**
+ * `sip-teleport migrate` of the group from dc1, strategy switchover (group commit is the default);
+ * `extra`: more options (e.g. --dedup on).
+ */
+export function migrate(w: World, points: Points = {}, extra: string[] = []): CliProcess {
   const args = ["migrate", "-c", configFile(w.pair, "dc1"), "--to", w.pair.dc2.uri, "--strategy", "switchover"];
-  const proc = runCli([...args, "--timeout-s", "30", "--json", ...GROUP], { env: pointEnv(w, points) });
+  const proc = runCli([...args, "--timeout-s", "30", "--json", ...extra, ...GROUP], { env: pointEnv(w, points) });
   w.procs.push(proc);
   return proc;
 }
