@@ -50,6 +50,14 @@ interface Pending {
 
 type EventListener = (ev: QmpEvent) => void;
 
+/**
+ * What QEMU still owed a monitor's previous client (an event, a late answer), sent before the next
+ * client's greeting: skipped, not taken for a foreign socket.
+ */
+function owedToPrevious(line: unknown): boolean {
+  return isRecord(line) && !("QMP" in line) && ("event" in line || "return" in line || "error" in line);
+}
+
 /** Generous: a QEMU busy with TCG guests and migrations on a small host answers slowly, not never. */
 const DEFAULT_TIMEOUT_MS = 15_000;
 
@@ -109,23 +117,17 @@ export class QmpClient {
       let early = "";
       const onGreeting = (chunk: Buffer) => {
         early += chunk.toString("utf8");
-        let nl = early.indexOf("\n");
+        // lines owed to the monitor's previous client may come first: skipped (seen once)
         let greeting: unknown;
-        for (; nl >= 0; nl = early.indexOf("\n")) {
+        let nl: number;
+        for (; (nl = early.indexOf("\n")) >= 0; early = early.slice(nl + 1)) {
           try {
             greeting = JSON.parse(early.slice(0, nl));
           } catch {
             fail(new TeleportError(502, `QMP monitor ${path} sent an unreadable greeting`));
             return;
           }
-          // what QEMU still owed the monitor's previous client (an event, a late answer) may come
-          // before this one's greeting: it is skipped, not taken for a foreign socket (seen once)
-          const owed = isRecord(greeting) && ("event" in greeting || "return" in greeting || "error" in greeting);
-          if (owed && !("QMP" in (greeting as object))) {
-            early = early.slice(nl + 1);
-            continue;
-          }
-          break;
+          if (!owedToPrevious(greeting)) break;
         }
         if (nl < 0) return;
         socket.off("data", onGreeting);
