@@ -21,6 +21,7 @@ import {
   withoutDedup,
 } from "../../lib/plan/dedup";
 import { planOffer } from "../../lib/plan/waves";
+import { refusesAttribute } from "./older-peer";
 import type { Dialog, SipBody } from "../../lib/sip/backend";
 import { diskSpecOf, isCopied } from "../../lib/hypervisor/qemu-disks";
 import { formatViolation, nrdlDocument, parseNrdl } from "../../nrdl";
@@ -192,10 +193,10 @@ export class SourceAgent {
       return await this.dial(req, asked, events);
     } catch (err) {
       const e = TeleportError.from(err);
-      const commit = askCommit && refuses(e, "@commit");
-      const compress = offered !== undefined && refuses(e, "@compress");
+      const commit = askCommit && refusesAttribute(e.status, e.details, "@commit");
+      const compress = offered !== undefined && refusesAttribute(e.status, e.details, "@compress");
       // dedup goes only with group commit: without one, without it too
-      const dedup = offeredDedup !== undefined && (commit || refuses(e, "@dedup"));
+      const dedup = offeredDedup !== undefined && (commit || refusesAttribute(e.status, e.details, "@dedup"));
       if (!commit && !compress && !dedup) throw e;
       // only who decides (5.6) or how the bytes are carried (5.7, 5.8) changes, not what moves (nrdl/SPEC.md 8):
       // ask again the way it understands
@@ -328,14 +329,6 @@ async function settleStoppedGroups(opts: SourceOptions, journal: GroupJournal, l
     else pending.push(...g.vms);
   }
   return pending;
-}
-
-/**
- * A 400 to an offer with `commit`, `compress` or `dedup` from a destination that predates that attribute
- * (it names it) or NRDL 2 altogether.
- */
-function refuses(e: TeleportError, attribute: "@commit" | "@compress" | "@dedup"): boolean {
-  return e.status === 400 && e.details.some((d) => d.includes(attribute) || d.includes("unsupported version 2"));
 }
 
 /** A destination that does not speak the offer's version: say so plainly, and what to do. */

@@ -11,6 +11,7 @@ import type { SipBackend } from "../../lib/sip/backend";
 import { formatViolation, nrdlDocument, parseNrdl } from "../../nrdl";
 import { offeredMethods, withoutCompress } from "../../lib/plan/compress";
 import { withoutDedup } from "../../lib/plan/dedup";
+import { refusesAttribute } from "./older-peer";
 import type { CompressMethod, Offer, Preview } from "../../nrdl/types";
 import { nrdlBody } from "./call";
 import { tableLines } from "./table";
@@ -35,10 +36,10 @@ export async function dryRun(sip: SipBackend, to: string, offer: Offer): Promise
   let res = await sip.query(to, nrdlBody(nrdlDocument(id, offer)));
   // a destination from before group commit, stream compression or dedup refuses the attribute: ask as the
   // INVITE would (SPEC.md 8), without dedup when without commit
-  const warning = res.status === 400 ? res.header("Warning") : undefined;
-  const commit = offer.policy.commit !== undefined && refusesAttr(warning, "@commit");
-  const compress = offer.policy.compress !== undefined && refusesAttr(warning, "@compress");
-  const dedup = offer.policy.dedup !== undefined && (commit || refusesAttr(warning, "@dedup"));
+  const warning = [res.header("Warning") ?? ""];
+  const commit = offer.policy.commit !== undefined && refusesAttribute(res.status, warning, "@commit");
+  const compress = offer.policy.compress !== undefined && refusesAttribute(res.status, warning, "@compress");
+  const dedup = offer.policy.dedup !== undefined && (commit || refusesAttribute(res.status, warning, "@dedup"));
   if (commit || compress || dedup) {
     if (commit) offer = withoutCommit(offer);
     if (compress) offer = withoutCompress(offer);
@@ -72,10 +73,6 @@ export async function dryRun(sip: SipBackend, to: string, offer: Offer): Promise
   };
 }
 
-function refusesAttr(warning: string | undefined, attribute: "@commit" | "@compress" | "@dedup"): boolean {
-  return !!warning && (warning.includes(attribute) || warning.includes("unsupported version 2"));
-}
-
 /**
  * The reduction each VM would get: what the preview accepted (an older destination's preview has
  * none: plain), else, without a preview, the offer's first method.
@@ -86,12 +83,13 @@ function methodsOf(offer: Offer, preview: Preview | undefined): Map<string, Comp
   return new Map(offer.vms.map((v) => [v.name, first]));
 }
 
-/** What the destination said of the offered group page dedup (nrdl/SPEC.md 5.8); the estimates leave it out. */
+/** The offer without `commit` (a destination that predates group commit, SPEC.md 8). */
 function withoutCommit(offer: Offer): Offer {
   const { commit: _dropped, ...policy } = offer.policy;
   return { ...offer, policy };
 }
 
+/** What the destination said of the offered group page dedup (nrdl/SPEC.md 5.8); the estimates leave it out. */
 function dedupLine(preview: Preview | undefined): string {
   const on = (preview?.accepted ?? []).filter((a) => a.dedup === "on").map((a) => a.vm);
   if (on.length === 0) return "group dedup: offered, refused by the destination (plain streams, or compression alone)";
