@@ -198,8 +198,8 @@ async function runExperiment(
 
 /** BENCH_REDUCTIONS: the group as a switchover by the agents, each reduction in turn over each link. */
 async function moveReduced(name: ExperimentName, bed: Bed, from: HostName): Promise<void> {
-  const sip = bed.migrators.find((m) => m.name === "sip");
   if (!REDUCE.length) return;
+  const sip = bed.migrators.find((m) => m.name === "sip");
   if (!sip) throw new Error("BENCH_REDUCTIONS needs the sip migrator (BENCH_MIGRATORS)");
   let at = from;
   for (const linkMbit of REDUCE_LINKS)

@@ -9,6 +9,7 @@ import type { CompressChoice } from "../../lib/plan/compress";
 import type { DedupChoice } from "../../lib/plan/dedup";
 import type { ExperimentName } from "../../test/testbed/experiments";
 import type { RunResult } from "../../test/testbed/run";
+import { median } from "./thesis-report";
 
 /** BENCH_REDUCTIONS' words: what the source is told to offer. */
 export const REDUCTIONS: Record<string, { compress: CompressChoice; dedup: DedupChoice }> = {
@@ -54,10 +55,6 @@ export function reductionRun(experiment: ExperimentName, linkMbit: number, reduc
   return run;
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : NaN;
-};
 const mib = (b: number) => (b / 2 ** 20).toFixed(1);
 const pct = (x: number) => `${Math.round(x * 100)} %`;
 
