@@ -20,11 +20,15 @@ const SCRIPT = path.join(repoRoot(), "lib", "guest", "libvirtd-host.sh");
  * daemons start with a copy of the last probe (libvirtd re-probes by itself when QEMU or libvirt changed).
  */
 const CAPS_SEED = path.join(repoRoot(), ".cache", "libvirt-qemu-capabilities");
+/** The lab's QEMU: pads guest RAM past libvirt's whole MiB (QEMU 7.2's TCG migration bug, see the script). */
+export const LAB_EMULATOR = path.join(repoRoot(), "lib", "guest", "qemu-tcg-padded.sh");
 
 /** The first host's probe, kept as every later host's starting cache. */
 async function seedCapabilities(host: LibvirtHost): Promise<void> {
-  if (fs.existsSync(CAPS_SEED) && fs.readdirSync(CAPS_SEED).some((f) => f.endsWith(".xml"))) return;
-  await host.virsh.run(["domcapabilities"]);
+  // libvirt names a probe by the sha256 of the emulator's path
+  const probe = `${crypto.createHash("sha256").update(LAB_EMULATOR).digest("hex")}.xml`;
+  if (fs.existsSync(path.join(CAPS_SEED, probe))) return;
+  await host.virsh.run(["domcapabilities", "--emulatorbin", LAB_EMULATOR]);
   const probed = path.join(host.dir, "cache", "qemu", "capabilities");
   fs.mkdirSync(CAPS_SEED, { recursive: true });
   for (const f of fs.readdirSync(probed)) fs.copyFileSync(path.join(probed, f), path.join(CAPS_SEED, f));
@@ -56,7 +60,9 @@ export async function startLibvirtLab(): Promise<LibvirtLab> {
   const close = async () => {
     await Promise.all(up.map((h) => execa("bash", [SCRIPT, "down", h.dir], { reject: false })));
     for (const h of up) closeVirshSessions(h.uri);
-    fs.rmSync(base, { recursive: true, force: true });
+    // SIP_TELEPORT_KEEP_LAB=1: the hosts' libvirtd and QEMU logs stay for a post-mortem
+    if (process.env.SIP_TELEPORT_KEEP_LAB) process.stderr.write(`libvirt lab kept in ${base}\n`);
+    else fs.rmSync(base, { recursive: true, force: true });
   };
   try {
     for (const name of ["dc1", "dc2"] as const) {
@@ -122,7 +128,7 @@ export function domainXml(
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+    <emulator>${LAB_EMULATOR}</emulator>
     ${drive}
     ${serial}
     <memballoon model='none'/>

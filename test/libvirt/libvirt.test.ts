@@ -91,6 +91,18 @@ describe("libvirt driver over SIP (two libvirtd in their own namespaces)", () =>
     for (const vm of names) expect(await pair.dc2.host.find(vm)?.driver.state(vm)).toBe("stopped");
   });
 
+  it("runs the lab's guests with RAM past libvirt's whole MiB (QEMU 7.2 loses TCG writes otherwise)", async () => {
+    await libvirtVms(lab, [["lv-padded", "server"]]);
+    await lab.dc1.virsh.run(["start", "lv-padded"]);
+    const summary = JSON.parse(
+      await lab.dc1.virsh.run(["qemu-monitor-command", "lv-padded", '{"execute":"query-memory-size-summary"}']),
+    ) as { return: { "base-memory": number } };
+    await lab.dc1.virsh.run(["destroy", "lv-padded"]);
+    // libvirt defines 96 MiB, a multiple of 256 KiB: the size at which QEMU < 9.0 corrupts a TCG guest
+    expect(summary.return["base-memory"]).toBe(96 * 2 ** 20 + 8192);
+    expect(summary.return["base-memory"] % (256 * 1024)).not.toBe(0);
+  });
+
   it("refuses with 488 and a reason per domain it cannot receive, and changes nothing", async () => {
     const names = ["lv-bigmem", "lv-undefined", "lv-busy", "lv-copydisk"];
     const lv = await libvirtVms(lab, [
