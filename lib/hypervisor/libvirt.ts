@@ -266,23 +266,27 @@ export class LibvirtDriver implements HypervisorDriver {
     const data = dataChannel(opts.secret, domain, socket);
     const copied = (opts.disks ?? []).filter(isCopied);
     const nbd = copied.length ? await this.armDisks(vm, def, copied, opts) : undefined;
-    let bound: { tunnel: TunnelServer; port: number };
+    let bound: { tunnel: TunnelServer; port: number; nbdPort: number | undefined };
+    let nbdPort = nbd?.port;
+    let binds = 0;
     try {
-      bound = await bindWithRetry(opts.address, opts.port, opts.anotherPort, async (port) => ({
-        port,
-        tunnel: await listenTunnel({
+      bound = await bindWithRetry(opts.address, opts.port, opts.anotherPort, async (port) => {
+        // both ports bind together: after a clash, whichever it was, the NBD port moves too
+        if (nbd && binds++ > 0) nbdPort = (await opts.anotherPort?.()) ?? (await freePort(opts.address));
+        const tunnel = await listenTunnel({
           address: opts.address,
           port,
           secret: opts.secret,
           libvirtSocket: socket,
           check: incomingDomainCheck(domain, local, data.migrateUri, nbd?.armed),
           dataPath: data.localPath,
-          nbd: nbd?.listen,
+          nbd: nbd && nbdPort !== undefined ? { ...nbd.listen, port: nbdPort } : undefined,
           onRefused: (reason) => this.log.warn(`refused on the armed ports of ${vm}`, { port, reason }),
           onProcedures: (procedures) =>
             this.log.debug(`migration calls through the armed port of ${vm}`, { procedures }),
-        }),
-      }));
+        });
+        return { tunnel, port, nbdPort };
+      });
     } catch (err) {
       this.images(vm).remove();
       throw err;
@@ -292,7 +296,7 @@ export class LibvirtDriver implements HypervisorDriver {
     this.armed.set(vm, { uri, tunnel });
     this.virsh(def).followLifecycle(); // connected before the arrival resumes: waitResumed hears it
     this.log.info(`armed ${vm}`, { uri, domain: def.libvirt.domain, copiedDisks: copied.length });
-    return { vm, uri, exports: nbd?.exports ?? [] };
+    return { vm, uri, exports: nbd && bound.nbdPort !== undefined ? nbd.exportsAt(bound.nbdPort) : [] };
   }
 
   /**
@@ -306,11 +310,16 @@ export class LibvirtDriver implements HypervisorDriver {
     const channel = dataChannel(opts.nbdSecret, def.libvirt.domain, libvirtSocket(def.libvirt.uri), "nbd");
     await this.images(vm).create(def, copied);
     const targets = copied.map((d) => d.target);
-    const host = tcpUri(opts.address, nbdPort).slice("tcp:".length);
+    const secret = opts.nbdSecret;
     return {
       armed: { uri: channel.migrateUri, targets },
-      listen: { port: nbdPort, secret: opts.nbdSecret, path: channel.localPath, connections: targets.length },
-      exports: targets.map((disk) => ({ disk, uri: `nbd://${host}/${disk}`, secret: opts.nbdSecret ?? "" })),
+      port: nbdPort,
+      listen: { secret, path: channel.localPath, connections: targets.length },
+      /** What the answer says of the disks, once the port is bound (a clash moves it). */
+      exportsAt: (port: number) => {
+        const host = tcpUri(opts.address, port).slice("tcp:".length);
+        return targets.map((disk) => ({ disk, uri: `nbd://${host}/${disk}`, secret }));
+      },
     };
   }
 

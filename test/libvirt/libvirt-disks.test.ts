@@ -8,7 +8,9 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import net from "node:net";
 import execa from "execa";
+import { LibvirtDriver } from "../../lib/hypervisor/libvirt";
 import type { DiskDefinition, MigrationProgress, VmDefinition } from "../../lib/hypervisor/driver";
 import { startPair } from "../harness";
 import { until } from "../security/fault-report";
@@ -165,5 +167,54 @@ describe("libvirt driver over SIP: copied disks and post-copy (native stream)", 
     expect(phases.has("postcopy")).toBe(true);
     await placedOn(name, "dc2");
     expect(await pair.dc2.host.find(name)?.driver.state(name)).toBe("running");
+  });
+
+  it("arming takes another NBD port when the one it was given is taken before its bind", async () => {
+    const name = "lv-nbd-port";
+    const image = path.join(lab.dc2.dir, "lib", "images", `${name}.qcow2`);
+    fs.mkdirSync(path.dirname(image), { recursive: true });
+    await define(name, { disk: `/var/lib/libvirt/images/${name}.qcow2` });
+    const disks: DiskDefinition[] = [{ target: "vda", file: image, format: "qcow2", mode: "copy" }];
+    const dc2 = new LibvirtDriver({
+      runDir: fs.mkdtempSync(path.join(lab.dc2.dir, "nbd-")),
+      inventory: [entry(name, lab.dc2, disks)],
+    });
+    // a squatter on the port the caller checked free: another socket took it first
+    const squatter = net.createServer();
+    await new Promise<void>((r) => squatter.listen(0, "127.0.0.1", r));
+    const taken = (squatter.address() as net.AddressInfo).port;
+    const others: number[] = [];
+    try {
+      const armed = await dc2.arm(name, {
+        address: "127.0.0.1",
+        secret: crypto.randomBytes(32).toString("base64url"),
+        nbdSecret: crypto.randomBytes(32).toString("base64url"),
+        nbdPort: taken,
+        disks: [{ target: "vda", sizeBytes: 24 << 20, format: "qcow2", mode: "copy" }],
+        anotherPort: async () => {
+          const free = await new Promise<number>((resolve) => {
+            const s = net.createServer().listen(0, "127.0.0.1", () => {
+              const port = (s.address() as net.AddressInfo).port;
+              s.close(() => resolve(port));
+            });
+          });
+          others.push(free);
+          return free;
+        },
+      });
+      const [exported] = armed.exports;
+      expect(exported.uri).not.toContain(`:${taken}/`);
+      // the answer names the port that was bound, and it takes a connection
+      const port = Number(/:(\d+)\/vda$/.exec(exported.uri)?.[1]);
+      expect(others).toContain(port);
+      const probe = net.connect(port, "127.0.0.1");
+      await new Promise<void>((resolve, reject) => probe.once("connect", resolve).once("error", reject));
+      probe.destroy();
+      expect(fs.existsSync(image)).toBe(true);
+    } finally {
+      squatter.close();
+      await dc2.disarm(name);
+    }
+    expect(fs.existsSync(image)).toBe(false); // the image arming created, removed with it
   });
 });
