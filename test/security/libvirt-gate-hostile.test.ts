@@ -227,29 +227,37 @@ describe("the armed libvirt port against a hostile holder of the secret (real li
 describe("the gate's cost on a 32 MiB call", () => {
   it("refuses it on its first 64 KiB, holding nothing; figures printed", () => {
     // a check that admits anything: what is measured is the framing's cost before any check runs
-    const gate = new RpcGate(() => undefined);
     const padded = (n: number) => honest.replace("</domain>", `<description>${"x".repeat(n)}</description></domain>`);
     const bare = prepareCall(3, [["destination_xml", padded(0)]], cookie()).length;
     const call = prepareCall(3, [["destination_xml", padded((32 << 20) - bare)]], cookie());
     expect(call.length).toBe(32 << 20); // libvirt's own limit
-    const cpu = process.cpuUsage();
-    const started = process.hrtime.bigint();
+    // the least of 20 refusals: process.cpuUsage counts every thread (GC, other tests' leftovers) too
+    let cpuMs = Infinity;
+    let ms = Infinity;
     let refusedAt = -1;
-    for (let at = 0, i = 0; at < call.length; at += 65536, i++) {
-      try {
-        gate.push(call.subarray(at, at + 65536));
-      } catch {
-        refusedAt = i;
-        break;
+    for (let round = 0; round < 20; round++) {
+      const gate = new RpcGate(() => undefined);
+      const cpu = process.cpuUsage();
+      const started = process.hrtime.bigint();
+      refusedAt = -1;
+      for (let at = 0, i = 0; at < call.length; at += 65536, i++) {
+        try {
+          gate.push(call.subarray(at, at + 65536));
+        } catch {
+          refusedAt = i;
+          break;
+        }
       }
+      const used = process.cpuUsage(cpu);
+      cpuMs = Math.min(cpuMs, (used.user + used.system) / 1000);
+      ms = Math.min(ms, Number(process.hrtime.bigint() - started) / 1e6);
+      if (refusedAt !== 0) break;
     }
-    const used = process.cpuUsage(cpu);
-    const ms = Number(process.hrtime.bigint() - started) / 1e6;
     process.stdout.write(
       `gate on a ${call.length}-byte PREPARE in 64 KiB chunks: refused at chunk ${refusedAt}, ` +
-        `${((used.user + used.system) / 1000).toFixed(1)} ms CPU, ${ms.toFixed(1)} ms wall\n`,
+        `${cpuMs.toFixed(1)} ms CPU, ${ms.toFixed(1)} ms wall (least of 20)\n`,
     );
     expect(refusedAt).toBe(0);
-    expect((used.user + used.system) / 1000).toBeLessThan(50);
+    expect(cpuMs).toBeLessThan(50);
   });
 });
