@@ -9,9 +9,15 @@ import { EvacuationDisplay } from "../source/evacuate-display";
 import { hostOf, sipOf } from "../wiring";
 import { permittedDestinations, reportError, setup, withCommonOptions, type CommonOptions } from "./common";
 import { EXIT } from "./migrate";
-import { policyFrom, withPolicyOptions, type PolicyOptions } from "./policy-options";
+import {
+  policyFrom,
+  withPolicyOptions,
+  withReductionOptions,
+  type PolicyOptions,
+  type ReductionOptions,
+} from "./policy-options";
 
-interface EvacuateOptions extends CommonOptions, PolicyOptions {
+interface EvacuateOptions extends CommonOptions, PolicyOptions, ReductionOptions {
   to?: string[];
   plan?: string[];
   proxy?: string;
@@ -28,7 +34,7 @@ export function registerEvacuateCommand(program: Command): void {
     .option("--to <sip-uri>", "a destination agent (repeatable; default: console.destinations)", repeat)
     .option("--plan <file>", "an NRDL offer whose depends-on ties VMs together (repeatable)", repeat)
     .option("--proxy <sip-uri>", "send every request through this outbound proxy (e.g. Kamailio)");
-  withPolicyOptions(cmd)
+  withReductionOptions(withPolicyOptions(cmd))
     .option("--json", "JSON lines (the last one the whole report) instead of text")
     .option(
       "--allow-unlisted-destination",
@@ -44,6 +50,8 @@ Each destination gets one dialog at a time, all destinations at once, each dialo
 plan options below like \`migrate\`. Before each INVITE a dry run asks the destination what it
 would refuse; refused VMs, and everything of a destination that refuses the INVITE or fails,
 are offered to the next destination that can take them. A VM either moved or still runs here.
+--compress and --dedup apply to every dialog as in \`migrate\` (see \`migrate --help\`); the report
+names the reductions each moved VM's stream had.
 
 Where VMs may go: each --to must match security.destinations (empty: loopback only), unless
 --allow-unlisted-destination is given.
@@ -87,8 +95,9 @@ async function runEvacuate(o: EvacuateOptions): Promise<number> {
       logger,
       answerTimeoutS: cfg.timers.answerTimeoutS,
       stateDir: cfg.stateDir,
-      compress: cfg.defaults.compress,
-      dedup: cfg.defaults.dedup,
+      // every dialog's offer: what the options say, else the config's defaults
+      compress: o.compress ?? cfg.defaults.compress,
+      dedup: o.dedup ?? cfg.defaults.dedup,
       dedupIndexPages: cfg.migration.dedupIndexPages,
       postcopyRecoveryS: cfg.timers.postcopyRecoveryS,
       redirectAllowed: (target) => destinations.check(target),

@@ -1,8 +1,7 @@
 import { readFileSync } from "node:fs";
-import { Option, type Command } from "commander";
+import type { Command } from "commander";
 import { TeleportError } from "../../lib/errors";
-import { COMPRESS_CHOICES, type CompressChoice } from "../../lib/plan/compress";
-import { DEDUP_CHOICES, withAskedCommit, type DedupChoice } from "../../lib/plan/dedup";
+import { withAskedCommit } from "../../lib/plan/dedup";
 import { ladderSteps, renderLadder, type TraceEvent } from "../../lib/sip/ladder";
 import { parseNrdlOrThrow } from "../../nrdl";
 import type { Offer } from "../../nrdl/types";
@@ -11,9 +10,15 @@ import { dryRun, renderDryRun } from "../source/dry-run";
 import { ProgressDisplay, type DisplayMode } from "../source/progress-display";
 import { hostOf, sipOf } from "../wiring";
 import { permittedDestinations, reportError, setup, withCommonOptions, type CommonOptions } from "./common";
-import { policyFrom, withPolicyOptions, type PolicyOptions } from "./policy-options";
+import {
+  policyFrom,
+  withPolicyOptions,
+  withReductionOptions,
+  type PolicyOptions,
+  type ReductionOptions,
+} from "./policy-options";
 
-interface MigrateOptions extends CommonOptions, PolicyOptions {
+interface MigrateOptions extends CommonOptions, PolicyOptions, ReductionOptions {
   to: string;
   proxy?: string;
   plan?: string;
@@ -21,8 +26,6 @@ interface MigrateOptions extends CommonOptions, PolicyOptions {
   ladder?: boolean;
   dryRun?: boolean;
   allowUnlistedDestination?: boolean;
-  compress?: CompressChoice;
-  dedup?: DedupChoice;
 }
 
 /** Exit codes an operator's script can act on. */
@@ -35,25 +38,7 @@ export function registerMigrateCommand(program: Command): void {
     .requiredOption("--to <sip-uri>", "the destination agent, e.g. sip:dc2@10.10.10.67")
     .option("--proxy <sip-uri>", "send the INVITE through this outbound proxy (e.g. Kamailio)")
     .option("--plan <file>", "an NRDL offer to run instead of VM names (its policy and dependencies apply)");
-  withPolicyOptions(cmd)
-    .addOption(
-      new Option(
-        "--compress <method>",
-        "reduce each VM's migration stream: zstd or zlib (compressed over multifd channels), xbzrle " +
-          "(re-sent pages as differences), none; auto (default: defaults.compress) offers what both hosts can " +
-          "do when --bandwidth-mbps caps the move (not with post-copy). Needs NRDL 2; a destination without it " +
-          "gets the plain stream",
-      ).choices([...COMPRESS_CHOICES]),
-    )
-    .addOption(
-      new Option(
-        "--dedup <mode>",
-        "group page dedup: a page the destination already received for any VM of this move crosses the " +
-          "link as its SHA-256; on, off; auto (default: defaults.dedup) when --bandwidth-mbps caps the move. " +
-          "Only with --strategy switchover (a group commit; not with post-copy); a destination that cannot " +
-          "gets the plain stream",
-      ).choices([...DEDUP_CHOICES]),
-    )
+  withReductionOptions(withPolicyOptions(cmd))
     .option("--json", "JSON lines instead of a progress display (for scripts)")
     .option("--ladder", "print the SIP ladder of the dialog at the end")
     .option(

@@ -2,6 +2,8 @@
 import { Option, type Command } from "commander";
 import type { HostConfig } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
+import { COMPRESS_CHOICES, type CompressChoice } from "../../lib/plan/compress";
+import { DEDUP_CHOICES, type DedupChoice } from "../../lib/plan/dedup";
 import { CONVERGENCE, ON_ERROR, STRATEGIES, type Convergence, type Policy } from "../../nrdl/types";
 
 export interface PolicyOptions {
@@ -40,6 +42,34 @@ export function withPolicyOptions(cmd: Command): Command {
       new Option("--on-error <rule>", "abort: stop everything on the first failure; continue: move the rest").choices([
         ...ON_ERROR,
       ]),
+    );
+}
+
+export interface ReductionOptions {
+  compress?: CompressChoice;
+  dedup?: DedupChoice;
+}
+
+/** The stream reductions to offer (nrdl/SPEC.md 5.7, 5.8); absent, the config's defaults.compress and .dedup. */
+export function withReductionOptions(cmd: Command): Command {
+  return cmd
+    .addOption(
+      new Option(
+        "--compress <method>",
+        "reduce each VM's migration stream: zstd or zlib (compressed over multifd channels), xbzrle " +
+          "(re-sent pages as differences), none; auto (default: defaults.compress) offers what both hosts can " +
+          "do when --bandwidth-mbps caps the move (not with post-copy). Needs NRDL 2; a destination without it " +
+          "gets the plain stream",
+      ).choices([...COMPRESS_CHOICES]),
+    )
+    .addOption(
+      new Option(
+        "--dedup <mode>",
+        "group page dedup: a page the destination already received for any VM of this move crosses the " +
+          "link as its SHA-256; on, off; auto (default: defaults.dedup) when --bandwidth-mbps caps the move. " +
+          "Only with --strategy switchover (a group commit; not with post-copy); a destination that cannot " +
+          "gets the plain stream",
+      ).choices([...DEDUP_CHOICES]),
     );
 }
 

@@ -78,7 +78,11 @@ export function renderEvacuation(r: EvacuationReport): string {
     v.state === "moved" ? `${v.host ?? ""} ${v.runsOn}`.trim() : `${r.host} (this host)`,
     v.state,
     v.downtimeMs !== undefined ? `${v.downtimeMs} ms` : "-",
-    [...v.attempts.map((a) => `tried ${a}`), ...(v.reason ? [v.reason] : [])].join("; "),
+    [
+      ...(v.reductions ? [`stream: ${v.reductions.join(", ")}`] : []),
+      ...v.attempts.map((a) => `tried ${a}`),
+      ...(v.reason ? [v.reason] : []),
+    ].join("; "),
   ]);
   const t = tableLines(["VM", "runs on", "outcome", "downtime", "note"], rows);
   const moved = r.vms.filter((v) => v.state === "moved").length;

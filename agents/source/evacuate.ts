@@ -51,6 +51,8 @@ export interface EvacuatedVm {
   host?: string;
   totalMs?: number;
   downtimeMs?: number;
+  /** The stream reductions its move had, as the destination armed them ("zstd", "dedup"); absent: none. */
+  reductions?: string[];
   /** Refusals and failures on the way, e.g. "sip:dc3@…: 488 Not Acceptable Here: definition differs". */
   attempts: string[];
   /** Why it stayed. */
@@ -87,6 +89,8 @@ export interface EvacuationOptions {
  */
 interface DialogResult {
   moved: Array<Extract<VmOutcome, { state: "completed" }>>;
+  /** Per VM, the reductions the destination armed for it (none: absent). */
+  reductions: Map<string, string[]>;
   refused: Array<{ vm: string; why: string }>;
   drop?: string;
 }
@@ -174,6 +178,7 @@ export class Evacuation {
                 host: use.capacity?.host,
                 totalMs: m.result.totalMs,
                 downtimeMs: m.result.downtimeMs,
+                reductions: r.reductions.get(m.vm),
                 reason: undefined,
               });
             }
@@ -249,6 +254,7 @@ export class Evacuation {
     const offer = { ...this.partOf(whole, names), destinationUri: uri };
     const all = (why: string, drop?: string): DialogResult => ({
       moved: [],
+      reductions: new Map(),
       refused: names.map((vm) => ({ vm, why })),
       drop,
     });
@@ -259,7 +265,11 @@ export class Evacuation {
         const rejected = verdict.preview?.rejected.filter((r) => names.includes(r.vm)) ?? [];
         // a verdict per VM: only those are refused here; the rest may come back in the next dialog
         if (rejected.length)
-          return { moved: [], refused: rejected.map((r) => ({ vm: r.vm, why: `${status}: ${r.reason}` })) };
+          return {
+            moved: [],
+            reductions: new Map(),
+            refused: rejected.map((r) => ({ vm: r.vm, why: `${status}: ${r.reason}` })),
+          };
         const why = verdict.warning ? `${status}: ${warningText(verdict.warning)}` : status;
         return all(why, why);
       }
@@ -291,8 +301,14 @@ export class Evacuation {
     const moved = outcomes.filter((o): o is DialogResult["moved"][number] => o.state === "completed");
     const stayed = summary.vms.filter((v) => v.state !== "completed" || !moved.some((m) => m.vm === v.vm));
     const refusedHere = stayed.map((v) => ({ vm: v.vm, why: `${v.state}: ${v.reason ?? "did not move"}` }));
+    const reductions = new Map<string, string[]>();
+    for (const a of call.answer.armed) {
+      const had = [a.compress, a.dedup === "on" ? "dedup" : undefined].filter((r): r is string => !!r);
+      if (had.length) reductions.set(a.vm, had);
+    }
     return {
       moved: moved.filter((m) => summary.vms.some((v) => v.vm === m.vm && v.state === "completed")),
+      reductions,
       refused: refusedHere,
       drop: moved.length === 0 ? "moved none of the VMs it accepted" : undefined,
     };
