@@ -14,6 +14,7 @@ import { TeleportError } from "../../lib/errors";
 import type { Host } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
 import { COMPRESS_CHOICES } from "../../lib/plan/compress";
+import { DEDUP_CHOICES } from "../../lib/plan/dedup";
 import { ON_ERROR, STRATEGIES } from "../../nrdl/types";
 import type { MigrateRequest } from "../source/agent";
 import type { Evacuation } from "../source/evacuate";
@@ -46,6 +47,8 @@ const callBody = z
     plan: z.string().optional(),
     /** Stream reductions to offer (nrdl/SPEC.md 5.7); absent: the host's defaults.compress. */
     compress: z.enum(COMPRESS_CHOICES).optional(),
+    /** Group page dedup to offer (nrdl/SPEC.md 5.8); absent: the host's defaults.dedup. */
+    dedup: z.enum(DEDUP_CHOICES).optional(),
     policy: z
       .object({
         strategy: z.enum(STRATEGIES),
@@ -234,11 +237,11 @@ export class ConsoleServer {
   }
 
   private callRequest(raw: unknown): MigrateRequest {
-    const { to, vms, plan, policy, compress } = parseBody(callBody, raw, "invalid call");
+    const { to, vms, plan, policy, compress, dedup } = parseBody(callBody, raw, "invalid call");
     const unlisted = this.destinations.check(to);
     if (unlisted) throw new TeleportError(403, "Forbidden", [unlisted]);
-    if (plan) return { ...namedPlan(this.opts.config, this.opts.host, plan, to), compress };
-    return { to, vms, policy: policyOf(this.opts.config, policy), compress };
+    if (plan) return { ...namedPlan(this.opts.config, this.opts.host, plan, to), compress, dedup };
+    return { to, vms, policy: policyOf(this.opts.config, policy), compress, dedup };
   }
 
   private notEvacuating(): void {

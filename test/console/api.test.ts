@@ -141,6 +141,22 @@ describe("a dialog", () => {
     expect((await api.post("/api/dry-run", { to: stack.dest.uri, vms: ["router1"], compress: "lz4" })).status).toBe(
       400,
     );
+    // group page dedup as `migrate --dedup`: with the group commit a switchover asks for, and refused without one
+    const grouped = await api.post<{ dryRun: { preview: { accepted: Array<{ vm: string; dedup?: string }> } } }>(
+      "/api/dry-run",
+      { to: stack.dest.uri, vms: ["router1"], policy: { strategy: "switchover" }, dedup: "on" },
+    );
+    expect(grouped.body.dryRun.preview.accepted).toMatchObject([{ vm: "router1", dedup: "on" }]);
+    const lone = await api.post<{ error: { details: string[] } }>("/api/dry-run", {
+      to: stack.dest.uri,
+      vms: ["router1"],
+      policy: { strategy: "sequential" },
+      dedup: "on",
+    });
+    expect([lone.status, lone.body.error.details]).toEqual([
+      400,
+      [expect.stringMatching(/^dedup on: it needs a group/)],
+    ]);
     expect(ok.body.text).toContain("would accept the offer (200 OK); nothing was armed or moved");
     expect(ok.body.text).toMatch(/^1\s+router1\s+96 MiB\s+~8\.9 s/m);
     // the same access control as an INVITE: the strict destination refuses the question too
