@@ -70,6 +70,11 @@ interface DialogState {
   caller: string;
   armed: Set<string>;
   statuses: Map<string, VmStatus>;
+  /**
+   * VMs seen running here after the source reported them moved: their only copy is here. The
+   * dialog's end never disarms one of them, whatever it finds (a paused guest is still the VM).
+   */
+  ranHere: Set<string>;
   dialog?: Dialog;
   idleTimer?: NodeJS.Timeout;
   expiryTimer?: NodeJS.Timeout;
@@ -488,6 +493,7 @@ export class DestinationAgent {
       caller,
       armed: new Set(),
       statuses: new Map(),
+      ranHere: new Set(),
       // dedup only under group commit (its moves run without QEMU's return path), bounded by this host's cap
       dedup:
         offer.policy.dedup === "on" && groupCommit && dedupIndexPages > 0
@@ -742,9 +748,14 @@ export class DestinationAgent {
       if (s.state === "completed" && !already) {
         const local = this.opts.host.find(s.vm);
         const here = local ? await local.driver.state(s.vm) : "absent";
-        if (here === "running") {
+        if (here === "running" && local) {
+          state.ranHere.add(s.vm);
           this.log.info("VM resumed here", { vm: s.vm, totalMs: s.totalMs, downtimeMs: s.downtimeMs });
           this.opts.metrics?.moved(s);
+          // settled now, not at the dialog's end: should it die before, its copied disks are kept, not removed
+          await local.driver
+            .waitResumed(s.vm, 0)
+            .catch((err: unknown) => this.log.warn("settling an arrived VM failed", { vm: s.vm, error: String(err) }));
         } else this.log.error("source reports completion but the VM does not run here", { vm: s.vm, state: here });
       }
     }
@@ -774,6 +785,7 @@ export class DestinationAgent {
     // a group not decided yet is decided now (the dialog's end calls it off unless all arrived)
     await state.group?.decide(`the dialog ended: ${why}`);
     const here = new Map<string, boolean>();
+    const ended = new Map<string, string>(); // VMs that ran here and no longer run: their state at the end
     // every VM at once: the BYE's answer waits for this, and each state is a monitor round trip
     await Promise.all(
       state.offer.vms.map(async (vm) => {
@@ -789,6 +801,12 @@ export class DestinationAgent {
             .catch((err: unknown) =>
               this.log.warn("settling an arrived VM failed", { vm: vm.name, error: String(err) }),
             ));
+        }
+        if (state.ranHere.has(vm.name)) {
+          // it ran here, and the source's copy is gone: stopped or paused since, it is still never removed
+          ended.set(vm.name, s);
+          this.log.error("VM that resumed here no longer runs: kept as it is", { vm: vm.name, state: s });
+          return;
         }
         if (s === "postcopy") {
           // a post-copy that did not finish: this half is the VM's running state, never disarm it
@@ -816,16 +834,24 @@ export class DestinationAgent {
         ...state.dedup.stats,
         indexBytes: state.dedup.stats.stored * 4096,
       });
-    state.lastReport = this.reportOf(state, here);
+    state.lastReport = this.reportOf(state, here, ended);
     this.opts.metrics?.armedChanged(-state.armed.size);
     if (state.dialog) this.opts.metrics?.dialogEnded(state.lastReport.outcome, 200);
     return state.lastReport;
   }
 
-  private reportOf(state: DialogState, here: Map<string, boolean>): Report {
+  private reportOf(state: DialogState, here: Map<string, boolean>, ended = new Map<string, string>()): Report {
     if (state.lastReport) return state.lastReport;
     const results: VmResult[] = state.offer.vms.map((vm) => {
       const s = state.statuses.get(vm.name);
+      const now = ended.get(vm.name);
+      if (now !== undefined)
+        return {
+          vm: vm.name,
+          state: "failed",
+          host: humanText(`${this.opts.config.host} (${now})`, 256),
+          reason: humanText(`it resumed here, then was ${now} at the dialog's end; the source's copy is gone`),
+        };
       if (here.get(vm.name)) {
         return {
           vm: vm.name,

@@ -41,6 +41,8 @@
 import fs from "node:fs";
 import type { MigrateSummary } from "../../agents/source/agent";
 import type { VmDefinition } from "../../lib/hypervisor/driver";
+import type { QemuDriver } from "../../lib/hypervisor/qemu";
+import { QmpClient } from "../../lib/hypervisor/qmp";
 import { apiClient, type ApiClient } from "../console/http";
 import { ensureBuilt, runCli, type CliProcess } from "../e2e/cli-process";
 import { bootOnSource, configFile, guestDefs, startPair, type Pair, type PairOptions, SEQUENTIAL } from "../harness";
@@ -447,9 +449,42 @@ describe("QEMU killed outside the migration", () => {
         "destination QEMU SIGKILL before BYE (VM had resumed)",
         `source: ${vmLine(summary)}; dc2 report: ${dest?.state} ${dest?.reason ?? ""}`,
       );
-      expect(dest).toMatchObject({ vm: "router1", state: "aborted", reason: expect.stringMatching(/did not resume/) });
-      expect(summary.vms[0].reason).toMatch(/destination reports aborted/);
+      // the truth, not "did not resume": it ran at dc2, and died there before the BYE
+      expect(dest).toMatchObject({
+        vm: "router1",
+        state: "failed",
+        reason: expect.stringMatching(/^it resumed here, then was (absent|stopped) at the dialog's end/),
+      });
+      expect(summary.vms[0].reason).toMatch(/destination reports failed/);
       expect(inv).toEqual({ where: { router1: [] }, leftovers: [], journal: [] });
+    },
+  );
+
+  it(
+    "a VM paused at the destination after it resumed there, before the BYE: kept paused there, never removed, " +
+      "and reported as such",
+    async () => {
+      w = await world();
+      const call = await w.pair.dc1.agent.call({ to: w.pair.dc2.uri, vms: ["router1"], policy: SEQUENTIAL });
+      expect((await call.run())[0]).toMatchObject({ state: "completed" });
+      // the guest stopped at dc2 (as an I/O error or an operator would): its only copy, paused
+      const dc2 = w.pair.dc2.host.find("router1")?.driver as QemuDriver;
+      const mon = await QmpClient.connect(dc2.files("router1").mon);
+      await mon.execute("stop").finally(() => mon.close());
+      const summary = await call.bye();
+      const dest = summary.destinationReport?.results[0];
+      const inv = check(
+        w,
+        "destination VM paused before BYE (VM had resumed)",
+        `source: ${vmLine(summary)}; dc2 report: ${dest?.state} ${dest?.reason ?? ""}`,
+      );
+      expect(dest).toMatchObject({
+        vm: "router1",
+        state: "failed",
+        reason: expect.stringMatching(/^it resumed here, then was paused at the dialog's end/),
+      });
+      expect(inv).toEqual({ where: { router1: ["dc2"] }, leftovers: [], journal: [] });
+      expect(await dc2.state("router1")).toBe("paused");
     },
   );
 });
