@@ -159,7 +159,9 @@ describe("libvirt driver over SIP: copied disks and post-copy (native stream)", 
       {
         to: pair.dc2.uri,
         vms: [name],
-        policy: { ...policy, bandwidthMbps: 120, downtimeLimitMs: 1, convergence: "postcopy" },
+        // 40 Mbit/s: every pass then outlasts the writer's 1 s period (24 MiB in a burst of ~140 ms, then
+        // sleep), so none fits in its sleep; at 120 a pass that did converged in pre-copy (1 full run in 4)
+        policy: { ...policy, bandwidthMbps: 40, downtimeLimitMs: 1, convergence: "postcopy" },
       },
       { onProgress: (p) => phases.add(p.phase) },
     );
