@@ -7,7 +7,7 @@
 import { randomBytes } from "node:crypto";
 import type { HostConfig } from "../../lib/config/schema";
 import { TeleportError } from "../../lib/errors";
-import type { Host } from "../../lib/hypervisor/host";
+import type { Host, LocalVm } from "../../lib/hypervisor/host";
 import type { Logger } from "../../lib/log/logger";
 import { freePortInRange } from "../../lib/net/ports";
 import type {
@@ -163,9 +163,7 @@ export class DestinationAgent {
             migrationId: entry.migrationId,
           });
           // what the dead agent would have done on RESUME: drop the listener's leftovers (its migration key)
-          await local.driver
-            .waitResumed(vm, 0)
-            .catch((err: unknown) => this.log.warn("settling a recovered VM failed", { vm, error: String(err) }));
+          await this.settleArrived(local, vm, "a recovered VM");
         } else if (state !== "absent" && state !== "stopped") {
           this.log.warn("recovered: disarming orphaned listener", { vm, state, migrationId: entry.migrationId });
           await local.driver
@@ -753,9 +751,7 @@ export class DestinationAgent {
           this.log.info("VM resumed here", { vm: s.vm, totalMs: s.totalMs, downtimeMs: s.downtimeMs });
           this.opts.metrics?.moved(s);
           // settled now, not at the dialog's end: should it die before, its copied disks are kept, not removed
-          await local.driver
-            .waitResumed(s.vm, 0)
-            .catch((err: unknown) => this.log.warn("settling an arrived VM failed", { vm: s.vm, error: String(err) }));
+          await this.settleArrived(local, s.vm, "an arrived VM");
         } else this.log.error("source reports completion but the VM does not run here", { vm: s.vm, state: here });
       }
     }
@@ -794,13 +790,10 @@ export class DestinationAgent {
         const s = await local.driver.state(vm.name).catch(() => "absent" as const);
         if (s === "running") {
           here.set(vm.name, true);
-          // arrived: what the listener left (libvirt's armed port, QEMU's migration key) goes now,
-          // or the driver would still count the VM armed here once it has moved on
-          return void (await local.driver
-            .waitResumed(vm.name, 0)
-            .catch((err: unknown) =>
-              this.log.warn("settling an arrived VM failed", { vm: vm.name, error: String(err) }),
-            ));
+          // arrived: what the listener left (libvirt's armed port, QEMU's migration key) goes now, unless
+          // that was done when it was seen running, or the driver would still count the VM armed here
+          if (!state.ranHere.has(vm.name)) await this.settleArrived(local, vm.name, "an arrived VM");
+          return;
         }
         if (state.ranHere.has(vm.name)) {
           // it ran here, and the source's copy is gone: stopped or paused since, it is still never removed
@@ -838,6 +831,13 @@ export class DestinationAgent {
     this.opts.metrics?.armedChanged(-state.armed.size);
     if (state.dialog) this.opts.metrics?.dialogEnded(state.lastReport.outcome, 200);
     return state.lastReport;
+  }
+
+  /** A VM that runs here now: its listener's leftovers go, and its copied disks are its own (waitResumed). */
+  private async settleArrived(local: LocalVm, vm: string, what: string): Promise<void> {
+    await local.driver
+      .waitResumed(vm, 0)
+      .catch((err: unknown) => this.log.warn(`settling ${what} failed`, { vm, error: String(err) }));
   }
 
   private reportOf(state: DialogState, here: Map<string, boolean>, ended = new Map<string, string>()): Report {

@@ -89,8 +89,8 @@ export interface EvacuationOptions {
  */
 interface DialogResult {
   moved: Array<Extract<VmOutcome, { state: "completed" }>>;
-  /** Per VM, the reductions the destination armed for it (none: absent). */
-  reductions: Map<string, string[]>;
+  /** Per VM, the reductions the destination armed for it (a dialog that armed nothing: absent). */
+  reductions?: Map<string, string[]>;
   refused: Array<{ vm: string; why: string }>;
   drop?: string;
 }
@@ -178,7 +178,7 @@ export class Evacuation {
                 host: use.capacity?.host,
                 totalMs: m.result.totalMs,
                 downtimeMs: m.result.downtimeMs,
-                reductions: r.reductions.get(m.vm),
+                reductions: r.reductions?.get(m.vm),
                 reason: undefined,
               });
             }
@@ -254,7 +254,6 @@ export class Evacuation {
     const offer = { ...this.partOf(whole, names), destinationUri: uri };
     const all = (why: string, drop?: string): DialogResult => ({
       moved: [],
-      reductions: new Map(),
       refused: names.map((vm) => ({ vm, why })),
       drop,
     });
@@ -265,11 +264,7 @@ export class Evacuation {
         const rejected = verdict.preview?.rejected.filter((r) => names.includes(r.vm)) ?? [];
         // a verdict per VM: only those are refused here; the rest may come back in the next dialog
         if (rejected.length)
-          return {
-            moved: [],
-            reductions: new Map(),
-            refused: rejected.map((r) => ({ vm: r.vm, why: `${status}: ${r.reason}` })),
-          };
+          return { moved: [], refused: rejected.map((r) => ({ vm: r.vm, why: `${status}: ${r.reason}` })) };
         const why = verdict.warning ? `${status}: ${warningText(verdict.warning)}` : status;
         return all(why, why);
       }

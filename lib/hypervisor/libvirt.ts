@@ -267,12 +267,12 @@ export class LibvirtDriver implements HypervisorDriver {
     const copied = (opts.disks ?? []).filter(isCopied);
     const nbd = copied.length ? await this.armDisks(vm, def, copied, opts) : undefined;
     let bound: { tunnel: TunnelServer; port: number; nbdPort: number | undefined };
-    let nbdPort = nbd?.port;
     let binds = 0;
     try {
       bound = await bindWithRetry(opts.address, opts.port, opts.anotherPort, async (port) => {
         // both ports bind together: after a clash, whichever it was, the NBD port moves too
-        if (nbd && binds++ > 0) nbdPort = (await opts.anotherPort?.()) ?? (await freePort(opts.address));
+        const nbdPort =
+          nbd && (binds++ === 0 ? nbd.port : ((await opts.anotherPort?.()) ?? (await freePort(opts.address))));
         const tunnel = await listenTunnel({
           address: opts.address,
           port,
