@@ -202,6 +202,11 @@ export class ConsoleServer {
           destinations: config.console.destinations,
           plans: planNames(config),
           policy: policyOf(config),
+          // the page's choices for a call's stream reductions, preset to this host's defaults
+          reductions: {
+            compress: { choices: COMPRESS_CHOICES, default: config.defaults.compress },
+            dedup: { choices: DEDUP_CHOICES, default: config.defaults.dedup },
+          },
           allowed: ALLOWED,
         });
       case "GET /api/state":

@@ -1,7 +1,8 @@
 /**
  * The console page in a real browser (Debian's chromium driven by playwright-core, headless,
  * empty profile), through real migrations of the exp2 VMs (router1, video) under QEMU to a
- * destination agent on loopback: a refusal shown on the page, an abort, then Call, Migrate
+ * destination agent on loopback: the dry run with the compress and dedup picked on the page (applied, or
+ * refused with the reason), a refusal shown on the page, an abort, then Call, Migrate
  * (progress moves, both VMs completed), Bye and the report; then Evacuate host moves solo, the VM
  * still running here, to the destination that answers. The finished page is saved as
  * .cache/artifacts/console.png.
@@ -101,6 +102,27 @@ test("Dry run shows the destination's verdict and the plan, and the line stays i
   expect(await result.textContent()).toMatch(/wave 1: router1 .*\nwave 2: video/s);
   expect(await page.locator("#line").textContent()).toBe("idle");
   await enabled(["call"]);
+});
+
+test("compress and dedup start at the host's defaults, and the dry run applies or refuses what is picked", async () => {
+  expect(await page.locator("#compress").inputValue()).toBe("auto");
+  expect(await page.locator("#dedup").inputValue()).toBe("auto");
+  expect(await page.locator("#compress option").allTextContents()).toEqual(["auto", "none", "zstd", "zlib", "xbzrle"]);
+  const result = page.locator("#dry-run-result");
+  const dryRun = async (expected: string) => {
+    await page.click("#dry-run");
+    await result.filter({ hasText: expected }).waitFor();
+    return (await result.textContent()) ?? "";
+  };
+  // the VMs and the 100 Mbit/s cap of the test before: auto offers zstd, which the destination's QEMU takes
+  expect(await dryRun("would accept")).toMatch(/router1 .*with zstd/);
+  await page.selectOption("#compress", "none");
+  expect(await dryRun("would accept")).not.toMatch(/with zstd/);
+  await page.selectOption("#dedup", "on");
+  expect(await dryRun("400")).toMatch(/dry run: 400 invalid option\ndedup on: it needs a group commit/);
+  await page.selectOption("#compress", "auto");
+  await page.selectOption("#dedup", "auto");
+  expect(await page.locator("#line").textContent()).toBe("idle");
 });
 
 test("a refusal is shown with its status and reason, and nothing moves", async () => {

@@ -96,6 +96,10 @@ async function loadDestinations() {
   if (!$("to").value && d.destinations.length) $("to").value = d.destinations[0];
   $("plan").append(...d.plans.map((p) => el("option", { value: p }, p)));
   for (const k of ["strategy", "maxParallel", "bandwidthMbps", "downtimeLimitMs", "onError"]) $(k).value = d.policy[k];
+  for (const [k, r] of Object.entries(d.reductions)) {
+    $(k).replaceChildren(...r.choices.map((c) => el("option", { value: c }, c)));
+    $(k).value = r.default;
+  }
 }
 
 // --- buttons ----------------------------------------------------------------------------------
@@ -127,7 +131,8 @@ async function act(action, body) {
 function callRequest() {
   const to = $("to").value.trim();
   const plan = $("plan").value;
-  if (plan) return { to, plan };
+  const reductions = { compress: $("compress").value, dedup: $("dedup").value };
+  if (plan) return { to, plan, ...reductions };
   const vms = [...$("inventory").querySelectorAll("tbody input:checked")].map((i) => i.value);
   const num = (id) => Number($(id).value);
   return {
@@ -140,6 +145,7 @@ function callRequest() {
       downtimeLimitMs: num("downtimeLimitMs"),
       onError: $("onError").value,
     },
+    ...reductions,
   };
 }
 
@@ -151,7 +157,8 @@ $("dry-run").addEventListener("click", async () => {
   try {
     out.textContent = (await api("POST", "/api/dry-run", callRequest())).text;
   } catch (e) {
-    out.textContent = `dry run: ${e.message}`;
+    const details = (e.info && e.info.details) || [];
+    out.textContent = [`dry run: ${e.info ? `${e.info.status} ` : ""}${e.message}`, ...details].join("\n");
   }
 });
 // Empty the host for maintenance: every VM running here to the configured destinations.
