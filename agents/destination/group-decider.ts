@@ -172,7 +172,7 @@ export class GroupDecider {
     if (rec.outcome !== "commit") return decisionOf(rec); // decided before (a restart): that stands
     await crashPoint("destination:committed");
     this.opts.log.info("group committed: resuming it here", { vms: rec.vms });
-    const returned = await resumeGroup(this.opts.host, this.opts.vms, this.opts.log);
+    const returned = await resumeGroup(this.opts.host, this.opts.vms, this.opts.log, { checked: true });
     this.state = "committed";
     if (returned.length) rec.returned = returned;
     return decisionOf(rec);
@@ -205,7 +205,12 @@ export class GroupDecider {
  * be run is removed and returned (it never ran here; its stopped source copy holds the same state).
  * Safe to call again after a restart: a VM already running is left as it is.
  */
-export async function resumeGroup(host: Host, vms: readonly GroupVm[], log: Logger): Promise<string[]> {
+export async function resumeGroup(
+  host: Host,
+  vms: readonly GroupVm[],
+  log: Logger,
+  opts: { checked?: boolean } = {},
+): Promise<string[]> {
   const returned: string[] = [];
   const tiers = [vms.filter((v) => NETWORK_ROLES.has(v.role)), vms.filter((v) => !NETWORK_ROLES.has(v.role))];
   for (const [i, tier] of tiers.entries()) {
@@ -215,7 +220,8 @@ export async function resumeGroup(host: Host, vms: readonly GroupVm[], log: Logg
         const driver = host.find(vm.name)?.driver;
         if (!driver?.resumeArrived) return void returned.push(vm.name);
         try {
-          await driver.resumeArrived(vm.name); // it says when it is not arrived (and leaves one that runs)
+          // it says when it is not arrived (and leaves one that runs); `checked`: commit() just saw it arrived
+          await driver.resumeArrived(vm.name, opts);
         } catch (err) {
           if ((await driver.state(vm.name).catch(() => "absent")) === "running") return;
           log.error("an arrived VM could not run here: giving it back to the source", {

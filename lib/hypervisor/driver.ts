@@ -369,8 +369,11 @@ export interface HypervisorDriver {
   recoverIncoming?(vm: string, opts: RecoveryOptions): Promise<string>;
   /** Group commit, destination: resolves when the VM's state arrived (state "arrived"); rejects if it cannot. */
   waitArrived?(vm: string, timeoutMs: number): Promise<void>;
-  /** Group commit, destination (commit): run an arrived VM here. */
-  resumeArrived?(vm: string): Promise<void>;
+  /**
+   * Group commit, destination (commit): run an arrived VM here. `checked`: the caller has just seen
+   * it arrived (a group's commit), so it is resumed with no state query first; one gone since fails.
+   */
+  resumeArrived?(vm: string, opts?: { checked?: boolean }): Promise<void>;
   /**
    * Group commit, destination (abort): remove an arrived copy that never ran, and the disk images
    * its arming created. Refuses (486) a VM that runs here.
