@@ -166,7 +166,9 @@ async function runExperiment(
             const key = `${name}-${migrator.name}-${strategy}`;
             if (linkMbit === 0) timelines.set(key, [...(timelines.get(key) ?? []), r]);
             process.stderr.write(
-              `${id}: interruption ${f.interruptionMs} ms (any down ${f.anyDownMs} ms), ping gap ` +
+              `${id}: interruption ${f.interruptionMs} ms` +
+                (f.atPauseMs !== undefined ? ` (at a pause ${f.atPauseMs}, elsewhere ${f.elsewhereMs})` : "") +
+                `, any down ${f.anyDownMs} ms, ping gap ` +
                 `${f.longestPingGapMs} ms, lost ${f.pingsLost}, wall ${f.wallMs} ms` +
                 (f.diskMib !== undefined ? `, disks ${f.diskMib.toFixed(1)} MiB` : "") +
                 (f.stopSpreadMs !== undefined

@@ -4,7 +4,7 @@
  * figures and the ratio thesis/ours, and the Figure-3.9-style timeline of a run.
  */
 import { EXPERIMENT, type ExperimentName } from "../../test/testbed/experiments";
-import { outages } from "../../test/testbed/metrics";
+import { interruptionsByPause, outages } from "../../test/testbed/metrics";
 import type { RunResult } from "../../test/testbed/run";
 import type { TimelineData } from "../../test/testbed/svg";
 
@@ -12,6 +12,9 @@ import type { TimelineData } from "../../test/testbed/svg";
 export interface RunFigures {
   /** Longest group interruption. */
   interruptionMs: number;
+  /** The longest interruption overlapping a VM's pause (its STOP to its RESUME), and the longest overlapping none. */
+  atPauseMs?: number;
+  elsewhereMs?: number;
   /** Total time any probe was failing. */
   anyDownMs: number;
   pingsLost: number;
@@ -53,6 +56,11 @@ export function runFigures(r: RunResult): RunFigures {
     longestPingGapMs: maxOf(pings.map((p) => p.longestGapMs)) ?? 0,
     wallMs: r.wallMs,
   };
+  // a VM that did not resume at the destination (an aborted move runs on at the source): its STOP alone
+  const pauses = r.vms.flatMap(({ marks: m }) =>
+    m.switchover !== undefined ? [{ from: m.switchover, to: m.end ?? m.switchover }] : [],
+  );
+  if (pauses.length) Object.assign(f, interruptionsByPause(r.figures.interruptions, pauses));
   const tcp = maxOf(probes.filter((p) => p.kind === "tcp").map((p) => p.longestGapMs));
   if (tcp !== undefined) f.tcpStallMs = tcp;
   const udp = maxOf(probes.flatMap((p) => (p.zeroBandwidthMs !== undefined ? [p.zeroBandwidthMs] : [])));
@@ -119,6 +127,8 @@ const linkName = (mbit: number) =>
 /** What a table cell shows of one group: figures as median (min-max), [key, digits]. */
 const COLUMNS: Array<[string, keyof RunFigures, number]> = [
   ["longest group interruption ms", "interruptionMs", 0],
+  ["interruption at a pause ms", "atPauseMs", 0],
+  ["interruption elsewhere ms", "elsewhereMs", 0],
   ["total any-probe-down ms", "anyDownMs", 0],
   ["pings lost (5 ms)", "pingsLost", 0],
   ["longest ping gap ms", "longestPingGapMs", 0],
@@ -212,6 +222,8 @@ export function switchoverTargets(groups: readonly Group[], migrators: readonly 
       const seq = find("sequential");
       const inter = med(sw, "interruptionMs");
       const parts = [check("longest interruption", inter, limitMs)];
+      // what the stop itself costs, beside a longest interruption that may lie elsewhere in the move
+      parts.push(check("(the one at the pause)", med(sw, "atPauseMs"), limitMs));
       if (exp === "exp2") parts.push(check("any-probe-down", med(sw, "anyDownMs"), inter && inter * 1.3));
       if (seq) {
         parts.push(check("interruption vs sequential", inter, med(seq, "interruptionMs"), true));

@@ -1,4 +1,4 @@
-import { groupFigures, longestGapMs, outages, udpBuckets, zeroBandwidthMs } from "./metrics";
+import { groupFigures, interruptionsByPause, longestGapMs, outages, udpBuckets, zeroBandwidthMs } from "./metrics";
 import { parsePingLine, pingLost, type ProbeRecord } from "./probes";
 import { niceMax, timelineSvg } from "./svg";
 
@@ -109,5 +109,23 @@ describe("timeline SVG", () => {
     expect(svg).toContain("ping router1");
     expect(svg.match(/<title>router1 /g)).toHaveLength(3);
     expect(svg.match(/fill="#d62728"/g)).toHaveLength(1);
+  });
+});
+
+describe("interruptions by pause", () => {
+  it("splits the longest interruption overlapping a VM's pause from the longest elsewhere in the move", () => {
+    const interruptions = [
+      { from: 100, to: 900 }, // pre-copy starvation, the longest of all
+      { from: 1990, to: 2200 }, // starts 10 ms before the first STOP
+      { from: 2500, to: 2560 },
+    ];
+    const pauses = [
+      { from: 2000, to: 2080 },
+      { from: 2005, to: 2090 },
+    ];
+    expect(interruptionsByPause(interruptions, pauses)).toEqual({ atPauseMs: 210, elsewhereMs: 800 });
+    expect(interruptionsByPause(interruptions.slice(1), [])).toEqual({ atPauseMs: 0, elsewhereMs: 210 });
+    // touching counts as overlapping: an interruption that ends exactly at the STOP belongs to it
+    expect(interruptionsByPause([{ from: 1900, to: 2000 }], pauses)).toEqual({ atPauseMs: 100, elsewhereMs: 0 });
   });
 });

@@ -137,3 +137,22 @@ export function groupFigures(records: readonly ProbeRecord[], since = -Infinity)
     unrecovered: all.some((o) => o.open),
   };
 }
+
+/**
+ * The longest interruption that overlaps a pause (a VM's source STOP to its RESUME at the
+ * destination) and the longest that overlaps none: what the move's stop costs the user, and what
+ * the rest of it does (on a 2-core TCG host, guests starved while the streams copy at full speed).
+ */
+export function interruptionsByPause(
+  interruptions: ReadonlyArray<{ from: number; to: number }>,
+  pauses: ReadonlyArray<{ from: number; to: number }>,
+): { atPauseMs: number; elsewhereMs: number } {
+  let atPauseMs = 0;
+  let elsewhereMs = 0;
+  for (const i of interruptions) {
+    const len = Math.round(i.to - i.from);
+    if (pauses.some((p) => i.from <= p.to && p.from <= i.to)) atPauseMs = Math.max(atPauseMs, len);
+    else elsewhereMs = Math.max(elsewhereMs, len);
+  }
+  return { atPauseMs, elsewhereMs };
+}
