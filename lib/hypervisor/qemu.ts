@@ -519,11 +519,13 @@ export class QemuDriver implements HypervisorDriver {
 
   async resumeArrived(vm: string, opts: { checked?: boolean } = {}): Promise<void> {
     this.definition(vm);
-    // a query less on the group's pause when the decision has just seen it arrived (a `cont` to a
-    // copy that died since fails; one that arrived cannot go back to waiting for its stream)
-    const state = opts.checked ? "arrived" : await this.state(vm);
-    if (state === "running" && !fs.existsSync(this.files(vm).hold)) return; // resumed already
-    if (state !== "arrived") throw new TeleportError(409, `VM ${vm} is ${state} here, not arrived: cannot resume it`);
+    // no query on the group's pause when the decision has just seen it arrived (a `cont` to a copy
+    // that died since fails; one that arrived cannot go back to waiting for its stream)
+    if (!opts.checked) {
+      const state = await this.state(vm);
+      if (state === "running" && !fs.existsSync(this.files(vm).hold)) return; // resumed already
+      if (state !== "arrived") throw new TeleportError(409, `VM ${vm} is ${state} here, not arrived: cannot resume it`);
+    }
     const held = this.heldMonitor(vm);
     await (held ? held.execute("cont") : this.onMonitor(vm, (mon) => mon.execute("cont")));
     fs.rmSync(this.files(vm).hold, { force: true });
